@@ -1,0 +1,3 @@
+"""Gannet: a reliable, TCP-grade transport over UDP."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from gannet.cli.main import main
+
+sys.exit(main())
