@@ -1,0 +1,102 @@
+"""`gannet server`: accept message-protocol sessions, print each message to stdout.
+
+Every DATA message received (after reassembly) is written to stdout as one
+line and acknowledged; sessions (connect, negotiated parameters, messages,
+disconnect, errors) are logged to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from gannet.apps.messages.codec import FORMATS
+from gannet.apps.messages.negotiation import DEFAULT_KEEPALIVE, DEFAULT_PACKET_SIZE, MIN_PACKET_SIZE, Limits
+from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
+from gannet.apps.messages.transport import TRANSPORTS, resolve
+from gannet.cli.main import CLIError
+
+DEFAULT_PORT = 12345
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "server",
+        help="serve the message protocol: print and acknowledge messages",
+        description="Accept message-protocol clients (many at once). Each DATA message "
+        "is printed to stdout as one line and acknowledged; session events go to stderr.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
+    p.add_argument("--max-size", type=int, default=DEFAULT_PACKET_SIZE, metavar="SIZE",
+                   help=f"largest DATA payload per packet; clients asking for more are lowered "
+                   f"(default {DEFAULT_PACKET_SIZE})")
+    p.add_argument("--max-window", type=int, default=64, metavar="N",
+                   help="largest burst window; clients asking for more are lowered (default 64)")
+    p.add_argument("--format", choices=("auto",) + FORMATS, default="auto",
+                   help="message encoding to accept; auto detects it per session (default)")
+    p.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE, metavar="SECONDS",
+                   help=f"longest keepalive interval allowed (default {DEFAULT_KEEPALIVE:g})")
+    p.add_argument("--transport", choices=TRANSPORTS, default="auto",
+                   help="byte stream to use: gannet, tcp, or auto (gannet when available)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not log every message")
+    p.set_defaults(func=run)
+
+
+def printable(payload: bytes) -> str:
+    """One display line for a payload: newlines and invalid UTF-8 shown escaped."""
+    text = payload.decode("utf-8", "backslashreplace")
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_size < MIN_PACKET_SIZE:
+        raise CLIError(f"--max-size must be at least {MIN_PACKET_SIZE}")
+    if args.max_window < 1:
+        raise CLIError("--max-window must be at least 1")
+    if not args.keepalive > 0:
+        raise CLIError("--keepalive must be positive")
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"invalid port {args.port}")
+    try:
+        name, _, start_server = resolve(args.transport)
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from None
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("gannet server: %(message)s"))
+    session_log.addHandler(handler)
+    session_log.setLevel(logging.INFO)
+    session_log.propagate = False
+
+    out = sys.stdout
+
+    def on_message(session: ServerSession, payload: bytes) -> None:
+        out.write(printable(payload) + "\n")
+        out.flush()
+        if not args.quiet:
+            session_log.info("[%s %s] message %d: %d bytes", session.peer, session.id,
+                             session.stats.messages, len(payload))
+
+    formats = FORMATS if args.format == "auto" else (args.format,)
+    limits = Limits(max_packet_size=args.max_size, max_window=args.max_window,
+                    keepalive_interval=args.keepalive)
+
+    async def main() -> None:
+        server = MessageServer(on_message, limits=limits, formats=formats)
+        await server.start(args.host, args.port, start_server)
+        host, port = server.address
+        print(f"gannet server: listening on {host}:{port} (transport {name}, "
+              f"format {args.format}, max_packet_size={args.max_size}, "
+              f"max_window={args.max_window})", file=sys.stderr, flush=True)
+        async with server:
+            await server.serve_forever()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
