@@ -21,7 +21,7 @@ Quick start::
     sim.call_at(5.0, fwd.update, loss=1.0)       # outage from t=5 ...
     sim.call_at(10.0, fwd.update, loss=0.01)     # ... to t=10
     sim.call_at(1.0, conn.send, b"hello")        # flushed after the call
-    sim.run(until=60.0, stop=lambda: b.accept() is not None)
+    sim.run(until=60.0)
 
 Nodes. Anything with the Endpoint methods `receive_datagram(data, addr,
 now)`, `datagrams_to_send(now)`, `get_timer()` and `handle_timer(now)` can

@@ -25,7 +25,7 @@ class SimulationError(RuntimeError):
 #: Every reason a datagram can be dropped, in the order they are checked.
 #: `unreachable` is counted at delivery time when no node is attached at the
 #: destination address (never attached, or removed to model a crash).
-DROP_REASONS = ("scripted", "mtu", "queue", "burst", "loss", "unreachable")
+DROP_REASONS = ("mtu", "queue", "burst", "loss", "scripted", "unreachable")
 
 _PROBABILITIES = (
     "loss",
@@ -46,7 +46,8 @@ class LinkConfig:
 
     Processing order for a datagram offered to a link at time `now`:
 
-    1. scripted drops (`Link.drop_if` / `Link.drop_nth`), then `mtu`;
+    1. `mtu` (scripted drop rules, `Link.drop_if`, are evaluated here but
+       applied on the wire, after step 3, so they perturb nothing else);
     2. `bandwidth` / `queue_bytes`: a drop-tail FIFO in front of a serializer.
        A datagram waits until the link is free, then takes `size*8/bandwidth`
        seconds to serialize. It is dropped (reason `queue`) if the bytes

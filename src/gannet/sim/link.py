@@ -93,8 +93,12 @@ class Link:
     def drop_if(self, predicate: DropPredicate) -> DropPredicate:
         """Drop every datagram for which `predicate(data, index)` is true.
 
-        Runs before any random impairment and consumes no randomness, so
-        adding a rule does not change what happens to the other datagrams.
+        The predicate is called once for every datagram offered, with the
+        bytes as sent. A matching datagram is lost on the wire: it still
+        occupies the queue and makes all the random draws it would have
+        made, so adding a rule changes nothing else in the run (a failing
+        seed can be replayed with one extra, chosen loss). A datagram that
+        the MTU, the queue or random loss drops first keeps that reason.
         Returns the predicate, for `remove_drop`.
         """
         self._rules.append(predicate)
@@ -148,10 +152,12 @@ class Link:
         if trace is not None:
             trace(TraceRecord(now, self.src, self.dst, size, "send"))
 
+        scripted = False
         if self._rules:
             for rule in self._rules:
                 if rule(data, index):
-                    return self._drop("scripted", now, size)
+                    scripted = True
+                    break
         if cfg.mtu is not None and size > cfg.mtu:
             return self._drop("mtu", now, size)
 
@@ -183,22 +189,32 @@ class Link:
         if cfg.loss and rng.random() < cfg.loss:
             return self._drop("loss", now, size)
 
-        self._emit(data, depart, index, now)
+        if scripted:
+            # Make every random draw the datagram would have made, then drop
+            # it: the rest of the run sees exactly the same random stream.
+            self._drop("scripted", now, size)
+            self._emit(data, depart, index, now, False)
+            if cfg.duplicate and rng.random() < cfg.duplicate:
+                self._emit(data, depart, None, now, False)
+            return
+        self._emit(data, depart, index, now, True)
         if cfg.duplicate and rng.random() < cfg.duplicate:
             stats.duplicated += 1
             if trace is not None:
                 trace(TraceRecord(now, self.src, self.dst, size, "duplicate"))
-            self._emit(data, depart, None, now)
+            self._emit(data, depart, None, now, True)
 
-    def _emit(self, data: bytes, depart: float, index: int | None, now: float) -> None:
+    def _emit(self, data: bytes, depart: float, index: int | None, now: float, live: bool) -> None:
         """Apply per-copy impairments and schedule the arrival.
 
         `index` is None for a duplicate copy, which is then not considered
-        for reorder accounting.
+        for reorder accounting. With `live` false only the random draws are
+        made (for a scripted drop): no counters, no trace, no arrival.
         """
         cfg = self.config
         rng = self._rng
-        trace = self._sim._trace
+        trace = self._sim._trace if live else None
+        corrupted = truncated = False
         if cfg.corrupt and data and rng.random() < cfg.corrupt:
             nbits = len(data) * 8
             k = rng.randint(1, cfg.corrupt_bits) if cfg.corrupt_bits > 1 else 1
@@ -208,14 +224,10 @@ class Link:
             for pos in rng.sample(range(nbits), min(k, nbits)):
                 buf[pos >> 3] ^= 1 << (pos & 7)
             data = bytes(buf)
-            self.stats.corrupted += 1
-            if trace is not None:
-                trace(TraceRecord(now, self.src, self.dst, len(data), "corrupt"))
+            corrupted = True
         if cfg.truncate and data and rng.random() < cfg.truncate:
             data = data[: rng.randrange(len(data))]
-            self.stats.truncated += 1
-            if trace is not None:
-                trace(TraceRecord(now, self.src, self.dst, len(data), "truncate"))
+            truncated = True
 
         arrival = depart + cfg.delay
         if cfg.jitter:
@@ -226,6 +238,16 @@ class Link:
             self._order_floor = arrival
         if cfg.reorder and rng.random() < cfg.reorder:
             arrival += cfg.reorder_delay
+        if not live:
+            return
+        if corrupted:
+            self.stats.corrupted += 1
+            if trace is not None:
+                trace(TraceRecord(now, self.src, self.dst, len(data), "corrupt"))
+        if truncated:
+            self.stats.truncated += 1
+            if trace is not None:
+                trace(TraceRecord(now, self.src, self.dst, len(data), "truncate"))
         self._sim._schedule_arrival(arrival, self, data, index)
 
     def _arrived(self, data: bytes, index: int | None, now: float) -> None:

@@ -21,7 +21,7 @@ __all__ = ["Node", "Simulator"]
 # Event kinds; the heap holds (time, seq, kind, a, b, c) tuples.
 _ARRIVE = 0  # a=link, b=data, c=send index (None for a duplicate copy)
 _TIMER = 1  # a=_NodeState, b=timer generation
-_CALL = 2  # a=callable, b=args
+_CALL = 2  # a=callable, b=args, c=kwargs
 
 
 class Node(Protocol):
@@ -181,8 +181,8 @@ class Simulator:
     def _schedule_arrival(self, time: float, link: Link, data: bytes, index: int | None) -> None:
         self._push(time, _ARRIVE, link, data, index)
 
-    def call_at(self, time: float, fn: Callable[..., Any], *args: Any) -> None:
-        """Run `fn(*args)` at virtual time `time`, then flush every node.
+    def call_at(self, time: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run `fn(*args, **kwargs)` at virtual time `time`, then flush every node.
 
         For application actions (`conn.send`, `conn.close`) and for link
         changes (`link.update(loss=1.0)`). Calls at the same time run in the
@@ -190,10 +190,10 @@ class Simulator:
         """
         if time < self.now:
             raise ValueError(f"call_at({time}) is in the past (now={self.now})")
-        self._push(time, _CALL, fn, args)
+        self._push(time, _CALL, fn, args, kwargs)
 
-    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
-        self.call_at(self.now + delay, fn, *args)
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.call_at(self.now + delay, fn, *args, **kwargs)
 
     # -- running ------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ class Simulator:
             elif kind == _TIMER:
                 self._fire_timer(a)
             else:
-                a(*b)
+                a(*b, **c)
                 self.poke_all()
         if until is not None:
             self.now = until
