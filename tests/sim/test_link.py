@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simtoys import A, B, Receiver, Sender, one_way
 
 from gannet.sim import LinkConfig, Simulator
@@ -221,3 +223,29 @@ def test_conservation_of_datagrams():
 def test_link_config_validation(bad):
     with pytest.raises(ValueError):
         LinkConfig(**bad)
+
+
+_prob = st.sampled_from([0.0, 0.0, 0.01, 0.1, 0.5, 1.0])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    loss=_prob, dup=_prob, corrupt=_prob, truncate=_prob, g2b=_prob, reorder=_prob,
+    jitter=st.sampled_from([0.0, 0.005, 0.05]),
+    bandwidth=st.sampled_from([None, 100_000, 2_000_000]),
+    queue=st.sampled_from([None, 0, 2000]),
+    seed=st.integers(0, 2**32),
+)
+def test_conservation_holds_for_any_config(loss, dup, corrupt, truncate, g2b, reorder,
+                                           jitter, bandwidth, queue, seed):
+    cfg = LinkConfig(loss=loss, duplicate=dup, corrupt=corrupt, truncate=truncate,
+                     p_good_to_bad=g2b, reorder=reorder, reorder_delay=0.02, jitter=jitter,
+                     bandwidth=bandwidth, queue_bytes=queue, mtu=1300, delay=0.001)
+    sim, _, rx = one_way(cfg, 150, seed=seed, interval=0.001, sizes=[40, 900, 1400])
+    s = sim.stats()[(A, B)]
+    assert s.sent == 150
+    assert s.sent + s.duplicated == s.delivered + s.dropped_total
+    assert s.delivered == len(rx.received)
+    assert s.dropped["mtu"] == 50
+    times = [t for t, _, _ in rx.received]
+    assert times == sorted(times)

@@ -108,7 +108,9 @@ class LinkConfig:
         if self.bandwidth is not None and not self.bandwidth >= 0:
             raise ValueError(f"LinkConfig.bandwidth must be >= 0 or None, got {self.bandwidth!r}")
         if self.queue_bytes is not None and self.queue_bytes < 0:
-            raise ValueError(f"LinkConfig.queue_bytes must be >= 0 or None, got {self.queue_bytes!r}")
+            raise ValueError(
+                f"LinkConfig.queue_bytes must be >= 0 or None, got {self.queue_bytes!r}"
+            )
         if self.mtu is not None and self.mtu < 0:
             raise ValueError(f"LinkConfig.mtu must be >= 0 or None, got {self.mtu!r}")
         if self.reorder > 0 and self.reorder_delay == 0:

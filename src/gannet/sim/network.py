@@ -288,7 +288,9 @@ class Simulator:
         while True:
             if stop is not None and stop():
                 return self.now
-            if not self.pending() or (until is not None and heap[0][0] > until):
+            while heap and heap[0][2] == _TIMER and heap[0][4] != heap[0][3].gen:
+                pop(heap)  # stale timer entry: superseded or cancelled
+            if not heap or (until is not None and heap[0][0] > until):
                 break
             if max_events is not None and count >= max_events:
                 raise SimulationError(
