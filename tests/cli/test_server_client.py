@@ -1,0 +1,177 @@
+"""`gannet server` and `gannet client` as real subprocesses on loopback."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# The stream transport both commands use: asyncio TCP until gannet's streams land.
+# To run these tests over gannet streams, change "tcp" to "gannet".
+TRANSPORT = "tcp"
+GANNET = [sys.executable, "-m", "gannet"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class Server:
+    def __init__(self, tmp_path: Path, *args: str):
+        self.out_path = tmp_path / "server.out"
+        self.err_path = tmp_path / "server.err"
+        self.proc = subprocess.Popen(
+            GANNET + ["server", "--port", "0", "--transport", TRANSPORT, *args],
+            stdout=self.out_path.open("wb"), stderr=self.err_path.open("wb"), env=ENV,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = re.search(r"listening on [\d.]+:(\d+)", self.err_path.read_text())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"server did not start: {self.err_path.read_text()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    servers = []
+
+    def make(*args):
+        s = Server(tmp_path / str(len(servers)) if servers else tmp_path, *args)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def client(port, *args, stdin=b"", timeout=15):
+    return subprocess.run(
+        GANNET + ["client", "--server-port", str(port), "--transport", TRANSPORT, *args],
+        input=stdin, capture_output=True, timeout=timeout, env=ENV,
+    )
+
+
+def wait_for(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_stdin_lines_step_by_step(server_factory):
+    srv = server_factory()
+    r = client(srv.port, "--client-id", "tester", stdin=b"hello\nworld\r\n\nlast line")
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert r.stdout == b""  # human text goes to stderr only
+    assert "mode=step-by-step" in err and "window=1" in err
+    assert [ln for ln in err.splitlines() if "ack seq=" in ln] == [
+        f"gannet client: ack seq={i}" for i in range(1, 5)
+    ]
+    assert wait_for(lambda: "disconnect" in srv.stderr)
+    assert srv.stdout == "hello\nworld\n\nlast line\n"
+    assert "client_id=tester" in srv.stderr
+
+
+def test_burst_json_repeated_message(server_factory):
+    srv = server_factory()
+    r = client(srv.port, "--operation-mode", "burst", "--window", "4", "--format", "json",
+               "--message", "ping", "--count", "30", "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "30 messages" in r.stderr.decode()
+    assert wait_for(lambda: srv.stdout.count("ping\n") == 30)
+    assert "format=json mode=burst" in srv.stderr
+
+
+def test_lowered_size_fragments_file(server_factory, tmp_path):
+    srv = server_factory("--max-size", "32", "--max-window", "2")
+    f = tmp_path / "msg.txt"
+    f.write_bytes(b"first line\nsecond line, long enough to need several fragments" * 3)
+    r = client(srv.port, "--file", str(f), "--max-size", "1000", "--operation-mode", "burst",
+               "--window", "16")
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "note: server lowered max_packet_size from 1000 to 32" in err
+    assert "note: server lowered window_size from 16 to 2" in err
+    want = f.read_text().replace("\n", "\\n") + "\n"
+    assert wait_for(lambda: srv.stdout == want), srv.stdout
+
+
+def test_concurrent_clients(server_factory):
+    srv = server_factory()
+    procs = [
+        subprocess.Popen(
+            GANNET + ["client", "--server-port", str(srv.port), "--transport", TRANSPORT,
+                      "--operation-mode", "burst" if i % 2 else "step-by-step", "-q",
+                      "--message", f"from client {i}", "--count", "5"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        for i in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=15)
+        assert p.returncode == 0, err.decode()
+    assert wait_for(lambda: len(srv.stdout.splitlines()) == 20)
+    lines = srv.stdout.splitlines()
+    assert sorted(set(lines)) == [f"from client {i}" for i in range(4)]
+    assert srv.stderr.count("disconnect (done)") == 4
+
+
+def test_refused_session_is_one_line_exit_1(server_factory):
+    srv = server_factory("--format", "binary")
+    r = client(srv.port, "--format", "json", "--message", "x")
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 1
+    assert err == ["gannet: server refused the session: "
+                   "this server accepts only binary messages, not json"]
+    assert srv.stdout == ""
+
+
+def test_connection_refused_exit_1():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = client(port, "--message", "x")
+    assert r.returncode == 1
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "connection refused" in lines[0]
+
+
+def test_server_killed_mid_session_exit_1(server_factory):
+    srv = server_factory()
+    proc = subprocess.Popen(
+        GANNET + ["client", "--server-port", str(srv.port), "--transport", TRANSPORT],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    proc.stdin.write(b"one\n")
+    proc.stdin.flush()
+    assert wait_for(lambda: srv.stdout == "one\n")
+    srv.proc.kill()
+    srv.proc.wait(5)
+    proc.stdin.write(b"two\n")
+    proc.stdin.flush()
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 1
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("gannet: ") and ("closed" in last or "lost" in last), last
