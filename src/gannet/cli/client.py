@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
 from pathlib import Path
@@ -76,22 +77,38 @@ def _say(text: str) -> None:
 async def _stdin_lines() -> AsyncIterator[bytes]:
     """Lines of stdin (without their line ending), read by a daemon thread."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1024)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    slots = threading.Semaphore(1024)  # lines read ahead, at most
+
+    def lines():
+        # os.read on the descriptor, not sys.stdin: a daemon thread blocked
+        # inside a buffered reader can abort the interpreter at exit.
+        fd = sys.stdin.fileno()
+        pending = b""
+        while chunk := os.read(fd, 65536):
+            parts = chunk.split(b"\n")
+            parts[0] = pending + parts[0]
+            pending = parts.pop()
+            for line in parts:
+                yield line + b"\n"
+        if pending:
+            yield pending
 
     def pump() -> None:
         try:
-            for line in sys.stdin.buffer:
-                asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
-        except Exception:  # noqa: BLE001 - loop closed or stdin broken: stop
-            pass
-        finally:
+            for line in lines():
+                slots.acquire()
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+        except Exception:  # noqa: BLE001 - loop closed or stdin broken: stop quietly
             try:
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
             except RuntimeError:
                 pass
 
     threading.Thread(target=pump, name="gannet-client-stdin", daemon=True).start()
     while (line := await queue.get()) is not None:
+        slots.release()
         if line.endswith(b"\n"):
             line = line[:-1]
             if line.endswith(b"\r"):
