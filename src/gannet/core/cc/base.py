@@ -1,0 +1,43 @@
+"""The interface every congestion controller implements."""
+
+from __future__ import annotations
+
+
+class CongestionControl:
+    """Base class: holds cwnd and ssthresh in bytes.
+
+    The connection calls:
+    - `on_ack(now, acked, in_flight, rtt)` when new data is acknowledged
+      (cumulatively or by SACK) outside loss recovery;
+    - `on_congestion_event(now, in_flight)` once per window of losses, when
+      fast retransmit / SACK recovery starts;
+    - `on_recovery_end(now)` when the recovery point is acknowledged;
+    - `on_rto(now, in_flight)` when the retransmission timer expires.
+    """
+
+    name = "base"
+
+    def __init__(self, mss: int, initial_window: int) -> None:
+        self.mss = mss
+        self.cwnd = initial_window * mss
+        self.ssthresh = 1 << 62  # "arbitrarily high" (RFC 5681 3.1)
+
+    def set_mss(self, mss: int) -> None:
+        self.cwnd = self.cwnd // self.mss * mss
+        self.mss = mss
+
+    @property
+    def in_slow_start(self) -> bool:
+        return self.cwnd < self.ssthresh
+
+    def on_ack(self, now: float, acked: int, in_flight: int, rtt: float | None) -> None:
+        raise NotImplementedError
+
+    def on_congestion_event(self, now: float, in_flight: int) -> None:
+        raise NotImplementedError
+
+    def on_recovery_end(self, now: float) -> None:
+        pass
+
+    def on_rto(self, now: float, in_flight: int) -> None:
+        raise NotImplementedError

@@ -1,0 +1,1144 @@
+"""One Gannet connection: the RFC 9293 state machine, sans I/O.
+
+Inputs: `on_segment(seg, now)` from the network, `handle_timer(now)` from
+time, and `send` / `recv` / `shutdown_write` / `close` / `abort` from the
+application. Output: `segments_to_send(now)`, `get_timer()` and events
+appended to the deque the endpoint gave us.
+
+Sequence positions are kept as unbounded integers ("absolute"); 32-bit wire
+values are unwrapped on arrival (`unwrap`) and wrapped on departure. Sent and
+received bytes are tracked as byte ranges (`RangeSet`); a retransmission
+resends a byte range from the send buffer, not a stored packet.
+
+Variable names follow RFC 9293 (snd_una, snd_nxt, snd_wnd, rcv_nxt, iss,
+irs), RFC 6298 (srtt, rto) and RFC 6675 (pipe, recovery point).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+
+from ..config import MODE_STEP, MODES, Config
+from ..wire.datagram import MAX_DATA_OVERHEAD, MAX_WSCALE
+from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, unwrap
+from . import cc as cc_registry
+from .events import (
+    AllDataAcknowledged,
+    ConnectionEstablished,
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    SendSpaceAvailable,
+    StreamEnded,
+)
+from .rangeset import RangeSet
+from .rtt import RttEstimator
+from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
+from .stats import ConnectionStats
+
+MASK32 = SEQ_MOD - 1
+TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
+CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
+
+
+class Connection:
+    def __init__(
+        self,
+        config: Config,
+        rng: random.Random,
+        now: float,
+        *,
+        remote_addr: object,
+        local_cid: int,
+        events: deque[Event] | None = None,
+        touch: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.rng = rng
+        self.remote_addr = remote_addr
+        self.local_cid = local_cid
+        self.remote_cid = 0  # learned from the peer's SYN or SYN-ACK
+        self.passive = False
+        self.state = State.CLOSED
+        self.error: BaseException | None = None
+        self.stats = ConnectionStats()
+        self.created = now
+        self._events: deque[Event] = events if events is not None else deque()
+        self._touch = touch or (lambda conn: None)
+
+        # --- send side ---------------------------------------------------
+        self.iss = rng.getrandbits(32)
+        self.snd_una = self.iss
+        self.snd_nxt = self.iss  # next sequence position to send new data/SYN/FIN at
+        self.snd_wnd = config.mss  # until the peer tells us
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_wscale = 0  # the peer's shift (applied to windows it sends)
+        self._sndbuf = bytearray()
+        self._sndbuf_start = self.iss + 1  # position of _sndbuf[0]
+        self._fin_queued = False  # application finished writing
+        self._fin_sent = False
+        self._want_send_space = False
+        self._all_acked_reported = False
+        self.sacked = RangeSet()  # SACK scoreboard above snd_una (RFC 6675)
+        self.lost = RangeSet()  # declared lost, waiting to be resent
+        self._retransmitted = RangeSet()  # resent during the current recovery
+        self.in_recovery = False
+        self.recovery_point = 0
+        self._dupacks = 0
+        self._retries = 0  # consecutive timeouts without progress
+        self._rtx_deadline: float | None = None
+        self._persist_deadline: float | None = None
+        self._persist_probes = 0
+        # (start, end, time) of each first transmission, in send order: RTT
+        # samples come from the newest one a cumulative ACK covers, unless any
+        # of its bytes were ever resent (Karn's rule, RFC 6298 3).
+        self._sent_log: deque[tuple[int, int, float]] = deque()
+        self._ever_retransmitted = RangeSet()
+        # (start, end, snd_nxt then) per retransmission in this recovery, to
+        # notice a lost retransmission once data sent after it is SACKed.
+        self._retx_marks: list[tuple[int, int, int]] = []
+        self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
+        self.mss = min(config.mss, config.max_datagram_size - MAX_DATA_OVERHEAD)
+        self.max_datagram_size = config.max_datagram_size
+        self.cc = cc_registry.create(config.congestion_control, self.mss, config.initial_window)
+        self.rtt = RttEstimator(config.timeout, config.min_rto, config.max_rto)
+        self.sack_ok = False
+        self.ts_ok = False
+        self.mode = MODES[config.mode]
+
+        # --- receive side --------------------------------------------------
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_wscale = self._choose_wscale(config.window_size) if config.window_scaling else 0
+        self._rcv_adv = 0  # right edge of the window we last advertised
+        self._rcvbuf: deque[bytes] = deque()
+        self._rcvbuf_len = 0
+        self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
+        self._ooo_ranges = RangeSet()
+        self._last_ooo: tuple[int, int] | None = None  # newest out-of-order block, SACKed first
+        self._fin_rcv: int | None = None  # position of the peer's FIN once seen
+        self.eof = False
+        self._ack_now = False
+        self._unacked_segs = 0
+        self._delack_deadline: float | None = None
+        self._ts_offset = rng.getrandbits(32)
+        self._ts_recent: int | None = None
+        self._ts_recent_time = 0.0
+
+        # --- liveness ----------------------------------------------------------
+        self.last_received = now
+        self._keepalive_probes = 0
+        self._keepalive_deadline: float | None = None
+        self._timewait_deadline: float | None = None
+        self._connect_deadline: float | None = None
+        self._challenge_window = 0
+        self._challenge_count = 0
+        self._out: list[Segment] = []  # control segments queued by input processing
+
+    # ------------------------------------------------------------------ API
+    @property
+    def readable_bytes(self) -> int:
+        return self._rcvbuf_len
+
+    @property
+    def send_space(self) -> int:
+        if self.state not in CAN_SEND and self.state not in (State.SYN_SENT, State.SYN_RECEIVED):
+            return 0
+        return max(0, self.config.send_buffer_size - self._unsent_and_unacked())
+
+    @property
+    def established(self) -> bool:
+        return self.state in SYNCHRONIZED
+
+    @property
+    def srtt(self) -> float | None:
+        return self.rtt.srtt
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._pipe()
+
+    def connect(self, now: float) -> None:
+        """Active open: send a SYN (RFC 9293 3.10.1)."""
+        self._transition("connect")
+        self._connect_deadline = now + self.config.connect_timeout
+        self._send_syn(now)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue bytes for sending; returns how many were taken (maybe fewer)."""
+        if self.error is not None:
+            raise _copy_error(self.error)
+        if self._fin_queued or self.state not in CAN_SEND and self.state not in (
+            State.SYN_SENT, State.SYN_RECEIVED
+        ):
+            raise BrokenPipeError("connection is closed for sending")
+        room = self.config.send_buffer_size - self._unsent_and_unacked()
+        n = min(len(data), max(0, room))
+        if n:
+            self._sndbuf += data[:n] if n < len(data) else data
+            self._all_acked_reported = False
+            self._touch(self)
+        if n < len(data):
+            self._want_send_space = True
+        return n
+
+    def recv(self, max_bytes: int) -> bytes:
+        """Take up to `max_bytes` in-order bytes (b"" if none are ready)."""
+        if max_bytes <= 0 or not self._rcvbuf_len:
+            return b""
+        buf = self._rcvbuf
+        if len(buf[0]) >= max_bytes:
+            chunk = buf[0]
+            if len(chunk) == max_bytes:
+                buf.popleft()
+            else:
+                buf[0] = chunk[max_bytes:]
+                chunk = chunk[:max_bytes]
+            out = chunk
+        else:
+            parts = []
+            need = max_bytes
+            while buf and need:
+                chunk = buf[0]
+                if len(chunk) <= need:
+                    parts.append(buf.popleft())
+                    need -= len(chunk)
+                else:
+                    parts.append(chunk[:need])
+                    buf[0] = chunk[need:]
+                    need = 0
+            out = b"".join(parts)
+        self._rcvbuf_len -= len(out)
+        self._maybe_window_update()
+        return bytes(out)
+
+    def shutdown_write(self, now: float) -> None:
+        """Half-close: a FIN follows the data already queued."""
+        if self._fin_queued or self.state in (State.CLOSED, State.LISTEN):
+            return
+        if self.state == State.SYN_SENT:
+            self._terminate(None)
+            return
+        self._fin_queued = True
+        self._all_acked_reported = False
+        if self.state in (State.ESTABLISHED, State.SYN_RECEIVED):
+            self._transition("close")
+        elif self.state == State.CLOSE_WAIT:
+            self._transition("close")
+        self._touch(self)
+
+    def close(self, now: float) -> None:
+        """Graceful close of both directions (data still queued is delivered)."""
+        self.shutdown_write(now)
+
+    def abort(self, now: float) -> None:
+        """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
+        if self.state in SYNCHRONIZED or self.state == State.SYN_RECEIVED:
+            self._out.append(self._make(self.snd_nxt, RST | ACK))
+        self._terminate(None)
+
+    # --------------------------------------------------------------- timers
+    def get_timer(self) -> float | None:
+        deadlines = [
+            d
+            for d in (
+                self._rtx_deadline,
+                self._persist_deadline,
+                self._delack_deadline,
+                self._keepalive_deadline,
+                self._timewait_deadline,
+                self._connect_deadline,
+                self._idle_deadline(),
+            )
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.state == State.CLOSED:
+            return
+        self._now_hint = now
+        if self._timewait_deadline is not None and now >= self._timewait_deadline:
+            self._timewait_deadline = None
+            self._transition("timeout 2MSL")
+            self._terminate(None)
+            return
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            self._fail(TimeoutError("connection attempt timed out"))
+            return
+        idle = self._idle_deadline()
+        if idle is not None and now >= idle:
+            self._fail(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
+            return
+        if self._rtx_deadline is not None and now >= self._rtx_deadline:
+            self._on_rto(now)
+            if self.state == State.CLOSED:
+                return
+        if self._persist_deadline is not None and now >= self._persist_deadline:
+            self._on_persist(now)
+            if self.state == State.CLOSED:
+                return
+        if self._delack_deadline is not None and now >= self._delack_deadline:
+            self._delack_deadline = None
+            self._ack_now = True
+        if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
+            self._on_keepalive(now)
+
+    def _idle_deadline(self) -> float | None:
+        if self.config.idle_timeout is None or self.state not in SYNCHRONIZED:
+            return None
+        return self.last_received + self.config.idle_timeout
+
+    # --------------------------------------------------------------- input
+    def on_segment(self, seg: Segment, now: float) -> None:
+        """Process one arriving segment (RFC 9293 3.10.7, SEGMENT ARRIVES)."""
+        self.stats.segments_received += 1
+        self._now_hint = now
+        state = self.state
+        if state == State.CLOSED:
+            return
+        if state == State.LISTEN:
+            self._on_listen(seg, now)
+        elif state == State.SYN_SENT:
+            self._on_syn_sent(seg, now)
+        else:
+            self._on_synchronized(seg, now)
+        self._touch(self)
+
+    def accept_syn(self, seg: Segment, now: float) -> None:
+        """Passive open: take the SYN that the endpoint matched to a listener."""
+        self.passive = True
+        self.state = State.LISTEN
+        self.on_segment(seg, now)
+
+    def _on_listen(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            self._send_reset_for(seg)
+            return
+        if not flags & SYN:
+            return
+        self._take_syn_options(seg)
+        self.irs = seg.seq
+        self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
+        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
+        self._update_ts_recent(seg, now)
+        self.snd_wnd = seg.wnd  # never scaled in a SYN (RFC 7323 2.2)
+        self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
+        self.last_received = now
+        self._transition("rcv SYN")
+        self._send_syn(now)
+
+    def _on_syn_sent(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        ack = unwrap(seg.ack, self.snd_nxt) if flags & ACK else None
+        if ack is not None and (ack <= self.iss or ack > self.snd_nxt):
+            if not flags & RST:
+                self._send_reset_for(seg)
+            self.stats.dropped_segments += 1
+            return
+        if flags & RST:
+            if ack is not None:
+                self._fail(ConnectionRefusedError("connection refused by peer"))
+            return
+        if not flags & SYN:
+            return
+        self._take_syn_options(seg)
+        self.irs = seg.seq
+        self.rcv_nxt = seg.seq + 1
+        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
+        self._update_ts_recent(seg, now)
+        self.last_received = now
+        if ack is not None:
+            self._rtt_sample_from(seg, now, handshake=True)
+            self.snd_una = ack
+            self.snd_wnd = seg.wnd
+            self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, ack
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self._rtx_deadline = None
+            self._retries = 0
+            self._transition("rcv SYN,ACK")
+            self._on_established(now)
+            self._ack_now = True
+        else:
+            # Simultaneous open (RFC 9293 figure 7): answer with SYN,ACK.
+            self.snd_wnd = seg.wnd
+            self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
+            self._transition("rcv SYN (simultaneous open)")
+            self._rtx_deadline = None
+            self._send_syn(now)
+
+    def _on_synchronized(self, seg: Segment, now: float) -> None:
+        flags = seg.flags
+        seq = unwrap(seg.seq, self.rcv_nxt)
+        payload = seg.payload
+        seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        # Any valid segment from the peer, even a duplicate, shows it is alive.
+        self.last_received = now
+        self._keepalive_probes = 0
+
+        # A retransmitted SYN in SYN-RECEIVED means our SYN,ACK was lost.
+        if self.state == State.SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
+            self._send_syn(now)
+            return
+
+        # PAWS (RFC 7323 5.3), with a tolerance for reordering.
+        if (
+            self.ts_ok
+            and seg.tsval is not None
+            and self._ts_recent is not None
+            and not flags & RST
+            and ((self._ts_recent - seg.tsval) & MASK32) < (1 << 31)
+            and ((self._ts_recent - seg.tsval) & MASK32) > self.config.paws_window * TS_HZ
+        ):
+            self.stats.dropped_segments += 1
+            self._ack_now = True
+            return
+
+        # RFC 7323 4.3: a segment covering Last.ACK.sent (here rcv_nxt)
+        # refreshes TS.Recent even when it is a duplicate, so the ACK it
+        # provokes echoes this segment's time and not an older one.
+        if seg.tsval is not None and seq <= self.rcv_nxt <= seq + seg_len:
+            self._update_ts_recent(seg, now)
+
+        # 1. Sequence number check.
+        rcv_wnd = max(0, self._rcv_adv - self.rcv_nxt)
+        if not self._acceptable(seq, seg_len, rcv_wnd):
+            if not flags & RST:
+                self._ack_now = True  # RFC 9293: send an ACK and drop
+                if seg_len and seq + seg_len <= self.rcv_nxt:
+                    self.stats.duplicate_segments += 1
+            self.stats.dropped_segments += 1
+            if self.state == State.TIME_WAIT and flags & FIN:
+                self._timewait_deadline = now + 2 * self.config.msl
+            return
+
+        # 2. RST (RFC 5961 3.2: exact match resets, in-window gets a challenge).
+        if flags & RST:
+            if seq == self.rcv_nxt:
+                if self.state == State.SYN_RECEIVED and self.passive:
+                    self._terminate(None)  # back to LISTEN: the listener forgets it
+                elif self.state in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
+                    self._terminate(None)
+                else:
+                    self._fail(ConnectionResetError("connection reset by peer"))
+            else:
+                self._challenge_ack(now)
+            return
+
+        # 4. SYN in a synchronized state: challenge ACK (RFC 5961 4.2).
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+
+        # 5. ACK field.
+        if not flags & ACK:
+            self.stats.dropped_segments += 1
+            return
+        ack = unwrap(seg.ack, self.snd_una)
+        if self.state == State.SYN_RECEIVED:
+            if self.snd_una < ack <= self.snd_nxt:
+                self._rtt_sample_from(seg, now, handshake=True)
+                self.snd_una = ack
+                self._rtx_deadline = None
+                self._retries = 0
+                self.snd_wnd = seg.wnd << self.snd_wscale
+                self.snd_wl1, self.snd_wl2 = seq, ack
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self._transition("rcv ACK of SYN")
+                self._on_established(now)
+            else:
+                self._send_reset_for(seg)
+                return
+        elif not self._process_ack(seg, seq, ack, now):
+            return
+        if self.state == State.CLOSED:
+            return
+
+        # TIME-WAIT: the only thing that can arrive is a retransmitted FIN.
+        if self.state == State.TIME_WAIT:
+            if flags & FIN:
+                self._ack_now = True
+                self._timewait_deadline = now + 2 * self.config.msl
+            return
+
+        # 7. Segment text, 8. FIN.
+        if (payload or flags & FIN) and self.state in CAN_RECEIVE:
+            self._receive_data(seq, payload, bool(flags & FIN), now)
+        elif payload:
+            # Data after the peer's FIN is a protocol violation; just ACK.
+            self._ack_now = True
+
+    def _acceptable(self, seq: int, seg_len: int, rcv_wnd: int) -> bool:
+        """RFC 9293 3.10.7.4's four cases."""
+        rcv_nxt = self.rcv_nxt
+        if seg_len == 0:
+            if rcv_wnd == 0:
+                return seq == rcv_nxt
+            return rcv_nxt <= seq < rcv_nxt + rcv_wnd
+        if rcv_wnd == 0:
+            return False
+        end = rcv_nxt + rcv_wnd
+        return rcv_nxt <= seq < end or rcv_nxt <= seq + seg_len - 1 < end
+
+    def _process_ack(self, seg: Segment, seq: int, ack: int, now: float) -> bool:
+        """ACK processing in synchronized states; False means drop the segment."""
+        snd_una = self.snd_una
+        if ack > self.snd_nxt:
+            self._ack_now = True  # acks something not yet sent (RFC 9293)
+            self.stats.dropped_segments += 1
+            return False
+        if ack < snd_una - max(self.max_snd_wnd, self.mss):
+            self._challenge_ack(now)  # RFC 5961 5.2: too old to be believable
+            return False
+
+        # Window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule).
+        wnd = seg.wnd << self.snd_wscale
+        window_changed = False
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            window_changed = wnd != self.snd_wnd
+            if wnd and not self.snd_wnd:
+                self._persist_deadline = None
+                self._persist_probes = 0
+            self.snd_wnd = wnd
+            self.snd_wl1, self.snd_wl2 = seq, ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+
+        newly_sacked = self._process_sack(seg, ack) if self.sack_ok and seg.sack else 0
+        data_end = self._data_end()
+        in_flight_before = self._pipe()
+
+        if ack > snd_una:
+            acked_data = min(ack, data_end) - max(snd_una, self._sndbuf_start)
+            removed_sacked = self.sacked.discard_below(ack)
+            self.lost.discard_below(ack)
+            self._retransmitted.discard_below(ack)
+            self.snd_una = ack
+            self._trim_sndbuf()
+            self._retries = 0
+            self._dupacks = 0
+            # Forward progress ends RTO backoff (as Linux does), so a lossy
+            # path does not keep paying for timeouts that are already over.
+            self.rtt.backoff = 0
+            # Time only ACKs that newly covered data sent once and not SACKed
+            # earlier: an ACK that jumps over old SACKed data is late by design.
+            self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
+            self._ever_retransmitted.discard_below(ack)
+            delivered = max(0, acked_data) - removed_sacked + newly_sacked
+            if self.in_recovery:
+                if ack >= self.recovery_point:
+                    self.in_recovery = False
+                    self._retransmitted.clear()
+                    self._retx_marks.clear()
+                    self.cc.on_recovery_end(now)
+                elif not self.sack_ok:
+                    # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
+                    self.lost.add(ack, min(ack + self.mss, data_end))
+            else:
+                self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
+            # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
+            if self.snd_una >= self.snd_nxt:
+                self._rtx_deadline = None
+            else:
+                self._rtx_deadline = now + self.rtt.current_rto()
+            self._after_ack_progress()
+        else:
+            if newly_sacked and not self.in_recovery:
+                self.cc.on_ack(now, 0, in_flight_before, None)
+            # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
+            if (
+                ack == snd_una
+                and not seg.payload
+                and not seg.flags & (SYN | FIN)
+                and not window_changed
+                and self.snd_nxt > snd_una
+            ):
+                self._dupacks += 1
+
+        self._detect_losses(now)
+
+        # Our FIN acknowledged?
+        if self._fin_sent and self.snd_una >= self.snd_nxt and self._fin_queued:
+            self._on_fin_acked(now)
+        return True
+
+    def _process_sack(self, seg: Segment, ack: int) -> int:
+        """Add the peer's SACK blocks to the scoreboard; returns bytes newly SACKed."""
+        new = 0
+        lo = max(ack, self.snd_una)
+        hi = min(self.snd_nxt, self._data_end())
+        for left32, right32 in seg.sack:
+            left = unwrap(left32, lo)
+            right = unwrap(right32, lo)
+            left, right = max(left, lo), min(right, hi)
+            if left < right:
+                added = self.sacked.add(left, right)
+                if added:
+                    new += added
+                    self.lost.subtract(left, right)
+        return new
+
+    def _detect_losses(self, now: float) -> None:
+        """RFC 6675 IsLost() on the scoreboard, or dupacks without SACK."""
+        thresh = self.config.fast_retransmit_threshold
+        data_hi = min(self.snd_nxt, self._data_end())
+        newly_lost = False
+        if self.sack_ok and self.sacked:
+            limit = (thresh - 1) * self.mss
+            sacked = self.sacked
+            # Walk holes from the bottom; a hole is lost when enough is SACKed above it.
+            for start, end in sacked.gaps(self.snd_una, sacked.last()[1]):
+                if sacked.count_above(end) <= limit and sacked.ranges_above(end) < thresh:
+                    break
+                for s, e in self._retransmitted.gaps(start, end):
+                    if self.lost.add(s, e):
+                        newly_lost = True
+            # A retransmission is lost too when data first sent after it has
+            # been SACKed while it has not (the idea behind RFC 8985's RACK).
+            if self._retx_marks:
+                highest = sacked.last()[1]
+                keep = []
+                for start, end, nxt in self._retx_marks:
+                    if end <= self.snd_una:
+                        continue
+                    if sacked.count_above(nxt) > limit or (highest > nxt and thresh == 1):
+                        for s, e in sacked.gaps(max(start, self.snd_una), end):
+                            if self.lost.add(s, e):
+                                newly_lost = True
+                    else:
+                        keep.append((start, end, nxt))
+                self._retx_marks = keep
+        elif not self.sack_ok and self._dupacks >= thresh and not self.in_recovery:
+            if self.snd_una < data_hi:
+                self.lost.add(self.snd_una, min(self.snd_una + self.mss, data_hi))
+                newly_lost = True
+        if newly_lost and not self.in_recovery:
+            # Enter loss recovery once per window (RFC 6675 5, RFC 6582).
+            if self.snd_una >= self.recovery_point or not self.stats.fast_recoveries:
+                self.in_recovery = True
+                self.recovery_point = self.snd_nxt
+                self.stats.fast_recoveries += 1
+                self.cc.on_congestion_event(now, self._outstanding())
+
+    def _after_ack_progress(self) -> None:
+        if self._want_send_space and self.send_space >= self.config.send_buffer_size // 4:
+            self._want_send_space = False
+            self._events.append(SendSpaceAvailable(self))
+        if (
+            not self._all_acked_reported
+            and self.snd_una >= self._data_end()
+            and (self._sndbuf or self._fin_queued)
+        ):
+            if not self._fin_queued or self.snd_una > self._data_end():
+                self._all_acked_reported = True
+                self._events.append(AllDataAcknowledged(self))
+
+    def _receive_data(self, seq: int, payload: bytes, fin: bool, now: float) -> None:
+        start, end = seq, seq + len(payload)
+        if fin:
+            self._fin_rcv = end
+        rcv_nxt = self.rcv_nxt
+        if start < rcv_nxt:  # trim what we already have
+            payload = payload[rcv_nxt - start :]
+            start = rcv_nxt
+        if end > self._rcv_adv:  # and what lies beyond the window we offered
+            payload = payload[: max(0, self._rcv_adv - start)]
+            end = start + len(payload)
+            if self._fin_rcv is not None and self._fin_rcv > self._rcv_adv:
+                self._fin_rcv = None
+        if payload:
+            if start == rcv_nxt:
+                was_empty = not self._rcvbuf_len
+                filled_hole = bool(self._ooo)
+                self._deliver(payload)
+                if filled_hole:
+                    self._drain_ooo()
+                    self._ack_now = True  # RFC 5681 4.2: ACK hole fills at once
+                else:
+                    self._unacked_segs += 1
+                if was_empty:
+                    self._events.append(DataReceived(self))
+            else:
+                self.stats.out_of_order_segments += 1
+                if self._ooo_ranges.add(start, end):
+                    self._ooo[start] = payload
+                else:
+                    self.stats.duplicate_segments += 1
+                self._last_ooo = self._ooo_ranges.range_containing(start)
+                self._ack_now = True  # RFC 5681 4.2: out-of-order data, ACK now
+        elif seq + len(payload) <= rcv_nxt and not fin:
+            self.stats.duplicate_segments += 1
+            self._ack_now = True
+        if self._fin_rcv is not None and self.rcv_nxt == self._fin_rcv and not self.eof:
+            self._on_fin(now)
+        elif self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
+            self._ack_now = True
+        elif self._unacked_segs and self._delack_deadline is None:
+            self._delack_deadline = now + self.config.ack_delay
+
+    def _deliver(self, payload: bytes) -> None:
+        self._rcvbuf.append(payload)
+        self._rcvbuf_len += len(payload)
+        self.rcv_nxt += len(payload)
+        self.stats.bytes_received += len(payload)
+
+    def _drain_ooo(self) -> None:
+        """Move out-of-order data that now continues the stream into the buffer."""
+        ranges = self._ooo_ranges
+        if not ranges or ranges.first()[0] > self.rcv_nxt:
+            return
+        target = ranges.first()[1]
+        ready = sorted(k for k in self._ooo if k < target)
+        for key in ready:
+            data = self._ooo.pop(key)
+            end = key + len(data)
+            if end > self.rcv_nxt:
+                self._deliver(data[self.rcv_nxt - key :] if key < self.rcv_nxt else data)
+        ranges.discard_below(self.rcv_nxt)
+        if self._last_ooo and self._last_ooo[1] <= self.rcv_nxt:
+            self._last_ooo = None
+
+    def _on_fin(self, now: float) -> None:
+        """RFC 9293 3.10.7.4 eighth step: the peer's FIN is in order."""
+        self.rcv_nxt += 1
+        self.eof = True
+        self._ack_now = True
+        self._events.append(StreamEnded(self))
+        if self.state in (State.SYN_RECEIVED, State.ESTABLISHED):
+            self._transition("rcv FIN")
+        elif self.state == State.FIN_WAIT_1:
+            if self._fin_sent and self.snd_una >= self.snd_nxt:
+                self._transition("rcv FIN,ACK of FIN")
+                self._enter_time_wait(now)
+            else:
+                self._transition("rcv FIN")
+        elif self.state == State.FIN_WAIT_2:
+            self._transition("rcv FIN")
+            self._enter_time_wait(now)
+
+    def _on_fin_acked(self, now: float) -> None:
+        if self.state == State.FIN_WAIT_1:
+            self._transition("rcv ACK of FIN")
+        elif self.state == State.CLOSING:
+            self._transition("rcv ACK of FIN")
+            self._enter_time_wait(now)
+        elif self.state == State.LAST_ACK:
+            self._transition("rcv ACK of FIN")
+            self._terminate(None)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._rtx_deadline = None
+        self._persist_deadline = None
+        self._keepalive_deadline = None
+        self._timewait_deadline = now + 2 * self.config.msl
+
+    def _on_established(self, now: float) -> None:
+        self._connect_deadline = None
+        # The peer's MSS and max packet size bound what we put in a datagram.
+        mss = min(self.mss, self.peer_mss)
+        if mss != self.mss:
+            self.mss = mss
+            self.cc.set_mss(mss)
+        self._events.append(ConnectionEstablished(self))
+        self._arm_keepalive(now)
+
+    # --------------------------------------------------------------- output
+    def segments_to_send(self, now: float) -> list[Segment]:
+        """Everything the connection wants on the wire now, in order."""
+        self._now_hint = now
+        out = self._out
+        self._out = []
+        state = self.state
+        if state in SYNCHRONIZED and state != State.TIME_WAIT:
+            self._send_data(now, out)
+        if self._ack_now and state != State.CLOSED and state != State.SYN_SENT:
+            if not any(s.flags & ACK for s in out[-1:]) or (out and out[-1].flags & RST):
+                out.append(self._make(self.snd_nxt, ACK))
+            self._ack_sent()
+        if out:
+            self.stats.segments_sent += len(out)
+        if state in SYNCHRONIZED:
+            self._arm_keepalive(now)
+        return out
+
+    def _send_data(self, now: float, out: list[Segment]) -> None:
+        mss = self.mss
+        cwnd = self._cwnd()
+        pipe = self._pipe()
+        sent_any = False
+        # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
+        lost = self.lost
+        while lost:
+            start, end = lost.first()
+            end = min(end, start + mss)
+            if pipe + (end - start) > cwnd and pipe > 0:
+                break
+            lost.subtract(start, end)
+            self._note_retransmission(start, end)
+            out.append(self._data_segment(start, end, False))
+            pipe += end - start
+            sent_any = True
+        # 2. New data, within the peer's window and the congestion window.
+        data_end = self._data_end()
+        wnd_edge = self.snd_una + self.snd_wnd
+        while self.snd_nxt < data_end:
+            nxt = self.snd_nxt
+            avail = data_end - nxt
+            n = min(mss, avail, wnd_edge - nxt, cwnd - pipe)
+            if n <= 0:
+                break
+            if n < mss:
+                if n < avail:
+                    # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a window-limited
+                    # sliver waits unless it is half the largest window seen.
+                    if n < self.max_snd_wnd // 2 or pipe + n > cwnd:
+                        break
+                elif not self.config.nodelay and self.snd_una < nxt:
+                    break  # Nagle: one small segment outstanding at a time
+            fin = self._fin_queued and nxt + n == data_end
+            out.append(self._data_segment(nxt, nxt + n, fin))
+            self.snd_nxt = nxt + n + (1 if fin else 0)
+            if fin:
+                self._fin_sent = True
+            self._sent_log.append((nxt, nxt + n, now))
+            pipe += n
+            sent_any = True
+        # 3. A FIN on its own once all data is out.
+        if self._fin_queued and not self._fin_sent and self.snd_nxt == data_end:
+            out.append(self._make(data_end, FIN | ACK))
+            self.snd_nxt = data_end + 1
+            self._fin_sent = True
+            sent_any = True
+        if sent_any:
+            if self._rtx_deadline is None:
+                self._rtx_deadline = now + self.rtt.current_rto()
+            self._persist_deadline = None
+        elif (
+            self.snd_nxt < data_end
+            and self.snd_una >= self.snd_nxt
+            and self._rtx_deadline is None
+            and self._persist_deadline is None
+            and self.snd_wnd < min(mss, data_end - self.snd_nxt)
+        ):
+            # Zero (or useless) window with data waiting: probe (RFC 9293 3.8.6.1).
+            self._persist_deadline = now + self.rtt.current_rto()
+
+    def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
+        off = start - self._sndbuf_start
+        payload = bytes(self._sndbuf[off : off + (end - start)])
+        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._data_end() else ACK, payload)
+        self.stats.bytes_sent += end - start
+        return seg
+
+    def _make(self, seq: int, flags: int, payload: bytes = b"") -> Segment:
+        """A segment with our current ACK, window, timestamps and SACK blocks."""
+        seg = Segment(seq & MASK32, self.rcv_nxt & MASK32, flags, 0, payload)
+        if flags & ACK:
+            seg.wnd = self._advertise_window()
+            self._ack_sent()
+        if self.ts_ok:
+            seg.tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
+            seg.tsecr = self._ts_recent or 0
+        if self.sack_ok and self._ooo_ranges:
+            seg.sack = self._sack_blocks()
+        return seg
+
+    _now_hint = 0.0  # time of the input or output call in progress (for tsval)
+
+    def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
+        """RFC 2018 4: the newest block first, then the others, highest first."""
+        blocks = []
+        first = self._last_ooo
+        if first is not None:
+            blocks.append(first)
+        for rng in reversed(self._ooo_ranges.ranges()):
+            if len(blocks) >= 4:
+                break
+            if rng != first:
+                blocks.append(rng)
+        return tuple((s & MASK32, e & MASK32) for s, e in blocks)
+
+    def _advertise_window(self) -> int:
+        """Window to offer; never shrinks, grows in useful steps (RFC 9293 3.8.6.2.2)."""
+        if self.state in (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN):
+            return min(self.config.window_size, 0xFFFF)
+        avail = max(0, self.config.window_size - self._rcvbuf_len)
+        edge = self.rcv_nxt + avail
+        if edge < self._rcv_adv:
+            edge = self._rcv_adv
+        elif edge - self._rcv_adv < min(self.config.window_size // 2, self.mss) and self._rcv_adv > self.rcv_nxt:
+            edge = self._rcv_adv
+        wnd = min((edge - self.rcv_nxt) >> self.rcv_wscale, 0xFFFF)
+        self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (wnd << self.rcv_wscale))
+        return wnd
+
+    def _maybe_window_update(self) -> None:
+        """After the application reads, tell the sender if the window opened a lot."""
+        if self.state not in CAN_RECEIVE or self.eof:
+            return
+        avail = self.config.window_size - self._rcvbuf_len
+        offered = self._rcv_adv - self.rcv_nxt
+        if avail - offered >= max(self.config.window_size // 4, 2 * self.mss) or (
+            offered < 2 * self.mss and avail - offered >= self.mss
+        ):
+            self._ack_now = True
+            self._touch(self)
+
+    def _ack_sent(self) -> None:
+        self._ack_now = False
+        self._unacked_segs = 0
+        self._delack_deadline = None
+
+    def _send_syn(self, now: float) -> None:
+        cfg = self.config
+        flags = SYN | (ACK if self.state == State.SYN_RECEIVED else 0)
+        seg = Segment(self.iss & MASK32, self.rcv_nxt & MASK32 if flags & ACK else 0, flags)
+        seg.wnd = min(cfg.window_size, 0xFFFF)
+        seg.mss = cfg.mss
+        offered_ws = self._choose_wscale(cfg.window_size) if cfg.window_scaling else None
+        if self.state == State.SYN_SENT or (self.state == State.SYN_RECEIVED and self.rcv_wscale_ok):
+            seg.wscale = offered_ws
+        if cfg.sack and (self.state == State.SYN_SENT or self.sack_ok):
+            seg.sack_permitted = True
+        if cfg.timestamps and (self.state == State.SYN_SENT or self.ts_ok):
+            seg.tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
+            seg.tsecr = self._ts_recent or 0
+        seg.mode = self.mode
+        seg.max_packet = min(cfg.max_packet_size or cfg.max_datagram_size, 0xFFFF)
+        self.snd_nxt = max(self.snd_nxt, self.iss + 1)
+        self._out.append(seg)
+        self._rtx_deadline = now + self.rtt.current_rto()
+        self._touch(self)
+
+    rcv_wscale_ok = False  # peer offered window scaling in its SYN
+
+    def _take_syn_options(self, seg: Segment) -> None:
+        """Negotiate options from the peer's SYN (RFC 7323, RFC 2018, seed 003)."""
+        cfg = self.config
+        if seg.mss:
+            self.peer_mss = seg.mss
+        if seg.wscale is not None and cfg.window_scaling and (self.state != State.SYN_SENT or True):
+            self.snd_wscale = min(seg.wscale, MAX_WSCALE)
+            self.rcv_wscale_ok = True
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0  # both sides scale or neither (RFC 7323 2.2)
+        self.sack_ok = cfg.sack and seg.sack_permitted
+        self.ts_ok = cfg.timestamps and seg.tsval is not None
+        if seg.mode == MODE_STEP:
+            self.mode = MODE_STEP  # either side asking for step-by-step gets it
+        if seg.max_packet:
+            self.max_datagram_size = min(self.max_datagram_size, seg.max_packet)
+        if cfg.max_packet_size:
+            self.max_datagram_size = min(self.max_datagram_size, cfg.max_packet_size)
+        room = self.max_datagram_size - MAX_DATA_OVERHEAD
+        if room < 64:
+            room = 64
+        self.mss = min(self.mss, self.peer_mss, room)
+        self.cc.set_mss(self.mss)
+
+    @staticmethod
+    def _choose_wscale(window: int) -> int:
+        shift = 0
+        while (0xFFFF << shift) < window and shift < MAX_WSCALE:
+            shift += 1
+        return shift
+
+    # --------------------------------------------------------------- timers
+    def _on_rto(self, now: float) -> None:
+        """Retransmission timeout (RFC 6298 5.4-5.7)."""
+        self._rtx_deadline = None
+        self._retries += 1
+        self.stats.timeouts += 1
+        if self._retries > self.config.max_retries:
+            self._fail(TimeoutError(f"no acknowledgment after {self.config.max_retries} retransmissions"))
+            return
+        self.rtt.on_timeout()
+        if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
+            self.stats.retransmits += 1
+            self._send_syn(now)
+            return
+        if self.snd_una >= self.snd_nxt:
+            return
+        self.cc.on_rto(now, self._outstanding())
+        data_hi = min(self.snd_nxt, self._data_end())
+        # Everything outstanding and not SACKed is presumed lost; resend from snd_una.
+        self.lost.clear()
+        for start, end in self.sacked.gaps(self.snd_una, data_hi):
+            self.lost.add(start, end)
+        self._retransmitted.clear()
+        self._retx_marks.clear()
+        self.in_recovery = False
+        self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
+        self._dupacks = 0
+        if self._fin_sent and self.snd_una <= self._data_end():
+            self._fin_sent = False  # resend the FIN after the data
+            self.snd_nxt = self._data_end()
+        # One segment goes out at once even though pipe may exceed cwnd; a
+        # FIN alone is resent by the normal output path.
+        self._touch(self)
+        if self.lost:
+            start, end = self.lost.first()
+            end = min(end, start + self.mss)
+            self.lost.subtract(start, end)
+            self._note_retransmission(start, end)
+            self._out.append(self._data_segment(start, end, False))
+        self._rtx_deadline = now + self.rtt.current_rto()
+
+    def _on_persist(self, now: float) -> None:
+        self._persist_deadline = None
+        self._persist_probes += 1
+        if self._persist_probes > self.config.max_retries + self.config.keepalive_count:
+            self._fail(TimeoutError("peer's window stayed closed and it stopped answering probes"))
+            return
+        self.stats.window_probes += 1
+        self.rtt.on_timeout()
+        self._out.append(self._make(self.snd_una - 1, ACK))
+        self._persist_deadline = now + self.rtt.current_rto()
+        self._touch(self)
+
+    def _arm_keepalive(self, now: float) -> None:
+        cfg = self.config
+        if not cfg.keepalive or self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
+            self._keepalive_deadline = None
+            return
+        if self.snd_una < self.snd_nxt or self._rtx_deadline is not None:
+            self._keepalive_deadline = None  # the retransmission timer watches the peer
+            return
+        if self._keepalive_probes:
+            self._keepalive_deadline = self._keepalive_sent + cfg.keepalive_interval
+        else:
+            self._keepalive_deadline = self.last_received + cfg.keepalive_idle
+
+    _keepalive_sent = 0.0
+
+    def _on_keepalive(self, now: float) -> None:
+        cfg = self.config
+        if self._keepalive_probes >= cfg.keepalive_count:
+            self._fail(TimeoutError(f"peer unreachable: {cfg.keepalive_count} keep-alive probes unanswered"))
+            return
+        # RFC 1122 4.2.3.6: a segment with SEG.SEQ = SND.NXT-1 and no data.
+        self._keepalive_probes += 1
+        self._keepalive_sent = now
+        self.stats.keepalive_probes += 1
+        self._out.append(self._make(self.snd_nxt - 1, ACK))
+        self._keepalive_deadline = now + cfg.keepalive_interval
+        self._touch(self)
+
+    def _challenge_ack(self, now: float) -> None:
+        second = int(now)
+        if second != self._challenge_window:
+            self._challenge_window, self._challenge_count = second, 0
+        self._challenge_count += 1
+        self.stats.dropped_segments += 1
+        if self._challenge_count <= CHALLENGE_ACK_LIMIT:
+            self.stats.challenge_acks += 1
+            self._ack_now = True
+
+    # --------------------------------------------------------------- helpers
+    def _data_end(self) -> int:
+        """Position just past the last byte the application has written."""
+        return self._sndbuf_start + len(self._sndbuf)
+
+    def _unsent_and_unacked(self) -> int:
+        return self._data_end() - max(self.snd_una, self._sndbuf_start)
+
+    def _trim_sndbuf(self) -> None:
+        # Drop acknowledged bytes in large steps: deleting a prefix of a
+        # bytearray moves the rest, so do it rarely (amortized O(1) per byte).
+        done = min(self.snd_una, self._data_end()) - self._sndbuf_start
+        if done > 0 and (done >= len(self._sndbuf) // 2 or done >= 1 << 20):
+            del self._sndbuf[:done]
+            self._sndbuf_start += done
+
+    def _outstanding(self) -> int:
+        """FlightSize: sent and not cumulatively acknowledged data bytes."""
+        return max(0, min(self.snd_nxt, self._data_end()) - self.snd_una)
+
+    def _pipe(self) -> int:
+        """RFC 6675's pipe: outstanding bytes believed still in the network."""
+        pipe = self._outstanding() - self.sacked.total - self.lost.total
+        if not self.sack_ok:
+            pipe -= self._dupacks * self.mss
+        return max(0, pipe)
+
+    def _cwnd(self) -> int:
+        if self.mode == MODE_STEP:
+            return self.mss  # stop-and-wait: one segment in flight
+        return self.cc.cwnd
+
+    def _note_retransmission(self, start: int, end: int) -> None:
+        self._retransmitted.add(start, end)
+        self._ever_retransmitted.add(start, end)
+        self._retx_marks.append((start, end, self.snd_nxt))
+        self._sent_log.clear()  # Karn: nothing sent before a resend is timed
+        self.stats.retransmits += 1
+        self.stats.retransmitted_bytes += end - start
+
+    def _rtt_sample_from(
+        self, seg: Segment, now: float, acked_to: int = 0, handshake: bool = False, clean: bool = True
+    ) -> None:
+        if handshake:
+            # The SYN was timed if it was never resent (Karn).
+            if self._retries == 0 and self.stats.retransmits == 0:
+                self.rtt.on_sample(now - self.created)
+            return
+        log = self._sent_log
+        newest = None
+        while log and log[0][1] <= acked_to:
+            newest = log.popleft()
+        if clean and newest is not None and not self._ever_retransmitted.overlap(newest[0], acked_to):
+            self.rtt.on_sample(now - newest[2])
+
+    def _update_ts_recent(self, seg: Segment, now: float, seq: int | None = None) -> None:
+        """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
+        if seg.tsval is None:
+            return
+        if seq is not None and seq > self.rcv_nxt:
+            return
+        if self._ts_recent is None or ((seg.tsval - self._ts_recent) & MASK32) < 1 << 31:
+            self._ts_recent = seg.tsval
+            self._ts_recent_time = now
+
+    def _send_reset_for(self, seg: Segment) -> None:
+        """RFC 9293 3.10.7.1-style reset answering an unacceptable segment."""
+        if seg.flags & ACK:
+            self._out.append(Segment(seg.ack, 0, RST))
+        else:
+            self._out.append(Segment(0, (seg.seq + seg.seg_len) & MASK32, RST | ACK))
+
+    def _transition(self, event: str) -> None:
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise AssertionError(f"no transition from {self.state} on {event!r}") from None
+
+    def _fail(self, error: BaseException) -> None:
+        self._terminate(error)
+
+    def _terminate(self, error: BaseException | None) -> None:
+        if self.state == State.CLOSED and self.error is not None:
+            return
+        already = self.state == State.CLOSED and getattr(self, "_terminated", False)
+        self.state = State.CLOSED
+        self.error = error
+        self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
+        self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
+        if not already:
+            self._terminated = True
+            self._events.append(ConnectionTerminated(self, error))
+        self._touch(self)
+
+    def __repr__(self) -> str:
+        return f"<Connection cid={self.local_cid:#x} {self.state} peer={self.remote_addr!r}>"
+
+
+def _copy_error(error: BaseException) -> BaseException:
+    return type(error)(*error.args)

@@ -1,0 +1,256 @@
+"""The endpoint: every connection behind one UDP socket, sans I/O.
+
+It decodes datagrams, routes them by destination connection ID (so a
+connection is not tied to its address), runs the listen backlog and accept
+queue, answers segments for unknown connections with RST, and keeps one
+timer heap for all connections so that an idle connection costs nothing per
+call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import asdict, dataclass
+from itertools import count
+
+from ..config import Config
+from ..wire.datagram import WireError, decode, encode
+from ..wire.segment import ACK, RST, SYN, Segment
+from .connection import MASK32, Connection
+from .events import ConnectionAvailable, Event
+from .states import SYNCHRONIZED, State
+
+
+@dataclass
+class EndpointStats:
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    malformed_dropped: int = 0
+    """Datagrams that failed validation (checksum, length, version, options)."""
+    unknown_connection: int = 0
+    """Segments for connection IDs we do not have (answered with RST)."""
+    resets_sent: int = 0
+    syn_dropped_backlog: int = 0
+    spoofed_dropped: int = 0
+    """Segments whose source connection ID did not match the connection."""
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Endpoint:
+    def __init__(self, config: Config | None = None, rng: random.Random | None = None) -> None:
+        self.config = config or Config()
+        if rng is None:
+            raise TypeError("Endpoint needs a random.Random (seeded in tests, SystemRandom in adapters)")
+        self.rng = rng
+        self.stats = EndpointStats()
+        self._conns: dict[int, Connection] = {}
+        self._syn_index: dict[tuple[object, int], Connection] = {}
+        self._connecting: dict[object, Connection] = {}
+        self._listening = False
+        self._backlog = self.config.backlog
+        self._accept_queue: deque[Connection] = deque()
+        self._unaccepted: set[Connection] = set()
+        self._events: deque[Event] = deque()
+        self._dirty: dict[Connection, None] = {}
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._deadline: dict[Connection, float] = {}
+        self._tick = count()
+        self._out: list[tuple[bytes, object]] = []
+
+    # ----------------------------------------------------------- application
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    def listen(self, backlog: int | None = None) -> None:
+        self._listening = True
+        if backlog is not None:
+            if backlog < 1:
+                raise ValueError("backlog must be at least 1")
+            self._backlog = backlog
+
+    def stop_listening(self) -> None:
+        self._listening = False
+
+    def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
+        conn = self._new_connection(addr, now, config)
+        self._connecting[addr] = conn
+        conn.connect(now)
+        return conn
+
+    def accept(self) -> Connection | None:
+        while self._accept_queue:
+            conn = self._accept_queue.popleft()
+            self._unaccepted.discard(conn)
+            return conn
+        return None
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # --------------------------------------------------------------- network
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
+        self.stats.datagrams_received += 1
+        try:
+            dst, src, seg = decode(data)
+        except WireError:
+            self.stats.malformed_dropped += 1
+            return
+        if dst == 0:
+            self._on_connectionless(seg, src, addr, now)
+            return
+        conn = self._conns.get(dst)
+        if conn is None:
+            self.stats.unknown_connection += 1
+            self._reset(seg, dst, src, addr)
+            return
+        if conn.remote_cid and src != conn.remote_cid:
+            self.stats.spoofed_dropped += 1
+            return
+        if not conn.remote_cid:
+            conn.remote_cid = src
+            self._connecting.pop(conn.remote_addr, None)
+        if addr != conn.remote_addr and conn.state in SYNCHRONIZED:
+            # The peer moved (NAT rebinding, new interface): follow it, since
+            # the connection ID, not the address, names the connection.
+            conn.remote_addr = addr
+        conn.on_segment(seg, now)
+
+    def _on_connectionless(self, seg: Segment, src: int, addr: object, now: float) -> None:
+        """A segment with no destination ID: only a SYN opening a connection."""
+        if not seg.flags & SYN or seg.flags & ACK or src == 0:
+            self.stats.malformed_dropped += 1
+            return
+        existing = self._syn_index.get((addr, src))
+        if existing is not None:
+            existing.on_segment(seg, now)  # a retransmitted SYN
+            return
+        pending = self._connecting.get(addr)
+        if pending is not None and pending.state == State.SYN_SENT and not pending.remote_cid:
+            # Simultaneous open: both sides sent SYN before hearing the other.
+            pending.remote_cid = src
+            self._syn_index[(addr, src)] = pending
+            self._connecting.pop(addr, None)
+            pending.on_segment(seg, now)
+            return
+        if not self._listening:
+            self.stats.unknown_connection += 1
+            self._reset(seg, 0, src, addr)
+            return
+        if len(self._unaccepted) >= self._backlog:
+            # Like Linux: drop the SYN; the client's retransmission tries again.
+            self.stats.syn_dropped_backlog += 1
+            return
+        conn = self._new_connection(addr, now, None)
+        conn.remote_cid = src
+        self._syn_index[(addr, src)] = conn
+        self._unaccepted.add(conn)
+        conn.accept_syn(seg, now)
+
+    def _reset(self, seg: Segment, dst: int, src: int, addr: object) -> None:
+        """RFC 9293 3.10.7.1: answer a segment for no connection with RST."""
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            rst = Segment(seg.ack, 0, RST)
+        else:
+            rst = Segment(0, (seg.seq + seg.seg_len) & MASK32, RST | ACK)
+        self._out.append((encode(src, dst, rst), addr))
+        self.stats.resets_sent += 1
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, object]]:
+        out = self._out
+        self._out = []
+        while self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for conn in dirty:
+                segs = conn.segments_to_send(now)
+                if segs:
+                    addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
+                    out.extend((encode(dst, src, seg), addr) for seg in segs)
+                self._after_change(conn)
+        self.stats.datagrams_sent += len(out)
+        return out
+
+    # ----------------------------------------------------------------- time
+    def get_timer(self) -> float | None:
+        for conn in self._dirty:
+            self._refresh_deadline(conn)
+        heap = self._heap
+        while heap:
+            deadline, _, conn = heap[0]
+            if self._deadline.get(conn) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        for conn in list(self._dirty):
+            self._refresh_deadline(conn)
+        heap = self._heap
+        due = []
+        while heap and heap[0][0] <= now:
+            deadline, _, conn = heapq.heappop(heap)
+            if self._deadline.get(conn) == deadline:
+                del self._deadline[conn]
+                due.append(conn)
+        for conn in due:
+            conn.handle_timer(now)
+            self._dirty[conn] = None
+
+    # --------------------------------------------------------------- helpers
+    def _new_connection(self, addr: object, now: float, config: Config | None) -> Connection:
+        cid = self._allocate_cid()
+        conn = Connection(
+            config or self.config, self.rng, now, remote_addr=addr, local_cid=cid,
+            events=self._events, touch=self._touch,
+        )
+        self._conns[cid] = conn
+        return conn
+
+    def _allocate_cid(self) -> int:
+        while True:
+            cid = self.rng.getrandbits(32)
+            if cid and cid not in self._conns:
+                return cid
+
+    def _touch(self, conn: Connection) -> None:
+        self._dirty[conn] = None
+
+    def _refresh_deadline(self, conn: Connection) -> None:
+        deadline = conn.get_timer()
+        if deadline is None:
+            self._deadline.pop(conn, None)
+        elif self._deadline.get(conn) != deadline:
+            self._deadline[conn] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._tick), conn))
+
+    def _after_change(self, conn: Connection) -> None:
+        if conn.state == State.CLOSED:
+            self._forget(conn)
+            return
+        if conn.passive and conn in self._unaccepted and conn.state in SYNCHRONIZED and not getattr(
+            conn, "_queued", False
+        ):
+            conn._queued = True  # type: ignore[attr-defined]
+            self._accept_queue.append(conn)
+            self._events.append(ConnectionAvailable(conn))
+        self._refresh_deadline(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        self._conns.pop(conn.local_cid, None)
+        self._syn_index.pop((conn.remote_addr, conn.remote_cid), None)
+        if self._connecting.get(conn.remote_addr) is conn:
+            del self._connecting[conn.remote_addr]
+        self._deadline.pop(conn, None)
+        if conn in self._unaccepted and not getattr(conn, "_queued", False):
+            self._unaccepted.discard(conn)  # died before the handshake finished

@@ -1,0 +1,31 @@
+"""Counters a connection keeps, for people and benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class ConnectionStats:
+    bytes_sent: int = 0
+    """Payload bytes put on the wire, retransmissions included."""
+    bytes_received: int = 0
+    """Payload bytes delivered in order to the receive buffer."""
+    segments_sent: int = 0
+    segments_received: int = 0
+    retransmits: int = 0
+    """Segments sent again (fast retransmit, SACK recovery, timeouts)."""
+    retransmitted_bytes: int = 0
+    timeouts: int = 0
+    fast_recoveries: int = 0
+    duplicate_segments: int = 0
+    """Arrivals that carried only bytes we already had."""
+    out_of_order_segments: int = 0
+    dropped_segments: int = 0
+    """Arrivals rejected by validation (window, PAWS, RST checks)."""
+    challenge_acks: int = 0
+    keepalive_probes: int = 0
+    window_probes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

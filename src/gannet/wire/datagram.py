@@ -1,0 +1,180 @@
+"""Gannet's UDP encoding of a segment: one segment per datagram.
+
+Layout (network byte order; docs/protocol.md has the diagram):
+
+     0: version (8)   flags (8)   header length in bytes (16)
+     4: destination connection ID (32)
+     8: source connection ID (32)
+    12: sequence number (32)
+    16: acknowledgment number (32)
+    20: window (16)   reserved, zero (16)
+    24: options (TLV), up to the header length
+     H: payload
+   N-4: CRC32C of bytes [0, N-4)
+
+The checksum is a trailer so that it is one C call over one contiguous
+buffer on both send and receive, with no field to zero first.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from crc32c import crc32c
+
+from .segment import ACK, FIN, RST, SYN, Segment
+
+VERSION = 1
+HEADER = struct.Struct("!BBHIIIIHH")
+HEADER_SIZE = HEADER.size  # 24
+TRAILER_SIZE = 4
+MAX_HEADER_SIZE = 0xFFFC
+# Largest header+trailer a data segment carries: base, timestamps (10, padded
+# to 12), four SACK blocks (2 + 32, padded to 36), checksum.
+MAX_DATA_OVERHEAD = HEADER_SIZE + 12 + 36 + TRAILER_SIZE
+
+# Option kinds. 0-1 and the TCP-derived kinds keep TCP's numbers; 32+ are
+# Gannet's. Unknown kinds below 128 are skipped (so a future handshake option,
+# such as a key share in 64-95, can be offered without breaking old peers);
+# unknown kinds 128 and above are "must understand" and fail the datagram.
+OPT_END = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERMITTED = 4
+OPT_SACK = 5
+OPT_TIMESTAMPS = 8
+OPT_MODE = 32
+OPT_MAX_PACKET = 33
+MAX_SACK_BLOCKS = 4
+MAX_WSCALE = 14  # RFC 7323 section 2.3
+
+_U16 = struct.Struct("!H")
+_U32X2 = struct.Struct("!II")
+_TS_OPT = struct.Struct("!BBII")
+
+
+class WireError(ValueError):
+    """A datagram that is not a valid Gannet datagram. The message says why."""
+
+
+def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
+    """Serialize `seg` into one datagram addressed to connection `dst_cid`."""
+    opts = _encode_options(seg)
+    hlen = HEADER_SIZE + len(opts)
+    buf = bytearray(hlen + len(seg.payload) + TRAILER_SIZE)
+    HEADER.pack_into(buf, 0, VERSION, seg.flags, hlen, dst_cid, src_cid, seg.seq, seg.ack, seg.wnd, 0)
+    if opts:
+        buf[HEADER_SIZE:hlen] = opts
+    end = hlen + len(seg.payload)
+    buf[hlen:end] = seg.payload
+    buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "big")
+    return bytes(buf)
+
+
+def _encode_options(seg: Segment) -> bytes:
+    parts = []
+    if seg.mss is not None:
+        parts.append(bytes((OPT_MSS, 2)) + _U16.pack(seg.mss))
+    if seg.wscale is not None:
+        parts.append(bytes((OPT_WSCALE, 1, seg.wscale)))
+    if seg.sack_permitted:
+        parts.append(bytes((OPT_SACK_PERMITTED, 0)))
+    if seg.tsval is not None:
+        parts.append(_TS_OPT.pack(OPT_TIMESTAMPS, 8, seg.tsval, seg.tsecr or 0))
+    if seg.sack:
+        blocks = seg.sack[:MAX_SACK_BLOCKS]
+        parts.append(bytes((OPT_SACK, 8 * len(blocks))) + b"".join(_U32X2.pack(l, r) for l, r in blocks))
+    if seg.mode is not None:
+        parts.append(bytes((OPT_MODE, 1, seg.mode)))
+    if seg.max_packet is not None:
+        parts.append(bytes((OPT_MAX_PACKET, 2)) + _U16.pack(seg.max_packet))
+    for kind, value in seg.unknown_options:
+        parts.append(bytes((kind, len(value))) + value)
+    if not parts:
+        return b""
+    opts = b"".join(parts)
+    pad = -len(opts) % 4
+    return opts + bytes(pad) if pad else opts
+
+
+def decode(data: bytes | bytearray | memoryview) -> tuple[int, int, Segment]:
+    """Parse and validate one datagram: (dst_cid, src_cid, segment).
+
+    Raises WireError, and nothing else, for any input that is not valid.
+    """
+    n = len(data)
+    if n < HEADER_SIZE + TRAILER_SIZE:
+        raise WireError(f"datagram too short ({n} bytes)")
+    view = memoryview(data)
+    if crc32c(view[: n - TRAILER_SIZE]) != int.from_bytes(view[n - TRAILER_SIZE :], "big"):
+        raise WireError("checksum mismatch")
+    version, flags, hlen, dst_cid, src_cid, seq, ack, wnd, _reserved = HEADER.unpack_from(view)
+    if version != VERSION:
+        raise WireError(f"unsupported version {version}")
+    if hlen < HEADER_SIZE or hlen % 4 or hlen > n - TRAILER_SIZE:
+        raise WireError(f"bad header length {hlen}")
+    if flags & SYN and flags & (FIN | RST):
+        raise WireError("impossible flags: SYN with FIN or RST")
+    if flags & RST and not flags & ACK and ack:
+        raise WireError("RST without ACK carries an acknowledgment number")
+    seg = Segment(seq, ack, flags, wnd, bytes(view[hlen : n - TRAILER_SIZE]))
+    if hlen > HEADER_SIZE:
+        _decode_options(view[HEADER_SIZE:hlen], seg)
+    return dst_cid, src_cid, seg
+
+
+def _decode_options(opts: memoryview, seg: Segment) -> None:
+    i, n = 0, len(opts)
+    unknown = []
+    while i < n:
+        kind = opts[i]
+        if kind == OPT_END:
+            if any(opts[i:]):
+                raise WireError("non-zero bytes after END option")
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 2 > n:
+            raise WireError(f"option {kind} truncated")
+        length = opts[i + 1]
+        start, i = i + 2, i + 2 + length
+        if i > n:
+            raise WireError(f"option {kind} overruns the header")
+        value = opts[start:i]
+        if kind == OPT_MSS:
+            _expect(kind, length, 2)
+            seg.mss = _U16.unpack(value)[0]
+            if seg.mss == 0:
+                raise WireError("MSS option of zero")
+        elif kind == OPT_WSCALE:
+            _expect(kind, length, 1)
+            seg.wscale = min(value[0], MAX_WSCALE)  # RFC 7323: clamp, do not fail
+        elif kind == OPT_SACK_PERMITTED:
+            _expect(kind, length, 0)
+            seg.sack_permitted = True
+        elif kind == OPT_TIMESTAMPS:
+            _expect(kind, length, 8)
+            seg.tsval, seg.tsecr = _U32X2.unpack(value)
+        elif kind == OPT_SACK:
+            if length == 0 or length % 8 or length > 8 * MAX_SACK_BLOCKS:
+                raise WireError(f"bad SACK option length {length}")
+            seg.sack = tuple(_U32X2.iter_unpack(value))
+        elif kind == OPT_MODE:
+            _expect(kind, length, 1)
+            seg.mode = value[0]
+        elif kind == OPT_MAX_PACKET:
+            _expect(kind, length, 2)
+            seg.max_packet = _U16.unpack(value)[0]
+        elif kind >= 128:
+            raise WireError(f"unknown must-understand option {kind}")
+        else:
+            unknown.append((kind, bytes(value)))
+    if unknown:
+        seg.unknown_options = tuple(unknown)
+
+
+def _expect(kind: int, length: int, wanted: int) -> None:
+    if length != wanted:
+        raise WireError(f"option {kind} has length {length}, expected {wanted}")

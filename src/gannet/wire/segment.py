@@ -1,0 +1,133 @@
+"""The transport-independent segment representation.
+
+A `Segment` is what the core state machine consumes and produces. It carries
+TCP's semantics (32-bit byte sequence numbers, flags, window, options) and
+nothing about how it travels: `gannet.wire.datagram` puts it in a UDP
+datagram with connection IDs and a CRC32C, and a raw-socket encoding can put
+the same object in a real TCP header.
+"""
+
+from __future__ import annotations
+
+from enum import IntFlag
+
+SEQ_MOD = 1 << 32
+
+
+class Flags(IntFlag):
+    """Control bits, at TCP's bit positions (RFC 9293 section 3.1)."""
+
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+
+FIN, SYN, RST, PSH, ACK = (int(f) for f in (Flags.FIN, Flags.SYN, Flags.RST, Flags.PSH, Flags.ACK))
+
+
+class Segment:
+    """One segment: header fields, options and payload.
+
+    `seq` and `ack` are 32-bit wire values; the connection unwraps them to
+    absolute positions on arrival. Option attributes are None when absent.
+    `sack` is a tuple of (left, right) 32-bit edges (RFC 2018).
+    """
+
+    __slots__ = (
+        "seq", "ack", "flags", "wnd", "payload",
+        "mss", "wscale", "sack_permitted", "sack", "tsval", "tsecr",
+        "mode", "max_packet", "unknown_options",
+    )
+
+    def __init__(
+        self,
+        seq: int = 0,
+        ack: int = 0,
+        flags: int = 0,
+        wnd: int = 0,
+        payload: bytes = b"",
+        *,
+        mss: int | None = None,
+        wscale: int | None = None,
+        sack_permitted: bool = False,
+        sack: tuple[tuple[int, int], ...] = (),
+        tsval: int | None = None,
+        tsecr: int | None = None,
+        mode: int | None = None,
+        max_packet: int | None = None,
+        unknown_options: tuple[tuple[int, bytes], ...] = (),
+    ) -> None:
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.wnd = wnd
+        self.payload = payload
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_permitted = sack_permitted
+        self.sack = sack
+        self.tsval = tsval
+        self.tsecr = tsecr
+        self.mode = mode
+        self.max_packet = max_packet
+        self.unknown_options = unknown_options
+
+    @property
+    def seg_len(self) -> int:
+        """Sequence space the segment occupies: data plus one each for SYN and FIN."""
+        return len(self.payload) + (self.flags & SYN and 1) + (self.flags & FIN and 1)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Segment):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "payload") and bytes(
+            self.payload
+        ) == bytes(other.payload)
+
+    def __repr__(self) -> str:
+        names = [f.name for f in Flags if self.flags & f]
+        parts = [f"seq={self.seq}", f"ack={self.ack}", "|".join(names) or "-", f"wnd={self.wnd}"]
+        if self.payload:
+            parts.append(f"len={len(self.payload)}")
+        for name in ("mss", "wscale", "tsval", "tsecr", "mode", "max_packet"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value}")
+        if self.sack_permitted:
+            parts.append("sack_ok")
+        if self.sack:
+            parts.append(f"sack={list(self.sack)}")
+        return f"Segment({' '.join(parts)})"
+
+
+def seq_add(a: int, n: int) -> int:
+    return (a + n) % SEQ_MOD
+
+
+def seq_diff(a: int, b: int) -> int:
+    """a - b in sequence space, as a signed number in [-2**31, 2**31)."""
+    return ((a - b + (1 << 31)) % SEQ_MOD) - (1 << 31)
+
+
+def seq_lt(a: int, b: int) -> bool:
+    """RFC 9293's `a < b` with wrap-around (serial number arithmetic, RFC 1982)."""
+    return seq_diff(a, b) < 0
+
+
+def seq_le(a: int, b: int) -> bool:
+    return seq_diff(a, b) <= 0
+
+
+def unwrap(value32: int, reference: int) -> int:
+    """The absolute position nearest `reference` whose low 32 bits are `value32`.
+
+    The core keeps sequence positions as unbounded integers so that range
+    arithmetic never has to think about wrap-around; this is the one place
+    where 32-bit wire values become positions.
+    """
+    return reference + ((value32 - reference + (1 << 31)) % SEQ_MOD) - (1 << 31)
