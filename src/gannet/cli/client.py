@@ -18,7 +18,6 @@ from typing import AsyncIterator
 
 from gannet.apps.messages.codec import FORMATS
 from gannet.apps.messages.negotiation import (
-    BURST,
     DEFAULT_KEEPALIVE,
     DEFAULT_PACKET_SIZE,
     DEFAULT_WINDOW,
