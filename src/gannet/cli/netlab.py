@@ -217,6 +217,8 @@ def cmd_set(args) -> int:
 def cmd_down(args) -> int:
     from gannet.netlab.state import list_labs, state_dir, teardown
     names = list_labs() if args.all else [_resolve(args)]
+    if not args.all and not state_dir(names[0]).exists():
+        raise _error(f"no netlab named {names[0]!r}")
     for name in names:
         actions = teardown(state_dir(name))
         print(f"netlab {name} down" + (f": {', '.join(actions)}" if actions else ""))
