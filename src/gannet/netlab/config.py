@@ -64,6 +64,11 @@ class LinkConfig:
     down: bool = False
 
     def __post_init__(self) -> None:
+        # accept unit strings in the constructor too: LinkConfig(delay="20ms", rate="50mbit")
+        strs = {f.name: getattr(self, f.name) for f in fields(self)
+                if isinstance(getattr(self, f.name), str)}
+        for key, value in normalize_changes(strs).items():
+            object.__setattr__(self, key, value)
         for name in _TIME_FIELDS:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
