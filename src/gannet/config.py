@@ -45,8 +45,9 @@ class Config:
     max_rto: float = 10.0
     """Upper bound for the RTO with backoff. RFC 6298 allows 60 s; 10 s keeps a
     backed-off sender audible to the peer's keep-alive."""
-    max_retries: int = 8
-    """Consecutive timeouts without progress before the connection fails."""
+    max_retries: int = 15
+    """Consecutive timeouts without progress before the connection fails
+    (Linux: tcp_retries2 = 15)."""
     fast_retransmit_threshold: int = 3
     """Duplicate ACKs (or SACKed segments above a hole) that mean loss."""
 

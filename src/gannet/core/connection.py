@@ -54,6 +54,7 @@ class Connection:
         local_cid: int,
         events: deque[Event] | None = None,
         touch: Callable[[Connection], None] | None = None,
+        iss: int | None = None,
     ) -> None:
         self.config = config
         self.rng = rng
@@ -69,7 +70,8 @@ class Connection:
         self._touch = touch or (lambda conn: None)
 
         # --- send side ---------------------------------------------------
-        self.iss = rng.getrandbits(32)
+        # RFC 9293 3.4.1 asks for an unpredictable ISN; a seeded rng in tests.
+        self.iss = rng.getrandbits(32) if iss is None else iss
         self.snd_una = self.iss
         self.snd_nxt = self.iss  # next sequence position to send new data/SYN/FIN at
         self.snd_wnd = config.mss  # until the peer tells us
@@ -383,10 +385,16 @@ class Connection:
         self.last_received = now
         self._keepalive_probes = 0
 
-        # A retransmitted SYN in SYN-RECEIVED means our SYN,ACK was lost.
-        if self.state == State.SYN_RECEIVED and flags & SYN and not flags & ACK and seq == self.irs:
-            self._send_syn(now)
-            return
+        if self.state == State.SYN_RECEIVED and flags & SYN and seq == self.irs:
+            if not flags & ACK:
+                # A retransmitted SYN: our SYN,ACK was lost, so send it again.
+                self._send_syn(now)
+                return
+            # Simultaneous open (RFC 9293 figure 8): the peer's SYN,ACK repeats
+            # a SYN we already have; what is new is its ACK.
+            flags &= ~SYN
+            seq += 1
+            seg_len -= 1
 
         # PAWS (RFC 7323 5.3), with a tolerance for reordering.
         if (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import count
 
@@ -60,6 +61,8 @@ class Endpoint:
         self._deadline: dict[Connection, float] = {}
         self._tick = count()
         self._out: list[tuple[bytes, object]] = []
+        self.isn_source: Callable[[], int] | None = None
+        """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
 
     # ----------------------------------------------------------- application
     @property
@@ -213,6 +216,7 @@ class Endpoint:
         conn = Connection(
             config or self.config, self.rng, now, remote_addr=addr, local_cid=cid,
             events=self._events, touch=self._touch,
+            iss=self.isn_source() if self.isn_source else None,
         )
         self._conns[cid] = conn
         return conn
