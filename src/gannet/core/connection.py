@@ -126,6 +126,7 @@ class Connection:
         self.eof = False
         self._ack_now = False
         self._unacked_segs = 0
+        self._dupacks_owed = 0  # without SACK, one duplicate ACK per out-of-order arrival
         self._delack_deadline: float | None = None
         self._ts_offset = rng.getrandbits(32)
         self._ts_recent: int | None = None
@@ -681,6 +682,8 @@ class Connection:
                     self.stats.duplicate_segments += 1
                 self._last_ooo = self._ooo_ranges.range_containing(start)
                 self._ack_now = True  # RFC 5681 4.2: out-of-order data, ACK now
+                if not self.sack_ok:
+                    self._dupacks_owed += 1
         elif seq + len(payload) <= rcv_nxt and not fin:
             self.stats.duplicate_segments += 1
             self._ack_now = True
@@ -767,7 +770,14 @@ class Connection:
         if state in SYNCHRONIZED and state != State.TIME_WAIT:
             self._send_data(now, out)
         if self._ack_now and state != State.CLOSED and state != State.SYN_SENT:
-            if not any(s.flags & ACK for s in out[-1:]) or (out and out[-1].flags & RST):
+            # Without SACK the sender counts duplicate ACKs, so each
+            # out-of-order arrival gets its own (RFC 5681 4.2).
+            owed = self._dupacks_owed
+            self._dupacks_owed = 0
+            if owed > 1:
+                ack = self._make(self.snd_nxt, ACK)
+                out.extend([ack] * owed)
+            elif not any(s.flags & ACK for s in out[-1:]) or (out and out[-1].flags & RST):
                 out.append(self._make(self.snd_nxt, ACK))
             self._ack_sent()
         if out:

@@ -1,0 +1,129 @@
+"""Scripted loss: drop exactly this segment, jump to the timer, assert what is resent."""
+
+import pytest
+
+from gannet.config import Config
+from gannet.core.states import State
+
+from corepair import deliver, established_pair, exchange
+
+
+def test_lost_segment_is_resent_when_the_rto_expires():
+    a, b = established_pair(Config(min_rto=0.2))
+    a.conn.send(b"hello")
+    (lost,) = a.out(1.0)  # dropped on the floor
+    deadline = a.conn.get_timer()
+    assert deadline == pytest.approx(1.0 + a.conn.rtt.current_rto())
+    assert a.conn.rtt.current_rto() == pytest.approx(0.2)  # srtt 10 ms, clamped to min_rto
+    a.conn.handle_timer(deadline)
+    (again,) = a.out(deadline)
+    assert again.seq == lost.seq and again.payload == b"hello"
+    assert a.conn.stats.retransmits == 1 and a.conn.stats.timeouts == 1
+    # Exponential backoff: the next timeout is twice as far (RFC 6298 5.5).
+    assert a.conn.get_timer() == pytest.approx(deadline + 0.4)
+    deliver(b, [again], deadline + 0.005)
+    assert b.conn.recv(10) == b"hello"
+
+
+def test_fast_retransmit_after_three_duplicate_acks_without_sack():
+    a, b = established_pair(Config(sack=False, delayed_ack=False))
+    assert not a.conn.sack_ok
+    mss = a.conn.mss
+    a.conn.send(bytes(6 * mss))
+    segs = a.out(1.0)
+    assert len(segs) == 6
+    deliver(b, segs[1:4], 1.01)  # the first is lost: three duplicate ACKs
+    dupacks = b.out(1.01)
+    assert len(dupacks) >= 1
+    for i, ack in enumerate(dupacks[:2]):
+        deliver(a, [ack], 1.02)
+        assert a.out(1.02) == []  # not yet
+    deliver(b, segs[4:5], 1.011)
+    deliver(a, dupacks[2:] + b.out(1.011), 1.02)
+    resent = a.out(1.02)
+    assert resent and resent[0].seq == segs[0].seq
+    assert a.conn.stats.fast_recoveries == 1 and a.conn.stats.timeouts == 0
+
+
+def test_sack_recovery_resends_only_the_holes():
+    a, b = established_pair()
+    mss = a.conn.mss
+    a.conn.send(bytes(10 * mss))
+    segs = a.out(1.0)
+    dropped = {2, 5}
+    deliver(b, [s for i, s in enumerate(segs) if i not in dropped], 1.01)
+    deliver(a, b.out(1.01), 1.02)
+    resent = a.out(1.02)
+    assert sorted(s.seq for s in resent if s.payload) == sorted(segs[i].seq for i in dropped)
+    assert a.conn.stats.timeouts == 0
+    deliver(b, resent, 1.03)
+    assert b.conn.recv(1 << 20) == bytes(10 * mss)
+
+
+def test_retry_limit_ends_the_connection_with_timeout_error():
+    a, b = established_pair(Config(max_retries=3, min_rto=0.2, max_rto=1.0))
+    a.conn.send(b"into the void")
+    a.out(1.0)
+    now = 1.0
+    for _ in range(10):
+        deadline = a.conn.get_timer()
+        if deadline is None:
+            break
+        now = deadline
+        a.conn.handle_timer(now)
+        a.out(now)
+    assert a.conn.state == State.CLOSED
+    assert isinstance(a.conn.error, TimeoutError)
+    assert a.conn.stats.timeouts == 4  # three retries, then the fourth timeout gives up
+
+
+def test_syn_retransmitted_then_connect_times_out():
+    from corepair import Side
+
+    a = Side("b", 1, Config(max_retries=2, timeout=1.0), 1)
+    a.conn.connect(0.0)
+    times = []
+    now = 0.0
+    while a.conn.state != State.CLOSED:
+        segs = a.out(now)
+        times += [now for s in segs]
+        now = a.conn.get_timer()
+        a.conn.handle_timer(now)
+    assert times == [0.0, 1.0, 3.0]  # RTO 1 s, doubled (RFC 6298 5.5)
+    assert isinstance(a.conn.error, TimeoutError)
+
+
+def test_keepalive_probes_then_peer_unreachable():
+    cfg = Config(keepalive_idle=5.0, keepalive_interval=1.0, keepalive_count=3)
+    a, b = established_pair(cfg)
+    now = exchange(a, b, 0.1)
+    # The peer answers the first probe: the connection stays up.
+    assert a.conn.get_timer() == pytest.approx(a.conn.last_received + 5.0)
+    now = a.conn.get_timer()
+    a.conn.handle_timer(now)
+    probe = a.out(now)
+    assert len(probe) == 1 and not probe[0].payload
+    deliver(b, probe, now + 0.01)
+    deliver(a, b.out(now + 0.01), now + 0.02)
+    assert a.conn.stats.keepalive_probes == 1 and a.conn.state == State.ESTABLISHED
+    # Then the peer vanishes.
+    for _ in range(10):
+        now = a.conn.get_timer()
+        a.conn.handle_timer(now)
+        a.out(now)
+        if a.conn.state == State.CLOSED:
+            break
+    assert isinstance(a.conn.error, TimeoutError)
+    assert "keep-alive" in str(a.conn.error)
+    assert a.conn.stats.keepalive_probes == 4
+
+
+def test_sequence_numbers_wrap_during_a_transfer():
+    a, b = established_pair(iss=(2**32 - 3000, 2**32 - 10))
+    payload = bytes(range(256)) * 40
+    a.conn.send(payload)
+    b.conn.send(payload)
+    exchange(a, b, 1.0)
+    assert b.conn.recv(1 << 20) == payload
+    assert a.conn.recv(1 << 20) == payload
+    assert a.conn.snd_una > 2**32  # positions went past the wrap
