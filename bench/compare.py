@@ -9,7 +9,7 @@ server process plus a client process on loopback, each bounded by a timeout:
 * ping-pong: 64-byte messages echoed one at a time; round-trip percentiles.
 
     python bench/compare.py --bytes 1G            # full run
-    python bench/compare.py --quick               # a minute or so
+    python bench/compare.py --quick               # under a minute
     python bench/compare.py --quick --transports tcp,udp --json out.json
 
 Sizes take binary suffixes (K, M, G = KiB, MiB, GiB); rates are MB/s with

@@ -68,9 +68,8 @@ def client_blocking(sock, args) -> dict:
         for chunk in tx.chunks():
             sock.sendall(chunk)
         sock.shutdown(socket.SHUT_WR)
-        res = tx.result()
-        sock.recv(1)
-        return res
+        sock.recv(1)  # the server's confirmation that it has everything
+        return tx.result()
     pattern, size = c.Pattern(), args.size
     buf = bytearray(size)
     view = memoryview(buf)

@@ -75,8 +75,8 @@ async def run_client(reader, writer, args, backlog=None) -> dict:
                 await asyncio.sleep(0.0005)
         if writer.can_write_eof() if hasattr(writer, "can_write_eof") else True:
             writer.write_eof()
-        res = tx.result()
         await reader.read(1)  # the server's confirmation that it has everything
+        res = tx.result()  # so the sender's CPU window covers the whole transfer
         await close_writer(writer)
         return res
     pattern, size = c.Pattern(), args.size
