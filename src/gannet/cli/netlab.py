@@ -171,6 +171,15 @@ def _fmt_link(d: str, cfg: dict, s: dict) -> list[str]:
 
 
 def cmd_status(args) -> int:
+    try:
+        return _status(args)
+    except BrokenPipeError:  # `gannet netlab status | head`
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _status(args) -> int:
     from gannet.netlab import NetlabError
     lab = _attach(args)
     try:
