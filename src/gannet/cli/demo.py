@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     common = dict(
         delay=delay,
         jitter=parse_duration(args.jitter),
+        preserve_order=True,  # jitter varies delay; reordering is its own knob
         duplicate=parse_percent(args.duplicate),
         reorder=parse_percent(args.reorder),
         reorder_delay=delay / 2 + 0.001,
