@@ -1,0 +1,523 @@
+"""asyncio streams over Gannet, shaped like `asyncio.open_connection` / `start_server`.
+
+The reader is a plain `asyncio.StreamReader`. Flow control reaches the peer:
+when the reader holds more than twice its `limit`, Gannet stops pulling from
+the connection's receive buffer, so the advertised window closes.
+
+The writer (`StreamWriter`) hands bytes to the connection's send buffer;
+what does not fit waits in a small local buffer and `drain()` blocks while
+that is above the high-water mark, i.e. while Gannet's send buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..config import Config
+from ..core.connection import Connection
+from ..core.events import (
+    AllDataAcknowledged,
+    ConnectionEstablished,
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    SendSpaceAvailable,
+    StreamEnded,
+)
+from ..core.states import State
+from .endpoint import AioEndpoint, copy_error, create_endpoint, make_config
+
+__all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect_endpoint"]
+
+DEFAULT_LIMIT = 256 * 1024  # StreamReader limit; it holds up to twice this before pausing
+HIGH_WATER = 64 * 1024  # bytes waiting beyond Gannet's send buffer before drain() blocks
+PULL_CHUNK = 256 * 1024
+FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
+
+
+class _StreamConn:
+    """Glue between one Connection and its StreamReader / StreamWriter (loop thread)."""
+
+    def __init__(self, aep: AioEndpoint, conn: Connection, limit: int) -> None:
+        self.aep = aep
+        self.conn = conn
+        self.loop = aep.loop
+        self.reader = asyncio.StreamReader(limit=limit, loop=self.loop)
+        self.reader.set_transport(self)  # type: ignore[arg-type] - pause/resume_reading only
+        self.pending = bytearray()  # written but not yet taken by conn.send
+        self.paused = False
+        self.discard = False  # closed for reading: drop what arrives
+        self.eof_seen = False
+        self.eof_fed = False
+        self.eof_requested = False  # write_eof/close called
+        self.fin_queued = False  # conn.shutdown_write called
+        self.error: BaseException | None = None
+        self.established = self.loop.create_future()
+        self.finished = self.loop.create_future()  # our FIN acknowledged, or terminated
+        self.drain_waiters: list[asyncio.Future] = []
+        aep.attach(conn, self.on_event)
+        self._sync()
+
+    # StreamReader calls these (as if we were its transport).
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        if self.paused:
+            self.paused = False
+            with self.aep.lock:
+                self.pull()
+            self.aep.request_flush()  # the window opened: tell the peer
+
+    def _sync(self) -> None:
+        """Catch up with what happened before we were attached (level, not edge)."""
+        conn = self.conn
+        if conn.established:
+            _resolve(self.established, None)
+        if conn.eof:
+            self.eof_seen = True
+        if conn.state == State.CLOSED:
+            self._terminated(conn.error)
+        else:
+            self.pull()
+
+    def on_event(self, ev: Event) -> None:
+        kind = type(ev)
+        if kind is DataReceived:
+            self.pull()
+        elif kind is SendSpaceAvailable:
+            self.push()
+        elif kind is StreamEnded:
+            self.eof_seen = True
+            self.pull()
+        elif kind is ConnectionEstablished:
+            _resolve(self.established, None)
+        elif kind is AllDataAcknowledged:
+            if self.fin_queued and self.conn.state in FIN_ACKED:
+                _resolve(self.finished, None)
+        elif kind is ConnectionTerminated:
+            self._terminated(ev.error)  # type: ignore[attr-defined]
+
+    def pull(self) -> None:
+        conn = self.conn
+        if self.discard:
+            while conn.readable_bytes:
+                conn.recv(conn.readable_bytes)
+        else:
+            feed = self.reader.feed_data
+            while not self.paused and conn.readable_bytes:
+                feed(conn.recv(PULL_CHUNK))
+            if self.paused and conn.readable_bytes:
+                return
+        if self.eof_seen and not self.eof_fed and not conn.readable_bytes:
+            self.eof_fed = True
+            self.reader.feed_eof()
+
+    def push(self) -> None:
+        pending = self.pending
+        if pending:
+            try:
+                n = self.conn.send(pending)
+            except OSError as exc:
+                self._fail_writers(exc)
+                return
+            del pending[:n]
+        if not pending:
+            if self.eof_requested and not self.fin_queued:
+                self.fin_queued = True
+                self.conn.shutdown_write(self.loop.time())
+        if len(pending) <= HIGH_WATER:
+            waiters, self.drain_waiters = self.drain_waiters, []
+            for fut in waiters:
+                _resolve(fut, None)
+
+    def _fail_writers(self, exc: BaseException) -> None:
+        self.pending.clear()
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(copy_error(exc))
+
+    def _terminated(self, error: BaseException | None) -> None:
+        self.aep.detach(self.conn)
+        if error is not None:
+            self.error = error
+            if not self.established.done():
+                self.established.set_exception(copy_error(error))
+            if not self.eof_fed:
+                self.eof_fed = True
+                self.reader.set_exception(copy_error(error))
+            self._fail_writers(error)
+        else:
+            if not self.established.done():
+                self.established.set_exception(ConnectionResetError("connection closed during the handshake"))
+            self.eof_seen = True
+            if not self.paused:
+                self.pull()
+            if self.pending:
+                self._fail_writers(BrokenPipeError("connection closed with data unsent"))
+            else:
+                self.push()  # wake drain() waiters
+        _resolve(self.finished, None)
+
+    def start_close(self, *, reading_too: bool) -> None:
+        with self.aep.lock:
+            if reading_too and not self.discard:
+                self.discard = True
+                # What the application did not read is dropped, the reader ends.
+                if not self.eof_fed and self.error is None:
+                    self.eof_fed = True
+                    self.reader.feed_eof()
+                self.pull()
+            if not self.eof_requested:
+                self.eof_requested = True
+                self.push()
+        self.aep.request_flush()
+
+
+def _resolve(fut: asyncio.Future, value: object) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class StreamWriter:
+    """Writes to a Gannet connection; the asyncio.StreamWriter interface, no transport."""
+
+    def __init__(self, sc: _StreamConn, reader: asyncio.StreamReader) -> None:
+        self._sc = sc
+        self._reader = reader
+        self._closing = False
+
+    # ---------------------------------------------------------------- write
+    def _check_writable(self) -> None:
+        sc = self._sc
+        if sc.error is not None:
+            raise copy_error(sc.error)
+        if sc.eof_requested or self._closing:
+            raise BrokenPipeError("write after write_eof() or close()")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_writable()
+        if not data:
+            return
+        sc = self._sc
+        if sc.pending:
+            sc.pending += data
+        else:
+            with sc.aep.lock:
+                n = sc.conn.send(data)
+            if n < len(data):
+                sc.pending += memoryview(data)[n:]
+        sc.aep.request_flush()
+
+    def writelines(self, data) -> None:
+        for chunk in data:
+            self.write(chunk)
+
+    async def drain(self) -> None:
+        """Wait while more than HIGH_WATER bytes do not fit in Gannet's send buffer."""
+        sc = self._sc
+        if sc.error is not None:
+            raise copy_error(sc.error)
+        if len(sc.pending) > HIGH_WATER:
+            fut = sc.loop.create_future()
+            sc.drain_waiters.append(fut)
+            await fut
+        elif self._closing:
+            await asyncio.sleep(0)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes waiting for room in Gannet's send buffer (not the buffer itself)."""
+        return len(self._sc.pending)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: a FIN follows everything written."""
+        sc = self._sc
+        if sc.error is not None:
+            raise copy_error(sc.error)
+        if sc.eof_requested:
+            return
+        sc.start_close(reading_too=False)
+
+    # ---------------------------------------------------------------- close
+    def close(self) -> None:
+        """Graceful close: what was written is still delivered, then FIN.
+        Data that arrives afterwards is discarded."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._sc.error is None:
+            self._sc.start_close(reading_too=True)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    async def wait_closed(self) -> None:
+        """Wait until everything written (and our FIN) is acknowledged, or the
+        connection ended. Connection errors are not raised here."""
+        await asyncio.shield(self._sc.finished)
+
+    def abort(self) -> None:
+        """Reset the connection now (RST), dropping buffered data."""
+        self._closing = True
+        sc = self._sc
+        with sc.aep.lock:
+            sc.conn.abort(sc.loop.time())
+        sc.aep.request_flush()
+
+    # ---------------------------------------------------------------- info
+    @property
+    def connection(self) -> Connection:
+        return self._sc.conn
+
+    @property
+    def stats(self):
+        return self._sc.conn.stats
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sc = self._sc
+        if name == "peername":
+            return sc.conn.remote_addr
+        if name == "sockname":
+            return sc.aep.local_address
+        if name == "connection":
+            return sc.conn
+        if name == "endpoint":
+            return sc.aep
+        if name == "stats":
+            return sc.conn.stats
+        return default
+
+    def __repr__(self) -> str:
+        return f"<gannet.StreamWriter {self._sc.conn!r}>"
+
+
+async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None = None,
+                           limit: int = DEFAULT_LIMIT) -> tuple[asyncio.StreamReader, StreamWriter]:
+    """Open a connection to `addr` through an existing endpoint."""
+    with aep.lock:
+        conn = aep.connect(addr, config)
+        sc = _StreamConn(aep, conn, limit)
+    aep.request_flush()
+    try:
+        await sc.established
+    except BaseException:
+        with aep.lock:
+            if conn.state != State.CLOSED:
+                conn.abort(aep.loop.time())
+        aep.request_flush()
+        raise
+    return sc.reader, StreamWriter(sc, sc.reader)
+
+
+async def open_connection(
+    host: str | None = None, port: int | None = None, *, config: Config | None = None,
+    local_addr: tuple[str, int] | None = None, limit: int = DEFAULT_LIMIT, family: int = 0,
+    **config_overrides: object,
+) -> tuple[asyncio.StreamReader, StreamWriter]:
+    """Connect to a Gannet server; returns (reader, writer) like asyncio's.
+
+    Each connection gets its own UDP socket (closed when the connection ends).
+    Raises ConnectionRefusedError if nothing listens there, TimeoutError after
+    `config.connect_timeout`.
+    """
+    if port is None:
+        raise ValueError("port is required")
+    cfg = make_config(config, config_overrides)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+    targets = [(f, a) for f, _, _, _, a in infos if f in (socket.AF_INET, socket.AF_INET6)]
+    if not targets:
+        raise OSError(errno.EAFNOSUPPORT, f"no IPv4/IPv6 address for {host!r}")
+    error: BaseException | None = None
+    for fam, addr in dict.fromkeys(targets):
+        if local_addr is not None:
+            lhost, lport = local_addr[0], local_addr[1]
+        else:
+            lhost, lport = ("::" if fam == socket.AF_INET6 else "0.0.0.0"), 0
+        aep = await create_endpoint(lhost, lport, config=cfg, family=fam, loop=loop)
+        aep.close_when_idle = True
+        try:
+            return await connect_endpoint(aep, addr, cfg, limit)
+        except (ConnectionRefusedError, OSError) as exc:
+            error = exc
+            if aep.ep.connections:
+                continue  # it closes itself when the aborted connection is gone
+            aep.close()
+        except BaseException:
+            aep.close()
+            raise
+    assert error is not None
+    raise error
+
+
+ClientCallback = Callable[[asyncio.StreamReader, StreamWriter], Awaitable[None] | None]
+
+
+class Server:
+    """A listening Gannet endpoint; like asyncio.Server."""
+
+    def __init__(self, aep: AioEndpoint, callback: ClientCallback, limit: int, backlog: int) -> None:
+        self._aep = aep
+        self._callback = callback
+        self._limit = limit
+        self._loop = aep.loop
+        self._serving = True
+        self._streams: set[_StreamConn] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._serve_forever: asyncio.Future | None = None
+        aep.on_available = self._on_available
+        aep.ep.listen(backlog)
+
+    def _on_available(self, _conn: Connection) -> None:
+        aep = self._aep
+        while (conn := aep.ep.accept()) is not None:
+            sc = _StreamConn(aep, conn, self._limit)
+            self._streams.add(sc)
+            sc.finished.add_done_callback(lambda _f, sc=sc: self._streams.discard(sc))
+            writer = StreamWriter(sc, sc.reader)
+            try:
+                res = self._callback(sc.reader, writer)
+            except Exception as exc:  # noqa: BLE001
+                self._report(exc, writer)
+                continue
+            if asyncio.iscoroutine(res):
+                task = self._loop.create_task(res)
+                self._tasks.add(task)
+                task.add_done_callback(lambda t, w=writer: self._task_done(t, w))
+
+    def _task_done(self, task: asyncio.Task, writer: StreamWriter) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._report(task.exception(), writer)
+
+    def _report(self, exc: BaseException, writer: StreamWriter) -> None:
+        self._loop.call_exception_handler(
+            {"message": "Unhandled exception in client_connected_cb", "exception": exc}
+        )
+        writer.abort()
+
+    # ------------------------------------------------------------- info
+    @property
+    def addresses(self) -> list[tuple]:
+        return [self._aep.local_address]
+
+    @property
+    def sockets(self) -> tuple[_SocketInfo, ...]:
+        return (_SocketInfo(self._aep),)
+
+    @property
+    def stats(self):
+        """The endpoint's counters (datagrams, malformed_dropped, resets_sent, ...)."""
+        return self._aep.ep.stats
+
+    @property
+    def endpoint(self) -> AioEndpoint:
+        return self._aep
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        return None
+
+    # ----------------------------------------------------------- closing
+    def close(self) -> None:
+        """Stop accepting; connections already open carry on."""
+        if not self._serving:
+            return
+        self._serving = False
+        self._aep.ep.stop_listening()
+        self._aep.on_available = None
+        if self._serve_forever is not None and not self._serve_forever.done():
+            self._serve_forever.cancel()
+        self._aep.request_flush()
+
+    def close_clients(self) -> None:
+        for sc in list(self._streams):
+            StreamWriter(sc, sc.reader).close()
+
+    def abort_clients(self) -> None:
+        for sc in list(self._streams):
+            StreamWriter(sc, sc.reader).abort()
+
+    async def wait_closed(self) -> None:
+        """After close(): wait until every connection is done, then release the socket."""
+        if self._serving:
+            return
+        while True:
+            pending = [sc.finished for sc in self._streams if not sc.finished.done()]
+            if not pending:
+                break
+            await asyncio.wait(pending)
+        self._aep.close()
+
+    async def serve_forever(self) -> None:
+        if self._serve_forever is not None:
+            raise RuntimeError("serve_forever() is already running")
+        if not self._serving:
+            raise RuntimeError("server is closed")
+        self._serve_forever = self._loop.create_future()
+        try:
+            await self._serve_forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serve_forever = None
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"<gannet.Server {self._aep.local_address!r} serving={self._serving}>"
+
+
+class _SocketInfo:
+    """What asyncio.Server.sockets offers callers that only inspect them."""
+
+    def __init__(self, aep: AioEndpoint) -> None:
+        self._aep = aep
+        self.family = aep.family
+        self.type = socket.SOCK_DGRAM
+
+    def getsockname(self) -> tuple:
+        return self._aep.local_address
+
+    def fileno(self) -> int:
+        return -1 if self._aep.closed else self._aep.sock.fileno()
+
+    def __repr__(self) -> str:
+        return f"<gannet socket {self._aep.local_address!r}>"
+
+
+async def start_server(
+    client_connected_cb: ClientCallback, host: str | None = None, port: int = 0, *,
+    config: Config | None = None, backlog: int = 128, limit: int = DEFAULT_LIMIT,
+    family: int = 0, **config_overrides: object,
+) -> Server:
+    """Listen on one UDP socket at host:port (port 0: any; see `.addresses`).
+
+    `client_connected_cb(reader, writer)` is called (and awaited as a task if
+    it is a coroutine) for every established connection.
+    """
+    cfg = make_config(config, config_overrides)
+    aep = await create_endpoint(host, port, config=cfg, family=family)
+    return Server(aep, client_connected_cb, limit, backlog)

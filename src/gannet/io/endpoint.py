@@ -1,0 +1,421 @@
+"""The asyncio driver of a sans-I/O `Endpoint`: one UDP socket, many connections.
+
+`AioEndpoint` is the only place where Gannet meets a socket and a clock. It
+feeds every datagram the socket yields to `Endpoint.receive_datagram`, sends
+what `datagrams_to_send` returns, dispatches the endpoint's events to one
+handler per connection, and keeps exactly one `loop.call_at` timer armed at
+the endpoint's next deadline.
+
+It runs on one event loop thread. Every call into the core is made with
+`self.lock` held, so the blocking `Socket` API can touch its connection from
+other threads (it takes the same lock and then asks the loop for a flush with
+`request_flush_threadsafe`). Asyncio code on the loop thread calls
+`request_flush` after writing or reading; flushes are coalesced into one
+`call_soon` per loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import fields
+
+from ..config import Config
+from ..core.connection import Connection
+from ..core.endpoint import Endpoint
+from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
+
+log = logging.getLogger("gannet.io")
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+RECV_BATCH = 256  # datagrams drained per readiness callback before we send
+RECV_SIZE = 65536
+PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
+
+# Keyword aliases accepted wherever config overrides are (tools use these).
+ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
+
+Handler = Callable[[Event], None]
+
+
+def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
+    """`config` (or the defaults) with keyword overrides applied.
+
+    Unknown names raise TypeError, bad values ValueError (from Config).
+    """
+    cfg = config if config is not None else Config()
+    if not overrides:
+        return cfg
+    names = {f.name for f in fields(Config)}
+    changes = {}
+    for key, value in overrides.items():
+        name = ALIASES.get(key, key)
+        if name not in names:
+            raise TypeError(f"unknown Gannet setting {key!r}")
+        changes[name] = value
+    return cfg.with_(**changes)
+
+
+def copy_error(error: BaseException) -> BaseException:
+    """A fresh instance of a stored connection error, to raise."""
+    try:
+        return type(error)(*error.args)
+    except Exception:  # noqa: BLE001 - exotic constructor: raise the original
+        return error
+
+
+def _set_buffer(sock: socket.socket, force: int | None, normal: int, size: int) -> None:
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass  # not root: fall back to the capped option
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, normal, size)
+    except OSError:
+        pass
+
+
+def resolve(host: str | None, port: int, family: int = 0, *, passive: bool = False):
+    """getaddrinfo for UDP: a list of (family, sockaddr), in preference order."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer 0-65535, not {port!r}")
+    if host == "":
+        host = None
+    flags = socket.AI_PASSIVE if passive else 0
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, flags)
+    seen, out = set(), []
+    for fam, _, _, _, addr in infos:
+        if fam in (socket.AF_INET, socket.AF_INET6) and (fam, addr) not in seen:
+            seen.add((fam, addr))
+            out.append((fam, addr))
+    if not out:
+        raise OSError(errno.EAFNOSUPPORT, f"no IPv4/IPv6 address for {host!r}")
+    return out
+
+
+def make_udp_socket(family: int, addr: tuple) -> socket.socket:
+    """A bound, non-blocking UDP socket with large buffers."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, SOCKET_BUFFER)
+        _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class AioEndpoint:
+    """One UDP socket and the Gannet endpoint behind it, on one event loop.
+
+    Construct it on the loop's thread (it registers a reader).
+    """
+
+    def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.config = config
+        self.ep = Endpoint(config, random.SystemRandom())
+        self.lock = threading.RLock()
+        self.local_address = sock.getsockname()
+        self.family = sock.family
+        self.on_available: Callable[[Connection], None] | None = None
+        self.close_when_idle = False
+        self.closed = False
+        self.send_errors = 0
+        """Datagrams the kernel refused for reasons other than a full buffer."""
+        self._handlers: dict[Connection, Handler] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_scheduled = False
+        self._backlog: deque[tuple[bytes, object]] = deque()
+        self._writing = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._closed_waiters: list[asyncio.Future] = []
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._on_readable)
+
+    # ------------------------------------------------------------- handlers
+    @property
+    def stats(self):
+        return self.ep.stats
+
+    def attach(self, conn: Connection, handler: Handler) -> None:
+        """Route `conn`'s events to `handler` (called with the lock held)."""
+        self._handlers[conn] = handler
+
+    def detach(self, conn: Connection) -> None:
+        self._handlers.pop(conn, None)
+
+    def connect(self, addr: object, config: Config | None = None) -> Connection:
+        with self.lock:
+            if self.closed:
+                raise OSError(errno.EBADF, "endpoint is closed")
+            return self.ep.connect(addr, self.loop.time(), config)
+
+    # ------------------------------------------------------------ flushing
+    def request_flush(self) -> None:
+        """After an application action on the loop thread: flush soon, once."""
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._process)
+
+    def request_flush_threadsafe(self) -> None:
+        """The same, from any thread; call it with `self.lock` held."""
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._process)
+            except RuntimeError:  # the loop is gone (interpreter exit)
+                self._flush_scheduled = False
+
+    def _process(self) -> None:
+        with self.lock:
+            self._process_locked()
+
+    def _process_locked(self) -> None:
+        if self.closed:
+            return
+        # Handlers that write while we run need no extra flush: we loop until
+        # a round dispatches nothing, so nothing can be left behind.
+        self._flush_scheduled = True
+        ep = self.ep
+        more = False
+        try:
+            for _ in range(PROCESS_ROUNDS):
+                out = ep.datagrams_to_send(self.loop.time())
+                if out:
+                    self._send(out)
+                if not self._dispatch():
+                    break
+            else:
+                more = True
+        finally:
+            self._flush_scheduled = False
+        if more:
+            self.request_flush()
+        if self.close_when_idle and not ep.connections:
+            self.close()
+            return
+        self._arm_timer()
+
+    def _dispatch(self) -> bool:
+        ep = self.ep
+        handled = False
+        while (ev := ep.next_event()) is not None:
+            handled = True
+            try:
+                if type(ev) is ConnectionAvailable:
+                    if self.on_available is not None:
+                        self.on_available(ev.conn)
+                    continue
+                handler = self._handlers.get(ev.conn)
+                if handler is not None:
+                    handler(ev)
+            except Exception as exc:  # noqa: BLE001 - one bad handler must not stop the endpoint
+                self.loop.call_exception_handler(
+                    {"message": "Gannet event handler failed", "exception": exc, "event": ev}
+                )
+            if type(ev) is ConnectionTerminated:
+                self._handlers.pop(ev.conn, None)
+        return handled
+
+    # ------------------------------------------------------------- network
+    def _on_readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        time = self.loop.time
+        with self.lock:
+            feed = self.ep.receive_datagram
+            for _ in range(RECV_BATCH):
+                try:
+                    data, addr = recvfrom(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    # ICMP errors surface here on some systems; the core's
+                    # timers deal with an unreachable peer.
+                    if self.closed:
+                        return
+                    log.debug("recvfrom failed: %r", exc)
+                    break
+                feed(data, addr, time())
+            self._process_locked()
+
+    def _send(self, out: list[tuple[bytes, object]]) -> None:
+        if self._backlog:
+            self._backlog.extend(out)
+            return
+        sendto = self.sock.sendto
+        for i, (data, addr) in enumerate(out):
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._backlog.extend(out[i:])
+                self._wait_writable()
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._backlog.extend(out[i:])
+                    self._retry_later()
+                    return
+                self.send_errors += 1  # e.g. unreachable: dropped, the core retransmits
+                log.debug("sendto %r failed: %r", addr, exc)
+
+    def _drain_backlog(self) -> None:
+        sendto = self.sock.sendto
+        backlog = self._backlog
+        while backlog:
+            data, addr = backlog[0]
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._wait_writable()
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._retry_later()
+                    return
+                self.send_errors += 1
+            backlog.popleft()
+        if self._writing:
+            self._writing = False
+            self.loop.remove_writer(self._fd)
+
+    def _wait_writable(self) -> None:
+        if not self._writing and not self.closed:
+            self._writing = True
+            self.loop.add_writer(self._fd, self._on_writable)
+
+    def _retry_later(self) -> None:
+        if self._retry_handle is None and not self.closed:
+            self._retry_handle = self.loop.call_later(0.001, self._on_retry)
+
+    def _on_retry(self) -> None:
+        self._retry_handle = None
+        with self.lock:
+            if not self.closed:
+                self._drain_backlog()
+
+    def _on_writable(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self._drain_backlog()
+
+    # ---------------------------------------------------------------- time
+    def _arm_timer(self) -> None:
+        deadline = self.ep.get_timer()
+        if deadline is None:
+            return  # a stale armed timer is harmless: handle_timer finds nothing due
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # it fires first and re-arms for the later deadline
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        with self.lock:
+            deadline = self._timer_at
+            self._timer = None
+            self._timer_at = None
+            if self.closed:
+                return
+            # Loops fire a hair early; the core must see the deadline reached.
+            self.ep.handle_timer(max(deadline, self.loop.time()))
+            self._process_locked()
+
+    # ------------------------------------------------------------- closing
+    def close(self) -> None:
+        """Close the UDP socket now (connections still open just go silent)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self.loop.remove_reader(self._fd)
+                if self._writing:
+                    self.loop.remove_writer(self._fd)
+            except Exception:  # noqa: BLE001 - the loop may be closing already
+                pass
+            for handle in (self._timer, self._retry_handle):
+                if handle is not None:
+                    handle.cancel()
+            self._timer = self._retry_handle = None
+            self._backlog.clear()
+            self.sock.close()
+            waiters, self._closed_waiters = self._closed_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.get_loop().call_soon_threadsafe(_set_done, fut)
+
+    async def wait_closed(self) -> None:
+        if self.closed:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        with self.lock:
+            if self.closed:
+                return
+            self._closed_waiters.append(fut)
+        await fut
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self.ep.connections)} connections"
+        return f"<AioEndpoint {self.local_address!r} {state}>"
+
+
+def _set_done(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def create_endpoint(
+    host: str | None, port: int, *, config: Config, family: int = 0,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> AioEndpoint:
+    """Bind a UDP socket on `host`:`port` (family from getaddrinfo) on the running loop."""
+    loop = loop or asyncio.get_running_loop()
+    if host == "":
+        host = None
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE)
+    infos = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not infos:
+        raise OSError(errno.EAFNOSUPPORT, f"no IPv4/IPv6 address for {host!r}")
+    if host is None:  # wildcard: prefer IPv4 like the socket module's "" does
+        infos.sort(key=lambda i: i[0] != socket.AF_INET)
+    error: OSError | None = None
+    for fam, _, _, _, addr in infos:
+        try:
+            sock = make_udp_socket(fam, addr)
+        except OSError as exc:
+            error = exc
+            continue
+        aep = AioEndpoint(sock, config, loop)
+        _keep_until_loop_ends(aep)
+        return aep
+    assert error is not None
+    raise error
+
+
+def _keep_until_loop_ends(aep: AioEndpoint) -> None:
+    """Close `aep` when it closes itself or when the loop cancels its tasks
+    (asyncio.run does so on exit), so no UDP socket outlives its loop."""
+
+    async def life() -> None:
+        try:
+            await aep.wait_closed()
+        finally:
+            aep.close()
+
+    task = aep.loop.create_task(life(), name=f"gannet-endpoint-{aep.local_address}")
+    aep._life_task = task  # type: ignore[attr-defined]
