@@ -6,9 +6,10 @@
 """
 
 from .aio import Server, StreamWriter, open_connection, start_server
+from .blocking import Socket
 from .endpoint import AioEndpoint, create_endpoint, make_config
 
 __all__ = [
     "AioEndpoint", "Server", "StreamWriter", "create_endpoint", "make_config",
-    "open_connection", "start_server",
+    "open_connection", "start_server", "Socket",
 ]

@@ -30,6 +30,7 @@ from ..config import Config
 from ..core.connection import Connection
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
+from ..core.states import State
 
 log = logging.getLogger("gannet.io")
 
@@ -108,11 +109,28 @@ def make_udp_socket(family: int, addr: tuple) -> socket.socket:
         sock.setblocking(False)
         _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, SOCKET_BUFFER)
         _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SOCKET_BUFFER)
+        _enable_icmp_errors(sock)
         sock.bind(addr)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _enable_icmp_errors(sock: socket.socket) -> None:
+    """Linux: report ICMP errors on this unconnected socket (with the address
+    they concern, through the error queue), so that a SYN to a port nobody
+    listens on fails at once with ConnectionRefusedError, as TCP's does."""
+    if sock.family == socket.AF_INET6:
+        level, opt = socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)
+    else:
+        level, opt = socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)
+    if not hasattr(socket, "MSG_ERRQUEUE"):
+        return
+    try:
+        sock.setsockopt(level, opt, 1)
+    except OSError:
+        pass
 
 
 class AioEndpoint:
@@ -142,6 +160,8 @@ class AioEndpoint:
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed_waiters: list[asyncio.Future] = []
+        self._refused: dict[Connection, BaseException] = {}
+        self.icmp_errors = 0
         self._fd = sock.fileno()
         loop.add_reader(self._fd, self._on_readable)
 
@@ -220,6 +240,10 @@ class AioEndpoint:
                         self.on_available(ev.conn)
                     continue
                 handler = self._handlers.get(ev.conn)
+                if self._refused and type(ev) is ConnectionTerminated and ev.error is None:
+                    error = self._refused.get(ev.conn)
+                    if error is not None:
+                        ev = ConnectionTerminated(ev.conn, error)
                 if handler is not None:
                     handler(ev)
             except Exception as exc:  # noqa: BLE001 - one bad handler must not stop the endpoint
@@ -228,6 +252,7 @@ class AioEndpoint:
                 )
             if type(ev) is ConnectionTerminated:
                 self._handlers.pop(ev.conn, None)
+                self._refused.pop(ev.conn, None)
         return handled
 
     # ------------------------------------------------------------- network
@@ -242,14 +267,40 @@ class AioEndpoint:
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
-                    # ICMP errors surface here on some systems; the core's
-                    # timers deal with an unreachable peer.
                     if self.closed:
                         return
-                    log.debug("recvfrom failed: %r", exc)
-                    break
+                    # An ICMP error for something we sent (IP_RECVERR).
+                    if not self._read_error_queue():
+                        log.debug("recvfrom failed: %r", exc)
+                        break
+                    continue
                 feed(data, addr, time())
             self._process_locked()
+
+    def _read_error_queue(self) -> bool:
+        """Drain the socket's ICMP error queue; a port unreachable answering a
+        SYN refuses that connection. False if there was nothing to read."""
+        flag = getattr(socket, "MSG_ERRQUEUE", 0)
+        if not flag:
+            return False
+        got = False
+        for _ in range(64):
+            try:
+                _, anc, _, addr = self.sock.recvmsg(1, 512, flag)
+            except OSError:
+                break
+            got = True
+            self.icmp_errors += 1
+            code = int.from_bytes(anc[0][2][:4], "little") if anc and len(anc[0][2]) >= 4 else 0
+            if code != errno.ECONNREFUSED:
+                continue
+            now = self.loop.time()
+            for conn in self.ep.connections:
+                if conn.state == State.SYN_SENT and conn.remote_addr == addr:
+                    self._refused[conn] = ConnectionRefusedError(
+                        errno.ECONNREFUSED, f"Connection refused by {addr!r}")
+                    conn.abort(now)
+        return got
 
     def _send(self, out: list[tuple[bytes, object]]) -> None:
         if self._backlog:

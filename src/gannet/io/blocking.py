@@ -1,0 +1,518 @@
+"""The blocking `Socket` API, driven by one background event-loop thread.
+
+All Gannet endpoints of the process (one per bound `Socket`, shared by the
+connections it accepts) live on a single daemon thread running an asyncio
+loop. One thread rather than one per socket: the protocol work is Python
+under the GIL, so more I/O threads cannot run it in parallel; they would only
+add context switches, and one loop multiplexes any number of UDP sockets.
+
+Application threads never wait for that thread to run their call. Each
+`AioEndpoint` has a lock that the loop holds whenever it is inside the core;
+a `Socket` takes the same lock, calls the `Connection` directly (send, recv,
+shutdown), and asks the loop for a coalesced flush. Waiting is on a
+`threading.Condition` built on that lock, notified by the loop when the
+connection's events arrive. One reader and one writer thread per connection
+may use a Socket at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import errno
+import socket as _socket
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from ..config import Config
+from ..core.connection import Connection
+from ..core.events import ConnectionEstablished, ConnectionTerminated, DataReceived, Event, StreamEnded
+from ..core.states import State
+from .endpoint import AioEndpoint, copy_error, make_config, make_udp_socket, resolve
+
+__all__ = ["Socket", "SHUT_RD", "SHUT_WR", "SHUT_RDWR"]
+
+SHUT_RD, SHUT_WR, SHUT_RDWR = _socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR
+EXIT_LINGER = 5.0  # at interpreter exit, wait up to this long for closing sockets' data
+FIN_PENDING = (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK)
+
+
+class _LoopThread:
+    """The process's Gannet I/O thread (started on first use)."""
+
+    _instance: _LoopThread | None = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.endpoints: weakref.WeakSet[AioEndpoint] = weakref.WeakSet()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), name="gannet-io", daemon=True)
+        self.thread.start()
+        ready.wait()
+        atexit.register(self._linger_at_exit)
+
+    @classmethod
+    def get(cls) -> _LoopThread:
+        inst = cls._instance
+        if inst is None:
+            with cls._guard:
+                inst = cls._instance
+                if inst is None:
+                    inst = cls._instance = cls()
+        return inst
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(*args) on the loop thread and return its result."""
+        if threading.current_thread() is self.thread:
+            return fn(*args)
+        fut: Future = Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return fut.result()
+
+    def _linger_at_exit(self) -> None:
+        """Give closed sockets a bounded chance to deliver what they had buffered."""
+        deadline = time.monotonic() + EXIT_LINGER
+        while time.monotonic() < deadline:
+            busy = False
+            for aep in list(self.endpoints):
+                with aep.lock:
+                    if not aep.closed and any(c.state in FIN_PENDING for c in aep.ep.connections):
+                        busy = True
+                        break
+            if not busy:
+                return
+            time.sleep(0.01)
+
+
+class _ConnWaiter:
+    """Per-connection state the loop updates and application threads wait on."""
+
+    def __init__(self, aep: AioEndpoint, conn: Connection) -> None:
+        self.aep = aep
+        self.conn = conn
+        self.cond = threading.Condition(aep.lock)
+        self.established = conn.established
+        self.discard = False
+        self.error: BaseException | None = conn.error
+        aep.attach(conn, self.on_event)
+
+    def on_event(self, ev: Event) -> None:  # loop thread, lock held
+        kind = type(ev)
+        if kind is ConnectionEstablished:
+            self.established = True
+        elif kind is ConnectionTerminated and ev.error is not None:  # type: ignore[attr-defined]
+            self.error = ev.error  # type: ignore[attr-defined]
+        if self.discard and (kind is DataReceived or kind is StreamEnded):
+            self.drop_input()
+        self.cond.notify_all()
+
+    def drop_input(self) -> None:
+        conn = self.conn
+        while conn.readable_bytes:
+            conn.recv(conn.readable_bytes)
+
+
+def _oserror(code: int, what: str = "") -> OSError:
+    import os
+
+    msg = os.strerror(code)
+    return OSError(code, f"{msg}: {what}" if what else msg)
+
+
+class Socket:
+    """A Gannet stream socket with the blocking `socket.socket` interface.
+
+    >>> s = Socket(); s.connect(("127.0.0.1", 9000)); s.sendall(b"hi"); s.recv(100)
+    """
+
+    def __init__(self, family: int = _socket.AF_INET, config: Config | None = None,
+                 **config_overrides: object) -> None:
+        if family not in (_socket.AF_INET, _socket.AF_INET6):
+            raise ValueError("family must be AF_INET or AF_INET6")
+        self.family = family
+        self.config = make_config(config, config_overrides)
+        self._timeout: float | None = _socket.getdefaulttimeout()
+        self._aep: AioEndpoint | None = None
+        self._owns_aep = False
+        self._w: _ConnWaiter | None = None
+        self._listening = False
+        self._accept_cond: threading.Condition | None = None
+        self._closed = False
+        self._rd_shut = False
+        self._wr_shut = False
+
+    @classmethod
+    def _accepted(cls, listener: Socket, w: _ConnWaiter) -> Socket:
+        s = cls.__new__(cls)
+        s.family = listener.family
+        s.config = listener.config
+        s._timeout = listener._timeout if listener._timeout != 0 else None
+        s._aep = w.aep
+        s._owns_aep = False
+        s._w = w
+        s._listening = False
+        s._accept_cond = None
+        s._closed = False
+        s._rd_shut = s._wr_shut = False
+        return s
+
+    # -------------------------------------------------------------- helpers
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _oserror(errno.EBADF, "socket is closed")
+
+    def _bind(self, host: str | None, port: int) -> None:
+        error: OSError | None = None
+        for fam, addr in resolve(host, port, self.family, passive=True):
+            if fam != self.family:
+                continue
+            try:
+                sock = make_udp_socket(fam, addr)
+            except OSError as exc:
+                error = exc
+                continue
+            lt = _LoopThread.get()
+            try:
+                aep = lt.call(AioEndpoint, sock, self.config, lt.loop)
+            except BaseException:
+                sock.close()
+                raise
+            lt.endpoints.add(aep)
+            self._aep = aep
+            self._owns_aep = True
+            return
+        raise error or _oserror(errno.EAFNOSUPPORT, f"no {self.family!r} address for {host!r}")
+
+    def _wait(self, cond: threading.Condition, ready: Callable[[], bool],
+              deadline: float | None = None) -> None:
+        """With cond's lock held: wait until ready(), honouring the timeout."""
+        if ready():
+            return
+        timeout = self._timeout
+        if timeout == 0:
+            raise BlockingIOError(errno.EAGAIN, "operation would block")
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        while not ready():
+            if deadline is None:
+                cond.wait()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            cond.wait(left)
+
+    def _connected(self) -> _ConnWaiter:
+        self._check_open()
+        if self._w is None:
+            raise _oserror(errno.ENOTCONN, "socket is not connected")
+        return self._w
+
+    # ------------------------------------------------------------ opening
+    def bind(self, address: tuple) -> None:
+        self._check_open()
+        if self._aep is not None:
+            raise _oserror(errno.EINVAL, "socket is already bound")
+        host, port = _split(address)
+        self._bind(host, port)
+
+    def listen(self, backlog: int = 5) -> None:
+        self._check_open()
+        if not isinstance(backlog, int) or isinstance(backlog, bool):
+            raise ValueError("backlog must be an integer")
+        if self._w is not None:
+            raise _oserror(errno.EISCONN, "socket is connected")
+        if self._aep is None:
+            self._bind(None, 0)
+        aep = self._aep
+        assert aep is not None
+        with aep.lock:
+            self._accept_cond = threading.Condition(aep.lock)
+            aep.ep.listen(max(1, backlog))
+            aep.on_available = lambda _conn, c=self._accept_cond: c.notify_all()
+        self._listening = True
+
+    def accept(self) -> tuple[Socket, tuple]:
+        self._check_open()
+        if not self._listening:
+            raise _oserror(errno.EINVAL, "accept() before listen()")
+        aep, cond = self._aep, self._accept_cond
+        assert aep is not None and cond is not None
+        with cond:
+            while True:
+                found: list[Connection] = []
+
+                def ready() -> bool:
+                    if self._closed:
+                        return True
+                    conn = aep.ep.accept()
+                    if conn is not None:
+                        found.append(conn)
+                        return True
+                    return False
+
+                self._wait(cond, ready)
+                if self._closed:
+                    raise _oserror(errno.EBADF, "socket closed during accept()")
+                conn = found[0]
+                if conn.state == State.CLOSED and conn.error is not None:
+                    continue  # reset before we took it
+                w = _ConnWaiter(aep, conn)
+                break
+        return Socket._accepted(self, w), conn.remote_addr
+
+    def connect(self, address: tuple) -> None:
+        self._check_open()
+        if self._w is not None:
+            raise _oserror(errno.EISCONN, "socket is already connected")
+        if self._listening:
+            raise _oserror(errno.EINVAL, "socket is listening")
+        host, port = _split(address)
+        targets = [a for f, a in resolve(host, port, self.family) if f == self.family]
+        if not targets:
+            raise _oserror(errno.EAFNOSUPPORT, f"no address of this family for {host!r}")
+        if self._aep is None:
+            self._bind("::" if self.family == _socket.AF_INET6 else "0.0.0.0", 0)
+        aep = self._aep
+        assert aep is not None
+        with aep.lock:
+            conn = aep.connect(targets[0], self.config)
+            w = _ConnWaiter(aep, conn)
+            self._w = w
+            aep.request_flush_threadsafe()
+            if self._timeout == 0:
+                raise BlockingIOError(errno.EINPROGRESS, "connection in progress")
+            try:
+                self._wait(w.cond, lambda: w.established or conn.state == State.CLOSED)
+            except TimeoutError:
+                conn.abort(aep.loop.time())
+                aep.request_flush_threadsafe()
+                self._w = None
+                raise
+            if not w.established:
+                self._w = None
+                raise copy_error(w.error or ConnectionResetError("connection closed during the handshake"))
+
+    # ---------------------------------------------------------------- data
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue what fits in the send buffer (waiting for room); returns the count."""
+        w = self._connected_for_write()
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        if not len(view):
+            return 0
+        with w.cond:
+            return self._send_locked(w, view, None)
+
+    def _connected_for_write(self) -> _ConnWaiter:
+        if self._closed or self._wr_shut:
+            raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
+        return self._connected()
+
+    def _send_locked(self, w: _ConnWaiter, view, deadline: float | None) -> int:
+        conn = w.conn
+
+        def ready() -> bool:
+            return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
+                or conn.state not in _WRITABLE
+
+        self._wait(w.cond, ready, deadline)
+        if self._closed or self._wr_shut:
+            raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
+        n = conn.send(view)  # raises the connection's error, or BrokenPipeError
+        if n:
+            w.aep.request_flush_threadsafe()
+        return n
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        """Send everything (the timeout, if any, bounds the whole call)."""
+        w = self._connected_for_write()
+        view = memoryview(data).cast("B")
+        deadline = None if not self._timeout else time.monotonic() + self._timeout
+        sent, total = 0, len(view)
+        with w.cond:
+            while sent < total:
+                sent += self._send_locked(w, view[sent:], deadline)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Wait for at least one byte; b"" at end of stream."""
+        if not isinstance(bufsize, int) or bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if flags:
+            raise ValueError("recv flags are not supported")
+        w = self._connected()
+        if bufsize == 0 or self._rd_shut:
+            return b""
+        conn = w.conn
+        with w.cond:
+            self._wait(w.cond, lambda: conn.readable_bytes > 0 or conn.eof or conn.state == State.CLOSED
+                       or self._rd_shut or self._closed)
+            if conn.readable_bytes and not self._rd_shut:
+                data = conn.recv(bufsize)
+                w.aep.request_flush_threadsafe()  # the window may have opened
+                return data
+            if conn.error is not None and not conn.eof:
+                raise copy_error(conn.error)
+            return b""
+
+    receive = recv
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        n = nbytes or len(view)
+        if n > len(view):
+            raise ValueError("buffer too small for requested bytes")
+        data = self.recv(n, flags)
+        view[: len(data)] = data
+        return len(data)
+
+    # ------------------------------------------------------------ closing
+    def shutdown(self, how: int) -> None:
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise ValueError("how must be SHUT_RD, SHUT_WR or SHUT_RDWR")
+        w = self._connected()
+        with w.cond:
+            if how in (SHUT_RD, SHUT_RDWR):
+                self._rd_shut = True
+                w.discard = True
+                w.drop_input()
+            if how in (SHUT_WR, SHUT_RDWR) and not self._wr_shut:
+                self._wr_shut = True
+                w.conn.shutdown_write(w.aep.loop.time())
+            w.cond.notify_all()
+            w.aep.request_flush_threadsafe()
+
+    def close(self, linger: float | None = None) -> None:
+        """Graceful close: returns at once (the I/O thread finishes delivery and
+        the FIN exchange), or waits up to `linger` seconds for our data and
+        FIN to be acknowledged. Unread incoming data is discarded."""
+        if self._closed:
+            return
+        self._closed = True
+        aep = self._aep
+        if aep is None:
+            return
+        w = self._w
+        with aep.lock:
+            if self._listening and self._accept_cond is not None:
+                aep.ep.stop_listening()
+                aep.on_available = None
+                while (conn := aep.ep.accept()) is not None:
+                    conn.abort(aep.loop.time())  # accepted by the core, never by us
+                self._accept_cond.notify_all()
+            if w is not None:
+                w.discard = True
+                w.drop_input()
+                w.conn.close(aep.loop.time())
+                w.cond.notify_all()
+            if self._owns_aep:
+                aep.close_when_idle = True
+            aep.request_flush_threadsafe()
+            if w is not None and linger:
+                deadline = time.monotonic() + linger
+                while w.conn.state not in _FIN_ACKED:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    w.cond.wait(left)
+
+    def detach(self) -> None:
+        raise _oserror(errno.EOPNOTSUPP, "a Gannet socket has no descriptor to detach")
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ options
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0 or value != value:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0
+
+    # --------------------------------------------------------------- info
+    def getpeername(self) -> tuple:
+        return self._connected().conn.remote_addr
+
+    def getsockname(self) -> tuple:
+        self._check_open()
+        if self._aep is None:
+            return ("::", 0, 0, 0) if self.family == _socket.AF_INET6 else ("0.0.0.0", 0)
+        return self._aep.local_address
+
+    @property
+    def type(self) -> int:
+        return _socket.SOCK_STREAM
+
+    @property
+    def connection(self) -> Connection | None:
+        return self._w.conn if self._w is not None else None
+
+    @property
+    def stats(self):
+        """The connection's counters (None until connected)."""
+        return self._w.conn.stats if self._w is not None else None
+
+    @property
+    def endpoint_stats(self):
+        """The UDP endpoint's counters (datagrams, malformed_dropped, ...)."""
+        return self._aep.ep.stats if self._aep is not None else None
+
+    @property
+    def state(self) -> State | None:
+        return self._w.conn.state if self._w is not None else None
+
+    def __repr__(self) -> str:
+        if self._closed:
+            what = "closed"
+        elif self._listening:
+            what = f"listening {self.getsockname()!r}"
+        elif self._w is not None:
+            what = f"{self._w.conn.state} {self.getsockname()!r} -> {self._w.conn.remote_addr!r}"
+        else:
+            what = "unconnected"
+        return f"<gannet.Socket {what}>"
+
+
+_WRITABLE = (State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT)
+_FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
+
+
+def _split(address: tuple) -> tuple[str | None, int]:
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise ValueError(f"address must be a (host, port) tuple, not {address!r}")
+    host, port = address[0], address[1]
+    if host is not None and not isinstance(host, str):
+        raise ValueError(f"host must be a string, not {host!r}")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer 0-65535, not {port!r}")
+    return host, port
