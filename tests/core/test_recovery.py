@@ -127,3 +127,26 @@ def test_sequence_numbers_wrap_during_a_transfer():
     assert b.conn.recv(1 << 20) == payload
     assert a.conn.recv(1 << 20) == payload
     assert a.conn.snd_una > 2**32  # positions went past the wrap
+
+
+def test_idle_timeout_closes_a_silent_connection():
+    cfg = Config(idle_timeout=3.0, keepalive=False)
+    a, b = established_pair(cfg)
+    assert a.conn.get_timer() == pytest.approx(a.conn.last_received + 3.0)
+    now = a.conn.get_timer()
+    a.conn.handle_timer(now)
+    assert a.conn.state == State.CLOSED and isinstance(a.conn.error, TimeoutError)
+
+
+def test_paws_drops_a_segment_with_an_ancient_timestamp():
+    a, b = established_pair()
+    b.conn.send(b"first")
+    deliver(a, b.out(4.0), 4.01)  # TS.Recent is now about t=4 s
+    assert a.conn.recv(10) == b"first"
+    b.conn.send(b"fresh")
+    (seg,) = b.out(5.0)
+    old = type(seg)(seg.seq, seg.ack, seg.flags, seg.wnd, seg.payload, tsval=(seg.tsval - 5_000_000) % 2**32, tsecr=0)
+    deliver(a, [old], 5.01)
+    assert a.conn.recv(10) == b"" and a.conn.stats.dropped_segments == 1
+    deliver(a, [seg], 5.02)
+    assert a.conn.recv(10) == b"fresh"
