@@ -1,0 +1,167 @@
+"""`gannet tunnel`: forward TCP connections over Gannet (docs/tunnel.md).
+
+    gannet tunnel server --listen :7000 --target 127.0.0.1:6379
+    gannet tunnel client --listen 127.0.0.1:6380 --server tunnel.example:7000
+
+Every TCP connection to the client gets its own Gannet connection to the
+server, which opens its own TCP connection to the target. Each connection is
+logged to stderr (open, bytes each way, why it closed) unless --quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from gannet.apps import tunnel as tun
+from gannet.cli.main import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tunnel",
+        help="forward TCP connections over Gannet (like kcptun)",
+        description="TCP port forwarding over Gannet. Run `tunnel server` next to the TCP "
+        "service and `tunnel client` next to its users; each TCP connection to the client "
+        "is carried by its own Gannet connection to the server, which connects to the target.",
+    )
+    sub = p.add_subparsers(dest="tunnel_role", metavar="ROLE")
+    sub.required = True
+
+    s = sub.add_parser(
+        "server", help="accept Gannet connections (UDP) and connect each to a TCP target",
+        description="Accept Gannet connections on a UDP port; for each open a TCP connection "
+        "to --target and copy both ways.",
+    )
+    s.add_argument("--listen", required=True, metavar="[HOST]:PORT",
+                   help="UDP address to accept Gannet connections on (':7000' = all interfaces)")
+    s.add_argument("--target", required=True, metavar="HOST:PORT",
+                   help="TCP service every tunneled connection is forwarded to")
+    s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up on a target connection after this long (default 10)")
+    _common(s)
+    s.set_defaults(func=run_server)
+
+    c = sub.add_parser(
+        "client", help="accept TCP connections and carry each over Gannet to a tunnel server",
+        description="Accept TCP connections; for each open a Gannet connection to --server "
+        "and copy both ways.",
+    )
+    c.add_argument("--listen", required=True, metavar="[HOST]:PORT",
+                   help="TCP address to accept connections on (e.g. 127.0.0.1:6380)")
+    c.add_argument("--server", required=True, metavar="HOST:PORT",
+                   help="address of the `gannet tunnel server`")
+    c.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up on reaching the tunnel server after this long "
+                   "(default: Gannet's connect_timeout, 30)")
+    _common(c)
+    c.set_defaults(func=run_client)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not log every connection (errors are still shown)")
+    p.add_argument("--mss", type=int, default=None, help="Gannet MSS (default 1400)")
+    p.add_argument("--window", type=int, default=None, metavar="BYTES",
+                   help="Gannet receive window / send buffer per connection (default 4 MiB)")
+
+
+def _address(text: str, what: str, *, need_host: bool) -> tuple[str, int]:
+    try:
+        host, port = tun.parse_address(text)
+    except ValueError as exc:
+        raise CLIError(f"{what}: {exc}") from None
+    if need_host and not host:
+        raise CLIError(f"{what}: a host is needed ({text!r}); try 127.0.0.1:{port}")
+    if need_host and port == 0:
+        raise CLIError(f"{what}: port 0 is not a destination")
+    return host, port
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if args.mss is not None:
+        out["mss"] = args.mss
+    if args.window is not None:
+        if args.window < 4096:
+            raise CLIError("--window must be at least 4096")
+        out["window_size"] = args.window
+        out["send_buffer_size"] = args.window
+    if getattr(args, "connect_timeout", None) is not None and args.tunnel_role == "client":
+        if not args.connect_timeout > 0:
+            raise CLIError("--connect-timeout must be positive")
+        out["connect_timeout"] = args.connect_timeout
+    return out
+
+
+def _setup_logging(role: str, quiet: bool) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"gannet tunnel {role}: %(message)s"))
+    tun.log.addHandler(handler)
+    tun.log.setLevel(logging.WARNING if quiet else logging.INFO)
+    tun.log.propagate = False
+    return handler
+
+
+def _say(role: str, text: str) -> None:
+    print(f"gannet tunnel {role}: {text}", file=sys.stderr, flush=True)
+
+
+async def _serve(start, role: str, banner) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        tunnel = await start()
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot listen: {exc.strerror or exc}") from None
+    _say(role, banner(tunnel))
+    try:
+        await stop.wait()
+    finally:
+        _say(role, f"stopping ({tunnel.active} open connections reset, {tunnel.total} served)")
+        await tunnel.close()
+    return 0
+
+
+def run_server(args: argparse.Namespace) -> int:
+    listen = _address(args.listen, "--listen", need_host=False)
+    target = _address(args.target, "--target", need_host=True)
+    if not args.connect_timeout > 0:
+        raise CLIError("--connect-timeout must be positive")
+    overrides = _overrides(args)
+    handler = _setup_logging("server", args.quiet)
+    try:
+        return asyncio.run(_serve(
+            lambda: tun.start_tunnel_server(listen, target, connect_timeout=args.connect_timeout,
+                                            **overrides),
+            "server",
+            lambda t: f"listening on {tun.format_address(t.address)} (udp), "
+                      f"forwarding to {tun.format_address(target)} (tcp)",
+        ))
+    finally:
+        tun.log.removeHandler(handler)
+
+
+def run_client(args: argparse.Namespace) -> int:
+    listen = _address(args.listen, "--listen", need_host=False)
+    server = _address(args.server, "--server", need_host=True)
+    overrides = _overrides(args)
+    handler = _setup_logging("client", args.quiet)
+    try:
+        return asyncio.run(_serve(
+            lambda: tun.start_tunnel_client(listen, server, **overrides),
+            "client",
+            lambda t: f"listening on {tun.format_address(t.address)} (tcp), "
+                      f"tunneling to {tun.format_address(server)} (udp)",
+        ))
+    finally:
+        tun.log.removeHandler(handler)

@@ -1,0 +1,232 @@
+"""gannet.apps.tunnel in one process: TCP app -> tunnel client -> Gannet -> tunnel server -> TCP target."""
+
+import asyncio
+import hashlib
+import os
+import socket
+
+import pytest
+
+from gannet.apps.tunnel import parse_address, start_tunnel_client, start_tunnel_server
+
+HOST = "127.0.0.1"
+
+
+def run(coro, timeout=30.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def echo_target():
+    """A TCP echo server that echoes until EOF, then half-closes."""
+
+    async def handle(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.write_eof()
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, HOST, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Tunnel:
+    def __init__(self, target_port, **kw):
+        self.target_port = target_port
+        self.kw = kw
+
+    async def __aenter__(self):
+        self.server = await start_tunnel_server((HOST, 0), (HOST, self.target_port), **self.kw)
+        self.client = await start_tunnel_client((HOST, 0), (HOST, self.server.address[1]), **self.kw)
+        self.port = self.client.address[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.client.close()
+        await self.server.close()
+
+
+async def wait_until(pred, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def test_parse_address():
+    assert parse_address(":7000") == ("", 7000)
+    assert parse_address("7000") == ("", 7000)
+    assert parse_address("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_address("[::1]:80") == ("::1", 80)
+    assert parse_address("example.com:0") == ("example.com", 0)
+    for bad in ("::1:80", "host:port", "host:70000", ""):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_echo_with_half_close():
+    async def main():
+        target, tport = await echo_target()
+        async with Tunnel(tport) as t:
+            payload = os.urandom(3_000_000)
+            reader, writer = await asyncio.open_connection(HOST, t.port)
+
+            async def send():
+                writer.write(payload)
+                await writer.drain()
+                writer.write_eof()  # shut down writing; the reply must still come back
+
+            sender = asyncio.create_task(send())
+            got = await reader.read(-1)  # until the tunnel propagates the target's EOF
+            await sender
+            assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+            writer.close()
+            await writer.wait_closed()
+            await wait_until(lambda: t.client.results and t.server.results)
+            c, s = t.client.results[0], t.server.results[0]
+            assert (c.sent, c.received, c.reason) == (len(payload), len(payload), "closed")
+            assert (s.sent, s.received, s.reason) == (len(payload), len(payload), "closed")
+        target.close()
+
+    run(main())
+
+
+def test_half_close_then_late_reply():
+    """The target answers only after it saw EOF: EOF must cross the tunnel first."""
+
+    async def handle(reader, writer):
+        data = await reader.read(-1)
+        await asyncio.sleep(0.2)
+        writer.write(b"got %d bytes" % len(data))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+            reader, writer = await asyncio.open_connection(HOST, t.port)
+            writer.write(b"x" * 100_000)
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(-1), 10) == b"got 100000 bytes"
+            writer.close()
+        target.close()
+
+    run(main())
+
+
+def test_target_refuses():
+    async def main():
+        dead_port = free_tcp_port()  # nothing listens there
+        async with Tunnel(dead_port) as t:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            reader, writer = await asyncio.open_connection(HOST, t.port)
+            writer.write(b"hello")
+            try:
+                data = await asyncio.wait_for(reader.read(100), 5)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""
+            assert loop.time() - start < 3
+            writer.close()
+            await wait_until(lambda: t.server.results and t.client.results)
+            assert "target refused" in t.server.results[0].reason
+            assert not t.client.results[0].clean
+            assert t.client.active == 0 and t.server.active == 0
+
+    run(main())
+
+
+def test_tunnel_server_unreachable():
+    """No tunnel server at all: the TCP connection is reset promptly (ICMP refusal)."""
+
+    async def main():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((HOST, 0))
+            dead_udp = s.getsockname()[1]
+        client = await start_tunnel_client((HOST, 0), (HOST, dead_udp), connect_timeout=5)
+        try:
+            reader, writer = await asyncio.open_connection(HOST, client.address[1])
+            try:
+                data = await asyncio.wait_for(reader.read(100), 8)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""
+            writer.close()
+            await wait_until(lambda: client.results)
+            assert "tunnel" in client.results[0].reason
+        finally:
+            await client.close()
+
+    run(main())
+
+
+def test_reset_propagates_to_target():
+    """The application resets its TCP connection: the target's connection is reset too."""
+    seen = []
+
+    async def handle(reader, writer):
+        try:
+            writer.write(b"ready")
+            await writer.drain()
+            while await reader.read(65536):
+                pass
+            seen.append("eof")
+        except ConnectionError as exc:
+            seen.append(type(exc).__name__)
+        finally:
+            writer.close()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+            reader, writer = await asyncio.open_connection(HOST, t.port)
+            assert await reader.readexactly(5) == b"ready"
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            writer.transport.abort()
+            await wait_until(lambda: seen, 10)
+            assert seen == ["ConnectionResetError"]
+            await wait_until(lambda: t.client.results and t.server.results)
+            assert "client reset" in t.client.results[0].reason
+            assert "tunnel reset" in t.server.results[0].reason
+        target.close()
+
+    run(main())
+
+
+def test_twenty_concurrent_connections():
+    async def main():
+        target, tport = await echo_target()
+        async with Tunnel(tport) as t:
+
+            async def one(i):
+                payload = os.urandom(50_000 + 997 * i)
+                reader, writer = await asyncio.open_connection(HOST, t.port)
+                writer.write(payload)
+                writer.write_eof()
+                got = await reader.read(-1)
+                writer.close()
+                return got == payload
+
+            results = await asyncio.gather(*(one(i) for i in range(20)))
+            assert all(results)
+            await wait_until(lambda: len(t.client.results) == 20 and len(t.server.results) == 20)
+            assert all(r.clean for r in t.client.results + t.server.results)
+            assert t.client.total == 20 and t.server.total == 20
+        target.close()
+
+    run(main(), timeout=60)
