@@ -257,11 +257,20 @@ class _Tunnel:
         self.active = 0
         self.total = 0
 
-    def _track(self) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+    def _spawn(self, reader: asyncio.StreamReader, writer: object) -> None:
+        """The listeners' callback: run `_handle` as a task the tunnel owns
+        (and cancels on close), so its cancellation is not reported as an error."""
+        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection handler failed: %r", task.exception())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: object) -> None:
+        raise NotImplementedError
 
     def _log_open(self, cid: int, text: str) -> None:
         self.active += 1
@@ -302,7 +311,6 @@ class TunnelServer(_Tunnel):
         return self.server.addresses[0]
 
     async def _handle(self, g_reader: asyncio.StreamReader, g_writer: gannet.StreamWriter) -> None:
-        self._track()
         cid = next(_ids)
         peer = format_address(g_writer.get_extra_info("peername"))
         target = format_address(self.target)
@@ -357,7 +365,6 @@ class TunnelClient(_Tunnel):
         return self.server.sockets[0].getsockname()
 
     async def _handle(self, t_reader: asyncio.StreamReader, t_writer: asyncio.StreamWriter) -> None:
-        self._track()
         cid = next(_ids)
         peer = format_address(t_writer.get_extra_info("peername"))
         remote = format_address(self.remote)
@@ -402,7 +409,7 @@ async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], 
     """
     tunnel = TunnelServer(target, config_overrides, connect_timeout)
     host = listen[0] or None
-    tunnel.server = await gannet.start_server(tunnel._handle, host, listen[1],
+    tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1],
                                               limit=GANNET_LIMIT, **config_overrides)
     return tunnel
 
@@ -412,5 +419,5 @@ async def start_tunnel_client(listen: tuple[str, int], server: tuple[str, int],
     """Listen for TCP connections at `listen`; carry each over Gannet to `server`."""
     tunnel = TunnelClient(server, config_overrides)
     host = listen[0] or None
-    tunnel.server = await asyncio.start_server(tunnel._handle, host, listen[1], limit=TCP_LIMIT)
+    tunnel.server = await asyncio.start_server(tunnel._spawn, host, listen[1], limit=TCP_LIMIT)
     return tunnel

@@ -1,0 +1,252 @@
+"""`gannet tunnel` as real subprocesses, carrying real programs: redis and curl.
+
+redis-server / redis-benchmark / redis-cli (Debian: redis-server, redis-tools)
+and curl (Debian: curl) are used when installed; otherwise those tests skip.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+GANNET = [sys.executable, "-m", "gannet"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+HOST = "127.0.0.1"
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tcp_ready(port):
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def stop(proc, timeout=5):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+class Proc:
+    """A `gannet tunnel ...` subprocess; stderr to a file; `.port` from its banner."""
+
+    def __init__(self, path: Path, *args: str):
+        self.err_path = path
+        self.proc = subprocess.Popen(GANNET + ["tunnel", *args], stdout=subprocess.DEVNULL,
+                                     stderr=path.open("wb"), env=ENV)
+        try:
+            wait_for(lambda: re.search(r"listening on [\d.]+:(\d+)", self.stderr)
+                     or self.proc.poll() is not None, what="tunnel banner")
+        except AssertionError:
+            stop(self.proc)
+            raise
+        m = re.search(r"listening on [\d.]+:(\d+)", self.stderr)
+        if not m:
+            raise AssertionError(f"tunnel did not start: {self.stderr}")
+        self.port = int(m.group(1))
+
+    @property
+    def stderr(self):
+        return self.err_path.read_text()
+
+
+@pytest.fixture
+def tunnel(tmp_path):
+    """tunnel(target_port, *extra) -> TCP port of a client/server pair forwarding to target."""
+    procs = []
+
+    def make(target_port, *extra):
+        server = Proc(tmp_path / "tunnel-server.err", "server", "--listen", f"{HOST}:0",
+                      "--target", f"{HOST}:{target_port}", *extra)
+        procs.append(server)
+        client = Proc(tmp_path / "tunnel-client.err", "client", "--listen", f"{HOST}:0",
+                      "--server", f"{HOST}:{server.port}", *extra)
+        procs.append(client)
+        make.server, make.client = server, client
+        return client.port
+
+    yield make
+    for p in procs:
+        stop(p.proc)
+
+
+def need(*programs):
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install -y "
+                    "redis-server redis-tools curl)")
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    need("redis-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+         "--protected-mode", "no", "--dir", str(tmp_path), "--proto-max-bulk-len", "64mb"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: tcp_ready(port) or proc.poll() is not None, what="redis-server")
+        if proc.poll() is not None:
+            pytest.fail("redis-server exited at start")
+        yield port
+    finally:
+        stop(proc)
+
+
+@pytest.mark.timeout(120)
+def test_redis_benchmark_through_tunnel(tunnel, redis_port):
+    need("redis-benchmark")
+    port = tunnel(redis_port)
+    out = subprocess.run(
+        ["redis-benchmark", "-h", HOST, "-p", str(port), "-n", "2000", "-c", "10",
+         "-t", "set,get", "-q"],
+        capture_output=True, timeout=90, text=True,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert re.search(r"^SET: .*requests per second", text, re.M), text
+    assert re.search(r"^GET: .*requests per second", text, re.M), text
+    assert "error" not in text.lower(), text
+    # every benchmark connection went through (and was logged by) the tunnel
+    wait_for(lambda: tunnel.client.stderr.count("close:") >= 20, what="connection logs")
+    assert "open" in tunnel.server.stderr
+
+
+@pytest.mark.timeout(120)
+def test_redis_cli_1mb_value(tunnel, redis_port, tmp_path):
+    need("redis-cli")
+    port = tunnel(redis_port)
+    value = os.urandom(512 * 1024).hex().encode()  # 1 MiB of text, no newline
+    cli = ["redis-cli", "-h", HOST, "-p", str(port)]
+    out = subprocess.run(cli + ["-x", "SET", "big"], input=value, capture_output=True,
+                         timeout=60)
+    assert out.stdout.strip() == b"OK", out
+    out = subprocess.run(cli + ["--no-raw", "STRLEN", "big"], capture_output=True, timeout=60)
+    assert out.stdout.strip().endswith(str(len(value)).encode()), out
+    out = subprocess.run(cli + ["--raw", "GET", "big"], capture_output=True, timeout=60)
+    assert out.returncode == 0, out
+    got = out.stdout[:-1] if out.stdout.endswith(b"\n") else out.stdout
+    assert len(got) == len(value)
+    assert got == value
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """python -m http.server on a loopback port, serving a 20 MB random file."""
+    root = tmp_path / "www"
+    root.mkdir()
+    data = os.urandom(20 * 1000 * 1000)
+    (root / "big.bin").write_bytes(data)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", HOST, "--directory", str(root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: tcp_ready(port) or proc.poll() is not None, what="http.server")
+        yield port, hashlib.sha256(data).hexdigest()
+    finally:
+        stop(proc)
+
+
+@pytest.mark.timeout(180)
+def test_curl_20mb_through_tunnel(tunnel, http_dir, tmp_path):
+    need("curl")
+    http_port, digest = http_dir
+    port = tunnel(http_port)
+    dest = tmp_path / "downloaded.bin"
+    out = subprocess.run(
+        ["curl", "-sS", "--fail", "--max-time", "150", "-o", str(dest),
+         f"http://{HOST}:{port}/big.bin"],
+        capture_output=True, timeout=160, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+    wait_for(lambda: "close:" in tunnel.client.stderr, what="close log")
+    assert re.search(r"down 20\d{6} B", tunnel.client.stderr), tunnel.client.stderr
+
+
+@pytest.mark.timeout(60)
+def test_cli_refused_target_resets_client(tunnel):
+    port = tunnel(free_port())  # nothing listens on the target
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.settimeout(5)
+        s.sendall(b"hello")
+        start = time.monotonic()
+        try:
+            data = s.recv(100)
+        except ConnectionResetError:
+            data = b""
+        assert data == b""
+        assert time.monotonic() - start < 3
+    wait_for(lambda: "target refused" in tunnel.server.stderr, what="refusal log")
+
+
+@pytest.mark.timeout(60)
+def test_cli_quiet_and_errors(tmp_path):
+    out = subprocess.run(GANNET + ["tunnel", "client", "--listen", f"{HOST}:0", "--server", ":7000"],
+                         capture_output=True, timeout=20, text=True, env=ENV)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "--server" in out.stderr
+    out = subprocess.run(GANNET + ["tunnel", "server", "--listen", "x:y", "--target", "a:1"],
+                         capture_output=True, timeout=20, text=True, env=ENV)
+    assert out.returncode == 1 and "--listen" in out.stderr
+    out = subprocess.run(GANNET + ["tunnel", "--help"], capture_output=True, timeout=20,
+                         text=True, env=ENV)
+    assert out.returncode == 0 and "server" in out.stdout and "client" in out.stdout
+
+    # --quiet: the banner only, no per-connection lines
+    target = socket.create_server((HOST, 0))
+    server = client = None
+    try:
+        server = Proc(tmp_path / "s.err", "server", "--listen", f"{HOST}:0", "--target",
+                      f"{HOST}:{target.getsockname()[1]}", "--quiet")
+        client = Proc(tmp_path / "c.err", "client", "--listen", f"{HOST}:0", "--server",
+                      f"{HOST}:{server.port}", "--quiet")
+        with socket.create_connection((HOST, client.port), timeout=5) as s:
+            conn, _ = target.accept()
+            s.sendall(b"ping")
+            conn.settimeout(5)
+            assert conn.recv(4) == b"ping"
+            conn.close()
+            s.settimeout(5)
+            assert s.recv(10) == b""
+        time.sleep(0.3)
+        assert "open" not in client.stderr and "close" not in client.stderr
+        stop(client.proc)
+        stop(server.proc)
+        assert client.proc.returncode == 0 and server.proc.returncode == 0
+    finally:
+        target.close()
+        for p in (server, client):
+            if p is not None:
+                stop(p.proc)
