@@ -230,3 +230,66 @@ def test_twenty_concurrent_connections():
         target.close()
 
     run(main(), timeout=60)
+
+
+def test_target_reset_reaches_application():
+    """The target resets: the application's TCP connection is reset (or ended) promptly."""
+
+    async def handle(reader, writer):
+        await reader.readexactly(4)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+            reader, writer = await asyncio.open_connection(HOST, t.port)
+            writer.write(b"ping")
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(100), 5)
+            writer.close()
+            await wait_until(lambda: t.client.results and t.server.results)
+            assert "target reset" in t.server.results[0].reason
+            assert "tunnel reset" in t.client.results[0].reason
+        target.close()
+
+    run(main())
+
+
+def test_backpressure_bounds_buffering():
+    """An application that stops reading stalls the target's writes after a bounded
+    amount (TCP buffers + one Gannet window), and then gets every byte."""
+    total = 200 * 1024 * 1024
+    written = [0]
+    block = os.urandom(1024 * 1024)
+
+    async def handle(reader, writer):
+        try:
+            while written[0] < total:
+                writer.write(block)
+                await writer.drain()
+                written[0] += len(block)
+            writer.write_eof()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+            reader, writer = await asyncio.open_connection(HOST, t.port, limit=65536)
+            await asyncio.sleep(1.5)  # read nothing
+            stalled_at = written[0]
+            await asyncio.sleep(0.5)
+            assert written[0] == stalled_at  # the target is blocked in drain()
+            assert stalled_at < 64 * 1024 * 1024
+            received = 0
+            while chunk := await reader.read(1 << 20):
+                received += len(chunk)
+            assert received == total
+            writer.close()
+        target.close()
+
+    run(main(), timeout=60)
