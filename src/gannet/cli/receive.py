@@ -1,0 +1,72 @@
+"""`gannet receive --port P --dir D`: accept transfers from `gannet send`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+import gannet
+from gannet.apps.transfer.progress import Reporter
+from gannet.apps.transfer.protocol import CHUNK
+from gannet.apps.transfer.receiver import Receiver
+from gannet.cli.main import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "receive",
+        help="receive files from `gannet send` into a directory",
+        description="Accept transfers from `gannet send` and save them under --dir. Files are "
+        "written as .NAME.gannet-part and renamed only once their SHA-256 verifies; an "
+        "existing file is never replaced (NAME (1).ext is used) unless --overwrite.",
+    )
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
+    p.add_argument("--dir", required=True, metavar="DIR", help="where files go (created if missing)")
+    p.add_argument("--once", action="store_true",
+                   help="exit after one complete transfer: 0 if every file verified, else 1")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"invalid port {args.port}")
+    try:
+        os.makedirs(args.dir, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot use --dir {args.dir}: {exc.strerror or exc}") from None
+    if not os.path.isdir(args.dir):
+        raise CLIError(f"--dir {args.dir} is not a directory")
+    rep = Reporter("receive")
+    receiver = Receiver(args.dir, overwrite=args.overwrite, reporter=rep)
+
+    async def main() -> int:
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_client(reader, writer) -> None:
+            out = await receiver.handle(reader, writer)
+            if out.complete and args.once and not done.done():
+                done.set_result(1 if out.failed else 0)
+
+        try:
+            server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK)
+        except OSError as exc:
+            raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        host, port = server.addresses[0][:2]
+        rep.log(f"listening on {host}:{port}, saving to {receiver.root}"
+                + (" (one transfer)" if args.once else ""))
+        try:
+            return await done
+        finally:
+            server.close()
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except TimeoutError:
+                server.abort_clients()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        rep.close()
