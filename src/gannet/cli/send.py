@@ -74,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
         if not files and not dirs:
             raise CLIError("nothing to send")
-        total = sum(f.size for f in files)
-        rep.log(f"sending {len(files)} file(s), {human_size(total)} to {host}:{port}")
         try:
             result = asyncio.run(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,

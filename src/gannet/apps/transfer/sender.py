@@ -176,6 +176,8 @@ async def send_files(
     result = SendResult()
     t0 = time.monotonic()
     reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, **config_overrides)
+    total = sum(f.size for f in files)
+    rep.log(f"connected to {host}:{port}, offering {len(files)} file(s), {human_size(total)}")
     verdicts: dict[int, dict] = {}
     verdict_task: asyncio.Task | None = None
     try:

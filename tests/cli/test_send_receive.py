@@ -1,0 +1,211 @@
+"""`gannet send` and `gannet receive` as real subprocesses on loopback."""
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import gannet
+
+GANNET = [sys.executable, "-m", "gannet"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Receiver:
+    def __init__(self, tmp_path: Path, *args: str, name: str = "recv"):
+        self.dir = tmp_path / "out"
+        self.err_path = tmp_path / f"{name}.err"
+        self.proc = subprocess.Popen(
+            GANNET + ["receive", "--host", "127.0.0.1", "--port", "0", "--dir", str(self.dir), *args],
+            stdout=subprocess.DEVNULL, stderr=self.err_path.open("wb"), env=ENV,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = re.search(r"listening on [\d.]+:(\d+)", self.err_path.read_text())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise AssertionError(f"receiver did not start: {self.err_path.read_text()}")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return self.err_path.read_text()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    made = []
+
+    def make(*args, **kw):
+        r = Receiver(tmp_path, *args, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def send(*args, timeout=30):
+    return subprocess.run(GANNET + ["send", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_single_file_once(tmp_path, receiver):
+    f = tmp_path / "hello.txt"
+    f.write_text("hello, gannet\n")
+    r = receiver("--once")
+    res = send(f, r.target)
+    assert res.returncode == 0, res.stderr
+    assert r.proc.wait(10) == 0
+    assert (r.dir / "hello.txt").read_text() == "hello, gannet\n"
+    assert "1 verified, 0 failed" in res.stderr
+    assert "hello.txt" in r.log and "verified" in r.log
+
+
+def test_tree_binary_empty_and_no_overwrite(tmp_path, receiver):
+    src = tmp_path / "tree"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "empty-dir").mkdir()
+    (src / "empty.dat").write_bytes(b"")
+    (src / "a" / "bin.dat").write_bytes(bytes(range(256)) * 1000)
+    (src / "a" / "b" / "notes.md").write_text("# notes\n" * 1000)
+    r = receiver()
+    res = send(src, r.target)
+    assert res.returncode == 0, res.stderr
+    out = r.dir / "tree"
+    for rel in ("empty.dat", "a/bin.dat", "a/b/notes.md"):
+        assert sha(out / rel) == sha(src / rel)
+    assert (out / "empty-dir").is_dir()
+    # Once more: the existing files stay, the new copies get "(1)" names.
+    (src / "a" / "bin.dat").write_bytes(b"changed")
+    res = send(src / "a" / "bin.dat", r.target)
+    assert res.returncode == 0, res.stderr
+    assert (r.dir / "bin.dat").read_bytes() == b"changed"
+    res = send(src / "a" / "bin.dat", r.target)
+    assert (r.dir / "bin (1).dat").read_bytes() == b"changed"
+    assert sha(out / "a" / "bin.dat") != sha(src / "a" / "bin.dat")  # untouched
+
+
+def test_50mb_verified_and_random_not_compressed(tmp_path, receiver):
+    f = tmp_path / "big.bin"
+    f.write_bytes(os.urandom(50_000_000))
+    t = tmp_path / "text.log"
+    t.write_text("".join(f"{i:08d} INFO request served in {i % 97} ms\n" for i in range(200_000)))
+    r = receiver("--once")
+    res = send(f, t, r.target, timeout=45)
+    assert res.returncode == 0, res.stderr
+    assert r.proc.wait(10) == 0
+    assert sha(r.dir / "big.bin") == sha(f)
+    assert sha(r.dir / "text.log") == sha(t)
+    assert re.search(r"big.bin: .* verified .*\(raw\)", r.log)
+    assert re.search(r"text.log: .*zstd \d+%.* verified .*\(zstd\)", r.log)
+
+
+def test_refused_port_one_line(tmp_path):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    f = tmp_path / "x"
+    f.write_text("x")
+    res = send(f, f"127.0.0.1:{port}", "--connect-timeout", "5s", timeout=15)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0], res.stderr
+
+
+def test_bad_arguments(tmp_path):
+    res = send(tmp_path / "missing", "127.0.0.1:9")
+    assert res.returncode == 1 and "no such file" in res.stderr
+    res = send(tmp_path, "nohostport")
+    assert res.returncode == 1 and "HOST:PORT" in res.stderr
+
+
+def test_resume_after_killing_sender(tmp_path, receiver):
+    f = tmp_path / "big.bin"
+    f.write_bytes(os.urandom(16_000_000))
+    r = receiver()
+    part = r.dir / ".big.bin.gannet-part"
+    proc = subprocess.Popen(GANNET + ["send", str(f), r.target, "--limit-rate", "4MB/s"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.monotonic() + 15
+        while not (part.exists() and part.stat().st_size >= 3_000_000):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    have = part.stat().st_size
+    assert 0 < have < f.stat().st_size and not (r.dir / "big.bin").exists()
+    res = send(f, r.target)
+    assert res.returncode == 0, res.stderr
+    assert "resuming at" in res.stderr
+    m = re.search(r"big.bin: resumed at offset (\d+)", r.log)
+    assert m and int(m.group(1)) >= have
+    assert sha(r.dir / "big.bin") == sha(f) and not part.exists()
+
+
+def test_corrupted_partial_restarts(tmp_path, receiver):
+    data = os.urandom(3_000_000)
+    f = tmp_path / "data.bin"
+    f.write_bytes(data)
+    r = receiver("--once")
+    r.dir.mkdir(exist_ok=True)
+    bad = bytearray(data[:1_500_000])
+    bad[777] ^= 0xFF
+    (r.dir / ".data.bin.gannet-part").write_bytes(bad)
+    res = send(f, r.target)
+    assert res.returncode == 0, res.stderr
+    assert "does not match" in res.stderr and "restarting from zero" in r.log
+    assert r.proc.wait(10) == 0
+    assert (r.dir / "data.bin").read_bytes() == data
+
+
+def test_forged_traversal_header_rejected(tmp_path, receiver):
+    r = receiver()
+
+    async def forge():
+        reader, writer = await gannet.open_connection("127.0.0.1", r.port)
+        head = {"protocol": "gannet-transfer", "version": 1, "compression": [], "dirs": [],
+                "files": [{"path": "../../escaped.txt", "size": 3, "mode": 420}]}
+        writer.write(json.dumps(head).encode() + b"\n")
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
+        writer.close()
+        await writer.wait_closed()
+        return reply
+
+    reply = asyncio.run(forge())
+    assert reply["ok"] is False and ".." in reply["error"]
+    assert "rejected transfer" in r.log
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
+    assert r.proc.poll() is None  # still serving
