@@ -1,0 +1,210 @@
+"""Meeting the peer: listen and connect on one UDP port until one session results.
+
+Both peers run the same command. Each binds one Gannet endpoint on its
+port, listens on it, and keeps connecting from it to the peer's port until
+a connection is established (the first started side sees its SYNs refused
+until the other side starts). Depending on timing this yields one
+connection (one side accepted, or both connected at the same moment: a
+simultaneous open) or two (each side's SYN reached a listener).
+
+Every established connection starts with a HELLO frame each way carrying the
+peer's name and a random nonce. The side with the larger nonce leads: it
+keeps the first connection on which the HELLOs were exchanged, says so with a
+SELECT frame, and closes any other. The follower waits for SELECT. So both
+sides settle on the same single connection whatever the timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ... import Config
+from ...io.aio import Server, StreamWriter, connect_endpoint
+from ...io.endpoint import AioEndpoint, create_endpoint
+from . import framing
+from .framing import FrameType
+
+log = logging.getLogger("gannet.chat")
+
+RETRY_INTERVAL = 0.5  # between connection attempts while the peer is not there
+ATTEMPT_TIMEOUT = 3.0  # one SYN exchange; silence (no ICMP refusal) means retry
+HELLO_TIMEOUT = 10.0
+
+
+@dataclass
+class Link:
+    """The one connection to the peer, greeted."""
+
+    reader: asyncio.StreamReader
+    writer: StreamWriter
+    peer_name: str
+    peer_address: object
+    peer_nonce: int
+
+
+@dataclass
+class _Candidate:
+    reader: asyncio.StreamReader
+    writer: StreamWriter
+    outgoing: bool
+    task: asyncio.Task | None = None
+    hello: dict | None = field(default=None)
+
+
+class Rendezvous:
+    """Owns the endpoint; `meet()` returns one Link each time the peer is there."""
+
+    def __init__(self, aep: AioEndpoint, peer: object, name: str, config: Config,
+                 status: Callable[[str], None] = lambda _msg: None) -> None:
+        self.aep = aep
+        self.peer = peer
+        self.name = name
+        self.config = config
+        self.status = status
+        self.nonce = random.SystemRandom().getrandbits(63)
+        self._meeting: asyncio.Future | None = None
+        self._candidates: list[_Candidate] = []
+        self._have_connection = asyncio.Event()
+        self.server = Server(aep, self._on_incoming, limit=framing.MAX_PAYLOAD * 2, backlog=8)
+
+    @classmethod
+    async def create(cls, port: int, peer_host: str, peer_port: int, name: str, config: Config,
+                     status: Callable[[str], None] = lambda _msg: None,
+                     bind_host: str | None = None) -> Rendezvous:
+        loop = asyncio.get_running_loop()
+        import socket
+
+        infos = await loop.getaddrinfo(peer_host, peer_port, type=socket.SOCK_DGRAM)
+        infos = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
+        if not infos:
+            raise OSError(f"cannot resolve {peer_host!r}")
+        family, addr = infos[0][0], infos[0][4]
+        if bind_host is None:
+            bind_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        aep = await create_endpoint(bind_host, port, config=config, family=family)
+        return cls(aep, addr[:2], name, config, status)
+
+    @property
+    def local_port(self) -> int:
+        return self.aep.local_address[1]
+
+    def close(self) -> None:
+        self.server.close()
+        for cand in self._candidates:
+            cand.writer.abort()
+        self.aep.close()
+
+    # ------------------------------------------------------------ meeting
+    def _on_incoming(self, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
+        if self._meeting is None or self._meeting.done():
+            writer.close()  # already in a session: one peer at a time
+            return
+        self._add(reader, writer, outgoing=False)
+
+    def _add(self, reader, writer, outgoing: bool) -> None:
+        cand = _Candidate(reader, writer, outgoing)
+        self._candidates.append(cand)
+        self._have_connection.set()
+        cand.task = asyncio.get_running_loop().create_task(self._greet(cand))
+
+    async def meet(self) -> Link:
+        """Connect (retrying) and accept until one greeted connection is agreed on."""
+        loop = asyncio.get_running_loop()
+        self._meeting = loop.create_future()
+        self._candidates = []
+        self._have_connection.clear()
+        connector = loop.create_task(self._connect_loop())
+        try:
+            return await self._meeting
+        finally:
+            connector.cancel()
+            with contextlib.suppress(BaseException):
+                await connector
+            chosen = self._meeting.result().writer if (
+                self._meeting.done() and not self._meeting.cancelled()
+                and self._meeting.exception() is None) else None
+            for cand in self._candidates:
+                if cand.writer is not chosen:
+                    if cand.task is not None:
+                        cand.task.cancel()
+                    cand.writer.close()
+            self._candidates = []
+            self._meeting = None
+
+    async def _connect_loop(self) -> None:
+        announced = False
+        while True:
+            if self._has_live_candidate():
+                self._have_connection.clear()
+                await self._have_connection.wait()  # set again when one is added or dies
+                continue
+            if not announced:
+                self.status(f"connecting to {_fmt(self.peer)} ...")
+                announced = True
+            try:
+                reader, writer = await asyncio.wait_for(
+                    connect_endpoint(self.aep, self.peer, self.config, framing.MAX_PAYLOAD * 2),
+                    ATTEMPT_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.debug("connect to %r: %r", self.peer, exc)
+                await asyncio.sleep(RETRY_INTERVAL)
+                continue
+            if self._meeting is None or self._meeting.done():
+                writer.close()
+                return
+            self._add(reader, writer, outgoing=True)
+
+    def _has_live_candidate(self) -> bool:
+        return any(c.task is not None and not c.task.done() for c in self._candidates)
+
+    async def _greet(self, cand: _Candidate) -> None:
+        try:
+            cand.writer.write(framing.encode_json(FrameType.HELLO, {
+                "name": self.name, "nonce": self.nonce, "version": framing.PROTOCOL_VERSION}))
+            frame = await asyncio.wait_for(framing.read_frame(cand.reader), HELLO_TIMEOUT)
+            if frame is None or frame.type != FrameType.HELLO:
+                raise ConnectionResetError("no HELLO")
+            hello = frame.json()
+            nonce = int(hello.get("nonce", 0))
+            cand.hello = hello
+            if nonce == self.nonce:
+                raise ConnectionResetError("connected to ourselves")
+            if self.nonce > nonce:  # we lead: the first greeted connection wins
+                if self._meeting is not None and not self._meeting.done():
+                    cand.writer.write(framing.encode_json(FrameType.SELECT, {}))
+                    self._resolve(cand)
+                else:
+                    cand.writer.close()
+                return
+            frame = await framing.read_frame(cand.reader)
+            if frame is None or frame.type != FrameType.SELECT:
+                raise ConnectionResetError("not selected")
+            self._resolve(cand)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this connection failed; others may not
+            log.debug("greeting failed: %r", exc)
+            cand.writer.abort() if not isinstance(exc, ConnectionError) else cand.writer.close()
+        finally:
+            self._have_connection.set()  # wake the connector: it re-checks for live ones
+
+    def _resolve(self, cand: _Candidate) -> None:
+        if self._meeting is None or self._meeting.done():
+            return
+        hello = cand.hello or {}
+        name = str(hello.get("name") or "peer")[:64]
+        addr = cand.writer.get_extra_info("peername")
+        self._meeting.set_result(Link(cand.reader, cand.writer, name, addr, int(hello["nonce"])))
+
+
+def _fmt(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr)
+
