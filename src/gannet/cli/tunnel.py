@@ -24,7 +24,7 @@ from gannet.cli.main import CLIError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tunnel",
-        help="forward TCP connections over Gannet (like kcptun)",
+        help="forward TCP connections over Gannet (port forwarding)",
         description="TCP port forwarding over Gannet. Run `tunnel server` next to the TCP "
         "service and `tunnel client` next to its users; each TCP connection to the client "
         "is carried by its own Gannet connection to the server, which connects to the target.",
