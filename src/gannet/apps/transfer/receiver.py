@@ -24,7 +24,7 @@ import zstandard
 
 from .progress import Reporter, human_size
 from .protocol import (
-    ABANDON, CHUNK, CODEC_RAW, CODEC_ZSTD, DATA, END, FRAME_HEAD, START, FileEntry, Header,
+    ABANDON, CHUNK, CODEC_ZSTD, DATA, END, FRAME_HEAD, START, FileEntry, Header,
     ProtocolError, decode_line, encode_line, parse_frame_head, parse_header, parse_start, part_name,
 )
 from .stream import read_line
@@ -54,7 +54,6 @@ class Receiver:
         self.overwrite = overwrite
         self.rep = reporter or Reporter("receive", bars=False)
         self._owners: dict[str, tuple[asyncio.Task, object]] = {}
-        self.outcomes: list[Outcome] = []
 
     # ---------------------------------------------------------- paths
     def _parent(self, rel: str, create: bool) -> Path | None:
@@ -117,7 +116,6 @@ class Receiver:
     async def handle(self, reader: asyncio.StreamReader, writer) -> Outcome:
         out = Outcome(peer=writer.get_extra_info("peername"))
         peer = _fmt_peer(out.peer)
-        self.outcomes.append(out)
         keys: list[str] = []
         try:
             try:
