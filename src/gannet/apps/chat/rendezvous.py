@@ -147,11 +147,16 @@ class Rendezvous:
                 self.status(f"connecting to {_fmt(self.peer)} ...")
                 announced = True
             try:
-                reader, writer = await asyncio.wait_for(
-                    connect_endpoint(self.aep, self.peer, self.config, framing.MAX_PAYLOAD * 2),
-                    ATTEMPT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as exc:
+                # asyncio.timeout, not wait_for: a cancel arriving just as the
+                # attempt fails must not be lost (wait_for would return the error).
+                async with asyncio.timeout(ATTEMPT_TIMEOUT):
+                    reader, writer = await connect_endpoint(
+                        self.aep, self.peer, self.config, framing.MAX_PAYLOAD * 2)
+            except (OSError, TimeoutError) as exc:
                 log.debug("connect to %r: %r", self.peer, exc)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(RETRY_INTERVAL)
                 continue
             if self._meeting is None or self._meeting.done():
@@ -166,7 +171,8 @@ class Rendezvous:
         try:
             cand.writer.write(framing.encode_json(FrameType.HELLO, {
                 "name": self.name, "nonce": self.nonce, "version": framing.PROTOCOL_VERSION}))
-            frame = await asyncio.wait_for(framing.read_frame(cand.reader), HELLO_TIMEOUT)
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                frame = await framing.read_frame(cand.reader)
             if frame is None or frame.type != FrameType.HELLO:
                 raise ConnectionResetError("no HELLO")
             hello = frame.json()
