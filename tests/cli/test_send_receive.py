@@ -209,3 +209,27 @@ def test_forged_traversal_header_rejected(tmp_path, receiver):
     assert "rejected transfer" in r.log
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
     assert r.proc.poll() is None  # still serving
+
+
+def test_receiver_killed_sender_gives_up(tmp_path, receiver):
+    f = tmp_path / "big.bin"
+    f.write_bytes(os.urandom(16_000_000))
+    r = receiver()
+    part = r.dir / ".big.bin.gannet-part"
+    proc = subprocess.Popen(GANNET + ["send", str(f), r.target, "--limit-rate", "4MB/s",
+                                      "--idle-timeout", "2s"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 15
+        while not (part.exists() and part.stat().st_size >= 1_000_000):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        r.proc.kill()
+        r.proc.wait(5)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "connection lost mid-transfer" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cap the file bytes per second, e.g. 10MB/s or 80mbit")
     p.add_argument("--connect-timeout", type=_duration, default=10.0, metavar="SECONDS",
                    help="give up connecting after this long (default 10s)")
+    p.add_argument("--idle-timeout", type=_duration, default=30.0, metavar="SECONDS",
+                   help="give up when nothing is heard from the receiver for this long "
+                   "(default 30s; a receiver that vanished is otherwise retried for minutes)")
     p.set_defaults(func=run)
 
 
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             result = asyncio.run(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
+                idle_timeout=args.idle_timeout,
             ))
         except ConnectionRefusedError:
             raise CLIError(f"cannot connect to {host}:{port}: connection refused "

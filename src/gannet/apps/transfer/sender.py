@@ -180,6 +180,7 @@ async def send_files(
     rep.log(f"connected to {host}:{port}, offering {len(files)} file(s), {human_size(total)}")
     verdicts: dict[int, dict] = {}
     verdict_task: asyncio.Task | None = None
+    all_in: asyncio.Future = asyncio.get_running_loop().create_future()  # every verdict read
     try:
         offer = [] if compress == "none" else ["zstd"]
         entries = [FileEntry(f.path, f.size, f.mode) for f in files]
@@ -191,7 +192,6 @@ async def send_files(
         codec_ok = reply.get("compression") == "zstd"
         have = _parse_have(reply.get("have", {}), len(files))
 
-        all_in = asyncio.get_running_loop().create_future()
 
         async def read_verdicts() -> None:
             try:
@@ -227,12 +227,19 @@ async def send_files(
                 result.failed[src.path] = v.get("error", "failed")
                 rep.log(f"{src.path}: FAILED at the receiver: {result.failed[src.path]}")
         await asyncio.wait_for(writer.wait_closed(), 10)
+    except (ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        writer.abort()
+        why = "the receiver closed the connection" if isinstance(exc, asyncio.IncompleteReadError) \
+            else f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise TransferError(f"connection lost mid-transfer ({why}); run again to resume") from exc
     except BaseException:
         writer.abort()
         raise
     finally:
         if verdict_task is not None and not verdict_task.done():
             verdict_task.cancel()
+        if all_in.done():
+            all_in.exception()  # retrieved: the error (if any) was raised above
         result.seconds = time.monotonic() - t0
     return result
 
