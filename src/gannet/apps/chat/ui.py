@@ -104,7 +104,7 @@ class TerminalUI:
             interactive = os.isatty(self.stdin_fd) and self.out.isatty()
         self.interactive = interactive
         self.prompt = prompt
-        self.console = Console(file=self.out, highlight=False, soft_wrap=not interactive)
+        self.console = Console(file=self.out, highlight=False, soft_wrap=True)
         self.err_console = Console(file=self.err, highlight=False, soft_wrap=True)
         self.peer = "peer"
         self.buffer = ""
@@ -276,8 +276,14 @@ class TerminalUI:
         up = f"\x1b[{self._rows - 1}A" if self._rows > 1 else ""
         return f"\r{up}\x1b[J"
 
+    def _width(self) -> int:
+        try:  # the terminal itself (COLUMNS in the environment may be stale)
+            return os.get_terminal_size(self.out.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return self.console.width
+
     def _status(self) -> tuple[str, int]:
-        width = max(20, self.console.width)
+        width = max(20, self._width())
         parts, rows = [], 0
         if self._tasks:
             for t, task in self._tasks.items():

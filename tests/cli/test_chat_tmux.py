@@ -1,0 +1,174 @@
+"""`gannet chat` driven like a person would: two processes in tmux panes.
+
+Each side runs in its own tmux session (a real terminal, so the interactive
+line editor and progress bars are in use); keys are typed with send-keys and
+the screens are read with capture-pane, polling with a deadline.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _tmux() -> str | None:
+    path = shutil.which("tmux")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "tmux"], capture_output=True, timeout=120)
+        path = shutil.which("tmux")
+    return path
+
+
+TMUX = _tmux()
+if TMUX is None:
+    pytest.skip("tmux is not installed and could not be installed with apt-get", allow_module_level=True)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Pane:
+    """One chat process in its own tmux session (and tmux server socket)."""
+
+    def __init__(self, sock: str, cwd, name: str, listen: int, peer: int):
+        self.sock = sock
+        self.session = f"chat-{name}-{uuid.uuid4().hex[:6]}"
+        cmd = (f"cd {cwd} && unset COLUMNS LINES && PYTHONUNBUFFERED=1 exec {sys.executable} -m gannet chat "
+               f"--listen {listen} --peer 127.0.0.1:{peer} --name {name} --dir downloads")
+        self.tmux("new-session", "-d", "-s", self.session, "-x", "200", "-y", "50", cmd)
+        self.tmux("set-option", "-t", self.session, "remain-on-exit", "on")
+
+    def tmux(self, *args: str) -> str:
+        res = subprocess.run([TMUX, "-L", self.sock, *args], capture_output=True, text=True, timeout=10)
+        return res.stdout
+
+    def send(self, text: str) -> None:
+        self.tmux("send-keys", "-t", self.session, "-l", text)
+        self.tmux("send-keys", "-t", self.session, "Enter")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", self.session)
+
+    def wait(self, pattern: str, timeout: float = 20.0, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if len(re.findall(pattern, screen)) >= count:
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} (x{count}) not on {self.session}'s screen:\n{screen}")
+            time.sleep(0.1)
+
+    def pid(self) -> int:
+        return int(self.tmux("list-panes", "-t", self.session, "-F", "#{pane_pid}").split()[0])
+
+    def dead(self) -> bool:
+        return self.tmux("list-panes", "-t", self.session, "-F", "#{pane_dead}").strip() == "1"
+
+    def kill(self) -> None:
+        self.tmux("kill-session", "-t", self.session)
+
+
+@pytest.fixture
+def tmux_server():
+    sock = f"gannet-test-{uuid.uuid4().hex[:8]}"
+    yield sock
+    subprocess.run([TMUX, "-L", sock, "kill-server"], capture_output=True, timeout=10)
+
+
+def test_two_people_chat(tmp_path, tmux_server):
+    pa, pb = free_udp_port(), free_udp_port()
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "bob").mkdir()
+    blob = os.urandom(2_000_000) + b"\x00\r\n\xff" * 1000
+    (tmp_path / "alice" / "photo.bin").write_bytes(blob)
+    (tmp_path / "bob" / "downloads").mkdir()
+    (tmp_path / "bob" / "downloads" / "photo.bin").write_bytes(b"do not overwrite")
+
+    # Alice starts first and keeps trying until Bob answers.
+    alice = Pane(tmux_server, tmp_path / "alice", "alice", pa, pb)
+    alice.wait(r"connecting to 127\.0\.0\.1:%d" % pb)
+    time.sleep(1.0)
+    bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
+    alice.wait(r"peer connected: bob")
+    bob.wait(r"peer connected: alice")
+
+    alice.send("hello bob, it is alice")
+    bob.wait(r"\[\d\d:\d\d:\d\d\] alice: hello bob, it is alice")
+    bob.send("hi alice!")
+    alice.wait(r"\[\d\d:\d\d:\d\d\] bob: hi alice!")
+
+    bob.send("help")
+    screen = bob.wait(r"/send PATH")
+    assert "/quit" in screen and "/help" in screen
+    alice.send("/help")
+    alice.wait(r"/send PATH")
+
+    # A binary file: both sides report it, it lands under a new name, hash checked.
+    alice.send("/send photo.bin")
+    alice.send("chat goes on")
+    bob.wait(r"alice: chat goes on")
+    screen = bob.wait(r"transfer finished: received photo\.bin")
+    digest = hashlib.sha256(blob).hexdigest()
+    assert f"SHA-256 {digest[:16]} verified" in screen
+    alice.wait(r"transfer finished: sent photo\.bin .*bob verified its SHA-256")
+    received = tmp_path / "bob" / "downloads" / "photo (1).bin"
+    assert hashlib.sha256(received.read_bytes()).hexdigest() == digest
+    assert (tmp_path / "bob" / "downloads" / "photo.bin").read_bytes() == b"do not overwrite"
+
+    # Bob leaves cleanly: Alice is told, and waits for him again.
+    bob.send("/quit")
+    alice.wait(r"peer disconnected: bob left")
+    deadline = time.monotonic() + 10
+    while not bob.dead() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert bob.dead(), "bob's chat did not exit after /quit"
+    bob.kill()
+
+    # Bob comes back; then his process is killed: Alice sees him unreachable.
+    bob2 = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
+    alice.wait(r"peer connected: bob", count=2)
+    bob2.wait(r"peer connected: alice")
+    os.kill(bob2.pid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    alice.wait(r"peer unreachable: bob", timeout=15)
+    assert time.monotonic() - t0 < 12
+    alice.send("/quit")
+    deadline = time.monotonic() + 10
+    while not alice.dead() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alice.dead(), "alice's chat did not exit after /quit"
+
+
+def test_simultaneous_start_and_progress_bar(tmp_path, tmux_server):
+    pa, pb = free_udp_port(), free_udp_port()
+    for who in ("alice", "bob"):
+        (tmp_path / who).mkdir()
+    big = os.urandom(40_000_000)
+    (tmp_path / "bob" / "big.bin").write_bytes(big)
+    alice = Pane(tmux_server, tmp_path / "alice", "alice", pa, pb)
+    bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
+    alice.wait(r"peer connected: bob")
+    bob.wait(r"peer connected: alice")
+    bob.send("/send big.bin")
+    # A live bar (percent, rate, ETA) on the receiving side while it runs.
+    alice.wait(r"recv big\.bin .*%.*/s ETA", timeout=30)
+    alice.send("still talking")
+    bob.wait(r"alice: still talking")
+    alice.wait(r"transfer finished: received big\.bin", timeout=90)
+    got = (tmp_path / "alice" / "downloads" / "big.bin").read_bytes()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
+    assert not re.search(r"recv big\.bin .*ETA", alice.screen().split("transfer finished")[-1])
