@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import getpass
 import signal
-import sys
 from pathlib import Path
 
 from gannet.cli.main import CLIError
