@@ -25,7 +25,7 @@ from gannet.apps.messages.transport import resolve
 
 # The stream transport under test: asyncio TCP until gannet's streams land.
 # To run these tests over gannet streams, change "tcp" to "gannet".
-TRANSPORT = "tcp"
+TRANSPORT = "gannet"
 _, OPEN, START = resolve(TRANSPORT)
 HOST = "127.0.0.1"
 
