@@ -331,13 +331,16 @@ class Socket:
             return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
                 or conn.state not in _WRITABLE
 
-        self._wait(w.cond, ready, deadline)
-        if self._closed or self._wr_shut:
-            raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
-        n = conn.send(view)  # raises the connection's error, or BrokenPipeError
-        if n:
-            w.aep.request_flush_threadsafe()
-        return n
+        while True:
+            if self._closed or self._wr_shut:
+                raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
+            # Call send even when full: a short send is what asks the core
+            # for SendSpaceAvailable.
+            n = conn.send(view)  # raises the connection's error, or BrokenPipeError
+            if n:
+                w.aep.request_flush_threadsafe()
+                return n
+            self._wait(w.cond, ready, deadline)
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """Send everything (the timeout, if any, bounds the whole call)."""
