@@ -162,7 +162,7 @@ class Socket:
         s = cls.__new__(cls)
         s.family = listener.family
         s.config = listener.config
-        s._timeout = listener._timeout if listener._timeout != 0 else None
+        s._timeout = _socket.getdefaulttimeout()  # as socket.accept() does
         s._aep = w.aep
         s._owns_aep = False
         s._w = w
