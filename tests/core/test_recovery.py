@@ -150,3 +150,31 @@ def test_paws_drops_a_segment_with_an_ancient_timestamp():
     assert a.conn.recv(10) == b"" and a.conn.stats.dropped_segments == 1
     deliver(a, [seg], 5.02)
     assert a.conn.recv(10) == b"fresh"
+
+
+def test_pacing_spreads_a_window_over_time():
+    a, b = established_pair(Config(initial_window=100))
+    mss = a.conn.mss
+    a.conn.cc.pacing_rate = 100 * mss  # 100 segments per second
+    a.conn._pacing_tokens = 0.0
+    a.conn._pacing_time = 1.0
+    a.conn.send(bytes(50 * mss))
+    assert a.out(1.0) == []  # no tokens yet
+    deadline = a.conn.get_timer()
+    assert deadline == pytest.approx(1.01)  # one segment's worth of time
+    a.conn.handle_timer(0.1 + 1.0)  # 100 ms later: 10 segments' worth
+    assert len(a.out(1.1)) == 10
+    assert a.conn.get_timer() == pytest.approx(1.11)
+
+
+def test_delivery_rate_samples_reach_the_controller():
+    a, b = established_pair()
+    samples = []
+    a.conn.cc.on_delivery_rate = lambda now, rate, interval, app_limited: samples.append((rate, app_limited))
+    a.conn.send(bytes(4 * a.conn.mss))
+    segs = a.out(1.0)
+    deliver(b, segs, 1.01)
+    deliver(a, b.out(1.01), 1.02)
+    assert samples
+    rate, app_limited = samples[-1]
+    assert rate == pytest.approx(4 * a.conn.mss / 0.02, rel=0.05)

@@ -39,6 +39,7 @@ from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
 from .stats import ConnectionStats
 
 MASK32 = SEQ_MOD - 1
+_UNPACED = float("inf")
 TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
 
@@ -98,7 +99,15 @@ class Connection:
         # (start, end, time) of each first transmission, in send order: RTT
         # samples come from the newest one a cumulative ACK covers, unless any
         # of its bytes were ever resent (Karn's rule, RFC 6298 3).
-        self._sent_log: deque[tuple[int, int, float]] = deque()
+        # Each record also keeps what had been delivered when it was sent, so
+        # its ACK yields a delivery-rate sample (the BBR rate estimator's idea).
+        self._sent_log: deque[tuple[int, int, float, int, float, bool]] = deque()
+        self.delivered = 0  # bytes delivered to the peer so far (ACKed or SACKed)
+        self._delivered_time = now
+        self._app_limited_until = 0  # delivered count until which samples are app-limited
+        self._pacing_tokens = 0.0
+        self._pacing_time = now
+        self._pacing_deadline: float | None = None
         self._ever_retransmitted = RangeSet()
         # (start, end, snd_nxt then) per retransmission in this recovery, to
         # notice a lost retransmission once data sent after it is SACKed.
@@ -253,6 +262,7 @@ class Connection:
                 self._persist_deadline,
                 self._delack_deadline,
                 self._keepalive_deadline,
+                self._pacing_deadline,
                 self._timewait_deadline,
                 self._connect_deadline,
                 self._idle_deadline(),
@@ -285,6 +295,9 @@ class Connection:
             self._on_persist(now)
             if self.state == State.CLOSED:
                 return
+        if self._pacing_deadline is not None and now >= self._pacing_deadline:
+            self._pacing_deadline = None
+            self._touch(self)  # the pacer allows more: the output path runs next
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
@@ -536,11 +549,12 @@ class Connection:
             # Forward progress ends RTO backoff (as Linux does), so a lossy
             # path does not keep paying for timeouts that are already over.
             self.rtt.backoff = 0
+            delivered = max(0, acked_data) - removed_sacked + newly_sacked
+            self._on_delivered(delivered, now)
             # Time only ACKs that newly covered data sent once and not SACKed
             # earlier: an ACK that jumps over old SACKed data is late by design.
             self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
             self._ever_retransmitted.discard_below(ack)
-            delivered = max(0, acked_data) - removed_sacked + newly_sacked
             if self.in_recovery:
                 if ack >= self.recovery_point:
                     self.in_recovery = False
@@ -559,8 +573,10 @@ class Connection:
                 self._rtx_deadline = now + self.rtt.current_rto()
             self._after_ack_progress()
         else:
-            if newly_sacked and not self.in_recovery:
-                self.cc.on_ack(now, 0, in_flight_before, None)
+            if newly_sacked:
+                self._on_delivered(newly_sacked, now)
+                if not self.in_recovery:
+                    self.cc.on_ack(now, 0, in_flight_before, None)
             # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
             if (
                 ack == snd_una
@@ -791,6 +807,7 @@ class Connection:
         cwnd = self._cwnd()
         pipe = self._pipe()
         sent_any = False
+        budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
         lost = self.lost
         while lost:
@@ -798,6 +815,10 @@ class Connection:
             end = min(end, start + mss)
             if pipe + (end - start) > cwnd and pipe > 0:
                 break
+            if budget < end - start:
+                self._pace_wait(now, end - start - budget)
+                break
+            budget -= end - start
             lost.subtract(start, end)
             self._note_retransmission(start, end)
             out.append(self._data_segment(start, end, False))
@@ -812,6 +833,10 @@ class Connection:
             n = min(mss, avail, wnd_edge - nxt, cwnd - pipe)
             if n <= 0:
                 break
+            if budget < n:
+                self._pace_wait(now, n - budget)
+                break
+            budget -= n
             if n < mss:
                 if n < avail:
                     # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a window-limited
@@ -825,7 +850,11 @@ class Connection:
             self.snd_nxt = nxt + n + (1 if fin else 0)
             if fin:
                 self._fin_sent = True
-            self._sent_log.append((nxt, nxt + n, now))
+            if not pipe:
+                self._delivered_time = now  # idle restart: the interval starts now
+            self._sent_log.append(
+                (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0)
+            )
             pipe += n
             sent_any = True
         # 3. A FIN on its own once all data is out.
@@ -834,6 +863,12 @@ class Connection:
             self.snd_nxt = data_end + 1
             self._fin_sent = True
             sent_any = True
+        if budget != _UNPACED:
+            self._pacing_tokens = budget
+        if self.snd_nxt >= data_end and not self.lost and pipe < cwnd:
+            # Nothing left to send though the window has room: samples taken
+            # until this data is delivered measure the application, not the path.
+            self._app_limited_until = self.delivered + max(pipe, 1)
         if sent_any:
             if self._rtx_deadline is None:
                 self._rtx_deadline = now + self.rtt.current_rto()
@@ -847,6 +882,22 @@ class Connection:
         ):
             # Zero (or useless) window with data waiting: probe (RFC 9293 3.8.6.1).
             self._persist_deadline = now + self.rtt.current_rto()
+
+    def _pacing_budget(self, now: float) -> float:
+        """Bytes the pacer lets out now (a token bucket refilled at pacing_rate)."""
+        rate = self.cc.pacing_rate
+        if not rate:
+            return _UNPACED
+        # A burst of a couple of milliseconds: each output call costs real CPU
+        # in Python, so pacing finer than that would only burn it.
+        burst = max(10 * self.mss, rate * 0.002)
+        tokens = min(burst, self._pacing_tokens + (now - self._pacing_time) * rate)
+        self._pacing_time = now
+        return tokens
+
+    def _pace_wait(self, now: float, missing: float) -> None:
+        rate = self.cc.pacing_rate or 1.0
+        self._pacing_deadline = now + missing / rate
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         off = start - self._sndbuf_start
@@ -1092,6 +1143,14 @@ class Connection:
             return self.mss  # stop-and-wait: one segment in flight
         return self.cc.cwnd
 
+    def _on_delivered(self, nbytes: int, now: float) -> None:
+        if nbytes <= 0:
+            return
+        self.delivered += nbytes
+        self._delivered_time = now
+        if self._app_limited_until and self.delivered > self._app_limited_until:
+            self._app_limited_until = 0
+
     def _note_retransmission(self, start: int, end: int) -> None:
         self._retransmitted.add(start, end)
         self._ever_retransmitted.add(start, end)
@@ -1112,8 +1171,16 @@ class Connection:
         newest = None
         while log and log[0][1] <= acked_to:
             newest = log.popleft()
-        if clean and newest is not None and not self._ever_retransmitted.overlap(newest[0], acked_to):
+        if newest is None:
+            return
+        if clean and not self._ever_retransmitted.overlap(newest[0], acked_to):
             self.rtt.on_sample(now - newest[2])
+        # Delivery rate: what was delivered between this segment's send and
+        # its ACK, over that interval (draft-cheng-iccrg-delivery-rate-estimation).
+        _, _, _, delivered_then, delivered_time_then, app_limited = newest
+        interval = now - delivered_time_then
+        if interval > 0:
+            self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)
 
     def _update_ts_recent(self, seg: Segment, now: float, seq: int | None = None) -> None:
         """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
@@ -1149,6 +1216,7 @@ class Connection:
         self.error = error
         self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
         self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
+        self._pacing_deadline = None
         if not already:
             self._terminated = True
             self._events.append(ConnectionTerminated(self, error))

@@ -12,7 +12,10 @@ class CongestionControl:
     - `on_congestion_event(now, in_flight)` once per window of losses, when
       fast retransmit / SACK recovery starts;
     - `on_recovery_end(now)` when the recovery point is acknowledged;
-    - `on_rto(now, in_flight)` when the retransmission timer expires.
+    - `on_rto(now, in_flight)` when the retransmission timer expires;
+    - `on_delivery_rate(now, rate, interval, app_limited)` for each rate sample.
+    It may set `pacing_rate` (bytes/s); the connection then spreads segments
+    out instead of sending a window at once.
     """
 
     name = "base"
@@ -38,6 +41,14 @@ class CongestionControl:
 
     def on_recovery_end(self, now: float) -> None:
         pass
+
+    def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
+        """A delivery-rate sample in bytes/s over `interval` seconds (model-based
+        controllers use it; loss-based ones ignore it). `app_limited` samples
+        say more about the application than about the path."""
+
+    pacing_rate: float | None = None
+    """Bytes per second the connection should pace at, or None for no pacing."""
 
     def on_rto(self, now: float, in_flight: int) -> None:
         raise NotImplementedError
