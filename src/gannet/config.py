@@ -18,12 +18,21 @@ MODES = {"burst": MODE_BURST, "step-by-step": MODE_STEP}
 @dataclass(frozen=True)
 class Config:
     # --- segments -------------------------------------------------------
-    mss: int = 1400
-    """Largest payload per segment we accept (announced in the SYN)."""
+    mss: int = 65000
+    """Largest payload per segment, announced in the SYN as what we accept;
+    what we send is also bounded by the datagram size in use."""
     max_datagram_size: int = 1472
-    """Largest UDP payload we send: 1500-byte MTU less IPv4 and UDP headers."""
+    """UDP payload size we start with: a 1500-byte MTU less IPv4 and UDP
+    headers. With `pmtud` it grows when the path carries more."""
+    pmtud: bool = True
+    """Datagram packetization-layer path MTU discovery (RFC 8899): probe
+    larger datagrams with data and keep what the path delivers. Off pins
+    the datagram size at `max_datagram_size`."""
+    pmtud_max: int = 65000
+    """Largest datagram PMTUD tries (loopback and jumbo paths get there)."""
     max_packet_size: int | None = None
-    """Seed 003's max packet size; announced in the SYN, the smaller side wins."""
+    """Seed 003's max packet size: the largest datagram this side can take,
+    announced in the SYN; each side sends at most the other's value."""
     mode: str = "burst"
     """Seed 003's operation mode: "burst" (sliding window) or "step-by-step"
     (one segment in flight at a time, each acknowledged before the next)."""
@@ -92,6 +101,8 @@ class Config:
             raise ValueError(f"mss must be between 64 and 65000, not {self.mss}")
         if self.max_datagram_size < 128 or self.max_datagram_size > 65507:
             raise ValueError("max_datagram_size must be between 128 and 65507")
+        if not self.max_datagram_size <= self.pmtud_max <= 65507:
+            raise ValueError("pmtud_max must be between max_datagram_size and 65507")
         if self.window_size < self.mss or self.send_buffer_size < 1:
             raise ValueError("window_size must hold at least one segment")
         if self.fast_retransmit_threshold < 1 or self.max_retries < 1 or self.ack_every < 1:

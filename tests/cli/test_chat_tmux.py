@@ -157,7 +157,9 @@ def test_simultaneous_start_and_progress_bar(tmp_path, tmux_server):
     pa, pb = free_udp_port(), free_udp_port()
     for who in ("alice", "bob"):
         (tmp_path / who).mkdir()
-    big = os.urandom(40_000_000)
+    # Large enough that the bar stays up for a couple of seconds even at
+    # loopback speed with 64 KB datagrams.
+    big = os.urandom(250_000_000)
     (tmp_path / "bob" / "big.bin").write_bytes(big)
     alice = Pane(tmux_server, tmp_path / "alice", "alice", pa, pb)
     bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)

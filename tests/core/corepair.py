@@ -35,9 +35,12 @@ def deliver(side: Side, segs: list[Segment], now: float) -> None:
         side.conn.on_segment(seg, now)
 
 
-def established_pair(config: Config | None = None, rtt: float = 0.01, iss=(None, None)):
-    """Client `a` and server `b`, handshake done at t = rtt (no loss)."""
-    config = config or Config()
+def established_pair(config: Config | None = None, rtt: float = 0.01, iss=(None, None), pmtud=False):
+    """Client `a` and server `b`, handshake done at t = rtt (no loss).
+
+    PMTUD is off unless asked for, so segments have the size tests expect.
+    """
+    config = (config or Config()).with_(pmtud=pmtud)
     a = Side("b", 1, config, 1, iss[0])
     b = Side("a", 2, config, 2, iss[1])
     a.conn.connect(0.0)

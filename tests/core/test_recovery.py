@@ -178,3 +178,35 @@ def test_delivery_rate_samples_reach_the_controller():
     assert samples
     rate, app_limited = samples[-1]
     assert rate == pytest.approx(4 * a.conn.mss / 0.02, rel=0.05)
+
+
+def test_pmtud_probe_confirmed_raises_the_segment_size():
+    a, b = established_pair(Config(initial_window=100), pmtud=True)
+    base_mss = a.conn.mss
+    a.conn.send(bytes(200_000))
+    segs = a.out(1.0)
+    assert len(segs[0].payload) == 8972 - 76  # the first probe size, carrying data
+    assert all(len(s.payload) == base_mss for s in segs[1:])
+    deliver(b, segs, 1.01)
+    deliver(a, b.out(1.01), 1.02)
+    assert a.conn.max_datagram_size == 8972 and a.conn.mss == 8972 - 76
+
+
+def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_response():
+    a, b = established_pair(Config(initial_window=100), pmtud=True)
+    base_mss = a.conn.mss
+    payload = bytes(range(256)) * 2000
+    a.conn.send(payload)
+    now, probes_dropped, got = 1.0, 0, b""
+    for _ in range(40):
+        segs = a.out(now)
+        big = [s for s in segs if len(s.payload) > base_mss]  # the path drops these
+        probes_dropped += len(big)
+        deliver(b, [s for s in segs if s not in big], now + 0.01)
+        deliver(a, b.out(now + 0.01), now + 0.02)
+        got += b.conn.recv(1 << 20)
+        now += 0.03
+    assert probes_dropped == 3  # MAX_PROBES, then the search stops
+    assert a.conn.max_datagram_size == 1472 and a.conn._pmtu_ladder == []
+    assert a.conn.stats.fast_recoveries == 0  # a lost probe is not congestion
+    assert got == payload

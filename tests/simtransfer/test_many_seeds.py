@@ -31,6 +31,9 @@ def link_for(seed: int) -> tuple[LinkConfig, LinkConfig]:
         corrupt=r.choice([0, 0, 0.005, 0.02]),
         truncate=r.choice([0, 0, 0.005]),
         bandwidth=r.choice([None, None, 10e6, 100e6]),
+        # Most paths have a 1500-byte MTU (PMTUD probes fail there); some let
+        # PMTUD grow datagrams to 64 KB.
+        mtu=r.choice([1500, 1500, 1500, None]),
     )
     if kwargs["bandwidth"]:
         kwargs["queue_bytes"] = r.choice([32_000, 256_000])

@@ -10,7 +10,7 @@ B = ("10.0.0.2", 2)
 
 
 def setup(config):
-    sim = Simulator(seed=5, default_link=LinkConfig(delay=0.02))
+    sim = Simulator(seed=5, default_link=LinkConfig(delay=0.02, mtu=1500))
     a = sim.add_node(A, Endpoint(config, rng=sim.make_rng("a")))
     b = sim.add_node(B, Endpoint(config, rng=sim.make_rng("b")))
     b.listen()

@@ -39,6 +39,11 @@ from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
 from .stats import ConnectionStats
 
 MASK32 = SEQ_MOD - 1
+MAX_UDP_PAYLOAD = 65507
+# Datagram sizes PMTUD tries, smallest first: jumbo Ethernet, then the steps
+# up to what loopback carries. A failed size ends the search (RFC 8899 5.3).
+PMTU_PROBE_SIZES = (8972, 16384, 32768, 65000)
+PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 _UNPACED = float("inf")
 TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
@@ -114,7 +119,11 @@ class Connection:
         self._retx_marks: list[tuple[int, int, int]] = []
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - MAX_DATA_OVERHEAD)
-        self.max_datagram_size = config.max_datagram_size
+        self.max_datagram_size = config.max_datagram_size  # what we send now
+        # PMTUD (RFC 8899): sizes still to try, the probe in flight, failures.
+        self._pmtu_ladder: list[int] = []
+        self._pmtu_probe: tuple[int, int, int] | None = None  # (start, end, datagram size)
+        self._pmtu_failures = 0
         self.cc = cc_registry.create(config.congestion_control, self.mss, config.initial_window)
         self.rtt = RttEstimator(config.timeout, config.min_rto, config.max_rto)
         self.sack_ok = False
@@ -588,6 +597,8 @@ class Connection:
                 self._dupacks += 1
 
         self._detect_losses(now)
+        if self._pmtu_probe is not None:
+            self._pmtu_check()
 
         # Our FIN acknowledged?
         if self._fin_sent and self.snd_una >= self.snd_nxt and self._fin_queued:
@@ -644,6 +655,13 @@ class Connection:
             if self.snd_una < data_hi:
                 self.lost.add(self.snd_una, min(self.snd_una + self.mss, data_hi))
                 newly_lost = True
+        probe = self._pmtu_probe
+        if newly_lost and probe is not None and self.lost.overlap(probe[0], probe[1]):
+            self._pmtu_failed()
+            if probe[0] <= self.lost.first()[0] and self.lost.last()[1] <= probe[1]:
+                # Only the oversized probe was lost: that says the path's MTU
+                # is smaller, not that it is congested (RFC 8899 4.1).
+                newly_lost = False
         if newly_lost and not self.in_recovery:
             # Enter loss recovery once per window (RFC 6675 5, RFC 6582).
             if self.snd_una >= self.recovery_point or not self.stats.fast_recoveries:
@@ -827,9 +845,21 @@ class Connection:
         # 2. New data, within the peer's window and the congestion window.
         data_end = self._data_end()
         wnd_edge = self.snd_una + self.snd_wnd
+        probe_payload = self._pmtu_probe_payload()
         while self.snd_nxt < data_end:
             nxt = self.snd_nxt
             avail = data_end - nxt
+            if probe_payload and avail >= probe_payload:
+                # A data-carrying PMTU probe: one datagram of the next size.
+                if nxt + probe_payload <= wnd_edge and pipe + probe_payload <= max(cwnd, 2 * probe_payload):
+                    if budget >= probe_payload:
+                        budget -= probe_payload
+                        self._pmtu_probe = (nxt, nxt + probe_payload, self._pmtu_ladder[0])
+                        self._send_new(nxt, probe_payload, data_end, now, pipe, out)
+                        pipe += probe_payload
+                        sent_any = True
+                probe_payload = 0
+                continue
             n = min(mss, avail, wnd_edge - nxt, cwnd - pipe)
             if n <= 0:
                 break
@@ -845,16 +875,7 @@ class Connection:
                         break
                 elif not self.config.nodelay and self.snd_una < nxt:
                     break  # Nagle: one small segment outstanding at a time
-            fin = self._fin_queued and nxt + n == data_end
-            out.append(self._data_segment(nxt, nxt + n, fin))
-            self.snd_nxt = nxt + n + (1 if fin else 0)
-            if fin:
-                self._fin_sent = True
-            if not pipe:
-                self._delivered_time = now  # idle restart: the interval starts now
-            self._sent_log.append(
-                (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0)
-            )
+            self._send_new(nxt, n, data_end, now, pipe, out)
             pipe += n
             sent_any = True
         # 3. A FIN on its own once all data is out.
@@ -882,6 +903,47 @@ class Connection:
         ):
             # Zero (or useless) window with data waiting: probe (RFC 9293 3.8.6.1).
             self._persist_deadline = now + self.rtt.current_rto()
+
+    def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
+        fin = self._fin_queued and nxt + n == data_end
+        out.append(self._data_segment(nxt, nxt + n, fin))
+        self.snd_nxt = nxt + n + (1 if fin else 0)
+        if fin:
+            self._fin_sent = True
+        if not pipe:
+            self._delivered_time = now  # idle restart: the interval starts now
+        self._sent_log.append((nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
+
+    # ---------------------------------------------------------------- PMTUD
+    def _pmtu_probe_payload(self) -> int:
+        """Payload of the next PMTU probe to send, or 0 when none is due."""
+        if not self._pmtu_ladder or self._pmtu_probe is not None or self.state not in CAN_SEND:
+            return 0
+        return self._pmtu_ladder[0] - MAX_DATA_OVERHEAD
+
+    def _pmtu_check(self) -> None:
+        """After an ACK: a probe fully delivered, never resent, confirms its size."""
+        probe = self._pmtu_probe
+        if probe is None:
+            return
+        start, end, size = probe
+        delivered = self.snd_una >= end or not self.sacked.gaps(max(start, self.snd_una), end)
+        if delivered and not self._ever_retransmitted.overlap(start, end):
+            self._pmtu_probe = None
+            self._pmtu_failures = 0
+            self._pmtu_ladder.pop(0)
+            self.max_datagram_size = size
+            self.mss = min(self.config.mss, self.peer_mss, size - MAX_DATA_OVERHEAD)
+            self.cc.set_mss(self.mss)
+        elif delivered:
+            self._pmtu_failed()
+
+    def _pmtu_failed(self) -> None:
+        self._pmtu_probe = None
+        self._pmtu_failures += 1
+        if self._pmtu_failures >= PMTU_MAX_PROBES:
+            self._pmtu_ladder.clear()  # search done: this size does not pass
+            self._pmtu_failures = 0
 
     def _pacing_budget(self, now: float) -> float:
         """Bytes the pacer lets out now (a token bucket refilled at pacing_rate)."""
@@ -980,7 +1042,7 @@ class Connection:
             seg.tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
             seg.tsecr = self._ts_recent or 0
         seg.mode = self.mode
-        seg.max_packet = min(cfg.max_packet_size or cfg.max_datagram_size, 0xFFFF)
+        seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
         self._out.append(seg)
         self._rtx_deadline = now + self.rtt.current_rto()
@@ -1003,15 +1065,19 @@ class Connection:
         self.ts_ok = cfg.timestamps and seg.tsval is not None
         if seg.mode == MODE_STEP:
             self.mode = MODE_STEP  # either side asking for step-by-step gets it
-        if seg.max_packet:
-            self.max_datagram_size = min(self.max_datagram_size, seg.max_packet)
-        if cfg.max_packet_size:
-            self.max_datagram_size = min(self.max_datagram_size, cfg.max_packet_size)
+        ceiling = min(seg.max_packet or MAX_UDP_PAYLOAD, cfg.max_packet_size or MAX_UDP_PAYLOAD)
+        self.max_datagram_size = min(self.max_datagram_size, ceiling)
         room = self.max_datagram_size - MAX_DATA_OVERHEAD
         if room < 64:
             room = 64
         self.mss = min(self.mss, self.peer_mss, room)
         self.cc.set_mss(self.mss)
+        if cfg.pmtud and self.mode != MODE_STEP:
+            top = min(ceiling, cfg.pmtud_max, self.peer_mss + MAX_DATA_OVERHEAD, cfg.mss + MAX_DATA_OVERHEAD)
+            self._pmtu_ladder = [s for s in PMTU_PROBE_SIZES if self.max_datagram_size < s <= top]
+            if top > self.max_datagram_size and top not in self._pmtu_ladder and top < PMTU_PROBE_SIZES[-1]:
+                self._pmtu_ladder.append(top)
+                self._pmtu_ladder.sort()
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
@@ -1037,6 +1103,8 @@ class Connection:
         if self.snd_una >= self.snd_nxt:
             return
         self.cc.on_rto(now, self._outstanding())
+        if self._pmtu_probe is not None:
+            self._pmtu_failed()
         data_hi = min(self.snd_nxt, self._data_end())
         # Everything outstanding and not SACKed is presumed lost; resend from snd_una.
         self.lost.clear()
