@@ -18,7 +18,7 @@ def test_golden_syn():
     assert data.hex() == (
         "01"  # version
         "02"  # flags: SYN
-        "002c"  # header length 44
+        "0030"  # header length 48
         "00000000"  # destination connection ID (unknown yet)
         "aabbccdd"  # source connection ID
         "01020304"  # sequence number
@@ -27,12 +27,19 @@ def test_golden_syn():
         "02020578"  # MSS 1400
         "030107"  # window scale 7
         "0400"  # SACK permitted
+        "0101"  # two NOPs align the timestamps, as TCP stacks do
         "08080000000500000000"  # timestamps 5, 0
-        "00"  # padding to a multiple of four
+        "000000"  # padding to a multiple of four
     ) + data[-4:].hex()
     dst, src, back = decode(data)
     assert (dst, src) == (0, 0xAABBCCDD)
     assert back == seg
+
+
+def test_golden_timestamped_ack_uses_the_aligned_layout():
+    data = encode(7, 9, Segment(100, 200, 0x10, 512, b"", tsval=0x11223344, tsecr=0x55667788))
+    assert data[24:36].hex() == "01010808" "11223344" "55667788"
+    assert decode(data)[2] == Segment(100, 200, 0x10, 512, b"", tsval=0x11223344, tsecr=0x55667788)
 
 
 def test_golden_data_segment():

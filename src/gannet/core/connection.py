@@ -963,7 +963,7 @@ class Connection:
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         off = start - self._sndbuf_start
-        payload = bytes(self._sndbuf[off : off + (end - start)])
+        payload = self._sndbuf[off : off + (end - start)]  # one copy, out of the buffer
         seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._data_end() else ACK, payload)
         self.stats.bytes_sent += end - start
         return seg
@@ -975,13 +975,18 @@ class Connection:
             seg.wnd = self._advertise_window()
             self._ack_sent()
         if self.ts_ok:
-            seg.tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
+            if self._tsval_at != self._now_hint:
+                self._tsval_at = self._now_hint
+                self._tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
+            seg.tsval = self._tsval
             seg.tsecr = self._ts_recent or 0
         if self.sack_ok and self._ooo_ranges:
             seg.sack = self._sack_blocks()
         return seg
 
     _now_hint = 0.0  # time of the input or output call in progress (for tsval)
+    _tsval_at = -1.0  # the time _tsval was computed for
+    _tsval = 0
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
         """RFC 2018 4: the newest block first, then the others, highest first."""

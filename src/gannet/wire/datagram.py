@@ -49,6 +49,11 @@ OPT_MAX_PACKET = 33
 MAX_SACK_BLOCKS = 4
 MAX_WSCALE = 14  # RFC 7323 section 2.3
 
+# The common data-segment header: base fields, then NOP NOP TIMESTAMPS (the
+# NOPs align the option as TCP stacks do). Encoded and decoded in one call.
+HEADER_TS = struct.Struct("!BBHIIIIHHBBBBII")
+HEADER_TS_SIZE = HEADER_TS.size  # 36
+_TS_PREFIX = bytes((1, 1, 8, 8))
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
 _TS_OPT = struct.Struct("!BBII")
@@ -60,6 +65,27 @@ class WireError(ValueError):
 
 def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
     """Serialize `seg` into one datagram addressed to connection `dst_cid`."""
+    if (
+        seg.tsval is not None
+        and not seg.sack
+        and seg.mss is None
+        and seg.wscale is None
+        and seg.mode is None
+        and seg.max_packet is None
+        and not seg.sack_permitted
+        and not seg.unknown_options
+    ):
+        # Fast path: a data or ACK segment with only timestamps.
+        payload = seg.payload
+        end = HEADER_TS_SIZE + len(payload)
+        buf = bytearray(end + TRAILER_SIZE)
+        HEADER_TS.pack_into(
+            buf, 0, VERSION, seg.flags, HEADER_TS_SIZE, dst_cid, src_cid, seg.seq, seg.ack, seg.wnd, 0,
+            OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, seg.tsval, seg.tsecr or 0,
+        )
+        buf[HEADER_TS_SIZE:end] = payload
+        buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "big")
+        return bytes(buf)
     opts = _encode_options(seg)
     hlen = HEADER_SIZE + len(opts)
     buf = bytearray(hlen + len(seg.payload) + TRAILER_SIZE)
@@ -81,7 +107,7 @@ def _encode_options(seg: Segment) -> bytes:
     if seg.sack_permitted:
         parts.append(bytes((OPT_SACK_PERMITTED, 0)))
     if seg.tsval is not None:
-        parts.append(_TS_OPT.pack(OPT_TIMESTAMPS, 8, seg.tsval, seg.tsecr or 0))
+        parts.append(b"\x01\x01" + _TS_OPT.pack(OPT_TIMESTAMPS, 8, seg.tsval, seg.tsecr or 0))
     if seg.sack:
         blocks = seg.sack[:MAX_SACK_BLOCKS]
         parts.append(bytes((OPT_SACK, 8 * len(blocks))) + b"".join(_U32X2.pack(l, r) for l, r in blocks))
@@ -119,7 +145,9 @@ def decode(data: bytes | bytearray | memoryview) -> tuple[int, int, Segment]:
     if flags & RST and not flags & ACK and ack:
         raise WireError("RST without ACK carries an acknowledgment number")
     seg = Segment(seq, ack, flags, wnd, bytes(view[hlen : n - TRAILER_SIZE]))
-    if hlen > HEADER_SIZE:
+    if hlen == HEADER_TS_SIZE and view[HEADER_SIZE:28] == _TS_PREFIX:
+        seg.tsval, seg.tsecr = _U32X2.unpack_from(view, 28)  # the common case, in one step
+    elif hlen > HEADER_SIZE:
         _decode_options(view[HEADER_SIZE:hlen], seg)
     return dst_cid, src_cid, seg
 
