@@ -48,6 +48,7 @@ DEFAULT_PORT = 5201
 PATTERN_LEN = 1024 * 1024 + 4099  # odd length: never lines up with segments or chunks
 WRITE_CHUNK = 256 * 1024
 READ_CHUNK = 1024 * 1024
+DATA_IDLE_TIMEOUT = 10.0  # a data connection silent this long ends the test
 CONTROL_TIMEOUT = 15.0  # for a control message that must come "now"
 MAX_LINE = 64 * 1024
 
@@ -82,6 +83,9 @@ class Params:
         if self.cc is not None:
             out["cc"] = self.cc
         return out
+
+    def data_settings(self) -> dict[str, object]:
+        return {**self.overrides(), "idle_timeout": DATA_IDLE_TIMEOUT}
 
     def validate(self) -> None:
         """Raise BenchError for settings that cannot run."""
@@ -241,7 +245,10 @@ async def run_sender(writers: list[gannet.StreamWriter], params: Params,
         prev_t, prev = 0.0, snapshot(conns, written)
         i = 1
         while True:
-            await asyncio.sleep(max(0.0, start + i * params.interval - loop.time()))
+            due = start + i * params.interval
+            if deadline is not None and due > deadline - 0.1 * params.interval:
+                return  # the last interval runs until everything is acknowledged
+            await asyncio.sleep(max(0.0, due - loop.time()))
             now = loop.time() - start
             cur = snapshot(conns, written)
             emit(interval_record(prev_t, now, prev, cur))
@@ -384,6 +391,27 @@ async def recv_msg(reader: asyncio.StreamReader, timeout: float | None = CONTROL
     return msg
 
 
+async def recv_msg_while(reader: asyncio.StreamReader, receiving: asyncio.Task,
+                         what: str) -> dict[str, Any]:
+    """The next control message, while `receiving` (run_receiver) runs: a data
+    connection that fails ends the wait at once; once all streams ended, the
+    message must follow within CONTROL_TIMEOUT."""
+    msg_task = asyncio.ensure_future(recv_msg(reader, timeout=None, what=what))
+    try:
+        if not receiving.done():
+            await asyncio.wait({msg_task, receiving}, return_when=asyncio.FIRST_COMPLETED)
+        if receiving.done() and not msg_task.done():
+            res = receiving.result()
+            if res.error is not None:
+                raise BenchError(f"data connection failed: {res.error}")
+            await asyncio.wait({msg_task}, timeout=CONTROL_TIMEOUT)
+            if not msg_task.done():
+                raise BenchError(f"no answer from {what} within {CONTROL_TIMEOUT:g} s")
+        return msg_task.result()
+    finally:
+        msg_task.cancel()
+
+
 def _close_all(writers: list[gannet.StreamWriter]) -> None:
     for w in writers:
         try:
@@ -494,7 +522,7 @@ class BenchServer:
             await test_over.wait()
 
         test_over = asyncio.Event()
-        data_server = await gannet.start_server(on_data, self.host, 0, **params.overrides())
+        data_server = await gannet.start_server(on_data, self.host, 0, **params.data_settings())
         what = (f"{'send' if params.reverse else 'receive'} "
                 f"{_fmt_amount(params)}, {k} stream{'s' if k > 1 else ''}"
                 + (f", mtu {params.mtu}" if params.mtu else "")
@@ -543,6 +571,8 @@ class BenchServer:
 
         res = await run_sender([w for _, w in ordered], params, forward)
         await send_msg(writer, {"type": "done", **asdict(res), "cpu_seconds": cpu_seconds() - cpu0})
+        if res.error is not None:
+            raise BenchError(f"data connection failed: {res.error}")
         msg = await recv_msg(reader, timeout=CONTROL_TIMEOUT + params.time, what="the client")
         writer.close()
         ok = bool(msg.get("verified")) and all(msg.get("stream_verified", []))
@@ -554,7 +584,7 @@ class BenchServer:
     async def _receive(self, params, ordered, reader, writer, cpu0) -> str:
         recv_task = asyncio.create_task(run_receiver([r for r, _ in ordered]))
         try:
-            done = await recv_msg(reader, timeout=None, what="the client")
+            done = await recv_msg_while(reader, recv_task, "the client")
             if done.get("type") != "done":
                 raise BenchError("expected the client's done message")
             res = await asyncio.wait_for(recv_task, CONTROL_TIMEOUT)
@@ -591,7 +621,7 @@ async def run_client(host: str, port: int, params: Params, *,
         data_port = int(ready["data_port"])
         opened = await asyncio.gather(
             *(gannet.open_connection(host, data_port, connect_timeout=connect_timeout,
-                                     **params.overrides()) for _ in range(params.parallel)),
+                                     **params.data_settings()) for _ in range(params.parallel)),
             return_exceptions=True)
         for item in opened:
             if not isinstance(item, BaseException):
@@ -611,6 +641,8 @@ async def run_client(host: str, port: int, params: Params, *,
             on_start(info)
         if not params.reverse:
             res = await run_sender([w for _, w in data], params, on_interval)
+            if res.error is not None:
+                raise BenchError(f"test interrupted: data connection failed: {res.error}")
             await send_msg(cwriter, {"type": "done", "sent": res.sent})
             result = await recv_msg(creader, timeout=CONTROL_TIMEOUT + params.time,
                                     what="the server")
@@ -626,7 +658,7 @@ async def run_client(host: str, port: int, params: Params, *,
             recv_task = asyncio.create_task(run_receiver([r for r, _ in data]))
             try:
                 while True:
-                    msg = await recv_msg(creader, timeout=None, what="the server")
+                    msg = await recv_msg_while(creader, recv_task, "the server")
                     if msg.get("type") == "interval":
                         rec = {k: msg.get(k) for k in
                                ("start", "end", "bytes", "goodput_bps", "retransmits", "cwnd", "srtt")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import sys
 from typing import Any
 
@@ -251,6 +252,8 @@ def run_client_cmd(args: argparse.Namespace) -> int:
         result = asyncio.run(run_client(host, port, params,
                                         connect_timeout=args.connect_timeout,
                                         on_start=on_start, on_interval=report.interval))
+    except socket.gaierror as exc:
+        raise CLIError(f"cannot resolve {host}: {exc.strerror or exc}") from None
     except ConnectionRefusedError:
         raise CLIError(f"cannot connect to {host}:{port}: connection refused "
                        "(is `gannet bench server` running there?)") from None
@@ -274,11 +277,15 @@ def summarize(r: dict[str, Any], out) -> None:
     per_gb = f"{r['cpu_seconds_per_gb']:.1f} CPU s/GB" if r["cpu_seconds_per_gb"] else "- CPU s/GB"
     check = "verified (count + CRC32C)" if r["verified"] else "FAILED"
     out("- " * 33)
-    out(f"{'0.00-' + format(r['seconds'], '.2f') + ' s':<17}{human_bytes(r['bytes']):>10}"
+    span = f"{0:6.2f}-{r['seconds']:.2f} s"
+    out(f"{span:<17}{human_bytes(r['bytes']):>10}"
         f"{fmt_rate(r['goodput_bps']):>14}{r['retransmits']:>6}   {check}")
     out(f"goodput   {fmt_rate(r['goodput_bps'])}: {human_bytes(r['bytes'])} delivered in "
         f"{r['seconds']:.2f} s over {r['parallel']} stream{'s' if r['parallel'] > 1 else ''}")
     out(f"retrans   {r['retransmits']} segments")
+    if r.get("datagram_size"):
+        out(f"datagram  {r['datagram_size']} B at the end (mss {r['mss']})"
+            + (", pinned by --mtu" if r.get("mtu") else ""))
     out(f"rtt       srtt {fmt_rtt(r['srtt'])}, min {fmt_rtt(r['min_rtt'])}")
     out(f"cpu       client {r['cpu_seconds_client']:.2f} s + server "
         f"{r['cpu_seconds_server']:.2f} s = {r['cpu_seconds']:.2f} s, {per_gb}"
