@@ -180,3 +180,29 @@ def test_busy_server_rejects_second_test_and_once_exits(tmp_path):
         assert "rejected" in err.read_text()
     finally:
         stop(proc)
+
+
+def test_receiver_check_catches_corruption_and_short_streams():
+    """The receiver's verdict (no subprocess): CRC32C of what arrived against the
+    pattern, the count against the sender's and the stream's share."""
+    import crc32c
+
+    from gannet.apps.bench import PATTERN_LEN, Params, ReceiverResult, pattern
+
+    params = Params(test_id="t", parallel=2, bytes=2 * PATTERN_LEN + 10)
+    share = params.share(0)
+    assert share == params.share(1) == PATTERN_LEN + 5
+    streams = [(pattern("t", i) * 2)[:share] for i in range(2)]
+
+    def result(datas):
+        return ReceiverResult(received=[len(d) for d in datas],
+                              crcs=[crc32c.crc32c(d) for d in datas], seconds=1.0)
+
+    assert result(streams).verify(params, [share, share]) == [True, True]
+    flipped = bytearray(streams[1])
+    flipped[PATTERN_LEN + 2] ^= 1
+    assert result([streams[0], bytes(flipped)]).verify(params, [share, share]) == [True, False]
+    assert result([streams[1], streams[0]]).verify(params, [share, share]) == [False, False]
+    short = streams[0][:-1]
+    assert result([short, streams[1]]).verify(params, [share - 1, share]) == [False, True]
+    assert result(streams).verify(params, [share + 1, share]) == [False, True]
