@@ -34,5 +34,7 @@ def create(name: str, mss: int, initial_window: int) -> CongestionControl:
 
 
 from . import newreno  # noqa: E402,F401  (registers itself)
+from . import cubic  # noqa: E402,F401  (registers itself)
+from . import bbr  # noqa: E402,F401  (registers itself)
 
 __all__: list[str] = ["CongestionControl", "available", "create", "register"]

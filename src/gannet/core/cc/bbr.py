@@ -1,0 +1,280 @@
+"""A BBR-style model-based controller (in the spirit of BBR v1).
+
+It keeps a model of the path - the bottleneck bandwidth (windowed maximum
+delivery rate) and the round-trip propagation time (windowed minimum RTT) -
+and sends at gain * bandwidth, with cwnd = cwnd_gain * BDP as a cap. Loss is
+not a congestion signal here: random loss does not change the model, so a
+lossy path keeps its rate (a loss-based controller halves on every loss).
+
+States: Startup (gain 2/ln 2 until the bandwidth stops growing by 25 % for
+three rounds), Drain (inverse gain until the queue Startup built is gone),
+ProbeBW (an eight-phase gain cycle 1.25, 0.75, then 1 x 6, each about one
+min RTT long), ProbeRTT (cwnd of four segments for 200 ms when the min RTT
+is ten seconds old, so the queue drains and the min RTT is measured again).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from . import register
+from .base import CongestionControl
+from .hystart import RoundCounter
+
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+
+HIGH_GAIN = 2.89  # 2/ln(2): doubles the delivery rate each round
+STARTUP_CWND_GAIN = 2.0
+CWND_GAIN = 2.0
+GAIN_CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+BW_WINDOW_ROUNDS = 10
+MIN_RTT_WINDOW = 10.0
+PROBE_RTT_TIME = 0.2
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+MIN_CWND_SEGMENTS = 4
+QUANTUM_SEGMENTS = 3  # cwnd headroom for delayed and aggregated ACKs
+QUEUE_RTT_FACTOR = 1.25
+
+
+@register
+class Bbr(CongestionControl):
+    name = "bbr"
+
+    def __init__(self, mss: int, initial_window: int) -> None:
+        super().__init__(mss, initial_window)
+        self.state = STARTUP
+        self.pacing_gain = HIGH_GAIN
+        self.cwnd_gain = STARTUP_CWND_GAIN
+        self.pacing_rate: float | None = None
+        self.btl_bw = 0.0  # bytes/s
+        self._bw_samples: deque[tuple[int, float]] = deque()  # (round, max rate that round)
+        self.min_rtt: float | None = None
+        self.latest_rtt: float | None = None
+        self.min_rtt_stamp = 0.0
+        self.rounds = RoundCounter()
+        self.filled_pipe = False
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._probe_rtt_done: float | None = None
+        self._probe_rtt_round = 0
+        self._prior_cwnd = 0
+        self._inflight = 0  # bytes outstanding after the latest ACK we saw
+        self._in_recovery = False
+        self._loss_in_phase = False
+        self._round_start = False
+
+    # -------------------------------------------------------------- model
+    @property
+    def bdp(self) -> float:
+        """Estimated bandwidth-delay product in bytes (0 until both are known)."""
+        if self.min_rtt is None or not self.btl_bw:
+            return 0.0
+        return self.btl_bw * self.min_rtt
+
+    def target_cwnd(self, gain: float | None = None) -> int:
+        gain = self.cwnd_gain if gain is None else gain
+        bdp = self.bdp
+        if not bdp:
+            return self.cwnd
+        return max(int(gain * bdp) + QUANTUM_SEGMENTS * self.mss, MIN_CWND_SEGMENTS * self.mss)
+
+    def _update_bw(self, rate: float) -> None:
+        rnd = self.rounds.round
+        if self._bw_samples and self._bw_samples[-1][0] == rnd:
+            if rate > self._bw_samples[-1][1]:
+                self._bw_samples[-1] = (rnd, rate)
+        else:
+            self._bw_samples.append((rnd, rate))
+        while self._bw_samples and self._bw_samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
+            self._bw_samples.popleft()
+        self.btl_bw = max(r for _, r in self._bw_samples)
+
+    def _update_min_rtt(self, now: float, rtt: float) -> bool:
+        """Returns True when the min RTT estimate had expired."""
+        expired = self.min_rtt is not None and now > self.min_rtt_stamp + MIN_RTT_WINDOW
+        if self.min_rtt is None or rtt <= self.min_rtt or expired:
+            self.min_rtt = rtt
+            self.min_rtt_stamp = now
+        return expired
+
+    # ------------------------------------------------------------- events
+    def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
+        if self.rounds.tick(now, self._inflight):
+            self._on_round_start()
+        if not app_limited or rate >= self.btl_bw:
+            self._update_bw(rate)
+        self._update_state(now)
+        self._update_pacing()
+
+    def on_ack(self, now: float, acked: int, in_flight: int, rtt: float | None) -> None:
+        self._inflight = max(0, in_flight - acked)
+        if self.rounds.on_ack(now, acked, in_flight, rtt):
+            self._on_round_start()
+        expired = False
+        if rtt is not None and rtt > 0:
+            self.latest_rtt = rtt
+            expired = self._update_min_rtt(now, rtt)
+        if expired and self.state != PROBE_RTT:
+            self._enter_probe_rtt(now)
+        self._update_state(now)
+        self._update_pacing()
+        self._update_cwnd(acked)
+
+    def _on_round_start(self) -> None:
+        if self.filled_pipe or not self._bw_samples:
+            return
+        # Startup is over once the bandwidth stopped growing by 25 % for
+        # three rounds in a row.
+        if self.btl_bw >= self._full_bw * FULL_BW_GROWTH:
+            self._full_bw = self.btl_bw
+            self._full_bw_count = 0
+        else:
+            self._full_bw_count += 1
+            if self._full_bw_count >= FULL_BW_ROUNDS:
+                self.filled_pipe = True
+
+    def _update_state(self, now: float) -> None:
+        if self.state == STARTUP and self.filled_pipe:
+            self.state = DRAIN
+            self.pacing_gain = 1 / HIGH_GAIN
+            self.cwnd_gain = STARTUP_CWND_GAIN
+        if self.state == DRAIN and self.bdp and self._inflight <= self.bdp:
+            self._enter_probe_bw(now)
+        elif self.state == PROBE_BW:
+            self._advance_cycle(now)
+        elif self.state == PROBE_RTT:
+            self._probe_rtt(now)
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.state = PROBE_BW
+        self.cwnd_gain = CWND_GAIN
+        # Start somewhere in the cycle other than the draining phase; the
+        # choice is derived from the clock, so runs stay deterministic while
+        # flows started at different times do not probe in lockstep.
+        self._cycle_index = (2 + int(now * 1000)) % len(GAIN_CYCLE)
+        if self._cycle_index == 1:
+            self._cycle_index = 2
+        self._cycle_stamp = now
+        self._loss_in_phase = False
+        self.pacing_gain = GAIN_CYCLE[self._cycle_index]
+
+    def _advance_cycle(self, now: float) -> None:
+        min_rtt = self.min_rtt or 0.0
+        elapsed = now - self._cycle_stamp
+        gain = self.pacing_gain
+        full_length = elapsed > min_rtt
+        if gain > 1:
+            # Probing up: stay until the extra data is actually in flight
+            # (or a loss says there is no room), but at most two min RTTs.
+            done = (full_length and (self._loss_in_phase or self._inflight >= self.target_cwnd(gain) - QUANTUM_SEGMENTS * self.mss)) or elapsed > 2 * min_rtt
+        elif gain < 1:
+            done = full_length or self._inflight <= self.bdp
+        else:
+            done = full_length
+        if done:
+            self._cycle_index = (self._cycle_index + 1) % len(GAIN_CYCLE)
+            self._cycle_stamp = now
+            self._loss_in_phase = False
+            self.pacing_gain = GAIN_CYCLE[self._cycle_index]
+
+    def _enter_probe_rtt(self, now: float) -> None:
+        self.state = PROBE_RTT
+        self.pacing_gain = 1.0
+        self.cwnd_gain = 1.0
+        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+        self._probe_rtt_done = None
+
+    def _probe_rtt(self, now: float) -> None:
+        floor = MIN_CWND_SEGMENTS * self.mss
+        self.cwnd = min(self.cwnd, floor)
+        if self._probe_rtt_done is None:
+            if self._inflight <= floor:
+                # The queue we caused is gone: hold for 200 ms and a round.
+                self._probe_rtt_done = now + PROBE_RTT_TIME
+                self._probe_rtt_round = self.rounds.round + 1
+        elif now >= self._probe_rtt_done and self.rounds.round >= self._probe_rtt_round:
+            self.min_rtt_stamp = now
+            self.cwnd = max(self.cwnd, self._prior_cwnd)
+            self._prior_cwnd = 0
+            if self.filled_pipe:
+                self._enter_probe_bw(now)
+            else:
+                self.state = STARTUP
+                self.pacing_gain = HIGH_GAIN
+                self.cwnd_gain = STARTUP_CWND_GAIN
+
+    def _update_pacing(self) -> None:
+        gain = self.pacing_gain
+        if self._in_recovery:
+            # The connection reports no ACKs and few rate samples during loss
+            # recovery, so the model cannot see a queue it builds then: send
+            # no faster than the bottleneck drains until recovery ends.
+            gain = min(gain, 1.0)
+        if self.btl_bw:
+            rate = gain * self.btl_bw
+        elif self.rounds.srtt:
+            # No delivery-rate sample yet: the initial window over the RTT.
+            rate = gain * self.cwnd / self.rounds.srtt
+        else:
+            return
+        # In Startup the rate only goes up: a slower sample early on is noise.
+        if self.filled_pipe or self._in_recovery or self.pacing_rate is None or rate > self.pacing_rate:
+            self.pacing_rate = rate
+
+    def _update_cwnd(self, acked: int) -> None:
+        if self.state == PROBE_RTT:
+            self.cwnd = min(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+            return
+        target = self.target_cwnd()
+        if self.filled_pipe:
+            self.cwnd = min(self.cwnd + acked, target)
+        elif self.cwnd < target or not self.bdp:
+            self.cwnd += acked
+        self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+
+    def queue_evident(self) -> bool:
+        """The latest RTT sample says a queue has built (a quarter min RTT)."""
+        return (
+            self.min_rtt is not None
+            and self.latest_rtt is not None
+            and self.latest_rtt >= QUEUE_RTT_FACTOR * self.min_rtt
+        )
+
+    def on_congestion_event(self, now: float, in_flight: int) -> None:
+        # Loss on its own is not a model input: no multiplicative decrease,
+        # so random loss costs nothing. Loss *with* a standing queue means
+        # the path's buffer overflowed: Startup is then over, and for the
+        # recovery episode cwnd is bounded to one BDP so the queue drains
+        # while the holes are repaired (the model cannot see it then: the
+        # connection sends no ACK events during recovery).
+        self._loss_in_phase = True
+        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+        floor = MIN_CWND_SEGMENTS * self.mss
+        cwnd = min(self.cwnd, in_flight + self.mss)
+        if self.queue_evident() and self.bdp:
+            if self.state == STARTUP:
+                self.filled_pipe = True
+                self._update_state(now)
+            cwnd = min(cwnd, self.target_cwnd(1.0))
+        self.cwnd = max(floor, cwnd)
+        self._in_recovery = True
+        self._update_pacing()
+
+    def on_recovery_end(self, now: float) -> None:
+        self._in_recovery = False
+        if self.state != PROBE_RTT:
+            self.cwnd = max(self.cwnd, min(self._prior_cwnd, self.target_cwnd()))
+        self._prior_cwnd = 0
+        self._update_pacing()
+
+    def on_rto(self, now: float, in_flight: int) -> None:
+        # Everything in flight is presumed lost: one segment, then cwnd grows
+        # back by what is acknowledged up to the model's window.
+        self._loss_in_phase = True
+        if self.state != PROBE_RTT:
+            self._prior_cwnd = 0
+        self.cwnd = self.mss
+        self._in_recovery = False
