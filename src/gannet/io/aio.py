@@ -212,7 +212,7 @@ class StreamWriter:
                 n = sc.conn.send(data)
             if n < len(data):
                 sc.pending += memoryview(data)[n:]
-        sc.aep.request_flush()
+        sc.aep.flush_now()  # the first write of a loop iteration leaves at once
 
     def writelines(self, data) -> None:
         for chunk in data:

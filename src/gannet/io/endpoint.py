@@ -11,7 +11,27 @@ It runs on one event loop thread. Every call into the core is made with
 other threads (it takes the same lock and then asks the loop for a flush with
 `request_flush_threadsafe`). Asyncio code on the loop thread calls
 `request_flush` after writing or reading; flushes are coalesced into one
-`call_soon` per loop iteration.
+`call_soon` per loop iteration, except that the first write after the loop
+was idle is flushed at once (`flush_now`), as a kernel TCP socket with
+TCP_NODELAY sends at once.
+
+Datagrams move in batches where Linux allows it:
+
+- send: consecutive datagrams to one address whose sizes are equal (the last
+  may be shorter) leave in one `sendmsg` with a UDP_SEGMENT control message
+  (UDP GSO); the kernel cuts the buffer at the segment size. Support is
+  probed at run time; `GANNET_NO_GSO=1` (or `AioEndpoint(gso=False)`) turns
+  it off for A/B measurements.
+- receive: UDP_GRO lets the kernel hand over several same-sized datagrams of
+  one flow in one `recvmsg_into`; `split_gro` cuts them apart again
+  (`GANNET_NO_GRO=1` turns it off).
+
+Receive buffer contract: `Endpoint.receive_datagram` is given a memoryview
+slice of one preallocated buffer that the next `recvmsg_into` overwrites. This
+relies on the core decoding the datagram at once and keeping no reference to
+`data` after the call returns (`wire.datagram.decode` copies the payload and
+any unknown option values into new `bytes`; every other field is an int).
+tests/io/test_batching.py checks that contract.
 """
 
 from __future__ import annotations
@@ -19,12 +39,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import random
 import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from ..config import Config
 from ..core.connection import Connection
@@ -34,10 +56,48 @@ from ..core.states import State
 
 log = logging.getLogger("gannet.io")
 
-SOCKET_BUFFER = 4 * 1024 * 1024
+SEND_BUFFER = 4 * 1024 * 1024
+RECV_BUFFER = 8 * 1024 * 1024
+SOCKET_BUFFER = SEND_BUFFER  # the older name
 RECV_BATCH = 256  # datagrams drained per readiness callback before we send
-RECV_SIZE = 65536
+RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
+RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
+
+# UDP segmentation offload (linux/udp.h).
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
+GSO_MAX_BYTES = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 64 KB less IP/UDP headers
+# errno values that say "this socket or device cannot do GSO at all"
+GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def _env_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false", "off")
+
+
+@dataclass(slots=True)
+class IoStats:
+    """What the adapter did with the socket (the core's counters are `stats`)."""
+
+    datagrams_sent: int = 0
+    send_calls: int = 0
+    """System calls that sent: sendto plus sendmsg."""
+    gso_calls: int = 0
+    """sendmsg calls with UDP_SEGMENT (each carries 2-64 datagrams)."""
+    gso_datagrams: int = 0
+    gso_fallbacks: int = 0
+    """GSO sends the kernel refused, sent again one datagram at a time."""
+    send_errors: int = 0
+    datagrams_received: int = 0
+    recv_calls: int = 0
+    """Successful receive system calls."""
+    gro_batches: int = 0
+    """Receives that carried more than one datagram (UDP GRO)."""
+    truncated: int = 0
 
 # Keyword aliases accepted wherever config overrides are (tools use these).
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
@@ -103,12 +163,13 @@ def resolve(host: str | None, port: int, family: int = 0, *, passive: bool = Fal
 
 
 def make_udp_socket(family: int, addr: tuple) -> socket.socket:
-    """A bound, non-blocking UDP socket with large buffers."""
+    """A bound, non-blocking UDP socket with large buffers (as root the
+    *BUFFORCE options pass net.core.[rw]mem_max; otherwise the kernel caps)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, SOCKET_BUFFER)
-        _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SOCKET_BUFFER)
+        _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, RECV_BUFFER)
+        _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SEND_BUFFER)
         _enable_icmp_errors(sock)
         sock.bind(addr)
     except BaseException:
@@ -133,13 +194,62 @@ def _enable_icmp_errors(sock: socket.socket) -> None:
         pass
 
 
+def gso_supported(sock: socket.socket) -> bool:
+    """Whether the kernel knows UDP_SEGMENT on this socket (Linux 4.18+).
+
+    Reading the option does not change the socket (setting it would make
+    every send segmented). A device that cannot segment still fails the
+    first real send with EIO; `AioEndpoint` then turns GSO off."""
+    if sock.type != socket.SOCK_DGRAM or sock.family not in GSO_MAX_BYTES:
+        return False
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Ask for UDP GRO (Linux 5.0+); False if the kernel refuses."""
+    if not GRO_CMSG_SPACE or not hasattr(sock, "recvmsg_into"):
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def gro_segment_size(ancdata: list) -> int:
+    """The segment size in a UDP_GRO control message, or 0 if there is none."""
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 2:
+            # The kernel writes an int; older ones a u16: read what is there.
+            return int.from_bytes(data[:4] if len(data) >= 4 else data[:2], _NATIVE)
+    return 0
+
+
+_NATIVE = "little" if struct.pack("=H", 1) == b"\x01\x00" else "big"
+
+
+def split_gro(view: memoryview, n: int, seg: int) -> list[memoryview]:
+    """Cut the first `n` bytes of `view` into datagrams of `seg` bytes (the
+    last may be shorter), as UDP GRO coalesced them. Slices, no copies."""
+    if seg <= 0 or seg >= n:
+        return [view[:n]]
+    return [view[off:off + seg if off + seg < n else n] for off in range(0, n, seg)]
+
+
 class AioEndpoint:
     """One UDP socket and the Gannet endpoint behind it, on one event loop.
 
     Construct it on the loop's thread (it registers a reader).
     """
 
-    def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
+                 *, gso: bool | None = None, gro: bool | None = None) -> None:
+        """`gso` / `gro`: None (the default) uses them where the kernel can,
+        unless GANNET_NO_GSO / GANNET_NO_GRO is set; False never does."""
         self.loop = loop
         self.sock = sock
         self.config = config
@@ -150,8 +260,7 @@ class AioEndpoint:
         self.on_available: Callable[[Connection], None] | None = None
         self.close_when_idle = False
         self.closed = False
-        self.send_errors = 0
-        """Datagrams the kernel refused for reasons other than a full buffer."""
+        self.io_stats = IoStats()
         self._handlers: dict[Connection, Handler] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -163,12 +272,29 @@ class AioEndpoint:
         self._refused: dict[Connection, BaseException] = {}
         self.icmp_errors = 0
         self._fd = sock.fileno()
+        if gso is None:
+            gso = not _env_off("GANNET_NO_GSO")
+        self.gso = bool(gso) and gso_supported(sock)
+        """Whether sends are batched with UDP GSO (turned off if the kernel refuses)."""
+        self._gso_max_bytes = GSO_MAX_BYTES.get(sock.family, 65507)
+        self._gso_cmsg: dict[int, list] = {}  # segment size -> ancillary data
+        if gro is None:
+            gro = not _env_off("GANNET_NO_GRO")
+        self.gro = bool(gro) and enable_gro(sock)
+        self._rbuf = bytearray(RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
+        self._rbufs = [self._rbuf]
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
     @property
     def stats(self):
         return self.ep.stats
+
+    @property
+    def send_errors(self) -> int:
+        """Datagrams the kernel refused for reasons other than a full buffer."""
+        return self.io_stats.send_errors
 
     def attach(self, conn: Connection, handler: Handler) -> None:
         """Route `conn`'s events to `handler` (called with the lock held)."""
@@ -189,6 +315,17 @@ class AioEndpoint:
         if not self._flush_scheduled and not self.closed:
             self._flush_scheduled = True
             self.loop.call_soon(self._process)
+
+    def flush_now(self) -> None:
+        """After an application write on the loop thread: send at once if no
+        flush is pending (the write is the first since the loop last ran
+        ours), else join the pending one. A flush stays scheduled after an
+        immediate one, so that writes later in the same loop iteration are
+        coalesced rather than each sent on its own."""
+        if self._flush_scheduled or self.closed:
+            return
+        self._process()
+        self.request_flush()
 
     def request_flush_threadsafe(self) -> None:
         """The same, from any thread; call it with `self.lock` held."""
@@ -257,13 +394,22 @@ class AioEndpoint:
 
     # ------------------------------------------------------------- network
     def _on_readable(self) -> None:
-        recvfrom = self.sock.recvfrom
+        if self.gro:
+            self._receive_gro()
+        else:
+            self._receive_plain()
+
+    def _receive_plain(self) -> None:
+        recvfrom_into = self.sock.recvfrom_into
+        buf, view = self._rbuf, self._rview
         time = self.loop.time
+        st = self.io_stats
+        got = 0
         with self.lock:
             feed = self.ep.receive_datagram
             for _ in range(RECV_BATCH):
                 try:
-                    data, addr = recvfrom(RECV_SIZE)
+                    n, addr = recvfrom_into(buf)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
@@ -274,7 +420,49 @@ class AioEndpoint:
                         log.debug("recvfrom failed: %r", exc)
                         break
                     continue
-                feed(data, addr, time())
+                got += 1
+                feed(view[:n], addr, time())  # the core copies what it keeps
+            st.recv_calls += got
+            st.datagrams_received += got
+            self._process_locked()
+
+    def _receive_gro(self) -> None:
+        recvmsg_into = self.sock.recvmsg_into
+        bufs, view = self._rbufs, self._rview
+        time = self.loop.time
+        st = self.io_stats
+        datagrams = calls = 0
+        with self.lock:
+            feed = self.ep.receive_datagram
+            while calls < RECV_CALLS and datagrams < RECV_BATCH:
+                try:
+                    n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if self.closed:
+                        return
+                    if not self._read_error_queue():
+                        log.debug("recvmsg failed: %r", exc)
+                        break
+                    continue
+                calls += 1
+                if flags & socket.MSG_TRUNC:
+                    st.truncated += 1
+                    continue
+                now = time()
+                seg = gro_segment_size(anc) if anc else 0
+                if 0 < seg < n:
+                    st.gro_batches += 1
+                    for off in range(0, n, seg):
+                        end = off + seg
+                        feed(view[off:end if end < n else n], addr, now)
+                        datagrams += 1
+                else:
+                    feed(view[:n], addr, now)
+                    datagrams += 1
+            st.recv_calls += calls
+            st.datagrams_received += datagrams
             self._process_locked()
 
     def _read_error_queue(self) -> bool:
@@ -306,41 +494,117 @@ class AioEndpoint:
         if self._backlog:
             self._backlog.extend(out)
             return
-        sendto = self.sock.sendto
-        for i, (data, addr) in enumerate(out):
-            try:
-                sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self._backlog.extend(out[i:])
-                self._wait_writable()
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._backlog.extend(out[i:])
-                    self._retry_later()
-                    return
-                self.send_errors += 1  # e.g. unreachable: dropped, the core retransmits
-                log.debug("sendto %r failed: %r", addr, exc)
+        i = self._transmit(out)
+        if i < len(out):
+            self._backlog.extend(out[i:] if i else out)
 
     def _drain_backlog(self) -> None:
-        sendto = self.sock.sendto
         backlog = self._backlog
-        while backlog:
-            data, addr = backlog[0]
-            try:
-                sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self._wait_writable()
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._retry_later()
-                    return
-                self.send_errors += 1
-            backlog.popleft()
+        if backlog:
+            items = list(backlog)
+            backlog.clear()
+            i = self._transmit(items)
+            if i < len(items):
+                backlog.extend(items[i:] if i else items)
+                return  # _transmit asked for a writable callback or a retry
         if self._writing:
             self._writing = False
             self.loop.remove_writer(self._fd)
+
+    def _transmit(self, out: list[tuple[bytes, object]]) -> int:
+        """Send `out` in order; returns how many were handed to the kernel
+        (or dropped with an error): len(out) unless the socket buffer filled,
+        in which case a writable callback or a retry has been arranged."""
+        if self.gso and len(out) > 1:
+            return self._transmit_gso(out)
+        return self._transmit_plain_run(out, 0, len(out))
+
+    def _transmit_gso(self, out: list[tuple[bytes, object]]) -> int:
+        """Like `_transmit`, in runs of equal-sized datagrams to one address,
+        each run one sendmsg with UDP_SEGMENT."""
+        sock = self.sock
+        sendto, sendmsg = sock.sendto, sock.sendmsg
+        st = self.io_stats
+        cmsgs = self._gso_cmsg
+        max_bytes = self._gso_max_bytes
+        n = len(out)
+        i = 0
+        while i < n:
+            data, addr = out[i]
+            size = len(data)
+            j = i + 1
+            stop = i + GSO_MAX_SEGMENTS if i + GSO_MAX_SEGMENTS < n else n
+            total = size
+            while j < stop:
+                d, a = out[j]
+                k = len(d)
+                if k > size or (a is not addr and a != addr) or total + k > max_bytes:
+                    break
+                total += k
+                j += 1
+                if k < size:
+                    break  # a shorter datagram can only end a run
+            try:
+                if j - i == 1:
+                    sendto(data, addr)
+                else:
+                    cmsg = cmsgs.get(size)
+                    if cmsg is None:
+                        cmsg = cmsgs[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+                    sendmsg([d for d, _ in out[i:j]], cmsg, 0, addr)
+                    st.gso_calls += 1
+                    st.gso_datagrams += j - i
+            except (BlockingIOError, InterruptedError):
+                self._wait_writable()
+                return i
+            except OSError as exc:
+                code = exc.errno
+                if code == errno.ENOBUFS:
+                    self._retry_later()
+                    return i
+                if j - i == 1:
+                    st.send_errors += 1  # dropped; the core retransmits
+                    log.debug("sendto %r failed: %r", addr, exc)
+                    i = j
+                    continue
+                # The kernel refused the batch (too large for the path, no
+                # offload on the device, or an error left by an ICMP message):
+                # send it again one datagram at a time, which sorts it out.
+                st.gso_fallbacks += 1
+                if code in GSO_UNSUPPORTED and not st.gso_calls:
+                    self.gso = False  # never worked here: stop trying
+                    log.debug("UDP GSO off for %r: %r", self.local_address, exc)
+                log.debug("GSO send to %r failed (%r); sending one by one", addr, exc)
+                sent = self._transmit_plain_run(out, i, j)
+                if sent < j:
+                    return sent
+                i = j
+                continue
+            st.send_calls += 1
+            st.datagrams_sent += j - i
+            i = j
+        return n
+
+    def _transmit_plain_run(self, out: list[tuple[bytes, object]], i: int, j: int) -> int:
+        sendto = self.sock.sendto
+        st = self.io_stats
+        for k in range(i, j):
+            data, addr = out[k]
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._wait_writable()
+                return k
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._retry_later()
+                    return k
+                st.send_errors += 1  # e.g. unreachable: dropped, the core retransmits
+                log.debug("sendto %r failed: %r", addr, exc)
+                continue
+            st.send_calls += 1
+            st.datagrams_sent += 1
+        return j
 
     def _wait_writable(self) -> None:
         if not self._writing and not self.closed:
