@@ -1,0 +1,421 @@
+"""Congestion controllers' arithmetic at explicit times: CUBIC, HyStart++, BBR.
+
+The controllers are driven directly with synthetic ACKs, RTTs and rate
+samples, the way the connection calls them, and compared with the formulas
+of RFC 9438 / RFC 9406 and the BBR state machine.
+"""
+
+import pytest
+
+from gannet.core import cc
+from gannet.core.cc.bbr import (
+    DRAIN,
+    GAIN_CYCLE,
+    HIGH_GAIN,
+    MIN_RTT_WINDOW,
+    PROBE_BW,
+    PROBE_RTT,
+    PROBE_RTT_TIME,
+    QUANTUM_SEGMENTS,
+    STARTUP,
+    Bbr,
+)
+from gannet.core.cc.cubic import ALPHA, BETA, C, Cubic
+from gannet.core.cc.hystart import CSS_GROWTH_DIVISOR, CSS_ROUNDS, HyStartPlusPlus, RoundCounter
+
+MSS = 1000
+
+
+def test_registry_offers_every_controller():
+    assert {"newreno", "cubic", "bbr"} <= set(cc.available())
+    assert isinstance(cc.create("cubic", MSS, 10), Cubic)
+    assert isinstance(cc.create("bbr", MSS, 10), Bbr)
+    with pytest.raises(ValueError):
+        cc.create("vegas", MSS, 10)
+
+
+# ------------------------------------------------------------------ CUBIC
+def cubic_after_loss(w_max_segments: int) -> Cubic:
+    """A CUBIC sender that just had a congestion event at w_max_segments."""
+    c = Cubic(MSS, 10)
+    c.cwnd = w_max_segments * MSS
+    c.on_congestion_event(0.0, c.cwnd)
+    return c
+
+
+def ack_rounds(c, start: float, end: float, rtt: float) -> float:
+    """One window of MSS-sized ACKs per RTT, evenly spread, until `end`."""
+    now = start
+    while now < end:
+        n = max(1, c.cwnd // MSS)
+        for i in range(n):
+            c.on_ack(now + rtt * i / n, MSS, c.cwnd, rtt)
+        now += rtt
+    return now
+
+
+def test_cubic_reduction_uses_beta_and_sets_k():
+    c = cubic_after_loss(1000)
+    assert c.w_max == 1000
+    assert c.ssthresh == c.cwnd == int(1000 * MSS * BETA)
+    c.on_ack(5.0, MSS, c.cwnd, 0.1)  # first ACK in avoidance starts the epoch
+    assert c.epoch_start == 5.0
+    # RFC 9438 eq. 2: K = cbrt(W_max * (1 - beta) / C)
+    assert c.k == pytest.approx((1000 * (1 - BETA) / C) ** (1 / 3))
+    assert c.k == pytest.approx(9.0856, abs=1e-3)
+
+
+def test_cubic_window_follows_the_cubic_function():
+    # Large W_max and a long RTT: the cubic region dominates Reno-friendliness.
+    c = cubic_after_loss(1000)
+    rtt = 0.1
+    c.on_ack(0.0, MSS, c.cwnd, rtt)  # epoch starts at t = 0
+    now = 0.0
+    for t in (1.0, 3.0, 6.0, 9.0, 11.0, 13.0):
+        now = ack_rounds(c, now, t, rtt)
+        expected = c.w_cubic(now)  # the window aims at W_cubic(t + RTT) each RTT
+        assert c.cwnd / MSS == pytest.approx(expected, rel=0.03), f"t={now:.1f}"
+    # Concave then convex: it plateaus near W_max around K, then grows past it.
+    assert c.cwnd / MSS > 1000
+
+
+def test_cubic_target_is_clamped_to_one_and_a_half_cwnd_per_rtt():
+    c = cubic_after_loss(1000)
+    c.on_ack(0.0, MSS, c.cwnd, 0.1)
+    start = c.cwnd
+    # Far past K the cubic target is huge; one window of ACKs adds at most 50 %.
+    c.epoch_start = -100.0
+    for _ in range(start // MSS):
+        c.on_ack(0.0, MSS, c.cwnd, 0.1)
+    assert start * 1.45 < c.cwnd <= start * 1.5 + MSS
+
+
+def test_cubic_fast_convergence_releases_bandwidth():
+    c = cubic_after_loss(100)
+    assert c.w_max == 100
+    # A second loss before reaching W_max: W_max shrinks further (RFC 9438 4.7).
+    c.cwnd = 90 * MSS
+    c.on_congestion_event(1.0, c.cwnd)
+    assert c.w_max == pytest.approx(90 * (1 + BETA) / 2)
+    assert c.cwnd == int(90 * MSS * BETA)
+    # A loss above the previous W_max just records it.
+    c.cwnd = 120 * MSS
+    c.on_congestion_event(2.0, c.cwnd)
+    assert c.w_max == pytest.approx(120)
+
+
+def test_cubic_reno_friendly_region_on_short_rtts():
+    # Small W_max and a 10 ms RTT: Reno would grow faster than the cubic curve.
+    c = cubic_after_loss(20)
+    rtt = 0.01
+    c.on_ack(0.0, MSS, c.cwnd, rtt)
+    now = ack_rounds(c, 0.0, 0.5, rtt)
+    assert c.w_cubic(now + rtt) < c.w_est
+    assert c.cwnd / MSS == pytest.approx(c.w_est, abs=0.01)
+    # Growth of about ALPHA segments per RTT while below cwnd_prior, then 1.
+    assert c.w_est >= 14 + ALPHA * 6 * 0.9  # from 14 segments, about 6 RTTs to 20
+    assert c.w_est > 20
+
+
+def test_cubic_reno_friendly_uses_alpha_below_cwnd_prior():
+    c = cubic_after_loss(100)
+    c.on_ack(0.0, MSS, c.cwnd, 0.001)
+    w0 = c.w_est
+    n = c.cwnd // MSS
+    for _ in range(n):  # one window of ACKs
+        c.on_ack(0.0, MSS, c.cwnd, 0.001)
+    assert c.w_est - w0 == pytest.approx(ALPHA, rel=0.02)
+
+
+def test_cubic_rto_uses_loss_window_and_restarts_with_k_zero():
+    c = Cubic(MSS, 10)
+    c.ssthresh = 10 * MSS  # already in avoidance
+    c.cwnd = 50 * MSS
+    c.on_rto(1.0, c.cwnd)
+    assert c.cwnd == MSS
+    assert c.ssthresh == int(50 * MSS * BETA)
+    # A second timeout before any progress keeps ssthresh (RFC 5681 5).
+    c.on_rto(2.0, c.cwnd)
+    assert c.ssthresh == int(50 * MSS * BETA)
+    # Slow start back to ssthresh, then the first avoidance epoch: K = 0 and
+    # W_max = cwnd at its start (RFC 9438 4.8).
+    now = 3.0
+    while c.cwnd < c.ssthresh:
+        c.on_ack(now, MSS, c.cwnd, 0.05)
+        now += 0.001
+    start = c.cwnd / MSS
+    c.on_ack(now, MSS, c.cwnd, 0.05)
+    assert c.k == 0.0
+    assert c.w_max == pytest.approx(start) == pytest.approx(35)
+
+
+def test_cubic_does_not_grow_an_unused_window():
+    c = cubic_after_loss(100)
+    before = c.cwnd
+    for i in range(100):
+        c.on_ack(i * 0.01, MSS, 2 * MSS, 0.05)  # far less than cwnd in flight
+    assert c.cwnd == before
+
+
+# --------------------------------------------------------------- HyStart++
+def hs_round(h, now, cwnd, rtt, acks=20):
+    """One round of `acks` MSS-sized ACKs all seeing `rtt`."""
+    leave = False
+    for i in range(acks):
+        cwnd, leave = h.on_ack(now + i * 0.001, cwnd, MSS, (acks - i) * MSS, rtt)
+        if leave:
+            break
+    return cwnd, leave
+
+
+def test_round_counter_ends_a_round_when_the_flight_is_acked():
+    r = RoundCounter()
+    assert r.on_ack(0.0, MSS, 5 * MSS, 0.1)  # first ACK starts round 1
+    assert r.round == 1
+    # 4 MSS were outstanding after that ACK: the round ends once they are acked.
+    assert [r.on_ack(0.01 * i, MSS, (5 - i) * MSS, 0.1) for i in range(1, 5)] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert r.round == 2
+    # Without ACKs (loss recovery) a round also ends after two smoothed RTTs.
+    assert not r.tick(0.1)
+    assert r.tick(0.04 + 2 * r.srtt)
+
+
+def test_hystart_stays_in_slow_start_while_rtt_is_flat():
+    h = HyStartPlusPlus(MSS)
+    cwnd = 10 * MSS
+    for k in range(5):
+        new, leave = hs_round(h, k * 0.1, cwnd, 0.1)
+        assert not leave and not h.in_css
+        assert new == cwnd + 20 * MSS  # one MSS per MSS acknowledged
+        cwnd = new
+
+
+def test_hystart_enters_css_on_rtt_increase_then_leaves_slow_start():
+    h = HyStartPlusPlus(MSS)
+    cwnd = 10 * MSS
+    cwnd, _ = hs_round(h, 0.0, cwnd, 0.100)
+    cwnd, _ = hs_round(h, 0.1, cwnd, 0.100)
+    # threshold = clamp(100 ms / 8, 4 ms, 16 ms) = 12.5 ms: 110 ms is not enough.
+    cwnd, _ = hs_round(h, 0.2, cwnd, 0.110)
+    assert not h.in_css
+    # Against the last round's 110 ms the threshold is 13.75 ms: 125 ms is above.
+    cwnd, _ = hs_round(h, 0.3, cwnd, 0.125)
+    assert h.in_css
+    assert h.css_baseline_min_rtt == pytest.approx(0.125)
+    # In CSS, growth is a quarter of slow start.
+    before = cwnd
+    cwnd, leave = h.on_ack(0.5, cwnd, 4 * MSS, 0, 0.125)
+    assert cwnd - before == 4 * MSS // CSS_GROWTH_DIVISOR
+    # After CSS_ROUNDS rounds: congestion avoidance.
+    leave = False
+    rounds = 0
+    while not leave:
+        cwnd, leave = hs_round(h, 0.6 + rounds * 0.2, cwnd, 0.125)
+        rounds += 1
+        assert rounds <= CSS_ROUNDS + 1
+    assert not h.enabled
+
+
+def test_hystart_css_returns_to_slow_start_when_rtt_drops():
+    h = HyStartPlusPlus(MSS)
+    cwnd = 10 * MSS
+    for k, rtt in enumerate((0.1, 0.1, 0.13)):
+        cwnd, _ = hs_round(h, k * 0.2, cwnd, rtt)
+    assert h.in_css
+    cwnd, _ = hs_round(h, 1.0, cwnd, 0.09)  # the increase was spurious
+    assert not h.in_css and h.enabled
+
+
+def test_cubic_uses_hystart_to_leave_slow_start():
+    c = Cubic(MSS, 10)
+    now = 0.0
+    rtts = [0.05] * 3 + [0.07] * (CSS_ROUNDS + 3)
+    for rtt in rtts:
+        n = c.cwnd // MSS
+        for i in range(n):
+            c.on_ack(now, MSS, (n - i) * MSS, rtt)
+            now += rtt / n
+    assert c.ssthresh < 1 << 40  # left slow start without any loss
+    assert not c.in_slow_start
+    # A loss disables HyStart++ for the rest of the connection.
+    c.on_congestion_event(now, c.cwnd)
+    assert not c.hystart.enabled
+
+
+# -------------------------------------------------------------------- BBR
+MBPS = 1e6 / 8  # bytes/s per Mbit/s
+
+
+def bbr_round(b, now, rate, rtt=0.04, acked=10 * MSS, in_flight=None, app_limited=False):
+    """One round for the controller: a rate sample, then the ACK that carried
+    it and ends the round (the connection's order)."""
+    in_flight = acked if in_flight is None else in_flight
+    b.on_delivery_rate(now, rate, rtt, app_limited)
+    b.on_ack(now, acked, in_flight, rtt)
+
+
+def bbr_in_probe_bw(rate=10 * MBPS, rtt=0.04):
+    b = Bbr(MSS, 10)
+    now = 0.0
+    for k in range(12):
+        bbr_round(b, now, rate, rtt)
+        now += rtt
+        if b.state == PROBE_BW:
+            return b, now
+    raise AssertionError(f"still in {b.state}")
+
+
+def test_bbr_startup_paces_at_high_gain_while_bandwidth_grows():
+    b = Bbr(MSS, 10)
+    assert b.state == STARTUP and b.pacing_gain == HIGH_GAIN
+    now, rate = 0.0, 4 * MBPS
+    for _ in range(6):
+        bbr_round(b, now, rate)
+        assert b.state == STARTUP
+        assert b.pacing_rate == pytest.approx(HIGH_GAIN * b.btl_bw)
+        now += 0.04
+        rate *= 2
+    assert b.btl_bw == 128 * MBPS
+    assert b.min_rtt == 0.04
+
+
+def test_bbr_leaves_startup_after_three_rounds_without_25_percent_growth():
+    b = Bbr(MSS, 10)
+    now = 0.0
+    for rate in (1, 2, 4, 8):
+        bbr_round(b, now, rate * MBPS)
+        now += 0.04
+    # Growth below 25 % per round counts as a plateau.
+    states = []
+    for rate in (9, 9.5, 9.9):
+        # 100 kB acked per round and 100 kB still outstanding: a queue.
+        bbr_round(b, now, rate * MBPS, acked=100_000, in_flight=200_000)
+        now += 0.04
+        states.append(b.state)
+    assert states == [STARTUP, STARTUP, DRAIN]
+    assert b.filled_pipe
+    assert b.pacing_rate == pytest.approx(b.btl_bw / HIGH_GAIN)
+    # Drain ends once what is in flight fits the estimated BDP.
+    bdp = b.btl_bw * b.min_rtt
+    b.on_ack(now, MSS, int(bdp * 1.5), 0.04)
+    assert b.state == DRAIN
+    b.on_ack(now + 0.01, MSS, int(bdp * 0.9), 0.04)
+    assert b.state == PROBE_BW
+    assert b.pacing_gain in GAIN_CYCLE and b.pacing_gain != 0.75
+    assert b.pacing_rate == pytest.approx(b.pacing_gain * b.btl_bw)
+
+
+def test_bbr_probe_bw_cycles_gains_each_min_rtt():
+    b, now = bbr_in_probe_bw()
+    bw = b.btl_bw
+    bdp = bw * b.min_rtt
+    seen = []
+    for _ in range(40):
+        now += 0.045  # a little more than min_rtt per step
+        inflight = int(bdp * b.pacing_gain) + QUANTUM_SEGMENTS * MSS
+        b.on_ack(now, MSS, inflight + MSS, 0.04)
+        b.on_delivery_rate(now, bw, 0.04, False)
+        seen.append(b.pacing_gain)
+        assert b.pacing_rate == pytest.approx(b.pacing_gain * bw)
+    # The full cycle shows up: one probe up, one drain, six cruising phases.
+    i = seen.index(1.25)
+    assert seen[i : i + 8] == list(GAIN_CYCLE)
+    assert b.cwnd <= b.target_cwnd()
+
+
+def test_bbr_bandwidth_filter_is_a_windowed_max_that_skips_app_limited_lows():
+    b, now = bbr_in_probe_bw(rate=10 * MBPS)
+    # A low app-limited sample says nothing about the path.
+    bbr_round(b, now, 2 * MBPS, app_limited=True)
+    assert b.btl_bw == 10 * MBPS
+    # An app-limited sample above the estimate is still proof of capacity.
+    now += 0.04
+    bbr_round(b, now, 12 * MBPS, app_limited=True)
+    assert b.btl_bw == 12 * MBPS
+    # Ten rounds later the peak has aged out of the window.
+    for _ in range(11):
+        now += 0.04
+        bbr_round(b, now, 8 * MBPS)
+    assert b.btl_bw == 8 * MBPS
+
+
+def test_bbr_probe_rtt_after_ten_seconds_without_a_lower_rtt():
+    b, now = bbr_in_probe_bw()
+    big_cwnd = b.cwnd
+    assert big_cwnd > 4 * MSS
+    # RTT samples above the minimum for 10 s: the estimate expires.
+    t = now
+    while t < MIN_RTT_WINDOW + 0.5:
+        t += 0.05
+        bbr_round(b, t, 10 * MBPS, rtt=0.05, in_flight=big_cwnd)
+        if b.state == PROBE_RTT:
+            break
+    assert b.state == PROBE_RTT
+    assert b.cwnd == 4 * MSS
+    assert b.pacing_rate == pytest.approx(b.btl_bw)
+    # Once in flight is down to 4 segments it holds for 200 ms and a round...
+    t += 0.01
+    bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=4 * MSS)
+    start = t
+    while t < start + PROBE_RTT_TIME - 0.02:
+        t += 0.02
+        bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
+        assert b.state == PROBE_RTT
+    t = start + PROBE_RTT_TIME + 0.01
+    bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
+    # ...then back to ProbeBW with the window it had and a fresh min RTT.
+    assert b.state == PROBE_BW
+    assert b.cwnd >= big_cwnd
+    assert b.min_rtt == pytest.approx(0.04)
+    assert b.min_rtt_stamp == pytest.approx(t)
+
+
+def test_bbr_cwnd_is_gain_times_bdp_plus_quantum():
+    b, now = bbr_in_probe_bw(rate=10 * MBPS, rtt=0.04)
+    bdp = 10 * MBPS * 0.04
+    assert b.target_cwnd() == int(2 * bdp) + QUANTUM_SEGMENTS * MSS
+    for _ in range(100):
+        now += 0.001
+        b.on_ack(now, 10 * MSS, b.cwnd, 0.04)
+    assert b.cwnd == b.target_cwnd()
+    # Tiny paths still keep four segments.
+    b.btl_bw, b.min_rtt = 1000.0, 0.001
+    assert b.target_cwnd() == 4 * MSS
+
+
+def test_bbr_ignores_isolated_loss():
+    b, now = bbr_in_probe_bw()
+    cwnd, rate = b.cwnd, b.btl_bw
+    b.on_congestion_event(now, cwnd)  # no queue: RTT at its minimum
+    assert b.cwnd == cwnd
+    assert b.btl_bw == rate and b.state == PROBE_BW
+    b.on_recovery_end(now + 0.05)
+    assert b.cwnd == cwnd
+
+
+def test_bbr_loss_with_a_queue_ends_startup_and_bounds_cwnd():
+    b = Bbr(MSS, 10)
+    now = 0.0
+    for rate in (1, 2, 4, 8):
+        bbr_round(b, now, rate * MBPS)
+        now += 0.04
+    bbr_round(b, now, 8 * MBPS, rtt=0.08, in_flight=200 * MSS)  # RTT doubled
+    b.on_congestion_event(now, 200 * MSS)
+    assert b.filled_pipe and b.state == DRAIN
+    assert b.cwnd <= b.target_cwnd(1.0)
+    assert b.pacing_rate <= b.btl_bw  # no faster than the bottleneck in recovery
+
+
+def test_bbr_rto_restarts_from_one_segment_and_grows_back():
+    b, now = bbr_in_probe_bw()
+    b.on_rto(now, b.cwnd)
+    assert b.cwnd == MSS
+    for _ in range(100):
+        now += 0.01
+        b.on_ack(now, 2 * MSS, b.cwnd, 0.04)
+    assert b.cwnd == b.target_cwnd()
