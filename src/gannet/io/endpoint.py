@@ -43,6 +43,7 @@ import os
 import random
 import socket
 import struct
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -73,6 +74,7 @@ GSO_MAX_BYTES = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 64 KB less IP
 # errno values that say "this socket or device cannot do GSO at all"
 GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
 
 def _env_off(name: str) -> bool:
@@ -229,7 +231,7 @@ def gro_segment_size(ancdata: list) -> int:
     return 0
 
 
-_NATIVE = "little" if struct.pack("=H", 1) == b"\x01\x00" else "big"
+_NATIVE = sys.byteorder
 
 
 def split_gro(view: memoryview, n: int, seg: int) -> list[memoryview]:
@@ -432,6 +434,7 @@ class AioEndpoint:
         time = self.loop.time
         st = self.io_stats
         datagrams = calls = 0
+        from_bytes = int.from_bytes
         with self.lock:
             feed = self.ep.receive_datagram
             while calls < RECV_CALLS and datagrams < RECV_BATCH:
@@ -447,11 +450,12 @@ class AioEndpoint:
                         break
                     continue
                 calls += 1
-                if flags & socket.MSG_TRUNC:
+                if flags & MSG_TRUNC:
                     st.truncated += 1
                     continue
                 now = time()
-                seg = gro_segment_size(anc) if anc else 0
+                # UDP_GRO is the only control message this socket asks for.
+                seg = from_bytes(anc[0][2], _NATIVE) if anc and anc[0][1] == UDP_GRO else 0
                 if 0 < seg < n:
                     st.gro_batches += 1
                     for off in range(0, n, seg):
