@@ -585,7 +585,7 @@ class Connection:
             if newly_sacked:
                 self._on_delivered(newly_sacked, now)
                 if not self.in_recovery:
-                    self.cc.on_ack(now, 0, in_flight_before, None)
+                    self.cc.on_ack(now, newly_sacked, in_flight_before, None)
             # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
             if (
                 ack == snd_una
@@ -959,7 +959,9 @@ class Connection:
 
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self.cc.pacing_rate or 1.0
-        self._pacing_deadline = now + missing / rate
+        # At least a microsecond: a shortfall of a rounding error must still
+        # move the clock, or the timer would fire again at the same instant.
+        self._pacing_deadline = now + max(missing / rate, 1e-6)
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         off = start - self._sndbuf_start
