@@ -70,7 +70,12 @@ class Config:
     """True disables Nagle's algorithm (small writes go out at once)."""
 
     # --- congestion control ---------------------------------------------
-    congestion_control: str = "newreno"
+    congestion_control: str = "bbr"
+    """"bbr" (model-based, the default), "cubic" or "newreno". BBR is the
+    default because on the simulator grid (docs/congestion.md) it keeps
+    85-96% of a clean link with a near-empty queue and is 1.5-8x faster than
+    CUBIC and NewReno on lossy paths; pick "cubic" to share deep buffers
+    politely with loss-based TCP flows."""
     initial_window: int = 10
     """Initial congestion window in segments (RFC 6928)."""
 

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reorder", default="2%", help="reordering probability (default 2%%)")
     p.add_argument("--corrupt", default="0.5%", help="bit-corruption probability (default 0.5%%)")
     p.add_argument("--rate", default="50mbit", help="bottleneck rate, e.g. 50mbit (default 50mbit)")
-    p.add_argument("--cc", default="newreno", help="congestion control (default newreno)")
+    p.add_argument("--cc", default=None, help="congestion control (default: the configured default, bbr)")
     p.add_argument("--seed", type=int, default=1, help="random seed: the same seed replays the same run")
     p.set_defaults(func=run)
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     rate = parse_rate(args.rate)
     forward = LinkConfig(bandwidth=rate, queue_bytes=max(64_000, int(rate / 8 * delay * 2)), **common, **lossy)
     backward = LinkConfig(**common, **lossy)
-    config = Config(congestion_control=args.cc)
+    config = Config(congestion_control=args.cc) if args.cc else Config()
     err.print(f"[bold]Gannet demo[/]: sending {label} across a simulated network")
     err.print(
         f"  link: {args.delay} delay, {args.jitter} jitter, {args.loss} {'bursty ' if args.burst_loss else ''}loss, "
