@@ -1,0 +1,552 @@
+"""Lossy-link benchmark: Gannet beside kernel TCP (CUBIC, BBR) through netlab.
+
+Needs root (it builds a `gannet.netlab` lab: two network namespaces joined by a
+user-space emulated link). For every link below, in one run and through the
+same emulator settings, each flow type does a time-bounded bulk transfer from
+namespace a to namespace b:
+
+- Gannet, once per congestion controller `gannet.core.cc.available()` lists
+  (blocking `gannet.Socket`, `cc=NAME`);
+- kernel TCP with CUBIC and with BBR (`TCP_CONGESTION` per socket).
+
+Every byte is verified: the receiver hashes what it got (SHA-256) and sends the
+digest back; the sender compares it with the hash of what it sent.
+
+Reported per flow: goodput (payload bytes / receiver's first-to-last byte) in
+Mbit/s and as % of the link rate; on the loss-free link, the queueing delay the
+flow adds (ping RTT alongside, median, minus the idle RTT; and the emulator's
+mean rate-queue wait). Fairness: two Gannet flows at once (Jain index), and a
+Gannet flow beside a kernel CUBIC flow (share ratio Gannet / CUBIC), both over
+the window where both send. A row where `lab.saturated()` says the emulator
+was the limit is run once more, then refused.
+
+    sudo .venv/bin/python bench/lossy.py --quick            # 8 s per flow
+    sudo .venv/bin/python bench/lossy.py --json r.json --markdown r.md   # 30 s per flow
+
+Links (rate on both directions, delay split evenly, random loss on the data
+direction a->b only, drop-tail queue of one bandwidth-delay product):
+
+    clean   50 Mbit/s, 40 ms RTT, 0 % loss
+    loss1   50 Mbit/s, 40 ms RTT, 1 % loss
+    loss2   50 Mbit/s, 100 ms RTT, 2 % loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+PY = sys.executable
+BASE_PORT = 7300
+SAMPLE_EVERY = 0.1  # receiver's cumulative-bytes timeline, seconds
+
+
+# --------------------------------------------------------------------------- peers
+# `python bench/lossy.py peer server|client ...` runs inside a namespace.
+
+def _pattern_block() -> bytes:
+    # 1 MiB + 7: chunk boundaries drift against segment boundaries
+    return random.Random(0x6A77E7).randbytes((1 << 20) + 7)
+
+
+def _open(proto: str, cc: str):
+    if proto == "gannet":
+        import gannet
+        return gannet.Socket(cc=cc)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    return s
+
+
+def _tcp_cc(s) -> str | None:
+    try:
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+    except (OSError, AttributeError):
+        return None
+
+
+def _stats(s) -> dict | None:
+    st = getattr(s, "stats", None)
+    if st is None:
+        return None
+    return {k: getattr(st, k) for k in ("segments_sent", "retransmits", "timeouts",
+                                        "fast_recoveries") if hasattr(st, k)}
+
+
+def peer_server(args) -> None:
+    lsock = _open(args.proto, args.cc)
+    lsock.bind((args.host, args.port))
+    lsock.listen(1)
+    print("ready", flush=True)
+    conn, _ = lsock.accept()
+    h, n, first, last, gap = hashlib.sha256(), 0, None, None, 0.0
+    samples, next_sample = [], 0.0
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    recv_into = getattr(conn, "recv_into", None)
+    while True:
+        if recv_into is not None:
+            k = recv_into(view)
+            data = view[:k]
+        else:
+            data = conn.recv(1 << 16)
+            k = len(data)
+        now = time.monotonic()
+        if not k:
+            break
+        if first is None:
+            first = now
+        else:
+            gap = max(gap, now - last)
+        last = now
+        h.update(data)
+        n += k
+        if now >= next_sample:
+            samples.append((now, n))
+            next_sample = now + SAMPLE_EVERY
+    samples.append((last or time.monotonic(), n))
+    conn.sendall(h.hexdigest().encode())
+    conn.close()
+    print(json.dumps({"bytes": n, "sha256": h.hexdigest(), "first": first, "last": last,
+                      "max_gap": gap, "samples": samples}), flush=True)
+
+
+def peer_client(args) -> None:
+    s = _open(args.proto, args.cc)
+    s.connect((args.host, args.port))
+    block = _pattern_block()
+    chunk = 1 << 16 if args.proto == "gannet" else 1 << 18
+    h, sent, off = hashlib.sha256(), 0, 0
+    start = time.monotonic()
+    deadline = start + args.seconds
+    print("connected", start, flush=True)
+    while time.monotonic() < deadline:
+        piece = block[off:off + chunk]
+        off = (off + len(piece)) % len(block)
+        s.sendall(piece)
+        h.update(piece)
+        sent += len(piece)
+    stop = time.monotonic()
+    s.shutdown(socket.SHUT_WR)
+    echo = b""
+    while len(echo) < 64:
+        data = s.recv(64)
+        if not data:
+            break
+        echo += data
+    result = {"sent": sent, "sha256": h.hexdigest(), "echo": echo.decode(errors="replace"),
+              "start": start, "stop": stop, "cc": _tcp_cc(s) if args.proto == "tcp" else args.cc,
+              "stats": _stats(s)}
+    s.close()
+    print(json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------- orchestration
+
+@dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    rate: float  # bit/s
+    rtt: float   # s
+    loss: float
+
+    @property
+    def bdp(self) -> int:
+        return int(self.rate * self.rtt / 8)
+
+    def describe(self) -> str:
+        return (f"{self.rate / 1e6:g} Mbit/s, {self.rtt * 1e3:g} ms RTT, {self.loss:.0%} loss, "
+                f"queue {self.bdp // 1000} kB (1 BDP)")
+
+    def configs(self):
+        from gannet.netlab import LinkConfig
+        common = dict(delay=self.rtt / 2, rate=self.rate, queue_bytes=self.bdp,
+                      queue_packets=100_000)
+        return LinkConfig(loss=self.loss, **common), LinkConfig(**common)
+
+
+LINKS = [LinkSpec("clean", 50e6, 0.040, 0.0), LinkSpec("loss1", 50e6, 0.040, 0.01),
+         LinkSpec("loss2", 50e6, 0.100, 0.02)]
+
+
+@dataclass(frozen=True)
+class Flow:
+    proto: str  # "gannet" | "tcp"
+    cc: str
+
+    @property
+    def label(self) -> str:
+        return f"Gannet {self.cc}" if self.proto == "gannet" else f"kernel TCP {self.cc}"
+
+
+def gannet_controllers() -> list[str]:
+    try:
+        from gannet.core.cc import available
+        return available()
+    except ImportError:
+        return ["newreno"]
+
+
+def ensure_tcp_cc(names) -> dict[str, str]:
+    """{name: why unavailable} for kernel congestion controls we cannot use."""
+    path = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+    have = path.read_text().split() if path.exists() else []
+    missing = {}
+    for name in names:
+        if name not in have:
+            subprocess.run(["modprobe", f"tcp_{name}"], capture_output=True, timeout=20)
+            have = path.read_text().split() if path.exists() else []
+            if name not in have:
+                missing[name] = f"tcp_{name} not available (modprobe failed)"
+    return missing
+
+
+# The peers run at a lower priority than the forwarder's (nice -10), so that on a
+# small machine the emulator, not the peers, gets the CPU first.
+PEER_NICE = ["nice", "-n", os.environ.get("LOSSY_PEER_NICE", "0")]
+
+
+def _proc(lab, node, argv):
+    return lab.popen(node, PEER_NICE + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_line(proc, prefix, timeout=20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            return line
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    out, err = proc.communicate(timeout=5)
+    raise RuntimeError(f"peer gave no {prefix!r}: {out[-500:]} {err[-1500:]}")
+
+
+def _finish(proc, timeout) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=5)
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = err.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": tail[0][-300:]}
+    return json.loads(lines[-1])
+
+
+def _ping_rtts(text: str) -> list[float]:
+    return [float(m) for m in re.findall(r"time=([\d.]+) ms", text)]
+
+
+def bytes_at(samples, t) -> float:
+    """Receiver's cumulative byte count at time t (linear between samples)."""
+    prev_t, prev_n = None, 0
+    for st, sn in samples:
+        if st >= t:
+            if prev_t is None or st == prev_t:
+                return sn if prev_t is not None else 0
+            return prev_n + (sn - prev_n) * (t - prev_t) / (st - prev_t)
+        prev_t, prev_n = st, sn
+    return prev_n
+
+
+def run_flows(spec: LinkSpec, flows: list[Flow], seconds: float, seed: int,
+              ping: bool = False) -> dict:
+    """One lab, `flows` started together a -> b; returns per-flow results and lab stats."""
+    from gannet.netlab import Netlab
+    a_to_b, b_to_a = spec.configs()
+    with Netlab(a_to_b=a_to_b, b_to_a=b_to_a, seed=seed) as lab:
+        dst = lab.addr("b")
+        base = None
+        if ping:
+            r = lab.run("a", ["ping", "-n", "-c", "5", "-i", "0.2", dst], timeout=15)
+            base = min(_ping_rtts(r.stdout) or [float("nan")])
+        servers = []
+        for i, f in enumerate(flows):
+            p = _proc(lab, "b", [PY, str(HERE), "peer", "server", "--proto", f.proto,
+                                 "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i)])
+            _wait_line(p, "ready")
+            servers.append(p)
+        lab.reset_stats()
+        clients = [_proc(lab, "a", [PY, str(HERE), "peer", "client", "--proto", f.proto,
+                                    "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i),
+                                    "--seconds", str(seconds)])
+                   for i, f in enumerate(flows)]
+        pinger = None
+        if ping:  # skip the first 2 s (slow start); 5 probes a second
+            count = max(3, int((seconds - 2.5) / 0.2))
+            pinger = lab.popen("a", f"sleep 2; exec ping -n -i 0.2 -c {count} {dst}",
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in clients:
+            _wait_line(c, "connected")
+        budget = seconds + 90
+        cres = [_finish(c, budget) for c in clients]
+        sres = [_finish(s, 30) for s in servers]
+        st = lab.stats()
+        saturated = lab.saturated(st)
+        loaded = None
+        if pinger is not None:
+            try:
+                out, _ = pinger.communicate(timeout=seconds + 10)
+            except subprocess.TimeoutExpired:
+                pinger.kill()
+                out, _ = pinger.communicate(timeout=5)
+            loaded = _ping_rtts(out)
+    results = []
+    for f, c, s in zip(flows, cres, sres):
+        row = {"flow": f.label, "proto": f.proto, "cc": f.cc, "client": c,
+               "server": {k: v for k, v in s.items() if k != "samples"}}
+        err = c.get("error") or s.get("error")
+        if err:
+            row["status"] = f"error: {err}"
+        elif not (c["sent"] == s["bytes"] and c["sha256"] == s["sha256"] == c["echo"]):
+            row["status"] = "FAIL: bytes or SHA-256 differ"
+        else:
+            row["status"] = "ok"
+            row["goodput"] = s["bytes"] * 8 / (s["last"] - s["first"])
+            if f.proto == "tcp" and c.get("cc") != f.cc:
+                row["status"] = f"FAIL: kernel used {c.get('cc')}, not {f.cc}"
+        row["samples"] = s.get("samples", [])
+        results.append(row)
+    ab = st["links"]["a->b"]
+    out = {"flows": results, "saturated": saturated,
+           "link_stats": {"rx_packets": ab["rx_packets"], "dropped": ab["dropped"],
+                          "queue_delay": ab["queue_delay"], "queue_max_bytes": ab["queue"]["max_bytes"]},
+           "forwarder_peak_load": st["forwarder"]["peak_load"]}
+    if ping:
+        out["ping_base_ms"] = base
+        out["ping_loaded_ms"] = loaded
+    # the window in which every flow was sending, less a warm-up
+    if all(r["status"] == "ok" for r in results):
+        t0 = max(r["client"]["start"] for r in results) + min(2.0, seconds * 0.2)
+        t1 = min(r["client"]["stop"] for r in results)
+        if t1 > t0:
+            out["window"] = [t0, t1]
+            for r in results:
+                r["window_goodput"] = (bytes_at(r["samples"], t1) - bytes_at(r["samples"], t0)) * 8 / (t1 - t0)
+    for r in results:
+        r.pop("samples")
+    return out
+
+
+def run_with_retry(spec, flows, seconds, seed, retries, ping=False, log=print) -> dict:
+    for attempt in range(retries + 1):
+        t = time.monotonic()
+        res = run_flows(spec, flows, seconds, seed + attempt, ping=ping)
+        res["attempts"] = attempt + 1
+        res["seconds"] = seconds
+        res["wall_seconds"] = time.monotonic() - t
+        if not res["saturated"]:
+            return res
+        log(f"  emulator was the limit ({'; '.join(res['saturated'])})"
+            + ("; running again" if attempt < retries else "; refusing the row"))
+    return res
+
+
+def jain(xs) -> float:
+    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
+
+
+# ----------------------------------------------------------------------------- report
+
+def fmt_mbit(x) -> str:
+    return f"{x / 1e6:.1f}" if x is not None else "-"
+
+
+def single_rows(results) -> list[list[str]]:
+    rows = []
+    for r in results:
+        spec = r["link"]
+        for f in r["run"]["flows"]:
+            sat = r["run"]["saturated"]
+            st = f["client"].get("stats") or {}
+            rtx = (f"{st['retransmits']} / {st['timeouts']}" if st else "-")
+            qd = emu = "-"
+            if spec["loss"] == 0 and not sat and f["status"] == "ok":
+                base, loaded = r["run"].get("ping_base_ms"), r["run"].get("ping_loaded_ms")
+                if base and loaded:
+                    qd = f"{statistics.median(loaded) - base:.1f}"
+                emu = f"{r['run']['link_stats']['queue_delay']['mean'] * 1e3:.1f}"
+            if sat:
+                rows.append([spec["name"], f["flow"], "refused", "-", "-", qd, emu, rtx,
+                             "emulator was the limit: " + "; ".join(sat)])
+                continue
+            if f["status"] != "ok":
+                rows.append([spec["name"], f["flow"], "-", "-", "-", qd, emu, rtx, f["status"]])
+                continue
+            g = f["goodput"]
+            srv = f["server"]
+            span = srv["last"] - srv["first"]
+            note = f"took {span:.0f} s" if span > 1.5 * r["run"]["seconds"] else ""
+            if srv.get("max_gap", 0) > 1.0:
+                note += (", " if note else "") + f"longest stall {srv['max_gap']:.1f} s"
+            rows.append([spec["name"], f["flow"], fmt_mbit(g), f"{g / spec['rate']:.1%}",
+                         f"{srv['bytes'] / 1e6:.1f} MB ok", qd, emu, rtx, note])
+    return rows
+
+
+def fairness_rows(results) -> list[list[str]]:
+    rows = []
+    for r in results:
+        run = r["run"]
+        flows = run["flows"]
+        names = " + ".join(f["flow"] for f in flows)
+        if run["saturated"]:
+            rows.append([r["link"]["name"], names, "refused", "-",
+                         "emulator was the limit: " + "; ".join(run["saturated"])])
+            continue
+        bad = [f["status"] for f in flows if f["status"] != "ok"]
+        if bad or "window" not in run:
+            rows.append([r["link"]["name"], names, "-", "-", "; ".join(bad) or "no overlap"])
+            continue
+        gs = [f["window_goodput"] for f in flows]
+        each = " / ".join(fmt_mbit(g) for g in gs)
+        if r["kind"] == "jain":
+            metric = f"Jain {jain(gs):.3f}"
+        else:
+            metric = f"share {gs[0] / gs[1]:.2f}" if gs[1] else "share inf"
+        rows.append([r["link"]["name"], names, each, metric,
+                     f"{(run['window'][1] - run['window'][0]):.1f} s window, "
+                     f"{sum(gs) / r['link']['rate']:.0%} of link used"])
+    return rows
+
+
+def md_table(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+SINGLE_HEADER = ["Link", "Flow", "Goodput Mbit/s", "% of link", "Verified",
+                 "Queueing delay (ping) ms", "Emulator queue wait ms",
+                 "Gannet retransmits / RTOs", "Note"]
+FAIR_HEADER = ["Link", "Flows", "Goodput Mbit/s (each)", "Fairness", "Note"]
+
+
+def markdown(report) -> str:
+    lines = [f"Command: `{report['command']}`", "",
+             f"Machine: {report['machine']}", "",
+             "Links: " + "; ".join(f"**{s['name']}** {s['describe']}" for s in report["links"]),
+             "", md_table(SINGLE_HEADER, single_rows(report["single"]))]
+    if report["fairness"]:
+        lines += ["", md_table(FAIR_HEADER, fairness_rows(report["fairness"]))]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python "
+            f"{platform.python_version()}, load average at start {load}")
+
+
+# ------------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["peer"]:
+        p = argparse.ArgumentParser(prog="lossy.py peer")
+        p.add_argument("role", choices=["server", "client"])
+        p.add_argument("--proto", choices=["gannet", "tcp"], required=True)
+        p.add_argument("--cc", default="")
+        p.add_argument("--host", required=True)
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--seconds", type=float, default=30)
+        a = p.parse_args(argv[1:])
+        (peer_server if a.role == "server" else peer_client)(a)
+        return 0
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=30.0, help="bulk time per flow (default 30)")
+    p.add_argument("--quick", action="store_true", help="8 s per flow")
+    p.add_argument("--links", default=",".join(s.name for s in LINKS),
+                   help="subset of " + ",".join(s.name for s in LINKS))
+    p.add_argument("--gannet-cc", default=None,
+                   help="Gannet controllers, comma-separated (default: all available)")
+    p.add_argument("--tcp-cc", default="cubic,bbr")
+    p.add_argument("--no-fairness", action="store_true")
+    p.add_argument("--fairness-cc", default="newreno",
+                   help="Gannet controllers for the fairness runs (default newreno; 'all')")
+    p.add_argument("--retries", type=int, default=1,
+                   help="re-runs when the emulator was the limit (default 1)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--markdown", type=Path)
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("lossy.py needs root (netlab builds network namespaces)", file=sys.stderr)
+        return 2
+    seconds = 8.0 if args.quick else args.seconds
+    specs = [s for s in LINKS if s.name in args.links.split(",")]
+    gcc = args.gannet_cc.split(",") if args.gannet_cc else gannet_controllers()
+    fcc = gannet_controllers() if args.fairness_cc == "all" else args.fairness_cc.split(",")
+    tcc = [c for c in args.tcp_cc.split(",") if c]
+    missing = ensure_tcp_cc(tcc + (["cubic"] if not args.no_fairness else []))
+    for name, why in missing.items():
+        print(f"skipping kernel TCP {name}: {why}", file=sys.stderr)
+    tcc = [c for c in tcc if c not in missing]
+    flows = [Flow("gannet", c) for c in gcc] + [Flow("tcp", c) for c in tcc]
+    command = "python bench/lossy.py " + " ".join(argv)
+    report = {"command": command.strip(), "machine": machine(), "seconds": seconds,
+              "links": [{"name": s.name, "describe": s.describe()} for s in specs],
+              "single": [], "fairness": []}
+    print(f"{report['machine']}; {seconds:g} s per flow", flush=True)
+    seed = args.seed
+    for spec in specs:
+        link = {"name": spec.name, "rate": spec.rate, "rtt": spec.rtt, "loss": spec.loss}
+        print(f"{spec.name}: {spec.describe()}", flush=True)
+        for f in flows:
+            seed += 10
+            res = run_with_retry(spec, [f], seconds, seed, args.retries, ping=spec.loss == 0)
+            report["single"].append({"link": link, "run": res})
+            fl = res["flows"][0]
+            extra = ""
+            if res.get("ping_loaded_ms"):
+                extra = (f", ping {statistics.median(res['ping_loaded_ms']):.1f} ms "
+                         f"(idle {res['ping_base_ms']:.1f})")
+            print(f"  {f.label:22} {fmt_mbit(fl.get('goodput'))} Mbit/s {fl['status']}{extra}"
+                  + (f" [saturated: {res['saturated']}]" if res["saturated"] else ""), flush=True)
+        if args.no_fairness:
+            continue
+        pairs = [("jain", [Flow("gannet", c), Flow("gannet", c)]) for c in fcc]
+        if "cubic" not in missing:
+            pairs += [("share", [Flow("gannet", c), Flow("tcp", "cubic")]) for c in fcc]
+        for kind, pair in pairs:
+            seed += 10
+            res = run_with_retry(spec, pair, seconds, seed, args.retries)
+            entry = {"link": link, "kind": kind, "run": res}
+            report["fairness"].append(entry)
+            row = fairness_rows([entry])[0]
+            print(f"  {row[1]:40} {row[2]} Mbit/s {row[3]} {row[4]}", flush=True)
+    md = markdown(report)
+    print()
+    print(md)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        args.markdown.write_text(md)
+    bad = [f for r in report["single"] + report["fairness"] for f in r["run"]["flows"]
+           if f["status"].startswith(("FAIL", "error"))]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
