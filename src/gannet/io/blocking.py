@@ -352,7 +352,7 @@ class Socket:
             # for SendSpaceAvailable.
             n = conn.send(view)  # raises the connection's error, or BrokenPipeError
             if n:
-                w.aep.request_flush_threadsafe()
+                w.aep.flush_threadsafe()  # sent from this thread, at once
                 return n
             self._wait(w.cond, ready, deadline)
 

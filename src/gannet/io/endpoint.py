@@ -263,6 +263,7 @@ class AioEndpoint:
         self.close_when_idle = False
         self.closed = False
         self.io_stats = IoStats()
+        self._off_loop = False  # flush_threadsafe is sending on another thread
         self._handlers: dict[Connection, Handler] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -328,6 +329,24 @@ class AioEndpoint:
             return
         self._process()
         self.request_flush()
+
+    def flush_threadsafe(self) -> None:
+        """From an application thread, with `self.lock` held, after a write:
+        hand what the core has ready to the kernel on this thread (a loop
+        thread hand-off costs more than the send), then ask the loop to
+        re-arm the timer and dispatch events."""
+        if self.closed:
+            return
+        self._off_loop = True
+        try:
+            out = self.ep.datagrams_to_send(self.loop.time())
+            if out:
+                self._send(out)
+        except OSError as exc:  # the socket was closed under us
+            log.debug("flush from thread failed: %r", exc)
+        finally:
+            self._off_loop = False
+        self.request_flush_threadsafe()
 
     def request_flush_threadsafe(self) -> None:
         """The same, from any thread; call it with `self.lock` held."""
@@ -613,11 +632,25 @@ class AioEndpoint:
     def _wait_writable(self) -> None:
         if not self._writing and not self.closed:
             self._writing = True
-            self.loop.add_writer(self._fd, self._on_writable)
+            if self._off_loop:
+                self.loop.call_soon_threadsafe(self._add_writer)
+            else:
+                self.loop.add_writer(self._fd, self._on_writable)
+
+    def _add_writer(self) -> None:
+        with self.lock:
+            if self._writing and not self.closed:
+                self.loop.add_writer(self._fd, self._on_writable)
 
     def _retry_later(self) -> None:
-        if self._retry_handle is None and not self.closed:
+        if self._off_loop:
+            self.loop.call_soon_threadsafe(self._retry_later_on_loop)
+        elif self._retry_handle is None and not self.closed:
             self._retry_handle = self.loop.call_later(0.001, self._on_retry)
+
+    def _retry_later_on_loop(self) -> None:
+        with self.lock:
+            self._retry_later()
 
     def _on_retry(self) -> None:
         self._retry_handle = None
