@@ -74,10 +74,12 @@ def build_kwargs(func, gannet, wanted: dict) -> tuple[dict, list[str]]:
         name = next((n for n in names if n in params), None)
         if name is not None:
             kwargs[name] = value
+        elif var_kw:
+            kwargs[key] = value  # the API's own alias (mtu= pins the datagram size)
         elif (field := next((n for n in names if n in cfg_fields), None)) is not None:
             cfg_values[field] = value
-        elif var_kw:
-            kwargs[key] = value
+            if key == "mtu" and "pmtud" in cfg_fields:
+                cfg_values["pmtud"] = False
         else:
             ignored.append(key)
     if cfg_values:

@@ -122,6 +122,12 @@ def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
         if name not in names:
             raise TypeError(f"unknown Gannet setting {key!r}")
         changes[name] = value
+    if "mtu" in overrides and "pmtud" not in overrides:
+        # `mtu=` pins the datagram size, as a benchmark's --mtu means it.
+        changes["pmtud"] = False
+        changes.setdefault("pmtud_max", max(changes["max_datagram_size"], cfg.max_datagram_size))
+    if "max_datagram_size" in changes and changes.get("pmtud_max", cfg.pmtud_max) < changes["max_datagram_size"]:
+        changes["pmtud_max"] = changes["max_datagram_size"]
     return cfg.with_(**changes)
 
 

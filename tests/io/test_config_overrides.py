@@ -1,0 +1,18 @@
+import pytest
+
+from gannet.io.endpoint import make_config
+
+
+def test_mtu_pins_the_datagram_size():
+    cfg = make_config(None, {"mtu": 1400})
+    assert cfg.max_datagram_size == 1400 and cfg.pmtud is False
+
+
+def test_max_datagram_size_alone_keeps_pmtud_and_a_consistent_ceiling():
+    cfg = make_config(None, {"max_datagram_size": 9000})
+    assert cfg.pmtud is True and cfg.pmtud_max >= 9000
+
+
+def test_unknown_setting_is_a_type_error():
+    with pytest.raises(TypeError, match="unknown Gannet setting"):
+        make_config(None, {"nonsense": 1})
