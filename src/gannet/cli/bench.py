@@ -27,7 +27,7 @@ from gannet.apps.bench import (
     run_client,
 )
 from gannet.cli.main import CLIError
-from gannet.cli.units import parse_duration, parse_size
+from gannet.cli.units import positive_duration, positive_size
 from gannet.core import cc as cc_registry
 
 
@@ -79,24 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------ arguments
-def _duration(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-def _size(text: str) -> int:
-    try:
-        value = parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
+_duration = positive_duration
+_size = positive_size
 
 
 def _parallel(text: str) -> int:

@@ -9,7 +9,7 @@ from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
 from gannet.cli.main import CLIError
-from gannet.cli.units import parse_duration, parse_rate
+from gannet.cli.units import positive_duration, positive_rate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,23 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _rate(text: str) -> float:
-    try:
-        bits = parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if bits <= 0:
-        raise argparse.ArgumentTypeError("rate must be positive")
-    return bits / 8
+    return positive_rate(text) / 8  # bytes per second
 
 
-def _duration(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
+_duration = positive_duration
 
 
 def parse_target(text: str) -> tuple[str, int]:

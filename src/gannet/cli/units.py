@@ -46,3 +46,27 @@ def parse_size(text: str) -> int:
     base = 1024 if "i" in unit else 1000
     power = {"": 0, "k": 1, "m": 2, "g": 3}[unit[:1]]
     return int(float(m.group(1)) * base**power)
+
+
+def _positive(parse, name: str):
+    """An argparse `type=` that parses with `parse` and insists on a positive value."""
+
+    def convert(text: str):
+        import argparse
+
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive")
+        return value
+
+    convert.__name__ = name  # argparse names the type in its error messages
+    return convert
+
+
+positive_duration = _positive(parse_duration, "duration")
+positive_size = _positive(parse_size, "size")
+positive_rate = _positive(parse_rate, "rate")
+"""Bits per second."""
