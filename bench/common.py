@@ -272,3 +272,13 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def pingpong_message(pattern: Pattern, i: int, size: int) -> memoryview:
     return pattern.view(i * size, size)
+
+
+def dispatch(args, server, client) -> None:
+    """Run the role a runner was started in: probe (report ready), server or client."""
+    if args.role == "probe":
+        emit({"ok": True})
+    elif args.role == "server":
+        server(args)
+    else:
+        client(args)

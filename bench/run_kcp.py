@@ -164,12 +164,7 @@ def main(argv=None) -> None:
     if KCP is None:
         c.unavailable(f"kcp package not installed ({IMPORT_ERROR}); "
                       "pip install -r bench/requirements.txt")
-    if args.role == "probe":
-        c.emit({"ok": True})
-    elif args.role == "server":
-        server(args)
-    else:
-        client(args)
+    c.dispatch(args, server, client)
 
 
 if __name__ == "__main__":

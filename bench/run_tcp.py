@@ -117,12 +117,7 @@ def client(args) -> None:
 
 def main(argv=None) -> None:
     args = c.parser(__doc__).parse_args(argv)
-    if args.role == "probe":
-        c.emit({"ok": True})
-    elif args.role == "server":
-        server(args)
-    else:
-        client(args)
+    c.dispatch(args, server, client)
 
 
 if __name__ == "__main__":

@@ -141,12 +141,7 @@ def main(argv=None) -> None:
     p = c.parser(__doc__)
     p.add_argument("--mode", choices=["loop", "gso"], default="loop")
     args = p.parse_args(argv)
-    if args.role == "probe":
-        c.emit({"ok": True})
-    elif args.role == "server":
-        server(args)
-    else:
-        client(args)
+    c.dispatch(args, server, client)
 
 
 if __name__ == "__main__":
