@@ -16,3 +16,15 @@ def test_max_datagram_size_alone_keeps_pmtud_and_a_consistent_ceiling():
 def test_unknown_setting_is_a_type_error():
     with pytest.raises(TypeError, match="unknown Gannet setting"):
         make_config(None, {"nonsense": 1})
+
+
+def test_udp_sockets_never_fragment():
+    import socket
+
+    from gannet.io.endpoint import IP_MTU_DISCOVER, PMTUDISC_PROBE, make_udp_socket
+
+    sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
+    try:
+        assert sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) == PMTUDISC_PROBE
+    finally:
+        sock.close()

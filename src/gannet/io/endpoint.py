@@ -179,11 +179,34 @@ def make_udp_socket(family: int, addr: tuple) -> socket.socket:
         _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, RECV_BUFFER)
         _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SEND_BUFFER)
         _enable_icmp_errors(sock)
+        _set_dont_fragment(sock)
         sock.bind(addr)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+# Linux values (linux/in.h, linux/in6.h); the socket module does not name them.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+PMTUDISC_PROBE = 3  # set DF, never fragment locally, ignore the kernel's PMTU cache
+
+
+def _set_dont_fragment(sock: socket.socket) -> None:
+    """Send every datagram whole or not at all (RFC 8899 3): a datagram too
+    big for the path must be lost, not cut into IP fragments, or a PMTU probe
+    would "succeed" by fragmentation and every later loss would cost a whole
+    train of fragments. Too big for the local interface fails with EMSGSIZE,
+    which the send path counts and drops like any other loss."""
+    if sock.family == socket.AF_INET6:
+        level, opt = socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER
+    else:
+        level, opt = socket.IPPROTO_IP, IP_MTU_DISCOVER
+    try:
+        sock.setsockopt(level, opt, PMTUDISC_PROBE)
+    except OSError:
+        pass  # not Linux: the platform's default applies
 
 
 def _enable_icmp_errors(sock: socket.socket) -> None:
