@@ -18,13 +18,17 @@ def test_unknown_setting_is_a_type_error():
         make_config(None, {"nonsense": 1})
 
 
-def test_udp_sockets_never_fragment():
+def test_big_datagrams_go_with_dont_fragment_and_small_ones_without():
     import socket
 
-    from gannet.io.endpoint import IP_MTU_DISCOVER, PMTUDISC_PROBE, make_udp_socket
+    from gannet.io.endpoint import IP_MTU_DISCOVER, PMTUDISC_PROBE, make_udp_socket, set_dont_fragment
 
     sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
     try:
+        assert sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) != PMTUDISC_PROBE
+        assert set_dont_fragment(sock, True)
         assert sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) == PMTUDISC_PROBE
+        set_dont_fragment(sock, False)
+        assert sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER) != PMTUDISC_PROBE
     finally:
         sock.close()

@@ -179,7 +179,6 @@ def make_udp_socket(family: int, addr: tuple) -> socket.socket:
         _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, RECV_BUFFER)
         _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SEND_BUFFER)
         _enable_icmp_errors(sock)
-        _set_dont_fragment(sock)
         sock.bind(addr)
     except BaseException:
         sock.close()
@@ -193,20 +192,31 @@ IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 PMTUDISC_PROBE = 3  # set DF, never fragment locally, ignore the kernel's PMTU cache
 
 
-def _set_dont_fragment(sock: socket.socket) -> None:
-    """Send every datagram whole or not at all (RFC 8899 3): a datagram too
-    big for the path must be lost, not cut into IP fragments, or a PMTU probe
-    would "succeed" by fragmentation and every later loss would cost a whole
-    train of fragments. Too big for the local interface fails with EMSGSIZE,
-    which the send path counts and drops like any other loss."""
+PMTUDISC_WANT = 1  # the kernel's default for UDP: fragment if the route says so
+# Largest datagram every IPv4 / IPv6 path with a 1500-byte MTU carries whole.
+SAFE_DATAGRAM = {socket.AF_INET: 1472, socket.AF_INET6: 1452}
+
+
+def set_dont_fragment(sock: socket.socket, on: bool) -> bool:
+    """Switch DF (no local fragmentation, PMTU cache ignored) on or off.
+
+    Datagrams larger than a 1500-byte path carries are sent with DF: such a
+    datagram is a PMTU probe, or follows a confirmed probe, and must arrive
+    whole or not at all (RFC 8899 3); fragmenting it would make a probe
+    "succeed" and turn every later loss into a lost train of fragments. Too
+    big for the local interface then fails at once with EMSGSIZE, counted and
+    dropped like any loss. GSO batches are sent without DF, because the
+    kernel checks DF against the whole batch before it cuts it into segments.
+    Returns False where the platform has no such option."""
     if sock.family == socket.AF_INET6:
         level, opt = socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER
     else:
         level, opt = socket.IPPROTO_IP, IP_MTU_DISCOVER
     try:
-        sock.setsockopt(level, opt, PMTUDISC_PROBE)
+        sock.setsockopt(level, opt, PMTUDISC_PROBE if on else PMTUDISC_WANT)
     except OSError:
-        pass  # not Linux: the platform's default applies
+        return False
+    return True
 
 
 def _enable_icmp_errors(sock: socket.socket) -> None:
@@ -598,8 +608,12 @@ class AioEndpoint:
                     break  # a shorter datagram can only end a run
             try:
                 if j - i == 1:
+                    if (size > self._safe) is not self._df:
+                        self._set_df(size > self._safe)
                     sendto(data, addr)
                 else:
+                    if self._df:
+                        self._set_df(False)
                     cmsg = cmsgs.get(size)
                     if cmsg is None:
                         cmsg = cmsgs[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
@@ -614,6 +628,8 @@ class AioEndpoint:
                 if code == errno.ENOBUFS:
                     self._retry_later()
                     return i
+                if code == errno.EMSGSIZE:
+                    self._read_error_queue()  # or the stale error fails the next send too
                 if j - i == 1:
                     st.send_errors += 1  # dropped; the core retransmits
                     log.debug("sendto %r failed: %r", addr, exc)
@@ -640,8 +656,11 @@ class AioEndpoint:
     def _transmit_plain_run(self, out: list[tuple[bytes, object]], i: int, j: int) -> int:
         sendto = self.sock.sendto
         st = self.io_stats
+        safe = self._safe
         for k in range(i, j):
             data, addr = out[k]
+            if (len(data) > safe) is not self._df:
+                self._set_df(len(data) > safe)
             try:
                 sendto(data, addr)
             except (BlockingIOError, InterruptedError):
@@ -651,12 +670,26 @@ class AioEndpoint:
                 if exc.errno == errno.ENOBUFS:
                     self._retry_later()
                     return k
+                if exc.errno == errno.EMSGSIZE:
+                    self._read_error_queue()  # or the stale error fails the next send too
                 st.send_errors += 1  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
                 continue
             st.send_calls += 1
             st.datagrams_sent += 1
         return j
+
+    _df = False  # DF currently set on the socket (see set_dont_fragment)
+    _df_supported = True
+
+    @property
+    def _safe(self) -> int:
+        return SAFE_DATAGRAM.get(self.sock.family, 1452)
+
+    def _set_df(self, on: bool) -> None:
+        if self._df_supported:
+            self._df_supported = set_dont_fragment(self.sock, on)
+        self._df = on if self._df_supported else False
 
     def _wait_writable(self) -> None:
         if not self._writing and not self.closed:
