@@ -94,6 +94,8 @@ class IoStats:
     gso_fallbacks: int = 0
     """GSO sends the kernel refused, sent again one datagram at a time."""
     send_errors: int = 0
+    last_send_error: str = ""
+    """The most recent send failure (errno name and datagram size), for diagnosis."""
     datagrams_received: int = 0
     recv_calls: int = 0
     """Successful receive system calls."""
@@ -219,7 +221,7 @@ def set_dont_fragment(sock: socket.socket, on: bool) -> bool:
     return True
 
 
-def _enable_icmp_errors(sock: socket.socket) -> None:
+def _enable_icmp_errors(sock: socket.socket, on: bool = True) -> None:
     """Linux: report ICMP errors on this unconnected socket (with the address
     they concern, through the error queue), so that a SYN to a port nobody
     listens on fails at once with ConnectionRefusedError, as TCP's does."""
@@ -230,7 +232,7 @@ def _enable_icmp_errors(sock: socket.socket) -> None:
     if not hasattr(socket, "MSG_ERRQUEUE"):
         return
     try:
-        sock.setsockopt(level, opt, 1)
+        sock.setsockopt(level, opt, 1 if on else 0)
     except OSError:
         pass
 
@@ -630,6 +632,7 @@ class AioEndpoint:
                     return i
                 if code == errno.EMSGSIZE:
                     self._read_error_queue()  # or the stale error fails the next send too
+                st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{j - i})"
                 if j - i == 1:
                     st.send_errors += 1  # dropped; the core retransmits
                     log.debug("sendto %r failed: %r", addr, exc)
@@ -672,7 +675,8 @@ class AioEndpoint:
                     return k
                 if exc.errno == errno.EMSGSIZE:
                     self._read_error_queue()  # or the stale error fails the next send too
-                st.send_errors += 1  # e.g. unreachable: dropped, the core retransmits
+                st.send_errors += 1
+                st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
                 continue
             st.send_calls += 1
@@ -689,6 +693,11 @@ class AioEndpoint:
     def _set_df(self, on: bool) -> None:
         if self._df_supported:
             self._df_supported = set_dont_fragment(self.sock, on)
+            # A DF datagram too big for the interface fails with EMSGSIZE at
+            # once; with IP_RECVERR on, the kernel would also queue that error
+            # and report it again on later calls. Big datagrams are sent with
+            # the error queue off; small ones (SYNs among them) with it on.
+            _enable_icmp_errors(self.sock, not on)
         self._df = on if self._df_supported else False
 
     def _wait_writable(self) -> None:
