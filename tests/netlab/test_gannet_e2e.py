@@ -261,7 +261,10 @@ def test_rate_limit_with_small_queue():
             server, client, _ = blocking_transfer(lab, nbytes)
             assert_verified(server, client, nbytes)
             st = lab.stats()
-            busy = lab.saturated(st)
+            # As in bench/lossy.py: CPU and kernel drops are checked strictly;
+            # up to 5 % of deliveries a few ms late is the VM's wake-up
+            # latency under a parallel test run, not the emulator at its limit.
+            busy = lab.saturated(st, late_fraction=0.05)
             if not busy:
                 break
     assert busy == [], busy
