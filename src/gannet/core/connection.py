@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from ..config import MODE_STEP, MODES, Config
 from ..wire.datagram import MAX_DATA_OVERHEAD, MAX_WSCALE
-from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, unwrap
+from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, reset_for, unwrap
 from . import cc as cc_registry
 from .events import (
     AllDataAcknowledged,
@@ -148,7 +148,6 @@ class Connection:
         self._delack_deadline: float | None = None
         self._ts_offset = rng.getrandbits(32)
         self._ts_recent: int | None = None
-        self._ts_recent_time = 0.0
 
         # --- liveness ----------------------------------------------------------
         self.last_received = now
@@ -159,6 +158,7 @@ class Connection:
         self._challenge_window = 0
         self._challenge_count = 0
         self._out: list[Segment] = []  # control segments queued by input processing
+        self._terminated = False
 
     # ------------------------------------------------------------------ API
     @property
@@ -192,7 +192,7 @@ class Connection:
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue bytes for sending; returns how many were taken (maybe fewer)."""
         if self.error is not None:
-            raise _copy_error(self.error)
+            raise copy_error(self.error)
         if self._fin_queued or self.state not in CAN_SEND and self.state not in (
             State.SYN_SENT, State.SYN_RECEIVED
         ):
@@ -290,11 +290,11 @@ class Connection:
             self._terminate(None)
             return
         if self._connect_deadline is not None and now >= self._connect_deadline:
-            self._fail(TimeoutError("connection attempt timed out"))
+            self._terminate(TimeoutError("connection attempt timed out"))
             return
         idle = self._idle_deadline()
         if idle is not None and now >= idle:
-            self._fail(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
+            self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
             return
         if self._rtx_deadline is not None and now >= self._rtx_deadline:
             self._on_rto(now)
@@ -353,7 +353,7 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
         self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._update_ts_recent(seg, now)
+        self._update_ts_recent(seg)
         self.snd_wnd = seg.wnd  # never scaled in a SYN (RFC 7323 2.2)
         self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
         self.last_received = now
@@ -370,7 +370,7 @@ class Connection:
             return
         if flags & RST:
             if ack is not None:
-                self._fail(ConnectionRefusedError("connection refused by peer"))
+                self._terminate(ConnectionRefusedError("connection refused by peer"))
             return
         if not flags & SYN:
             return
@@ -378,7 +378,7 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = seg.seq + 1
         self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._update_ts_recent(seg, now)
+        self._update_ts_recent(seg)
         self.last_received = now
         if ack is not None:
             self._rtt_sample_from(seg, now, handshake=True)
@@ -436,7 +436,7 @@ class Connection:
         # refreshes TS.Recent even when it is a duplicate, so the ACK it
         # provokes echoes this segment's time and not an older one.
         if seg.tsval is not None and seq <= self.rcv_nxt <= seq + seg_len:
-            self._update_ts_recent(seg, now)
+            self._update_ts_recent(seg)
 
         # 1. Sequence number check.
         rcv_wnd = max(0, self._rcv_adv - self.rcv_nxt)
@@ -458,7 +458,7 @@ class Connection:
                 elif self.state in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
                     self._terminate(None)
                 else:
-                    self._fail(ConnectionResetError("connection reset by peer"))
+                    self._terminate(ConnectionResetError("connection reset by peer"))
             else:
                 self._challenge_ack(now)
             return
@@ -1062,7 +1062,7 @@ class Connection:
         cfg = self.config
         if seg.mss:
             self.peer_mss = seg.mss
-        if seg.wscale is not None and cfg.window_scaling and (self.state != State.SYN_SENT or True):
+        if seg.wscale is not None and cfg.window_scaling:
             self.snd_wscale = min(seg.wscale, MAX_WSCALE)
             self.rcv_wscale_ok = True
         else:
@@ -1100,7 +1100,7 @@ class Connection:
         self._retries += 1
         self.stats.timeouts += 1
         if self._retries > self.config.max_retries:
-            self._fail(TimeoutError(f"no acknowledgment after {self.config.max_retries} retransmissions"))
+            self._terminate(TimeoutError(f"no acknowledgment after {self.config.max_retries} retransmissions"))
             return
         self.rtt.on_timeout()
         if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
@@ -1140,7 +1140,7 @@ class Connection:
         self._persist_deadline = None
         self._persist_probes += 1
         if self._persist_probes > self.config.max_retries + self.config.keepalive_count:
-            self._fail(TimeoutError("peer's window stayed closed and it stopped answering probes"))
+            self._terminate(TimeoutError("peer's window stayed closed and it stopped answering probes"))
             return
         self.stats.window_probes += 1
         self.rtt.on_timeout()
@@ -1166,7 +1166,7 @@ class Connection:
     def _on_keepalive(self, now: float) -> None:
         cfg = self.config
         if self._keepalive_probes >= cfg.keepalive_count:
-            self._fail(TimeoutError(f"peer unreachable: {cfg.keepalive_count} keep-alive probes unanswered"))
+            self._terminate(TimeoutError(f"peer unreachable: {cfg.keepalive_count} keep-alive probes unanswered"))
             return
         # RFC 1122 4.2.3.6: a segment with SEG.SEQ = SND.NXT-1 and no data.
         self._keepalive_probes += 1
@@ -1257,22 +1257,17 @@ class Connection:
         if interval > 0:
             self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)
 
-    def _update_ts_recent(self, seg: Segment, now: float, seq: int | None = None) -> None:
+    def _update_ts_recent(self, seg: Segment) -> None:
         """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
         if seg.tsval is None:
             return
-        if seq is not None and seq > self.rcv_nxt:
-            return
         if self._ts_recent is None or ((seg.tsval - self._ts_recent) & MASK32) < 1 << 31:
             self._ts_recent = seg.tsval
-            self._ts_recent_time = now
 
     def _send_reset_for(self, seg: Segment) -> None:
-        """RFC 9293 3.10.7.1-style reset answering an unacceptable segment."""
-        if seg.flags & ACK:
-            self._out.append(Segment(seg.ack, 0, RST))
-        else:
-            self._out.append(Segment(0, (seg.seq + seg.seg_len) & MASK32, RST | ACK))
+        rst = reset_for(seg)
+        if rst is not None:
+            self._out.append(rst)
 
     def _transition(self, event: str) -> None:
         try:
@@ -1280,26 +1275,26 @@ class Connection:
         except KeyError:
             raise AssertionError(f"no transition from {self.state} on {event!r}") from None
 
-    def _fail(self, error: BaseException) -> None:
-        self._terminate(error)
-
     def _terminate(self, error: BaseException | None) -> None:
-        if self.state == State.CLOSED and self.error is not None:
+        """Enter CLOSED for good, once: later calls change nothing."""
+        if self._terminated:
             return
-        already = self.state == State.CLOSED and getattr(self, "_terminated", False)
+        self._terminated = True
         self.state = State.CLOSED
         self.error = error
         self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
         self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
         self._pacing_deadline = None
-        if not already:
-            self._terminated = True
-            self._events.append(ConnectionTerminated(self, error))
+        self._events.append(ConnectionTerminated(self, error))
         self._touch(self)
 
     def __repr__(self) -> str:
         return f"<Connection cid={self.local_cid:#x} {self.state} peer={self.remote_addr!r}>"
 
 
-def _copy_error(error: BaseException) -> BaseException:
-    return type(error)(*error.args)
+def copy_error(error: BaseException) -> BaseException:
+    """A fresh instance of a stored connection error, to raise."""
+    try:
+        return type(error)(*error.args)
+    except Exception:  # noqa: BLE001 - exotic constructor: raise the original
+        return error

@@ -18,8 +18,8 @@ from itertools import count
 
 from ..config import Config
 from ..wire.datagram import WireError, decode, encode
-from ..wire.segment import ACK, RST, SYN, Segment
-from .connection import MASK32, Connection
+from ..wire.segment import ACK, SYN, Segment, reset_for
+from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
 
@@ -160,12 +160,9 @@ class Endpoint:
 
     def _reset(self, seg: Segment, dst: int, src: int, addr: object) -> None:
         """RFC 9293 3.10.7.1: answer a segment for no connection with RST."""
-        if seg.flags & RST:
+        rst = reset_for(seg)
+        if rst is None:
             return
-        if seg.flags & ACK:
-            rst = Segment(seg.ack, 0, RST)
-        else:
-            rst = Segment(0, (seg.seq + seg.seg_len) & MASK32, RST | ACK)
         self._out.append((encode(src, dst, rst), addr))
         self.stats.resets_sent += 1
 

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from ..config import Config
-from ..core.connection import Connection
+from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..core.states import State
@@ -131,14 +131,6 @@ def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
     if "max_datagram_size" in changes and changes.get("pmtud_max", cfg.pmtud_max) < changes["max_datagram_size"]:
         changes["pmtud_max"] = changes["max_datagram_size"]
     return cfg.with_(**changes)
-
-
-def copy_error(error: BaseException) -> BaseException:
-    """A fresh instance of a stored connection error, to raise."""
-    try:
-        return type(error)(*error.args)
-    except Exception:  # noqa: BLE001 - exotic constructor: raise the original
-        return error
 
 
 def _set_buffer(sock: socket.socket, force: int | None, normal: int, size: int) -> None:

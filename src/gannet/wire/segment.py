@@ -105,6 +105,16 @@ class Segment:
         return f"Segment({' '.join(parts)})"
 
 
+def reset_for(seg: Segment) -> Segment | None:
+    """The RST answering `seg` where no connection takes it (RFC 9293 3.10.7.1);
+    None for a RST, which is never answered."""
+    if seg.flags & RST:
+        return None
+    if seg.flags & ACK:
+        return Segment(seg.ack, 0, RST)
+    return Segment(0, (seg.seq + seg.seg_len) % SEQ_MOD, RST | ACK)
+
+
 def seq_add(a: int, n: int) -> int:
     return (a + n) % SEQ_MOD
 
