@@ -252,6 +252,7 @@ def test_coalesced_receive_feeds_each_datagram_to_the_core():
         aep.gro = True
         fed = []
         aep.ep.receive_datagram = lambda data, addr, now: fed.append((bytes(data), addr))
+        aep.ep.receive_batch = lambda ds, addr, now: fed.extend((bytes(d), addr) for d in ds)
         batch = b"x" * 1200 + b"y" * 1200 + b"z" * 500
         aep.sock = FakeGroSocket(sock, [(batch, 1200), (b"single", 0), (b"q" * 64, 64)])
         aep._on_readable()

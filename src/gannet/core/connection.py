@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from ..config import MODE_STEP, MODES, Config
 from ..wire.datagram import MAX_DATA_OVERHEAD, MAX_WSCALE
-from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, reset_for, unwrap
+from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, SegmentRun, reset_for, unwrap
 from . import cc as cc_registry
 from .events import (
     AllDataAcknowledged,
@@ -47,6 +47,10 @@ PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 _UNPACED = float("inf")
 TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
+# A run of segments is at most what one UDP GSO send carries: 64 KB in at
+# most 64 datagrams (each with up to MAX_DATA_OVERHEAD bytes of framing).
+RUN_BYTES = 65000
+RUN_SEGMENTS = 64
 
 
 class Connection:
@@ -200,7 +204,7 @@ class Connection:
         room = self.config.send_buffer_size - self._unsent_and_unacked()
         n = min(len(data), max(0, room))
         if n:
-            self._sndbuf += data[:n] if n < len(data) else data
+            self._sndbuf += memoryview(data)[:n] if n < len(data) else data
             self._all_acked_reported = False
             self._touch(self)
         if n < len(data):
@@ -333,6 +337,56 @@ class Connection:
         else:
             self._on_synchronized(seg, now)
         self._touch(self)
+
+    def on_data_run(self, seq32: int, ack32: int, wnd: int, tsval_first: int, tsval_last: int,
+                    payloads: list, now: float) -> bool:
+        """In-order data segments that continue each other, in one step.
+
+        The fast path for bulk data: segments carrying the next expected
+        bytes, the ACK and window we already have (so there is nothing to
+        learn from their ACK fields), and fresh timestamps, in ESTABLISHED
+        with no out-of-order data held. Processing them one by one with
+        `on_segment` would reach the same state; here it costs one check and
+        one copy. Returns False, having changed nothing, when any condition
+        does not hold: the caller then feeds the segments one by one.
+        """
+        if self.state is not State.ESTABLISHED or not self.ts_ok or self._ooo or self._fin_rcv is not None:
+            return False
+        rcv_nxt = self.rcv_nxt
+        if (
+            seq32 != rcv_nxt & MASK32
+            or ack32 != self.snd_una & MASK32
+            or wnd << self.snd_wscale != self.snd_wnd
+        ):
+            return False
+        recent = self._ts_recent
+        if recent is not None and (
+            (tsval_first - recent) & MASK32 >= 1 << 31 or (tsval_last - recent) & MASK32 >= 1 << 31
+        ):
+            return False  # older than TS.Recent: PAWS decides, one by one
+        data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
+        end = rcv_nxt + len(data)
+        if end > self._rcv_adv:
+            return False
+        count = len(payloads)
+        self.stats.segments_received += count
+        self.stats.fast_path_segments += count
+        self._now_hint = now
+        self.last_received = now
+        self._keepalive_probes = 0
+        self._ts_recent = tsval_last
+        self.snd_wl1, self.snd_wl2 = end - len(payloads[-1]), self.snd_una  # RFC 9293 SND.WL1/WL2
+        was_empty = not self._rcvbuf_len
+        self._deliver(data)
+        if was_empty:
+            self._events.append(DataReceived(self))
+        self._unacked_segs += count
+        if self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
+            self._ack_now = True
+        elif self._delack_deadline is None:
+            self._delack_deadline = now + self.config.ack_delay
+        self._touch(self)
+        return True
 
     def accept_syn(self, seg: Segment, now: float) -> None:
         """Passive open: take the SYN that the endpoint matched to a listener."""
@@ -795,14 +849,18 @@ class Connection:
         self._arm_keepalive(now)
 
     # --------------------------------------------------------------- output
-    def segments_to_send(self, now: float) -> list[Segment]:
-        """Everything the connection wants on the wire now, in order."""
+    def segments_to_send(self, now: float, runs: bool = False) -> list[Segment | SegmentRun]:
+        """Everything the connection wants on the wire now, in order.
+
+        With `runs`, consecutive full-size data segments may come as one
+        `SegmentRun` (for encodings that write a batch in one pass).
+        """
         self._now_hint = now
         out = self._out
         self._out = []
         state = self.state
         if state in SYNCHRONIZED and state != State.TIME_WAIT:
-            self._send_data(now, out)
+            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges))
         if self._ack_now and state != State.CLOSED and state != State.SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).
@@ -820,7 +878,7 @@ class Connection:
             self._arm_keepalive(now)
         return out
 
-    def _send_data(self, now: float, out: list[Segment]) -> None:
+    def _send_data(self, now: float, out: list, runs: bool = False) -> None:
         mss = self.mss
         cwnd = self._cwnd()
         pipe = self._pipe()
@@ -860,6 +918,20 @@ class Connection:
                         sent_any = True
                 probe_payload = 0
                 continue
+            if runs and avail > mss:
+                room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss,
+                           RUN_BYTES // (mss + MAX_DATA_OVERHEAD) * mss)
+                if budget < room:
+                    room = int(budget)
+                k = room // mss
+                if self._fin_queued and nxt + k * mss == data_end:
+                    k -= 1  # the last segment carries the FIN: leave it to _send_new
+                if k >= 2:
+                    self._send_run(nxt, k * mss, data_end, now, pipe, out)
+                    budget -= k * mss
+                    pipe += k * mss
+                    sent_any = True
+                    continue
             n = min(mss, avail, wnd_edge - nxt, cwnd - pipe)
             if n <= 0:
                 break
@@ -913,6 +985,23 @@ class Connection:
         if not pipe:
             self._delivered_time = now  # idle restart: the interval starts now
         self._sent_log.append((nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
+
+    def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: list) -> None:
+        """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN)."""
+        end = nxt + length
+        tsval, tsecr = self._timestamps()
+        wnd = self._advertise_window()
+        self._ack_sent()
+        out.append(SegmentRun(nxt & MASK32, self.rcv_nxt & MASK32, ACK, ACK | PSH if end == data_end else ACK,
+                              wnd, tsval, tsecr, self._sndbuf, nxt - self._sndbuf_start, length, self.mss))
+        self.snd_nxt = end
+        self.stats.bytes_sent += length
+        self.stats.segments_sent += -(-length // self.mss) - 1  # the run itself counts as one below
+        self.stats.runs_sent += 1
+        if not pipe:
+            self._delivered_time = now  # idle restart: the interval starts now
+        # All of the run leaves at `now`: one record times it (RTT, delivery rate).
+        self._sent_log.append((nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
 
     # ---------------------------------------------------------------- PMTUD
     def _pmtu_probe_payload(self) -> int:
@@ -977,14 +1066,17 @@ class Connection:
             seg.wnd = self._advertise_window()
             self._ack_sent()
         if self.ts_ok:
-            if self._tsval_at != self._now_hint:
-                self._tsval_at = self._now_hint
-                self._tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
-            seg.tsval = self._tsval
-            seg.tsecr = self._ts_recent or 0
+            seg.tsval, seg.tsecr = self._timestamps()
         if self.sack_ok and self._ooo_ranges:
             seg.sack = self._sack_blocks()
         return seg
+
+    def _timestamps(self) -> tuple[int, int]:
+        """TSval and TSecr for a segment sent now (RFC 7323)."""
+        if self._tsval_at != self._now_hint:
+            self._tsval_at = self._now_hint
+            self._tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
+        return self._tsval, self._ts_recent or 0
 
     _now_hint = 0.0  # time of the input or output call in progress (for tsval)
     _tsval_at = -1.0  # the time _tsval was computed for
@@ -1246,6 +1338,10 @@ class Connection:
         newest = None
         while log and log[0][1] <= acked_to:
             newest = log.popleft()
+        if log and log[0][0] < acked_to:
+            # Part of a run is acknowledged: all of it left at the same time,
+            # so the acknowledged part times the path as well as the rest will.
+            newest = log[0]
         if newest is None:
             return
         if clean and not self._ever_retransmitted.overlap(newest[0], acked_to):

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from itertools import count
 
 from ..config import Config
+from ..wire.batch import encode_run, scan
 from ..wire.datagram import WireError, decode, encode
-from ..wire.segment import ACK, SYN, Segment, reset_for
+from ..wire.segment import ACK, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
@@ -100,8 +101,37 @@ class Endpoint:
         return self._events.popleft() if self._events else None
 
     # --------------------------------------------------------------- network
+    def receive_batch(self, datagrams: list, addr: object, now: float) -> None:
+        """Datagrams that arrived together from `addr` (a GRO batch), in order.
+
+        Same result as `receive_datagram` on each, but runs of in-order data
+        segments for one connection take the connection's fast path
+        (`Connection.on_data_run`) in one call.
+        """
+        self.stats.datagrams_received += len(datagrams)
+        one = self._receive_one
+        for dst, src, seq, ack, wnd, ts0, ts1, payloads, raw in scan(datagrams):
+            if payloads is not None:
+                conn = self._conns.get(dst)
+                if conn is not None and conn.remote_cid == src and conn.remote_addr == addr:
+                    if conn.on_data_run(seq, ack, wnd, ts0, ts1, payloads, now):
+                        continue
+                    if len(raw) > 1:
+                        # The first segment may move the ACK point or the
+                        # window; after it, the others may still be a run.
+                        one(raw[0], addr, now)
+                        if conn.on_data_run((seq + len(payloads[0])) & 0xFFFFFFFF, ack, wnd, ts0, ts1,
+                                            payloads[1:], now):
+                            continue
+                        raw = raw[1:]
+            for d in raw:
+                one(d, addr, now)
+
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
         self.stats.datagrams_received += 1
+        self._receive_one(data, addr, now)
+
+    def _receive_one(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
         try:
             dst, src, seg = decode(data)
         except WireError:
@@ -166,19 +196,36 @@ class Endpoint:
         self._out.append((encode(src, dst, rst), addr))
         self.stats.resets_sent += 1
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, object]]:
+    def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
+        """Datagrams to send, with their destination addresses, in order.
+
+        With `trains`, a run of full-size data segments comes as one `Train`
+        (datagrams of `train.size` bytes back to back, for one UDP GSO send);
+        without, every item is one datagram.
+        """
         out = self._out
         self._out = []
+        sent = len(out)
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
             for conn in dirty:
-                segs = conn.segments_to_send(now)
+                segs = conn.segments_to_send(now, True)
                 if segs:
                     addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
-                    out.extend((encode(dst, src, seg), addr) for seg in segs)
+                    for seg in segs:
+                        if type(seg) is SegmentRun:
+                            train = encode_run(dst, src, seg)
+                            sent += seg.count
+                            if trains:
+                                out.append((train, addr))
+                            else:
+                                out.extend((d, addr) for d in train.datagrams())
+                        else:
+                            out.append((encode(dst, src, seg), addr))
+                            sent += 1
                 self._after_change(conn)
-        self.stats.datagrams_sent += len(out)
+        self.stats.datagrams_sent += sent
         return out
 
     # ----------------------------------------------------------------- time

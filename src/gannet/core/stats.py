@@ -13,6 +13,10 @@ class ConnectionStats:
     """Payload bytes delivered in order to the receive buffer."""
     segments_sent: int = 0
     segments_received: int = 0
+    fast_path_segments: int = 0
+    """Of segments_received, those taken in runs by the in-order fast path."""
+    runs_sent: int = 0
+    """Batches of full-size segments sent as one run (one GSO send each)."""
     retransmits: int = 0
     """Segments sent again (fast retransmit, SACK recovery, timeouts)."""
     retransmitted_bytes: int = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,46 @@ PULL_CHUNK = 256 * 1024
 FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
 
 
+class _Pending:
+    """Bytes written but not yet taken by the connection, as a queue of chunks:
+    handing a prefix to the connection never moves the rest (a bytearray's
+    `del buf[:n]` would, on every ACK of a bulk writer)."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: deque = deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue `data`; anything mutable is copied, as a transport's write does."""
+        if type(data) is not bytes and not (type(data) is memoryview and type(data.obj) is bytes):
+            data = bytes(data)
+        if data:
+            self.chunks.append(data)
+            self.size += len(data)
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.size = 0
+
+    def feed(self, send: Callable[[bytes | memoryview], int]) -> None:
+        """Give the connection (`send`) as much as it takes, oldest first."""
+        chunks = self.chunks
+        while chunks:
+            chunk = chunks[0]
+            n = send(chunk)
+            self.size -= n
+            if n < len(chunk):
+                if n:
+                    chunks[0] = memoryview(chunk)[n:]
+                return
+            chunks.popleft()
+
+
 class _StreamConn:
     """Glue between one Connection and its StreamReader / StreamWriter (loop thread)."""
 
@@ -48,7 +89,7 @@ class _StreamConn:
         self.loop = aep.loop
         self.reader = asyncio.StreamReader(limit=limit, loop=self.loop)
         self.reader.set_transport(self)  # type: ignore[arg-type] - pause/resume_reading only
-        self.pending = bytearray()  # written but not yet taken by conn.send
+        self.pending = _Pending()  # written but not yet taken by conn.send
         self.paused = False
         self.discard = False  # closed for reading: drop what arrives
         self.eof_seen = False
@@ -121,11 +162,10 @@ class _StreamConn:
         pending = self.pending
         if pending:
             try:
-                n = self.conn.send(pending)
+                pending.feed(self.conn.send)
             except OSError as exc:
                 self._fail_writers(exc)
                 return
-            del pending[:n]
         if not pending:
             if self.eof_requested and not self.fin_queued:
                 self.fin_queued = True
@@ -206,12 +246,12 @@ class StreamWriter:
             return
         sc = self._sc
         if sc.pending:
-            sc.pending += data
+            sc.pending.append(data)
         else:
             with sc.aep.lock:
                 n = sc.conn.send(data)
             if n < len(data):
-                sc.pending += memoryview(data)[n:]
+                sc.pending.append(memoryview(data)[n:])
         sc.aep.flush_now()  # the first write of a loop iteration leaves at once
 
     def writelines(self, data) -> None:

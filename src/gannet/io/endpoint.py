@@ -54,6 +54,7 @@ from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported 
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..core.states import State
+from ..wire.batch import Train
 
 log = logging.getLogger("gannet.io")
 
@@ -372,7 +373,7 @@ class AioEndpoint:
             return
         self._off_loop = True
         try:
-            out = self.ep.datagrams_to_send(self.loop.time())
+            out = self.ep.datagrams_to_send(self.loop.time(), self.gso)
             if out:
                 self._send(out)
         except OSError as exc:  # the socket was closed under us
@@ -404,7 +405,7 @@ class AioEndpoint:
         more = False
         try:
             for _ in range(PROCESS_ROUNDS):
-                out = ep.datagrams_to_send(self.loop.time())
+                out = ep.datagrams_to_send(self.loop.time(), self.gso)
                 if out:
                     self._send(out)
                 if not self._dispatch():
@@ -489,6 +490,7 @@ class AioEndpoint:
         from_bytes = int.from_bytes
         with self.lock:
             feed = self.ep.receive_datagram
+            feed_batch = self.ep.receive_batch
             while calls < RECV_CALLS and datagrams < RECV_BATCH:
                 try:
                     n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
@@ -510,10 +512,9 @@ class AioEndpoint:
                 seg = from_bytes(anc[0][2], _NATIVE) if anc and anc[0][1] == UDP_GRO else 0
                 if 0 < seg < n:
                     st.gro_batches += 1
-                    for off in range(0, n, seg):
-                        end = off + seg
-                        feed(view[off:end if end < n else n], addr, now)
-                        datagrams += 1
+                    batch = split_gro(view, n, seg)
+                    feed_batch(batch, addr, now)
+                    datagrams += len(batch)
                 else:
                     feed(view[:n], addr, now)
                     datagrams += 1
@@ -571,7 +572,7 @@ class AioEndpoint:
         """Send `out` in order; returns how many were handed to the kernel
         (or dropped with an error): len(out) unless the socket buffer filled,
         in which case a writable callback or a retry has been arranged."""
-        if self.gso and len(out) > 1:
+        if self.gso:
             return self._transmit_gso(out)
         return self._transmit_plain_run(out, 0, len(out))
 
@@ -587,6 +588,11 @@ class AioEndpoint:
         i = 0
         while i < n:
             data, addr = out[i]
+            if type(data) is Train:
+                if not self._send_train(out, i):
+                    return i
+                i += 1
+                continue
             size = len(data)
             j = i + 1
             stop = i + GSO_MAX_SEGMENTS if i + GSO_MAX_SEGMENTS < n else n
@@ -594,7 +600,7 @@ class AioEndpoint:
             while j < stop:
                 d, a = out[j]
                 k = len(d)
-                if k > size or (a is not addr and a != addr) or total + k > max_bytes:
+                if k > size or (a is not addr and a != addr) or total + k > max_bytes or type(d) is Train:
                     break
                 total += k
                 j += 1
@@ -648,12 +654,73 @@ class AioEndpoint:
             i = j
         return n
 
+    def _send_train(self, out: list[tuple[bytes, object]], i: int) -> bool:
+        """Send the Train out[i] in one sendmsg with UDP_SEGMENT. False when
+        the socket is full (a retry is arranged; out[i] is what is left)."""
+        train, addr = out[i]
+        size = train.size
+        count = -(-len(train) // size)
+        st = self.io_stats
+        try:
+            if count == 1:
+                if (size > self._safe) is not self._df:
+                    self._set_df(size > self._safe)
+                self.sock.sendto(train, addr)
+            else:
+                if self._df:
+                    self._set_df(False)
+                cmsg = self._gso_cmsg.get(size)
+                if cmsg is None:
+                    cmsg = self._gso_cmsg[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+                self.sock.sendmsg([train], cmsg, 0, addr)
+                st.gso_calls += 1
+                st.gso_datagrams += count
+        except (BlockingIOError, InterruptedError):
+            self._wait_writable()
+            return False
+        except OSError as exc:
+            code = exc.errno
+            if code == errno.ENOBUFS:
+                self._retry_later()
+                return False
+            if code == errno.EMSGSIZE:
+                self._read_error_queue()
+            st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
+            if count == 1:
+                st.send_errors += 1  # dropped; the core retransmits
+                return True
+            st.gso_fallbacks += 1
+            if code in GSO_UNSUPPORTED and not st.gso_calls:
+                self.gso = False
+                log.debug("UDP GSO off for %r: %r", self.local_address, exc)
+            return self._send_train_plain(out, i)
+        st.send_calls += 1
+        st.datagrams_sent += count
+        return True
+
+    def _send_train_plain(self, out: list[tuple[bytes, object]], i: int) -> bool:
+        """The Train out[i] one datagram at a time; False (out[i] = the rest) if
+        the socket filled."""
+        train, addr = out[i]
+        items = [(d, addr) for d in train.datagrams()]
+        sent = self._transmit_plain_run(items, 0, len(items))
+        if sent < len(items):
+            rest = Train(train[sent * train.size:])
+            rest.size = train.size
+            out[i] = (rest, addr)
+            return False
+        return True
+
     def _transmit_plain_run(self, out: list[tuple[bytes, object]], i: int, j: int) -> int:
         sendto = self.sock.sendto
         st = self.io_stats
         safe = self._safe
         for k in range(i, j):
             data, addr = out[k]
+            if type(data) is Train:
+                if not self._send_train_plain(out, k):
+                    return k
+                continue
             if (len(data) > safe) is not self._df:
                 self._set_df(len(data) > safe)
             try:

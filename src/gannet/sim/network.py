@@ -57,6 +57,9 @@ class Simulator:
     callable receives each record instead; the default (off) costs one
     `is None` test per step. `timer_livelock_limit` is how many timer calls a
     node may take at one virtual instant before `SimulationError` is raised.
+    With `gro` (the default), datagrams that arrive over one link at the same
+    instant reach a node that has `receive_batch(datagrams, addr, now)` in
+    one call, as UDP GRO hands them to a real endpoint.
     """
 
     def __init__(
@@ -66,8 +69,10 @@ class Simulator:
         default_link: LinkConfig | None = None,
         trace: bool | Callable[[TraceRecord], Any] = False,
         timer_livelock_limit: int = 10_000,
+        gro: bool = True,
     ) -> None:
         self.seed = seed
+        self.gro = gro
         self.now = 0.0
         self.default_link = default_link if default_link is not None else LinkConfig()
         self.timer_livelock_limit = timer_livelock_limit
@@ -249,7 +254,19 @@ class Simulator:
         link._arrived(data, index, now)
         if self._trace is not None:
             self._trace(TraceRecord(now, link.src, link.dst, len(data), "deliver"))
-        state.node.receive_datagram(data, link.src, now)
+        heap = self._heap
+        batch = getattr(state.node, "receive_batch", None) if self.gro else None
+        if batch is not None and heap and heap[0][0] == now and heap[0][2] == _ARRIVE and heap[0][3] is link:
+            datagrams = [data]
+            while heap and heap[0][0] == now and heap[0][2] == _ARRIVE and heap[0][3] is link:
+                _, _, _, _, more, more_index = heapq.heappop(heap)
+                link._arrived(more, more_index, now)
+                if self._trace is not None:
+                    self._trace(TraceRecord(now, link.src, link.dst, len(more), "deliver"))
+                datagrams.append(more)
+            batch(datagrams, link.src, now)
+        else:
+            state.node.receive_datagram(data, link.src, now)
         self._service(state)
 
     def pending(self) -> bool:

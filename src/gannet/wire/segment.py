@@ -141,3 +141,52 @@ def unwrap(value32: int, reference: int) -> int:
     where 32-bit wire values become positions.
     """
     return reference + ((value32 - reference + (1 << 31)) % SEQ_MOD) - (1 << 31)
+
+
+class SegmentRun:
+    """Consecutive full-size data segments that differ only in sequence number.
+
+    A bulk sender emits many segments with the same ACK, window and
+    timestamps; describing them as one run (`count` segments of `mss` bytes
+    from `buf[offset:offset + length]`, the last maybe shorter) lets an
+    encoding write them in one pass. `flags` is every segment's flags but the
+    last one's, which is `last_flags` (PSH at the end of the written data).
+    `buf` is the sender's buffer: encode the run before that buffer changes.
+    """
+
+    __slots__ = ("seq", "ack", "flags", "last_flags", "wnd", "tsval", "tsecr",
+                 "buf", "offset", "length", "mss")
+
+    def __init__(self, seq: int, ack: int, flags: int, last_flags: int, wnd: int,
+                 tsval: int, tsecr: int, buf: bytearray, offset: int, length: int,
+                 mss: int) -> None:
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.last_flags = last_flags
+        self.wnd = wnd
+        self.tsval = tsval
+        self.tsecr = tsecr
+        self.buf = buf
+        self.offset = offset
+        self.length = length
+        self.mss = mss
+
+    @property
+    def count(self) -> int:
+        return -(-self.length // self.mss)
+
+    def segments(self) -> list[Segment]:
+        """The run as separate segments (for encodings without a batch form)."""
+        out = []
+        data = bytes(self.buf[self.offset : self.offset + self.length])
+        last = self.count - 1
+        for i in range(last + 1):
+            chunk = data[i * self.mss : (i + 1) * self.mss]
+            out.append(Segment((self.seq + i * self.mss) % SEQ_MOD, self.ack,
+                               self.last_flags if i == last else self.flags, self.wnd, chunk,
+                               tsval=self.tsval, tsecr=self.tsecr))
+        return out
+
+    def __repr__(self) -> str:
+        return f"SegmentRun(seq={self.seq} count={self.count} mss={self.mss} len={self.length})"
