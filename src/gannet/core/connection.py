@@ -923,13 +923,16 @@ class Connection:
                            RUN_BYTES // (mss + MAX_DATA_OVERHEAD) * mss)
                 if budget < room:
                     room = int(budget)
-                k = room // mss
-                if self._fin_queued and nxt + k * mss == data_end:
-                    k -= 1  # the last segment carries the FIN: leave it to _send_new
-                if k >= 2:
-                    self._send_run(nxt, k * mss, data_end, now, pipe, out)
-                    budget -= k * mss
-                    pipe += k * mss
+                if room >= avail and self.config.nodelay and not self._fin_queued:
+                    length = avail  # all the rest, the last segment short
+                else:
+                    length = room // mss * mss
+                    if self._fin_queued and nxt + length == data_end:
+                        length -= mss  # the last segment carries the FIN: _send_new sends it
+                if length > mss:
+                    self._send_run(nxt, length, data_end, now, pipe, out)
+                    budget -= length
+                    pipe += length
                     sent_any = True
                     continue
             n = min(mss, avail, wnd_edge - nxt, cwnd - pipe)
