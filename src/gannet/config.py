@@ -38,10 +38,20 @@ class Config:
     (one segment in flight at a time, each acknowledged before the next)."""
 
     # --- buffers and windows ----------------------------------------------
-    window_size: int = 4 * 1024 * 1024
-    """Receive buffer in bytes; the advertised window never exceeds it."""
+    window_size: int = 32 * 1024 * 1024
+    """Largest receive window in bytes: the advertised window never exceeds
+    it. With `autotune` the window starts smaller and grows to what the
+    measured rate needs; without, it is always this."""
     send_buffer_size: int = 4 * 1024 * 1024
-    """Bytes `send` accepts ahead of acknowledgment before it pushes back."""
+    """Bytes `send` accepts ahead of acknowledgment before it pushes back
+    (with `autotune`, the least it accepts)."""
+    autotune: bool = True
+    """Size windows and buffers from the measured bandwidth-delay product, as
+    Linux's receive-buffer autotuning does: the advertised window starts at
+    `min(window_size, 1 MiB)` and grows to three times what the application
+    read in the last round trip (up to `window_size`); the send buffer grows
+    to twice the congestion window (up to `window_size`). Memory follows
+    what a connection really moves, not the largest setting."""
     window_scaling: bool = True
     sack: bool = True
     timestamps: bool = True

@@ -50,6 +50,8 @@ CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
 # A run of segments is at most what one UDP GSO send carries: 64 KB in at
 # most 64 datagrams (each with up to MAX_DATA_OVERHEAD bytes of framing).
 RUN_BYTES = 65000
+INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
+RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
 
 
@@ -140,6 +142,12 @@ class Connection:
         self.rcv_wscale = self._choose_wscale(config.window_size) if config.window_scaling else 0
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._rcvbuf: deque[bytes] = deque()
+        # Receive-window autotuning: the window to offer, and what the
+        # application has read since the current round-trip measurement began.
+        self._rcv_space = min(config.window_size, INITIAL_RCV_SPACE) if config.autotune else config.window_size
+        self._rcv_copied = 0
+        self._rcv_space_copied = 0
+        self._rcv_space_time = now
         self._rcvbuf_len = 0
         self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
         self._ooo_ranges = RangeSet()
@@ -173,7 +181,19 @@ class Connection:
     def send_space(self) -> int:
         if self.state not in CAN_SEND and self.state not in (State.SYN_SENT, State.SYN_RECEIVED):
             return 0
-        return max(0, self.config.send_buffer_size - self._unsent_and_unacked())
+        return max(0, self._send_buffer_limit() - self._unsent_and_unacked())
+
+    def _send_buffer_limit(self) -> int:
+        """Bytes accepted ahead of acknowledgment: with autotuning, twice what
+        the congestion and peer's windows let fly (Linux sizes its send
+        buffer the same way), at least send_buffer_size."""
+        cfg = self.config
+        if not cfg.autotune:
+            return cfg.send_buffer_size
+        want = 2 * min(self.cc.cwnd, max(self.max_snd_wnd, self.snd_wnd))
+        if want <= cfg.send_buffer_size:
+            return cfg.send_buffer_size
+        return min(want, max(cfg.window_size, cfg.send_buffer_size))
 
     @property
     def established(self) -> bool:
@@ -201,7 +221,7 @@ class Connection:
             State.SYN_SENT, State.SYN_RECEIVED
         ):
             raise BrokenPipeError("connection is closed for sending")
-        room = self.config.send_buffer_size - self._unsent_and_unacked()
+        room = self._send_buffer_limit() - self._unsent_and_unacked()
         n = min(len(data), max(0, room))
         if n:
             self._sndbuf += memoryview(data)[:n] if n < len(data) else data
@@ -238,8 +258,25 @@ class Connection:
                     need = 0
             out = b"".join(parts)
         self._rcvbuf_len -= len(out)
+        self._rcv_copied += len(out)
+        if self.config.autotune:
+            self._rcv_space_adjust(self._now_hint)
         self._maybe_window_update()
         return bytes(out)
+
+    def _rcv_space_adjust(self, now: float) -> None:
+        """Once a round trip, grow the window to RCV_SPACE_GAIN x what the
+        application read in it (the idea of Linux's tcp_rcv_space_adjust).
+        Counting what was read, not what arrived, keeps a slow reader's
+        window from growing: a sender can only fill what is taken out."""
+        rtt = self.rtt.srtt
+        if rtt is None or now - self._rcv_space_time < rtt:
+            return
+        want = RCV_SPACE_GAIN * (self._rcv_copied - self._rcv_space_copied)
+        if want > self._rcv_space:
+            self._rcv_space = min(want, self.config.window_size)
+        self._rcv_space_copied = self._rcv_copied
+        self._rcv_space_time = now
 
     def shutdown_write(self, now: float) -> None:
         """Half-close: a FIN follows the data already queued."""
@@ -1102,11 +1139,12 @@ class Connection:
         """Window to offer; never shrinks, grows in useful steps (RFC 9293 3.8.6.2.2)."""
         if self.state in (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN):
             return min(self.config.window_size, 0xFFFF)
-        avail = max(0, self.config.window_size - self._rcvbuf_len)
+        space = self._rcv_space
+        avail = max(0, space - self._rcvbuf_len)
         edge = self.rcv_nxt + avail
         if edge < self._rcv_adv:
             edge = self._rcv_adv
-        elif edge - self._rcv_adv < min(self.config.window_size // 2, self.mss) and self._rcv_adv > self.rcv_nxt:
+        elif edge - self._rcv_adv < min(space // 2, self.mss) and self._rcv_adv > self.rcv_nxt:
             edge = self._rcv_adv
         wnd = min((edge - self.rcv_nxt) >> self.rcv_wscale, 0xFFFF)
         self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (wnd << self.rcv_wscale))
@@ -1116,9 +1154,10 @@ class Connection:
         """After the application reads, tell the sender if the window opened a lot."""
         if self.state not in CAN_RECEIVE or self.eof:
             return
-        avail = self.config.window_size - self._rcvbuf_len
+        space = self._rcv_space
+        avail = space - self._rcvbuf_len
         offered = self._rcv_adv - self.rcv_nxt
-        if avail - offered >= max(self.config.window_size // 4, 2 * self.mss) or (
+        if avail - offered >= max(space // 4, 2 * self.mss) or (
             offered < 2 * self.mss and avail - offered >= self.mss
         ):
             self._ack_now = True

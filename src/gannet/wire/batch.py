@@ -49,21 +49,31 @@ def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
                             run.wnd, 0, OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, run.tsval, run.tsecr)
     pack_u32 = _U32.pack_into
     seq = run.seq
+    full = length - length % mss  # the full segments; a short tail follows
+    off = 0
     with memoryview(train) as out, memoryview(run.buf) as src:
         src = src[run.offset : run.offset + length]
-        off = pos = 0
-        while pos < length:
-            end = pos + mss if pos + mss < length else length
+        for pos in range(0, full, mss):
             data_at = off + HEADER_TS_SIZE
-            crc_at = data_at + end - pos
+            crc_at = data_at + mss
             out[off:data_at] = header
             pack_u32(out, off + 12, (seq + pos) & _MASK32)
-            out[data_at:crc_at] = src[pos:end]
-            if end == length:
-                out[off + 1] = run.last_flags
+            out[data_at:crc_at] = src[pos : pos + mss]
             pack_u32(out, crc_at, crc32c(out[off:crc_at]))
             off = crc_at + TRAILER_SIZE
-            pos = end
+        if full < length:
+            data_at = off + HEADER_TS_SIZE
+            crc_at = data_at + length - full
+            out[off:data_at] = header
+            pack_u32(out, off + 12, (seq + full) & _MASK32)
+            out[data_at:crc_at] = src[full:]
+            out[off + 1] = run.last_flags
+            pack_u32(out, crc_at, crc32c(out[off:crc_at]))
+        else:
+            # the last full segment carries the last flags: patch and re-sum it
+            off -= size
+            out[off + 1] = run.last_flags
+            pack_u32(out, off + size - TRAILER_SIZE, crc32c(out[off : off + size - TRAILER_SIZE]))
     return train
 
 
