@@ -39,7 +39,7 @@ Reorder window adaptation: Gannet receivers send no DSACK, so the signal
 for a spurious retransmission is the one RFC 8985 6.2 step 2 already uses:
 a retransmitted range delivered sooner than min_rtt after it was resent
 was delivered by the original. Each such event (at most one per round
-trip, TLP probes excluded) widens the window by min_rtt/4 (reo_wnd_mult),
+trip; TLP probes and go-back-N resends after an RTO excluded) widens the window by min_rtt/4 (reo_wnd_mult),
 for the next 16 recoveries (reo_wnd_persist), as the RFC does with DSACK.
 
 The module reads the connection's sender state (snd_una, snd_nxt, sacked,
@@ -77,8 +77,8 @@ class RackTlp:
         "conn", "active", "tlp", "ack_delay",
         "_starts", "_recs", "_head", "_retx", "_resent", "_serial", "_blocks", "_una", "_high",
         "rack_serial", "xmit_ts", "rack_rtt", "fack", "reordering_seen",
-        "reo_wnd_mult", "reo_wnd_persist", "_spurious_round", "_was_in_recovery",
-        "reo_deadline", "pto_deadline", "deadline",
+        "reo_wnd_mult", "reo_wnd_persist", "_spurious_round", "_was_in_recovery", "_rto_high",
+        "reo_deadline", "pto_deadline", "deadline", "_pto_at",
         "tlp_end", "tlp_retrans", "tlp_time", "_probing",
         "probes", "reorder_timeouts", "spurious", "tlp_losses",
     )
@@ -97,7 +97,7 @@ class RackTlp:
         self._starts: list[int] = []  # originals: start positions, for bisection
         self._recs: list[tuple[int, int, float, int]] = []  # (start, end, time, serial)
         self._head = 0  # originals before this index are done
-        self._retx: list[tuple[int, int, float, int, bool]] = []  # (start, end, time, serial, probe)
+        self._retx: list[tuple[int, int, float, int, bool]] = []  # (start, end, time, serial, judged)
         self._resent = RangeSet()  # bytes above snd_una that have been resent
         self._serial = 0  # transmissions so far
         self._blocks: list[tuple[int, int]] = []  # SACK blocks that added news since the last ACK
@@ -114,11 +114,15 @@ class RackTlp:
         self.reo_wnd_persist = 0
         self._spurious_round = 0  # snd_una must pass this before the window widens again
         self._was_in_recovery = False
+        # snd_nxt at the last RTO: resends below it are go-back-N after a
+        # timeout, and their being spurious says nothing about reordering.
+        self._rto_high = 0
 
         # --- timers ----------------------------------------------------------
         self.reo_deadline: float | None = None  # RACK reorder timer
         self.pto_deadline: float | None = None  # TLP probe timeout
         self.deadline: float | None = None  # the earlier of the two, for get_timer
+        self._pto_at = -1.0  # when the PTO was last armed for more than one segment
 
         # --- TLP episode (RFC 8985 7.4) --------------------------------------
         self.tlp_end: int | None = None  # TLP.end_seq while a probe is outstanding
@@ -143,15 +147,18 @@ class RackTlp:
         if retransmission:
             if self._retx and self._resent.overlap(start, end):
                 self._supersede(start, end)
-            self._retx.append((start, end, now, self._serial, self._probing))
+            # The last field: whether a spurious verdict on this resend may
+            # widen the reorder window (not for probes or after a timeout).
+            self._retx.append((start, end, now, self._serial, not self._probing and start >= self._rto_high))
             self._resent.add(start, end)
         else:
             self._starts.append(start)
             self._recs.append((start, end, now, self._serial))
             if end > self._high:
                 self._high = end
-            # RFC 8985 7.2: (re)start the PTO after sending new data, not a probe.
-            if self.tlp and self.tlp_end is None:
+            # RFC 8985 7.2: (re)start the PTO after sending new data, not a
+            # probe (once per instant: the rest of a burst would not move it).
+            if self.tlp and self.tlp_end is None and now != self._pto_at:
                 self._arm_pto(now)
         self._probing = False
 
@@ -228,10 +235,10 @@ class RackTlp:
             min_rtt = conn.rtt.min_rtt
             keep = []
             for rec in self._retx:
-                s, e, t, serial, probe = rec
+                s, e, t, serial, judged = rec
                 if e <= una or self._delivered(s, e, una, sacked):
                     if min_rtt is not None and now - t < min_rtt:
-                        if not probe:
+                        if judged:
                             self._on_spurious()
                     elif serial > best_serial:
                         best_serial, best_time = serial, t
@@ -315,8 +322,8 @@ class RackTlp:
         self._recs.clear()
         self._head = 0
         self._retx.clear()
-        self._resent.clear()
         self._blocks.clear()
+        self._rto_high = self.conn.snd_nxt
         self.tlp_end = None
         self.reo_deadline = self.pto_deadline = self.deadline = None
 
@@ -382,14 +389,25 @@ class RackTlp:
         lost = conn.lost
         resent = self._resent
         rack_serial = self.rack_serial
+        recs = self._recs
+        i = self._head
+        n = len(recs)
+        retx = self._retx
+        if (i >= n or recs[i][3] > rack_serial) and (not retx or retx[0][3] > rack_serial):
+            # The common case: everything outstanding was sent after the
+            # newest delivered segment, so nothing can be judged yet.
+            if i and i >= n:
+                recs.clear()
+                self._starts.clear()
+                self._head = 0
+            if self.reo_deadline is not None:
+                self.reo_deadline = None
+                self._set_deadline()
+            return False
         limit = self.rack_rtt + self.reo_wnd()
         due = now + EPSILON
         newly = False
         deadline = None
-
-        recs = self._recs
-        i = self._head
-        n = len(recs)
         while i < n:
             s, e, t, serial = recs[i]
             if serial > rack_serial:
@@ -417,7 +435,6 @@ class RackTlp:
             i = 0
         self._head = i
 
-        retx = self._retx
         if retx:
             k = 0
             while k < len(retx):
@@ -449,6 +466,7 @@ class RackTlp:
         conn = self.conn
         deadline = None
         flight = self._high - conn.snd_una
+        self._pto_at = now if flight > conn.mss else -1.0
         if flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked and not conn.lost:
             srtt = conn.rtt.srtt
             if srtt is None:
