@@ -237,7 +237,7 @@ class RackTlp:
             for rec in self._retx:
                 s, e, t, serial, judged = rec
                 if e <= una or self._delivered(s, e, una, sacked):
-                    if min_rtt is not None and now - t < min_rtt:
+                    if min_rtt is not None and now - t + EPSILON < min_rtt:
                         if judged:
                             self._on_spurious()
                     elif serial > best_serial:
