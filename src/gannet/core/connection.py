@@ -1164,7 +1164,7 @@ class Connection:
         data_end = self._data_end()
         nxt = self.snd_nxt
         n = min(self.mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
-        if n > 0:
+        if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
             self._rack.on_probe(nxt + n, False, now)
             self._send_new(nxt, n, data_end, now, self._pipe(), self._out)
         else:
@@ -1327,6 +1327,7 @@ class Connection:
         self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
         self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
         self._pacing_deadline = None
+        self._rack.stop()
         self._events.append(ConnectionTerminated(self, error))
         self._touch(self)
 

@@ -327,6 +327,11 @@ class RackTlp:
         self.tlp_end = None
         self.reo_deadline = self.pto_deadline = self.deadline = None
 
+    def stop(self) -> None:
+        """The connection is closed: no more timers."""
+        self.reo_deadline = self.pto_deadline = self.deadline = None
+        self.active = False
+
     def reo_wnd(self) -> float:
         """RACK.reo_wnd (RFC 8985 6.2 step 4)."""
         conn = self.conn
