@@ -70,6 +70,21 @@ class Config:
     fast_retransmit_threshold: int = 3
     """Duplicate ACKs (or SACKed segments above a hole) that mean loss."""
 
+    # --- loss detection (RFC 8985) --------------------------------------
+    rack: bool = True
+    """RACK (RFC 8985 6) on SACK connections: a segment is lost once data
+    sent after it has been delivered and a reordering window has passed
+    (a quarter of the minimum RTT, widened when a retransmission proves
+    spurious; zero while no reordering has been seen and DupThresh
+    segments are SACKed). It replaces the RFC 6675 count of SACKed segments
+    above a hole and also catches lost retransmissions. False keeps the
+    RFC 6675 count. Connections without SACK always count duplicate ACKs."""
+    tlp: bool = True
+    """Tail loss probe (RFC 8985 7), with `rack`: when no ACK comes for about
+    two smoothed RTTs (2*SRTT, plus `ack_delay` with one segment in flight,
+    never later than the RTO), send one new segment or the last one again,
+    so that a tail loss is repaired by RACK instead of a timeout."""
+
     # --- acknowledgments (RFC 1122 4.2.3.2) -----------------------------
     delayed_ack: bool = True
     ack_delay: float = 0.025

@@ -34,6 +34,7 @@ from .events import (
     StreamEnded,
 )
 from .rangeset import RangeSet
+from .recovery import RackTlp
 from .rtt import RttEstimator
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
 from .stats import ConnectionStats
@@ -123,6 +124,7 @@ class Connection:
         # (start, end, snd_nxt then) per retransmission in this recovery, to
         # notice a lost retransmission once data sent after it is SACKed.
         self._retx_marks: list[tuple[int, int, int]] = []
+        self._rack = RackTlp(self)  # RACK-TLP loss detection (RFC 8985), recovery.py
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - MAX_DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
@@ -309,6 +311,7 @@ class Connection:
             d
             for d in (
                 self._rtx_deadline,
+                self._rack.deadline,
                 self._persist_deadline,
                 self._delack_deadline,
                 self._keepalive_deadline,
@@ -337,6 +340,9 @@ class Connection:
         if idle is not None and now >= idle:
             self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
             return
+        rack_deadline = self._rack.deadline  # before the RTO: a probe due with it replaces it
+        if rack_deadline is not None and now >= rack_deadline:
+            self._on_rack_timer(now)
         if self._rtx_deadline is not None and now >= self._rtx_deadline:
             self._on_rto(now)
             if self.state == State.CLOSED:
@@ -710,6 +716,7 @@ class Connection:
                 if added:
                     new += added
                     self.lost.subtract(left, right)
+                    self._rack.on_sacked(left, right)
         return new
 
     def _detect_losses(self, now: float) -> None:
@@ -717,7 +724,12 @@ class Connection:
         thresh = self.config.fast_retransmit_threshold
         data_hi = min(self.snd_nxt, self._data_end())
         newly_lost = False
-        if self.sack_ok and self.sacked:
+        if self.sack_ok and self._rack.active:
+            # RACK-TLP replaces the DupThresh walk and the lost-retransmission
+            # marks below (why: recovery.py's docstring).
+            newly_lost = self._rack.detect_losses(now)
+            self._retx_marks.clear()
+        elif self.sack_ok and self.sacked:
             limit = (thresh - 1) * self.mss
             sacked = self.sacked
             # Walk holes from the bottom; a hole is lost when enough is SACKed above it.
@@ -1024,6 +1036,7 @@ class Connection:
             self._fin_sent = True
         if not pipe:
             self._delivered_time = now  # idle restart: the interval starts now
+        self._rack.on_transmit(nxt, nxt + n, now, False)
         self._sent_log.append((nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
 
     def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: list) -> None:
@@ -1253,6 +1266,7 @@ class Connection:
             self.lost.add(start, end)
         self._retransmitted.clear()
         self._retx_marks.clear()
+        self._rack.on_rto()
         self.in_recovery = False
         self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
         self._dupacks = 0
@@ -1269,6 +1283,33 @@ class Connection:
             self._note_retransmission(start, end)
             self._out.append(self._data_segment(start, end, False))
         self._rtx_deadline = now + self.rtt.current_rto()
+
+    def _on_rack_timer(self, now: float) -> None:
+        """RACK's reorder timer or TLP's probe timeout (recovery.py says which)."""
+        if self._rack.timer_fired(now):
+            self._send_loss_probe(now)
+        else:
+            self._detect_losses(now)
+        self._touch(self)
+
+    def _send_loss_probe(self, now: float) -> None:
+        """TLP (RFC 8985 7.3): one new segment if the peer's window takes it,
+        else the last segment again, outside cwnd and pacing, to draw an ACK."""
+        data_end = self._data_end()
+        nxt = self.snd_nxt
+        n = min(self.mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
+        if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
+            self._rack.on_probe(nxt + n, False, now)
+            self._send_new(nxt, n, data_end, now, self._pipe(), self._out)
+        else:
+            end = min(nxt, data_end)
+            start = max(self.snd_una, self._sndbuf_start, end - self.mss)
+            if start >= end:
+                return  # only a FIN is out: the RTO resends it
+            self._rack.on_probe(end, True, now)
+            self._note_retransmission(start, end)
+            self._out.append(self._data_segment(start, end, False))
+        self._rtx_deadline = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
 
     def _on_persist(self, now: float) -> None:
         self._persist_deadline = None
@@ -1361,6 +1402,7 @@ class Connection:
             self._app_limited_until = 0
 
     def _note_retransmission(self, start: int, end: int) -> None:
+        self._rack.on_transmit(start, end, self._now_hint, True)
         self._retransmitted.add(start, end)
         self._ever_retransmitted.add(start, end)
         self._retx_marks.append((start, end, self.snd_nxt))
@@ -1423,6 +1465,7 @@ class Connection:
         self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
         self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
         self._pacing_deadline = None
+        self._rack.stop()
         self._events.append(ConnectionTerminated(self, error))
         self._touch(self)
 

@@ -1,0 +1,501 @@
+"""RACK-TLP loss detection (RFC 8985) for the sending side of a Connection.
+
+RACK ("recent acknowledgment", RFC 8985 6) judges loss by time, not by
+counting: once data sent at time T has been delivered (ACKed or SACKed),
+anything sent before T that is still outstanding is lost when it is older
+than RACK.rtt + reo_wnd. It finds lost retransmissions (a retransmission is
+judged by its own send time) and losses at the end of a flight that a count
+of SACKed segments never reaches. TLP (tail loss probe, RFC 8985 7) makes
+sure an ACK comes back to judge by: when ACKs stop for about two RTTs it
+sends one segment, new data or the last segment again.
+
+Why RACK replaces the RFC 6675 DupThresh rule instead of running beside it
+(RFC 8985 permits either): with no reordering seen, RACK's window is zero
+once DupThresh segments are SACKed or recovery has begun, so it marks a
+hole lost on the same ACK that DupThresh would; once reordering has been
+seen, DupThresh would retransmit exactly the segments RACK is waiting for,
+which is the spurious retransmission RACK exists to avoid. Linux made the
+same choice (RACK only, for SACK connections). Without SACK, the connection
+keeps counting duplicate ACKs (NewReno) and this module stays idle.
+
+Bookkeeping is per transmission, as byte ranges in send order:
+
+- originals: first transmissions, in two parallel lists (starts, records)
+  with a moving head. New data leaves in sequence order, so these are sorted
+  by sequence *and* by time: a cumulative ACK pops from the head, a SACK
+  block finds its newest original by bisection.
+- retransmissions: a short list in send order (only what is resent and not
+  yet delivered); bytes resent since the last ACK are also kept in a
+  RangeSet so that an original whose bytes were resent no longer counts.
+
+Every transmission carries a serial number; "sent before" is "smaller
+serial", which orders segments that left at the same instant (the RFC
+breaks such ties by sequence number, which a retransmission would get
+wrong). An in-order ACK with no loss pops the originals it covers, updates
+RACK from the newest of them and stops at the first record not yet ACKed,
+because that record was sent after everything delivered: O(1) amortized.
+
+Reorder window adaptation: Gannet receivers send no DSACK, so the signal
+for a spurious retransmission is the one RFC 8985 6.2 step 2 already uses:
+a retransmitted range delivered sooner than min_rtt after it was resent
+was delivered by the original. Each such event (at most one per round
+trip; TLP probes and go-back-N resends after an RTO excluded) widens the window by min_rtt/4 (reo_wnd_mult),
+for the next 16 recoveries (reo_wnd_persist), as the RFC does with DSACK.
+
+The module reads the connection's sender state (snd_una, snd_nxt, sacked,
+lost, in_recovery, rtt, mss, the RTO deadline) and writes only `lost`; the
+connection calls the hooks below and owns every segment that is sent.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import TYPE_CHECKING
+
+from .rangeset import RangeSet
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+# Float rounding in t + (now - t) must not postpone a verdict due "now".
+EPSILON = 1e-9
+# PTO before any RTT sample (RFC 8985 7.2: 1 second).
+PTO_WITHOUT_RTT = 1.0
+# Floor for the PTO: below ~10 ms the peer's scheduling jitter alone would
+# fire it (older Linux and early QUIC drafts used the same 10 ms floor).
+PTO_MIN = 0.01
+# RFC 8985 6.2 step 4: a widened reorder window lasts 16 recoveries.
+REO_WND_PERSIST = 16
+REO_WND_MULT_MAX = 16
+# Drop the popped prefix of the originals lists once it is this long and
+# more than half of them (amortized O(1) per record).
+COMPACT_AT = 256
+
+
+class RackTlp:
+    __slots__ = (
+        "conn", "active", "tlp", "ack_delay",
+        "_starts", "_recs", "_head", "_retx", "_resent", "_serial", "_blocks", "_una", "_high",
+        "rack_serial", "xmit_ts", "rack_rtt", "fack", "reordering_seen",
+        "reo_wnd_mult", "reo_wnd_persist", "_spurious_round", "_was_in_recovery", "_rto_high",
+        "reo_deadline", "pto_deadline", "deadline", "_pto_at",
+        "tlp_end", "tlp_retrans", "tlp_time", "_probing",
+        "probes", "reorder_timeouts", "spurious", "tlp_losses",
+    )
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        cfg = conn.config
+        # None until the first data transmission: SACK is negotiated by then.
+        self.active: bool | None = None if cfg.rack else False
+        self.tlp = cfg.tlp
+        # The peer delays an ACK for a lone segment by up to its ack_delay;
+        # Gannet peers use the same default as ours (RFC 8985's WCDelAckT).
+        self.ack_delay = cfg.ack_delay
+
+        # --- transmissions not yet delivered or judged lost -------------------
+        self._starts: list[int] = []  # originals: start positions, for bisection
+        self._recs: list[tuple[int, int, float, int]] = []  # (start, end, time, serial)
+        self._head = 0  # originals before this index are done
+        self._retx: list[tuple[int, int, float, int, bool]] = []  # (start, end, time, serial, judged)
+        self._resent = RangeSet()  # bytes above snd_una that have been resent
+        self._serial = 0  # transmissions so far
+        self._blocks: list[tuple[int, int]] = []  # SACK blocks that added news since the last ACK
+        self._una = 0  # snd_una when the last ACK was processed
+        self._high = 0  # end of the highest original sent
+
+        # --- RACK state (RFC 8985 6.1) -------------------------------------
+        self.rack_serial = -1  # serial of the newest transmission delivered
+        self.xmit_ts = 0.0  # RACK.xmit_ts: its send time
+        self.rack_rtt = 0.0  # RACK.rtt: delivery time minus xmit_ts
+        self.fack = 0  # highest position delivered (RACK.fack)
+        self.reordering_seen = False
+        self.reo_wnd_mult = 1
+        self.reo_wnd_persist = 0
+        self._spurious_round = 0  # snd_una must pass this before the window widens again
+        self._was_in_recovery = False
+        # snd_nxt at the last RTO: resends below it are go-back-N after a
+        # timeout, and their being spurious says nothing about reordering.
+        self._rto_high = 0
+
+        # --- timers ----------------------------------------------------------
+        self.reo_deadline: float | None = None  # RACK reorder timer
+        self.pto_deadline: float | None = None  # TLP probe timeout
+        self.deadline: float | None = None  # the earlier of the two, for get_timer
+        self._pto_at = -1.0  # when the PTO was last armed for more than one segment
+
+        # --- TLP episode (RFC 8985 7.4) --------------------------------------
+        self.tlp_end: int | None = None  # TLP.end_seq while a probe is outstanding
+        self.tlp_retrans = False
+        self.tlp_time = 0.0
+        self._probing = False  # the next transmission is the probe
+
+        # --- counters --------------------------------------------------------
+        self.probes = 0
+        self.reorder_timeouts = 0
+        self.spurious = 0
+        self.tlp_losses = 0
+
+    # ---------------------------------------------------------------- hooks
+    def on_transmit(self, start: int, end: int, now: float, retransmission: bool) -> None:
+        """Data [start, end) left now (first transmission or a resend)."""
+        active = self.active
+        if not active:
+            if active is False or not self._activate():
+                return
+        self._serial += 1
+        if retransmission:
+            if self._retx and self._resent.overlap(start, end):
+                self._supersede(start, end)
+            # The last field: whether a spurious verdict on this resend may
+            # widen the reorder window (not for probes or after a timeout).
+            self._retx.append((start, end, now, self._serial, not self._probing and start >= self._rto_high))
+            self._resent.add(start, end)
+        else:
+            self._starts.append(start)
+            self._recs.append((start, end, now, self._serial))
+            if end > self._high:
+                self._high = end
+            # RFC 8985 7.2: (re)start the PTO after sending new data, not a
+            # probe (once per instant: the rest of a burst would not move it).
+            if self.tlp and self.tlp_end is None and now != self._pto_at:
+                self._arm_pto(now)
+        self._probing = False
+
+    def on_sacked(self, left: int, right: int) -> None:
+        """The peer SACKed [left, right) and some of it is news."""
+        if self.active:
+            self._blocks.append((left, right))
+
+    def detect_losses(self, now: float) -> bool:
+        """After an ACK (or when the reorder timer fires): update RACK from
+        what was delivered, add lost ranges to conn.lost, arm the timers.
+
+        True when something new was found lost, or a TLP retransmission
+        turned out to have repaired a loss (RFC 8985 7.4: the congestion
+        controller must hear of it either way)."""
+        if not self.active:
+            return False
+        conn = self.conn
+        una = conn.snd_una
+        sacked = conn.sacked
+        resent = self._resent
+        recs = self._recs
+        head = self._head
+        best_serial = self.rack_serial
+        best_time = self.xmit_ts
+        old_una = self._una
+        advanced = una > old_una
+
+        # 1. Originals the cumulative ACK covers: the last one popped is the newest.
+        if advanced:
+            if self.fack > old_una and old_una not in resent:
+                # The hole at snd_una was filled by its original transmission
+                # after data sent later was SACKed: the path reorders.
+                self.reordering_seen = True
+            n = len(recs)
+            while head < n:
+                rec = recs[head]
+                if rec[1] > una:
+                    break
+                head += 1
+                if not resent or not resent.overlap(rec[0], rec[1]):
+                    best_serial, best_time = rec[3], rec[2]
+            self._head = head
+
+        # 2. Originals inside newly SACKed blocks: bisect for the newest.
+        blocks = self._blocks
+        if blocks:
+            starts = self._starts
+            fack = self.fack
+            for left, right in blocks:
+                if right <= fack and not (resent and resent.overlap(left, right)):
+                    self.reordering_seen = True  # delivered below data sent after it
+                j = bisect_right(starts, right - 1, head) - 1
+                for _ in range(4):  # the newest wholly delivered record is near the top
+                    if j < head:
+                        break
+                    s, e, t, serial = recs[j]
+                    if e <= left or serial <= best_serial:
+                        break
+                    if (
+                        e <= right
+                        and (s >= left or self._delivered(s, e, una, sacked))
+                        and not (resent and resent.overlap(s, e))
+                    ):
+                        best_serial, best_time = serial, t
+                        break
+                    j -= 1
+
+        # 3. Retransmissions now delivered. One delivered sooner than min_rtt
+        # after it was resent was delivered by an earlier transmission: it
+        # says nothing about RACK's time (RFC 8985 6.2 step 2) and it shows
+        # that the resend was spurious.
+        if self._retx and (advanced or blocks):
+            min_rtt = conn.rtt.min_rtt
+            keep = []
+            for rec in self._retx:
+                s, e, t, serial, judged = rec
+                if e <= una or self._delivered(s, e, una, sacked):
+                    if min_rtt is not None and now - t + EPSILON < min_rtt:
+                        if judged:
+                            self._on_spurious()
+                    elif serial > best_serial:
+                        best_serial, best_time = serial, t
+                else:
+                    keep.append(rec)
+            self._retx = keep
+        if blocks:
+            blocks.clear()
+
+        if best_serial > self.rack_serial:
+            self.rack_serial = best_serial
+            self.xmit_ts = best_time
+            self.rack_rtt = now - best_time
+        if advanced:
+            if resent:
+                resent.discard_below(una)
+            self._una = una
+        top = sacked.last()[1] if sacked else una
+        if top > self.fack:
+            self.fack = top
+        in_recovery = conn.in_recovery
+        if self._was_in_recovery and not in_recovery and self.reo_wnd_persist:
+            self.reo_wnd_persist -= 1
+            if not self.reo_wnd_persist:
+                self.reo_wnd_mult = 1
+        self._was_in_recovery = in_recovery
+
+        # 4. The time rule (RFC 8985 6.2 step 5).
+        newly_lost = self._mark_lost(now) if self.rack_serial >= 0 else False
+
+        # 5. TLP: end the probe's episode, restart the PTO on forward progress.
+        tlp_loss = False
+        if self.tlp:
+            end = self.tlp_end
+            if end is not None:
+                if newly_lost:
+                    self.tlp_end = None  # RACK found the loss; fast recovery answers it
+                elif una >= end:
+                    # No DSACK to say the probe was redundant: unless the ACK
+                    # came too soon to be for the probe, a loss was repaired.
+                    min_rtt = conn.rtt.min_rtt
+                    if self.tlp_retrans and not in_recovery and (min_rtt is None or now - self.tlp_time >= min_rtt):
+                        tlp_loss = True
+                        self.tlp_losses += 1
+                    self.tlp_end = None
+            if advanced and not tlp_loss:
+                self._arm_pto(now)
+            elif self.pto_deadline is not None and (sacked or in_recovery or conn.lost or tlp_loss):
+                self.pto_deadline = None
+                self._set_deadline()
+        return newly_lost or tlp_loss
+
+    def timer_fired(self, now: float) -> bool:
+        """The deadline passed: True means send a loss probe now, False
+        means run detect_losses (the reorder timer fired)."""
+        reo = self.reo_deadline
+        if reo is not None and now >= reo:
+            self.reo_deadline = None
+            self.reorder_timeouts += 1
+            self._set_deadline()
+            return False
+        pto = self.pto_deadline
+        if pto is not None and now >= pto:
+            self.pto_deadline = None
+            self._set_deadline()
+            return True
+        return False
+
+    def on_probe(self, end: int, retransmission: bool, now: float) -> None:
+        """The connection is about to send the loss probe, ending at `end`."""
+        self.tlp_end = end
+        self.tlp_retrans = retransmission
+        self.tlp_time = now
+        self._probing = True
+        self.probes += 1
+
+    def on_rto(self) -> None:
+        """The RTO fired and marked everything outstanding lost: forget the
+        transmissions (their resends will be recorded afresh)."""
+        self._starts.clear()
+        self._recs.clear()
+        self._head = 0
+        self._retx.clear()
+        self._blocks.clear()
+        self._rto_high = self.conn.snd_nxt
+        self.tlp_end = None
+        self.reo_deadline = self.pto_deadline = self.deadline = None
+
+    def stop(self) -> None:
+        """The connection is closed: no more timers."""
+        self.reo_deadline = self.pto_deadline = self.deadline = None
+        self.active = False
+
+    def reo_wnd(self) -> float:
+        """RACK.reo_wnd (RFC 8985 6.2 step 4)."""
+        conn = self.conn
+        if not self.reordering_seen:
+            if conn.in_recovery:
+                return 0.0
+            sacked = conn.sacked
+            thresh = conn.config.fast_retransmit_threshold
+            if sacked.total > (thresh - 1) * conn.mss or len(sacked) >= thresh:
+                return 0.0
+        rtt = conn.rtt
+        wnd = self.reo_wnd_mult * (rtt.min_rtt or 0.0) / 4
+        srtt = rtt.srtt
+        return wnd if srtt is None or wnd < srtt else srtt
+
+    # -------------------------------------------------------------- helpers
+    def _activate(self) -> bool:
+        conn = self.conn
+        self.active = bool(conn.sack_ok)
+        self._una = self.fack = self._high = conn.snd_una
+        return self.active
+
+    @staticmethod
+    def _delivered(s: int, e: int, una: int, sacked: RangeSet) -> bool:
+        if e <= una:
+            return True
+        r = sacked.range_containing(s if s > una else una)
+        return r is not None and r[1] >= e
+
+    def _supersede(self, start: int, end: int) -> None:
+        """A resend of [start, end) replaces older resends of those bytes."""
+        out = []
+        for rec in self._retx:
+            s, e = rec[0], rec[1]
+            if e <= start or s >= end:
+                out.append(rec)
+                continue
+            if s < start:
+                out.append((s, start, rec[2], rec[3], rec[4]))
+            if e > end:
+                out.append((end, e, rec[2], rec[3], rec[4]))
+        self._retx = out
+
+    def _on_spurious(self) -> None:
+        self.spurious += 1
+        self.reordering_seen = True
+        conn = self.conn
+        if conn.snd_una >= self._spurious_round:  # at most once per round trip
+            self._spurious_round = conn.snd_nxt
+            if self.reo_wnd_mult < REO_WND_MULT_MAX:
+                self.reo_wnd_mult += 1
+            self.reo_wnd_persist = REO_WND_PERSIST
+
+    def _mark_lost(self, now: float) -> bool:
+        """Mark lost what was sent before RACK.xmit_ts and is older than
+        RACK.rtt + reo_wnd; arm the reorder timer for the first that is not."""
+        conn = self.conn
+        una = conn.snd_una
+        sacked = conn.sacked
+        lost = conn.lost
+        resent = self._resent
+        rack_serial = self.rack_serial
+        recs = self._recs
+        i = self._head
+        n = len(recs)
+        retx = self._retx
+        if (i >= n or recs[i][3] > rack_serial) and (not retx or retx[0][3] > rack_serial):
+            # The common case: everything outstanding was sent after the
+            # newest delivered segment, so nothing can be judged yet.
+            if i and i >= n:
+                recs.clear()
+                self._starts.clear()
+                self._head = 0
+            if self.reo_deadline is not None:
+                self.reo_deadline = None
+                self._set_deadline()
+            return False
+        limit = self.rack_rtt + self.reo_wnd()
+        due = now + EPSILON
+        newly = False
+        deadline = None
+        while i < n:
+            s, e, t, serial = recs[i]
+            if serial > rack_serial:
+                break  # sent after everything delivered: nothing to judge by yet
+            if e > una:
+                lo = s if s > una else una
+                parts = sacked.gaps(lo, e) if sacked else [(lo, e)]
+                if resent and parts:
+                    parts = [g for ps, pe in parts for g in resent.gaps(ps, pe)]
+                if parts:
+                    if t + limit > due:
+                        deadline = t + limit
+                        break
+                    for ps, pe in parts:
+                        if lost.add(ps, pe):
+                            newly = True
+            i += 1
+        if i >= n:
+            recs.clear()
+            self._starts.clear()
+            i = 0
+        elif i > COMPACT_AT and 2 * i > n:
+            del recs[:i]
+            del self._starts[:i]
+            i = 0
+        self._head = i
+
+        if retx:
+            k = 0
+            while k < len(retx):
+                s, e, t, serial, _ = retx[k]
+                if serial > rack_serial:
+                    break
+                if e > una:
+                    parts = sacked.gaps(s if s > una else una, e)
+                    if parts:
+                        if t + limit > due:
+                            if deadline is None or t + limit < deadline:
+                                deadline = t + limit
+                            break
+                        for ps, pe in parts:
+                            if lost.add(ps, pe):
+                                newly = True
+                k += 1
+            if k:
+                del retx[:k]
+
+        self.reo_deadline = deadline
+        self._set_deadline()
+        return newly
+
+    def _arm_pto(self, now: float) -> None:
+        """RFC 8985 7.2: PTO = 2*SRTT (+ the peer's ACK delay for a lone
+        segment), no later than the RTO; none in recovery, with SACKed or
+        lost data, or while a probe is outstanding."""
+        conn = self.conn
+        deadline = None
+        flight = self._high - conn.snd_una
+        self._pto_at = now if flight > conn.mss else -1.0
+        if flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked and not conn.lost:
+            srtt = conn.rtt.srtt
+            if srtt is None:
+                pto = PTO_WITHOUT_RTT
+            else:
+                pto = 2 * srtt
+                if flight <= conn.mss:
+                    pto += self.ack_delay
+                if pto < PTO_MIN:
+                    pto = PTO_MIN
+            deadline = now + pto
+            rto = conn._rtx_deadline
+            if rto is None:
+                rto = now + conn.rtt.current_rto()
+            if rto < deadline:
+                deadline = rto
+        self.pto_deadline = deadline
+        self._set_deadline()
+
+    def _set_deadline(self) -> None:
+        reo, pto = self.reo_deadline, self.pto_deadline
+        if reo is None:
+            self.deadline = pto
+        elif pto is None or reo < pto:
+            self.deadline = reo
+        else:
+            self.deadline = pto
