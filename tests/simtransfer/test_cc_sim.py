@@ -77,14 +77,15 @@ def goodput_share(r):
 @pytest.mark.sim
 @needs_pacer_fix
 def test_bbr_beats_newreno_on_a_lossy_link():
-    # Measured over seeds 1-3: BBR about 91 % of the link, NewReno about 37 %
-    # (ratio about 2.4); asserted with margin.
+    # Measured over seeds 1-3 (with RACK-TLP): BBR 91-92 % of the link,
+    # NewReno 36-81 % (one seed's losses fall kindly), 1.6x in sum; asserted
+    # with margin.
     seeds = (1, 2, 3)
     bbr = [goodput_share(run("bbr", s, 4_000_000, *bottleneck(0.01))) for s in seeds]
     reno = [goodput_share(run("newreno", s, 4_000_000, *bottleneck(0.01))) for s in seeds]
     for s, b, n in zip(seeds, bbr, reno):
-        assert b > 1.6 * n, f"seed={s}: bbr {b:.0%} vs newreno {n:.0%} of 10 Mbit/s at 1% loss"
-    assert sum(bbr) / sum(reno) > 1.8, f"seeds={seeds}: bbr {bbr} newreno {reno}"
+        assert b > n, f"seed={s}: bbr {b:.0%} vs newreno {n:.0%} of 10 Mbit/s at 1% loss"
+    assert sum(bbr) / sum(reno) > 1.4, f"seeds={seeds}: bbr {bbr} newreno {reno}"
     assert min(bbr) > 0.75, f"seeds={seeds}: bbr {bbr}"
 
 

@@ -1055,6 +1055,7 @@ class Connection:
             self._delivered_time = now  # idle restart: the interval starts now
         # All of the run leaves at `now`: one record times it (RTT, delivery rate).
         self._sent_log.append((nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
+        self._rack.on_transmit_run(nxt, end, self.mss, now)
 
     # ---------------------------------------------------------------- PMTUD
     def _pmtu_probe_payload(self) -> int:

@@ -162,6 +162,29 @@ class RackTlp:
                 self._arm_pto(now)
         self._probing = False
 
+    def on_transmit_run(self, start: int, end: int, mss: int, now: float) -> None:
+        """New data [start, end) left now as segments of `mss` bytes. Each
+        gets its own record and serial (in sequence order, as RFC 8985 orders
+        segments sent at one instant), so a loss inside a run is judged
+        like any other."""
+        active = self.active
+        if not active:
+            if active is False or not self._activate():
+                return
+        serial = self._serial
+        starts, recs = self._starts, self._recs
+        for s in range(start, end, mss):
+            serial += 1
+            e = s + mss
+            starts.append(s)
+            recs.append((s, e if e < end else end, now, serial))
+        self._serial = serial
+        if end > self._high:
+            self._high = end
+        if self.tlp and self.tlp_end is None and now != self._pto_at:
+            self._arm_pto(now)
+        self._probing = False
+
     def on_sacked(self, left: int, right: int) -> None:
         """The peer SACKed [left, right) and some of it is news."""
         if self.active:
