@@ -54,6 +54,7 @@ RUN_BYTES = 65000
 INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
 RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
+RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
 
 
 class Connection:
@@ -978,7 +979,7 @@ class Connection:
                     length = room // mss * mss
                     if self._fin_queued and nxt + length == data_end:
                         length -= mss  # the last segment carries the FIN: _send_new sends it
-                if length > mss:
+                if length > mss or length == mss >= RUN_ALONE:
                     self._send_run(nxt, length, data_end, now, pipe, out)
                     budget -= length
                     pipe += length

@@ -516,7 +516,7 @@ class AioEndpoint:
                     feed_batch(batch, addr, now)
                     datagrams += len(batch)
                 else:
-                    feed(view[:n], addr, now)
+                    feed_batch([view[:n]], addr, now)
                     datagrams += 1
             st.recv_calls += calls
             st.datagrams_received += datagrams
