@@ -102,7 +102,7 @@ def _port_of(server, fallback: int) -> int:
 
 
 async def streams_server(args, gannet, opts, meta) -> None:
-    port = args.port or c.free_udp_port()
+    port = args.port  # 0: the server binds a free port and reports it (no race with other tests)
     done: asyncio.Future = asyncio.get_running_loop().create_future()
 
     async def on_connection(reader, writer):
@@ -141,7 +141,7 @@ def socket_server(args, gannet, opts, meta) -> None:
 
     kwargs, meta["ignored_options"] = build_kwargs(gannet.Socket, gannet, opts)
     ls = gannet.Socket(**kwargs)
-    ls.bind((args.host, args.port or c.free_udp_port()))
+    ls.bind((args.host, args.port))
     if hasattr(ls, "listen"):
         ls.listen(1)
     c.ready(ls.getsockname()[1])
