@@ -1,0 +1,112 @@
+"""CPU cost of Gannet's sans-I/O core alone: no sockets, no event loop.
+
+Two Endpoints in one process hand each other their output directly (runs as
+trains, split into GRO-shaped batches), so what is measured is the core's
+Python and the wire encoding, both sides together, on CPU time:
+
+    python bench/core_cost.py bulk --mtu 1472 --mb 100   # CPU s per GB moved
+    python bench/core_cost.py bulk --mtu 65000 --mb 300
+    python bench/core_cost.py pingpong --count 20000      # us per 64-byte round trip
+
+Compare the result with `bench/compare.py`'s CPU s/GB for the same datagram
+size: the difference is the kernel, the asyncio adapter and the streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from gannet.config import Config
+from gannet.core.endpoint import Endpoint
+from gannet.wire.batch import Train
+
+
+def pair(config: Config):
+    a, b = Endpoint(config, random.Random(1)), Endpoint(config, random.Random(2))
+    b.listen(4)
+    ca = a.connect("B", 0.0)
+    for _ in range(3):
+        pump(a, b, "A", 0.0)
+        pump(b, a, "B", 0.0)
+    cb = b.accept()
+    assert cb is not None, "handshake did not complete"
+    return a, b, ca, cb
+
+
+def pump(src: Endpoint, dst: Endpoint, name: str, now: float) -> None:
+    for d, _ in src.datagrams_to_send(now, True):
+        if type(d) is Train:
+            mv = memoryview(d)
+            dst.receive_batch([mv[i:i + d.size] for i in range(0, len(d), d.size)], name, now)
+        else:
+            dst.receive_batch([d], name, now)
+
+
+def bulk(mtu: int, mb: int, cc: str) -> None:
+    a, b, ca, cb = pair(Config(pmtud=False, max_datagram_size=mtu, congestion_control=cc))
+    chunk = bytes(1 << 20)
+    total = mb << 20
+    sent = got = 0
+    now = 0.0
+    start = time.process_time()
+    while got < total:
+        now += 0.0002
+        if sent < total:
+            sent += ca.send(chunk[: total - sent])
+        pump(a, b, "A", now)
+        got += len(cb.recv(1 << 22))
+        pump(b, a, "B", now)
+        a.handle_timer(now)
+        b.handle_timer(now)
+    cpu = time.process_time() - start
+    print(f"bulk, {mtu} B datagrams, {cc}: {cpu / (got / 1e9):.2f} CPU s/GB (both sides), "
+          f"{cb.stats.fast_path_segments} of {cb.stats.segments_received} segments on the fast path, "
+          f"{ca.stats.runs_sent} runs sent")
+
+
+def pingpong(count: int, cc: str) -> None:
+    a, b, ca, cb = pair(Config(pmtud=False, congestion_control=cc))
+    msg = b"p" * 64
+    now = 0.0
+
+    def rounds(n: int) -> None:
+        nonlocal now
+        for i in range(n):
+            now += 0.0001
+            ca.send(msg)
+            pump(a, b, "A", now)
+            cb.send(cb.recv(64))
+            pump(b, a, "B", now)
+            assert ca.recv(64) == msg
+            if i % 50 == 0:
+                a.handle_timer(now)
+                b.handle_timer(now)
+
+    rounds(500)
+    start = time.process_time()
+    rounds(count)
+    cpu = time.process_time() - start
+    print(f"ping-pong, 64 B, {cc}: {cpu / count * 1e6:.1f} us of core CPU per round trip (both sides)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    pb = sub.add_parser("bulk")
+    pb.add_argument("--mtu", type=int, default=1472)
+    pb.add_argument("--mb", type=int, default=100)
+    pb.add_argument("--cc", default="newreno")
+    pp = sub.add_parser("pingpong")
+    pp.add_argument("--count", type=int, default=20000)
+    pp.add_argument("--cc", default="bbr")
+    args = p.parse_args()
+    if args.what == "bulk":
+        bulk(args.mtu, args.mb, args.cc)
+    else:
+        pingpong(args.count, args.cc)
+
+
+if __name__ == "__main__":
+    main()
