@@ -262,6 +262,9 @@ async def run_server(args) -> None:
             out["datagrams"] = io.datagrams_sent + io.datagrams_received
         else:
             out["datagrams"] = tcp_segments(list(st.tcp_socks))
+        if args.profile and collect and st.accepted:
+            profiler.disable()  # the ramp is over
+            profiler.dump_stats(args.profile)
         if collect:
             gc.collect()
             out["gc_objects"] = len(gc.get_objects())
@@ -290,6 +293,11 @@ async def run_server(args) -> None:
             done.set_result(None)
 
     control_lines(loop, handle)
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     say("READY", {"port": port, "pid": os.getpid()})
     await done
     server.close()
@@ -348,12 +356,12 @@ async def run_client(args) -> None:
                     errors.append(f"open {i}: {exc!r}")
                 return False
 
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), cpu_seconds()
     ok = await asyncio.gather(*(first(i) for i in range(args.count)))
-    t1 = time.monotonic()
+    t1, c1 = time.monotonic(), cpu_seconds()
     opened = sum(c is not None for c in conns)
     say("OPENED", {"opened": opened, "echo_ok": sum(ok), "t_start": t0, "t_end": t1,
-                   "errors": errors[:10]})
+                   "cpu": c1 - c0, "errors": errors[:10]})
     await asyncio.wait([final, quit_], return_when=asyncio.FIRST_COMPLETED)
 
     final_ok = 0
@@ -485,7 +493,9 @@ def run_transport(transport: str, args) -> dict[str, Any]:
     try:
         kern0 = kernel_memory()
         srv = Proc(child_argv("server", transport, args,
-                              tracemalloc=args.tracemalloc if transport == "gannet" else 0))
+                              tracemalloc=args.tracemalloc if transport == "gannet" else 0,
+                              **({"profile": args.profile} if args.profile and transport == "gannet"
+                                 else {})))
         procs.append(srv)
         port = srv.expect("READY", min(deadline, time.monotonic() + 30))["port"]
         time.sleep(0.3)
@@ -544,6 +554,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "ramp_seconds": ramp,
         "client_ramp_seconds": max(o["t_end"] for o in opened) - min(o["t_start"] for o in opened),
         "accept_rate": (idle["accepted"] - 1) / ramp if ramp > 0 else None,
+        "server_cpu_per_accept_ms": 1e3 * (idle["cpu_before"] - base["cpu_after"]) / n,
+        "client_cpu_per_open_ms": 1e3 * sum(o["cpu"] for o in opened) / n,
         "server_rss_base": base["VmRSS"],
         "server_rss_idle": idle["VmRSS"],
         "server_rss_per_conn": rss / n,
@@ -570,6 +582,8 @@ ROWS = [  # (label, key, format, better: "low"/"high"/None)
     ("died during hold", "died_during_hold", "{:,.0f}", None),
     ("accept rate (conn/s)", "accept_rate", "{:,.0f}", "high"),
     ("ramp (s, at the server)", "ramp_seconds", "{:.2f}", None),
+    ("  server CPU per accept (ms)", "server_cpu_per_accept_ms", "{:.3f}", "low"),
+    ("  client CPU per open (ms)", "client_cpu_per_open_ms", "{:.3f}", None),
     ("memory per idle conn (B)", "memory_per_conn", "{:,.0f}", "low"),
     ("  server RSS per conn (B)", "server_rss_per_conn", "{:,.0f}", "low"),
     ("  kernel per conn (B)", "kernel_per_conn", "{:,.0f}", None),
@@ -703,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="limit for one transport's run")
     p.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
                    help="trace Gannet server allocations (slow; for profiling)")
+    p.add_argument("--profile", metavar="PATH",
+                   help="cProfile the Gannet server over the ramp into PATH (pstats format)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the table as markdown")
     # child roles
