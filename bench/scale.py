@@ -212,6 +212,15 @@ async def run_server(args) -> None:
         import tracemalloc
 
         tracemalloc.start(args.tracemalloc)
+    gc_time = [0.0, 0.0]  # seconds in the cyclic collector, start of the current pass
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_time[1] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[1]
+
+    gc.callbacks.append(on_gc)
 
     async def echo(reader, writer) -> None:
         now = time.monotonic()
@@ -256,7 +265,7 @@ async def run_server(args) -> None:
 
     def stats(collect: bool) -> dict[str, Any]:
         t0, c0 = time.monotonic(), cpu_seconds()
-        out: dict[str, Any] = {"t_before": t0, "cpu_before": c0}
+        out: dict[str, Any] = {"t_before": t0, "cpu_before": c0, "gc_seconds": gc_time[0]}
         if st.aep is not None:
             io = st.aep.io_stats
             out["datagrams"] = io.datagrams_sent + io.datagrams_received
@@ -279,11 +288,15 @@ async def run_server(args) -> None:
                     for s in top[:25]
                 ]
         out.update(proc_status())
-        out.update(blocks=sys.getallocatedblocks(), accepted=st.accepted, alive=st.alive,
+        out.update(gc_collections=[g["collections"] for g in gc.get_stats()],
+                   blocks=sys.getallocatedblocks(), accepted=st.accepted, alive=st.alive,
                    ended=st.ended, errors=st.errors, t_first=st.t_first, t_last=st.t_last,
                    t_after=time.monotonic(), cpu_after=cpu_seconds())
         if st.aep is not None:
-            out["endpoint_connections"] = len(st.aep.ep._conns)
+            out["endpoint"] = st.aep.ep.stats.as_dict()
+            out["io"] = {k: v for k, v in vars(st.aep.io_stats).items()} if hasattr(
+                st.aep.io_stats, "__dict__") else {
+                k: getattr(st.aep.io_stats, k) for k in st.aep.io_stats.__slots__}
         return out
 
     def handle(cmd: str) -> None:
@@ -555,6 +568,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "client_ramp_seconds": max(o["t_end"] for o in opened) - min(o["t_start"] for o in opened),
         "accept_rate": (idle["accepted"] - 1) / ramp if ramp > 0 else None,
         "server_cpu_per_accept_ms": 1e3 * (idle["cpu_before"] - base["cpu_after"]) / n,
+        "server_gc_ms_per_accept": 1e3 * (idle["gc_seconds"] - base["gc_seconds"]) / n,
+        "server_gc_collections": [a - b for a, b in zip(idle["gc_collections"], base["gc_collections"])],
         "client_cpu_per_open_ms": 1e3 * sum(o["cpu"] for o in opened) / n,
         "server_rss_base": base["VmRSS"],
         "server_rss_idle": idle["VmRSS"],
@@ -568,6 +583,9 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "keepalive_datagrams_per_s": dgrams / hold_s if dgrams is not None and hold_s > 0 else None,
         "idle_cpu_percent": 100 * (held["cpu_before"] - idle["cpu_after"]) / hold_s if hold_s > 0 else None,
     })
+    if "endpoint" in idle:
+        res["server_endpoint_stats"] = idle["endpoint"]
+        res["server_io_stats"] = idle["io"]
     if "tracemalloc_top" in idle:
         res["tracemalloc_total_per_conn"] = idle["tracemalloc_total"] / n
         res["tracemalloc_top"] = idle["tracemalloc_top"]
@@ -583,6 +601,7 @@ ROWS = [  # (label, key, format, better: "low"/"high"/None)
     ("accept rate (conn/s)", "accept_rate", "{:,.0f}", "high"),
     ("ramp (s, at the server)", "ramp_seconds", "{:.2f}", None),
     ("  server CPU per accept (ms)", "server_cpu_per_accept_ms", "{:.3f}", "low"),
+    ("  server cyclic GC per accept (ms)", "server_gc_ms_per_accept", "{:.3f}", None),
     ("  client CPU per open (ms)", "client_cpu_per_open_ms", "{:.3f}", None),
     ("memory per idle conn (B)", "memory_per_conn", "{:,.0f}", "low"),
     ("  server RSS per conn (B)", "server_rss_per_conn", "{:,.0f}", "low"),
