@@ -568,6 +568,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "client_ramp_seconds": max(o["t_end"] for o in opened) - min(o["t_start"] for o in opened),
         "accept_rate": (idle["accepted"] - 1) / ramp if ramp > 0 else None,
         "server_cpu_per_accept_ms": 1e3 * (idle["cpu_before"] - base["cpu_after"]) / n,
+        "accept_capacity": n / (idle["cpu_before"] - base["cpu_after"])
+        if idle["cpu_before"] > base["cpu_after"] else None,
         "server_gc_ms_per_accept": 1e3 * (idle["gc_seconds"] - base["gc_seconds"]) / n,
         "server_gc_collections": [a - b for a, b in zip(idle["gc_collections"], base["gc_collections"])],
         "client_cpu_per_open_ms": 1e3 * sum(o["cpu"] for o in opened) / n,
@@ -601,6 +603,7 @@ ROWS = [  # (label, key, format, better: "low"/"high"/None)
     ("accept rate (conn/s)", "accept_rate", "{:,.0f}", "high"),
     ("ramp (s, at the server)", "ramp_seconds", "{:.2f}", None),
     ("  server CPU per accept (ms)", "server_cpu_per_accept_ms", "{:.3f}", "low"),
+    ("  accept capacity (1 / CPU per accept)", "accept_capacity", "{:,.0f}", "high"),
     ("  server cyclic GC per accept (ms)", "server_gc_ms_per_accept", "{:.3f}", None),
     ("  client CPU per open (ms)", "client_cpu_per_open_ms", "{:.3f}", None),
     ("memory per idle conn (B)", "memory_per_conn", "{:,.0f}", "low"),
@@ -646,6 +649,10 @@ def verdict(results: dict[str, dict[str, Any]]) -> list[str]:
     if g.get("accept_rate") and k.get("accept_rate"):
         r = g["accept_rate"] / k["accept_rate"]
         out.append(f"accept rate: Gannet is {r:.2f}x kernel TCP "
+                   f"({'within' if r >= 0.5 else 'NOT within'} 2x)")
+    if g.get("accept_capacity") and k.get("accept_capacity"):
+        r = g["accept_capacity"] / k["accept_capacity"]
+        out.append(f"accept capacity (server CPU per accept): Gannet is {r:.2f}x kernel TCP "
                    f"({'within' if r >= 0.5 else 'NOT within'} 2x)")
     if g.get("memory_per_conn") and k.get("memory_per_conn"):
         r = g["memory_per_conn"] / k["memory_per_conn"]
