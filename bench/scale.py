@@ -335,12 +335,17 @@ async def run_client(args) -> None:
     if args.transport == "gannet":
         import gannet
         from gannet.io.aio import connect_endpoint
-        from gannet.io.endpoint import create_endpoint
+        from gannet.io.endpoint import AioEndpoint, create_endpoint, make_udp_socket
 
         cfg = gannet.Config(**keepalive_config(args))
-        endpoints = [await create_endpoint(HOST, 0, config=cfg) for _ in range(args.sockets)]
+        if args.sockets:
+            endpoints = [await create_endpoint(HOST, 0, config=cfg) for _ in range(args.sockets)]
 
         async def open_one(i: int):
+            if not args.sockets:  # one UDP socket per connection, as separate clients have
+                aep = AioEndpoint(make_udp_socket(socket.AF_INET, (HOST, 0)), cfg, loop)
+                aep.close_when_idle = True
+                return await connect_endpoint(aep, addr, cfg)
             return await connect_endpoint(endpoints[i % len(endpoints)], addr, cfg)
     else:
         async def open_one(i: int):
@@ -726,8 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--connections", type=int, default=10_000)
     p.add_argument("--transports", default="gannet,tcp", help="comma-separated: gannet, tcp")
     p.add_argument("--clients", type=int, default=1, help="client processes")
-    p.add_argument("--sockets", type=int, default=16,
-                   help="UDP sockets per Gannet client process (connections spread over them)")
+    p.add_argument("--sockets", type=int, default=0,
+                   help="UDP sockets per Gannet client process, connections spread over them "
+                        "(0: one per connection, as separate clients would have)")
     p.add_argument("--concurrency", type=int, default=200, help="handshakes in flight per client")
     p.add_argument("--backlog", type=int, default=1024, help="listen backlog of both servers")
     p.add_argument("--keepalive-idle", type=float, default=5.0,

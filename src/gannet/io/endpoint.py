@@ -27,7 +27,8 @@ Datagrams move in batches where Linux allows it:
   (`GANNET_NO_GRO=1` turns it off).
 
 Receive buffer contract: `Endpoint.receive_datagram` is given a memoryview
-slice of one preallocated buffer that the next `recvmsg_into` overwrites. This
+slice of one preallocated buffer (one per thread, shared by the endpoints
+whose loop runs there) that the next `recvmsg_into` overwrites. This
 relies on the core decoding the datagram at once and keeping no reference to
 `data` after the call returns (`wire.datagram.decode` copies the payload and
 any unknown option values into new `bytes`; every other field is an int).
@@ -275,6 +276,22 @@ def split_gro(view: memoryview, n: int, seg: int) -> list[memoryview]:
     return [view[off:off + seg if off + seg < n else n] for off in range(0, n, seg)]
 
 
+_thread_buffers = threading.local()
+
+
+def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
+    """The receive buffer of this thread, shared by every endpoint whose loop
+    runs here. Safe because a readiness callback decodes each datagram before
+    the next receive and nothing else runs in between (see the contract
+    above); it saves a client with one endpoint per connection 128 KB of
+    address space and a few touched pages per connection."""
+    bufs = getattr(_thread_buffers, "bufs", None)
+    if bufs is None:
+        buf = bytearray(RECV_SIZE)
+        bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
+    return bufs
+
+
 class AioEndpoint:
     """One UDP socket and the Gannet endpoint behind it, on one event loop.
 
@@ -317,9 +334,7 @@ class AioEndpoint:
         if gro is None:
             gro = not _env_off("GANNET_NO_GRO")
         self.gro = bool(gro) and enable_gro(sock)
-        self._rbuf = bytearray(RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
-        self._rbufs = [self._rbuf]
+        self._rbuf, self._rview, self._rbufs = _receive_buffer()
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
