@@ -383,6 +383,7 @@ async def run_client(args) -> None:
     await asyncio.wait([final, quit_], return_when=asyncio.FIRST_COMPLETED)
 
     final_ok = 0
+    t1f = time.monotonic()
     if final.done():
         async def last(i: int) -> bool:
             if conns[i] is None:
@@ -408,7 +409,8 @@ async def run_client(args) -> None:
     t2 = time.monotonic()
     await asyncio.gather(*(close(i) for i in range(args.count) if conns[i] is not None))
     say("RESULT", {"opened": opened, "echo_ok": sum(ok), "final_ok": final_ok,
-                   "close_seconds": time.monotonic() - t2, "errors": errors[:10]})
+                   "final_seconds": t2 - t1f, "close_seconds": time.monotonic() - t2,
+                   "errors": errors[:10]})
 
 
 # ------------------------------------------------------------ orchestrator
@@ -565,6 +567,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "first_echo_ok": sum(o["echo_ok"] for o in opened),
         "final_echo_ok": sum(f["final_ok"] for f in finals),
         "client_errors": [e for o in opened + finals for e in o["errors"]][:10],
+        "final_echo_seconds": max(f["final_seconds"] for f in finals),
+        "close_seconds": max(f["close_seconds"] for f in finals),
         "accepted": idle["accepted"],
         "held": held["alive"],
         "died_during_hold": held["ended"] - idle["ended"],
@@ -573,6 +577,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "client_ramp_seconds": max(o["t_end"] for o in opened) - min(o["t_start"] for o in opened),
         "accept_rate": (idle["accepted"] - 1) / ramp if ramp > 0 else None,
         "server_cpu_per_accept_ms": 1e3 * (idle["cpu_before"] - base["cpu_after"]) / n,
+        "server_datagrams_per_accept": (idle["datagrams"] - (base["datagrams"] or 0)) / n
+        if idle["datagrams"] is not None else None,
         "accept_capacity": n / (idle["cpu_before"] - base["cpu_after"])
         if idle["cpu_before"] > base["cpu_after"] else None,
         "server_gc_ms_per_accept": 1e3 * (idle["gc_seconds"] - base["gc_seconds"]) / n,
@@ -609,6 +615,7 @@ ROWS = [  # (label, key, format, better: "low"/"high"/None)
     ("ramp (s, at the server)", "ramp_seconds", "{:.2f}", None),
     ("  server CPU per accept (ms)", "server_cpu_per_accept_ms", "{:.3f}", "low"),
     ("  accept capacity (1 / CPU per accept)", "accept_capacity", "{:,.0f}", "high"),
+    ("  server datagrams per accept", "server_datagrams_per_accept", "{:.1f}", None),
     ("  server cyclic GC per accept (ms)", "server_gc_ms_per_accept", "{:.3f}", None),
     ("  client CPU per open (ms)", "client_cpu_per_open_ms", "{:.3f}", None),
     ("memory per idle conn (B)", "memory_per_conn", "{:,.0f}", "low"),
@@ -736,9 +743,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(0: one per connection, as separate clients would have)")
     p.add_argument("--concurrency", type=int, default=200, help="handshakes in flight per client")
     p.add_argument("--backlog", type=int, default=1024, help="listen backlog of both servers")
-    p.add_argument("--keepalive-idle", type=float, default=5.0,
-                   help="keep-alive idle time, s (whole seconds for TCP)")
-    p.add_argument("--keepalive-interval", type=float, default=2.0)
+    p.add_argument("--keepalive-idle", type=float, default=15.0,
+                   help="keep-alive idle time, s (whole seconds for TCP); longer than the "
+                        "ramp, so that the ramp's CPU is the accepts' alone")
+    p.add_argument("--keepalive-interval", type=float, default=5.0)
     p.add_argument("--keepalive-count", type=int, default=4)
     p.add_argument("--hold", type=float, default=None,
                    help="seconds to hold the idle connections (default 2 x idle + 1)")
