@@ -82,6 +82,11 @@ class Endpoint:
         return list(self._conns.values())
 
     @property
+    def connection_count(self) -> int:
+        """len(connections), without building the list."""
+        return len(self._conns)
+
+    @property
     def listening(self) -> bool:
         return self._listening
 

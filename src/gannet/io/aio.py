@@ -386,7 +386,7 @@ async def open_connection(
             return await connect_endpoint(aep, addr, cfg, limit)
         except (ConnectionRefusedError, OSError) as exc:
             error = exc
-            if aep.ep.connections:
+            if aep.ep.connection_count:
                 continue  # it closes itself when the aborted connection is gone
             aep.close()
         except BaseException:

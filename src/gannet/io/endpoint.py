@@ -430,7 +430,7 @@ class AioEndpoint:
             self._flush_scheduled = False
         if more:
             self.request_flush()
-        if self.close_when_idle and not ep.connections:
+        if self.close_when_idle and not ep.connection_count:
             self.close()
             return
         self._arm_timer()
@@ -799,7 +799,7 @@ class AioEndpoint:
         await fut
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{len(self.ep.connections)} connections"
+        state = "closed" if self.closed else f"{self.ep.connection_count} connections"
         return f"<AioEndpoint {self.local_address!r} {state}>"
 
 
