@@ -213,12 +213,15 @@ async def run_server(args) -> None:
 
         tracemalloc.start(args.tracemalloc)
     gc_time = [0.0, 0.0]  # seconds in the cyclic collector, start of the current pass
+    gc_by_gen = [0.0, 0.0, 0.0]
 
     def on_gc(phase: str, info: dict) -> None:
         if phase == "start":
             gc_time[1] = time.perf_counter()
         else:
-            gc_time[0] += time.perf_counter() - gc_time[1]
+            spent = time.perf_counter() - gc_time[1]
+            gc_time[0] += spent
+            gc_by_gen[info["generation"]] += spent
 
     gc.callbacks.append(on_gc)
 
@@ -265,7 +268,8 @@ async def run_server(args) -> None:
 
     def stats(collect: bool) -> dict[str, Any]:
         t0, c0 = time.monotonic(), cpu_seconds()
-        out: dict[str, Any] = {"t_before": t0, "cpu_before": c0, "gc_seconds": gc_time[0]}
+        out: dict[str, Any] = {"t_before": t0, "cpu_before": c0, "gc_seconds": gc_time[0],
+                               "gc_seconds_by_generation": list(gc_by_gen)}
         if st.aep is not None:
             io = st.aep.io_stats
             out["datagrams"] = io.datagrams_sent + io.datagrams_received
@@ -583,6 +587,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         if idle["cpu_before"] > base["cpu_after"] else None,
         "server_gc_ms_per_accept": 1e3 * (idle["gc_seconds"] - base["gc_seconds"]) / n,
         "server_gc_collections": [a - b for a, b in zip(idle["gc_collections"], base["gc_collections"])],
+        "server_gc_seconds_by_generation": [
+            a - b for a, b in zip(idle["gc_seconds_by_generation"], base["gc_seconds_by_generation"])],
         "client_cpu_per_open_ms": 1e3 * sum(o["cpu"] for o in opened) / n,
         "server_rss_base": base["VmRSS"],
         "server_rss_idle": idle["VmRSS"],
