@@ -613,24 +613,24 @@ def run_transport(transport: str, args) -> dict[str, Any]:
     return res
 
 
-ROWS = [  # (label, key, format, better: "low"/"high"/None)
-    ("connections held", "held", "{:,.0f}", None),
-    ("echo verified (open / final)", None, None, None),
-    ("died during hold", "died_during_hold", "{:,.0f}", None),
-    ("accept rate (conn/s)", "accept_rate", "{:,.0f}", "high"),
-    ("ramp (s, at the server)", "ramp_seconds", "{:.2f}", None),
-    ("  server CPU per accept (ms)", "server_cpu_per_accept_ms", "{:.3f}", "low"),
-    ("  accept capacity (1 / CPU per accept)", "accept_capacity", "{:,.0f}", "high"),
-    ("  server datagrams per accept", "server_datagrams_per_accept", "{:.1f}", None),
-    ("  server cyclic GC per accept (ms)", "server_gc_ms_per_accept", "{:.3f}", None),
-    ("  client CPU per open (ms)", "client_cpu_per_open_ms", "{:.3f}", None),
-    ("memory per idle conn (B)", "memory_per_conn", "{:,.0f}", "low"),
-    ("  server RSS per conn (B)", "server_rss_per_conn", "{:,.0f}", "low"),
-    ("  kernel per conn (B)", "kernel_per_conn", "{:,.0f}", None),
-    ("  Python blocks per conn", "python_blocks_per_conn", "{:,.1f}", None),
-    ("  GC objects per conn", "gc_objects_per_conn", "{:,.1f}", None),
-    ("keep-alive datagrams/s at server", "keepalive_datagrams_per_s", "{:,.0f}", None),
-    ("server CPU while idle (% core)", "idle_cpu_percent", "{:.1f}", "low"),
+ROWS = [  # (label, result key, format, whether a Gannet / kernel ratio means anything)
+    ("connections held", "held", "{:,.0f}", True),
+    ("echo verified (open / final)", None, None, False),
+    ("died during hold", "died_during_hold", "{:,.0f}", False),
+    ("accept rate (conn/s)", "accept_rate", "{:,.0f}", True),
+    ("ramp (s, at the server)", "ramp_seconds", "{:.2f}", True),
+    ("  server CPU per accept (ms)", "server_cpu_per_accept_ms", "{:.3f}", True),
+    ("  accept capacity (1 / CPU per accept)", "accept_capacity", "{:,.0f}", True),
+    ("  server datagrams per accept", "server_datagrams_per_accept", "{:.1f}", True),
+    ("  server cyclic GC per accept (ms)", "server_gc_ms_per_accept", "{:.3f}", True),
+    ("  client CPU per open (ms)", "client_cpu_per_open_ms", "{:.3f}", True),
+    ("memory per idle conn (B)", "memory_per_conn", "{:,.0f}", True),
+    ("  server RSS per conn (B)", "server_rss_per_conn", "{:,.0f}", True),
+    ("  kernel per conn (B)", "kernel_per_conn", "{:,.0f}", False),
+    ("  Python blocks per conn", "python_blocks_per_conn", "{:,.1f}", True),
+    ("  GC objects per conn", "gc_objects_per_conn", "{:,.1f}", True),
+    ("keep-alive datagrams/s at server", "keepalive_datagrams_per_s", "{:,.0f}", True),
+    ("server CPU while idle (% core)", "idle_cpu_percent", "{:.1f}", False),  # kernel: ~0
 ]
 
 
@@ -641,7 +641,7 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
     if both:
         header.append("Gannet / kernel")
     rows = []
-    for label, key, fmt, _ in ROWS:
+    for label, key, fmt, ratio in ROWS:
         row = [label]
         for t in names:
             r = results[t]
@@ -653,6 +653,8 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
             row.append(fmt.format(v) if isinstance(v, (int, float)) else "-")
         if both:
             g, k = (results["gannet"].get(key) if key else None), (results["tcp"].get(key) if key else None)
+            if not ratio:
+                g = None
             row.append(f"{g / k:.2f}" if isinstance(g, (int, float)) and isinstance(k, (int, float)) and k
                        else "-")
         rows.append(row)
