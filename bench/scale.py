@@ -154,8 +154,9 @@ def keepalive_config(args) -> dict[str, Any]:
 
 def tcp_keepalive(sock: socket.socket, args) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(args.keepalive_idle)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, round(args.keepalive_interval)))
+    idle, interval = max(1, round(args.keepalive_idle)), max(1, round(args.keepalive_interval))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, args.keepalive_count)
 
 
@@ -504,6 +505,10 @@ def child_argv(role: str, transport: str, args, **extra: Any) -> list[str]:
     return argv
 
 
+def delta(after: list, before: list) -> list:
+    return [a - b for a, b in zip(after, before)]
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -526,7 +531,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         srv.send("stats gc")
         base = srv.expect("STATS", deadline)
 
-        shares = [n // args.clients + (1 if i < n % args.clients else 0) for i in range(args.clients)]
+        k = args.clients
+        shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
         clients, offset = [], 0
         for count in shares:
             clients.append(Proc(child_argv("client", transport, args, port=port, count=count,
@@ -586,9 +592,9 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "accept_capacity": n / (idle["cpu_before"] - base["cpu_after"])
         if idle["cpu_before"] > base["cpu_after"] else None,
         "server_gc_ms_per_accept": 1e3 * (idle["gc_seconds"] - base["gc_seconds"]) / n,
-        "server_gc_collections": [a - b for a, b in zip(idle["gc_collections"], base["gc_collections"])],
-        "server_gc_seconds_by_generation": [
-            a - b for a, b in zip(idle["gc_seconds_by_generation"], base["gc_seconds_by_generation"])],
+        "server_gc_collections": delta(idle["gc_collections"], base["gc_collections"]),
+        "server_gc_seconds_by_generation": delta(idle["gc_seconds_by_generation"],
+                                                 base["gc_seconds_by_generation"]),
         "client_cpu_per_open_ms": 1e3 * sum(o["cpu"] for o in opened) / n,
         "server_rss_base": base["VmRSS"],
         "server_rss_idle": idle["VmRSS"],
@@ -600,7 +606,8 @@ def run_transport(transport: str, args) -> dict[str, Any]:
         "memory_per_conn": (rss + kernel_share) / n,
         "hold_seconds": hold_s,
         "keepalive_datagrams_per_s": dgrams / hold_s if dgrams is not None and hold_s > 0 else None,
-        "idle_cpu_percent": 100 * (held["cpu_before"] - idle["cpu_after"]) / hold_s if hold_s > 0 else None,
+        "idle_cpu_percent": 100 * (held["cpu_before"] - idle["cpu_after"]) / hold_s
+        if hold_s > 0 else None,
     })
     if "endpoint" in idle:
         res["server_endpoint_stats"] = idle["endpoint"]
@@ -652,11 +659,10 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
             v = r.get(key)
             row.append(fmt.format(v) if isinstance(v, (int, float)) else "-")
         if both:
-            g, k = (results["gannet"].get(key) if key else None), (results["tcp"].get(key) if key else None)
-            if not ratio:
-                g = None
-            row.append(f"{g / k:.2f}" if isinstance(g, (int, float)) and isinstance(k, (int, float)) and k
-                       else "-")
+            g = results["gannet"].get(key) if key and ratio else None
+            k = results["tcp"].get(key) if key else None
+            ok = isinstance(g, (int, float)) and isinstance(k, (int, float)) and k
+            row.append(f"{g / k:.2f}" if ok else "-")
         rows.append(row)
     return header, rows
 

@@ -27,7 +27,8 @@ def init_attributes() -> list[str]:
             [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
         for t in targets:
             for e in t.elts if isinstance(t, ast.Tuple) else [t]:
-                if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self":
+                if (isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
+                        and e.value.id == "self"):
                     names.append(e.attr)
     return names
 

@@ -52,7 +52,8 @@ class _StreamConn:
                  "eof_fed", "eof_requested", "fin_queued", "error", "established", "done",
                  "_finished", "drain_waiters", "on_done")
 
-    def __init__(self, aep: AioEndpoint, conn: Connection, limit: int, *, active: bool = False) -> None:
+    def __init__(self, aep: AioEndpoint, conn: Connection, limit: int, *,
+                 active: bool = False) -> None:
         self.aep = aep
         self.conn = conn
         self.loop = aep.loop
