@@ -360,27 +360,39 @@ async def run_client(args) -> None:
 
     conns: list[Any] = [None] * args.count
     errors: list[str] = []
-    sem = asyncio.Semaphore(args.concurrency)
+    limit = args.op_timeout
+
+    async def pool(fn) -> list[bool]:
+        """fn(i) for every connection, `--concurrency` at a time (one worker
+        task each, not one task per connection: the harness stays cheap)."""
+        todo = iter(range(args.count))
+        done = [False] * args.count
+
+        async def worker() -> None:
+            for i in todo:
+                done[i] = await fn(i)
+
+        await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.count))))
+        return done
 
     async def echo(i: int, tag: bytes) -> bool:
         reader, writer = conns[i]
         msg = b"%s %d %d\n" % (tag, args.offset + i, args.offset * 7919 + i)
         writer.write(msg)
-        got = await asyncio.wait_for(reader.readexactly(len(msg)), args.op_timeout)
-        return got == msg
+        return await reader.readexactly(len(msg)) == msg
 
     async def first(i: int) -> bool:
-        async with sem:
-            try:
-                conns[i] = await asyncio.wait_for(open_one(i), args.op_timeout)
+        try:
+            async with asyncio.timeout(limit):
+                conns[i] = await open_one(i)
                 return await echo(i, b"hello")
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
-                if len(errors) < 20:
-                    errors.append(f"open {i}: {exc!r}")
-                return False
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            if len(errors) < 20:
+                errors.append(f"open {i}: {exc!r}")
+            return False
 
     t0, c0 = time.monotonic(), cpu_seconds()
-    ok = await asyncio.gather(*(first(i) for i in range(args.count)))
+    ok = await pool(first)
     t1, c1 = time.monotonic(), cpu_seconds()
     opened = sum(c is not None for c in conns)
     say("OPENED", {"opened": opened, "echo_ok": sum(ok), "t_start": t0, "t_end": t1,
@@ -393,26 +405,30 @@ async def run_client(args) -> None:
         async def last(i: int) -> bool:
             if conns[i] is None:
                 return False
-            async with sem:
-                try:
+            try:
+                async with asyncio.timeout(limit):
                     return await echo(i, b"final")
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
-                    if len(errors) < 20:
-                        errors.append(f"final {i}: {exc!r}")
-                    return False
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                if len(errors) < 20:
+                    errors.append(f"final {i}: {exc!r}")
+                return False
 
-        final_ok = sum(await asyncio.gather(*(last(i) for i in range(args.count))))
+        final_ok = sum(await pool(last))
 
-    async def close(i: int) -> None:
-        _, writer = conns[i]
+    async def close(i: int) -> bool:
+        if conns[i] is None:
+            return False
+        writer = conns[i][1]
         writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), args.op_timeout)
-        except (OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(limit):
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
             pass
+        return True
 
     t2 = time.monotonic()
-    await asyncio.gather(*(close(i) for i in range(args.count) if conns[i] is not None))
+    await pool(close)
     say("RESULT", {"opened": opened, "echo_ok": sum(ok), "final_ok": final_ok,
                    "final_seconds": t2 - t1f, "close_seconds": time.monotonic() - t2,
                    "errors": errors[:10]})
@@ -755,7 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sockets", type=int, default=0,
                    help="UDP sockets per Gannet client process, connections spread over them "
                         "(0: one per connection, as separate clients would have)")
-    p.add_argument("--concurrency", type=int, default=200, help="handshakes in flight per client")
+    p.add_argument("--concurrency", type=int, default=200,
+                   help="handshakes (and later echoes, closes) in flight per client")
     p.add_argument("--backlog", type=int, default=1024, help="listen backlog of both servers")
     p.add_argument("--keepalive-idle", type=float, default=15.0,
                    help="keep-alive idle time, s (whole seconds for TCP); longer than the "
