@@ -63,7 +63,7 @@ class Endpoint:
         self._connecting: dict[object, Connection] = {}
         self._listening = False
         self._backlog = self.config.backlog
-        self._accept_queue: deque[Connection] = deque()
+        self._accept_queue: deque[Connection] | None = None  # made by the first queued connection
         self._unaccepted: dict[Connection, bool] = {}  # handshaking or queued -> queued
         self._events: deque[Event] = deque()
         self._dirty: dict[Connection, None] = {}
@@ -279,6 +279,8 @@ class Endpoint:
             return
         if conn.passive and self._unaccepted.get(conn) is False and conn.state in SYNCHRONIZED:
             self._unaccepted[conn] = True  # queued
+            if self._accept_queue is None:
+                self._accept_queue = deque()
             self._accept_queue.append(conn)
             self._events.append(ConnectionAvailable(conn))
         self._refresh_deadline(conn)

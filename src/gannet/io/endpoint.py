@@ -298,6 +298,18 @@ class AioEndpoint:
     Construct it on the loop's thread (it registers a reader).
     """
 
+    # A client has one of these per connection (`open_connection`), so it is
+    # kept small: slots (past 30 attributes an instance dict stops sharing
+    # its keys and costs 1-2 KB), the send backlog made only when needed.
+    __slots__ = (
+        "loop", "sock", "config", "ep", "lock", "local_address", "family", "on_available",
+        "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
+        "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
+        "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task",
+        "__dict__", "__weakref__",
+    )
+
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
                  *, gso: bool | None = None, gro: bool | None = None) -> None:
         """`gso` / `gro`: None (the default) uses them where the kernel can,
@@ -318,7 +330,7 @@ class AioEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
-        self._backlog: deque[tuple[bytes, object]] = deque()
+        self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed_waiters: list[asyncio.Future] = []
@@ -567,6 +579,8 @@ class AioEndpoint:
             return
         i = self._transmit(out)
         if i < len(out):
+            if self._backlog is None:
+                self._backlog = deque()
             self._backlog.extend(out[i:] if i else out)
 
     def _drain_backlog(self) -> None:
@@ -781,7 +795,8 @@ class AioEndpoint:
                 if handle is not None:
                     handle.cancel()
             self._timer = self._retry_handle = None
-            self._backlog.clear()
+            if self._backlog:
+                self._backlog.clear()
             self.sock.close()
             waiters, self._closed_waiters = self._closed_waiters, []
         for fut in waiters:
