@@ -58,6 +58,30 @@ RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD 
 
 
 class Connection:
+    # Every attribute __init__ sets has a slot: a connection holds about 80
+    # of them, and a plain instance dict of that size costs some 3 KB per
+    # connection (10,000 idle connections: 30 MB). "__dict__" stays, so that
+    # attributes set elsewhere (the class-level defaults below) still work;
+    # tests/core/test_connection_slots.py keeps this list complete.
+    __slots__ = (
+        "config", "rng", "remote_addr", "local_cid", "remote_cid", "passive", "state",
+        "error", "stats", "created", "_events", "_touch", "iss", "snd_una", "snd_nxt",
+        "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "snd_wscale", "_sndbuf",
+        "_sndbuf_start", "_fin_queued", "_fin_sent", "_want_send_space",
+        "_all_acked_reported", "sacked", "lost", "_retransmitted", "in_recovery",
+        "recovery_point", "_dupacks", "_retries", "_rtx_deadline", "_persist_deadline",
+        "_persist_probes", "_sent_log", "delivered", "_delivered_time",
+        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_deadline",
+        "_ever_retransmitted", "_retx_marks", "peer_mss", "mss", "max_datagram_size",
+        "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
+        "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcvbuf", "_rcvbuf_len",
+        "_ooo", "_ooo_ranges", "_last_ooo", "_fin_rcv", "eof", "_ack_now", "_unacked_segs",
+        "_dupacks_owed", "_delack_deadline", "_ts_offset", "_ts_recent", "last_received",
+        "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
+        "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
+        "__dict__",
+    )
+
     def __init__(
         self,
         config: Config,

@@ -5,6 +5,16 @@ connection is not tied to its address), runs the listen backlog and accept
 queue, answers segments for unknown connections with RST, and keeps one
 timer heap for all connections so that an idle connection costs nothing per
 call.
+
+The heap is lazy, because most deadline changes move a deadline later (every
+segment received pushes the keep-alive deadline on; every ACK the
+retransmission deadline): a connection has one live heap entry, keyed by the
+earliest deadline it has had since the entry was pushed. A deadline that moves
+later leaves the entry alone; when the entry reaches the top of the heap, it
+is either due or pushed again at the connection's real deadline. Only a
+deadline that moves earlier pushes a new entry. So the heap holds about one
+entry per connection, and a connection's traffic costs O(1) heap work per
+deadline that is reached, not O(log n) per segment.
 """
 
 from __future__ import annotations
@@ -54,14 +64,16 @@ class Endpoint:
         self._connecting: dict[object, Connection] = {}
         self._listening = False
         self._backlog = self.config.backlog
-        self._accept_queue: deque[Connection] = deque()
-        self._unaccepted: set[Connection] = set()
+        self._accept_queue: deque[Connection] | None = None  # made by the first queued connection
+        self._unaccepted: dict[Connection, bool] = {}  # handshaking or queued -> queued
         self._events: deque[Event] = deque()
         self._dirty: dict[Connection, None] = {}
         self._heap: list[tuple[float, int, Connection]] = []
-        self._deadline: dict[Connection, float] = {}
+        self._deadline: dict[Connection, float] = {}  # each connection's real deadline
+        self._keyed: dict[Connection, float] = {}  # the key of its live heap entry
         self._tick = count()
         self._out: list[tuple[bytes, object]] = []
+        self._touch_cb = self._touch  # one bound method shared by every connection
         self.isn_source: Callable[[], int] | None = None
         """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
 
@@ -69,6 +81,11 @@ class Endpoint:
     @property
     def connections(self) -> list[Connection]:
         return list(self._conns.values())
+
+    @property
+    def connection_count(self) -> int:
+        """len(connections), without building the list."""
+        return len(self._conns)
 
     @property
     def listening(self) -> bool:
@@ -93,7 +110,7 @@ class Endpoint:
     def accept(self) -> Connection | None:
         while self._accept_queue:
             conn = self._accept_queue.popleft()
-            self._unaccepted.discard(conn)
+            self._unaccepted.pop(conn, None)
             return conn
         return None
 
@@ -185,7 +202,7 @@ class Endpoint:
         conn = self._new_connection(addr, now, None)
         conn.remote_cid = src
         self._syn_index[(addr, src)] = conn
-        self._unaccepted.add(conn)
+        self._unaccepted[conn] = False
         conn.accept_syn(seg, now)
 
     def _reset(self, seg: Segment, dst: int, src: int, addr: object) -> None:
@@ -234,10 +251,9 @@ class Endpoint:
             self._refresh_deadline(conn)
         heap = self._heap
         while heap:
-            deadline, _, conn = heap[0]
-            if self._deadline.get(conn) == deadline:
-                return deadline
-            heapq.heappop(heap)
+            key, _, conn = heap[0]
+            if self._settle_top(key, conn):
+                return key
         return None
 
     def handle_timer(self, now: float) -> None:
@@ -246,20 +262,39 @@ class Endpoint:
         heap = self._heap
         due = []
         while heap and heap[0][0] <= now:
-            deadline, _, conn = heapq.heappop(heap)
-            if self._deadline.get(conn) == deadline:
+            key, _, conn = heap[0]
+            if self._settle_top(key, conn):
+                heapq.heappop(heap)
+                del self._keyed[conn]
                 del self._deadline[conn]
                 due.append(conn)
         for conn in due:
             conn.handle_timer(now)
             self._dirty[conn] = None
 
+    def _settle_top(self, key: float, conn: Connection) -> bool:
+        """Whether the top heap entry (key, _, conn) is a real deadline; if it
+        is stale or early, replace it (pop, or push again at the real one)."""
+        if self._keyed.get(conn) != key:
+            heapq.heappop(self._heap)  # superseded by an earlier entry
+            return False
+        deadline = self._deadline.get(conn)
+        if deadline == key:
+            return True
+        if deadline is None:
+            heapq.heappop(self._heap)
+            del self._keyed[conn]
+        else:  # the deadline moved later since this entry was pushed
+            self._keyed[conn] = deadline
+            heapq.heapreplace(self._heap, (deadline, next(self._tick), conn))
+        return False
+
     # --------------------------------------------------------------- helpers
     def _new_connection(self, addr: object, now: float, config: Config | None) -> Connection:
         cid = self._allocate_cid()
         conn = Connection(
             config or self.config, self.rng, now, remote_addr=addr, local_cid=cid,
-            events=self._events, touch=self._touch,
+            events=self._events, touch=self._touch_cb,
             iss=self.isn_source() if self.isn_source else None,
         )
         self._conns[cid] = conn
@@ -277,19 +312,22 @@ class Endpoint:
     def _refresh_deadline(self, conn: Connection) -> None:
         deadline = conn.get_timer()
         if deadline is None:
-            self._deadline.pop(conn, None)
-        elif self._deadline.get(conn) != deadline:
-            self._deadline[conn] = deadline
+            self._deadline.pop(conn, None)  # its heap entry, if any, goes when it surfaces
+            return
+        self._deadline[conn] = deadline
+        key = self._keyed.get(conn)
+        if key is None or deadline < key:
+            self._keyed[conn] = deadline
             heapq.heappush(self._heap, (deadline, next(self._tick), conn))
 
     def _after_change(self, conn: Connection) -> None:
         if conn.state == State.CLOSED:
             self._forget(conn)
             return
-        if conn.passive and conn in self._unaccepted and conn.state in SYNCHRONIZED and not getattr(
-            conn, "_queued", False
-        ):
-            conn._queued = True  # type: ignore[attr-defined]
+        if conn.passive and self._unaccepted.get(conn) is False and conn.state in SYNCHRONIZED:
+            self._unaccepted[conn] = True  # queued
+            if self._accept_queue is None:
+                self._accept_queue = deque()
             self._accept_queue.append(conn)
             self._events.append(ConnectionAvailable(conn))
         self._refresh_deadline(conn)
@@ -299,6 +337,6 @@ class Endpoint:
         self._syn_index.pop((conn.remote_addr, conn.remote_cid), None)
         if self._connecting.get(conn.remote_addr) is conn:
             del self._connecting[conn.remote_addr]
-        self._deadline.pop(conn, None)
-        if conn in self._unaccepted and not getattr(conn, "_queued", False):
-            self._unaccepted.discard(conn)  # died before the handshake finished
+        self._deadline.pop(conn, None)  # its heap entry goes when it surfaces
+        if self._unaccepted.get(conn) is False:
+            del self._unaccepted[conn]  # died before the handshake finished

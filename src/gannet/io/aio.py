@@ -81,9 +81,20 @@ class _Pending:
 
 
 class _StreamConn:
-    """Glue between one Connection and its StreamReader / StreamWriter (loop thread)."""
+    """Glue between one Connection and its StreamReader / StreamWriter (loop thread).
 
-    def __init__(self, aep: AioEndpoint, conn: Connection, limit: int) -> None:
+    A server holds one per connection, so it is kept small: slots, no future
+    for the handshake unless someone waits for it (active opens), the
+    "finished" future made only when awaited, and the object itself is the
+    event handler the endpoint calls (no bound method kept per connection).
+    """
+
+    __slots__ = ("aep", "conn", "loop", "reader", "pending", "paused", "discard", "eof_seen",
+                 "eof_fed", "eof_requested", "fin_queued", "error", "established", "done",
+                 "_finished", "drain_waiters", "on_done")
+
+    def __init__(self, aep: AioEndpoint, conn: Connection, limit: int, *,
+                 active: bool = False) -> None:
         self.aep = aep
         self.conn = conn
         self.loop = aep.loop
@@ -97,11 +108,32 @@ class _StreamConn:
         self.eof_requested = False  # write_eof/close called
         self.fin_queued = False  # conn.shutdown_write called
         self.error: BaseException | None = None
-        self.established = self.loop.create_future()
-        self.finished = self.loop.create_future()  # our FIN acknowledged, or terminated
-        self.drain_waiters: list[asyncio.Future] = []
-        aep.attach(conn, self.on_event)
+        # Resolved when the handshake completes; only an active open waits for it.
+        self.established: asyncio.Future | None = self.loop.create_future() if active else None
+        self.done = False  # our FIN acknowledged, or terminated (see `finished`)
+        self._finished: asyncio.Future | None = None
+        self.drain_waiters: list[asyncio.Future] | None = None
+        self.on_done: Callable[[_StreamConn], None] | None = None  # the server's bookkeeping
+        aep.attach(conn, self)
         self._sync()
+
+    @property
+    def finished(self) -> asyncio.Future:
+        """A future resolved once `done` (made on demand)."""
+        fut = self._finished
+        if fut is None:
+            fut = self._finished = self.loop.create_future()
+            if self.done:
+                fut.set_result(None)
+        return fut
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        _resolve_if(self._finished, None)
+        if self.on_done is not None:
+            self.on_done(self)
 
     # StreamReader calls these (as if we were its transport).
     def pause_reading(self) -> None:
@@ -118,7 +150,7 @@ class _StreamConn:
         """Catch up with what happened before we were attached (level, not edge)."""
         conn = self.conn
         if conn.established:
-            _resolve(self.established, None)
+            _resolve_if(self.established, None)
         if conn.eof:
             self.eof_seen = True
         if conn.state == State.CLOSED:
@@ -126,7 +158,7 @@ class _StreamConn:
         else:
             self.pull()
 
-    def on_event(self, ev: Event) -> None:
+    def __call__(self, ev: Event) -> None:
         kind = type(ev)
         if kind is DataReceived:
             self.pull()
@@ -136,10 +168,10 @@ class _StreamConn:
             self.eof_seen = True
             self.pull()
         elif kind is ConnectionEstablished:
-            _resolve(self.established, None)
+            _resolve_if(self.established, None)
         elif kind is AllDataAcknowledged:
             if self.fin_queued and self.conn.state in FIN_ACKED:
-                _resolve(self.finished, None)
+                self._finish()
         elif kind is ConnectionTerminated:
             self._terminated(ev.error)  # type: ignore[attr-defined]
 
@@ -170,15 +202,15 @@ class _StreamConn:
             if self.eof_requested and not self.fin_queued:
                 self.fin_queued = True
                 self.conn.shutdown_write(self.loop.time())
-        if len(pending) <= HIGH_WATER:
-            waiters, self.drain_waiters = self.drain_waiters, []
+        if len(pending) <= HIGH_WATER and self.drain_waiters:
+            waiters, self.drain_waiters = self.drain_waiters, None
             for fut in waiters:
                 _resolve(fut, None)
 
     def _fail_writers(self, exc: BaseException) -> None:
         self.pending.clear()
-        waiters, self.drain_waiters = self.drain_waiters, []
-        for fut in waiters:
+        waiters, self.drain_waiters = self.drain_waiters, None
+        for fut in waiters or ():
             if not fut.done():
                 fut.set_exception(copy_error(exc))
 
@@ -186,14 +218,14 @@ class _StreamConn:
         self.aep.detach(self.conn)
         if error is not None:
             self.error = error
-            if not self.established.done():
+            if self.established is not None and not self.established.done():
                 self.established.set_exception(copy_error(error))
             if not self.eof_fed:
                 self.eof_fed = True
                 self.reader.set_exception(copy_error(error))
             self._fail_writers(error)
         else:
-            if not self.established.done():
+            if self.established is not None and not self.established.done():
                 self.established.set_exception(ConnectionResetError("connection closed during the handshake"))
             self.eof_seen = True
             if not self.paused:
@@ -202,7 +234,7 @@ class _StreamConn:
                 self._fail_writers(BrokenPipeError("connection closed with data unsent"))
             else:
                 self.push()  # wake drain() waiters
-        _resolve(self.finished, None)
+        self._finish()
 
     def start_close(self, *, reading_too: bool) -> None:
         with self.aep.lock:
@@ -221,6 +253,11 @@ class _StreamConn:
 
 def _resolve(fut: asyncio.Future, value: object) -> None:
     if not fut.done():
+        fut.set_result(value)
+
+
+def _resolve_if(fut: asyncio.Future | None, value: object) -> None:
+    if fut is not None and not fut.done():
         fut.set_result(value)
 
 
@@ -265,6 +302,8 @@ class StreamWriter:
             raise copy_error(sc.error)
         if len(sc.pending) > HIGH_WATER:
             fut = sc.loop.create_future()
+            if sc.drain_waiters is None:
+                sc.drain_waiters = []
             sc.drain_waiters.append(fut)
             await fut
         elif self._closing:
@@ -344,10 +383,10 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
     """Open a connection to `addr` through an existing endpoint."""
     with aep.lock:
         conn = aep.connect(addr, config)
-        sc = _StreamConn(aep, conn, limit)
+        sc = _StreamConn(aep, conn, limit, active=True)
     aep.request_flush()
     try:
-        await sc.established
+        await sc.established  # type: ignore[misc] - made for active opens
     except BaseException:
         with aep.lock:
             if conn.state != State.CLOSED:
@@ -388,7 +427,7 @@ async def open_connection(
             return await connect_endpoint(aep, addr, cfg, limit)
         except (ConnectionRefusedError, OSError) as exc:
             error = exc
-            if aep.ep.connections:
+            if aep.ep.connection_count:
                 continue  # it closes itself when the aborted connection is gone
             aep.close()
         except BaseException:
@@ -411,7 +450,7 @@ class Server:
         self._loop = aep.loop
         self._serving = True
         self._streams: set[_StreamConn] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: dict[asyncio.Task, StreamWriter] = {}
         self._serve_forever: asyncio.Future | None = None
         aep.on_available = self._on_available
         aep.ep.listen(backlog)
@@ -420,8 +459,9 @@ class Server:
         aep = self._aep
         while (conn := aep.ep.accept()) is not None:
             sc = _StreamConn(aep, conn, self._limit)
-            self._streams.add(sc)
-            sc.finished.add_done_callback(lambda _f, sc=sc: self._streams.discard(sc))
+            if not sc.done:
+                self._streams.add(sc)
+                sc.on_done = self._streams.discard
             writer = StreamWriter(sc, sc.reader)
             try:
                 res = self._callback(sc.reader, writer)
@@ -430,12 +470,12 @@ class Server:
                 continue
             if asyncio.iscoroutine(res):
                 task = self._loop.create_task(res)
-                self._tasks.add(task)
-                task.add_done_callback(lambda t, w=writer: self._task_done(t, w))
+                self._tasks[task] = writer
+                task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task, writer: StreamWriter) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+    def _task_done(self, task: asyncio.Task) -> None:
+        writer = self._tasks.pop(task, None)
+        if writer is not None and not task.cancelled() and task.exception() is not None:
             self._report(task.exception(), writer)
 
     def _report(self, exc: BaseException, writer: StreamWriter) -> None:
@@ -496,7 +536,7 @@ class Server:
         if self._serving:
             return
         while True:
-            pending = [sc.finished for sc in self._streams if not sc.finished.done()]
+            pending = [sc.finished for sc in self._streams if not sc.done]
             if not pending:
                 break
             await asyncio.wait(pending)

@@ -27,7 +27,8 @@ Datagrams move in batches where Linux allows it:
   (`GANNET_NO_GRO=1` turns it off).
 
 Receive buffer contract: `Endpoint.receive_datagram` is given a memoryview
-slice of one preallocated buffer that the next `recvmsg_into` overwrites. This
+slice of one preallocated buffer (one per thread, shared by the endpoints
+whose loop runs there) that the next `recvmsg_into` overwrites. This
 relies on the core decoding the datagram at once and keeping no reference to
 `data` after the call returns (`wire.datagram.decode` copies the payload and
 any unknown option values into new `bytes`; every other field is an int).
@@ -276,11 +277,39 @@ def split_gro(view: memoryview, n: int, seg: int) -> list[memoryview]:
     return [view[off:off + seg if off + seg < n else n] for off in range(0, n, seg)]
 
 
+_thread_buffers = threading.local()
+
+
+def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
+    """The receive buffer of this thread, shared by every endpoint whose loop
+    runs here. Safe because a readiness callback decodes each datagram before
+    the next receive and nothing else runs in between (see the contract
+    above); it saves a client with one endpoint per connection 128 KB of
+    address space and a few touched pages per connection."""
+    bufs = getattr(_thread_buffers, "bufs", None)
+    if bufs is None:
+        buf = bytearray(RECV_SIZE)
+        bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
+    return bufs
+
+
 class AioEndpoint:
     """One UDP socket and the Gannet endpoint behind it, on one event loop.
 
     Construct it on the loop's thread (it registers a reader).
     """
+
+    # A client has one of these per connection (`open_connection`), so it is
+    # kept small: slots (past 30 attributes an instance dict stops sharing
+    # its keys and costs 1-2 KB), the send backlog made only when needed.
+    __slots__ = (
+        "loop", "sock", "config", "ep", "lock", "local_address", "family", "on_available",
+        "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
+        "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
+        "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task",
+        "__dict__", "__weakref__",
+    )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
                  *, gso: bool | None = None, gro: bool | None = None) -> None:
@@ -302,7 +331,7 @@ class AioEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
-        self._backlog: deque[tuple[bytes, object]] = deque()
+        self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed_waiters: list[asyncio.Future] = []
@@ -318,9 +347,7 @@ class AioEndpoint:
         if gro is None:
             gro = not _env_off("GANNET_NO_GRO")
         self.gro = bool(gro) and enable_gro(sock)
-        self._rbuf = bytearray(RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
-        self._rbufs = [self._rbuf]
+        self._rbuf, self._rview, self._rbufs = _receive_buffer()
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
@@ -416,7 +443,7 @@ class AioEndpoint:
             self._flush_scheduled = False
         if more:
             self.request_flush()
-        if self.close_when_idle and not ep.connections:
+        if self.close_when_idle and not ep.connection_count:
             self.close()
             return
         self._arm_timer()
@@ -553,6 +580,8 @@ class AioEndpoint:
             return
         i = self._transmit(out)
         if i < len(out):
+            if self._backlog is None:
+                self._backlog = deque()
             self._backlog.extend(out[i:] if i else out)
 
     def _drain_backlog(self) -> None:
@@ -833,7 +862,8 @@ class AioEndpoint:
                 if handle is not None:
                     handle.cancel()
             self._timer = self._retry_handle = None
-            self._backlog.clear()
+            if self._backlog:
+                self._backlog.clear()
             self.sock.close()
             waiters, self._closed_waiters = self._closed_waiters, []
         for fut in waiters:
@@ -851,7 +881,7 @@ class AioEndpoint:
         await fut
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{len(self.ep.connections)} connections"
+        state = "closed" if self.closed else f"{self.ep.connection_count} connections"
         return f"<AioEndpoint {self.local_address!r} {state}>"
 
 
