@@ -79,6 +79,7 @@ class Connection:
         "_dupacks_owed", "_delack_deadline", "_ts_offset", "_ts_recent", "last_received",
         "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
         "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
+        "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
         "__dict__",
     )
 
