@@ -80,6 +80,7 @@ class Connection:
         "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
         "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
         "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
+        "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent",
         "__dict__",
     )
 
@@ -176,6 +177,11 @@ class Connection:
         self._rcv_copied = 0
         self._rcv_space_copied = 0
         self._rcv_space_time = now
+        self._now_hint = now  # time of the input or output call in progress (for tsval)
+        self._tsval_at = -1.0  # the time _tsval was computed for
+        self._tsval = 0
+        self.rcv_wscale_ok = False  # peer offered window scaling in its SYN
+        self._keepalive_sent = 0.0
         self._rcvbuf_len = 0
         self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
         self._ooo_ranges = RangeSet()
@@ -1158,9 +1164,6 @@ class Connection:
             self._tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
         return self._tsval, self._ts_recent or 0
 
-    _now_hint = 0.0  # time of the input or output call in progress (for tsval)
-    _tsval_at = -1.0  # the time _tsval was computed for
-    _tsval = 0
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
         """RFC 2018 4: the newest block first, then the others, highest first."""
@@ -1229,7 +1232,6 @@ class Connection:
         self._rtx_deadline = now + self.rtt.current_rto()
         self._touch(self)
 
-    rcv_wscale_ok = False  # peer offered window scaling in its SYN
 
     def _take_syn_options(self, seg: Segment) -> None:
         """Negotiate options from the peer's SYN (RFC 7323, RFC 2018, seed 003)."""
@@ -1363,7 +1365,6 @@ class Connection:
         else:
             self._keepalive_deadline = self.last_received + cfg.keepalive_idle
 
-    _keepalive_sent = 0.0
 
     def _on_keepalive(self, now: float) -> None:
         cfg = self.config
