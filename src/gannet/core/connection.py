@@ -291,12 +291,25 @@ class Connection:
                     buf[0] = chunk[need:]
                     need = 0
             out = b"".join(parts)
-        self._rcvbuf_len -= len(out)
-        self._rcv_copied += len(out)
+        self._after_read(len(out))
+        return bytes(out)
+
+    def recv_chunk(self) -> bytes:
+        """The oldest received piece of the stream, as it arrived, without
+        copying it (b"" if none is ready): for adapters that keep their own
+        buffer and would only copy a joined `recv` again."""
+        if not self._rcvbuf_len:
+            return b""
+        chunk = self._rcvbuf.popleft()
+        self._after_read(len(chunk))
+        return chunk
+
+    def _after_read(self, n: int) -> None:
+        self._rcvbuf_len -= n
+        self._rcv_copied += n
         if self.config.autotune:
             self._rcv_space_adjust(self._now_hint)
         self._maybe_window_update()
-        return bytes(out)
 
     def _rcv_space_adjust(self, now: float) -> None:
         """Once a round trip, grow the window to RCV_SPACE_GAIN x what the

@@ -36,7 +36,6 @@ __all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect
 
 DEFAULT_LIMIT = 256 * 1024  # StreamReader limit; it holds up to twice this before pausing
 HIGH_WATER = 64 * 1024  # bytes waiting beyond Gannet's send buffer before drain() blocks
-PULL_CHUNK = 256 * 1024
 FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
 
 
@@ -183,7 +182,7 @@ class _StreamConn:
         else:
             feed = self.reader.feed_data
             while not self.paused and conn.readable_bytes:
-                feed(conn.recv(PULL_CHUNK))
+                feed(conn.recv_chunk())  # StreamReader copies it into its buffer: no join first
             if self.paused and conn.readable_bytes:
                 return
         if self.eof_seen and not self.eof_fed and not conn.readable_bytes:
