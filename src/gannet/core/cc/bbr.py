@@ -40,6 +40,7 @@ QUEUE_RTT_FACTOR = 1.25
 @register
 class Bbr(CongestionControl):
     name = "bbr"
+    acks_in_recovery = True  # the model keeps learning while holes are repaired
 
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
@@ -63,6 +64,7 @@ class Bbr(CongestionControl):
         self._prior_cwnd = 0
         self._inflight = 0  # bytes outstanding after the latest ACK we saw
         self._in_recovery = False
+        self._recovery_capped = False  # this episode's loss came with a queue
         self._loss_in_phase = False
         self._round_start = False
 
@@ -208,10 +210,9 @@ class Bbr(CongestionControl):
 
     def _update_pacing(self) -> None:
         gain = self.pacing_gain
-        if self._in_recovery:
-            # The connection reports no ACKs and few rate samples during loss
-            # recovery, so the model cannot see a queue it builds then: send
-            # no faster than the bottleneck drains until recovery ends.
+        if self._recovery_capped:
+            # The buffer overflowed: send no faster than the bottleneck
+            # drains until the holes are repaired.
             gain = min(gain, 1.0)
         if self.btl_bw:
             rate = gain * self.btl_bw
@@ -221,12 +222,15 @@ class Bbr(CongestionControl):
         else:
             return
         # In Startup the rate only goes up: a slower sample early on is noise.
-        if self.filled_pipe or self._in_recovery or self.pacing_rate is None or rate > self.pacing_rate:
+        if self.filled_pipe or self._recovery_capped or self.pacing_rate is None or rate > self.pacing_rate:
             self.pacing_rate = rate
 
     def _update_cwnd(self, acked: int) -> None:
         if self.state == PROBE_RTT:
             self.cwnd = min(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+            return
+        if self._recovery_capped:
+            self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
         target = self.target_cwnd()
         if self.filled_pipe:
@@ -245,26 +249,26 @@ class Bbr(CongestionControl):
 
     def on_congestion_event(self, now: float, in_flight: int) -> None:
         # Loss on its own is not a model input: no multiplicative decrease,
-        # so random loss costs nothing. Loss *with* a standing queue means
+        # so random loss costs nothing (the model keeps learning from the
+        # ACKs of the recovery episode). Loss *with* a standing queue means
         # the path's buffer overflowed: Startup is then over, and for the
-        # recovery episode cwnd is bounded to one BDP so the queue drains
-        # while the holes are repaired (the model cannot see it then: the
-        # connection sends no ACK events during recovery).
+        # recovery episode cwnd is bounded to one BDP and the pacing gain to
+        # 1, so the queue drains while the holes are repaired.
         self._loss_in_phase = True
-        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
-        floor = MIN_CWND_SEGMENTS * self.mss
-        cwnd = min(self.cwnd, in_flight + self.mss)
-        if self.queue_evident() and self.bdp:
+        self._in_recovery = True
+        self._recovery_capped = self.queue_evident() and bool(self.bdp)
+        if self._recovery_capped:
             if self.state == STARTUP:
                 self.filled_pipe = True
                 self._update_state(now)
-            cwnd = min(cwnd, self.target_cwnd(1.0))
-        self.cwnd = max(floor, cwnd)
-        self._in_recovery = True
+            self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+            cwnd = min(self.cwnd, in_flight + self.mss, self.target_cwnd(1.0))
+            self.cwnd = max(MIN_CWND_SEGMENTS * self.mss, cwnd)
         self._update_pacing()
 
     def on_recovery_end(self, now: float) -> None:
         self._in_recovery = False
+        self._recovery_capped = False
         if self.state != PROBE_RTT:
             self.cwnd = max(self.cwnd, min(self._prior_cwnd, self.target_cwnd()))
         self._prior_cwnd = 0
@@ -278,3 +282,4 @@ class Bbr(CongestionControl):
             self._prior_cwnd = 0
         self.cwnd = self.mss
         self._in_recovery = False
+        self._recovery_capped = False
