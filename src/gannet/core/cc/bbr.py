@@ -65,6 +65,7 @@ class Bbr(CongestionControl):
         self._inflight = 0  # bytes outstanding after the latest ACK we saw
         self._in_recovery = False
         self._recovery_capped = False  # this episode's loss came with a queue
+        self._rto_restore_at = 0  # delivered count that ends timeout recovery (0: none)
         self._loss_in_phase = False
         self._round_start = False
 
@@ -119,11 +120,19 @@ class Bbr(CongestionControl):
         if rtt is not None and rtt > 0:
             self.latest_rtt = rtt
             expired = self._update_min_rtt(now, rtt)
+            self.rounds.min_round_time = 0.5 * self.min_rtt
         if expired and self.state != PROBE_RTT:
             self._enter_probe_rtt(now)
         self._update_state(now)
         self._update_pacing()
         self._update_cwnd(acked)
+        if self._rto_restore_at and self.rounds.delivered >= self._rto_restore_at:
+            # Everything outstanding at the timeout is accounted for: back to
+            # the window from before it (as Linux BBR does on leaving Loss).
+            self._rto_restore_at = 0
+            if self.state != PROBE_RTT:
+                self.cwnd = max(self.cwnd, min(self._prior_cwnd, self.target_cwnd()))
+            self._prior_cwnd = 0
 
     def _on_round_start(self) -> None:
         if self.filled_pipe or not self._bw_samples:
@@ -276,10 +285,11 @@ class Bbr(CongestionControl):
 
     def on_rto(self, now: float, in_flight: int) -> None:
         # Everything in flight is presumed lost: one segment, then cwnd grows
-        # back by what is acknowledged up to the model's window.
+        # back by what is acknowledged; once all that was outstanding at the
+        # timeout has been delivered, the window from before returns.
         self._loss_in_phase = True
-        if self.state != PROBE_RTT:
-            self._prior_cwnd = 0
+        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+        self._rto_restore_at = self.rounds.delivered + max(in_flight, 1)
         self.cwnd = self.mss
         self._in_recovery = False
         self._recovery_capped = False
