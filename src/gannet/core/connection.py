@@ -1227,6 +1227,9 @@ class Connection:
             return
         self.delivered += nbytes
         self._delivered_time = now
+        # What was just delivered left about an RTT ago; a rate sample, when
+        # this ACK yields one, replaces that with the exact send time.
+        self._first_sent_time = max(self._first_sent_time, now - 2 * (self.rtt.latest_rtt or 0.0))
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
 
