@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import deque
 
+INF = float("inf")
+
 from . import register
 from .base import CongestionControl
 from .hystart import RoundCounter
@@ -35,6 +37,7 @@ FULL_BW_ROUNDS = 3
 MIN_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # cwnd headroom for delayed and aggregated ACKs
 QUEUE_RTT_FACTOR = 1.25
+ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
 @register
@@ -68,6 +71,11 @@ class Bbr(CongestionControl):
         self._rto_restore_at = 0  # delivered count that ends timeout recovery (0: none)
         self._loss_in_phase = False
         self._round_start = False
+        # RTT samples of this round and the last: a queue shows in all of a
+        # round's samples, a delay spike in one.
+        self._round_rtt_min = INF
+        self._round_rtt_count = 0
+        self._last_round_rtt_min = INF
 
     # -------------------------------------------------------------- model
     @property
@@ -119,6 +127,9 @@ class Bbr(CongestionControl):
         expired = False
         if rtt is not None and rtt > 0:
             self.latest_rtt = rtt
+            self._round_rtt_count += 1
+            if rtt < self._round_rtt_min:
+                self._round_rtt_min = rtt
             expired = self._update_min_rtt(now, rtt)
             self.rounds.min_round_time = 0.5 * self.min_rtt
         if expired and self.state != PROBE_RTT:
@@ -135,6 +146,10 @@ class Bbr(CongestionControl):
             self._prior_cwnd = 0
 
     def _on_round_start(self) -> None:
+        if self._round_rtt_count >= ROUND_RTT_SAMPLES:
+            self._last_round_rtt_min = self._round_rtt_min
+        self._round_rtt_min = INF
+        self._round_rtt_count = 0
         if self.filled_pipe or not self._bw_samples:
             return
         # Startup is over once the bandwidth stopped growing by 25 % for
@@ -249,12 +264,17 @@ class Bbr(CongestionControl):
         self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
 
     def queue_evident(self) -> bool:
-        """The latest RTT sample says a queue has built (a quarter min RTT)."""
-        return (
-            self.min_rtt is not None
-            and self.latest_rtt is not None
-            and self.latest_rtt >= QUEUE_RTT_FACTOR * self.min_rtt
-        )
+        """RTT says a queue has built: the minimum RTT of this round (of the
+        last one while this one has few samples) is a quarter above the
+        path's. A single late sample (a delay spike, a delayed ACK) is not
+        a queue."""
+        if self.min_rtt is None:
+            return False
+        if self._round_rtt_count >= ROUND_RTT_SAMPLES:
+            rtt = self._round_rtt_min
+        else:
+            rtt = min(self._last_round_rtt_min, self._round_rtt_min)
+        return rtt != INF and rtt >= QUEUE_RTT_FACTOR * self.min_rtt
 
     def on_congestion_event(self, now: float, in_flight: int) -> None:
         # Loss on its own is not a model input: no multiplicative decrease,
