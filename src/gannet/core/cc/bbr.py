@@ -99,9 +99,14 @@ class Bbr(CongestionControl):
                 self._bw_samples[-1] = (rnd, rate)
         else:
             self._bw_samples.append((rnd, rate))
-        while self._bw_samples and self._bw_samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
-            self._bw_samples.popleft()
-        self.btl_bw = max(r for _, r in self._bw_samples)
+        samples = self._bw_samples
+        if samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
+            while samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
+                samples.popleft()
+            self.btl_bw = max(r for _, r in samples)
+        elif rate > self.btl_bw:
+            # Nothing aged out and samples only grow: the max is the old one or this.
+            self.btl_bw = rate
 
     def _update_min_rtt(self, now: float, rtt: float) -> bool:
         """Returns True when the min RTT estimate had expired."""
@@ -112,11 +117,25 @@ class Bbr(CongestionControl):
         return expired
 
     # ------------------------------------------------------------- events
+    def _cruising(self, now: float) -> bool:
+        """ProbeBW in a gain-1 phase that is not over yet, outside capped
+        recovery: then `_update_state` and `_update_pacing` change nothing
+        and can be skipped (the common case, per ACK)."""
+        return (
+            self.state == PROBE_BW
+            and self.pacing_gain == 1.0
+            and not self._recovery_capped
+            and now - self._cycle_stamp <= (self.min_rtt or 0.0)
+            and self.pacing_rate == self.btl_bw
+        )
+
     def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
         if self.rounds.tick(now, self._inflight):
             self._on_round_start()
         if not app_limited or rate >= self.btl_bw:
             self._update_bw(rate)
+        if self._cruising(now):
+            return
         self._update_state(now)
         self._update_pacing()
 
@@ -134,8 +153,9 @@ class Bbr(CongestionControl):
             self.rounds.min_round_time = 0.5 * self.min_rtt
         if expired and self.state != PROBE_RTT:
             self._enter_probe_rtt(now)
-        self._update_state(now)
-        self._update_pacing()
+        if not self._cruising(now):
+            self._update_state(now)
+            self._update_pacing()
         self._update_cwnd(acked)
         if self._rto_restore_at and self.rounds.delivered >= self._rto_restore_at:
             # Everything outstanding at the timeout is accounted for: back to
