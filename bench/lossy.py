@@ -402,8 +402,9 @@ def single_rows(results) -> list[list[str]]:
                     qd = f"{statistics.median(loaded) - base:.1f}"
                 emu = f"{r['run']['link_stats']['queue_delay']['mean'] * 1e3:.1f}"
             if sat:
+                seen = (f" (measured {fmt_mbit(f['goodput'])} Mbit/s)" if f.get("goodput") else "")
                 rows.append([spec["name"], f["flow"], "refused", "-", "-", qd, emu, rtx,
-                             "emulator was the limit: " + "; ".join(sat)])
+                             "emulator was the limit: " + "; ".join(sat) + seen])
                 continue
             if f["status"] != "ok":
                 rows.append([spec["name"], f["flow"], "-", "-", "-", qd, emu, rtx, f["status"]])
@@ -439,8 +440,10 @@ def fairness_rows(results) -> list[list[str]]:
         qd = queueing_delay(run)
         qd = f"{qd:.1f}" if qd is not None else "-"
         if run["saturated"]:
+            seen = " / ".join(fmt_mbit(f.get("window_goodput")) for f in flows)
             rows.append([r["link"]["name"], names, "refused", "-", qd,
-                         "emulator was the limit: " + "; ".join(run["saturated"])])
+                         "emulator was the limit: " + "; ".join(run["saturated"])
+                         + (f" (measured {seen} Mbit/s)" if "window" in run else "")])
             continue
         bad = [f["status"] for f in flows if f["status"] != "ok"]
         if bad or "window" not in run:
