@@ -495,3 +495,21 @@ def test_bbr_timeout_keeps_the_bandwidth_estimate_and_restores_the_window():
         b.on_ack(t, 5 * MSS, 5 * MSS, 0.04)
         delivered += 5 * MSS
     assert b.cwnd >= min(cwnd, b.target_cwnd())
+
+
+def test_bbr_probe_rtt_restores_its_window_after_a_loss_episode_inside_it():
+    b, now = bbr_in_probe_bw()
+    big_cwnd = b.cwnd
+    t = now
+    while b.state != PROBE_RTT:
+        t += 0.05
+        bbr_round(b, t, 10 * MBPS, rtt=0.05, in_flight=big_cwnd)
+    # A loss episode starts and ends while the window is at four segments.
+    b.on_congestion_event(t, 4 * MSS)
+    b.on_recovery_end(t + 0.01)
+    t += 0.02
+    bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
+    t += PROBE_RTT_TIME + 0.05
+    bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
+    assert b.state == PROBE_BW
+    assert b.cwnd >= big_cwnd

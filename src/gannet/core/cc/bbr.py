@@ -64,7 +64,10 @@ class Bbr(CongestionControl):
         self._cycle_stamp = 0.0
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round = 0
-        self._prior_cwnd = 0
+        self._prior_cwnd = 0  # window before a loss episode or timeout
+        # Window before ProbeRTT, kept apart: a loss episode that ends inside
+        # ProbeRTT must not make it forget.
+        self._probe_rtt_cwnd = 0
         self._inflight = 0  # bytes outstanding after the latest ACK we saw
         self._in_recovery = False
         self._recovery_capped = False  # this episode's loss came with a queue
@@ -230,7 +233,7 @@ class Bbr(CongestionControl):
         self.state = PROBE_RTT
         self.pacing_gain = 1.0
         self.cwnd_gain = 1.0
-        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+        self._probe_rtt_cwnd = max(self._probe_rtt_cwnd, self.cwnd, self._prior_cwnd)
         self._probe_rtt_done = None
 
     def _probe_rtt(self, now: float) -> None:
@@ -243,8 +246,8 @@ class Bbr(CongestionControl):
                 self._probe_rtt_round = self.rounds.round + 1
         elif now >= self._probe_rtt_done and self.rounds.round >= self._probe_rtt_round:
             self.min_rtt_stamp = now
-            self.cwnd = max(self.cwnd, self._prior_cwnd)
-            self._prior_cwnd = 0
+            self.cwnd = max(self.cwnd, self._probe_rtt_cwnd)
+            self._probe_rtt_cwnd = 0
             if self.filled_pipe:
                 self._enter_probe_bw(now)
             else:
