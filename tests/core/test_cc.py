@@ -423,12 +423,13 @@ def test_bbr_rto_restarts_from_one_segment_and_grows_back():
 
 def startup_rounds(b, now, rates, rtt=0.04, acks=6):
     """Startup rounds of `acks` ACKs each (so a round's minimum RTT counts),
-    the flight acknowledged by the round's last ACK."""
+    the flight acknowledged by the round's last ACK; each ACK carries a new
+    RTT sample (a few microseconds apart, as real ones are)."""
     for rate in rates:
         b.on_delivery_rate(now, rate, rtt, False)
         for k in range(acks):
             last = k == acks - 1
-            b.on_ack(now + k * rtt / acks, 2 * MSS, 2 * MSS if last else 20 * MSS, rtt)
+            b.on_ack(now + k * rtt / acks, 2 * MSS, 2 * MSS if last else 20 * MSS, rtt + k * 1e-6)
         now += rtt
     return now
 
@@ -456,11 +457,16 @@ def test_bbr_one_late_rtt_sample_is_not_a_queue():
     now = startup_rounds(b, 0.0, [1 * MBPS, 2 * MBPS, 4 * MBPS])
     # A new round: one sample at the path RTT, then one twice as long (a
     # delay spike), then a loss.
-    b.on_ack(now, 2 * MSS, 20 * MSS, 0.04)
+    b.on_ack(now, 2 * MSS, 20 * MSS, 0.0401)
     b.on_ack(now + 0.005, 2 * MSS, 20 * MSS, 0.08)
     assert not b.queue_evident()
     b.on_congestion_event(now + 0.005, 20 * MSS)
     assert b.state == STARTUP and not b.filled_pipe
+    # The connection repeats its latest sample on ACKs it could not time
+    # (Karn): repeats are not new evidence.
+    for k in range(6):
+        b.on_ack(now + 0.006 + k * 0.001, 2 * MSS, 20 * MSS, 0.08)
+    assert not b.queue_evident()
     # A whole round of inflated samples is a queue: the same loss ends Startup.
     b.on_recovery_end(now + 0.01)
     now = startup_rounds(b, now + 0.04, [4.2 * MBPS, 4.3 * MBPS], rtt=0.06)

@@ -148,10 +148,13 @@ class Bbr(CongestionControl):
             self._on_round_start()
         expired = False
         if rtt is not None and rtt > 0:
+            if rtt != self.latest_rtt:
+                # A new sample (the connection passes its latest one with
+                # every cumulative ACK, also when this ACK was not timed).
+                self._round_rtt_count += 1
+                if rtt < self._round_rtt_min:
+                    self._round_rtt_min = rtt
             self.latest_rtt = rtt
-            self._round_rtt_count += 1
-            if rtt < self._round_rtt_min:
-                self._round_rtt_min = rtt
             expired = self._update_min_rtt(now, rtt)
             self.rounds.min_round_time = 0.5 * self.min_rtt
         if expired and self.state != PROBE_RTT:
@@ -169,8 +172,9 @@ class Bbr(CongestionControl):
             self._prior_cwnd = 0
 
     def _on_round_start(self) -> None:
-        if self._round_rtt_count >= ROUND_RTT_SAMPLES:
-            self._last_round_rtt_min = self._round_rtt_min
+        # Only the round just ended counts as evidence, and only if it had
+        # enough samples (in long recovery episodes Karn leaves few).
+        self._last_round_rtt_min = self._round_rtt_min if self._round_rtt_count >= ROUND_RTT_SAMPLES else INF
         self._round_rtt_min = INF
         self._round_rtt_count = 0
         if self.filled_pipe or not self._bw_samples:
