@@ -17,7 +17,10 @@ Mbit/s and as % of the link rate; on the loss-free link, the queueing delay the
 flow adds (ping RTT alongside, median, minus the idle RTT; and the emulator's
 mean rate-queue wait). Fairness: two Gannet flows at once (Jain index), and a
 Gannet flow beside a kernel CUBIC flow (share ratio Gannet / CUBIC), both over
-the window where both send. A row where `lab.saturated()` says the emulator
+the window where both send, for the default controller (bbr) and newreno
+(`--fairness-cc`); on the loss-free link the pairs get the ping too, and a
+last table lists the queueing delay of every flow and pair beside the
+kernel flows'. A row where `lab.saturated()` says the emulator
 was the limit is run once more, then refused.
 
     sudo .venv/bin/python bench/lossy.py --quick            # 8 s per flow
@@ -200,6 +203,14 @@ def gannet_controllers() -> list[str]:
         return available()
     except ImportError:
         return ["newreno"]
+
+
+def default_controller() -> str:
+    try:
+        from gannet.config import Config
+        return Config().congestion_control
+    except ImportError:
+        return "newreno"
 
 
 def ensure_tcp_cc(names) -> dict[str, str]:
@@ -391,8 +402,9 @@ def single_rows(results) -> list[list[str]]:
                     qd = f"{statistics.median(loaded) - base:.1f}"
                 emu = f"{r['run']['link_stats']['queue_delay']['mean'] * 1e3:.1f}"
             if sat:
+                seen = (f" (measured {fmt_mbit(f['goodput'])} Mbit/s)" if f.get("goodput") else "")
                 rows.append([spec["name"], f["flow"], "refused", "-", "-", qd, emu, rtx,
-                             "emulator was the limit: " + "; ".join(sat)])
+                             "emulator was the limit: " + "; ".join(sat) + seen])
                 continue
             if f["status"] != "ok":
                 rows.append([spec["name"], f["flow"], "-", "-", "-", qd, emu, rtx, f["status"]])
@@ -411,19 +423,31 @@ def single_rows(results) -> list[list[str]]:
     return rows
 
 
+def queueing_delay(run) -> float | None:
+    """Median ping RTT under load minus the idle RTT, ms (None without pings)."""
+    base, loaded = run.get("ping_base_ms"), run.get("ping_loaded_ms")
+    if not base or not loaded or run["saturated"]:
+        return None
+    return statistics.median(loaded) - base
+
+
 def fairness_rows(results) -> list[list[str]]:
     rows = []
     for r in results:
         run = r["run"]
         flows = run["flows"]
         names = " + ".join(f["flow"] for f in flows)
+        qd = queueing_delay(run)
+        qd = f"{qd:.1f}" if qd is not None else "-"
         if run["saturated"]:
-            rows.append([r["link"]["name"], names, "refused", "-",
-                         "emulator was the limit: " + "; ".join(run["saturated"])])
+            seen = " / ".join(fmt_mbit(f.get("window_goodput")) for f in flows)
+            rows.append([r["link"]["name"], names, "refused", "-", qd,
+                         "emulator was the limit: " + "; ".join(run["saturated"])
+                         + (f" (measured {seen} Mbit/s)" if "window" in run else "")])
             continue
         bad = [f["status"] for f in flows if f["status"] != "ok"]
         if bad or "window" not in run:
-            rows.append([r["link"]["name"], names, "-", "-", "; ".join(bad) or "no overlap"])
+            rows.append([r["link"]["name"], names, "-", "-", qd, "; ".join(bad) or "no overlap"])
             continue
         gs = [f["window_goodput"] for f in flows]
         each = " / ".join(fmt_mbit(g) for g in gs)
@@ -431,7 +455,7 @@ def fairness_rows(results) -> list[list[str]]:
             metric = f"Jain {jain(gs):.3f}"
         else:
             metric = f"share {gs[0] / gs[1]:.2f}" if gs[1] else "share inf"
-        rows.append([r["link"]["name"], names, each, metric,
+        rows.append([r["link"]["name"], names, each, metric, qd,
                      f"{(run['window'][1] - run['window'][0]):.1f} s window, "
                      f"{sum(gs) / r['link']['rate']:.0%} of link used"])
     return rows
@@ -446,7 +470,32 @@ def md_table(header, rows) -> str:
 SINGLE_HEADER = ["Link", "Flow", "Goodput Mbit/s", "% of link", "Verified",
                  "Queueing delay (ping) ms", "Emulator queue wait ms",
                  "Gannet retransmits / RTOs", "Note"]
-FAIR_HEADER = ["Link", "Flows", "Goodput Mbit/s (each)", "Fairness", "Note"]
+FAIR_HEADER = ["Link", "Flows", "Goodput Mbit/s (each)", "Fairness", "Queueing delay (ping) ms", "Note"]
+LATENCY_HEADER = ["Link", "Flow(s)", "Queueing delay (ping) ms", "Emulator queue wait ms",
+                  "vs kernel TCP cubic", "vs kernel TCP bbr"]
+
+
+def latency_rows(report) -> list[list[str]]:
+    """Queueing delay each flow (or pair) adds on a loss-free link, beside the
+    kernel flows measured on the same link in the same run."""
+    rows = []
+    runs = [(r["link"], [f["flow"] for f in r["run"]["flows"]], r["run"])
+            for r in report["single"] + report["fairness"] if r["link"]["loss"] == 0]
+    for link in {lk["name"]: lk for lk, _, _ in runs}.values():
+        here = [(names, run) for lk, names, run in runs if lk["name"] == link["name"]]
+        kernel = {names[0]: queueing_delay(run) for names, run in here
+                  if len(names) == 1 and names[0].startswith("kernel TCP")}
+        for names, run in here:
+            qd = queueing_delay(run)
+            if qd is None:
+                continue
+            vs = []
+            for k in ("kernel TCP cubic", "kernel TCP bbr"):
+                ref = kernel.get(k)
+                vs.append(f"{qd - ref:+.1f} ms" if ref is not None and names != [k] else "-")
+            rows.append([link["name"], " + ".join(names), f"{qd:.1f}",
+                         f"{run['link_stats']['queue_delay']['mean'] * 1e3:.1f}", *vs])
+    return rows
 
 
 def markdown(report) -> str:
@@ -456,6 +505,11 @@ def markdown(report) -> str:
              "", md_table(SINGLE_HEADER, single_rows(report["single"]))]
     if report["fairness"]:
         lines += ["", md_table(FAIR_HEADER, fairness_rows(report["fairness"]))]
+    lat = latency_rows(report)
+    if lat:
+        lines += ["", "Latency under load (loss-free link; ping alongside from 2 s in, median minus "
+                  "idle RTT; last columns: difference to the kernel flow alone):", "",
+                  md_table(LATENCY_HEADER, lat)]
     return "\n".join(lines) + "\n"
 
 
@@ -490,8 +544,9 @@ def main(argv=None) -> int:
                    help="Gannet controllers, comma-separated (default: all available)")
     p.add_argument("--tcp-cc", default="cubic,bbr")
     p.add_argument("--no-fairness", action="store_true")
-    p.add_argument("--fairness-cc", default="newreno",
-                   help="Gannet controllers for the fairness runs (default newreno; 'all')")
+    p.add_argument("--fairness-cc", default=None,
+                   help="Gannet controllers for the fairness runs, comma-separated or 'all' "
+                        "(default: the default controller, bbr, and newreno)")
     p.add_argument("--retries", type=int, default=1,
                    help="re-runs when the emulator was the limit (default 1)")
     p.add_argument("--late-fraction", type=float, default=0.05,
@@ -508,7 +563,11 @@ def main(argv=None) -> int:
     seconds = 8.0 if args.quick else args.seconds
     specs = [s for s in LINKS if s.name in args.links.split(",")]
     gcc = args.gannet_cc.split(",") if args.gannet_cc else gannet_controllers()
-    fcc = gannet_controllers() if args.fairness_cc == "all" else args.fairness_cc.split(",")
+    if args.fairness_cc is None:
+        fcc = [c for c in (default_controller(), "newreno") if c in gannet_controllers()]
+        fcc = list(dict.fromkeys(fcc))
+    else:
+        fcc = gannet_controllers() if args.fairness_cc == "all" else args.fairness_cc.split(",")
     tcc = [c for c in args.tcp_cc.split(",") if c]
     missing = ensure_tcp_cc(tcc + (["cubic"] if not args.no_fairness else []))
     for name, why in missing.items():
@@ -543,12 +602,13 @@ def main(argv=None) -> int:
             pairs += [("share", [Flow("gannet", c), Flow("tcp", "cubic")]) for c in fcc]
         for kind, pair in pairs:
             seed += 10
-            res = run_with_retry(spec, pair, seconds, seed, args.retries,
+            res = run_with_retry(spec, pair, seconds, seed, args.retries, ping=spec.loss == 0,
                                  late_fraction=args.late_fraction)
             entry = {"link": link, "kind": kind, "run": res}
             report["fairness"].append(entry)
             row = fairness_rows([entry])[0]
-            print(f"  {row[1]:40} {row[2]} Mbit/s {row[3]} {row[4]}", flush=True)
+            print(f"  {row[1]:40} {row[2]} Mbit/s {row[3]} {row[5]}"
+                  + (f", queueing {row[4]} ms" if row[4] != "-" else ""), flush=True)
     md = markdown(report)
     print()
     print(md)

@@ -419,3 +419,103 @@ def test_bbr_rto_restarts_from_one_segment_and_grows_back():
         now += 0.01
         b.on_ack(now, 2 * MSS, b.cwnd, 0.04)
     assert b.cwnd == b.target_cwnd()
+
+
+def startup_rounds(b, now, rates, rtt=0.04, acks=6):
+    """Startup rounds of `acks` ACKs each (so a round's minimum RTT counts),
+    the flight acknowledged by the round's last ACK; each ACK carries a new
+    RTT sample (a few microseconds apart, as real ones are)."""
+    for rate in rates:
+        b.on_delivery_rate(now, rate, rtt, False)
+        for k in range(acks):
+            last = k == acks - 1
+            b.on_ack(now + k * rtt / acks, 2 * MSS, 2 * MSS if last else 20 * MSS, rtt + k * 1e-6)
+        now += rtt
+    return now
+
+
+def test_bbr_random_loss_in_startup_neither_caps_nor_shrinks():
+    b = Bbr(MSS, 10)
+    now = startup_rounds(b, 0.0, [1 * MBPS, 2 * MBPS, 4 * MBPS])
+    assert b.state == STARTUP
+    cwnd = b.cwnd
+    b.on_congestion_event(now, cwnd)  # RTT at its minimum: random loss
+    assert b.cwnd == cwnd and b.state == STARTUP
+    assert b.pacing_rate == pytest.approx(HIGH_GAIN * b.btl_bw)
+    # The connection keeps calling on_ack and giving rate samples in
+    # recovery (acks_in_recovery): the model and cwnd keep growing.
+    assert Bbr.acks_in_recovery
+    b.on_delivery_rate(now + 0.01, 8 * MBPS, 0.04, False)
+    b.on_ack(now + 0.01, 10 * MSS, cwnd, 0.04)
+    assert b.btl_bw == 8 * MBPS
+    assert b.pacing_rate == pytest.approx(HIGH_GAIN * 8 * MBPS)
+    assert b.cwnd > cwnd
+
+
+def test_bbr_one_late_rtt_sample_is_not_a_queue():
+    b = Bbr(MSS, 10)
+    now = startup_rounds(b, 0.0, [1 * MBPS, 2 * MBPS, 4 * MBPS])
+    # A new round: one sample at the path RTT, then one twice as long (a
+    # delay spike), then a loss.
+    b.on_ack(now, 2 * MSS, 20 * MSS, 0.0401)
+    b.on_ack(now + 0.005, 2 * MSS, 20 * MSS, 0.08)
+    assert not b.queue_evident()
+    b.on_congestion_event(now + 0.005, 20 * MSS)
+    assert b.state == STARTUP and not b.filled_pipe
+    # The connection repeats its latest sample on ACKs it could not time
+    # (Karn): repeats are not new evidence.
+    for k in range(6):
+        b.on_ack(now + 0.006 + k * 0.001, 2 * MSS, 20 * MSS, 0.08)
+    assert not b.queue_evident()
+    # A whole round of inflated samples is a queue: the same loss ends Startup.
+    b.on_recovery_end(now + 0.01)
+    now = startup_rounds(b, now + 0.04, [4.2 * MBPS, 4.3 * MBPS], rtt=0.06)
+    assert b.state == STARTUP and b.queue_evident()
+    b.on_congestion_event(now, 20 * MSS)
+    assert b.filled_pipe and b.state != STARTUP
+    assert b.pacing_rate <= b.btl_bw
+
+
+def test_bbr_timeout_keeps_the_bandwidth_estimate_and_restores_the_window():
+    b, now = bbr_in_probe_bw(rate=10 * MBPS)
+    bw, cwnd = b.btl_bw, b.cwnd
+    outstanding = 50 * MSS
+    b.on_rto(now, outstanding)
+    assert b.cwnd == MSS
+    # Afterwards the pipe is near empty, so every ACK would end a byte-counted
+    # round; rounds still last at least half a min RTT, so this burst of ACKs
+    # (20 ms) does not age the bandwidth samples out of the 10-round window.
+    start_round = b.rounds.round
+    t = now
+    for _ in range(20):
+        t += 0.001
+        b.on_ack(t, MSS, MSS, 0.04)
+        b.on_delivery_rate(t, 1 * MBPS, 0.04, False)
+    assert b.rounds.round - start_round <= 1
+    assert b.btl_bw == bw
+    # Once everything outstanding at the timeout is delivered, the window
+    # from before the timeout is back.
+    delivered = 20 * MSS
+    while delivered < outstanding:
+        t += 0.005
+        b.on_ack(t, 5 * MSS, 5 * MSS, 0.04)
+        delivered += 5 * MSS
+    assert b.cwnd >= min(cwnd, b.target_cwnd())
+
+
+def test_bbr_probe_rtt_restores_its_window_after_a_loss_episode_inside_it():
+    b, now = bbr_in_probe_bw()
+    big_cwnd = b.cwnd
+    t = now
+    while b.state != PROBE_RTT:
+        t += 0.05
+        bbr_round(b, t, 10 * MBPS, rtt=0.05, in_flight=big_cwnd)
+    # A loss episode starts and ends while the window is at four segments.
+    b.on_congestion_event(t, 4 * MSS)
+    b.on_recovery_end(t + 0.01)
+    t += 0.02
+    bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
+    t += PROBE_RTT_TIME + 0.05
+    bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
+    assert b.state == PROBE_BW
+    assert b.cwnd >= big_cwnd

@@ -80,7 +80,7 @@ class Connection:
         "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
         "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
         "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
-        "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent",
+        "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
         "__dict__",
     )
 
@@ -137,12 +137,13 @@ class Connection:
         self._persist_probes = 0
         # (start, end, time) of each first transmission, in send order: RTT
         # samples come from the newest one a cumulative ACK covers, unless any
-        # of its bytes were ever resent (Karn's rule, RFC 6298 3).
+        # byte that ACK covers was ever resent (Karn's rule, RFC 6298 3).
         # Each record also keeps what had been delivered when it was sent, so
         # its ACK yields a delivery-rate sample (the BBR rate estimator's idea).
-        self._sent_log: deque[tuple[int, int, float, int, float, bool]] = deque()
+        self._sent_log: deque[tuple[int, int, float, int, float, bool, float]] = deque()
         self.delivered = 0  # bytes delivered to the peer so far (ACKed or SACKed)
         self._delivered_time = now
+        self._first_sent_time = now  # send time of the newest segment a rate sample came from
         self._app_limited_until = 0  # delivered count until which samples are app-limited
         self._pacing_tokens = 0.0
         self._pacing_time = now
@@ -706,6 +707,7 @@ class Connection:
             # earlier: an ACK that jumps over old SACKed data is late by design.
             self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
             self._ever_retransmitted.discard_below(ack)
+            recovering = self.in_recovery
             if self.in_recovery:
                 if ack >= self.recovery_point:
                     self.in_recovery = False
@@ -715,7 +717,7 @@ class Connection:
                 elif not self.sack_ok:
                     # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
                     self.lost.add(ack, min(ack + self.mss, data_end))
-            else:
+            if not recovering or self.cc.acks_in_recovery:
                 self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
             # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
             if self.snd_una >= self.snd_nxt:
@@ -726,7 +728,7 @@ class Connection:
         else:
             if newly_sacked:
                 self._on_delivered(newly_sacked, now)
-                if not self.in_recovery:
+                if not self.in_recovery or self.cc.acks_in_recovery:
                     self.cc.on_ack(now, newly_sacked, in_flight_before, None)
             # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
             if (
@@ -1080,9 +1082,11 @@ class Connection:
         if fin:
             self._fin_sent = True
         if not pipe:
-            self._delivered_time = now  # idle restart: the interval starts now
+            self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
         self._rack.on_transmit(nxt, nxt + n, now, False)
-        self._sent_log.append((nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
+        self._sent_log.append(
+            (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
+        )
 
     def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: list) -> None:
         """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN)."""
@@ -1097,9 +1101,11 @@ class Connection:
         self.stats.segments_sent += -(-length // self.mss) - 1  # the run itself counts as one below
         self.stats.runs_sent += 1
         if not pipe:
-            self._delivered_time = now  # idle restart: the interval starts now
+            self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
         # All of the run leaves at `now`: one record times it (RTT, delivery rate).
-        self._sent_log.append((nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0))
+        self._sent_log.append(
+            (nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
+        )
         self._rack.on_transmit_run(nxt, end, self.mss, now)
 
     # ---------------------------------------------------------------- PMTUD
@@ -1442,6 +1448,9 @@ class Connection:
             return
         self.delivered += nbytes
         self._delivered_time = now
+        # What was just delivered left about an RTT ago; a rate sample, when
+        # this ACK yields one, replaces that with the exact send time.
+        self._first_sent_time = max(self._first_sent_time, now - 2 * (self.rtt.latest_rtt or 0.0))
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
 
@@ -1450,7 +1459,6 @@ class Connection:
         self._retransmitted.add(start, end)
         self._ever_retransmitted.add(start, end)
         self._retx_marks.append((start, end, self.snd_nxt))
-        self._sent_log.clear()  # Karn: nothing sent before a resend is timed
         self.stats.retransmits += 1
         self.stats.retransmitted_bytes += end - start
 
@@ -1463,6 +1471,9 @@ class Connection:
                 self.rtt.on_sample(now - self.created)
             return
         log = self._sent_log
+        if not log:
+            return
+        first = log[0][0]
         newest = None
         while log and log[0][1] <= acked_to:
             newest = log.popleft()
@@ -1472,12 +1483,15 @@ class Connection:
             newest = log[0]
         if newest is None:
             return
-        if clean and not self._ever_retransmitted.overlap(newest[0], acked_to):
+        # Karn: no sample when any byte this ACK covers was ever resent.
+        if clean and not self._ever_retransmitted.overlap(first, acked_to):
             self.rtt.on_sample(now - newest[2])
         # Delivery rate: what was delivered between this segment's send and
-        # its ACK, over that interval (draft-cheng-iccrg-delivery-rate-estimation).
-        _, _, _, delivered_then, delivered_time_then, app_limited = newest
-        interval = now - delivered_time_then
+        # its ACK, over the longer of the send and ACK intervals, so ACKs that
+        # arrive bunched do not inflate it (draft-cheng-iccrg-delivery-rate-estimation).
+        _, _, sent_time, delivered_then, delivered_time_then, app_limited, first_sent_then = newest
+        self._first_sent_time = sent_time
+        interval = max(now - delivered_time_then, sent_time - first_sent_then)
         if interval > 0:
             self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)
 

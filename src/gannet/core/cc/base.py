@@ -8,7 +8,8 @@ class CongestionControl:
 
     The connection calls:
     - `on_ack(now, acked, in_flight, rtt)` when new data is acknowledged
-      (cumulatively or by SACK) outside loss recovery;
+      (cumulatively or by SACK) outside loss recovery (and inside it too when
+      `acks_in_recovery` is True);
     - `on_congestion_event(now, in_flight)` once per window of losses, when
       fast retransmit / SACK recovery starts;
     - `on_recovery_end(now)` when the recovery point is acknowledged;
@@ -46,6 +47,11 @@ class CongestionControl:
         """A delivery-rate sample in bytes/s over `interval` seconds (model-based
         controllers use it; loss-based ones ignore it). `app_limited` samples
         say more about the application than about the path."""
+
+    acks_in_recovery = False
+    """True: `on_ack` is called during loss recovery too (after
+    `on_congestion_event`, and for the ACK that ends recovery after
+    `on_recovery_end`), so a model-based controller keeps learning."""
 
     pacing_rate: float | None = None
     """Bytes per second the connection should pace at, or None for no pacing."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import deque
 
+INF = float("inf")
+
 from . import register
 from .base import CongestionControl
 from .hystart import RoundCounter
@@ -35,11 +37,13 @@ FULL_BW_ROUNDS = 3
 MIN_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # cwnd headroom for delayed and aggregated ACKs
 QUEUE_RTT_FACTOR = 1.25
+ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
 @register
 class Bbr(CongestionControl):
     name = "bbr"
+    acks_in_recovery = True  # the model keeps learning while holes are repaired
 
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
@@ -60,11 +64,21 @@ class Bbr(CongestionControl):
         self._cycle_stamp = 0.0
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round = 0
-        self._prior_cwnd = 0
+        self._prior_cwnd = 0  # window before a loss episode or timeout
+        # Window before ProbeRTT, kept apart: a loss episode that ends inside
+        # ProbeRTT must not make it forget.
+        self._probe_rtt_cwnd = 0
         self._inflight = 0  # bytes outstanding after the latest ACK we saw
         self._in_recovery = False
+        self._recovery_capped = False  # this episode's loss came with a queue
+        self._rto_restore_at = 0  # delivered count that ends timeout recovery (0: none)
         self._loss_in_phase = False
         self._round_start = False
+        # RTT samples of this round and the last: a queue shows in all of a
+        # round's samples, a delay spike in one.
+        self._round_rtt_min = INF
+        self._round_rtt_count = 0
+        self._last_round_rtt_min = INF
 
     # -------------------------------------------------------------- model
     @property
@@ -88,9 +102,14 @@ class Bbr(CongestionControl):
                 self._bw_samples[-1] = (rnd, rate)
         else:
             self._bw_samples.append((rnd, rate))
-        while self._bw_samples and self._bw_samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
-            self._bw_samples.popleft()
-        self.btl_bw = max(r for _, r in self._bw_samples)
+        samples = self._bw_samples
+        if samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
+            while samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
+                samples.popleft()
+            self.btl_bw = max(r for _, r in samples)
+        elif rate > self.btl_bw:
+            # Nothing aged out and samples only grow: the max is the old one or this.
+            self.btl_bw = rate
 
     def _update_min_rtt(self, now: float, rtt: float) -> bool:
         """Returns True when the min RTT estimate had expired."""
@@ -101,11 +120,25 @@ class Bbr(CongestionControl):
         return expired
 
     # ------------------------------------------------------------- events
+    def _cruising(self, now: float) -> bool:
+        """ProbeBW in a gain-1 phase that is not over yet, outside capped
+        recovery: then `_update_state` and `_update_pacing` change nothing
+        and can be skipped (the common case, per ACK)."""
+        return (
+            self.state == PROBE_BW
+            and self.pacing_gain == 1.0
+            and not self._recovery_capped
+            and now - self._cycle_stamp <= (self.min_rtt or 0.0)
+            and self.pacing_rate == self.btl_bw
+        )
+
     def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
         if self.rounds.tick(now, self._inflight):
             self._on_round_start()
         if not app_limited or rate >= self.btl_bw:
             self._update_bw(rate)
+        if self._cruising(now):
+            return
         self._update_state(now)
         self._update_pacing()
 
@@ -115,15 +148,35 @@ class Bbr(CongestionControl):
             self._on_round_start()
         expired = False
         if rtt is not None and rtt > 0:
+            if rtt != self.latest_rtt:
+                # A new sample (the connection passes its latest one with
+                # every cumulative ACK, also when this ACK was not timed).
+                self._round_rtt_count += 1
+                if rtt < self._round_rtt_min:
+                    self._round_rtt_min = rtt
             self.latest_rtt = rtt
             expired = self._update_min_rtt(now, rtt)
+            self.rounds.min_round_time = 0.5 * self.min_rtt
         if expired and self.state != PROBE_RTT:
             self._enter_probe_rtt(now)
-        self._update_state(now)
-        self._update_pacing()
+        if not self._cruising(now):
+            self._update_state(now)
+            self._update_pacing()
         self._update_cwnd(acked)
+        if self._rto_restore_at and self.rounds.delivered >= self._rto_restore_at:
+            # Everything outstanding at the timeout is accounted for: back to
+            # the window from before it (as Linux BBR does on leaving Loss).
+            self._rto_restore_at = 0
+            if self.state != PROBE_RTT:
+                self.cwnd = max(self.cwnd, min(self._prior_cwnd, self.target_cwnd()))
+            self._prior_cwnd = 0
 
     def _on_round_start(self) -> None:
+        # Only the round just ended counts as evidence, and only if it had
+        # enough samples (in long recovery episodes Karn leaves few).
+        self._last_round_rtt_min = self._round_rtt_min if self._round_rtt_count >= ROUND_RTT_SAMPLES else INF
+        self._round_rtt_min = INF
+        self._round_rtt_count = 0
         if self.filled_pipe or not self._bw_samples:
             return
         # Startup is over once the bandwidth stopped growing by 25 % for
@@ -184,7 +237,7 @@ class Bbr(CongestionControl):
         self.state = PROBE_RTT
         self.pacing_gain = 1.0
         self.cwnd_gain = 1.0
-        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+        self._probe_rtt_cwnd = max(self._probe_rtt_cwnd, self.cwnd, self._prior_cwnd)
         self._probe_rtt_done = None
 
     def _probe_rtt(self, now: float) -> None:
@@ -197,8 +250,8 @@ class Bbr(CongestionControl):
                 self._probe_rtt_round = self.rounds.round + 1
         elif now >= self._probe_rtt_done and self.rounds.round >= self._probe_rtt_round:
             self.min_rtt_stamp = now
-            self.cwnd = max(self.cwnd, self._prior_cwnd)
-            self._prior_cwnd = 0
+            self.cwnd = max(self.cwnd, self._probe_rtt_cwnd)
+            self._probe_rtt_cwnd = 0
             if self.filled_pipe:
                 self._enter_probe_bw(now)
             else:
@@ -208,10 +261,9 @@ class Bbr(CongestionControl):
 
     def _update_pacing(self) -> None:
         gain = self.pacing_gain
-        if self._in_recovery:
-            # The connection reports no ACKs and few rate samples during loss
-            # recovery, so the model cannot see a queue it builds then: send
-            # no faster than the bottleneck drains until recovery ends.
+        if self._recovery_capped:
+            # The buffer overflowed: send no faster than the bottleneck
+            # drains until the holes are repaired.
             gain = min(gain, 1.0)
         if self.btl_bw:
             rate = gain * self.btl_bw
@@ -221,12 +273,15 @@ class Bbr(CongestionControl):
         else:
             return
         # In Startup the rate only goes up: a slower sample early on is noise.
-        if self.filled_pipe or self._in_recovery or self.pacing_rate is None or rate > self.pacing_rate:
+        if self.filled_pipe or self._recovery_capped or self.pacing_rate is None or rate > self.pacing_rate:
             self.pacing_rate = rate
 
     def _update_cwnd(self, acked: int) -> None:
         if self.state == PROBE_RTT:
             self.cwnd = min(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+            return
+        if self._recovery_capped:
+            self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
         target = self.target_cwnd()
         if self.filled_pipe:
@@ -236,35 +291,40 @@ class Bbr(CongestionControl):
         self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
 
     def queue_evident(self) -> bool:
-        """The latest RTT sample says a queue has built (a quarter min RTT)."""
-        return (
-            self.min_rtt is not None
-            and self.latest_rtt is not None
-            and self.latest_rtt >= QUEUE_RTT_FACTOR * self.min_rtt
-        )
+        """RTT says a queue has built: the minimum RTT of this round (of the
+        last one while this one has few samples) is a quarter above the
+        path's. A single late sample (a delay spike, a delayed ACK) is not
+        a queue."""
+        if self.min_rtt is None:
+            return False
+        if self._round_rtt_count >= ROUND_RTT_SAMPLES:
+            rtt = self._round_rtt_min
+        else:
+            rtt = min(self._last_round_rtt_min, self._round_rtt_min)
+        return rtt != INF and rtt >= QUEUE_RTT_FACTOR * self.min_rtt
 
     def on_congestion_event(self, now: float, in_flight: int) -> None:
         # Loss on its own is not a model input: no multiplicative decrease,
-        # so random loss costs nothing. Loss *with* a standing queue means
+        # so random loss costs nothing (the model keeps learning from the
+        # ACKs of the recovery episode). Loss *with* a standing queue means
         # the path's buffer overflowed: Startup is then over, and for the
-        # recovery episode cwnd is bounded to one BDP so the queue drains
-        # while the holes are repaired (the model cannot see it then: the
-        # connection sends no ACK events during recovery).
+        # recovery episode cwnd is bounded to one BDP and the pacing gain to
+        # 1, so the queue drains while the holes are repaired.
         self._loss_in_phase = True
-        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
-        floor = MIN_CWND_SEGMENTS * self.mss
-        cwnd = min(self.cwnd, in_flight + self.mss)
-        if self.queue_evident() and self.bdp:
+        self._in_recovery = True
+        self._recovery_capped = self.queue_evident() and bool(self.bdp)
+        if self._recovery_capped:
             if self.state == STARTUP:
                 self.filled_pipe = True
                 self._update_state(now)
-            cwnd = min(cwnd, self.target_cwnd(1.0))
-        self.cwnd = max(floor, cwnd)
-        self._in_recovery = True
+            self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+            cwnd = min(self.cwnd, in_flight + self.mss, self.target_cwnd(1.0))
+            self.cwnd = max(MIN_CWND_SEGMENTS * self.mss, cwnd)
         self._update_pacing()
 
     def on_recovery_end(self, now: float) -> None:
         self._in_recovery = False
+        self._recovery_capped = False
         if self.state != PROBE_RTT:
             self.cwnd = max(self.cwnd, min(self._prior_cwnd, self.target_cwnd()))
         self._prior_cwnd = 0
@@ -272,9 +332,11 @@ class Bbr(CongestionControl):
 
     def on_rto(self, now: float, in_flight: int) -> None:
         # Everything in flight is presumed lost: one segment, then cwnd grows
-        # back by what is acknowledged up to the model's window.
+        # back by what is acknowledged; once all that was outstanding at the
+        # timeout has been delivered, the window from before returns.
         self._loss_in_phase = True
-        if self.state != PROBE_RTT:
-            self._prior_cwnd = 0
+        self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+        self._rto_restore_at = self.rounds.delivered + max(in_flight, 1)
         self.cwnd = self.mss
         self._in_recovery = False
+        self._recovery_capped = False

@@ -38,13 +38,19 @@ class RoundCounter:
         self._round_end = 0  # delivered count that ends the current round
         self._round_start_time: float | None = None
         self.srtt: float | None = None
+        # A round lasts at least this long (0: no floor). When everything in
+        # flight is marked lost (after a timeout) the outstanding bytes are
+        # near zero and each ACK would otherwise end a "round".
+        self.min_round_time = 0.0
 
     def on_ack(self, now: float, acked: int, in_flight: int, rtt: float | None) -> bool:
         """Count `acked` bytes; True when this ACK ends a round (a new one begins)."""
         if rtt is not None and rtt > 0:
             self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
         self.delivered += max(0, acked)
-        if self._round_start_time is None or self.delivered >= self._round_end:
+        if self._round_start_time is None or (
+            self.delivered >= self._round_end and now - self._round_start_time >= self.min_round_time
+        ):
             self._start_round(now, max(0, in_flight - acked))
             return True
         return False
