@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..config import MODE_STEP, MODES, Config
-from ..wire.datagram import MAX_DATA_OVERHEAD, MAX_WSCALE
+from ..wire.datagram import DATA_OVERHEAD, MAX_DATA_OVERHEAD, MAX_WSCALE, SACK_ROOM
 from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, SegmentRun, reset_for, unwrap
 from . import cc as cc_registry
 from .events import (
@@ -49,7 +49,7 @@ _UNPACED = float("inf")
 TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
 # A run of segments is at most what one UDP GSO send carries: 64 KB in at
-# most 64 datagrams (each with up to MAX_DATA_OVERHEAD bytes of framing).
+# most 64 datagrams (each with DATA_OVERHEAD bytes of framing).
 RUN_BYTES = 65000
 INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
 RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
@@ -154,7 +154,7 @@ class Connection:
         self._retx_marks: list[tuple[int, int, int]] = []
         self._rack = RackTlp(self)  # RACK-TLP loss detection (RFC 8985), recovery.py
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
-        self.mss = min(config.mss, config.max_datagram_size - MAX_DATA_OVERHEAD)
+        self.mss = min(config.mss, config.max_datagram_size - DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
         # PMTUD (RFC 8899): sizes still to try, the probe in flight, failures.
         self._pmtu_ladder: list[int] = []
@@ -974,8 +974,16 @@ class Connection:
             self._arm_keepalive(now)
         return out
 
+    def _data_mss(self) -> int:
+        """Data bytes per segment now: the MSS, less room for SACK blocks
+        while this side holds out-of-order data and so reports them on
+        every segment (as TCP's current MSS counts its options)."""
+        if self.sack_ok and self._ooo_ranges:
+            return max(self.mss - SACK_ROOM, 64)
+        return self.mss
+
     def _send_data(self, now: float, out: list, runs: bool = False) -> None:
-        mss = self.mss
+        mss = self._data_mss()
         cwnd = self._cwnd()
         pipe = self._pipe()
         sent_any = False
@@ -1016,7 +1024,7 @@ class Connection:
                 continue
             if runs and avail > mss:
                 room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss,
-                           RUN_BYTES // (mss + MAX_DATA_OVERHEAD) * mss)
+                           RUN_BYTES // (mss + DATA_OVERHEAD) * mss)
                 if budget < room:
                     room = int(budget)
                 if room >= avail and self.config.nodelay and not self._fin_queued:
@@ -1127,7 +1135,7 @@ class Connection:
             self._pmtu_failures = 0
             self._pmtu_ladder.pop(0)
             self.max_datagram_size = size
-            self.mss = min(self.config.mss, self.peer_mss, size - MAX_DATA_OVERHEAD)
+            self.mss = min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD)
             self.cc.set_mss(self.mss)
         elif delivered:
             self._pmtu_failed()
@@ -1269,7 +1277,7 @@ class Connection:
             self.mode = MODE_STEP  # either side asking for step-by-step gets it
         ceiling = min(seg.max_packet or MAX_UDP_PAYLOAD, cfg.max_packet_size or MAX_UDP_PAYLOAD)
         self.max_datagram_size = min(self.max_datagram_size, ceiling)
-        room = self.max_datagram_size - MAX_DATA_OVERHEAD
+        room = self.max_datagram_size - DATA_OVERHEAD
         if room < 64:
             room = 64
         self.mss = min(self.mss, self.peer_mss, room)
@@ -1326,7 +1334,7 @@ class Connection:
         self._touch(self)
         if self.lost:
             start, end = self.lost.first()
-            end = min(end, start + self.mss)
+            end = min(end, start + self._data_mss())
             self.lost.subtract(start, end)
             self._note_retransmission(start, end)
             self._out.append(self._data_segment(start, end, False))
@@ -1345,13 +1353,14 @@ class Connection:
         else the last segment again, outside cwnd and pacing, to draw an ACK."""
         data_end = self._data_end()
         nxt = self.snd_nxt
-        n = min(self.mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
+        mss = self._data_mss()
+        n = min(mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
         if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
             self._rack.on_probe(nxt + n, False, now)
             self._send_new(nxt, n, data_end, now, self._pipe(), self._out)
         else:
             end = min(nxt, data_end)
-            start = max(self.snd_una, self._sndbuf_start, end - self.mss)
+            start = max(self.snd_una, self._sndbuf_start, end - mss)
             if start >= end:
                 return  # only a FIN is out: the RTO resends it
             self._rack.on_probe(end, True, now)

@@ -32,6 +32,11 @@ MAX_HEADER_SIZE = 0xFFFC
 # Largest header+trailer a data segment carries: base, timestamps (10, padded
 # to 12), four SACK blocks (2 + 32, padded to 36), checksum.
 MAX_DATA_OVERHEAD = HEADER_SIZE + 12 + 36 + TRAILER_SIZE
+# What a data segment carrying only timestamps needs (the common case, and
+# every segment of a run): the MSS is the datagram size less this, and a
+# segment that must also carry SACK blocks takes SACK_ROOM bytes less data.
+DATA_OVERHEAD = HEADER_SIZE + 12 + TRAILER_SIZE
+SACK_ROOM = MAX_DATA_OVERHEAD - DATA_OVERHEAD
 
 # Option kinds. 0-1 and the TCP-derived kinds keep TCP's numbers; 32+ are
 # Gannet's. Unknown kinds below 128 are skipped (so a future handshake option,
