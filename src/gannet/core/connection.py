@@ -1004,6 +1004,12 @@ class Connection:
             out.append(self._data_segment(start, end, False))
             pipe += end - start
             sent_any = True
+            if start <= self.snd_una:
+                # Resending the first unacknowledged segment restarts the
+                # timer (as Linux does): the resend gets a whole RTO, and an
+                # RTO armed long ago for the original does not fire while the
+                # repair is on its way.
+                self._rtx_deadline = now + self.rtt.current_rto()
         # 2. New data, within the peer's window and the congestion window.
         data_end = self._data_end()
         wnd_edge = self.snd_una + self.snd_wnd
