@@ -211,3 +211,18 @@ def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_respons
     assert a.conn.max_datagram_size == 1472 and a.conn._pmtu_ladder == []
     assert a.conn.stats.fast_recoveries == 0  # a lost probe is not congestion
     assert got == payload
+
+
+def test_resending_the_first_unacknowledged_segment_restarts_the_rto():
+    a, b = established_pair()
+    mss = a.conn.mss
+    a.conn.send(bytes(10 * mss))
+    segs = a.out(1.0)
+    armed_at_send = a.conn._rtx_deadline
+    deliver(b, segs[1:], 1.01)  # the first segment is lost
+    deliver(a, b.out(1.01), 1.02)
+    resent = a.out(1.02)
+    assert [s.seq for s in resent if s.payload] == [segs[0].seq]
+    # the resend has a whole RTO from now, not what was left of the original's
+    assert a.conn._rtx_deadline == pytest.approx(1.02 + a.conn.rtt.current_rto())
+    assert a.conn._rtx_deadline > armed_at_send
