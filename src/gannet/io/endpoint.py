@@ -516,7 +516,6 @@ class AioEndpoint:
         datagrams = calls = 0
         from_bytes = int.from_bytes
         with self.lock:
-            feed = self.ep.receive_datagram
             feed_batch = self.ep.receive_batch
             while calls < RECV_CALLS and datagrams < RECV_BATCH:
                 try:
