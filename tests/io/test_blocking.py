@@ -335,3 +335,42 @@ def test_ipv6_round_trip():
             s.sendall(b"abcd")
             assert recv_exactly(s, 4) == b"dcba"
         t.join(5)
+
+
+def test_io_thread_leaves_its_loop_before_the_interpreter_exits():
+    """A daemon thread still inside the event loop's C code while the
+    interpreter finalizes can crash the process at exit (seen as SIGSEGV
+    in CLI clients): the exit handler stops the loop and joins the thread."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent('''
+        import atexit, sys, threading
+
+        def check():  # registered first, so it runs after gannet's exit handler
+            alive = [t for t in threading.enumerate() if t.name == "gannet-io" and t.is_alive()]
+            print(f"io-thread-alive={len(alive)}", flush=True)
+
+        atexit.register(check)
+        import gannet
+
+        srv = gannet.Socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        srv.settimeout(10)
+        cli = gannet.Socket()
+        cli.settimeout(10)
+        cli.connect(srv.getsockname())
+        conn, _ = srv.accept()
+        cli.sendall(b"x" * 1000)
+        got = b""
+        while len(got) < 1000:
+            got += conn.recv(1000)
+        cli.close(); conn.close(); srv.close()
+        print("echoed", len(got), flush=True)
+    ''')
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "echoed 1000" in res.stdout
+    assert "io-thread-alive=0" in res.stdout, res.stdout

@@ -67,7 +67,7 @@ class _LoopThread:
         self.thread = threading.Thread(target=self._run, args=(ready,), name="gannet-io", daemon=True)
         self.thread.start()
         ready.wait()
-        atexit.register(self._linger_at_exit)
+        atexit.register(self._at_exit)
 
     @classmethod
     def get(cls) -> _LoopThread:
@@ -98,6 +98,17 @@ class _LoopThread:
 
         self.loop.call_soon_threadsafe(run)
         return fut.result()
+
+    def _at_exit(self) -> None:
+        self._linger_at_exit()
+        # Then stop the loop and let the thread leave it: a daemon thread
+        # still inside the event loop's C code (uvloop's above all) while the
+        # interpreter finalizes can crash the process at exit.
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:
+            return  # the loop is already closed
+        self.thread.join(timeout=2.0)
 
     def _linger_at_exit(self) -> None:
         """Give closed sockets a bounded chance to deliver what they had buffered."""
