@@ -31,12 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import resource
 import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 try:  # project dependency: hardware CRC32C, several GB/s
@@ -282,3 +284,17 @@ def dispatch(args, server, client) -> None:
         server(args)
     else:
         client(args)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count and model, kernel, Python and load average, for a report's header."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "python": platform.python_version(), "loadavg": os.getloadavg()}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import signal
 import subprocess
@@ -34,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from common import machine_info
 
 HERE = Path(__file__).resolve().parent
 
@@ -305,24 +306,6 @@ def transport_options(t: Transport, args) -> list[str]:
 
 
 # ---------------------------------------------------------------- reporting
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg": os.getloadavg(),
-    }
 
 
 COLUMNS = ["Transport", "Kind", "Bulk bytes", "Goodput MB/s", "x TCP", "CPU s/GB",

@@ -41,7 +41,6 @@ import asyncio
 import gc
 import json
 import os
-import platform
 import queue
 import resource
 import signal
@@ -53,6 +52,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -719,19 +720,6 @@ def machine_line(info) -> str:
     return (f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
             f"Python {info['python']}, load average at start "
             f"{' / '.join(f'{x:.2f}' for x in info['loadavg'])}")
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-            "python": platform.python_version(), "loadavg": os.getloadavg()}
 
 
 def print_table(results, info, command, args) -> None:

@@ -267,6 +267,7 @@ def gro_segment_size(ancdata: list) -> int:
 
 
 _NATIVE = sys.byteorder
+_STOP, _DROPPED, _FALLBACK = object(), object(), object()  # outcomes of a failed send
 
 
 def split_gro(view: memoryview, n: int, seg: int) -> list[memoryview]:
@@ -607,10 +608,7 @@ class AioEndpoint:
     def _transmit_gso(self, out: list[tuple[bytes, object]]) -> int:
         """Like `_transmit`, in runs of equal-sized datagrams to one address,
         each run one sendmsg with UDP_SEGMENT."""
-        sock = self.sock
-        sendto, sendmsg = sock.sendto, sock.sendmsg
         st = self.io_stats
-        cmsgs = self._gso_cmsg
         max_bytes = self._gso_max_bytes
         n = len(out)
         i = 0
@@ -635,46 +633,15 @@ class AioEndpoint:
                 if k < size:
                     break  # a shorter datagram can only end a run
             try:
-                if j - i == 1:
-                    if (size > self._safe) is not self._df:
-                        self._set_df(size > self._safe)
-                    sendto(data, addr)
-                else:
-                    if self._df:
-                        self._set_df(False)
-                    cmsg = cmsgs.get(size)
-                    if cmsg is None:
-                        cmsg = cmsgs[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
-                    sendmsg([d for d, _ in out[i:j]], cmsg, 0, addr)
-                    st.gso_calls += 1
-                    st.gso_datagrams += j - i
-            except (BlockingIOError, InterruptedError):
-                self._wait_writable()
-                return i
+                self._send_call([d for d, _ in out[i:j]] if j - i > 1 else [data], size, j - i, addr)
             except OSError as exc:
-                code = exc.errno
-                if code == errno.ENOBUFS:
-                    self._retry_later()
+                outcome = self._send_failed(exc, size, j - i, addr)
+                if outcome is _STOP:
                     return i
-                if code == errno.EMSGSIZE:
-                    self._read_error_queue()  # or the stale error fails the next send too
-                st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{j - i})"
-                if j - i == 1:
-                    st.send_errors += 1  # dropped; the core retransmits
-                    log.debug("sendto %r failed: %r", addr, exc)
-                    i = j
-                    continue
-                # The kernel refused the batch (too large for the path, no
-                # offload on the device, or an error left by an ICMP message):
-                # send it again one datagram at a time, which sorts it out.
-                st.gso_fallbacks += 1
-                if code in GSO_UNSUPPORTED and not st.gso_calls:
-                    self.gso = False  # never worked here: stop trying
-                    log.debug("UDP GSO off for %r: %r", self.local_address, exc)
-                log.debug("GSO send to %r failed (%r); sending one by one", addr, exc)
-                sent = self._transmit_plain_run(out, i, j)
-                if sent < j:
-                    return sent
+                if outcome is _FALLBACK:
+                    sent = self._transmit_plain_run(out, i, j)
+                    if sent < j:
+                        return sent
                 i = j
                 continue
             st.send_calls += 1
@@ -688,43 +655,68 @@ class AioEndpoint:
         train, addr = out[i]
         size = train.size
         count = -(-len(train) // size)
-        st = self.io_stats
         try:
-            if count == 1:
-                if (size > self._safe) is not self._df:
-                    self._set_df(size > self._safe)
-                self.sock.sendto(train, addr)
-            else:
-                if self._df:
-                    self._set_df(False)
-                cmsg = self._gso_cmsg.get(size)
-                if cmsg is None:
-                    cmsg = self._gso_cmsg[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
-                self.sock.sendmsg([train], cmsg, 0, addr)
-                st.gso_calls += 1
-                st.gso_datagrams += count
-        except (BlockingIOError, InterruptedError):
-            self._wait_writable()
-            return False
+            self._send_call([train], size, count, addr)
         except OSError as exc:
-            code = exc.errno
-            if code == errno.ENOBUFS:
-                self._retry_later()
+            outcome = self._send_failed(exc, size, count, addr)
+            if outcome is _STOP:
                 return False
-            if code == errno.EMSGSIZE:
-                self._read_error_queue()
-            st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
-            if count == 1:
-                st.send_errors += 1  # dropped; the core retransmits
-                return True
-            st.gso_fallbacks += 1
-            if code in GSO_UNSUPPORTED and not st.gso_calls:
-                self.gso = False
-                log.debug("UDP GSO off for %r: %r", self.local_address, exc)
-            return self._send_train_plain(out, i)
+            if outcome is _FALLBACK:
+                return self._send_train_plain(out, i)
+            return True
+        st = self.io_stats
         st.send_calls += 1
         st.datagrams_sent += count
         return True
+
+    def _send_call(self, bufs: list, size: int, count: int, addr: object) -> None:
+        """One system call for `count` datagrams of `size` bytes (the last may
+        be shorter) held in `bufs`: sendto for one, sendmsg with UDP_SEGMENT
+        for more. OSError goes to the caller (see `_send_failed`)."""
+        if count == 1:
+            if (size > self._safe) is not self._df:
+                self._set_df(size > self._safe)
+            self.sock.sendto(bufs[0], addr)
+            return
+        if self._df:
+            self._set_df(False)
+        cmsg = self._gso_cmsg.get(size)
+        if cmsg is None:
+            cmsg = self._gso_cmsg[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        self.sock.sendmsg(bufs, cmsg, 0, addr)
+        st = self.io_stats
+        st.gso_calls += 1
+        st.gso_datagrams += count
+
+    def _send_failed(self, exc: OSError, size: int, count: int, addr: object) -> object:
+        """What to do after `_send_call` raised: _STOP (the socket is full; a
+        writable callback or a retry is arranged), _DROPPED (one datagram
+        lost; the core retransmits) or _FALLBACK (send the batch again one
+        datagram at a time)."""
+        if isinstance(exc, (BlockingIOError, InterruptedError)):
+            self._wait_writable()
+            return _STOP
+        code = exc.errno
+        if code == errno.ENOBUFS:
+            self._retry_later()
+            return _STOP
+        if code == errno.EMSGSIZE:
+            self._read_error_queue()  # or the stale error fails the next send too
+        st = self.io_stats
+        st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
+        if count == 1:
+            st.send_errors += 1
+            log.debug("sendto %r failed: %r", addr, exc)
+            return _DROPPED
+        # The kernel refused the batch (too large for the path, no offload on
+        # the device, or an error left by an ICMP message): sending it again
+        # one datagram at a time sorts it out.
+        st.gso_fallbacks += 1
+        if code in GSO_UNSUPPORTED and not st.gso_calls:
+            self.gso = False  # never worked here: stop trying
+            log.debug("UDP GSO off for %r: %r", self.local_address, exc)
+        log.debug("GSO send to %r failed (%r); sending one by one", addr, exc)
+        return _FALLBACK
 
     def _send_train_plain(self, out: list[tuple[bytes, object]], i: int) -> bool:
         """The Train out[i] one datagram at a time; False (out[i] = the rest) if
