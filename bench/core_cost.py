@@ -37,11 +37,8 @@ def pair(config: Config):
 
 def pump(src: Endpoint, dst: Endpoint, name: str, now: float) -> None:
     for d, _ in src.datagrams_to_send(now, True):
-        if type(d) is Train:
-            mv = memoryview(d)
-            dst.receive_batch([mv[i:i + d.size] for i in range(0, len(d), d.size)], name, now)
-        else:
-            dst.receive_batch([d], name, now)
+        # A train arrives as one GRO batch, as it would on loopback.
+        dst.receive_batch(d, d.size if type(d) is Train else 0, name, now)
 
 
 def bulk(mtu: int, mb: int, cc: str) -> None:

@@ -10,7 +10,10 @@ from gannet.core.endpoint import Endpoint
 from gannet.core.states import State
 from gannet.sim import LinkConfig, Simulator
 from gannet.wire import decode, encode
-from gannet.wire.batch import encode_run, scan
+from crc32c import crc32c
+
+from gannet.wire.batch import batch_residue, coalesce, encode_run, scan
+from gannet.wire.datagram import CRC_RESIDUE
 from gannet.wire.segment import ACK, PSH, SYN, Segment, SegmentRun
 
 A = ("10.0.0.1", 1000)
@@ -41,35 +44,79 @@ def test_train_is_the_run_encoded_segment_by_segment():
     assert len(segs[-1].payload) == 123
 
 
-def test_scan_groups_a_train_into_one_run():
-    train = encode_run(5, 6, a_run())
-    (run,) = scan(train.datagrams())
-    dst, src, seq, ack, wnd, ts0, ts1, payloads, raw = run
+def test_train_checksums_are_each_datagrams_own():
+    train = encode_run(5, 6, a_run(length=8 * 1000))  # no short tail
+    for d in train.datagrams():
+        assert crc32c(d[:-4]).to_bytes(4, "little") == d[-4:]
+        assert crc32c(d) == CRC_RESIDUE
+
+
+def batch(datagrams):
+    """A GRO-shaped buffer of equal-size datagrams (the last may be shorter)."""
+    return b"".join(datagrams), len(datagrams[0])
+
+
+@pytest.mark.parametrize("length", [10 * 1000 + 123, 3 * 1000, 40 * 1000, 63 * 1000 + 1],
+                         ids=["tail", "few-rows", "rows", "64-rows-and-tail"])
+def test_scan_groups_a_train_into_one_run(length):
+    train = encode_run(5, 6, a_run(length=length))
+    runs = scan(memoryview(train), train.size)
+    assert sum(len(r[8]) for r in runs) == -(-length // 1000)
+    dst, src, seq, ack, wnd, ts0, ts1, joined, raw = runs[0]
     assert (dst, src, seq, ack, wnd, ts0, ts1) == (5, 6, 0xFFFF_F000, 77, 512, 1234, 1234)
-    assert b"".join(payloads) == bytes(a_run().buf[7:7 + 10_123])
-    assert len(raw) == 11
+    assert b"".join(r[7] for r in runs) == bytes(a_run(length=length).buf[7:7 + length])
+    # a short tail may follow as its own run, which continues the first
+    assert all(r[7] is not None for r in runs) and len(runs) <= 2
+    assert [bytes(d) for r in runs for d in r[8]] == train.datagrams()
+
+
+def test_batch_residue_is_the_crc_of_any_correct_batch():
+    for rows in (1, 2, 7, 64, 70):
+        dgs = encode_run(5, 6, a_run(length=rows * 1000)).datagrams()
+        assert crc32c(b"".join(dgs)) == batch_residue(len(dgs[0]), rows)
+
+
+def lengths(runs):
+    return [(r[0], None if r[7] is None else len(r[8])) for r in runs]
 
 
 def test_scan_breaks_runs_at_anything_unusual():
-    dgs = encode_run(5, 6, a_run()).datagrams()
+    rows = 10
+    dgs = encode_run(5, 6, a_run(length=rows * 1000)).datagrams()
     bad = bytearray(dgs[3])
     bad[50] ^= 1  # payload bit flip: the checksum fails
-    syn = encode(0, 6, Segment(1, 0, SYN, 100, tsval=1, tsecr=0, mss=1000))
-    other_conn = encode(9, 6, Segment(5, 77, ACK, 512, b"x" * 10, tsval=1, tsecr=0))
-    gap = dgs[6:]  # dgs[5] missing: not contiguous
-    batch = dgs[:3] + [bytes(bad)] + [dgs[4]] + [syn, other_conn] + gap
-    runs = scan(batch)
-    shapes = [(r[0], None if r[7] is None else len(r[7])) for r in runs]
-    assert shapes == [(5, 3), (0, None), (5, 1), (0, None), (9, 1), (5, 5)]
-    assert runs[1][8] == [bytes(bad)]  # left for decode, which rejects it
-    assert runs[3][8] == [syn]
+    other_conn = encode(9, 6, Segment(5, 77, ACK, 512, b"x" * 1000, tsval=1, tsecr=0))
+    syn_sized = encode(0, 6, Segment(1, 0, SYN, 100, b"s" * 996, tsval=1, tsecr=0, mss=1000))
+    assert len(other_conn) == len(syn_sized) == len(dgs[0])
+    # dgs[2] missing: not contiguous; an ACK change splits a run too
+    moved_ack = encode(5, 6, Segment(decode(dgs[rows - 1])[2].seq, 78, ACK, 512, b"a" * 1000,
+                                     tsval=1, tsecr=0))
+    buf, seg = batch(dgs[:2] + [dgs[3], bytes(bad)] + [other_conn, syn_sized] + dgs[4:rows - 1]
+                     + [moved_ack])
+    runs = scan(buf, seg)
+    assert lengths(runs) == [(5, 2), (5, 1), (0, None), (9, 1), (0, None), (5, rows - 5), (5, 1)]
+    assert bytes(runs[2][8][0]) == bytes(bad)  # left for decode, which rejects it
+    assert bytes(runs[4][8][0]) == syn_sized
 
 
 def test_scan_leaves_options_and_pure_acks_to_decode():
     sack = encode(5, 6, Segment(1, 2, ACK, 10, b"abc", tsval=1, tsecr=2, sack=((10, 20),)))
     pure_ack = encode(5, 6, Segment(1, 2, ACK, 10, b"", tsval=1, tsecr=2))
     no_ts = encode(5, 6, Segment(1, 2, ACK, 10, b"abc"))
-    assert [r[7] for r in scan([sack, pure_ack, no_ts])] == [None, None, None]
+    for d in (sack, pure_ack, no_ts):
+        assert [r[7] for r in scan(d, 0)] == [None]
+    # a batch of identical pure ACKs is no run either
+    assert [r[7] for r in scan(pure_ack * 10, len(pure_ack))] == [None] * 10
+
+
+def test_coalesce_groups_as_gro_does():
+    a, b, short, big = b"a" * 100, b"b" * 100, b"c" * 40, b"d" * 300
+    groups = coalesce([a, b, short, a, big, a, a])
+    # a larger datagram starts a new group; a shorter one ends its group
+    assert groups == [(a + b + short, 100), (a, 100), (big + a, 300), (a, 100)]
+    assert coalesce([a] * 70) == [(a * 64, 100), (a * 6, 100)]  # 64 segments at most
+    for buf, seg in coalesce([big] * 300):
+        assert len(buf) <= 65535
 
 
 # ------------------------------------------------------------------ endpoint / connection
@@ -141,10 +188,9 @@ def test_receive_batch_keeps_nothing_of_the_callers_buffer():
     out = a.datagrams_to_send(0.01, trains=True)
     (train, _addr), = [o for o in out if len(o[0]) > 2000]
     buf = bytearray(train)
-    views = [memoryview(buf)[i:i + train.size] for i in range(0, len(buf), train.size)]
-    b.receive_batch(views, "A", 0.02)
+    b.receive_batch(memoryview(buf), train.size, "A", 0.02)
     buf[:] = b"\xee" * len(buf)  # the adapter reuses its buffer at once
-    assert cb.stats.fast_path_segments == len(views)
+    assert cb.stats.fast_path_segments == 10
     assert cb.recv(100_000) == message
 
 
@@ -152,20 +198,21 @@ def test_fast_path_declines_and_changes_nothing():
     a, b, ca, cb = established()
     ca.send(data(5000, 1))
     (train, _), = a.datagrams_to_send(0.01, trains=True)
-    (run,) = scan(train.datagrams())
-    dst, src, seq, ack, wnd, ts0, ts1, payloads, raw = run
+    (run,) = scan(train, train.size)
+    dst, src, seq, ack, wnd, ts0, ts1, joined, raw = run
+    runargs = (joined, len(raw), len(raw[-1]) - 40, 0.02)
     before = (cb.rcv_nxt, cb.readable_bytes, cb.stats.segments_received)
     # not the next expected byte
-    assert not cb.on_data_run((seq + 1) & 0xFFFFFFFF, ack, wnd, ts0, ts1, payloads, 0.02)
+    assert not cb.on_data_run((seq + 1) & 0xFFFFFFFF, ack, wnd, ts0, ts1, *runargs)
     # an ACK we do not have yet
-    assert not cb.on_data_run(seq, (ack + 1) & 0xFFFFFFFF, wnd, ts0, ts1, payloads, 0.02)
+    assert not cb.on_data_run(seq, (ack + 1) & 0xFFFFFFFF, wnd, ts0, ts1, *runargs)
     # a window change
-    assert not cb.on_data_run(seq, ack, wnd - 1, ts0, ts1, payloads, 0.02)
+    assert not cb.on_data_run(seq, ack, wnd - 1, ts0, ts1, *runargs)
     # timestamps older than TS.Recent: PAWS has to judge
-    assert not cb.on_data_run(seq, ack, wnd, (ts0 - 10**6) & 0xFFFFFFFF, ts1, payloads, 0.02)
+    assert not cb.on_data_run(seq, ack, wnd, (ts0 - 10**6) & 0xFFFFFFFF, ts1, *runargs)
     assert (cb.rcv_nxt, cb.readable_bytes, cb.stats.segments_received) == before
     # the same datagrams one by one still arrive (the endpoint's fallback)
-    b.receive_batch(raw, "A", 0.02)
+    b.receive_batch(train, train.size, "A", 0.02)
     assert cb.recv(10_000) == data(5000, 1)
 
 

@@ -3,11 +3,12 @@
 import struct
 
 import pytest
+from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gannet.wire import Segment, WireError, decode, encode, seq_diff, seq_lt, unwrap
-from gannet.wire.datagram import HEADER_SIZE
+from gannet.wire.datagram import CRC_RESIDUE, HEADER_SIZE
 
 U32 = st.integers(0, 2**32 - 1)
 
@@ -16,7 +17,7 @@ def test_golden_syn():
     seg = Segment(0x01020304, 0, 0x02, 65535, mss=1400, wscale=7, sack_permitted=True, tsval=5, tsecr=0)
     data = encode(0, 0xAABBCCDD, seg)
     assert data.hex() == (
-        "01"  # version
+        "02"  # version
         "02"  # flags: SYN
         "0030"  # header length 48
         "00000000"  # destination connection ID (unknown yet)
@@ -30,7 +31,8 @@ def test_golden_syn():
         "0101"  # two NOPs align the timestamps, as TCP stacks do
         "08080000000500000000"  # timestamps 5, 0
         "000000"  # padding to a multiple of four
-    ) + data[-4:].hex()
+    ) + crc32c(data[:-4]).to_bytes(4, "little").hex()  # CRC32C, least significant byte first
+    assert crc32c(data) == CRC_RESIDUE
     dst, src, back = decode(data)
     assert (dst, src) == (0, 0xAABBCCDD)
     assert back == seg
@@ -44,7 +46,7 @@ def test_golden_timestamped_ack_uses_the_aligned_layout():
 
 def test_golden_data_segment():
     data = encode(7, 9, Segment(100, 200, 0x18, 512, b"hello"))
-    assert data[:HEADER_SIZE] == struct.pack("!BBHIIIIHH", 1, 0x18, 24, 7, 9, 100, 200, 512, 0)
+    assert data[:HEADER_SIZE] == struct.pack("!BBHIIIIHH", 2, 0x18, 24, 7, 9, 100, 200, 512, 0)
     assert data[HEADER_SIZE:-4] == b"hello"
     assert len(data) == HEADER_SIZE + 5 + 4
 
@@ -114,21 +116,19 @@ def test_checksum_catches_a_flipped_bit():
 
 
 def _with_crc(body: bytes) -> bytes:
-    from crc32c import crc32c
-
-    return body + crc32c(body).to_bytes(4, "big")
+    return body + crc32c(body).to_bytes(4, "little")
 
 
 @pytest.mark.parametrize(
     "body, reason",
     [
-        (struct.pack("!BBHIIIIHH", 2, 0x10, 24, 1, 2, 3, 4, 5, 0), "version"),
-        (struct.pack("!BBHIIIIHH", 1, 0x10, 20, 1, 2, 3, 4, 5, 0), "header length"),
-        (struct.pack("!BBHIIIIHH", 1, 0x10, 26, 1, 2, 3, 4, 5, 0) + b"\0\0", "header length"),
-        (struct.pack("!BBHIIIIHH", 1, 0x03, 24, 1, 2, 3, 4, 5, 0), "impossible flags"),
-        (struct.pack("!BBHIIIIHH", 1, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x02\x03\x00\x00", "option 2"),
-        (struct.pack("!BBHIIIIHH", 1, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x05\x08\x00\x00", "overruns"),
-        (struct.pack("!BBHIIIIHH", 1, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x90\x00\x00\x00", "must-understand"),
+        (struct.pack("!BBHIIIIHH", 1, 0x10, 24, 1, 2, 3, 4, 5, 0), "version"),  # version 1 stored the CRC the other way round
+        (struct.pack("!BBHIIIIHH", 2, 0x10, 20, 1, 2, 3, 4, 5, 0), "header length"),
+        (struct.pack("!BBHIIIIHH", 2, 0x10, 26, 1, 2, 3, 4, 5, 0) + b"\0\0", "header length"),
+        (struct.pack("!BBHIIIIHH", 2, 0x03, 24, 1, 2, 3, 4, 5, 0), "impossible flags"),
+        (struct.pack("!BBHIIIIHH", 2, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x02\x03\x00\x00", "option 2"),
+        (struct.pack("!BBHIIIIHH", 2, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x05\x08\x00\x00", "overruns"),
+        (struct.pack("!BBHIIIIHH", 2, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x90\x00\x00\x00", "must-understand"),
     ],
 )
 def test_rejections_say_why(body, reason):
@@ -137,7 +137,7 @@ def test_rejections_say_why(body, reason):
 
 
 def test_unknown_optional_option_is_kept_not_fatal():
-    body = struct.pack("!BBHIIIIHH", 1, 0x02, 28, 0, 2, 3, 0, 5, 0) + b"\x40\x02\xab\xcd"
+    body = struct.pack("!BBHIIIIHH", 2, 0x02, 28, 0, 2, 3, 0, 5, 0) + b"\x40\x02\xab\xcd"
     _, _, seg = decode(_with_crc(body))
     assert seg.unknown_options == ((0x40, b"\xab\xcd"),)
 

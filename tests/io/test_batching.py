@@ -21,7 +21,6 @@ from gannet.io.endpoint import (
     gro_segment_size,
     gso_supported,
     make_udp_socket,
-    split_gro,
 )
 
 from gannet_io_helpers import pattern
@@ -215,16 +214,6 @@ def test_gro_segment_size_reads_the_control_message():
     assert gro_segment_size([]) == 0
 
 
-def test_split_gro_cuts_a_coalesced_buffer():
-    buf = bytearray(b"A" * 100 + b"B" * 100 + b"C" * 100 + b"D" * 40 + b"junk after n")
-    parts = split_gro(memoryview(buf), 340, 100)
-    assert [bytes(p) for p in parts] == [b"A" * 100, b"B" * 100, b"C" * 100, b"D" * 40]
-    assert [bytes(p) for p in split_gro(memoryview(buf), 300, 100)] == [b"A" * 100, b"B" * 100, b"C" * 100]
-    # no GRO message, or one datagram: the whole thing
-    assert [bytes(p) for p in split_gro(memoryview(buf), 340, 0)] == [bytes(buf[:340])]
-    assert [bytes(p) for p in split_gro(memoryview(buf), 80, 100)] == [bytes(buf[:80])]
-
-
 class FakeGroSocket:
     """recvmsg_into hands out prepared (payload, segment size) batches."""
 
@@ -252,7 +241,8 @@ def test_coalesced_receive_feeds_each_datagram_to_the_core():
         aep.gro = True
         fed = []
         aep.ep.receive_datagram = lambda data, addr, now: fed.append((bytes(data), addr))
-        aep.ep.receive_batch = lambda ds, addr, now: fed.extend((bytes(d), addr) for d in ds)
+        aep.ep.receive_batch = lambda buf, seg, addr, now: fed.extend(
+            (bytes(buf[i:i + (seg or len(buf))]), addr) for i in range(0, len(buf), seg or len(buf)))
         batch = b"x" * 1200 + b"y" * 1200 + b"z" * 500
         aep.sock = FakeGroSocket(sock, [(batch, 1200), (b"single", 0), (b"q" * 64, 64)])
         aep._on_readable()

@@ -10,6 +10,7 @@ import pytest
 
 from gannet.config import Config
 from gannet.core.connection import Connection
+from gannet.core.endpoint import Endpoint
 from gannet.sim import LinkConfig
 from gannet.sim.config import SimulationError
 from gannet.sim.scenario import run_transfer
@@ -235,3 +236,23 @@ def test_bbr_gets_rate_samples_during_loss_recovery(monkeypatch):
     during = [rate for rec, rate in samples if rec]
     assert len(samples) >= 150 and len(during) >= 25, f"seed={seed}: {len(during)} of {len(samples)} in recovery"
     assert max(rate for _, rate in samples) <= 1.1 * BW / 8, f"seed={seed}: a rate sample above the link"
+
+
+def test_pacer_wakes_once_per_burst_not_per_segment(monkeypatch):
+    """On a fast path the pacer lets out a millisecond's worth (a whole run)
+    per wake-up: each wake-up costs tens of microseconds of Python, and one
+    per segment once cost a bulk sender over a third of its CPU."""
+    calls = [0]
+    handle_timer = Endpoint.handle_timer
+
+    def counting(self, now):
+        calls[0] += 1
+        return handle_timer(self, now)
+
+    monkeypatch.setattr(Endpoint, "handle_timer", counting)
+    fwd = LinkConfig(delay=0.0005, bandwidth=2e9, queue_bytes=2_000_000)
+    r = run_transfer(1, 30_000_000, fwd, LinkConfig(delay=0.0005),
+                     config=Config(congestion_control="bbr", pmtud=False, max_datagram_size=1472))
+    assert r.ok
+    assert r.goodput * 8 > 1.5e9  # pacing still lets the path fill
+    assert calls[0] * 10 < r.client_stats["segments_sent"]

@@ -428,13 +428,14 @@ class Connection:
         self._touch(self)
 
     def on_data_run(self, seq32: int, ack32: int, wnd: int, tsval_first: int, tsval_last: int,
-                    payloads: list, now: float) -> bool:
+                    data: bytes, count: int, last_len: int, now: float) -> bool:
         """In-order data segments that continue each other, in one step.
 
         The fast path for bulk data: segments carrying the next expected
         bytes, the ACK and window we already have (so there is nothing to
         learn from their ACK fields), and fresh timestamps, in ESTABLISHED
-        with no out-of-order data held. Processing them one by one with
+        with no out-of-order data held: `count` segments whose payloads,
+        joined, are `data`, the last one `last_len` bytes long. Processing them one by one with
         `on_segment` would reach the same state; here it costs one check and
         one copy. Returns False, having changed nothing, when any condition
         does not hold: the caller then feeds the segments one by one.
@@ -453,18 +454,16 @@ class Connection:
             (tsval_first - recent) & MASK32 >= 1 << 31 or (tsval_last - recent) & MASK32 >= 1 << 31
         ):
             return False  # older than TS.Recent: PAWS decides, one by one
-        data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
         end = rcv_nxt + len(data)
         if end > self._rcv_adv:
             return False
-        count = len(payloads)
         self.stats.segments_received += count
         self.stats.fast_path_segments += count
         self._now_hint = now
         self.last_received = now
         self._keepalive_probes = 0
         self._ts_recent = tsval_last
-        self.snd_wl1, self.snd_wl2 = end - len(payloads[-1]), self.snd_una  # RFC 9293 SND.WL1/WL2
+        self.snd_wl1, self.snd_wl2 = end - last_len, self.snd_una  # RFC 9293 SND.WL1/WL2
         was_empty = not self._rcvbuf_len
         self._deliver(data)
         if was_empty:
@@ -1032,6 +1031,13 @@ class Connection:
                 room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss,
                            RUN_BYTES // (mss + DATA_OVERHEAD) * mss)
                 if budget < room:
+                    # Paced: wait for a millisecond's worth (a whole run on a
+                    # fast path) rather than trickle out a segment per
+                    # wake-up, each of which costs tens of us of Python.
+                    quantum = min(room, max(mss, self.cc.pacing_rate * 0.001))
+                    if budget < quantum:
+                        self._pace_wait(now, quantum - budget)
+                        break
                     room = int(budget)
                 if room >= avail and self.config.nodelay and not self._fin_queued:
                     length = avail  # all the rest, the last segment short
@@ -1158,12 +1164,14 @@ class Connection:
         rate = self.cc.pacing_rate
         if not rate:
             return _UNPACED
-        # A burst of a couple of milliseconds: each output call costs real CPU
-        # in Python, so pacing finer than that would only burn it.
-        burst = max(10 * self.mss, rate * 0.002)
-        tokens = min(burst, self._pacing_tokens + (now - self._pacing_time) * rate)
+        tokens = min(self._pacing_burst(), self._pacing_tokens + (now - self._pacing_time) * rate)
         self._pacing_time = now
         return tokens
+
+    def _pacing_burst(self) -> float:
+        # A burst of a couple of milliseconds: each output call costs real CPU
+        # in Python, so pacing finer than that would only burn it.
+        return max(10 * self.mss, self.cc.pacing_rate * 0.002)
 
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self.cc.pacing_rate or 1.0

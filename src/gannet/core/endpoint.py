@@ -28,7 +28,7 @@ from itertools import count
 
 from ..config import Config
 from ..wire.batch import encode_run, scan
-from ..wire.datagram import WireError, decode, encode
+from ..wire.datagram import DATA_OVERHEAD, WireError, decode, encode
 from ..wire.segment import ACK, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
@@ -118,27 +118,34 @@ class Endpoint:
         return self._events.popleft() if self._events else None
 
     # --------------------------------------------------------------- network
-    def receive_batch(self, datagrams: list, addr: object, now: float) -> None:
-        """Datagrams that arrived together from `addr` (a GRO batch), in order.
+    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
+                      now: float) -> None:
+        """Datagrams that arrived together from `addr`, in order, in the shape
+        UDP GRO delivers them: `seg` bytes each, back to back in `buf`, the
+        last maybe shorter (`seg` 0 for one datagram).
 
         Same result as `receive_datagram` on each, but runs of in-order data
         segments for one connection take the connection's fast path
         (`Connection.on_data_run`) in one call.
         """
-        self.stats.datagrams_received += len(datagrams)
         one = self._receive_one
-        for dst, src, seq, ack, wnd, ts0, ts1, payloads, raw in scan(datagrams):
-            if payloads is not None:
+        runs = scan(buf, seg)
+        for dst, src, seq, ack, wnd, ts0, ts1, data, raw in runs:
+            self.stats.datagrams_received += len(raw)
+            if data is not None:
                 conn = self._conns.get(dst)
                 if conn is not None and conn.remote_cid == src and conn.remote_addr == addr:
-                    if conn.on_data_run(seq, ack, wnd, ts0, ts1, payloads, now):
+                    count = len(raw)
+                    last = len(raw[-1]) - DATA_OVERHEAD
+                    if conn.on_data_run(seq, ack, wnd, ts0, ts1, data, count, last, now):
                         continue
-                    if len(raw) > 1:
+                    if count > 1:
                         # The first segment may move the ACK point or the
                         # window; after it, the others may still be a run.
                         one(raw[0], addr, now)
-                        if conn.on_data_run((seq + len(payloads[0])) & 0xFFFFFFFF, ack, wnd, ts0, ts1,
-                                            payloads[1:], now):
+                        first = len(raw[0]) - DATA_OVERHEAD
+                        if conn.on_data_run((seq + first) & 0xFFFFFFFF, ack, wnd, ts0, ts1,
+                                            data[first:], count - 1, last, now):
                             continue
                         raw = raw[1:]
             for d in raw:

@@ -23,8 +23,8 @@ Datagrams move in batches where Linux allows it:
   probed at run time; `GANNET_NO_GSO=1` (or `AioEndpoint(gso=False)`) turns
   it off for A/B measurements.
 - receive: UDP_GRO lets the kernel hand over several same-sized datagrams of
-  one flow in one `recvmsg_into`; `split_gro` cuts them apart again
-  (`GANNET_NO_GRO=1` turns it off).
+  one flow in one `recvmsg_into`, handed to `Endpoint.receive_batch` as they
+  lie in the buffer (`GANNET_NO_GRO=1` turns it off).
 
 Receive buffer contract: `Endpoint.receive_datagram` is given a memoryview
 slice of one preallocated buffer (one per thread, shared by the endpoints
@@ -268,14 +268,6 @@ def gro_segment_size(ancdata: list) -> int:
 
 _NATIVE = sys.byteorder
 _STOP, _DROPPED, _FALLBACK = object(), object(), object()  # outcomes of a failed send
-
-
-def split_gro(view: memoryview, n: int, seg: int) -> list[memoryview]:
-    """Cut the first `n` bytes of `view` into datagrams of `seg` bytes (the
-    last may be shorter), as UDP GRO coalesced them. Slices, no copies."""
-    if seg <= 0 or seg >= n:
-        return [view[:n]]
-    return [view[off:off + seg if off + seg < n else n] for off in range(0, n, seg)]
 
 
 _thread_buffers = threading.local()
@@ -539,12 +531,11 @@ class AioEndpoint:
                 seg = from_bytes(anc[0][2], _NATIVE) if anc and anc[0][1] == UDP_GRO else 0
                 if 0 < seg < n:
                     st.gro_batches += 1
-                    batch = split_gro(view, n, seg)
-                    feed_batch(batch, addr, now)
-                    datagrams += len(batch)
+                    datagrams += -(-n // seg)
                 else:
-                    feed_batch([view[:n]], addr, now)
+                    seg = 0
                     datagrams += 1
+                feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
             st.recv_calls += calls
             st.datagrams_received += datagrams
             self._process_locked()

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ..wire.batch import coalesce
 from .config import LinkConfig, LinkStats, SimulationError
 from .link import Link, TraceRecord
 
@@ -58,8 +59,10 @@ class Simulator:
     `is None` test per step. `timer_livelock_limit` is how many timer calls a
     node may take at one virtual instant before `SimulationError` is raised.
     With `gro` (the default), datagrams that arrive over one link at the same
-    instant reach a node that has `receive_batch(datagrams, addr, now)` in
-    one call, as UDP GRO hands them to a real endpoint.
+    instant reach a node that has `receive_batch(buf, seg, addr, now)`
+    grouped as UDP GRO groups them for a real endpoint (`wire.batch.coalesce`:
+    equal sizes, the last of a group maybe shorter); a lone datagram goes to
+    `receive_datagram`.
     """
 
     def __init__(
@@ -264,7 +267,8 @@ class Simulator:
                 if self._trace is not None:
                     self._trace(TraceRecord(now, link.src, link.dst, len(more), "deliver"))
                 datagrams.append(more)
-            batch(datagrams, link.src, now)
+            for buf, seg in coalesce(datagrams):
+                batch(buf, seg, link.src, now)
         else:
             state.node.receive_datagram(data, link.src, now)
         self._service(state)

@@ -2,30 +2,63 @@
 
 A bulk transfer is made of full-size data segments that differ only in their
 sequence numbers. Handling them one `Segment` object at a time costs tens of
-microseconds of Python each; here a run costs, per datagram, one header field
-store (or one header unpack), one payload copy and one CRC call in C.
+microseconds of Python each; here a run is handled as rows of one buffer,
+with numpy doing the per-row work in C:
 
 - `encode_run` writes a `SegmentRun` as a `Train`: datagrams of one size back
   to back in one buffer, which an I/O adapter hands to the kernel in one
-  sendmsg with UDP_SEGMENT (GSO), or slices.
-- `scan` walks a batch of received datagrams (a GRO buffer) and groups the
-  ones that continue each other - same connection, same ACK and window,
-  consecutive sequence numbers, only the timestamp option - into runs; the
-  rest are left for `decode`.
+  sendmsg with UDP_SEGMENT (GSO), or slices. Per datagram, what is left in
+  Python is one CRC call.
+- `scan` takes a batch in the shape UDP GRO delivers it (datagrams of one
+  size back to back, the last maybe shorter) and groups the datagrams that
+  continue each other - same connection, same ACK and window, consecutive
+  sequence numbers, only the timestamp option - into runs, each with its
+  payload already joined; the rest are left for `decode`. A large batch is
+  checked with one CRC call over all of it (see datagram.CRC_RESIDUE).
+- `coalesce` groups datagrams the way GRO does, for the simulator and for
+  adapters without GRO.
 """
 
 from __future__ import annotations
 
 import struct
 
+import numpy as np
 from crc32c import crc32c
 
-from .datagram import HEADER_TS, HEADER_TS_SIZE, OPT_NOP, OPT_TIMESTAMPS, TRAILER_SIZE, VERSION
+from .datagram import (
+    CRC_RESIDUE,
+    HEADER_TS,
+    HEADER_TS_SIZE,
+    OPT_NOP,
+    OPT_TIMESTAMPS,
+    TRAILER_SIZE,
+    VERSION,
+)
 from .segment import ACK, PSH, SEQ_MOD, SegmentRun
 
-_U32 = struct.Struct("!I")
 _MASK32 = SEQ_MOD - 1
 _MIN_DATA = HEADER_TS_SIZE + 1 + TRAILER_SIZE  # a timestamped segment with data
+_OVERHEAD = HEADER_TS_SIZE + TRAILER_SIZE
+_U8 = np.uint8
+_CRC = struct.Struct("<I")
+# Below this many rows the numpy calls cost more than the Python loop.
+VECTOR_MIN = 6
+# Kernel limits on one GRO/GSO batch: 64 segments, 64 KB.
+GRO_SEGMENTS = 64
+GRO_BYTES = 65535
+
+# The header's 32-bit words, as `scan` checks them (see datagram.py's layout):
+# word 0 version/flags/hlen, 1 dst, 2 src, 3 seq, 4 ack, 5 wnd/reserved,
+# 6 NOP NOP TS 8, 7 TSval, 8 TSecr.
+_WORDS = HEADER_TS_SIZE // 4
+_W0 = VERSION << 24 | HEADER_TS_SIZE  # flags masked out
+_W6 = OPT_NOP << 24 | OPT_NOP << 16 | OPT_TIMESTAMPS << 8 | 8
+# Bits that must be the same in every row of a run (flags, seq, reserved,
+# timestamps may differ; flags and seq are checked on their own).
+_SAME = np.array([0xFF00FFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0, 0xFFFFFFFF, 0xFFFF0000, 0xFFFFFFFF],
+                 dtype=np.uint32)
+_FLAGS_BUT_PSH = (0xFF & ~PSH) << 16
 
 
 class Train(bytearray):
@@ -42,76 +75,116 @@ def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
     mss = run.mss
     length = run.length
     size = HEADER_TS_SIZE + mss + TRAILER_SIZE
-    count = -(-length // mss)
-    train = Train(HEADER_TS_SIZE * count + length + TRAILER_SIZE * count)
+    full, tail = divmod(length, mss)
+    count = full + (tail > 0)
+    total = size * full + (tail + _OVERHEAD if tail else 0)
+    train = Train(total)
     train.size = size
     header = HEADER_TS.pack(VERSION, run.flags, HEADER_TS_SIZE, dst_cid, src_cid, 0, run.ack,
                             run.wnd, 0, OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, run.tsval, run.tsecr)
-    pack_u32 = _U32.pack_into
-    seq = run.seq
-    full = length - length % mss  # the full segments; a short tail follows
-    off = 0
-    with memoryview(train) as out, memoryview(run.buf) as src:
-        src = src[run.offset : run.offset + length]
-        for pos in range(0, full, mss):
-            data_at = off + HEADER_TS_SIZE
-            crc_at = data_at + mss
-            out[off:data_at] = header
-            pack_u32(out, off + 12, (seq + pos) & _MASK32)
-            out[data_at:crc_at] = src[pos : pos + mss]
-            pack_u32(out, crc_at, crc32c(out[off:crc_at]))
-            off = crc_at + TRAILER_SIZE
-        if full < length:
-            data_at = off + HEADER_TS_SIZE
-            crc_at = data_at + length - full
-            out[off:data_at] = header
-            pack_u32(out, off + 12, (seq + full) & _MASK32)
-            out[data_at:crc_at] = src[full:]
-            out[off + 1] = run.last_flags
-            pack_u32(out, crc_at, crc32c(out[off:crc_at]))
-        else:
-            # the last full segment carries the last flags: patch and re-sum it
-            off -= size
-            out[off + 1] = run.last_flags
-            pack_u32(out, off + size - TRAILER_SIZE, crc32c(out[off : off + size - TRAILER_SIZE]))
+    rows = np.frombuffer(train, _U8, full * size).reshape(full, size)
+    rows[:, :HEADER_TS_SIZE] = np.frombuffer(header, _U8)
+    src = np.frombuffer(run.buf, _U8, length, run.offset)
+    rows[:, HEADER_TS_SIZE : HEADER_TS_SIZE + mss] = src[: full * mss].reshape(full, mss)
+    with memoryview(train) as out:
+        if tail:
+            off = full * size
+            out[off : off + HEADER_TS_SIZE] = header
+            out[off + HEADER_TS_SIZE : total - TRAILER_SIZE] = src[full * mss :]
+        seqs = np.ndarray((count,), ">u4", train, 12, (size,))
+        seqs[:] = (np.arange(count, dtype=np.uint64) * mss + run.seq) & _MASK32
+        last = (count - 1) * size
+        out[last + 1] = run.last_flags
+        body = size - TRAILER_SIZE
+        np.ndarray((full,), "<u4", train, body, (size,))[:] = [
+            crc32c(out[off : off + body]) for off in range(0, full * size, size)
+        ]
+        if tail:
+            _CRC.pack_into(out, total - TRAILER_SIZE, crc32c(out[last : total - TRAILER_SIZE]))
     return train
 
 
-def scan(datagrams: list) -> list[tuple]:
+def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     """Group a batch of datagrams (from one address, in arrival order) into runs.
 
-    Returns `(dst_cid, src_cid, seq, ack, wnd, tsval_first, tsval_last,
-    payloads, raw)` tuples in order. For a run, `payloads` are memoryviews of
-    each datagram's data (checksums verified) and `raw` the datagrams; for a
-    datagram that is anything else (control flags, options beyond timestamps,
-    no data, a bad checksum...), `payloads` is None and `raw` holds just it,
-    for `decode` to parse or reject.
+    `buf` holds datagrams of `seg` bytes back to back, the last maybe
+    shorter, as UDP GRO delivers them (`seg` 0, or not less than the length,
+    means one datagram). Returns `(dst_cid, src_cid, seq, ack, wnd,
+    tsval_first, tsval_last, data, raw)` tuples in order. For a run, `data`
+    is its payloads joined (checksums verified) and `raw` its datagrams; for
+    a datagram that is anything else (control flags, options beyond
+    timestamps, no data, a bad checksum...), `data` is None and `raw` holds
+    just it, for `decode` to parse or reject.
     """
+    n = len(buf)
+    if seg <= 0 or seg >= n:
+        seg = n
+    rows = n // seg
+    full = rows * seg
+    view = buf if type(buf) is memoryview else memoryview(buf)
+    if rows >= VECTOR_MIN:
+        runs = _scan_rows(view, seg, rows)
+        if runs is not None:
+            if full < n:
+                _scan_loop(view[full:], n - full, runs)
+            return runs
+    runs = []
+    _scan_loop(view, seg, runs)
+    return runs
+
+
+def _scan_rows(view: memoryview, seg: int, rows: int) -> list[tuple] | None:
+    """All `rows` full datagrams as one run, checked with numpy, or None if
+    they are not one (the caller then walks them one by one)."""
+    if seg < _MIN_DATA:
+        return None
+    full = rows * seg
+    if crc32c(view[:full]) != batch_residue(seg, rows):
+        return None
+    words = np.ndarray((rows, _WORDS), ">u4", view, 0, (seg, 4))
+    head = words[:, :7]
+    first = head[0]
+    w0 = int(first[0])
+    if w0 & 0xFF00FFFF != _W0 or int(first[6]) != _W6:
+        return None
+    mss = seg - _OVERHEAD
+    seq0 = int(first[3])
+    expect = np.broadcast_to(first, head.shape).copy()
+    expect[:, 3] = (np.arange(rows, dtype=np.uint64) * mss + seq0) & _MASK32
+    if ((head ^ expect) & _SAME).any() or (head[:, 3] != expect[:, 3]).any():
+        return None
+    if ((head[:, 0] & _FLAGS_BUT_PSH) != ACK << 16).any():
+        return None
+    data = np.ndarray((rows, mss), _U8, view, HEADER_TS_SIZE, (seg, 1)).tobytes()
+    raw = [view[off : off + seg] for off in range(0, full, seg)]
+    return [(int(first[1]), int(first[2]), seq0, int(first[4]), int(first[5]) >> 16,
+             int(words[0, 7]), int(words[rows - 1, 7]), data, raw)]
+
+
+def _scan_loop(view: memoryview, seg: int, runs: list) -> None:
+    """The same grouping as `_scan_rows`, a datagram at a time."""
     unpack = HEADER_TS.unpack_from
-    runs: list[tuple] = []
     cur = None  # [dst, src, seq, ack, wnd, ts0, ts1, payloads, raw, next_seq]
-    for d in datagrams:
-        n = len(d)
+    n = len(view)
+    for off in range(0, n, seg):
+        d = view[off : off + seg]
+        end = len(d) - TRAILER_SIZE
         fields = None
-        if n >= _MIN_DATA:
+        if end >= _MIN_DATA - TRAILER_SIZE:
             fields = unpack(d)
             (version, flags, hlen, dst, src, seq, ack, wnd, _r, nop1, nop2, kind, olen,
              tsval, _tsecr) = fields
             if not (version == VERSION and hlen == HEADER_TS_SIZE and flags | PSH == ACK | PSH
-                    and nop1 == OPT_NOP and nop2 == OPT_NOP and kind == OPT_TIMESTAMPS and olen == 8):
+                    and nop1 == OPT_NOP and nop2 == OPT_NOP and kind == OPT_TIMESTAMPS and olen == 8
+                    and crc32c(d) == CRC_RESIDUE):
                 fields = None
-            else:
-                view = d if type(d) is memoryview else memoryview(d)
-                end = n - TRAILER_SIZE
-                if crc32c(view[:end]) != int.from_bytes(view[end:], "big"):
-                    fields = None
         if fields is None:
             if cur is not None:
-                runs.append(tuple(cur[:9]))
+                runs.append(_closed(cur))
                 cur = None
             runs.append((0, 0, 0, 0, 0, 0, 0, None, [d]))
             continue
-        payload = view[HEADER_TS_SIZE:end]
+        payload = d[HEADER_TS_SIZE:end]
         if (cur is not None and seq == cur[9] and dst == cur[0] and src == cur[1]
                 and ack == cur[3] and wnd == cur[4]):
             cur[6] = tsval
@@ -120,9 +193,66 @@ def scan(datagrams: list) -> list[tuple]:
             cur[9] = (seq + end - HEADER_TS_SIZE) & _MASK32
             continue
         if cur is not None:
-            runs.append(tuple(cur[:9]))
+            runs.append(_closed(cur))
         cur = [dst, src, seq, ack, wnd, tsval, tsval, [payload], [d],
                (seq + end - HEADER_TS_SIZE) & _MASK32]
     if cur is not None:
-        runs.append(tuple(cur[:9]))
-    return runs
+        runs.append(_closed(cur))
+
+
+def _closed(cur: list) -> tuple:
+    payloads = cur[7]
+    data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
+    return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], data, cur[8])
+
+
+_residues: dict[int, list[int]] = {}
+
+
+def batch_residue(seg: int, rows: int) -> int:
+    """The CRC32C of `rows` correct datagrams of `seg` bytes back to back.
+
+    CRC32C(data, start) is affine in `start`, and every correct datagram has
+    the same CRC32C (CRC_RESIDUE) from a zero start, so the CRC of a batch
+    depends only on the size and number of its datagrams. Computed from any
+    correct datagram of that size: zeros followed by their own trailer."""
+    table = _residues.get(seg)
+    if table is None:
+        body = bytes(seg - TRAILER_SIZE)
+        model = body + _CRC.pack(crc32c(body))
+        table = [0]
+        for _ in range(GRO_SEGMENTS):
+            table.append(crc32c(model, table[-1]))
+        _residues[seg] = table
+    if rows < len(table):
+        return table[rows]
+    value = table[-1]
+    model = bytes(seg - TRAILER_SIZE)
+    model += _CRC.pack(crc32c(model))
+    for _ in range(rows - len(table) + 1):
+        value = crc32c(model, value)
+    return value
+
+
+def coalesce(datagrams: list) -> list[tuple[bytes, int]]:
+    """Group datagrams, in order, as UDP GRO would: runs of equal size (the
+    last of a group may be shorter, and ends it), at most GRO_SEGMENTS and
+    GRO_BYTES each. Returns (buffer, segment size) pairs for `scan`."""
+    out: list[tuple[bytes, int]] = []
+    group: list = []
+    size = total = 0
+    for d in datagrams:
+        n = len(d)
+        if group and (n > size or len(group) >= GRO_SEGMENTS or total + n > GRO_BYTES):
+            out.append((b"".join(group), size))
+            group = []
+        if not group:
+            size, total = n, 0
+        group.append(d)
+        total += n
+        if n < size:
+            out.append((b"".join(group), size))
+            group = []
+    if group:
+        out.append((b"".join(group), size))
+    return out

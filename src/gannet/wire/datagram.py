@@ -10,10 +10,14 @@ Layout (network byte order; docs/protocol.md has the diagram):
     20: window (16)   reserved, zero (16)
     24: options (TLV), up to the header length
      H: payload
-   N-4: CRC32C of bytes [0, N-4)
+   N-4: CRC32C of bytes [0, N-4), least significant byte first
 
 The checksum is a trailer so that it is one C call over one contiguous
-buffer on both send and receive, with no field to zero first.
+buffer on both send and receive, with no field to zero first. Stored least
+significant byte first (the order of the reflected CRC's register), a
+datagram's CRC32C over all its bytes, trailer included, is the constant
+CRC_RESIDUE: a receiver checks a datagram without reading the field, and a
+whole GRO batch of equal-size datagrams with one call (wire.batch).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from crc32c import crc32c
 
 from .segment import ACK, FIN, RST, SYN, Segment
 
-VERSION = 1
+VERSION = 2  # 2: the CRC trailer is stored least significant byte first
 HEADER = struct.Struct("!BBHIIIIHH")
 HEADER_SIZE = HEADER.size  # 24
 TRAILER_SIZE = 4
+CRC_RESIDUE = 0x48674BC7  # CRC32C of any datagram with a correct trailer
 MAX_HEADER_SIZE = 0xFFFC
 # Largest header+trailer a data segment carries: base, timestamps (10, padded
 # to 12), four SACK blocks (2 + 32, padded to 36), checksum.
@@ -89,7 +94,7 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
             OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, seg.tsval, seg.tsecr or 0,
         )
         buf[HEADER_TS_SIZE:end] = payload
-        buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "big")
+        buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
         return bytes(buf)
     opts = _encode_options(seg)
     hlen = HEADER_SIZE + len(opts)
@@ -99,7 +104,7 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
         buf[HEADER_SIZE:hlen] = opts
     end = hlen + len(seg.payload)
     buf[hlen:end] = seg.payload
-    buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "big")
+    buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
     return bytes(buf)
 
 
@@ -138,7 +143,7 @@ def decode(data: bytes | bytearray | memoryview) -> tuple[int, int, Segment]:
     if n < HEADER_SIZE + TRAILER_SIZE:
         raise WireError(f"datagram too short ({n} bytes)")
     view = memoryview(data)
-    if crc32c(view[: n - TRAILER_SIZE]) != int.from_bytes(view[n - TRAILER_SIZE :], "big"):
+    if crc32c(view) != CRC_RESIDUE:
         raise WireError("checksum mismatch")
     version, flags, hlen, dst_cid, src_cid, seq, ack, wnd, _reserved = HEADER.unpack_from(view)
     if version != VERSION:
