@@ -12,7 +12,7 @@ from gannet.sim import LinkConfig, Simulator
 from gannet.wire import decode, encode
 from crc32c import crc32c
 
-from gannet.wire.batch import batch_residue, coalesce, encode_run, scan
+from gannet.wire.batch import batch_residue, coalesce, encode_run, rows, scan
 from gannet.wire.datagram import CRC_RESIDUE
 from gannet.wire.segment import ACK, PSH, SYN, Segment, SegmentRun
 
@@ -61,13 +61,13 @@ def batch(datagrams):
 def test_scan_groups_a_train_into_one_run(length):
     train = encode_run(5, 6, a_run(length=length))
     runs = scan(memoryview(train), train.size)
-    assert sum(len(r[8]) for r in runs) == -(-length // 1000)
+    assert sum(len(rows(r[8], train.size)) for r in runs) == -(-length // 1000)
     dst, src, seq, ack, wnd, ts0, ts1, joined, raw = runs[0]
     assert (dst, src, seq, ack, wnd, ts0, ts1) == (5, 6, 0xFFFF_F000, 77, 512, 1234, 1234)
     assert b"".join(r[7] for r in runs) == bytes(a_run(length=length).buf[7:7 + length])
     # a short tail may follow as its own run, which continues the first
     assert all(r[7] is not None for r in runs) and len(runs) <= 2
-    assert [bytes(d) for r in runs for d in r[8]] == train.datagrams()
+    assert [bytes(d) for r in runs for d in rows(r[8], train.size)] == train.datagrams()
 
 
 def test_batch_residue_is_the_crc_of_any_correct_batch():
@@ -76,8 +76,8 @@ def test_batch_residue_is_the_crc_of_any_correct_batch():
         assert crc32c(b"".join(dgs)) == batch_residue(len(dgs[0]), rows)
 
 
-def lengths(runs):
-    return [(r[0], None if r[7] is None else len(r[8])) for r in runs]
+def lengths(runs, seg):
+    return [(r[0], None if r[7] is None else len(rows(r[8], seg))) for r in runs]
 
 
 def test_scan_breaks_runs_at_anything_unusual():
@@ -94,9 +94,9 @@ def test_scan_breaks_runs_at_anything_unusual():
     buf, seg = batch(dgs[:2] + [dgs[3], bytes(bad)] + [other_conn, syn_sized] + dgs[4:rows - 1]
                      + [moved_ack])
     runs = scan(buf, seg)
-    assert lengths(runs) == [(5, 2), (5, 1), (0, None), (9, 1), (0, None), (5, rows - 5), (5, 1)]
-    assert bytes(runs[2][8][0]) == bytes(bad)  # left for decode, which rejects it
-    assert bytes(runs[4][8][0]) == syn_sized
+    assert lengths(runs, seg) == [(5, 2), (5, 1), (0, None), (9, 1), (0, None), (5, rows - 5), (5, 1)]
+    assert bytes(runs[2][8]) == bytes(bad)  # left for decode, which rejects it
+    assert bytes(runs[4][8]) == syn_sized
 
 
 def test_scan_leaves_options_and_pure_acks_to_decode():
@@ -200,7 +200,7 @@ def test_fast_path_declines_and_changes_nothing():
     (train, _), = a.datagrams_to_send(0.01, trains=True)
     (run,) = scan(train, train.size)
     dst, src, seq, ack, wnd, ts0, ts1, joined, raw = run
-    runargs = (joined, len(raw), len(raw[-1]) - 40, 0.02)
+    runargs = (joined, len(rows(raw, train.size)), len(rows(raw, train.size)[-1]) - 40, 0.02)
     before = (cb.rcv_nxt, cb.readable_bytes, cb.stats.segments_received)
     # not the next expected byte
     assert not cb.on_data_run((seq + 1) & 0xFFFFFFFF, ack, wnd, ts0, ts1, *runargs)

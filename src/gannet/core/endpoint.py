@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from itertools import count
 
 from ..config import Config
-from ..wire.batch import encode_run, scan
+from ..wire.batch import encode_run, rows, scan
 from ..wire.datagram import DATA_OVERHEAD, WireError, decode, encode
 from ..wire.segment import ACK, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
@@ -129,27 +129,32 @@ class Endpoint:
         (`Connection.on_data_run`) in one call.
         """
         one = self._receive_one
-        runs = scan(buf, seg)
-        for dst, src, seq, ack, wnd, ts0, ts1, data, raw in runs:
-            self.stats.datagrams_received += len(raw)
+        if seg <= 0 or seg >= len(buf):
+            seg = len(buf)
+        for dst, src, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg):
+            size = len(raw)
+            count = -(-size // seg)
+            self.stats.datagrams_received += count
             if data is not None:
                 conn = self._conns.get(dst)
                 if conn is not None and conn.remote_cid == src and conn.remote_addr == addr:
-                    count = len(raw)
-                    last = len(raw[-1]) - DATA_OVERHEAD
+                    last = size - (count - 1) * seg - DATA_OVERHEAD
                     if conn.on_data_run(seq, ack, wnd, ts0, ts1, data, count, last, now):
                         continue
                     if count > 1:
                         # The first segment may move the ACK point or the
                         # window; after it, the others may still be a run.
-                        one(raw[0], addr, now)
-                        first = len(raw[0]) - DATA_OVERHEAD
+                        one(raw[:seg], addr, now)
+                        first = seg - DATA_OVERHEAD
                         if conn.on_data_run((seq + first) & 0xFFFFFFFF, ack, wnd, ts0, ts1,
                                             data[first:], count - 1, last, now):
                             continue
-                        raw = raw[1:]
-            for d in raw:
-                one(d, addr, now)
+                        raw = raw[seg:]
+            if len(raw) <= seg:
+                one(raw, addr, now)
+            else:
+                for d in rows(raw, seg):
+                    one(d, addr, now)
 
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
         self.stats.datagrams_received += 1

@@ -216,14 +216,26 @@ class RackTlp:
                 # The hole at snd_una was filled by its original transmission
                 # after data sent later was SACKed: the path reorders.
                 self.reordering_seen = True
-            n = len(recs)
-            while head < n:
-                rec = recs[head]
-                if rec[1] > una:
-                    break
-                head += 1
-                if not resent or not resent.overlap(rec[0], rec[1]):
+            if not resent:
+                # Nothing resent: the newest covered record is the last one
+                # ending at or below una, found by bisection (a bulk ACK can
+                # cover a hundred records; walking them cost a microsecond each).
+                j = bisect_right(self._starts, una - 1, head) - 1
+                if j >= head and recs[j][1] > una:
+                    j -= 1
+                if j >= head:
+                    rec = recs[j]
                     best_serial, best_time = rec[3], rec[2]
+                    head = j + 1
+            else:
+                n = len(recs)
+                while head < n:
+                    rec = recs[head]
+                    if rec[1] > una:
+                        break
+                    head += 1
+                    if not resent.overlap(rec[0], rec[1]):
+                        best_serial, best_time = rec[3], rec[2]
             self._head = head
 
         # 2. Originals inside newly SACKed blocks: bisect for the newest.

@@ -110,63 +110,71 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     `buf` holds datagrams of `seg` bytes back to back, the last maybe
     shorter, as UDP GRO delivers them (`seg` 0, or not less than the length,
     means one datagram). Returns `(dst_cid, src_cid, seq, ack, wnd,
-    tsval_first, tsval_last, data, raw)` tuples in order. For a run, `data`
-    is its payloads joined (checksums verified) and `raw` its datagrams; for
-    a datagram that is anything else (control flags, options beyond
+    tsval_first, tsval_last, data, raw)` tuples in order; `raw` is a slice
+    of `buf` holding the group's datagrams (`rows(raw, seg)` cuts them
+    apart). For a run, `data` is its payloads joined (checksums verified);
+    for a datagram that is anything else (control flags, options beyond
     timestamps, no data, a bad checksum...), `data` is None and `raw` holds
     just it, for `decode` to parse or reject.
     """
     n = len(buf)
     if seg <= 0 or seg >= n:
         seg = n
-    rows = n // seg
-    full = rows * seg
+    count = n // seg
+    full = count * seg
     view = buf if type(buf) is memoryview else memoryview(buf)
-    if rows >= VECTOR_MIN:
-        runs = _scan_rows(view, seg, rows)
-        if runs is not None:
+    if count >= VECTOR_MIN:
+        run = _scan_rows(view, seg, count)
+        if run is not None:
+            runs = [run]
             if full < n:
-                _scan_loop(view[full:], n - full, runs)
+                _scan_loop(view, full, seg, runs)
             return runs
     runs = []
-    _scan_loop(view, seg, runs)
+    _scan_loop(view, 0, seg, runs)
     return runs
 
 
-def _scan_rows(view: memoryview, seg: int, rows: int) -> list[tuple] | None:
-    """All `rows` full datagrams as one run, checked with numpy, or None if
+def rows(raw: memoryview, seg: int) -> list[memoryview]:
+    """The datagrams of a `scan` group (`seg` bytes each, the last maybe shorter)."""
+    return [raw[off : off + seg] for off in range(0, len(raw), seg)]
+
+
+_seq_steps: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
+    """The `count` full datagrams as one run, checked with numpy, or None if
     they are not one (the caller then walks them one by one)."""
     if seg < _MIN_DATA:
         return None
-    full = rows * seg
-    if crc32c(view[:full]) != batch_residue(seg, rows):
+    full = count * seg
+    if crc32c(view[:full]) != batch_residue(seg, count):
         return None
-    words = np.ndarray((rows, _WORDS), ">u4", view, 0, (seg, 4))
+    words = np.ndarray((count, _WORDS), ">u4", view, 0, (seg, 4))
     head = words[:, :7]
-    first = head[0]
-    w0 = int(first[0])
-    if w0 & 0xFF00FFFF != _W0 or int(first[6]) != _W6:
+    first = words[0]
+    if int(first[0]) & 0xFF00FFFF != _W0 or int(first[6]) != _W6:
         return None
     mss = seg - _OVERHEAD
     seq0 = int(first[3])
-    expect = np.broadcast_to(first, head.shape).copy()
-    expect[:, 3] = (np.arange(rows, dtype=np.uint64) * mss + seq0) & _MASK32
-    if ((head ^ expect) & _SAME).any() or (head[:, 3] != expect[:, 3]).any():
+    steps = _seq_steps.get((count, mss))
+    if steps is None:
+        steps = _seq_steps[(count, mss)] = (np.arange(count, dtype=np.uint32) * np.uint32(mss))
+    if (((head ^ head[0]) & _SAME).any() or ((head[:, 3] - np.uint32(seq0)) != steps).any()
+            or ((head[:, 0] & _FLAGS_BUT_PSH) != ACK << 16).any()):
         return None
-    if ((head[:, 0] & _FLAGS_BUT_PSH) != ACK << 16).any():
-        return None
-    data = np.ndarray((rows, mss), _U8, view, HEADER_TS_SIZE, (seg, 1)).tobytes()
-    raw = [view[off : off + seg] for off in range(0, full, seg)]
-    return [(int(first[1]), int(first[2]), seq0, int(first[4]), int(first[5]) >> 16,
-             int(words[0, 7]), int(words[rows - 1, 7]), data, raw)]
+    data = np.ndarray((count, mss), _U8, view, HEADER_TS_SIZE, (seg, 1)).tobytes()
+    return (int(first[1]), int(first[2]), seq0, int(first[4]), int(first[5]) >> 16,
+            int(first[7]), int(words[count - 1, 7]), data, view[:full])
 
 
-def _scan_loop(view: memoryview, seg: int, runs: list) -> None:
-    """The same grouping as `_scan_rows`, a datagram at a time."""
+def _scan_loop(view: memoryview, start: int, seg: int, runs: list) -> None:
+    """The same grouping as `_scan_rows`, a datagram at a time, from `start`."""
     unpack = HEADER_TS.unpack_from
-    cur = None  # [dst, src, seq, ack, wnd, ts0, ts1, payloads, raw, next_seq]
+    cur = None  # [dst, src, seq, ack, wnd, ts0, ts1, payloads, first offset, next_seq]
     n = len(view)
-    for off in range(0, n, seg):
+    for off in range(start, n, seg):
         d = view[off : off + seg]
         end = len(d) - TRAILER_SIZE
         fields = None
@@ -180,30 +188,29 @@ def _scan_loop(view: memoryview, seg: int, runs: list) -> None:
                 fields = None
         if fields is None:
             if cur is not None:
-                runs.append(_closed(cur))
+                runs.append(_closed(cur, view, off))
                 cur = None
-            runs.append((0, 0, 0, 0, 0, 0, 0, None, [d]))
+            runs.append((0, 0, 0, 0, 0, 0, 0, None, d))
             continue
         payload = d[HEADER_TS_SIZE:end]
         if (cur is not None and seq == cur[9] and dst == cur[0] and src == cur[1]
                 and ack == cur[3] and wnd == cur[4]):
             cur[6] = tsval
             cur[7].append(payload)
-            cur[8].append(d)
             cur[9] = (seq + end - HEADER_TS_SIZE) & _MASK32
             continue
         if cur is not None:
-            runs.append(_closed(cur))
-        cur = [dst, src, seq, ack, wnd, tsval, tsval, [payload], [d],
+            runs.append(_closed(cur, view, off))
+        cur = [dst, src, seq, ack, wnd, tsval, tsval, [payload], off,
                (seq + end - HEADER_TS_SIZE) & _MASK32]
     if cur is not None:
-        runs.append(_closed(cur))
+        runs.append(_closed(cur, view, n))
 
 
-def _closed(cur: list) -> tuple:
+def _closed(cur: list, view: memoryview, end: int) -> tuple:
     payloads = cur[7]
     data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
-    return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], data, cur[8])
+    return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], data, view[cur[8] : end])
 
 
 _residues: dict[int, list[int]] = {}
