@@ -50,6 +50,7 @@ connection calls the hooks below and owns every segment that is sent.
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from .rangeset import RangeSet
@@ -172,13 +173,16 @@ class RackTlp:
             if active is False or not self._activate():
                 return
         serial = self._serial
-        starts, recs = self._starts, self._recs
-        for s in range(start, end, mss):
-            serial += 1
-            e = s + mss
-            starts.append(s)
-            recs.append((s, e if e < end else end, now, serial))
-        self._serial = serial
+        begins = range(start, end, mss)
+        count = len(begins)
+        # Built by zip in C: a Python loop here cost a bulk sender ~0.3 us a segment.
+        self._starts.extend(begins)
+        recs = self._recs
+        recs.extend(zip(begins, range(start + mss, end + mss, mss), repeat(now, count),
+                        range(serial + 1, serial + count + 1)))
+        if count and recs[-1][1] != end:
+            recs[-1] = (begins[-1], end, now, serial + count)  # the short last segment
+        self._serial = serial + count
         if end > self._high:
             self._high = end
         if self.tlp and self.tlp_end is None and now != self._pto_at:

@@ -60,6 +60,7 @@ class Bbr(CongestionControl):
         self.filled_pipe = False
         self._full_bw = 0.0
         self._full_bw_count = 0
+        self._sample_app_limited = True  # the latest delivery-rate sample was app-limited
         self._cycle_index = 0
         self._cycle_stamp = 0.0
         self._probe_rtt_done: float | None = None
@@ -135,6 +136,7 @@ class Bbr(CongestionControl):
     def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
         if self.rounds.tick(now, self._inflight):
             self._on_round_start()
+        self._sample_app_limited = app_limited
         if not app_limited or rate >= self.btl_bw:
             self._update_bw(rate)
         if self._cruising(now):
@@ -177,7 +179,10 @@ class Bbr(CongestionControl):
         self._last_round_rtt_min = self._round_rtt_min if self._round_rtt_count >= ROUND_RTT_SAMPLES else INF
         self._round_rtt_min = INF
         self._round_rtt_count = 0
-        if self.filled_pipe or not self._bw_samples:
+        if self.filled_pipe or not self._bw_samples or self._sample_app_limited:
+            # An application that sends little (a request-response flow)
+            # shows no growth because it has none to show: that is no sign
+            # of a full pipe, and would pin the pacing rate to its trickle.
             return
         # Startup is over once the bandwidth stopped growing by 25 % for
         # three rounds in a row.
