@@ -8,11 +8,14 @@ timeout), `max_retries` (MAX_RETRIES), `fast_retransmit_threshold`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
+from typing import get_args, get_type_hints
 
 MODE_BURST = 0
 MODE_STEP = 1
 MODES = {"burst": MODE_BURST, "step-by-step": MODE_STEP}
+_HINTS: dict | None = None  # Config's field types, read once
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,12 @@ class Config:
     to twice the congestion window (up to `window_size`). Memory follows
     what a connection really moves, not the largest setting."""
     window_scaling: bool = True
+    """Offer window scaling (RFC 7323 2) in the SYN; used when both sides do."""
     sack: bool = True
+    """Offer selective acknowledgments (RFC 2018) in the SYN; used when both
+    sides do. Without SACK, loss is found by duplicate ACKs (NewReno)."""
     timestamps: bool = True
+    """Offer timestamps (RFC 7323 3) in the SYN, for PAWS and RTT samples."""
 
     # --- retransmission (RFC 6298) ------------------------------------------
     timeout: float = 1.0
@@ -87,6 +94,8 @@ class Config:
 
     # --- acknowledgments (RFC 1122 4.2.3.2) -----------------------------
     delayed_ack: bool = True
+    """Hold back pure ACKs (up to `ack_delay`, at most `ack_every` full
+    segments); False acknowledges every segment at once."""
     ack_delay: float = 0.025
     """Longest an ACK waits; RFC 1122 requires under 0.5 s."""
     ack_every: int = 2
@@ -106,13 +115,18 @@ class Config:
 
     # --- liveness ---------------------------------------------------------
     keepalive: bool = True
+    """Probe an idle peer (RFC 1122 4.2.3.6) and give up on a silent one."""
     keepalive_idle: float = 10.0
+    """Seconds of silence, with nothing outstanding, before the first probe."""
     keepalive_interval: float = 5.0
+    """Seconds between unanswered probes."""
     keepalive_count: int = 4
     """Unanswered probes before the peer is declared unreachable."""
     idle_timeout: float | None = None
     """Close with TimeoutError after this long with nothing heard (None: never)."""
     connect_timeout: float = 30.0
+    """Longest a connection attempt may take before TimeoutError (the SYN is
+    also given up after `max_retries` retransmissions)."""
     msl: float = 1.0
     """Maximum segment lifetime; TIME-WAIT lasts 2*MSL. Connection IDs are
     random per connection, so old duplicates cannot reach a new connection
@@ -123,8 +137,11 @@ class Config:
 
     # --- listening ----------------------------------------------------------
     backlog: int = 128
+    """Connections a listener holds (handshaking or waiting in the accept
+    queue) before it drops new SYNs; `listen(n)` overrides it."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {self.mode!r}")
         if not 64 <= self.mss <= 65000:
@@ -141,6 +158,53 @@ class Config:
             raise ValueError("ack_delay must be under 0.5 s (RFC 1122)")
         if self.min_rto <= 0 or self.max_rto < self.min_rto or self.timeout <= 0:
             raise ValueError("need 0 < min_rto <= max_rto and timeout > 0")
+        if self.max_packet_size is not None and not 128 <= self.max_packet_size <= 65507:
+            raise ValueError(f"max_packet_size must be between 128 and 65507, not {self.max_packet_size}")
+        if self.initial_window < 1:
+            raise ValueError(f"initial_window must be at least 1 segment, not {self.initial_window}")
+        for name in ("keepalive_idle", "keepalive_interval", "connect_timeout", "paws_window"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.keepalive_count < 1:
+            raise ValueError(f"keepalive_count must be at least 1, not {self.keepalive_count}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {self.idle_timeout}")
+        if not self.msl >= 0:
+            raise ValueError(f"msl must not be negative, not {self.msl}")
+        if self.backlog < 1:
+            raise ValueError(f"backlog must be at least 1, not {self.backlog}")
+        from .core import cc  # here, not at the top: the core imports this module
+
+        if self.congestion_control not in cc.available():
+            raise ValueError(
+                f"unknown congestion_control {self.congestion_control!r}; "
+                f"available: {', '.join(cc.available())}"
+            )
+
+    def _check_types(self) -> None:
+        """TypeError for a setting of the wrong type (a bool is not a number,
+        a number is not a bool); ValueError for NaN and infinities."""
+        global _HINTS
+        if _HINTS is None:
+            _HINTS = get_type_hints(Config)
+        for name, hint in _HINTS.items():
+            value = getattr(self, name)
+            allowed = get_args(hint) or (hint,)
+            if value is None and type(None) in allowed:
+                continue
+            if bool in allowed:
+                ok = isinstance(value, bool)
+            elif float in allowed:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if ok and not math.isfinite(value):
+                    raise ValueError(f"Config.{name} must be a finite number, not {value!r}")
+            elif int in allowed:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, allowed)
+            if not ok:
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+                raise TypeError(f"Config.{name} must be {names}, not {value!r}")
 
     def with_(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -31,11 +31,37 @@ def test_golden_syn():
         "0101"  # two NOPs align the timestamps, as TCP stacks do
         "08080000000500000000"  # timestamps 5, 0
         "000000"  # padding to a multiple of four
-    ) + crc32c(data[:-4]).to_bytes(4, "little").hex()  # CRC32C, least significant byte first
+        "1ea8af43"  # CRC32C of everything above, least significant byte first
+    )
     assert crc32c(data) == CRC_RESIDUE
     dst, src, back = decode(data)
     assert (dst, src) == (0, 0xAABBCCDD)
     assert back == seg
+
+
+def test_checksum_is_crc32c_castagnoli():
+    from crc32c import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720 B.4)
+    data = encode(1, 2, Segment(3, 4, 0x10, 5, b"payload"))
+    assert data[-4:] == crc32c(data[:-4]).to_bytes(4, "little")
+
+
+def test_golden_sack_mode_and_max_packet_options():
+    seg = Segment(0x10, 0x20, 0x10, 100, b"", sack=((0x100, 0x200), (0x300, 0x400)), tsval=1, tsecr=2,
+                  mode=1, max_packet=1200)
+    data = encode(1, 2, seg)
+    assert data.hex() == (
+        "02" "10" "0040"  # version 2, ACK, header length 64
+        "00000001" "00000002" "00000010" "00000020" "0064" "0000"
+        "0101" "0808" "00000001" "00000002"  # NOP NOP timestamps 1, 2
+        "0510" "00000100" "00000200" "00000300" "00000400"  # SACK: two blocks
+        "200101"  # operation mode: step-by-step
+        "210204b0"  # max packet size 1200
+        "000000"  # padding
+        "335423be"  # CRC32C, least significant byte first
+    )
+    assert decode(data)[2] == seg
 
 
 def test_golden_timestamped_ack_uses_the_aligned_layout():

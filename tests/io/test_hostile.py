@@ -1,4 +1,5 @@
-"""Junk datagrams aimed at a live server do not disturb a real transfer."""
+"""Junk datagrams aimed at a live server do not disturb its connections:
+three concurrent transfers, each verified, while the junk is counted."""
 
 import hashlib
 import random
@@ -37,23 +38,34 @@ def junk_datagrams(rng: random.Random, count: int):
             yield bytes(flipped)
 
 
-def test_transfer_survives_junk_and_stats_count_it():
-    data = pattern(5 << 20, 7)
+CLIENTS = 3
+
+
+def test_transfers_survive_junk_and_stats_count_it():
+    datas = [pattern(2 << 20, 7 + i) for i in range(CLIENTS)]
     ls = gannet.Socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen()
     addr = ls.getsockname()
-    result = {}
+    results = {}
 
-    def server():
-        conn, _ = ls.accept()
+    def serve(conn):
         with conn:
             h, n = hashlib.sha256(), 0
             while chunk := conn.recv(1 << 20):
                 h.update(chunk)
                 n += len(chunk)
-            result["n"], result["digest"] = n, h.digest()
+            results[h.digest()] = n
             conn.sendall(b"done")
+
+    def server():
+        workers = []
+        for _ in range(CLIENTS):
+            conn, _ = ls.accept()
+            workers.append(threading.Thread(target=serve, args=(conn,)))
+            workers[-1].start()
+        for w in workers:
+            w.join(20)
 
     st = threading.Thread(target=server)
     st.start()
@@ -70,16 +82,25 @@ def test_transfer_survives_junk_and_stats_count_it():
                     sent[0] += 1
                 time.sleep(0.001)
 
-    at = threading.Thread(target=attacker)
-    at.start()
-    try:
+    replies = {}
+
+    def client(i):
         with gannet.Socket() as s:
             s.settimeout(20)
             s.connect(addr)
             time.sleep(0.05)  # the attack is under way
-            s.sendall(data)
+            s.sendall(datas[i])
             s.shutdown(gannet.SHUT_WR)
-            assert s.recv(10) == b"done"
+            replies[i] = s.recv(10)
+
+    at = threading.Thread(target=attacker)
+    at.start()
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    try:
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(30)
     finally:
         stop.set()
         at.join(5)
@@ -87,8 +108,9 @@ def test_transfer_survives_junk_and_stats_count_it():
     time.sleep(0.1)
     stats = ls.endpoint_stats
     ls.close()
-    assert result["n"] == len(data)
-    assert result["digest"] == hashlib.sha256(data).digest()
+    assert replies == {i: b"done" for i in range(CLIENTS)}
+    # Every connection got its own bytes, exactly.
+    assert results == {hashlib.sha256(d).digest(): len(d) for d in datas}
     # Every junk datagram fails validation (checksum, length); UDP may lose a
     # few on the way, so allow a little slack.
     assert sent[0] > 300

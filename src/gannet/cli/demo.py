@@ -55,27 +55,30 @@ def run(args: argparse.Namespace) -> int:
         data = path.read_bytes()
         label = str(path)
     else:
-        data = os.urandom(parse_size(args.size))
+        data = os.urandom(_option(parse_size, "--size", args.size))
         label = f"{len(data):,} random bytes"
-    delay = parse_duration(args.delay)
-    loss = parse_percent(args.loss)
+    delay = _option(parse_duration, "--delay", args.delay)
+    loss = _option(parse_percent, "--loss", args.loss)
     common = dict(
         delay=delay,
-        jitter=parse_duration(args.jitter),
+        jitter=_option(parse_duration, "--jitter", args.jitter),
         preserve_order=True,  # jitter varies delay; reordering is its own knob
-        duplicate=parse_percent(args.duplicate),
-        reorder=parse_percent(args.reorder),
+        duplicate=_option(parse_percent, "--duplicate", args.duplicate),
+        reorder=_option(parse_percent, "--reorder", args.reorder),
         reorder_delay=delay / 2 + 0.001,
-        corrupt=parse_percent(args.corrupt),
+        corrupt=_option(parse_percent, "--corrupt", args.corrupt),
     )
     if args.burst_loss:
         lossy = dict(p_good_to_bad=loss / 3, p_bad_to_good=0.3, loss_in_bad=0.9)
     else:
         lossy = dict(loss=loss)
-    rate = parse_rate(args.rate)
+    rate = _option(parse_rate, "--rate", args.rate)
     forward = LinkConfig(bandwidth=rate, queue_bytes=max(64_000, int(rate / 8 * delay * 2)), **common, **lossy)
     backward = LinkConfig(**common, **lossy)
-    config = Config(congestion_control=args.cc) if args.cc else Config()
+    try:
+        config = Config(congestion_control=args.cc) if args.cc else Config()
+    except ValueError as exc:
+        raise CLIError(f"--cc: {exc}") from None
     err.print(f"[bold]Gannet demo[/]: sending {label} across a simulated network")
     err.print(
         f"  link: {args.delay} delay, {args.jitter} jitter, {args.loss} {'bursty ' if args.burst_loss else ''}loss, "
@@ -122,3 +125,11 @@ def run(args: argparse.Namespace) -> int:
     if not result.ok:
         raise CLIError("transfer failed: " + ("data mismatch" if not result.intact else "unclean close"))
     return 0
+
+
+def _option(parse, name: str, text: str):
+    """`parse(text)`, or a one-line CLIError naming the option."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise CLIError(f"{name}: {exc}") from None

@@ -19,7 +19,10 @@ def parse_duration(text: str) -> float:
 def parse_percent(text: str) -> float:
     """'5%' or '0.05' -> 0.05."""
     t = text.strip()
-    value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    m = re.fullmatch(_NUM + r"\s*(%?)", t)
+    if not m:
+        raise ValueError(f"not a probability: {text!r} (try 5% or 0.05)")
+    value = float(m.group(1)) / 100 if m.group(2) else float(m.group(1))
     if not 0 <= value <= 1:
         raise ValueError(f"not a probability: {text!r}")
     return value

@@ -992,7 +992,10 @@ class Connection:
         while lost:
             start, end = lost.first()
             end = min(end, start + mss)
-            if pipe + (end - start) > cwnd and pipe > 0:
+            # The first retransmission of a recovery (or after a partial ACK
+            # acknowledged every earlier one) goes at once, whatever pipe
+            # says (RFC 6675 5 (4.3), RFC 5681 3.2 (4), RFC 6582 3.2 (5)).
+            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted or not self.in_recovery):
                 break
             if budget < end - start:
                 self._pace_wait(now, end - start - budget)

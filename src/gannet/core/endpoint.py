@@ -182,8 +182,14 @@ class Endpoint:
             self._connecting.pop(conn.remote_addr, None)
         if addr != conn.remote_addr and conn.state in SYNCHRONIZED:
             # The peer moved (NAT rebinding, new interface): follow it, since
-            # the connection ID, not the address, names the connection.
-            conn.remote_addr = addr
+            # the connection ID, not the address, names the connection; but
+            # only once the segment passed the connection's checks, so that a
+            # forged one (wrong sequence, blind RST or SYN) cannot redirect it.
+            dropped = conn.stats.dropped_segments
+            conn.on_segment(seg, now)
+            if conn.stats.dropped_segments == dropped and conn.state in SYNCHRONIZED:
+                conn.remote_addr = addr
+            return
         conn.on_segment(seg, now)
 
     def _on_connectionless(self, seg: Segment, src: int, addr: object, now: float) -> None:

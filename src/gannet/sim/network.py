@@ -299,7 +299,19 @@ class Simulator:
         Raises SimulationError after `max_events` events in this call (None:
         no limit). Every node is poked first, so actions done between runs
         are flushed.
+
+        Any exception leaving a run (from a node, a callback or the
+        simulator) carries a note with the seed and the virtual time, so a
+        failing test always says which seed replays it.
         """
+        try:
+            return self._run(until, stop, max_events)
+        except Exception as exc:
+            exc.add_note(f"simulation seed={self.seed!r}, virtual time t={self.now!r} "
+                         f"(Simulator(seed={self.seed!r}) replays this run)")
+            raise
+
+    def _run(self, until: float | None, stop: Callable[[], bool] | None, max_events: int | None) -> float:
         if until is not None and until < self.now:
             raise ValueError(f"run(until={until}) is in the past (now={self.now})")
         self.poke_all()

@@ -1,0 +1,29 @@
+"""The README's quick start and the CI entry point agree."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def quick_start_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)]
+
+
+def test_quick_start_has_the_demo_and_the_test_command():
+    commands = quick_start_commands()
+    assert len(commands) == 2, commands
+    install_demo, install_test = commands
+    assert install_demo.startswith("pip install .") and install_demo.endswith("gannet demo")
+    assert install_test.startswith("pip install") and "pytest" in install_test
+
+
+def test_ci_runs_the_readmes_test_command():
+    test_command = quick_start_commands()[1]
+    ci = ROOT / ".ci" / "run"
+    lines = [line.strip() for line in ci.read_text().splitlines()]
+    assert test_command in lines, f".ci/run does not run {test_command!r}"
+    assert ci.stat().st_mode & 0o111, ".ci/run is not executable"
+    assert lines.index(test_command) == max(i for i, line in enumerate(lines) if line and not line.startswith("#"))
