@@ -42,8 +42,11 @@ def test_ping_sees_configured_delay():
         assert r.returncode == 0, r.stdout + r.stderr
         got = rtts(r.stdout)
         assert len(got) == 5
-        # 40 ms + epoll's 1 ms rounding + the stack; more if other work holds the CPUs
-        assert all(39.5 <= x <= 55 for x in got), got
+        # 40 ms + epoll's 1 ms rounding + the stack; never less than the
+        # delay, and more only while other work holds the CPUs (a busy CI
+        # machine delayed one ping in five by 25 ms): the median must be close.
+        assert all(x >= 39.5 for x in got), got
+        assert sorted(got)[2] <= 50, got
         assert min(got) < 43, got
         st = lab.stats()
         for d in ("a->b", "b->a"):

@@ -205,11 +205,11 @@ def jain(xs):
 @pytest.mark.sim
 def test_two_bbr_flows_share_a_bottleneck_fairly():
     # The second flow starts 3 s after the first has the link to itself;
-    # BBR's shares converge over ProbeBW cycles, so measure 12 s. Measured:
-    # 5.6 / 4.1 Mbit/s (Jain 0.978), 97 % of the link together (over 8 s the
-    # shares were still 6.0 / 3.7, Jain 0.949).
+    # BBR's shares converge over ProbeBW cycles, slowly, so measure 20 s.
+    # Measured: 5.4 / 4.2 Mbit/s (Jain 0.983); over 12 s the shares were
+    # 5.4-6.0 / 3.7-4.3 depending on small changes elsewhere (Jain 0.946-0.99).
     seed = 1
-    rates = two_flows("bbr", 12.0, seed=seed, stagger=3.0)
+    rates = two_flows("bbr", 20.0, seed=seed, stagger=3.0)
     assert jain(rates) >= 0.95, f"seed={seed}: {[f'{r / 1e6:.2f}' for r in rates]} Mbit/s"
     assert sum(rates) >= 0.85 * BW, f"seed={seed}: {sum(rates) / BW:.0%} of the link together"
 

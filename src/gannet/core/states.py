@@ -21,6 +21,11 @@ class State(Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Members are singletons compared by identity, so identity hashing is
+    # right, and it runs in C: Enum's own __hash__ is Python code, and the
+    # core tests `state in SYNCHRONIZED` several times per segment.
+    __hash__ = object.__hash__
+
 
 # States in which the connection is synchronized (RFC 9293 3.5.2).
 SYNCHRONIZED = frozenset(

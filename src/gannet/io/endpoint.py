@@ -76,7 +76,7 @@ GSO_MAX_BYTES = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 64 KB less IP
 # errno values that say "this socket or device cannot do GSO at all"
 GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
-MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
+MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & IntFlag` runs Python code
 
 
 def _env_off(name: str) -> bool:
