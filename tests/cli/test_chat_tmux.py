@@ -119,7 +119,7 @@ def test_two_people_chat(tmp_path, tmux_server):
     for pane, other in ((alice, "bob"), (bob, "alice")):
         screen = pane.screen()
         assert re.search(r"handshake done: (connected to|accepted) 127\.0\.0\.1:\d+ "
-                         r"\(\w+ SYN answered, RTT [\d.]+ ms\); syncing", screen), screen
+                         rf"\(\w+ SYN answered, RTT [\d.]+ ms\); hello from {other}; syncing", screen), screen
         assert re.search(rf"synced: greetings exchanged with {other}, one connection kept", screen)
         assert screen.index("synced:") < screen.index("peer connected:")
 

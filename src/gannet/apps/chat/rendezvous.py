@@ -108,7 +108,6 @@ class Rendezvous:
 
     def _add(self, reader, writer, outgoing: bool) -> None:
         cand = _Candidate(reader, writer, outgoing)
-        self.status(f"handshake done: {_describe_handshake(writer, outgoing)}; syncing ...")
         self._candidates.append(cand)
         self._have_connection.set()
         cand.task = asyncio.get_running_loop().create_task(self._greet(cand))
@@ -181,6 +180,11 @@ class Rendezvous:
             cand.hello = hello
             if nonce == self.nonce:
                 raise ConnectionResetError("connected to ourselves")
+            # Shown only now: a connection the other side accepts and closes at
+            # once (it is busy, or quitting) is not worth a line.
+            peer_name = str(hello.get("name") or "peer")[:64]
+            self.status(f"handshake done: {_describe_handshake(cand.writer, cand.outgoing)}; "
+                        f"hello from {peer_name}; syncing ...")
             if self.nonce > nonce:  # we lead: the first greeted connection wins
                 if self._meeting is not None and not self._meeting.done():
                     cand.writer.write(framing.encode_json(FrameType.SELECT, {}))
