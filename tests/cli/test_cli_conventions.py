@@ -86,6 +86,8 @@ def test_debug_shows_the_traceback():
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr
     assert "ConnectionRefusedError" in debug.stderr
+    after = gannet("echo", "--debug", f"127.0.0.1:{port}", "--message", "hi")
+    assert after.returncode != 0 and "Traceback (most recent call last)" in after.stderr
 
 
 @pytest.mark.parametrize("args", [
