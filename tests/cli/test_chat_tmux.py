@@ -38,6 +38,9 @@ def _tmux() -> str | None:
 
 
 TMUX = _tmux()
+if TMUX is None and os.environ.get("CI"):
+    # .ci/run installs tmux: in CI its absence is a failure, not a skip
+    raise RuntimeError("tmux is not installed in CI")
 if TMUX is None:
     pytest.skip("tmux is not installed and could not be installed with apt-get", allow_module_level=True)
 

@@ -1,7 +1,8 @@
 """`gannet tunnel` as real subprocesses, carrying real programs: redis and curl.
 
 redis-server / redis-benchmark / redis-cli (Debian: redis-server, redis-tools)
-and curl (Debian: curl) are used when installed; otherwise those tests skip.
+and curl (Debian: curl) are used when installed; otherwise those tests skip
+(and fail under CI, whose .ci/run installs them).
 """
 
 import hashlib
@@ -99,6 +100,9 @@ def tunnel(tmp_path):
 
 def need(*programs):
     missing = [p for p in programs if shutil.which(p) is None]
+    if missing and os.environ.get("CI"):
+        # .ci/run installs them: in CI a missing program is a failure, not a skip
+        pytest.fail(f"not installed in CI: {', '.join(missing)}")
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install -y "
                     "redis-server redis-tools curl)")
