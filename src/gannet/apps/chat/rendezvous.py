@@ -170,7 +170,8 @@ class Rendezvous:
     async def _greet(self, cand: _Candidate) -> None:
         try:
             cand.writer.write(framing.encode_json(FrameType.HELLO, {
-                "name": self.name, "nonce": self.nonce, "version": framing.PROTOCOL_VERSION}))
+                "name": self.name, "nonce": self.nonce, "version": framing.PROTOCOL_VERSION,
+                "connected": cand.outgoing}))
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await framing.read_frame(cand.reader)
             if frame is None or frame.type != FrameType.HELLO:
@@ -183,7 +184,10 @@ class Rendezvous:
             # Shown only now: a connection the other side accepts and closes at
             # once (it is busy, or quitting) is not worth a line.
             peer_name = str(hello.get("name") or "peer")[:64]
-            self.status(f"handshake done: {_describe_handshake(cand.writer, cand.outgoing)}; "
+            # Both sides connected on this one connection: their SYNs crossed.
+            simultaneous = cand.outgoing and hello.get("connected") is True
+            self.status(f"handshake done: "
+                        f"{_describe_handshake(cand.writer, cand.outgoing, simultaneous)}; "
                         f"hello from {peer_name}; syncing ...")
             if self.nonce > nonce:  # we lead: the first greeted connection wins
                 if self._meeting is not None and not self._meeting.done():
@@ -215,11 +219,15 @@ class Rendezvous:
         self._meeting.set_result(Link(cand.reader, cand.writer, name, addr, int(hello["nonce"])))
 
 
-def _describe_handshake(writer: StreamWriter, outgoing: bool) -> str:
+def _describe_handshake(writer: StreamWriter, outgoing: bool, simultaneous: bool = False) -> str:
     """'connected to 127.0.0.1:9002 (our SYN answered, RTT 0.4 ms)', for the status line."""
     addr = _fmt(writer.get_extra_info("peername"))
-    how = f"connected to {addr} (our SYN answered" if outgoing \
-        else f"accepted {addr} (their SYN answered"
+    if simultaneous:
+        how = f"connected to {addr} (simultaneous open: both SYNs crossed"
+    elif outgoing:
+        how = f"connected to {addr} (our SYN answered"
+    else:
+        how = f"accepted {addr} (their SYN answered"
     conn = writer.get_extra_info("connection")
     srtt = getattr(conn, "srtt", None)
     return how + (f", RTT {srtt * 1000:.1f} ms)" if srtt else ")")
