@@ -29,7 +29,8 @@ class Side:
         self.name = name
         self.events = []
         self.changed = asyncio.Event()
-        self.rv = Rendezvous(aep, ("127.0.0.1", peer_port), name, CONFIG)
+        self.rv = Rendezvous(aep, ("127.0.0.1", peer_port), name, CONFIG,
+                             status=lambda text: self.emit(Info(text, "connecting")))
         self.port = aep.local_address[1]
         self.app = ChatApp(self.rv, name, downloads, self.emit)
         self.task = asyncio.get_running_loop().create_task(self.app.run())
@@ -87,6 +88,22 @@ def test_meet_and_talk(tmp_path, delay):
         a, b = await pair(tmp_path, delay)
         # One connection per side, whatever the timing.
         assert len(a.rv.aep.ep.connections) == 1 and len(b.rv.aep.ep.connections) == 1
+        # Each side showed the handshake and the sync; how the kept connection
+        # was opened reads consistently from both ends.
+        for side in (a, b):
+            texts = [e.text for e in side.of(Info)]
+            assert any(t.startswith("handshake done: ") for t in texts), texts
+            assert sum(t.startswith("synced: greetings exchanged with ") for t in texts) == 1
+        ways = {side.name: [e.text for e in side.of(Info) if "handshake done" in e.text]
+                for side in (a, b)}
+        if delay == 0.0:
+            # Both connect in the same loop iteration: the SYNs cross.
+            assert all(any("simultaneous open: both SYNs crossed" in t for t in ways[n])
+                       for n in ways), ways
+        elif any("simultaneous open" in t for t in ways["alice"] + ways["bob"]):
+            assert all(any("simultaneous open" in t for t in ways[n]) for n in ways), ways
+        else:
+            assert any("accepted" in t for t in ways["alice"] + ways["bob"]), ways
         a.app.handle_line("hello bob")
         b.app.handle_line("hi alice ✓")
         m = await b.wait_for(lambda e: isinstance(e, Message) and not e.own, what="message")

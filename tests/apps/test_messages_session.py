@@ -23,8 +23,8 @@ from gannet.apps.messages import (
 from gannet.apps.messages.codec import control, encode_json
 from gannet.apps.messages.transport import resolve
 
-# The stream transport under test: asyncio TCP until gannet's streams land.
-# To run these tests over gannet streams, change "tcp" to "gannet".
+# The stream transport under test (what `--transport auto` picks too);
+# "tcp" runs the same tests over asyncio TCP.
 TRANSPORT = "gannet"
 _, OPEN, START = resolve(TRANSPORT)
 HOST = "127.0.0.1"

@@ -15,10 +15,18 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+import gannet
+
 pytestmark = pytest.mark.timeout(180)
+
+# The panes run the gannet under test (a tmux server keeps the environment it
+# was started with, and the panes change directory, so a relative PYTHONPATH
+# or an older tmux server would otherwise pick up another copy).
+SRC = Path(gannet.__file__).resolve().parents[1]
 
 
 def _tmux() -> str | None:
@@ -30,6 +38,9 @@ def _tmux() -> str | None:
 
 
 TMUX = _tmux()
+if TMUX is None and os.environ.get("CI"):
+    # .ci/run installs tmux: in CI its absence is a failure, not a skip
+    raise RuntimeError("tmux is not installed in CI")
 if TMUX is None:
     pytest.skip("tmux is not installed and could not be installed with apt-get", allow_module_level=True)
 
@@ -46,7 +57,8 @@ class Pane:
     def __init__(self, sock: str, cwd, name: str, listen: int, peer: int):
         self.sock = sock
         self.session = f"chat-{name}-{uuid.uuid4().hex[:6]}"
-        cmd = (f"cd {cwd} && unset COLUMNS LINES && PYTHONUNBUFFERED=1 exec {sys.executable} -m gannet chat "
+        cmd = (f"cd {cwd} && unset COLUMNS LINES && PYTHONUNBUFFERED=1 PYTHONPATH={SRC} "
+               f"exec {sys.executable} -m gannet chat "
                f"--listen {listen} --peer 127.0.0.1:{peer} --name {name} --dir downloads")
         self.tmux("new-session", "-d", "-s", self.session, "-x", "200", "-y", "50", cmd)
         self.tmux("set-option", "-t", self.session, "remain-on-exit", "on")
@@ -105,6 +117,14 @@ def test_two_people_chat(tmp_path, tmux_server):
     bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
     alice.wait(r"peer connected: bob")
     bob.wait(r"peer connected: alice")
+    # The handshake (Gannet's SYN exchange) and the sync (greetings, one
+    # connection agreed on) are shown before "peer connected".
+    for pane, other in ((alice, "bob"), (bob, "alice")):
+        screen = pane.screen()
+        assert re.search(r"handshake done: (connected to|accepted) 127\.0\.0\.1:\d+ "
+                         rf"\(\w+ SYN answered, RTT [\d.]+ ms\); hello from {other}; syncing", screen), screen
+        assert re.search(rf"synced: greetings exchanged with {other}, one connection kept", screen)
+        assert screen.index("synced:") < screen.index("peer connected:")
 
     alice.send("hello bob, it is alice")
     bob.wait(r"\[\d\d:\d\d:\d\d\] alice: hello bob, it is alice")
@@ -120,6 +140,8 @@ def test_two_people_chat(tmp_path, tmux_server):
     # A binary file: both sides report it, it lands under a new name, hash checked.
     alice.send("/send photo.bin")
     alice.send("chat goes on")
+    alice.wait(r"transfer started: sending photo\.bin \(2\.0 MB\) to bob")
+    bob.wait(r"transfer started: receiving photo\.bin \(2\.0 MB\) from alice")
     bob.wait(r"alice: chat goes on")
     screen = bob.wait(r"transfer finished: received photo\.bin")
     digest = hashlib.sha256(blob).hexdigest()
@@ -166,11 +188,37 @@ def test_simultaneous_start_and_progress_bar(tmp_path, tmux_server):
     alice.wait(r"peer connected: bob")
     bob.wait(r"peer connected: alice")
     bob.send("/send big.bin")
-    # A live bar (percent, rate, ETA) on the receiving side while it runs.
+    # A live bar (percent, rate, ETA) on both sides while it runs.
     alice.wait(r"recv big\.bin .*%.*/s ETA", timeout=30)
+    bob.wait(r"send big\.bin .*%.*/s ETA", timeout=10)
     alice.send("still talking")
     bob.wait(r"alice: still talking")
     alice.wait(r"transfer finished: received big\.bin", timeout=90)
     got = (tmp_path / "alice" / "downloads" / "big.bin").read_bytes()
     assert hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
     assert not re.search(r"recv big\.bin .*ETA", alice.screen().split("transfer finished")[-1])
+
+
+def test_sender_killed_mid_transfer(tmp_path, tmux_server):
+    """The receiver sees the transfer fail and the peer become unreachable;
+    nothing half-received is left in its downloads folder."""
+    pa, pb = free_udp_port(), free_udp_port()
+    for who in ("alice", "bob"):
+        (tmp_path / who).mkdir()
+    (tmp_path / "bob" / "big.bin").write_bytes(os.urandom(250_000_000))
+    alice = Pane(tmux_server, tmp_path / "alice", "alice", pa, pb)
+    bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
+    alice.wait(r"peer connected: bob")
+    bob.wait(r"peer connected: alice")
+    bob.send("/send big.bin")
+    alice.wait(r"recv big\.bin .*%.*/s ETA", timeout=30)
+    os.kill(bob.pid(), signal.SIGKILL)
+    screen = alice.wait(r"transfer failed: big\.bin: connection lost", timeout=20)
+    assert "peer unreachable: bob" in screen or "connection to bob lost" in screen
+    assert "transfer finished" not in screen
+    downloads = tmp_path / "alice" / "downloads"
+    assert [p.name for p in downloads.iterdir()] == []  # the .part file was removed
+    # The chat itself goes on: it waits for bob again and still takes commands.
+    alice.wait(r"connecting to 127\.0\.0\.1:%d" % pb, count=2)
+    alice.send("help")
+    alice.wait(r"/send PATH")

@@ -233,3 +233,143 @@ def test_receiver_killed_sender_gives_up(tmp_path, receiver):
     assert proc.returncode == 1
     assert "connection lost mid-transfer" in err.strip().splitlines()[-1]
     assert "Traceback" not in err
+
+
+class UdpRelay:
+    """A link between senders and the receiver that can be cut and restored.
+
+    Each sender address gets its own upstream socket (as a NAT would), so a
+    new run of `gannet send` is a new connection at the receiver. While cut,
+    every datagram in either direction is dropped silently."""
+
+    def __init__(self, target_port: int):
+        import select
+        import threading
+
+        self._select = select.select
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.cut = threading.Event()
+        self.dropped = 0
+        self._up: dict[tuple, socket.socket] = {}
+        self._down: dict[socket.socket, tuple] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            ready, _, _ = self._select([self.sock, *self._down], [], [], 0.05)
+            for s in ready:
+                try:
+                    data, addr = s.recvfrom(65535)
+                except OSError:
+                    continue
+                if self.cut.is_set():
+                    self.dropped += 1
+                    continue
+                try:
+                    if s is self.sock:
+                        up = self._up.get(addr)
+                        if up is None:
+                            up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                            up.connect(self.target)
+                            self._up[addr] = up
+                            self._down[up] = addr
+                        up.send(data)
+                    else:
+                        self.sock.sendto(data, self._down[s])
+                except OSError:
+                    pass  # ICMP errors from an earlier datagram: not the relay's business
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        for s in [self.sock, *self._up.values()]:
+            s.close()
+
+
+def test_resume_after_the_link_is_cut(tmp_path, receiver):
+    """The link goes dead mid-transfer (no FIN, no RST, nothing): the sender
+    gives up with one line, the receiver keeps the part file, and the next run
+    over the restored link continues from there, re-verifying the prefix."""
+    f = tmp_path / "big.bin"
+    f.write_bytes(os.urandom(16_000_000))
+    r = receiver()
+    relay = UdpRelay(r.port)
+    part = r.dir / ".big.bin.gannet-part"
+    try:
+        proc = subprocess.Popen(
+            GANNET + ["send", str(f), f"127.0.0.1:{relay.port}", "--limit-rate", "4MB/s",
+                      "--idle-timeout", "2s"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            deadline = time.monotonic() + 15
+            while not (part.exists() and part.stat().st_size >= 3_000_000):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+            relay.cut.set()
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 1
+        assert len([ln for ln in err.splitlines() if ln.startswith("gannet:")]) == 1, err
+        assert "Traceback" not in err
+        assert relay.dropped > 0
+        have = part.stat().st_size
+        assert 0 < have < f.stat().st_size and not (r.dir / "big.bin").exists()
+
+        relay.cut.clear()
+        res = send(f, f"127.0.0.1:{relay.port}")
+        assert res.returncode == 0, res.stderr
+        assert "resuming at" in res.stderr
+        m = re.search(r"big.bin: resumed at offset (\d+)", r.log)
+        assert m and int(m.group(1)) >= have
+        assert sha(r.dir / "big.bin") == sha(f) and not part.exists()
+    finally:
+        relay.close()
+
+
+def test_progress_bar_on_a_terminal(tmp_path, receiver):
+    """With stderr on a terminal, the sender draws a live bar with the bytes
+    done, the rate and the time left; stdout stays empty."""
+    import pty
+    import threading
+
+    f = tmp_path / "bar.bin"
+    f.write_bytes(os.urandom(6_000_000))
+    r = receiver("--once")
+    master, slave = pty.openpty()
+    screen = bytearray()
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            screen.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run(
+        GANNET + ["send", str(f), r.target, "--limit-rate", "3MB/s"],
+        stdout=subprocess.PIPE, stderr=slave, timeout=30,
+        env={**ENV, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(slave)
+    reader.join(5)
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))  # colors
+    assert proc.returncode == 0, text
+    assert proc.stdout == b""
+    # a bar line: name, a bar, bytes done/total, a rate and an ETA, redrawn in place
+    bars = re.findall(r"bar\.bin [━╸╺]+ ([\d.]+)/6\.0 MB [\d.]+ [kM]B/s \d:\d\d:\d\d", text)
+    assert len(set(bars)) >= 3, text[-2000:]  # it moved while we watched
+    assert "1 verified, 0 failed" in text
+    assert r.proc.wait(10) == 0
+    assert sha(r.dir / "bar.bin") == sha(f)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-# The stream transport both commands use: asyncio TCP until gannet's streams land.
-# To run these tests over gannet streams, change "tcp" to "gannet".
+# The stream transport both commands use (what `--transport auto` picks too);
+# "tcp" runs the same tests over asyncio TCP.
 TRANSPORT = "gannet"
 GANNET = [sys.executable, "-m", "gannet"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -137,6 +137,31 @@ def test_concurrent_clients(server_factory):
     lines = srv.stdout.splitlines()
     assert sorted(set(lines)) == [f"from client {i}" for i in range(4)]
     assert srv.stderr.count("disconnect (done)") == 4
+    # each session is logged under its own id: connect (with what was
+    # negotiated), its messages, its disconnect
+    ids = set(re.findall(r"\[127\.0\.0\.1:\d+ ([0-9a-f]{12})\] connect: .*mode=", srv.stderr))
+    assert len(ids) == 4, srv.stderr
+    for sid in ids:
+        assert len(re.findall(rf"{sid}\] message \d+: ", srv.stderr)) == 5
+        assert re.search(rf"{sid}\] disconnect \(done\): 5 messages", srv.stderr)
+
+
+def _rate(err: str) -> float:
+    m = re.search(r"(\d+) messages .* acknowledged in ([\d.]+) s \(([\d,]+) msg/s\)", err)
+    assert m, err
+    return float(m.group(3).replace(",", ""))
+
+
+def test_burst_is_faster_than_step_by_step(server_factory):
+    """The measured difference of the two modes, as the client reports it."""
+    srv = server_factory("--max-window", "32", "-q")
+    common = ["--message", "x" * 64, "--count", "2000", "-q"]
+    step = client(srv.port, "--operation-mode", "step-by-step", *common, timeout=60)
+    burst = client(srv.port, "--operation-mode", "burst", "--window", "32", *common, timeout=60)
+    assert step.returncode == 0 and burst.returncode == 0, (step.stderr, burst.stderr)
+    step_rate, burst_rate = _rate(step.stderr.decode()), _rate(burst.stderr.decode())
+    # step-by-step waits a round trip per message; a window of 32 does not
+    assert burst_rate > 2 * step_rate, (step_rate, burst_rate)
 
 
 def test_refused_session_is_one_line_exit_1(server_factory):

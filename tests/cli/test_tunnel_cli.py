@@ -1,7 +1,8 @@
 """`gannet tunnel` as real subprocesses, carrying real programs: redis and curl.
 
 redis-server / redis-benchmark / redis-cli (Debian: redis-server, redis-tools)
-and curl (Debian: curl) are used when installed; otherwise those tests skip.
+and curl (Debian: curl) are used when installed; otherwise those tests skip
+(and fail under CI, whose .ci/run installs them).
 """
 
 import hashlib
@@ -99,6 +100,9 @@ def tunnel(tmp_path):
 
 def need(*programs):
     missing = [p for p in programs if shutil.which(p) is None]
+    if missing and os.environ.get("CI"):
+        # .ci/run installs them: in CI a missing program is a failure, not a skip
+        pytest.fail(f"not installed in CI: {', '.join(missing)}")
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install -y "
                     "redis-server redis-tools curl)")
@@ -250,3 +254,106 @@ def test_cli_quiet_and_errors(tmp_path):
         for p in (server, client):
             if p is not None:
                 stop(p.proc)
+
+
+def _read_all(sock, timeout=10):
+    sock.settimeout(timeout)
+    out = bytearray()
+    while chunk := sock.recv(65536):
+        out += chunk
+    return bytes(out)
+
+
+LINGER_0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0 s}: close sends RST
+
+
+@pytest.mark.timeout(60)
+def test_cli_half_close_both_ways(tunnel):
+    """Each side's FIN crosses the tunnel on its own while the other direction
+    keeps flowing, through the real `gannet tunnel` processes."""
+    target = socket.create_server((HOST, 0))
+    try:
+        port = tunnel(target.getsockname()[1])
+
+        # 1. The application half-closes first: the service reads to EOF, then replies.
+        request = os.urandom(1_500_000)
+        with socket.create_connection((HOST, port), timeout=5) as app:
+            svc, _ = target.accept()
+            with svc:
+                app.sendall(request)
+                app.shutdown(socket.SHUT_WR)
+                got = _read_all(svc)  # ends only when the app's FIN arrived
+                assert got == request
+                svc.sendall(hashlib.sha256(got).hexdigest().encode())
+                svc.shutdown(socket.SHUT_WR)
+                assert _read_all(app) == hashlib.sha256(request).hexdigest().encode()
+
+        # 2. The service half-closes first: the application sees EOF and can
+        #    still send; the service receives all of it.
+        upload = os.urandom(800_000)
+        with socket.create_connection((HOST, port), timeout=5) as app:
+            svc, _ = target.accept()
+            with svc:
+                svc.sendall(b"banner, then I only listen")
+                svc.shutdown(socket.SHUT_WR)
+                assert _read_all(app) == b"banner, then I only listen"
+                app.sendall(upload)
+                app.shutdown(socket.SHUT_WR)
+                assert _read_all(svc) == upload
+        wait_for(lambda: tunnel.client.stderr.count("close:") >= 2, what="close logs")
+        closes = [ln for ln in tunnel.client.stderr.splitlines() if "close:" in ln]
+        assert all(ln.endswith("closed") for ln in closes), closes
+    finally:
+        target.close()
+
+
+@pytest.mark.timeout(60)
+def test_cli_resets_propagate_both_ways(tunnel):
+    """An RST on either end reaches the other end as an RST, not a clean EOF."""
+    target = socket.create_server((HOST, 0))
+    try:
+        port = tunnel(target.getsockname()[1])
+
+        # The service resets: the application's recv fails with a reset.
+        with socket.create_connection((HOST, port), timeout=5) as app:
+            svc, _ = target.accept()
+            app.sendall(b"ping")
+            svc.settimeout(5)
+            assert svc.recv(4) == b"ping"
+            svc.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+            svc.close()
+            app.settimeout(5)
+            with pytest.raises(ConnectionResetError):
+                while app.recv(100):
+                    pass
+        wait_for(lambda: "target reset" in tunnel.server.stderr, what="server reset log")
+
+        # The application resets: the service's recv fails with a reset.
+        app = socket.create_connection((HOST, port), timeout=5)
+        svc, _ = target.accept()
+        with svc:
+            svc.sendall(b"ready")
+            app.settimeout(5)
+            assert app.recv(5) == b"ready"
+            app.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+            app.close()
+            svc.settimeout(10)
+            with pytest.raises(ConnectionResetError):
+                while svc.recv(100):
+                    pass
+        wait_for(lambda: "client reset" in tunnel.client.stderr, what="client reset log")
+    finally:
+        target.close()
+
+
+@pytest.mark.timeout(60)
+def test_cli_unresolvable_hosts_are_one_line():
+    for role, args, flag in (
+        ("server", ["--listen", f"{HOST}:0", "--target", "no-such-host.invalid:80"], "--target"),
+        ("client", ["--listen", f"{HOST}:0", "--server", "no-such-host.invalid:7000"], "--server"),
+    ):
+        out = subprocess.run(GANNET + ["tunnel", role, *args], capture_output=True, timeout=20,
+                             text=True, env=ENV)
+        assert out.returncode == 1, out
+        assert out.stderr.count("\n") == 1, out.stderr
+        assert flag in out.stderr and "cannot resolve" in out.stderr, out.stderr

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import signal
+import socket
 from pathlib import Path
 
 from gannet.cli.main import CLIError
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             rv = await Rendezvous.create(args.listen, peer_host, peer_port, name, config,
                                          bind_host=args.bind)
+        except socket.gaierror as exc:
+            raise CLIError(f"--peer: cannot resolve {peer_host!r}: {exc.strerror or exc}") from None
         except OSError as exc:
             raise CLIError(f"cannot use port {args.listen}: {exc.strerror or exc}") from None
         app = ChatApp(rv, name, args.dir, ui.event)

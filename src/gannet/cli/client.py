@@ -167,16 +167,21 @@ def run(args: argparse.Namespace) -> int:
              f"window={p.window_size} keepalive={p.keepalive_interval:g}s")
         for note in p.notes:
             _say(f"note: {note}")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async for payload in _payloads(args):
                 await session.send(payload)
+            await session.wait_acked()
+            seconds = loop.time() - started
             await session.disconnect()
         except BaseException:
             await session.aclose()
             raise
         s = session.stats
-        _say(f"{s.messages} messages ({s.bytes} bytes, {s.frames} packets) acknowledged; "
-             "disconnected")
+        rate = f" ({s.messages / seconds:,.0f} msg/s)" if s.messages and seconds > 0 else ""
+        _say(f"{s.messages} messages ({s.bytes} bytes, {s.frames} packets) acknowledged "
+             f"in {seconds:.3f} s{rate}; disconnected")
         return 0
 
     try:

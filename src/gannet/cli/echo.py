@@ -122,7 +122,11 @@ def run_client(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     sock = Socket(family)
     sock.settimeout(ECHO_TIMEOUT)
-    sock.connect((host, port))
+    try:
+        sock.connect((host, port))
+    except _socket.gaierror as exc:
+        sock.close()
+        raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
     out = sys.stdout.buffer
     try:
         lines = ((m + "\n").encode() for m in args.message) if args.message is not None \

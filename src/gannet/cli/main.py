@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import socket
 import sys
+from typing import NoReturn
 
 # Subcommand modules, in the order `gannet --help` lists them.
 SUBCOMMANDS = [
@@ -35,8 +37,17 @@ class CLIError(Exception):
         self.code = code
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every
+    other known error; the full usage is one `--help` away. Subcommand
+    parsers are made from this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gannet",
         description="Gannet: a reliable transport over UDP, and the tools that use it.",
     )
@@ -50,7 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not shipped in this build
             raise
         module.register(subparsers)
+    _add_debug_everywhere(parser)
     return parser
+
+
+def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--debug` also after the command name (`gannet send --debug ...`); the
+    suppressed default keeps a subcommand from resetting the top-level flag."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--debug" in a.option_strings for a in sub._actions):
+                    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                     help="show tracebacks on errors")
+                _add_debug_everywhere(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +108,8 @@ def describe_os_error(exc: BaseException) -> str:
         return f"connection reset by peer: {exc}" if str(exc) else "connection reset by peer"
     if isinstance(exc, TimeoutError):
         return f"timed out: {exc}" if str(exc) else "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name: {exc.strerror or exc}"
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename}"
     if isinstance(exc, PermissionError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 
 from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
                 idle_timeout=args.idle_timeout,
             ))
+        except socket.gaierror as exc:
+            raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
         except ConnectionRefusedError:
             raise CLIError(f"cannot connect to {host}:{port}: connection refused "
                            "(is `gannet receive` running there?)") from None

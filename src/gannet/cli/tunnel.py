@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 
 from gannet.apps import tunnel as tun
@@ -82,6 +83,15 @@ def _address(text: str, what: str, *, need_host: bool) -> tuple[str, int]:
     return host, port
 
 
+def _resolvable(addr: tuple[str, int], what: str, kind: int) -> None:
+    """Fail at start, in one line, on a host name that does not resolve (rather
+    than on every connection later)."""
+    try:
+        socket.getaddrinfo(addr[0], addr[1], type=kind)
+    except socket.gaierror as exc:
+        raise CLIError(f"{what}: cannot resolve {addr[0]!r}: {exc.strerror or exc}") from None
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {}
     if args.mss is not None:
@@ -135,6 +145,7 @@ async def _serve(start, role: str, banner) -> int:
 def run_server(args: argparse.Namespace) -> int:
     listen = _address(args.listen, "--listen", need_host=False)
     target = _address(args.target, "--target", need_host=True)
+    _resolvable(target, "--target", socket.SOCK_STREAM)
     if not args.connect_timeout > 0:
         raise CLIError("--connect-timeout must be positive")
     overrides = _overrides(args)
@@ -154,6 +165,7 @@ def run_server(args: argparse.Namespace) -> int:
 def run_client(args: argparse.Namespace) -> int:
     listen = _address(args.listen, "--listen", need_host=False)
     server = _address(args.server, "--server", need_host=True)
+    _resolvable(server, "--server", socket.SOCK_DGRAM)
     overrides = _overrides(args)
     handler = _setup_logging("client", args.quiet)
     try:

@@ -24,7 +24,7 @@ PROTOCOL_VERSION = 1
 
 
 class FrameType(enum.IntEnum):
-    HELLO = 1  # {"name", "nonce", "version"}: first frame on every connection
+    HELLO = 1  # {"name", "nonce", "version", "connected"}: first frame on every connection
     SELECT = 2  # {}: the leader keeps this connection (see rendezvous)
     MESSAGE = 3  # {"text", "time"}
     OFFER = 4  # {"id", "name", "size"}: a file transfer starts

@@ -82,7 +82,7 @@ class Rendezvous:
         infos = await loop.getaddrinfo(peer_host, peer_port, type=socket.SOCK_DGRAM)
         infos = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
         if not infos:
-            raise OSError(f"cannot resolve {peer_host!r}")
+            raise socket.gaierror(socket.EAI_NONAME, "no IPv4 or IPv6 address")
         family, addr = infos[0][0], infos[0][4]
         if bind_host is None:
             bind_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
@@ -170,7 +170,8 @@ class Rendezvous:
     async def _greet(self, cand: _Candidate) -> None:
         try:
             cand.writer.write(framing.encode_json(FrameType.HELLO, {
-                "name": self.name, "nonce": self.nonce, "version": framing.PROTOCOL_VERSION}))
+                "name": self.name, "nonce": self.nonce, "version": framing.PROTOCOL_VERSION,
+                "connected": cand.outgoing}))
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await framing.read_frame(cand.reader)
             if frame is None or frame.type != FrameType.HELLO:
@@ -180,17 +181,25 @@ class Rendezvous:
             cand.hello = hello
             if nonce == self.nonce:
                 raise ConnectionResetError("connected to ourselves")
+            # Shown only now: a connection the other side accepts and closes at
+            # once (it is busy, or quitting) is not worth a line.
+            peer_name = str(hello.get("name") or "peer")[:64]
+            # Both sides connected on this one connection: their SYNs crossed.
+            simultaneous = cand.outgoing and hello.get("connected") is True
+            self.status(f"handshake done: "
+                        f"{_describe_handshake(cand.writer, cand.outgoing, simultaneous)}; "
+                        f"hello from {peer_name}; syncing ...")
             if self.nonce > nonce:  # we lead: the first greeted connection wins
                 if self._meeting is not None and not self._meeting.done():
                     cand.writer.write(framing.encode_json(FrameType.SELECT, {}))
-                    self._resolve(cand)
+                    self._resolve(cand, lead=True)
                 else:
                     cand.writer.close()
                 return
             frame = await framing.read_frame(cand.reader)
             if frame is None or frame.type != FrameType.SELECT:
                 raise ConnectionResetError("not selected")
-            self._resolve(cand)
+            self._resolve(cand, lead=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - this connection failed; others may not
@@ -199,13 +208,29 @@ class Rendezvous:
         finally:
             self._have_connection.set()  # wake the connector: it re-checks for live ones
 
-    def _resolve(self, cand: _Candidate) -> None:
+    def _resolve(self, cand: _Candidate, lead: bool) -> None:
         if self._meeting is None or self._meeting.done():
             return
         hello = cand.hello or {}
         name = str(hello.get("name") or "peer")[:64]
+        chooser = "we chose" if lead else f"{name} chose"
+        self.status(f"synced: greetings exchanged with {name}, one connection kept ({chooser} it)")
         addr = cand.writer.get_extra_info("peername")
         self._meeting.set_result(Link(cand.reader, cand.writer, name, addr, int(hello["nonce"])))
+
+
+def _describe_handshake(writer: StreamWriter, outgoing: bool, simultaneous: bool = False) -> str:
+    """'connected to 127.0.0.1:9002 (our SYN answered, RTT 0.4 ms)', for the status line."""
+    addr = _fmt(writer.get_extra_info("peername"))
+    if simultaneous:
+        how = f"connected to {addr} (simultaneous open: both SYNs crossed"
+    elif outgoing:
+        how = f"connected to {addr} (our SYN answered"
+    else:
+        how = f"accepted {addr} (their SYN answered"
+    conn = writer.get_extra_info("connection")
+    srtt = getattr(conn, "srtt", None)
+    return how + (f", RTT {srtt * 1000:.1f} ms)" if srtt else ")")
 
 
 def _fmt(addr: object) -> str:

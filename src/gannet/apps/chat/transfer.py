@@ -90,7 +90,9 @@ class Incoming:
         self.transfer = transfer
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.part = folder / f".{transfer.name}.{transfer.id}.part"
+        # Created exclusively: a file already there under this name (a user's,
+        # or another chat's part file) is never truncated.
+        self.part = claim(folder, f".{transfer.name}.{transfer.id}.part")
         self.file = open(self.part, "wb")  # noqa: SIM115 - closed in finish/discard
         self.hash = hashlib.sha256()
 
