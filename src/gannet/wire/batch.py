@@ -91,8 +91,7 @@ def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
             off = full * size
             out[off : off + HEADER_TS_SIZE] = header
             out[off + HEADER_TS_SIZE : total - TRAILER_SIZE] = src[full * mss :]
-        seqs = np.ndarray((count,), ">u4", train, 12, (size,))
-        seqs[:] = (np.arange(count, dtype=np.uint64) * mss + run.seq) & _MASK32
+        np.ndarray((count,), ">u4", train, 12, (size,))[:] = _steps(count, mss) + np.uint32(run.seq)
         last = (count - 1) * size
         out[last + 1] = run.last_flags
         body = size - TRAILER_SIZE
@@ -143,6 +142,14 @@ def rows(raw: memoryview, seg: int) -> list[memoryview]:
 _seq_steps: dict[tuple[int, int], np.ndarray] = {}
 
 
+def _steps(count: int, mss: int) -> np.ndarray:
+    """0, mss, 2 mss, ... as uint32, so that adding a sequence number wraps."""
+    steps = _seq_steps.get((count, mss))
+    if steps is None:
+        steps = _seq_steps[(count, mss)] = np.arange(count, dtype=np.uint32) * np.uint32(mss)
+    return steps
+
+
 def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
     """The `count` full datagrams as one run, checked with numpy, or None if
     they are not one (the caller then walks them one by one)."""
@@ -158,10 +165,7 @@ def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
         return None
     mss = seg - _OVERHEAD
     seq0 = int(first[3])
-    steps = _seq_steps.get((count, mss))
-    if steps is None:
-        steps = _seq_steps[(count, mss)] = (np.arange(count, dtype=np.uint32) * np.uint32(mss))
-    if (((head ^ head[0]) & _SAME).any() or ((head[:, 3] - np.uint32(seq0)) != steps).any()
+    if (((head ^ head[0]) & _SAME).any() or ((head[:, 3] - np.uint32(seq0)) != _steps(count, mss)).any()
             or ((head[:, 0] & _FLAGS_BUT_PSH) != ACK << 16).any()):
         return None
     data = np.ndarray((count, mss), _U8, view, HEADER_TS_SIZE, (seg, 1)).tobytes()
