@@ -284,6 +284,20 @@ def test_bbr_startup_paces_at_high_gain_while_bandwidth_grows():
     assert b.min_rtt == 0.04
 
 
+def test_bbr_app_limited_rounds_do_not_end_startup():
+    """A request-response flow delivers one small message per round: its
+    rate samples are app-limited and flat. That is no full pipe; taking it
+    for one pinned the pacing rate to the trickle (64 kB/s), and each 64-byte
+    request then waited for the pacer."""
+    b = Bbr(MSS, 10)
+    now = 0.0
+    for _ in range(20):
+        bbr_round(b, now, 64_000, rtt=0.001, acked=64, in_flight=64, app_limited=True)
+        now += 0.001
+    assert b.state == STARTUP and not b.filled_pipe
+    assert b.pacing_rate >= HIGH_GAIN * 10 * MSS / 0.001 * 0.99  # the initial window per RTT
+
+
 def test_bbr_leaves_startup_after_three_rounds_without_25_percent_growth():
     b = Bbr(MSS, 10)
     now = 0.0

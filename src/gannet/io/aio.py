@@ -200,7 +200,7 @@ class _StreamConn:
         if not pending:
             if self.eof_requested and not self.fin_queued:
                 self.fin_queued = True
-                self.conn.shutdown_write(self.loop.time())
+                self.conn.shutdown_write(self.aep.now())
         if len(pending) <= HIGH_WATER and self.drain_waiters:
             waiters, self.drain_waiters = self.drain_waiters, None
             for fut in waiters:
@@ -347,7 +347,7 @@ class StreamWriter:
         self._closing = True
         sc = self._sc
         with sc.aep.lock:
-            sc.conn.abort(sc.loop.time())
+            sc.conn.abort(sc.aep.now())
         sc.aep.request_flush()
 
     # ---------------------------------------------------------------- info
@@ -389,7 +389,7 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
     except BaseException:
         with aep.lock:
             if conn.state != State.CLOSED:
-                conn.abort(aep.loop.time())
+                conn.abort(aep.now())
         aep.request_flush()
         raise
     return sc.reader, StreamWriter(sc, sc.reader)

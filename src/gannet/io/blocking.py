@@ -326,7 +326,7 @@ class Socket:
             try:
                 self._wait(w.cond, lambda: w.established or conn.state == State.CLOSED)
             except TimeoutError:
-                conn.abort(aep.loop.time())
+                conn.abort(aep.now())
                 aep.request_flush_threadsafe()
                 self._w = None
                 raise
@@ -423,7 +423,7 @@ class Socket:
                 w.drop_input()
             if how in (SHUT_WR, SHUT_RDWR) and not self._wr_shut:
                 self._wr_shut = True
-                w.conn.shutdown_write(w.aep.loop.time())
+                w.conn.shutdown_write(w.aep.now())
             w.cond.notify_all()
             w.aep.request_flush_threadsafe()
 
@@ -443,12 +443,12 @@ class Socket:
                 aep.ep.stop_listening()
                 aep.on_available = None
                 while (conn := aep.ep.accept()) is not None:
-                    conn.abort(aep.loop.time())  # accepted by the core, never by us
+                    conn.abort(aep.now())  # accepted by the core, never by us
                 self._accept_cond.notify_all()
             if w is not None:
                 w.discard = True
                 w.drop_input()
-                w.conn.close(aep.loop.time())
+                w.conn.close(aep.now())
                 w.cond.notify_all()
             if self._owns_aep:
                 aep.close_when_idle = True

@@ -300,7 +300,7 @@ class AioEndpoint:
         "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
-        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "_now_floor",
         "__dict__", "__weakref__",
     )
 
@@ -323,6 +323,7 @@ class AioEndpoint:
         self._handlers: dict[Connection, Handler] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._now_floor = 0.0  # see now()
         self._flush_scheduled = False
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
@@ -364,7 +365,7 @@ class AioEndpoint:
         with self.lock:
             if self.closed:
                 raise OSError(errno.EBADF, "endpoint is closed")
-            return self.ep.connect(addr, self.loop.time(), config)
+            return self.ep.connect(addr, self.now(), config)
 
     # ------------------------------------------------------------ flushing
     def request_flush(self) -> None:
@@ -393,7 +394,7 @@ class AioEndpoint:
             return
         self._off_loop = True
         try:
-            out = self.ep.datagrams_to_send(self.loop.time(), self.gso)
+            out = self.ep.datagrams_to_send(self.now(), self.gso)
             if out:
                 self._send(out)
         except OSError as exc:  # the socket was closed under us
@@ -425,7 +426,7 @@ class AioEndpoint:
         more = False
         try:
             for _ in range(PROCESS_ROUNDS):
-                out = ep.datagrams_to_send(self.loop.time(), self.gso)
+                out = ep.datagrams_to_send(self.now(), self.gso)
                 if out:
                     self._send(out)
                 if not self._dispatch():
@@ -477,7 +478,7 @@ class AioEndpoint:
     def _receive_plain(self) -> None:
         recvfrom_into = self.sock.recvfrom_into
         buf, view = self._rbuf, self._rview
-        time = self.loop.time
+        time = self.now
         st = self.io_stats
         got = 0
         with self.lock:
@@ -504,7 +505,7 @@ class AioEndpoint:
     def _receive_gro(self) -> None:
         recvmsg_into = self.sock.recvmsg_into
         bufs, view = self._rbufs, self._rview
-        time = self.loop.time
+        time = self.now
         st = self.io_stats
         datagrams = calls = 0
         from_bytes = int.from_bytes
@@ -557,7 +558,7 @@ class AioEndpoint:
             code = int.from_bytes(anc[0][2][:4], "little") if anc and len(anc[0][2]) >= 4 else 0
             if code != errno.ECONNREFUSED:
                 continue
-            now = self.loop.time()
+            now = self.now()
             for conn in self.ep.connections:
                 if conn.state == State.SYN_SENT and conn.remote_addr == addr:
                     self._refused[conn] = ConnectionRefusedError(
@@ -805,6 +806,17 @@ class AioEndpoint:
                 self._drain_backlog()
 
     # ---------------------------------------------------------------- time
+    def now(self) -> float:
+        """The loop's clock, but never earlier than a deadline already handled.
+
+        Loops fire timers early (uvloop's clock ticks in milliseconds): the
+        core is told the deadline was reached, and the output pass right after
+        must not see an earlier time, or the pacer finds its tokens short and
+        re-arms for the same instant, again and again until the clock ticks.
+        """
+        t = self.loop.time()
+        return t if t > self._now_floor else self._now_floor
+
     def _arm_timer(self) -> None:
         deadline = self.ep.get_timer()
         if deadline is None:
@@ -823,8 +835,11 @@ class AioEndpoint:
             self._timer_at = None
             if self.closed:
                 return
-            # Loops fire a hair early; the core must see the deadline reached.
-            self.ep.handle_timer(max(deadline, self.loop.time()))
+            # Loops fire early; the core must see the deadline reached.
+            now = self.now()
+            if deadline > now:
+                self._now_floor = now = deadline
+            self.ep.handle_timer(now)
             self._process_locked()
 
     # ------------------------------------------------------------- closing

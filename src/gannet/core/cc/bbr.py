@@ -51,6 +51,7 @@ class Bbr(CongestionControl):
         self.pacing_gain = HIGH_GAIN
         self.cwnd_gain = STARTUP_CWND_GAIN
         self.pacing_rate: float | None = None
+        self._initial_cwnd = initial_window * mss
         self.btl_bw = 0.0  # bytes/s
         self._bw_samples: deque[tuple[int, float]] = deque()  # (round, max rate that round)
         self.min_rtt: float | None = None
@@ -270,11 +271,17 @@ class Bbr(CongestionControl):
             # The buffer overflowed: send no faster than the bottleneck
             # drains until the holes are repaired.
             gain = min(gain, 1.0)
+        srtt = self.rounds.srtt
         if self.btl_bw:
             rate = gain * self.btl_bw
-        elif self.rounds.srtt:
+            if not self.filled_pipe and srtt:
+                # Until the pipe is known full, never below the initial window
+                # per RTT: an application that sends little measures only
+                # itself, and must not be paced slower than a new connection.
+                rate = max(rate, gain * self._initial_cwnd / srtt)
+        elif srtt:
             # No delivery-rate sample yet: the initial window over the RTT.
-            rate = gain * self.cwnd / self.rounds.srtt
+            rate = gain * self.cwnd / srtt
         else:
             return
         # In Startup the rate only goes up: a slower sample early on is noise.
