@@ -1,30 +1,65 @@
-"""The adapter's clock: a timer that fires early must not leave the output
-pass right after it at an earlier time than the deadline it handled."""
+"""The adapter's clock and timers on a loop whose own clock is coarse."""
 
 import asyncio
 import socket
+import time
+
+import pytest
 
 from gannet.config import Config
 from gannet.io.endpoint import AioEndpoint, make_udp_socket
 
+uvloop = pytest.importorskip("uvloop")
+fired = None
 
-def test_now_never_goes_back_before_a_handled_deadline():
-    loop = asyncio.new_event_loop()
+
+@pytest.fixture
+def coarse_loop_endpoint():
+    loop = uvloop.new_event_loop()
     aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), Config(), loop)
-    try:
-        clock = [100.0]
-        loop.time = lambda: clock[0]  # a loop whose clock ticks coarsely
-        seen = []
-        aep.ep.handle_timer = seen.append
-        times = []
-        aep.ep.datagrams_to_send = lambda now, trains=False: times.append(now) or []
-        aep._timer_at = 100.0008  # due 0.8 ms from now, fired by the loop at once
-        aep._on_timer()
-        assert seen == [100.0008]
-        assert times and min(times) >= 100.0008  # the output pass saw the deadline too
-        assert aep.now() == 100.0008
-        clock[0] = 100.002
-        assert aep.now() == 100.002  # and follows the loop's clock once it passes
-    finally:
-        aep.close()
-        loop.close()
+    yield loop, aep
+    aep.close()
+    loop.close()
+
+
+def test_the_clock_is_finer_than_a_millisecond(coarse_loop_endpoint):
+    """uvloop's loop.time() moves in whole milliseconds; a loopback round
+    trip is a fraction of one, and zero-length RTT samples collapse BBR."""
+    loop, aep = coarse_loop_endpoint
+
+    async def read_clocks():
+        a = aep.now()
+        end = time.monotonic() + 0.0002
+        while time.monotonic() < end:
+            pass
+        return aep.now() - a, loop.time()
+
+    elapsed, _ = loop.run_until_complete(read_clocks())
+    assert 0.0002 <= elapsed < 0.01
+    assert abs(aep.now() - loop.time()) < 0.01  # the same clock as the loop's timers
+
+
+def test_timers_never_fire_before_their_deadline(coarse_loop_endpoint):
+    loop, aep = coarse_loop_endpoint
+    early = []
+    due = [None]
+
+    def handle_timer(now):
+        early.append(due[0] - time.monotonic())
+        due[0] = None
+        fired.set_result(None)
+
+    aep.ep.get_timer = lambda: due[0]
+    aep.ep.handle_timer = handle_timer
+
+    async def arm_many():
+        global fired
+        for i in range(20):
+            fired = loop.create_future()
+            due[0] = aep.now() + 0.0003 + i * 0.00007  # sub-millisecond waits, as a pacer asks
+            aep._arm_timer()
+            await fired
+
+    loop.run_until_complete(asyncio.wait_for(arm_many(), 5))
+    assert len(early) == 20
+    assert max(early) <= 0  # at or after the deadline, every time

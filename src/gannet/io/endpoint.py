@@ -46,6 +46,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -300,7 +301,7 @@ class AioEndpoint:
         "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
-        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "_now_floor",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_timer_slack",
         "__dict__", "__weakref__",
     )
 
@@ -323,7 +324,18 @@ class AioEndpoint:
         self._handlers: dict[Connection, Handler] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._now_floor = 0.0  # see now()
+        # The core's clock. asyncio's loop.time() is time.monotonic(); uvloop's
+        # is the same clock cut to whole milliseconds, too coarse to time a
+        # loopback round trip (samples of zero collapse BBR's window), so read
+        # the monotonic clock directly where it is the loop's. uvloop also
+        # arms timers in whole milliseconds, up to one early: add that as
+        # slack, so a timer never fires before its deadline and the output
+        # pass after it sees the deadline reached (else the pacer, finding
+        # its tokens short, re-arms for the same instant again and again).
+        coarse = type(loop).__module__.startswith("uvloop")
+        same_clock = abs(loop.time() - time.monotonic()) < 0.5
+        self.now: Callable[[], float] = time.monotonic if same_clock else loop.time
+        self._timer_slack = 0.001 if coarse else 0.0
         self._flush_scheduled = False
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
@@ -806,17 +818,6 @@ class AioEndpoint:
                 self._drain_backlog()
 
     # ---------------------------------------------------------------- time
-    def now(self) -> float:
-        """The loop's clock, but never earlier than a deadline already handled.
-
-        Loops fire timers early (uvloop's clock ticks in milliseconds): the
-        core is told the deadline was reached, and the output pass right after
-        must not see an earlier time, or the pacer finds its tokens short and
-        re-arms for the same instant, again and again until the clock ticks.
-        """
-        t = self.loop.time()
-        return t if t > self._now_floor else self._now_floor
-
     def _arm_timer(self) -> None:
         deadline = self.ep.get_timer()
         if deadline is None:
@@ -826,7 +827,7 @@ class AioEndpoint:
                 return  # it fires first and re-arms for the later deadline
             self._timer.cancel()
         self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer = self.loop.call_at(deadline + self._timer_slack, self._on_timer)
 
     def _on_timer(self) -> None:
         with self.lock:
@@ -835,11 +836,8 @@ class AioEndpoint:
             self._timer_at = None
             if self.closed:
                 return
-            # Loops fire early; the core must see the deadline reached.
-            now = self.now()
-            if deadline > now:
-                self._now_floor = now = deadline
-            self.ep.handle_timer(now)
+            # Loops fire a hair early; the core must see the deadline reached.
+            self.ep.handle_timer(max(deadline, self.now()))
             self._process_locked()
 
     # ------------------------------------------------------------- closing
