@@ -582,7 +582,7 @@ def test_bbr_loss_with_a_queue_bounds_inflight_which_grows_back_a_segment_a_roun
     assert b.inflight_hi == hi
 
 
-def test_bbr_inflight_hi_is_never_below_one_bdp():
+def test_bbr_inflight_hi_is_never_below_a_bdp_and_a_quarter():
     b, now = bbr_in_probe_bw()
     t = now
     for _ in range(3):
@@ -590,5 +590,5 @@ def test_bbr_inflight_hi_is_never_below_one_bdp():
         queued_round(b, t, 55 * MSS)
     b.on_congestion_event(t, 55 * MSS)
     # 0.7 x 55 segments would be below the pipe itself (50): a loss there is
-    # no overflow of this flow's making.
-    assert b.inflight_hi == pytest.approx(b.bdp)
+    # no overflow of this flow's making, and delay jitter needs headroom.
+    assert b.inflight_hi == pytest.approx(1.25 * b.bdp)

@@ -40,6 +40,7 @@ QUEUE_RTT_FACTOR = 1.25
 PROBE_RTT_CWND_GAIN = 0.5  # ProbeRTT keeps half a BDP in flight, not four segments
 MIN_RTT_CONFIRM = 1 / 32  # a sample this close to the min RTT confirms it (no ProbeRTT needed)
 LOSS_BETA = 0.7  # inflight_hi after a loss with a queue: this share of what was in flight
+INFLIGHT_HI_FLOOR = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
 ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
@@ -350,11 +351,13 @@ class Bbr(CongestionControl):
             # The buffer overflowed at about what was in flight: from now on
             # stay below it (multiplicative decrease, as a loss-based flow
             # sharing the queue does).
-            # Not below one BDP: a loss at what the pipe alone holds is no
-            # overflow of ours (the RTT evidence can be thin in a recovery
-            # episode); beside another flow the BDP estimate is this flow's
-            # own rate, which falls as the other takes its share.
-            self.inflight_hi = max(MIN_CWND_SEGMENTS * self.mss, LOSS_BETA * max(self._inflight, in_flight), self.bdp)
+            # Not below 1.25 BDP: a loss near what the pipe alone holds is
+            # no overflow of ours (the RTT evidence can be thin in a recovery
+            # episode, or delay jitter), and a jittery path needs in flight
+            # above one BDP to stay full; beside another flow the BDP
+            # estimate is this flow's own rate, which falls as the other
+            # takes its share.
+            self.inflight_hi = max(MIN_CWND_SEGMENTS * self.mss, LOSS_BETA * max(self._inflight, in_flight), INFLIGHT_HI_FLOOR * self.bdp)
             cwnd = min(self.cwnd, in_flight + self.mss, self.target_cwnd(1.0))
             self.cwnd = max(MIN_CWND_SEGMENTS * self.mss, cwnd)
         self._update_pacing()
