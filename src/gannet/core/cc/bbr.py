@@ -9,8 +9,15 @@ lossy path keeps its rate (a loss-based controller halves on every loss).
 States: Startup (gain 2/ln 2 until the bandwidth stops growing by 25 % for
 three rounds), Drain (inverse gain until the queue Startup built is gone),
 ProbeBW (an eight-phase gain cycle 1.25, 0.75, then 1 x 6, each about one
-min RTT long), ProbeRTT (cwnd of four segments for 200 ms when the min RTT
-is ten seconds old, so the queue drains and the min RTT is measured again).
+min RTT long), ProbeRTT (cwnd of half a BDP for 200 ms when the min RTT
+is ten seconds old and no sample came within 1/32 of it, so the queue
+drains and the min RTT is measured again).
+
+One BBRv2-style addition: a loss *with a queue* (the buffer overflowed)
+sets inflight_hi = max(0.7 x in flight, 1.25 BDP) as a bound on cwnd,
+raised by one segment per round while it limits - so beside a loss-based
+flow on a shallow queue BBR backs off as that flow does, instead of
+keeping the queue full at 2 BDP.
 """
 
 from __future__ import annotations
