@@ -17,6 +17,8 @@ from gannet.core.cc.bbr import (
     PROBE_RTT,
     PROBE_RTT_TIME,
     QUANTUM_SEGMENTS,
+    INF,
+    LOSS_BETA,
     STARTUP,
     Bbr,
 )
@@ -370,9 +372,12 @@ def test_bbr_probe_rtt_after_ten_seconds_without_a_lower_rtt():
         if b.state == PROBE_RTT:
             break
     assert b.state == PROBE_RTT
-    assert b.cwnd == 4 * MSS
+    # Half a BDP (10 Mbit/s x the expired estimate's replacement, 50 ms),
+    # not four segments.
+    assert b.min_rtt == pytest.approx(0.05)
+    assert b.cwnd == int(0.5 * 10 * MBPS * 0.05)
     assert b.pacing_rate == pytest.approx(b.btl_bw)
-    # Once in flight is down to 4 segments it holds for 200 ms and a round...
+    # Once in flight is down to half a BDP it holds for 200 ms and a round...
     t += 0.01
     bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=4 * MSS)
     start = t
@@ -410,6 +415,7 @@ def test_bbr_ignores_isolated_loss():
     assert b.btl_bw == rate and b.state == PROBE_BW
     b.on_recovery_end(now + 0.05)
     assert b.cwnd == cwnd
+    assert b.inflight_hi == INF  # random loss teaches no bound
 
 
 def test_bbr_loss_with_a_queue_ends_startup_and_bounds_cwnd():
@@ -533,3 +539,70 @@ def test_bbr_probe_rtt_restores_its_window_after_a_loss_episode_inside_it():
     bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=MSS, in_flight=MSS)
     assert b.state == PROBE_BW
     assert b.cwnd >= big_cwnd
+
+
+def test_bbr_rtt_samples_near_the_minimum_confirm_it_without_probe_rtt():
+    b, now = bbr_in_probe_bw()
+    t = now
+    # 12 s of samples 2 % above the minimum (pacing bursts, one segment's
+    # serialization): the queue is empty enough, no ProbeRTT.
+    while t < MIN_RTT_WINDOW + 2.0:
+        t += 0.05
+        bbr_round(b, t, 10 * MBPS, rtt=0.0408, in_flight=50 * MSS)
+        assert b.state != PROBE_RTT, f"ProbeRTT at t={t:.2f}"
+    assert b.min_rtt == pytest.approx(0.04)
+    # 5 % above it is a queue: after 10 s the estimate expires as before.
+    start = t
+    while b.state != PROBE_RTT and t < start + MIN_RTT_WINDOW + 1.0:
+        t += 0.05
+        bbr_round(b, t, 10 * MBPS, rtt=0.042, in_flight=50 * MSS)
+    assert b.state == PROBE_RTT
+    assert t - start >= MIN_RTT_WINDOW - 0.1
+
+
+def queued_round(b, t, in_flight, rtts=(0.060, 0.061, 0.062, 0.063)):
+    """One round of ACKs whose RTTs all show a queue (~20 ms at 40 ms)."""
+    for k, rtt in enumerate(rtts):
+        b.on_delivery_rate(t, 10 * MBPS, 0.04, False)
+        b.on_ack(t + k * 0.001, 10 * MSS, in_flight, rtt)
+
+
+def test_bbr_loss_with_a_queue_bounds_inflight_which_grows_back_a_segment_a_round():
+    b, now = bbr_in_probe_bw()  # 10 Mbit/s x 40 ms: BDP 50 segments
+    assert b.bdp == pytest.approx(50 * MSS)
+    t = now
+    for _ in range(3):
+        t += 0.06
+        queued_round(b, t, 100 * MSS)
+    assert b.queue_evident()
+    b.on_congestion_event(t, 100 * MSS)
+    # The buffer overflowed at about 100 segments in flight: stay below 70.
+    assert b.inflight_hi == pytest.approx(LOSS_BETA * 100 * MSS)
+    b.on_recovery_end(t + 0.06)
+    assert b.cwnd <= 70 * MSS < b.target_cwnd()
+    # While the bound is what limits the flow, it rises one segment a round.
+    hi = b.inflight_hi
+    for k in range(1, 11):
+        t += 0.045
+        # A whole window acknowledged, a whole window still out: a round.
+        bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=b.cwnd, in_flight=2 * b.cwnd)
+        assert b.inflight_hi == pytest.approx(hi + k * MSS)
+        assert b.cwnd <= b.inflight_hi
+    # Not limited by it (little in flight): no growth.
+    hi = b.inflight_hi
+    for _ in range(5):
+        t += 0.045
+        bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=20 * MSS, in_flight=40 * MSS)
+    assert b.inflight_hi == hi
+
+
+def test_bbr_inflight_hi_is_never_below_a_bdp_and_a_quarter():
+    b, now = bbr_in_probe_bw()
+    t = now
+    for _ in range(3):
+        t += 0.06
+        queued_round(b, t, 55 * MSS)
+    b.on_congestion_event(t, 55 * MSS)
+    # 0.7 x 55 segments would be below the pipe itself (50): a loss there is
+    # no overflow of this flow's making, and delay jitter needs headroom.
+    assert b.inflight_hi == pytest.approx(1.25 * b.bdp)

@@ -140,11 +140,12 @@ def test_bbr_keeps_its_rate_on_a_long_lossy_path():
         assert goodput_share(r) >= 0.65, f"seed={seed}: {goodput_share(r):.0%} of 10 Mbit/s at 100 ms, 2% loss"
 
 
-def two_flows(cc, seconds, seed=1, stagger=0.0, loss=0.0, warmup=2.0):
+def two_flows(cc, seconds, seed=1, stagger=0.0, loss=0.0, warmup=2.0, cc2=None):
     """Two bulk connections from one endpoint to another through one
-    bottleneck (10 Mbit/s, 40 ms, 1-BDP queue); the second starts `stagger`
-    seconds after the first. Returns each flow's goodput in bit/s over
-    `seconds` after both have run for `warmup` seconds."""
+    bottleneck (10 Mbit/s, 40 ms, 1-BDP queue); the second (controller
+    `cc2`, default `cc`) starts `stagger` seconds after the first. Returns
+    each flow's goodput in bit/s over `seconds` after both have run for
+    `warmup` seconds, first flow first."""
     from gannet.core.endpoint import Endpoint
     from gannet.core.events import ConnectionAvailable, ConnectionEstablished, DataReceived, SendSpaceAvailable
     from gannet.sim.network import Simulator
@@ -190,7 +191,7 @@ def two_flows(cc, seconds, seed=1, stagger=0.0, loss=0.0, warmup=2.0):
     server.listen()
     client.connect(b, sim.now)
     sim.run(until=stagger)
-    client.connect(b, sim.now)
+    client.connect(b, sim.now, Config(congestion_control=cc2 or cc))
     sim.run(until=stagger + warmup)
     before = dict(received)
     sim.run(until=stagger + warmup + seconds)
@@ -256,3 +257,23 @@ def test_pacer_wakes_once_per_burst_not_per_segment(monkeypatch):
     assert r.ok
     assert r.goodput * 8 > 1.5e9  # pacing still lets the path fill
     assert calls[0] * 10 < r.client_stats["segments_sent"]
+
+
+@pytest.mark.sim
+def test_bbr_beside_cubic_takes_at_most_twice_its_share():
+    # CUBIC (standing in for kernel TCP CUBIC) starts 1 s after BBR, as
+    # close as bench/lossy.py starts its pairs. BBR's probes used to
+    # overflow the 1-BDP queue every few rounds while its window stayed at
+    # 2 BDP; CUBIC backed off on each loss and kept 1.54 of 10 Mbit/s (BBR
+    # 8.11). With inflight_hi from losses with a queue, measured 6.05 / 3.67.
+    # (CUBIC 3 s late, after BBR had the link alone: 6.98 / 2.71 over 15 s,
+    # 6.69 / 2.99 after 10 s more - converging, but slowly.)
+    # Gannet's CUBIC is only a proxy for the kernel's: its fast retransmit
+    # (now sent at the first chance, RFC 6675) shifted this to 6.73 / 2.96,
+    # while on netlab beside kernel CUBIC the same BBR takes less than its
+    # share (11.1 / 37.0 Mbit/s, bench/results-lossy.md). The bound here
+    # keeps the old behaviour (8.11 / 1.54) out, with room for the proxy.
+    seed = 1
+    bbr, cubic = two_flows("bbr", 15.0, seed=seed, stagger=1.0, warmup=3.0, cc2="cubic")
+    assert bbr <= 2.5 * cubic, f"seed={seed}: bbr {bbr / 1e6:.2f} vs cubic {cubic / 1e6:.2f} Mbit/s"
+    assert bbr + cubic >= 0.9 * BW, f"seed={seed}: {(bbr + cubic) / BW:.0%} of the link together"

@@ -9,8 +9,15 @@ lossy path keeps its rate (a loss-based controller halves on every loss).
 States: Startup (gain 2/ln 2 until the bandwidth stops growing by 25 % for
 three rounds), Drain (inverse gain until the queue Startup built is gone),
 ProbeBW (an eight-phase gain cycle 1.25, 0.75, then 1 x 6, each about one
-min RTT long), ProbeRTT (cwnd of four segments for 200 ms when the min RTT
-is ten seconds old, so the queue drains and the min RTT is measured again).
+min RTT long), ProbeRTT (cwnd of half a BDP for 200 ms when the min RTT
+is ten seconds old and no sample came within 1/32 of it, so the queue
+drains and the min RTT is measured again).
+
+One BBRv2-style addition: a loss *with a queue* (the buffer overflowed)
+sets inflight_hi = max(0.7 x in flight, 1.25 BDP) as a bound on cwnd,
+raised by one segment per round while it limits - so beside a loss-based
+flow on a shallow queue BBR backs off as that flow does, instead of
+keeping the queue full at 2 BDP.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ FULL_BW_ROUNDS = 3
 MIN_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # cwnd headroom for delayed and aggregated ACKs
 QUEUE_RTT_FACTOR = 1.25
+PROBE_RTT_CWND_GAIN = 0.5  # ProbeRTT keeps half a BDP in flight, not four segments
+MIN_RTT_CONFIRM = 1 / 32  # a sample this close to the min RTT confirms it (no ProbeRTT needed)
+LOSS_BETA = 0.7  # inflight_hi after a loss with a queue: this share of what was in flight
+INFLIGHT_HI_FLOOR = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
 ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
@@ -75,6 +86,12 @@ class Bbr(CongestionControl):
         self._recovery_capped = False  # this episode's loss came with a queue
         self._rto_restore_at = 0  # delivered count that ends timeout recovery (0: none)
         self._loss_in_phase = False
+        # Upper bound on what is in flight, learned from losses with a queue
+        # (the buffer overflowed at about what was in flight then); INF until
+        # the first such loss. It grows back additively, as a loss-based
+        # flow's window does, so beside one BBR yields about as much as it
+        # takes instead of keeping the queue full at 2 BDP.
+        self.inflight_hi = INF
         self._round_start = False
         # RTT samples of this round and the last: a queue shows in all of a
         # round's samples, a delay spike in one.
@@ -118,6 +135,11 @@ class Bbr(CongestionControl):
         expired = self.min_rtt is not None and now > self.min_rtt_stamp + MIN_RTT_WINDOW
         if self.min_rtt is None or rtt <= self.min_rtt or expired:
             self.min_rtt = rtt
+            self.min_rtt_stamp = now
+        elif rtt <= self.min_rtt * (1 + MIN_RTT_CONFIRM):
+            # The queue is (nearly) empty right now: the estimate still holds,
+            # and draining the pipe in ProbeRTT to measure it again would only
+            # cost throughput.
             self.min_rtt_stamp = now
         return expired
 
@@ -175,6 +197,11 @@ class Bbr(CongestionControl):
             self._prior_cwnd = 0
 
     def _on_round_start(self) -> None:
+        if self.inflight_hi != INF and not self._recovery_capped and self.state == PROBE_BW:
+            # Additive increase, one segment a round while the bound is what
+            # limits the flow.
+            if self._inflight + QUANTUM_SEGMENTS * self.mss >= self.inflight_hi:
+                self.inflight_hi += self.mss
         # Only the round just ended counts as evidence, and only if it had
         # enough samples (in long recovery episodes Karn leaves few).
         self._last_round_rtt_min = self._round_rtt_min if self._round_rtt_count >= ROUND_RTT_SAMPLES else INF
@@ -246,8 +273,14 @@ class Bbr(CongestionControl):
         self._probe_rtt_cwnd = max(self._probe_rtt_cwnd, self.cwnd, self._prior_cwnd)
         self._probe_rtt_done = None
 
+    def probe_rtt_cwnd(self) -> int:
+        """ProbeRTT's window: half a BDP (as BBRv2 does) - the queue drains
+        all the same, the link stays half used, and a datagram larger than
+        four segments (a PMTU probe) cannot hold the window shut."""
+        return max(MIN_CWND_SEGMENTS * self.mss, int(PROBE_RTT_CWND_GAIN * self.bdp))
+
     def _probe_rtt(self, now: float) -> None:
-        floor = MIN_CWND_SEGMENTS * self.mss
+        floor = self.probe_rtt_cwnd()
         self.cwnd = min(self.cwnd, floor)
         if self._probe_rtt_done is None:
             if self._inflight <= floor:
@@ -290,14 +323,18 @@ class Bbr(CongestionControl):
 
     def _update_cwnd(self, acked: int) -> None:
         if self.state == PROBE_RTT:
-            self.cwnd = min(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+            self.cwnd = min(self.cwnd, self.probe_rtt_cwnd())
             return
         if self._recovery_capped:
             self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
         target = self.target_cwnd()
+        if target > self.inflight_hi:
+            target = max(int(self.inflight_hi), MIN_CWND_SEGMENTS * self.mss)
         if self.filled_pipe:
             self.cwnd = min(self.cwnd + acked, target)
+            if self.cwnd > target:
+                self.cwnd = target  # inflight_hi came down
         elif self.cwnd < target or not self.bdp:
             self.cwnd += acked
         self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
@@ -330,6 +367,16 @@ class Bbr(CongestionControl):
                 self.filled_pipe = True
                 self._update_state(now)
             self._prior_cwnd = max(self._prior_cwnd, self.cwnd)
+            # The buffer overflowed at about what was in flight: from now on
+            # stay below it (multiplicative decrease, as a loss-based flow
+            # sharing the queue does).
+            # Not below 1.25 BDP: a loss near what the pipe alone holds is
+            # no overflow of ours (the RTT evidence can be thin in a recovery
+            # episode, or delay jitter), and a jittery path needs in flight
+            # above one BDP to stay full; beside another flow the BDP
+            # estimate is this flow's own rate, which falls as the other
+            # takes its share.
+            self.inflight_hi = max(MIN_CWND_SEGMENTS * self.mss, LOSS_BETA * max(self._inflight, in_flight), INFLIGHT_HI_FLOOR * self.bdp)
             cwnd = min(self.cwnd, in_flight + self.mss, self.target_cwnd(1.0))
             self.cwnd = max(MIN_CWND_SEGMENTS * self.mss, cwnd)
         self._update_pacing()
@@ -338,7 +385,7 @@ class Bbr(CongestionControl):
         self._in_recovery = False
         self._recovery_capped = False
         if self.state != PROBE_RTT:
-            self.cwnd = max(self.cwnd, min(self._prior_cwnd, self.target_cwnd()))
+            self.cwnd = max(self.cwnd, int(min(self._prior_cwnd, self.target_cwnd(), self.inflight_hi)))
         self._prior_cwnd = 0
         self._update_pacing()
 
