@@ -1022,12 +1022,17 @@ class Connection:
             if probe_payload and avail >= probe_payload:
                 # A data-carrying PMTU probe: one datagram of the next size.
                 if nxt + probe_payload <= wnd_edge and pipe + probe_payload <= max(cwnd, 2 * probe_payload):
-                    if budget >= probe_payload:
-                        budget -= probe_payload
-                        self._pmtu_probe = (nxt, nxt + probe_payload, self._pmtu_ladder[0])
-                        self._send_new(nxt, probe_payload, data_end, now, pipe, out)
-                        pipe += probe_payload
-                        sent_any = True
+                    if budget < probe_payload:
+                        # Wait for the tokens (the bucket holds a probe, see
+                        # _pacing_burst): sending smaller data first would
+                        # spend them, and a paced flow would never probe.
+                        self._pace_wait(now, probe_payload - budget)
+                        break
+                    budget -= probe_payload
+                    self._pmtu_probe = (nxt, nxt + probe_payload, self._pmtu_ladder[0])
+                    self._send_new(nxt, probe_payload, data_end, now, pipe, out)
+                    pipe += probe_payload
+                    sent_any = True
                 probe_payload = 0
                 continue
             if runs and avail > mss:
@@ -1173,8 +1178,9 @@ class Connection:
 
     def _pacing_burst(self) -> float:
         # A burst of a couple of milliseconds: each output call costs real CPU
-        # in Python, so pacing finer than that would only burn it.
-        return max(10 * self.mss, self.cc.pacing_rate * 0.002)
+        # in Python, so pacing finer than that would only burn it. At least a
+        # PMTU probe, which must leave in one piece.
+        return max(10 * self.mss, self.cc.pacing_rate * 0.002, self._pmtu_probe_payload())
 
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self.cc.pacing_rate or 1.0
