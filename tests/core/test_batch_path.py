@@ -44,6 +44,14 @@ def test_train_is_the_run_encoded_segment_by_segment():
     assert len(segs[-1].payload) == 123
 
 
+@pytest.mark.parametrize("length", [1000, 3 * 1000 + 5, 7 * 1000, 20 * 1000 + 1, 64 * 1000],
+                         ids=["one", "few-and-tail", "loop-max", "vector-and-tail", "vector-64"])
+def test_both_encoders_write_what_encode_writes(length):
+    run = a_run(length=length)
+    train = encode_run(5, 6, run)
+    assert train.datagrams() == [encode(5, 6, seg) for seg in run.segments()]
+
+
 def test_train_checksums_are_each_datagrams_own():
     train = encode_run(5, 6, a_run(length=8 * 1000))  # no short tail
     for d in train.datagrams():
