@@ -12,9 +12,19 @@ Public API:
 
 __version__ = "0.1.0"
 
-from .config import Config
-from .io.aio import Server, StreamWriter, open_connection, start_server
-from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket
+import os
+
+# numpy (wire.batch) loads OpenBLAS, which starts a pool of worker threads
+# that spin on the other cores; Gannet does no linear algebra, and on a
+# 2-core machine those threads took CPU from the peer process (loopback bulk
+# 270-630 MB/s with them, 610-710 MB/s without). Set before any submodule
+# imports numpy; a user's own setting wins, and a numpy imported before Gannet
+# keeps the pool it made.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from .config import Config  # noqa: E402 - after the setting above
+from .io.aio import Server, StreamWriter, open_connection, start_server  # noqa: E402
+from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket  # noqa: E402
 
 __all__ = [
     "Config", "SHUT_RD", "SHUT_RDWR", "SHUT_WR", "Server", "Socket", "StreamWriter",

@@ -21,17 +21,9 @@ with numpy doing the per-row work in C:
 
 from __future__ import annotations
 
-import os
 import struct
 
-# numpy loads OpenBLAS, which starts a pool of worker threads that spin on the
-# other cores; Gannet does no linear algebra, and on a 2-core machine those
-# threads took CPU from the peer process (loopback bulk 270-630 MB/s with
-# them, 610-710 MB/s without). A user's own setting wins; a numpy imported
-# before Gannet keeps the pool it made.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402 - after the setting above
+import numpy as np  # (gannet/__init__.py keeps its OpenBLAS to one thread)
 from crc32c import crc32c
 
 from .datagram import (
