@@ -15,9 +15,10 @@ drains and the min RTT is measured again).
 
 One BBRv2-style addition: a loss *with a queue* (the buffer overflowed)
 sets inflight_hi = max(0.7 x in flight, 1.25 BDP) as a bound on cwnd,
-raised by one segment per round while it limits - so beside a loss-based
-flow on a shallow queue BBR backs off as that flow does, instead of
-keeping the queue full at 2 BDP.
+raised by 1, 2, 4 ... (at most 16) segments in successive probes it
+holds back, with cwnd at most 0.85 of it outside probes - so beside a
+loss-based flow on a shallow queue BBR backs off as that flow does,
+instead of keeping the queue full at 2 BDP, and grows back about as fast.
 """
 
 from __future__ import annotations
@@ -353,7 +354,7 @@ class Bbr(CongestionControl):
         """inflight_hi while probing up; below it, headroom for other flows."""
         if self.pacing_gain > 1 or self.inflight_hi == INF:
             return self.inflight_hi
-        return max(HEADROOM * self.inflight_hi, self.inflight_hi - HEADROOM_MAX * self.mss) if False else HEADROOM * self.inflight_hi
+        return HEADROOM * self.inflight_hi
 
     def queue_evident(self) -> bool:
         """RTT says a queue has built: the minimum RTT of this round (of the
