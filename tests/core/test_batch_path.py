@@ -44,6 +44,14 @@ def test_train_is_the_run_encoded_segment_by_segment():
     assert len(segs[-1].payload) == 123
 
 
+@pytest.mark.parametrize("length", [1000, 3 * 1000 + 5, 7 * 1000, 20 * 1000 + 1, 64 * 1000],
+                         ids=["one", "few-and-tail", "loop-max", "vector-and-tail", "vector-64"])
+def test_both_encoders_write_what_encode_writes(length):
+    run = a_run(length=length)
+    train = encode_run(5, 6, run)
+    assert train.datagrams() == [encode(5, 6, seg) for seg in run.segments()]
+
+
 def test_train_checksums_are_each_datagrams_own():
     train = encode_run(5, 6, a_run(length=8 * 1000))  # no short tail
     for d in train.datagrams():
@@ -255,3 +263,35 @@ def test_fixed_window_without_autotuning():
     ca.cc.cwnd = 50_000_000  # even a huge window does not grow a fixed send buffer
     assert ca._send_buffer_limit() == Config().send_buffer_size
     assert ca.send(data(5_000_000, 1)) == Config().send_buffer_size
+
+
+# ------------------------------------------------------------------ hostile batches
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=st.integers(1, 20), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=6),
+       refix_crc=st.booleans())
+def test_scan_of_a_damaged_batch_agrees_with_decode(count, flips, refix_crc):
+    """Any damage to a GRO batch (header fields, payload, checksums; with the
+    CRCs recomputed, so the header checks must catch it) gives runs whose
+    data is exactly what decode accepts, datagram by datagram."""
+    train = bytearray(encode_run(5, 6, a_run(length=count * 1000)))
+    size = 36 + 1000 + 4
+    for pos, mask in flips:
+        train[pos % len(train)] ^= mask
+    if refix_crc:
+        for off in range(0, len(train), size):
+            body = train[off:off + size - 4]
+            train[off + size - 4:off + size] = crc32c(bytes(body)).to_bytes(4, "little")
+    for dst, src, seq, ack, wnd, ts0, ts1, joined, raw in scan(bytes(train), size):
+        if joined is None:
+            assert len(raw) <= size
+            continue
+        segs = [decode(d) for d in rows(raw, size)]  # a run's datagrams all decode
+        assert {(d, s) for d, s, _ in segs} == {(dst, src)}
+        assert b"".join(seg.payload for _, _, seg in segs) == joined
+        assert all(seg.ack == ack and seg.wnd == wnd for _, _, seg in segs)
+        assert segs[0][2].seq == seq and segs[0][2].tsval == ts0 and segs[-1][2].tsval == ts1
+

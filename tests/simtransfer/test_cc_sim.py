@@ -303,4 +303,6 @@ def test_a_paced_flow_finishes_its_path_mtu_search_early(monkeypatch):
                      config=Config(congestion_control="bbr"))
     assert r.ok and r.client_stats["timeouts"] == 0
     assert len(failed) == 3  # MAX_PROBES at the first size, then the search stops
-    assert max(failed) < 0.35, failed  # measured 0.26 s (0.62 s before)
+    # Measured 0.26 s (0.62 s before the pacer held tokens for a probe);
+    # 0.355 s with rate samples from SACK-only ACKs (Startup's pacing differs).
+    assert max(failed) < 0.4, failed

@@ -29,7 +29,7 @@ from itertools import count
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
 from ..wire.datagram import DATA_OVERHEAD, WireError, decode, encode
-from ..wire.segment import ACK, SYN, Segment, SegmentRun, reset_for
+from ..wire.segment import ACK, PSH, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
@@ -130,7 +130,11 @@ class Endpoint:
         """
         one = self._receive_one
         if seg <= 0 or seg >= len(buf):
-            seg = len(buf)
+            # One datagram: parse it once (a scan first would only find a
+            # run of one, which decode then parses again when it declines).
+            self.stats.datagrams_received += 1
+            one(buf, addr, now, True)
+            return
         for dst, src, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg):
             size = len(raw)
             count = -(-size // seg)
@@ -160,7 +164,10 @@ class Endpoint:
         self.stats.datagrams_received += 1
         self._receive_one(data, addr, now)
 
-    def _receive_one(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
+    def _receive_one(self, data: bytes | bytearray | memoryview, addr: object, now: float,
+                     fast: bool = False) -> None:
+        """Decode one datagram and hand it to its connection; `fast` lets an
+        in-order data segment take the connection's run path as a run of one."""
         try:
             dst, src, seg = decode(data)
         except WireError:
@@ -189,6 +196,11 @@ class Endpoint:
             conn.on_segment(seg, now)
             if conn.stats.dropped_segments == dropped and conn.state in SYNCHRONIZED:
                 conn.remote_addr = addr
+            return
+        payload = seg.payload
+        if (fast and payload and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
+                and conn.on_data_run(seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsval, payload, 1,
+                                     len(payload), now)):
             return
         conn.on_segment(seg, now)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
-@dataclass
+@dataclass(slots=True)  # no per-connection instance dict
 class ConnectionStats:
     bytes_sent: int = 0
     """Payload bytes put on the wire, retransmissions included."""

@@ -771,7 +771,9 @@ class AioEndpoint:
 
     @property
     def _safe(self) -> int:
-        return SAFE_DATAGRAM.get(self.sock.family, 1452)
+        # self.family, not self.sock.family: the socket's is a Python
+        # property that builds an enum on every read (once per datagram sent).
+        return SAFE_DATAGRAM.get(self.family, 1452)
 
     def _set_df(self, on: bool) -> None:
         if self._df_supported:

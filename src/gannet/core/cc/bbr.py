@@ -44,6 +44,11 @@ FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 MIN_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # cwnd headroom for delayed and aggregated ACKs
+# ACK aggregation (the idea of Linux BBR's extra_acked): data ACKed beyond what
+# the bandwidth explains, the max over two windows of this many rounds, is
+# added to cwnd, capped at this many seconds of bandwidth.
+ACK_AGG_WINDOW_ROUNDS = 5
+ACK_AGG_MAX_TIME = 0.1
 QUEUE_RTT_FACTOR = 1.25
 PROBE_RTT_CWND_GAIN = 0.5  # ProbeRTT keeps half a BDP in flight, not four segments
 MIN_RTT_CONFIRM = 1 / 32  # a sample this close to the min RTT confirms it (no ProbeRTT needed)
@@ -68,6 +73,11 @@ class Bbr(CongestionControl):
         self._initial_cwnd = initial_window * mss
         self.btl_bw = 0.0  # bytes/s
         self._bw_samples: deque[tuple[int, float]] = deque()  # (round, max rate that round)
+        self._extra_acked = [0, 0]  # two windows of the ACK aggregation max filter
+        self._extra_idx = 0
+        self._extra_round = 0  # round the current window started
+        self._epoch_start: float | None = None  # the ACK aggregation epoch
+        self._epoch_acked = 0
         self.min_rtt: float | None = None
         self.latest_rtt: float | None = None
         self.min_rtt_stamp = 0.0
@@ -195,6 +205,7 @@ class Bbr(CongestionControl):
         if not self._cruising(now):
             self._update_state(now)
             self._update_pacing()
+        self._update_ack_aggregation(now, acked)
         self._update_cwnd(acked)
         if self._rto_restore_at and self.rounds.delivered >= self._rto_restore_at:
             # Everything outstanding at the timeout is accounted for: back to
@@ -331,6 +342,40 @@ class Bbr(CongestionControl):
         if self.filled_pipe or self._recovery_capped or self.pacing_rate is None or rate > self.pacing_rate:
             self.pacing_rate = rate
 
+    def _update_ack_aggregation(self, now: float, acked: int) -> None:
+        """How much more the ACKs deliver at once than the bandwidth explains.
+
+        When ACKs come in bursts (a receiver that handles a batch of datagrams
+        and acknowledges them together; on loopback, host scheduling does the
+        same), a cwnd of two BDPs runs dry between the bursts: the flow is
+        then cwnd-limited below the bottleneck, and the bandwidth samples it
+        takes shrink the model further. An epoch starts whenever the ACKs fall
+        behind the bandwidth; what they deliver beyond it is the excess."""
+        bw = self.btl_bw
+        if not bw or acked <= 0:
+            return
+        rnd = self.rounds.round
+        if rnd - self._extra_round >= ACK_AGG_WINDOW_ROUNDS:
+            self._extra_round = rnd
+            self._extra_idx ^= 1
+            self._extra_acked[self._extra_idx] = 0
+        start = self._epoch_start
+        expected = 0.0 if start is None else bw * (now - start)
+        if start is None or self._epoch_acked <= expected:
+            self._epoch_start = now
+            self._epoch_acked = 0
+            expected = 0.0
+        self._epoch_acked += acked
+        extra = min(self._epoch_acked - expected, self.cwnd)
+        if extra > self._extra_acked[self._extra_idx]:
+            self._extra_acked[self._extra_idx] = int(extra)
+
+    def aggregation_cwnd(self) -> int:
+        """The cwnd headroom for ACK aggregation (none before the pipe is full)."""
+        if not self.filled_pipe:
+            return 0
+        return int(min(max(self._extra_acked), self.btl_bw * ACK_AGG_MAX_TIME))
+
     def _update_cwnd(self, acked: int) -> None:
         if self.state == PROBE_RTT:
             self.cwnd = min(self.cwnd, self.probe_rtt_cwnd())
@@ -338,7 +383,7 @@ class Bbr(CongestionControl):
         if self._recovery_capped:
             self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
-        target = self.target_cwnd()
+        target = self.target_cwnd() + self.aggregation_cwnd()
         bound = self.inflight_bound()
         if target > bound:
             target = max(int(bound), MIN_CWND_SEGMENTS * self.mss)
