@@ -107,7 +107,7 @@ class Config:
     congestion_control: str = "bbr"
     """"bbr" (model-based, the default), "cubic" or "newreno". BBR is the
     default because on the simulator grid (docs/congestion.md) it keeps
-    86-96% of a clean link with a near-empty queue and 80-95% of a path
+    86-96% of a clean link with a near-empty queue and 79-95% of a path
     with 1-5% random loss, where CUBIC and NewReno keep 6-66% (1.4-13x
     less); pick "cubic" to share deep buffers politely with loss-based TCP
     flows."""
