@@ -13,7 +13,11 @@ Every byte is verified: the receiver hashes what it got (SHA-256) and sends the
 digest back; the sender compares it with the hash of what it sent.
 
 Reported per flow: goodput (payload bytes / receiver's first-to-last byte) in
-Mbit/s and as % of the link rate; on the loss-free link, the queueing delay the
+Mbit/s and as % of the link rate (the issue's measure: payload over the rate
+of IP bytes, so no flow can reach 100 %); beside it the flow's payload
+ceiling, MSS / 1500 (Gannet 1432 B = 95.5 %, kernel TCP with timestamps
+1448 B = 96.5 %: a 1500-byte packet spends 68 and 52 bytes on headers), and
+goodput as % of that ceiling, i.e. how much of the link the flow used; on the loss-free link, the queueing delay the
 flow adds (ping RTT alongside, median, minus the idle RTT; and the emulator's
 mean rate-queue wait). Fairness: two Gannet flows at once (Jain index), and a
 Gannet flow beside a kernel CUBIC flow (share ratio Gannet / CUBIC), both over
@@ -55,6 +59,7 @@ HERE = Path(__file__).resolve()
 PY = sys.executable
 BASE_PORT = 7300
 SAMPLE_EVERY = 0.1  # receiver's cumulative-bytes timeline, seconds
+LINK_MTU = 1500  # the lab's interface MTU; netlab's rate limit counts whole IP packets
 
 
 # --------------------------------------------------------------------------- peers
@@ -79,6 +84,17 @@ def _open(proto: str, cc: str):
 def _tcp_cc(s) -> str | None:
     try:
         return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+    except (OSError, AttributeError):
+        return None
+
+
+def _payload_per_packet(s, proto) -> int | None:
+    """Payload bytes a full-size packet carries: Gannet's MSS, or the kernel's
+    current send MSS (TCP_MAXSEG: 1448 with timestamps on a 1500-byte path)."""
+    try:
+        if proto == "gannet":
+            return s.connection.mss
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
     except (OSError, AttributeError):
         return None
 
@@ -129,6 +145,31 @@ def peer_server(args) -> None:
                       "max_gap": gap, "samples": samples}), flush=True)
 
 
+def _start_trace(s, path, start) -> None:
+    """Debugging aid (LOSSY_TRACE=PREFIX): the sender's controller state every
+    0.25 s, one JSON line each, to PREFIX.PORT."""
+    import threading
+
+    def loop():
+        with open(path, "w") as out:
+            while True:
+                time.sleep(0.25)
+                conn = s.connection
+                if conn is None:
+                    continue
+                cc = conn.cc
+                rec = {"t": round(time.monotonic() - start, 3), "cwnd": cc.cwnd, "mss": conn.mss,
+                       "retransmits": conn.stats.retransmits, "timeouts": conn.stats.timeouts,
+                       "srtt": getattr(conn.rtt, "srtt", None)}
+                for k in ("state", "btl_bw", "min_rtt", "inflight_hi", "pacing_rate", "pacing_gain"):
+                    v = getattr(cc, k, None)
+                    rec[k] = v if v != float("inf") else -1
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def peer_client(args) -> None:
     s = _open(args.proto, args.cc)
     s.connect((args.host, args.port))
@@ -138,6 +179,8 @@ def peer_client(args) -> None:
     start = time.monotonic()
     deadline = start + args.seconds
     print("connected", start, flush=True)
+    if args.proto == "gannet" and os.environ.get("LOSSY_TRACE"):
+        _start_trace(s, f"{os.environ['LOSSY_TRACE']}.{args.port}", start)
     while time.monotonic() < deadline:
         piece = block[off:off + chunk]
         off = (off + len(piece)) % len(block)
@@ -154,6 +197,7 @@ def peer_client(args) -> None:
         echo += data
     result = {"sent": sent, "sha256": h.hexdigest(), "echo": echo.decode(errors="replace"),
               "start": start, "stop": stop, "cc": _tcp_cc(s) if args.proto == "tcp" else args.cc,
+              "mss": _payload_per_packet(s, args.proto),
               "stats": _stats(s)}
     s.close()
     print(json.dumps(result), flush=True)
@@ -403,11 +447,11 @@ def single_rows(results) -> list[list[str]]:
                 emu = f"{r['run']['link_stats']['queue_delay']['mean'] * 1e3:.1f}"
             if sat:
                 seen = (f" (measured {fmt_mbit(f['goodput'])} Mbit/s)" if f.get("goodput") else "")
-                rows.append([spec["name"], f["flow"], "refused", "-", "-", qd, emu, rtx,
+                rows.append([spec["name"], f["flow"], "refused", "-", "-", "-", "-", qd, emu, rtx,
                              "emulator was the limit: " + "; ".join(sat) + seen])
                 continue
             if f["status"] != "ok":
-                rows.append([spec["name"], f["flow"], "-", "-", "-", qd, emu, rtx, f["status"]])
+                rows.append([spec["name"], f["flow"], "-", "-", "-", "-", "-", qd, emu, rtx, f["status"]])
                 continue
             g = f["goodput"]
             srv = f["server"]
@@ -418,7 +462,15 @@ def single_rows(results) -> list[list[str]]:
                 note += (", " if note else "") + f"{late:.1%} of deliveries >2 ms late"
             if srv.get("max_gap", 0) > 1.0:
                 note += (", " if note else "") + f"longest stall {srv['max_gap']:.1f} s"
-            rows.append([spec["name"], f["flow"], fmt_mbit(g), f"{g / spec['rate']:.1%}",
+            mss = f["client"].get("mss")
+            if mss:
+                # the most payload the link can carry at this packet size
+                ceiling = spec["rate"] * mss / LINK_MTU
+                ceil = f"{mss / LINK_MTU:.1%} ({mss} B)"
+                wire = f"{g / ceiling:.1%}"
+            else:
+                ceil = wire = "-"
+            rows.append([spec["name"], f["flow"], fmt_mbit(g), f"{g / spec['rate']:.1%}", ceil, wire,
                          f"{srv['bytes'] / 1e6:.1f} MB ok", qd, emu, rtx, note])
     return rows
 
@@ -467,7 +519,8 @@ def md_table(header, rows) -> str:
     return "\n".join(out)
 
 
-SINGLE_HEADER = ["Link", "Flow", "Goodput Mbit/s", "% of link", "Verified",
+SINGLE_HEADER = ["Link", "Flow", "Goodput Mbit/s", "% of link (payload / link rate)",
+                 "Payload ceiling (MSS / 1500)", "% of ceiling (link use)", "Verified",
                  "Queueing delay (ping) ms", "Emulator queue wait ms",
                  "Gannet retransmits / RTOs", "Note"]
 FAIR_HEADER = ["Link", "Flows", "Goodput Mbit/s (each)", "Fairness", "Queueing delay (ping) ms", "Note"]
@@ -547,6 +600,8 @@ def main(argv=None) -> int:
     p.add_argument("--fairness-cc", default=None,
                    help="Gannet controllers for the fairness runs, comma-separated or 'all' "
                         "(default: the default controller, bbr, and newreno)")
+    p.add_argument("--pairs", default="jain,share",
+                   help="fairness runs: jain (two Gannet flows), share (Gannet beside kernel CUBIC)")
     p.add_argument("--retries", type=int, default=1,
                    help="re-runs when the emulator was the limit (default 1)")
     p.add_argument("--late-fraction", type=float, default=0.05,
@@ -562,7 +617,7 @@ def main(argv=None) -> int:
         return 2
     seconds = 8.0 if args.quick else args.seconds
     specs = [s for s in LINKS if s.name in args.links.split(",")]
-    gcc = args.gannet_cc.split(",") if args.gannet_cc else gannet_controllers()
+    gcc = [c for c in args.gannet_cc.split(",") if c] if args.gannet_cc is not None else gannet_controllers()
     if args.fairness_cc is None:
         fcc = [c for c in (default_controller(), "newreno") if c in gannet_controllers()]
         fcc = list(dict.fromkeys(fcc))
@@ -597,8 +652,8 @@ def main(argv=None) -> int:
                   + (f" [saturated: {res['saturated']}]" if res["saturated"] else ""), flush=True)
         if args.no_fairness:
             continue
-        pairs = [("jain", [Flow("gannet", c), Flow("gannet", c)]) for c in fcc]
-        if "cubic" not in missing:
+        pairs = [("jain", [Flow("gannet", c), Flow("gannet", c)]) for c in fcc] if "jain" in args.pairs else []
+        if "cubic" not in missing and "share" in args.pairs:
             pairs += [("share", [Flow("gannet", c), Flow("tcp", "cubic")]) for c in fcc]
         for kind, pair in pairs:
             seed += 10

@@ -19,6 +19,8 @@ from gannet.core.cc.bbr import (
     QUANTUM_SEGMENTS,
     INF,
     LOSS_BETA,
+    HEADROOM,
+    HI_STEP_MAX,
     STARTUP,
     Bbr,
 )
@@ -570,7 +572,7 @@ def queued_round(b, t, in_flight, rtts=(0.060, 0.061, 0.062, 0.063)):
         b.on_ack(t + k * 0.001, 10 * MSS, in_flight, rtt)
 
 
-def test_bbr_loss_with_a_queue_bounds_inflight_which_grows_back_a_segment_a_round():
+def test_bbr_loss_with_a_queue_bounds_inflight_which_grows_back_exponentially():
     b, now = bbr_in_probe_bw()  # 10 Mbit/s x 40 ms: BDP 50 segments
     assert b.bdp == pytest.approx(50 * MSS)
     t = now
@@ -583,20 +585,40 @@ def test_bbr_loss_with_a_queue_bounds_inflight_which_grows_back_a_segment_a_roun
     assert b.inflight_hi == pytest.approx(LOSS_BETA * 100 * MSS)
     b.on_recovery_end(t + 0.06)
     assert b.cwnd <= 70 * MSS < b.target_cwnd()
-    # While the bound is what limits the flow, it rises one segment a round.
+    # While the bound is what limits a probe (gain 1.25, cwnd at the bound
+    # and all of it in flight) it rises, by 1, 2, 4, ... segments in
+    # successive probes (BBRv2's probe up), at most HI_STEP_MAX a probe;
+    # outside the probes cwnd stays below 0.85 of it, room for another
+    # flow's burst.
     hi = b.inflight_hi
-    for k in range(1, 11):
-        t += 0.045
-        # A whole window acknowledged, a whole window still out: a round.
-        bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=b.cwnd, in_flight=2 * b.cwnd)
-        assert b.inflight_hi == pytest.approx(hi + k * MSS)
+    steps = []
+    for _ in range(300):
+        t += 0.01
+        # A quarter window an ACK, the window full: about five ACKs a round.
+        bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=b.cwnd // 4, in_flight=b.cwnd + b.cwnd // 4)
         assert b.cwnd <= b.inflight_hi
+        if b.pacing_gain <= 1:
+            assert b.cwnd <= HEADROOM * b.inflight_hi + MSS
+        if b.inflight_hi != hi:
+            steps.append(round((b.inflight_hi - hi) / MSS))
+            hi = b.inflight_hi
+    assert steps[:4] == [1, 2, 4, 8] and max(steps) == HI_STEP_MAX, steps
     # Not limited by it (little in flight): no growth.
-    hi = b.inflight_hi
-    for _ in range(5):
+    for _ in range(10):
         t += 0.045
         bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=20 * MSS, in_flight=40 * MSS)
     assert b.inflight_hi == hi
+    # The next loss with a queue starts the growth from one segment again.
+    for _ in range(3):
+        t += 0.06
+        queued_round(b, t, 100 * MSS)
+    b.on_congestion_event(t, 100 * MSS)
+    b.on_recovery_end(t + 0.06)
+    hi = b.inflight_hi
+    while b.inflight_hi == hi and t < 100:
+        t += 0.01
+        bbr_round(b, t, 10 * MBPS, rtt=0.04, acked=b.cwnd // 4, in_flight=b.cwnd + b.cwnd // 4)
+    assert b.inflight_hi == hi + MSS
 
 
 def test_bbr_inflight_hi_is_never_below_a_bdp_and_a_quarter():

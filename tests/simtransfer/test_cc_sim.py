@@ -219,8 +219,9 @@ def test_two_bbr_flows_share_a_bottleneck_fairly():
 def test_bbr_gets_rate_samples_during_loss_recovery(monkeypatch):
     # 2 % loss on a 40 ms path keeps the sender in recovery much of the time.
     # A retransmission used to wipe the connection's send log, so almost no
-    # rate samples arrived then; now they keep coming, and none claims more
-    # than the link can carry.
+    # rate samples arrived then; then only ACKs that moved the cumulative
+    # ACK gave one (255 samples, 42 in recovery); now SACK-only ACKs do too,
+    # and none claims more than the link can carry.
     from gannet.core.cc.bbr import Bbr
 
     samples = []
@@ -233,9 +234,9 @@ def test_bbr_gets_rate_samples_during_loss_recovery(monkeypatch):
     monkeypatch.setattr(Bbr, "on_delivery_rate", record)
     seed = 1
     run("bbr", seed, 2_000_000, *bottleneck(0.02, mtu=1500))
-    # Measured: 224 samples, 44 of them in recovery (before: 44, none).
+    # Measured: 1228 samples, 986 of them in recovery, max 0.97 of the link.
     during = [rate for rec, rate in samples if rec]
-    assert len(samples) >= 150 and len(during) >= 25, f"seed={seed}: {len(during)} of {len(samples)} in recovery"
+    assert len(samples) >= 800 and len(during) >= 500, f"seed={seed}: {len(during)} of {len(samples)} in recovery"
     assert max(rate for _, rate in samples) <= 1.1 * BW / 8, f"seed={seed}: a rate sample above the link"
 
 
@@ -272,9 +273,11 @@ def test_bbr_beside_cubic_takes_at_most_twice_its_share():
     # (now sent at the first chance, RFC 6675) shifted this to 6.73 / 2.96,
     # and PMTU probes that a paced flow now really sends (each lost on this
     # 1500-byte path) to 7.04 / 2.66, while on netlab beside kernel CUBIC the
-    # same BBR takes less than its share (11.1 / 37.0 Mbit/s,
-    # bench/results-lossy.md). The bound keeps the old behaviour (8.11 /
-    # 1.54, 5.3x) out, with room for the proxy's drift.
+    # same BBR took less than its share (11.1 / 37.0 Mbit/s). With
+    # inflight_hi growing 1, 2, 4 ... segments per probe and 15 % headroom
+    # outside probes (and SACK rate samples): 6.26 / 3.46 here, 23.8 / 24.2
+    # and 25.2 / 22.8 on netlab (bench/results-lossy.md). The bound keeps the old behaviour
+    # (8.11 / 1.54, 5.3x) out, with room for the proxy's drift.
     seed = 1
     bbr, cubic = two_flows("bbr", 15.0, seed=seed, stagger=1.0, warmup=3.0, cc2="cubic")
     assert bbr <= 3 * cubic, f"seed={seed}: bbr {bbr / 1e6:.2f} vs cubic {cubic / 1e6:.2f} Mbit/s"
@@ -300,4 +303,6 @@ def test_a_paced_flow_finishes_its_path_mtu_search_early(monkeypatch):
                      config=Config(congestion_control="bbr"))
     assert r.ok and r.client_stats["timeouts"] == 0
     assert len(failed) == 3  # MAX_PROBES at the first size, then the search stops
-    assert max(failed) < 0.35, failed  # measured 0.26 s (0.62 s before)
+    # Measured 0.26 s (0.62 s before the pacer held tokens for a probe);
+    # 0.355 s with rate samples from SACK-only ACKs (Startup's pacing differs).
+    assert max(failed) < 0.4, failed

@@ -17,6 +17,7 @@ irs), RFC 6298 (srtt, rto) and RFC 6675 (pipe, recovery point).
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 
@@ -55,6 +56,10 @@ INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
 RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
 RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
+
+
+def _record_start(record: tuple) -> int:
+    return record[0]
 
 
 class Connection:
@@ -732,6 +737,7 @@ class Connection:
         else:
             if newly_sacked:
                 self._on_delivered(newly_sacked, now)
+                self._sack_rate_sample(seg, now)
                 if not self.in_recovery or self.cc.acks_in_recovery:
                     self.cc.on_ack(now, newly_sacked, in_flight_before, None)
             # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
@@ -1539,6 +1545,29 @@ class Connection:
         # arrive bunched do not inflate it (draft-cheng-iccrg-delivery-rate-estimation).
         _, _, sent_time, delivered_then, delivered_time_then, app_limited, first_sent_then = newest
         self._first_sent_time = sent_time
+        interval = max(now - delivered_time_then, sent_time - first_sent_then)
+        if interval > 0:
+            self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)
+
+    def _sack_rate_sample(self, seg: Segment, now: float) -> None:
+        """A delivery-rate sample from the segment a SACK-only ACK reports
+        (the first SACK block's right edge: the block the arrival that
+        triggered this ACK joined, RFC 2018). While a hole holds the
+        cumulative ACK, as it does for an RTT per loss, these are the only
+        fresh samples; Linux takes one per newly SACKed segment as well."""
+        log = self._sent_log
+        if not log:
+            return
+        edge = min(unwrap(seg.sack[0][1], self.snd_una), self.snd_nxt) - 1
+        if edge < self.snd_una:
+            return  # a D-SACK or stale block
+        i = bisect_right(log, edge, key=_record_start) - 1
+        if i < 0:
+            return
+        rec = log[i]
+        if rec[1] <= edge:
+            return  # not from a logged first transmission
+        _, _, sent_time, delivered_then, delivered_time_then, app_limited, first_sent_then = rec
         interval = max(now - delivered_time_then, sent_time - first_sent_then)
         if interval > 0:
             self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)

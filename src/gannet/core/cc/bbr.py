@@ -15,9 +15,10 @@ drains and the min RTT is measured again).
 
 One BBRv2-style addition: a loss *with a queue* (the buffer overflowed)
 sets inflight_hi = max(0.7 x in flight, 1.25 BDP) as a bound on cwnd,
-raised by one segment per round while it limits - so beside a loss-based
-flow on a shallow queue BBR backs off as that flow does, instead of
-keeping the queue full at 2 BDP.
+raised by 1, 2, 4 ... (at most 16) segments in successive probes it
+holds back, with cwnd at most 0.85 of it outside probes - so beside a
+loss-based flow on a shallow queue BBR backs off as that flow does,
+instead of keeping the queue full at 2 BDP, and grows back about as fast.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ PROBE_RTT_CWND_GAIN = 0.5  # ProbeRTT keeps half a BDP in flight, not four segme
 MIN_RTT_CONFIRM = 1 / 32  # a sample this close to the min RTT confirms it (no ProbeRTT needed)
 LOSS_BETA = 0.7  # inflight_hi after a loss with a queue: this share of what was in flight
 INFLIGHT_HI_FLOOR = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
+HEADROOM = 0.85  # outside probes, cwnd stays below this share of inflight_hi
+HI_STEP_MAX = 16  # segments: inflight_hi's growth per round at most
 ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
@@ -102,6 +105,8 @@ class Bbr(CongestionControl):
         # flow's window does, so beside one BBR yields about as much as it
         # takes instead of keeping the queue full at 2 BDP.
         self.inflight_hi = INF
+        self._hi_limited = False  # this round, cwnd (at inflight_hi) held the flow back
+        self._hi_step = 1  # segments inflight_hi grows by in the next limited round
         self._round_start = False
         # RTT samples of this round and the last: a queue shows in all of a
         # round's samples, a delay spike in one.
@@ -181,6 +186,9 @@ class Bbr(CongestionControl):
         self._inflight = max(0, in_flight - acked)
         if self.rounds.on_ack(now, acked, in_flight, rtt):
             self._on_round_start()
+        # (after the round start: this ACK belongs to the new round)
+        if self.pacing_gain > 1 and in_flight + self.mss >= self.cwnd and self.cwnd + self.mss >= self.inflight_hi:
+            self._hi_limited = True
         expired = False
         if rtt is not None and rtt > 0:
             if rtt != self.latest_rtt:
@@ -208,11 +216,13 @@ class Bbr(CongestionControl):
             self._prior_cwnd = 0
 
     def _on_round_start(self) -> None:
-        if self.inflight_hi != INF and not self._recovery_capped and self.state == PROBE_BW:
-            # Additive increase, one segment a round while the bound is what
-            # limits the flow.
-            if self._inflight + QUANTUM_SEGMENTS * self.mss >= self.inflight_hi:
-                self.inflight_hi += self.mss
+        if self._hi_limited and not self._recovery_capped and self.state == PROBE_BW:
+            # The bound held the flow back this round: raise it, by twice as
+            # much as last time (1, 2, 4... segments a round, BBRv2's probe
+            # up), until a loss with a queue says the buffer is full again.
+            self.inflight_hi += self._hi_step * self.mss
+            self._hi_step = min(2 * self._hi_step, HI_STEP_MAX)
+        self._hi_limited = False
         # Only the round just ended counts as evidence, and only if it had
         # enough samples (in long recovery episodes Karn leaves few).
         self._last_round_rtt_min = self._round_rtt_min if self._round_rtt_count >= ROUND_RTT_SAMPLES else INF
@@ -374,8 +384,9 @@ class Bbr(CongestionControl):
             self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
         target = self.target_cwnd() + self.aggregation_cwnd()
-        if target > self.inflight_hi:
-            target = max(int(self.inflight_hi), MIN_CWND_SEGMENTS * self.mss)
+        bound = self.inflight_bound()
+        if target > bound:
+            target = max(int(bound), MIN_CWND_SEGMENTS * self.mss)
         if self.filled_pipe:
             self.cwnd = min(self.cwnd + acked, target)
             if self.cwnd > target:
@@ -383,6 +394,12 @@ class Bbr(CongestionControl):
         elif self.cwnd < target or not self.bdp:
             self.cwnd += acked
         self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+
+    def inflight_bound(self) -> float:
+        """inflight_hi while probing up; below it, headroom for other flows."""
+        if self.pacing_gain > 1 or self.inflight_hi == INF:
+            return self.inflight_hi
+        return HEADROOM * self.inflight_hi
 
     def queue_evident(self) -> bool:
         """RTT says a queue has built: the minimum RTT of this round (of the
@@ -421,6 +438,7 @@ class Bbr(CongestionControl):
             # above one BDP to stay full; beside another flow the BDP
             # estimate is this flow's own rate, which falls as the other
             # takes its share.
+            self._hi_step = 1
             self.inflight_hi = max(MIN_CWND_SEGMENTS * self.mss, LOSS_BETA * max(self._inflight, in_flight), INFLIGHT_HI_FLOOR * self.bdp)
             cwnd = min(self.cwnd, in_flight + self.mss, self.target_cwnd(1.0))
             self.cwnd = max(MIN_CWND_SEGMENTS * self.mss, cwnd)
