@@ -650,3 +650,18 @@ def test_bbr_ack_aggregation_adds_only_what_bursts_deliver_beyond_the_model():
         bursty.on_ack(now, 10 * MSS, bursty.cwnd, 0.04)
     assert bursty.aggregation_cwnd() >= 8 * MSS
     assert bursty.aggregation_cwnd() <= 10 * MBPS * 0.1  # capped at 100 ms of bandwidth
+
+
+@pytest.mark.parametrize("name", ["newreno", "cubic", "bbr"])
+def test_controllers_keep_no_instance_dict(name):
+    """One controller per connection: an instance dict (BBR has some forty
+    fields, past the size where CPython shares dict keys) cost 1.5 KB of
+    every idle connection. A field assigned outside __slots__ fails here."""
+    from gannet.config import Config
+    from gannet.sim import LinkConfig
+    from gannet.sim.scenario import run_transfer
+
+    r = run_transfer(1, 300_000, LinkConfig(delay=0.01, loss=0.02), config=Config(congestion_control=name))
+    assert r.ok  # every code path a lossy transfer takes ran without an AttributeError
+    c = cc.create(name, MSS, 10)
+    assert not hasattr(c, "__dict__")

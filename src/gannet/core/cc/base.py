@@ -19,12 +19,16 @@ class CongestionControl:
     out instead of sending a window at once.
     """
 
+    __slots__ = ("mss", "cwnd", "ssthresh", "pacing_rate")
+
     name = "base"
 
     def __init__(self, mss: int, initial_window: int) -> None:
         self.mss = mss
         self.cwnd = initial_window * mss
         self.ssthresh = 1 << 62  # "arbitrarily high" (RFC 5681 3.1)
+        # Bytes per second the connection should pace at, or None for no pacing.
+        self.pacing_rate: float | None = None
 
     def set_mss(self, mss: int) -> None:
         self.cwnd = self.cwnd // self.mss * mss
@@ -52,9 +56,6 @@ class CongestionControl:
     """True: `on_ack` is called during loss recovery too (after
     `on_congestion_event`, and for the ACK that ends recovery after
     `on_recovery_end`), so a model-based controller keeps learning."""
-
-    pacing_rate: float | None = None
-    """Bytes per second the connection should pace at, or None for no pacing."""
 
     def on_rto(self, now: float, in_flight: int) -> None:
         raise NotImplementedError

@@ -61,6 +61,17 @@ ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 @register
 class Bbr(CongestionControl):
+    __slots__ = (
+        "state", "pacing_gain", "cwnd_gain", "_initial_cwnd", "btl_bw", "_bw_samples",
+        "_extra_acked", "_extra_idx", "_extra_round", "_epoch_start", "_epoch_acked",
+        "min_rtt", "latest_rtt", "min_rtt_stamp", "rounds", "filled_pipe", "_full_bw",
+        "_full_bw_count", "_sample_app_limited", "_cycle_index", "_cycle_stamp",
+        "_probe_rtt_done", "_probe_rtt_round", "_prior_cwnd", "_probe_rtt_cwnd", "_inflight",
+        "_in_recovery", "_recovery_capped", "_rto_restore_at", "_loss_in_phase", "inflight_hi",
+        "_hi_limited", "_hi_step", "_round_start", "_round_rtt_min", "_round_rtt_count",
+        "_last_round_rtt_min",
+    )
+
     name = "bbr"
     acks_in_recovery = True  # the model keeps learning while holes are repaired
 

@@ -20,6 +20,11 @@ ALPHA = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (RFC 9438
 
 @register
 class Cubic(CongestionControl):
+    __slots__ = (
+        "w_max", "cwnd_prior", "k", "epoch_start", "w_est", "srtt", "hystart", "_after_rto",
+        "_in_rto_loss", "_last_ack",
+    )
+
     name = "cubic"
 
     def __init__(self, mss: int, initial_window: int) -> None:

@@ -31,6 +31,7 @@ L_UNPACED = 8  # segments of growth per ACK at most when not paced
 
 class RoundCounter:
     """Round trips measured in delivered bytes (see the module docstring)."""
+    __slots__ = ("delivered", "round", "_round_end", "_round_start_time", "srtt", "min_round_time")
 
     def __init__(self) -> None:
         self.delivered = 0
@@ -82,6 +83,11 @@ class HyStartPlusPlus:
     only runs during the initial slow start: afterwards ssthresh bounds slow
     start anyway.
     """
+
+    __slots__ = (
+        "mss", "paced", "rounds", "last_round_min_rtt", "current_round_min_rtt",
+        "rtt_sample_count", "css_baseline_min_rtt", "css_rounds", "enabled",
+    )
 
     def __init__(self, mss: int, paced: bool = False) -> None:
         self.mss = mss

@@ -8,6 +8,8 @@ from .base import CongestionControl
 
 @register
 class NewReno(CongestionControl):
+    __slots__ = ()
+
     name = "newreno"
 
     def on_ack(self, now: float, acked: int, in_flight: int, rtt: float | None) -> None:
