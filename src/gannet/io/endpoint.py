@@ -301,7 +301,7 @@ class AioEndpoint:
         "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
-        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_timer_slack",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_timer_slack", "_uvloop",
         "__dict__", "__weakref__",
     )
 
@@ -336,6 +336,7 @@ class AioEndpoint:
         same_clock = abs(loop.time() - time.monotonic()) < 0.5
         self.now: Callable[[], float] = time.monotonic if same_clock else loop.time
         self._timer_slack = 0.001 if coarse else 0.0
+        self._uvloop = coarse  # see _rearm_poll
         self._flush_scheduled = False
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
@@ -499,6 +500,8 @@ class AioEndpoint:
                 try:
                     n, addr = recvfrom_into(buf)
                 except (BlockingIOError, InterruptedError):
+                    if not got:
+                        self._read_error_queue()  # woken for an error, not for data
                     break
                 except OSError as exc:
                     if self.closed:
@@ -527,6 +530,8 @@ class AioEndpoint:
                 try:
                     n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
                 except (BlockingIOError, InterruptedError):
+                    if not calls:
+                        self._read_error_queue()  # woken for an error, not for data
                     break
                 except OSError as exc:
                     if self.closed:
@@ -576,7 +581,28 @@ class AioEndpoint:
                     self._refused[conn] = ConnectionRefusedError(
                         errno.ECONNREFUSED, f"Connection refused by {addr!r}")
                     conn.abort(now)
+        if got and self._uvloop and not self.closed:
+            self.loop.call_soon_threadsafe(self._rearm_poll)
         return got
+
+    def _rearm_poll(self) -> None:
+        """Register the socket with the loop again, after an ICMP error.
+
+        An error on the socket (IP_RECVERR queues one for every port
+        unreachable, e.g. a peer that exited before our last ACK reached it)
+        makes the poll report POLLERR, and libuv, under uvloop, then stops
+        polling the descriptor for good: the endpoint would never read again
+        (an echo server stopped answering after a few clients had come and
+        gone). The asyncio loops keep polling; uvloop needs the reader (and
+        writer) added back."""
+        with self.lock:
+            if self.closed:
+                return
+            self.loop.remove_reader(self._fd)
+            self.loop.add_reader(self._fd, self._on_readable)
+            if self._writing:
+                self.loop.remove_writer(self._fd)
+                self.loop.add_writer(self._fd, self._on_writable)
 
     def _send(self, out: list[tuple[bytes, object]]) -> None:
         if self._backlog:
@@ -704,8 +730,10 @@ class AioEndpoint:
         if code == errno.ENOBUFS:
             self._retry_later()
             return _STOP
-        if code == errno.EMSGSIZE:
-            self._read_error_queue()  # or the stale error fails the next send too
+        # An error the send reported (EMSGSIZE, or an earlier datagram's ICMP
+        # error such as ECONNREFUSED): drain the queue behind it, or the stale
+        # error fails the next send too (and see _rearm_poll).
+        self._read_error_queue()
         st = self.io_stats
         st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
         if count == 1:
@@ -756,8 +784,7 @@ class AioEndpoint:
                 if exc.errno == errno.ENOBUFS:
                     self._retry_later()
                     return k
-                if exc.errno == errno.EMSGSIZE:
-                    self._read_error_queue()  # or the stale error fails the next send too
+                self._read_error_queue()  # as in _send_failed
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)

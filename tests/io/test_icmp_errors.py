@@ -1,0 +1,55 @@
+"""An ICMP error on the endpoint's socket must not stop it from reading.
+
+IP_RECVERR queues an error for every port unreachable (a peer that exited
+before our last datagram reached it). The poll then reports POLLERR, and
+libuv - under uvloop - stops polling the descriptor for good unless the
+reader is registered again: an echo server stopped answering after a few
+clients had come and gone."""
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from gannet.config import Config
+from gannet.io.endpoint import AioEndpoint, make_udp_socket
+
+uvloop = pytest.importorskip("uvloop")
+
+
+def closed_port() -> tuple[str, int]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    addr = s.getsockname()
+    s.close()
+    return addr
+
+
+@pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
+@pytest.mark.parametrize("how", ["reader-sees-it", "send-sees-it"])
+def test_the_endpoint_keeps_reading_after_port_unreachable(loop_factory, how):
+    loop = loop_factory()
+    aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), Config(), loop)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dead = closed_port()
+
+        async def scenario():
+            aep.sock.sendto(b"x" * 40, dead)  # answered by ICMP port unreachable
+            if how == "send-sees-it":
+                time.sleep(0.05)  # the error is pending before the loop polls
+                aep._transmit_plain_run([(b"y" * 40, dead)], 0, 1)  # the send reports it
+            await asyncio.sleep(0.1)
+            for _ in range(3):
+                peer.sendto(b"not a gannet datagram", aep.local_address)
+                await asyncio.sleep(0.05)
+
+        loop.run_until_complete(scenario())
+        # Junk is counted as malformed: proof that it was read at all.
+        assert aep.ep.stats.malformed_dropped == 3
+        assert aep.icmp_errors >= 1
+    finally:
+        peer.close()
+        aep.close()
+        loop.close()
