@@ -210,3 +210,33 @@ def test_ipv6():
             await writer.wait_closed()
 
     run(main())
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_request_and_its_reply_cost_no_retransmission(use_uvloop):
+    """A lone reply sits unacknowledged for the peer's delayed-ACK time; the
+    tail-loss probe must wait longer than that, or every request-response
+    exchange resends its reply (and draws a duplicate ACK)."""
+    uvloop = pytest.importorskip("uvloop") if use_uvloop else None
+
+    async def main():
+        server = await gannet.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await gannet.open_connection("127.0.0.1", port)
+        for i in range(3):
+            msg = b"request %d\n" % i
+            writer.write(msg)
+            assert await reader.readexactly(len(msg)) == msg
+            await asyncio.sleep(0.08)  # past the delayed ACK and any probe timer
+        stats = [writer.stats] + [c.stats for c in server.endpoint.ep.connections]
+        writer.close()
+        server.close()
+        return stats
+
+    if uvloop:
+        stats = uvloop.run(asyncio.wait_for(main(), 25))
+    else:
+        stats = run(main())
+    assert len(stats) == 2
+    assert [s.retransmits for s in stats] == [0, 0]
+    assert [s.duplicate_segments for s in stats] == [0, 0]

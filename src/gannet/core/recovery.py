@@ -90,9 +90,13 @@ class RackTlp:
         # None until the first data transmission: SACK is negotiated by then.
         self.active: bool | None = None if cfg.rack else False
         self.tlp = cfg.tlp
-        # The peer delays an ACK for a lone segment by up to its ack_delay;
-        # Gannet peers use the same default as ours (RFC 8985's WCDelAckT).
-        self.ack_delay = cfg.ack_delay
+        # The peer delays an ACK for a lone segment by up to its ack_delay
+        # (Gannet peers use the same default as ours); RFC 8985's WCDelAckT is
+        # the worst case of that, so allow twice it: with exactly ack_delay the
+        # probe raced the peer's delayed ACK (timers fire late, by up to a
+        # millisecond under uvloop) and won, resending every lone reply of a
+        # request-response exchange 25 ms after it was sent.
+        self.ack_delay = 2 * cfg.ack_delay
 
         # --- transmissions not yet delivered or judged lost -------------------
         self._starts: list[int] = []  # originals: start positions, for bisection
