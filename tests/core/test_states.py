@@ -197,3 +197,42 @@ def test_zero_window_then_window_update():
         got += b.conn.recv(1 << 20)
         now = exchange(a, b, now + 0.01)
     assert got == bytes(40_000)
+
+
+def test_window_update_waits_for_the_reply_unless_the_peer_needs_it():
+    """The first read after the handshake opens the window from the SYN's
+    64 KB to the autotuned size. A peer that sent a small request is not
+    waiting for that: the update rides on the reply. A peer that used most
+    of its window may be: the update goes at once."""
+    a, b = established_pair(rtt=0.01)
+    t = 1.0
+    a.conn.send(b"request\n")
+    deliver(b, a.out(t), t + 0.005)
+    assert b.conn.recv(100) == b"request\n"
+    assert b.out(t + 0.005) == []  # no pure ACK just for the window
+    b.conn.send(b"reply\n")
+    (reply,) = b.out(t + 0.006)
+    assert reply.payload == b"reply\n" and reply.ack == a.conn.snd_nxt
+    assert reply.wnd << b.conn.rcv_wscale > 0xFFFF  # the opened window, on the reply
+    deliver(a, [reply], t + 0.011)
+    # Without a reply, the delayed ACK carries it.
+    a.conn.send(b"another\n")
+    deliver(b, a.out(t + 0.1), t + 0.105)
+    b.conn.recv(100)
+    assert b.out(t + 0.105) == []
+    deadline = b.conn.get_timer()
+    assert deadline is not None and deadline <= t + 0.105 + b.conn.config.ack_delay + 1e-9
+    b.conn.handle_timer(deadline)
+    (ack,) = b.out(deadline)
+    assert not ack.payload and ack.ack == a.conn.snd_nxt
+
+
+def test_window_update_is_immediate_when_the_peer_used_most_of_its_window():
+    cfg = Config(window_size=64 * 1400, mss=1400)
+    a, b = established_pair(cfg, rtt=0.01)
+    a.conn.send(bytes(200_000))
+    now = exchange(a, b, 1.0)  # the receiver does not read: the window closes
+    assert b.conn.readable_bytes >= 60 * 1400
+    b.conn.recv(1 << 20)
+    (update,) = b.out(now)  # at once, no timer
+    assert not update.payload and update.wnd > 0

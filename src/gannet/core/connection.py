@@ -79,7 +79,7 @@ class Connection:
         "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_deadline",
         "_ever_retransmitted", "_retx_marks", "peer_mss", "mss", "max_datagram_size",
         "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
-        "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcvbuf", "_rcvbuf_len",
+        "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcv_adv_at", "_rcvbuf", "_rcvbuf_len",
         "_ooo", "_ooo_ranges", "_last_ooo", "_fin_rcv", "eof", "_ack_now", "_unacked_segs",
         "_dupacks_owed", "_delack_deadline", "_ts_offset", "_ts_recent", "last_received",
         "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
@@ -179,6 +179,7 @@ class Connection:
         self.rcv_nxt = 0
         self.rcv_wscale = self._choose_wscale(config.window_size) if config.window_scaling else 0
         self._rcv_adv = 0  # right edge of the window we last advertised
+        self._rcv_adv_at = 0  # RCV.NXT when we advertised it
         self._rcvbuf: deque[bytes] | tuple = ()  # see _sent_log
         # Receive-window autotuning: the window to offer, and what the
         # application has read since the current round-trip measurement began.
@@ -505,6 +506,7 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
         self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
+        self._rcv_adv_at = self.rcv_nxt
         self._update_ts_recent(seg)
         self.snd_wnd = seg.wnd  # never scaled in a SYN (RFC 7323 2.2)
         self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
@@ -530,6 +532,7 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = seg.seq + 1
         self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
+        self._rcv_adv_at = self.rcv_nxt
         self._update_ts_recent(seg)
         self.last_received = now
         if ack is not None:
@@ -1261,6 +1264,7 @@ class Connection:
             edge = self._rcv_adv
         wnd = min((edge - self.rcv_nxt) >> self.rcv_wscale, 0xFFFF)
         self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (wnd << self.rcv_wscale))
+        self._rcv_adv_at = self.rcv_nxt
         return wnd
 
     def _maybe_window_update(self) -> None:
@@ -1273,7 +1277,16 @@ class Connection:
         if avail - offered >= max(space // 4, 2 * self.mss) or (
             offered < 2 * self.mss and avail - offered >= self.mss
         ):
-            self._ack_now = True
+            if offered < 2 * self.mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
+                self._ack_now = True  # the peer may be waiting for it: at once
+            elif self._delack_deadline is None:
+                # The peer has used less than half of what it was offered, so
+                # nothing waits on the update: it rides on our next segment
+                # (a reply, typically) or goes with the delayed ACK. Sent at
+                # once, it cost every request-response connection a datagram
+                # (the first read after the handshake always opens the window
+                # from the SYN's 64 KB to the autotuned size).
+                self._delack_deadline = self._now_hint + self.config.ack_delay
             self._touch(self)
 
     def _ack_sent(self) -> None:
