@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gannet.core import cc as cc_registry
+from gannet_cli_helpers import stop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,16 +31,6 @@ def start_server(tmp_path, *extra):
         time.sleep(0.02)
     proc.kill()
     raise AssertionError(f"bench server did not start: {err.read_text()}")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import gannet
+from gannet_cli_helpers import stop
 
 ROOT = Path(gannet.__file__).resolve().parents[2]
 
@@ -64,15 +65,6 @@ def start(installed, *args, name):
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"{args} did not start: {err.read_text()}")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_installed_from_the_package_not_the_source_tree(installed):
