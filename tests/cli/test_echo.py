@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from gannet_cli_helpers import stop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,12 +42,7 @@ def echo_server(tmp_path):
             return err.read_text()
 
     yield Handle
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    stop(proc)
 
 
 def echo(address, *args, stdin=None, timeout=30):

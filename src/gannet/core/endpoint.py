@@ -154,11 +154,8 @@ class Endpoint:
                                             data[first:], count - 1, last, now):
                             continue
                         raw = raw[seg:]
-            if len(raw) <= seg:
-                one(raw, addr, now)
-            else:
-                for d in rows(raw, seg):
-                    one(d, addr, now)
+            for d in rows(raw, seg):
+                one(d, addr, now)
 
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
         self.stats.datagrams_received += 1

@@ -15,8 +15,8 @@ with numpy doing the per-row work in C:
   sequence numbers, only the timestamp option - into runs, each with its
   payload already joined; the rest are left for `decode`. A large batch is
   checked with one CRC call over all of it (see datagram.CRC_RESIDUE).
-- `coalesce` groups datagrams the way GRO does, for the simulator and for
-  adapters without GRO.
+- `coalesce` groups datagrams the way GRO does (the simulator delivers
+  same-instant arrivals through it).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def _closed(cur: list, view: memoryview, end: int) -> tuple:
     return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], data, view[cur[8] : end])
 
 
-_residues: dict[int, list[int]] = {}
+_residues: dict[int, tuple[bytes, list[int]]] = {}
 
 
 def batch_residue(seg: int, rows: int) -> int:
@@ -254,22 +254,14 @@ def batch_residue(seg: int, rows: int) -> int:
     the same CRC32C (CRC_RESIDUE) from a zero start, so the CRC of a batch
     depends only on the size and number of its datagrams. Computed from any
     correct datagram of that size: zeros followed by their own trailer."""
-    table = _residues.get(seg)
-    if table is None:
+    entry = _residues.get(seg)
+    if entry is None:
         body = bytes(seg - TRAILER_SIZE)
-        model = body + _CRC.pack(crc32c(body))
-        table = [0]
-        for _ in range(GRO_SEGMENTS):
-            table.append(crc32c(model, table[-1]))
-        _residues[seg] = table
-    if rows < len(table):
-        return table[rows]
-    value = table[-1]
-    model = bytes(seg - TRAILER_SIZE)
-    model += _CRC.pack(crc32c(model))
-    for _ in range(rows - len(table) + 1):
-        value = crc32c(model, value)
-    return value
+        entry = _residues[seg] = (body + _CRC.pack(crc32c(body)), [0])
+    model, table = entry
+    while len(table) <= rows:
+        table.append(crc32c(model, table[-1]))
+    return table[rows]
 
 
 def coalesce(datagrams: list) -> list[tuple[bytes, int]]:
