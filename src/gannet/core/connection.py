@@ -37,6 +37,7 @@ from .events import (
 from .rangeset import RangeSet
 from .recovery import RackTlp
 from .rtt import RttEstimator
+from .sendbuf import SendBuffer
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
 from .stats import ConnectionStats
 
@@ -72,7 +73,7 @@ class Connection:
         "config", "rng", "remote_addr", "local_cid", "remote_cid", "passive", "state",
         "error", "stats", "created", "_events", "_touch", "iss", "snd_una", "snd_nxt",
         "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "snd_wscale", "_sndbuf",
-        "_sndbuf_start", "_fin_queued", "_fin_sent", "_want_send_space",
+        "_fin_queued", "_fin_sent", "_want_send_space",
         "_all_acked_reported", "sacked", "lost", "_retransmitted", "in_recovery",
         "recovery_point", "_dupacks", "_retries", "_rtx_deadline", "_persist_deadline",
         "_persist_probes", "_sent_log", "delivered", "_delivered_time",
@@ -124,8 +125,7 @@ class Connection:
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.snd_wscale = 0  # the peer's shift (applied to windows it sends)
-        self._sndbuf = bytearray()
-        self._sndbuf_start = self.iss + 1  # position of _sndbuf[0]
+        self._sndbuf = SendBuffer(self.iss + 1)
         self._fin_queued = False  # application finished writing
         self._fin_sent = False
         self._want_send_space = False
@@ -268,7 +268,7 @@ class Connection:
         room = self._send_buffer_limit() - self._unsent_and_unacked()
         n = min(len(data), max(0, room))
         if n:
-            self._sndbuf += memoryview(data)[:n] if n < len(data) else data
+            self._sndbuf.append(memoryview(data)[:n] if n < len(data) else data)
             self._all_acked_reported = False
             self._touch(self)
         if n < len(data):
@@ -702,7 +702,7 @@ class Connection:
         in_flight_before = self._pipe()
 
         if ack > snd_una:
-            acked_data = min(ack, data_end) - max(snd_una, self._sndbuf_start)
+            acked_data = min(ack, data_end) - max(snd_una, self._sndbuf.start)
             removed_sacked = self.sacked.discard_below(ack)
             self.lost.discard_below(ack)
             self._retransmitted.discard_below(ack)
@@ -1140,7 +1140,7 @@ class Connection:
         wnd = self._advertise_window()
         self._ack_sent()
         out.append(SegmentRun(nxt & MASK32, self.rcv_nxt & MASK32, ACK, ACK | PSH if end == data_end else ACK,
-                              wnd, tsval, tsecr, self._sndbuf, nxt - self._sndbuf_start, length, self.mss))
+                              wnd, tsval, tsecr, *self._sndbuf.span(nxt, end), length, self.mss))
         self.snd_nxt = end
         self.stats.bytes_sent += length
         self.stats.segments_sent += -(-length // self.mss) - 1  # the run itself counts as one below
@@ -1212,8 +1212,7 @@ class Connection:
         self._pacing_deadline = now + max(missing / rate, 1e-6)
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
-        off = start - self._sndbuf_start
-        payload = self._sndbuf[off : off + (end - start)]  # one copy, out of the buffer
+        payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk
         seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._data_end() else ACK, payload)
         self.stats.bytes_sent += end - start
         return seg
@@ -1416,7 +1415,7 @@ class Connection:
             self._send_new(nxt, n, data_end, now, self._pipe(), self._out)
         else:
             end = min(nxt, data_end)
-            start = max(self.snd_una, self._sndbuf_start, end - mss)
+            start = max(self.snd_una, self._sndbuf.start, end - mss)
             if start >= end:
                 return  # only a FIN is out: the RTO resends it
             self._rack.on_probe(end, True, now)
@@ -1476,21 +1475,13 @@ class Connection:
     # --------------------------------------------------------------- helpers
     def _data_end(self) -> int:
         """Position just past the last byte the application has written."""
-        return self._sndbuf_start + len(self._sndbuf)
+        return self._sndbuf.end
 
     def _unsent_and_unacked(self) -> int:
-        return self._data_end() - max(self.snd_una, self._sndbuf_start)
+        return self._sndbuf.end - max(self.snd_una, self._sndbuf.start)
 
     def _trim_sndbuf(self) -> None:
-        # Drop acknowledged bytes only once they are half the buffer. Deleting
-        # a prefix of a bytearray is cheap, but the next append that must
-        # grow it then copies everything left into a new allocation: trimming
-        # at half keeps that to at most one extra copy per byte (trimming
-        # every megabyte of a 32 MB buffer copied each byte dozens of times).
-        done = min(self.snd_una, self._data_end()) - self._sndbuf_start
-        if done > 0 and done >= len(self._sndbuf) // 2:
-            del self._sndbuf[:done]
-            self._sndbuf_start += done
+        self._sndbuf.trim(min(self.snd_una, self._sndbuf.end))
 
     def _outstanding(self) -> int:
         """FlightSize: sent and not cumulatively acknowledged data bytes."""

@@ -1,8 +1,9 @@
 """asyncio streams over Gannet, shaped like `asyncio.open_connection` / `start_server`.
 
-The reader is a plain `asyncio.StreamReader`. Flow control reaches the peer:
-when the reader holds more than twice its `limit`, Gannet stops pulling from
-the connection's receive buffer, so the advertised window closes.
+The reader is an `asyncio.StreamReader` (a `ChunkReader`, whose `read(n)`
+returns received chunks without copying them). Flow control reaches the
+peer: when the reader holds more than twice its `limit`, Gannet stops
+pulling from the connection's receive buffer, so the advertised window closes.
 
 The writer (`StreamWriter`) hands bytes to the connection's send buffer;
 what does not fit waits in a small local buffer and `drain()` blocks while
@@ -31,6 +32,7 @@ from ..core.events import (
 )
 from ..core.states import State
 from .endpoint import AioEndpoint, copy_error, create_endpoint, make_config
+from .reader import ChunkReader
 
 __all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect_endpoint"]
 
@@ -97,7 +99,7 @@ class _StreamConn:
         self.aep = aep
         self.conn = conn
         self.loop = aep.loop
-        self.reader = asyncio.StreamReader(limit=limit, loop=self.loop)
+        self.reader = ChunkReader(limit, self.loop)
         self.reader.set_transport(self)  # type: ignore[arg-type] - pause/resume_reading only
         self.pending = _Pending()  # written but not yet taken by conn.send
         self.paused = False
@@ -182,7 +184,7 @@ class _StreamConn:
         else:
             feed = self.reader.feed_data
             while not self.paused and conn.readable_bytes:
-                feed(conn.recv_chunk())  # StreamReader copies it into its buffer: no join first
+                feed(conn.recv_chunk())  # kept as it is (ChunkReader): no join, no copy
             if self.paused and conn.readable_bytes:
                 return
         if self.eof_seen and not self.eof_fed and not conn.readable_bytes:

@@ -57,6 +57,7 @@ from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..core.states import State
 from ..wire.batch import Train
+from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
 
@@ -355,6 +356,7 @@ class AioEndpoint:
             gro = not _env_off("GANNET_NO_GRO")
         self.gro = bool(gro) and enable_gro(sock)
         self._rbuf, self._rview, self._rbufs = _receive_buffer()
+        keep_freed_memory()  # once per process (io/memory.py says why)
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers

@@ -1,0 +1,106 @@
+"""The send buffer: what the application wrote and the peer has not acknowledged.
+
+Kept as the chunks the application wrote, not one bytearray. An immutable
+chunk (`bytes`, or a view of one) is kept by reference: a bulk writer's
+megabyte is neither copied in nor, once acknowledged, moved out of the way
+(appending to and trimming one bytearray copied every byte twice, about a
+fifth of a bulk sender's time). Mutable chunks are copied once, as a socket
+copies what `send` is given. Reading a range that lies in one chunk is a
+memoryview of it; only a range that spans chunks is joined.
+
+Positions are stream positions (64-bit, unwrapped): `start` is the first byte
+held, `end` one past the last.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+COMPACT_AT = 32  # drop acknowledged chunks' slots once this many and half the list
+
+
+class SendBuffer:
+    __slots__ = ("_chunks", "_ends", "_first", "start", "end")
+
+    def __init__(self, start: int) -> None:
+        # Chunk i holds [_ends[i] - len(_chunks[i]), _ends[i]); those before
+        # _first are acknowledged and only wait for compaction. Made on first
+        # write and dropped when empty (an idle connection holds no lists).
+        self._chunks: list | None = None
+        self._ends: list[int] | None = None
+        self._first = 0
+        self.start = start  # first byte held (the oldest chunk may begin earlier)
+        self.end = start
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __bool__(self) -> bool:
+        return self.end > self.start
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes and not (type(data) is memoryview and type(data.obj) is bytes):
+            data = bytes(data)  # the caller may reuse a mutable buffer
+        n = len(data)
+        if not n:
+            return
+        if self._chunks is None:
+            self._chunks = []
+            self._ends = []
+            self._first = 0
+        self._chunks.append(data)
+        self.end += n
+        self._ends.append(self.end)
+
+    def trim(self, upto: int) -> None:
+        """Forget bytes before `upto` (acknowledged): chunks wholly before it
+        are released; a partly acknowledged one stays until it is done."""
+        if upto <= self.start:
+            return
+        if upto >= self.end:
+            self._chunks = self._ends = None
+            self.start = self.end
+            return
+        self.start = upto
+        first = bisect_right(self._ends, upto, self._first)
+        chunks = self._chunks
+        for i in range(self._first, first):
+            chunks[i] = None  # release it now, not at compaction
+        if first > COMPACT_AT and 2 * first > len(chunks):
+            del chunks[:first]
+            del self._ends[:first]
+            first = 0
+        self._first = first
+
+    def span(self, start: int, end: int) -> tuple[bytes | memoryview, int]:
+        """[start, end) as (buffer, offset): the chunk the range lies in and
+        where it begins there, or, for a range across chunks, a joined copy
+        and 0. The range must be held (start >= self.start, end <= self.end)."""
+        if start < self.start or end > self.end or start >= end:
+            raise IndexError(f"range [{start}, {end}) is not in the send buffer")
+        ends = self._ends
+        i = bisect_right(ends, start, self._first)
+        chunk = self._chunks[i]
+        if end <= ends[i]:
+            return chunk, start - (ends[i] - len(chunk))
+        return self._join(i, start, end), 0
+
+    def view(self, start: int, end: int) -> bytes | memoryview:
+        """[start, end) as one bytes-like object (a view when it lies in one chunk)."""
+        buf, off = self.span(start, end)
+        if off == 0 and len(buf) == end - start:
+            return buf
+        return memoryview(buf)[off : off + (end - start)]
+
+    def _join(self, i: int, start: int, end: int) -> bytes:
+        chunks, ends = self._chunks, self._ends
+        parts = []
+        pos = start
+        while pos < end:
+            chunk = chunks[i]
+            begin = ends[i] - len(chunk)
+            stop = min(end, ends[i])
+            parts.append(memoryview(chunk)[pos - begin : stop - begin])
+            pos = stop
+            i += 1
+        return b"".join(parts)

@@ -1,0 +1,75 @@
+"""SendBuffer: chunks kept by reference, ranges read back as the stream had them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gannet.core.sendbuf import SendBuffer
+
+
+def test_bytes_are_kept_by_reference_and_mutable_input_is_copied():
+    buf = SendBuffer(100)
+    data = b"a" * 1000
+    buf.append(data)
+    chunk, off = buf.span(100, 600)
+    assert chunk is data and off == 0  # no copy
+    mutable = bytearray(b"xyz")
+    buf.append(mutable)
+    mutable[:] = b"!!!"  # the caller reuses its buffer
+    assert bytes(buf.view(1100, 1103)) == b"xyz"
+    assert len(buf) == 1003 and buf.end == 1103
+
+
+def test_a_range_across_chunks_is_joined():
+    buf = SendBuffer(0)
+    for piece in (b"abc", b"def", b"ghi"):
+        buf.append(piece)
+    data, off = buf.span(2, 8)
+    assert (bytes(data), off) == (b"cdefgh", 0)
+    assert bytes(buf.view(3, 6)) == b"def"
+
+
+def test_trim_releases_acknowledged_chunks_and_keeps_a_partial_one():
+    buf = SendBuffer(0)
+    for i in range(100):
+        buf.append(bytes([i]) * 10)
+    buf.trim(505)
+    assert buf.start == 505 and len(buf) == 495
+    assert bytes(buf.view(505, 512)) == bytes([50]) * 5 + bytes([51]) * 2
+    with pytest.raises(IndexError):
+        buf.span(500, 510)  # acknowledged, gone
+    with pytest.raises(IndexError):
+        buf.span(990, 1001)  # never written
+    buf.trim(1000)
+    assert not buf and buf.start == buf.end == 1000
+    buf.append(b"more")
+    assert bytes(buf.view(1000, 1004)) == b"more"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("append"), st.binary(min_size=0, max_size=50), st.booleans()),
+    st.tuples(st.just("trim"), st.integers(0, 60)),
+    st.tuples(st.just("read"), st.integers(0, 400), st.integers(1, 120)),
+), max_size=60))
+def test_reads_match_a_model_of_the_stream(ops):
+    base = 1 << 40  # positions are unwrapped 64-bit stream offsets
+    buf = SendBuffer(base)
+    stream = b""  # everything ever written
+    start = base
+    for op in ops:
+        if op[0] == "append":
+            buf.append(op[1] if op[2] else bytearray(op[1]))
+            stream += op[1]
+        elif op[0] == "trim":
+            start = min(start + op[1], base + len(stream))
+            buf.trim(start)
+        else:
+            lo = start + op[1]
+            hi = lo + op[2]
+            if hi > base + len(stream) or lo >= hi:
+                continue
+            assert bytes(buf.view(lo, hi)) == stream[lo - base : hi - base]
+        assert buf.start == start and buf.end == base + len(stream)
