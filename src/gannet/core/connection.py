@@ -59,6 +59,9 @@ RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD 
 MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
 
 
+_WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
+
+
 def _record_start(record: tuple) -> int:
     return record[0]
 
@@ -1369,9 +1372,12 @@ class Connection:
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
-        shift = 0
-        while (0xFFFF << shift) < window and shift < MAX_WSCALE:
-            shift += 1
+        shift = _WSCALE.get(window)
+        if shift is None:  # computed once per window size (twice per connection otherwise)
+            shift = 0
+            while (0xFFFF << shift) < window and shift < MAX_WSCALE:
+                shift += 1
+            _WSCALE[window] = shift
         return shift
 
     # --------------------------------------------------------------- timers
