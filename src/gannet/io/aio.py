@@ -170,20 +170,14 @@ class _StreamConn:
             _resolve_if(self.established, None)
             if self.conn.hold_handshake_ack:
                 # The task waiting in connect_endpoint runs first (its wake-up
-                # is already queued): a first write there carries the ACK, and
-                # this finds nothing left to send.
-                self.loop.call_soon(self._release_ack)
+                # is already queued): a first write there joins this flush and
+                # carries the ACK.
+                self.aep.release_ack_soon(self.conn)
         elif kind is AllDataAcknowledged:
             if self.fin_queued and self.conn.state in FIN_ACKED:
                 self._finish()
         elif kind is ConnectionTerminated:
             self._terminated(ev.error)  # type: ignore[attr-defined]
-
-    def _release_ack(self) -> None:
-        with self.aep.lock:
-            released = self.conn.release_ack()
-        if released:
-            self.aep.request_flush()
 
     def pull(self) -> None:
         conn = self.conn
@@ -393,7 +387,7 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
     """Open a connection to `addr` through an existing endpoint."""
     with aep.lock:
         conn = aep.connect(addr, config)
-        conn.hold_handshake_ack = True  # see _StreamConn._release_ack
+        conn.hold_handshake_ack = True  # see AioEndpoint.release_ack_soon
         sc = _StreamConn(aep, conn, limit, active=True)
     aep.request_flush()
     try:

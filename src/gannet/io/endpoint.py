@@ -442,7 +442,7 @@ class AioEndpoint:
         "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
-        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "__dict__", "__weakref__",
     )
 
@@ -468,6 +468,7 @@ class AioEndpoint:
         self.now: Callable[[], float] = timers.now  # the core's clock: see _LoopTimers
         self._uvloop = timers.uvloop  # see _rearm_poll
         self._flush_scheduled = False
+        self._held_acks: list[Connection] | None = None  # see release_ack_soon
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -559,6 +560,17 @@ class AioEndpoint:
             except RuntimeError:  # the loop is gone (interpreter exit)
                 self._flush_scheduled = False
 
+    def release_ack_soon(self, conn: Connection) -> None:
+        """`conn` holds its handshake ACK for the application's first data
+        (Connection.hold_handshake_ack): release it at the next flush, one
+        loop turn from now, after the task that awaited the connection has
+        run. A write in that task joins the same flush and carries the ACK."""
+        if self._held_acks is None:
+            self._held_acks = [conn]
+        else:
+            self._held_acks.append(conn)
+        self.request_flush()
+
     def _process(self) -> None:
         with self.lock:
             self._process_locked()
@@ -571,6 +583,11 @@ class AioEndpoint:
         self._flush_scheduled = True
         ep = self.ep
         more = False
+        held = self._held_acks
+        if held is not None:
+            self._held_acks = None
+            for conn in held:
+                conn.release_ack()
         try:
             for _ in range(PROCESS_ROUNDS):
                 out = ep.datagrams_to_send(self.now(), self.gso)
@@ -582,7 +599,7 @@ class AioEndpoint:
                 more = True
         finally:
             self._flush_scheduled = False
-        if more:
+        if more or self._held_acks is not None:
             self.request_flush()
         if self.close_when_idle and not ep.connection_count:
             self.close()
