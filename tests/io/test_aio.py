@@ -240,3 +240,57 @@ def test_a_request_and_its_reply_cost_no_retransmission(use_uvloop):
     assert len(stats) == 2
     assert [s.retransmits for s in stats] == [0, 0]
     assert [s.duplicate_segments for s in stats] == [0, 0]
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_the_first_write_carries_the_handshake_ack(use_uvloop):
+    """A client that writes as soon as it is connected sends SYN and then
+    its request, which carries the handshake's ACK: the server receives two
+    datagrams for a connection and its first request, not three."""
+    uvloop = pytest.importorskip("uvloop") if use_uvloop else None
+
+    async def main():
+        server = await gannet.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await gannet.open_connection("127.0.0.1", port)
+        writer.write(b"request\n")
+        assert await reader.readexactly(8) == b"request\n"
+        # The client's delayed ACK of the reply is still 25 ms away.
+        received = server.stats.datagrams_received
+        sent = writer.stats.segments_sent
+        writer.close()
+        server.close()
+        return received, sent
+
+    received, sent = uvloop.run(asyncio.wait_for(main(), 25)) if uvloop else run(main())
+    assert received == 2  # SYN, request + ACK
+    assert sent == 2
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_held_handshake_ack_goes_alone_when_the_client_only_reads(use_uvloop):
+    """Server speaks first: the client writes nothing, so the held ACK is
+    released one loop turn after the handshake, not at its 200 ms timer."""
+    uvloop = pytest.importorskip("uvloop") if use_uvloop else None
+
+    async def greet(reader, writer):
+        writer.write(b"hello\n")
+        await reader.read()
+        writer.close()
+
+    async def main():
+        server = await gannet.start_server(greet, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        reader, writer = await gannet.open_connection("127.0.0.1", port)
+        t0 = loop.time()
+        assert await reader.readexactly(6) == b"hello\n"
+        elapsed = loop.time() - t0
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        return elapsed, writer.stats.retransmits
+
+    elapsed, retransmits = uvloop.run(asyncio.wait_for(main(), 25)) if uvloop else run(main())
+    assert elapsed < 0.15  # the fallback would be min(RTO, 0.5 s) >= 0.2 s
+    assert retransmits == 0

@@ -57,6 +57,10 @@ INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
 RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
 RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
+MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
+
+
+_WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
 
 
 def _record_start(record: tuple) -> int:
@@ -87,7 +91,7 @@ class Connection:
         "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
         "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "__dict__",
+        "hold_handshake_ack", "__dict__",
     )
 
     def __init__(
@@ -108,6 +112,10 @@ class Connection:
         self.local_cid = local_cid
         self.remote_cid = 0  # learned from the peer's SYN or SYN-ACK
         self.passive = False
+        # Active open: let the application's first data carry the handshake's
+        # final ACK instead of sending it alone (see _on_syn_sent). An adapter
+        # that sets this calls release_ack() if nothing is written soon.
+        self.hold_handshake_ack = False
         self.state = State.CLOSED
         self.error: BaseException | None = None
         self.stats = ConnectionStats()
@@ -356,6 +364,15 @@ class Connection:
         """Graceful close of both directions (data still queued is delivered)."""
         self.shutdown_write(now)
 
+    def release_ack(self) -> bool:
+        """Send a delayed (or held handshake) ACK on the next output pass
+        instead of waiting for its timer; False if no ACK is owed."""
+        if self._delack_deadline is None or self.state not in SYNCHRONIZED:
+            return False
+        self._ack_now = True
+        self._touch(self)
+        return True
+
     def abort(self, now: float) -> None:
         """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
         if self.state in SYNCHRONIZED or self.state == State.SYN_RECEIVED:
@@ -545,7 +562,15 @@ class Connection:
             self._retries = 0
             self._transition("rcv SYN,ACK")
             self._on_established(now)
-            self._ack_now = True
+            if self.hold_handshake_ack:
+                # The first data segment carries the ACK (Linux, too, delays
+                # it when a write is pending): one datagram less each way for
+                # a client that speaks first. The adapter releases it a loop
+                # turn later if nothing was written; at the latest it goes as
+                # a delayed ACK would, within an RTO and 500 ms.
+                self._delack_deadline = now + min(self.rtt.current_rto(), MAX_ACK_HOLD)
+            else:
+                self._ack_now = True
         else:
             # Simultaneous open (RFC 9293 figure 7): answer with SYN,ACK.
             self.snd_wnd = seg.wnd
@@ -1346,9 +1371,12 @@ class Connection:
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
-        shift = 0
-        while (0xFFFF << shift) < window and shift < MAX_WSCALE:
-            shift += 1
+        shift = _WSCALE.get(window)
+        if shift is None:  # computed once per window size (twice per connection otherwise)
+            shift = 0
+            while (0xFFFF << shift) < window and shift < MAX_WSCALE:
+                shift += 1
+            _WSCALE[window] = shift
         return shift
 
     # --------------------------------------------------------------- timers

@@ -24,7 +24,6 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from itertools import count
 
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
@@ -35,7 +34,7 @@ from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
 
 
-@dataclass
+@dataclass(slots=True)  # a client has one endpoint per connection
 class EndpointStats:
     datagrams_received: int = 0
     datagrams_sent: int = 0
@@ -71,7 +70,7 @@ class Endpoint:
         self._heap: list[tuple[float, int, Connection]] = []
         self._deadline: dict[Connection, float] = {}  # each connection's real deadline
         self._keyed: dict[Connection, float] = {}  # the key of its live heap entry
-        self._tick = count()
+        self._tick = 0  # heap entries' tie-breaker
         self._out: list[tuple[bytes, object]] = []
         self._touch_cb = self._touch  # one bound method shared by every connection
         self.isn_source: Callable[[], int] | None = None
@@ -313,7 +312,8 @@ class Endpoint:
             del self._keyed[conn]
         else:  # the deadline moved later since this entry was pushed
             self._keyed[conn] = deadline
-            heapq.heapreplace(self._heap, (deadline, next(self._tick), conn))
+            self._tick += 1
+            heapq.heapreplace(self._heap, (deadline, self._tick, conn))
         return False
 
     # --------------------------------------------------------------- helpers
@@ -345,7 +345,8 @@ class Endpoint:
         key = self._keyed.get(conn)
         if key is None or deadline < key:
             self._keyed[conn] = deadline
-            heapq.heappush(self._heap, (deadline, next(self._tick), conn))
+            self._tick += 1
+            heapq.heappush(self._heap, (deadline, self._tick, conn))
 
     def _after_change(self, conn: Connection) -> None:
         if conn.state == State.CLOSED:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
 import logging
 import os
 import random
@@ -47,6 +48,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -273,6 +275,7 @@ _STOP, _DROPPED, _FALLBACK = object(), object(), object()  # outcomes of a faile
 
 
 _thread_buffers = threading.local()
+_GSO_KNOWN: dict[int, bool] = {}  # address family -> gso_supported
 
 
 def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
@@ -286,6 +289,144 @@ def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
         buf = bytearray(RECV_SIZE)
         bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
     return bufs
+
+
+class _PooledSystemRandom(random.SystemRandom):
+    """SystemRandom whose getrandbits reads a per-thread buffer of
+    os.urandom bytes, refilled 4 KB at a time: a connection draws three
+    32-bit values (connection ID, ISN, timestamp offset), which were three
+    getrandom system calls per connection at each end."""
+
+    POOL = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+        if hasattr(os, "register_at_fork"):  # a child must not reuse the parent's bytes
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._local = threading.local()
+
+    def getrandbits(self, k: int) -> int:
+        if k <= 0 or k > 256:
+            return super().getrandbits(k)
+        n = (k + 7) // 8
+        local = self._local
+        buf = getattr(local, "buf", b"")
+        pos = getattr(local, "pos", 0)
+        if pos + n > len(buf):
+            buf = local.buf = os.urandom(self.POOL)
+            pos = 0
+        local.pos = pos + n
+        return int.from_bytes(buf[pos:pos + n], "big") >> (n * 8 - k)
+
+
+_SYSTEM_RANDOM = _PooledSystemRandom()  # unpredictable (os.urandom); one serves every endpoint
+
+
+class _LoopTimers:
+    """The timers of every AioEndpoint on one event loop, behind one asyncio timer.
+
+    A client has one endpoint per connection (`open_connection`): 10,000
+    connections kept 10,000 asyncio TimerHandles in the loop's heap, each
+    with its own context and compared in Python, and every deadline that
+    moved earlier (the SYN's retransmission, then a tail-loss probe, then a
+    delayed ACK) cancelled one handle and pushed another. Here an endpoint's
+    deadline is a (time, tick, endpoint) entry in one heap, compared in C; a
+    deadline that moves earlier pushes a new entry and leaves the old one to
+    be skipped when it surfaces (it is live while the endpoint's `_timer_at`
+    still equals its time); the loop holds one TimerHandle, for the earliest
+    entry, and one firing serves every endpoint that is due by then.
+
+    It also holds what every endpoint of the loop shares: the clock and the
+    timer slack (see AioEndpoint.__init__).
+    """
+
+    __slots__ = ("loop", "heap", "handle", "handle_at", "tick", "stale", "firing", "now", "slack",
+                 "uvloop", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.heap: list[tuple[float, int, AioEndpoint]] = []
+        self.handle: asyncio.TimerHandle | None = None
+        self.handle_at = 0.0
+        self.tick = 0
+        self.stale = 0  # entries in the heap that no longer match their endpoint's deadline
+        self.firing = False
+        # The core's clock. asyncio's loop.time() is time.monotonic(); uvloop's
+        # is the same clock cut to whole milliseconds, too coarse to time a
+        # loopback round trip (samples of zero collapse BBR's window), so read
+        # the monotonic clock directly where it is the loop's. uvloop also
+        # arms timers in whole milliseconds, up to one early: add that as
+        # slack, so a timer never fires before its deadline and the output
+        # pass after it sees the deadline reached (else the pacer, finding
+        # its tokens short, re-arms for the same instant again and again).
+        coarse = type(loop).__module__.startswith("uvloop")
+        same_clock = abs(loop.time() - time.monotonic()) < 0.5
+        self.now: Callable[[], float] = time.monotonic if same_clock else loop.time
+        self.slack = 0.001 if coarse else 0.0
+        self.uvloop = coarse
+
+    def arm(self, aep: AioEndpoint, when: float) -> None:
+        """Call aep._on_timer at `when` (the caller set aep._timer_at = when)."""
+        heapq.heappush(self.heap, (when, self.tick, aep))
+        self.tick += 1
+        if self.firing:
+            return  # _fire arms the loop's timer when it is done
+        if self.handle is None or when < self.handle_at:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.handle_at = when
+            self.handle = self.loop.call_at(when + self.slack, self._fire)
+
+    def superseded(self) -> None:
+        """An endpoint's entry no longer counts (an earlier one, or closed)."""
+        self.stale += 1
+        heap = self.heap
+        if self.stale > 64 and self.stale > len(heap) // 2:
+            heap[:] = [e for e in heap if e[2]._timer_at == e[0]]
+            heapq.heapify(heap)
+            self.stale = 0
+
+    def _fire(self) -> None:
+        self.handle = None
+        heap = self.heap
+        # Loops fire a hair early; what was armed for this instant is due.
+        limit = max(self.handle_at, self.now())
+        due = []
+        while heap and heap[0][0] <= limit:
+            when, _, aep = heapq.heappop(heap)
+            if aep._timer_at == when:
+                due.append(aep)
+            else:
+                self.stale -= 1
+        self.firing = True
+        try:
+            for aep in due:
+                try:
+                    aep._on_timer()
+                except Exception as exc:  # noqa: BLE001 - one endpoint must not stop the others
+                    self.loop.call_exception_handler(
+                        {"message": "Gannet endpoint timer failed", "exception": exc})
+        finally:
+            self.firing = False
+        while heap and heap[0][2]._timer_at != heap[0][0]:
+            heapq.heappop(heap)
+            self.stale -= 1
+        if heap:
+            self.handle_at = heap[0][0]
+            self.handle = self.loop.call_at(self.handle_at + self.slack, self._fire)
+
+
+_loop_timers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
+    timers = _loop_timers.get(loop)
+    if timers is None:
+        timers = _loop_timers[loop] = _LoopTimers(loop)
+    return timers
 
 
 class AioEndpoint:
@@ -302,7 +443,7 @@ class AioEndpoint:
         "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
-        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_timer_slack", "_uvloop",
+        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "__dict__", "__weakref__",
     )
 
@@ -313,32 +454,22 @@ class AioEndpoint:
         self.loop = loop
         self.sock = sock
         self.config = config
-        self.ep = Endpoint(config, random.SystemRandom())
+        self.ep = Endpoint(config, _SYSTEM_RANDOM)
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
-        self.family = sock.family
+        self.family = family = sock.family
         self.on_available: Callable[[Connection], None] | None = None
         self.close_when_idle = False
         self.closed = False
         self.io_stats = IoStats()
         self._off_loop = False  # flush_threadsafe is sending on another thread
         self._handlers: dict[Connection, Handler] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        # The core's clock. asyncio's loop.time() is time.monotonic(); uvloop's
-        # is the same clock cut to whole milliseconds, too coarse to time a
-        # loopback round trip (samples of zero collapse BBR's window), so read
-        # the monotonic clock directly where it is the loop's. uvloop also
-        # arms timers in whole milliseconds, up to one early: add that as
-        # slack, so a timer never fires before its deadline and the output
-        # pass after it sees the deadline reached (else the pacer, finding
-        # its tokens short, re-arms for the same instant again and again).
-        coarse = type(loop).__module__.startswith("uvloop")
-        same_clock = abs(loop.time() - time.monotonic()) < 0.5
-        self.now: Callable[[], float] = time.monotonic if same_clock else loop.time
-        self._timer_slack = 0.001 if coarse else 0.0
-        self._uvloop = coarse  # see _rearm_poll
+        timers = self._timer = _timers_of(loop)  # this loop's timers (one asyncio timer)
+        self._timer_at: float | None = None  # our deadline there, if armed
+        self.now: Callable[[], float] = timers.now  # the core's clock: see _LoopTimers
+        self._uvloop = timers.uvloop  # see _rearm_poll
         self._flush_scheduled = False
+        self._held_acks: list[Connection] | None = None  # see release_ack_soon
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -348,9 +479,13 @@ class AioEndpoint:
         self._fd = sock.fileno()
         if gso is None:
             gso = not _env_off("GANNET_NO_GSO")
-        self.gso = bool(gso) and gso_supported(sock)
+        if gso:
+            gso = _GSO_KNOWN.get(family)  # the kernel's answer does not change
+            if gso is None:
+                gso = _GSO_KNOWN[family] = gso_supported(sock)
+        self.gso = bool(gso)
         """Whether sends are batched with UDP GSO (turned off if the kernel refuses)."""
-        self._gso_max_bytes = GSO_MAX_BYTES.get(sock.family, 65507)
+        self._gso_max_bytes = GSO_MAX_BYTES.get(family, 65507)
         self._gso_cmsg: dict[int, list] = {}  # segment size -> ancillary data
         if gro is None:
             gro = not _env_off("GANNET_NO_GRO")
@@ -427,6 +562,17 @@ class AioEndpoint:
             except RuntimeError:  # the loop is gone (interpreter exit)
                 self._flush_scheduled = False
 
+    def release_ack_soon(self, conn: Connection) -> None:
+        """`conn` holds its handshake ACK for the application's first data
+        (Connection.hold_handshake_ack): release it at the next flush, one
+        loop turn from now, after the task that awaited the connection has
+        run. A write in that task joins the same flush and carries the ACK."""
+        if self._held_acks is None:
+            self._held_acks = [conn]
+        else:
+            self._held_acks.append(conn)
+        self.request_flush()
+
     def _process(self) -> None:
         with self.lock:
             self._process_locked()
@@ -439,6 +585,11 @@ class AioEndpoint:
         self._flush_scheduled = True
         ep = self.ep
         more = False
+        held = self._held_acks
+        if held is not None:
+            self._held_acks = None
+            for conn in held:
+                conn.release_ack()
         try:
             for _ in range(PROCESS_ROUNDS):
                 out = ep.datagrams_to_send(self.now(), self.gso)
@@ -450,7 +601,7 @@ class AioEndpoint:
                 more = True
         finally:
             self._flush_scheduled = False
-        if more:
+        if more or self._held_acks is not None:
             self.request_flush()
         if self.close_when_idle and not ep.connection_count:
             self.close()
@@ -853,19 +1004,20 @@ class AioEndpoint:
         deadline = self.ep.get_timer()
         if deadline is None:
             return  # a stale armed timer is harmless: handle_timer finds nothing due
-        if self._timer is not None:
-            if self._timer_at <= deadline:
+        armed = self._timer_at
+        if armed is not None:
+            if armed <= deadline:
                 return  # it fires first and re-arms for the later deadline
-            self._timer.cancel()
+            self._timer.superseded()
         self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline + self._timer_slack, self._on_timer)
+        self._timer.arm(self, deadline)
 
     def _on_timer(self) -> None:
+        """Our deadline is due (called by this loop's _LoopTimers)."""
         with self.lock:
             deadline = self._timer_at
-            self._timer = None
             self._timer_at = None
-            if self.closed:
+            if self.closed or deadline is None:
                 return
             # Loops fire a hair early; the core must see the deadline reached.
             self.ep.handle_timer(max(deadline, self.now()))
@@ -884,10 +1036,12 @@ class AioEndpoint:
                     self.loop.remove_writer(self._fd)
             except Exception:  # noqa: BLE001 - the loop may be closing already
                 pass
-            for handle in (self._timer, self._retry_handle):
-                if handle is not None:
-                    handle.cancel()
-            self._timer = self._retry_handle = None
+            if self._timer_at is not None:
+                self._timer_at = None
+                self._timer.superseded()
+            if self._retry_handle is not None:
+                self._retry_handle.cancel()
+            self._retry_handle = None
             if self._backlog:
                 self._backlog.clear()
             self.sock.close()
