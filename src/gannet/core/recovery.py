@@ -23,7 +23,14 @@ Bookkeeping is per transmission, as byte ranges in send order:
 - originals: first transmissions, in two parallel lists (starts, records)
   with a moving head. New data leaves in sequence order, so these are sorted
   by sequence *and* by time: a cumulative ACK pops from the head, a SACK
-  block finds its newest original by bisection.
+  block finds its newest original by bisection. A record is a run: segments
+  of `mss` bytes that left at one instant with consecutive serials (a
+  `SegmentRun`, or one segment alone), so segment k of a record is
+  [start + k*mss, ...) with serial serial0 + k, and every rule below reads
+  per segment exactly as if each had its own record. (One record per
+  segment cost a bulk sender a sixth of its time allocating and freeing
+  them; an earlier attempt at run records that did not keep per-segment
+  serials caused a storm of spurious retransmissions.)
 - retransmissions: a short list in send order (only what is resent and not
   yet delivered); bytes resent since the last ACK are also kept in a
   RangeSet so that an original whose bytes were resent no longer counts.
@@ -76,7 +83,7 @@ COMPACT_AT = 256
 class RackTlp:
     __slots__ = (
         "conn", "active", "tlp", "ack_delay",
-        "_starts", "_recs", "_head", "_retx", "_resent", "_serial", "_blocks", "_una", "_high",
+        "_starts", "_recs", "_head", "_judged", "_retx", "_resent", "_serial", "_blocks", "_una", "_high",
         "rack_serial", "xmit_ts", "rack_rtt", "fack", "reordering_seen",
         "reo_wnd_mult", "reo_wnd_persist", "_spurious_round", "_was_in_recovery", "_rto_high",
         "reo_deadline", "pto_deadline", "deadline", "_pto_at",
@@ -100,8 +107,9 @@ class RackTlp:
 
         # --- transmissions not yet delivered or judged lost -------------------
         self._starts: list[int] = []  # originals: start positions, for bisection
-        self._recs: list[tuple[int, int, float, int]] = []  # (start, end, time, serial)
+        self._recs: list[tuple[int, int, float, int, int]] = []  # (start, end, time, serial0, mss)
         self._head = 0  # originals before this index are done
+        self._judged = 0  # the head record is judged (lost or delivered) below this position
         self._retx: list[tuple[int, int, float, int, bool]] = []  # (start, end, time, serial, judged)
         self._resent = RangeSet()  # bytes above snd_una that have been resent
         self._serial = 0  # transmissions so far
@@ -158,7 +166,7 @@ class RackTlp:
             self._resent.add(start, end)
         else:
             self._starts.append(start)
-            self._recs.append((start, end, now, self._serial))
+            self._recs.append((start, end, now, self._serial, end - start or 1))
             if end > self._high:
                 self._high = end
             # RFC 8985 7.2: (re)start the PTO after sending new data, not a
@@ -168,25 +176,18 @@ class RackTlp:
         self._probing = False
 
     def on_transmit_run(self, start: int, end: int, mss: int, now: float) -> None:
-        """New data [start, end) left now as segments of `mss` bytes. Each
-        gets its own record and serial (in sequence order, as RFC 8985 orders
-        segments sent at one instant), so a loss inside a run is judged
-        like any other."""
+        """New data [start, end) left now as segments of `mss` bytes: one
+        record, whose segments have consecutive serials (in sequence order,
+        as RFC 8985 orders segments sent at one instant), so a loss inside
+        a run is judged like any other."""
         active = self.active
         if not active:
             if active is False or not self._activate():
                 return
         serial = self._serial
-        begins = range(start, end, mss)
-        count = len(begins)
-        # Built by zip in C: a Python loop here cost a bulk sender ~0.3 us a segment.
-        self._starts.extend(begins)
-        recs = self._recs
-        recs.extend(zip(begins, range(start + mss, end + mss, mss), repeat(now, count),
-                        range(serial + 1, serial + count + 1)))
-        if count and recs[-1][1] != end:
-            recs[-1] = (begins[-1], end, now, serial + count)  # the short last segment
-        self._serial = serial + count
+        self._starts.append(start)
+        self._recs.append((start, end, now, serial + 1, mss))
+        self._serial = serial + -(-(end - start) // mss)
         if end > self._high:
             self._high = end
         if self.tlp and self.tlp_end is None and now != self._pto_at:
@@ -225,25 +226,39 @@ class RackTlp:
                 # after data sent later was SACKed: the path reorders.
                 self.reordering_seen = True
             if not resent:
-                # Nothing resent: the newest covered record is the last one
+                # Nothing resent: the newest covered segment is the last one
                 # ending at or below una, found by bisection (a bulk ACK can
-                # cover a hundred records; walking them cost a microsecond each).
+                # cover a hundred segments; walking them cost a microsecond each).
                 j = bisect_right(self._starts, una - 1, head) - 1
-                if j >= head and recs[j][1] > una:
-                    j -= 1
                 if j >= head:
-                    rec = recs[j]
-                    best_serial, best_time = rec[3], rec[2]
-                    head = j + 1
+                    s, e, t, serial0, mss = recs[j]
+                    if e <= una:
+                        best_serial, best_time = serial0 + (e - s - 1) // mss, t
+                        head = j + 1
+                    else:
+                        covered = (una - s) // mss  # segments of record j wholly acknowledged
+                        if covered:
+                            best_serial, best_time = serial0 + covered - 1, t
+                        elif j > head:
+                            s, e, t, serial0, mss = recs[j - 1]
+                            best_serial, best_time = serial0 + (e - s - 1) // mss, t
+                        head = j
             else:
                 n = len(recs)
                 while head < n:
-                    rec = recs[head]
-                    if rec[1] > una:
+                    s, e, t, serial0, mss = recs[head]
+                    top = e if e <= una else s + (una - s) // mss * mss
+                    # The newest segment of this record below `top` not resent.
+                    k = (top - s - 1) // mss
+                    while k >= 0:
+                        ss = s + k * mss
+                        if not resent.overlap(ss, min(ss + mss, e)):
+                            best_serial, best_time = serial0 + k, t
+                            break
+                        k -= 1
+                    if e > una:
                         break
                     head += 1
-                    if not resent.overlap(rec[0], rec[1]):
-                        best_serial, best_time = rec[3], rec[2]
             self._head = head
 
         # 2. Originals inside newly SACKed blocks: bisect for the newest.
@@ -255,20 +270,30 @@ class RackTlp:
                 if right <= fack and not (resent and resent.overlap(left, right)):
                     self.reordering_seen = True  # delivered below data sent after it
                 j = bisect_right(starts, right - 1, head) - 1
-                for _ in range(4):  # the newest wholly delivered record is near the top
-                    if j < head:
-                        break
-                    s, e, t, serial = recs[j]
-                    if e <= left or serial <= best_serial:
+                if j < head:
+                    continue
+                s, e, t, serial0, mss = recs[j]
+                k = (min(right, e) - 1 - s) // mss  # the segment holding right - 1
+                for _ in range(4):  # the newest wholly delivered segment is near the top
+                    if k < 0:
+                        j -= 1
+                        if j < head:
+                            break
+                        s, e, t, serial0, mss = recs[j]
+                        k = (e - s - 1) // mss
+                    ss = s + k * mss
+                    se = min(ss + mss, e)
+                    serial = serial0 + k
+                    if se <= left or serial <= best_serial:
                         break
                     if (
-                        e <= right
-                        and (s >= left or self._delivered(s, e, una, sacked))
-                        and not (resent and resent.overlap(s, e))
+                        se <= right
+                        and (ss >= left or self._delivered(ss, se, una, sacked))
+                        and not (resent and resent.overlap(ss, se))
                     ):
                         best_serial, best_time = serial, t
                         break
-                    j -= 1
+                    k -= 1
 
         # 3. Retransmissions now delivered. One delivered sooner than min_rtt
         # after it was resent was delivered by an earlier transmission: it
@@ -441,7 +466,14 @@ class RackTlp:
         i = self._head
         n = len(recs)
         retx = self._retx
-        if (i >= n or recs[i][3] > rack_serial) and (not retx or retx[0][3] > rack_serial):
+        judged = self._judged if self._judged > una else una
+        if i < n:
+            s, e, t, serial0, mss = recs[i]
+            # The serial of the head record's first segment not yet judged.
+            first = serial0 + (judged - s) // mss if judged > s else serial0
+        else:
+            first = rack_serial + 1
+        if first > rack_serial and (not retx or retx[0][3] > rack_serial):
             # The common case: everything outstanding was sent after the
             # newest delivered segment, so nothing can be judged yet.
             if i and i >= n:
@@ -457,12 +489,16 @@ class RackTlp:
         newly = False
         deadline = None
         while i < n:
-            s, e, t, serial = recs[i]
-            if serial > rack_serial:
+            s, e, t, serial0, mss = recs[i]
+            if serial0 > rack_serial:
                 break  # sent after everything delivered: nothing to judge by yet
-            if e > una:
-                lo = s if s > una else una
-                parts = sacked.gaps(lo, e) if sacked else [(lo, e)]
+            # Only the segments sent before the newest delivered one are judged
+            # (all of a record's segments left at the same time t).
+            partial = serial0 + (e - s - 1) // mss > rack_serial
+            hi = s + (rack_serial - serial0 + 1) * mss if partial else e
+            lo = s if s > judged else judged  # the head record may be judged in part
+            if hi > lo:
+                parts = sacked.gaps(lo, hi) if sacked else [(lo, hi)]
                 if resent and parts:
                     parts = [g for ps, pe in parts for g in resent.gaps(ps, pe)]
                 if parts:
@@ -472,7 +508,11 @@ class RackTlp:
                     for ps, pe in parts:
                         if lost.add(ps, pe):
                             newly = True
+            if partial:
+                self._judged = hi
+                break  # the rest of this record was sent after the newest delivered segment
             i += 1
+            judged = una
         if i >= n:
             recs.clear()
             self._starts.clear()
