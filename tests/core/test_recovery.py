@@ -174,10 +174,10 @@ def test_delivery_rate_samples_reach_the_controller(monkeypatch):
     cc = a.conn.cc
     on_delivery_rate = type(cc).on_delivery_rate
 
-    def record(self, now, rate, interval, app_limited):  # controllers have slots: patch the class
+    def record(self, now, rate, interval, app_limited, *rest):  # controllers have slots: patch the class
         if self is cc:
             samples.append((rate, app_limited))
-        return on_delivery_rate(self, now, rate, interval, app_limited)
+        return on_delivery_rate(self, now, rate, interval, app_limited, *rest)
 
     monkeypatch.setattr(type(cc), "on_delivery_rate", record)
     a.conn.send(bytes(4 * a.conn.mss))

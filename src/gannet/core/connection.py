@@ -1560,7 +1560,8 @@ class Connection:
         self._first_sent_time = sent_time
         interval = max(now - delivered_time_then, sent_time - first_sent_then)
         if interval > 0:
-            self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)
+            self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited,
+                                     self.stats.retransmitted_bytes)
 
     def _sack_rate_sample(self, seg: Segment, now: float) -> None:
         """A delivery-rate sample from the segment a SACK-only ACK reports
@@ -1583,7 +1584,8 @@ class Connection:
         _, _, sent_time, delivered_then, delivered_time_then, app_limited, first_sent_then = rec
         interval = max(now - delivered_time_then, sent_time - first_sent_then)
         if interval > 0:
-            self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited)
+            self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited,
+                                     self.stats.retransmitted_bytes)
 
     def _update_ts_recent(self, seg: Segment) -> None:
         """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
