@@ -19,6 +19,11 @@ raised by 1, 2, 4 ... (at most 16) segments in successive probes it
 holds back, with cwnd at most 0.85 of it outside probes - so beside a
 loss-based flow on a shallow queue BBR backs off as that flow does,
 instead of keeping the queue full at 2 BDP, and grows back about as fast.
+
+Random loss is compensated in the pacing rate: once the pipe is full it is
+divided by (1 - the share of what was sent that had to be resent, over the
+recent rounds without a queue, at most 2 %), since what is lost before the
+bottleneck never reaches it.
 """
 
 from __future__ import annotations
