@@ -160,8 +160,11 @@ def _start_trace(s, path, start) -> None:
                 cc = conn.cc
                 rec = {"t": round(time.monotonic() - start, 3), "cwnd": cc.cwnd, "mss": conn.mss,
                        "retransmits": conn.stats.retransmits, "timeouts": conn.stats.timeouts,
-                       "srtt": getattr(conn.rtt, "srtt", None)}
-                for k in ("state", "btl_bw", "min_rtt", "inflight_hi", "pacing_rate", "pacing_gain"):
+                       "srtt": getattr(conn.rtt, "srtt", None), "bytes_sent": conn.stats.bytes_sent,
+                       "delivered": getattr(conn, "delivered", None),
+                       "outstanding": conn.snd_nxt - conn.snd_una, "snd_wnd": conn.snd_wnd,
+                       "in_recovery": getattr(conn, "in_recovery", None), "pipe": conn._pipe()}
+                for k in ("state", "btl_bw", "min_rtt", "inflight_hi", "pacing_rate", "pacing_gain", "loss_comp"):
                     v = getattr(cc, k, None)
                     rec[k] = v if v != float("inf") else -1
                 out.write(json.dumps(rec) + "\n")

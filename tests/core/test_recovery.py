@@ -174,10 +174,10 @@ def test_delivery_rate_samples_reach_the_controller(monkeypatch):
     cc = a.conn.cc
     on_delivery_rate = type(cc).on_delivery_rate
 
-    def record(self, now, rate, interval, app_limited):  # controllers have slots: patch the class
+    def record(self, now, rate, interval, app_limited, *rest):  # controllers have slots: patch the class
         if self is cc:
             samples.append((rate, app_limited))
-        return on_delivery_rate(self, now, rate, interval, app_limited)
+        return on_delivery_rate(self, now, rate, interval, app_limited, *rest)
 
     monkeypatch.setattr(type(cc), "on_delivery_rate", record)
     a.conn.send(bytes(4 * a.conn.mss))
@@ -187,6 +187,42 @@ def test_delivery_rate_samples_reach_the_controller(monkeypatch):
     assert samples
     rate, app_limited = samples[-1]
     assert rate == pytest.approx(4 * a.conn.mss / 0.02, rel=0.05)
+
+
+def test_sacked_segments_give_rtt_samples_but_not_resent_ones(monkeypatch):
+    """While a hole holds the cumulative ACK (an RTT per loss; back to back
+    at 2 % loss on a 100 ms path) SACK-only ACKs are the only fresh news:
+    each times the segment its first SACK block ends with, unless that was
+    ever resent (Karn). Before, such a path gave almost no RTT samples, and
+    BBR's min RTT and the RTO went stale."""
+    a, b = established_pair(Config(initial_window=20))
+    cc = a.conn.cc
+    seen = []
+    on_ack = type(cc).on_ack
+
+    def record(self, now, acked, in_flight, rtt):  # controllers have slots: patch the class
+        if self is cc:
+            seen.append(rtt)
+        return on_ack(self, now, acked, in_flight, rtt)
+
+    monkeypatch.setattr(type(cc), "on_ack", record)
+    mss = a.conn.mss
+    a.conn.send(bytes(10 * mss))
+    segs = a.out(1.0)
+    samples = a.conn.rtt.samples
+    deliver(b, segs[1:5], 1.03)  # the first segment is lost
+    deliver(a, b.out(1.03), 1.06)
+    assert a.conn.snd_una == segs[0].seq  # nothing cumulatively acknowledged
+    assert a.conn.rtt.samples > samples
+    assert a.conn.rtt.latest_rtt == pytest.approx(0.06)
+    assert seen and seen[-1] == pytest.approx(0.06)  # the controller sees it too
+    # The hole is repaired; a SACK block ending in resent data times nothing.
+    resent = [s for s in a.out(1.06) if s.payload]
+    assert resent and resent[0].seq == segs[0].seq
+    a.conn._ever_retransmitted.add(segs[4].seq, segs[4].seq + mss)  # as if resent
+    samples = a.conn.rtt.samples
+    assert a.conn._sack_rate_sample(type("Seg", (), {"sack": [(segs[1].seq, segs[4].seq + mss)]})(), 1.2) is None
+    assert a.conn.rtt.samples == samples
 
 
 def test_pmtud_probe_confirmed_raises_the_segment_size():

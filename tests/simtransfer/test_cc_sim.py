@@ -227,9 +227,9 @@ def test_bbr_gets_rate_samples_during_loss_recovery(monkeypatch):
     samples = []
     original = Bbr.on_delivery_rate
 
-    def record(self, now, rate, interval, app_limited):
+    def record(self, now, rate, interval, app_limited, *rest):
         samples.append((self._in_recovery, rate))
-        original(self, now, rate, interval, app_limited)
+        original(self, now, rate, interval, app_limited, *rest)
 
     monkeypatch.setattr(Bbr, "on_delivery_rate", record)
     seed = 1

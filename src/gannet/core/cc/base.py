@@ -14,7 +14,8 @@ class CongestionControl:
       fast retransmit / SACK recovery starts;
     - `on_recovery_end(now)` when the recovery point is acknowledged;
     - `on_rto(now, in_flight)` when the retransmission timer expires;
-    - `on_delivery_rate(now, rate, interval, app_limited)` for each rate sample.
+    - `on_delivery_rate(now, rate, interval, app_limited, retransmitted)` for
+      each rate sample (`retransmitted`: bytes resent so far, a running count).
     It may set `pacing_rate` (bytes/s); the connection then spreads segments
     out instead of sending a window at once.
     """
@@ -47,10 +48,14 @@ class CongestionControl:
     def on_recovery_end(self, now: float) -> None:
         pass
 
-    def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
+    def on_delivery_rate(
+        self, now: float, rate: float, interval: float, app_limited: bool, retransmitted: int = 0
+    ) -> None:
         """A delivery-rate sample in bytes/s over `interval` seconds (model-based
         controllers use it; loss-based ones ignore it). `app_limited` samples
-        say more about the application than about the path."""
+        say more about the application than about the path; `retransmitted`
+        is the connection's running count of resent bytes (so a controller
+        can tell how much of what it sends is lost)."""
 
     acks_in_recovery = False
     """True: `on_ack` is called during loss recovery too (after

@@ -19,6 +19,11 @@ raised by 1, 2, 4 ... (at most 16) segments in successive probes it
 holds back, with cwnd at most 0.85 of it outside probes - so beside a
 loss-based flow on a shallow queue BBR backs off as that flow does,
 instead of keeping the queue full at 2 BDP, and grows back about as fast.
+
+Random loss is compensated in the pacing rate: once the pipe is full it is
+divided by (1 - the share of what was sent that had to be resent, over the
+recent rounds without a queue, at most 2 %), since what is lost before the
+bottleneck never reaches it.
 """
 
 from __future__ import annotations
@@ -56,6 +61,13 @@ LOSS_BETA = 0.7  # inflight_hi after a loss with a queue: this share of what was
 INFLIGHT_HI_FLOOR = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
 HEADROOM = 0.85  # outside probes, cwnd stays below this share of inflight_hi
 HI_STEP_MAX = 16  # segments: inflight_hi's growth per round at most
+# Random loss upstream of the bottleneck: what is lost never reaches the
+# link, so pacing at the delivery rate leaves the link that much idle. The
+# pacing rate is divided by (1 - loss rate) of the recent rounds without a
+# queue, the rate counted at most this high (BBRv2 reads more than 2 % loss
+# in a round as congestion).
+LOSS_COMP_MAX = 0.02
+LOSS_DECAY = 7 / 8  # per round: the loss-rate estimate covers about 8 rounds
 ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
@@ -69,7 +81,8 @@ class Bbr(CongestionControl):
         "_probe_rtt_done", "_probe_rtt_round", "_prior_cwnd", "_probe_rtt_cwnd", "_inflight",
         "_in_recovery", "_recovery_capped", "_rto_restore_at", "_loss_in_phase", "inflight_hi",
         "_hi_limited", "_hi_step", "_round_start", "_round_rtt_min", "_round_rtt_count",
-        "_last_round_rtt_min",
+        "_last_round_rtt_min", "_retx_seen", "_round_lost", "_round_delivered_at",
+        "_round_queue", "_lost_avg", "_delivered_avg", "loss_comp",
     )
 
     name = "bbr"
@@ -124,6 +137,14 @@ class Bbr(CongestionControl):
         self._round_rtt_min = INF
         self._round_rtt_count = 0
         self._last_round_rtt_min = INF
+        # Random-loss compensation of the pacing rate (LOSS_COMP_MAX).
+        self._retx_seen = 0  # the connection's retransmitted bytes at the last sample
+        self._round_lost = 0  # bytes retransmitted this round
+        self._round_delivered_at = 0  # rounds.delivered when this round began
+        self._round_queue = False  # this round had a loss with a queue
+        self._lost_avg = 0.0  # decaying sums over the rounds without a queue
+        self._delivered_avg = 0.0
+        self.loss_comp = 1.0  # pacing multiplier: 1 / (1 - loss rate)
 
     # -------------------------------------------------------------- model
     @property
@@ -179,10 +200,15 @@ class Bbr(CongestionControl):
             and self.pacing_gain == 1.0
             and not self._recovery_capped
             and now - self._cycle_stamp <= (self.min_rtt or 0.0)
-            and self.pacing_rate == self.btl_bw
+            and self.pacing_rate == self.btl_bw * self.loss_comp
         )
 
-    def on_delivery_rate(self, now: float, rate: float, interval: float, app_limited: bool) -> None:
+    def on_delivery_rate(
+        self, now: float, rate: float, interval: float, app_limited: bool, retransmitted: int = 0
+    ) -> None:
+        if retransmitted > self._retx_seen:
+            self._round_lost += retransmitted - self._retx_seen
+            self._retx_seen = retransmitted
         if self.rounds.tick(now, self._inflight):
             self._on_round_start()
         self._sample_app_limited = app_limited
@@ -239,6 +265,7 @@ class Bbr(CongestionControl):
         self._last_round_rtt_min = self._round_rtt_min if self._round_rtt_count >= ROUND_RTT_SAMPLES else INF
         self._round_rtt_min = INF
         self._round_rtt_count = 0
+        self._update_loss_rate()
         if self.filled_pipe or not self._bw_samples or self._sample_app_limited:
             # An application that sends little (a request-response flow)
             # shows no growth because it has none to show: that is no sign
@@ -253,6 +280,29 @@ class Bbr(CongestionControl):
             self._full_bw_count += 1
             if self._full_bw_count >= FULL_BW_ROUNDS:
                 self.filled_pipe = True
+
+    def _update_loss_rate(self) -> None:
+        """At a round's end: the share of what was sent that was lost, over
+        the recent rounds. A round with a queue counts as one without loss:
+        a loss with a queue is the buffer overflowing, which sending more
+        would only make worse, and a queue that stands ends the
+        compensation."""
+        delivered = self.rounds.delivered - self._round_delivered_at
+        self._round_delivered_at = self.rounds.delivered
+        lost, self._round_lost = self._round_lost, 0
+        last = self._last_round_rtt_min  # INF: too few samples to tell
+        queue = self._round_queue or self._recovery_capped or (
+            last != INF and self.min_rtt is not None and last >= QUEUE_RTT_FACTOR * self.min_rtt
+        )
+        self._round_queue = False
+        if delivered <= 0:
+            return
+        if queue:
+            lost = 0  # counts as a round without random loss, so a standing queue ends the compensation
+        self._lost_avg = self._lost_avg * LOSS_DECAY + lost
+        self._delivered_avg = self._delivered_avg * LOSS_DECAY + delivered
+        rate = self._lost_avg / (self._lost_avg + self._delivered_avg)
+        self.loss_comp = 1 / (1 - min(rate, LOSS_COMP_MAX))
 
     def _update_state(self, now: float) -> None:
         if self.state == STARTUP and self.filled_pipe:
@@ -339,6 +389,10 @@ class Bbr(CongestionControl):
         srtt = self.rounds.srtt
         if self.btl_bw:
             rate = gain * self.btl_bw
+            if self.filled_pipe and not self._recovery_capped:
+                # Random loss before the bottleneck takes its share of what
+                # is sent before the link sees it: send that much more.
+                rate *= self.loss_comp
             if not self.filled_pipe and srtt:
                 # Until the pipe is known full, never below the initial window
                 # per RTT: an application that sends little measures only
@@ -436,6 +490,7 @@ class Bbr(CongestionControl):
         self._in_recovery = True
         self._recovery_capped = self.queue_evident() and bool(self.bdp)
         if self._recovery_capped:
+            self._round_queue = True
             if self.state == STARTUP:
                 self.filled_pipe = True
                 self._update_state(now)
