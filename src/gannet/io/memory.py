@@ -9,12 +9,19 @@ A bulk receiver took one page fault per 4 KB received and spent more of its
 time in the kernel than in Python; raising the threshold cut both ends' CPU
 per gigabyte by about a third (docs/design.md, "Memory").
 
-The setting is the process's, not Gannet's alone, so it is made once, when
+Setting the trim threshold turns off glibc's own adjustment of the mmap
+threshold (which otherwise rises to the size of the largest block freed, up
+to 32 MB), leaving every allocation of 128 KB or more to its own mmap: an
+application that copies a megabyte per write would then fault in every page
+of every copy. So the mmap threshold is set too, to MMAP_THRESHOLD, and the
+trim threshold above it, as glibc's adjustment keeps them (trim = 2 x mmap).
+
+The settings are the process's, not Gannet's alone, so it is made once, when
 the first endpoint opens (not on import: the sans-I/O core and the simulator
 never need it), only under glibc, and never when the user chose a value
 (`MALLOC_TRIM_THRESHOLD_` in the environment) or opted out
-(`GANNET_NO_MALLOPT=1`). The cost is bounded: at most TRIM_THRESHOLD of
-free memory stays mapped, as it would while the transfer runs anyway.
+(`GANNET_NO_MALLOPT=1`). The cost is bounded: at most TRIM_THRESHOLD (16 MB)
+of free memory stays mapped, as it would while a transfer runs anyway.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from __future__ import annotations
 import ctypes
 import os
 
-M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter number
-TRIM_THRESHOLD = 16 * 1024 * 1024
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 8 * 1024 * 1024
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 
 _done = False
 applied = False
@@ -36,7 +45,7 @@ def keep_freed_memory() -> bool:
     if _done:
         return applied
     _done = True
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     if os.environ.get("GANNET_NO_MALLOPT", "").strip().lower() not in ("", "0", "no", "false", "off"):
         return False
@@ -46,5 +55,6 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    applied = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    applied = (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+               and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
     return applied
