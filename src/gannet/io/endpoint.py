@@ -58,7 +58,7 @@ from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported 
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..core.states import State
-from ..wire.batch import Train
+from ..wire.batch import Train, release
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -850,6 +850,7 @@ class AioEndpoint:
         st = self.io_stats
         st.send_calls += 1
         st.datagrams_sent += count
+        release(train)  # the kernel has its copy: encode_run may fill it again
         return True
 
     def _send_call(self, bufs: list, size: int, count: int, addr: object) -> None:

@@ -1,0 +1,49 @@
+"""A released Train is filled again in place: the bytes must be exactly a fresh encoding's."""
+
+from __future__ import annotations
+
+from gannet.wire import batch
+from gannet.wire.batch import Train, encode_run, release
+from gannet.wire.datagram import decode
+from gannet.wire.segment import ACK, PSH, SegmentRun
+
+MSS = 1432
+
+
+def _run(seq: int, ack: int, tsval: int, data: bytes, last_flags: int = ACK | PSH) -> SegmentRun:
+    return SegmentRun(seq, ack, ACK, last_flags, 4000, tsval, 77, data, 5, 44 * MSS, MSS)
+
+
+def test_a_reused_train_holds_exactly_the_new_runs_datagrams():
+    batch._pool.clear()
+    data1 = bytes(range(256)) * 260
+    data2 = bytes(reversed(range(256))) * 260
+    first = encode_run(7, 9, _run(1000, 50, 1, data1))
+    fresh = bytes(encode_run(7, 9, _run(0xFFFFFF00, 60, 2, data2, ACK)))  # pool empty: a new train
+    release(first)
+    again = encode_run(7, 9, _run(0xFFFFFF00, 60, 2, data2, ACK))
+    assert again is first  # the released buffer, filled again
+    assert bytes(again) == fresh
+    rows = again.datagrams()
+    for i, raw in enumerate(rows):
+        dst, src, seg = decode(raw)  # every row's CRC is right
+        assert (dst, src) == (7, 9)
+        assert seg.seq == (0xFFFFFF00 + i * MSS) & 0xFFFFFFFF  # sequence numbers wrap
+        assert seg.payload == data2[5 + i * MSS : 5 + (i + 1) * MSS]
+        assert seg.flags == ACK and seg.tsval == 2
+
+
+def test_only_whole_row_trains_are_kept_and_only_a_few():
+    batch._pool.clear()
+    short = encode_run(1, 2, SegmentRun(0, 0, ACK, ACK, 1, 1, 1, bytes(50000), 0, 3 * MSS, MSS))
+    release(short)  # below the vector path: not kept
+    tail = encode_run(1, 2, SegmentRun(0, 0, ACK, ACK, 1, 1, 1, bytes(50000), 0, 10 * MSS + 7, MSS))
+    release(tail)  # a short last row: not kept
+    assert not any(batch._pool.values())
+    trains = [encode_run(1, 2, _run(0, 0, 1, bytes(70000))) for _ in range(batch.POOL_KEEP + 2)]
+    for t in trains:
+        release(t)
+    assert sum(len(v) for v in batch._pool.values()) == batch.POOL_KEEP
+    plain = Train(bytes(3 * 1472))
+    plain.size = 1472
+    release(plain)  # made outside encode_run: no error
