@@ -16,6 +16,7 @@ def _run(seq: int, ack: int, tsval: int, data: bytes, last_flags: int = ACK | PS
 
 def test_a_reused_train_holds_exactly_the_new_runs_datagrams():
     batch._pool.clear()
+    batch._pooled[0] = 0
     data1 = bytes(range(256)) * 260
     data2 = bytes(reversed(range(256))) * 260
     first = encode_run(7, 9, _run(1000, 50, 1, data1))
@@ -33,17 +34,23 @@ def test_a_reused_train_holds_exactly_the_new_runs_datagrams():
         assert seg.flags == ACK and seg.tsval == 2
 
 
-def test_only_whole_row_trains_are_kept_and_only_a_few():
+def test_only_whole_row_trains_are_kept_and_only_so_many_bytes():
     batch._pool.clear()
+    batch._pooled[0] = 0
     short = encode_run(1, 2, SegmentRun(0, 0, ACK, ACK, 1, 1, 1, bytes(50000), 0, 3 * MSS, MSS))
     release(short)  # below the vector path: not kept
     tail = encode_run(1, 2, SegmentRun(0, 0, ACK, ACK, 1, 1, 1, bytes(50000), 0, 10 * MSS + 7, MSS))
     release(tail)  # a short last row: not kept
     assert not any(batch._pool.values())
-    trains = [encode_run(1, 2, _run(0, 0, 1, bytes(70000))) for _ in range(batch.POOL_KEEP + 2)]
+    size = 44 * (MSS + 40)
+    keep = batch.POOL_BYTES // size
+    trains = [encode_run(1, 2, _run(0, 0, 1, bytes(70000))) for _ in range(keep + 2)]
     for t in trains:
         release(t)
-    assert sum(len(v) for v in batch._pool.values()) == batch.POOL_KEEP
+    assert sum(len(v) for v in batch._pool.values()) == keep
+    assert batch._pooled[0] == keep * size
+    encode_run(1, 2, _run(0, 0, 1, bytes(70000)))
+    assert batch._pooled[0] == (keep - 1) * size
     plain = Train(bytes(3 * 1472))
     plain.size = 1472
     release(plain)  # made outside encode_run: no error

@@ -78,9 +78,12 @@ class Train(bytearray):
         return [bytes(self[i : i + size]) for i in range(0, len(self), size)]
 
 
-# Released trains by (datagram size, rows), a few of each shape.
+# Released trains by (datagram size, rows). A paced sender encodes up to a
+# few milliseconds of trains before handing them to the kernel (about 30 at
+# 1 GB/s), so the pool keeps that many, up to POOL_BYTES in all.
 _pool: dict[tuple[int, int], list[Train]] = {}
-POOL_KEEP = 4
+POOL_BYTES = 4 * 1024 * 1024
+_pooled = [0]  # bytes held in _pool
 
 
 def release(train: Train) -> None:
@@ -90,9 +93,9 @@ def release(train: Train) -> None:
     rows, tail = divmod(len(train), size)
     if tail or rows < VECTOR_MIN:
         return
-    free = _pool.setdefault((size, rows), [])
-    if len(free) >= POOL_KEEP:
+    if _pooled[0] + len(train) > POOL_BYTES:
         return
+    free = _pool.setdefault((size, rows), [])
     if getattr(train, "_parts", None) is None:
         body = size - TRAILER_SIZE
         view = memoryview(train)
@@ -103,15 +106,18 @@ def release(train: Train) -> None:
             [view[off : off + body] for off in range(0, rows * size, size)],  # what each CRC covers
         )
     free.append(train)
+    _pooled[0] += len(train)
 
 
 def _reuse(size: int, rows: int) -> Train | None:
     free = _pool.get((size, rows))
     if free:
         try:
-            return free.pop()
+            train = free.pop()
         except IndexError:  # another thread took the last one
-            pass
+            return None
+        _pooled[0] -= len(train)
+        return train
     return None
 
 
