@@ -27,6 +27,8 @@ _BaseReader = asyncio.StreamReader
 class ChunkReader(asyncio.StreamReader):
     """An asyncio.StreamReader whose `read(n)` returns received chunks as they are."""
 
+    __slots__ = ("_chunks", "_head", "_chunked")  # not in the inherited __dict__: a server holds thousands
+
     def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=limit, loop=loop)
         self._chunks: deque | None = None  # made on first use, dropped when empty
