@@ -54,3 +54,21 @@ def test_only_whole_row_trains_are_kept_and_only_so_many_bytes():
     plain = Train(bytes(3 * 1472))
     plain.size = 1472
     release(plain)  # made outside encode_run: no error
+
+
+def test_a_large_single_datagram_train_is_reused_too():
+    batch._pool.clear()
+    batch._pooled[0] = 0
+    mss = 64000
+    data1, data2 = bytes(range(256)) * 300, bytes(reversed(range(256))) * 300
+
+    def one(seq, data, flags):
+        return SegmentRun(seq, 5, ACK, flags, 100, 3, 4, data, 17, mss, mss)
+
+    first = encode_run(1, 2, one(10, data1, ACK | PSH))
+    fresh = bytes(encode_run(1, 2, one(20, data2, ACK)))
+    release(first)
+    again = encode_run(1, 2, one(20, data2, ACK))
+    assert again is first and bytes(again) == fresh
+    dst, src, seg = decode(bytes(again))
+    assert seg.seq == 20 and seg.flags == ACK and seg.payload == data2[17 : 17 + mss]

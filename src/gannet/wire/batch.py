@@ -83,20 +83,23 @@ class Train(bytearray):
 # 1 GB/s), so the pool keeps that many, up to POOL_BYTES in all.
 _pool: dict[tuple[int, int], list[Train]] = {}
 POOL_BYTES = 4 * 1024 * 1024
+POOL_LOOP_SIZE = 16384  # below the vector path, only datagrams this large are pooled
 _pooled = [0]  # bytes held in _pool
 
 
 def release(train: Train) -> None:
     """The kernel has copied `train` (and nothing else holds it): its buffer
-    may be filled again. Only whole-row trains of the vector path are kept."""
+    may be filled again. Kept: whole-row trains of the vector path, and of
+    large datagrams (with path MTU discovery a train is one 64 KB datagram:
+    reusing it saves zeroing and faulting in 64 KB per send)."""
     size = train.size
     rows, tail = divmod(len(train), size)
-    if tail or rows < VECTOR_MIN:
+    if tail or (rows < VECTOR_MIN and size < POOL_LOOP_SIZE):
         return
     if _pooled[0] + len(train) > POOL_BYTES:
         return
     free = _pool.setdefault((size, rows), [])
-    if getattr(train, "_parts", None) is None:
+    if rows >= VECTOR_MIN and getattr(train, "_parts", None) is None:
         body = size - TRAILER_SIZE
         view = memoryview(train)
         train._parts = (
@@ -129,8 +132,11 @@ def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
     count = full + (tail > 0)
     header = HEADER_TS.pack(VERSION, run.flags, HEADER_TS_SIZE, dst_cid, src_cid, 0, run.ack,
                             run.wnd, 0, OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, run.tsval, run.tsecr)
-    if not tail and count >= VECTOR_MIN:
+    if not tail and (count >= VECTOR_MIN or size >= POOL_LOOP_SIZE):
         train = _reuse(size, full)
+        if train is not None and count < VECTOR_MIN:
+            _encode_loop(train, header, run, size)
+            return train
         if train is not None:
             rows, seqs, crcs, bodies = train._parts
             rows[:, :HEADER_TS_SIZE] = np.frombuffer(header, _U8)
