@@ -63,6 +63,19 @@ _SAME = np.array([0xFF00FFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0, 0xFFFFFFFF, 0xFFFF0000,
 _FLAGS_BUT_PSH = (0xFF & ~PSH) << 16
 
 
+def _swapped(word: int) -> int:
+    return int.from_bytes(word.to_bytes(4, "big"), "little")
+
+
+# The same masks for the headers read as little-endian words: numpy works on
+# an array of the machine's byte order without converting every element (it
+# cost a third of _scan_rows), and the masks only need their bytes swapped.
+_SAME_LE = np.array([_swapped(int(w)) for w in _SAME], dtype="<u4")
+_FLAGS_BUT_PSH_LE = _swapped(_FLAGS_BUT_PSH)
+_ACK_LE = _swapped(ACK << 16)
+_TSVAL = struct.Struct("!I")
+
+
 class Train(bytearray):
     """Datagrams of `size` bytes back to back; the last may be shorter.
 
@@ -251,19 +264,24 @@ def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
     full = count * seg
     if crc32c(view[:full]) != batch_residue(seg, count):
         return None
-    words = np.ndarray((count, _WORDS), ">u4", view, 0, (seg, 4))
-    head = words[:, :7]
-    first = words[0]
-    if int(first[0]) & 0xFF00FFFF != _W0 or int(first[6]) != _W6:
+    (version, _flags, hlen, dst, src, seq0, ack, wnd, _r, nop1, nop2, kind, olen,
+     ts0, _tsecr) = HEADER_TS.unpack_from(view)
+    if (version != VERSION or hlen != HEADER_TS_SIZE or nop1 != OPT_NOP or nop2 != OPT_NOP
+            or kind != OPT_TIMESTAMPS or olen != 8):
         return None
+    # Every row: the same connection, ACK, window and options as the first,
+    # flags ACK (PSH allowed), sequence numbers stepping by the payload size.
+    # (count_nonzero, not .any(): a fifth of the cost on arrays this small.)
+    head = np.ndarray((count, 7), "<u4", view, 0, (seg, 4))
     mss = seg - _OVERHEAD
-    seq0 = int(first[3])
-    if (((head ^ head[0]) & _SAME).any() or ((head[:, 3] - np.uint32(seq0)) != _steps(count, mss)).any()
-            or ((head[:, 0] & _FLAGS_BUT_PSH) != ACK << 16).any()):
+    if (np.count_nonzero((head ^ head[0]) & _SAME_LE)
+            or np.count_nonzero((head[:, 0] & _FLAGS_BUT_PSH_LE) != _ACK_LE)
+            or np.count_nonzero(np.ndarray((count,), ">u4", view, 12, (seg,))
+                                != _steps(count, mss) + np.uint32(seq0))):
         return None
     data = np.ndarray((count, mss), _U8, view, HEADER_TS_SIZE, (seg, 1)).tobytes()
-    return (int(first[1]), int(first[2]), seq0, int(first[4]), int(first[5]) >> 16,
-            int(first[7]), int(words[count - 1, 7]), data, view[:full])
+    ts_last = _TSVAL.unpack_from(view, (count - 1) * seg + 28)[0]
+    return (dst, src, seq0, ack, wnd, ts0, ts_last, data, view[:full])
 
 
 def _scan_loop(view: memoryview, start: int, seg: int, runs: list) -> None:
