@@ -444,7 +444,7 @@ class AioEndpoint:
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "__dict__", "__weakref__",
+        "_timer_moved", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -470,6 +470,9 @@ class AioEndpoint:
         self._uvloop = timers.uvloop  # see _rearm_poll
         self._flush_scheduled = False
         self._held_acks: list[Connection] | None = None  # see release_ack_soon
+        # The core's deadlines may have moved since the timer was last armed
+        # (a connection was processed, or the timer fired): see _process_locked.
+        self._timer_moved = False
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -543,6 +546,7 @@ class AioEndpoint:
         if self.closed:
             return
         self._off_loop = True
+        self._timer_moved = True  # the connections processed here may have moved their deadlines
         try:
             out = self.ep.datagrams_to_send(self.now(), self.gso)
             if out:
@@ -590,12 +594,19 @@ class AioEndpoint:
             self._held_acks = None
             for conn in held:
                 conn.release_ack()
+        # A pass with nothing to do (the follow-up flush after a write that
+        # left at once, typically) touches neither the core nor the timer:
+        # the core's output, events and deadlines change only through the
+        # connections it marks dirty, its queued resets and its events.
+        moved = self._timer_moved
         try:
             for _ in range(PROCESS_ROUNDS):
-                out = ep.datagrams_to_send(self.now(), self.gso)
-                if out:
-                    self._send(out)
-                if not self._dispatch():
+                if ep._dirty or ep._out:
+                    moved = True
+                    out = ep.datagrams_to_send(self.now(), self.gso)
+                    if out:
+                        self._send(out)
+                if not ep._events or not self._dispatch():
                     break
             else:
                 more = True
@@ -606,20 +617,24 @@ class AioEndpoint:
         if self.close_when_idle and not ep.connection_count:
             self.close()
             return
-        self._arm_timer()
+        if moved:
+            self._timer_moved = False
+            self._arm_timer()
 
     def _dispatch(self) -> bool:
-        ep = self.ep
+        events = self.ep._events
         handled = False
-        while (ev := ep.next_event()) is not None:
+        while events:
+            ev = events.popleft()
             handled = True
             try:
-                if type(ev) is ConnectionAvailable:
+                kind = type(ev)
+                if kind is ConnectionAvailable:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
                     continue
                 handler = self._handlers.get(ev.conn)
-                if self._refused and type(ev) is ConnectionTerminated and ev.error is None:
+                if kind is ConnectionTerminated and self._refused and ev.error is None:
                     error = self._refused.get(ev.conn)
                     if error is not None:
                         ev = ConnectionTerminated(ev.conn, error)
@@ -1022,6 +1037,7 @@ class AioEndpoint:
                 return
             # Loops fire a hair early; the core must see the deadline reached.
             self.ep.handle_timer(max(deadline, self.now()))
+            self._timer_moved = True  # disarmed above: arm again for the next deadline
             self._process_locked()
 
     # ------------------------------------------------------------- closing
