@@ -11,9 +11,10 @@ It runs on one event loop thread. Every call into the core is made with
 other threads (it takes the same lock and then asks the loop for a flush with
 `request_flush_threadsafe`). Asyncio code on the loop thread calls
 `request_flush` after writing or reading; flushes are coalesced into one
-`call_soon` per loop iteration, except that the first write after the loop
-was idle is flushed at once (`flush_now`), as a kernel TCP socket with
-TCP_NODELAY sends at once.
+`call_soon` per loop iteration, except that a write is flushed at once
+(`flush_now`), as a kernel TCP socket with TCP_NODELAY sends at once, when
+it is the first since the endpoint last ran a pass (a datagram arrived, a
+timer fired, a flush ran).
 
 Datagrams move in batches where Linux allows it:
 
@@ -444,7 +445,7 @@ class AioEndpoint:
         "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "__dict__", "__weakref__",
+        "_timer_moved", "_sent_at_once", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -473,6 +474,7 @@ class AioEndpoint:
         # The core's deadlines may have moved since the timer was last armed
         # (a connection was processed, or the timer fired): see _process_locked.
         self._timer_moved = False
+        self._sent_at_once = False  # a write left at once and no pass has run since (flush_now)
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -528,15 +530,20 @@ class AioEndpoint:
             self.loop.call_soon(self._process)
 
     def flush_now(self) -> None:
-        """After an application write on the loop thread: send at once if no
-        flush is pending (the write is the first since the loop last ran
-        ours), else join the pending one. A flush stays scheduled after an
-        immediate one, so that writes later in the same loop iteration are
-        coalesced rather than each sent on its own."""
+        """After an application write on the loop thread: send at once if the
+        endpoint has run a pass since the last write that left at once (a
+        kernel TCP socket with TCP_NODELAY sends at once, too), else join
+        one flush at the end of this loop iteration: writes that follow one
+        another without the loop running ours are coalesced rather than each
+        sent on its own. A request-response exchange pays for no extra pass:
+        the reply's arrival runs one."""
         if self._flush_scheduled or self.closed:
             return
+        if self._sent_at_once:
+            self.request_flush()
+            return
         self._process()
-        self.request_flush()
+        self._sent_at_once = True
 
     def flush_threadsafe(self) -> None:
         """From an application thread, with `self.lock` held, after a write:
@@ -587,6 +594,7 @@ class AioEndpoint:
         # Handlers that write while we run need no extra flush: we loop until
         # a round dispatches nothing, so nothing can be left behind.
         self._flush_scheduled = True
+        self._sent_at_once = False
         ep = self.ep
         more = False
         held = self._held_acks
