@@ -1025,10 +1025,18 @@ class AioEndpoint:
 
     # ---------------------------------------------------------------- time
     def _arm_timer(self) -> None:
-        deadline = self.ep.get_timer()
+        armed = self._timer_at
+        ep = self.ep
+        if armed is not None and not ep._dirty:
+            # Every key in the core's lazy heap is at or before the deadline
+            # it stands for: a timer armed no later than the smallest key
+            # fires first (and re-arms), so the heap need not be settled now.
+            heap = ep._heap
+            if not heap or armed <= heap[0][0]:
+                return
+        deadline = ep.get_timer()
         if deadline is None:
             return  # a stale armed timer is harmless: handle_timer finds nothing due
-        armed = self._timer_at
         if armed is not None:
             if armed <= deadline:
                 return  # it fires first and re-arms for the later deadline
