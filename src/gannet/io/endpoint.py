@@ -1032,7 +1032,7 @@ class AioEndpoint:
             # it stands for: a timer armed no later than the smallest key
             # fires first (and re-arms), so the heap need not be settled now.
             heap = ep._heap
-            if not heap or armed <= heap[0][0]:
+            if heap and armed <= heap[0][0]:
                 return
         deadline = ep.get_timer()
         if deadline is None:
