@@ -549,29 +549,43 @@ class AioEndpoint:
         """From an application thread, with `self.lock` held, after a write:
         hand what the core has ready to the kernel on this thread (a loop
         thread hand-off costs more than the send), then ask the loop to
-        re-arm the timer and dispatch events."""
+        re-arm the timer and dispatch events, if there is any of that to do."""
         if self.closed:
             return
         self._off_loop = True
-        self._timer_moved = True  # the connections processed here may have moved their deadlines
+        ep = self.ep
         try:
-            out = self.ep.datagrams_to_send(self.now(), self.gso)
+            out = ep.datagrams_to_send(self.now(), self.gso)
             if out:
                 self._send(out)
         except OSError as exc:  # the socket was closed under us
             log.debug("flush from thread failed: %r", exc)
         finally:
             self._off_loop = False
+        # The connections processed here may have moved their deadlines: the
+        # loop need only hear of it when one is now earlier than its timer.
+        armed = self._timer_at
+        deadline = ep.get_timer()
+        if deadline is not None and (armed is None or deadline < armed):
+            self._timer_moved = True
         self.request_flush_threadsafe()
 
     def request_flush_threadsafe(self) -> None:
-        """The same, from any thread; call it with `self.lock` held."""
-        if not self._flush_scheduled and not self.closed:
-            self._flush_scheduled = True
-            try:
-                self.loop.call_soon_threadsafe(self._process)
-            except RuntimeError:  # the loop is gone (interpreter exit)
-                self._flush_scheduled = False
+        """The same, from any thread; call it with `self.lock` held. Nothing
+        is asked of the loop when it would have nothing to do (no connection
+        to process, no event, no timer to move): a blocking request-response
+        exchange would wake the loop thread twice per message for nothing."""
+        if self._flush_scheduled or self.closed:
+            return
+        ep = self.ep
+        if not (ep._dirty or ep._out or ep._events or self._timer_moved or self.close_when_idle
+                or self._held_acks is not None):
+            return
+        self._flush_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._process)
+        except RuntimeError:  # the loop is gone (interpreter exit)
+            self._flush_scheduled = False
 
     def release_ack_soon(self, conn: Connection) -> None:
         """`conn` holds its handshake ACK for the application's first data
