@@ -69,6 +69,19 @@ RECV_BUFFER = 8 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
 RECV_BATCH = 256  # datagrams drained per readiness callback before we send
 RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
+# After the first datagram of a readiness callback, FIONREAD (the size of the
+# next queued datagram, 0 if none) tells whether another read would only fail
+# with EAGAIN: 1.5 us instead of 2.4 for the failing call and its exception,
+# once per message in a request-response exchange.
+try:
+    import fcntl
+    import termios
+
+    _FIONREAD = termios.FIONREAD
+except ImportError:  # not POSIX: always read until EAGAIN
+    fcntl = None  # type: ignore[assignment]
+    _FIONREAD = 0
+_NOTHING_QUEUED = bytes(4)
 RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
 
@@ -684,6 +697,7 @@ class AioEndpoint:
         time = self.now
         st = self.io_stats
         got = 0
+        fd, ioctl = self._fd, fcntl.ioctl if _FIONREAD else None
         with self.lock:
             feed = self.ep.receive_datagram
             for _ in range(RECV_BATCH):
@@ -703,6 +717,8 @@ class AioEndpoint:
                     continue
                 got += 1
                 feed(view[:n], addr, time())  # the core copies what it keeps
+                if got == 1 and _FIONREAD and ioctl(fd, _FIONREAD, _NOTHING_QUEUED) == _NOTHING_QUEUED:
+                    break
             st.recv_calls += got
             st.datagrams_received += got
             self._process_locked()
@@ -714,6 +730,7 @@ class AioEndpoint:
         st = self.io_stats
         datagrams = calls = 0
         from_bytes = int.from_bytes
+        fd, ioctl = self._fd, fcntl.ioctl if _FIONREAD else None
         with self.lock:
             feed_batch = self.ep.receive_batch
             while calls < RECV_CALLS and datagrams < RECV_BATCH:
@@ -744,6 +761,8 @@ class AioEndpoint:
                     seg = 0
                     datagrams += 1
                 feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
+                if calls == 1 and _FIONREAD and ioctl(fd, _FIONREAD, _NOTHING_QUEUED) == _NOTHING_QUEUED:
+                    break
             st.recv_calls += calls
             st.datagrams_received += datagrams
             self._process_locked()
