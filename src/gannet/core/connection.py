@@ -540,8 +540,8 @@ class Connection:
             or self.in_recovery
             or self._fin_sent
             or self._dupacks
-            or self.sacked
-            or self.lost
+            or self.sacked._starts  # RangeSet emptiness without a __bool__ call
+            or self.lost._starts
         ):
             return False
         rcv_nxt = self.rcv_nxt
@@ -584,7 +584,7 @@ class Connection:
         if in_flight_before < 0:
             in_flight_before = 0
         acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
-        if self._retransmitted:
+        if self._retransmitted._starts:
             self._retransmitted.discard_below(ack)
         self.snd_una = ack
         sndbuf.trim(ack if ack < data_end else data_end)
@@ -594,7 +594,7 @@ class Connection:
         delivered = acked_data if acked_data > 0 else 0
         self._on_delivered(delivered, now)
         self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
-        if self._ever_retransmitted:
+        if self._ever_retransmitted._starts:
             self._ever_retransmitted.discard_below(ack)
         self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
         self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
