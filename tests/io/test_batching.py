@@ -13,6 +13,7 @@ import pytest
 import gannet
 from gannet.config import Config
 from gannet.core.endpoint import Endpoint
+from gannet.io import endpoint as endpoint_mod
 from gannet.io.endpoint import (
     SOL_UDP,
     UDP_GRO,
@@ -233,7 +234,10 @@ class FakeGroSocket:
         return len(payload), anc, 0, ADDR
 
 
-def test_coalesced_receive_feeds_each_datagram_to_the_core():
+def test_coalesced_receive_feeds_each_datagram_to_the_core(monkeypatch):
+    # The fake socket's queue is invisible to FIONREAD on the real one: read
+    # until EAGAIN, as without the check.
+    monkeypatch.setattr(endpoint_mod, "_FIONREAD", 0)
     loop = asyncio.new_event_loop()
     sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
     aep = AioEndpoint(sock, Config(), loop, gso=False, gro=True)
@@ -251,6 +255,57 @@ def test_coalesced_receive_feeds_each_datagram_to_the_core():
         st = aep.io_stats
         assert (st.recv_calls, st.datagrams_received, st.gro_batches) == (3, 5, 1)
     finally:
+        aep.close()
+        loop.close()
+
+
+class CountingSocket:
+    """The real socket, counting the receive calls made on it."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def recvmsg_into(self, *args):
+        self.calls += 1
+        return self._sock.recvmsg_into(*args)
+
+    def recvfrom_into(self, *args):
+        self.calls += 1
+        return self._sock.recvfrom_into(*args)
+
+
+@pytest.mark.parametrize("gro", [True, False])
+@pytest.mark.parametrize("queued", [1, 3])
+def test_a_lone_datagram_costs_one_receive_call(gro, queued):
+    """FIONREAD says when nothing more is queued, so a lone datagram is not
+    followed by a call that fails with EAGAIN; several are all read."""
+    if not endpoint_mod._FIONREAD:
+        pytest.skip("no FIONREAD")
+    loop = asyncio.new_event_loop()
+    sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
+    aep = AioEndpoint(sock, Config(), loop, gso=False, gro=gro)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        fed = []
+        aep.ep.receive_datagram = lambda data, addr, now: fed.append(bytes(data))
+        aep.ep.receive_batch = lambda buf, seg, addr, now: fed.append(bytes(buf))
+        for i in range(queued):
+            sender.sendto(bytes([65 + i]) * (100 + i), sock.getsockname())  # sizes differ: no GRO merge
+        for _ in range(100):  # loopback delivers at once, but be patient
+            if len(fed) == queued:
+                break
+            aep.sock = counting = CountingSocket(sock)
+            aep._on_readable()
+        assert fed == [bytes([65 + i]) * (100 + i) for i in range(queued)]
+        # one readiness callback: a lone datagram, one call; three, three and the EAGAIN
+        assert counting.calls == (1 if queued == 1 else queued + 1)
+    finally:
+        sender.close()
+        aep.sock = sock
         aep.close()
         loop.close()
 

@@ -381,22 +381,36 @@ class Connection:
 
     # --------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
-        deadlines = [
-            d
-            for d in (
-                self._rtx_deadline,
-                self._rack.deadline,
-                self._persist_deadline,
-                self._delack_deadline,
-                self._keepalive_deadline,
-                self._pacing_deadline,
-                self._timewait_deadline,
-                self._connect_deadline,
-                self._idle_deadline(),
-            )
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        # The earliest of the deadlines, compared one by one: the endpoint
+        # asks after every segment, and a list of nine built for min() cost
+        # more than the comparisons.
+        best = self._rtx_deadline
+        d = self._rack.deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._persist_deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._delack_deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._keepalive_deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._pacing_deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._timewait_deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        d = self._connect_deadline
+        if d is not None and (best is None or d < best):
+            best = d
+        if self.config.idle_timeout is not None and self.state in SYNCHRONIZED:
+            d = self.last_received + self.config.idle_timeout
+            if best is None or d < best:
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self.state == State.CLOSED:
@@ -501,6 +515,104 @@ class Connection:
             self._ack_now = True
         elif self._delack_deadline is None:
             self._delack_deadline = now + self.config.ack_delay
+        self._touch(self)
+        return True
+
+    def on_predicted(self, seq32: int, ack32: int, wnd: int, tsval: int, payload: bytes, now: float) -> bool:
+        """Header prediction (RFC 9293 3.10.7.4's note, Van Jacobson's): the
+        segment a request-response exchange or a bulk sender's ACK stream is
+        made of, in one short step.
+
+        The segment is an ACK (PSH allowed, no SYN/FIN/RST) whose only option
+        is timestamps (the caller checked that much), in ESTABLISHED, at
+        RCV.NXT, not older than TS.Recent, that newly acknowledges data
+        (SND.UNA < SEG.ACK <= SND.NXT) and carries in-window data or none,
+        while nothing is SACKed, lost or held out of order, no recovery is
+        on and no FIN has been sent or received. `on_segment` would reach
+        exactly the same state (tests/core/test_header_prediction.py runs
+        both); this skips the checks that cannot fire and the calls that
+        would do nothing. Returns False, having changed nothing, when any
+        condition does not hold: the caller then uses `on_segment`.
+        """
+        if (
+            self.state is not State.ESTABLISHED
+            or not self.ts_ok
+            or self.in_recovery
+            or self._fin_sent
+            or self._dupacks
+            or self.sacked._starts  # RangeSet emptiness without a __bool__ call
+            or self.lost._starts
+        ):
+            return False
+        rcv_nxt = self.rcv_nxt
+        if seq32 != rcv_nxt & MASK32:
+            return False
+        recent = self._ts_recent
+        if recent is not None and (tsval - recent) & MASK32 >= 1 << 31:
+            return False  # older than TS.Recent: PAWS decides
+        snd_una = self.snd_una
+        snd_nxt = self.snd_nxt
+        acked = (ack32 - snd_una) & MASK32
+        if not acked or acked > snd_nxt - snd_una:
+            return False  # no new ACK (on_data_run's case), or beyond SND.NXT
+        n = len(payload)
+        if n and (self._ooo or self._fin_rcv is not None or rcv_nxt + n > self._rcv_adv):
+            return False
+        # on_segment / _on_synchronized: the peer is alive; TS.Recent (4.3).
+        self.stats.segments_received += 1
+        self._now_hint = now
+        self.last_received = now
+        self._keepalive_probes = 0
+        self._ts_recent = tsval
+        # _process_ack: the window (SND.WL1/WL2 rule), ...
+        ack = snd_una + acked
+        wnd <<= self.snd_wscale
+        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
+            if wnd and not self.snd_wnd:
+                self._persist_deadline = None
+                self._persist_probes = 0
+            self.snd_wnd = wnd
+            self.snd_wl1 = rcv_nxt
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+        # ... then the new ACK: pipe before it is the flight (nothing SACKed,
+        # lost or counted as duplicate ACKs).
+        sndbuf = self._sndbuf
+        data_end = sndbuf.end
+        in_flight_before = (snd_nxt if snd_nxt < data_end else data_end) - snd_una
+        if in_flight_before < 0:
+            in_flight_before = 0
+        acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
+        if self._retransmitted._starts:
+            self._retransmitted.discard_below(ack)
+        self.snd_una = ack
+        sndbuf.trim(ack if ack < data_end else data_end)
+        self._retries = 0
+        rtt = self.rtt
+        rtt.backoff = 0
+        delivered = acked_data if acked_data > 0 else 0
+        self._on_delivered(delivered, now)
+        self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
+        if self._ever_retransmitted._starts:
+            self._ever_retransmitted.discard_below(ack)
+        self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
+        self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
+        self._after_ack_progress()
+        self._detect_losses(now)
+        if self._pmtu_probe is not None:
+            self._pmtu_check()
+        # _receive_data: in order, inside the window, nothing out of order.
+        if n and self.state in CAN_RECEIVE:
+            was_empty = not self._rcvbuf_len
+            self._deliver(payload)
+            self._unacked_segs += 1
+            if was_empty:
+                self._events.append(DataReceived(self))
+            if self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
+                self._ack_now = True
+            elif self._delack_deadline is None:
+                self._delack_deadline = now + self.config.ack_delay
         self._touch(self)
         return True
 

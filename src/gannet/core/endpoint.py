@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
-from ..wire.datagram import DATA_OVERHEAD, WireError, decode, encode
+from ..wire.datagram import DATA_OVERHEAD, HEADER_TS_SIZE, TRAILER_SIZE, WireError, decode, encode, peek_ts
 from ..wire.segment import ACK, PSH, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
@@ -164,11 +164,30 @@ class Endpoint:
                      fast: bool = False) -> None:
         """Decode one datagram and hand it to its connection; `fast` lets an
         in-order data segment take the connection's run path as a run of one."""
-        try:
-            dst, src, seg = decode(data)
-        except WireError:
-            self.stats.malformed_dropped += 1
-            return
+        head = peek_ts(data)
+        if head is None:
+            try:
+                dst, src, seg = decode(data)
+            except WireError:
+                self.stats.malformed_dropped += 1
+                return
+        else:
+            # The common timestamped ACK or data segment: its header is read
+            # and checked; header prediction may take it without a Segment.
+            dst, src, flags, seq, ack, wnd, tsval, tsecr = head
+            payload = bytes(data[HEADER_TS_SIZE:-TRAILER_SIZE])  # the core keeps it: a copy
+            conn = self._conns.get(dst)
+            if (
+                conn is not None
+                and src == conn.remote_cid
+                and src
+                and (addr is conn.remote_addr or addr == conn.remote_addr)
+                and conn.on_predicted(seq, ack, wnd, tsval, payload, now)
+            ):
+                return
+            seg = Segment(seq, ack, flags, wnd, payload)
+            seg.tsval = tsval
+            seg.tsecr = tsecr
         if dst == 0:
             self._on_connectionless(seg, src, addr, now)
             return

@@ -26,7 +26,7 @@ import struct
 
 from crc32c import crc32c
 
-from .segment import ACK, FIN, RST, SYN, Segment
+from .segment import ACK, FIN, PSH, RST, SYN, Segment
 
 VERSION = 2  # 2: the CRC trailer is stored least significant byte first
 HEADER = struct.Struct("!BBHIIIIHH")
@@ -67,6 +67,9 @@ _TS_PREFIX = bytes((1, 1, 8, 8))
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
 _TS_OPT = struct.Struct("!BBII")
+_TS_MIN = HEADER_TS_SIZE + TRAILER_SIZE
+_ACK_PSH = ACK | PSH
+_SMALL = 512  # payloads up to this size are encoded by concatenation (encode_ts)
 
 
 class WireError(ValueError):
@@ -86,16 +89,8 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
         and not seg.unknown_options
     ):
         # Fast path: a data or ACK segment with only timestamps.
-        payload = seg.payload
-        end = HEADER_TS_SIZE + len(payload)
-        buf = bytearray(end + TRAILER_SIZE)
-        HEADER_TS.pack_into(
-            buf, 0, VERSION, seg.flags, HEADER_TS_SIZE, dst_cid, src_cid, seg.seq, seg.ack, seg.wnd, 0,
-            OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, seg.tsval, seg.tsecr or 0,
-        )
-        buf[HEADER_TS_SIZE:end] = payload
-        buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
-        return bytes(buf)
+        return encode_ts(dst_cid, src_cid, seg.flags, seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsecr or 0,
+                         seg.payload)
     opts = _encode_options(seg)
     hlen = HEADER_SIZE + len(opts)
     buf = bytearray(hlen + len(seg.payload) + TRAILER_SIZE)
@@ -106,6 +101,55 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
     buf[hlen:end] = seg.payload
     buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
     return bytes(buf)
+
+
+def encode_ts(dst_cid: int, src_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: int, tsecr: int,
+              payload: bytes | bytearray | memoryview) -> bytes:
+    """The datagram of a segment whose only option is timestamps (what
+    `encode` writes for one), from its fields: no Segment needed."""
+    if len(payload) <= _SMALL:
+        # Small: two short concatenations cost less than filling a bytearray
+        # through slice assignments and copying it out.
+        body = HEADER_TS.pack(VERSION, flags, HEADER_TS_SIZE, dst_cid, src_cid, seq, ack, wnd, 0,
+                              OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, tsval, tsecr) + payload
+        return body + crc32c(body).to_bytes(4, "little")
+    end = HEADER_TS_SIZE + len(payload)
+    buf = bytearray(end + TRAILER_SIZE)
+    HEADER_TS.pack_into(
+        buf, 0, VERSION, flags, HEADER_TS_SIZE, dst_cid, src_cid, seq, ack, wnd, 0,
+        OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, tsval, tsecr,
+    )
+    buf[HEADER_TS_SIZE:end] = payload
+    buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
+    return bytes(buf)
+
+
+def peek_ts(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int, int, int] | None:
+    """The header of the common segment - an ACK, maybe with data (PSH
+    allowed), whose only option is timestamps in the usual NOP NOP layout -
+    without building a Segment: (dst_cid, src_cid, flags, seq, ack, wnd,
+    tsval, tsecr); its payload is data[HEADER_TS_SIZE:-TRAILER_SIZE].
+
+    None for anything else, valid or not: `decode` then parses it (and
+    raises WireError if it is invalid). What it returns passed every check
+    `decode` makes, checksum included.
+    """
+    if len(data) < _TS_MIN:
+        return None
+    version, flags, hlen, dst, src, seq, ack, wnd, _reserved, nop1, nop2, kind, klen, tsval, tsecr = \
+        HEADER_TS.unpack_from(data)
+    if (
+        hlen != HEADER_TS_SIZE
+        or flags | PSH != _ACK_PSH
+        or version != VERSION
+        or kind != OPT_TIMESTAMPS
+        or klen != 8
+        or nop1 != OPT_NOP
+        or nop2 != OPT_NOP
+        or crc32c(data) != CRC_RESIDUE
+    ):
+        return None
+    return dst, src, flags, seq, ack, wnd, tsval, tsecr
 
 
 def _encode_options(seg: Segment) -> bytes:
