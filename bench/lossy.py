@@ -147,7 +147,7 @@ def peer_server(args) -> None:
 
 def _start_trace(s, path, start) -> None:
     """Debugging aid (LOSSY_TRACE=PREFIX): the sender's controller state every
-    0.25 s, one JSON line each, to PREFIX.PORT."""
+    0.25 s, one JSON line each, to PREFIX.LINK.PORT."""
     import threading
 
     def loop():
@@ -279,9 +279,9 @@ def ensure_tcp_cc(names) -> dict[str, str]:
 PEER_NICE = ["nice", "-n", os.environ.get("LOSSY_PEER_NICE", "0")]
 
 
-def _proc(lab, node, argv):
+def _proc(lab, node, argv, env=None):
     return lab.popen(node, PEER_NICE + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def _wait_line(proc, prefix, timeout=20.0) -> str:
@@ -345,9 +345,11 @@ def run_flows(spec: LinkSpec, flows: list[Flow], seconds: float, seed: int,
             _wait_line(p, "ready")
             servers.append(p)
         lab.reset_stats()
+        # LOSSY_TRACE=PREFIX: one trace per link and flow, PREFIX.LINK.PORT
+        trace = {"LOSSY_TRACE": f"{os.environ['LOSSY_TRACE']}.{spec.name}"} if os.environ.get("LOSSY_TRACE") else None
         clients = [_proc(lab, "a", [PY, str(HERE), "peer", "client", "--proto", f.proto,
                                     "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i),
-                                    "--seconds", str(seconds)])
+                                    "--seconds", str(seconds)], env=trace)
                    for i, f in enumerate(flows)]
         pinger = None
         if ping:  # skip the first 2 s (slow start); 5 probes a second

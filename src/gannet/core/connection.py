@@ -56,6 +56,11 @@ RUN_BYTES = 65000
 INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
 RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
+# A sender that waited for pacing tokens and woke late keeps what it earned
+# while late, up to this long at the pacing rate and this share of the RTT
+# (see _pacing_budget).
+PACING_CARRY = 0.004
+PACING_CARRY_RTT = 0.125
 RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
 MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
 
@@ -81,7 +86,7 @@ class Connection:
         "_all_acked_reported", "sacked", "lost", "_retransmitted", "in_recovery",
         "recovery_point", "_dupacks", "_retries", "_rtx_deadline", "_persist_deadline",
         "_persist_probes", "_sent_log", "delivered", "_delivered_time",
-        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_deadline",
+        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_deadline", "_pacing_due",
         "_ever_retransmitted", "_retx_marks", "peer_mss", "mss", "max_datagram_size",
         "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
         "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcv_adv_at", "_rcvbuf", "_rcvbuf_len",
@@ -164,6 +169,7 @@ class Connection:
         self._pacing_tokens = 0.0
         self._pacing_time = now
         self._pacing_deadline: float | None = None
+        self._pacing_due: float | None = None  # the sender waits for tokens due then (_pace_wait)
         self._ever_retransmitted = RangeSet()
         # (start, end, snd_nxt then) per retransmission in this recovery, to
         # notice a lost retransmission once data sent after it is SACKed.
@@ -1332,9 +1338,28 @@ class Connection:
         rate = self.cc.pacing_rate
         if not rate:
             return _UNPACED
-        tokens = min(self._pacing_burst(), self._pacing_tokens + (now - self._pacing_time) * rate)
+        tokens = self._pacing_tokens + (now - self._pacing_time) * rate
         self._pacing_time = now
-        return tokens
+        cap = self._pacing_burst()
+        due = self._pacing_due
+        if due is not None:
+            # The sender has been waiting for tokens: it was held back by the
+            # pacer alone. Woken late (a busy CPU, the loop's timer slack),
+            # it keeps what it earned after the due time, up to PACING_CARRY
+            # of it (and an eighth of the RTT): with the bucket's 2 ms alone,
+            # every wake-up more than ~1 ms late lost tokens, and a sender on
+            # a loaded machine fell below its pacing rate - and its
+            # bandwidth model with it. A window- or application-limited
+            # sender (no wait pending) still keeps only the burst.
+            self._pacing_due = None
+            late = now - due
+            if late > 0:
+                carry = PACING_CARRY
+                srtt = self.rtt.srtt
+                if srtt is not None and srtt * PACING_CARRY_RTT < carry:
+                    carry = srtt * PACING_CARRY_RTT
+                cap += min(late, carry) * rate
+        return tokens if tokens < cap else cap
 
     def _pacing_burst(self) -> float:
         # A burst of a couple of milliseconds: each output call costs real CPU
@@ -1346,7 +1371,7 @@ class Connection:
         rate = self.cc.pacing_rate or 1.0
         # At least a microsecond: a shortfall of a rounding error must still
         # move the clock, or the timer would fire again at the same instant.
-        self._pacing_deadline = now + max(missing / rate, 1e-6)
+        self._pacing_deadline = self._pacing_due = now + max(missing / rate, 1e-6)
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk

@@ -60,6 +60,9 @@ MIN_RTT_CONFIRM = 1 / 32  # a sample this close to the min RTT confirms it (no P
 LOSS_BETA = 0.7  # inflight_hi after a loss with a queue: this share of what was in flight
 INFLIGHT_HI_FLOOR = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
 HEADROOM = 0.85  # outside probes, cwnd stays below this share of inflight_hi
+# ... unless random loss is evident (loss_comp above this: 0.25 % of what is
+# sent lost in rounds without a queue); then not below INFLIGHT_HI_FLOOR BDPs.
+RANDOM_LOSS_COMP = 1 / (1 - 0.0025)
 HI_STEP_MAX = 16  # segments: inflight_hi's growth per round at most
 # Random loss upstream of the bottleneck: what is lost never reaches the
 # link, so pacing at the delivery rate leaves the link that much idle. The
@@ -461,10 +464,24 @@ class Bbr(CongestionControl):
         self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
 
     def inflight_bound(self) -> float:
-        """inflight_hi while probing up; below it, headroom for other flows."""
-        if self.pacing_gain > 1 or self.inflight_hi == INF:
-            return self.inflight_hi
-        return HEADROOM * self.inflight_hi
+        """inflight_hi while probing up; below it, headroom for other flows.
+        On a path with random loss (losses in rounds without a queue, see
+        `_update_loss_rate`) the headroom stops at INFLIGHT_HI_FLOOR BDPs:
+        there every loss in the round after a probe (whose queue reads as
+        "a queue") set inflight_hi, which then sat at its floor, the
+        headroom left 1.06 BDP, and the flow ran window-limited below the
+        link rate whenever ACKs came a little late. Without random loss
+        the headroom stays as it is (a floor there let BBR take 3x a CUBIC
+        neighbour's rate: its own BDP estimate grows with its share)."""
+        hi = self.inflight_hi
+        if self.pacing_gain > 1 or hi == INF:
+            return hi
+        bound = HEADROOM * hi
+        if self.loss_comp > RANDOM_LOSS_COMP:
+            floor = INFLIGHT_HI_FLOOR * self.bdp
+            if bound < floor:
+                bound = floor if floor < hi else hi
+        return bound
 
     def queue_evident(self) -> bool:
         """RTT says a queue has built: the minimum RTT of this round (of the
