@@ -42,6 +42,11 @@ def test_trim_releases_acknowledged_chunks_and_keeps_a_partial_one():
         buf.span(500, 510)  # acknowledged, gone
     with pytest.raises(IndexError):
         buf.span(990, 1001)  # never written
+    # view slices like bytes: past the end gives what is held, empty gives b""
+    assert bytes(buf.view(995, 1010)) == bytes([99]) * 5
+    assert buf.view(1000, 1000) == b"" and buf.view(700, 700) == b""
+    with pytest.raises(IndexError):
+        buf.view(500, 510)
     buf.trim(1000)
     assert not buf and buf.start == buf.end == 1000
     buf.append(b"more")

@@ -86,7 +86,16 @@ class SendBuffer:
         return self._join(i, start, end), 0
 
     def view(self, start: int, end: int) -> bytes | memoryview:
-        """[start, end) as one bytes-like object (a view when it lies in one chunk)."""
+        """[start, end) as one bytes-like object (a view when it lies in one
+        chunk). Like slicing a bytes object, a range running past the end
+        gives what is held and an empty range gives b"" (a FIN's segment, a
+        probe at the edge); a range starting before what is held is an error."""
+        if start < self.start:
+            raise IndexError(f"range [{start}, {end}) starts before the send buffer ({self.start})")
+        if end > self.end:
+            end = self.end
+        if start >= end:
+            return b""
         buf, off = self.span(start, end)
         if off == 0 and len(buf) == end - start:
             return buf
