@@ -193,7 +193,10 @@ def test_simultaneous_start_and_progress_bar(tmp_path, tmux_server):
     bob.wait(r"send big\.bin .*%.*/s ETA", timeout=10)
     alice.send("still talking")
     bob.wait(r"alice: still talking")
-    alice.wait(r"transfer finished: received big\.bin", timeout=90)
+    try:
+        alice.wait(r"transfer finished: received big\.bin", timeout=90)
+    except AssertionError as exc:  # show the sender's side too: why did it stop?
+        raise AssertionError(f"{exc}\n--- bob's screen:\n{bob.screen()}") from None
     got = (tmp_path / "alice" / "downloads" / "big.bin").read_bytes()
     assert hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
     assert not re.search(r"recv big\.bin .*ETA", alice.screen().split("transfer finished")[-1])
