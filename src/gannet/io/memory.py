@@ -7,7 +7,7 @@ application reads it, all of it is freed): the heap shrank after every burst
 and grew again on the next, and every 4 KB page of it was faulted in anew.
 A bulk receiver took one page fault per 4 KB received and spent more of its
 time in the kernel than in Python; raising the threshold cut both ends' CPU
-per gigabyte by about a third (docs/design.md, "Memory").
+per gigabyte by about a third (docs/design.md, "Copies and memory").
 
 Setting the trim threshold turns off glibc's own adjustment of the mmap
 threshold (which otherwise rises to the size of the largest block freed, up

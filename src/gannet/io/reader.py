@@ -5,7 +5,7 @@ bytearray, and `read(n)` copies it out again (and, for a partial read, moves
 the rest to the front). At high rates the second copy also lands in freshly
 allocated pages: a bulk receiver reading a megabyte at a time took a page
 fault for every 4 KB it received, and spent more time in the kernel than in
-Python (see docs/design.md, "The receive path").
+Python (see docs/design.md, "Copies and memory").
 
 `ChunkReader` keeps what arrives as the chunks the connection delivered (each
 one datagram's or one batch's payload, at most 64 KB) and `read(n)` returns
