@@ -142,6 +142,14 @@ def test_a_deadline_armed_again_at_the_same_time_fires_once_and_nothing_later_ea
 
         aep.ep.get_timer = lambda: min(pending, default=None)
         aep.ep.handle_timer = handle_timer
+        calls = []  # when the endpoint was called
+        on_timer = aep._on_timer
+
+        def counted():
+            calls.append(time.monotonic())
+            on_timer()
+
+        aep._on_timer = counted
         t0 = time.monotonic()
         late = t0 + 0.6  # "TIME-WAIT": the deadline armed again and again
         far = t0 + 30.0  # "keep-alive": must not be reached in this test
@@ -160,6 +168,7 @@ def test_a_deadline_armed_again_at_the_same_time_fires_once_and_nothing_later_ea
             assert far in pending
             assert late not in pending
             assert sum(1 for now, _ in handled if now >= late) == 1
+            assert sum(1 for t in calls if t >= late) == 1  # one live entry, one call
         finally:
             aep.close()
 

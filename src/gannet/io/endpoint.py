@@ -84,6 +84,7 @@ except ImportError:  # not POSIX: always read until EAGAIN
 _NOTHING_QUEUED = bytes(4)
 RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
+NOT_YET = 0.002  # a timer called this long before its deadline is re-armed, not run
 
 # UDP segmentation offload (linux/udp.h).
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
@@ -1101,8 +1102,17 @@ class AioEndpoint:
             self._timer_tick = -1
             if self.closed or deadline is None:
                 return
+            now = self.now()
+            if deadline > now + NOT_YET:
+                # Not due (a live entry is due when it fires): never tell the
+                # core a time still to come, or it runs every deadline up to
+                # it at once (keep-alive probes, the idle timeout, RTOs).
+                log.debug("timer for %.6f called at %.6f: armed again", deadline, now)
+                self._timer_at = deadline
+                self._timer.arm(self, deadline)
+                return
             # Loops fire a hair early; the core must see the deadline reached.
-            self.ep.handle_timer(max(deadline, self.now()))
+            self.ep.handle_timer(max(deadline, now))
             self._timer_moved = True  # disarmed above: arm again for the next deadline
             self._process_locked()
 
