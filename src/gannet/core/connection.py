@@ -1536,7 +1536,8 @@ class Connection:
         self._retries += 1
         self.stats.timeouts += 1
         if self._retries > self.config.max_retries:
-            self._terminate(TimeoutError(f"no acknowledgment after {self.config.max_retries} retransmissions"))
+            self._terminate(TimeoutError(
+                f"no acknowledgment after {self.config.max_retries} retransmissions ({self._silence_note(now)})"))
             return
         self.rtt.on_timeout()
         if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
@@ -1630,7 +1631,8 @@ class Connection:
     def _on_keepalive(self, now: float) -> None:
         cfg = self.config
         if self._keepalive_probes >= cfg.keepalive_count:
-            self._terminate(TimeoutError(f"peer unreachable: {cfg.keepalive_count} keep-alive probes unanswered"))
+            self._terminate(TimeoutError(
+                f"peer unreachable: {cfg.keepalive_count} keep-alive probes unanswered ({self._silence_note(now)})"))
             return
         # RFC 1122 4.2.3.6: a segment with SEG.SEQ = SND.NXT-1 and no data.
         self._keepalive_probes += 1
@@ -1639,6 +1641,22 @@ class Connection:
         self._out.append(self._make(self.snd_nxt - 1, ACK))
         self._keepalive_deadline = now + cfg.keepalive_interval
         self._touch(self)
+
+    def _silence_note(self, now: float) -> str:
+        """What a connection that gives up on its peer last knew of it, for
+        the error: whether the peer had fallen silent or was still sending
+        segments that failed our checks, and where each direction stood."""
+        st = self.stats
+        note = (f"last segment from the peer {now - self.last_received:.1f} s ago; "
+                f"{st.segments_received} received, {st.dropped_segments} dropped")
+        outstanding = self.snd_nxt - self.snd_una
+        if outstanding > 0:
+            note += f"; {outstanding} bytes unacknowledged"
+            if self.sacked:
+                note += f" ({self.sacked.total} SACKed)"
+        if self._ooo_ranges:
+            note += f"; holding {self._ooo_ranges.total} bytes above a hole at {self.rcv_nxt - self.irs - 1}"
+        return note
 
     def _challenge_ack(self, now: float) -> None:
         second = int(now)
