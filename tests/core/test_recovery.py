@@ -237,6 +237,55 @@ def test_pmtud_probe_confirmed_raises_the_segment_size():
     assert a.conn.max_datagram_size == 8972 and a.conn.mss == 8972 - 24  # the short form; SACK blocks take data room when needed
 
 
+def test_pmtud_first_probe_waits_for_a_window_of_twelve_probes():
+    """In the first rounds a lost probe (the usual fate of the first size on
+    a 1,500-byte path) would take a third to a half of the window: the first
+    probe waits until cwnd holds PMTU_FIRST_PROBE_CWND of them."""
+    from gannet.core.connection import PMTU_FIRST_PROBE_CWND
+
+    a, b = established_pair(Config(initial_window=40), pmtud=True)
+    base_mss = a.conn.mss
+    probe = 8972 - 76
+    a.conn.send(bytes(4_000_000))
+    now, first_probe_cwnd, rounds = 1.0, None, 0
+    while rounds < 30:
+        cwnd = a.conn.cc.cwnd
+        segs = a.out(now)
+        if any(len(s.payload) > base_mss for s in segs):
+            first_probe_cwnd = cwnd
+            break
+        deliver(b, segs, now + 0.002)
+        deliver(a, b.out(now + 0.002), now + 0.004)
+        b.conn.recv(1 << 24)
+        now += 0.004
+        rounds += 1
+    assert rounds >= 1  # not in the first flight (40 segments: 58 kB < 12 probes)
+    assert first_probe_cwnd is not None and first_probe_cwnd >= PMTU_FIRST_PROBE_CWND * probe
+
+
+def test_pmtud_probes_on_a_path_whose_window_stays_small():
+    """A small bandwidth-delay product keeps cwnd below twelve probes: the
+    first probe goes once PMTU_FIRST_PROBE_DELIVERED probes' worth of data
+    was delivered, and the search still finds the larger size."""
+    from gannet.core.connection import PMTU_FIRST_PROBE_CWND, PMTU_FIRST_PROBE_DELIVERED
+
+    a, b = established_pair(Config(), pmtud=True)
+    probe = 8972 - 76
+    a.conn.send(bytes(4_000_000))
+    now, rounds = 1.0, 0
+    while a.conn.max_datagram_size == 1472 and rounds < 60:
+        segs = a.out(now)
+        if any(len(s.payload) > a.conn.mss for s in segs):
+            assert a.conn.cc.cwnd < PMTU_FIRST_PROBE_CWND * probe  # paced at 30 ms rounds
+            assert a.conn.delivered >= PMTU_FIRST_PROBE_DELIVERED * probe
+        deliver(b, segs, now + 0.01)
+        deliver(a, b.out(now + 0.01), now + 0.02)
+        b.conn.recv(1 << 24)
+        now += 0.03
+        rounds += 1
+    assert a.conn.max_datagram_size == 8972
+
+
 def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_response():
     a, b = established_pair(Config(initial_window=100), pmtud=True)
     base_mss = a.conn.mss

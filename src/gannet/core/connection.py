@@ -53,8 +53,11 @@ PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # data, held Startup back about three rounds, and its resends could be read
 # as congestion. At 12x a lost probe costs at most a twelfth of a round
 # (simulated 50 Mbit/s, 40 ms, 1,500-byte path: Startup then costs what it
-# costs with PMTUD off, 4 ms more, instead of 105 ms more).
+# costs with PMTUD off, 4 ms more, instead of 105 ms more). A path whose
+# window never gets that large (a small bandwidth-delay product: a LAN with
+# jumbo frames) probes once this many probes' worth was delivered.
 PMTU_FIRST_PROBE_CWND = 12
+PMTU_FIRST_PROBE_DELIVERED = 48
 _UNPACED = float("inf")
 TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
@@ -1193,6 +1196,7 @@ class Connection:
                     nxt + probe_payload <= wnd_edge
                     and pipe + probe_payload <= max(cwnd, 2 * probe_payload)
                     and (cwnd >= PMTU_FIRST_PROBE_CWND * probe_payload
+                         or self.delivered >= PMTU_FIRST_PROBE_DELIVERED * probe_payload
                          or self.max_datagram_size > self.config.max_datagram_size)
                 ):
                     if budget < probe_payload:
