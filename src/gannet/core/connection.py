@@ -34,7 +34,7 @@ from .events import (
     SendSpaceAvailable,
     StreamEnded,
 )
-from .rangeset import RangeSet
+from .rangeset import EMPTY, RangeSet
 from .recovery import RackTlp
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
@@ -66,6 +66,23 @@ MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's del
 
 
 _WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
+
+
+_LADDERS: dict[tuple[int, int], tuple[int, ...]] = {}  # (datagram size, top) -> PMTUD ladder
+
+
+def _pmtu_ladder(size: int, top: int) -> tuple[int, ...]:
+    """The PMTU probe sizes to try above `size` up to `top`, smallest first:
+    PMTU_PROBE_SIZES in that range, and `top` itself unless it is above them
+    all. One shared tuple per pair (a connection no longer copies a list)."""
+    ladder = _LADDERS.get((size, top))
+    if ladder is None:
+        steps = [s for s in PMTU_PROBE_SIZES if size < s <= top]
+        if top > size and top not in steps and top < PMTU_PROBE_SIZES[-1]:
+            steps.append(top)
+            steps.sort()
+        ladder = _LADDERS[(size, top)] = tuple(steps)
+    return ladder
 
 
 def _record_start(record: tuple) -> int:
@@ -143,9 +160,12 @@ class Connection:
         self._fin_sent = False
         self._want_send_space = False
         self._all_acked_reported = False
-        self.sacked = RangeSet()  # SACK scoreboard above snd_una (RFC 6675)
-        self.lost = RangeSet()  # declared lost, waiting to be resent
-        self._retransmitted = RangeSet()  # resent during the current recovery
+        # The range sets start as the shared read-only EMPTY and get their
+        # own RangeSet at the first add (_writable): most connections never
+        # see a SACK, a loss or a resend (rangeset.EMPTY says why).
+        self.sacked = EMPTY  # SACK scoreboard above snd_una (RFC 6675)
+        self.lost = EMPTY  # declared lost, waiting to be resent
+        self._retransmitted = EMPTY  # resent during the current recovery
         self.in_recovery = False
         self.recovery_point = 0
         self._dupacks = 0
@@ -170,16 +190,18 @@ class Connection:
         self._pacing_time = now
         self._pacing_deadline: float | None = None
         self._pacing_due: float | None = None  # the sender waits for tokens due then (_pace_wait)
-        self._ever_retransmitted = RangeSet()
+        self._ever_retransmitted = EMPTY
         # (start, end, snd_nxt then) per retransmission in this recovery, to
-        # notice a lost retransmission once data sent after it is SACKed.
-        self._retx_marks: list[tuple[int, int, int]] = []
+        # notice a lost retransmission once data sent after it is SACKed
+        # (a list from the first retransmission on).
+        self._retx_marks: list[tuple[int, int, int]] | tuple = ()
         self._rack = RackTlp(self)  # RACK-TLP loss detection (RFC 8985), recovery.py
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
-        # PMTUD (RFC 8899): sizes still to try, the probe in flight, failures.
-        self._pmtu_ladder: list[int] = []
+        # PMTUD (RFC 8899): sizes still to try (a tuple shared by the
+        # connections with the same limits), the probe in flight, failures.
+        self._pmtu_ladder: tuple[int, ...] = ()
         self._pmtu_probe: tuple[int, int, int] | None = None  # (start, end, datagram size)
         self._pmtu_failures = 0
         self.cc = cc_registry.create(config.congestion_control, self.mss, config.initial_window)
@@ -208,7 +230,7 @@ class Connection:
         self._keepalive_sent = 0.0
         self._rcvbuf_len = 0
         self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
-        self._ooo_ranges = RangeSet()
+        self._ooo_ranges = EMPTY
         self._last_ooo: tuple[int, int] | None = None  # newest out-of-order block, SACKed first
         self._fin_rcv: int | None = None  # position of the peer's FIN once seen
         self.eof = False
@@ -227,7 +249,9 @@ class Connection:
         self._connect_deadline: float | None = None
         self._challenge_window = 0
         self._challenge_count = 0
-        self._out: list[Segment] = []  # control segments queued by input processing
+        # Control segments queued by input processing: a list only while it
+        # holds any (see _queued).
+        self._out: list[Segment] | tuple = ()
         self._terminated = False
 
     # ------------------------------------------------------------------ API
@@ -382,7 +406,7 @@ class Connection:
     def abort(self, now: float) -> None:
         """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
         if self.state in SYNCHRONIZED or self.state == State.SYN_RECEIVED:
-            self._out.append(self._make(self.snd_nxt, RST | ACK))
+            self._queued().append(self._make(self.snd_nxt, RST | ACK))
         self._terminate(None)
 
     # --------------------------------------------------------------- timers
@@ -867,11 +891,11 @@ class Connection:
                 if ack >= self.recovery_point:
                     self.in_recovery = False
                     self._retransmitted.clear()
-                    self._retx_marks.clear()
+                    self._retx_marks = ()
                     self.cc.on_recovery_end(now)
                 elif not self.sack_ok:
                     # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
-                    self.lost.add(ack, min(ack + self.mss, data_end))
+                    self._writable("lost").add(ack, min(ack + self.mss, data_end))
             if not recovering or self.cc.acks_in_recovery:
                 self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
             # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
@@ -915,7 +939,7 @@ class Connection:
             right = unwrap(right32, lo)
             left, right = max(left, lo), min(right, hi)
             if left < right:
-                added = self.sacked.add(left, right)
+                added = self._writable("sacked").add(left, right)
                 if added:
                     new += added
                     self.lost.subtract(left, right)
@@ -931,7 +955,7 @@ class Connection:
             # RACK-TLP replaces the DupThresh walk and the lost-retransmission
             # marks below (why: recovery.py's docstring).
             newly_lost = self._rack.detect_losses(now)
-            self._retx_marks.clear()
+            self._retx_marks = ()
         elif self.sack_ok and self.sacked:
             limit = (thresh - 1) * self.mss
             sacked = self.sacked
@@ -940,7 +964,7 @@ class Connection:
                 if sacked.count_above(end) <= limit and sacked.ranges_above(end) < thresh:
                     break
                 for s, e in self._retransmitted.gaps(start, end):
-                    if self.lost.add(s, e):
+                    if self._writable("lost").add(s, e):
                         newly_lost = True
             # A retransmission is lost too when data first sent after it has
             # been SACKed while it has not (the idea behind RFC 8985's RACK).
@@ -952,14 +976,14 @@ class Connection:
                         continue
                     if sacked.count_above(nxt) > limit or (highest > nxt and thresh == 1):
                         for s, e in sacked.gaps(max(start, self.snd_una), end):
-                            if self.lost.add(s, e):
+                            if self._writable("lost").add(s, e):
                                 newly_lost = True
                     else:
                         keep.append((start, end, nxt))
                 self._retx_marks = keep
         elif not self.sack_ok and self._dupacks >= thresh and not self.in_recovery:
             if self.snd_una < data_hi:
-                self.lost.add(self.snd_una, min(self.snd_una + self.mss, data_hi))
+                self._writable("lost").add(self.snd_una, min(self.snd_una + self.mss, data_hi))
                 newly_lost = True
         probe = self._pmtu_probe
         if newly_lost and probe is not None and self.lost.overlap(probe[0], probe[1]):
@@ -1016,7 +1040,7 @@ class Connection:
                     self._events.append(DataReceived(self))
             else:
                 self.stats.out_of_order_segments += 1
-                if self._ooo_ranges.add(start, end):
+                if self._writable("_ooo_ranges").add(start, end):
                     self._ooo[start] = payload
                 else:
                     self.stats.duplicate_segments += 1
@@ -1112,7 +1136,10 @@ class Connection:
         """
         self._now_hint = now
         out = self._out
-        self._out = []
+        if type(out) is list:
+            self._out = ()
+        else:
+            out = []
         state = self.state
         if state in SYNCHRONIZED and state != State.TIME_WAIT:
             self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges))
@@ -1309,6 +1336,23 @@ class Connection:
             return 0
         return self._pmtu_ladder[0] - MAX_DATA_OVERHEAD
 
+    def _queued(self) -> list[Segment]:
+        """The list of segments queued for the next segments_to_send (made
+        when the first is queued: an idle connection holds none)."""
+        out = self._out
+        if type(out) is not list:
+            out = self._out = []
+        return out
+
+    def _writable(self, name: str) -> RangeSet:
+        """The range set `name` (sacked, lost, ...), made the connection's own
+        if it is still the shared EMPTY: call before adding to one."""
+        ranges = getattr(self, name)
+        if ranges is EMPTY:
+            ranges = RangeSet()
+            setattr(self, name, ranges)
+        return ranges
+
     def _pmtu_check(self) -> None:
         """After an ACK: a probe fully delivered, never resent, confirms its size."""
         probe = self._pmtu_probe
@@ -1319,7 +1363,7 @@ class Connection:
         if delivered and not self._ever_retransmitted.overlap(start, end):
             self._pmtu_probe = None
             self._pmtu_failures = 0
-            self._pmtu_ladder.pop(0)
+            self._pmtu_ladder = self._pmtu_ladder[1:]
             self.max_datagram_size = size
             self.mss = min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD)
             self.cc.set_mss(self.mss)
@@ -1330,7 +1374,7 @@ class Connection:
         self._pmtu_probe = None
         self._pmtu_failures += 1
         if self._pmtu_failures >= PMTU_MAX_PROBES:
-            self._pmtu_ladder.clear()  # search done: this size does not pass
+            self._pmtu_ladder = ()  # search done: this size does not pass
             self._pmtu_failures = 0
 
     def _pacing_budget(self, now: float) -> float:
@@ -1472,7 +1516,7 @@ class Connection:
         seg.mode = self.mode
         seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
-        self._out.append(seg)
+        self._queued().append(seg)
         self._rtx_deadline = now + self.rtt.current_rto()
         self._touch(self)
 
@@ -1501,10 +1545,7 @@ class Connection:
         self.cc.set_mss(self.mss)
         if cfg.pmtud and self.mode != MODE_STEP:
             top = min(ceiling, cfg.pmtud_max, self.peer_mss + MAX_DATA_OVERHEAD, cfg.mss + MAX_DATA_OVERHEAD)
-            self._pmtu_ladder = [s for s in PMTU_PROBE_SIZES if self.max_datagram_size < s <= top]
-            if top > self.max_datagram_size and top not in self._pmtu_ladder and top < PMTU_PROBE_SIZES[-1]:
-                self._pmtu_ladder.append(top)
-                self._pmtu_ladder.sort()
+            self._pmtu_ladder = _pmtu_ladder(self.max_datagram_size, top)
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
@@ -1539,9 +1580,9 @@ class Connection:
         # Everything outstanding and not SACKed is presumed lost; resend from snd_una.
         self.lost.clear()
         for start, end in self.sacked.gaps(self.snd_una, data_hi):
-            self.lost.add(start, end)
+            self._writable("lost").add(start, end)
         self._retransmitted.clear()
-        self._retx_marks.clear()
+        self._retx_marks = ()
         self._rack.on_rto()
         self.in_recovery = False
         self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
@@ -1557,7 +1598,7 @@ class Connection:
             end = min(end, start + self._data_mss())
             self.lost.subtract(start, end)
             self._note_retransmission(start, end)
-            self._out.append(self._data_segment(start, end, False))
+            self._queued().append(self._data_segment(start, end, False))
         self._rtx_deadline = now + self.rtt.current_rto()
 
     def _on_rack_timer(self, now: float) -> None:
@@ -1577,7 +1618,7 @@ class Connection:
         n = min(mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
         if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
             self._rack.on_probe(nxt + n, False, now)
-            self._send_new(nxt, n, data_end, now, self._pipe(), self._out)
+            self._send_new(nxt, n, data_end, now, self._pipe(), self._queued())
         else:
             end = min(nxt, data_end)
             start = max(self.snd_una, self._sndbuf.start, end - mss)
@@ -1585,7 +1626,7 @@ class Connection:
                 return  # only a FIN is out: the RTO resends it
             self._rack.on_probe(end, True, now)
             self._note_retransmission(start, end)
-            self._out.append(self._data_segment(start, end, False))
+            self._queued().append(self._data_segment(start, end, False))
         self._rtx_deadline = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
 
     def _on_persist(self, now: float) -> None:
@@ -1596,7 +1637,7 @@ class Connection:
             return
         self.stats.window_probes += 1
         self.rtt.on_timeout()
-        self._out.append(self._make(self.snd_una - 1, ACK))
+        self._queued().append(self._make(self.snd_una - 1, ACK))
         self._persist_deadline = now + self.rtt.current_rto()
         self._touch(self)
 
@@ -1623,7 +1664,7 @@ class Connection:
         self._keepalive_probes += 1
         self._keepalive_sent = now
         self.stats.keepalive_probes += 1
-        self._out.append(self._make(self.snd_nxt - 1, ACK))
+        self._queued().append(self._make(self.snd_nxt - 1, ACK))
         self._keepalive_deadline = now + cfg.keepalive_interval
         self._touch(self)
 
@@ -1677,9 +1718,12 @@ class Connection:
 
     def _note_retransmission(self, start: int, end: int) -> None:
         self._rack.on_transmit(start, end, self._now_hint, True)
-        self._retransmitted.add(start, end)
-        self._ever_retransmitted.add(start, end)
-        self._retx_marks.append((start, end, self.snd_nxt))
+        self._writable("_retransmitted").add(start, end)
+        self._writable("_ever_retransmitted").add(start, end)
+        marks = self._retx_marks
+        if not marks:
+            marks = self._retx_marks = []
+        marks.append((start, end, self.snd_nxt))
         self.stats.retransmits += 1
         self.stats.retransmitted_bytes += end - start
 
@@ -1762,7 +1806,7 @@ class Connection:
     def _send_reset_for(self, seg: Segment) -> None:
         rst = reset_for(seg)
         if rst is not None:
-            self._out.append(rst)
+            self._queued().append(rst)
 
     def _transition(self, event: str) -> None:
         try:

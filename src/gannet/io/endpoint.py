@@ -491,7 +491,7 @@ class AioEndpoint:
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
-        self._closed_waiters: list[asyncio.Future] = []
+        self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
         self._refused: dict[Connection, BaseException] = {}
         self.icmp_errors = 0
         self._fd = sock.fileno()
@@ -1111,7 +1111,7 @@ class AioEndpoint:
             if self._backlog:
                 self._backlog.clear()
             self.sock.close()
-            waiters, self._closed_waiters = self._closed_waiters, []
+            waiters, self._closed_waiters = self._closed_waiters or (), None
         for fut in waiters:
             if not fut.done():
                 fut.get_loop().call_soon_threadsafe(_set_done, fut)
@@ -1123,6 +1123,8 @@ class AioEndpoint:
         with self.lock:
             if self.closed:
                 return
+            if self._closed_waiters is None:
+                self._closed_waiters = []
             self._closed_waiters.append(fut)
         await fut
 
