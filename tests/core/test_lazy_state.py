@@ -1,0 +1,204 @@
+"""Per-connection state made on first use (memory and cycle-collector work at scale).
+
+A connection's range sets (SACK scoreboard, lost, resent, out-of-order,
+RACK's resent bytes) start as the shared read-only `rangeset.EMPTY`, and
+RACK's transmission lists, the retransmission marks and the queue of
+control segments as empty tuples; BBR's filters are tuples. A connection
+that never sees a loss, a SACK or reordering never builds any of them;
+one that does builds its own, behaves as before, and leaves EMPTY empty.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import deque
+from enum import Enum
+
+import pytest
+
+from gannet.config import Config
+from gannet.core.cc import bbr as bbr_module
+from gannet.core.cc.bbr import BW_WINDOW_ROUNDS, Bbr
+from gannet.core.rangeset import EMPTY, RangeSet
+
+from corepair import deliver, established_pair, exchange
+
+SETS = ("sacked", "lost", "_retransmitted", "_ever_retransmitted", "_ooo_ranges")
+
+
+def assert_nothing_built(conn) -> None:
+    for name in SETS:
+        assert getattr(conn, name) is EMPTY, name
+    rack = conn._rack
+    assert rack._resent is EMPTY
+    assert rack._starts == () and rack._recs == () and rack._retx == () and rack._blocks == ()
+    assert conn._retx_marks == ()
+    assert type(conn._out) is tuple
+
+
+def owned_tracked_objects(conn) -> list:
+    """GC-tracked objects reachable from `conn` that belong to it alone
+    (not its config, rng, event queue, touch callback or the shared EMPTY)."""
+    shared = {id(conn.config), id(conn.rng), id(conn._events), id(conn._touch), id(EMPTY),
+              id(conn.remote_addr)}
+    seen, stack, out = set(), [conn], []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or id(obj) in shared or isinstance(obj, (type, Enum)):
+            continue
+        seen.add(id(obj))
+        if gc.is_tracked(obj):
+            out.append(obj)
+        stack.extend(gc.get_referents(obj))
+    return out
+
+
+def settle(a, b, now: float, until: float = 30.0) -> float:
+    """Exchange segments and fire timers until neither side has anything
+    unacknowledged (delayed ACKs, probes and retransmissions included)."""
+    while now < until:
+        now = exchange(a, b, now)
+        if all(s.conn.snd_una == s.conn.snd_nxt for s in (a, b)):
+            return now
+        now = min(t for t in (a.conn.get_timer(), b.conn.get_timer()) if t is not None)
+        for side in (a, b):
+            timer = side.conn.get_timer()
+            if timer is not None and timer <= now:
+                side.conn.handle_timer(now)
+    raise AssertionError("the pair did not settle")
+
+
+def test_empty_is_read_only_and_stays_empty():
+    assert not EMPTY and len(EMPTY) == 0 and EMPTY.total == 0
+    assert EMPTY.add(5, 5) == 0  # nothing to add
+    assert EMPTY.subtract(0, 10) == 0 and EMPTY.discard_below(10) == 0
+    EMPTY.clear()
+    assert EMPTY.gaps(0, 4) == [(0, 4)] and EMPTY.overlap(0, 4) == [] and 3 not in EMPTY
+    with pytest.raises(TypeError):
+        EMPTY.add(0, 1)
+    assert not EMPTY and EMPTY.ranges() == []
+
+
+def test_a_connection_that_never_sends_data_builds_no_loss_state():
+    a, b = established_pair()
+    now = exchange(a, b, 1.0)
+    a.conn.handle_timer(now + 20)  # keep-alive or nothing: no data either way
+    exchange(a, b, now + 20)
+    for side in (a, b):
+        assert_nothing_built(side.conn)
+        assert side.conn.cc._bw_samples == ()
+
+
+def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records():
+    a, b = established_pair()
+    a.conn.send(b"hello")
+    now = settle(a, b, 1.0)
+    assert b.conn.recv(100) == b"hello"
+    b.conn.send(b"hello")
+    now = settle(a, b, now)
+    assert a.conn.recv(100) == b"hello"
+    for side in (a, b):
+        conn = side.conn
+        assert conn.snd_una == conn.snd_nxt
+        assert_nothing_built(conn)  # records done: RACK's lists are () again
+        assert conn._rack.rack_serial >= 0  # ... but RACK did run on the ACKs
+    assert a.conn.cc._bw_samples and type(a.conn.cc._bw_samples) is tuple
+    # What an idle connection keeps for the cycle collector: itself, its
+    # stats, send buffer, RTT estimator, controller (and its round counter)
+    # and RACK. Not one empty list or range set. (Two collections: the
+    # collector stops tracking a tuple of numbers, then the tuple holding it.)
+    gc.collect()
+    gc.collect()
+    kinds = sorted(type(o).__name__ for o in owned_tracked_objects(a.conn))
+    assert kinds == sorted(["Connection", "ConnectionStats", "SendBuffer", "RttEstimator", "Bbr",
+                            "RoundCounter", "RackTlp"])
+
+
+def test_a_loss_builds_the_sets_and_recovery_works_as_before():
+    a, b = established_pair(Config(delayed_ack=False))
+    mss = a.conn.mss
+    payload = bytes(range(256)) * (6 * mss // 256 + 1)
+    a.conn.send(payload)
+    segs = a.out(1.0)
+    assert len(segs) >= 4
+    deliver(b, segs[:1] + segs[2:], 1.005)  # the second segment is lost
+    assert b.conn._ooo_ranges is not EMPTY and type(b.conn._ooo_ranges) is RangeSet
+    deliver(a, b.out(1.005), 1.010)  # SACKs above the hole
+    assert type(a.conn.sacked) is RangeSet and a.conn.sacked
+    now = settle(a, b, 1.010)
+    assert b.conn.recv(1 << 20) == payload
+    assert a.conn.stats.retransmits >= 1
+    assert type(a.conn._ever_retransmitted) is RangeSet
+    assert type(a.conn._rack._resent) is RangeSet
+    assert a.conn.snd_una == a.conn.snd_nxt
+    assert not EMPTY  # the shared instance never took a range
+    # Another connection still starts with nothing built.
+    c, d = established_pair()
+    assert_nothing_built(c.conn)
+    assert now > 1.0
+
+
+def test_a_timeout_marks_lost_into_an_own_set():
+    a, b = established_pair()
+    data = bytes(range(256)) * (3 * a.conn.mss // 256)
+    a.conn.send(data)
+    a.out(1.0)  # the flight is lost, and so is every probe until the RTO
+    now = 1.0
+    while not a.conn.stats.timeouts:
+        now = a.conn.get_timer()
+        a.conn.handle_timer(now)
+        if not a.conn.stats.timeouts:
+            a.out(now)  # a tail-loss probe, dropped
+    assert type(a.conn.lost) is RangeSet and a.conn.lost
+    deliver(b, a.out(now), now + 0.005)
+    settle(a, b, now + 0.005)
+    assert b.conn.recv(1 << 20) == data
+    assert not a.conn.lost and not EMPTY
+
+
+def test_pmtud_ladders_are_shared_tuples():
+    a, b = established_pair(pmtud=True)
+    c, d = established_pair(pmtud=True)
+    assert a.conn._pmtu_ladder and type(a.conn._pmtu_ladder) is tuple
+    assert a.conn._pmtu_ladder is c.conn._pmtu_ladder
+    assert list(a.conn._pmtu_ladder) == sorted(a.conn._pmtu_ladder)
+
+
+def test_bbr_bandwidth_filter_is_the_windowed_maximum():
+    """The tuple filter keeps what the deque did: per round the highest rate,
+    over the last BW_WINDOW_ROUNDS rounds."""
+    cc = Bbr(1200, 10)
+    ref: deque = deque()
+    rates = [5.0, 7.0, 3.0, 9.0, 2.0, 2.5, 1.0, 1.0, 8.0, 0.5, 0.4, 0.3, 0.2, 6.0, 0.1, 0.1, 0.1]
+    for i, rate in enumerate(rates * 3):
+        rnd = i // 2  # two samples per round
+        cc.rounds.round = rnd
+        cc._update_bw(rate)
+        if ref and ref[-1][0] == rnd:
+            ref[-1] = (rnd, max(ref[-1][1], rate))
+        else:
+            ref.append((rnd, rate))
+        while ref[0][0] <= rnd - BW_WINDOW_ROUNDS:
+            ref.popleft()
+        assert cc._bw_samples == tuple(ref)
+        assert cc.btl_bw == max(r for _, r in ref)
+
+
+def test_bbr_ack_aggregation_keeps_two_window_maxima():
+    cc = Bbr(1200, 10)
+    cc.btl_bw = 1e6  # bytes/s
+    cc.cwnd = 10**9
+    cc.filled_pipe = True
+    assert cc._extra_acked == (0, 0)
+    cc._update_ack_aggregation(1.0, 5000)  # a new epoch: all of it is excess
+    assert cc._extra_acked == (5000, 0) and cc._extra_idx == 0
+    cc._update_ack_aggregation(1.001, 20000)  # 1 ms explains 1000 bytes of 25000
+    assert cc._extra_acked == (24000, 0)
+    assert cc.aggregation_cwnd() == min(24000, int(1e6 * bbr_module.ACK_AGG_MAX_TIME))
+    cc.rounds.round = bbr_module.ACK_AGG_WINDOW_ROUNDS  # the other window starts afresh
+    cc._update_ack_aggregation(2.0, 3000)
+    assert cc._extra_acked == (24000, 3000) and cc._extra_idx == 1
+    cc.rounds.round = 2 * bbr_module.ACK_AGG_WINDOW_ROUNDS  # the first one is reset
+    cc._update_ack_aggregation(3.0, 1000)
+    assert cc._extra_acked == (1000, 3000) and cc._extra_idx == 0
+    assert cc.aggregation_cwnd() == 3000
