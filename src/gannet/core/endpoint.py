@@ -71,7 +71,7 @@ class Endpoint:
         self._deadline: dict[Connection, float] = {}  # each connection's real deadline
         self._keyed: dict[Connection, float] = {}  # the key of its live heap entry
         self._tick = 0  # heap entries' tie-breaker
-        self._out: list[tuple[bytes, object]] = []
+        self._out: list[tuple[bytes, object]] | tuple = ()  # queued resets (a list when any)
         self._touch_cb = self._touch  # one bound method shared by every connection
         self.isn_source: Callable[[], int] | None = None
         """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
@@ -255,6 +255,8 @@ class Endpoint:
         rst = reset_for(seg)
         if rst is None:
             return
+        if type(self._out) is not list:
+            self._out = []
         self._out.append((encode(src, dst, rst), addr))
         self.stats.resets_sent += 1
 
@@ -266,7 +268,10 @@ class Endpoint:
         without, every item is one datagram.
         """
         out = self._out
-        self._out = []
+        if type(out) is list:
+            self._out = ()
+        else:
+            out = []
         sent = len(out)
         while self._dirty:
             dirty = self._dirty

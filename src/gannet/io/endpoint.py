@@ -98,7 +98,22 @@ MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & Int
 
 
 def _env_off(name: str) -> bool:
+    # os.environ.get of a name that is not set raises and catches a KeyError
+    # inside (about a microsecond; an endpoint asks twice): look in the
+    # encoded mapping behind it first, where CPython keeps one.
+    key = _ENV_KEYS.get(name)
+    if key is None:
+        try:
+            key = _ENV_KEYS[name] = os.environ.encodekey(name)  # type: ignore[attr-defined]
+        except AttributeError:
+            key = _ENV_KEYS[name] = False
+    data = getattr(os.environ, "_data", None)
+    if key is not False and type(data) is dict and key not in data:
+        return False
     return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false", "off")
+
+
+_ENV_KEYS: dict[str, object] = {}
 
 
 @dataclass(slots=True)
@@ -323,6 +338,12 @@ class _PooledSystemRandom(random.SystemRandom):
         self._local = threading.local()
 
     def getrandbits(self, k: int) -> int:
+        if k == 32:  # what connections draw: from a list of ready-made words
+            try:
+                return self._local.words.pop()
+            except (AttributeError, IndexError):
+                words = self._local.words = list(_WORDS.unpack(os.urandom(self.POOL)))
+                return words.pop()
         if k <= 0 or k > 256:
             return super().getrandbits(k)
         n = (k + 7) // 8
@@ -336,6 +357,7 @@ class _PooledSystemRandom(random.SystemRandom):
         return int.from_bytes(buf[pos:pos + n], "big") >> (n * 8 - k)
 
 
+_WORDS = struct.Struct(f"={_PooledSystemRandom.POOL // 4}I")  # a pool as 32-bit words
 _SYSTEM_RANDOM = _PooledSystemRandom()  # unpredictable (os.urandom); one serves every endpoint
 
 
