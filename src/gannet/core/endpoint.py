@@ -33,6 +33,8 @@ from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
 
+_CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see connection.py)
+
 
 @dataclass(slots=True)  # a client has one endpoint per connection
 class EndpointStats:
@@ -373,7 +375,7 @@ class Endpoint:
             heapq.heappush(self._heap, (deadline, self._tick, conn))
 
     def _after_change(self, conn: Connection) -> None:
-        if conn.state == State.CLOSED:
+        if conn.state is _CLOSED:
             self._forget(conn)
             return
         if conn.passive and self._unaccepted.get(conn) is False and conn.state in SYNCHRONIZED:

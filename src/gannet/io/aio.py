@@ -39,6 +39,7 @@ __all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect
 DEFAULT_LIMIT = 256 * 1024  # StreamReader limit; it holds up to twice this before pausing
 HIGH_WATER = 64 * 1024  # bytes waiting beyond Gannet's send buffer before drain() blocks
 FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
+_CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see core/connection.py)
 
 
 class _Pending:
@@ -162,7 +163,7 @@ class _StreamConn:
             _resolve_if(self.established, None)
         if conn.eof:
             self.eof_seen = True
-        if conn.state == State.CLOSED:
+        if conn.state is _CLOSED:
             self._terminated(conn.error)
         else:
             self.pull()

@@ -38,6 +38,7 @@ tests/io/test_batching.py checks that contract.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import heapq
@@ -95,6 +96,20 @@ GSO_MAX_BYTES = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 64 KB less IP
 GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & IntFlag` runs Python code
+
+
+# socket.socket.family is a Python property that builds an AddressFamily enum
+# on every read (about 0.7 us); an endpoint read it three times as it was
+# made. The C type's own attribute is the plain int.
+_raw_family = _socket.socket.family.__get__
+_FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
+
+
+def family_of(sock: socket.socket) -> int:
+    """sock.family (an AddressFamily for IPv4 and IPv6), without the enum lookup."""
+    raw = _raw_family(sock)
+    fam = _FAMILIES.get(raw)
+    return fam if fam is not None else sock.family
 
 
 def _env_off(name: str) -> bool:
@@ -237,7 +252,7 @@ def set_dont_fragment(sock: socket.socket, on: bool) -> bool:
     dropped like any loss. GSO batches are sent without DF, because the
     kernel checks DF against the whole batch before it cuts it into segments.
     Returns False where the platform has no such option."""
-    if sock.family == socket.AF_INET6:
+    if family_of(sock) == socket.AF_INET6:
         level, opt = socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER
     else:
         level, opt = socket.IPPROTO_IP, IP_MTU_DISCOVER
@@ -252,7 +267,7 @@ def _enable_icmp_errors(sock: socket.socket, on: bool = True) -> None:
     """Linux: report ICMP errors on this unconnected socket (with the address
     they concern, through the error queue), so that a SYN to a port nobody
     listens on fails at once with ConnectionRefusedError, as TCP's does."""
-    if sock.family == socket.AF_INET6:
+    if family_of(sock) == socket.AF_INET6:
         level, opt = socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)
     else:
         level, opt = socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)
@@ -493,7 +508,7 @@ class AioEndpoint:
         self.ep = Endpoint(config, _SYSTEM_RANDOM)
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
-        self.family = family = sock.family
+        self.family = family = family_of(sock)
         self.on_available: Callable[[Connection], None] | None = None
         self.close_when_idle = False
         self.closed = False
