@@ -409,7 +409,7 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
         conn = aep.connect(addr, config)
         conn.hold_handshake_ack = True  # see AioEndpoint.release_ack_soon
         sc = _StreamConn(aep, conn, limit, active=True)
-    aep.request_flush()
+    aep.flush_now()  # the SYN leaves now, as connect() sends it (or joins a flush due)
     try:
         await sc.established  # type: ignore[misc] - made for active opens
         sc.established = None  # done with: one object less per connection to keep
