@@ -474,10 +474,24 @@ _loop_timers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
+    # The loop asked for last first: a WeakKeyDictionary lookup makes a weak
+    # reference each time (a client makes an endpoint per connection).
+    global _last_timers
+    timers = _last_timers()
+    if timers is not None and timers.loop is loop:
+        return timers
     timers = _loop_timers.get(loop)
     if timers is None:
         timers = _loop_timers[loop] = _LoopTimers(loop)
+    _last_timers = weakref.ref(timers)  # weak: it lives as long as its loop
     return timers
+
+
+def _no_timers() -> None:
+    return None
+
+
+_last_timers: Callable[[], _LoopTimers | None] = _no_timers
 
 
 class AioEndpoint:
