@@ -121,7 +121,7 @@ class Connection:
         "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
         "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "hold_handshake_ack", "__dict__",
+        "hold_handshake_ack", "_ep_deadline", "_ep_key", "__dict__",
     )
 
     def __init__(
@@ -261,6 +261,10 @@ class Connection:
         # holds any (see _queued).
         self._out: list[Segment] | tuple = ()
         self._terminated = False
+        # The endpoint's timer heap: this connection's deadline, and the key
+        # of its live heap entry (core/endpoint.py; None while it has none).
+        self._ep_deadline: float | None = None
+        self._ep_key: float | None = None
 
     # ------------------------------------------------------------------ API
     @property
