@@ -1152,7 +1152,7 @@ class Connection:
             out = []
         state = self.state
         if state in SYNCHRONIZED and state is not _TIME_WAIT:
-            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges))
+            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges._starts))
         if self._ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).
@@ -1174,7 +1174,7 @@ class Connection:
         """Data bytes per segment now: the MSS, less room for SACK blocks
         while this side holds out-of-order data and so reports them on
         every segment (as TCP's current MSS counts its options)."""
-        if self.sack_ok and self._ooo_ranges:
+        if self.sack_ok and self._ooo_ranges._starts:  # (emptiness without a __bool__ call)
             return max(self.mss - SACK_ROOM, 64)
         return self.mss
 
@@ -1186,13 +1186,13 @@ class Connection:
         budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
         lost = self.lost
-        while lost:
+        while lost._starts:  # (RangeSet emptiness without a __bool__ call)
             start, end = lost.first()
             end = min(end, start + mss)
             # The first retransmission of a recovery (or after a partial ACK
             # acknowledged every earlier one) goes at once, whatever pipe
             # says (RFC 6675 5 (4.3), RFC 5681 3.2 (4), RFC 6582 3.2 (5)).
-            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted or not self.in_recovery):
+            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted._starts or not self.in_recovery):
                 break
             if budget < end - start:
                 self._pace_wait(now, end - start - budget)
@@ -1210,7 +1210,7 @@ class Connection:
                 # repair is on its way.
                 self._rtx_deadline = now + self.rtt.current_rto()
         # 2. New data, within the peer's window and the congestion window.
-        data_end = self._data_end()
+        data_end = self._sndbuf.end  # _data_end()
         wnd_edge = self.snd_una + self.snd_wnd
         probe_payload = self._pmtu_probe_payload()
         while self.snd_nxt < data_end:
@@ -1282,7 +1282,7 @@ class Connection:
             sent_any = True
         if budget != _UNPACED:
             self._pacing_tokens = budget
-        if self.snd_nxt >= data_end and not self.lost and pipe < cwnd:
+        if self.snd_nxt >= data_end and not self.lost._starts and pipe < cwnd:
             # Nothing left to send though the window has room: samples taken
             # until this data is delivered measure the application, not the path.
             self._app_limited_until = self.delivered + max(pipe, 1)
@@ -1441,7 +1441,7 @@ class Connection:
             self._ack_sent()
         if self.ts_ok:
             seg.tsval, seg.tsecr = self._timestamps()
-        if self.sack_ok and self._ooo_ranges:
+        if self.sack_ok and self._ooo_ranges._starts:
             seg.sack = self._sack_blocks()
         return seg
 
@@ -1701,7 +1701,7 @@ class Connection:
 
     def _outstanding(self) -> int:
         """FlightSize: sent and not cumulatively acknowledged data bytes."""
-        return max(0, min(self.snd_nxt, self._data_end()) - self.snd_una)
+        return max(0, min(self.snd_nxt, self._sndbuf.end) - self.snd_una)  # _data_end()
 
     def _pipe(self) -> int:
         """RFC 6675's pipe: outstanding bytes believed still in the network."""

@@ -248,7 +248,7 @@ class RackTlp:
                 # The hole at snd_una was filled by its original transmission
                 # after data sent later was SACKed: the path reorders.
                 self.reordering_seen = True
-            if not resent:
+            if not resent._starts:  # (RangeSet emptiness without a __bool__ call)
                 # Nothing resent: the newest covered segment is the last one
                 # ending at or below una, found by bisection (a bulk ACK can
                 # cover a hundred segments; walking them cost a microsecond each).
@@ -344,10 +344,10 @@ class RackTlp:
             self.xmit_ts = best_time
             self.rack_rtt = now - best_time
         if advanced:
-            if resent:
+            if resent._starts:
                 resent.discard_below(una)
             self._una = una
-        top = sacked.last()[1] if sacked else una
+        top = sacked.last()[1] if sacked._starts else una
         if top > self.fack:
             self.fack = top
         in_recovery = conn.in_recovery
@@ -579,7 +579,8 @@ class RackTlp:
         deadline = None
         flight = self._high - conn.snd_una
         self._pto_at = now if flight > conn.mss else -1.0
-        if flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked and not conn.lost:
+        if (flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked._starts
+                and not conn.lost._starts):
             srtt = conn.rtt.srtt
             if srtt is None:
                 pto = PTO_WITHOUT_RTT
