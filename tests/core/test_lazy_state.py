@@ -202,3 +202,43 @@ def test_bbr_ack_aggregation_keeps_two_window_maxima():
     cc._update_ack_aggregation(3.0, 1000)
     assert cc._extra_acked == (1000, 3000) and cc._extra_idx == 0
     assert cc.aggregation_cwnd() == 3000
+
+
+def test_the_nothing_to_send_shortcut_does_what_the_full_path_does():
+    """_send_data returns early when nothing is unsent, lost or owed a FIN;
+    its bookkeeping (pacing tokens, app-limited mark, timers) must be what
+    the full path leaves, on a paced BBR connection at every step of an
+    exchange with loss."""
+    import copy
+
+    a, b = established_pair(Config(delayed_ack=False, congestion_control="bbr"))
+    a.conn.send(bytes(40 * a.conn.mss))
+    now, checked = 1.0, 0
+    fields = ("_pacing_tokens", "_pacing_time", "_pacing_due", "_app_limited_until",
+              "_persist_deadline", "_rtx_deadline", "snd_nxt", "_fin_sent")
+    for step in range(200):
+        conn = a.conn
+        idle = (conn.snd_nxt >= conn._sndbuf.end and not conn.lost
+                and (conn._fin_sent or not conn._fin_queued))
+        if idle:
+            twin = copy.deepcopy(conn)
+            out_fast, out_full = [], []
+            conn._send_data(now, out_fast)
+            twin._send_data_full(now, out_full)
+            assert out_fast == out_full == []
+            assert [getattr(conn, f) for f in fields] == [getattr(twin, f) for f in fields]
+            checked += 1
+        segs = a.out(now)
+        if step % 7 == 3:
+            segs = segs[1:]  # now and then a loss
+        deliver(b, segs, now + 0.005)
+        b.conn.recv(1 << 20)
+        deliver(a, b.out(now + 0.005), now + 0.01)
+        now += 0.01
+        timer = a.conn.get_timer()
+        if timer is not None and timer <= now:
+            a.conn.handle_timer(now)
+        if step == 120:
+            a.conn.close(now)
+    assert checked > 50
+    assert a.conn.cc.pacing_rate  # the shortcut ran paced

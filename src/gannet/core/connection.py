@@ -1179,6 +1179,22 @@ class Connection:
         return self.mss
 
     def _send_data(self, now: float, out: list, runs: bool = False) -> None:
+        if (self.snd_nxt >= self._sndbuf.end and not self.lost._starts
+                and (self._fin_sent or not self._fin_queued)):
+            # Nothing to send, the usual case (an ACK or a timer for an idle
+            # connection): only the bookkeeping the full path below does
+            # when it finds nothing either (pacing tokens, app-limited mark).
+            budget = self._pacing_budget(now)
+            if budget != _UNPACED:
+                self._pacing_tokens = budget
+            pipe = self._pipe()
+            if pipe < self._cwnd():
+                self._app_limited_until = self.delivered + max(pipe, 1)
+            return
+        self._send_data_full(now, out, runs)
+
+    def _send_data_full(self, now: float, out: list, runs: bool = False) -> None:
+        """_send_data's whole path (tests check the shortcut against it)."""
         mss = self._data_mss()
         cwnd = self._cwnd()
         pipe = self._pipe()
