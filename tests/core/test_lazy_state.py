@@ -20,6 +20,7 @@ from gannet.config import Config
 from gannet.core.cc import bbr as bbr_module
 from gannet.core.cc.bbr import BW_WINDOW_ROUNDS, Bbr
 from gannet.core.rangeset import EMPTY, RangeSet
+from gannet.core.recovery import IDLE_RACK, RackTlp
 
 from corepair import deliver, established_pair, exchange
 
@@ -30,8 +31,10 @@ def assert_nothing_built(conn) -> None:
     for name in SETS:
         assert getattr(conn, name) is EMPTY, name
     rack = conn._rack
-    assert rack._resent is EMPTY
-    assert rack._starts == () and rack._recs == () and rack._retx == () and rack._blocks == ()
+    if rack is not IDLE_RACK:  # made when the first data left
+        assert type(rack) is RackTlp
+        assert rack._resent is EMPTY
+        assert rack._starts == () and rack._recs == () and rack._retx == () and rack._blocks == ()
     assert conn._retx_marks == ()
     assert type(conn._out) is tuple
 
@@ -86,7 +89,39 @@ def test_a_connection_that_never_sends_data_builds_no_loss_state():
     exchange(a, b, now + 20)
     for side in (a, b):
         assert_nothing_built(side.conn)
+        assert side.conn._rack is IDLE_RACK  # no RACK-TLP without data sent
         assert side.conn.cc._bw_samples == ()
+    # ... nor after a half-close and a close: FINs are not data.
+    a.conn.close(now + 21)
+    b.conn.close(now + 21)
+    settle(a, b, now + 21)
+    assert a.conn._rack is IDLE_RACK and b.conn._rack is IDLE_RACK
+
+
+def test_a_connection_starts_rack_with_its_first_data_as_before():
+    a, b = established_pair()
+    assert a.conn._rack is IDLE_RACK
+    a.conn.send(b"x" * 10)
+    (seg,) = a.out(1.0)
+    rack = a.conn._rack
+    assert type(rack) is RackTlp and rack.active  # SACK was negotiated
+    assert rack._una == rack.fack == a.conn.snd_una and rack._high == a.conn.snd_nxt
+    assert rack.pto_deadline is not None and a.conn.get_timer() <= rack.pto_deadline
+    assert b.conn._rack is IDLE_RACK  # the receiver has sent nothing yet
+
+
+def test_a_lost_syn_times_out_as_before_without_data():
+    from corepair import Side
+
+    from gannet.wire.segment import SYN
+    c = Side("x", 9, Config(), 9)
+    c.conn.connect(0.0)
+    c.out(0.0)  # the SYN is lost
+    t = c.conn.get_timer()
+    c.conn.handle_timer(t)
+    (syn,) = c.out(t)
+    assert syn.flags & SYN and c.conn.stats.timeouts == 1  # the SYN again, as before
+    assert c.conn._rack is IDLE_RACK  # a handshake timeout is not RACK's business
 
 
 def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records():

@@ -35,7 +35,7 @@ from .events import (
     StreamEnded,
 )
 from .rangeset import EMPTY, RangeSet
-from .recovery import RackTlp
+from .recovery import IDLE_RACK, RackTlp
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
@@ -203,7 +203,9 @@ class Connection:
         # notice a lost retransmission once data sent after it is SACKed
         # (a list from the first retransmission on).
         self._retx_marks: list[tuple[int, int, int]] | tuple = ()
-        self._rack = RackTlp(self)  # RACK-TLP loss detection (RFC 8985), recovery.py
+        # RACK-TLP loss detection (RFC 8985, recovery.py), made when the
+        # first data leaves (_start_rack); the shared idle stand-in until then.
+        self._rack: RackTlp = IDLE_RACK  # type: ignore[assignment]
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
@@ -1324,7 +1326,10 @@ class Connection:
             self._fin_sent = True
         if not pipe:
             self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
-        self._rack.on_transmit(nxt, nxt + n, now, False)
+        rack = self._rack
+        if rack is IDLE_RACK:
+            rack = self._start_rack()
+        rack.on_transmit(nxt, nxt + n, now, False)
         self._log_sent(
             (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
@@ -1347,7 +1352,10 @@ class Connection:
         self._log_sent(
             (nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
-        self._rack.on_transmit_run(nxt, end, self.mss, now)
+        rack = self._rack
+        if rack is IDLE_RACK:
+            rack = self._start_rack()
+        rack.on_transmit_run(nxt, end, self.mss, now)
 
     def _log_sent(self, record: tuple) -> None:
         log = self._sent_log
@@ -1361,6 +1369,13 @@ class Connection:
         if not self._pmtu_ladder or self._pmtu_probe is not None or self.state not in CAN_SEND:
             return 0
         return self._pmtu_ladder[0] - MAX_DATA_OVERHEAD
+
+    def _start_rack(self) -> RackTlp:
+        """The connection's own RackTlp, made now if it still has the idle one."""
+        rack = self._rack
+        if rack is IDLE_RACK:
+            rack = self._rack = RackTlp(self)
+        return rack
 
     def _queued(self) -> list[Segment]:
         """The list of segments queued for the next segments_to_send (made
@@ -1609,7 +1624,7 @@ class Connection:
             self._writable("lost").add(start, end)
         self._retransmitted.clear()
         self._retx_marks = ()
-        self._rack.on_rto()
+        self._start_rack().on_rto()
         self.in_recovery = False
         self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
         self._dupacks = 0
@@ -1743,7 +1758,7 @@ class Connection:
             self._app_limited_until = 0
 
     def _note_retransmission(self, start: int, end: int) -> None:
-        self._rack.on_transmit(start, end, self._now_hint, True)
+        self._start_rack().on_transmit(start, end, self._now_hint, True)
         self._writable("_retransmitted").add(start, end)
         self._writable("_ever_retransmitted").add(start, end)
         marks = self._retx_marks

@@ -80,6 +80,34 @@ REO_WND_MULT_MAX = 16
 COMPACT_AT = 256
 
 
+class IdleRack:
+    """What a connection holds instead of a RackTlp until it first sends
+    data (then it makes its own, `Connection._start_rack`). RACK-TLP is idle
+    until then anyway (`active` is None, no timer, nothing recorded), and
+    many connections never send: one shared, stateless stand-in."""
+
+    __slots__ = ()
+    active = None
+    deadline = reo_deadline = pto_deadline = tlp_end = None
+    probes = reorder_timeouts = spurious = tlp_losses = 0
+    reordering_seen = False
+
+    def on_sacked(self, left: int, right: int) -> None:
+        pass  # nothing of ours to SACK
+
+    def detect_losses(self, now: float) -> bool:
+        return False
+
+    def timer_fired(self, now: float) -> bool:
+        return False
+
+    def stop(self) -> None:
+        pass
+
+
+IDLE_RACK = IdleRack()
+
+
 class RackTlp:
     __slots__ = (
         "conn", "active", "tlp", "ack_delay",
