@@ -101,7 +101,10 @@ MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & Int
 # socket.socket.family is a Python property that builds an AddressFamily enum
 # on every read (about 0.7 us); an endpoint read it three times as it was
 # made. The C type's own attribute is the plain int.
-_raw_family = _socket.socket.family.__get__
+try:
+    _raw_family = _socket.socket.family.__get__
+except AttributeError:  # not CPython's socket type: the property, then
+    _raw_family = socket.socket.family.__get__
 _FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
 
 
