@@ -70,10 +70,15 @@ def _pattern_block() -> bytes:
     return random.Random(0x6A77E7).randbytes((1 << 20) + 7)
 
 
+_PEER_SOCKETS: list = []  # what a failing peer reports on (_diag)
+
+
 def _open(proto: str, cc: str):
     if proto == "gannet":
         import gannet
-        return gannet.Socket(cc=cc)
+        sock = gannet.Socket(cc=cc)
+        _PEER_SOCKETS.append(sock)
+        return sock
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if cc:
@@ -107,12 +112,50 @@ def _stats(s) -> dict | None:
                                         "fast_recoveries") if hasattr(st, k)}
 
 
+def _diag(s) -> dict:
+    """What a failed peer knew (LOSSY runs print it as a JSON line before the
+    traceback): its connection's sequence state and counters, the endpoint's
+    drop counters and the socket adapter's, so that a connection that dies
+    says which side stopped hearing the other and why."""
+    out: dict = {}
+    conn = getattr(s, "connection", None)
+    if conn is not None:
+        now = time.monotonic()
+        out["conn"] = {
+            "state": str(conn.state), "local_cid": conn.local_cid, "remote_cid": conn.remote_cid,
+            "remote_addr": repr(conn.remote_addr), "iss": conn.iss, "irs": conn.irs,
+            "snd_una": conn.snd_una - conn.iss, "snd_nxt": conn.snd_nxt - conn.iss,
+            "rcv_nxt": conn.rcv_nxt - conn.irs, "snd_wnd": conn.snd_wnd, "mss": conn.mss,
+            "max_datagram_size": conn.max_datagram_size,
+            "sacked": [(a - conn.iss, b - conn.iss) for a, b in conn.sacked.ranges()][:8],
+            "lost": [(a - conn.iss, b - conn.iss) for a, b in conn.lost.ranges()][:8],
+            "ooo": [(a - conn.irs, b - conn.irs) for a, b in conn._ooo_ranges.ranges()][:8],
+            "last_received_ago": round(now - conn.last_received, 3),
+            "age": round(now - conn.created, 3),
+            "rto": conn.rtt.current_rto(), "srtt": conn.rtt.srtt,
+            "pmtu_ladder": list(conn._pmtu_ladder), "pmtu_probe": conn._pmtu_probe,
+            "ts_recent": conn._ts_recent, "stats": conn.stats.as_dict(),
+        }
+    for name in ("endpoint_stats",):
+        st = getattr(s, name, None)
+        if st is not None:
+            out[name] = st.as_dict()
+    aep = getattr(s, "_aep", None)
+    if aep is not None:
+        from dataclasses import asdict
+        out["io_stats"] = asdict(aep.io_stats)
+        out["icmp_errors"] = aep.icmp_errors
+    return out
+
+
 def peer_server(args) -> None:
     lsock = _open(args.proto, args.cc)
     lsock.bind((args.host, args.port))
     lsock.listen(1)
     print("ready", flush=True)
     conn, _ = lsock.accept()
+    if args.proto == "gannet":
+        _PEER_SOCKETS.append(conn)
     h, n, first, last, gap = hashlib.sha256(), 0, None, None, 0.0
     samples, next_sample = [], 0.0
     buf = bytearray(1 << 16)
@@ -307,7 +350,13 @@ def _finish(proc, timeout) -> dict:
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = err.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": tail[0][-300:]}
+        res = {"error": tail[0][-300:]}
+        if lines:  # a failed Gannet peer's state (_diag), kept in the JSON report
+            try:
+                res["diag"] = json.loads(lines[-1]).get("diag")
+            except ValueError:
+                pass
+        return res
     return json.loads(lines[-1])
 
 
@@ -590,7 +639,12 @@ def main(argv=None) -> int:
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--seconds", type=float, default=30)
         a = p.parse_args(argv[1:])
-        (peer_server if a.role == "server" else peer_client)(a)
+        try:
+            (peer_server if a.role == "server" else peer_client)(a)
+        except Exception as exc:
+            diag = [_diag(sock) for sock in _PEER_SOCKETS]
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "diag": diag}, default=repr), flush=True)
+            raise
         return 0
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

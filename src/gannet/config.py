@@ -67,7 +67,9 @@ class Config:
     timeout: float = 1.0
     """Initial retransmission timeout, seconds (RFC 6298 says 1 s)."""
     min_rto: float = 0.2
-    """Lower bound for the RTO. RFC 6298 asks 1 s; like Linux we use 200 ms."""
+    """Least the RTO adds to SRTT: RTO = SRTT + max(4 RTTVAR, min_rto), as
+    Linux computes it (RFC 6298 asks at least 1 s in all; Linux's floor is
+    200 ms above SRTT)."""
     max_rto: float = 10.0
     """Upper bound for the RTO with backoff. RFC 6298 allows 60 s; 10 s keeps a
     backed-off sender audible to the peer's keep-alive."""

@@ -32,8 +32,8 @@ def a_run(length=10 * 1000 + 123, mss=1000, seq=0xFFFF_F000, last_flags=ACK | PS
 # ------------------------------------------------------------------ wire
 def test_train_is_the_run_encoded_segment_by_segment():
     run = a_run()
-    train = encode_run(5, 6, run)
-    assert train.size == 36 + 1000 + 4
+    train = encode_run(5, run)
+    assert train.size == 20 + 1000 + 4
     expected = [encode(5, 6, seg) for seg in run.segments()]
     assert train.datagrams() == expected
     assert bytes(train) == b"".join(expected)
@@ -48,12 +48,12 @@ def test_train_is_the_run_encoded_segment_by_segment():
                          ids=["one", "few-and-tail", "loop-max", "vector-and-tail", "vector-64"])
 def test_both_encoders_write_what_encode_writes(length):
     run = a_run(length=length)
-    train = encode_run(5, 6, run)
+    train = encode_run(5, run)
     assert train.datagrams() == [encode(5, 6, seg) for seg in run.segments()]
 
 
 def test_train_checksums_are_each_datagrams_own():
-    train = encode_run(5, 6, a_run(length=8 * 1000))  # no short tail
+    train = encode_run(5, a_run(length=8 * 1000))  # no short tail
     for d in train.datagrams():
         assert crc32c(d[:-4]).to_bytes(4, "little") == d[-4:]
         assert crc32c(d) == CRC_RESIDUE
@@ -67,34 +67,34 @@ def batch(datagrams):
 @pytest.mark.parametrize("length", [10 * 1000 + 123, 3 * 1000, 40 * 1000, 63 * 1000 + 1],
                          ids=["tail", "few-rows", "rows", "64-rows-and-tail"])
 def test_scan_groups_a_train_into_one_run(length):
-    train = encode_run(5, 6, a_run(length=length))
+    train = encode_run(5, a_run(length=length))
     runs = scan(memoryview(train), train.size)
-    assert sum(len(rows(r[8], train.size)) for r in runs) == -(-length // 1000)
-    dst, src, seq, ack, wnd, ts0, ts1, joined, raw = runs[0]
-    assert (dst, src, seq, ack, wnd, ts0, ts1) == (5, 6, 0xFFFF_F000, 77, 512, 1234, 1234)
-    assert b"".join(r[7] for r in runs) == bytes(a_run(length=length).buf[7:7 + length])
+    assert sum(len(rows(r[7], train.size)) for r in runs) == -(-length // 1000)
+    dst, seq, ack, wnd, ts0, ts1, joined, raw = runs[0]
+    assert (dst, seq, ack, wnd, ts0, ts1) == (5, 0xFFFF_F000, 77, 512, 1234, 1234)
+    assert b"".join(r[6] for r in runs) == bytes(a_run(length=length).buf[7:7 + length])
     # a short tail may follow as its own run, which continues the first
-    assert all(r[7] is not None for r in runs) and len(runs) <= 2
-    assert [bytes(d) for r in runs for d in rows(r[8], train.size)] == train.datagrams()
+    assert all(r[6] is not None for r in runs) and len(runs) <= 2
+    assert [bytes(d) for r in runs for d in rows(r[7], train.size)] == train.datagrams()
 
 
 def test_batch_residue_is_the_crc_of_any_correct_batch():
     for rows in (1, 2, 7, 64, 70):
-        dgs = encode_run(5, 6, a_run(length=rows * 1000)).datagrams()
+        dgs = encode_run(5, a_run(length=rows * 1000)).datagrams()
         assert crc32c(b"".join(dgs)) == batch_residue(len(dgs[0]), rows)
 
 
 def lengths(runs, seg):
-    return [(r[0], None if r[7] is None else len(rows(r[8], seg))) for r in runs]
+    return [(r[0], None if r[6] is None else len(rows(r[7], seg))) for r in runs]
 
 
 def test_scan_breaks_runs_at_anything_unusual():
     rows = 10
-    dgs = encode_run(5, 6, a_run(length=rows * 1000)).datagrams()
+    dgs = encode_run(5, a_run(length=rows * 1000)).datagrams()
     bad = bytearray(dgs[3])
     bad[50] ^= 1  # payload bit flip: the checksum fails
     other_conn = encode(9, 6, Segment(5, 77, ACK, 512, b"x" * 1000, tsval=1, tsecr=0))
-    syn_sized = encode(0, 6, Segment(1, 0, SYN, 100, b"s" * 996, tsval=1, tsecr=0, mss=1000))
+    syn_sized = encode(0, 6, Segment(1, 0, SYN, 100, b"s" * 980, tsval=1, tsecr=0, mss=1000))
     assert len(other_conn) == len(syn_sized) == len(dgs[0])
     # dgs[2] missing: not contiguous; an ACK change splits a run too
     moved_ack = encode(5, 6, Segment(decode(dgs[rows - 1])[2].seq, 78, ACK, 512, b"a" * 1000,
@@ -103,8 +103,8 @@ def test_scan_breaks_runs_at_anything_unusual():
                      + [moved_ack])
     runs = scan(buf, seg)
     assert lengths(runs, seg) == [(5, 2), (5, 1), (0, None), (9, 1), (0, None), (5, rows - 5), (5, 1)]
-    assert bytes(runs[2][8]) == bytes(bad)  # left for decode, which rejects it
-    assert bytes(runs[4][8]) == syn_sized
+    assert bytes(runs[2][7]) == bytes(bad)  # left for decode, which rejects it
+    assert bytes(runs[4][7]) == syn_sized
 
 
 def test_scan_leaves_options_and_pure_acks_to_decode():
@@ -112,9 +112,9 @@ def test_scan_leaves_options_and_pure_acks_to_decode():
     pure_ack = encode(5, 6, Segment(1, 2, ACK, 10, b"", tsval=1, tsecr=2))
     no_ts = encode(5, 6, Segment(1, 2, ACK, 10, b"abc"))
     for d in (sack, pure_ack, no_ts):
-        assert [r[7] for r in scan(d, 0)] == [None]
+        assert [r[6] for r in scan(d, 0)] == [None]
     # a batch of identical pure ACKs is no run either
-    assert [r[7] for r in scan(pure_ack * 10, len(pure_ack))] == [None] * 10
+    assert [r[6] for r in scan(pure_ack * 10, len(pure_ack))] == [None] * 10
 
 
 def test_coalesce_groups_as_gro_does():
@@ -207,8 +207,8 @@ def test_fast_path_declines_and_changes_nothing():
     ca.send(data(5000, 1))
     (train, _), = a.datagrams_to_send(0.01, trains=True)
     (run,) = scan(train, train.size)
-    dst, src, seq, ack, wnd, ts0, ts1, joined, raw = run
-    runargs = (joined, len(rows(raw, train.size)), len(rows(raw, train.size)[-1]) - 40, 0.02)
+    dst, seq, ack, wnd, ts0, ts1, joined, raw = run
+    runargs = (joined, len(rows(raw, train.size)), len(rows(raw, train.size)[-1]) - 24, 0.02)
     before = (cb.rcv_nxt, cb.readable_bytes, cb.stats.segments_received)
     # not the next expected byte
     assert not cb.on_data_run((seq + 1) & 0xFFFFFFFF, ack, wnd, ts0, ts1, *runargs)
@@ -277,20 +277,20 @@ def test_scan_of_a_damaged_batch_agrees_with_decode(count, flips, refix_crc):
     """Any damage to a GRO batch (header fields, payload, checksums; with the
     CRCs recomputed, so the header checks must catch it) gives runs whose
     data is exactly what decode accepts, datagram by datagram."""
-    train = bytearray(encode_run(5, 6, a_run(length=count * 1000)))
-    size = 36 + 1000 + 4
+    train = bytearray(encode_run(5, a_run(length=count * 1000)))
+    size = 20 + 1000 + 4
     for pos, mask in flips:
         train[pos % len(train)] ^= mask
     if refix_crc:
         for off in range(0, len(train), size):
             body = train[off:off + size - 4]
             train[off + size - 4:off + size] = crc32c(bytes(body)).to_bytes(4, "little")
-    for dst, src, seq, ack, wnd, ts0, ts1, joined, raw in scan(bytes(train), size):
+    for dst, seq, ack, wnd, ts0, ts1, joined, raw in scan(bytes(train), size):
         if joined is None:
             assert len(raw) <= size
             continue
         segs = [decode(d) for d in rows(raw, size)]  # a run's datagrams all decode
-        assert {(d, s) for d, s, _ in segs} == {(dst, src)}
+        assert {(d, s) for d, s, _ in segs} == {(dst, None)}
         assert b"".join(seg.payload for _, _, seg in segs) == joined
         assert all(seg.ack == ack and seg.wnd == wnd for _, _, seg in segs)
         assert segs[0][2].seq == seq and segs[0][2].tsval == ts0 and segs[-1][2].tsval == ts1

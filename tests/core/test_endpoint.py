@@ -66,6 +66,44 @@ def test_segment_for_unknown_connection_gets_rst():
     assert addr == A and dst == 0x99 and rst.flags & 0x04 and rst.seq == 200
 
 
+def test_short_form_segment_for_unknown_connection_gets_rst_to_id_zero():
+    # The short form names no source connection: the RST goes to ID 0 and
+    # carries, as its source, the ID the segment was sent to.
+    sim, a, b = two_endpoints()
+    raw = encode(0x1234, 0x99, Segment(100, 200, 0x18, 10, b"data", tsval=5, tsecr=0))
+    assert decode(raw)[1] is None  # short form
+    b.receive_datagram(raw, A, 0.0)
+    ((reply, addr),) = b.datagrams_to_send(0.0)
+    dst, src, rst = decode(reply)
+    assert addr == A and (dst, src) == (0, 0x1234) and rst.flags & 0x04 and rst.seq == 200
+
+
+def test_a_restarted_peer_resets_the_connection_it_forgot():
+    """The server's process restarts and loses the connection: the client's
+    next short-form segment draws a RST to ID 0, and the client finds its
+    connection by the peer's ID and address and ends it at once."""
+    sim, a, b = two_endpoints()
+    b.listen(4)
+    conn = a.connect(B, sim.now)
+    other = a.connect(B, sim.now)  # a second connection to the same server is not touched
+    sim.run(until=1)
+    assert conn.state == State.ESTABLISHED and other.state == State.ESTABLISHED
+    sim.remove_node(b)
+    fresh = sim.add_node(B, Endpoint(Config(), rng=sim.make_rng("b2")))
+    fresh.listen(1)
+    conn.send(b"are you there?")
+    sim.run(until=2)
+    assert conn.state == State.CLOSED
+    assert isinstance(conn.error, ConnectionResetError)
+    assert fresh.stats.resets_sent == 1
+    assert other.state == State.ESTABLISHED
+    # A RST to ID 0 naming no connection of ours is dropped and counted.
+    forged = encode(0, 0x5A5A5A5A, Segment(1, 0, 0x04, 0))
+    before = a.stats.unknown_connection
+    a.receive_datagram(forged, B, sim.now)
+    assert a.stats.unknown_connection == before + 1 and other.state == State.ESTABLISHED
+
+
 def test_hostile_datagrams_are_counted_and_harmless():
     sim, a, b = two_endpoints(link=LinkConfig(delay=0.002))
     b.listen()

@@ -1,4 +1,4 @@
-"""Header prediction (Connection.on_predicted, fed by wire.datagram.peek_ts)
+"""Header prediction (Connection.on_predicted, fed by wire.datagram.peek_short)
 reaches exactly the state the general segment processing reaches.
 
 Each scenario runs twice from the same seeds: once as it is, once with
@@ -25,15 +25,13 @@ from gannet.sim.scenario import run_transfer
 from crc32c import crc32c
 
 from gannet.wire.datagram import (
-    HEADER,
-    HEADER_SIZE,
-    HEADER_TS_SIZE,
-    VERSION,
-    _encode_options,
+    SHORT,
+    SHORT_FORM,
+    SHORT_SIZE,
     decode,
     encode,
-    encode_ts,
-    peek_ts,
+    encode_short,
+    peek_short,
 )
 from gannet.wire.segment import ACK, FIN, PSH, SYN, Segment
 
@@ -245,7 +243,7 @@ def test_sim_transfer_same_result(no_prediction):
 
 
 # ------------------------------------------------------------------ wire
-def test_peek_ts_agrees_with_decode():
+def test_peek_short_agrees_with_decode():
     rng = random.Random(3)
     for i in range(300):
         flags = rng.choice((ACK, ACK | PSH))
@@ -253,44 +251,46 @@ def test_peek_ts_agrees_with_decode():
         seg = Segment(rng.getrandbits(32), rng.getrandbits(32), flags, rng.getrandbits(16), payload,
                       tsval=rng.getrandbits(32), tsecr=rng.getrandbits(32))
         d = encode(5, 6, seg)
+        assert len(d) == SHORT_SIZE + len(payload) + 4
         for data in (d, bytearray(d), memoryview(bytearray(b"??" + d))[2:]):
-            head = peek_ts(data)
+            head = peek_short(data)
             assert head is not None
             dst, src, dseg = decode(data)
-            assert head == (dst, src, dseg.flags, dseg.seq, dseg.ack, dseg.wnd, dseg.tsval, dseg.tsecr)
-            assert bytes(data[HEADER_TS_SIZE:-4]) == dseg.payload
+            assert src is None and dseg.tsecr is None  # the short form carries neither
+            assert head == (dst, dseg.flags, dseg.seq, dseg.ack, dseg.wnd, dseg.tsval)
+            assert head == (5, seg.flags, seg.seq, seg.ack, seg.wnd, seg.tsval)
+            assert bytes(data[SHORT_SIZE:-4]) == dseg.payload == payload
 
 
 @pytest.mark.parametrize("seg", [
     Segment(1, 2, SYN, 3, tsval=4, tsecr=5),
-    Segment(1, 2, ACK | FIN, 3, b"x", tsval=4, tsecr=5),
+    Segment(1, 2, ACK | FIN, 3, b"x", tsval=4, tsecr=5),  # short form, but not predicted
     Segment(1, 2, ACK, 3, b"x"),  # no timestamps
     Segment(1, 2, ACK, 3, b"x", tsval=4, tsecr=5, sack=((7, 9),)),
     Segment(1, 2, 0, 3, b"x", tsval=4, tsecr=5),  # no ACK
 ])
-def test_peek_ts_declines_other_segments(seg):
-    assert peek_ts(encode(5, 6, seg)) is None
+def test_peek_short_declines_other_segments(seg):
+    assert peek_short(encode(5, 6, seg)) is None
 
 
-def test_peek_ts_declines_a_corrupt_datagram():
+def test_peek_short_declines_a_corrupt_datagram():
     d = bytearray(encode(5, 6, Segment(1, 2, ACK, 3, b"hello", tsval=4, tsecr=5)))
-    assert peek_ts(d) is not None
+    assert peek_short(d) is not None
     for i in range(len(d)):
         bad = bytearray(d)
         bad[i] ^= 0x20
-        assert peek_ts(bad) is None
-    assert peek_ts(d[:39]) is None
+        assert peek_short(bad) is None
+    assert peek_short(d[:SHORT_SIZE + 3]) is None
 
 
 @pytest.mark.parametrize("n", [0, 1, 64, 511, 512, 513, 1400, 9000])
-def test_encode_ts_matches_the_general_encoder(n):
+def test_encode_short_matches_the_general_encoder(n):
     payload = random.Random(n).randbytes(n)
     seg = Segment(0xFFFFFFFF, 7, ACK | PSH, 0xFFFF, payload, tsval=1, tsecr=0)
-    # the general encoder's layout: base header, options, payload, trailer
-    opts = _encode_options(seg)
-    body = HEADER.pack(VERSION, ACK | PSH, HEADER_SIZE + len(opts), 9, 10, 0xFFFFFFFF, 7, 0xFFFF, 0) + opts + payload
+    # the short form's layout: form, flags, window, destination, seq, ack, TSval
+    body = SHORT.pack(SHORT_FORM, ACK | PSH, 0xFFFF, 9, 0xFFFFFFFF, 7, 1) + payload
     want = body + crc32c(body).to_bytes(4, "little")
     assert encode(9, 10, seg) == want
-    assert encode_ts(9, 10, ACK | PSH, 0xFFFFFFFF, 7, 0xFFFF, 1, 0, payload) == want
-    assert encode_ts(9, 10, ACK | PSH, 0xFFFFFFFF, 7, 0xFFFF, 1, 0, memoryview(payload)) == want
+    assert encode_short(9, ACK | PSH, 0xFFFFFFFF, 7, 0xFFFF, 1, payload) == want
+    assert encode_short(9, ACK | PSH, 0xFFFFFFFF, 7, 0xFFFF, 1, memoryview(payload)) == want
     assert decode(want)[2].payload == payload

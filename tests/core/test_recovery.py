@@ -15,13 +15,13 @@ def test_lost_segment_is_resent_when_the_rto_expires():
     (lost,) = a.out(1.0)  # dropped on the floor
     deadline = a.conn.get_timer()
     assert deadline == pytest.approx(1.0 + a.conn.rtt.current_rto())
-    assert a.conn.rtt.current_rto() == pytest.approx(0.2)  # srtt 10 ms, clamped to min_rto
+    assert a.conn.rtt.current_rto() == pytest.approx(0.21)  # srtt 10 ms + min_rto (the variance term's floor)
     a.conn.handle_timer(deadline)
     (again,) = a.out(deadline)
     assert again.seq == lost.seq and again.payload == b"hello"
     assert a.conn.stats.retransmits == 1 and a.conn.stats.timeouts == 1
     # Exponential backoff: the next timeout is twice as far (RFC 6298 5.5).
-    assert a.conn.get_timer() == pytest.approx(deadline + 0.4)
+    assert a.conn.get_timer() == pytest.approx(deadline + 0.42)
     deliver(b, [again], deadline + 0.005)
     assert b.conn.recv(10) == b"hello"
 
@@ -234,7 +234,56 @@ def test_pmtud_probe_confirmed_raises_the_segment_size():
     assert all(len(s.payload) == base_mss for s in segs[1:])
     deliver(b, segs, 1.01)
     deliver(a, b.out(1.01), 1.02)
-    assert a.conn.max_datagram_size == 8972 and a.conn.mss == 8972 - 40  # timestamps only; SACK blocks take data room when needed
+    assert a.conn.max_datagram_size == 8972 and a.conn.mss == 8972 - 24  # the short form; SACK blocks take data room when needed
+
+
+def test_pmtud_first_probe_waits_for_a_window_of_twelve_probes():
+    """In the first rounds a lost probe (the usual fate of the first size on
+    a 1,500-byte path) would take a third to a half of the window: the first
+    probe waits until cwnd holds PMTU_FIRST_PROBE_CWND of them."""
+    from gannet.core.connection import PMTU_FIRST_PROBE_CWND
+
+    a, b = established_pair(Config(initial_window=40), pmtud=True)
+    base_mss = a.conn.mss
+    probe = 8972 - 76
+    a.conn.send(bytes(4_000_000))
+    now, first_probe_cwnd, rounds = 1.0, None, 0
+    while rounds < 30:
+        cwnd = a.conn.cc.cwnd
+        segs = a.out(now)
+        if any(len(s.payload) > base_mss for s in segs):
+            first_probe_cwnd = cwnd
+            break
+        deliver(b, segs, now + 0.002)
+        deliver(a, b.out(now + 0.002), now + 0.004)
+        b.conn.recv(1 << 24)
+        now += 0.004
+        rounds += 1
+    assert rounds >= 1  # not in the first flight (40 segments: 58 kB < 12 probes)
+    assert first_probe_cwnd is not None and first_probe_cwnd >= PMTU_FIRST_PROBE_CWND * probe
+
+
+def test_pmtud_probes_on_a_path_whose_window_stays_small():
+    """A small bandwidth-delay product keeps cwnd below twelve probes: the
+    first probe goes once PMTU_FIRST_PROBE_DELIVERED probes' worth of data
+    was delivered, and the search still finds the larger size."""
+    from gannet.core.connection import PMTU_FIRST_PROBE_CWND, PMTU_FIRST_PROBE_DELIVERED
+
+    a, b = established_pair(Config(), pmtud=True)
+    probe = 8972 - 76
+    a.conn.send(bytes(4_000_000))
+    now, rounds = 1.0, 0
+    while a.conn.max_datagram_size == 1472 and rounds < 60:
+        segs = a.out(now)
+        if any(len(s.payload) > a.conn.mss for s in segs):
+            assert a.conn.cc.cwnd < PMTU_FIRST_PROBE_CWND * probe  # paced at 30 ms rounds
+            assert a.conn.delivered >= PMTU_FIRST_PROBE_DELIVERED * probe
+        deliver(b, segs, now + 0.01)
+        deliver(a, b.out(now + 0.01), now + 0.02)
+        b.conn.recv(1 << 24)
+        now += 0.03
+        rounds += 1
+    assert a.conn.max_datagram_size == 8972
 
 
 def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_response():

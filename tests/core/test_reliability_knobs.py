@@ -52,10 +52,10 @@ def test_karns_rule_takes_no_sample_from_a_retransmitted_segment():
     assert a.conn.rtt.samples == samples + 1 and a.conn.rtt.latest_rtt == pytest.approx(0.04)
 
 
-def test_backoff_doubles_up_to_max_rto_and_min_rto_is_the_floor():
+def test_backoff_doubles_up_to_max_rto_and_min_rto_is_the_variance_floor():
     a, b = established_pair(Config(min_rto=0.3, max_rto=1.0, max_retries=10, tlp=False))
     assert a.conn.srtt == pytest.approx(0.01)
-    assert a.conn.rtt.current_rto() == pytest.approx(0.3)  # 10 ms RTT, floored at min_rto
+    assert a.conn.rtt.current_rto() == pytest.approx(0.31)  # 10 ms RTT + min_rto (the variance term's floor)
     a.conn.send(b"lost")
     a.out(1.0)
     gaps, last = [], 1.0
@@ -65,7 +65,7 @@ def test_backoff_doubles_up_to_max_rto_and_min_rto_is_the_floor():
         a.conn.handle_timer(deadline)
         a.out(deadline)
         last = deadline
-    assert gaps == pytest.approx([0.3, 0.6, 1.0, 1.0, 1.0])
+    assert gaps == pytest.approx([0.31, 0.62, 1.0, 1.0, 1.0])
 
 
 def test_an_ack_of_new_data_ends_the_backoff():
@@ -76,10 +76,10 @@ def test_an_ack_of_new_data_ends_the_backoff():
         t = a.conn.get_timer()
         a.conn.handle_timer(t)
         a.out(t)
-    assert a.conn.rtt.current_rto() == pytest.approx(0.8)
+    assert a.conn.rtt.current_rto() == pytest.approx(4 * 0.21)
     deliver(b, [seg], t + 0.01)
     deliver(a, b.out(t + 0.1), t + 0.02)
-    assert a.conn.rtt.current_rto() == pytest.approx(0.2)
+    assert a.conn.rtt.current_rto() == pytest.approx(0.21)
 
 
 # ----------------------------------------------------------- threshold N

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gannet.wire import Segment, WireError, decode, encode, seq_diff, seq_lt, unwrap
-from gannet.wire.datagram import CRC_RESIDUE, HEADER_SIZE
+from gannet.wire.datagram import CRC_RESIDUE, HEADER_SIZE, SHORT_SIZE
 
 U32 = st.integers(0, 2**32 - 1)
 
@@ -17,7 +17,7 @@ def test_golden_syn():
     seg = Segment(0x01020304, 0, 0x02, 65535, mss=1400, wscale=7, sack_permitted=True, tsval=5, tsecr=0)
     data = encode(0, 0xAABBCCDD, seg)
     assert data.hex() == (
-        "02"  # version
+        "03"  # version
         "02"  # flags: SYN
         "0030"  # header length 48
         "00000000"  # destination connection ID (unknown yet)
@@ -31,7 +31,7 @@ def test_golden_syn():
         "0101"  # two NOPs align the timestamps, as TCP stacks do
         "08080000000500000000"  # timestamps 5, 0
         "000000"  # padding to a multiple of four
-        "1ea8af43"  # CRC32C of everything above, least significant byte first
+        "1ab5865f"  # CRC32C of everything above, least significant byte first
     )
     assert crc32c(data) == CRC_RESIDUE
     dst, src, back = decode(data)
@@ -52,27 +52,51 @@ def test_golden_sack_mode_and_max_packet_options():
                   mode=1, max_packet=1200)
     data = encode(1, 2, seg)
     assert data.hex() == (
-        "02" "10" "0040"  # version 2, ACK, header length 64
+        "03" "10" "0040"  # version 3, ACK, header length 64
         "00000001" "00000002" "00000010" "00000020" "0064" "0000"
         "0101" "0808" "00000001" "00000002"  # NOP NOP timestamps 1, 2
         "0510" "00000100" "00000200" "00000300" "00000400"  # SACK: two blocks
         "200101"  # operation mode: step-by-step
         "210204b0"  # max packet size 1200
         "000000"  # padding
-        "335423be"  # CRC32C, least significant byte first
+        "31bb2dca"  # CRC32C, least significant byte first
     )
     assert decode(data)[2] == seg
 
 
-def test_golden_timestamped_ack_uses_the_aligned_layout():
-    data = encode(7, 9, Segment(100, 200, 0x10, 512, b"", tsval=0x11223344, tsecr=0x55667788))
-    assert data[24:36].hex() == "01010808" "11223344" "55667788"
-    assert decode(data)[2] == Segment(100, 200, 0x10, 512, b"", tsval=0x11223344, tsecr=0x55667788)
+def test_golden_timestamped_ack_uses_the_short_form():
+    data = encode(7, 9, Segment(100, 200, 0x18, 512, b"hi", tsval=0x11223344, tsecr=0x55667788))
+    assert data.hex() == (
+        "83"  # short form of version 3
+        "18"  # flags: ACK PSH
+        "0200"  # window
+        "00000007"  # destination connection ID (no source ID)
+        "00000064" "000000c8"  # sequence, acknowledgment numbers
+        "11223344"  # TSval (no TSecr)
+        "6869"  # payload
+        "8bb3fcad"  # CRC32C
+    )
+    assert len(data) == SHORT_SIZE + 2 + 4
+    assert decode(data) == (7, None, Segment(100, 200, 0x18, 512, b"hi", tsval=0x11223344))
+
+
+def test_segments_the_short_form_cannot_carry_take_the_long_one():
+    for seg in (
+        Segment(1, 2, 0x10, 3, b"x"),  # no timestamps
+        Segment(1, 2, 0x12, 3, tsval=4, tsecr=5),  # SYN
+        Segment(1, 2, 0x14, 3, tsval=4, tsecr=5),  # RST
+        Segment(1, 2, 0x11, 3, tsval=4, tsecr=5, sack=((7, 9),)),  # an option besides timestamps
+    ):
+        data = encode(5, 6, seg)
+        assert data[0] == 3
+        assert decode(data) == (5, 6, seg)
+    # nor a segment for a connection whose ID is not known yet
+    assert encode(0, 6, Segment(1, 2, 0x10, 3, tsval=4, tsecr=5))[0] == 3
 
 
 def test_golden_data_segment():
     data = encode(7, 9, Segment(100, 200, 0x18, 512, b"hello"))
-    assert data[:HEADER_SIZE] == struct.pack("!BBHIIIIHH", 2, 0x18, 24, 7, 9, 100, 200, 512, 0)
+    assert data[:HEADER_SIZE] == struct.pack("!BBHIIIIHH", 3, 0x18, 24, 7, 9, 100, 200, 512, 0)
     assert data[HEADER_SIZE:-4] == b"hello"
     assert len(data) == HEADER_SIZE + 5 + 4
 
@@ -105,6 +129,11 @@ def test_round_trip(dst, src, seg):
         seg.tsecr = 0
     if seg.flags & 0x04 and not seg.flags & 0x10:
         seg.ack = 0
+    short = (seg.tsval is not None and seg.flags & ~0x09 == 0x10 and dst and not seg.sack and seg.mss is None
+             and seg.wscale is None and not seg.sack_permitted and seg.mode is None and seg.max_packet is None)
+    if short:  # the short form carries neither the source ID nor TSecr
+        src = None
+        seg.tsecr = None
     got_dst, got_src, got = decode(encode(dst, src, seg))
     assert (got_dst, got_src) == (dst, src)
     assert got == seg
@@ -149,12 +178,18 @@ def _with_crc(body: bytes) -> bytes:
     "body, reason",
     [
         (struct.pack("!BBHIIIIHH", 1, 0x10, 24, 1, 2, 3, 4, 5, 0), "version"),  # version 1 stored the CRC the other way round
-        (struct.pack("!BBHIIIIHH", 2, 0x10, 20, 1, 2, 3, 4, 5, 0), "header length"),
-        (struct.pack("!BBHIIIIHH", 2, 0x10, 26, 1, 2, 3, 4, 5, 0) + b"\0\0", "header length"),
-        (struct.pack("!BBHIIIIHH", 2, 0x03, 24, 1, 2, 3, 4, 5, 0), "impossible flags"),
-        (struct.pack("!BBHIIIIHH", 2, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x02\x03\x00\x00", "option 2"),
-        (struct.pack("!BBHIIIIHH", 2, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x05\x08\x00\x00", "overruns"),
-        (struct.pack("!BBHIIIIHH", 2, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x90\x00\x00\x00", "must-understand"),
+        (struct.pack("!BBHIIIIHH", 2, 0x10, 24, 1, 2, 3, 4, 5, 0), "version"),  # version 2 had no short form
+        (struct.pack("!BBHIIIIHH", 3, 0x10, 20, 1, 2, 3, 4, 5, 0), "header length"),
+        (struct.pack("!BBHIIIIHH", 3, 0x10, 26, 1, 2, 3, 4, 5, 0) + b"\0\0", "header length"),
+        (struct.pack("!BBHIIIIHH", 3, 0x03, 24, 1, 2, 3, 4, 5, 0), "impossible flags"),
+        (struct.pack("!BBHIIIIHH", 3, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x02\x03\x00\x00", "option 2"),
+        (struct.pack("!BBHIIIIHH", 3, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x05\x08\x00\x00", "overruns"),
+        (struct.pack("!BBHIIIIHH", 3, 0x10, 28, 1, 2, 3, 4, 5, 0) + b"\x90\x00\x00\x00", "must-understand"),
+        (struct.pack("!BBHIIII", 0x83, 0x12, 5, 1, 3, 4, 6), "short header with flags"),  # SYN
+        (struct.pack("!BBHIIII", 0x83, 0x08, 5, 1, 3, 4, 6), "short header with flags"),  # no ACK
+        (struct.pack("!BBHIIII", 0x83, 0x10, 5, 0, 3, 4, 6), "destination"),
+        (struct.pack("!BBHII", 0x83, 0x10, 5, 1, 3), "too short"),
+        (struct.pack("!BBHIIII", 0x82, 0x10, 5, 1, 3, 4, 6), "version"),
     ],
 )
 def test_rejections_say_why(body, reason):
@@ -163,7 +198,7 @@ def test_rejections_say_why(body, reason):
 
 
 def test_unknown_optional_option_is_kept_not_fatal():
-    body = struct.pack("!BBHIIIIHH", 2, 0x02, 28, 0, 2, 3, 0, 5, 0) + b"\x40\x02\xab\xcd"
+    body = struct.pack("!BBHIIIIHH", 3, 0x02, 28, 0, 2, 3, 0, 5, 0) + b"\x40\x02\xab\xcd"
     _, _, seg = decode(_with_crc(body))
     assert seg.unknown_options == ((0x40, b"\xab\xcd"),)
 

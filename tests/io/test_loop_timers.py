@@ -117,3 +117,59 @@ def test_a_failing_endpoint_does_not_stop_the_others():
         good.close()
 
     asyncio.run(main())
+
+
+def test_a_deadline_armed_again_at_the_same_time_fires_once_and_nothing_later_early():
+    """An endpoint armed for D, superseded by an earlier deadline that fires,
+    and armed for the same D again (a connection in TIME-WAIT whose 2 MSL
+    deadline stays the latest while delayed ACKs come and go) must be called
+    once at D, and the core must never be told that a later deadline has
+    come. The stale entries for D used to count as live again once the
+    endpoint's deadline equalled their time: D's firing called the endpoint
+    once per entry, and each extra call handed the core its next deadline as
+    `now` - a chat receiver's keep-alive sent its three probes and gave up
+    within a millisecond, mid-transfer."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), Config(), loop)
+        pending: set[float] = set()
+        handled: list[tuple[float, float]] = []  # (the core's now, the clock then)
+
+        def handle_timer(now):
+            handled.append((now, time.monotonic()))
+            pending.difference_update([d for d in pending if d <= now])
+
+        aep.ep.get_timer = lambda: min(pending, default=None)
+        aep.ep.handle_timer = handle_timer
+        calls = []  # when the endpoint was called
+        on_timer = aep._on_timer
+
+        def counted():
+            calls.append(time.monotonic())
+            on_timer()
+
+        aep._on_timer = counted
+        t0 = time.monotonic()
+        late = t0 + 0.6  # "TIME-WAIT": the deadline armed again and again
+        far = t0 + 30.0  # "keep-alive": must not be reached in this test
+        pending.update((late, far))
+        aep._arm_timer()
+        for _ in range(5):
+            if time.monotonic() > late - 0.1:
+                break  # a slow machine: fewer rounds, still no early firing allowed
+            pending.add(time.monotonic() + 0.01)  # "a delayed ACK", earlier
+            aep._arm_timer()
+            await asyncio.sleep(0.04)  # it fires; the endpoint re-arms for `late`
+        await asyncio.sleep(max(0.0, late - time.monotonic()) + 0.1)
+        try:
+            for now, clock in handled:
+                assert now <= clock + 0.005, f"the core was told {now - clock:.3f} s ahead"
+            assert far in pending
+            assert late not in pending
+            assert sum(1 for now, _ in handled if now >= late) == 1
+            assert sum(1 for t in calls if t >= late) == 1  # one live entry, one call
+        finally:
+            aep.close()
+
+    asyncio.run(main())

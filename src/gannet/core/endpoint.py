@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
-from ..wire.datagram import DATA_OVERHEAD, HEADER_TS_SIZE, TRAILER_SIZE, WireError, decode, encode, peek_ts
-from ..wire.segment import ACK, PSH, SYN, Segment, SegmentRun, reset_for
+from ..wire.datagram import DATA_OVERHEAD, SHORT_SIZE, TRAILER_SIZE, WireError, decode, encode, peek_short
+from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
@@ -61,6 +61,9 @@ class Endpoint:
         self.rng = rng
         self.stats = EndpointStats()
         self._conns: dict[int, Connection] = {}
+        # (peer address, peer's connection ID) -> connection, for every
+        # connection that knows its peer's ID: finds the connection a
+        # retransmitted SYN or a RST sent to ID 0 is for.
         self._syn_index: dict[tuple[object, int], Connection] = {}
         self._connecting: dict[object, Connection] = {}
         self._listening = False
@@ -138,13 +141,13 @@ class Endpoint:
             self.stats.datagrams_received += 1
             one(buf, addr, now, True)
             return
-        for dst, src, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg):
+        for dst, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg):
             size = len(raw)
             count = -(-size // seg)
             self.stats.datagrams_received += count
             if data is not None:
                 conn = self._conns.get(dst)
-                if conn is not None and conn.remote_cid == src and conn.remote_addr == addr:
+                if conn is not None and conn.remote_cid and conn.remote_addr == addr:
                     last = size - (count - 1) * seg - DATA_OVERHEAD
                     if conn.on_data_run(seq, ack, wnd, ts0, ts1, data, count, last, now):
                         continue
@@ -168,7 +171,7 @@ class Endpoint:
                      fast: bool = False) -> None:
         """Decode one datagram and hand it to its connection; `fast` lets an
         in-order data segment take the connection's run path as a run of one."""
-        head = peek_ts(data)
+        head = peek_short(data)
         if head is None:
             try:
                 dst, src, seg = decode(data)
@@ -176,22 +179,21 @@ class Endpoint:
                 self.stats.malformed_dropped += 1
                 return
         else:
-            # The common timestamped ACK or data segment: its header is read
+            # The common short-form ACK or data segment: its header is read
             # and checked; header prediction may take it without a Segment.
-            dst, src, flags, seq, ack, wnd, tsval, tsecr = head
-            payload = bytes(data[HEADER_TS_SIZE:-TRAILER_SIZE])  # the core keeps it: a copy
+            dst, flags, seq, ack, wnd, tsval = head
+            payload = bytes(data[SHORT_SIZE:-TRAILER_SIZE])  # the core keeps it: a copy
             conn = self._conns.get(dst)
             if (
                 conn is not None
-                and src == conn.remote_cid
-                and src
+                and conn.remote_cid
                 and (addr is conn.remote_addr or addr == conn.remote_addr)
                 and conn.on_predicted(seq, ack, wnd, tsval, payload, now)
             ):
                 return
             seg = Segment(seq, ack, flags, wnd, payload)
             seg.tsval = tsval
-            seg.tsecr = tsecr
+            src = None
         if dst == 0:
             self._on_connectionless(seg, src, addr, now)
             return
@@ -200,11 +202,18 @@ class Endpoint:
             self.stats.unknown_connection += 1
             self._reset(seg, dst, src, addr)
             return
-        if conn.remote_cid and src != conn.remote_cid:
+        if src is None:
+            # The short form names no source: only a connection that knows
+            # its peer (its handshake has reached it) takes one.
+            if not conn.remote_cid:
+                self.stats.spoofed_dropped += 1
+                return
+        elif conn.remote_cid and src != conn.remote_cid:
             self.stats.spoofed_dropped += 1
             return
         if not conn.remote_cid:
             conn.remote_cid = src
+            self._syn_index[(conn.remote_addr, src)] = conn
             self._connecting.pop(conn.remote_addr, None)
         if addr != conn.remote_addr and conn.state in SYNCHRONIZED:
             # The peer moved (NAT rebinding, new interface): follow it, since
@@ -214,6 +223,9 @@ class Endpoint:
             dropped = conn.stats.dropped_segments
             conn.on_segment(seg, now)
             if conn.stats.dropped_segments == dropped and conn.state in SYNCHRONIZED:
+                if self._syn_index.get((conn.remote_addr, conn.remote_cid)) is conn:
+                    del self._syn_index[(conn.remote_addr, conn.remote_cid)]
+                self._syn_index[(addr, conn.remote_cid)] = conn
                 conn.remote_addr = addr
             return
         payload = seg.payload
@@ -224,7 +236,16 @@ class Endpoint:
         conn.on_segment(seg, now)
 
     def _on_connectionless(self, seg: Segment, src: int, addr: object, now: float) -> None:
-        """A segment with no destination ID: only a SYN opening a connection."""
+        """A segment with no destination ID: a SYN opening a connection, or a
+        RST from a peer that does not know the connection the source ID names
+        (what `_reset` sends for a short-form segment)."""
+        if seg.flags & RST and src:
+            conn = self._syn_index.get((addr, src))
+            if conn is None:
+                self.stats.unknown_connection += 1
+            else:
+                conn.on_segment(seg, now)  # checks its sequence number (RFC 5961)
+            return
         if not seg.flags & SYN or seg.flags & ACK or src == 0:
             self.stats.malformed_dropped += 1
             return
@@ -254,14 +275,19 @@ class Endpoint:
         self._unaccepted[conn] = False
         conn.accept_syn(seg, now)
 
-    def _reset(self, seg: Segment, dst: int, src: int, addr: object) -> None:
-        """RFC 9293 3.10.7.1: answer a segment for no connection with RST."""
+    def _reset(self, seg: Segment, dst: int, src: int | None, addr: object) -> None:
+        """RFC 9293 3.10.7.1: answer a segment for no connection with RST.
+
+        A short-form segment does not say which connection sent it (`src`
+        None): the RST then goes to ID 0 with the ID the segment was sent to
+        as its source, and the peer finds its connection by that ID and the
+        address (`_on_connectionless`)."""
         rst = reset_for(seg)
         if rst is None:
             return
         if type(self._out) is not list:
             self._out = []
-        self._out.append((encode(src, dst, rst), addr))
+        self._out.append((encode(src or 0, dst, rst), addr))
         self.stats.resets_sent += 1
 
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
@@ -286,7 +312,7 @@ class Endpoint:
                     addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
                     for seg in segs:
                         if type(seg) is SegmentRun:
-                            train = encode_run(dst, src, seg)
+                            train = encode_run(dst, seg)
                             sent += seg.count
                             if trains:
                                 out.append((train, addr))

@@ -41,9 +41,17 @@ class RttEstimator:
         self._update()
 
     def _update(self) -> None:
-        base = (self.srtt or 0.0) + max(CLOCK_GRANULARITY, K * self.rttvar)
-        # (2.4) clamp to the configured minimum and (2.5) maximum.
-        self.rto = min(max(base, self.min_rto), self.max_rto)
+        # SRTT plus a variance term of at least min_rto, as Linux computes it
+        # (its RTTVAR never falls below rto_min), rather than RFC 6298's
+        # max(SRTT + 4 RTTVAR, min_rto): with an RTT sample per ACK, RTTVAR
+        # shrinks to the per-ACK jitter, and on a 100 ms path the RTO came
+        # down to 200 ms - about when RACK detects a lost retransmission
+        # (an RTT plus its reordering window after the resend). The two
+        # raced: a timeout (window collapse, everything in flight resent)
+        # where RACK would have repaired one segment. The tail is TLP's job
+        # (at two SRTTs), so a later RTO costs little; (2.5) the maximum.
+        base = (self.srtt or 0.0) + max(CLOCK_GRANULARITY, K * self.rttvar, self.min_rto)
+        self.rto = min(base, self.max_rto)
 
     def current_rto(self) -> float:
         """The RTO with exponential backoff applied (5.5)."""

@@ -85,6 +85,7 @@ except ImportError:  # not POSIX: always read until EAGAIN
 _NOTHING_QUEUED = bytes(4)
 RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
+NOT_YET = 0.002  # a timer called this long before its deadline is re-armed, not run
 
 # UDP segmentation offload (linux/udp.h).
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
@@ -402,9 +403,16 @@ class _LoopTimers:
     delayed ACK) cancelled one handle and pushed another. Here an endpoint's
     deadline is a (time, tick, endpoint) entry in one heap, compared in C; a
     deadline that moves earlier pushes a new entry and leaves the old one to
-    be skipped when it surfaces (it is live while the endpoint's `_timer_at`
-    still equals its time); the loop holds one TimerHandle, for the earliest
-    entry, and one firing serves every endpoint that is due by then.
+    be skipped when it surfaces; the loop holds one TimerHandle, for the
+    earliest entry, and one firing serves every endpoint that is due by then.
+
+    An entry is live while the endpoint's `_timer_tick` is its tick: one live
+    entry per endpoint. (Liveness was once "the endpoint's `_timer_at` equals
+    its time", and an endpoint armed again for a time it had been armed for
+    before - a TIME-WAIT deadline, re-armed after each earlier delayed ACK -
+    revived the stale entries: the firing called the endpoint once per
+    entry, and each extra call handed the core its next, future deadline as
+    the current time, so keep-alive probes and idle timeouts fired at once.)
 
     It also holds what every endpoint of the loop shares: the clock and the
     timer slack (see AioEndpoint.__init__).
@@ -436,9 +444,12 @@ class _LoopTimers:
         self.uvloop = coarse
 
     def arm(self, aep: AioEndpoint, when: float) -> None:
-        """Call aep._on_timer at `when` (the caller set aep._timer_at = when)."""
-        heapq.heappush(self.heap, (when, self.tick, aep))
-        self.tick += 1
+        """Call aep._on_timer at `when` (the caller set aep._timer_at = when);
+        any entry the endpoint had goes stale (the caller said `superseded`)."""
+        tick = self.tick
+        heapq.heappush(self.heap, (when, tick, aep))
+        aep._timer_tick = tick
+        self.tick = tick + 1
         if self.firing:
             return  # _fire arms the loop's timer when it is done
         if self.handle is None or when < self.handle_at:
@@ -452,7 +463,7 @@ class _LoopTimers:
         self.stale += 1
         heap = self.heap
         if self.stale > 64 and self.stale > len(heap) // 2:
-            heap[:] = [e for e in heap if e[2]._timer_at == e[0]]
+            heap[:] = [e for e in heap if e[2]._timer_tick == e[1]]
             heapq.heapify(heap)
             self.stale = 0
 
@@ -463,14 +474,19 @@ class _LoopTimers:
         limit = max(self.handle_at, self.now())
         due = []
         while heap and heap[0][0] <= limit:
-            when, _, aep = heapq.heappop(heap)
-            if aep._timer_at == when:
-                due.append(aep)
+            when, tick, aep = heapq.heappop(heap)
+            if aep._timer_tick == tick:
+                due.append((aep, tick))
             else:
                 self.stale -= 1
         self.firing = True
         try:
-            for aep in due:
+            for aep, tick in due:
+                if aep._timer_tick != tick:
+                    # Re-armed (earlier) or closed by an endpoint called
+                    # before it: counted as stale, but already out of the heap.
+                    self.stale -= 1
+                    continue
                 try:
                     aep._on_timer()
                 except Exception as exc:  # noqa: BLE001 - one endpoint must not stop the others
@@ -478,7 +494,7 @@ class _LoopTimers:
                         {"message": "Gannet endpoint timer failed", "exception": exc})
         finally:
             self.firing = False
-        while heap and heap[0][2]._timer_at != heap[0][0]:
+        while heap and heap[0][2]._timer_tick != heap[0][1]:
             heapq.heappop(heap)
             self.stale -= 1
         if heap:
@@ -522,7 +538,7 @@ class AioEndpoint:
     __slots__ = (
         "loop", "sock", "config", "ep", "lock", "local_address", "family", "on_available",
         "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
-        "_timer_at", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
+        "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "__dict__", "__weakref__",
@@ -547,6 +563,7 @@ class AioEndpoint:
         self._handlers: dict[Connection, Handler] = {}
         timers = self._timer = _timers_of(loop)  # this loop's timers (one asyncio timer)
         self._timer_at: float | None = None  # our deadline there, if armed
+        self._timer_tick = -1  # the tick of our live entry there (see _LoopTimers)
         self.now: Callable[[], float] = timers.now  # the core's clock: see _LoopTimers
         self._uvloop = timers.uvloop  # see _rearm_poll
         self._flush_scheduled = False
@@ -1149,10 +1166,20 @@ class AioEndpoint:
         with self.lock:
             deadline = self._timer_at
             self._timer_at = None
+            self._timer_tick = -1
             if self.closed or deadline is None:
                 return
+            now = self.now()
+            if deadline > now + NOT_YET:
+                # Not due (a live entry is due when it fires): never tell the
+                # core a time still to come, or it runs every deadline up to
+                # it at once (keep-alive probes, the idle timeout, RTOs).
+                log.debug("timer for %.6f called at %.6f: armed again", deadline, now)
+                self._timer_at = deadline
+                self._timer.arm(self, deadline)
+                return
             # Loops fire a hair early; the core must see the deadline reached.
-            self.ep.handle_timer(max(deadline, self.now()))
+            self.ep.handle_timer(max(deadline, now))
             self._timer_moved = True  # disarmed above: arm again for the next deadline
             self._process_locked()
 
@@ -1171,6 +1198,7 @@ class AioEndpoint:
                 pass
             if self._timer_at is not None:
                 self._timer_at = None
+                self._timer_tick = -1
                 self._timer.superseded()
             if self._retry_handle is not None:
                 self._retry_handle.cancel()

@@ -11,8 +11,8 @@ with numpy doing the per-row work in C:
   Python is one CRC call.
 - `scan` takes a batch in the shape UDP GRO delivers it (datagrams of one
   size back to back, the last maybe shorter) and groups the datagrams that
-  continue each other - same connection, same ACK and window, consecutive
-  sequence numbers, only the timestamp option - into runs, each with its
+  continue each other - short form, same connection, same ACK and window,
+  consecutive sequence numbers - into runs, each with its
   payload already joined; the rest are left for `decode`. A large batch is
   checked with one CRC call over all of it (see datagram.CRC_RESIDUE).
 - `coalesce` groups datagrams the way GRO does (the simulator delivers
@@ -26,20 +26,14 @@ import struct
 import numpy as np  # (gannet/__init__.py keeps its OpenBLAS to one thread)
 from crc32c import crc32c
 
-from .datagram import (
-    CRC_RESIDUE,
-    HEADER_TS,
-    HEADER_TS_SIZE,
-    OPT_NOP,
-    OPT_TIMESTAMPS,
-    TRAILER_SIZE,
-    VERSION,
-)
+from .datagram import CRC_RESIDUE, SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE
 from .segment import ACK, PSH, SEQ_MOD, SegmentRun
 
 _MASK32 = SEQ_MOD - 1
-_MIN_DATA = HEADER_TS_SIZE + 1 + TRAILER_SIZE  # a timestamped segment with data
-_OVERHEAD = HEADER_TS_SIZE + TRAILER_SIZE
+_MIN_DATA = SHORT_SIZE + 1 + TRAILER_SIZE  # a short-form segment with data
+_OVERHEAD = SHORT_SIZE + TRAILER_SIZE
+_SEQ_AT = 8  # where the sequence number is in the short header
+_TSVAL_AT = 16
 _U8 = np.uint8
 _CRC = struct.Struct("<I")
 _U32 = struct.Struct("!I")  # a sequence number or a timestamp
@@ -50,16 +44,11 @@ VECTOR_MIN = 8
 GRO_SEGMENTS = 64
 GRO_BYTES = 65535
 
-# The header's 32-bit words, as `scan` checks them (see datagram.py's layout):
-# word 0 version/flags/hlen, 1 dst, 2 src, 3 seq, 4 ack, 5 wnd/reserved,
-# 6 NOP NOP TS 8, 7 TSval, 8 TSecr.
-_WORDS = HEADER_TS_SIZE // 4
-_W0 = VERSION << 24 | HEADER_TS_SIZE  # flags masked out
-_W6 = OPT_NOP << 24 | OPT_NOP << 16 | OPT_TIMESTAMPS << 8 | 8
-# Bits that must be the same in every row of a run (flags, seq, reserved,
-# timestamps may differ; flags and seq are checked on their own).
-_SAME = np.array([0xFF00FFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0, 0xFFFFFFFF, 0xFFFF0000, 0xFFFFFFFF],
-                 dtype=np.uint32)
+# The short header's 32-bit words, as `scan` checks them (see datagram.py's
+# layout): word 0 form/flags/window, 1 dst, 2 seq, 3 ack, 4 TSval.
+# Bits that must be the same in every row of a run (flags, seq and TSval may
+# differ; flags and seq are checked on their own).
+_SAME = np.array([0xFF00FFFF, 0xFFFFFFFF, 0, 0xFFFFFFFF], dtype=np.uint32)
 _FLAGS_BUT_PSH = (0xFF & ~PSH) << 16
 
 
@@ -116,7 +105,7 @@ def release(train: Train) -> None:
         view = memoryview(train)
         train._parts = (
             np.frombuffer(train, _U8).reshape(rows, size),
-            np.ndarray((rows,), ">u4", train, 12, (size,)),  # sequence numbers
+            np.ndarray((rows,), ">u4", train, _SEQ_AT, (size,)),  # sequence numbers
             np.ndarray((rows,), "<u4", train, body, (size,)),  # CRC trailers
             [view[off : off + body] for off in range(0, rows * size, size)],  # what each CRC covers
         )
@@ -136,14 +125,14 @@ def _reuse(size: int, rows: int) -> Train | None:
     return None
 
 
-def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
+def encode_run(dst_cid: int, run: SegmentRun) -> Train:
+    """`run` as short-form datagrams for connection `dst_cid`."""
     mss = run.mss
     length = run.length
-    size = HEADER_TS_SIZE + mss + TRAILER_SIZE
+    size = SHORT_SIZE + mss + TRAILER_SIZE
     full, tail = divmod(length, mss)
     count = full + (tail > 0)
-    header = HEADER_TS.pack(VERSION, run.flags, HEADER_TS_SIZE, dst_cid, src_cid, 0, run.ack,
-                            run.wnd, 0, OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, run.tsval, run.tsecr)
+    header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
     if not tail and (count >= VECTOR_MIN or size >= POOL_LOOP_SIZE):
         train = _reuse(size, full)
         if train is not None and count < VECTOR_MIN:
@@ -151,8 +140,8 @@ def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
             return train
         if train is not None:
             rows, seqs, crcs, bodies = train._parts
-            rows[:, :HEADER_TS_SIZE] = np.frombuffer(header, _U8)
-            rows[:, HEADER_TS_SIZE : HEADER_TS_SIZE + mss] = np.frombuffer(
+            rows[:, :SHORT_SIZE] = np.frombuffer(header, _U8)
+            rows[:, SHORT_SIZE : SHORT_SIZE + mss] = np.frombuffer(
                 run.buf, _U8, length, run.offset).reshape(full, mss)
             seqs[:] = _steps(count, mss) + np.uint32(run.seq)
             train[(count - 1) * size + 1] = run.last_flags
@@ -166,15 +155,15 @@ def encode_run(dst_cid: int, src_cid: int, run: SegmentRun) -> Train:
         _encode_loop(train, header, run, size)
         return train
     rows = np.frombuffer(train, _U8, full * size).reshape(full, size)
-    rows[:, :HEADER_TS_SIZE] = np.frombuffer(header, _U8)
+    rows[:, :SHORT_SIZE] = np.frombuffer(header, _U8)
     src = np.frombuffer(run.buf, _U8, length, run.offset)
-    rows[:, HEADER_TS_SIZE : HEADER_TS_SIZE + mss] = src[: full * mss].reshape(full, mss)
+    rows[:, SHORT_SIZE : SHORT_SIZE + mss] = src[: full * mss].reshape(full, mss)
     with memoryview(train) as out:
         if tail:
             off = full * size
-            out[off : off + HEADER_TS_SIZE] = header
-            out[off + HEADER_TS_SIZE : total - TRAILER_SIZE] = src[full * mss :]
-        np.ndarray((count,), ">u4", train, 12, (size,))[:] = _steps(count, mss) + np.uint32(run.seq)
+            out[off : off + SHORT_SIZE] = header
+            out[off + SHORT_SIZE : total - TRAILER_SIZE] = src[full * mss :]
+        np.ndarray((count,), ">u4", train, _SEQ_AT, (size,))[:] = _steps(count, mss) + np.uint32(run.seq)
         last = (count - 1) * size
         out[last + 1] = run.last_flags
         body = size - TRAILER_SIZE
@@ -197,11 +186,11 @@ def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int) -> Non
         src = buf[run.offset : run.offset + run.length]
         last = len(train) - 1 - (len(train) - 1) % size  # where the last row starts
         for off in range(0, len(train), size):
-            data_at = off + HEADER_TS_SIZE
+            data_at = off + SHORT_SIZE
             pos = off // size * mss
             end = min(off + size, len(train)) - TRAILER_SIZE
             out[off:data_at] = header
-            pack_seq(out, off + 12, (seq + pos) & _MASK32)
+            pack_seq(out, off + _SEQ_AT, (seq + pos) & _MASK32)
             if off == last:
                 out[off + 1] = run.last_flags
             out[data_at:end] = src[pos : pos + end - data_at]
@@ -213,12 +202,12 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
 
     `buf` holds datagrams of `seg` bytes back to back, the last maybe
     shorter, as UDP GRO delivers them (`seg` 0, or not less than the length,
-    means one datagram). Returns `(dst_cid, src_cid, seq, ack, wnd,
-    tsval_first, tsval_last, data, raw)` tuples in order; `raw` is a slice
+    means one datagram). Returns `(dst_cid, seq, ack, wnd, tsval_first,
+    tsval_last, data, raw)` tuples in order; `raw` is a slice
     of `buf` holding the group's datagrams (`rows(raw, seg)` cuts them
     apart). For a run, `data` is its payloads joined (checksums verified);
     for a datagram that is anything else (control flags, options beyond
-    timestamps, no data, a bad checksum...), `data` is None and `raw` holds
+    the long form, no data, a bad checksum...), `data` is None and `raw` holds
     just it, for `decode` to parse or reject.
     """
     n = len(buf)
@@ -263,30 +252,28 @@ def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
     full = count * seg
     if crc32c(view[:full]) != batch_residue(seg, count):
         return None
-    (version, _flags, hlen, dst, src, seq0, ack, wnd, _r, nop1, nop2, kind, olen,
-     ts0, _tsecr) = HEADER_TS.unpack_from(view)
-    if (version != VERSION or hlen != HEADER_TS_SIZE or nop1 != OPT_NOP or nop2 != OPT_NOP
-            or kind != OPT_TIMESTAMPS or olen != 8):
+    form, _flags, wnd, dst, seq0, ack, ts0 = SHORT.unpack_from(view)
+    if form != SHORT_FORM or not dst:
         return None
-    # Every row: the same connection, ACK, window and options as the first,
+    # Every row: the same form, connection, ACK and window as the first,
     # flags ACK (PSH allowed), sequence numbers stepping by the payload size.
     # (count_nonzero, not .any(): a fifth of the cost on arrays this small.)
-    head = np.ndarray((count, 7), "<u4", view, 0, (seg, 4))
+    head = np.ndarray((count, 4), "<u4", view, 0, (seg, 4))
     mss = seg - _OVERHEAD
     if (np.count_nonzero((head ^ head[0]) & _SAME_LE)
             or np.count_nonzero((head[:, 0] & _FLAGS_BUT_PSH_LE) != _ACK_LE)
-            or np.count_nonzero(np.ndarray((count,), ">u4", view, 12, (seg,))
+            or np.count_nonzero(np.ndarray((count,), ">u4", view, _SEQ_AT, (seg,))
                                 != _steps(count, mss) + np.uint32(seq0))):
         return None
-    data = np.ndarray((count, mss), _U8, view, HEADER_TS_SIZE, (seg, 1)).tobytes()
-    ts_last = _U32.unpack_from(view, (count - 1) * seg + 28)[0]
-    return (dst, src, seq0, ack, wnd, ts0, ts_last, data, view[:full])
+    data = np.ndarray((count, mss), _U8, view, SHORT_SIZE, (seg, 1)).tobytes()
+    ts_last = _U32.unpack_from(view, (count - 1) * seg + _TSVAL_AT)[0]
+    return (dst, seq0, ack, wnd, ts0, ts_last, data, view[:full])
 
 
 def _scan_loop(view: memoryview, start: int, seg: int, runs: list) -> None:
     """The same grouping as `_scan_rows`, a datagram at a time, from `start`."""
-    unpack = HEADER_TS.unpack_from
-    cur = None  # [dst, src, seq, ack, wnd, ts0, ts1, payloads, first offset, next_seq]
+    unpack = SHORT.unpack_from
+    cur = None  # [dst, seq, ack, wnd, ts0, ts1, payloads, first offset, next_seq]
     n = len(view)
     for off in range(start, n, seg):
         d = view[off : off + seg]
@@ -294,37 +281,32 @@ def _scan_loop(view: memoryview, start: int, seg: int, runs: list) -> None:
         fields = None
         if end >= _MIN_DATA - TRAILER_SIZE:
             fields = unpack(d)
-            (version, flags, hlen, dst, src, seq, ack, wnd, _r, nop1, nop2, kind, olen,
-             tsval, _tsecr) = fields
-            if not (version == VERSION and hlen == HEADER_TS_SIZE and flags | PSH == ACK | PSH
-                    and nop1 == OPT_NOP and nop2 == OPT_NOP and kind == OPT_TIMESTAMPS and olen == 8
-                    and crc32c(d) == CRC_RESIDUE):
+            form, flags, wnd, dst, seq, ack, tsval = fields
+            if not (form == SHORT_FORM and flags | PSH == ACK | PSH and dst and crc32c(d) == CRC_RESIDUE):
                 fields = None
         if fields is None:
             if cur is not None:
                 runs.append(_closed(cur, view, off))
                 cur = None
-            runs.append((0, 0, 0, 0, 0, 0, 0, None, d))
+            runs.append((0, 0, 0, 0, 0, 0, None, d))
             continue
-        payload = d[HEADER_TS_SIZE:end]
-        if (cur is not None and seq == cur[9] and dst == cur[0] and src == cur[1]
-                and ack == cur[3] and wnd == cur[4]):
-            cur[6] = tsval
-            cur[7].append(payload)
-            cur[9] = (seq + end - HEADER_TS_SIZE) & _MASK32
+        payload = d[SHORT_SIZE:end]
+        if cur is not None and seq == cur[8] and dst == cur[0] and ack == cur[2] and wnd == cur[3]:
+            cur[5] = tsval
+            cur[6].append(payload)
+            cur[8] = (seq + end - SHORT_SIZE) & _MASK32
             continue
         if cur is not None:
             runs.append(_closed(cur, view, off))
-        cur = [dst, src, seq, ack, wnd, tsval, tsval, [payload], off,
-               (seq + end - HEADER_TS_SIZE) & _MASK32]
+        cur = [dst, seq, ack, wnd, tsval, tsval, [payload], off, (seq + end - SHORT_SIZE) & _MASK32]
     if cur is not None:
         runs.append(_closed(cur, view, n))
 
 
 def _closed(cur: list, view: memoryview, end: int) -> tuple:
-    payloads = cur[7]
+    payloads = cur[6]
     data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
-    return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], cur[6], data, view[cur[8] : end])
+    return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], data, view[cur[7] : end])
 
 
 _residues: dict[int, tuple[bytes, list[int]]] = {}

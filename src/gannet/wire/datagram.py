@@ -1,6 +1,7 @@
 """Gannet's UDP encoding of a segment: one segment per datagram.
 
-Layout (network byte order; docs/protocol.md has the diagram):
+Two header forms (network byte order; docs/protocol.md has the diagrams).
+The long form carries any segment:
 
      0: version (8)   flags (8)   header length in bytes (16)
      4: destination connection ID (32)
@@ -11,6 +12,26 @@ Layout (network byte order; docs/protocol.md has the diagram):
     24: options (TLV), up to the header length
      H: payload
    N-4: CRC32C of bytes [0, N-4), least significant byte first
+
+The short form carries the segments of an established connection - ACK,
+maybe PSH or FIN, whose only option is the timestamp - in 20 bytes instead
+of 36, so a 1,500-byte packet holds as much payload as a TCP segment with
+timestamps (1,448 bytes):
+
+     0: SHORT_FORM (8)   flags (8)   window (16)
+     4: destination connection ID (32)
+     8: sequence number (32)
+    12: acknowledgment number (32)
+    16: TSval (32)
+    20: payload
+   N-4: CRC32C
+
+It leaves out what the receiver already knows or never reads: the source
+connection ID (both ends know each other's once the handshake is done; the
+address and the destination ID name the connection, as in QUIC's short
+header), the header length and padding, and TSecr - Gannet takes its RTT
+samples from its own send times (RACK), so nothing reads the echo; decode
+gives None for it.
 
 The checksum is a trailer so that it is one C call over one contiguous
 buffer on both send and receive, with no field to zero first. Stored least
@@ -28,19 +49,24 @@ from crc32c import crc32c
 
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
 
-VERSION = 2  # 2: the CRC trailer is stored least significant byte first
+VERSION = 3  # 3: the short form; 2: the CRC trailer stored least significant byte first
+SHORT_FORM = 0x80 | VERSION  # first byte of a short header: high bit set, same version
 HEADER = struct.Struct("!BBHIIIIHH")
 HEADER_SIZE = HEADER.size  # 24
 TRAILER_SIZE = 4
 CRC_RESIDUE = 0x48674BC7  # CRC32C of any datagram with a correct trailer
 MAX_HEADER_SIZE = 0xFFFC
-# Largest header+trailer a data segment carries: base, timestamps (10, padded
-# to 12), four SACK blocks (2 + 32, padded to 36), checksum.
+# The short form: first byte, flags, window, destination ID, seq, ack, TSval.
+SHORT = struct.Struct("!BBHIIII")
+SHORT_SIZE = SHORT.size  # 20
+# Largest header+trailer a data segment carries: the long form with
+# timestamps (10, padded to 12), four SACK blocks (2 + 32, padded to 36),
+# checksum.
 MAX_DATA_OVERHEAD = HEADER_SIZE + 12 + 36 + TRAILER_SIZE
-# What a data segment carrying only timestamps needs (the common case, and
-# every segment of a run): the MSS is the datagram size less this, and a
-# segment that must also carry SACK blocks takes SACK_ROOM bytes less data.
-DATA_OVERHEAD = HEADER_SIZE + 12 + TRAILER_SIZE
+# What a data segment in the short form needs (the common case, and every
+# segment of a run): the MSS is the datagram size less this, and a segment
+# that must also carry SACK blocks takes SACK_ROOM bytes less data.
+DATA_OVERHEAD = SHORT_SIZE + TRAILER_SIZE
 SACK_ROOM = MAX_DATA_OVERHEAD - DATA_OVERHEAD
 
 # Option kinds. 0-1 and the TCP-derived kinds keep TCP's numbers; 32+ are
@@ -59,17 +85,13 @@ OPT_MAX_PACKET = 33
 MAX_SACK_BLOCKS = 4
 MAX_WSCALE = 14  # RFC 7323 section 2.3
 
-# The common data-segment header: base fields, then NOP NOP TIMESTAMPS (the
-# NOPs align the option as TCP stacks do). Encoded and decoded in one call.
-HEADER_TS = struct.Struct("!BBHIIIIHHBBBBII")
-HEADER_TS_SIZE = HEADER_TS.size  # 36
-_TS_PREFIX = bytes((1, 1, 8, 8))
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
 _TS_OPT = struct.Struct("!BBII")
-_TS_MIN = HEADER_TS_SIZE + TRAILER_SIZE
+_SHORT_MIN = SHORT_SIZE + TRAILER_SIZE
 _ACK_PSH = ACK | PSH
-_SMALL = 512  # payloads up to this size are encoded by concatenation (encode_ts)
+_SHORT_MASK = 0xFF & ~(PSH | FIN)  # flags & _SHORT_MASK == ACK: the short form can carry them
+_SMALL = 512  # payloads up to this size are encoded by concatenation (encode_short)
 
 
 class WireError(ValueError):
@@ -77,9 +99,15 @@ class WireError(ValueError):
 
 
 def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
-    """Serialize `seg` into one datagram addressed to connection `dst_cid`."""
+    """Serialize `seg` into one datagram addressed to connection `dst_cid`.
+
+    A segment the short form can carry (ACK, maybe PSH or FIN, timestamps
+    and no other option, both connection IDs known) goes in it; the source
+    ID and TSecr are then left out."""
     if (
         seg.tsval is not None
+        and seg.flags & _SHORT_MASK == ACK
+        and dst_cid
         and not seg.sack
         and seg.mss is None
         and seg.wscale is None
@@ -88,9 +116,7 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
         and not seg.sack_permitted
         and not seg.unknown_options
     ):
-        # Fast path: a data or ACK segment with only timestamps.
-        return encode_ts(dst_cid, src_cid, seg.flags, seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsecr or 0,
-                         seg.payload)
+        return encode_short(dst_cid, seg.flags, seg.seq, seg.ack, seg.wnd, seg.tsval, seg.payload)
     opts = _encode_options(seg)
     hlen = HEADER_SIZE + len(opts)
     buf = bytearray(hlen + len(seg.payload) + TRAILER_SIZE)
@@ -103,53 +129,38 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
     return bytes(buf)
 
 
-def encode_ts(dst_cid: int, src_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: int, tsecr: int,
-              payload: bytes | bytearray | memoryview) -> bytes:
-    """The datagram of a segment whose only option is timestamps (what
-    `encode` writes for one), from its fields: no Segment needed."""
+def encode_short(dst_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: int,
+                 payload: bytes | bytearray | memoryview) -> bytes:
+    """The short-form datagram of a segment (what `encode` writes for one
+    it can carry), from its fields: no Segment needed."""
     if len(payload) <= _SMALL:
         # Small: two short concatenations cost less than filling a bytearray
         # through slice assignments and copying it out.
-        body = HEADER_TS.pack(VERSION, flags, HEADER_TS_SIZE, dst_cid, src_cid, seq, ack, wnd, 0,
-                              OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, tsval, tsecr) + payload
+        body = SHORT.pack(SHORT_FORM, flags, wnd, dst_cid, seq, ack, tsval) + payload
         return body + crc32c(body).to_bytes(4, "little")
-    end = HEADER_TS_SIZE + len(payload)
+    end = SHORT_SIZE + len(payload)
     buf = bytearray(end + TRAILER_SIZE)
-    HEADER_TS.pack_into(
-        buf, 0, VERSION, flags, HEADER_TS_SIZE, dst_cid, src_cid, seq, ack, wnd, 0,
-        OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 8, tsval, tsecr,
-    )
-    buf[HEADER_TS_SIZE:end] = payload
+    SHORT.pack_into(buf, 0, SHORT_FORM, flags, wnd, dst_cid, seq, ack, tsval)
+    buf[SHORT_SIZE:end] = payload
     buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
     return bytes(buf)
 
 
-def peek_ts(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int, int, int] | None:
-    """The header of the common segment - an ACK, maybe with data (PSH
-    allowed), whose only option is timestamps in the usual NOP NOP layout -
-    without building a Segment: (dst_cid, src_cid, flags, seq, ack, wnd,
-    tsval, tsecr); its payload is data[HEADER_TS_SIZE:-TRAILER_SIZE].
+def peek_short(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int] | None:
+    """The header of a short-form ACK or data segment (PSH allowed, not FIN)
+    without building a Segment: (dst_cid, flags, seq, ack, wnd, tsval); its
+    payload is data[SHORT_SIZE:-TRAILER_SIZE].
 
     None for anything else, valid or not: `decode` then parses it (and
     raises WireError if it is invalid). What it returns passed every check
     `decode` makes, checksum included.
     """
-    if len(data) < _TS_MIN:
+    if len(data) < _SHORT_MIN:
         return None
-    version, flags, hlen, dst, src, seq, ack, wnd, _reserved, nop1, nop2, kind, klen, tsval, tsecr = \
-        HEADER_TS.unpack_from(data)
-    if (
-        hlen != HEADER_TS_SIZE
-        or flags | PSH != _ACK_PSH
-        or version != VERSION
-        or kind != OPT_TIMESTAMPS
-        or klen != 8
-        or nop1 != OPT_NOP
-        or nop2 != OPT_NOP
-        or crc32c(data) != CRC_RESIDUE
-    ):
+    form, flags, wnd, dst, seq, ack, tsval = SHORT.unpack_from(data)
+    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst or crc32c(data) != CRC_RESIDUE:
         return None
-    return dst, src, flags, seq, ack, wnd, tsval, tsecr
+    return dst, flags, seq, ack, wnd, tsval
 
 
 def _encode_options(seg: Segment) -> bytes:
@@ -178,20 +189,33 @@ def _encode_options(seg: Segment) -> bytes:
     return opts + bytes(pad) if pad else opts
 
 
-def decode(data: bytes | bytearray | memoryview) -> tuple[int, int, Segment]:
+def decode(data: bytes | bytearray | memoryview) -> tuple[int, int | None, Segment]:
     """Parse and validate one datagram: (dst_cid, src_cid, segment).
 
-    Raises WireError, and nothing else, for any input that is not valid.
+    src_cid is None for the short form, which does not carry it (nor TSecr:
+    the segment's tsecr is None). Raises WireError, and nothing else, for
+    any input that is not valid.
     """
     n = len(data)
-    if n < HEADER_SIZE + TRAILER_SIZE:
+    if n < _SHORT_MIN:
         raise WireError(f"datagram too short ({n} bytes)")
     view = memoryview(data)
     if crc32c(view) != CRC_RESIDUE:
         raise WireError("checksum mismatch")
+    if view[0] == SHORT_FORM:
+        form, flags, wnd, dst_cid, seq, ack, tsval = SHORT.unpack_from(view)
+        if flags & _SHORT_MASK != ACK:
+            raise WireError(f"short header with flags {flags:#04x} (only ACK, PSH, FIN)")
+        if not dst_cid:
+            raise WireError("short header without a destination connection ID")
+        seg = Segment(seq, ack, flags, wnd, bytes(view[SHORT_SIZE : n - TRAILER_SIZE]))
+        seg.tsval = tsval
+        return dst_cid, None, seg
+    if view[0] != VERSION:
+        raise WireError(f"unsupported version {view[0]:#04x}")
+    if n < HEADER_SIZE + TRAILER_SIZE:
+        raise WireError(f"datagram too short ({n} bytes)")
     version, flags, hlen, dst_cid, src_cid, seq, ack, wnd, _reserved = HEADER.unpack_from(view)
-    if version != VERSION:
-        raise WireError(f"unsupported version {version}")
     if hlen < HEADER_SIZE or hlen % 4 or hlen > n - TRAILER_SIZE:
         raise WireError(f"bad header length {hlen}")
     if flags & SYN and flags & (FIN | RST):
@@ -199,9 +223,7 @@ def decode(data: bytes | bytearray | memoryview) -> tuple[int, int, Segment]:
     if flags & RST and not flags & ACK and ack:
         raise WireError("RST without ACK carries an acknowledgment number")
     seg = Segment(seq, ack, flags, wnd, bytes(view[hlen : n - TRAILER_SIZE]))
-    if hlen == HEADER_TS_SIZE and view[HEADER_SIZE:28] == _TS_PREFIX:
-        seg.tsval, seg.tsecr = _U32X2.unpack_from(view, 28)  # the common case, in one step
-    elif hlen > HEADER_SIZE:
+    if hlen > HEADER_SIZE:
         _decode_options(view[HEADER_SIZE:hlen], seg)
     return dst_cid, src_cid, seg
 
