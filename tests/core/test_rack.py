@@ -178,11 +178,11 @@ def test_without_rack_the_same_reordering_causes_a_spurious_retransmission():
 def test_a_spurious_retransmission_widens_the_reorder_window():
     a, b = established_pair(NO_DELACK)
     mss = a.conn.mss
-    rack = a.conn._rack
     # Three segments overtake the first before any reordering is known:
     # RACK resends it at once (reo_wnd is 0), and the original arrives 1 ms later.
     a.conn.send(bytes(4 * mss))
     early = reorder_round(a, b, 1.0, 4)
+    rack = a.conn._rack  # made when the first data left
     assert len(early) == 1 and rack.reordering_seen
     # The ACK for that resend came sooner than min_rtt after it: the original
     # was delivered, so the resend was spurious and the window grows.

@@ -301,7 +301,7 @@ def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_respons
         got += b.conn.recv(1 << 20)
         now += 0.03
     assert probes_dropped == 3  # MAX_PROBES, then the search stops
-    assert a.conn.max_datagram_size == 1472 and a.conn._pmtu_ladder == []
+    assert a.conn.max_datagram_size == 1472 and not a.conn._pmtu_ladder
     assert a.conn.stats.fast_recoveries == 0  # a lost probe is not congestion
     assert got == payload
 

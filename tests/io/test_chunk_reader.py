@@ -134,6 +134,63 @@ def test_flow_control_counts_chunks():
     run(main())
 
 
+
+def test_readexactly_takes_a_message_from_its_chunk():
+    async def main():
+        r = ChunkReader(1024, asyncio.get_running_loop())
+        msg = b"hello 1 2\n"
+        r.feed_data(msg)
+        got = await r.readexactly(len(msg))
+        assert got is msg  # the chunk itself: nothing joined or copied
+        assert r._chunks is None and not r._buffer
+        r.feed_data(b"headpayload")
+        assert await r.readexactly(4) == b"head"  # a slice, the rest stays a chunk
+        assert await r.read(100) == b"payload"
+    run(main())
+
+
+def test_a_waiting_readexactly_wakes_for_a_chunk_or_joins_several():
+    async def main():
+        r = ChunkReader(1024, asyncio.get_running_loop())
+        task = asyncio.ensure_future(r.readexactly(5))
+        await asyncio.sleep(0)
+        r.feed_data(b"abcde")
+        assert await asyncio.wait_for(task, 1) == b"abcde"
+        task = asyncio.ensure_future(r.readexactly(6))
+        await asyncio.sleep(0)
+        r.feed_data(b"abc")
+        await asyncio.sleep(0)
+        assert not task.done()
+        r.feed_data(b"defg")
+        assert await asyncio.wait_for(task, 1) == b"abcdef"
+        assert await r.read(10) == b"g"
+    run(main())
+
+
+def test_readexactly_at_eof_or_error_raises_as_before():
+    async def main():
+        r = ChunkReader(1024, asyncio.get_running_loop())
+        task = asyncio.ensure_future(r.readexactly(5))
+        await asyncio.sleep(0)
+        r.feed_data(b"ab")
+        await asyncio.sleep(0)
+        r.feed_eof()
+        with pytest.raises(asyncio.IncompleteReadError) as info:
+            await asyncio.wait_for(task, 1)
+        assert info.value.partial == b"ab"
+        r = ChunkReader(1024, asyncio.get_running_loop())
+        r.feed_data(b"abcdef")
+        r.set_exception(ConnectionResetError("reset"))
+        with pytest.raises(ConnectionResetError):
+            await r.readexactly(3)  # the error first, as StreamReader does
+        r = ChunkReader(1024, asyncio.get_running_loop())
+        task = asyncio.ensure_future(r.readexactly(3))
+        await asyncio.sleep(0)
+        r.set_exception(ConnectionResetError("reset"))
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(task, 1)
+    run(main())
+
 # Random feeds and reads against a model of the stream: every result is the
 # next bytes of what was fed, as each method defines it.
 _feed = st.tuples(st.just("feed"), st.binary(min_size=1, max_size=40), st.booleans())

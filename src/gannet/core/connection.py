@@ -34,8 +34,8 @@ from .events import (
     SendSpaceAvailable,
     StreamEnded,
 )
-from .rangeset import RangeSet
-from .recovery import RackTlp
+from .rangeset import EMPTY, RangeSet
+from .recovery import IDLE_RACK, RackTlp
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
@@ -76,7 +76,32 @@ RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD 
 MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
 
 
+# States as module constants for the per-segment paths: `State.X` goes
+# through EnumType.__getattr__'s lookup hook in Python 3.11 (about 0.1 us a
+# read, several per segment).
+_CLOSED, _LISTEN, _SYN_SENT = State.CLOSED, State.LISTEN, State.SYN_SENT
+_ESTABLISHED, _TIME_WAIT = State.ESTABLISHED, State.TIME_WAIT
+_HANDSHAKING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+_KEEPALIVE_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
+
 _WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
+
+
+_LADDERS: dict[tuple[int, int], tuple[int, ...]] = {}  # (datagram size, top) -> PMTUD ladder
+
+
+def _pmtu_ladder(size: int, top: int) -> tuple[int, ...]:
+    """The PMTU probe sizes to try above `size` up to `top`, smallest first:
+    PMTU_PROBE_SIZES in that range, and `top` itself unless it is above them
+    all. One shared tuple per pair (a connection no longer copies a list)."""
+    ladder = _LADDERS.get((size, top))
+    if ladder is None:
+        steps = [s for s in PMTU_PROBE_SIZES if size < s <= top]
+        if top > size and top not in steps and top < PMTU_PROBE_SIZES[-1]:
+            steps.append(top)
+            steps.sort()
+        ladder = _LADDERS[(size, top)] = tuple(steps)
+    return ladder
 
 
 def _record_start(record: tuple) -> int:
@@ -107,7 +132,7 @@ class Connection:
         "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
         "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "hold_handshake_ack", "__dict__",
+        "hold_handshake_ack", "_ep_deadline", "_ep_key", "__dict__",
     )
 
     def __init__(
@@ -154,9 +179,12 @@ class Connection:
         self._fin_sent = False
         self._want_send_space = False
         self._all_acked_reported = False
-        self.sacked = RangeSet()  # SACK scoreboard above snd_una (RFC 6675)
-        self.lost = RangeSet()  # declared lost, waiting to be resent
-        self._retransmitted = RangeSet()  # resent during the current recovery
+        # The range sets start as the shared read-only EMPTY and get their
+        # own RangeSet at the first add (_writable): most connections never
+        # see a SACK, a loss or a resend (rangeset.EMPTY says why).
+        self.sacked = EMPTY  # SACK scoreboard above snd_una (RFC 6675)
+        self.lost = EMPTY  # declared lost, waiting to be resent
+        self._retransmitted = EMPTY  # resent during the current recovery
         self.in_recovery = False
         self.recovery_point = 0
         self._dupacks = 0
@@ -181,16 +209,20 @@ class Connection:
         self._pacing_time = now
         self._pacing_deadline: float | None = None
         self._pacing_due: float | None = None  # the sender waits for tokens due then (_pace_wait)
-        self._ever_retransmitted = RangeSet()
+        self._ever_retransmitted = EMPTY
         # (start, end, snd_nxt then) per retransmission in this recovery, to
-        # notice a lost retransmission once data sent after it is SACKed.
-        self._retx_marks: list[tuple[int, int, int]] = []
-        self._rack = RackTlp(self)  # RACK-TLP loss detection (RFC 8985), recovery.py
+        # notice a lost retransmission once data sent after it is SACKed
+        # (a list from the first retransmission on).
+        self._retx_marks: list[tuple[int, int, int]] | tuple = ()
+        # RACK-TLP loss detection (RFC 8985, recovery.py), made when the
+        # first data leaves (_start_rack); the shared idle stand-in until then.
+        self._rack: RackTlp = IDLE_RACK  # type: ignore[assignment]
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
-        # PMTUD (RFC 8899): sizes still to try, the probe in flight, failures.
-        self._pmtu_ladder: list[int] = []
+        # PMTUD (RFC 8899): sizes still to try (a tuple shared by the
+        # connections with the same limits), the probe in flight, failures.
+        self._pmtu_ladder: tuple[int, ...] = ()
         self._pmtu_probe: tuple[int, int, int] | None = None  # (start, end, datagram size)
         self._pmtu_failures = 0
         self.cc = cc_registry.create(config.congestion_control, self.mss, config.initial_window)
@@ -219,7 +251,7 @@ class Connection:
         self._keepalive_sent = 0.0
         self._rcvbuf_len = 0
         self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
-        self._ooo_ranges = RangeSet()
+        self._ooo_ranges = EMPTY
         self._last_ooo: tuple[int, int] | None = None  # newest out-of-order block, SACKed first
         self._fin_rcv: int | None = None  # position of the peer's FIN once seen
         self.eof = False
@@ -238,8 +270,14 @@ class Connection:
         self._connect_deadline: float | None = None
         self._challenge_window = 0
         self._challenge_count = 0
-        self._out: list[Segment] = []  # control segments queued by input processing
+        # Control segments queued by input processing: a list only while it
+        # holds any (see _queued).
+        self._out: list[Segment] | tuple = ()
         self._terminated = False
+        # The endpoint's timer heap: this connection's deadline, and the key
+        # of its live heap entry (core/endpoint.py; None while it has none).
+        self._ep_deadline: float | None = None
+        self._ep_key: float | None = None
 
     # ------------------------------------------------------------------ API
     @property
@@ -248,7 +286,7 @@ class Connection:
 
     @property
     def send_space(self) -> int:
-        if self.state not in CAN_SEND and self.state not in (State.SYN_SENT, State.SYN_RECEIVED):
+        if self.state not in CAN_SEND and self.state not in _HANDSHAKING:
             return 0
         return max(0, self._send_buffer_limit() - self._unsent_and_unacked())
 
@@ -286,9 +324,7 @@ class Connection:
         """Queue bytes for sending; returns how many were taken (maybe fewer)."""
         if self.error is not None:
             raise copy_error(self.error)
-        if self._fin_queued or self.state not in CAN_SEND and self.state not in (
-            State.SYN_SENT, State.SYN_RECEIVED
-        ):
+        if self._fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
             raise BrokenPipeError("connection is closed for sending")
         room = self._send_buffer_limit() - self._unsent_and_unacked()
         n = min(len(data), max(0, room))
@@ -393,7 +429,7 @@ class Connection:
     def abort(self, now: float) -> None:
         """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
         if self.state in SYNCHRONIZED or self.state == State.SYN_RECEIVED:
-            self._out.append(self._make(self.snd_nxt, RST | ACK))
+            self._queued().append(self._make(self.snd_nxt, RST | ACK))
         self._terminate(None)
 
     # --------------------------------------------------------------- timers
@@ -430,7 +466,7 @@ class Connection:
         return best
 
     def handle_timer(self, now: float) -> None:
-        if self.state == State.CLOSED:
+        if self.state is _CLOSED:
             return
         self._now_hint = now
         if self._timewait_deadline is not None and now >= self._timewait_deadline:
@@ -476,11 +512,11 @@ class Connection:
         self.stats.segments_received += 1
         self._now_hint = now
         state = self.state
-        if state == State.CLOSED:
+        if state is _CLOSED:
             return
-        if state == State.LISTEN:
+        if state is _LISTEN:
             self._on_listen(seg, now)
-        elif state == State.SYN_SENT:
+        elif state is _SYN_SENT:
             self._on_syn_sent(seg, now)
         else:
             self._on_synchronized(seg, now)
@@ -499,7 +535,7 @@ class Connection:
         one copy. Returns False, having changed nothing, when any condition
         does not hold: the caller then feeds the segments one by one.
         """
-        if self.state is not State.ESTABLISHED or not self.ts_ok or self._ooo or self._fin_rcv is not None:
+        if self.state is not _ESTABLISHED or not self.ts_ok or self._ooo or self._fin_rcv is not None:
             return False
         rcv_nxt = self.rcv_nxt
         if (
@@ -552,7 +588,7 @@ class Connection:
         condition does not hold: the caller then uses `on_segment`.
         """
         if (
-            self.state is not State.ESTABLISHED
+            self.state is not _ESTABLISHED
             or not self.ts_ok
             or self.in_recovery
             or self._fin_sent
@@ -878,11 +914,11 @@ class Connection:
                 if ack >= self.recovery_point:
                     self.in_recovery = False
                     self._retransmitted.clear()
-                    self._retx_marks.clear()
+                    self._retx_marks = ()
                     self.cc.on_recovery_end(now)
                 elif not self.sack_ok:
                     # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
-                    self.lost.add(ack, min(ack + self.mss, data_end))
+                    self._writable("lost").add(ack, min(ack + self.mss, data_end))
             if not recovering or self.cc.acks_in_recovery:
                 self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
             # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
@@ -926,7 +962,7 @@ class Connection:
             right = unwrap(right32, lo)
             left, right = max(left, lo), min(right, hi)
             if left < right:
-                added = self.sacked.add(left, right)
+                added = self._writable("sacked").add(left, right)
                 if added:
                     new += added
                     self.lost.subtract(left, right)
@@ -942,7 +978,7 @@ class Connection:
             # RACK-TLP replaces the DupThresh walk and the lost-retransmission
             # marks below (why: recovery.py's docstring).
             newly_lost = self._rack.detect_losses(now)
-            self._retx_marks.clear()
+            self._retx_marks = ()
         elif self.sack_ok and self.sacked:
             limit = (thresh - 1) * self.mss
             sacked = self.sacked
@@ -951,7 +987,7 @@ class Connection:
                 if sacked.count_above(end) <= limit and sacked.ranges_above(end) < thresh:
                     break
                 for s, e in self._retransmitted.gaps(start, end):
-                    if self.lost.add(s, e):
+                    if self._writable("lost").add(s, e):
                         newly_lost = True
             # A retransmission is lost too when data first sent after it has
             # been SACKed while it has not (the idea behind RFC 8985's RACK).
@@ -963,14 +999,14 @@ class Connection:
                         continue
                     if sacked.count_above(nxt) > limit or (highest > nxt and thresh == 1):
                         for s, e in sacked.gaps(max(start, self.snd_una), end):
-                            if self.lost.add(s, e):
+                            if self._writable("lost").add(s, e):
                                 newly_lost = True
                     else:
                         keep.append((start, end, nxt))
                 self._retx_marks = keep
         elif not self.sack_ok and self._dupacks >= thresh and not self.in_recovery:
             if self.snd_una < data_hi:
-                self.lost.add(self.snd_una, min(self.snd_una + self.mss, data_hi))
+                self._writable("lost").add(self.snd_una, min(self.snd_una + self.mss, data_hi))
                 newly_lost = True
         probe = self._pmtu_probe
         if newly_lost and probe is not None and self.lost.overlap(probe[0], probe[1]):
@@ -1027,7 +1063,7 @@ class Connection:
                     self._events.append(DataReceived(self))
             else:
                 self.stats.out_of_order_segments += 1
-                if self._ooo_ranges.add(start, end):
+                if self._writable("_ooo_ranges").add(start, end):
                     self._ooo[start] = payload
                 else:
                     self.stats.duplicate_segments += 1
@@ -1123,11 +1159,14 @@ class Connection:
         """
         self._now_hint = now
         out = self._out
-        self._out = []
+        if type(out) is list:
+            self._out = ()
+        else:
+            out = []
         state = self.state
-        if state in SYNCHRONIZED and state != State.TIME_WAIT:
-            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges))
-        if self._ack_now and state != State.CLOSED and state != State.SYN_SENT:
+        if state in SYNCHRONIZED and state is not _TIME_WAIT:
+            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges._starts))
+        if self._ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).
             owed = self._dupacks_owed
@@ -1148,11 +1187,27 @@ class Connection:
         """Data bytes per segment now: the MSS, less room for SACK blocks
         while this side holds out-of-order data and so reports them on
         every segment (as TCP's current MSS counts its options)."""
-        if self.sack_ok and self._ooo_ranges:
+        if self.sack_ok and self._ooo_ranges._starts:  # (emptiness without a __bool__ call)
             return max(self.mss - SACK_ROOM, 64)
         return self.mss
 
     def _send_data(self, now: float, out: list, runs: bool = False) -> None:
+        if (self.snd_nxt >= self._sndbuf.end and not self.lost._starts
+                and (self._fin_sent or not self._fin_queued)):
+            # Nothing to send, the usual case (an ACK or a timer for an idle
+            # connection): only the bookkeeping the full path below does
+            # when it finds nothing either (pacing tokens, app-limited mark).
+            budget = self._pacing_budget(now)
+            if budget != _UNPACED:
+                self._pacing_tokens = budget
+            pipe = self._pipe()
+            if pipe < self._cwnd():
+                self._app_limited_until = self.delivered + max(pipe, 1)
+            return
+        self._send_data_full(now, out, runs)
+
+    def _send_data_full(self, now: float, out: list, runs: bool = False) -> None:
+        """_send_data's whole path (tests check the shortcut against it)."""
         mss = self._data_mss()
         cwnd = self._cwnd()
         pipe = self._pipe()
@@ -1160,13 +1215,13 @@ class Connection:
         budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
         lost = self.lost
-        while lost:
+        while lost._starts:  # (RangeSet emptiness without a __bool__ call)
             start, end = lost.first()
             end = min(end, start + mss)
             # The first retransmission of a recovery (or after a partial ACK
             # acknowledged every earlier one) goes at once, whatever pipe
             # says (RFC 6675 5 (4.3), RFC 5681 3.2 (4), RFC 6582 3.2 (5)).
-            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted or not self.in_recovery):
+            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted._starts or not self.in_recovery):
                 break
             if budget < end - start:
                 self._pace_wait(now, end - start - budget)
@@ -1184,7 +1239,7 @@ class Connection:
                 # repair is on its way.
                 self._rtx_deadline = now + self.rtt.current_rto()
         # 2. New data, within the peer's window and the congestion window.
-        data_end = self._data_end()
+        data_end = self._sndbuf.end  # _data_end()
         wnd_edge = self.snd_una + self.snd_wnd
         probe_payload = self._pmtu_probe_payload()
         while self.snd_nxt < data_end:
@@ -1262,7 +1317,7 @@ class Connection:
             sent_any = True
         if budget != _UNPACED:
             self._pacing_tokens = budget
-        if self.snd_nxt >= data_end and not self.lost and pipe < cwnd:
+        if self.snd_nxt >= data_end and not self.lost._starts and pipe < cwnd:
             # Nothing left to send though the window has room: samples taken
             # until this data is delivered measure the application, not the path.
             self._app_limited_until = self.delivered + max(pipe, 1)
@@ -1288,7 +1343,10 @@ class Connection:
             self._fin_sent = True
         if not pipe:
             self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
-        self._rack.on_transmit(nxt, nxt + n, now, False)
+        rack = self._rack
+        if rack is IDLE_RACK:
+            rack = self._start_rack()
+        rack.on_transmit(nxt, nxt + n, now, False)
         self._log_sent(
             (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
@@ -1311,7 +1369,10 @@ class Connection:
         self._log_sent(
             (nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
-        self._rack.on_transmit_run(nxt, end, self.mss, now)
+        rack = self._rack
+        if rack is IDLE_RACK:
+            rack = self._start_rack()
+        rack.on_transmit_run(nxt, end, self.mss, now)
 
     def _log_sent(self, record: tuple) -> None:
         log = self._sent_log
@@ -1326,6 +1387,30 @@ class Connection:
             return 0
         return self._pmtu_ladder[0] - MAX_DATA_OVERHEAD
 
+    def _start_rack(self) -> RackTlp:
+        """The connection's own RackTlp, made now if it still has the idle one."""
+        rack = self._rack
+        if rack is IDLE_RACK:
+            rack = self._rack = RackTlp(self)
+        return rack
+
+    def _queued(self) -> list[Segment]:
+        """The list of segments queued for the next segments_to_send (made
+        when the first is queued: an idle connection holds none)."""
+        out = self._out
+        if type(out) is not list:
+            out = self._out = []
+        return out
+
+    def _writable(self, name: str) -> RangeSet:
+        """The range set `name` (sacked, lost, ...), made the connection's own
+        if it is still the shared EMPTY: call before adding to one."""
+        ranges = getattr(self, name)
+        if ranges is EMPTY:
+            ranges = RangeSet()
+            setattr(self, name, ranges)
+        return ranges
+
     def _pmtu_check(self) -> None:
         """After an ACK: a probe fully delivered, never resent, confirms its size."""
         probe = self._pmtu_probe
@@ -1336,7 +1421,7 @@ class Connection:
         if delivered and not self._ever_retransmitted.overlap(start, end):
             self._pmtu_probe = None
             self._pmtu_failures = 0
-            self._pmtu_ladder.pop(0)
+            self._pmtu_ladder = self._pmtu_ladder[1:]
             self.max_datagram_size = size
             self.mss = min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD)
             self.cc.set_mss(self.mss)
@@ -1347,7 +1432,7 @@ class Connection:
         self._pmtu_probe = None
         self._pmtu_failures += 1
         if self._pmtu_failures >= PMTU_MAX_PROBES:
-            self._pmtu_ladder.clear()  # search done: this size does not pass
+            self._pmtu_ladder = ()  # search done: this size does not pass
             self._pmtu_failures = 0
 
     def _pacing_budget(self, now: float) -> float:
@@ -1404,7 +1489,7 @@ class Connection:
             self._ack_sent()
         if self.ts_ok:
             seg.tsval, seg.tsecr = self._timestamps()
-        if self.sack_ok and self._ooo_ranges:
+        if self.sack_ok and self._ooo_ranges._starts:
             seg.sack = self._sack_blocks()
         return seg
 
@@ -1489,7 +1574,7 @@ class Connection:
         seg.mode = self.mode
         seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
-        self._out.append(seg)
+        self._queued().append(seg)
         self._rtx_deadline = now + self.rtt.current_rto()
         self._touch(self)
 
@@ -1518,10 +1603,7 @@ class Connection:
         self.cc.set_mss(self.mss)
         if cfg.pmtud and self.mode != MODE_STEP:
             top = min(ceiling, cfg.pmtud_max, self.peer_mss + MAX_DATA_OVERHEAD, cfg.mss + MAX_DATA_OVERHEAD)
-            self._pmtu_ladder = [s for s in PMTU_PROBE_SIZES if self.max_datagram_size < s <= top]
-            if top > self.max_datagram_size and top not in self._pmtu_ladder and top < PMTU_PROBE_SIZES[-1]:
-                self._pmtu_ladder.append(top)
-                self._pmtu_ladder.sort()
+            self._pmtu_ladder = _pmtu_ladder(self.max_datagram_size, top)
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
@@ -1557,10 +1639,10 @@ class Connection:
         # Everything outstanding and not SACKed is presumed lost; resend from snd_una.
         self.lost.clear()
         for start, end in self.sacked.gaps(self.snd_una, data_hi):
-            self.lost.add(start, end)
+            self._writable("lost").add(start, end)
         self._retransmitted.clear()
-        self._retx_marks.clear()
-        self._rack.on_rto()
+        self._retx_marks = ()
+        self._start_rack().on_rto()
         self.in_recovery = False
         self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
         self._dupacks = 0
@@ -1575,7 +1657,7 @@ class Connection:
             end = min(end, start + self._data_mss())
             self.lost.subtract(start, end)
             self._note_retransmission(start, end)
-            self._out.append(self._data_segment(start, end, False))
+            self._queued().append(self._data_segment(start, end, False))
         self._rtx_deadline = now + self.rtt.current_rto()
 
     def _on_rack_timer(self, now: float) -> None:
@@ -1595,7 +1677,7 @@ class Connection:
         n = min(mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
         if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
             self._rack.on_probe(nxt + n, False, now)
-            self._send_new(nxt, n, data_end, now, self._pipe(), self._out)
+            self._send_new(nxt, n, data_end, now, self._pipe(), self._queued())
         else:
             end = min(nxt, data_end)
             start = max(self.snd_una, self._sndbuf.start, end - mss)
@@ -1603,7 +1685,7 @@ class Connection:
                 return  # only a FIN is out: the RTO resends it
             self._rack.on_probe(end, True, now)
             self._note_retransmission(start, end)
-            self._out.append(self._data_segment(start, end, False))
+            self._queued().append(self._data_segment(start, end, False))
         self._rtx_deadline = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
 
     def _on_persist(self, now: float) -> None:
@@ -1614,13 +1696,13 @@ class Connection:
             return
         self.stats.window_probes += 1
         self.rtt.on_timeout()
-        self._out.append(self._make(self.snd_una - 1, ACK))
+        self._queued().append(self._make(self.snd_una - 1, ACK))
         self._persist_deadline = now + self.rtt.current_rto()
         self._touch(self)
 
     def _arm_keepalive(self, now: float) -> None:
         cfg = self.config
-        if not cfg.keepalive or self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2):
+        if not cfg.keepalive or self.state not in _KEEPALIVE_STATES:
             self._keepalive_deadline = None
             return
         if self.snd_una < self.snd_nxt or self._rtx_deadline is not None:
@@ -1642,7 +1724,7 @@ class Connection:
         self._keepalive_probes += 1
         self._keepalive_sent = now
         self.stats.keepalive_probes += 1
-        self._out.append(self._make(self.snd_nxt - 1, ACK))
+        self._queued().append(self._make(self.snd_nxt - 1, ACK))
         self._keepalive_deadline = now + cfg.keepalive_interval
         self._touch(self)
 
@@ -1685,7 +1767,7 @@ class Connection:
 
     def _outstanding(self) -> int:
         """FlightSize: sent and not cumulatively acknowledged data bytes."""
-        return max(0, min(self.snd_nxt, self._data_end()) - self.snd_una)
+        return max(0, min(self.snd_nxt, self._sndbuf.end) - self.snd_una)  # _data_end()
 
     def _pipe(self) -> int:
         """RFC 6675's pipe: outstanding bytes believed still in the network."""
@@ -1711,10 +1793,13 @@ class Connection:
             self._app_limited_until = 0
 
     def _note_retransmission(self, start: int, end: int) -> None:
-        self._rack.on_transmit(start, end, self._now_hint, True)
-        self._retransmitted.add(start, end)
-        self._ever_retransmitted.add(start, end)
-        self._retx_marks.append((start, end, self.snd_nxt))
+        self._start_rack().on_transmit(start, end, self._now_hint, True)
+        self._writable("_retransmitted").add(start, end)
+        self._writable("_ever_retransmitted").add(start, end)
+        marks = self._retx_marks
+        if not marks:
+            marks = self._retx_marks = []
+        marks.append((start, end, self.snd_nxt))
         self.stats.retransmits += 1
         self.stats.retransmitted_bytes += end - start
 
@@ -1797,7 +1882,7 @@ class Connection:
     def _send_reset_for(self, seg: Segment) -> None:
         rst = reset_for(seg)
         if rst is not None:
-            self._out.append(rst)
+            self._queued().append(rst)
 
     def _transition(self, event: str) -> None:
         try:

@@ -33,6 +33,8 @@ from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
 
+_CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see connection.py)
+
 
 @dataclass(slots=True)  # a client has one endpoint per connection
 class EndpointStats:
@@ -71,10 +73,12 @@ class Endpoint:
         self._events: deque[Event] = deque()
         self._dirty: dict[Connection, None] = {}
         self._heap: list[tuple[float, int, Connection]] = []
-        self._deadline: dict[Connection, float] = {}  # each connection's real deadline
-        self._keyed: dict[Connection, float] = {}  # the key of its live heap entry
+        # Each connection's real deadline and the key of its live heap entry
+        # are kept on the connection (_ep_deadline, _ep_key): two dicts per
+        # endpoint were two more objects per connection for a client, which
+        # has an endpoint per connection.
         self._tick = 0  # heap entries' tie-breaker
-        self._out: list[tuple[bytes, object]] = []
+        self._out: list[tuple[bytes, object]] | tuple = ()  # queued resets (a list when any)
         self._touch_cb = self._touch  # one bound method shared by every connection
         self.isn_source: Callable[[], int] | None = None
         """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
@@ -281,6 +285,8 @@ class Endpoint:
         rst = reset_for(seg)
         if rst is None:
             return
+        if type(self._out) is not list:
+            self._out = []
         self._out.append((encode(src or 0, dst, rst), addr))
         self.stats.resets_sent += 1
 
@@ -292,7 +298,10 @@ class Endpoint:
         without, every item is one datagram.
         """
         out = self._out
-        self._out = []
+        if type(out) is list:
+            self._out = ()
+        else:
+            out = []
         sent = len(out)
         while self._dirty:
             dirty = self._dirty
@@ -336,8 +345,7 @@ class Endpoint:
             key, _, conn = heap[0]
             if self._settle_top(key, conn):
                 heapq.heappop(heap)
-                del self._keyed[conn]
-                del self._deadline[conn]
+                conn._ep_key = conn._ep_deadline = None
                 due.append(conn)
         for conn in due:
             conn.handle_timer(now)
@@ -346,17 +354,17 @@ class Endpoint:
     def _settle_top(self, key: float, conn: Connection) -> bool:
         """Whether the top heap entry (key, _, conn) is a real deadline; if it
         is stale or early, replace it (pop, or push again at the real one)."""
-        if self._keyed.get(conn) != key:
+        if conn._ep_key != key:
             heapq.heappop(self._heap)  # superseded by an earlier entry
             return False
-        deadline = self._deadline.get(conn)
+        deadline = conn._ep_deadline
         if deadline == key:
             return True
         if deadline is None:
             heapq.heappop(self._heap)
-            del self._keyed[conn]
+            conn._ep_key = None
         else:  # the deadline moved later since this entry was pushed
-            self._keyed[conn] = deadline
+            conn._ep_key = deadline
             self._tick += 1
             heapq.heapreplace(self._heap, (deadline, self._tick, conn))
         return False
@@ -382,19 +390,17 @@ class Endpoint:
         self._dirty[conn] = None
 
     def _refresh_deadline(self, conn: Connection) -> None:
-        deadline = conn.get_timer()
+        deadline = conn._ep_deadline = conn.get_timer()
         if deadline is None:
-            self._deadline.pop(conn, None)  # its heap entry, if any, goes when it surfaces
-            return
-        self._deadline[conn] = deadline
-        key = self._keyed.get(conn)
+            return  # its heap entry, if any, goes when it surfaces
+        key = conn._ep_key
         if key is None or deadline < key:
-            self._keyed[conn] = deadline
+            conn._ep_key = deadline
             self._tick += 1
             heapq.heappush(self._heap, (deadline, self._tick, conn))
 
     def _after_change(self, conn: Connection) -> None:
-        if conn.state == State.CLOSED:
+        if conn.state is _CLOSED:
             self._forget(conn)
             return
         if conn.passive and self._unaccepted.get(conn) is False and conn.state in SYNCHRONIZED:
@@ -410,6 +416,6 @@ class Endpoint:
         self._syn_index.pop((conn.remote_addr, conn.remote_cid), None)
         if self._connecting.get(conn.remote_addr) is conn:
             del self._connecting[conn.remote_addr]
-        self._deadline.pop(conn, None)  # its heap entry goes when it surfaces
+        conn._ep_deadline = None  # its heap entry goes when it surfaces
         if self._unaccepted.get(conn) is False:
             del self._unaccepted[conn]  # died before the handshake finished

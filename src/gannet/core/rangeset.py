@@ -157,3 +157,28 @@ class RangeSet:
         if i >= 0 and pos < self._ends[i]:
             return self._starts[i], self._ends[i]
         return None
+
+
+class _EmptyRangeSet(RangeSet):
+    """The one shared, read-only empty set (`EMPTY`).
+
+    A connection holds six range sets (SACK scoreboard, lost, resent twice,
+    out-of-order, RACK's resent bytes), and most connections never store a
+    range in any of them: no loss, no reordering. Each starts as `EMPTY`
+    and gets its own RangeSet at the first `add` (the owner does that:
+    `if s is EMPTY: s = owner.x = RangeSet()`), so an idle connection holds
+    no set objects for the cycle collector to walk. Everything that reads,
+    or removes from an empty set, works on it unchanged."""
+
+    __slots__ = ()
+
+    def add(self, start: int, end: int) -> int:
+        if start >= end:
+            return 0
+        raise TypeError("RangeSet EMPTY is shared and read-only: give the owner its own RangeSet")
+
+    def clear(self) -> None:
+        pass  # already empty; do not write to the shared instance
+
+
+EMPTY: RangeSet = _EmptyRangeSet()

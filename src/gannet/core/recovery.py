@@ -60,7 +60,7 @@ from bisect import bisect_right
 from itertools import repeat
 from typing import TYPE_CHECKING
 
-from .rangeset import RangeSet
+from .rangeset import EMPTY, RangeSet
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -78,6 +78,34 @@ REO_WND_MULT_MAX = 16
 # Drop the popped prefix of the originals lists once it is this long and
 # more than half of them (amortized O(1) per record).
 COMPACT_AT = 256
+
+
+class IdleRack:
+    """What a connection holds instead of a RackTlp until it first sends
+    data (then it makes its own, `Connection._start_rack`). RACK-TLP is idle
+    until then anyway (`active` is None, no timer, nothing recorded), and
+    many connections never send: one shared, stateless stand-in."""
+
+    __slots__ = ()
+    active = None
+    deadline = reo_deadline = pto_deadline = tlp_end = None
+    probes = reorder_timeouts = spurious = tlp_losses = 0
+    reordering_seen = False
+
+    def on_sacked(self, left: int, right: int) -> None:
+        pass  # nothing of ours to SACK
+
+    def detect_losses(self, now: float) -> bool:
+        return False
+
+    def timer_fired(self, now: float) -> bool:
+        return False
+
+    def stop(self) -> None:
+        pass
+
+
+IDLE_RACK = IdleRack()
 
 
 class RackTlp:
@@ -106,14 +134,19 @@ class RackTlp:
         self.ack_delay = 2 * cfg.ack_delay
 
         # --- transmissions not yet delivered or judged lost -------------------
-        self._starts: list[int] = []  # originals: start positions, for bisection
-        self._recs: list[tuple[int, int, float, int, int]] = []  # (start, end, time, serial0, mss)
+        # The lists are empty tuples until something is put in them, and the
+        # originals' lists go back to that once every record is done: most of
+        # a server's connections are idle, with nothing in flight, and an
+        # empty list per field is one more object per connection for the
+        # cycle collector to walk (the same reason as rangeset.EMPTY).
+        self._starts: list[int] | tuple = ()  # originals: start positions, for bisection
+        self._recs: list[tuple[int, int, float, int, int]] | tuple = ()  # (start, end, time, serial0, mss)
         self._head = 0  # originals before this index are done
         self._judged = 0  # the head record is judged (lost or delivered) below this position
-        self._retx: list[tuple[int, int, float, int, bool]] = []  # (start, end, time, serial, judged)
-        self._resent = RangeSet()  # bytes above snd_una that have been resent
+        self._retx: list[tuple[int, int, float, int, bool]] | tuple = ()  # (start, end, time, serial, judged)
+        self._resent: RangeSet = EMPTY  # bytes above snd_una that have been resent (own set at the first)
         self._serial = 0  # transmissions so far
-        self._blocks: list[tuple[int, int]] = []  # SACK blocks that added news since the last ACK
+        self._blocks: list[tuple[int, int]] | tuple = ()  # SACK blocks that added news since the last ACK
         self._una = 0  # snd_una when the last ACK was processed
         self._high = 0  # end of the highest original sent
 
@@ -162,11 +195,17 @@ class RackTlp:
                 self._supersede(start, end)
             # The last field: whether a spurious verdict on this resend may
             # widen the reorder window (not for probes or after a timeout).
-            self._retx.append((start, end, now, self._serial, not self._probing and start >= self._rto_high))
-            self._resent.add(start, end)
+            rec = (start, end, now, self._serial, not self._probing and start >= self._rto_high)
+            if self._retx:
+                self._retx.append(rec)
+            else:
+                self._retx = [rec]
+            resent = self._resent
+            if resent is EMPTY:
+                resent = self._resent = RangeSet()
+            resent.add(start, end)
         else:
-            self._starts.append(start)
-            self._recs.append((start, end, now, self._serial, end - start or 1))
+            self._add_original(start, (start, end, now, self._serial, end - start or 1))
             if end > self._high:
                 self._high = end
             # RFC 8985 7.2: (re)start the PTO after sending new data, not a
@@ -185,8 +224,7 @@ class RackTlp:
             if active is False or not self._activate():
                 return
         serial = self._serial
-        self._starts.append(start)
-        self._recs.append((start, end, now, serial + 1, mss))
+        self._add_original(start, (start, end, now, serial + 1, mss))
         self._serial = serial + -(-(end - start) // mss)
         if end > self._high:
             self._high = end
@@ -197,7 +235,20 @@ class RackTlp:
     def on_sacked(self, left: int, right: int) -> None:
         """The peer SACKed [left, right) and some of it is news."""
         if self.active:
-            self._blocks.append((left, right))
+            if self._blocks:
+                self._blocks.append((left, right))
+            else:
+                self._blocks = [(left, right)]
+
+    def _add_original(self, start: int, rec: tuple[int, int, float, int, int]) -> None:
+        starts = self._starts
+        if starts:
+            starts.append(start)
+            self._recs.append(rec)
+        else:  # () or emptied: (re)start both lists
+            self._starts = [start]
+            self._recs = [rec]
+            self._head = 0
 
     def detect_losses(self, now: float) -> bool:
         """After an ACK (or when the reorder timer fires): update RACK from
@@ -225,7 +276,7 @@ class RackTlp:
                 # The hole at snd_una was filled by its original transmission
                 # after data sent later was SACKed: the path reorders.
                 self.reordering_seen = True
-            if not resent:
+            if not resent._starts:  # (RangeSet emptiness without a __bool__ call)
                 # Nothing resent: the newest covered segment is the last one
                 # ending at or below una, found by bisection (a bulk ACK can
                 # cover a hundred segments; walking them cost a microsecond each).
@@ -312,19 +363,19 @@ class RackTlp:
                         best_serial, best_time = serial, t
                 else:
                     keep.append(rec)
-            self._retx = keep
+            self._retx = keep or ()
         if blocks:
-            blocks.clear()
+            self._blocks = ()
 
         if best_serial > self.rack_serial:
             self.rack_serial = best_serial
             self.xmit_ts = best_time
             self.rack_rtt = now - best_time
         if advanced:
-            if resent:
+            if resent._starts:
                 resent.discard_below(una)
             self._una = una
-        top = sacked.last()[1] if sacked else una
+        top = sacked.last()[1] if sacked._starts else una
         if top > self.fack:
             self.fack = top
         in_recovery = conn.in_recovery
@@ -386,11 +437,8 @@ class RackTlp:
     def on_rto(self) -> None:
         """The RTO fired and marked everything outstanding lost: forget the
         transmissions (their resends will be recorded afresh)."""
-        self._starts.clear()
-        self._recs.clear()
+        self._starts = self._recs = self._retx = self._blocks = ()
         self._head = 0
-        self._retx.clear()
-        self._blocks.clear()
         self._rto_high = self.conn.snd_nxt
         self.tlp_end = None
         self.reo_deadline = self.pto_deadline = self.deadline = None
@@ -441,7 +489,7 @@ class RackTlp:
                 out.append((s, start, rec[2], rec[3], rec[4]))
             if e > end:
                 out.append((end, e, rec[2], rec[3], rec[4]))
-        self._retx = out
+        self._retx = out or ()
 
     def _on_spurious(self) -> None:
         self.spurious += 1
@@ -477,8 +525,7 @@ class RackTlp:
             # The common case: everything outstanding was sent after the
             # newest delivered segment, so nothing can be judged yet.
             if i and i >= n:
-                recs.clear()
-                self._starts.clear()
+                self._starts = self._recs = ()
                 self._head = 0
             if self.reo_deadline is not None:
                 self.reo_deadline = None
@@ -505,6 +552,8 @@ class RackTlp:
                     if t + limit > due:
                         deadline = t + limit
                         break
+                    if lost is EMPTY:
+                        lost = conn._writable("lost")
                     for ps, pe in parts:
                         if lost.add(ps, pe):
                             newly = True
@@ -514,8 +563,7 @@ class RackTlp:
             i += 1
             judged = una
         if i >= n:
-            recs.clear()
-            self._starts.clear()
+            self._starts = self._recs = ()
             i = 0
         elif i > COMPACT_AT and 2 * i > n:
             del recs[:i]
@@ -536,12 +584,16 @@ class RackTlp:
                             if deadline is None or t + limit < deadline:
                                 deadline = t + limit
                             break
+                        if lost is EMPTY:
+                            lost = conn._writable("lost")
                         for ps, pe in parts:
                             if lost.add(ps, pe):
                                 newly = True
                 k += 1
             if k:
                 del retx[:k]
+                if not retx:
+                    self._retx = ()
 
         self.reo_deadline = deadline
         self._set_deadline()
@@ -555,7 +607,8 @@ class RackTlp:
         deadline = None
         flight = self._high - conn.snd_una
         self._pto_at = now if flight > conn.mss else -1.0
-        if flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked and not conn.lost:
+        if (flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked._starts
+                and not conn.lost._starts):
             srtt = conn.rtt.srtt
             if srtt is None:
                 pto = PTO_WITHOUT_RTT

@@ -39,6 +39,7 @@ __all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect
 DEFAULT_LIMIT = 256 * 1024  # StreamReader limit; it holds up to twice this before pausing
 HIGH_WATER = 64 * 1024  # bytes waiting beyond Gannet's send buffer before drain() blocks
 FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
+_CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see core/connection.py)
 
 
 class _Pending:
@@ -107,7 +108,9 @@ class _StreamConn:
         self.loop = aep.loop
         self.reader = ChunkReader(limit, self.loop)
         self.reader.set_transport(self)  # type: ignore[arg-type] - pause/resume_reading only
-        self.pending = _Pending()  # written but not yet taken by conn.send
+        # Written but not yet taken by conn.send: a _Pending only while a
+        # write did not fit (most connections never have one).
+        self.pending: _Pending | None = None
         self.paused = False
         self.discard = False  # closed for reading: drop what arrives
         self.eof_seen = False
@@ -160,7 +163,7 @@ class _StreamConn:
             _resolve_if(self.established, None)
         if conn.eof:
             self.eof_seen = True
-        if conn.state == State.CLOSED:
+        if conn.state is _CLOSED:
             self._terminated(conn.error)
         else:
             self.pull()
@@ -204,23 +207,25 @@ class _StreamConn:
 
     def push(self) -> None:
         pending = self.pending
-        if pending:
+        if pending is not None:
             try:
                 pending.feed(self.conn.send)
             except OSError as exc:
                 self._fail_writers(exc)
                 return
-        if not pending:
+            if not pending:
+                self.pending = pending = None
+        if pending is None:
             if self.eof_requested and not self.fin_queued:
                 self.fin_queued = True
                 self.conn.shutdown_write(self.aep.now())
-        if len(pending) <= HIGH_WATER and self.drain_waiters:
+        if (pending is None or len(pending) <= HIGH_WATER) and self.drain_waiters:
             waiters, self.drain_waiters = self.drain_waiters, None
             for fut in waiters:
                 _resolve(fut, None)
 
     def _fail_writers(self, exc: BaseException) -> None:
-        self.pending.clear()
+        self.pending = None
         waiters, self.drain_waiters = self.drain_waiters, None
         for fut in waiters or ():
             if not fut.done():
@@ -304,6 +309,8 @@ class StreamWriter:
             with sc.aep.lock:
                 n = sc.conn.send(data)
             if n < len(data):
+                if sc.pending is None:
+                    sc.pending = _Pending()
                 sc.pending.append(memoryview(data)[n:])
         sc.aep.flush_now()  # the first write of a loop iteration leaves at once
 
@@ -316,7 +323,7 @@ class StreamWriter:
         sc = self._sc
         if sc.error is not None:
             raise copy_error(sc.error)
-        if len(sc.pending) > HIGH_WATER:
+        if sc.pending is not None and len(sc.pending) > HIGH_WATER:
             fut = sc.loop.create_future()
             if sc.drain_waiters is None:
                 sc.drain_waiters = []
@@ -327,7 +334,8 @@ class StreamWriter:
 
     def get_write_buffer_size(self) -> int:
         """Bytes waiting for room in Gannet's send buffer (not the buffer itself)."""
-        return len(self._sc.pending)
+        pending = self._sc.pending
+        return len(pending) if pending is not None else 0
 
     def can_write_eof(self) -> bool:
         return True
@@ -401,7 +409,7 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
         conn = aep.connect(addr, config)
         conn.hold_handshake_ack = True  # see AioEndpoint.release_ack_soon
         sc = _StreamConn(aep, conn, limit, active=True)
-    aep.request_flush()
+    aep.flush_now()  # the SYN leaves now, as connect() sends it (or joins a flush due)
     try:
         await sc.established  # type: ignore[misc] - made for active opens
         sc.established = None  # done with: one object less per connection to keep

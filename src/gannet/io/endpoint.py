@@ -38,6 +38,7 @@ tests/io/test_batching.py checks that contract.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import heapq
@@ -98,8 +99,40 @@ GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & IntFlag` runs Python code
 
 
+# socket.socket.family is a Python property that builds an AddressFamily enum
+# on every read (about 0.7 us); an endpoint read it three times as it was
+# made. The C type's own attribute is the plain int.
+try:
+    _raw_family = _socket.socket.family.__get__
+except AttributeError:  # not CPython's socket type: the property, then
+    _raw_family = socket.socket.family.__get__
+_FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
+
+
+def family_of(sock: socket.socket) -> int:
+    """sock.family (an AddressFamily for IPv4 and IPv6), without the enum lookup."""
+    raw = _raw_family(sock)
+    fam = _FAMILIES.get(raw)
+    return fam if fam is not None else sock.family
+
+
 def _env_off(name: str) -> bool:
+    # os.environ.get of a name that is not set raises and catches a KeyError
+    # inside (about a microsecond; an endpoint asks twice): look in the
+    # encoded mapping behind it first, where CPython keeps one.
+    key = _ENV_KEYS.get(name)
+    if key is None:
+        try:
+            key = _ENV_KEYS[name] = os.environ.encodekey(name)  # type: ignore[attr-defined]
+        except AttributeError:
+            key = _ENV_KEYS[name] = False
+    data = getattr(os.environ, "_data", None)
+    if key is not False and type(data) is dict and key not in data:
+        return False
     return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false", "off")
+
+
+_ENV_KEYS: dict[str, object] = {}
 
 
 @dataclass(slots=True)
@@ -154,13 +187,19 @@ def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
     return cfg.with_(**changes)
 
 
+_force_denied = False  # the *BUFFORCE options were refused for lack of privilege
+
+
 def _set_buffer(sock: socket.socket, force: int | None, normal: int, size: int) -> None:
-    if force is not None:
+    global _force_denied
+    if force is not None and not _force_denied:
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, size)
             return
+        except PermissionError:
+            _force_denied = True  # not root (CAP_NET_ADMIN): no use asking for every socket
         except OSError:
-            pass  # not root: fall back to the capped option
+            pass  # fall back to the capped option
     try:
         sock.setsockopt(socket.SOL_SOCKET, normal, size)
     except OSError:
@@ -185,12 +224,19 @@ def resolve(host: str | None, port: int, family: int = 0, *, passive: bool = Fal
     return out
 
 
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux
+
+
 def make_udp_socket(family: int, addr: tuple) -> socket.socket:
     """A bound, non-blocking UDP socket with large buffers (as root the
     *BUFFORCE options pass net.core.[rw]mem_max; otherwise the kernel caps)."""
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if _SOCK_NONBLOCK:  # non-blocking from the start: two fcntl calls fewer per socket
+        sock = socket.socket(family, socket.SOCK_DGRAM | _SOCK_NONBLOCK)
+    else:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setblocking(False)
+        if not _SOCK_NONBLOCK:
+            sock.setblocking(False)
         _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, RECV_BUFFER)
         _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SEND_BUFFER)
         _enable_icmp_errors(sock)
@@ -223,7 +269,7 @@ def set_dont_fragment(sock: socket.socket, on: bool) -> bool:
     dropped like any loss. GSO batches are sent without DF, because the
     kernel checks DF against the whole batch before it cuts it into segments.
     Returns False where the platform has no such option."""
-    if sock.family == socket.AF_INET6:
+    if family_of(sock) == socket.AF_INET6:
         level, opt = socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER
     else:
         level, opt = socket.IPPROTO_IP, IP_MTU_DISCOVER
@@ -238,7 +284,7 @@ def _enable_icmp_errors(sock: socket.socket, on: bool = True) -> None:
     """Linux: report ICMP errors on this unconnected socket (with the address
     they concern, through the error queue), so that a SYN to a port nobody
     listens on fails at once with ConnectionRefusedError, as TCP's does."""
-    if sock.family == socket.AF_INET6:
+    if family_of(sock) == socket.AF_INET6:
         level, opt = socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)
     else:
         level, opt = socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)
@@ -324,6 +370,12 @@ class _PooledSystemRandom(random.SystemRandom):
         self._local = threading.local()
 
     def getrandbits(self, k: int) -> int:
+        if k == 32:  # what connections draw: from a list of ready-made words
+            try:
+                return self._local.words.pop()
+            except (AttributeError, IndexError):
+                words = self._local.words = list(_WORDS.unpack(os.urandom(self.POOL)))
+                return words.pop()
         if k <= 0 or k > 256:
             return super().getrandbits(k)
         n = (k + 7) // 8
@@ -337,6 +389,7 @@ class _PooledSystemRandom(random.SystemRandom):
         return int.from_bytes(buf[pos:pos + n], "big") >> (n * 8 - k)
 
 
+_WORDS = struct.Struct(f"={_PooledSystemRandom.POOL // 4}I")  # a pool as 32-bit words
 _SYSTEM_RANDOM = _PooledSystemRandom()  # unpredictable (os.urandom); one serves every endpoint
 
 
@@ -453,10 +506,24 @@ _loop_timers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
+    # The loop asked for last first: a WeakKeyDictionary lookup makes a weak
+    # reference each time (a client makes an endpoint per connection).
+    global _last_timers
+    timers = _last_timers()
+    if timers is not None and timers.loop is loop:
+        return timers
     timers = _loop_timers.get(loop)
     if timers is None:
         timers = _loop_timers[loop] = _LoopTimers(loop)
+    _last_timers = weakref.ref(timers)  # weak: it lives as long as its loop
     return timers
+
+
+def _no_timers() -> None:
+    return None
+
+
+_last_timers: Callable[[], _LoopTimers | None] = _no_timers
 
 
 class AioEndpoint:
@@ -487,7 +554,7 @@ class AioEndpoint:
         self.ep = Endpoint(config, _SYSTEM_RANDOM)
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
-        self.family = family = sock.family
+        self.family = family = family_of(sock)
         self.on_available: Callable[[Connection], None] | None = None
         self.close_when_idle = False
         self.closed = False
@@ -508,7 +575,7 @@ class AioEndpoint:
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
-        self._closed_waiters: list[asyncio.Future] = []
+        self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
         self._refused: dict[Connection, BaseException] = {}
         self.icmp_errors = 0
         self._fd = sock.fileno()
@@ -1139,7 +1206,7 @@ class AioEndpoint:
             if self._backlog:
                 self._backlog.clear()
             self.sock.close()
-            waiters, self._closed_waiters = self._closed_waiters, []
+            waiters, self._closed_waiters = self._closed_waiters or (), None
         for fut in waiters:
             if not fut.done():
                 fut.get_loop().call_soon_threadsafe(_set_done, fut)
@@ -1151,6 +1218,8 @@ class AioEndpoint:
         with self.lock:
             if self.closed:
                 return
+            if self._closed_waiters is None:
+                self._closed_waiters = []
             self._closed_waiters.append(fut)
         await fut
 

@@ -98,6 +98,10 @@ class ChunkReader(asyncio.StreamReader):
             await _BaseReader._wait_for_data(self, "read")
             if self._buffer or not self._chunked:
                 return await super().read(n)  # fed through the bytearray, or EOF/error
+        return self._take(n)
+
+    def _take(self, n: int) -> bytes:
+        """Up to `n` bytes from the oldest chunk (there is one)."""
         chunks = self._chunks
         chunk = chunks[0]
         head = self._head
@@ -118,6 +122,18 @@ class ChunkReader(asyncio.StreamReader):
         return chunk
 
     async def readexactly(self, n: int) -> bytes:
+        # The common case, a message that arrived in one piece: hand out
+        # (a slice of) the oldest chunk, as read(n) does, rather than join
+        # the chunks into the bytearray and cut the message out of it again.
+        while n > 0 and not self._buffer and self._exception is None:
+            chunks = self._chunks
+            if chunks:
+                if len(chunks[0]) - self._head >= n:
+                    return self._take(n)
+                break  # spread over chunks: the bytearray path joins them
+            if self._eof:
+                break  # the inherited method raises IncompleteReadError
+            await _BaseReader._wait_for_data(self, "readexactly")
         self._flatten()
         return await super().readexactly(n)
 

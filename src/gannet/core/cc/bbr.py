@@ -28,7 +28,6 @@ bottleneck never reaches it.
 
 from __future__ import annotations
 
-from collections import deque
 
 INF = float("inf")
 
@@ -99,8 +98,12 @@ class Bbr(CongestionControl):
         self.pacing_rate: float | None = None
         self._initial_cwnd = initial_window * mss
         self.btl_bw = 0.0  # bytes/s
-        self._bw_samples: deque[tuple[int, float]] = deque()  # (round, max rate that round)
-        self._extra_acked = [0, 0]  # two windows of the ACK aggregation max filter
+        # (round, max rate that round), oldest first. Tuples, replaced when
+        # they change (at most once per ACK, and ten entries long), not a
+        # deque and a list: a tuple of numbers is no object for the cycle
+        # collector to walk, and an empty deque costs 760 bytes.
+        self._bw_samples: tuple[tuple[int, float], ...] = ()
+        self._extra_acked = (0, 0)  # two windows of the ACK aggregation max filter
         self._extra_idx = 0
         self._extra_round = 0  # round the current window started
         self._epoch_start: float | None = None  # the ACK aggregation epoch
@@ -166,15 +169,18 @@ class Bbr(CongestionControl):
 
     def _update_bw(self, rate: float) -> None:
         rnd = self.rounds.round
-        if self._bw_samples and self._bw_samples[-1][0] == rnd:
-            if rate > self._bw_samples[-1][1]:
-                self._bw_samples[-1] = (rnd, rate)
-        else:
-            self._bw_samples.append((rnd, rate))
         samples = self._bw_samples
-        if samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
-            while samples[0][0] <= rnd - BW_WINDOW_ROUNDS:
-                samples.popleft()
+        if samples and samples[-1][0] == rnd:
+            if rate > samples[-1][1]:
+                samples = self._bw_samples = samples[:-1] + ((rnd, rate),)
+        else:
+            samples = self._bw_samples = samples + ((rnd, rate),)
+        oldest = rnd - BW_WINDOW_ROUNDS
+        if samples[0][0] <= oldest:
+            i = 1  # the last sample is this round's: the scan stops there
+            while samples[i][0] <= oldest:
+                i += 1
+            samples = self._bw_samples = samples[i:]
             self.btl_bw = max(r for _, r in samples)
         elif rate > self.btl_bw:
             # Nothing aged out and samples only grow: the max is the old one or this.
@@ -426,7 +432,7 @@ class Bbr(CongestionControl):
         if rnd - self._extra_round >= ACK_AGG_WINDOW_ROUNDS:
             self._extra_round = rnd
             self._extra_idx ^= 1
-            self._extra_acked[self._extra_idx] = 0
+            self._extra_acked = (0, self._extra_acked[1]) if self._extra_idx == 0 else (self._extra_acked[0], 0)
         start = self._epoch_start
         expected = 0.0 if start is None else bw * (now - start)
         if start is None or self._epoch_acked <= expected:
@@ -436,7 +442,8 @@ class Bbr(CongestionControl):
         self._epoch_acked += acked
         extra = min(self._epoch_acked - expected, self.cwnd)
         if extra > self._extra_acked[self._extra_idx]:
-            self._extra_acked[self._extra_idx] = int(extra)
+            ea = self._extra_acked
+            self._extra_acked = (int(extra), ea[1]) if self._extra_idx == 0 else (ea[0], int(extra))
 
     def aggregation_cwnd(self) -> int:
         """The cwnd headroom for ACK aggregation (none before the pipe is full)."""
