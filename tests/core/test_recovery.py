@@ -230,7 +230,7 @@ def test_pmtud_probe_confirmed_raises_the_segment_size():
     base_mss = a.conn.mss
     a.conn.send(bytes(200_000))
     segs = a.out(1.0)
-    assert len(segs[0].payload) == 8972 - 76  # the first probe size, carrying data
+    assert len(segs[0].payload) == 8972 - 24  # a datagram of the first probe size, carrying data
     assert all(len(s.payload) == base_mss for s in segs[1:])
     deliver(b, segs, 1.01)
     deliver(a, b.out(1.01), 1.02)
@@ -245,7 +245,7 @@ def test_pmtud_first_probe_waits_for_a_window_of_twelve_probes():
 
     a, b = established_pair(Config(initial_window=40), pmtud=True)
     base_mss = a.conn.mss
-    probe = 8972 - 76
+    probe = 8972 - 24
     a.conn.send(bytes(4_000_000))
     now, first_probe_cwnd, rounds = 1.0, None, 0
     while rounds < 30:
@@ -270,7 +270,7 @@ def test_pmtud_probes_on_a_path_whose_window_stays_small():
     from gannet.core.connection import PMTU_FIRST_PROBE_CWND, PMTU_FIRST_PROBE_DELIVERED
 
     a, b = established_pair(Config(), pmtud=True)
-    probe = 8972 - 76
+    probe = 8972 - 24
     a.conn.send(bytes(4_000_000))
     now, rounds = 1.0, 0
     while a.conn.max_datagram_size == 1472 and rounds < 60:

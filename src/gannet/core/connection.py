@@ -1385,7 +1385,10 @@ class Connection:
         """Payload of the next PMTU probe to send, or 0 when none is due."""
         if not self._pmtu_ladder or self._pmtu_probe is not None or self.state not in CAN_SEND:
             return 0
-        return self._pmtu_ladder[0] - MAX_DATA_OVERHEAD
+        # The probe is a datagram of exactly the size tried (a data segment
+        # in the short form); data segments after it carry SACK_ROOM less
+        # data when they must report SACK blocks, so none is larger.
+        return self._pmtu_ladder[0] - DATA_OVERHEAD
 
     def _start_rack(self) -> RackTlp:
         """The connection's own RackTlp, made now if it still has the idle one."""
@@ -1427,6 +1430,27 @@ class Connection:
             self.cc.set_mss(self.mss)
         elif delivered:
             self._pmtu_failed()
+
+    def on_datagram_too_big(self, size: int) -> bool:
+        """The local stack refused to send a datagram of `size` bytes
+        (EMSGSIZE: larger than the interface's MTU). If it was the PMTU
+        probe, the probe failed for certain, and so would every larger size:
+        the search ends below it at once (RFC 8899 4.6: a local error is
+        authoritative), and the probe's data, which never left, is marked
+        lost so that it goes again now rather than after loss detection.
+        Returns whether it was the probe."""
+        probe = self._pmtu_probe
+        if probe is None or size < probe[2]:  # (larger: the probe with SACK blocks)
+            return False
+        start, end, _size = probe
+        self._pmtu_probe = None
+        self._pmtu_failures = 0
+        self._pmtu_ladder = tuple(s for s in self._pmtu_ladder if s < size)
+        self.stats.pmtu_local_failures += 1
+        if end > self.snd_una:
+            self._writable("lost").add(max(start, self.snd_una), end)
+            self._touch(self)
+        return True
 
     def _pmtu_failed(self) -> None:
         self._pmtu_probe = None

@@ -235,6 +235,18 @@ class Endpoint:
             return
         conn.on_segment(seg, now)
 
+    def datagram_too_big(self, data: bytes | bytearray | memoryview, addr: object) -> bool:
+        """The adapter could not send `data` to `addr`: the local stack said
+        EMSGSIZE (larger than the interface's MTU). If it was a connection's
+        PMTU probe, that connection learns at once (`Connection.
+        on_datagram_too_big`). Both header forms name the receiver's
+        connection ID at bytes 4-8: the peer's ID, which with the address
+        finds ours."""
+        if len(data) < 8:
+            return False
+        conn = self._syn_index.get((addr, int.from_bytes(data[4:8], "big")))
+        return conn is not None and conn.on_datagram_too_big(len(data))
+
     def _on_connectionless(self, seg: Segment, src: int, addr: object, now: float) -> None:
         """A segment with no destination ID: a SYN opening a connection, or a
         RST from a peer that does not know the connection the source ID names

@@ -30,6 +30,8 @@ class ConnectionStats:
     challenge_acks: int = 0
     keepalive_probes: int = 0
     window_probes: int = 0
+    pmtu_local_failures: int = 0
+    """PMTU probes the local stack refused (EMSGSIZE): the search ended below them."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
