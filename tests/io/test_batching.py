@@ -398,3 +398,35 @@ def test_blocking_socket_round_trip_reports_io_stats():
     finally:
         client.close()
         server.close()
+
+
+class TooBigSocket(RecordingSocket):
+    """Refuses datagrams larger than `mtu` as the kernel does for DF ones."""
+
+    def __init__(self, sock, mtu):
+        super().__init__(sock)
+        self.mtu = mtu
+
+    def sendto(self, data, addr):
+        if len(data) > self.mtu:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        return super().sendto(data, addr)
+
+    def sendmsg(self, bufs, anc, flags, addr):
+        if any(len(b) > self.mtu for b in bufs):
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        return super().sendmsg(bufs, anc, flags, addr)
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_a_datagram_refused_as_too_big_is_reported_to_the_core(aep, monkeypatch, gso):
+    from gannet.core.endpoint import Endpoint
+
+    told = []
+    monkeypatch.setattr(Endpoint, "datagram_too_big", lambda self, data, addr: told.append((len(data), addr)))
+    aep.gso = gso
+    aep.sock = TooBigSocket(aep.sock, 1472)
+    out = [(bytes(1472), ADDR), (bytes(8972), ADDR), (bytes(1472), ADDR)]
+    assert aep._transmit(out) == 3
+    assert told == [(8972, ADDR)]  # the probe; the others went
+    assert aep.io_stats.send_errors == 1

@@ -111,7 +111,10 @@ _FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
 
 def family_of(sock: socket.socket) -> int:
     """sock.family (an AddressFamily for IPv4 and IPv6), without the enum lookup."""
-    raw = _raw_family(sock)
+    try:
+        raw = _raw_family(sock)
+    except TypeError:  # not a socket.socket (a wrapper): its own attribute
+        return sock.family
     fam = _FAMILIES.get(raw)
     return fam if fam is not None else sock.family
 
@@ -731,7 +734,9 @@ class AioEndpoint:
                 more = True
         finally:
             self._flush_scheduled = False
-        if more or self._held_acks is not None:
+        if more or self._held_acks is not None or ep._dirty:
+            # (dirty after the last pass: a send error the core heard of,
+            # such as a PMTU probe refused with EMSGSIZE)
             self.request_flush()
         if self.close_when_idle and not ep.connection_count:
             self.close()
@@ -958,7 +963,7 @@ class AioEndpoint:
             try:
                 self._send_call([d for d, _ in out[i:j]] if j - i > 1 else [data], size, j - i, addr)
             except OSError as exc:
-                outcome = self._send_failed(exc, size, j - i, addr)
+                outcome = self._send_failed(exc, size, j - i, addr, data if j - i == 1 else None)
                 if outcome is _STOP:
                     return i
                 if outcome is _FALLBACK:
@@ -1012,11 +1017,12 @@ class AioEndpoint:
         st.gso_calls += 1
         st.gso_datagrams += count
 
-    def _send_failed(self, exc: OSError, size: int, count: int, addr: object) -> object:
+    def _send_failed(self, exc: OSError, size: int, count: int, addr: object,
+                     data: bytes | None = None) -> object:
         """What to do after `_send_call` raised: _STOP (the socket is full; a
         writable callback or a retry is arranged), _DROPPED (one datagram
         lost; the core retransmits) or _FALLBACK (send the batch again one
-        datagram at a time)."""
+        datagram at a time). `data` is the datagram when it was one."""
         if isinstance(exc, (BlockingIOError, InterruptedError)):
             self._wait_writable()
             return _STOP
@@ -1033,6 +1039,8 @@ class AioEndpoint:
         if count == 1:
             st.send_errors += 1
             log.debug("sendto %r failed: %r", addr, exc)
+            if code == errno.EMSGSIZE and data is not None:
+                self.ep.datagram_too_big(data, addr)  # a PMTU probe learns at once
             return _DROPPED
         # The kernel refused the batch (too large for the path, no offload on
         # the device, or an error left by an ICMP message): sending it again
@@ -1082,6 +1090,8 @@ class AioEndpoint:
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
+                if exc.errno == errno.EMSGSIZE:
+                    self.ep.datagram_too_big(data, addr)  # a PMTU probe learns at once
                 continue
             st.send_calls += 1
             st.datagrams_sent += 1
