@@ -376,3 +376,17 @@ def test_cli_echo_server_and_client():
                     timeout=30, env=ENV)
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines() == lines
+
+
+def test_pmtu_probe_the_interface_refuses_ends_the_search_at_once():
+    # The lab's interfaces have a 1,500-byte MTU: the first probe (8,972 bytes,
+    # sent with DF) fails at the sender with EMSGSIZE. The connection hears of
+    # it at once: one probe, its data resent now, no loss detection needed.
+    nbytes = 8_000_000
+    with Netlab(link=LinkConfig(delay="10ms"), seed=3) as lab:
+        server, client, _ = blocking_transfer(lab, nbytes)
+        assert_verified(server, client, nbytes)
+        stats = dict(re.findall(r"(\w+)=(\d+)", client["stats"]))
+        assert stats["pmtu_local_failures"] == "1", client["stats"]
+        assert stats["fast_recoveries"] == "0", client["stats"]  # the resend needed no loss detection
+        assert int(stats["retransmitted_bytes"]) >= 8972 - 24  # the probe's data went again
