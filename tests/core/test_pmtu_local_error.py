@@ -3,25 +3,14 @@
 import random
 
 from gannet.config import Config
-from gannet.core.endpoint import Endpoint
-from gannet.core.states import State
+from test_batch_path import established as _established
 
 PROBE = 8972
 
 
 def established():
-    cfg = Config(initial_window=100)  # a window of twelve probes: the probe goes in the first flight
-    a, b = Endpoint(cfg, random.Random(1)), Endpoint(cfg, random.Random(2))
-    b.listen(4)
-    ca = a.connect("B", 0.0)
-    for _ in range(3):
-        for d, _addr in a.datagrams_to_send(0.0):
-            b.receive_datagram(d, "A", 0.0)
-        for d, _addr in b.datagrams_to_send(0.0):
-            a.receive_datagram(d, "B", 0.0)
-    cb = b.accept()
-    assert ca.state == cb.state == State.ESTABLISHED
-    return a, b, ca, cb
+    # a window of twelve probes: the probe goes in the first flight
+    return _established(Config(initial_window=100))
 
 
 def test_a_locally_refused_probe_is_resent_at_once_and_ends_the_search():
