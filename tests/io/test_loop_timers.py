@@ -173,3 +173,24 @@ def test_a_deadline_armed_again_at_the_same_time_fires_once_and_nothing_later_ea
             aep.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("armed", [False, True])
+def test_a_loop_that_had_endpoints_can_be_freed(armed):
+    """Nothing of Gannet's keeps an event loop alive once its endpoints are
+    closed and the loop is dropped (the per-loop timers were once held, with
+    their loop, in a module-level dict for good)."""
+    import gc
+    import weakref
+
+    loop = asyncio.new_event_loop()
+    (aep, due), = endpoints(loop, 1)
+    if armed:
+        due["at"] = time.monotonic() + 60  # a deadline still pending when the loop goes
+        aep._arm_timer()
+    ref = weakref.ref(loop)
+    aep.close()
+    loop.close()
+    del loop, aep, due
+    gc.collect()
+    assert ref() is None

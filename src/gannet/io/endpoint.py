@@ -505,19 +505,22 @@ class _LoopTimers:
             self.handle = self.loop.call_at(self.handle_at + self.slack, self._fire)
 
 
-_loop_timers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# A loop's timers, by id(loop), held weakly: the endpoints on the loop (and
+# an armed TimerHandle) keep them alive, and nothing here keeps the loop
+# (a WeakKeyDictionary would: its value holds the loop strongly, so every
+# loop that ever had an endpoint stayed in memory).
+_loop_timers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
-    # The loop asked for last first: a WeakKeyDictionary lookup makes a weak
-    # reference each time (a client makes an endpoint per connection).
+    # The loop asked for last first (a client makes an endpoint per connection).
     global _last_timers
     timers = _last_timers()
     if timers is not None and timers.loop is loop:
         return timers
-    timers = _loop_timers.get(loop)
-    if timers is None:
-        timers = _loop_timers[loop] = _LoopTimers(loop)
+    timers = _loop_timers.get(id(loop))
+    if timers is None or timers.loop is not loop:  # (an id outlives its loop)
+        timers = _loop_timers[id(loop)] = _LoopTimers(loop)
     _last_timers = weakref.ref(timers)  # weak: it lives as long as its loop
     return timers
 
