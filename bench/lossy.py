@@ -15,8 +15,8 @@ digest back; the sender compares it with the hash of what it sent.
 Reported per flow: goodput (payload bytes / receiver's first-to-last byte) in
 Mbit/s and as % of the link rate (the issue's measure: payload over the rate
 of IP bytes, so no flow can reach 100 %); beside it the flow's payload
-ceiling, MSS / 1500 (Gannet 1432 B = 95.5 %, kernel TCP with timestamps
-1448 B = 96.5 %: a 1500-byte packet spends 68 and 52 bytes on headers), and
+ceiling, MSS / 1500 (1448 B = 96.5 % for both Gannet and kernel TCP with
+timestamps: a 1500-byte packet spends 52 bytes on headers either way), and
 goodput as % of that ceiling, i.e. how much of the link the flow used; on the loss-free link, the queueing delay the
 flow adds (ping RTT alongside, median, minus the idle RTT; and the emulator's
 mean rate-queue wait). Fairness: two Gannet flows at once (Jain index), and a
