@@ -298,7 +298,7 @@ def transport_options(t: Transport, args) -> list[str]:
             opts += ["--cc", args.gannet_cc]
         if args.gannet_api != "auto":
             opts += ["--api", args.gannet_api]
-        if args.gannet_uvloop:
+        if not args.no_uvloop:  # like aioquic: uvloop when installed
             opts += ["--uvloop"]
     if t.name == "quic" and args.no_uvloop:
         opts += ["--no-uvloop"]
@@ -421,8 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gannet-cc", default=None, help="passed to Gannet as cc=")
     p.add_argument("--gannet-api", choices=["auto", "streams", "socket"], default="auto",
                    help="which Gannet API the runner uses (auto: streams, else Socket)")
-    p.add_argument("--gannet-uvloop", action="store_true", help="Gannet streams on uvloop")
-    p.add_argument("--no-uvloop", action="store_true", help="aioquic on the default loop")
+    p.add_argument("--gannet-uvloop", action="store_true",
+                   help="kept for old command lines: Gannet runs on uvloop unless --no-uvloop")
+    p.add_argument("--no-uvloop", action="store_true",
+                   help="aioquic and Gannet on asyncio's own loop (default: uvloop when installed)")
     p.add_argument("--corrupt-at", type=int, default=-1,
                    help="test hook: senders flip the stream byte at this offset, "
                         "which verification must report")

@@ -27,6 +27,7 @@ from gannet.apps.bench import (
     run_client,
 )
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_size
 from gannet.core import cc as cc_registry
 
@@ -127,7 +128,7 @@ def run_server(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return asyncio.run(main())
+        return run_loop(main())
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: "
                        f"{exc.strerror or exc}") from None
@@ -233,7 +234,7 @@ def run_client_cmd(args: argparse.Namespace) -> int:
 
     log(f"connecting to {host}:{port}")
     try:
-        result = asyncio.run(run_client(host, port, params,
+        result = run_loop(run_client(host, port, params,
                                         connect_timeout=args.connect_timeout,
                                         on_start=on_start, on_interval=report.interval))
     except socket.gaierror as exc:

@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 
 # Short keep-alive so a vanished peer is noticed within seconds: probes start
 # after 3 s of silence, one a second, and the third unanswered one ends it.
@@ -105,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
         finally:
             ui.stop()
 
-    asyncio.run(main())
+    run_loop(main())
     return 0

@@ -28,6 +28,7 @@ from gannet.apps.messages.negotiation import (
 from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 
 DEFAULT_PORT = 12345
 
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        return asyncio.run(main())
+        return run_loop(main())
     except SessionError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:

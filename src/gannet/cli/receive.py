@@ -11,6 +11,7 @@ from gannet.apps.transfer.progress import Reporter
 from gannet.apps.transfer.protocol import CHUNK
 from gannet.apps.transfer.receiver import Receiver
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
                 server.abort_clients()
 
     try:
-        return asyncio.run(main())
+        return run_loop(main())
     finally:
         rep.close()

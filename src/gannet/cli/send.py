@@ -10,6 +10,7 @@ from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_rate
 
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if not files and not dirs:
             raise CLIError("nothing to send")
         try:
-            result = asyncio.run(send_files(
+            result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
                 idle_timeout=args.idle_timeout,

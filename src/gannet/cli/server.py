@@ -17,6 +17,7 @@ from gannet.apps.messages.negotiation import DEFAULT_KEEPALIVE, DEFAULT_PACKET_S
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 
 DEFAULT_PORT = 12345
 
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             await server.serve_forever()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0

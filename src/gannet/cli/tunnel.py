@@ -20,6 +20,7 @@ import sys
 
 from gannet.apps import tunnel as tun
 from gannet.cli.main import CLIError
+from gannet.io.loops import run as run_loop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -151,7 +152,7 @@ def run_server(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     handler = _setup_logging("server", args.quiet)
     try:
-        return asyncio.run(_serve(
+        return run_loop(_serve(
             lambda: tun.start_tunnel_server(listen, target, connect_timeout=args.connect_timeout,
                                             **overrides),
             "server",
@@ -169,7 +170,7 @@ def run_client(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     handler = _setup_logging("client", args.quiet)
     try:
-        return asyncio.run(_serve(
+        return run_loop(_serve(
             lambda: tun.start_tunnel_client(listen, server, **overrides),
             "client",
             lambda t: f"listening on {tun.format_address(t.address)} (tcp), "

@@ -31,27 +31,14 @@ from ..config import Config
 from ..core.connection import Connection
 from ..core.events import ConnectionEstablished, ConnectionTerminated, DataReceived, Event, StreamEnded
 from ..core.states import State
-from .endpoint import AioEndpoint, _env_off, copy_error, make_config, make_udp_socket, resolve
+from .endpoint import AioEndpoint, copy_error, make_config, make_udp_socket, resolve
+from .loops import new_event_loop
 
 __all__ = ["Socket", "SHUT_RD", "SHUT_WR", "SHUT_RDWR"]
 
 SHUT_RD, SHUT_WR, SHUT_RDWR = _socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR
 EXIT_LINGER = 5.0  # at interpreter exit, wait up to this long for closing sockets' data
 FIN_PENDING = (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK)
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A loop for Gannet's own I/O thread: uvloop's when it is installed
-    (unless GANNET_NO_UVLOOP=1), else asyncio's. Loops the application runs
-    itself are left alone."""
-    if not _env_off("GANNET_NO_UVLOOP"):
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class _LoopThread:

@@ -1,0 +1,37 @@
+"""The event loop Gannet's own programs run on.
+
+uvloop when it is installed (the ``fast`` extra), unless GANNET_NO_UVLOOP=1;
+asyncio's loop otherwise. Gannet's adapter works on either; uvloop's cheaper
+wake-ups and callbacks are worth 10-15 % of bulk goodput (BENCHMARKS.md).
+Loops an application creates itself are left alone: these are only for the
+blocking `Socket`'s I/O thread and the ``gannet`` command-line programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Coroutine, TypeVar
+
+from .endpoint import _env_off
+
+__all__ = ["new_event_loop", "run"]
+
+T = TypeVar("T")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed and not switched off, else asyncio's."""
+    if not _env_off("GANNET_NO_UVLOOP"):
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on `new_event_loop()`'s loop."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
