@@ -48,6 +48,7 @@ class Transport:
     extra: list[str] = field(default_factory=list)
     slow: bool = False  # gets --slow-bytes and the time limit
     pingpong: bool = True
+    bulk: bool = True
     note: str = ""
 
 
@@ -58,6 +59,10 @@ TRANSPORTS = [
     Transport("gso", "run_udp.py", "ceiling", "UDP GSO+GRO",
               ["--mode", "gso"], pingpong=False,
               note="UDP_SEGMENT 64 KB sends of 1400-byte segments, UDP_GRO receive"),
+    Transport("udpaio", "run_udp.py", "ceiling", "UDP asyncio echo",
+              ["--mode", "aio"], bulk=False,
+              note="asyncio DatagramProtocol echo, uvloop when installed: the event loop's "
+                   "own share of a round trip, no protocol"),
     Transport("kcp", "run_kcp.py", "reliable", "KCP (kcp)"),
     Transport("enet", "run_enet.py", "reliable", "ENet (pyenet)"),
     Transport("quic", "run_quic.py", "reliable", "QUIC (aioquic)", slow=True),
@@ -300,7 +305,7 @@ def transport_options(t: Transport, args) -> list[str]:
             opts += ["--api", args.gannet_api]
         if not args.no_uvloop:  # like aioquic: uvloop when installed
             opts += ["--uvloop"]
-    if t.name == "quic" and args.no_uvloop:
+    if t.name in ("quic", "udpaio") and args.no_uvloop:
         opts += ["--no-uvloop"]
     return opts
 
@@ -424,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gannet-uvloop", action="store_true",
                    help="kept for old command lines: Gannet runs on uvloop unless --no-uvloop")
     p.add_argument("--no-uvloop", action="store_true",
-                   help="aioquic and Gannet on asyncio's own loop (default: uvloop when installed)")
+                   help="aioquic, Gannet and the asyncio echo on asyncio's own loop "
+                        "(default: uvloop when installed)")
     p.add_argument("--corrupt-at", type=int, default=-1,
                    help="test hook: senders flip the stream byte at this offset, "
                         "which verification must report")
@@ -453,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         res: dict[str, Any] = {"name": t.name, "label": t.label, "kind": t.kind,
                                "note": t.note}
         print(f"[{time.strftime('%H:%M:%S')}] {t.label} ...", file=sys.stderr, flush=True)
-        if not args.no_bulk:
+        if not args.no_bulk and t.bulk:
             res["bulk"] = bulk(t, args, slow_bytes if t.slow else nbytes)
             if "unavailable" in res["bulk"]:
                 res["unavailable"] = res["bulk"]["unavailable"]

@@ -3,6 +3,10 @@
 ``--mode loop``  a plain Python loop of 1400-byte ``sendto`` calls;
 ``--mode gso``   UDP GSO on send (UDP_SEGMENT, 64 KB buffers of 1400-byte
                  segments) and UDP GRO on receive.
+``--mode aio``   ping-pong only: the same echo written the way an asyncio
+                 program is (a DatagramProtocol on uvloop when installed, the
+                 client awaiting a future per reply): what the event loop
+                 alone adds to a round trip, with no protocol at all.
 
 The ping-pong workload (``--mode loop``) is the raw Python UDP round trip that
 the latency ratios are measured against.
@@ -10,6 +14,7 @@ the latency ratios are measured against.
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import sys
@@ -32,6 +37,9 @@ def _sock() -> socket.socket:
 
 
 def server(args) -> None:
+    if args.mode == "aio":
+        _run_aio(args, _aio_server(args))
+        return
     s = _sock()
     s.bind((args.host, args.port))
     if args.mode == "gso":
@@ -86,6 +94,9 @@ def _end(args) -> None:
 
 
 def client(args) -> None:
+    if args.mode == "aio":
+        _run_aio(args, _aio_client(args))
+        return
     s = _sock()
     addr = (args.host, args.port)
     s.connect(addr)
@@ -137,9 +148,91 @@ def client(args) -> None:
     c.emit(res)
 
 
+def _run_aio(args, main) -> None:
+    import streams
+
+    name, factory = streams.pick_loop(not args.no_uvloop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
+
+
+class _Echo(asyncio.DatagramProtocol):
+    """Server: echo every datagram; client: hand each reply to the waiting future."""
+
+    def __init__(self, serve: bool) -> None:
+        self.serve = serve
+        self.waiter: asyncio.Future | None = None
+        self.done = asyncio.get_running_loop().create_future()
+        self.echoed = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if not self.serve:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(data)
+        elif data == c.END_MAGIC:
+            if not self.done.done():
+                self.done.set_result(None)
+        else:
+            self.transport.sendto(data, addr)
+            self.echoed += 1
+
+
+async def _aio_server(args) -> None:
+    if args.workload != "pingpong":
+        c.unavailable("--mode aio measures the ping-pong only")
+        return
+    s = _sock()
+    s.bind((args.host, args.port))
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(lambda: _Echo(True), sock=s)
+    c.ready(s.getsockname()[1])
+    try:
+        await asyncio.wait_for(proto.done, 170)
+    except TimeoutError:
+        pass
+    transport.close()
+    c.emit({"echoed": proto.echoed})
+
+
+async def _aio_client(args) -> None:
+    if args.workload != "pingpong":
+        c.unavailable("--mode aio measures the ping-pong only")
+        return
+    s = _sock()
+    s.connect((args.host, args.port))
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(lambda: _Echo(False), sock=s)
+    pattern, size = c.Pattern(), args.size
+    samples, bad, lost = [], 0, 0
+    meter = c.Meter()
+    meter.start()
+    for i in range(args.count):
+        msg = bytes(c.pingpong_message(pattern, i, size))
+        while True:
+            t0 = time.perf_counter_ns()
+            proto.waiter = loop.create_future()
+            transport.sendto(msg)
+            try:
+                reply = await asyncio.wait_for(proto.waiter, 1.0)
+                break
+            except TimeoutError:
+                lost += 1  # unreliable: resend after a second
+        samples.append(time.perf_counter_ns() - t0)
+        bad += reply != msg
+    meter.stop()
+    transport.close()
+    _end(args)
+    c.emit({"rtts": len(samples), "bad_echoes": bad, "lost": lost,
+            **c.percentiles(samples), **meter.as_dict()})
+
+
 def main(argv=None) -> None:
     p = c.parser(__doc__)
-    p.add_argument("--mode", choices=["loop", "gso"], default="loop")
+    p.add_argument("--mode", choices=["loop", "gso", "aio"], default="loop")
+    p.add_argument("--no-uvloop", action="store_true", help="--mode aio on asyncio's own loop")
     args = p.parse_args(argv)
     c.dispatch(args, server, client)
 

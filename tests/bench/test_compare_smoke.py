@@ -107,3 +107,15 @@ def test_gannet_runner(tmp_path):
     g = by_name(data)["gannet"]
     assert g["bulk"]["verified"] is True
     assert g["pingpong"]["rtts"] == 50
+
+
+@pytest.mark.timeout(60)
+def test_asyncio_echo_row_has_a_ping_pong_and_no_bulk(tmp_path):
+    proc, data = run_compare(tmp_path, "--transports", "udp,udpaio")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    aio = by_name(data)["udpaio"]
+    assert "bulk" not in aio  # the event loop's floor is a latency figure only
+    pp = aio["pingpong"]
+    assert pp["rtts"] == 50 and pp["bad_echoes"] == 0
+    assert 0 < pp["p50_us"] <= pp["p99_us"]
+    assert "UDP asyncio echo" in proc.stdout
