@@ -645,14 +645,32 @@ class Connection:
         rtt = self.rtt
         rtt.backoff = 0
         delivered = acked_data if acked_data > 0 else 0
-        self._on_delivered(delivered, now)
-        self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
+        if delivered:
+            # _on_delivered, inline
+            total = self.delivered = self.delivered + delivered
+            self._delivered_time = now
+            first = now - 2 * (rtt.latest_rtt or 0.0)
+            if first > self._first_sent_time:
+                self._first_sent_time = first
+            if self._app_limited_until and total > self._app_limited_until:
+                self._app_limited_until = 0
+        if self._sent_log:
+            self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
         if self._ever_retransmitted._starts:
             self._ever_retransmitted.discard_below(ack)
         self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
         self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
-        self._after_ack_progress()
-        self._detect_losses(now)
+        if self._want_send_space or not self._all_acked_reported:
+            self._after_ack_progress()  # (it has nothing to do otherwise)
+        rack = self._rack
+        if self.sack_ok and rack.active:
+            # _detect_losses' RACK case, inline
+            newly_lost = rack.detect_losses(now)
+            self._retx_marks = ()
+            if newly_lost:
+                self._on_newly_lost(now)
+        else:
+            self._detect_losses(now)
         if self._pmtu_probe is not None:
             self._pmtu_check()
         # _receive_data: in order, inside the window, nothing out of order.
@@ -1008,8 +1026,15 @@ class Connection:
             if self.snd_una < data_hi:
                 self._writable("lost").add(self.snd_una, min(self.snd_una + self.mss, data_hi))
                 newly_lost = True
+        if newly_lost:
+            self._on_newly_lost(now)
+
+    def _on_newly_lost(self, now: float) -> None:
+        """_detect_losses found something newly lost: a PMTU probe's loss
+        ends the probe; otherwise recovery begins (once per window)."""
+        newly_lost = True
         probe = self._pmtu_probe
-        if newly_lost and probe is not None and self.lost.overlap(probe[0], probe[1]):
+        if probe is not None and self.lost.overlap(probe[0], probe[1]):
             self._pmtu_failed()
             if probe[0] <= self.lost.first()[0] and self.lost.last()[1] <= probe[1]:
                 # Only the oversized probe was lost: that says the path's MTU
