@@ -1229,15 +1229,61 @@ class Connection:
             if pipe < self._cwnd():
                 self._app_limited_until = self.delivered + max(pipe, 1)
             return
+        if not self.lost._starts and not self._fin_queued:
+            self._send_small(now, out, runs)
+            return
         self._send_data_full(now, out, runs)
 
-    def _send_data_full(self, now: float, out: list, runs: bool = False) -> None:
-        """_send_data's whole path (tests check the shortcut against it)."""
+    def _send_small(self, now: float, out: list, runs: bool) -> None:
+        """New data that fits in one segment and may all go now (a message,
+        a reply): that segment, without the general loop. Exactly what
+        _send_data_full does in that case (tests/core/test_send_small.py
+        runs both); anything else goes to it. Called with nothing lost and
+        no FIN queued."""
+        nxt = self.snd_nxt
+        data_end = self._sndbuf.end
+        avail = data_end - nxt
+        mss = self.mss
+        if avail > mss or avail <= 0 or (self.sack_ok and self._ooo_ranges._starts):
+            self._send_data_full(now, out, runs)  # (a smaller _data_mss, too)
+            return
+        cwnd = self.mss if self.mode == MODE_STEP else self.cc.cwnd  # _cwnd()
+        pipe = self._pipe()
+        if (
+            avail > self.snd_una + self.snd_wnd - nxt
+            or avail > cwnd - pipe
+            or (avail < mss and not self.config.nodelay and self.snd_una < nxt)  # Nagle
+        ):
+            self._send_data_full(now, out, runs)
+            return
+        probe_payload = self._pmtu_probe_payload()
+        if probe_payload and avail >= probe_payload:
+            self._send_data_full(now, out, runs)
+            return
+        budget = self._pacing_budget(now)
+        if budget < avail:
+            self._send_data_full(now, out, runs, budget)
+            return
+        self._send_new(nxt, avail, data_end, now, pipe, out)
+        if budget != _UNPACED:
+            self._pacing_tokens = budget - avail
+        pipe += avail
+        if pipe < cwnd:
+            # Nothing left to send though the window has room (_send_data_full says why).
+            self._app_limited_until = self.delivered + pipe
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rtt.current_rto()
+        self._persist_deadline = None
+
+    def _send_data_full(self, now: float, out: list, runs: bool = False, budget: float | None = None) -> None:
+        """_send_data's whole path (tests check the shortcuts against it);
+        `budget`: the pacing budget, when the caller has taken it already."""
         mss = self._data_mss()
         cwnd = self._cwnd()
         pipe = self._pipe()
         sent_any = False
-        budget = self._pacing_budget(now)
+        if budget is None:
+            budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
         lost = self.lost
         while lost._starts:  # (RangeSet emptiness without a __bool__ call)
