@@ -82,6 +82,7 @@ MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's del
 _CLOSED, _LISTEN, _SYN_SENT = State.CLOSED, State.LISTEN, State.SYN_SENT
 _ESTABLISHED, _TIME_WAIT = State.ESTABLISHED, State.TIME_WAIT
 _HANDSHAKING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+_UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
 _KEEPALIVE_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
 
 _WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
@@ -660,7 +661,9 @@ class Connection:
             self._ever_retransmitted.discard_below(ack)
         self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
         self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
-        if self._want_send_space or not self._all_acked_reported:
+        if self._want_send_space or (
+            not self._all_acked_reported and (self._fin_queued or sndbuf.end > sndbuf.start)
+        ):
             self._after_ack_progress()  # (it has nothing to do otherwise)
         rack = self._rack
         if self.sack_ok and rack.active:
@@ -1256,10 +1259,11 @@ class Connection:
         ):
             self._send_data_full(now, out, runs)
             return
-        probe_payload = self._pmtu_probe_payload()
-        if probe_payload and avail >= probe_payload:
-            self._send_data_full(now, out, runs)
-            return
+        if self._pmtu_ladder:
+            probe_payload = self._pmtu_probe_payload()
+            if probe_payload and avail >= probe_payload:
+                self._send_data_full(now, out, runs)
+                return
         budget = self._pacing_budget(now)
         if budget < avail:
             self._send_data_full(now, out, runs, budget)
@@ -1418,7 +1422,10 @@ class Connection:
         if rack is IDLE_RACK:
             rack = self._start_rack()
         rack.on_transmit(nxt, nxt + n, now, False)
-        self._log_sent(
+        log = self._sent_log  # (_log_sent, inline)
+        if not log:
+            log = self._sent_log = deque()
+        log.append(
             (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
 
@@ -1537,7 +1544,15 @@ class Connection:
             return _UNPACED
         tokens = self._pacing_tokens + (now - self._pacing_time) * rate
         self._pacing_time = now
-        cap = self._pacing_burst()
+        # _pacing_burst(), inline
+        cap = 10 * self.mss
+        burst = rate * 0.002
+        if burst > cap:
+            cap = burst
+        if self._pmtu_ladder:
+            probe = self._pmtu_probe_payload()
+            if probe > cap:
+                cap = probe
         due = self._pacing_due
         if due is not None:
             # The sender has been waiting for tokens: it was held back by the
@@ -1572,7 +1587,7 @@ class Connection:
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk
-        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._data_end() else ACK, payload)
+        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK, payload)
         self.stats.bytes_sent += end - start
         return seg
 
@@ -1611,18 +1626,32 @@ class Connection:
 
     def _advertise_window(self) -> int:
         """Window to offer; never shrinks, grows in useful steps (RFC 9293 3.8.6.2.2)."""
-        if self.state in (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN):
+        if self.state in _UNSCALED_WINDOW_STATES:
             return min(self.config.window_size, 0xFFFF)
+        # (comparisons rather than min/max calls: this runs for every segment sent)
         space = self._rcv_space
-        avail = max(0, space - self._rcvbuf_len)
-        edge = self.rcv_nxt + avail
-        if edge < self._rcv_adv:
-            edge = self._rcv_adv
-        elif edge - self._rcv_adv < min(space // 2, self.mss) and self._rcv_adv > self.rcv_nxt:
-            edge = self._rcv_adv
-        wnd = min((edge - self.rcv_nxt) >> self.rcv_wscale, 0xFFFF)
-        self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (wnd << self.rcv_wscale))
-        self._rcv_adv_at = self.rcv_nxt
+        avail = space - self._rcvbuf_len
+        if avail < 0:
+            avail = 0
+        rcv_nxt = self.rcv_nxt
+        adv = self._rcv_adv
+        edge = rcv_nxt + avail
+        if edge < adv:
+            edge = adv
+        elif adv > rcv_nxt:
+            step = space // 2
+            if self.mss < step:
+                step = self.mss
+            if edge - adv < step:
+                edge = adv
+        wscale = self.rcv_wscale
+        wnd = (edge - rcv_nxt) >> wscale
+        if wnd > 0xFFFF:
+            wnd = 0xFFFF
+        edge = rcv_nxt + (wnd << wscale)
+        if edge > adv:
+            self._rcv_adv = edge
+        self._rcv_adv_at = rcv_nxt
         return wnd
 
     def _maybe_window_update(self) -> None:
@@ -1922,14 +1951,17 @@ class Connection:
         if newest is None:
             return
         # Karn: no sample when any byte this ACK covers was ever resent.
-        if clean and not self._ever_retransmitted.overlap(first, acked_to):
+        ever = self._ever_retransmitted
+        if clean and not (ever._starts and ever.overlap(first, acked_to)):
             self.rtt.on_sample(now - newest[2])
         # Delivery rate: what was delivered between this segment's send and
         # its ACK, over the longer of the send and ACK intervals, so ACKs that
         # arrive bunched do not inflate it (draft-cheng-iccrg-delivery-rate-estimation).
         _, _, sent_time, delivered_then, delivered_time_then, app_limited, first_sent_then = newest
         self._first_sent_time = sent_time
-        interval = max(now - delivered_time_then, sent_time - first_sent_then)
+        interval = now - delivered_time_then
+        if sent_time - first_sent_then > interval:
+            interval = sent_time - first_sent_then
         if interval > 0:
             self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited,
                                      self.stats.retransmitted_bytes)

@@ -205,7 +205,15 @@ class RackTlp:
                 resent = self._resent = RangeSet()
             resent.add(start, end)
         else:
-            self._add_original(start, (start, end, now, self._serial, end - start or 1))
+            rec = (start, end, now, self._serial, end - start or 1)
+            starts = self._starts
+            if starts:  # (_add_original, inline)
+                starts.append(start)
+                self._recs.append(rec)
+            else:
+                self._starts = [start]
+                self._recs = [rec]
+                self._head = 0
             if end > self._high:
                 self._high = end
             # RFC 8985 7.2: (re)start the PTO after sending new data, not a

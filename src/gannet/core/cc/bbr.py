@@ -335,7 +335,7 @@ class Bbr(CongestionControl):
         self._lost_avg = self._lost_avg * LOSS_DECAY + lost
         self._delivered_avg = self._delivered_avg * LOSS_DECAY + delivered
         rate = self._lost_avg / (self._lost_avg + self._delivered_avg)
-        self.loss_comp = 1 / (1 - min(rate, LOSS_COMP_MAX))
+        self.loss_comp = 1 / (1 - (rate if rate <= LOSS_COMP_MAX else LOSS_COMP_MAX))
 
     def _update_state(self, now: float) -> None:
         if self.state == STARTUP and self.filled_pipe:
@@ -468,7 +468,9 @@ class Bbr(CongestionControl):
             self._epoch_acked = 0
             expected = 0.0
         self._epoch_acked += acked
-        extra = min(self._epoch_acked - expected, self.cwnd)
+        extra = self._epoch_acked - expected
+        if extra > self.cwnd:
+            extra = self.cwnd
         if extra > self._extra_acked[self._extra_idx]:
             ea = self._extra_acked
             self._extra_acked = (int(extra), ea[1]) if self._extra_idx == 0 else (ea[0], int(extra))
