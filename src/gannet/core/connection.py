@@ -327,13 +327,17 @@ class Connection:
             raise copy_error(self.error)
         if self._fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
             raise BrokenPipeError("connection is closed for sending")
-        room = self._send_buffer_limit() - self._unsent_and_unacked()
-        n = min(len(data), max(0, room))
+        sndbuf = self._sndbuf
+        start = sndbuf.start
+        snd_una = self.snd_una
+        room = self._send_buffer_limit() - (sndbuf.end - (snd_una if snd_una > start else start))  # (_unsent_and_unacked)
+        size = len(data)
+        n = size if size <= room else (room if room > 0 else 0)
         if n:
-            self._sndbuf.append(memoryview(data)[:n] if n < len(data) else data)
+            sndbuf.append(memoryview(data)[:n] if n < size else data)
             self._all_acked_reported = False
             self._touch(self)
-        if n < len(data):
+        if n < size:
             self._want_send_space = True
         return n
 
@@ -382,7 +386,9 @@ class Connection:
             self._rcvbuf = ()
         self._rcv_copied += n
         if self.config.autotune:
-            self._rcv_space_adjust(self._now_hint)
+            rtt = self.rtt.srtt  # (what _rcv_space_adjust checks first)
+            if rtt is not None and self._now_hint - self._rcv_space_time >= rtt:
+                self._rcv_space_adjust(self._now_hint)
         self._maybe_window_update()
 
     def _rcv_space_adjust(self, now: float) -> None:

@@ -645,7 +645,8 @@ class AioEndpoint:
         if self._sent_at_once:
             self.request_flush()
             return
-        self._process()
+        with self.lock:  # (self._process())
+            self._process_locked()
         self._sent_at_once = True
 
     def flush_threadsafe(self) -> None:
