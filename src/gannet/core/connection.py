@@ -1555,8 +1555,9 @@ class Connection:
         burst = rate * 0.002
         if burst > cap:
             cap = burst
-        if self._pmtu_ladder:
-            probe = self._pmtu_probe_payload()
+        ladder = self._pmtu_ladder
+        if ladder and self._pmtu_probe is None and self.state in CAN_SEND:
+            probe = ladder[0] - DATA_OVERHEAD  # (_pmtu_probe_payload())
             if probe > cap:
                 cap = probe
         due = self._pacing_due
@@ -1901,10 +1902,15 @@ class Connection:
 
     def _pipe(self) -> int:
         """RFC 6675's pipe: outstanding bytes believed still in the network."""
-        pipe = self._outstanding() - self.sacked.total - self.lost.total
+        nxt = self.snd_nxt
+        end = self._sndbuf.end
+        outstanding = (nxt if nxt <= end else end) - self.snd_una  # (_outstanding())
+        if outstanding < 0:
+            outstanding = 0
+        pipe = outstanding - self.sacked.total - self.lost.total
         if not self.sack_ok:
             pipe -= self._dupacks * self.mss
-        return max(0, pipe)
+        return pipe if pipe > 0 else 0
 
     def _cwnd(self) -> int:
         if self.mode == MODE_STEP:
