@@ -1418,7 +1418,10 @@ class Connection:
 
     def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
         fin = self._fin_queued and nxt + n == data_end
-        out.append(self._data_segment(nxt, nxt + n, fin))
+        end = nxt + n  # (_data_segment(nxt, end, fin), inline)
+        out.append(self._make(nxt, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK,
+                              self._sndbuf.view(nxt, end)))
+        self.stats.bytes_sent += n
         self.snd_nxt = nxt + n + (1 if fin else 0)
         if fin:
             self._fin_sent = True
@@ -1603,9 +1606,16 @@ class Connection:
         seg = Segment(seq & MASK32, self.rcv_nxt & MASK32, flags, 0, payload)
         if flags & ACK:
             seg.wnd = self._advertise_window()
-            self._ack_sent()
+            self._ack_now = False  # (_ack_sent())
+            self._unacked_segs = 0
+            self._delack_deadline = None
         if self.ts_ok:
-            seg.tsval, seg.tsecr = self._timestamps()
+            now = self._now_hint  # (_timestamps())
+            if self._tsval_at != now:
+                self._tsval_at = now
+                self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
+            seg.tsval = self._tsval
+            seg.tsecr = self._ts_recent or 0
         if self.sack_ok and self._ooo_ranges._starts:
             seg.sack = self._sack_blocks()
         return seg
