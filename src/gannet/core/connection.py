@@ -685,7 +685,13 @@ class Connection:
         # _receive_data: in order, inside the window, nothing out of order.
         if n and self.state in CAN_RECEIVE:
             was_empty = not self._rcvbuf_len
-            self._deliver(payload)
+            rcvbuf = self._rcvbuf  # (_deliver(payload), inline)
+            if not rcvbuf:
+                rcvbuf = self._rcvbuf = deque()
+            rcvbuf.append(payload)
+            self._rcvbuf_len += n
+            self.rcv_nxt += n
+            self.stats.bytes_received += n
             self._unacked_segs += 1
             if was_empty:
                 self._events.append(DataReceived(self))
