@@ -1684,10 +1684,12 @@ class Connection:
         space = self._rcv_space
         avail = space - self._rcvbuf_len
         offered = self._rcv_adv - self.rcv_nxt
-        if avail - offered >= max(space // 4, 2 * self.mss) or (
-            offered < 2 * self.mss and avail - offered >= self.mss
-        ):
-            if offered < 2 * self.mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
+        mss = self.mss
+        step = space // 4  # (max(space // 4, 2 * mss))
+        if step < 2 * mss:
+            step = 2 * mss
+        if avail - offered >= step or (offered < 2 * mss and avail - offered >= mss):
+            if offered < 2 * mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
                 self._ack_now = True  # the peer may be waiting for it: at once
             elif self._delack_deadline is None:
                 # The peer has used less than half of what it was offered, so
