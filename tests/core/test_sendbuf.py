@@ -78,3 +78,27 @@ def test_reads_match_a_model_of_the_stream(ops):
                 continue
             assert bytes(buf.view(lo, hi)) == stream[lo - base : hi - base]
         assert buf.start == start and buf.end == base + len(stream)
+
+
+def test_view_matches_the_bytes_held_on_random_ranges():
+    """view() (its newest-chunk shortcut included) gives exactly the bytes
+    written, as the chunk itself when a range is one whole chunk."""
+    import random
+
+    rng = random.Random(4)
+    buf = SendBuffer(1000)
+    data = bytearray()  # everything written, from position 1000
+    for _ in range(2000):
+        r = rng.random()
+        if r < 0.5:
+            chunk = rng.randbytes(rng.choice((1, 5, 64, 700)))
+            buf.append(chunk)
+            data += chunk
+            got = buf.view(buf.end - len(chunk), buf.end)
+            assert got is chunk  # no copy, no view: the chunk as written
+        elif r < 0.7 and len(buf):
+            buf.trim(rng.randint(buf.start, buf.end))
+        if len(buf):
+            start = rng.randint(buf.start, buf.end)
+            end = rng.randint(start, buf.end + 3)
+            assert bytes(buf.view(start, end)) == bytes(data[start - 1000:min(end, buf.end) - 1000])

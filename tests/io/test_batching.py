@@ -430,3 +430,63 @@ def test_a_datagram_refused_as_too_big_is_reported_to_the_core(aep, monkeypatch,
     assert aep._transmit(out) == 3
     assert told == [(8972, ADDR)]  # the probe; the others went
     assert aep.io_stats.send_errors == 1
+
+
+class FailingSocket(RecordingSocket):
+    """sendto raises `error` (an OSError instance) for every datagram."""
+
+    def __init__(self, sock, error):
+        super().__init__(sock)
+        self.error = error
+
+    def sendto(self, data, addr):
+        if self.error is not None:
+            raise self.error
+        return super().sendto(data, addr)
+
+
+def _send_the_general_way(aep, out):
+    """What AioEndpoint._send did before its one-datagram shortcut."""
+    if aep._backlog:
+        aep._backlog.extend(out)
+        return
+    i = aep._transmit(out)
+    if i < len(out):
+        if aep._backlog is None:
+            from collections import deque
+            aep._backlog = deque()
+        aep._backlog.extend(out[i:] if i else out)
+
+
+@pytest.mark.parametrize("error", [
+    None,
+    BlockingIOError(errno.EAGAIN, "full"),
+    OSError(errno.ENOBUFS, "no buffers"),
+    OSError(errno.EMSGSIZE, "Message too long"),
+    OSError(errno.ECONNREFUSED, "refused"),
+])
+@pytest.mark.parametrize("size", [64, 1472, 1473, 9000])
+def test_one_datagram_shortcut_matches_the_general_send(monkeypatch, error, size):
+    """_send's path for one datagram ends where _transmit_gso's would: same
+    calls, counters, DF setting, backlog, retry or writable wait, and the
+    core told of a datagram too big."""
+    told = []
+    monkeypatch.setattr(Endpoint, "datagram_too_big", lambda self, data, addr: told.append((len(data), addr)))
+    results = []
+    for send in (lambda a, out: a._send(out), _send_the_general_way):
+        loop = asyncio.new_event_loop()
+        sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
+        a = AioEndpoint(sock, Config(), loop, gso=True, gro=False)
+        a.gso = True
+        a.sock = rec = FailingSocket(a.sock, error)
+        told.clear()
+        out = [(bytes(size), ADDR)]
+        send(a, out)
+        send(a, [(b"x" * 10, ADDR)])  # behind a backlog, if one formed
+        st = a.io_stats
+        results.append((rec.calls, list(a._backlog or ()), a._writing, a._retry_handle is not None,
+                        a._df, st.send_calls, st.datagrams_sent, st.send_errors, st.last_send_error,
+                        st.gso_calls, st.gso_fallbacks, a.gso, list(told)))
+        a.close()
+        loop.close()
+    assert results[0] == results[1]

@@ -82,6 +82,7 @@ MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's del
 _CLOSED, _LISTEN, _SYN_SENT = State.CLOSED, State.LISTEN, State.SYN_SENT
 _ESTABLISHED, _TIME_WAIT = State.ESTABLISHED, State.TIME_WAIT
 _HANDSHAKING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+_UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
 _KEEPALIVE_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
 
 _WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
@@ -326,13 +327,17 @@ class Connection:
             raise copy_error(self.error)
         if self._fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
             raise BrokenPipeError("connection is closed for sending")
-        room = self._send_buffer_limit() - self._unsent_and_unacked()
-        n = min(len(data), max(0, room))
+        sndbuf = self._sndbuf
+        start = sndbuf.start
+        snd_una = self.snd_una
+        room = self._send_buffer_limit() - (sndbuf.end - (snd_una if snd_una > start else start))  # (_unsent_and_unacked)
+        size = len(data)
+        n = size if size <= room else (room if room > 0 else 0)
         if n:
-            self._sndbuf.append(memoryview(data)[:n] if n < len(data) else data)
+            sndbuf.append(memoryview(data)[:n] if n < size else data)
             self._all_acked_reported = False
             self._touch(self)
-        if n < len(data):
+        if n < size:
             self._want_send_space = True
         return n
 
@@ -381,7 +386,9 @@ class Connection:
             self._rcvbuf = ()
         self._rcv_copied += n
         if self.config.autotune:
-            self._rcv_space_adjust(self._now_hint)
+            rtt = self.rtt.srtt  # (what _rcv_space_adjust checks first)
+            if rtt is not None and self._now_hint - self._rcv_space_time >= rtt:
+                self._rcv_space_adjust(self._now_hint)
         self._maybe_window_update()
 
     def _rcv_space_adjust(self, now: float) -> None:
@@ -645,20 +652,46 @@ class Connection:
         rtt = self.rtt
         rtt.backoff = 0
         delivered = acked_data if acked_data > 0 else 0
-        self._on_delivered(delivered, now)
-        self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
+        if delivered:
+            # _on_delivered, inline
+            total = self.delivered = self.delivered + delivered
+            self._delivered_time = now
+            first = now - 2 * (rtt.latest_rtt or 0.0)
+            if first > self._first_sent_time:
+                self._first_sent_time = first
+            if self._app_limited_until and total > self._app_limited_until:
+                self._app_limited_until = 0
+        if self._sent_log:
+            self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
         if self._ever_retransmitted._starts:
             self._ever_retransmitted.discard_below(ack)
         self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
         self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
-        self._after_ack_progress()
-        self._detect_losses(now)
+        if self._want_send_space or (
+            not self._all_acked_reported and (self._fin_queued or sndbuf.end > sndbuf.start)
+        ):
+            self._after_ack_progress()  # (it has nothing to do otherwise)
+        rack = self._rack
+        if self.sack_ok and rack.active:
+            # _detect_losses' RACK case, inline
+            newly_lost = rack.detect_losses(now)
+            self._retx_marks = ()
+            if newly_lost:
+                self._on_newly_lost(now)
+        else:
+            self._detect_losses(now)
         if self._pmtu_probe is not None:
             self._pmtu_check()
         # _receive_data: in order, inside the window, nothing out of order.
         if n and self.state in CAN_RECEIVE:
             was_empty = not self._rcvbuf_len
-            self._deliver(payload)
+            rcvbuf = self._rcvbuf  # (_deliver(payload), inline)
+            if not rcvbuf:
+                rcvbuf = self._rcvbuf = deque()
+            rcvbuf.append(payload)
+            self._rcvbuf_len += n
+            self.rcv_nxt += n
+            self.stats.bytes_received += n
             self._unacked_segs += 1
             if was_empty:
                 self._events.append(DataReceived(self))
@@ -1008,8 +1041,15 @@ class Connection:
             if self.snd_una < data_hi:
                 self._writable("lost").add(self.snd_una, min(self.snd_una + self.mss, data_hi))
                 newly_lost = True
+        if newly_lost:
+            self._on_newly_lost(now)
+
+    def _on_newly_lost(self, now: float) -> None:
+        """_detect_losses found something newly lost: a PMTU probe's loss
+        ends the probe; otherwise recovery begins (once per window)."""
+        newly_lost = True
         probe = self._pmtu_probe
-        if newly_lost and probe is not None and self.lost.overlap(probe[0], probe[1]):
+        if probe is not None and self.lost.overlap(probe[0], probe[1]):
             self._pmtu_failed()
             if probe[0] <= self.lost.first()[0] and self.lost.last()[1] <= probe[1]:
                 # Only the oversized probe was lost: that says the path's MTU
@@ -1204,15 +1244,62 @@ class Connection:
             if pipe < self._cwnd():
                 self._app_limited_until = self.delivered + max(pipe, 1)
             return
+        if not self.lost._starts and not self._fin_queued:
+            self._send_small(now, out, runs)
+            return
         self._send_data_full(now, out, runs)
 
-    def _send_data_full(self, now: float, out: list, runs: bool = False) -> None:
-        """_send_data's whole path (tests check the shortcut against it)."""
+    def _send_small(self, now: float, out: list, runs: bool) -> None:
+        """New data that fits in one segment and may all go now (a message,
+        a reply): that segment, without the general loop. Exactly what
+        _send_data_full does in that case (tests/core/test_send_small.py
+        runs both); anything else goes to it. Called with nothing lost and
+        no FIN queued."""
+        nxt = self.snd_nxt
+        data_end = self._sndbuf.end
+        avail = data_end - nxt
+        mss = self.mss
+        if avail > mss or avail <= 0 or (self.sack_ok and self._ooo_ranges._starts):
+            self._send_data_full(now, out, runs)  # (a smaller _data_mss, too)
+            return
+        cwnd = self.mss if self.mode == MODE_STEP else self.cc.cwnd  # _cwnd()
+        pipe = self._pipe()
+        if (
+            avail > self.snd_una + self.snd_wnd - nxt
+            or avail > cwnd - pipe
+            or (avail < mss and not self.config.nodelay and self.snd_una < nxt)  # Nagle
+        ):
+            self._send_data_full(now, out, runs)
+            return
+        if self._pmtu_ladder:
+            probe_payload = self._pmtu_probe_payload()
+            if probe_payload and avail >= probe_payload:
+                self._send_data_full(now, out, runs)
+                return
+        budget = self._pacing_budget(now)
+        if budget < avail:
+            self._send_data_full(now, out, runs, budget)
+            return
+        self._send_new(nxt, avail, data_end, now, pipe, out)
+        if budget != _UNPACED:
+            self._pacing_tokens = budget - avail
+        pipe += avail
+        if pipe < cwnd:
+            # Nothing left to send though the window has room (_send_data_full says why).
+            self._app_limited_until = self.delivered + pipe
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rtt.current_rto()
+        self._persist_deadline = None
+
+    def _send_data_full(self, now: float, out: list, runs: bool = False, budget: float | None = None) -> None:
+        """_send_data's whole path (tests check the shortcuts against it);
+        `budget`: the pacing budget, when the caller has taken it already."""
         mss = self._data_mss()
         cwnd = self._cwnd()
         pipe = self._pipe()
         sent_any = False
-        budget = self._pacing_budget(now)
+        if budget is None:
+            budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
         lost = self.lost
         while lost._starts:  # (RangeSet emptiness without a __bool__ call)
@@ -1337,7 +1424,10 @@ class Connection:
 
     def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
         fin = self._fin_queued and nxt + n == data_end
-        out.append(self._data_segment(nxt, nxt + n, fin))
+        end = nxt + n  # (_data_segment(nxt, end, fin), inline)
+        out.append(self._make(nxt, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK,
+                              self._sndbuf.view(nxt, end)))
+        self.stats.bytes_sent += n
         self.snd_nxt = nxt + n + (1 if fin else 0)
         if fin:
             self._fin_sent = True
@@ -1347,7 +1437,10 @@ class Connection:
         if rack is IDLE_RACK:
             rack = self._start_rack()
         rack.on_transmit(nxt, nxt + n, now, False)
-        self._log_sent(
+        log = self._sent_log  # (_log_sent, inline)
+        if not log:
+            log = self._sent_log = deque()
+        log.append(
             (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
 
@@ -1466,7 +1559,16 @@ class Connection:
             return _UNPACED
         tokens = self._pacing_tokens + (now - self._pacing_time) * rate
         self._pacing_time = now
-        cap = self._pacing_burst()
+        # _pacing_burst(), inline
+        cap = 10 * self.mss
+        burst = rate * 0.002
+        if burst > cap:
+            cap = burst
+        ladder = self._pmtu_ladder
+        if ladder and self._pmtu_probe is None and self.state in CAN_SEND:
+            probe = ladder[0] - DATA_OVERHEAD  # (_pmtu_probe_payload())
+            if probe > cap:
+                cap = probe
         due = self._pacing_due
         if due is not None:
             # The sender has been waiting for tokens: it was held back by the
@@ -1501,7 +1603,7 @@ class Connection:
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk
-        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._data_end() else ACK, payload)
+        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK, payload)
         self.stats.bytes_sent += end - start
         return seg
 
@@ -1510,9 +1612,16 @@ class Connection:
         seg = Segment(seq & MASK32, self.rcv_nxt & MASK32, flags, 0, payload)
         if flags & ACK:
             seg.wnd = self._advertise_window()
-            self._ack_sent()
+            self._ack_now = False  # (_ack_sent())
+            self._unacked_segs = 0
+            self._delack_deadline = None
         if self.ts_ok:
-            seg.tsval, seg.tsecr = self._timestamps()
+            now = self._now_hint  # (_timestamps())
+            if self._tsval_at != now:
+                self._tsval_at = now
+                self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
+            seg.tsval = self._tsval
+            seg.tsecr = self._ts_recent or 0
         if self.sack_ok and self._ooo_ranges._starts:
             seg.sack = self._sack_blocks()
         return seg
@@ -1540,18 +1649,32 @@ class Connection:
 
     def _advertise_window(self) -> int:
         """Window to offer; never shrinks, grows in useful steps (RFC 9293 3.8.6.2.2)."""
-        if self.state in (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN):
+        if self.state in _UNSCALED_WINDOW_STATES:
             return min(self.config.window_size, 0xFFFF)
+        # (comparisons rather than min/max calls: this runs for every segment sent)
         space = self._rcv_space
-        avail = max(0, space - self._rcvbuf_len)
-        edge = self.rcv_nxt + avail
-        if edge < self._rcv_adv:
-            edge = self._rcv_adv
-        elif edge - self._rcv_adv < min(space // 2, self.mss) and self._rcv_adv > self.rcv_nxt:
-            edge = self._rcv_adv
-        wnd = min((edge - self.rcv_nxt) >> self.rcv_wscale, 0xFFFF)
-        self._rcv_adv = max(self._rcv_adv, self.rcv_nxt + (wnd << self.rcv_wscale))
-        self._rcv_adv_at = self.rcv_nxt
+        avail = space - self._rcvbuf_len
+        if avail < 0:
+            avail = 0
+        rcv_nxt = self.rcv_nxt
+        adv = self._rcv_adv
+        edge = rcv_nxt + avail
+        if edge < adv:
+            edge = adv
+        elif adv > rcv_nxt:
+            step = space // 2
+            if self.mss < step:
+                step = self.mss
+            if edge - adv < step:
+                edge = adv
+        wscale = self.rcv_wscale
+        wnd = (edge - rcv_nxt) >> wscale
+        if wnd > 0xFFFF:
+            wnd = 0xFFFF
+        edge = rcv_nxt + (wnd << wscale)
+        if edge > adv:
+            self._rcv_adv = edge
+        self._rcv_adv_at = rcv_nxt
         return wnd
 
     def _maybe_window_update(self) -> None:
@@ -1561,10 +1684,12 @@ class Connection:
         space = self._rcv_space
         avail = space - self._rcvbuf_len
         offered = self._rcv_adv - self.rcv_nxt
-        if avail - offered >= max(space // 4, 2 * self.mss) or (
-            offered < 2 * self.mss and avail - offered >= self.mss
-        ):
-            if offered < 2 * self.mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
+        mss = self.mss
+        step = space // 4  # (max(space // 4, 2 * mss))
+        if step < 2 * mss:
+            step = 2 * mss
+        if avail - offered >= step or (offered < 2 * mss and avail - offered >= mss):
+            if offered < 2 * mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
                 self._ack_now = True  # the peer may be waiting for it: at once
             elif self._delack_deadline is None:
                 # The peer has used less than half of what it was offered, so
@@ -1795,10 +1920,15 @@ class Connection:
 
     def _pipe(self) -> int:
         """RFC 6675's pipe: outstanding bytes believed still in the network."""
-        pipe = self._outstanding() - self.sacked.total - self.lost.total
+        nxt = self.snd_nxt
+        end = self._sndbuf.end
+        outstanding = (nxt if nxt <= end else end) - self.snd_una  # (_outstanding())
+        if outstanding < 0:
+            outstanding = 0
+        pipe = outstanding - self.sacked.total - self.lost.total
         if not self.sack_ok:
             pipe -= self._dupacks * self.mss
-        return max(0, pipe)
+        return pipe if pipe > 0 else 0
 
     def _cwnd(self) -> int:
         if self.mode == MODE_STEP:
@@ -1851,14 +1981,17 @@ class Connection:
         if newest is None:
             return
         # Karn: no sample when any byte this ACK covers was ever resent.
-        if clean and not self._ever_retransmitted.overlap(first, acked_to):
+        ever = self._ever_retransmitted
+        if clean and not (ever._starts and ever.overlap(first, acked_to)):
             self.rtt.on_sample(now - newest[2])
         # Delivery rate: what was delivered between this segment's send and
         # its ACK, over the longer of the send and ACK intervals, so ACKs that
         # arrive bunched do not inflate it (draft-cheng-iccrg-delivery-rate-estimation).
         _, _, sent_time, delivered_then, delivered_time_then, app_limited, first_sent_then = newest
         self._first_sent_time = sent_time
-        interval = max(now - delivered_time_then, sent_time - first_sent_then)
+        interval = now - delivered_time_then
+        if sent_time - first_sent_then > interval:
+            interval = sent_time - first_sent_then
         if interval > 0:
             self.cc.on_delivery_rate(now, (self.delivered - delivered_then) / interval, interval, app_limited,
                                      self.stats.retransmitted_bytes)

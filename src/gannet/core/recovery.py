@@ -205,7 +205,15 @@ class RackTlp:
                 resent = self._resent = RangeSet()
             resent.add(start, end)
         else:
-            self._add_original(start, (start, end, now, self._serial, end - start or 1))
+            rec = (start, end, now, self._serial, end - start or 1)
+            starts = self._starts
+            if starts:  # (_add_original, inline)
+                starts.append(start)
+                self._recs.append(rec)
+            else:
+                self._starts = [start]
+                self._recs = [rec]
+                self._head = 0
             if end > self._high:
                 self._high = end
             # RFC 8985 7.2: (re)start the PTO after sending new data, not a
@@ -604,8 +612,14 @@ class RackTlp:
         segment), no later than the RTO; none in recovery, with SACKed or
         lost data, or while a probe is outstanding."""
         conn = self.conn
-        deadline = None
         flight = self._high - conn.snd_una
+        if flight <= 0:
+            # Nothing in flight (a request answered): no PTO (_set_deadline, inline).
+            self._pto_at = -1.0
+            self.pto_deadline = None
+            self.deadline = self.reo_deadline
+            return
+        deadline = None
         self._pto_at = now if flight > conn.mss else -1.0
         if (flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked._starts
                 and not conn.lost._starts):

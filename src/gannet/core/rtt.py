@@ -38,7 +38,14 @@ class RttEstimator:
             self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - rtt)
             self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
         self.backoff = 0  # a fresh sample ends any backoff (5.7 note, Karn)
-        self._update()
+        # _update(), inline (once per ACK)
+        var = K * self.rttvar
+        if var < CLOCK_GRANULARITY:
+            var = CLOCK_GRANULARITY
+        if var < self.min_rto:
+            var = self.min_rto
+        base = self.srtt + var
+        self.rto = base if base <= self.max_rto else self.max_rto
 
     def _update(self) -> None:
         # SRTT plus a variance term of at least min_rto, as Linux computes it
@@ -50,12 +57,18 @@ class RttEstimator:
         # raced: a timeout (window collapse, everything in flight resent)
         # where RACK would have repaired one segment. The tail is TLP's job
         # (at two SRTTs), so a later RTO costs little; (2.5) the maximum.
-        base = (self.srtt or 0.0) + max(CLOCK_GRANULARITY, K * self.rttvar, self.min_rto)
-        self.rto = min(base, self.max_rto)
+        var = K * self.rttvar
+        if var < CLOCK_GRANULARITY:
+            var = CLOCK_GRANULARITY
+        if var < self.min_rto:
+            var = self.min_rto
+        base = (self.srtt or 0.0) + var
+        self.rto = base if base <= self.max_rto else self.max_rto
 
     def current_rto(self) -> float:
         """The RTO with exponential backoff applied (5.5)."""
-        return min(self.rto * (1 << self.backoff), self.max_rto)
+        rto = self.rto * (1 << self.backoff) if self.backoff else self.rto
+        return rto if rto <= self.max_rto else self.max_rto
 
     def on_timeout(self) -> None:
         self.backoff = min(self.backoff + 1, 16)

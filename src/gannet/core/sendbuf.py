@@ -96,6 +96,10 @@ class SendBuffer:
             end = self.end
         if start >= end:
             return b""
+        if end == self._ends[-1]:
+            chunk = self._chunks[-1]
+            if end - start == len(chunk):
+                return chunk  # the newest chunk, whole (a message just written): what span finds
         buf, off = self.span(start, end)
         if off == 0 and len(buf) == end - start:
             return buf

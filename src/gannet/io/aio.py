@@ -197,9 +197,9 @@ class _StreamConn:
                 conn.recv(conn.readable_bytes)
         else:
             feed = self.reader.feed_data
-            while not self.paused and conn.readable_bytes:
+            while not self.paused and conn._rcvbuf_len:  # (conn.readable_bytes)
                 feed(conn.recv_chunk())  # kept as it is (ChunkReader): no join, no copy
-            if self.paused and conn.readable_bytes:
+            if self.paused and conn._rcvbuf_len:
                 return
         if self.eof_seen and not self.eof_fed and not conn.readable_bytes:
             self.eof_fed = True
@@ -299,10 +299,11 @@ class StreamWriter:
             raise BrokenPipeError("write after write_eof() or close()")
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._check_writable()
+        sc = self._sc
+        if sc.error is not None or sc.eof_requested or self._closing:
+            self._check_writable()  # raises
         if not data:
             return
-        sc = self._sc
         if sc.pending:
             sc.pending.append(data)
         else:

@@ -645,7 +645,8 @@ class AioEndpoint:
         if self._sent_at_once:
             self.request_flush()
             return
-        self._process()
+        with self.lock:  # (self._process())
+            self._process_locked()
         self._sent_at_once = True
 
     def flush_threadsafe(self) -> None:
@@ -741,7 +742,7 @@ class AioEndpoint:
             # (dirty after the last pass: a send error the core heard of,
             # such as a PMTU probe refused with EMSGSIZE)
             self.request_flush()
-        if self.close_when_idle and not ep.connection_count:
+        if self.close_when_idle and not ep._conns:  # (not ep.connection_count)
             self.close()
             return
         if moved:
@@ -908,6 +909,27 @@ class AioEndpoint:
     def _send(self, out: list[tuple[bytes, object]]) -> None:
         if self._backlog:
             self._backlog.extend(out)
+            return
+        if len(out) == 1 and self.gso and type(out[0][0]) is not Train:
+            # One datagram (a message, a reply, an ACK): what _transmit_gso
+            # does with it, without its run machinery.
+            data, addr = out[0]
+            size = len(data)
+            big = size > SAFE_DATAGRAM.get(self.family, 1452)  # (self._safe)
+            if big is not self._df:
+                self._set_df(big)
+            try:
+                self.sock.sendto(data, addr)
+            except OSError as exc:
+                outcome = self._send_failed(exc, size, 1, addr, data)
+                if outcome is _STOP or (outcome is _FALLBACK and not self._transmit_plain_run(out, 0, 1)):
+                    if self._backlog is None:
+                        self._backlog = deque()
+                    self._backlog.extend(out)
+                return
+            st = self.io_stats
+            st.send_calls += 1
+            st.datagrams_sent += 1
             return
         i = self._transmit(out)
         if i < len(out):

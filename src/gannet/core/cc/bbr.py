@@ -223,17 +223,26 @@ class Bbr(CongestionControl):
         self._sample_app_limited = app_limited
         if not app_limited or rate >= self.btl_bw:
             self._update_bw(rate)
-        if self._cruising(now):
+        state = self.state
+        if state == STARTUP:
+            if self.filled_pipe:
+                self._update_state(now)
+            # (else _update_state changes nothing: Startup until the pipe is full)
+        elif state == PROBE_BW and self._cruising(now):
             return
-        self._update_state(now)
+        else:
+            self._update_state(now)
         self._update_pacing()
 
     def on_ack(self, now: float, acked: int, in_flight: int, rtt: float | None) -> None:
-        self._inflight = max(0, in_flight - acked)
-        if self.rounds.on_ack(now, acked, in_flight, rtt):
+        left = in_flight - acked
+        self._inflight = left if left > 0 else 0
+        rounds = self.rounds
+        if rounds.on_ack(now, acked, in_flight, rtt):
             self._on_round_start()
         # (after the round start: this ACK belongs to the new round)
-        if self.pacing_gain > 1 and in_flight + self.mss >= self.cwnd and self.cwnd + self.mss >= self.inflight_hi:
+        mss = self.mss
+        if self.pacing_gain > 1 and in_flight + mss >= self.cwnd and self.cwnd + mss >= self.inflight_hi:
             self._hi_limited = True
         expired = False
         if rtt is not None and rtt > 0:
@@ -244,14 +253,29 @@ class Bbr(CongestionControl):
                 if rtt < self._round_rtt_min:
                     self._round_rtt_min = rtt
             self.latest_rtt = rtt
-            expired = self._update_min_rtt(now, rtt)
-            self.rounds.min_round_time = 0.5 * self.min_rtt
-        if expired and self.state != PROBE_RTT:
+            # _update_min_rtt, inline (once per ACK)
+            min_rtt = self.min_rtt
+            expired = min_rtt is not None and now > self.min_rtt_stamp + MIN_RTT_WINDOW
+            if min_rtt is None or rtt <= min_rtt or expired:
+                self.min_rtt = min_rtt = rtt
+                self.min_rtt_stamp = now
+            elif rtt <= min_rtt * (1 + MIN_RTT_CONFIRM):
+                self.min_rtt_stamp = now
+            rounds.min_round_time = 0.5 * min_rtt
+        state = self.state
+        if expired and state != PROBE_RTT:
             self._enter_probe_rtt(now)
-        if not self._cruising(now):
+            state = PROBE_RTT
+        if state == STARTUP:
+            # _update_state changes nothing in Startup until the pipe is full
+            if self.filled_pipe:
+                self._update_state(now)
+            self._update_pacing()
+        elif state != PROBE_BW or not self._cruising(now):
             self._update_state(now)
             self._update_pacing()
-        self._update_ack_aggregation(now, acked)
+        if acked > 0 and self.btl_bw:
+            self._update_ack_aggregation(now, acked)  # (it does nothing otherwise)
         self._update_cwnd(acked)
         if self._rto_restore_at and self.rounds.delivered >= self._rto_restore_at:
             # Everything outstanding at the timeout is accounted for: back to
@@ -311,7 +335,7 @@ class Bbr(CongestionControl):
         self._lost_avg = self._lost_avg * LOSS_DECAY + lost
         self._delivered_avg = self._delivered_avg * LOSS_DECAY + delivered
         rate = self._lost_avg / (self._lost_avg + self._delivered_avg)
-        self.loss_comp = 1 / (1 - min(rate, LOSS_COMP_MAX))
+        self.loss_comp = 1 / (1 - (rate if rate <= LOSS_COMP_MAX else LOSS_COMP_MAX))
 
     def _update_state(self, now: float) -> None:
         if self.state == STARTUP and self.filled_pipe:
@@ -396,17 +420,21 @@ class Bbr(CongestionControl):
             # drains until the holes are repaired.
             gain = min(gain, 1.0)
         srtt = self.rounds.srtt
-        if self.btl_bw:
-            rate = gain * self.btl_bw
-            if self.filled_pipe and not self._recovery_capped:
-                # Random loss before the bottleneck takes its share of what
-                # is sent before the link sees it: send that much more.
-                rate *= self.loss_comp
-            if not self.filled_pipe and srtt:
+        bw = self.btl_bw
+        if bw:
+            rate = gain * bw
+            if self.filled_pipe:
+                if not self._recovery_capped:
+                    # Random loss before the bottleneck takes its share of what
+                    # is sent before the link sees it: send that much more.
+                    rate *= self.loss_comp
+            elif srtt:
                 # Until the pipe is known full, never below the initial window
                 # per RTT: an application that sends little measures only
                 # itself, and must not be paced slower than a new connection.
-                rate = max(rate, gain * self._initial_cwnd / srtt)
+                floor = gain * self._initial_cwnd / srtt
+                if floor > rate:
+                    rate = floor
         elif srtt:
             # No delivery-rate sample yet: the initial window over the RTT.
             rate = gain * self.cwnd / srtt
@@ -440,7 +468,9 @@ class Bbr(CongestionControl):
             self._epoch_acked = 0
             expected = 0.0
         self._epoch_acked += acked
-        extra = min(self._epoch_acked - expected, self.cwnd)
+        extra = self._epoch_acked - expected
+        if extra > self.cwnd:
+            extra = self.cwnd
         if extra > self._extra_acked[self._extra_idx]:
             ea = self._extra_acked
             self._extra_acked = (int(extra), ea[1]) if self._extra_idx == 0 else (ea[0], int(extra))
@@ -458,17 +488,32 @@ class Bbr(CongestionControl):
         if self._recovery_capped:
             self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
-        target = self.target_cwnd() + self.aggregation_cwnd()
-        bound = self.inflight_bound()
+        # target_cwnd() + aggregation_cwnd(), inline (once per ACK)
+        mss = self.mss
+        floor = MIN_CWND_SEGMENTS * mss
+        min_rtt = self.min_rtt
+        bdp = self.btl_bw * min_rtt if min_rtt is not None and self.btl_bw else 0.0
+        if bdp:
+            target = int(self.cwnd_gain * bdp) + QUANTUM_SEGMENTS * mss
+            if target < floor:
+                target = floor
+        else:
+            target = self.cwnd
+        filled = self.filled_pipe
+        if filled:
+            target += self.aggregation_cwnd()
+        hi = self.inflight_hi
+        bound = hi if hi == INF or self.pacing_gain > 1 else self.inflight_bound()
         if target > bound:
-            target = max(int(bound), MIN_CWND_SEGMENTS * self.mss)
-        if self.filled_pipe:
-            self.cwnd = min(self.cwnd + acked, target)
-            if self.cwnd > target:
-                self.cwnd = target  # inflight_hi came down
-        elif self.cwnd < target or not self.bdp:
-            self.cwnd += acked
-        self.cwnd = max(self.cwnd, MIN_CWND_SEGMENTS * self.mss)
+            target = max(int(bound), floor)
+        cwnd = self.cwnd
+        if filled:
+            cwnd = min(cwnd + acked, target)
+            if cwnd > target:
+                cwnd = target  # inflight_hi came down
+        elif cwnd < target or not bdp:
+            cwnd += acked
+        self.cwnd = cwnd if cwnd >= floor else floor
 
     def inflight_bound(self) -> float:
         """inflight_hi while probing up; below it, headroom for other flows.

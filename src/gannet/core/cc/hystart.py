@@ -48,11 +48,12 @@ class RoundCounter:
         """Count `acked` bytes; True when this ACK ends a round (a new one begins)."""
         if rtt is not None and rtt > 0:
             self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
-        self.delivered += max(0, acked)
-        if self._round_start_time is None or (
-            self.delivered >= self._round_end and now - self._round_start_time >= self.min_round_time
-        ):
-            self._start_round(now, max(0, in_flight - acked))
+        if acked > 0:
+            self.delivered += acked
+        start = self._round_start_time
+        if start is None or (self.delivered >= self._round_end and now - start >= self.min_round_time):
+            left = in_flight - acked
+            self._start_round(now, left if left > 0 else 0)
             return True
         return False
 
