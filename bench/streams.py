@@ -69,7 +69,10 @@ async def run_client(reader, writer, args, backlog=None) -> dict:
     if args.workload == "bulk":
         tx = c.BulkSender(args)
         for chunk in tx.chunks():
-            writer.write(bytes(chunk))
+            # A read-only view of the immutable pattern, as run_tcp hands
+            # it to sendall: a transport that must keep the bytes copies
+            # them itself, as it would for any caller.
+            writer.write(chunk)
             await writer.drain()
             while backlog is not None and backlog() > BACKLOG_LIMIT:
                 await asyncio.sleep(0.0005)
