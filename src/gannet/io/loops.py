@@ -2,7 +2,8 @@
 
 uvloop when it is installed (the ``fast`` extra), unless GANNET_NO_UVLOOP=1;
 asyncio's loop otherwise. Gannet's adapter works on either; uvloop's cheaper
-wake-ups and callbacks are worth 10-15 % of bulk goodput (BENCHMARKS.md).
+wake-ups and callbacks were worth about 10 % of bulk goodput in most runs
+(BENCHMARKS.md, sixth session).
 Loops an application creates itself are left alone: these are only for the
 blocking `Socket`'s I/O thread and the ``gannet`` command-line programs.
 """
