@@ -85,7 +85,9 @@ def test_owner_killed_by_signal_cleans_up(sig):
         sdir, fwd, *ns = p.stdout.readline().split()
         assert set(ns) <= netns_list()
         p.send_signal(sig)
-        p.wait(timeout=10)
+        # Lab.stop's own waits are bounded (2 s per child, 3 + 3 s for the
+        # forwarder, 10 s per teardown command); on a loaded machine they add up.
+        p.wait(timeout=30)
         # SIGTERM/SIGINT: the owner's handler tears down; SIGKILL: the orphaned forwarder does
         assert_gone(ns, [int(fwd)], sdir)
     finally:
