@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from common import machine_info
+from rounds import COLUMNS as SUMMARY_COLUMNS
+from rounds import summarize as rounds_summary
+from rounds import summary_markdown, summary_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -375,7 +378,7 @@ def markdown(results, info, command) -> str:
     return "\n".join(out) + "\n"
 
 
-def print_table(results, info, command) -> None:
+def print_table(results, info, command, title: str = "") -> None:
     rows, notes = table_rows(results)
     try:
         from rich.console import Console
@@ -383,7 +386,7 @@ def print_table(results, info, command) -> None:
     except ImportError:  # pragma: no cover - rich is a project dependency
         print(markdown(results, info, command))
         return
-    table = Table(title="Gannet side-by-side benchmark (loopback, one connection)",
+    table = Table(title="Gannet side-by-side benchmark (loopback, one connection)" + title,
                   caption="goodput in MB/s (10^6 B/s); CPU = both processes; "
                           "ceilings are unreliable raw UDP")
     for i, col in enumerate(COLUMNS):
@@ -417,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="ping-pong round trips (default 5000, quick 300)")
     p.add_argument("--msg-size", type=int, default=64, help="ping-pong message bytes")
     p.add_argument("--no-pingpong", action="store_true")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run every transport N times, round by round, and add a table of "
+                        "medians (ratios taken inside each round)")
     p.add_argument("--no-bulk", action="store_true")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds allowed for one server+client run (default 180, quick 40)")
@@ -450,9 +456,42 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         p.error(f"unknown transport(s): {', '.join(unknown)}")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
 
     command = "python bench/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
     info = machine_info()
+    rounds = []
+    for k in range(args.repeat):
+        if args.repeat > 1:
+            print(f"[{time.strftime('%H:%M:%S')}] round {k + 1} of {args.repeat}",
+                  file=sys.stderr, flush=True)
+        results = run_round(names, args, nbytes, slow_bytes)
+        print_table(results, info, command,
+                    title=f" - round {k + 1} of {args.repeat}" if args.repeat > 1 else "")
+        rounds.append(results)
+    if args.repeat == 1:
+        doc: dict[str, Any] = {"command": command, "machine": info, "results": rounds[0]}
+        text = markdown(rounds[0], info, command)
+    else:
+        summary = rounds_summary(rounds)
+        print_summary(summary, args.repeat)
+        doc = {"command": command, "machine": info, "rounds": rounds, "summary": summary}
+        text = "\n".join(
+            [markdown(res, info, command) + f"\n(round {k + 1} of {args.repeat})\n"
+             for k, res in enumerate(rounds)] + [summary_markdown(summary)])
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    failed = any(
+        (r.get(w) or {}).get("error") for res in rounds for r in res for w in ("bulk", "pingpong")
+    )
+    return 1 if failed else 0
+
+
+def run_round(names: list[str], args, nbytes: int, slow_bytes: int) -> list[dict[str, Any]]:
+    """Every transport once, in order: one set of same-run peers."""
     results = []
     for name in names:
         t = BY_NAME[name]
@@ -470,17 +509,22 @@ def main(argv: list[str] | None = None) -> int:
         if "unavailable" in res:
             print(f"{t.name}: not available ({res['unavailable']})", file=sys.stderr)
         results.append(res)
+    return results
 
-    print_table(results, info, command)
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"command": command, "machine": info, "results": results}, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown(results, info, command))
-    failed = any(
-        (r.get(w) or {}).get("error") for r in results for w in ("bulk", "pingpong")
-    )
-    return 1 if failed else 0
+
+def print_summary(summary: list[dict[str, Any]], n: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Median of {n} rounds (range in brackets)",
+                  caption="ratios are taken inside each round, where the peers shared the "
+                          "machine's conditions, then summarised")
+    for i, col in enumerate(SUMMARY_COLUMNS):
+        table.add_column(col, justify="left" if i < 3 else "right")
+    for row in summary_rows(summary):
+        table.add_row(*row)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)
 
 
 if __name__ == "__main__":

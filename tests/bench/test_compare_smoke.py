@@ -119,3 +119,22 @@ def test_asyncio_echo_row_has_a_ping_pong_and_no_bulk(tmp_path):
     assert pp["rtts"] == 50 and pp["bad_echoes"] == 0
     assert 0 < pp["p50_us"] <= pp["p99_us"]
     assert "UDP asyncio echo" in proc.stdout
+
+
+@pytest.mark.timeout(90)
+def test_repeat_runs_rounds_and_summarises_them(tmp_path):
+    proc, data = run_compare(tmp_path, "--transports", "tcp,udp", "--no-pingpong", "--repeat", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(data["rounds"]) == 2 and "results" not in data
+    for res in data["rounds"]:
+        assert {r["name"] for r in res} == {"tcp", "udp"}
+        assert by_name({"results": res})["tcp"]["bulk"]["verified"] is True
+    tcp = {r["name"]: r for r in data["summary"]}["tcp"]
+    assert tcp["rounds"] == 2 and tcp["goodput_MBps"]["n"] == 2
+    assert tcp["goodput_MBps"]["min"] <= tcp["goodput_MBps"]["median"] <= tcp["goodput_MBps"]["max"]
+    assert "Median of 2 rounds" in proc.stdout and "round 2 of 2" in proc.stdout
+
+
+def test_repeat_must_be_positive(tmp_path):
+    proc, _ = run_compare(tmp_path, "--repeat", "0")
+    assert proc.returncode == 2 and "--repeat must be at least 1" in proc.stderr
