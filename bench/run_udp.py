@@ -38,7 +38,7 @@ def _sock() -> socket.socket:
 
 def server(args) -> None:
     if args.mode == "aio":
-        _run_aio(args, _aio_server(args))
+        _run_aio(args, _aio_server)
         return
     s = _sock()
     s.bind((args.host, args.port))
@@ -95,7 +95,7 @@ def _end(args) -> None:
 
 def client(args) -> None:
     if args.mode == "aio":
-        _run_aio(args, _aio_client(args))
+        _run_aio(args, _aio_client)
         return
     s = _sock()
     addr = (args.host, args.port)
@@ -148,12 +148,26 @@ def client(args) -> None:
     c.emit(res)
 
 
-def _run_aio(args, main) -> None:
+def _run_aio(args, role) -> None:
+    """Run `role` (_aio_server or _aio_client) on uvloop unless --no-uvloop."""
     import streams
 
+    if args.workload != "pingpong":
+        c.unavailable("--mode aio measures the ping-pong only")
+        return
     name, factory = streams.pick_loop(not args.no_uvloop)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
+        runner.run(role(args))
+
+
+async def _echo_endpoint(args, serve: bool):
+    """A UDP socket bound (server) or connected (client) to the run's
+    address, under an _Echo protocol."""
+    s = _sock()
+    (s.bind if serve else s.connect)((args.host, args.port))
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(lambda: _Echo(serve), sock=s)
+    return s, transport, proto
 
 
 class _Echo(asyncio.DatagramProtocol):
@@ -181,13 +195,7 @@ class _Echo(asyncio.DatagramProtocol):
 
 
 async def _aio_server(args) -> None:
-    if args.workload != "pingpong":
-        c.unavailable("--mode aio measures the ping-pong only")
-        return
-    s = _sock()
-    s.bind((args.host, args.port))
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(lambda: _Echo(True), sock=s)
+    s, transport, proto = await _echo_endpoint(args, serve=True)
     c.ready(s.getsockname()[1])
     try:
         await asyncio.wait_for(proto.done, 170)
@@ -198,13 +206,8 @@ async def _aio_server(args) -> None:
 
 
 async def _aio_client(args) -> None:
-    if args.workload != "pingpong":
-        c.unavailable("--mode aio measures the ping-pong only")
-        return
-    s = _sock()
-    s.connect((args.host, args.port))
+    _, transport, proto = await _echo_endpoint(args, serve=False)
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(lambda: _Echo(False), sock=s)
     pattern, size = c.Pattern(), args.size
     samples, bad, lost = [], 0, 0
     meter = c.Meter()
