@@ -1559,16 +1559,7 @@ class Connection:
             return _UNPACED
         tokens = self._pacing_tokens + (now - self._pacing_time) * rate
         self._pacing_time = now
-        # _pacing_burst(), inline
-        cap = 10 * self.mss
-        burst = rate * 0.002
-        if burst > cap:
-            cap = burst
-        ladder = self._pmtu_ladder
-        if ladder and self._pmtu_probe is None and self.state in CAN_SEND:
-            probe = ladder[0] - DATA_OVERHEAD  # (_pmtu_probe_payload())
-            if probe > cap:
-                cap = probe
+        cap = self._pacing_burst()
         due = self._pacing_due
         if due is not None:
             # The sender has been waiting for tokens: it was held back by the

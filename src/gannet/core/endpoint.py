@@ -421,14 +421,7 @@ class Endpoint:
                 self._accept_queue = deque()
             self._accept_queue.append(conn)
             self._events.append(ConnectionAvailable(conn))
-        # _refresh_deadline(conn), inline (after every output pass)
-        deadline = conn._ep_deadline = conn.get_timer()
-        if deadline is not None:
-            key = conn._ep_key
-            if key is None or deadline < key:
-                conn._ep_key = deadline
-                self._tick += 1
-                heapq.heappush(self._heap, (deadline, self._tick, conn))
+        self._refresh_deadline(conn)
 
     def _forget(self, conn: Connection) -> None:
         self._conns.pop(conn.local_cid, None)

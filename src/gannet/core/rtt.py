@@ -38,14 +38,7 @@ class RttEstimator:
             self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - rtt)
             self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
         self.backoff = 0  # a fresh sample ends any backoff (5.7 note, Karn)
-        # _update(), inline (once per ACK)
-        var = K * self.rttvar
-        if var < CLOCK_GRANULARITY:
-            var = CLOCK_GRANULARITY
-        if var < self.min_rto:
-            var = self.min_rto
-        base = self.srtt + var
-        self.rto = base if base <= self.max_rto else self.max_rto
+        self._update()
 
     def _update(self) -> None:
         # SRTT plus a variance term of at least min_rto, as Linux computes it

@@ -915,7 +915,7 @@ class AioEndpoint:
             # does with it, without its run machinery.
             data, addr = out[0]
             size = len(data)
-            big = size > SAFE_DATAGRAM.get(self.family, 1452)  # (self._safe)
+            big = size > self._safe
             if big is not self._df:
                 self._set_df(big)
             try:

@@ -253,15 +253,8 @@ class Bbr(CongestionControl):
                 if rtt < self._round_rtt_min:
                     self._round_rtt_min = rtt
             self.latest_rtt = rtt
-            # _update_min_rtt, inline (once per ACK)
-            min_rtt = self.min_rtt
-            expired = min_rtt is not None and now > self.min_rtt_stamp + MIN_RTT_WINDOW
-            if min_rtt is None or rtt <= min_rtt or expired:
-                self.min_rtt = min_rtt = rtt
-                self.min_rtt_stamp = now
-            elif rtt <= min_rtt * (1 + MIN_RTT_CONFIRM):
-                self.min_rtt_stamp = now
-            rounds.min_round_time = 0.5 * min_rtt
+            expired = self._update_min_rtt(now, rtt)
+            rounds.min_round_time = 0.5 * self.min_rtt
         state = self.state
         if expired and state != PROBE_RTT:
             self._enter_probe_rtt(now)
