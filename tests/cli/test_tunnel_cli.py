@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from programs import require
+
 GANNET = [sys.executable, "-m", "gannet"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 HOST = "127.0.0.1"
@@ -99,13 +101,7 @@ def tunnel(tmp_path):
 
 
 def need(*programs):
-    missing = [p for p in programs if shutil.which(p) is None]
-    if missing and os.environ.get("CI"):
-        # .ci/run installs them: in CI a missing program is a failure, not a skip
-        pytest.fail(f"not installed in CI: {', '.join(missing)}")
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (Debian: apt-get install -y "
-                    "redis-server redis-tools curl)")
+    require(*programs)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from programs import require
 from netlab_support import skip_unless_netlab_possible
 
 skip_unless_netlab_possible()
@@ -104,6 +105,7 @@ def gannet(*args, timeout=30):
 
 
 def test_cli_up_exec_status_set_down():
+    require("ping")
     name = f"t{os.getpid()}"
     r = gannet("up", "--name", name, "--delay", "20ms", "--loss", "0%", "--rate", "50mbit",
                "--queue", "64kb", "--seed", "3")

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from programs import require
 from netlab_support import (TCP_SEND, TCP_SINK, UDP_SEND, UDP_SINK,
                             skip_unless_netlab_possible)
 
@@ -37,6 +38,7 @@ def start_sink(lab, node, script, *args):
 
 
 def test_ping_sees_configured_delay():
+    require("ping")
     with Netlab(a_to_b=LinkConfig(delay=0.030), b_to_a=LinkConfig(delay=0.010), seed=1) as lab:
         r = lab.run("a", ["ping", "-c", "5", "-i", "0.2", "-W", "2", lab.addr("b")], timeout=15)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -56,6 +58,7 @@ def test_ping_sees_configured_delay():
 
 
 def test_schedule_given_at_start_and_jitter():
+    require("ping")
     sched = [(0.0, "both", {"delay": "25ms"})]
     with Netlab(link=LinkConfig(jitter=0.004), schedule=sched, seed=2) as lab:
         r = lab.run("a", ["ping", "-c", "5", "-i", "0.1", "-W", "2", lab.addr("b")], timeout=15)
@@ -143,6 +146,7 @@ def test_scripted_outage_blocks_then_resumes():
 
 
 def test_live_set_link_blocks_and_restores():
+    require("ping")
     with Netlab(seed=6) as lab:
         ping = ["ping", "-c", "1", "-W", "1", lab.addr("b")]
         assert lab.run("a", ping, timeout=10).returncode == 0
@@ -157,6 +161,7 @@ def test_live_set_link_blocks_and_restores():
 
 
 def test_mtu_drops_large_packets():
+    require("ping")
     with Netlab(link=LinkConfig(mtu=1000), seed=7) as lab:
         small = ["ping", "-c", "1", "-W", "1", "-s", "900", lab.addr("b")]
         big = ["ping", "-c", "1", "-W", "1", "-s", "1200", "-M", "do", lab.addr("b")]
