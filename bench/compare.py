@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common import machine_info
+from gannet import units
 from rounds import COLUMNS as SUMMARY_COLUMNS
 from rounds import summarize as rounds_summary
 from rounds import summary_markdown, summary_rows
@@ -75,13 +76,8 @@ BY_NAME = {t.name: t for t in TRANSPORTS}
 
 
 def parse_size(text: str) -> int:
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
-        if text.endswith(suffix):
-            text, mult = text[:-1], m
-            break
-    return int(float(text) * mult)
+    """'32M' is 32 MiB here, as iperf3 counts."""
+    return units.parse_size(text, kilo=1024)
 
 
 def fmt_size(n: int) -> str:
@@ -265,6 +261,8 @@ def bulk(t: Transport, args, nbytes: int) -> dict[str, Any]:
         "time_limited": bool(t.slow and args.time_limit > 0 and sent < nbytes),
     })
     row["cpu_s_per_GB"] = row["cpu_s"] / (got / 1e9) if got else None
+    if "api" in cl:  # which of a transport's APIs ran (Gannet: streams or socket)
+        row["api"] = cl["api"]
     intact = got == sent and got > 0 and s.get("crc") == cl.get("crc")
     if t.kind == "reliable":
         row["verified"] = intact
@@ -290,6 +288,8 @@ def pingpong(t: Transport, args) -> dict[str, Any]:
     cl = r["client"]
     row = {k: cl.get(k) for k in ("rtts", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
                                   "bad_echoes", "lost")}
+    if "api" in cl:
+        row["api"] = cl["api"]
     if cl.get("bad_echoes"):
         row["error"] = f"VERIFICATION FAILED: {cl['bad_echoes']} echoes differ"
     elif cl.get("rtts") != args.count:
@@ -304,8 +304,7 @@ def transport_options(t: Transport, args) -> list[str]:
             opts += ["--mtu", str(args.gannet_mtu)]
         if args.gannet_cc:
             opts += ["--cc", args.gannet_cc]
-        if args.gannet_api != "auto":
-            opts += ["--api", args.gannet_api]
+        opts += ["--api", args.gannet_api]
         if not args.no_uvloop:  # like aioquic: uvloop when installed
             opts += ["--uvloop"]
     if t.name in ("quic", "udpaio") and args.no_uvloop:
@@ -430,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", metavar="PATH", help="write the table as markdown")
     p.add_argument("--gannet-mtu", type=int, default=None, help="passed to Gannet as mtu=")
     p.add_argument("--gannet-cc", default=None, help="passed to Gannet as cc=")
-    p.add_argument("--gannet-api", choices=["auto", "streams", "socket"], default="auto",
+    p.add_argument("--gannet-api", choices=["streams", "socket"], default="streams",
                    help="which Gannet API the runner uses (auto: streams, else Socket)")
     p.add_argument("--gannet-uvloop", action="store_true",
                    help="kept for old command lines: Gannet runs on uvloop unless --no-uvloop")

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -68,45 +67,18 @@ def test_corrupted_stream_is_reported(tmp_path):
     assert "FAIL" in proc.stdout
 
 
-FAKE_GANNET = '''
-"""Stand-in with the asyncio-shaped API Gannet will have (over TCP here)."""
-import asyncio
-
-__version__ = "fake"
-SEEN = {}
-
-async def open_connection(host, port, *, mtu=None, **kwargs):
-    assert mtu == 1200 and kwargs == {"cc": "cubic"}, (mtu, kwargs)
-    return await asyncio.open_connection(host, port)
-
-async def start_server(cb, host, port, *, mtu=None, **kwargs):
-    assert mtu == 1200 and kwargs == {"cc": "cubic"}, (mtu, kwargs)
-    return await asyncio.start_server(cb, host, port)
-'''
-
-
-@pytest.mark.timeout(60)
-def test_gannet_runner(tmp_path):
-    env = dict(os.environ)
-    fake = tmp_path / "fake"
-    (fake / "gannet").mkdir(parents=True)
-    env["PYTHONPATH"] = str(fake)
-
-    # Not there yet: reported, and the run still succeeds.
-    (fake / "gannet" / "__init__.py").write_text('__version__ = "0"\n')
-    proc, data = run_compare(tmp_path, "--transports", "gannet", env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "not implemented yet" in by_name(data)["gannet"]["unavailable"]
-    assert "gannet: not available" in proc.stdout
-
-    # There: driven through open_connection/start_server with the options forwarded.
-    (fake / "gannet" / "__init__.py").write_text(textwrap.dedent(FAKE_GANNET))
-    proc, data = run_compare(tmp_path, "--transports", "gannet", "--gannet-mtu", "1200",
-                             "--gannet-cc", "cubic", env=env)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("api", ["streams", "socket"])
+def test_gannet_runner(tmp_path, api):
+    # Both APIs, with the datagram size pinned and the controller chosen.
+    proc, data = run_compare(tmp_path, "--transports", "gannet", "--gannet-api", api,
+                             "--gannet-mtu", "1200", "--gannet-cc", "cubic")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     g = by_name(data)["gannet"]
     assert g["bulk"]["verified"] is True
-    assert g["pingpong"]["rtts"] == 50
+    assert g["bulk"]["delivered_bytes"] == 4 << 20
+    assert g["pingpong"]["rtts"] == 50 and g["pingpong"]["bad_echoes"] == 0
+    assert g["bulk"]["api"] == g["pingpong"]["api"] == api
 
 
 @pytest.mark.timeout(60)

@@ -276,7 +276,7 @@ def test_bbr_beside_cubic_takes_at_most_twice_its_share():
     # same BBR took less than its share (11.1 / 37.0 Mbit/s). With
     # inflight_hi growing 1, 2, 4 ... segments per probe and 15 % headroom
     # outside probes (and SACK rate samples): 6.26 / 3.46 here, 23.8 / 24.2
-    # and 25.2 / 22.8 on netlab (bench/results-lossy.md). The bound keeps the old behaviour
+    # and 25.2 / 22.8 on netlab (bench/results/lossy.md). The bound keeps the old behaviour
     # (8.11 / 1.54, 5.3x) out, with room for the proxy's drift.
     seed = 1
     bbr, cubic = two_flows("bbr", 15.0, seed=seed, stagger=1.0, warmup=3.0, cc2="cubic")

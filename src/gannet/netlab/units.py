@@ -10,63 +10,16 @@ Every parser also accepts an int or float already in base units.
 
 from __future__ import annotations
 
-import re
+from functools import partial
 
-_NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+from gannet.units import _split, parse_percent, parse_rate, parse_time
+from gannet.units import parse_size as _parse_size
 
-_TIME = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "msec": 1e-3, "us": 1e-6, "usec": 1e-6,
-         "ns": 1e-9, "m": 60.0, "min": 60.0}
-_RATE = {"": 1.0, "bit": 1.0, "bps": 1.0, "kbit": 1e3, "kbps": 1e3, "mbit": 1e6, "mbps": 1e6,
-         "gbit": 1e9, "gbps": 1e9, "k": 1e3, "m": 1e6, "g": 1e9}
-_SIZE = {"": 1, "b": 1, "kb": 1024, "k": 1024, "kib": 1024, "mb": 1024**2, "m": 1024**2,
-         "mib": 1024**2, "gb": 1024**3, "gib": 1024**3}
+__all__ = ["format_rate", "format_time", "parse_percent", "parse_queue", "parse_rate",
+           "parse_size", "parse_time"]
 
-
-def _split(text: str | float | int, what: str) -> tuple[float, str]:
-    if isinstance(text, bool):
-        raise ValueError(f"bad {what}: {text!r}")
-    if isinstance(text, (int, float)):
-        return float(text), ""
-    m = re.fullmatch(_NUM + r"\s*([a-zA-Z%]*)", str(text).strip())
-    if not m:
-        raise ValueError(f"bad {what}: {text!r}")
-    return float(m.group(1)), m.group(2).lower()
-
-
-def parse_time(text: str | float | int) -> float:
-    """Seconds from '20ms', '1s', '250us' or a number of seconds."""
-    value, unit = _split(text, "time")
-    if unit not in _TIME:
-        raise ValueError(f"bad time unit in {text!r} (use s, ms, us)")
-    return value * _TIME[unit]
-
-
-def parse_rate(text: str | float | int) -> float:
-    """Bits per second from '50mbit', '1gbit', '100kbit' or a number of bit/s (0 = unlimited)."""
-    value, unit = _split(text, "rate")
-    if unit not in _RATE:
-        raise ValueError(f"bad rate unit in {text!r} (use bit, kbit, mbit, gbit)")
-    return value * _RATE[unit]
-
-
-def parse_percent(text: str | float | int) -> float:
-    """Probability in [0, 1] from '1%', '0.5%' or a fraction such as 0.01."""
-    value, unit = _split(text, "probability")
-    if unit == "%":
-        value /= 100.0
-    elif unit:
-        raise ValueError(f"bad probability {text!r} (use 1% or 0.01)")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"probability out of range: {text!r}")
-    return value
-
-
-def parse_size(text: str | float | int) -> int:
-    """Bytes from '64kb', '1500', '1mb' (k = 1024)."""
-    value, unit = _split(text, "size")
-    if unit not in _SIZE:
-        raise ValueError(f"bad size unit in {text!r} (use b, kb, mb)")
-    return int(value * _SIZE[unit])
+# tc's convention: a "kb" of queue is 1024 bytes.
+parse_size = partial(_parse_size, kilo=1024)
 
 
 def parse_queue(text: str | int) -> tuple[int | None, int | None]:
@@ -80,7 +33,7 @@ def parse_queue(text: str | int) -> tuple[int | None, int | None]:
     for suffix in ("packets", "pkts", "pkt", "p"):
         if s.endswith(suffix):
             return None, int(float(s[: -len(suffix)]))
-    value, unit = _split(s, "queue")
+    value, unit = _split(s, "queue", "try 100p or 64kb")
     if unit == "":
         return None, int(value)
     return parse_size(s), None
