@@ -1,6 +1,6 @@
 """The event loop Gannet's own programs run on.
 
-uvloop when it is installed (the ``fast`` extra), unless GANNET_NO_UVLOOP=1;
+uvloop when it is installed (a default dependency where it has wheels), unless GANNET_NO_UVLOOP=1;
 asyncio's loop otherwise. Gannet's adapter works on either; uvloop's cheaper
 wake-ups and callbacks were worth about 10 % of bulk goodput in most runs
 (BENCHMARKS.md, sixth session).
