@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_connections < 1:
         raise CLIError("--max-connections must be at least 1")
     rep = Reporter("receive")
-    limits = TransferLimits(header_timeout=args.header_timeout, max_connections=args.max_connections)
+    limits = TransferLimits(header_timeout=args.header_timeout,
+                            max_connections=args.max_connections)
     receiver = Receiver(args.dir, overwrite=args.overwrite, reporter=rep, limits=limits)
 
     async def main() -> int:

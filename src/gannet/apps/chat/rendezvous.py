@@ -261,7 +261,8 @@ def _same_address(a: object, b: object) -> bool:
     if a[1] != b[1]:
         return False
     try:
-        ha, hb = ipaddress.ip_address(str(a[0]).split("%")[0]), ipaddress.ip_address(str(b[0]).split("%")[0])
+        ha = ipaddress.ip_address(str(a[0]).split("%")[0])  # "%eth0": an IPv6 scope
+        hb = ipaddress.ip_address(str(b[0]).split("%")[0])
     except ValueError:
         return a[0] == b[0]
     ha = getattr(ha, "ipv4_mapped", None) or ha

@@ -339,7 +339,8 @@ class ChatSession:
         unless refusals come faster than one a second (a flood of offers then
         costs one line a second, saying how many were refused meanwhile)."""
         t.finish("failed", reason)
-        self._write(framing.encode_json(FrameType.RESULT, {"id": t.id, "ok": False, "reason": reason}))
+        self._write(framing.encode_json(
+            FrameType.RESULT, {"id": t.id, "ok": False, "reason": reason}))
         now = time.monotonic()
         if now - self._refused_shown_at < REFUSAL_LINE_INTERVAL:
             self._refused_unshown += 1

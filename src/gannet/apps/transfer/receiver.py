@@ -203,7 +203,8 @@ class Receiver:
                 # A sender that broke the protocol gets nothing kept for resume,
                 # and a partial file that filled the disk would keep it full.
                 _unlink(current[0])
-            kept = "partial file removed" if discard and current else "partial files kept for resume"
+            kept = ("partial file removed" if discard and current
+                    else "partial files kept for resume")
             self.rep.log(f"transfer from {peer} interrupted: {out.error} ({kept})")
             if isinstance(exc, ProtocolError):
                 writer.write(encode_line({"ok": False, "error": str(exc)}))
@@ -420,7 +421,8 @@ def _decode_data(entry: FileEntry, payload: bytes, codec: int, dz, room: int) ->
     except zstandard.ZstdError as exc:
         raise ProtocolError(f"{entry.path}: malformed zstd frame ({exc})") from None
     if not 0 <= size <= CHUNK:
-        raise ProtocolError(f"{entry.path}: zstd frame without a content size of at most {CHUNK} bytes")
+        raise ProtocolError(
+            f"{entry.path}: zstd frame without a content size of at most {CHUNK} bytes")
     if size > room:
         raise ProtocolError(f"{entry.path}: more data than announced")
     try:
