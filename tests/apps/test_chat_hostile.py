@@ -67,6 +67,7 @@ def test_peer_text_is_shown_escaped():
     for raw in ("\x1b", "\x07", "\u009b", "\u202e", "\r"):
         assert raw not in shown, repr(raw)
     assert "\\x1b]0;owned\\x07\\x1b[2J" in shown and "\\u202eevil\\nhi\\r\\n" in shown
+    assert "* peer connected: \\x1b]0;owned\\x07" in shown  # nothing dropped before escaping
     assert not any(line.startswith("* transfer finished") for line in shown.splitlines())
     assert len(shown.splitlines()) == 6  # one line per event
 

@@ -64,30 +64,32 @@ def describe(ev: Event, peer: str) -> tuple[Text, bool]:
         return line, True
     if isinstance(ev, Info) and ev.kind == "help":
         return Text(ev.text), False
-    line, is_data = _describe_system(ev, peer)
-    return Text(safe_text(line.plain), style=line.style), is_data
+    (text, style), is_data = _describe_system(ev, peer)
+    return Text(safe_text(text), style=style), is_data
 
 
-def _describe_system(ev: Event, peer: str) -> tuple[Text, bool]:
+def _describe_system(ev: Event, peer: str) -> tuple[tuple[str, str], bool]:
+    """A system line as (text, style), before escaping (rich.Text would strip
+    some control characters first and hide what the peer sent)."""
     if isinstance(ev, Info):
         style = {"error": "red", "connecting": "yellow"}.get(ev.kind, "dim")
-        return Text(f"* {ev.text}", style=style), False
+        return _line(f"* {ev.text}", style=style), False
     if isinstance(ev, PeerConnected):
-        return Text(f"* peer connected: {ev.name} ({ev.address}); type help for commands",
+        return _line(f"* peer connected: {ev.name} ({ev.address}); type help for commands",
                     style="bold green"), False
     if isinstance(ev, PeerDisconnected):
         if ev.how == "clean":
-            return Text(f"* peer disconnected: {ev.name} left", style="bold yellow"), False
+            return _line(f"* peer disconnected: {ev.name} left", style="bold yellow"), False
         if ev.how == "unreachable":
             detail = ev.detail.removeprefix("peer unreachable: ")
-            return Text(f"* peer unreachable: {ev.name} stopped answering ({detail})",
+            return _line(f"* peer unreachable: {ev.name} stopped answering ({detail})",
                         style="bold red"), False
-        return Text(f"* connection to {ev.name} lost: {ev.detail}", style="bold red"), False
+        return _line(f"* connection to {ev.name} lost: {ev.detail}", style="bold red"), False
     if isinstance(ev, TransferStarted):
         t = ev.transfer
         what = f"sending {t.name} ({human_size(t.size)}) to {peer}" if t.direction == "out" \
             else f"receiving {t.name} ({human_size(t.size)}) from {peer}"
-        return Text(f"* transfer started: {what}", style="blue"), False
+        return _line(f"* transfer started: {what}", style="blue"), False
     if isinstance(ev, TransferFinished):
         t = ev.transfer
         secs = max(t.elapsed, 1e-6)
@@ -98,10 +100,14 @@ def _describe_system(ev: Event, peer: str) -> tuple[Text, bool]:
         else:
             msg = (f"* transfer finished: received {t.name} ({human_size(t.size)}, {t.elapsed:.1f} s, "
                    f"{rate}) -> {t.path}; SHA-256 {t.sha256[:16]} verified")
-        return Text(msg, style="bold blue"), False
+        return _line(msg, style="bold blue"), False
     if isinstance(ev, TransferFailed):
-        return Text(f"* transfer failed: {ev.transfer.name}: {ev.reason}", style="bold red"), False
-    return Text(f"* {ev}"), False
+        return _line(f"* transfer failed: {ev.transfer.name}: {ev.reason}", style="bold red"), False
+    return _line(f"* {ev}"), False
+
+
+def _line(text: str, style: str = "") -> tuple[str, str]:
+    return text, style
 
 
 class TerminalUI:
