@@ -202,3 +202,30 @@ def test_server_killed_mid_session_exit_1(server_factory):
     # Over TCP the dead server's kernel answers with RST ("closed"); over
     # Gannet the client notices the silence ("no ACK").
     assert last.startswith("gannet: ") and any(w in last for w in ("closed", "lost", "no ACK")), last
+
+
+def test_hostile_client_text_is_escaped(server_factory):
+    # Issue 12, finding 10: client_id, message text and the DISCONNECT reason
+    # are the client's choice; none reaches the terminal raw.
+    import asyncio
+
+    from gannet.apps.messages import connect
+    from gannet.apps.messages.transport import resolve
+
+    evil = "x\x1b]0;owned\x07\x1b[2J\u009b1m\u202e\ngannet server: [forged] disconnect"
+    srv = server_factory()
+
+    async def main():
+        c = await connect("127.0.0.1", srv.port, client_id=evil,
+                          open_connection=resolve(TRANSPORT)[1])
+        await c.send(evil.encode() + b"\r\xff")
+        await c.disconnect(reason=evil)
+
+    asyncio.run(asyncio.wait_for(main(), 15))
+    assert wait_for(lambda: "disconnect (" in srv.stderr)
+    out, err = srv.stdout, srv.stderr
+    for raw in ("\x1b", "\x07", "\u009b", "\u202e", "\r"):
+        assert raw not in out and raw not in err, repr(raw)
+    assert not any(line.startswith("gannet server: [forged]") for line in err.splitlines())
+    assert out == "x\\x1b]0;owned\\x07\\x1b[2J\\x9b1m\\u202e\\ngannet server: [forged] disconnect\\r\\xff\n"
+    assert "client_id=x\\x1b]0;owned" in err and "disconnect (x\\x1b]0;owned" in err

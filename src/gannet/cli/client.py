@@ -27,6 +27,7 @@ from gannet.apps.messages.negotiation import (
 )
 from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
+from gannet.apps.display import safe_text
 from gannet.cli.main import CLIError
 from gannet.io.loops import run as run_loop
 
@@ -71,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _say(text: str) -> None:
-    print(f"gannet client: {text}", file=sys.stderr, flush=True)
+    print(safe_text(f"gannet client: {text}"), file=sys.stderr, flush=True)  # quotes the server
 
 
 async def _stdin_lines() -> AsyncIterator[bytes]:

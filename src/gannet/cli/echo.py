@@ -12,6 +12,7 @@ import argparse
 import sys
 import threading
 
+from gannet.apps.display import safe_text
 from gannet.cli.main import CLIError
 
 DEFAULT_PORT = 8000
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _log(text: str) -> None:
-    print(f"gannet echo-server: {text}", file=sys.stderr, flush=True)
+    print(safe_text(f"gannet echo-server: {text}"), file=sys.stderr, flush=True)
 
 
 def _fmt(addr: tuple) -> str:

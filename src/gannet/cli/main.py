@@ -14,6 +14,8 @@ import socket
 import sys
 from typing import NoReturn
 
+from gannet.apps.display import safe_text
+
 # Subcommand modules, in the order `gannet --help` lists them.
 SUBCOMMANDS = [
     "demo",
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         if args.debug:
             raise
-        print(f"gannet: {exc}", file=sys.stderr)
+        print(safe_text(f"gannet: {exc}"), file=sys.stderr)  # may quote a peer's words
         return exc.code
     except (ConnectionError, TimeoutError, OSError) as exc:
         if args.debug:

@@ -7,11 +7,15 @@ import asyncio
 import os
 
 import gannet
+from gannet.apps.limits import TransferLimits
 from gannet.apps.transfer.progress import Reporter
 from gannet.apps.transfer.protocol import CHUNK
 from gannet.apps.transfer.receiver import Receiver
 from gannet.cli.main import CLIError
+from gannet.cli.units import positive_duration
 from gannet.io.loops import run as run_loop
+
+_DEFAULTS = TransferLimits()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true",
                    help="exit after one complete transfer: 0 if every file verified, else 1")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--header-timeout", type=positive_duration, default=_DEFAULTS.header_timeout,
+                   metavar="SECONDS", help="drop a connection that has not sent its header "
+                   f"after this long (default {_DEFAULTS.header_timeout:g}s)")
+    p.add_argument("--max-connections", type=int, default=_DEFAULTS.max_connections, metavar="N",
+                   help="transfers handled at once; more are refused as busy "
+                   f"(default {_DEFAULTS.max_connections})")
     p.set_defaults(func=run)
 
 
@@ -40,8 +50,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot use --dir {args.dir}: {exc.strerror or exc}") from None
     if not os.path.isdir(args.dir):
         raise CLIError(f"--dir {args.dir} is not a directory")
+    if args.max_connections < 1:
+        raise CLIError("--max-connections must be at least 1")
     rep = Reporter("receive")
-    receiver = Receiver(args.dir, overwrite=args.overwrite, reporter=rep)
+    limits = TransferLimits(header_timeout=args.header_timeout,
+                            max_connections=args.max_connections)
+    receiver = Receiver(args.dir, overwrite=args.overwrite, reporter=rep, limits=limits)
 
     async def main() -> int:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import sys
 
+from gannet.apps.display import SafeFormatter, safe_text
+from gannet.apps.limits import MessageLimits
 from gannet.apps.messages.codec import FORMATS
 from gannet.apps.messages.negotiation import DEFAULT_KEEPALIVE, DEFAULT_PACKET_SIZE, MIN_PACKET_SIZE, Limits
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
@@ -43,14 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"longest keepalive interval allowed (default {DEFAULT_KEEPALIVE:g})")
     p.add_argument("--transport", choices=TRANSPORTS, default="auto",
                    help="byte stream to use: gannet, tcp, or auto (gannet when available)")
+    p.add_argument("--max-message-size", type=int, default=MessageLimits.max_message_size,
+                   metavar="BYTES", help="largest message a session may build from fragments "
+                   f"(default {MessageLimits.max_message_size})")
+    p.add_argument("--max-buffered", type=int, default=MessageLimits.max_buffered_bytes,
+                   metavar="BYTES", help="bytes of unfinished fragmented messages held across "
+                   f"all sessions (default {MessageLimits.max_buffered_bytes})")
     p.add_argument("-q", "--quiet", action="store_true", help="do not log every message")
     p.set_defaults(func=run)
 
 
 def printable(payload: bytes) -> str:
-    """One display line for a payload: newlines and invalid UTF-8 shown escaped."""
-    text = payload.decode("utf-8", "backslashreplace")
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """One display line for a payload: control and bidi characters, newlines
+    and invalid UTF-8 shown escaped (the client chose these bytes)."""
+    return safe_text(payload)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--max-window must be at least 1")
     if not args.keepalive > 0:
         raise CLIError("--keepalive must be positive")
+    if args.max_message_size < 1 or args.max_buffered < 1:
+        raise CLIError("--max-message-size and --max-buffered must be positive")
     if not 0 <= args.port <= 65535:
         raise CLIError(f"invalid port {args.port}")
     try:
@@ -68,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("gannet server: %(message)s"))
+    # Log lines quote client_id, DISCONNECT reasons and error texts: escaped.
+    handler.setFormatter(SafeFormatter("gannet server: %(message)s"))
     session_log.addHandler(handler)
     session_log.setLevel(logging.INFO)
     session_log.propagate = False
@@ -87,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
                     keepalive_interval=args.keepalive)
 
     async def main() -> None:
-        server = MessageServer(on_message, limits=limits, formats=formats)
+        server = MessageServer(on_message, limits=limits, formats=formats,
+                               max_message_size=args.max_message_size,
+                               max_buffered_bytes=args.max_buffered)
         await server.start(args.host, args.port, start_server)
         host, port = server.address
         print(f"gannet server: listening on {host}:{port} (transport {name}, "

@@ -19,6 +19,7 @@ import socket
 import sys
 
 from gannet.apps import tunnel as tun
+from gannet.apps.display import SafeFormatter, safe_text
 from gannet.cli.main import CLIError
 from gannet.io.loops import run as run_loop
 
@@ -111,7 +112,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def _setup_logging(role: str, quiet: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"gannet tunnel {role}: %(message)s"))
+    handler.setFormatter(SafeFormatter(f"gannet tunnel {role}: %(message)s"))
     tun.log.addHandler(handler)
     tun.log.setLevel(logging.WARNING if quiet else logging.INFO)
     tun.log.propagate = False
@@ -119,7 +120,7 @@ def _setup_logging(role: str, quiet: bool) -> logging.Handler:
 
 
 def _say(role: str, text: str) -> None:
-    print(f"gannet tunnel {role}: {text}", file=sys.stderr, flush=True)
+    print(safe_text(f"gannet tunnel {role}: {text}"), file=sys.stderr, flush=True)
 
 
 async def _serve(start, role: str, banner) -> int:

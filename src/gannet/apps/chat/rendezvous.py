@@ -12,12 +12,18 @@ peer's name and a random nonce. The side with the larger nonce leads: it
 keeps the first connection on which the HELLOs were exchanged, says so with a
 SELECT frame, and closes any other. The follower waits for SELECT. So both
 sides settle on the same single connection whatever the timing.
+
+Only the peer the user named is met: a connection from any other address
+(another port on the same host included: the peer connects from the port it
+listens on) is closed at once with a system line, so a third party can
+neither pose as the peer nor take its place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 from collections.abc import Callable
@@ -34,6 +40,7 @@ log = logging.getLogger("gannet.chat")
 RETRY_INTERVAL = 0.5  # between connection attempts while the peer is not there
 ATTEMPT_TIMEOUT = 3.0  # one SYN exchange; silence (no ICMP refusal) means retry
 HELLO_TIMEOUT = 10.0
+MAX_REFUSED_SHOWN = 32  # distinct strangers named in a system line; more are refused silently
 
 
 @dataclass
@@ -70,6 +77,7 @@ class Rendezvous:
         self._meeting: asyncio.Future | None = None
         self._candidates: list[_Candidate] = []
         self._have_connection = asyncio.Event()
+        self.refused: dict[str, int] = {}  # stranger's address -> connections refused
         self.server = Server(aep, self._on_incoming, limit=framing.MAX_PAYLOAD * 2, backlog=8)
 
     @classmethod
@@ -100,7 +108,20 @@ class Rendezvous:
         self.aep.close()
 
     # ------------------------------------------------------------ meeting
+    def is_peer(self, address: object) -> bool:
+        """Whether `address` (a peername) is the peer we were told about."""
+        return _same_address(address, self.peer)
+
     def _on_incoming(self, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
+        address = writer.get_extra_info("peername")
+        if not self.is_peer(address):
+            writer.abort()
+            key = _fmt(address)
+            if key not in self.refused and len(self.refused) < MAX_REFUSED_SHOWN:
+                self.status(f"refused a connection from {key}: not the peer ({_fmt(self.peer)})")
+            if key in self.refused or len(self.refused) < MAX_REFUSED_SHOWN:
+                self.refused[key] = self.refused.get(key, 0) + 1
+            return
         if self._meeting is None or self._meeting.done():
             writer.close()  # already in a session: one peer at a time
             return
@@ -231,6 +252,22 @@ def _describe_handshake(writer: StreamWriter, outgoing: bool, simultaneous: bool
     conn = writer.get_extra_info("connection")
     srtt = getattr(conn, "srtt", None)
     return how + (f", RTT {srtt * 1000:.1f} ms)" if srtt else ")")
+
+
+def _same_address(a: object, b: object) -> bool:
+    """Same host (compared as IP addresses, so "::ffff:1.2.3.4" is 1.2.3.4) and port."""
+    if not (isinstance(a, tuple) and isinstance(b, tuple) and len(a) >= 2 and len(b) >= 2):
+        return False
+    if a[1] != b[1]:
+        return False
+    try:
+        ha = ipaddress.ip_address(str(a[0]).split("%")[0])  # "%eth0": an IPv6 scope
+        hb = ipaddress.ip_address(str(b[0]).split("%")[0])
+    except ValueError:
+        return a[0] == b[0]
+    ha = getattr(ha, "ipv4_mapped", None) or ha
+    hb = getattr(hb, "ipv4_mapped", None) or hb
+    return ha == hb
 
 
 def _fmt(addr: object) -> str:

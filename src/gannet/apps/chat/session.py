@@ -15,12 +15,14 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..limits import ChatLimits
 from . import framing
 from .framing import Frame, FrameType, FramingError
 from .rendezvous import Link, Rendezvous, _fmt
@@ -29,6 +31,7 @@ from .transfer import CHUNK_SIZE, Incoming, Transfer, safe_name
 log = logging.getLogger("gannet.chat")
 
 QUIT_LINGER = 3.0  # longest /quit waits for the peer to acknowledge our FIN
+REFUSAL_LINE_INTERVAL = 1.0  # refused offers beyond one a second are counted, not each shown
 
 HELP = """commands:
   TEXT          send a message (start it with // to send a line beginning with /)
@@ -93,11 +96,15 @@ Emit = Callable[[Event], None]
 class ChatSession:
     """One conversation over one link; `run()` returns how it ended."""
 
-    def __init__(self, link: Link, name: str, downloads: Path, emit: Emit) -> None:
+    def __init__(self, link: Link, name: str, downloads: Path, emit: Emit,
+                 limits: ChatLimits | None = None) -> None:
         self.link = link
         self.name = name
         self.downloads = downloads
         self.emit = emit
+        self.limits = limits or ChatLimits()
+        self._refused_shown_at = -REFUSAL_LINE_INTERVAL
+        self._refused_unshown = 0
         self.writer = link.writer
         self.outgoing: dict[int, Transfer] = {}
         self.incoming: dict[int, Incoming] = {}
@@ -306,17 +313,42 @@ class ChatSession:
         tid, size = int(obj["id"]), int(obj["size"])
         if size < 0:
             raise ValueError("negative file size")
+        if tid in self.incoming:
+            raise FramingError(f"OFFER reuses the id {tid} of a transfer in progress")
         t = Transfer(tid, safe_name(str(obj.get("name", ""))), size, "in")
+        if len(self.incoming) >= self.limits.max_incoming:
+            self._refuse(t, f"too many transfers at once (at most {self.limits.max_incoming})")
+            return
+        free = _free_bytes(self.downloads)
+        if free is not None:  # what the transfers under way still need is taken already
+            free -= sum(i.transfer.size - i.transfer.done for i in self.incoming.values())
+        if free is not None and size > free - self.limits.min_free_bytes:
+            self._refuse(t, f"not enough free space (the file needs {size} bytes, "
+                            f"{max(free - self.limits.min_free_bytes, 0)} available)")
+            return
         try:
             inc = Incoming(t, self.downloads)
         except OSError as exc:
-            reason = _describe(exc)
-            t.finish("failed", reason)
-            self._write(framing.encode_json(FrameType.RESULT, {"id": tid, "ok": False, "reason": reason}))
-            self.emit(TransferFailed(t, reason))
+            self._refuse(t, _describe(exc))
             return
         self.incoming[tid] = inc
         self.emit(TransferStarted(t))
+
+    def _refuse(self, t: Transfer, reason: str) -> None:
+        """Refuse an offer: the peer gets a RESULT at once; the user sees a line,
+        unless refusals come faster than one a second (a flood of offers then
+        costs one line a second, saying how many were refused meanwhile)."""
+        t.finish("failed", reason)
+        self._write(framing.encode_json(
+            FrameType.RESULT, {"id": t.id, "ok": False, "reason": reason}))
+        now = time.monotonic()
+        if now - self._refused_shown_at < REFUSAL_LINE_INTERVAL:
+            self._refused_unshown += 1
+            return
+        if self._refused_unshown:
+            reason += f" ({self._refused_unshown} more offers refused before this one)"
+        self._refused_shown_at, self._refused_unshown = now, 0
+        self.emit(TransferFailed(t, reason))
 
     def _reject(self, inc: Incoming, reason: str, popped: bool = False) -> None:
         if not popped:
@@ -326,6 +358,18 @@ class ChatSession:
         self._write(framing.encode_json(
             FrameType.RESULT, {"id": inc.transfer.id, "ok": False, "reason": reason}))
         self.emit(TransferFailed(inc.transfer, reason))
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes free for an unprivileged user where `folder` is (or would be made)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except (AttributeError, OSError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _describe(exc: BaseException) -> str:
@@ -342,8 +386,10 @@ def _describe(exc: BaseException) -> str:
 class ChatApp:
     """Meets the peer again and again, runs sessions, interprets input lines."""
 
-    def __init__(self, rendezvous: Rendezvous, name: str, downloads: Path, emit: Emit) -> None:
+    def __init__(self, rendezvous: Rendezvous, name: str, downloads: Path, emit: Emit,
+                 limits: ChatLimits | None = None) -> None:
         self.rv = rendezvous
+        self.limits = limits or ChatLimits()
         self.name = name
         self.downloads = downloads
         self.emit = emit
@@ -370,7 +416,7 @@ class ChatApp:
                         await meet
                     break
                 link = meet.result()
-                session = ChatSession(link, self.name, self.downloads, self.emit)
+                session = ChatSession(link, self.name, self.downloads, self.emit, self.limits)
                 self.session = session
                 self._sessions_started += 1
                 self.emit(PeerConnected(link.peer_name, _fmt(link.peer_address)))

@@ -15,8 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..display import has_unsafe
+from ..transfer.protocol import fit_bytes
+
 CHUNK_SIZE = 32 * 1024
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:]")
+NAME_BYTES = 200  # a name's UTF-8 bytes: room for ".NAME.ID.part" and " (N)" within NAME_MAX
 
 
 @dataclass(eq=False)
@@ -52,21 +56,26 @@ class Transfer:
 def safe_name(name: str) -> str:
     """A file name from the peer, reduced to one harmless path component."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip().lstrip(".")
-    return name[:200] or "file"
+    name = _UNSAFE.sub("_", name)
+    # C1 controls, bidi overrides and invisible format characters: a name must
+    # read as what it is (see gannet.apps.display).
+    name = "".join("_" if has_unsafe(ch) else ch for ch in name).strip().lstrip(".")
+    return fit_bytes(name, NAME_BYTES) or "file"
 
 
 def unique_path(folder: Path, name: str) -> Path:
     """`folder/name`, or `folder/stem (N)suffix` for the first N that is free."""
+    # lexists, not exists: a dangling symlink is taken (O_EXCL refuses it), so
+    # it must count as taken here too, or claim() would retry it forever.
     candidate = folder / name
-    if not candidate.exists():
+    if not os.path.lexists(candidate):
         return candidate
     base = Path(name)
     stem, suffix = base.stem, base.suffix
     n = 1
     while True:
         candidate = folder / f"{stem} ({n}){suffix}"
-        if not candidate.exists():
+        if not os.path.lexists(candidate):
             return candidate
         n += 1
 

@@ -19,6 +19,7 @@ import io
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from rich.console import Console
@@ -28,13 +29,16 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..display import rich_safe, safe_text
+from ..limits import ChatLimits
 from .session import (
     Event, Info, Message, PeerConnected, PeerDisconnected, TransferFailed, TransferFinished,
     TransferStarted,
 )
 from .transfer import Transfer
 
-REDRAW_INTERVAL = 0.2
+REDRAW_INTERVAL = ChatLimits.redraw_interval
+MAX_BARS = ChatLimits.max_bars
 
 
 def human_size(n: int) -> str:
@@ -47,32 +51,45 @@ def human_size(n: int) -> str:
 
 
 def describe(ev: Event, peer: str) -> tuple[Text, bool]:
-    """The line shown for an event, and whether it is chat data (True) or a system line."""
+    """The line shown for an event, and whether it is chat data (True) or a system line.
+
+    Every line but our own help text holds something the peer chose (its
+    name, its words, file names, reasons): it is shown through `safe_text`,
+    one line of inert text whatever the peer put in it."""
     if isinstance(ev, Message):
         line = Text(f"[{ev.time:%H:%M:%S}] ", style="dim")
-        line.append(ev.name, style="bold cyan" if ev.own else "bold magenta")
+        line.append(safe_text(ev.name), style="bold cyan" if ev.own else "bold magenta")
         line.append(": ")
-        line.append(ev.text)
+        line.append(safe_text(ev.text))
         return line, True
+    if isinstance(ev, Info) and ev.kind == "help":
+        return Text(ev.text), False
+    (text, style), is_data = _describe_system(ev, peer)
+    return Text(safe_text(text), style=style), is_data
+
+
+def _describe_system(ev: Event, peer: str) -> tuple[tuple[str, str], bool]:
+    """A system line as (text, style), before escaping (rich.Text would strip
+    some control characters first and hide what the peer sent)."""
     if isinstance(ev, Info):
-        style = {"error": "red", "connecting": "yellow", "help": ""}.get(ev.kind, "dim")
-        return Text(ev.text if ev.kind == "help" else f"* {ev.text}", style=style), False
+        style = {"error": "red", "connecting": "yellow"}.get(ev.kind, "dim")
+        return _line(f"* {ev.text}", style=style), False
     if isinstance(ev, PeerConnected):
-        return Text(f"* peer connected: {ev.name} ({ev.address}); type help for commands",
+        return _line(f"* peer connected: {ev.name} ({ev.address}); type help for commands",
                     style="bold green"), False
     if isinstance(ev, PeerDisconnected):
         if ev.how == "clean":
-            return Text(f"* peer disconnected: {ev.name} left", style="bold yellow"), False
+            return _line(f"* peer disconnected: {ev.name} left", style="bold yellow"), False
         if ev.how == "unreachable":
             detail = ev.detail.removeprefix("peer unreachable: ")
-            return Text(f"* peer unreachable: {ev.name} stopped answering ({detail})",
+            return _line(f"* peer unreachable: {ev.name} stopped answering ({detail})",
                         style="bold red"), False
-        return Text(f"* connection to {ev.name} lost: {ev.detail}", style="bold red"), False
+        return _line(f"* connection to {ev.name} lost: {ev.detail}", style="bold red"), False
     if isinstance(ev, TransferStarted):
         t = ev.transfer
         what = f"sending {t.name} ({human_size(t.size)}) to {peer}" if t.direction == "out" \
             else f"receiving {t.name} ({human_size(t.size)}) from {peer}"
-        return Text(f"* transfer started: {what}", style="blue"), False
+        return _line(f"* transfer started: {what}", style="blue"), False
     if isinstance(ev, TransferFinished):
         t = ev.transfer
         secs = max(t.elapsed, 1e-6)
@@ -83,10 +100,14 @@ def describe(ev: Event, peer: str) -> tuple[Text, bool]:
         else:
             msg = (f"* transfer finished: received {t.name} ({human_size(t.size)}, {t.elapsed:.1f} s, "
                    f"{rate}) -> {t.path}; SHA-256 {t.sha256[:16]} verified")
-        return Text(msg, style="bold blue"), False
+        return _line(msg, style="bold blue"), False
     if isinstance(ev, TransferFailed):
-        return Text(f"* transfer failed: {ev.transfer.name}: {ev.reason}", style="bold red"), False
-    return Text(f"* {ev}"), False
+        return _line(f"* transfer failed: {ev.transfer.name}: {ev.reason}", style="bold red"), False
+    return _line(f"* {ev}"), False
+
+
+def _line(text: str, style: str = "") -> tuple[str, str]:
+    return text, style
 
 
 class TerminalUI:
@@ -116,6 +137,9 @@ class TerminalUI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redraw: asyncio.TimerHandle | None = None
         self._tasks: dict[Transfer, TaskID] = {}
+        self._bars_text: str | None = None  # the last rendering of the bars (see _bars)
+        self._bars_at = 0.0
+        self._bars_width = 0
         self._bar_out = io.StringIO()
         self._bar_console = Console(file=self._bar_out, force_terminal=True, highlight=False,
                                     color_system=self.console.color_system or None)
@@ -245,12 +269,15 @@ class TerminalUI:
         if isinstance(ev, TransferStarted) and self.interactive:
             t = ev.transfer
             arrow = "send" if t.direction == "out" else "recv"
-            self._tasks[t] = self.progress.add_task(f"{arrow} {t.name[:24]}", total=t.size or 1,
-                                                    completed=0 if t.size else 1)
+            # The description is rich markup: the peer's file name is escaped for both.
+            self._tasks[t] = self.progress.add_task(f"{arrow} {rich_safe(t.name[:24])}",
+                                                    total=t.size or 1, completed=0 if t.size else 1)
+            self._bars_text = None
         if isinstance(ev, (TransferFinished, TransferFailed)):
             task = self._tasks.pop(ev.transfer, None)
             if task is not None:
                 self.progress.remove_task(task)
+                self._bars_text = None
         line, is_data = describe(ev, self.peer)
         self.show(line, data=is_data)
 
@@ -286,19 +313,32 @@ class TerminalUI:
         width = max(20, self._width())
         parts, rows = [], 0
         if self._tasks:
-            for t, task in self._tasks.items():
-                self.progress.update(task, completed=t.done if t.size else 1)
-            self._bar_out.seek(0)
-            self._bar_out.truncate()
-            self._bar_console.width = width - 1
-            self._bar_console.print(self.progress.get_renderable())
-            bars = self._bar_out.getvalue()
+            bars = self._bars(width)
             parts.append(bars.replace("\n", "\r\n"))
             rows += bars.count("\n")
         prompt = f"{self.prompt}{self.buffer}"
         parts.append(prompt)
         rows += max(1, -(-Text(prompt).cell_len // width))
         return "".join(parts), rows
+
+    def _bars(self, width: int) -> str:
+        """The progress bars, rendered at most once per REDRAW_INTERVAL (lines
+        and keys in between reuse the last rendering), at most MAX_BARS of them."""
+        now = time.monotonic()
+        if (self._bars_text is not None and now - self._bars_at < REDRAW_INTERVAL
+                and self._bars_width == width):
+            return self._bars_text
+        for i, (t, task) in enumerate(self._tasks.items()):
+            self.progress.update(task, completed=t.done if t.size else 1, visible=i < MAX_BARS)
+        self._bar_out.seek(0)
+        self._bar_out.truncate()
+        self._bar_console.width = width - 1
+        self._bar_console.print(self.progress.get_renderable())
+        hidden = len(self._tasks) - MAX_BARS
+        if hidden > 0:
+            self._bar_console.print(f"+{hidden} more transfer(s)", markup=False)
+        self._bars_text, self._bars_at, self._bars_width = self._bar_out.getvalue(), now, width
+        return self._bars_text
 
     def _draw(self) -> None:
         text, rows = self._status()

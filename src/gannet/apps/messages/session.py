@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .codec import (
-    DEFAULT_MAX_PAYLOAD,
     FORMATS,
     MAX_SEQ,
     AutoDecoder,
@@ -50,6 +49,7 @@ from .negotiation import (
     split,
 )
 from . import transport as _transport
+from ..limits import MessageLimits
 
 log = logging.getLogger("gannet.messages")
 
@@ -458,6 +458,7 @@ class ServerSession:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._received = 0
         self._acked = 0
+        self._buffered = 0  # bytes of an unfinished fragmented message held (counted by the server)
         self._main: asyncio.Task | None = None
 
     @property
@@ -510,6 +511,7 @@ class ServerSession:
                 self._log(logging.ERROR, "error: %s", self.error)
                 if not isinstance(self.error, (PeerError, SessionClosed)):
                     await self._send_error(str(self.error))
+            self._release_fragments()
             self._chan.close()
             await self._chan.wait_closed()
             self.server._session_done(self)
@@ -529,6 +531,21 @@ class ServerSession:
             self.error = exc
         if self._main is not None:
             self._main.cancel()
+
+    def _hold_fragment(self, n: int) -> None:
+        """Count `n` more bytes of an unfinished message against the server's
+        limit on such bytes across all sessions; ProtocolError beyond it."""
+        server = self.server
+        if server.buffered + n > server.max_buffered_bytes:
+            raise ProtocolError(
+                f"the server already holds {server.buffered} bytes of unfinished fragmented "
+                f"messages (limit {server.max_buffered_bytes}); finish a message in fewer bytes")
+        self._buffered += n
+        server.buffered += n
+
+    def _release_fragments(self) -> None:
+        self.server.buffered -= self._buffered
+        self._buffered = 0
 
     async def _handshake(self) -> None:
         first = await self._chan.recv()
@@ -609,10 +626,14 @@ class ServerSession:
                           _reason(msg), self.stats.messages, self.stats.bytes)
                 return
             self.stats.frames += 1
+            if msg.more:
+                self._hold_fragment(len(msg.payload))
             try:
                 data = frag.add(msg.payload, msg.more)
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
+            if data is not None:
+                self._release_fragments()
             if data is not None:
                 self.stats.messages += 1
                 self.stats.bytes += len(data)
@@ -631,12 +652,15 @@ class MessageServer:
 
     def __init__(self, handler: Handler, *, limits: Limits | None = None,
                  formats: tuple[str, ...] = FORMATS, handshake_timeout: float = 10.0,
-                 max_message_size: int = DEFAULT_MAX_PAYLOAD * 4):
+                 max_message_size: int = MessageLimits.max_message_size,
+                 max_buffered_bytes: int = MessageLimits.max_buffered_bytes):
         self.handler = handler
         self.limits = limits or Limits()
         self.formats = tuple(formats)
         self.handshake_timeout = handshake_timeout
-        self.max_message_size = max_message_size
+        self.max_message_size = max_message_size  # per session (see gannet.apps.limits)
+        self.max_buffered_bytes = max_buffered_bytes  # across sessions
+        self.buffered = 0  # bytes of unfinished fragmented messages held now
         self.sessions: set[ServerSession] = set()
         self.finished: list[ServerSession] = []
         self._tasks: set[asyncio.Task] = set()

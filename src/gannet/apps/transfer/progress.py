@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+from ..display import rich_safe, safe_text
+
 
 def human_size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
@@ -75,7 +77,8 @@ class Reporter:
             self._progress.start()
 
     def log(self, message: str) -> None:
-        line = f"gannet {self.role}: {message}"
+        # Lines carry peer-chosen names and reasons: always one line of inert text.
+        line = safe_text(f"gannet {self.role}: {message}")
         if self._console is not None:
             self._console.print(line, markup=False, highlight=False)
         else:
@@ -84,7 +87,7 @@ class Reporter:
     def start_file(self, name: str, total: int, start: int = 0) -> FileProgress:
         task = None
         if self._progress is not None:
-            task = self._progress.add_task(name, total=total, completed=start)
+            task = self._progress.add_task(rich_safe(name), total=total, completed=start)
         return FileProgress(self, name, total, start, task)
 
     def finish_file(self, fp: FileProgress, verdict: str) -> None:

@@ -12,9 +12,12 @@ Everything here is pure: encoding, decoding and validation, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
+
+from ..display import has_unsafe
 
 PROTOCOL = "gannet-transfer"
 VERSION = 1
@@ -24,7 +27,7 @@ MAX_FRAME = CHUNK + 64 * 1024  # largest payload accepted (zstd can expand a chu
 MAX_LINE = 16 * 1024 * 1024  # largest header / reply line
 MAX_FILES = 1_000_000
 MAX_PATH = 4096
-MAX_COMPONENT = 255
+MAX_COMPONENT = 255  # bytes: NAME_MAX of the common file systems
 
 # Frame types.
 START = b"S"  # payload: index u32, offset u64, codec u8
@@ -65,7 +68,9 @@ def check_path(path: object) -> str:
     """A safe relative path, or ProtocolError.
 
     Rejected: non-strings, empty, absolute (leading "/"), backslashes, NUL and
-    other control characters, empty, "." and ".." components, overlong names.
+    other control characters (C0, DEL, C1), bidi and invisible format
+    characters (a name that reads differently from what it is, see
+    `gannet.apps.display`), empty, "." and ".." components, overlong names.
     The result can only name something inside the target directory (as long as
     the receiver does not follow symlinks inside it, see receiver.py).
     """
@@ -75,7 +80,7 @@ def check_path(path: object) -> str:
         raise ProtocolError("path too long")
     if path.startswith("/"):
         raise ProtocolError(f"absolute path rejected: {path!r}")
-    if "\\" in path or any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+    if "\\" in path or has_unsafe(path):
         raise ProtocolError(f"invalid character in path {path!r}")
     for part in path.split("/"):
         if part in ("", ".", ".."):
@@ -86,8 +91,27 @@ def check_path(path: object) -> str:
 
 
 def part_name(name: str) -> str:
-    """The temporary name a file has while it is incomplete: `.name.gannet-part`."""
-    return f".{name}{PART_SUFFIX}"
+    """The temporary name a file has while it is incomplete: `.name.gannet-part`.
+
+    A name too long for that (the two additions cost 13 bytes of the 255 a
+    component may have) keeps its first bytes and a hash of the whole name:
+    `.name-start~0123456789abcdef.gannet-part`, distinct per name and always
+    within MAX_COMPONENT, so such a file can be received (and resumed) too.
+    """
+    plain = f".{name}{PART_SUFFIX}"
+    if len(plain.encode("utf-8", "surrogatepass")) <= MAX_COMPONENT:
+        return plain
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    room = MAX_COMPONENT - len(f".~{digest}{PART_SUFFIX}")
+    return f".{fit_bytes(name, room)}~{digest}{PART_SUFFIX}"
+
+
+def fit_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` whose UTF-8 form has at most `limit` bytes."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "ignore")
 
 
 # ----------------------------------------------------------------- header

@@ -14,6 +14,7 @@ import zstandard
 
 import gannet
 
+from ..display import safe_text
 from .progress import Reporter, human_size
 from .protocol import (
     ABANDON, CHUNK, CODEC_NAMES, CODEC_RAW, CODEC_ZSTD, DATA, END, START, FileEntry,
@@ -188,7 +189,8 @@ async def send_files(
         await writer.drain()
         reply = decode_line(await read_line(reader))
         if not reply.get("ok"):
-            raise TransferError(f"receiver refused the transfer: {reply.get('error', 'no reason given')}")
+            raise TransferError("receiver refused the transfer: "
+                                + safe_text(reply.get("error", "no reason given")))
         codec_ok = reply.get("compression") == "zstd"
         have = _parse_have(reply.get("have", {}), len(files))
 
@@ -198,8 +200,9 @@ async def send_files(
                 while len(verdicts) < len(files):
                     v = decode_line(await read_line(reader))
                     if "index" not in v:
-                        raise TransferError(f"receiver aborted: {v.get('error', 'unknown reason')}")
-                    verdicts[int(v["index"])] = v
+                        raise TransferError("receiver aborted: "
+                                            + safe_text(v.get("error", "unknown reason")))
+                    verdicts[_verdict_index(v, len(files), verdicts)] = v
             except Exception as exc:  # noqa: BLE001 - handed to the sending loop
                 if not all_in.done():
                     all_in.set_exception(exc)
@@ -242,6 +245,18 @@ async def send_files(
             all_in.exception()  # retrieved: the error (if any) was raised above
         result.seconds = time.monotonic() - t0
     return result
+
+
+def _verdict_index(verdict: dict, count: int, seen: dict) -> int:
+    """The file a verdict line is about; ProtocolError unless it is one of the
+    `count` offered files and has no verdict yet."""
+    index = verdict["index"]
+    if type(index) is not int or not 0 <= index < count:
+        raise ProtocolError(f"receiver sent a verdict for file {safe_text(index)}, "
+                            f"but only files 0..{count - 1} were offered")
+    if index in seen:
+        raise ProtocolError(f"receiver sent a second verdict for file {index}")
+    return index
 
 
 def _parse_have(raw: object, count: int) -> dict[int, tuple[int, str]]:
