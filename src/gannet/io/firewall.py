@@ -151,16 +151,25 @@ _hooked = False
 def _register(guard: RstGuard) -> None:
     global _hooked
     _guards.add(guard)
-    if _hooked:
+    if not _hooked:
+        _hooked = True
+        atexit.register(_remove_all)
+    hook_sigterm()
+
+
+def hook_sigterm() -> None:
+    """Make SIGTERM exit through atexit (removing the rules) instead of
+    killing the process outright, unless the program handles SIGTERM
+    itself. Only the main thread can set a handler: a guard installed on
+    another thread (the blocking Socket's loop thread) is covered by the
+    call its API makes on the caller's thread."""
+    if threading.current_thread() is not threading.main_thread():
         return
-    _hooked = True
-    atexit.register(_remove_all)
-    if threading.current_thread() is threading.main_thread():
-        try:
-            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:
-            pass
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass
 
 
 def _unregister(guard: RstGuard) -> None:

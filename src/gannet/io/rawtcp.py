@@ -172,9 +172,12 @@ class RawTcpSocket(socket.socket):
 
 
 def create_tcp_endpoint(host: str | None, port: int, *, config: Config,
-                        loop: asyncio.AbstractEventLoop | None = None) -> AioEndpoint:
+                        loop: asyncio.AbstractEventLoop | None = None,
+                        keep: bool = True) -> AioEndpoint:
     """An `AioEndpoint` speaking TCP on raw sockets at `host`:`port` (port 0:
-    a free one; host None or "0.0.0.0": every local address, listening only)."""
+    a free one; host None or "0.0.0.0": every local address, listening only).
+    `keep`: close it when the loop ends (what asyncio callers want; the
+    blocking Socket's loop thread closes its endpoints itself)."""
     loop = loop or asyncio.get_event_loop()
     if host in ("", None):
         host = "0.0.0.0"
@@ -186,5 +189,6 @@ def create_tcp_endpoint(host: str | None, port: int, *, config: Config,
     except BaseException:
         sock.close()
         raise
-    _keep_until_loop_ends(aep)
+    if keep:
+        _keep_until_loop_ends(aep)
     return aep

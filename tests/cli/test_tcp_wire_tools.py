@@ -1,0 +1,137 @@
+"""Kernel clients talking to Gannet's engine on the TCP wire, on loopback:
+nc, curl and Python sockets against `gannet echo-server --wire tcp` and an
+HTTP responder on the Gannet TCP server API; `gannet echo`, `send`/`receive`
+and `bench` with `--wire tcp` on both ends."""
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gannet_cli_helpers import stop
+from programs import require
+
+from gannet.io import firewall
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0, reason="raw sockets need root"),
+]
+
+GANNET = [sys.executable, "-m", "gannet"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def start(cmd, pattern, tmp_path, name):
+    err = tmp_path / f"{name}.log"
+    proc = subprocess.Popen(cmd, stdout=err.open("wb"), stderr=subprocess.STDOUT, env=ENV)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = re.search(pattern, err.read_text())
+        if m:
+            return proc, int(m.group(1)), err
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"{name} did not start: {err.read_text()}")
+
+
+@pytest.fixture
+def echo_server(tmp_path):
+    proc, port, log = start(GANNET + ["echo-server", "--wire", "tcp", "--port", "0"],
+                            r"listening on 127\.0\.0\.1:(\d+)", tmp_path, "echo")
+    yield port, proc, log
+    stop(proc)
+    # SIGTERM took the firewall rule with it
+    assert [r for r in firewall.rules() if r[0] == proc.pid] == []
+
+
+def test_nc_talks_to_the_gannet_echo_server(echo_server):
+    require("nc")
+    port, _, log = echo_server
+    r = subprocess.run(["nc", "-q", "1", "127.0.0.1", str(port)], input=b"hello\nworld\n",
+                       capture_output=True, timeout=30)
+    assert r.stdout == b"hello\nworld\n"
+    assert re.search(r"disconnected after 12 bytes", log.read_text())
+
+
+def test_python_sockets_bulk_both_directions(echo_server):
+    port = echo_server[0]
+    data = os.urandom(8_000_000)
+    back = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        def reader():
+            while chunk := c.recv(1 << 16):
+                back.extend(chunk)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        t.join(60)
+    assert hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_gannet_echo_client_on_the_tcp_wire(echo_server):
+    port = echo_server[0]
+    r = subprocess.run(GANNET + ["echo", f"127.0.0.1:{port}", "--wire", "tcp", "-m", "one", "-m", "two"],
+                       capture_output=True, timeout=30, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"one\ntwo\n"
+
+
+def test_curl_and_a_gannet_tcp_http_responder(tmp_path):
+    require("curl")
+    proc, port, log = start([sys.executable, str(EXAMPLES / "tcp_http_server.py"), "127.0.0.1", "0"],
+                            r"Listening on 127\.0\.0\.1:(\d+)", tmp_path, "http")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", f"{url}/hello"], capture_output=True,
+                           timeout=30)
+        assert r.stdout == b"Hello from Gannet over TCP: GET /hello\n", r.stderr
+        r = subprocess.run(["curl", "-sS", "--max-time", "30", f"{url}/bytes/3000000"],
+                           capture_output=True, timeout=40)
+        assert r.stdout == (b"0123456789abcdef" * 187500)
+        body = tmp_path / "body"
+        body.write_bytes(os.urandom(4_000_000))
+        r = subprocess.run(["curl", "-sS", "--max-time", "30", "--data-binary", f"@{body}", url],
+                           capture_output=True, timeout=40)
+        assert r.stdout.decode().strip() == hashlib.sha256(body.read_bytes()).hexdigest(), r.stderr
+    finally:
+        stop(proc)
+
+
+def test_send_and_receive_on_the_tcp_wire(tmp_path):
+    out = tmp_path / "out"
+    proc, port, log = start(GANNET + ["receive", "--wire", "tcp", "--host", "127.0.0.1", "--port", "0",
+                                      "--dir", str(out), "--once"],
+                            r"listening on [\d.]+:(\d+)", tmp_path, "receive")
+    try:
+        src = tmp_path / "file.bin"
+        src.write_bytes(os.urandom(2_000_000))
+        r = subprocess.run(GANNET + ["send", str(src), f"127.0.0.1:{port}", "--wire", "tcp"],
+                           capture_output=True, timeout=60, env=ENV)
+        assert r.returncode == 0, r.stderr
+        proc.wait(30)
+        assert (out / "file.bin").read_bytes() == src.read_bytes()
+    finally:
+        stop(proc)
+
+
+def test_bench_on_the_tcp_wire(tmp_path):
+    proc, port, log = start(GANNET + ["bench", "server", "--wire", "tcp", "--port", "0", "--once"],
+                            r"listening on 127\.0\.0\.1:(\d+)", tmp_path, "bench")
+    try:
+        r = subprocess.run(GANNET + ["bench", "client", f"127.0.0.1:{port}", "--wire", "tcp",
+                                     "--bytes", "10MB"], capture_output=True, text=True, timeout=60,
+                           env=ENV)
+        assert r.returncode == 0, r.stderr
+        assert "verified (count + CRC32C)" in r.stderr and "FAILED" not in r.stderr
+    finally:
+        stop(proc)
