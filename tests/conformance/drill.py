@@ -7,6 +7,7 @@ application side (listen, connect, write, read, shutdown, abort). Lines:
     TIME < FLAGS SEQ ack N win N <OPTIONS>     inject a segment at TIME
     TIME > FLAGS SEQ ack N win N <OPTIONS>     expect one from the SUT at TIME
     TIME > SEGMENT | SEGMENT                   expect either form
+    TIME >? SEGMENT                            allow (not require) one
     TIME listen | connect | accept | write N | read N | shutdown | abort | eof
 
 TIME is seconds from the start, `+D` after the previous line, or a window
@@ -72,6 +73,7 @@ class Line:
     arg: int | None = None
     exact: bool = field(default=True)
     alternatives: list[Spec] = field(default_factory=list)
+    optional: bool = False
 
 
 _SEG_RE = re.compile(
@@ -122,12 +124,15 @@ def parse(text: str) -> list[Line]:
             lo = hi = _time(when, prev)
             exact = True
         prev = lo
+        optional = rest.startswith(">?")
+        if optional:
+            rest = ">" + rest[2:]
         if rest[0] in "<>":
             specs = [_spec(n, alt) for alt in rest[1:].split("|")]
             if rest[0] == "<" and len(specs) > 1:
                 raise DrillError(f"line {n}: alternatives are for expected segments")
             lines.append(Line(n, raw.strip(), lo, hi, rest[0], specs[0], exact=exact,
-                              alternatives=specs))
+                              alternatives=specs, optional=optional))
         else:
             words = rest.split()
             arg = int(words[1]) if len(words) > 1 else None
@@ -166,6 +171,7 @@ class Runner:
         self.local_isn: int | None = None
         self.last_tsval = 0
         self.log: list[str] = []
+        self._held = None  # a segment an optional line looked at and left
 
     def run(self, text: str) -> list[str]:
         for line in parse(text):
@@ -174,7 +180,7 @@ class Runner:
             except DrillError as exc:
                 raise DrillError(f"line {line.number} `{line.text}`: {exc}\n" + "\n".join(self.log[-12:]))
         # Nothing unexpected right after the last line.
-        extra = self.b.outbound(self.b.now() + min(self.tol, 0.05))
+        extra = self._next(self.b.now() + min(self.tol, 0.05))
         if extra is not None:
             raise DrillError(f"unexpected segment after the script: {self._show(extra[1])}\n"
                              + "\n".join(self.log[-12:]))
@@ -188,7 +194,7 @@ class Runner:
             return
         # Inject and app commands happen at their time; what the SUT sends
         # before then must have been expected by an earlier line.
-        early = b.outbound(line.lo)
+        early = self._next(line.lo)
         if early is not None:
             raise DrillError(f"unexpected segment at {early[0]:.3f}: {self._show(early[1])}")
         if line.kind == "<":
@@ -201,10 +207,15 @@ class Runner:
 
     def _expect(self, line: Line) -> None:
         lo, hi = (line.lo - self.tol, line.hi + self.tol) if line.exact else (line.lo, line.hi)
-        got = self.b.outbound(hi)
+        got = self._next(hi)
         if got is None:
+            if line.optional:
+                return
             raise DrillError(f"no segment by {hi:.3f}")
         at, seg = got
+        if line.optional and not self._matches(line, seg):
+            self._held = got  # not this one: it is for the next line
+            return
         self.log.append(f"{at:8.3f} > {seg!r}")
         if at < lo:
             raise DrillError(f"segment came at {at:.3f}, before {lo:.3f}: {self._show(seg)}")
@@ -216,6 +227,21 @@ class Runner:
             except DrillError as exc:
                 errors.append(str(exc))
         raise DrillError("; or ".join(errors))
+
+    def _next(self, deadline: float):
+        held, self._held = self._held, None
+        return held if held is not None else self.b.outbound(deadline)
+
+    def _matches(self, line: Line, seg: Segment) -> bool:
+        isn, ts = self.local_isn, self.last_tsval
+        for spec in line.alternatives:
+            try:
+                self._match(spec, seg)
+                return True
+            except DrillError:
+                pass
+        self.local_isn, self.last_tsval = isn, ts
+        return False
 
     def _show(self, seg: Segment) -> str:
         return repr(seg)

@@ -5,6 +5,7 @@ are checked against Linux."""
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -37,3 +38,31 @@ def test_linux(script):
     finally:
         subprocess.run(["ip", "netns", "del", ns])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+HANDSHAKE = """
+0      listen
++0     < S 0:0(0) win 65535 <mss 1460,sackOK,TS val 100 ecr 0,nop,wscale 7>
+"""
+
+
+@pytest.mark.parametrize("tail, message", [
+    ("+0 > S. 0:0(0) ack 2", "ack: want 2, got 1"),
+    ("+0 > S. 0:0(0) ack 1 <mss 1400>", "mss: want 1400, got 1460"),
+    ("+0 > . 0:0(0) ack 1", "flags: want ."),
+    ("0.5 > S. 0:0(0) ack 1", "before 0.498"),
+    ("+0.5 listen", "unexpected segment at 0.000"),
+    ("+0 > S. 0:0(0) ack 1\n+0.5 > . 1:1(0) ack 1", "no segment by 0.502"),
+])
+def test_the_runner_reports_each_difference_with_its_line(tail, message):
+    from drill import DrillError
+
+    with pytest.raises(DrillError, match=r"line \d+ .*" + re.escape(message)):
+        Runner(GannetBackend(), tolerance=0.002).run(HANDSHAKE + tail)
+
+
+def test_an_unexpected_segment_after_the_script_fails():
+    from drill import DrillError
+
+    with pytest.raises(DrillError, match="unexpected segment after the script"):
+        Runner(GannetBackend(), tolerance=0.002).run(HANDSHAKE)
