@@ -38,6 +38,7 @@ ETHERNET_MTU = 1500
 _UDP_DATA_OVERHEAD = 24
 _TCP_DATA_OVERHEAD = ipv4.HEADER_SIZE + tcpwire.HEADER_SIZE + tcpwire.TS_OPTION_SIZE  # 52
 _ACK_PSH = ACK | PSH
+_ADDRESS_CACHE = 4096
 
 
 def tcp_config(config: Config, mtu: int = ETHERNET_MTU) -> Config:
@@ -73,6 +74,10 @@ class TcpEndpoint(Endpoint):
         self.other_ports = 0
         """Packets for other ports or protocols, ignored."""
         self.ident = 0  # IPv4 identification of the next packet
+        # Address text <-> bytes, for the hosts seen lately (the ipaddress
+        # module costs microseconds per packet); cleared when it grows.
+        self._names: dict[bytes, str] = {}
+        self._packed: dict[str, bytes] = {}
 
     # ----------------------------------------------------------- application
     def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
@@ -128,7 +133,12 @@ class TcpEndpoint(Endpoint):
         except tcpwire.TcpWireError as exc:
             self._drop(str(exc))
             return
-        key = (str(ipaddress.IPv4Address(src)), sport)
+        name = self._names.get(src)
+        if name is None:
+            if len(self._names) > _ADDRESS_CACHE:
+                self._names.clear()
+            name = self._names[src] = str(ipaddress.IPv4Address(src))
+        key = (name, sport)
         conn = self._peers.get(key)
         if conn is None:
             self._no_connection(seg, key, dst, now)
@@ -185,7 +195,11 @@ class TcpEndpoint(Endpoint):
         return sent
 
     def _packet(self, key: tuple[str, int], local: bytes, seg: Segment) -> bytes:
-        peer = ipaddress.IPv4Address(key[0]).packed
+        peer = self._packed.get(key[0])
+        if peer is None:
+            if len(self._packed) > _ADDRESS_CACHE:
+                self._packed.clear()
+            peer = self._packed[key[0]] = ipaddress.IPv4Address(key[0]).packed
         segment = tcpwire.encode(self.port, key[1], seg, local, peer)
         self.ident = (self.ident + 1) & 0xFFFF
         return ipv4.build(local, peer, len(segment), ident=self.ident) + segment
