@@ -135,3 +135,58 @@ def test_bench_on_the_tcp_wire(tmp_path):
         assert "verified (count + CRC32C)" in r.stderr and "FAILED" not in r.stderr
     finally:
         stop(proc)
+
+
+def test_hostile_segments_at_a_gannet_tcp_listener_disturb_nothing(echo_server):
+    """Random and malformed packets at the listener's port (bad checksums,
+    bad offsets, truncated options, random flags and sequence numbers on a
+    live connection's 4-tuple, stray SYNs) while a kernel client's
+    connection is open: it keeps echoing, and no exception reaches the log."""
+    import random
+
+    from gannet.wire import ipv4
+    from gannet.wire import tcp as tcpwire
+    from gannet.wire.segment import Segment
+
+    port, proc, log = echo_server
+    rng = random.Random(7)
+    lo = bytes([127, 0, 0, 1])
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+        c.sendall(b"before\n")
+        assert c.recv(100) == b"before\n"
+        cport = c.getsockname()[1]
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        with raw:
+            for i in range(1500):
+                sport = cport if i % 3 == 0 else rng.randrange(1024, 65536)
+                kind = i % 5
+                if kind == 0:  # random bytes after a plausible port pair
+                    seg = sport.to_bytes(2, "big") + port.to_bytes(2, "big") + rng.randbytes(rng.randrange(0, 60))
+                elif kind == 1:  # a valid segment with random fields and flags
+                    seg = tcpwire.encode(sport, port, Segment(rng.getrandbits(32), rng.getrandbits(32),
+                                                              rng.getrandbits(8), rng.getrandbits(16),
+                                                              rng.randbytes(rng.randrange(0, 100))), lo, lo)
+                elif kind == 2:  # bad checksum
+                    seg = bytearray(tcpwire.encode(sport, port, Segment(1, 2, 0x10, 3, b"zz"), lo, lo))
+                    seg[16] ^= 0x55
+                    seg = bytes(seg)
+                elif kind == 3:  # bad data offset / truncated option, checksum fixed
+                    seg = bytearray(tcpwire.encode(sport, port, Segment(1, 2, 0x10, 3), lo, lo) + b"\x05\x0a\x00\x00")
+                    seg[12] = rng.choice([0x10, 0x60, 0xF0])
+                    seg[16:18] = b"\0\0"
+                    seg[16:18] = tcpwire.checksum(seg, lo, lo).to_bytes(2, "big")
+                    seg = bytes(seg)
+                else:  # a stray SYN from an unknown port
+                    seg = tcpwire.encode(sport, port, Segment(rng.getrandbits(32), 0, 0x02, 1000, mss=rng.randrange(0, 70000) & 0xFFFF), lo, lo)
+                raw.sendto(ipv4.build(lo, lo, len(seg)) + seg, ("127.0.0.1", 0))
+        time.sleep(0.3)
+        c.sendall(b"after\n")
+        got = b""
+        while not got.endswith(b"after\n"):
+            chunk = c.recv(100)
+            assert chunk, "the connection was closed"
+            got += chunk
+        assert got == b"after\n"
+    assert proc.poll() is None
+    text = log.read_text()
+    assert "Traceback" not in text and "Error" not in text.replace("disconnected", ""), text
