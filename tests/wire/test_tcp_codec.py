@@ -263,3 +263,22 @@ def test_kernel_reset_has_a_full_checksum_we_verify_and_reproduce():
 def test_fin_round_trip_keeps_flags():
     seg = Segment(5, 6, FIN | ACK, 7)
     assert decode(encode(9, 10, seg, LO, LO), LO, LO)[2].flags == FIN | ACK
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda p: p[:19], "too short"),
+    (lambda p: b"\x65" + p[1:], "IP version 6"),
+    (lambda p: b"\x44" + p[1:], "header length 16"),
+    (lambda p: p[:2] + (len(p) + 1).to_bytes(2, "big") + p[4:], "total length"),
+    (lambda p: p[:6] + b"\x20\x00" + p[8:], "a fragment"),
+    (lambda p: p[:6] + b"\x00\x08" + p[8:], "a fragment"),
+])
+def test_ipv4_rejections_say_why(mutate, reason):
+    from gannet.wire import ipv4
+
+    seg = encode(1, 2, Segment(1, 2, ACK, 3, b"data"), LO, LO)
+    packet = ipv4.build(LO, LO, len(seg)) + seg
+    assert ipv4.parse(packet) == (LO, LO, 6, 20, len(packet))
+    assert ipv4.header_checksum(packet[:20]) == 0
+    with pytest.raises(ipv4.IPv4Error, match=reason):
+        ipv4.parse(mutate(packet))

@@ -143,6 +143,10 @@ def run_connect(args: argparse.Namespace) -> int:
     from gannet.cli.tcp_connect import connect_and_send
 
     host, port = parse_target(args.target)
+    try:
+        host = socket.gethostbyname(host)  # the TCP wire is IPv4
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CLIError(f"cannot resolve {host!r} to an IPv4 address: {exc}") from None
     if args.message is not None:
         data = args.message.encode()
     else:
