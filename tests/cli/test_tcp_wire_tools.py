@@ -88,7 +88,7 @@ def test_gannet_echo_client_on_the_tcp_wire(echo_server):
 
 def test_curl_and_a_gannet_tcp_http_responder(tmp_path):
     require("curl")
-    proc, port, log = start([sys.executable, str(EXAMPLES / "tcp_http_server.py"), "127.0.0.1", "0"],
+    proc, port, _ = start([sys.executable, str(EXAMPLES / "tcp_http_server.py"), "127.0.0.1", "0"],
                             r"Listening on 127\.0\.0\.1:(\d+)", tmp_path, "http")
     try:
         url = f"http://127.0.0.1:{port}"
@@ -109,7 +109,7 @@ def test_curl_and_a_gannet_tcp_http_responder(tmp_path):
 
 def test_send_and_receive_on_the_tcp_wire(tmp_path):
     out = tmp_path / "out"
-    proc, port, log = start(GANNET + ["receive", "--wire", "tcp", "--host", "127.0.0.1", "--port", "0",
+    proc, port, _ = start(GANNET + ["receive", "--wire", "tcp", "--host", "127.0.0.1", "--port", "0",
                                       "--dir", str(out), "--once"],
                             r"listening on [\d.]+:(\d+)", tmp_path, "receive")
     try:
@@ -125,7 +125,7 @@ def test_send_and_receive_on_the_tcp_wire(tmp_path):
 
 
 def test_bench_on_the_tcp_wire(tmp_path):
-    proc, port, log = start(GANNET + ["bench", "server", "--wire", "tcp", "--port", "0", "--once"],
+    proc, port, _ = start(GANNET + ["bench", "server", "--wire", "tcp", "--port", "0", "--once"],
                             r"listening on 127\.0\.0\.1:(\d+)", tmp_path, "bench")
     try:
         r = subprocess.run(GANNET + ["bench", "client", f"127.0.0.1:{port}", "--wire", "tcp",

@@ -430,8 +430,7 @@ class KernelBackend:
 
         while True:
             wait = deadline - self.now()
-            if wait < 0:
-                wait = 0
+            wait = max(wait, 0)
             ready, _, _ = select.select([self.fd], [], [], wait)
             if not ready:
                 return None

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from drill import GannetBackend, Runner
 
 SCRIPTS = sorted((pathlib.Path(__file__).parent / "scripts").glob("*.pkt"))

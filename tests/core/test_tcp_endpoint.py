@@ -72,7 +72,7 @@ def test_handshake_data_and_close_between_two_tcp_endpoints():
 
 
 def test_segments_are_real_tcp_in_ipv4():
-    client, server = pair()
+    client, _ = pair()
     client.connect((B, 8888), 0.0)
     [(packet, addr)] = client.datagrams_to_send(0.0)
     assert addr == (B, 8888)
@@ -86,7 +86,7 @@ def test_segments_are_real_tcp_in_ipv4():
 
 
 def test_segment_for_no_connection_is_reset_and_syn_to_a_non_listener_too():
-    client, server = pair()
+    _, server = pair()
     stray = tcpwire.encode(5555, 8888, Segment(100, 200, ACK, 10, b"x"), PA, PB)
     server.receive_datagram(ipv4.build(PA, PB, len(stray)) + stray, None, 0.0)
     [(packet, addr)] = server.datagrams_to_send(0.0)
@@ -119,7 +119,7 @@ def test_four_tuple_demultiplexing():
 
 
 def test_packets_for_other_ports_are_ignored_not_reset():
-    client, server = pair()
+    _, server = pair()
     other = tcpwire.encode(1, 22, Segment(1, 0, SYN, 10), PA, PB)
     server.receive_datagram(ipv4.build(PA, PB, len(other)) + other, None, 0.0)
     assert server.datagrams_to_send(0.0) == []
@@ -127,7 +127,7 @@ def test_packets_for_other_ports_are_ignored_not_reset():
 
 
 def test_bad_checksum_is_dropped_with_its_reason():
-    client, server = pair()
+    _, server = pair()
     syn = bytearray(tcpwire.encode(5, 8888, Segment(1, 0, SYN, 10), PA, PB))
     syn[4] ^= 0xFF
     server.receive_datagram(ipv4.build(PA, PB, len(syn)) + bytes(syn), None, 0.0)

@@ -24,7 +24,7 @@ def test_readexactly_beyond_twice_the_limit():
 
         server = await gannet.start_server(handle, "127.0.0.1", 0, limit=64 * 1024)
         port = server.addresses[0][1]
-        r, w = await gannet.open_connection("127.0.0.1", port)
+        _, w = await gannet.open_connection("127.0.0.1", port)
         w.write(data)
         await w.drain()
         body = await asyncio.wait_for(got, 30)

@@ -15,7 +15,6 @@ import sys
 import time
 
 import pytest
-
 from netlab_support import skip_unless_netlab_possible
 
 skip_unless_netlab_possible()
@@ -196,7 +195,7 @@ def check_negotiated(view, gannet=None):
 
 @pytest.mark.parametrize("name,link,size", [
     ("clean", {}, 20_000_000),
-    ("1% loss 40 ms", dict(delay="20ms", loss="1%"), 3_000_000),
+    ("1% loss 40 ms", {"delay": "20ms", "loss": "1%"}, 3_000_000),
 ])
 def test_gannet_tcp_to_a_kernel_receiver(name, link, size):
     nbytes = BULK or size
