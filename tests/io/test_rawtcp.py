@@ -88,6 +88,15 @@ def test_the_rule_drops_kernel_rsts_for_our_port_only():
             except BlockingIOError:
                 break
         assert seen and all(int.from_bytes(p[22:24], "big") == raw.port for p in seen)
+        # Other ports keep their RSTs while the rule stands.
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+        probe.close()
+        c = socket.socket()
+        c.settimeout(5)
+        with c, pytest.raises(ConnectionRefusedError):
+            c.connect(("127.0.0.1", closed))
     finally:
         raw.close()
     c = socket.socket()
@@ -136,3 +145,35 @@ def test_gannet_streams_on_tcp_with_a_kernel_server_both_directions():
         t.join(30)
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert back == data[::-1]
+
+
+def test_the_nft_backend_installs_sweeps_and_removes(monkeypatch):
+    """Where iptables is missing the rule goes in through nft: the same
+    life cycle (install, listed with its owner, removed), and a kernel RST
+    from the port is dropped while it stands."""
+    import shutil
+
+    if shutil.which("nft") is None:
+        pytest.skip("needs nft")
+    monkeypatch.setattr(firewall, "backend", lambda: "nft")
+    had_table = subprocess.run(["nft", "list", "table", "ip", firewall.NFT_TABLE],
+                               capture_output=True).returncode == 0
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]  # reserved, not listening: the kernel would RST
+    guard = firewall.RstGuard(port)
+    try:
+        guard.install()
+        assert (os.getpid(), port) in [(p, q) for p, q, _ in firewall.rules()]
+        # A kernel client's SYN to the port: its RST is dropped, so the
+        # connect times out instead of being refused.
+        c = socket.socket()
+        c.settimeout(0.5)
+        with c, pytest.raises(TimeoutError):
+            c.connect(("127.0.0.1", port))
+    finally:
+        guard.remove()
+        probe.close()
+    assert (os.getpid(), port) not in [(p, q) for p, q, _ in firewall.rules()]
+    if not had_table and not firewall.rules():
+        subprocess.run(["nft", "delete", "table", "ip", firewall.NFT_TABLE], capture_output=True)
