@@ -74,9 +74,11 @@ _PEER_SOCKETS: list = []  # what a failing peer reports on (_diag)
 
 
 def _open(proto: str, cc: str):
-    if proto == "gannet":
+    if proto in ("gannet", "gannet-tcp"):
         import gannet
-        sock = gannet.Socket(cc=cc)
+        # gannet-tcp: Gannet's engine on the TCP wire (raw sockets), sending
+        # to a kernel TCP receiver (peer_server opens a kernel socket for it).
+        sock = gannet.Socket(cc=cc, wire="tcp" if proto == "gannet-tcp" else "udp")
         _PEER_SOCKETS.append(sock)
         return sock
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -97,7 +99,7 @@ def _payload_per_packet(s, proto) -> int | None:
     """Payload bytes a full-size packet carries: Gannet's MSS, or the kernel's
     current send MSS (TCP_MAXSEG: 1448 with timestamps on a 1500-byte path)."""
     try:
-        if proto == "gannet":
+        if proto.startswith("gannet"):
             return s.connection.mss
         return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
     except (OSError, AttributeError):
@@ -149,7 +151,10 @@ def _diag(s) -> dict:
 
 
 def peer_server(args) -> None:
-    lsock = _open(args.proto, args.cc)
+    if args.proto == "gannet-tcp":
+        lsock = _open("tcp", "")  # a kernel receiver for Gannet on the TCP wire
+    else:
+        lsock = _open(args.proto, args.cc)
     lsock.bind((args.host, args.port))
     lsock.listen(1)
     print("ready", flush=True)
@@ -220,7 +225,7 @@ def peer_client(args) -> None:
     s = _open(args.proto, args.cc)
     s.connect((args.host, args.port))
     block = _pattern_block()
-    chunk = 1 << 16 if args.proto == "gannet" else 1 << 18
+    chunk = 1 << 16 if args.proto.startswith("gannet") else 1 << 18
     h, sent, off = hashlib.sha256(), 0, 0
     start = time.monotonic()
     deadline = start + args.seconds
@@ -279,11 +284,13 @@ LINKS = [LinkSpec("clean", 50e6, 0.040, 0.0), LinkSpec("loss1", 50e6, 0.040, 0.0
 
 @dataclass(frozen=True)
 class Flow:
-    proto: str  # "gannet" | "tcp"
+    proto: str  # "gannet" | "tcp" | "gannet-tcp"
     cc: str
 
     @property
     def label(self) -> str:
+        if self.proto == "gannet-tcp":
+            return f"Gannet TCP-wire {self.cc} -> kernel"
         return f"Gannet {self.cc}" if self.proto == "gannet" else f"kernel TCP {self.cc}"
 
 
@@ -633,7 +640,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["peer"]:
         p = argparse.ArgumentParser(prog="lossy.py peer")
         p.add_argument("role", choices=["server", "client"])
-        p.add_argument("--proto", choices=["gannet", "tcp"], required=True)
+        p.add_argument("--proto", choices=["gannet", "tcp", "gannet-tcp"], required=True)
         p.add_argument("--cc", default="")
         p.add_argument("--host", required=True)
         p.add_argument("--port", type=int, required=True)
@@ -655,6 +662,9 @@ def main(argv=None) -> int:
     p.add_argument("--gannet-cc", default=None,
                    help="Gannet controllers, comma-separated (default: all available)")
     p.add_argument("--tcp-cc", default="cubic,bbr")
+    p.add_argument("--gannet-tcp-cc", default="",
+                   help="also run Gannet on the TCP wire (raw sockets) to a kernel receiver "
+                   "with these controllers, e.g. bbr")
     p.add_argument("--no-fairness", action="store_true")
     p.add_argument("--fairness-cc", default=None,
                    help="Gannet controllers for the fairness runs, comma-separated or 'all' "
@@ -687,7 +697,8 @@ def main(argv=None) -> int:
     for name, why in missing.items():
         print(f"skipping kernel TCP {name}: {why}", file=sys.stderr)
     tcc = [c for c in tcc if c not in missing]
-    flows = [Flow("gannet", c) for c in gcc] + [Flow("tcp", c) for c in tcc]
+    flows = ([Flow("gannet", c) for c in gcc] + [Flow("tcp", c) for c in tcc]
+             + [Flow("gannet-tcp", c) for c in args.gannet_tcp_cc.split(",") if c])
     command = "python bench/lossy.py " + " ".join(argv)
     report = {"command": command.strip(), "machine": machine(), "seconds": seconds,
               "links": [{"name": s.name, "describe": s.describe()} for s in specs],

@@ -21,6 +21,9 @@ PACKAGES = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "curl": "curl",
+    "iptables": "iptables",
+    "nc": "netcat-openbsd",
+    "setpriv": "util-linux",
 }
 
 

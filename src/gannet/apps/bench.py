@@ -433,9 +433,10 @@ class BenchServer:
     """Runs one test at a time; a second client meanwhile gets an error message."""
 
     def __init__(self, host: str, port: int, *, once: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, wire: str = "udp") -> None:
         self.host = host
         self.port = port
+        self.wire = wire
         self.once = once
         self.log = log
         self.server: gannet.Server | None = None
@@ -444,7 +445,7 @@ class BenchServer:
         self.cleanups: set[asyncio.Task] = set()
 
     async def start(self) -> tuple[str, int]:
-        self.server = await gannet.start_server(self._control, self.host, self.port)
+        self.server = await gannet.start_server(self._control, self.host, self.port, wire=self.wire)
         addr = self.server.addresses[0]
         return addr[0], addr[1]
 
@@ -522,7 +523,8 @@ class BenchServer:
             await test_over.wait()
 
         test_over = asyncio.Event()
-        data_server = await gannet.start_server(on_data, self.host, 0, **params.data_settings())
+        data_server = await gannet.start_server(on_data, self.host, 0, wire=self.wire,
+                                                **params.data_settings())
         what = (f"{'send' if params.reverse else 'receive'} "
                 f"{_fmt_amount(params)}, {k} stream{'s' if k > 1 else ''}"
                 + (f", mtu {params.mtu}" if params.mtu else "")
@@ -606,12 +608,13 @@ class BenchServer:
 
 # --------------------------------------------------------------------- client
 async def run_client(host: str, port: int, params: Params, *,
-                     connect_timeout: float = 10.0,
+                     connect_timeout: float = 10.0, wire: str = "udp",
                      on_start: Callable[[dict[str, Any]], None] | None = None,
                      on_interval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one test against a bench server; returns the JSON-ready result."""
     cpu0 = cpu_seconds()
-    creader, cwriter = await gannet.open_connection(host, port, connect_timeout=connect_timeout)
+    creader, cwriter = await gannet.open_connection(host, port, connect_timeout=connect_timeout,
+                                                    wire=wire)
     data: list[tuple[asyncio.StreamReader, gannet.StreamWriter]] = []
     try:
         await send_msg(cwriter, params.to_wire())
@@ -620,7 +623,7 @@ async def run_client(host: str, port: int, params: Params, *,
             raise BenchError("unexpected answer from the server")
         data_port = int(ready["data_port"])
         opened = await asyncio.gather(
-            *(gannet.open_connection(host, data_port, connect_timeout=connect_timeout,
+            *(gannet.open_connection(host, data_port, connect_timeout=connect_timeout, wire=wire,
                                      **params.data_settings()) for _ in range(params.parallel)),
             return_exceptions=True)
         for item in opened:

@@ -27,6 +27,7 @@ from gannet.apps.bench import (
     run_client,
 )
 from gannet.cli.main import CLIError
+from gannet.cli.wireopt import add_wire_option
 from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_size
 from gannet.core import cc as cc_registry
@@ -50,11 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=_port, default=DEFAULT_PORT,
                    help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     s.add_argument("--once", action="store_true", help="exit after one test")
+    add_wire_option(s)
     s.set_defaults(func=run_server)
 
     c = sub.add_parser("client", help="run a test against a bench server",
                        description="Run one test against `gannet bench server` at HOST:PORT.")
     c.add_argument("target", metavar="HOST:PORT", help="where `gannet bench server` listens")
+    add_wire_option(c)
     amount = c.add_mutually_exclusive_group()
     amount.add_argument("--bytes", "-n", type=_size, default=None, metavar="N",
                         help="send this many bytes in total, e.g. 20MB or 1GiB")
@@ -121,7 +124,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------- server
 def run_server(args: argparse.Namespace) -> int:
     async def main() -> int:
-        server = BenchServer(args.host, args.port, once=args.once, log=log)
+        server = BenchServer(args.host, args.port, once=args.once, log=log, wire=args.wire)
         host, port = await server.start()
         log(f"listening on {host}:{port}")
         await server.serve()
@@ -235,7 +238,7 @@ def run_client_cmd(args: argparse.Namespace) -> int:
     log(f"connecting to {host}:{port}")
     try:
         result = run_loop(run_client(host, port, params,
-                                        connect_timeout=args.connect_timeout,
+                                        connect_timeout=args.connect_timeout, wire=args.wire,
                                         on_start=on_start, on_interval=report.interval))
     except socket.gaierror as exc:
         raise CLIError(f"cannot resolve {host}: {exc.strerror or exc}") from None

@@ -14,6 +14,7 @@ import threading
 
 from gannet.apps.display import safe_text
 from gannet.cli.main import CLIError
+from gannet.cli.wireopt import add_wire_option
 
 DEFAULT_PORT = 8000
 ECHO_TIMEOUT = 30.0  # longest the client waits for one echo
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
+    add_wire_option(s)
     s.set_defaults(func=run_server)
 
     c = subparsers.add_parser(
@@ -40,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("address", metavar="HOST:PORT", help="the echo server")
     c.add_argument("--message", "-m", action="append", metavar="TEXT",
                    help="send TEXT instead of reading stdin (repeatable)")
+    add_wire_option(c)
     c.set_defaults(func=run_client)
 
 
@@ -85,7 +88,9 @@ def run_server(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"invalid port {args.port}")
     family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
-    server = Socket(family)
+    if args.wire == "tcp" and family != _socket.AF_INET:
+        raise CLIError("--wire tcp is IPv4 only")
+    server = Socket(family, wire=args.wire)
     try:
         server.bind((args.host, args.port))
         server.listen(128)
@@ -121,7 +126,9 @@ def run_client(args: argparse.Namespace) -> int:
 
     host, port = _parse_address(args.address)
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    sock = Socket(family)
+    if args.wire == "tcp" and family != _socket.AF_INET:
+        raise CLIError("--wire tcp is IPv4 only")
+    sock = Socket(family, wire=args.wire)
     sock.settimeout(ECHO_TIMEOUT)
     try:
         sock.connect((host, port))

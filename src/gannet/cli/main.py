@@ -28,6 +28,7 @@ SUBCOMMANDS = [
     "tunnel",
     "bench",
     "netlab",
+    "tcp",
 ]
 
 

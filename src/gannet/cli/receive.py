@@ -13,6 +13,7 @@ from gannet.apps.transfer.protocol import CHUNK
 from gannet.apps.transfer.receiver import Receiver
 from gannet.cli.main import CLIError
 from gannet.cli.units import positive_duration
+from gannet.cli.wireopt import add_wire_option
 from gannet.io.loops import run as run_loop
 
 _DEFAULTS = TransferLimits()
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
     p.add_argument("--dir", required=True, metavar="DIR", help="where files go (created if missing)")
+    add_wire_option(p)
     p.add_argument("--once", action="store_true",
                    help="exit after one complete transfer: 0 if every file verified, else 1")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                 done.set_result(1 if out.failed else 0)
 
         try:
-            server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK)
+            server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK,
+                                               wire=args.wire)
         except OSError as exc:
             raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
         host, port = server.addresses[0][:2]

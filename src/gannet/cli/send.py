@@ -10,6 +10,7 @@ from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
 from gannet.cli.main import CLIError
+from gannet.cli.wireopt import add_wire_option
 from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_rate
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="what to send")
     p.add_argument("target", metavar="HOST:PORT", help="where `gannet receive` listens")
+    add_wire_option(p)
     p.add_argument("--compress", choices=COMPRESS_MODES, default="auto",
                    help="zstd per 1 MiB chunk: auto (only for data that compresses, the "
                    "default), zstd (always) or none")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
-                idle_timeout=args.idle_timeout,
+                idle_timeout=args.idle_timeout, wire=args.wire,
             ))
         except socket.gaierror as exc:
             raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None

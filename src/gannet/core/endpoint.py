@@ -277,15 +277,22 @@ class Endpoint:
             self.stats.unknown_connection += 1
             self._reset(seg, 0, src, addr)
             return
+        conn = self._passive_open(seg, addr, now)
+        if conn is not None:
+            conn.remote_cid = src
+            self._syn_index[(addr, src)] = conn
+
+    def _passive_open(self, seg: Segment, addr: object, now: float) -> Connection | None:
+        """A listener's new connection for the SYN `seg` from `addr`, or None
+        when the backlog is full (like Linux, the SYN is dropped and the
+        client's retransmission tries again)."""
         if len(self._unaccepted) >= self._backlog:
-            # Like Linux: drop the SYN; the client's retransmission tries again.
             self.stats.syn_dropped_backlog += 1
-            return
+            return None
         conn = self._new_connection(addr, now, None)
-        conn.remote_cid = src
-        self._syn_index[(addr, src)] = conn
         self._unaccepted[conn] = False
         conn.accept_syn(seg, now)
+        return conn
 
     def _reset(self, seg: Segment, dst: int, src: int | None, addr: object) -> None:
         """RFC 9293 3.10.7.1: answer a segment for no connection with RST.
@@ -321,21 +328,29 @@ class Endpoint:
             for conn in dirty:
                 segs = conn.segments_to_send(now, True)
                 if segs:
-                    addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
-                    for seg in segs:
-                        if type(seg) is SegmentRun:
-                            train = encode_run(dst, seg)
-                            sent += seg.count
-                            if trains:
-                                out.append((train, addr))
-                            else:
-                                out.extend((d, addr) for d in train.datagrams())
-                        else:
-                            out.append((encode(dst, src, seg), addr))
-                            sent += 1
+                    sent += self._encode_into(conn, segs, out, trains)
                 self._after_change(conn)
         self.stats.datagrams_sent += sent
         return out
+
+    def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
+        """Append `conn`'s segments to `out` as (datagram or Train, address);
+        returns the number of datagrams. The one step an endpoint for
+        another encoding replaces (core/tcp_endpoint.py)."""
+        sent = 0
+        addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
+        for seg in segs:
+            if type(seg) is SegmentRun:
+                train = encode_run(dst, seg)
+                sent += seg.count
+                if trains:
+                    out.append((train, addr))
+                else:
+                    out.extend((d, addr) for d in train.datagrams())
+            else:
+                out.append((encode(dst, src, seg), addr))
+                sent += 1
+        return sent
 
     # ----------------------------------------------------------------- time
     def get_timer(self) -> float | None:

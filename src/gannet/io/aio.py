@@ -426,18 +426,22 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
 async def open_connection(
     host: str | None = None, port: int | None = None, *, config: Config | None = None,
     local_addr: tuple[str, int] | None = None, limit: int = DEFAULT_LIMIT, family: int = 0,
-    **config_overrides: object,
+    wire: str = "udp", **config_overrides: object,
 ) -> tuple[asyncio.StreamReader, StreamWriter]:
     """Connect to a Gannet server; returns (reader, writer) like asyncio's.
 
     Each connection gets its own UDP socket (closed when the connection ends).
     Raises ConnectionRefusedError if nothing listens there, TimeoutError after
-    `config.connect_timeout`.
+    `config.connect_timeout`. `wire="tcp"` speaks real TCP instead, to any
+    TCP server (IPv4, raw sockets, root: gannet.io.rawtcp).
     """
     if port is None:
         raise ValueError("port is required")
+    _check_wire(wire)
     cfg = make_config(config, config_overrides)
     loop = asyncio.get_running_loop()
+    if wire == "tcp":
+        family = socket.AF_INET
     infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
     targets = [(f, a) for f, _, _, _, a in infos if f in (socket.AF_INET, socket.AF_INET6)]
     if not targets:
@@ -446,9 +450,13 @@ async def open_connection(
     for fam, addr in dict.fromkeys(targets):
         if local_addr is not None:
             lhost, lport = local_addr[0], local_addr[1]
+        elif wire == "tcp":
+            from .rawtcp import route_source
+
+            lhost, lport = route_source(addr[0]), 0  # a TCP endpoint sends from one address
         else:
             lhost, lport = ("::" if fam == socket.AF_INET6 else "0.0.0.0"), 0
-        aep = await create_endpoint(lhost, lport, config=cfg, family=fam, loop=loop)
+        aep = await create_endpoint(lhost, lport, config=cfg, family=fam, loop=loop, wire=wire)
         aep.close_when_idle = True
         try:
             return await connect_endpoint(aep, addr, cfg, limit)
@@ -462,6 +470,14 @@ async def open_connection(
             raise
     assert error is not None
     raise error
+
+
+WIRES = ("udp", "tcp")
+
+
+def _check_wire(wire: str) -> None:
+    if wire not in WIRES:
+        raise ValueError(f"wire must be one of {WIRES}, not {wire!r}")
 
 
 ClientCallback = Callable[[asyncio.StreamReader, StreamWriter], Awaitable[None] | None]
@@ -619,13 +635,15 @@ class _SocketInfo:
 async def start_server(
     client_connected_cb: ClientCallback, host: str | None = None, port: int = 0, *,
     config: Config | None = None, backlog: int = 128, limit: int = DEFAULT_LIMIT,
-    family: int = 0, **config_overrides: object,
+    family: int = 0, wire: str = "udp", **config_overrides: object,
 ) -> Server:
     """Listen on one UDP socket at host:port (port 0: any; see `.addresses`).
 
     `client_connected_cb(reader, writer)` is called (and awaited as a task if
-    it is a coroutine) for every established connection.
+    it is a coroutine) for every established connection. `wire="tcp"`
+    listens for real TCP clients instead (IPv4, raw sockets, root).
     """
+    _check_wire(wire)
     cfg = make_config(config, config_overrides)
-    aep = await create_endpoint(host, port, config=cfg, family=family)
+    aep = await create_endpoint(host, port, config=cfg, family=family, wire=wire)
     return Server(aep, client_connected_cb, limit, backlog)

@@ -154,10 +154,17 @@ class Socket:
     """
 
     def __init__(self, family: int = _socket.AF_INET, config: Config | None = None,
-                 **config_overrides: object) -> None:
+                 *, wire: str = "udp", **config_overrides: object) -> None:
+        """`wire="tcp"`: real TCP on raw sockets instead of Gannet over UDP
+        (IPv4 only, needs root; gannet.io.rawtcp)."""
         if family not in (_socket.AF_INET, _socket.AF_INET6):
             raise ValueError("family must be AF_INET or AF_INET6")
+        if wire not in ("udp", "tcp"):
+            raise ValueError(f"wire must be 'udp' or 'tcp', not {wire!r}")
+        if wire == "tcp" and family != _socket.AF_INET:
+            raise ValueError("wire='tcp' is IPv4 only (AF_INET)")
         self.family = family
+        self.wire = wire
         self.config = make_config(config, config_overrides)
         self._timeout: float | None = _socket.getdefaulttimeout()
         self._aep: AioEndpoint | None = None
@@ -173,6 +180,7 @@ class Socket:
     def _accepted(cls, listener: Socket, w: _ConnWaiter) -> Socket:
         s = cls.__new__(cls)
         s.family = listener.family
+        s.wire = listener.wire
         s.config = listener.config
         s._timeout = _socket.getdefaulttimeout()  # as socket.accept() does
         s._aep = w.aep
@@ -190,6 +198,18 @@ class Socket:
             raise _oserror(errno.EBADF, "socket is closed")
 
     def _bind(self, host: str | None, port: int) -> None:
+        if self.wire == "tcp":
+            from .firewall import hook_sigterm
+            from .rawtcp import create_tcp_endpoint
+
+            hook_sigterm()  # on the caller's thread, which may be the main one
+            lt = _LoopThread.get()
+            aep = lt.call(lambda: create_tcp_endpoint(host, port, config=self.config, loop=lt.loop,
+                                                        keep=False))
+            lt.endpoints.add(aep)
+            self._aep = aep
+            self._owns_aep = True
+            return
         error: OSError | None = None
         for fam, addr in resolve(host, port, self.family, passive=True):
             if fam != self.family:
@@ -300,7 +320,12 @@ class Socket:
         if not targets:
             raise _oserror(errno.EAFNOSUPPORT, f"no address of this family for {host!r}")
         if self._aep is None:
-            self._bind("::" if self.family == _socket.AF_INET6 else "0.0.0.0", 0)
+            if self.wire == "tcp":
+                from .rawtcp import route_source
+
+                self._bind(route_source(targets[0][0]), 0)
+            else:
+                self._bind("::" if self.family == _socket.AF_INET6 else "0.0.0.0", 0)
         aep = self._aep
         assert aep is not None
         with aep.lock:

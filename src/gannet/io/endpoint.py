@@ -551,13 +551,16 @@ class AioEndpoint:
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
-                 *, gso: bool | None = None, gro: bool | None = None) -> None:
+                 *, gso: bool | None = None, gro: bool | None = None,
+                 endpoint: Endpoint | None = None) -> None:
         """`gso` / `gro`: None (the default) uses them where the kernel can,
-        unless GANNET_NO_GSO / GANNET_NO_GRO is set; False never does."""
+        unless GANNET_NO_GSO / GANNET_NO_GRO is set; False never does.
+        `endpoint`: the core endpoint to drive (default: Gannet over UDP on
+        `sock`; gannet.io.rawtcp passes a TcpEndpoint and its raw socket)."""
         self.loop = loop
         self.sock = sock
         self.config = config
-        self.ep = Endpoint(config, _SYSTEM_RANDOM)
+        self.ep = endpoint if endpoint is not None else Endpoint(config, _SYSTEM_RANDOM)
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
@@ -1270,10 +1273,15 @@ def _set_done(fut: asyncio.Future) -> None:
 
 async def create_endpoint(
     host: str | None, port: int, *, config: Config, family: int = 0,
-    loop: asyncio.AbstractEventLoop | None = None,
+    loop: asyncio.AbstractEventLoop | None = None, wire: str = "udp",
 ) -> AioEndpoint:
-    """Bind a UDP socket on `host`:`port` (family from getaddrinfo) on the running loop."""
+    """Bind a UDP socket on `host`:`port` (family from getaddrinfo) on the
+    running loop; with `wire="tcp"`, a raw-socket TCP port (gannet.io.rawtcp)."""
     loop = loop or asyncio.get_running_loop()
+    if wire == "tcp":
+        from .rawtcp import create_tcp_endpoint
+
+        return create_tcp_endpoint(host, port, config=config, loop=loop)
     if host == "":
         host = None
     infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM,

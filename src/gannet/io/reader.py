@@ -80,7 +80,24 @@ class ChunkReader(asyncio.StreamReader):
     async def _wait_for_data(self, func_name: str) -> None:
         # The inherited methods re-check the bytearray after waking up: what
         # arrived as chunks must be there by then.
-        await _BaseReader._wait_for_data(self, func_name)
+        if self._paused and self._transport is not None:
+            # asyncio's version resumes the transport and then makes the
+            # waiter; ours feeds synchronously on resume (what the connection
+            # holds), and would pause again before the waiter existed: a
+            # readexactly(n) larger than twice the limit then waited forever
+            # behind a zero window. Make the waiter first.
+            if self._waiter is not None:
+                raise RuntimeError(f"{func_name}() called while another coroutine is "
+                                   "already waiting for incoming data")
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                self._paused = False
+                self._transport.resume_reading()  # may wake (and clear) the waiter
+                await waiter
+            finally:
+                self._waiter = None
+        else:
+            await _BaseReader._wait_for_data(self, func_name)
         self._flatten()
 
     # ------------------------------------------------------------- reading

@@ -164,7 +164,8 @@ class RateLimit:
 # ----------------------------------------------------------------- send
 async def send_files(
     host: str, port: int, files: list[Source], dirs: list[str], *, compress: str = "auto",
-    reporter: Reporter | None = None, rate: float | None = None, **config_overrides: object,
+    reporter: Reporter | None = None, rate: float | None = None, wire: str = "udp",
+    **config_overrides: object,
 ) -> SendResult:
     """Send `files` (and create `dirs`) at a `gannet receive` listening on host:port.
 
@@ -176,7 +177,8 @@ async def send_files(
     rep = reporter or Reporter("send", bars=False)
     result = SendResult()
     t0 = time.monotonic()
-    reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, **config_overrides)
+    reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, wire=wire,
+                                                  **config_overrides)
     total = sum(f.size for f in files)
     rep.log(f"connected to {host}:{port}, offering {len(files)} file(s), {human_size(total)}")
     verdicts: dict[int, dict] = {}
