@@ -551,10 +551,7 @@ class Connection:
             or wnd << self.snd_wscale != self.snd_wnd
         ):
             return False
-        recent = self._ts_recent
-        if recent is not None and (
-            (tsval_first - recent) & MASK32 >= 1 << 31 or (tsval_last - recent) & MASK32 >= 1 << 31
-        ):
+        if self._ts_older(tsval_first) or self._ts_older(tsval_last):
             return False  # older than TS.Recent: PAWS decides, one by one
         end = rcv_nxt + len(data)
         if end > self._rcv_adv:
@@ -562,19 +559,12 @@ class Connection:
         self.stats.segments_received += count
         self.stats.fast_path_segments += count
         self._now_hint = now
-        self.last_received = now
-        self._keepalive_probes = 0
-        self._ts_recent = tsval_last
-        self.snd_wl1, self.snd_wl2 = end - last_len, self.snd_una  # RFC 9293 SND.WL1/WL2
-        was_empty = not self._rcvbuf_len
-        self._deliver(data)
-        if was_empty:
-            self._events.append(DataReceived(self))
-        self._unacked_segs += count
-        if self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
-            self._ack_now = True
-        elif self._delack_deadline is None:
-            self._delack_deadline = now + self.config.ack_delay
+        self._peer_alive(now)
+        self._update_ts_recent(tsval_last)
+        # Their ACK and window are what we hold: only SND.WL1/WL2 can move.
+        self._update_window(end - last_len, self.snd_una, self.snd_wnd)
+        self._deliver(data, count)
+        self._schedule_ack(now)
         self._touch(self)
         return True
 
@@ -607,98 +597,28 @@ class Connection:
         rcv_nxt = self.rcv_nxt
         if seq32 != rcv_nxt & MASK32:
             return False
-        recent = self._ts_recent
-        if recent is not None and (tsval - recent) & MASK32 >= 1 << 31:
+        if self._ts_older(tsval):
             return False  # older than TS.Recent: PAWS decides
         snd_una = self.snd_una
-        snd_nxt = self.snd_nxt
         acked = (ack32 - snd_una) & MASK32
-        if not acked or acked > snd_nxt - snd_una:
+        if not acked or acked > self.snd_nxt - snd_una:
             return False  # no new ACK (on_data_run's case), or beyond SND.NXT
         n = len(payload)
         if n and (self._ooo or self._fin_rcv is not None or rcv_nxt + n > self._rcv_adv):
             return False
-        # on_segment / _on_synchronized: the peer is alive; TS.Recent (4.3).
+        # What _on_synchronized and _process_ack do for this segment, less
+        # the checks that cannot fire: the same helpers, in the same order.
         self.stats.segments_received += 1
         self._now_hint = now
-        self.last_received = now
-        self._keepalive_probes = 0
-        self._ts_recent = tsval
-        # _process_ack: the window (SND.WL1/WL2 rule), ...
+        self._peer_alive(now)
+        self._update_ts_recent(tsval)
         ack = snd_una + acked
-        wnd <<= self.snd_wscale
-        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
-            if wnd and not self.snd_wnd:
-                self._persist_deadline = None
-                self._persist_probes = 0
-            self.snd_wnd = wnd
-            self.snd_wl1 = rcv_nxt
-            self.snd_wl2 = ack
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-        # ... then the new ACK: pipe before it is the flight (nothing SACKed,
-        # lost or counted as duplicate ACKs).
-        sndbuf = self._sndbuf
-        data_end = sndbuf.end
-        in_flight_before = (snd_nxt if snd_nxt < data_end else data_end) - snd_una
-        if in_flight_before < 0:
-            in_flight_before = 0
-        acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
-        if self._retransmitted._starts:
-            self._retransmitted.discard_below(ack)
-        self.snd_una = ack
-        sndbuf.trim(ack if ack < data_end else data_end)
-        self._retries = 0
-        rtt = self.rtt
-        rtt.backoff = 0
-        delivered = acked_data if acked_data > 0 else 0
-        if delivered:
-            # _on_delivered, inline
-            total = self.delivered = self.delivered + delivered
-            self._delivered_time = now
-            first = now - 2 * (rtt.latest_rtt or 0.0)
-            if first > self._first_sent_time:
-                self._first_sent_time = first
-            if self._app_limited_until and total > self._app_limited_until:
-                self._app_limited_until = 0
-        if self._sent_log:
-            self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
-        if self._ever_retransmitted._starts:
-            self._ever_retransmitted.discard_below(ack)
-        self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
-        self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
-        if self._want_send_space or (
-            not self._all_acked_reported and (self._fin_queued or sndbuf.end > sndbuf.start)
-        ):
-            self._after_ack_progress()  # (it has nothing to do otherwise)
-        rack = self._rack
-        if self.sack_ok and rack.active:
-            # _detect_losses' RACK case, inline
-            newly_lost = rack.detect_losses(now)
-            self._retx_marks = ()
-            if newly_lost:
-                self._on_newly_lost(now)
-        else:
-            self._detect_losses(now)
-        if self._pmtu_probe is not None:
-            self._pmtu_check()
-        # _receive_data: in order, inside the window, nothing out of order.
+        self._update_window(rcv_nxt, ack, wnd << self.snd_wscale)
+        self._ack_new_data(None, ack, 0, self._pipe(), now)
+        self._after_ack(now)
         if n and self.state in CAN_RECEIVE:
-            was_empty = not self._rcvbuf_len
-            rcvbuf = self._rcvbuf  # (_deliver(payload), inline)
-            if not rcvbuf:
-                rcvbuf = self._rcvbuf = deque()
-            rcvbuf.append(payload)
-            self._rcvbuf_len += n
-            self.rcv_nxt += n
-            self.stats.bytes_received += n
-            self._unacked_segs += 1
-            if was_empty:
-                self._events.append(DataReceived(self))
-            if self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
-                self._ack_now = True
-            elif self._delack_deadline is None:
-                self._delack_deadline = now + self.config.ack_delay
+            self._deliver(payload, 1)
+            self._schedule_ack(now)
         self._touch(self)
         return True
 
@@ -717,15 +637,9 @@ class Connection:
             return
         if not flags & SYN:
             return
-        self._take_syn_options(seg)
-        self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
-        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._rcv_adv_at = self.rcv_nxt
-        self._update_ts_recent(seg)
+        self._take_syn(seg, now)
         self.snd_wnd = seg.wnd  # never scaled in a SYN (RFC 7323 2.2)
         self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
-        self.last_received = now
         self._transition("rcv SYN")
         self._send_syn(now)
 
@@ -743,21 +657,9 @@ class Connection:
             return
         if not flags & SYN:
             return
-        self._take_syn_options(seg)
-        self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1
-        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._rcv_adv_at = self.rcv_nxt
-        self._update_ts_recent(seg)
-        self.last_received = now
+        self._take_syn(seg, now)
         if ack is not None:
-            self._rtt_sample_from(seg, now, handshake=True)
-            self.snd_una = ack
-            self.snd_wnd = seg.wnd
-            self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, ack
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self._rtx_deadline = None
-            self._retries = 0
+            self._ack_of_syn(seq=self.rcv_nxt - 1, ack=ack, wnd=seg.wnd, now=now)  # (a SYN's window: unscaled)
             self._transition("rcv SYN,ACK")
             self._on_established(now)
             if self.hold_handshake_ack:
@@ -782,9 +684,7 @@ class Connection:
         seq = unwrap(seg.seq, self.rcv_nxt)
         payload = seg.payload
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        # Any valid segment from the peer, even a duplicate, shows it is alive.
-        self.last_received = now
-        self._keepalive_probes = 0
+        self._peer_alive(now)  # any segment from the peer, even a duplicate
 
         if self.state == State.SYN_RECEIVED and flags & SYN and seq == self.irs:
             if not flags & ACK:
@@ -798,14 +698,7 @@ class Connection:
             seg_len -= 1
 
         # PAWS (RFC 7323 5.3), with a tolerance for reordering.
-        if (
-            self.ts_ok
-            and seg.tsval is not None
-            and self._ts_recent is not None
-            and not flags & RST
-            and ((self._ts_recent - seg.tsval) & MASK32) < (1 << 31)
-            and ((self._ts_recent - seg.tsval) & MASK32) > self.config.paws_window * TS_HZ
-        ):
+        if self.ts_ok and seg.tsval is not None and not flags & RST and self._paws_rejects(seg.tsval):
             self.stats.dropped_segments += 1
             self._ack_now = True
             return
@@ -814,7 +707,7 @@ class Connection:
         # refreshes TS.Recent even when it is a duplicate, so the ACK it
         # provokes echoes this segment's time and not an older one.
         if seg.tsval is not None and seq <= self.rcv_nxt <= seq + seg_len:
-            self._update_ts_recent(seg)
+            self._update_ts_recent(seg.tsval)
 
         # 1. Sequence number check.
         rcv_wnd = max(0, self._rcv_adv - self.rcv_nxt)
@@ -853,13 +746,7 @@ class Connection:
         ack = unwrap(seg.ack, self.snd_una)
         if self.state == State.SYN_RECEIVED:
             if self.snd_una < ack <= self.snd_nxt:
-                self._rtt_sample_from(seg, now, handshake=True)
-                self.snd_una = ack
-                self._rtx_deadline = None
-                self._retries = 0
-                self.snd_wnd = seg.wnd << self.snd_wscale
-                self.snd_wl1, self.snd_wl2 = seq, ack
-                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self._ack_of_syn(seq=seq, ack=ack, wnd=seg.wnd << self.snd_wscale, now=now)
                 self._transition("rcv ACK of SYN")
                 self._on_established(now)
             else:
@@ -907,59 +794,11 @@ class Connection:
             self._challenge_ack(now)  # RFC 5961 5.2: too old to be believable
             return False
 
-        # Window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule).
-        wnd = seg.wnd << self.snd_wscale
-        window_changed = False
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-            window_changed = wnd != self.snd_wnd
-            if wnd and not self.snd_wnd:
-                self._persist_deadline = None
-                self._persist_probes = 0
-            self.snd_wnd = wnd
-            self.snd_wl1, self.snd_wl2 = seq, ack
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-
+        window_changed = self._update_window(seq, ack, seg.wnd << self.snd_wscale)
         newly_sacked = self._process_sack(seg, ack) if self.sack_ok and seg.sack else 0
-        data_end = self._data_end()
         in_flight_before = self._pipe()
-
         if ack > snd_una:
-            acked_data = min(ack, data_end) - max(snd_una, self._sndbuf.start)
-            removed_sacked = self.sacked.discard_below(ack)
-            self.lost.discard_below(ack)
-            self._retransmitted.discard_below(ack)
-            self.snd_una = ack
-            self._trim_sndbuf()
-            self._retries = 0
-            self._dupacks = 0
-            # Forward progress ends RTO backoff (as Linux does), so a lossy
-            # path does not keep paying for timeouts that are already over.
-            self.rtt.backoff = 0
-            delivered = max(0, acked_data) - removed_sacked + newly_sacked
-            self._on_delivered(delivered, now)
-            # Time only ACKs that newly covered data sent once and not SACKed
-            # earlier: an ACK that jumps over old SACKed data is late by design.
-            self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
-            self._ever_retransmitted.discard_below(ack)
-            recovering = self.in_recovery
-            if self.in_recovery:
-                if ack >= self.recovery_point:
-                    self.in_recovery = False
-                    self._retransmitted.clear()
-                    self._retx_marks = ()
-                    self.cc.on_recovery_end(now)
-                elif not self.sack_ok:
-                    # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
-                    self._writable("lost").add(ack, min(ack + self.mss, data_end))
-            if not recovering or self.cc.acks_in_recovery:
-                self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
-            # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-            if self.snd_una >= self.snd_nxt:
-                self._rtx_deadline = None
-            else:
-                self._rtx_deadline = now + self.rtt.current_rto()
-            self._after_ack_progress()
+            self._ack_new_data(seg, ack, newly_sacked, in_flight_before, now)
         else:
             if newly_sacked:
                 self._on_delivered(newly_sacked, now)
@@ -975,15 +814,90 @@ class Connection:
                 and self.snd_nxt > snd_una
             ):
                 self._dupacks += 1
+        self._after_ack(now)
+        return True
 
+    def _update_window(self, seq: int, ack: int, wnd: int) -> bool:
+        """RFC 9293 3.10.7.4: take SEG.WND (scaled) from a segment no older
+        than the last one that set it (the SND.WL1/WL2 rule). A window that
+        opens from zero ends the persist probing. True if the window changed."""
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            old = self.snd_wnd
+            if wnd and not old:
+                self._persist_deadline = None
+                self._persist_probes = 0
+            self.snd_wnd = wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            return wnd != old
+        return False
+
+    def _ack_of_syn(self, seq: int, ack: int, wnd: int, now: float) -> None:
+        """Our SYN acknowledged (RFC 9293 3.10.7.3 and 3.10.7.4, SYN-RECEIVED):
+        time it (Karn), take the window, stop the retransmission timer."""
+        self._rtt_sample_from(None, now, handshake=True)
+        self.snd_una = ack
+        self._rtx_deadline = None
+        self._retries = 0
+        self.snd_wnd = wnd
+        self.snd_wl1, self.snd_wl2 = seq, ack
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
+
+    def _ack_new_data(self, seg: Segment | None, ack: int, newly_sacked: int, in_flight_before: int,
+                      now: float) -> None:
+        """SND.UNA < SEG.ACK <= SND.NXT (RFC 9293 3.10.7.4, RFC 5681, RFC 6298):
+        drop what is acknowledged from the scoreboard and the send buffer,
+        count it delivered, time it, tell congestion control, restart the
+        RTO. `seg` (None on header prediction: no SACK blocks) is the ACK."""
+        snd_una = self.snd_una
+        sndbuf = self._sndbuf
+        data_end = sndbuf.end
+        acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
+        removed_sacked = self.sacked.discard_below(ack) if self.sacked._starts else 0
+        if self.lost._starts:
+            self.lost.discard_below(ack)
+        if self._retransmitted._starts:
+            self._retransmitted.discard_below(ack)
+        self.snd_una = ack
+        sndbuf.trim(ack if ack < data_end else data_end)
+        self._retries = 0
+        self._dupacks = 0
+        # Forward progress ends RTO backoff (as Linux does), so a lossy
+        # path does not keep paying for timeouts that are already over.
+        self.rtt.backoff = 0
+        delivered = (acked_data if acked_data > 0 else 0) - removed_sacked + newly_sacked
+        self._on_delivered(delivered, now)
+        # Time only ACKs that newly covered data sent once and not SACKed
+        # earlier: an ACK that jumps over old SACKed data is late by design.
+        self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
+        if self._ever_retransmitted._starts:
+            self._ever_retransmitted.discard_below(ack)
+        recovering = self.in_recovery
+        if recovering:
+            if ack >= self.recovery_point:
+                self.in_recovery = False
+                self._retransmitted.clear()
+                self._retx_marks = ()
+                self.cc.on_recovery_end(now)
+            elif not self.sack_ok:
+                # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
+                self._writable("lost").add(ack, min(ack + self.mss, data_end))
+        if not recovering or self.cc.acks_in_recovery:
+            self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
+        self._restart_rto(now)
+        self._after_ack_progress()
+
+    def _after_ack(self, now: float) -> None:
+        """What every acceptable ACK ends with: loss detection, the PMTU
+        probe's verdict, and whether our FIN is now acknowledged."""
         self._detect_losses(now)
         if self._pmtu_probe is not None:
             self._pmtu_check()
-
-        # Our FIN acknowledged?
         if self._fin_sent and self.snd_una >= self.snd_nxt and self._fin_queued:
             self._on_fin_acked(now)
-        return True
 
     def _process_sack(self, seg: Segment, ack: int) -> int:
         """Add the peer's SACK blocks to the scoreboard; returns bytes newly SACKed."""
@@ -1091,16 +1005,12 @@ class Connection:
                 self._fin_rcv = None
         if payload:
             if start == rcv_nxt:
-                was_empty = not self._rcvbuf_len
-                filled_hole = bool(self._ooo)
-                self._deliver(payload)
-                if filled_hole:
+                if self._ooo:
+                    self._deliver(payload, 0)
                     self._drain_ooo()
                     self._ack_now = True  # RFC 5681 4.2: ACK hole fills at once
                 else:
-                    self._unacked_segs += 1
-                if was_empty:
-                    self._events.append(DataReceived(self))
+                    self._deliver(payload, 1)
             else:
                 self.stats.out_of_order_segments += 1
                 if self._writable("_ooo_ranges").add(start, end):
@@ -1116,19 +1026,35 @@ class Connection:
             self._ack_now = True
         if self._fin_rcv is not None and self.rcv_nxt == self._fin_rcv and not self.eof:
             self._on_fin(now)
-        elif self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
+        else:
+            self._schedule_ack(now)
+
+    def _schedule_ack(self, now: float) -> None:
+        """The delayed-ACK rule (RFC 9293 3.8.6.3, RFC 5681 4.2): an ACK at
+        once for every `ack_every` segments received in order (or for each
+        without delayed ACKs), otherwise within `ack_delay`."""
+        unacked = self._unacked_segs
+        if unacked >= self.config.ack_every or not self.config.delayed_ack:
             self._ack_now = True
-        elif self._unacked_segs and self._delack_deadline is None:
+        elif unacked and self._delack_deadline is None:
             self._delack_deadline = now + self.config.ack_delay
 
-    def _deliver(self, payload: bytes) -> None:
+    def _deliver(self, payload: bytes, segments: int) -> None:
+        """In-order bytes at RCV.NXT into the receive buffer; `segments`: how
+        many arriving segments they count as for the delayed-ACK rule (0 for
+        data released from the reassembly queue)."""
         rcvbuf = self._rcvbuf
         if not rcvbuf:
             rcvbuf = self._rcvbuf = deque()
+        n = len(payload)
         rcvbuf.append(payload)
-        self._rcvbuf_len += len(payload)
-        self.rcv_nxt += len(payload)
-        self.stats.bytes_received += len(payload)
+        was_empty = not self._rcvbuf_len
+        self._rcvbuf_len += n
+        self.rcv_nxt += n
+        self.stats.bytes_received += n
+        self._unacked_segs += segments
+        if was_empty:
+            self._events.append(DataReceived(self))
 
     def _drain_ooo(self) -> None:
         """Move out-of-order data that now continues the stream into the buffer."""
@@ -1141,7 +1067,7 @@ class Connection:
             data = self._ooo.pop(key)
             end = key + len(data)
             if end > self.rcv_nxt:
-                self._deliver(data[self.rcv_nxt - key :] if key < self.rcv_nxt else data)
+                self._deliver(data[self.rcv_nxt - key :] if key < self.rcv_nxt else data, 0)
         ranges.discard_below(self.rcv_nxt)
         if self._last_ooo and self._last_ooo[1] <= self.rcv_nxt:
             self._last_ooo = None
@@ -1237,59 +1163,76 @@ class Connection:
             # Nothing to send, the usual case (an ACK or a timer for an idle
             # connection): only the bookkeeping the full path below does
             # when it finds nothing either (pacing tokens, app-limited mark).
-            budget = self._pacing_budget(now)
-            if budget != _UNPACED:
-                self._pacing_tokens = budget
-            pipe = self._pipe()
-            if pipe < self._cwnd():
-                self._app_limited_until = self.delivered + max(pipe, 1)
+            self._store_tokens(self._pacing_budget(now))
+            self._note_app_limited(self._pipe(), self._cwnd())
             return
-        if not self.lost._starts and not self._fin_queued:
-            self._send_small(now, out, runs)
-            return
-        self._send_data_full(now, out, runs)
+        if self.lost._starts or self._fin_queued or not self._send_small(now, out, runs):
+            self._send_data_full(now, out, runs)
 
-    def _send_small(self, now: float, out: list, runs: bool) -> None:
+    def _send_small(self, now: float, out: list, runs: bool) -> bool:
         """New data that fits in one segment and may all go now (a message,
-        a reply): that segment, without the general loop. Exactly what
-        _send_data_full does in that case (tests/core/test_send_small.py
-        runs both); anything else goes to it. Called with nothing lost and
-        no FIN queued."""
+        a reply): that segment, without the general loop. A guard in front
+        of the helpers _send_data_full calls (tests/core/test_send_small.py
+        runs both); False, having changed nothing, when anything else
+        applies: the caller then takes the general path. Called with
+        nothing lost and no FIN queued."""
         nxt = self.snd_nxt
         data_end = self._sndbuf.end
         avail = data_end - nxt
         mss = self.mss
         if avail > mss or avail <= 0 or (self.sack_ok and self._ooo_ranges._starts):
-            self._send_data_full(now, out, runs)  # (a smaller _data_mss, too)
-            return
-        cwnd = self.mss if self.mode == MODE_STEP else self.cc.cwnd  # _cwnd()
+            return False  # (a smaller _data_mss, too)
+        cwnd = self._cwnd()
         pipe = self._pipe()
         if (
             avail > self.snd_una + self.snd_wnd - nxt
             or avail > cwnd - pipe
-            or (avail < mss and not self.config.nodelay and self.snd_una < nxt)  # Nagle
+            or (avail < mss and self._nagle_holds(nxt))
         ):
-            self._send_data_full(now, out, runs)
-            return
+            return False
         if self._pmtu_ladder:
             probe_payload = self._pmtu_probe_payload()
             if probe_payload and avail >= probe_payload:
-                self._send_data_full(now, out, runs)
-                return
+                return False
         budget = self._pacing_budget(now)
         if budget < avail:
+            # (taking the budget changed the bucket: the general path gets it)
             self._send_data_full(now, out, runs, budget)
-            return
+            return True
         self._send_new(nxt, avail, data_end, now, pipe, out)
+        self._store_tokens(budget - avail)
+        self._note_app_limited(pipe + avail, cwnd)
+        self._on_data_sent(now)
+        return True
+
+    def _store_tokens(self, budget: float) -> None:
+        """Keep what is left of the pacing budget for the next output pass."""
         if budget != _UNPACED:
-            self._pacing_tokens = budget - avail
-        pipe += avail
+            self._pacing_tokens = budget
+
+    def _note_app_limited(self, pipe: int, cwnd: int) -> None:
+        """Nothing is left to send though the window has room: rate samples
+        taken until this data is delivered measure the application, not the
+        path (the app-limited mark of the delivery-rate estimator)."""
         if pipe < cwnd:
-            # Nothing left to send though the window has room (_send_data_full says why).
-            self._app_limited_until = self.delivered + pipe
+            self._app_limited_until = self.delivered + (pipe if pipe > 1 else 1)
+
+    def _nagle_holds(self, nxt: int) -> bool:
+        """Nagle (RFC 9293 3.7.4, RFC 896): a segment smaller than the MSS
+        waits while earlier data is unacknowledged, unless `nodelay`."""
+        return not self.config.nodelay and self.snd_una < nxt
+
+    def _on_data_sent(self, now: float) -> None:
+        """Data left: the retransmission timer runs (RFC 6298 5.1) and no
+        persist probe is needed."""
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rtt.current_rto()
         self._persist_deadline = None
+
+    def _restart_rto(self, now: float) -> None:
+        """RFC 6298 5.2/5.3 after a new ACK: stop the timer when all is
+        acknowledged, else restart it."""
+        self._rtx_deadline = None if self.snd_una >= self.snd_nxt else now + self.rtt.current_rto()
 
     def _send_data_full(self, now: float, out: list, runs: bool = False, budget: float | None = None) -> None:
         """_send_data's whole path (tests check the shortcuts against it);
@@ -1391,8 +1334,8 @@ class Connection:
                     # sliver waits unless it is half the largest window seen.
                     if n < self.max_snd_wnd // 2 or pipe + n > cwnd:
                         break
-                elif not self.config.nodelay and self.snd_una < nxt:
-                    break  # Nagle: one small segment outstanding at a time
+                elif self._nagle_holds(nxt):
+                    break
             self._send_new(nxt, n, data_end, now, pipe, out)
             pipe += n
             sent_any = True
@@ -1402,16 +1345,11 @@ class Connection:
             self.snd_nxt = data_end + 1
             self._fin_sent = True
             sent_any = True
-        if budget != _UNPACED:
-            self._pacing_tokens = budget
-        if self.snd_nxt >= data_end and not self.lost._starts and pipe < cwnd:
-            # Nothing left to send though the window has room: samples taken
-            # until this data is delivered measure the application, not the path.
-            self._app_limited_until = self.delivered + max(pipe, 1)
+        self._store_tokens(budget)
+        if self.snd_nxt >= data_end and not self.lost._starts:
+            self._note_app_limited(pipe, cwnd)
         if sent_any:
-            if self._rtx_deadline is None:
-                self._rtx_deadline = now + self.rtt.current_rto()
-            self._persist_deadline = None
+            self._on_data_sent(now)
         elif (
             self.snd_nxt < data_end
             and self.snd_una >= self.snd_nxt
@@ -1423,26 +1361,13 @@ class Connection:
             self._persist_deadline = now + self.rtt.current_rto()
 
     def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
+        """New data [nxt, nxt + n) as one segment (with the FIN if it is the last)."""
         fin = self._fin_queued and nxt + n == data_end
-        end = nxt + n  # (_data_segment(nxt, end, fin), inline)
-        out.append(self._make(nxt, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK,
-                              self._sndbuf.view(nxt, end)))
-        self.stats.bytes_sent += n
+        out.append(self._data_segment(nxt, nxt + n, fin))
         self.snd_nxt = nxt + n + (1 if fin else 0)
         if fin:
             self._fin_sent = True
-        if not pipe:
-            self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
-        rack = self._rack
-        if rack is IDLE_RACK:
-            rack = self._start_rack()
-        rack.on_transmit(nxt, nxt + n, now, False)
-        log = self._sent_log  # (_log_sent, inline)
-        if not log:
-            log = self._sent_log = deque()
-        log.append(
-            (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
-        )
+        self._record_first_transmission(nxt, nxt + n, now, pipe, 0)
 
     def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: list) -> None:
         """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN)."""
@@ -1450,28 +1375,33 @@ class Connection:
         tsval, tsecr = self._timestamps()
         wnd = self._advertise_window()
         self._ack_sent()
-        out.append(SegmentRun(nxt & MASK32, self.rcv_nxt & MASK32, ACK, ACK | PSH if end == data_end else ACK,
+        out.append(SegmentRun(nxt & MASK32, self.rcv_nxt & MASK32, ACK, self._data_flags(end, False),
                               wnd, tsval, tsecr, *self._sndbuf.span(nxt, end), length, self.mss))
         self.snd_nxt = end
         self.stats.bytes_sent += length
         self.stats.segments_sent += -(-length // self.mss) - 1  # the run itself counts as one below
         self.stats.runs_sent += 1
+        self._record_first_transmission(nxt, end, now, pipe, self.mss)
+
+    def _record_first_transmission(self, start: int, end: int, now: float, pipe: int, run_mss: int) -> None:
+        """New data [start, end) left at `now` (as one run of `run_mss`-byte
+        segments when run_mss is given): the sent log's record, which times
+        it and yields its delivery-rate sample, and RACK's."""
         if not pipe:
             self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
-        # All of the run leaves at `now`: one record times it (RTT, delivery rate).
-        self._log_sent(
-            (nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
+        log = self._sent_log
+        if not log:
+            log = self._sent_log = deque()
+        log.append(
+            (start, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
         rack = self._rack
         if rack is IDLE_RACK:
             rack = self._start_rack()
-        rack.on_transmit_run(nxt, end, self.mss, now)
-
-    def _log_sent(self, record: tuple) -> None:
-        log = self._sent_log
-        if not log:
-            log = self._sent_log = deque()
-        log.append(record)
+        if run_mss:
+            rack.on_transmit_run(start, end, run_mss, now)
+        else:
+            rack.on_transmit(start, end, now, False)
 
     # ---------------------------------------------------------------- PMTUD
     def _pmtu_probe_payload(self) -> int:
@@ -1594,34 +1524,36 @@ class Connection:
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk
-        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK, payload)
+        seg = self._make(start, self._data_flags(end, fin), payload)
         self.stats.bytes_sent += end - start
         return seg
+
+    def _data_flags(self, end: int, fin: bool) -> int:
+        """PSH on the segment that empties the send buffer (RFC 9293 3.9.1's
+        push), with the FIN when it is the last."""
+        if end == self._sndbuf.end:
+            return ACK | PSH | FIN if fin else ACK | PSH
+        return ACK
 
     def _make(self, seq: int, flags: int, payload: bytes = b"") -> Segment:
         """A segment with our current ACK, window, timestamps and SACK blocks."""
         seg = Segment(seq & MASK32, self.rcv_nxt & MASK32, flags, 0, payload)
         if flags & ACK:
             seg.wnd = self._advertise_window()
-            self._ack_now = False  # (_ack_sent())
-            self._unacked_segs = 0
-            self._delack_deadline = None
+            self._ack_sent()
         if self.ts_ok:
-            now = self._now_hint  # (_timestamps())
-            if self._tsval_at != now:
-                self._tsval_at = now
-                self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
-            seg.tsval = self._tsval
-            seg.tsecr = self._ts_recent or 0
+            seg.tsval, seg.tsecr = self._timestamps()
         if self.sack_ok and self._ooo_ranges._starts:
             seg.sack = self._sack_blocks()
         return seg
 
     def _timestamps(self) -> tuple[int, int]:
-        """TSval and TSecr for a segment sent now (RFC 7323)."""
-        if self._tsval_at != self._now_hint:
-            self._tsval_at = self._now_hint
-            self._tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
+        """TSval and TSecr for a segment sent now (RFC 7323 4.1; TSval
+        computed once per instant)."""
+        now = self._now_hint
+        if self._tsval_at != now:
+            self._tsval_at = now
+            self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
         return self._tsval, self._ts_recent or 0
 
 
@@ -1709,8 +1641,8 @@ class Connection:
         if cfg.sack and (self.state == State.SYN_SENT or self.sack_ok):
             seg.sack_permitted = True
         if cfg.timestamps and (self.state == State.SYN_SENT or self.ts_ok):
-            seg.tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
-            seg.tsecr = self._ts_recent or 0
+            self._now_hint = now
+            seg.tsval, seg.tsecr = self._timestamps()
         seg.mode = self.mode
         seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
@@ -2020,12 +1952,41 @@ class Connection:
                                      self.stats.retransmitted_bytes)
         return rtt
 
-    def _update_ts_recent(self, seg: Segment) -> None:
+    def _ts_older(self, tsval: int) -> bool:
+        """SEG.TSval is older than TS.Recent (RFC 7323 5.3's comparison)."""
+        recent = self._ts_recent
+        return recent is not None and (tsval - recent) & MASK32 >= 1 << 31
+
+    def _paws_rejects(self, tsval: int) -> bool:
+        """PAWS (RFC 7323 5.3): older than TS.Recent by more than the
+        reordering tolerance `paws_window` allows."""
+        recent = self._ts_recent
+        if recent is None:
+            return False
+        age = (recent - tsval) & MASK32
+        return age < 1 << 31 and age > self.config.paws_window * TS_HZ
+
+    def _update_ts_recent(self, tsval: int | None) -> None:
         """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
-        if seg.tsval is None:
-            return
-        if self._ts_recent is None or ((seg.tsval - self._ts_recent) & MASK32) < 1 << 31:
-            self._ts_recent = seg.tsval
+        if tsval is not None and not self._ts_older(tsval):
+            self._ts_recent = tsval
+
+    def _peer_alive(self, now: float) -> None:
+        """A segment from the peer: the idle and keep-alive clocks restart
+        (RFC 1122 4.2.3.6)."""
+        self.last_received = now
+        self._keepalive_probes = 0
+
+    def _take_syn(self, seg: Segment, now: float) -> None:
+        """The peer's SYN (in LISTEN or SYN-SENT): its options, IRS, RCV.NXT,
+        the first window we offer, TS.Recent."""
+        self._take_syn_options(seg)
+        self.irs = seg.seq
+        self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
+        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
+        self._rcv_adv_at = self.rcv_nxt
+        self._update_ts_recent(seg.tsval)
+        self._peer_alive(now)
 
     def _send_reset_for(self, seg: Segment) -> None:
         rst = reset_for(seg)
