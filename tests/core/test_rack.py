@@ -26,7 +26,7 @@ def test_tail_loss_is_repaired_by_a_probe_long_before_the_rto():
     deliver(b, segs[:2], 1.005)  # the last two are lost: a tail loss
     deliver(a, b.out(1.005), 1.010)
     assert a.out(1.010) == []
-    rto = a.conn._rtx_deadline
+    rto = a.conn.deadline("rtx")
     pto = a.conn.get_timer()
     # PTO = 2*SRTT with more than one segment in flight (RFC 8985 7.2).
     assert pto == pytest.approx(1.010 + 2 * a.conn.srtt)
@@ -70,7 +70,7 @@ def test_the_probe_replaces_an_rto_that_would_come_first():
     a.conn.rtt.srtt = 0.15  # 2*SRTT beyond the 200 ms RTO
     a.conn.send(bytes(2 * a.conn.mss))
     segs = a.out(1.0)
-    rto = a.conn._rtx_deadline
+    rto = a.conn.deadline("rtx")
     assert a.conn.get_timer() == pytest.approx(rto)
     a.conn.handle_timer(rto)
     (probe,) = a.out(rto)
@@ -114,7 +114,7 @@ def test_without_rack_the_same_lost_retransmission_waits_for_the_rto():
     deliver(b, out[1:], 1.018)
     deliver(a, b.out(1.018), 1.024)
     assert data(a.out(1.024)) == []  # two SACKed segments are below DupThresh
-    assert a.conn.get_timer() == pytest.approx(a.conn._rtx_deadline)
+    assert a.conn.get_timer() == pytest.approx(a.conn.deadline("rtx"))
 
 
 def test_a_loss_with_fewer_than_dupthresh_sacked_is_found_by_the_reorder_timer():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gannet.config import Config
 from gannet.core.rangeset import RangeSet
 from gannet.core.recovery import RackTlp
+from gannet.core.timers import unarmed
 
 MSS = 100
 BASE = 1 << 33  # unwrapped stream positions
@@ -40,7 +41,7 @@ class FakeConn:
         self.in_recovery = False
         self.rtt = FakeRtt()
         self.mss = MSS
-        self._rtx_deadline = None
+        self._deadlines = unarmed()
 
 
 def _observe(rack: RackTlp) -> tuple:

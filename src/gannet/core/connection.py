@@ -40,6 +40,9 @@ from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
 from .stats import ConnectionStats
+from .timers import (
+    CONNECT, DELACK, DISPATCH_ORDER, IDLE, KEEPALIVE, NAMES, NEVER, PACING, PERSIST, RACK, RTX, TIMEWAIT, unarmed,
+)
 
 MASK32 = SEQ_MOD - 1
 MAX_UDP_PAYLOAD = 65507
@@ -121,19 +124,19 @@ class Connection:
         "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "snd_wscale", "_sndbuf",
         "_fin_queued", "_fin_sent", "_want_send_space",
         "_all_acked_reported", "sacked", "lost", "_retransmitted", "in_recovery",
-        "recovery_point", "_dupacks", "_retries", "_rtx_deadline", "_persist_deadline",
+        "recovery_point", "_dupacks", "_retries",
         "_persist_probes", "_sent_log", "delivered", "_delivered_time",
-        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_deadline", "_pacing_due",
+        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_due",
         "_ever_retransmitted", "_retx_marks", "peer_mss", "mss", "max_datagram_size",
         "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
         "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcv_adv_at", "_rcvbuf", "_rcvbuf_len",
         "_ooo", "_ooo_ranges", "_last_ooo", "_fin_rcv", "eof", "_ack_now", "_unacked_segs",
-        "_dupacks_owed", "_delack_deadline", "_ts_offset", "_ts_recent", "last_received",
-        "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
-        "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
+        "_dupacks_owed", "_ts_offset", "_ts_recent", "last_received",
+        "_keepalive_probes",
+        "_challenge_window", "_challenge_count", "_out", "_terminated",
         "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "hold_handshake_ack", "_ep_deadline", "_ep_key", "__dict__",
+        "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "__dict__",
     )
 
     def __init__(
@@ -190,8 +193,6 @@ class Connection:
         self.recovery_point = 0
         self._dupacks = 0
         self._retries = 0  # consecutive timeouts without progress
-        self._rtx_deadline: float | None = None
-        self._persist_deadline: float | None = None
         self._persist_probes = 0
         # (start, end, time) of each first transmission, in send order: RTT
         # samples come from the newest one a cumulative ACK covers, unless any
@@ -208,7 +209,6 @@ class Connection:
         self._app_limited_until = 0  # delivered count until which samples are app-limited
         self._pacing_tokens = 0.0
         self._pacing_time = now
-        self._pacing_deadline: float | None = None
         self._pacing_due: float | None = None  # the sender waits for tokens due then (_pace_wait)
         self._ever_retransmitted = EMPTY
         # (start, end, snd_nxt then) per retransmission in this recovery, to
@@ -259,16 +259,14 @@ class Connection:
         self._ack_now = False
         self._unacked_segs = 0
         self._dupacks_owed = 0  # without SACK, one duplicate ACK per out-of-order arrival
-        self._delack_deadline: float | None = None
         self._ts_offset = rng.getrandbits(32)
         self._ts_recent: int | None = None
 
         # --- liveness ----------------------------------------------------------
         self.last_received = now
         self._keepalive_probes = 0
-        self._keepalive_deadline: float | None = None
-        self._timewait_deadline: float | None = None
-        self._connect_deadline: float | None = None
+        # Every timer's deadline, NEVER when unarmed (timers.py).
+        self._deadlines = unarmed()
         self._challenge_window = 0
         self._challenge_count = 0
         # Control segments queued by input processing: a list only while it
@@ -318,7 +316,7 @@ class Connection:
     def connect(self, now: float) -> None:
         """Active open: send a SYN (RFC 9293 3.10.1)."""
         self._transition("connect")
-        self._connect_deadline = now + self.config.connect_timeout
+        self._deadlines[CONNECT] = now + self.config.connect_timeout
         self._send_syn(now)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
@@ -427,7 +425,7 @@ class Connection:
     def release_ack(self) -> bool:
         """Send a delayed (or held handshake) ACK on the next output pass
         instead of waiting for its timer; False if no ACK is owed."""
-        if self._delack_deadline is None or self.state not in SYNCHRONIZED:
+        if self._deadlines[DELACK] == NEVER or self.state not in SYNCHRONIZED:
             return False
         self._ack_now = True
         self._touch(self)
@@ -441,77 +439,53 @@ class Connection:
 
     # --------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
-        # The earliest of the deadlines, compared one by one: the endpoint
-        # asks after every segment, and a list of nine built for min() cost
-        # more than the comparisons.
-        best = self._rtx_deadline
+        """The earliest armed deadline (None: no timer is armed)."""
+        best = min(self._sync_deadlines())
+        return None if best == NEVER else best
+
+    def deadline(self, name: str) -> float | None:
+        """The deadline of the timer `name` (timers.NAMES), None if unarmed."""
+        at = self._sync_deadlines()[NAMES.index(name)]
+        return None if at == NEVER else at
+
+    def _sync_deadlines(self) -> list[float]:
+        """The timer table, with the entries kept elsewhere copied in."""
+        at = self._deadlines
         d = self._rack.deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._persist_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._delack_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._keepalive_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._pacing_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._timewait_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._connect_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        if self.config.idle_timeout is not None and self.state in SYNCHRONIZED:
-            d = self.last_received + self.config.idle_timeout
-            if best is None or d < best:
-                best = d
-        return best
+        at[RACK] = NEVER if d is None else d
+        idle = self.config.idle_timeout
+        at[IDLE] = self.last_received + idle if idle is not None and self.state in SYNCHRONIZED else NEVER
+        return at
 
     def handle_timer(self, now: float) -> None:
+        """Run the handler of every due timer, in DISPATCH_ORDER; a due
+        timer is disarmed before its handler runs (which may arm it again)."""
         if self.state is _CLOSED:
             return
         self._now_hint = now
-        if self._timewait_deadline is not None and now >= self._timewait_deadline:
-            self._timewait_deadline = None
-            self._transition("timeout 2MSL")
-            self._terminate(None)
-            return
-        if self._connect_deadline is not None and now >= self._connect_deadline:
-            self._terminate(TimeoutError("connection attempt timed out"))
-            return
-        idle = self._idle_deadline()
-        if idle is not None and now >= idle:
-            self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
-            return
-        rack_deadline = self._rack.deadline  # before the RTO: a probe due with it replaces it
-        if rack_deadline is not None and now >= rack_deadline:
-            self._on_rack_timer(now)
-        if self._rtx_deadline is not None and now >= self._rtx_deadline:
-            self._on_rto(now)
-            if self.state == State.CLOSED:
-                return
-        if self._persist_deadline is not None and now >= self._persist_deadline:
-            self._on_persist(now)
-            if self.state == State.CLOSED:
-                return
-        if self._pacing_deadline is not None and now >= self._pacing_deadline:
-            self._pacing_deadline = None
-            self._touch(self)  # the pacer allows more: the output path runs next
-        if self._delack_deadline is not None and now >= self._delack_deadline:
-            self._delack_deadline = None
-            self._ack_now = True
-        if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
-            self._on_keepalive(now)
+        at = self._sync_deadlines()
+        for which in DISPATCH_ORDER:
+            if at[which] <= now:
+                at[which] = NEVER
+                _TIMER_HANDLERS[which](self, now)
+                if self.state is _CLOSED:
+                    return
 
-    def _idle_deadline(self) -> float | None:
-        if self.config.idle_timeout is None or self.state not in SYNCHRONIZED:
-            return None
-        return self.last_received + self.config.idle_timeout
+    def _on_timewait(self, now: float) -> None:
+        self._transition("timeout 2MSL")
+        self._terminate(None)
+
+    def _on_connect_timeout(self, now: float) -> None:
+        self._terminate(TimeoutError("connection attempt timed out"))
+
+    def _on_idle(self, now: float) -> None:
+        self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
+
+    def _on_pacing(self, now: float) -> None:
+        self._touch(self)  # the pacer allows more: the output path runs next
+
+    def _on_delack(self, now: float) -> None:
+        self._ack_now = True
 
     # --------------------------------------------------------------- input
     def on_segment(self, seg: Segment, now: float) -> None:
@@ -668,7 +642,7 @@ class Connection:
                 # a client that speaks first. The adapter releases it a loop
                 # turn later if nothing was written; at the latest it goes as
                 # a delayed ACK would, within an RTO and 500 ms.
-                self._delack_deadline = now + min(self.rtt.current_rto(), MAX_ACK_HOLD)
+                self._deadlines[DELACK] = now + min(self.rtt.current_rto(), MAX_ACK_HOLD)
             else:
                 self._ack_now = True
         else:
@@ -676,7 +650,7 @@ class Connection:
             self.snd_wnd = seg.wnd
             self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
             self._transition("rcv SYN (simultaneous open)")
-            self._rtx_deadline = None
+            self._deadlines[RTX] = NEVER
             self._send_syn(now)
 
     def _on_synchronized(self, seg: Segment, now: float) -> None:
@@ -718,7 +692,7 @@ class Connection:
                     self.stats.duplicate_segments += 1
             self.stats.dropped_segments += 1
             if self.state == State.TIME_WAIT and flags & FIN:
-                self._timewait_deadline = now + 2 * self.config.msl
+                self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
             return
 
         # 2. RST (RFC 5961 3.2: exact match resets, in-window gets a challenge).
@@ -761,7 +735,7 @@ class Connection:
         if self.state == State.TIME_WAIT:
             if flags & FIN:
                 self._ack_now = True
-                self._timewait_deadline = now + 2 * self.config.msl
+                self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
             return
 
         # 7. Segment text, 8. FIN.
@@ -824,7 +798,7 @@ class Connection:
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             old = self.snd_wnd
             if wnd and not old:
-                self._persist_deadline = None
+                self._deadlines[PERSIST] = NEVER
                 self._persist_probes = 0
             self.snd_wnd = wnd
             self.snd_wl1 = seq
@@ -839,7 +813,7 @@ class Connection:
         time it (Karn), take the window, stop the retransmission timer."""
         self._rtt_sample_from(None, now, handshake=True)
         self.snd_una = ack
-        self._rtx_deadline = None
+        self._deadlines[RTX] = NEVER
         self._retries = 0
         self.snd_wnd = wnd
         self.snd_wl1, self.snd_wl2 = seq, ack
@@ -1036,8 +1010,8 @@ class Connection:
         unacked = self._unacked_segs
         if unacked >= self.config.ack_every or not self.config.delayed_ack:
             self._ack_now = True
-        elif unacked and self._delack_deadline is None:
-            self._delack_deadline = now + self.config.ack_delay
+        elif unacked and self._deadlines[DELACK] == NEVER:
+            self._deadlines[DELACK] = now + self.config.ack_delay
 
     def _deliver(self, payload: bytes, segments: int) -> None:
         """In-order bytes at RCV.NXT into the receive buffer; `segments`: how
@@ -1101,13 +1075,13 @@ class Connection:
             self._terminate(None)
 
     def _enter_time_wait(self, now: float) -> None:
-        self._rtx_deadline = None
-        self._persist_deadline = None
-        self._keepalive_deadline = None
-        self._timewait_deadline = now + 2 * self.config.msl
+        self._deadlines[RTX] = NEVER
+        self._deadlines[PERSIST] = NEVER
+        self._deadlines[KEEPALIVE] = NEVER
+        self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
 
     def _on_established(self, now: float) -> None:
-        self._connect_deadline = None
+        self._deadlines[CONNECT] = NEVER
         # The peer's MSS and max packet size bound what we put in a datagram.
         mss = min(self.mss, self.peer_mss)
         if mss != self.mss:
@@ -1225,14 +1199,14 @@ class Connection:
     def _on_data_sent(self, now: float) -> None:
         """Data left: the retransmission timer runs (RFC 6298 5.1) and no
         persist probe is needed."""
-        if self._rtx_deadline is None:
-            self._rtx_deadline = now + self.rtt.current_rto()
-        self._persist_deadline = None
+        if self._deadlines[RTX] == NEVER:
+            self._deadlines[RTX] = now + self.rtt.current_rto()
+        self._deadlines[PERSIST] = NEVER
 
     def _restart_rto(self, now: float) -> None:
         """RFC 6298 5.2/5.3 after a new ACK: stop the timer when all is
         acknowledged, else restart it."""
-        self._rtx_deadline = None if self.snd_una >= self.snd_nxt else now + self.rtt.current_rto()
+        self._deadlines[RTX] = NEVER if self.snd_una >= self.snd_nxt else now + self.rtt.current_rto()
 
     def _send_data_full(self, now: float, out: list, runs: bool = False, budget: float | None = None) -> None:
         """_send_data's whole path (tests check the shortcuts against it);
@@ -1267,7 +1241,7 @@ class Connection:
                 # timer (as Linux does): the resend gets a whole RTO, and an
                 # RTO armed long ago for the original does not fire while the
                 # repair is on its way.
-                self._rtx_deadline = now + self.rtt.current_rto()
+                self._deadlines[RTX] = now + self.rtt.current_rto()
         # 2. New data, within the peer's window and the congestion window.
         data_end = self._sndbuf.end  # _data_end()
         wnd_edge = self.snd_una + self.snd_wnd
@@ -1353,12 +1327,12 @@ class Connection:
         elif (
             self.snd_nxt < data_end
             and self.snd_una >= self.snd_nxt
-            and self._rtx_deadline is None
-            and self._persist_deadline is None
+            and self._deadlines[RTX] == NEVER
+            and self._deadlines[PERSIST] == NEVER
             and self.snd_wnd < min(mss, data_end - self.snd_nxt)
         ):
             # Zero (or useless) window with data waiting: probe (RFC 9293 3.8.6.1).
-            self._persist_deadline = now + self.rtt.current_rto()
+            self._deadlines[PERSIST] = now + self.rtt.current_rto()
 
     def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
         """New data [nxt, nxt + n) as one segment (with the FIN if it is the last)."""
@@ -1520,7 +1494,7 @@ class Connection:
         rate = self.cc.pacing_rate or 1.0
         # At least a microsecond: a shortfall of a rounding error must still
         # move the clock, or the timer would fire again at the same instant.
-        self._pacing_deadline = self._pacing_due = now + max(missing / rate, 1e-6)
+        self._deadlines[PACING] = self._pacing_due = now + max(missing / rate, 1e-6)
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk
@@ -1614,20 +1588,20 @@ class Connection:
         if avail - offered >= step or (offered < 2 * mss and avail - offered >= mss):
             if offered < 2 * mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
                 self._ack_now = True  # the peer may be waiting for it: at once
-            elif self._delack_deadline is None:
+            elif self._deadlines[DELACK] == NEVER:
                 # The peer has used less than half of what it was offered, so
                 # nothing waits on the update: it rides on our next segment
                 # (a reply, typically) or goes with the delayed ACK. Sent at
                 # once, it cost every request-response connection a datagram
                 # (the first read after the handshake always opens the window
                 # from the SYN's 64 KB to the autotuned size).
-                self._delack_deadline = self._now_hint + self.config.ack_delay
+                self._deadlines[DELACK] = self._now_hint + self.config.ack_delay
             self._touch(self)
 
     def _ack_sent(self) -> None:
         self._ack_now = False
         self._unacked_segs = 0
-        self._delack_deadline = None
+        self._deadlines[DELACK] = NEVER
 
     def _send_syn(self, now: float) -> None:
         cfg = self.config
@@ -1647,7 +1621,7 @@ class Connection:
         seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
         self._queued().append(seg)
-        self._rtx_deadline = now + self.rtt.current_rto()
+        self._deadlines[RTX] = now + self.rtt.current_rto()
         self._touch(self)
 
 
@@ -1690,7 +1664,7 @@ class Connection:
     # --------------------------------------------------------------- timers
     def _on_rto(self, now: float) -> None:
         """Retransmission timeout (RFC 6298 5.4-5.7)."""
-        self._rtx_deadline = None
+        self._deadlines[RTX] = NEVER
         self._retries += 1
         self.stats.timeouts += 1
         if self._retries > self.config.max_retries:
@@ -1730,7 +1704,7 @@ class Connection:
             self.lost.subtract(start, end)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
-        self._rtx_deadline = now + self.rtt.current_rto()
+        self._deadlines[RTX] = now + self.rtt.current_rto()
 
     def _on_rack_timer(self, now: float) -> None:
         """RACK's reorder timer or TLP's probe timeout (recovery.py says which)."""
@@ -1758,10 +1732,10 @@ class Connection:
             self._rack.on_probe(end, True, now)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
-        self._rtx_deadline = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
+        self._deadlines[RTX] = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
 
     def _on_persist(self, now: float) -> None:
-        self._persist_deadline = None
+        self._deadlines[PERSIST] = NEVER
         self._persist_probes += 1
         if self._persist_probes > self.config.max_retries + self.config.keepalive_count:
             self._terminate(TimeoutError("peer's window stayed closed and it stopped answering probes"))
@@ -1769,21 +1743,21 @@ class Connection:
         self.stats.window_probes += 1
         self.rtt.on_timeout()
         self._queued().append(self._make(self.snd_una - 1, ACK))
-        self._persist_deadline = now + self.rtt.current_rto()
+        self._deadlines[PERSIST] = now + self.rtt.current_rto()
         self._touch(self)
 
     def _arm_keepalive(self, now: float) -> None:
         cfg = self.config
         if not cfg.keepalive or self.state not in _KEEPALIVE_STATES:
-            self._keepalive_deadline = None
+            self._deadlines[KEEPALIVE] = NEVER
             return
-        if self.snd_una < self.snd_nxt or self._rtx_deadline is not None:
-            self._keepalive_deadline = None  # the retransmission timer watches the peer
+        if self.snd_una < self.snd_nxt or self._deadlines[RTX] != NEVER:
+            self._deadlines[KEEPALIVE] = NEVER  # the retransmission timer watches the peer
             return
         if self._keepalive_probes:
-            self._keepalive_deadline = self._keepalive_sent + cfg.keepalive_interval
+            self._deadlines[KEEPALIVE] = self._keepalive_sent + cfg.keepalive_interval
         else:
-            self._keepalive_deadline = self.last_received + cfg.keepalive_idle
+            self._deadlines[KEEPALIVE] = self.last_received + cfg.keepalive_idle
 
 
     def _on_keepalive(self, now: float) -> None:
@@ -1797,7 +1771,7 @@ class Connection:
         self._keepalive_sent = now
         self.stats.keepalive_probes += 1
         self._queued().append(self._make(self.snd_nxt - 1, ACK))
-        self._keepalive_deadline = now + cfg.keepalive_interval
+        self._deadlines[KEEPALIVE] = now + cfg.keepalive_interval
         self._touch(self)
 
     def _silence_note(self, now: float) -> str:
@@ -2006,15 +1980,22 @@ class Connection:
         self._terminated = True
         self.state = State.CLOSED
         self.error = error
-        self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
-        self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
-        self._pacing_deadline = None
+        self._deadlines[:] = _UNARMED
         self._rack.stop()
         self._events.append(ConnectionTerminated(self, error))
         self._touch(self)
 
     def __repr__(self) -> str:
         return f"<Connection cid={self.local_cid:#x} {self.state} peer={self.remote_addr!r}>"
+
+
+# The handler of each timer (timers.py), by index.
+_TIMER_HANDLERS = (
+    Connection._on_rto, Connection._on_rack_timer, Connection._on_persist, Connection._on_delack,
+    Connection._on_keepalive, Connection._on_pacing, Connection._on_timewait, Connection._on_connect_timeout,
+    Connection._on_idle,
+)
+_UNARMED = unarmed()
 
 
 def copy_error(error: BaseException) -> BaseException:

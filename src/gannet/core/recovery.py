@@ -61,6 +61,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 from .rangeset import EMPTY, RangeSet
+from .timers import NEVER, RTX
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -633,8 +634,8 @@ class RackTlp:
                 if pto < PTO_MIN:
                     pto = PTO_MIN
             deadline = now + pto
-            rto = conn._rtx_deadline
-            if rto is None:
+            rto = conn._deadlines[RTX]
+            if rto == NEVER:
                 rto = now + conn.rtt.current_rto()
             if rto < deadline:
                 deadline = rto
