@@ -43,7 +43,7 @@ def test_tail_loss_is_repaired_by_a_probe_long_before_the_rto():
     assert b.conn.recv(1 << 20) == bytes(4 * mss)
     assert a.conn.snd_una == a.conn.snd_nxt
     assert a.conn.stats.timeouts == 0 and pto + 0.024 < rto
-    assert a.conn._rack.probes == 1
+    assert a.conn.loss.rack.probes == 1
 
 
 def test_a_lone_lost_segment_gets_the_delayed_ack_allowance_and_a_congestion_response():
@@ -156,7 +156,7 @@ def test_reordering_within_the_reorder_window_is_not_retransmitted():
     # min_rtt/4 and the late original arrives in time. Reordering is now known.
     a.conn.send(bytes(2 * mss))
     assert reorder_round(a, b, 1.0, 2) == []
-    assert a.conn._rack.reordering_seen
+    assert a.conn.loss.rack.reordering_seen
     # Now three segments overtake the first: DupThresh would resend it at
     # once; RACK keeps its reorder window because reordering has been seen.
     a.conn.send(bytes(4 * mss))
@@ -182,7 +182,7 @@ def test_a_spurious_retransmission_widens_the_reorder_window():
     # RACK resends it at once (reo_wnd is 0), and the original arrives 1 ms later.
     a.conn.send(bytes(4 * mss))
     early = reorder_round(a, b, 1.0, 4)
-    rack = a.conn._rack  # made when the first data left
+    rack = a.conn.loss.rack  # made when the first data left
     assert len(early) == 1 and rack.reordering_seen
     # The ACK for that resend came sooner than min_rtt after it: the original
     # was delivered, so the resend was spurious and the window grows.

@@ -35,7 +35,7 @@ from .events import (
     StreamEnded,
 )
 from .rangeset import EMPTY, RangeSet
-from .recovery import IDLE_RACK, RackTlp
+from .recovery import LossRecovery
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
@@ -123,18 +123,17 @@ class Connection:
         "error", "stats", "created", "_events", "_touch", "iss", "snd_una", "snd_nxt",
         "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "snd_wscale", "_sndbuf",
         "_fin_queued", "_fin_sent", "_want_send_space",
-        "_all_acked_reported", "sacked", "lost", "_retransmitted", "in_recovery",
-        "recovery_point", "_dupacks", "_retries",
+        "_all_acked_reported", "loss", "_retries",
         "_persist_probes", "_sent_log", "delivered", "_delivered_time",
         "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_due",
-        "_ever_retransmitted", "_retx_marks", "peer_mss", "mss", "max_datagram_size",
+        "_ever_retransmitted", "peer_mss", "mss", "max_datagram_size",
         "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
         "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcv_adv_at", "_rcvbuf", "_rcvbuf_len",
         "_ooo", "_ooo_ranges", "_last_ooo", "_fin_rcv", "eof", "_ack_now", "_unacked_segs",
         "_dupacks_owed", "_ts_offset", "_ts_recent", "last_received",
         "_keepalive_probes",
         "_challenge_window", "_challenge_count", "_out", "_terminated",
-        "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
+        "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
         "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "__dict__",
     )
@@ -183,15 +182,6 @@ class Connection:
         self._fin_sent = False
         self._want_send_space = False
         self._all_acked_reported = False
-        # The range sets start as the shared read-only EMPTY and get their
-        # own RangeSet at the first add (_writable): most connections never
-        # see a SACK, a loss or a resend (rangeset.EMPTY says why).
-        self.sacked = EMPTY  # SACK scoreboard above snd_una (RFC 6675)
-        self.lost = EMPTY  # declared lost, waiting to be resent
-        self._retransmitted = EMPTY  # resent during the current recovery
-        self.in_recovery = False
-        self.recovery_point = 0
-        self._dupacks = 0
         self._retries = 0  # consecutive timeouts without progress
         self._persist_probes = 0
         # (start, end, time) of each first transmission, in send order: RTT
@@ -210,14 +200,9 @@ class Connection:
         self._pacing_tokens = 0.0
         self._pacing_time = now
         self._pacing_due: float | None = None  # the sender waits for tokens due then (_pace_wait)
+        # Bytes ever resent, for Karn's rule and the PMTU probe's verdict
+        # (the shared read-only EMPTY until the first resend, see _writable).
         self._ever_retransmitted = EMPTY
-        # (start, end, snd_nxt then) per retransmission in this recovery, to
-        # notice a lost retransmission once data sent after it is SACKed
-        # (a list from the first retransmission on).
-        self._retx_marks: list[tuple[int, int, int]] | tuple = ()
-        # RACK-TLP loss detection (RFC 8985, recovery.py), made when the
-        # first data leaves (_start_rack); the shared idle stand-in until then.
-        self._rack: RackTlp = IDLE_RACK  # type: ignore[assignment]
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
@@ -228,6 +213,9 @@ class Connection:
         self._pmtu_failures = 0
         self.cc = cc_registry.create(config.congestion_control, self.mss, config.initial_window)
         self.rtt = RttEstimator(config.timeout, config.min_rto, config.max_rto)
+        # Loss recovery (scoreboard, NewReno, RACK-TLP, RTO marking): its own
+        # object, told the sender's positions on every call (recovery.py).
+        self.loss = LossRecovery(config, self.rtt, self.mss)
         self.sack_ok = False
         self.ts_ok = False
         self.mode = MODES[config.mode]
@@ -312,6 +300,24 @@ class Connection:
     @property
     def bytes_in_flight(self) -> int:
         return self._pipe()
+
+    @property
+    def sacked(self) -> RangeSet:
+        """The SACK scoreboard above SND.UNA (loss.sacked)."""
+        return self.loss.sacked
+
+    @property
+    def lost(self) -> RangeSet:
+        """Ranges declared lost and not yet resent (loss.lost)."""
+        return self.loss.lost
+
+    @property
+    def in_recovery(self) -> bool:
+        return self.loss.in_recovery
+
+    @property
+    def recovery_point(self) -> int:
+        return self.loss.recovery_point
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN (RFC 9293 3.10.1)."""
@@ -451,7 +457,7 @@ class Connection:
     def _sync_deadlines(self) -> list[float]:
         """The timer table, with the entries kept elsewhere copied in."""
         at = self._deadlines
-        d = self._rack.deadline
+        d = self.loss.rack.deadline
         at[RACK] = NEVER if d is None else d
         idle = self.config.idle_timeout
         at[IDLE] = self.last_received + idle if idle is not None and self.state in SYNCHRONIZED else NEVER
@@ -561,11 +567,8 @@ class Connection:
         if (
             self.state is not _ESTABLISHED
             or not self.ts_ok
-            or self.in_recovery
             or self._fin_sent
-            or self._dupacks
-            or self.sacked._starts  # RangeSet emptiness without a __bool__ call
-            or self.lost._starts
+            or not self.loss.quiet()
         ):
             return False
         rcv_nxt = self.rcv_nxt
@@ -777,7 +780,7 @@ class Connection:
             if newly_sacked:
                 self._on_delivered(newly_sacked, now)
                 rtt = self._sack_rate_sample(seg, now)
-                if not self.in_recovery or self.cc.acks_in_recovery:
+                if not self.loss.in_recovery or self.cc.acks_in_recovery:
                     self.cc.on_ack(now, newly_sacked, in_flight_before, rtt)
             # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
             if (
@@ -787,7 +790,7 @@ class Connection:
                 and not window_changed
                 and self.snd_nxt > snd_una
             ):
-                self._dupacks += 1
+                self.loss.on_duplicate_ack()
         self._after_ack(now)
         return True
 
@@ -830,15 +833,11 @@ class Connection:
         sndbuf = self._sndbuf
         data_end = sndbuf.end
         acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
-        removed_sacked = self.sacked.discard_below(ack) if self.sacked._starts else 0
-        if self.lost._starts:
-            self.lost.discard_below(ack)
-        if self._retransmitted._starts:
-            self._retransmitted.discard_below(ack)
+        loss = self.loss
+        removed_sacked = loss.on_cumulative_ack(ack)
         self.snd_una = ack
         sndbuf.trim(ack if ack < data_end else data_end)
         self._retries = 0
-        self._dupacks = 0
         # Forward progress ends RTO backoff (as Linux does), so a lossy
         # path does not keep paying for timeouts that are already over.
         self.rtt.backoff = 0
@@ -849,16 +848,9 @@ class Connection:
         self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
         if self._ever_retransmitted._starts:
             self._ever_retransmitted.discard_below(ack)
-        recovering = self.in_recovery
-        if recovering:
-            if ack >= self.recovery_point:
-                self.in_recovery = False
-                self._retransmitted.clear()
-                self._retx_marks = ()
-                self.cc.on_recovery_end(now)
-            elif not self.sack_ok:
-                # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
-                self._writable("lost").add(ack, min(ack + self.mss, data_end))
+        recovering = loss.in_recovery
+        if recovering and loss.on_recovery_ack(ack, data_end):
+            self.cc.on_recovery_end(now)
         if not recovering or self.cc.acks_in_recovery:
             self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
         self._restart_rto(now)
@@ -883,73 +875,28 @@ class Connection:
             right = unwrap(right32, lo)
             left, right = max(left, lo), min(right, hi)
             if left < right:
-                added = self._writable("sacked").add(left, right)
-                if added:
-                    new += added
-                    self.lost.subtract(left, right)
-                    self._rack.on_sacked(left, right)
+                new += self.loss.on_sack_block(left, right)
         return new
 
     def _detect_losses(self, now: float) -> None:
-        """RFC 6675 IsLost() on the scoreboard, or dupacks without SACK."""
-        thresh = self.config.fast_retransmit_threshold
-        data_hi = min(self.snd_nxt, self._data_end())
-        newly_lost = False
-        if self.sack_ok and self._rack.active:
-            # RACK-TLP replaces the DupThresh walk and the lost-retransmission
-            # marks below (why: recovery.py's docstring).
-            newly_lost = self._rack.detect_losses(now)
-            self._retx_marks = ()
-        elif self.sack_ok and self.sacked:
-            limit = (thresh - 1) * self.mss
-            sacked = self.sacked
-            # Walk holes from the bottom; a hole is lost when enough is SACKed above it.
-            for start, end in sacked.gaps(self.snd_una, sacked.last()[1]):
-                if sacked.count_above(end) <= limit and sacked.ranges_above(end) < thresh:
-                    break
-                for s, e in self._retransmitted.gaps(start, end):
-                    if self._writable("lost").add(s, e):
-                        newly_lost = True
-            # A retransmission is lost too when data first sent after it has
-            # been SACKed while it has not (the idea behind RFC 8985's RACK).
-            if self._retx_marks:
-                highest = sacked.last()[1]
-                keep = []
-                for start, end, nxt in self._retx_marks:
-                    if end <= self.snd_una:
-                        continue
-                    if sacked.count_above(nxt) > limit or (highest > nxt and thresh == 1):
-                        for s, e in sacked.gaps(max(start, self.snd_una), end):
-                            if self._writable("lost").add(s, e):
-                                newly_lost = True
-                    else:
-                        keep.append((start, end, nxt))
-                self._retx_marks = keep
-        elif not self.sack_ok and self._dupacks >= thresh and not self.in_recovery:
-            if self.snd_una < data_hi:
-                self._writable("lost").add(self.snd_una, min(self.snd_una + self.mss, data_hi))
-                newly_lost = True
-        if newly_lost:
+        """Loss detection (LossRecovery.detect_losses) and what follows it."""
+        if self.loss.detect_losses(now, self.snd_una, self.snd_nxt, self._sndbuf.end, self._deadlines[RTX]):
             self._on_newly_lost(now)
 
     def _on_newly_lost(self, now: float) -> None:
         """_detect_losses found something newly lost: a PMTU probe's loss
         ends the probe; otherwise recovery begins (once per window)."""
-        newly_lost = True
         probe = self._pmtu_probe
-        if probe is not None and self.lost.overlap(probe[0], probe[1]):
+        lost = self.loss.lost
+        if probe is not None and lost.overlap(probe[0], probe[1]):
             self._pmtu_failed()
-            if probe[0] <= self.lost.first()[0] and self.lost.last()[1] <= probe[1]:
+            if probe[0] <= lost.first()[0] and lost.last()[1] <= probe[1]:
                 # Only the oversized probe was lost: that says the path's MTU
                 # is smaller, not that it is congested (RFC 8899 4.1).
-                newly_lost = False
-        if newly_lost and not self.in_recovery:
-            # Enter loss recovery once per window (RFC 6675 5, RFC 6582).
-            if self.snd_una >= self.recovery_point or not self.stats.fast_recoveries:
-                self.in_recovery = True
-                self.recovery_point = self.snd_nxt
-                self.stats.fast_recoveries += 1
-                self.cc.on_congestion_event(now, self._outstanding())
+                return
+        if self.loss.enter_recovery(self.snd_una, self.snd_nxt):
+            self.stats.fast_recoveries += 1
+            self.cc.on_congestion_event(now, self._outstanding())
 
     def _after_ack_progress(self) -> None:
         if self._want_send_space and self.send_space >= self.config.send_buffer_size // 4:
@@ -1085,8 +1032,7 @@ class Connection:
         # The peer's MSS and max packet size bound what we put in a datagram.
         mss = min(self.mss, self.peer_mss)
         if mss != self.mss:
-            self.mss = mss
-            self.cc.set_mss(mss)
+            self._set_mss(mss)
         self._events.append(ConnectionEstablished(self))
         self._arm_keepalive(now)
 
@@ -1132,7 +1078,7 @@ class Connection:
         return self.mss
 
     def _send_data(self, now: float, out: list, runs: bool = False) -> None:
-        if (self.snd_nxt >= self._sndbuf.end and not self.lost._starts
+        if (self.snd_nxt >= self._sndbuf.end and not self.loss.lost._starts
                 and (self._fin_sent or not self._fin_queued)):
             # Nothing to send, the usual case (an ACK or a timer for an idle
             # connection): only the bookkeeping the full path below does
@@ -1140,7 +1086,7 @@ class Connection:
             self._store_tokens(self._pacing_budget(now))
             self._note_app_limited(self._pipe(), self._cwnd())
             return
-        if self.lost._starts or self._fin_queued or not self._send_small(now, out, runs):
+        if self.loss.lost._starts or self._fin_queued or not self._send_small(now, out, runs):
             self._send_data_full(now, out, runs)
 
     def _send_small(self, now: float, out: list, runs: bool) -> bool:
@@ -1218,20 +1164,20 @@ class Connection:
         if budget is None:
             budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
-        lost = self.lost
+        loss = self.loss
+        lost = loss.lost
         while lost._starts:  # (RangeSet emptiness without a __bool__ call)
             start, end = lost.first()
             end = min(end, start + mss)
             # The first retransmission of a recovery (or after a partial ACK
             # acknowledged every earlier one) goes at once, whatever pipe
             # says (RFC 6675 5 (4.3), RFC 5681 3.2 (4), RFC 6582 3.2 (5)).
-            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted._starts or not self.in_recovery):
+            if pipe + (end - start) > cwnd and pipe > 0 and (loss.retransmitted._starts or not loss.in_recovery):
                 break
             if budget < end - start:
                 self._pace_wait(now, end - start - budget)
                 break
             budget -= end - start
-            lost.subtract(start, end)
             self._note_retransmission(start, end)
             out.append(self._data_segment(start, end, False))
             pipe += end - start
@@ -1320,7 +1266,7 @@ class Connection:
             self._fin_sent = True
             sent_any = True
         self._store_tokens(budget)
-        if self.snd_nxt >= data_end and not self.lost._starts:
+        if self.snd_nxt >= data_end and not lost._starts:
             self._note_app_limited(pipe, cwnd)
         if sent_any:
             self._on_data_sent(now)
@@ -1369,13 +1315,11 @@ class Connection:
         log.append(
             (start, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
         )
-        rack = self._rack
-        if rack is IDLE_RACK:
-            rack = self._start_rack()
+        rack = self.loss.start_rack()
         if run_mss:
-            rack.on_transmit_run(start, end, run_mss, now)
+            rack.on_transmit_run(start, end, run_mss, now, self.snd_una, self._deadlines[RTX])
         else:
-            rack.on_transmit(start, end, now, False)
+            rack.on_transmit(start, end, now, False, self.snd_una, self._deadlines[RTX])
 
     # ---------------------------------------------------------------- PMTUD
     def _pmtu_probe_payload(self) -> int:
@@ -1387,13 +1331,6 @@ class Connection:
         # data when they must report SACK blocks, so none is larger.
         return self._pmtu_ladder[0] - DATA_OVERHEAD
 
-    def _start_rack(self) -> RackTlp:
-        """The connection's own RackTlp, made now if it still has the idle one."""
-        rack = self._rack
-        if rack is IDLE_RACK:
-            rack = self._rack = RackTlp(self)
-        return rack
-
     def _queued(self) -> list[Segment]:
         """The list of segments queued for the next segments_to_send (made
         when the first is queued: an idle connection holds none)."""
@@ -1403,7 +1340,7 @@ class Connection:
         return out
 
     def _writable(self, name: str) -> RangeSet:
-        """The range set `name` (sacked, lost, ...), made the connection's own
+        """The range set `name` (_ooo_ranges, _ever_retransmitted), made the connection's own
         if it is still the shared EMPTY: call before adding to one."""
         ranges = getattr(self, name)
         if ranges is EMPTY:
@@ -1417,14 +1354,13 @@ class Connection:
         if probe is None:
             return
         start, end, size = probe
-        delivered = self.snd_una >= end or not self.sacked.gaps(max(start, self.snd_una), end)
+        delivered = self.snd_una >= end or not self.loss.sacked.gaps(max(start, self.snd_una), end)
         if delivered and not self._ever_retransmitted.overlap(start, end):
             self._pmtu_probe = None
             self._pmtu_failures = 0
             self._pmtu_ladder = self._pmtu_ladder[1:]
             self.max_datagram_size = size
-            self.mss = min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD)
-            self.cc.set_mss(self.mss)
+            self._set_mss(min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD))
         elif delivered:
             self._pmtu_failed()
 
@@ -1445,7 +1381,7 @@ class Connection:
         self._pmtu_ladder = tuple(s for s in self._pmtu_ladder if s < size)
         self.stats.pmtu_local_failures += 1
         if end > self.snd_una:
-            self._writable("lost").add(max(start, self.snd_una), end)
+            self.loss.own_lost().add(max(start, self.snd_una), end)
             self._touch(self)
         return True
 
@@ -1636,7 +1572,7 @@ class Connection:
         else:
             self.snd_wscale = 0
             self.rcv_wscale = 0  # both sides scale or neither (RFC 7323 2.2)
-        self.sack_ok = cfg.sack and seg.sack_permitted
+        self.sack_ok = self.loss.sack_ok = cfg.sack and seg.sack_permitted
         self.ts_ok = cfg.timestamps and seg.tsval is not None
         if seg.mode == MODE_STEP:
             self.mode = MODE_STEP  # either side asking for step-by-step gets it
@@ -1645,11 +1581,17 @@ class Connection:
         room = self.max_datagram_size - DATA_OVERHEAD
         if room < 64:
             room = 64
-        self.mss = min(self.mss, self.peer_mss, room)
-        self.cc.set_mss(self.mss)
+        self._set_mss(min(self.mss, self.peer_mss, room))
         if cfg.pmtud and self.mode != MODE_STEP:
             top = min(ceiling, cfg.pmtud_max, self.peer_mss + MAX_DATA_OVERHEAD, cfg.mss + MAX_DATA_OVERHEAD)
             self._pmtu_ladder = _pmtu_ladder(self.max_datagram_size, top)
+
+    def _set_mss(self, mss: int) -> None:
+        """The MSS changed (the peer's SYN, PMTUD): everyone who counts in
+        segments hears of it."""
+        self.mss = mss
+        self.cc.set_mss(mss)
+        self.loss.mss = mss
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
@@ -1683,32 +1625,24 @@ class Connection:
             self._pmtu_failed()
         data_hi = min(self.snd_nxt, self._data_end())
         # Everything outstanding and not SACKed is presumed lost; resend from snd_una.
-        self.lost.clear()
-        for start, end in self.sacked.gaps(self.snd_una, data_hi):
-            self._writable("lost").add(start, end)
-        self._retransmitted.clear()
-        self._retx_marks = ()
-        self._start_rack().on_rto()
-        self.in_recovery = False
-        self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
-        self._dupacks = 0
+        self.loss.on_rto(self.snd_una, self.snd_nxt, data_hi)
         if self._fin_sent and self.snd_una <= self._data_end():
             self._fin_sent = False  # resend the FIN after the data
             self.snd_nxt = self._data_end()
         # One segment goes out at once even though pipe may exceed cwnd; a
         # FIN alone is resent by the normal output path.
         self._touch(self)
-        if self.lost:
-            start, end = self.lost.first()
+        lost = self.loss.lost
+        if lost._starts:
+            start, end = lost.first()
             end = min(end, start + self._data_mss())
-            self.lost.subtract(start, end)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
         self._deadlines[RTX] = now + self.rtt.current_rto()
 
     def _on_rack_timer(self, now: float) -> None:
         """RACK's reorder timer or TLP's probe timeout (recovery.py says which)."""
-        if self._rack.timer_fired(now):
+        if self.loss.rack.timer_fired(now):
             self._send_loss_probe(now)
         else:
             self._detect_losses(now)
@@ -1722,14 +1656,14 @@ class Connection:
         mss = self._data_mss()
         n = min(mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
         if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
-            self._rack.on_probe(nxt + n, False, now)
+            self.loss.rack.on_probe(nxt + n, False, now)
             self._send_new(nxt, n, data_end, now, self._pipe(), self._queued())
         else:
             end = min(nxt, data_end)
             start = max(self.snd_una, self._sndbuf.start, end - mss)
             if start >= end:
                 return  # only a FIN is out: the RTO resends it
-            self._rack.on_probe(end, True, now)
+            self.loss.rack.on_probe(end, True, now)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
         self._deadlines[RTX] = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
@@ -1784,8 +1718,8 @@ class Connection:
         outstanding = self.snd_nxt - self.snd_una
         if outstanding > 0:
             note += f"; {outstanding} bytes unacknowledged"
-            if self.sacked:
-                note += f" ({self.sacked.total} SACKed)"
+            if self.loss.sacked:
+                note += f" ({self.loss.sacked.total} SACKed)"
         if self._ooo_ranges:
             note += f"; holding {self._ooo_ranges.total} bytes above a hole at {self.rcv_nxt - self.irs - 1}"
         return note
@@ -1813,19 +1747,14 @@ class Connection:
 
     def _outstanding(self) -> int:
         """FlightSize: sent and not cumulatively acknowledged data bytes."""
-        return max(0, min(self.snd_nxt, self._sndbuf.end) - self.snd_una)  # _data_end()
+        nxt = self.snd_nxt
+        end = self._sndbuf.end  # (_data_end(); comparisons rather than min/max calls: once per ACK and send)
+        outstanding = (nxt if nxt <= end else end) - self.snd_una
+        return outstanding if outstanding > 0 else 0
 
     def _pipe(self) -> int:
         """RFC 6675's pipe: outstanding bytes believed still in the network."""
-        nxt = self.snd_nxt
-        end = self._sndbuf.end
-        outstanding = (nxt if nxt <= end else end) - self.snd_una  # (_outstanding())
-        if outstanding < 0:
-            outstanding = 0
-        pipe = outstanding - self.sacked.total - self.lost.total
-        if not self.sack_ok:
-            pipe -= self._dupacks * self.mss
-        return pipe if pipe > 0 else 0
+        return self.loss.pipe(self._outstanding())
 
     def _cwnd(self) -> int:
         if self.mode == MODE_STEP:
@@ -1844,13 +1773,9 @@ class Connection:
             self._app_limited_until = 0
 
     def _note_retransmission(self, start: int, end: int) -> None:
-        self._start_rack().on_transmit(start, end, self._now_hint, True)
-        self._writable("_retransmitted").add(start, end)
+        """[start, end) is being resent: recovery's bookkeeping, Karn's."""
+        self.loss.on_retransmit(start, end, self._now_hint, self.snd_una, self.snd_nxt, self._deadlines[RTX])
         self._writable("_ever_retransmitted").add(start, end)
-        marks = self._retx_marks
-        if not marks:
-            marks = self._retx_marks = []
-        marks.append((start, end, self.snd_nxt))
         self.stats.retransmits += 1
         self.stats.retransmitted_bytes += end - start
 
@@ -1981,7 +1906,7 @@ class Connection:
         self.state = State.CLOSED
         self.error = error
         self._deadlines[:] = _UNARMED
-        self._rack.stop()
+        self.loss.rack.stop()
         self._events.append(ConnectionTerminated(self, error))
         self._touch(self)
 
