@@ -1110,10 +1110,8 @@ class Connection:
             or (avail < mss and self._nagle_holds(nxt))
         ):
             return False
-        if self._pmtu_ladder:
-            probe_payload = self._pmtu_probe_payload()
-            if probe_payload and avail >= probe_payload:
-                return False
+        # (No PMTU probe can be due here: a probe is larger than the MSS,
+        # since every size left on the ladder exceeds max_datagram_size.)
         budget = self._pacing_budget(now)
         if budget < avail:
             # (taking the budget changed the bucket: the general path gets it)
