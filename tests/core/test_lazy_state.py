@@ -24,7 +24,7 @@ from gannet.core.recovery import IDLE_RACK, RackTlp
 
 from corepair import deliver, established_pair, exchange
 
-SETS = ("loss.sacked", "loss.lost", "loss.retransmitted", "_ever_retransmitted", "_ooo_ranges")
+SETS = ("loss.sacked", "loss.lost", "loss.retransmitted", "_ever_retransmitted", "rcv.ooo_ranges")
 
 
 def attr(obj, dotted: str):
@@ -146,13 +146,14 @@ def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records(
     assert a.conn.cc._bw_samples and type(a.conn.cc._bw_samples) is tuple
     # What an idle connection keeps for the cycle collector: itself, its
     # stats, send buffer, RTT estimator, controller (and its round counter),
-    # loss recovery and RACK, and its timer table. Not one empty range set. (Two collections: the
+    # receiver, loss recovery and RACK, and its timer table. Not one empty
+    # range set. (Two collections: the
     # collector stops tracking a tuple of numbers, then the tuple holding it.)
     gc.collect()
     gc.collect()
     kinds = sorted(type(o).__name__ for o in owned_tracked_objects(a.conn))
     assert kinds == sorted(["Connection", "ConnectionStats", "SendBuffer", "RttEstimator", "Bbr",
-                            "RoundCounter", "LossRecovery", "RackTlp", "list"])  # (the list: its timer table)
+                            "RoundCounter", "Receiver", "LossRecovery", "RackTlp", "list"])  # (the list: its timer table)
 
 
 def test_a_loss_builds_the_sets_and_recovery_works_as_before():
@@ -163,7 +164,7 @@ def test_a_loss_builds_the_sets_and_recovery_works_as_before():
     segs = a.out(1.0)
     assert len(segs) >= 4
     deliver(b, segs[:1] + segs[2:], 1.005)  # the second segment is lost
-    assert b.conn._ooo_ranges is not EMPTY and type(b.conn._ooo_ranges) is RangeSet
+    assert b.conn.rcv.ooo_ranges is not EMPTY and type(b.conn.rcv.ooo_ranges) is RangeSet
     deliver(a, b.out(1.005), 1.010)  # SACKs above the hole
     assert type(a.conn.sacked) is RangeSet and a.conn.sacked
     now = settle(a, b, 1.010)

@@ -158,7 +158,7 @@ def test_header_prediction_declines_what_it_cannot_judge():
     una, nxt = a.conn.snd_una, a.conn.snd_nxt
     before = snapshot(a.conn)
     seq32, ack32, wnd, tsval, payload = _forged_ack(a, b, una + 1, 1 << 16)
-    old_ts = (a.conn._ts_recent - 10) & MASK32
+    old_ts = (a.conn.rcv.ts_recent - 10) & MASK32
     assert not a.conn.on_predicted(seq32, ack32, wnd, old_ts, payload, 1.01)
     assert not a.conn.on_predicted(seq32, una & MASK32, wnd, tsval, payload, 1.01)  # nothing new
     assert not a.conn.on_predicted(seq32, (nxt + 1) & MASK32, wnd, tsval, payload, 1.01)
@@ -171,14 +171,14 @@ def test_a_data_run_beyond_the_offered_window_takes_the_general_path():
     3.10.7.4 trims them, one segment at a time)."""
     a, b = established_pair(Config(delayed_ack=False))
     conn = b.conn
-    before = snapshot(conn)
-    room = conn._rcv_adv - conn.rcv_nxt
+    before, start = snapshot(conn), conn.rcv_nxt
+    room = conn.rcv.rcv_adv - conn.rcv_nxt
     tsval = a.conn._timestamps()[0]
     args = (conn.rcv_nxt & MASK32, conn.snd_una & MASK32, conn.snd_wnd >> conn.snd_wscale, tsval, tsval)
     assert not conn.on_data_run(*args, bytes(room + 1), 2, 1, 1.0)
     assert snapshot(conn) == before
     assert conn.on_data_run(*args, bytes(room), 1, room, 1.0)
-    assert conn.rcv_nxt == before[1]["rcv_nxt"] + room
+    assert conn.rcv_nxt == start + room
 
 
 def test_a_pmtu_probe_is_always_larger_than_the_mss():

@@ -35,6 +35,7 @@ from .events import (
     StreamEnded,
 )
 from .rangeset import EMPTY, RangeSet
+from .receiver import INITIAL_RCV_SPACE, MASK32, RCV_SPACE_GAIN, TS_HZ, Receiver  # noqa: F401 (re-exported)
 from .recovery import LossRecovery
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
@@ -44,7 +45,6 @@ from .timers import (
     CONNECT, DELACK, DISPATCH_ORDER, IDLE, KEEPALIVE, NAMES, NEVER, PACING, PERSIST, RACK, RTX, TIMEWAIT, unarmed,
 )
 
-MASK32 = SEQ_MOD - 1
 MAX_UDP_PAYLOAD = 65507
 # Datagram sizes PMTUD tries, smallest first: jumbo Ethernet, then the steps
 # up to what loopback carries. A failed size ends the search (RFC 8899 5.3).
@@ -62,13 +62,10 @@ PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 PMTU_FIRST_PROBE_CWND = 12
 PMTU_FIRST_PROBE_DELIVERED = 48
 _UNPACED = float("inf")
-TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
 # A run of segments is at most what one UDP GSO send carries: 64 KB in at
 # most 64 datagrams (each with DATA_OVERHEAD bytes of framing).
 RUN_BYTES = 65000
-INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
-RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
 # A sender that waited for pacing tokens and woke late keeps what it earned
 # while late, up to this long at the pacing rate and this share of the RTT
@@ -128,14 +125,14 @@ class Connection:
         "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_due",
         "_ever_retransmitted", "peer_mss", "mss", "max_datagram_size",
         "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
-        "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcv_adv_at", "_rcvbuf", "_rcvbuf_len",
-        "_ooo", "_ooo_ranges", "_last_ooo", "_fin_rcv", "eof", "_ack_now", "_unacked_segs",
-        "_dupacks_owed", "_ts_offset", "_ts_recent", "last_received",
+        "mode", 
+        
+        "_ts_offset", "last_received",
         "_keepalive_probes",
         "_challenge_window", "_challenge_count", "_out", "_terminated",
-        "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
+        
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "__dict__",
+        "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "rcv", "__dict__",
     )
 
     def __init__(
@@ -220,41 +217,22 @@ class Connection:
         self.ts_ok = False
         self.mode = MODES[config.mode]
 
-        # --- receive side --------------------------------------------------
-        self.irs = 0
-        self.rcv_nxt = 0
-        self.rcv_wscale = self._choose_wscale(config.window_size) if config.window_scaling else 0
-        self._rcv_adv = 0  # right edge of the window we last advertised
-        self._rcv_adv_at = 0  # RCV.NXT when we advertised it
-        self._rcvbuf: deque[bytes] | tuple = ()  # see _sent_log
-        # Receive-window autotuning: the window to offer, and what the
-        # application has read since the current round-trip measurement began.
-        self._rcv_space = min(config.window_size, INITIAL_RCV_SPACE) if config.autotune else config.window_size
-        self._rcv_copied = 0
-        self._rcv_space_copied = 0
-        self._rcv_space_time = now
         self._now_hint = now  # time of the input or output call in progress (for tsval)
         self._tsval_at = -1.0  # the time _tsval was computed for
         self._tsval = 0
         self.rcv_wscale_ok = False  # peer offered window scaling in its SYN
         self._keepalive_sent = 0.0
-        self._rcvbuf_len = 0
-        self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
-        self._ooo_ranges = EMPTY
-        self._last_ooo: tuple[int, int] | None = None  # newest out-of-order block, SACKed first
-        self._fin_rcv: int | None = None  # position of the peer's FIN once seen
-        self.eof = False
-        self._ack_now = False
-        self._unacked_segs = 0
-        self._dupacks_owed = 0  # without SACK, one duplicate ACK per out-of-order arrival
         self._ts_offset = rng.getrandbits(32)
-        self._ts_recent: int | None = None
 
         # --- liveness ----------------------------------------------------------
         self.last_received = now
         self._keepalive_probes = 0
         # Every timer's deadline, NEVER when unarmed (timers.py).
         self._deadlines = unarmed()
+
+        # --- receive side: RCV.*, reassembly, the offered window (receiver.py)
+        self.rcv = Receiver(config, self.stats, self._events, self, self._deadlines,
+                            self._choose_wscale(config.window_size) if config.window_scaling else 0, now)
         self._challenge_window = 0
         self._challenge_count = 0
         # Control segments queued by input processing: a list only while it
@@ -269,7 +247,26 @@ class Connection:
     # ------------------------------------------------------------------ API
     @property
     def readable_bytes(self) -> int:
-        return self._rcvbuf_len
+        return self.rcv.buf_len
+
+    @property
+    def rcv_nxt(self) -> int:
+        """RCV.NXT (rcv.rcv_nxt)."""
+        return self.rcv.rcv_nxt
+
+    @property
+    def irs(self) -> int:
+        return self.rcv.irs
+
+    @property
+    def rcv_wscale(self) -> int:
+        """Our window scale shift (RFC 7323)."""
+        return self.rcv.rcv_wscale
+
+    @property
+    def eof(self) -> bool:
+        """The peer's FIN has been received in order."""
+        return self.rcv.eof
 
     @property
     def send_space(self) -> int:
@@ -347,67 +344,26 @@ class Connection:
 
     def recv(self, max_bytes: int) -> bytes:
         """Take up to `max_bytes` in-order bytes (b"" if none are ready)."""
-        if max_bytes <= 0 or not self._rcvbuf_len:
-            return b""
-        buf = self._rcvbuf
-        if len(buf[0]) >= max_bytes:
-            chunk = buf[0]
-            if len(chunk) == max_bytes:
-                buf.popleft()
-            else:
-                buf[0] = chunk[max_bytes:]
-                chunk = chunk[:max_bytes]
-            out = chunk
-        else:
-            parts = []
-            need = max_bytes
-            while buf and need:
-                chunk = buf[0]
-                if len(chunk) <= need:
-                    parts.append(buf.popleft())
-                    need -= len(chunk)
-                else:
-                    parts.append(chunk[:need])
-                    buf[0] = chunk[need:]
-                    need = 0
-            out = b"".join(parts)
-        self._after_read(len(out))
-        return bytes(out)
+        out = self.rcv.read(max_bytes)
+        if out:
+            self._after_read()
+        return out
 
     def recv_chunk(self) -> bytes:
         """The oldest received piece of the stream, as it arrived, without
         copying it (b"" if none is ready): for adapters that keep their own
         buffer and would only copy a joined `recv` again."""
-        if not self._rcvbuf_len:
-            return b""
-        chunk = self._rcvbuf.popleft()
-        self._after_read(len(chunk))
+        chunk = self.rcv.read_chunk()
+        if chunk:
+            self._after_read()
         return chunk
 
-    def _after_read(self, n: int) -> None:
-        self._rcvbuf_len -= n
-        if not self._rcvbuf_len:
-            self._rcvbuf = ()
-        self._rcv_copied += n
+    def _after_read(self) -> None:
+        """The application read: autotune the window, and tell the sender
+        if it opened enough."""
         if self.config.autotune:
-            rtt = self.rtt.srtt  # (what _rcv_space_adjust checks first)
-            if rtt is not None and self._now_hint - self._rcv_space_time >= rtt:
-                self._rcv_space_adjust(self._now_hint)
+            self.rcv.space_adjust(self._now_hint, self.rtt.srtt)
         self._maybe_window_update()
-
-    def _rcv_space_adjust(self, now: float) -> None:
-        """Once a round trip, grow the window to RCV_SPACE_GAIN x what the
-        application read in it (the idea of Linux's tcp_rcv_space_adjust).
-        Counting what was read, not what arrived, keeps a slow reader's
-        window from growing: a sender can only fill what is taken out."""
-        rtt = self.rtt.srtt
-        if rtt is None or now - self._rcv_space_time < rtt:
-            return
-        want = RCV_SPACE_GAIN * (self._rcv_copied - self._rcv_space_copied)
-        if want > self._rcv_space:
-            self._rcv_space = min(want, self.config.window_size)
-        self._rcv_space_copied = self._rcv_copied
-        self._rcv_space_time = now
 
     def shutdown_write(self, now: float) -> None:
         """Half-close: a FIN follows the data already queued."""
@@ -433,7 +389,7 @@ class Connection:
         instead of waiting for its timer; False if no ACK is owed."""
         if self._deadlines[DELACK] == NEVER or self.state not in SYNCHRONIZED:
             return False
-        self._ack_now = True
+        self.rcv.ack_now = True
         self._touch(self)
         return True
 
@@ -491,7 +447,7 @@ class Connection:
         self._touch(self)  # the pacer allows more: the output path runs next
 
     def _on_delack(self, now: float) -> None:
-        self._ack_now = True
+        self.rcv.ack_now = True
 
     # --------------------------------------------------------------- input
     def on_segment(self, seg: Segment, now: float) -> None:
@@ -522,29 +478,29 @@ class Connection:
         one copy. Returns False, having changed nothing, when any condition
         does not hold: the caller then feeds the segments one by one.
         """
-        if self.state is not _ESTABLISHED or not self.ts_ok or self._ooo or self._fin_rcv is not None:
+        if self.state is not _ESTABLISHED or not self.ts_ok or self.rcv.ooo or self.rcv.fin_rcv is not None:
             return False
-        rcv_nxt = self.rcv_nxt
+        rcv_nxt = self.rcv.rcv_nxt
         if (
             seq32 != rcv_nxt & MASK32
             or ack32 != self.snd_una & MASK32
             or wnd << self.snd_wscale != self.snd_wnd
         ):
             return False
-        if self._ts_older(tsval_first) or self._ts_older(tsval_last):
+        if self.rcv.ts_older(tsval_first) or self.rcv.ts_older(tsval_last):
             return False  # older than TS.Recent: PAWS decides, one by one
         end = rcv_nxt + len(data)
-        if end > self._rcv_adv:
+        if end > self.rcv.rcv_adv:
             return False
         self.stats.segments_received += count
         self.stats.fast_path_segments += count
         self._now_hint = now
         self._peer_alive(now)
-        self._update_ts_recent(tsval_last)
+        self.rcv.update_ts_recent(tsval_last)
         # Their ACK and window are what we hold: only SND.WL1/WL2 can move.
         self._update_window(end - last_len, self.snd_una, self.snd_wnd)
-        self._deliver(data, count)
-        self._schedule_ack(now)
+        self.rcv.deliver(data, count)
+        self.rcv.schedule_ack(now)
         self._touch(self)
         return True
 
@@ -571,31 +527,31 @@ class Connection:
             or not self.loss.quiet()
         ):
             return False
-        rcv_nxt = self.rcv_nxt
+        rcv_nxt = self.rcv.rcv_nxt
         if seq32 != rcv_nxt & MASK32:
             return False
-        if self._ts_older(tsval):
+        if self.rcv.ts_older(tsval):
             return False  # older than TS.Recent: PAWS decides
         snd_una = self.snd_una
         acked = (ack32 - snd_una) & MASK32
         if not acked or acked > self.snd_nxt - snd_una:
             return False  # no new ACK (on_data_run's case), or beyond SND.NXT
         n = len(payload)
-        if n and (self._ooo or self._fin_rcv is not None or rcv_nxt + n > self._rcv_adv):
+        if n and (self.rcv.ooo or self.rcv.fin_rcv is not None or rcv_nxt + n > self.rcv.rcv_adv):
             return False
         # What _on_synchronized and _process_ack do for this segment, less
         # the checks that cannot fire: the same helpers, in the same order.
         self.stats.segments_received += 1
         self._now_hint = now
         self._peer_alive(now)
-        self._update_ts_recent(tsval)
+        self.rcv.update_ts_recent(tsval)
         ack = snd_una + acked
         self._update_window(rcv_nxt, ack, wnd << self.snd_wscale)
         self._ack_new_data(None, ack, 0, self._pipe(), now)
         self._after_ack(now)
         if n and self.state in CAN_RECEIVE:
-            self._deliver(payload, 1)
-            self._schedule_ack(now)
+            self.rcv.deliver(payload, 1)
+            self.rcv.schedule_ack(now)
         self._touch(self)
         return True
 
@@ -616,7 +572,7 @@ class Connection:
             return
         self._take_syn(seg, now)
         self.snd_wnd = seg.wnd  # never scaled in a SYN (RFC 7323 2.2)
-        self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
+        self.snd_wl1, self.snd_wl2 = self.rcv.rcv_nxt - 1, self.iss
         self._transition("rcv SYN")
         self._send_syn(now)
 
@@ -636,7 +592,7 @@ class Connection:
             return
         self._take_syn(seg, now)
         if ack is not None:
-            self._ack_of_syn(seq=self.rcv_nxt - 1, ack=ack, wnd=seg.wnd, now=now)  # (a SYN's window: unscaled)
+            self._ack_of_syn(seq=self.rcv.rcv_nxt - 1, ack=ack, wnd=seg.wnd, now=now)  # (a SYN's window: unscaled)
             self._transition("rcv SYN,ACK")
             self._on_established(now)
             if self.hold_handshake_ack:
@@ -647,23 +603,23 @@ class Connection:
                 # a delayed ACK would, within an RTO and 500 ms.
                 self._deadlines[DELACK] = now + min(self.rtt.current_rto(), MAX_ACK_HOLD)
             else:
-                self._ack_now = True
+                self.rcv.ack_now = True
         else:
             # Simultaneous open (RFC 9293 figure 7): answer with SYN,ACK.
             self.snd_wnd = seg.wnd
-            self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
+            self.snd_wl1, self.snd_wl2 = self.rcv.rcv_nxt - 1, self.iss
             self._transition("rcv SYN (simultaneous open)")
             self._deadlines[RTX] = NEVER
             self._send_syn(now)
 
     def _on_synchronized(self, seg: Segment, now: float) -> None:
         flags = seg.flags
-        seq = unwrap(seg.seq, self.rcv_nxt)
+        seq = unwrap(seg.seq, self.rcv.rcv_nxt)
         payload = seg.payload
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         self._peer_alive(now)  # any segment from the peer, even a duplicate
 
-        if self.state == State.SYN_RECEIVED and flags & SYN and seq == self.irs:
+        if self.state == State.SYN_RECEIVED and flags & SYN and seq == self.rcv.irs:
             if not flags & ACK:
                 # A retransmitted SYN: our SYN,ACK was lost, so send it again.
                 self._send_syn(now)
@@ -675,23 +631,22 @@ class Connection:
             seg_len -= 1
 
         # PAWS (RFC 7323 5.3), with a tolerance for reordering.
-        if self.ts_ok and seg.tsval is not None and not flags & RST and self._paws_rejects(seg.tsval):
+        if self.ts_ok and seg.tsval is not None and not flags & RST and self.rcv.paws_rejects(seg.tsval):
             self.stats.dropped_segments += 1
-            self._ack_now = True
+            self.rcv.ack_now = True
             return
 
         # RFC 7323 4.3: a segment covering Last.ACK.sent (here rcv_nxt)
         # refreshes TS.Recent even when it is a duplicate, so the ACK it
         # provokes echoes this segment's time and not an older one.
-        if seg.tsval is not None and seq <= self.rcv_nxt <= seq + seg_len:
-            self._update_ts_recent(seg.tsval)
+        if seg.tsval is not None and seq <= self.rcv.rcv_nxt <= seq + seg_len:
+            self.rcv.update_ts_recent(seg.tsval)
 
         # 1. Sequence number check.
-        rcv_wnd = max(0, self._rcv_adv - self.rcv_nxt)
-        if not self._acceptable(seq, seg_len, rcv_wnd):
+        if not self.rcv.acceptable(seq, seg_len):
             if not flags & RST:
-                self._ack_now = True  # RFC 9293: send an ACK and drop
-                if seg_len and seq + seg_len <= self.rcv_nxt:
+                self.rcv.ack_now = True  # RFC 9293: send an ACK and drop
+                if seg_len and seq + seg_len <= self.rcv.rcv_nxt:
                     self.stats.duplicate_segments += 1
             self.stats.dropped_segments += 1
             if self.state == State.TIME_WAIT and flags & FIN:
@@ -700,7 +655,7 @@ class Connection:
 
         # 2. RST (RFC 5961 3.2: exact match resets, in-window gets a challenge).
         if flags & RST:
-            if seq == self.rcv_nxt:
+            if seq == self.rcv.rcv_nxt:
                 if self.state == State.SYN_RECEIVED and self.passive:
                     self._terminate(None)  # back to LISTEN: the listener forgets it
                 elif self.state in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
@@ -737,7 +692,7 @@ class Connection:
         # TIME-WAIT: the only thing that can arrive is a retransmitted FIN.
         if self.state == State.TIME_WAIT:
             if flags & FIN:
-                self._ack_now = True
+                self.rcv.ack_now = True
                 self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
             return
 
@@ -746,25 +701,13 @@ class Connection:
             self._receive_data(seq, payload, bool(flags & FIN), now)
         elif payload:
             # Data after the peer's FIN is a protocol violation; just ACK.
-            self._ack_now = True
-
-    def _acceptable(self, seq: int, seg_len: int, rcv_wnd: int) -> bool:
-        """RFC 9293 3.10.7.4's four cases."""
-        rcv_nxt = self.rcv_nxt
-        if seg_len == 0:
-            if rcv_wnd == 0:
-                return seq == rcv_nxt
-            return rcv_nxt <= seq < rcv_nxt + rcv_wnd
-        if rcv_wnd == 0:
-            return False
-        end = rcv_nxt + rcv_wnd
-        return rcv_nxt <= seq < end or rcv_nxt <= seq + seg_len - 1 < end
+            self.rcv.ack_now = True
 
     def _process_ack(self, seg: Segment, seq: int, ack: int, now: float) -> bool:
         """ACK processing in synchronized states; False means drop the segment."""
         snd_una = self.snd_una
         if ack > self.snd_nxt:
-            self._ack_now = True  # acks something not yet sent (RFC 9293)
+            self.rcv.ack_now = True  # acks something not yet sent (RFC 9293)
             self.stats.dropped_segments += 1
             return False
         if ack < snd_una - max(self.max_snd_wnd, self.mss):
@@ -912,92 +855,13 @@ class Connection:
                 self._events.append(AllDataAcknowledged(self))
 
     def _receive_data(self, seq: int, payload: bytes, fin: bool, now: float) -> None:
-        start, end = seq, seq + len(payload)
-        if fin:
-            self._fin_rcv = end
-        rcv_nxt = self.rcv_nxt
-        if start < rcv_nxt:  # trim what we already have
-            payload = payload[rcv_nxt - start :]
-            start = rcv_nxt
-        if end > self._rcv_adv:  # and what lies beyond the window we offered
-            payload = payload[: max(0, self._rcv_adv - start)]
-            end = start + len(payload)
-            if self._fin_rcv is not None and self._fin_rcv > self._rcv_adv:
-                self._fin_rcv = None
-        if payload:
-            if start == rcv_nxt:
-                if self._ooo:
-                    self._deliver(payload, 0)
-                    self._drain_ooo()
-                    self._ack_now = True  # RFC 5681 4.2: ACK hole fills at once
-                else:
-                    self._deliver(payload, 1)
-            else:
-                self.stats.out_of_order_segments += 1
-                if self._writable("_ooo_ranges").add(start, end):
-                    self._ooo[start] = payload
-                else:
-                    self.stats.duplicate_segments += 1
-                self._last_ooo = self._ooo_ranges.range_containing(start)
-                self._ack_now = True  # RFC 5681 4.2: out-of-order data, ACK now
-                if not self.sack_ok:
-                    self._dupacks_owed += 1
-        elif seq + len(payload) <= rcv_nxt and not fin:
-            self.stats.duplicate_segments += 1
-            self._ack_now = True
-        if self._fin_rcv is not None and self.rcv_nxt == self._fin_rcv and not self.eof:
+        """Segment text and FIN (receiver.py), then the FIN's transition."""
+        if self.rcv.receive(seq, payload, fin, now):
             self._on_fin(now)
-        else:
-            self._schedule_ack(now)
-
-    def _schedule_ack(self, now: float) -> None:
-        """The delayed-ACK rule (RFC 9293 3.8.6.3, RFC 5681 4.2): an ACK at
-        once for every `ack_every` segments received in order (or for each
-        without delayed ACKs), otherwise within `ack_delay`."""
-        unacked = self._unacked_segs
-        if unacked >= self.config.ack_every or not self.config.delayed_ack:
-            self._ack_now = True
-        elif unacked and self._deadlines[DELACK] == NEVER:
-            self._deadlines[DELACK] = now + self.config.ack_delay
-
-    def _deliver(self, payload: bytes, segments: int) -> None:
-        """In-order bytes at RCV.NXT into the receive buffer; `segments`: how
-        many arriving segments they count as for the delayed-ACK rule (0 for
-        data released from the reassembly queue)."""
-        rcvbuf = self._rcvbuf
-        if not rcvbuf:
-            rcvbuf = self._rcvbuf = deque()
-        n = len(payload)
-        rcvbuf.append(payload)
-        was_empty = not self._rcvbuf_len
-        self._rcvbuf_len += n
-        self.rcv_nxt += n
-        self.stats.bytes_received += n
-        self._unacked_segs += segments
-        if was_empty:
-            self._events.append(DataReceived(self))
-
-    def _drain_ooo(self) -> None:
-        """Move out-of-order data that now continues the stream into the buffer."""
-        ranges = self._ooo_ranges
-        if not ranges or ranges.first()[0] > self.rcv_nxt:
-            return
-        target = ranges.first()[1]
-        ready = sorted(k for k in self._ooo if k < target)
-        for key in ready:
-            data = self._ooo.pop(key)
-            end = key + len(data)
-            if end > self.rcv_nxt:
-                self._deliver(data[self.rcv_nxt - key :] if key < self.rcv_nxt else data, 0)
-        ranges.discard_below(self.rcv_nxt)
-        if self._last_ooo and self._last_ooo[1] <= self.rcv_nxt:
-            self._last_ooo = None
 
     def _on_fin(self, now: float) -> None:
         """RFC 9293 3.10.7.4 eighth step: the peer's FIN is in order."""
-        self.rcv_nxt += 1
-        self.eof = True
-        self._ack_now = True
+        self.rcv.on_fin()
         self._events.append(StreamEnded(self))
         if self.state in (State.SYN_RECEIVED, State.ESTABLISHED):
             self._transition("rcv FIN")
@@ -1051,18 +915,18 @@ class Connection:
             out = []
         state = self.state
         if state in SYNCHRONIZED and state is not _TIME_WAIT:
-            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges._starts))
-        if self._ack_now and state is not _CLOSED and state is not _SYN_SENT:
+            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
+        if self.rcv.ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).
-            owed = self._dupacks_owed
-            self._dupacks_owed = 0
+            owed = self.rcv.dupacks_owed
+            self.rcv.dupacks_owed = 0
             if owed > 1:
                 ack = self._make(self.snd_nxt, ACK)
                 out.extend([ack] * owed)
             elif not any(s.flags & ACK for s in out[-1:]) or (out and out[-1].flags & RST):
                 out.append(self._make(self.snd_nxt, ACK))
-            self._ack_sent()
+            self.rcv.ack_sent()
         if out:
             self.stats.segments_sent += len(out)
         if state in SYNCHRONIZED:
@@ -1073,7 +937,7 @@ class Connection:
         """Data bytes per segment now: the MSS, less room for SACK blocks
         while this side holds out-of-order data and so reports them on
         every segment (as TCP's current MSS counts its options)."""
-        if self.sack_ok and self._ooo_ranges._starts:  # (emptiness without a __bool__ call)
+        if self.sack_ok and self.rcv.ooo_ranges._starts:  # (emptiness without a __bool__ call)
             return max(self.mss - SACK_ROOM, 64)
         return self.mss
 
@@ -1100,7 +964,7 @@ class Connection:
         data_end = self._sndbuf.end
         avail = data_end - nxt
         mss = self.mss
-        if avail > mss or avail <= 0 or (self.sack_ok and self._ooo_ranges._starts):
+        if avail > mss or avail <= 0 or (self.sack_ok and self.rcv.ooo_ranges._starts):
             return False  # (a smaller _data_mss, too)
         cwnd = self._cwnd()
         pipe = self._pipe()
@@ -1291,9 +1155,9 @@ class Connection:
         """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN)."""
         end = nxt + length
         tsval, tsecr = self._timestamps()
-        wnd = self._advertise_window()
-        self._ack_sent()
-        out.append(SegmentRun(nxt & MASK32, self.rcv_nxt & MASK32, ACK, self._data_flags(end, False),
+        wnd = self.rcv.advertise_window(self.state in _UNSCALED_WINDOW_STATES, self.mss)
+        self.rcv.ack_sent()
+        out.append(SegmentRun(nxt & MASK32, self.rcv.rcv_nxt & MASK32, ACK, self._data_flags(end, False),
                               wnd, tsval, tsecr, *self._sndbuf.span(nxt, end), length, self.mss))
         self.snd_nxt = end
         self.stats.bytes_sent += length
@@ -1445,14 +1309,14 @@ class Connection:
 
     def _make(self, seq: int, flags: int, payload: bytes = b"") -> Segment:
         """A segment with our current ACK, window, timestamps and SACK blocks."""
-        seg = Segment(seq & MASK32, self.rcv_nxt & MASK32, flags, 0, payload)
+        seg = Segment(seq & MASK32, self.rcv.rcv_nxt & MASK32, flags, 0, payload)
         if flags & ACK:
-            seg.wnd = self._advertise_window()
-            self._ack_sent()
+            seg.wnd = self.rcv.advertise_window(self.state in _UNSCALED_WINDOW_STATES, self.mss)
+            self.rcv.ack_sent()
         if self.ts_ok:
             seg.tsval, seg.tsecr = self._timestamps()
-        if self.sack_ok and self._ooo_ranges._starts:
-            seg.sack = self._sack_blocks()
+        if self.sack_ok and self.rcv.ooo_ranges._starts:
+            seg.sack = self.rcv.sack_blocks()
         return seg
 
     def _timestamps(self) -> tuple[int, int]:
@@ -1462,85 +1326,20 @@ class Connection:
         if self._tsval_at != now:
             self._tsval_at = now
             self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
-        return self._tsval, self._ts_recent or 0
+        return self._tsval, self.rcv.ts_recent or 0
 
-
-    def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
-        """RFC 2018 4: the newest block first, then the others, highest first."""
-        blocks = []
-        first = self._last_ooo
-        if first is not None:
-            blocks.append(first)
-        for rng in reversed(self._ooo_ranges.ranges()):
-            if len(blocks) >= 4:
-                break
-            if rng != first:
-                blocks.append(rng)
-        return tuple((s & MASK32, e & MASK32) for s, e in blocks)
-
-    def _advertise_window(self) -> int:
-        """Window to offer; never shrinks, grows in useful steps (RFC 9293 3.8.6.2.2)."""
-        if self.state in _UNSCALED_WINDOW_STATES:
-            return min(self.config.window_size, 0xFFFF)
-        # (comparisons rather than min/max calls: this runs for every segment sent)
-        space = self._rcv_space
-        avail = space - self._rcvbuf_len
-        if avail < 0:
-            avail = 0
-        rcv_nxt = self.rcv_nxt
-        adv = self._rcv_adv
-        edge = rcv_nxt + avail
-        if edge < adv:
-            edge = adv
-        elif adv > rcv_nxt:
-            step = space // 2
-            if self.mss < step:
-                step = self.mss
-            if edge - adv < step:
-                edge = adv
-        wscale = self.rcv_wscale
-        wnd = (edge - rcv_nxt) >> wscale
-        if wnd > 0xFFFF:
-            wnd = 0xFFFF
-        edge = rcv_nxt + (wnd << wscale)
-        if edge > adv:
-            self._rcv_adv = edge
-        self._rcv_adv_at = rcv_nxt
-        return wnd
 
     def _maybe_window_update(self) -> None:
         """After the application reads, tell the sender if the window opened a lot."""
-        if self.state not in CAN_RECEIVE or self.eof:
+        if self.state not in CAN_RECEIVE or self.rcv.eof:
             return
-        space = self._rcv_space
-        avail = space - self._rcvbuf_len
-        offered = self._rcv_adv - self.rcv_nxt
-        mss = self.mss
-        step = space // 4  # (max(space // 4, 2 * mss))
-        if step < 2 * mss:
-            step = 2 * mss
-        if avail - offered >= step or (offered < 2 * mss and avail - offered >= mss):
-            if offered < 2 * mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
-                self._ack_now = True  # the peer may be waiting for it: at once
-            elif self._deadlines[DELACK] == NEVER:
-                # The peer has used less than half of what it was offered, so
-                # nothing waits on the update: it rides on our next segment
-                # (a reply, typically) or goes with the delayed ACK. Sent at
-                # once, it cost every request-response connection a datagram
-                # (the first read after the handshake always opens the window
-                # from the SYN's 64 KB to the autotuned size).
-                self._deadlines[DELACK] = self._now_hint + self.config.ack_delay
+        if self.rcv.window_update(self.mss, self._now_hint):
             self._touch(self)
-
-    def _ack_sent(self) -> None:
-        self._ack_now = False
-        self._unacked_segs = 0
-        self._deadlines[DELACK] = NEVER
 
     def _send_syn(self, now: float) -> None:
         cfg = self.config
         flags = SYN | (ACK if self.state == State.SYN_RECEIVED else 0)
-        seg = Segment(self.iss & MASK32, self.rcv_nxt & MASK32 if flags & ACK else 0, flags)
+        seg = Segment(self.iss & MASK32, self.rcv.rcv_nxt & MASK32 if flags & ACK else 0, flags)
         seg.wnd = min(cfg.window_size, 0xFFFF)
         seg.mss = cfg.mss
         offered_ws = self._choose_wscale(cfg.window_size) if cfg.window_scaling else None
@@ -1569,8 +1368,8 @@ class Connection:
             self.rcv_wscale_ok = True
         else:
             self.snd_wscale = 0
-            self.rcv_wscale = 0  # both sides scale or neither (RFC 7323 2.2)
-        self.sack_ok = self.loss.sack_ok = cfg.sack and seg.sack_permitted
+            self.rcv.rcv_wscale = 0  # both sides scale or neither (RFC 7323 2.2)
+        self.sack_ok = self.loss.sack_ok = self.rcv.sack_ok = cfg.sack and seg.sack_permitted
         self.ts_ok = cfg.timestamps and seg.tsval is not None
         if seg.mode == MODE_STEP:
             self.mode = MODE_STEP  # either side asking for step-by-step gets it
@@ -1718,8 +1517,8 @@ class Connection:
             note += f"; {outstanding} bytes unacknowledged"
             if self.loss.sacked:
                 note += f" ({self.loss.sacked.total} SACKed)"
-        if self._ooo_ranges:
-            note += f"; holding {self._ooo_ranges.total} bytes above a hole at {self.rcv_nxt - self.irs - 1}"
+        if self.rcv.ooo_ranges:
+            note += f"; holding {self.rcv.ooo_ranges.total} bytes above a hole at {self.rcv.rcv_nxt - self.rcv.irs - 1}"
         return note
 
     def _challenge_ack(self, now: float) -> None:
@@ -1730,7 +1529,7 @@ class Connection:
         self.stats.dropped_segments += 1
         if self._challenge_count <= CHALLENGE_ACK_LIMIT:
             self.stats.challenge_acks += 1
-            self._ack_now = True
+            self.rcv.ack_now = True
 
     # --------------------------------------------------------------- helpers
     def _data_end(self) -> int:
@@ -1849,25 +1648,6 @@ class Connection:
                                      self.stats.retransmitted_bytes)
         return rtt
 
-    def _ts_older(self, tsval: int) -> bool:
-        """SEG.TSval is older than TS.Recent (RFC 7323 5.3's comparison)."""
-        recent = self._ts_recent
-        return recent is not None and (tsval - recent) & MASK32 >= 1 << 31
-
-    def _paws_rejects(self, tsval: int) -> bool:
-        """PAWS (RFC 7323 5.3): older than TS.Recent by more than the
-        reordering tolerance `paws_window` allows."""
-        recent = self._ts_recent
-        if recent is None:
-            return False
-        age = (recent - tsval) & MASK32
-        return age < 1 << 31 and age > self.config.paws_window * TS_HZ
-
-    def _update_ts_recent(self, tsval: int | None) -> None:
-        """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
-        if tsval is not None and not self._ts_older(tsval):
-            self._ts_recent = tsval
-
     def _peer_alive(self, now: float) -> None:
         """A segment from the peer: the idle and keep-alive clocks restart
         (RFC 1122 4.2.3.6)."""
@@ -1875,14 +1655,10 @@ class Connection:
         self._keepalive_probes = 0
 
     def _take_syn(self, seg: Segment, now: float) -> None:
-        """The peer's SYN (in LISTEN or SYN-SENT): its options, IRS, RCV.NXT,
-        the first window we offer, TS.Recent."""
+        """The peer's SYN (in LISTEN or SYN-SENT): its options, then the
+        receiver's start (IRS, RCV.NXT, the first window, TS.Recent)."""
         self._take_syn_options(seg)
-        self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
-        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._rcv_adv_at = self.rcv_nxt
-        self._update_ts_recent(seg.tsval)
+        self.rcv.on_syn(seg.seq, seg.tsval)
         self._peer_alive(now)
 
     def _send_reset_for(self, seg: Segment) -> None:
