@@ -18,6 +18,7 @@ import types
 
 from gannet.config import Config
 from gannet.core.connection import Connection
+from gannet.core.timers import PACING, unarmed
 from gannet.sim import LinkConfig
 from gannet.sim.scenario import run_transfer
 
@@ -29,16 +30,16 @@ RTTS = (0.020, 0.100)
 def pacer_fixed() -> bool:
     """Whether the connection's pacer already survives float rounding (see
     docs/congestion.md); if not, the run applies the one-line fix and says so."""
-    conn = types.SimpleNamespace(cc=types.SimpleNamespace(pacing_rate=440980.23784540064))
+    conn = types.SimpleNamespace(cc=types.SimpleNamespace(pacing_rate=440980.23784540064), _deadlines=unarmed())
     now = 0.08614731737752417
     Connection._pace_wait(conn, now, 3e-12)
-    return conn._pacing_deadline > now
+    return conn._deadlines[PACING] > now
 
 
 def patch_pacer() -> None:
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self.cc.pacing_rate or 1.0
-        self._pacing_deadline = now + max(missing / rate, 1e-6)
+        self._deadlines[PACING] = now + max(missing / rate, 1e-6)
 
     Connection._pace_wait = _pace_wait  # type: ignore[method-assign]
 

@@ -131,12 +131,12 @@ def _diag(s) -> dict:
             "max_datagram_size": conn.max_datagram_size,
             "sacked": [(a - conn.iss, b - conn.iss) for a, b in conn.sacked.ranges()][:8],
             "lost": [(a - conn.iss, b - conn.iss) for a, b in conn.lost.ranges()][:8],
-            "ooo": [(a - conn.irs, b - conn.irs) for a, b in conn._ooo_ranges.ranges()][:8],
+            "ooo": [(a - conn.irs, b - conn.irs) for a, b in conn.rcv.ooo_ranges.ranges()][:8],
             "last_received_ago": round(now - conn.last_received, 3),
             "age": round(now - conn.created, 3),
             "rto": conn.rtt.current_rto(), "srtt": conn.rtt.srtt,
             "pmtu_ladder": list(conn._pmtu_ladder), "pmtu_probe": conn._pmtu_probe,
-            "ts_recent": conn._ts_recent, "stats": conn.stats.as_dict(),
+            "ts_recent": conn.rcv.ts_recent, "stats": conn.stats.as_dict(),
         }
     for name in ("endpoint_stats",):
         st = getattr(s, name, None)

@@ -22,11 +22,38 @@ import os
 # keeps the pool it made.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from typing import TYPE_CHECKING, Any
+
 from .config import Config  # noqa: E402 - after the setting above
-from .io.aio import Server, StreamWriter, open_connection, start_server  # noqa: E402
-from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket  # noqa: E402
 
 __all__ = [
     "Config", "SHUT_RD", "SHUT_RDWR", "SHUT_WR", "Server", "Socket", "StreamWriter",
     "__version__", "open_connection", "start_server",
 ]
+
+# The adapters are imported on first use (PEP 562): `import gannet.core` or
+# a CLI command that needs no network (`gannet --help`) then loads neither
+# asyncio nor numpy.
+_LAZY = {
+    "Server": "aio", "StreamWriter": "aio", "open_connection": "aio", "start_server": "aio",
+    "Socket": "blocking", "SHUT_RD": "blocking", "SHUT_RDWR": "blocking", "SHUT_WR": "blocking",
+}
+
+if TYPE_CHECKING:
+    from .io.aio import Server, StreamWriter, open_connection, start_server
+    from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gannet' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".io.{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -15,6 +15,9 @@ from typing import get_args, get_type_hints
 MODE_BURST = 0
 MODE_STEP = 1
 MODES = {"burst": MODE_BURST, "step-by-step": MODE_STEP}
+# Congestion controllers by name: the built-in ones, and any registered
+# later with gannet.core.cc.register (which adds its name here).
+CONGESTION_CONTROLS: set[str] = {"newreno", "cubic", "bbr"}
 _HINTS: dict | None = None  # Config's field types, read once
 
 
@@ -176,12 +179,10 @@ class Config:
             raise ValueError(f"msl must not be negative, not {self.msl}")
         if self.backlog < 1:
             raise ValueError(f"backlog must be at least 1, not {self.backlog}")
-        from .core import cc  # here, not at the top: the core imports this module
-
-        if self.congestion_control not in cc.available():
+        if self.congestion_control not in CONGESTION_CONTROLS:
             raise ValueError(
                 f"unknown congestion_control {self.congestion_control!r}; "
-                f"available: {', '.join(cc.available())}"
+                f"available: {', '.join(sorted(CONGESTION_CONTROLS))}"
             )
 
     def _check_types(self) -> None:

@@ -226,7 +226,7 @@ def test_fast_path_declines_and_changes_nothing():
 
 def test_receive_window_grows_with_what_the_application_reads():
     a, b, ca, cb = established(Config(pmtud=False))
-    start = cb._rcv_space
+    start = cb.rcv._space
     assert start == 1 << 20  # autotuning starts at 1 MiB (window_size is the ceiling)
     now = 0.0
     chunk = data(200_000, 5)
@@ -238,8 +238,8 @@ def test_receive_window_grows_with_what_the_application_reads():
         assert len(cb.recv(1 << 22)) > 0  # a reader that keeps up
         for d, _ in b.datagrams_to_send(now):
             a.receive_datagram(d, "B", now)
-    assert cb._rcv_space > start
-    assert cb._rcv_space <= Config().window_size
+    assert cb.rcv._space > start
+    assert cb.rcv._space <= Config().window_size
 
 
 def test_a_slow_reader_keeps_the_window_small():
@@ -253,13 +253,13 @@ def test_a_slow_reader_keeps_the_window_small():
         for d, _ in b.datagrams_to_send(now):
             a.receive_datagram(d, "B", now)
     # nothing read: the window did not grow and what is buffered fits in it
-    assert cb._rcv_space == 1 << 20
+    assert cb.rcv._space == 1 << 20
     assert cb.readable_bytes <= 1 << 20
 
 
 def test_fixed_window_without_autotuning():
     a, b, ca, cb = established(Config(pmtud=False, autotune=False, window_size=256 * 1024))
-    assert cb._rcv_space == 256 * 1024
+    assert cb.rcv._space == 256 * 1024
     ca.cc.cwnd = 50_000_000  # even a huge window does not grow a fixed send buffer
     assert ca._send_buffer_limit() == Config().send_buffer_size
     assert ca.send(data(5_000_000, 1)) == Config().send_buffer_size

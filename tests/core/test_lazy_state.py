@@ -24,18 +24,24 @@ from gannet.core.recovery import IDLE_RACK, RackTlp
 
 from corepair import deliver, established_pair, exchange
 
-SETS = ("sacked", "lost", "_retransmitted", "_ever_retransmitted", "_ooo_ranges")
+SETS = ("loss.sacked", "loss.lost", "loss.retransmitted", "_ever_retransmitted", "rcv.ooo_ranges")
+
+
+def attr(obj, dotted: str):
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
 
 
 def assert_nothing_built(conn) -> None:
     for name in SETS:
-        assert getattr(conn, name) is EMPTY, name
-    rack = conn._rack
+        assert attr(conn, name) is EMPTY, name
+    rack = conn.loss.rack
     if rack is not IDLE_RACK:  # made when the first data left
         assert type(rack) is RackTlp
         assert rack._resent is EMPTY
         assert rack._starts == () and rack._recs == () and rack._retx == () and rack._blocks == ()
-    assert conn._retx_marks == ()
+    assert conn.loss.retx_marks == ()
     assert type(conn._out) is tuple
 
 
@@ -89,25 +95,25 @@ def test_a_connection_that_never_sends_data_builds_no_loss_state():
     exchange(a, b, now + 20)
     for side in (a, b):
         assert_nothing_built(side.conn)
-        assert side.conn._rack is IDLE_RACK  # no RACK-TLP without data sent
+        assert side.conn.loss.rack is IDLE_RACK  # no RACK-TLP without data sent
         assert side.conn.cc._bw_samples == ()
     # ... nor after a half-close and a close: FINs are not data.
     a.conn.close(now + 21)
     b.conn.close(now + 21)
     settle(a, b, now + 21)
-    assert a.conn._rack is IDLE_RACK and b.conn._rack is IDLE_RACK
+    assert a.conn.loss.rack is IDLE_RACK and b.conn.loss.rack is IDLE_RACK
 
 
 def test_a_connection_starts_rack_with_its_first_data_as_before():
     a, b = established_pair()
-    assert a.conn._rack is IDLE_RACK
+    assert a.conn.loss.rack is IDLE_RACK
     a.conn.send(b"x" * 10)
     (seg,) = a.out(1.0)
-    rack = a.conn._rack
+    rack = a.conn.loss.rack
     assert type(rack) is RackTlp and rack.active  # SACK was negotiated
     assert rack._una == rack.fack == a.conn.snd_una and rack._high == a.conn.snd_nxt
     assert rack.pto_deadline is not None and a.conn.get_timer() <= rack.pto_deadline
-    assert b.conn._rack is IDLE_RACK  # the receiver has sent nothing yet
+    assert b.conn.loss.rack is IDLE_RACK  # the receiver has sent nothing yet
 
 
 def test_a_lost_syn_times_out_as_before_without_data():
@@ -121,7 +127,7 @@ def test_a_lost_syn_times_out_as_before_without_data():
     c.conn.handle_timer(t)
     (syn,) = c.out(t)
     assert syn.flags & SYN and c.conn.stats.timeouts == 1  # the SYN again, as before
-    assert c.conn._rack is IDLE_RACK  # a handshake timeout is not RACK's business
+    assert c.conn.loss.rack is IDLE_RACK  # a handshake timeout is not RACK's business
 
 
 def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records():
@@ -136,17 +142,18 @@ def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records(
         conn = side.conn
         assert conn.snd_una == conn.snd_nxt
         assert_nothing_built(conn)  # records done: RACK's lists are () again
-        assert conn._rack.rack_serial >= 0  # ... but RACK did run on the ACKs
+        assert conn.loss.rack.rack_serial >= 0  # ... but RACK did run on the ACKs
     assert a.conn.cc._bw_samples and type(a.conn.cc._bw_samples) is tuple
     # What an idle connection keeps for the cycle collector: itself, its
-    # stats, send buffer, RTT estimator, controller (and its round counter)
-    # and RACK. Not one empty list or range set. (Two collections: the
+    # stats, send buffer, RTT estimator, controller (and its round counter),
+    # receiver, loss recovery and RACK, and its timer table. Not one empty
+    # range set. (Two collections: the
     # collector stops tracking a tuple of numbers, then the tuple holding it.)
     gc.collect()
     gc.collect()
     kinds = sorted(type(o).__name__ for o in owned_tracked_objects(a.conn))
     assert kinds == sorted(["Connection", "ConnectionStats", "SendBuffer", "RttEstimator", "Bbr",
-                            "RoundCounter", "RackTlp"])
+                            "RoundCounter", "Receiver", "LossRecovery", "RackTlp", "list"])  # (the list: its timer table)
 
 
 def test_a_loss_builds_the_sets_and_recovery_works_as_before():
@@ -157,14 +164,14 @@ def test_a_loss_builds_the_sets_and_recovery_works_as_before():
     segs = a.out(1.0)
     assert len(segs) >= 4
     deliver(b, segs[:1] + segs[2:], 1.005)  # the second segment is lost
-    assert b.conn._ooo_ranges is not EMPTY and type(b.conn._ooo_ranges) is RangeSet
+    assert b.conn.rcv.ooo_ranges is not EMPTY and type(b.conn.rcv.ooo_ranges) is RangeSet
     deliver(a, b.out(1.005), 1.010)  # SACKs above the hole
     assert type(a.conn.sacked) is RangeSet and a.conn.sacked
     now = settle(a, b, 1.010)
     assert b.conn.recv(1 << 20) == payload
     assert a.conn.stats.retransmits >= 1
     assert type(a.conn._ever_retransmitted) is RangeSet
-    assert type(a.conn._rack._resent) is RangeSet
+    assert type(a.conn.loss.rack._resent) is RangeSet
     assert a.conn.snd_una == a.conn.snd_nxt
     assert not EMPTY  # the shared instance never took a range
     # Another connection still starts with nothing built.
@@ -250,7 +257,7 @@ def test_the_nothing_to_send_shortcut_does_what_the_full_path_does():
     a.conn.send(bytes(40 * a.conn.mss))
     now, checked = 1.0, 0
     fields = ("_pacing_tokens", "_pacing_time", "_pacing_due", "_app_limited_until",
-              "_persist_deadline", "_rtx_deadline", "snd_nxt", "_fin_sent")
+              "_deadlines", "snd_nxt", "_fin_sent")
     for step in range(200):
         conn = a.conn
         idle = (conn.snd_nxt >= conn._sndbuf.end and not conn.lost

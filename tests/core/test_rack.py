@@ -26,7 +26,7 @@ def test_tail_loss_is_repaired_by_a_probe_long_before_the_rto():
     deliver(b, segs[:2], 1.005)  # the last two are lost: a tail loss
     deliver(a, b.out(1.005), 1.010)
     assert a.out(1.010) == []
-    rto = a.conn._rtx_deadline
+    rto = a.conn.deadline("rtx")
     pto = a.conn.get_timer()
     # PTO = 2*SRTT with more than one segment in flight (RFC 8985 7.2).
     assert pto == pytest.approx(1.010 + 2 * a.conn.srtt)
@@ -43,7 +43,7 @@ def test_tail_loss_is_repaired_by_a_probe_long_before_the_rto():
     assert b.conn.recv(1 << 20) == bytes(4 * mss)
     assert a.conn.snd_una == a.conn.snd_nxt
     assert a.conn.stats.timeouts == 0 and pto + 0.024 < rto
-    assert a.conn._rack.probes == 1
+    assert a.conn.loss.rack.probes == 1
 
 
 def test_a_lone_lost_segment_gets_the_delayed_ack_allowance_and_a_congestion_response():
@@ -70,7 +70,7 @@ def test_the_probe_replaces_an_rto_that_would_come_first():
     a.conn.rtt.srtt = 0.15  # 2*SRTT beyond the 200 ms RTO
     a.conn.send(bytes(2 * a.conn.mss))
     segs = a.out(1.0)
-    rto = a.conn._rtx_deadline
+    rto = a.conn.deadline("rtx")
     assert a.conn.get_timer() == pytest.approx(rto)
     a.conn.handle_timer(rto)
     (probe,) = a.out(rto)
@@ -114,7 +114,7 @@ def test_without_rack_the_same_lost_retransmission_waits_for_the_rto():
     deliver(b, out[1:], 1.018)
     deliver(a, b.out(1.018), 1.024)
     assert data(a.out(1.024)) == []  # two SACKed segments are below DupThresh
-    assert a.conn.get_timer() == pytest.approx(a.conn._rtx_deadline)
+    assert a.conn.get_timer() == pytest.approx(a.conn.deadline("rtx"))
 
 
 def test_a_loss_with_fewer_than_dupthresh_sacked_is_found_by_the_reorder_timer():
@@ -156,7 +156,7 @@ def test_reordering_within_the_reorder_window_is_not_retransmitted():
     # min_rtt/4 and the late original arrives in time. Reordering is now known.
     a.conn.send(bytes(2 * mss))
     assert reorder_round(a, b, 1.0, 2) == []
-    assert a.conn._rack.reordering_seen
+    assert a.conn.loss.rack.reordering_seen
     # Now three segments overtake the first: DupThresh would resend it at
     # once; RACK keeps its reorder window because reordering has been seen.
     a.conn.send(bytes(4 * mss))
@@ -182,7 +182,7 @@ def test_a_spurious_retransmission_widens_the_reorder_window():
     # RACK resends it at once (reo_wnd is 0), and the original arrives 1 ms later.
     a.conn.send(bytes(4 * mss))
     early = reorder_round(a, b, 1.0, 4)
-    rack = a.conn._rack  # made when the first data left
+    rack = a.conn.loss.rack  # made when the first data left
     assert len(early) == 1 and rack.reordering_seen
     # The ACK for that resend came sooner than min_rtt after it: the original
     # was delivered, so the resend was spurious and the window grows.

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from gannet.config import Config
 from gannet.core.rangeset import RangeSet
-from gannet.core.recovery import RackTlp
+from gannet.core.recovery import LossRecovery, RackTlp
+from gannet.core.timers import NEVER
 
 MSS = 100
 BASE = 1 << 33  # unwrapped stream positions
@@ -27,25 +28,15 @@ class FakeRtt:
         return 0.2
 
 
-class FakeConn:
-    """The sender state RackTlp reads (and `lost`, which it writes)."""
-
-    def __init__(self) -> None:
-        self.config = Config()
-        self.sack_ok = True
-        self.snd_una = BASE
-        self.snd_nxt = BASE
-        self.sacked = RangeSet()
-        self.lost = RangeSet()
-        self.in_recovery = False
-        self.rtt = FakeRtt()
-        self.mss = MSS
-        self._rtx_deadline = None
+def board() -> LossRecovery:
+    """A SACK connection's loss recovery, on its own."""
+    b = LossRecovery(Config(), FakeRtt(), MSS)  # type: ignore[arg-type]
+    b.sack_ok = True
+    return b
 
 
 def _observe(rack: RackTlp) -> tuple:
-    conn = rack.conn
-    return (conn.lost.ranges(), rack.rack_serial, rack.xmit_ts, rack.reo_deadline,
+    return (rack.board.lost.ranges(), rack.rack_serial, rack.xmit_ts, rack.reo_deadline,
             rack.pto_deadline, rack.reordering_seen)
 
 
@@ -59,18 +50,16 @@ _events = st.lists(st.tuples(st.integers(0, 3), st.lists(st.integers(0, 60), max
 @settings(max_examples=300, deadline=None)
 @given(_runs, _events, st.integers(0, 2))
 def test_run_records_judge_exactly_like_segment_records(runs, events, last_short):
-    conns = [FakeConn(), FakeConn()]
-    racks = [RackTlp(c) for c in conns]
+    boards = [board(), board()]
+    racks = [b.start_rack() for b in boards]
     now = 1.0
     pos = BASE
     for i, count in enumerate(runs):
         length = count * MSS - (last_short * 30 if i == len(runs) - 1 and count > 0 else 0)
         start, end = pos, pos + length
-        for c in conns:
-            c.snd_nxt = end
-        racks[0].on_transmit_run(start, end, MSS, now)
+        racks[0].on_transmit_run(start, end, MSS, now, BASE, NEVER)
         for s in range(start, end, MSS):
-            racks[1].on_transmit(s, min(s + MSS, end), now, False)
+            racks[1].on_transmit(s, min(s + MSS, end), now, False, BASE, NEVER)
         pos = end
         now += 0.002
     segments = -(-(pos - BASE) // MSS)
@@ -79,18 +68,15 @@ def test_run_records_judge_exactly_like_segment_records(runs, events, last_short
     for advance, sacked, dt in events:
         now += dt / 1000
         una = min(una + advance * MSS, pos)
-        for c in conns:
-            c.snd_una = una
-            c.sacked.discard_below(una)
-            c.lost.discard_below(una)
+        for b in boards:
+            b.on_cumulative_ack(una)
             for k in sacked:
                 if k < segments:
                     s = BASE + k * MSS
                     e = min(s + MSS, pos)
-                    if s >= una and c.sacked.add(s, e):
-                        c.lost.subtract(s, e)
-                        (racks[0] if c is conns[0] else racks[1]).on_sacked(s, e)
-        verdicts = [r.detect_losses(now) for r in racks]
+                    if s >= una:
+                        b.on_sack_block(s, e)
+        verdicts = [r.detect_losses(now, una, pos, NEVER) for r in racks]
         assert verdicts[0] == verdicts[1]
         assert _observe(racks[0]) == _observe(racks[1])
         if any(r.reo_deadline is not None and r.reo_deadline <= now + 0.05 for r in racks):
@@ -99,5 +85,5 @@ def test_run_records_judge_exactly_like_segment_records(runs, events, last_short
             fired = [r.timer_fired(now) for r in racks]
             assert fired[0] == fired[1]
             if not fired[0]:
-                assert racks[0].detect_losses(now) == racks[1].detect_losses(now)
+                assert racks[0].detect_losses(now, una, pos, NEVER) == racks[1].detect_losses(now, una, pos, NEVER)
                 assert _observe(racks[0]) == _observe(racks[1])

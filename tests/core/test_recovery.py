@@ -311,11 +311,11 @@ def test_resending_the_first_unacknowledged_segment_restarts_the_rto():
     mss = a.conn.mss
     a.conn.send(bytes(10 * mss))
     segs = a.out(1.0)
-    armed_at_send = a.conn._rtx_deadline
+    armed_at_send = a.conn.deadline("rtx")
     deliver(b, segs[1:], 1.01)  # the first segment is lost
     deliver(a, b.out(1.01), 1.02)
     resent = a.out(1.02)
     assert [s.seq for s in resent if s.payload] == [segs[0].seq]
     # the resend has a whole RTO from now, not what was left of the original's
-    assert a.conn._rtx_deadline == pytest.approx(1.02 + a.conn.rtt.current_rto())
-    assert a.conn._rtx_deadline > armed_at_send
+    assert a.conn.deadline("rtx") == pytest.approx(1.02 + a.conn.rtt.current_rto())
+    assert a.conn.deadline("rtx") > armed_at_send

@@ -230,7 +230,7 @@ def test_receiver_does_not_advertise_a_small_opening():
     a.conn.send(bytes(20_000))
     now = exchange(a, b, 1.0)
     assert b.conn.readable_bytes == 8000  # the window is full and closed
-    assert b.conn._advertise_window() == 0
+    assert b.conn.rcv.advertise_window(False, b.conn.mss) == 0
     b.conn.recv(300)  # a little room: not worth announcing
     assert b.out(now) == []
     b.conn.recv(2000)  # now a quarter of the buffer is free: announce it

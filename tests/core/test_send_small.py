@@ -3,7 +3,7 @@ state and sends exactly the datagrams the general output path
 (Connection._send_data_full) does.
 
 Each scenario runs twice from the same seeds: once as it is, once with
-_send_small handing everything to _send_data_full. After every step the two
+_send_small declining everything (so _send_data_full does all). After every step the two
 runs must have sent the same bytes, emitted the same events and hold the same
 connection state, field by field (tests/core/test_header_prediction.py's
 traces and snapshots).
@@ -26,8 +26,7 @@ from test_header_prediction import lossy_trace, pair, pingpong_trace, snapshot
 @pytest.fixture
 def general_path(monkeypatch):
     def off():
-        monkeypatch.setattr(Connection, "_send_small",
-                            lambda self, now, out, runs: self._send_data_full(now, out, runs))
+        monkeypatch.setattr(Connection, "_send_small", lambda self, now, out, runs: False)
     return off
 
 
@@ -122,27 +121,40 @@ def test_small_writes_state_identical(config, seed, general_path):
         assert f == s, f"step {f[0]} differs"
 
 
-def test_shortcut_really_runs(monkeypatch):
-    """The ping-pong's sends take it and send from it."""
-    calls = {"n": 0}
-    real = Connection._send_small
+def shortcut_segments(monkeypatch) -> dict[str, int]:
+    """Count the segments _send_small itself sends: what it appends, less
+    what the general path appends when the shortcut hands it the pass."""
+    counts = {"small": 0, "full": 0}
+    real_small, real_full = Connection._send_small, Connection._send_data_full
 
-    def counting(self, now, out, runs):
+    def small(self, now, out, runs):
+        before, full_before = len(out), counts["full"]
+        taken = real_small(self, now, out, runs)
+        counts["small"] += len(out) - before - (counts["full"] - full_before)
+        return taken
+
+    def full(self, now, out, runs=False, budget=None):
         before = len(out)
-        real(self, now, out, runs)
-        calls["n"] += len(out) - before
-        return None
+        real_full(self, now, out, runs, budget)
+        counts["full"] += len(out) - before
 
-    monkeypatch.setattr(Connection, "_send_small", counting)
+    monkeypatch.setattr(Connection, "_send_small", small)
+    monkeypatch.setattr(Connection, "_send_data_full", full)
+    return counts
+
+
+def test_shortcut_really_runs(monkeypatch):
+    """The ping-pong's data segments leave from the shortcut: all 56 of
+    them in 30 round trips, none from the general path."""
+    counts = shortcut_segments(monkeypatch)
     pingpong_trace(30, Config(pmtud=False))
-    assert calls["n"] >= 50
+    assert counts["small"] >= 56 and counts["full"] == 0, counts
 
 
-def test_sim_transfer_same_result(general_path):
-    fwd = LinkConfig(delay=0.01, loss=0.02, bandwidth=10e6, queue_bytes=30_000, mtu=1500)
-    back = LinkConfig(delay=0.01, loss=0.02, mtu=1500)
-    fast = run_transfer(4, 300_000, fwd, back)
+def test_shortcut_count_fails_without_it(monkeypatch, general_path):
+    """The count above measures the shortcut: with it declining, the same
+    segments come from the general path and the shortcut's count is 0."""
+    counts = shortcut_segments(monkeypatch)
     general_path()
-    slow = run_transfer(4, 300_000, fwd, back)
-    assert fast.ok and slow.ok
-    assert repr(fast) == repr(slow)
+    pingpong_trace(30, Config(pmtud=False))
+    assert counts["small"] == 0 and counts["full"] >= 56, counts

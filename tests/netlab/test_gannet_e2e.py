@@ -255,27 +255,34 @@ def test_verified_transfer_through_impairment(name):
 def test_rate_limit_with_small_queue():
     rate, nbytes = 20e6, 4_000_000
     cfg = LinkConfig(delay="10ms", rate=rate, queue_bytes="32kb")
-    # A busy machine (the other xdist worker) can make the emulator late; saturated()
-    # says so. Lateness only ever delays packets, so the limiter's upper bound and
-    # the queue bound hold on every run; the "link is the limit" lower bound is
-    # asserted strictly only on a run where the emulator kept up.
-    for _attempt in range(2):
+    # The link, not the sender, is the limit: the sender keeps the
+    # bottleneck's queue filled (at least half of its 32 KB seen queued, and
+    # overflowing now and then) and recovers the overflow without a timeout
+    # and without resending much. These are counts: a late emulator on a busy
+    # machine only delays packets, so they hold on every run. The goodput
+    # floor is a timing bound and is never lowered; an emulator that runs
+    # late (saturated() says when) can cost a run its floor, so a run below
+    # it is repeated, up to three times.
+    runs = []
+    for _attempt in range(3):
         with Netlab(a_to_b=cfg, b_to_a=LinkConfig(delay="10ms"), seed=12) as lab:
             server, client, _ = blocking_transfer(lab, nbytes)
             assert_verified(server, client, nbytes)
             st = lab.stats()
-            busy = lab.saturated(st, late_fraction=0.05)
+            reasons = lab.saturated(st, late_fraction=0.05)
         goodput = nbytes * 8 / (server["last"] - server["first"])
         ab = st["links"]["a->b"]
-        assert ab["queue"]["max_bytes"] <= 32 * 1024
+        stats = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", client["stats"])}
+        assert 16 * 1024 <= ab["queue"]["max_bytes"] <= 32 * 1024, ab["queue"]
+        assert ab["dropped"]["queue"] > 0, ab["dropped"]
+        assert stats["timeouts"] == 0, client["stats"]
+        assert stats["retransmitted_bytes"] < nbytes // 10, client["stats"]
         # payload is ~95 % of the wire bytes (IP + UDP + Gannet headers)
         assert goodput < 0.97 * rate, goodput
-        if not busy:
-            assert goodput > 0.6 * rate, goodput
+        if goodput > 0.6 * rate:
             return
-    # the emulator was late on both runs: a few ms of lateness on some packets
-    # cannot cost more than half the rate, a stalled or collapsing sender would
-    assert goodput > 0.3 * rate, (goodput, busy)
+        runs.append((goodput, reasons))
+    pytest.fail(f"goodput below 0.6 x the link rate on every run (goodput, emulator lateness): {runs}")
 
 
 def test_five_second_outage_mid_transfer_survives():

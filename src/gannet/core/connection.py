@@ -35,13 +35,16 @@ from .events import (
     StreamEnded,
 )
 from .rangeset import EMPTY, RangeSet
-from .recovery import IDLE_RACK, RackTlp
+from .receiver import INITIAL_RCV_SPACE, MASK32, RCV_SPACE_GAIN, TS_HZ, Receiver  # noqa: F401 (re-exported)
+from .recovery import LossRecovery
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .states import CAN_RECEIVE, CAN_SEND, SYNCHRONIZED, TRANSITIONS, State
 from .stats import ConnectionStats
+from .timers import (
+    CONNECT, DELACK, DISPATCH_ORDER, IDLE, KEEPALIVE, NAMES, NEVER, PACING, PERSIST, RACK, RTX, TIMEWAIT, unarmed,
+)
 
-MASK32 = SEQ_MOD - 1
 MAX_UDP_PAYLOAD = 65507
 # Datagram sizes PMTUD tries, smallest first: jumbo Ethernet, then the steps
 # up to what loopback carries. A failed size ends the search (RFC 8899 5.3).
@@ -59,13 +62,10 @@ PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 PMTU_FIRST_PROBE_CWND = 12
 PMTU_FIRST_PROBE_DELIVERED = 48
 _UNPACED = float("inf")
-TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
 # A run of segments is at most what one UDP GSO send carries: 64 KB in at
 # most 64 datagrams (each with DATA_OVERHEAD bytes of framing).
 RUN_BYTES = 65000
-INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
-RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
 RUN_SEGMENTS = 64
 # A sender that waited for pacing tokens and woke late keeps what it earned
 # while late, up to this long at the pacing rate and this share of the RTT
@@ -120,20 +120,19 @@ class Connection:
         "error", "stats", "created", "_events", "_touch", "iss", "snd_una", "snd_nxt",
         "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "snd_wscale", "_sndbuf",
         "_fin_queued", "_fin_sent", "_want_send_space",
-        "_all_acked_reported", "sacked", "lost", "_retransmitted", "in_recovery",
-        "recovery_point", "_dupacks", "_retries", "_rtx_deadline", "_persist_deadline",
+        "_all_acked_reported", "loss", "_retries",
         "_persist_probes", "_sent_log", "delivered", "_delivered_time",
-        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_deadline", "_pacing_due",
-        "_ever_retransmitted", "_retx_marks", "peer_mss", "mss", "max_datagram_size",
+        "_app_limited_until", "_pacing_tokens", "_pacing_time", "_pacing_due",
+        "_ever_retransmitted", "peer_mss", "mss", "max_datagram_size",
         "_pmtu_ladder", "_pmtu_probe", "_pmtu_failures", "cc", "rtt", "sack_ok", "ts_ok",
-        "mode", "irs", "rcv_nxt", "rcv_wscale", "_rcv_adv", "_rcv_adv_at", "_rcvbuf", "_rcvbuf_len",
-        "_ooo", "_ooo_ranges", "_last_ooo", "_fin_rcv", "eof", "_ack_now", "_unacked_segs",
-        "_dupacks_owed", "_delack_deadline", "_ts_offset", "_ts_recent", "last_received",
-        "_keepalive_probes", "_keepalive_deadline", "_timewait_deadline",
-        "_connect_deadline", "_challenge_window", "_challenge_count", "_out", "_terminated",
-        "_rack", "_rcv_space", "_rcv_copied", "_rcv_space_copied", "_rcv_space_time",
+        "mode", 
+        
+        "_ts_offset", "last_received",
+        "_keepalive_probes",
+        "_challenge_window", "_challenge_count", "_out", "_terminated",
+        
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "hold_handshake_ack", "_ep_deadline", "_ep_key", "__dict__",
+        "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "rcv", "__dict__",
     )
 
     def __init__(
@@ -180,18 +179,7 @@ class Connection:
         self._fin_sent = False
         self._want_send_space = False
         self._all_acked_reported = False
-        # The range sets start as the shared read-only EMPTY and get their
-        # own RangeSet at the first add (_writable): most connections never
-        # see a SACK, a loss or a resend (rangeset.EMPTY says why).
-        self.sacked = EMPTY  # SACK scoreboard above snd_una (RFC 6675)
-        self.lost = EMPTY  # declared lost, waiting to be resent
-        self._retransmitted = EMPTY  # resent during the current recovery
-        self.in_recovery = False
-        self.recovery_point = 0
-        self._dupacks = 0
         self._retries = 0  # consecutive timeouts without progress
-        self._rtx_deadline: float | None = None
-        self._persist_deadline: float | None = None
         self._persist_probes = 0
         # (start, end, time) of each first transmission, in send order: RTT
         # samples come from the newest one a cumulative ACK covers, unless any
@@ -208,16 +196,10 @@ class Connection:
         self._app_limited_until = 0  # delivered count until which samples are app-limited
         self._pacing_tokens = 0.0
         self._pacing_time = now
-        self._pacing_deadline: float | None = None
         self._pacing_due: float | None = None  # the sender waits for tokens due then (_pace_wait)
+        # Bytes ever resent, for Karn's rule and the PMTU probe's verdict
+        # (the shared read-only EMPTY until the first resend, see _writable).
         self._ever_retransmitted = EMPTY
-        # (start, end, snd_nxt then) per retransmission in this recovery, to
-        # notice a lost retransmission once data sent after it is SACKed
-        # (a list from the first retransmission on).
-        self._retx_marks: list[tuple[int, int, int]] | tuple = ()
-        # RACK-TLP loss detection (RFC 8985, recovery.py), made when the
-        # first data leaves (_start_rack); the shared idle stand-in until then.
-        self._rack: RackTlp = IDLE_RACK  # type: ignore[assignment]
         self.peer_mss = 536  # RFC 9293 default until the SYN says otherwise
         self.mss = min(config.mss, config.max_datagram_size - DATA_OVERHEAD)
         self.max_datagram_size = config.max_datagram_size  # what we send now
@@ -228,47 +210,29 @@ class Connection:
         self._pmtu_failures = 0
         self.cc = cc_registry.create(config.congestion_control, self.mss, config.initial_window)
         self.rtt = RttEstimator(config.timeout, config.min_rto, config.max_rto)
+        # Loss recovery (scoreboard, NewReno, RACK-TLP, RTO marking): its own
+        # object, told the sender's positions on every call (recovery.py).
+        self.loss = LossRecovery(config, self.rtt, self.mss)
         self.sack_ok = False
         self.ts_ok = False
         self.mode = MODES[config.mode]
 
-        # --- receive side --------------------------------------------------
-        self.irs = 0
-        self.rcv_nxt = 0
-        self.rcv_wscale = self._choose_wscale(config.window_size) if config.window_scaling else 0
-        self._rcv_adv = 0  # right edge of the window we last advertised
-        self._rcv_adv_at = 0  # RCV.NXT when we advertised it
-        self._rcvbuf: deque[bytes] | tuple = ()  # see _sent_log
-        # Receive-window autotuning: the window to offer, and what the
-        # application has read since the current round-trip measurement began.
-        self._rcv_space = min(config.window_size, INITIAL_RCV_SPACE) if config.autotune else config.window_size
-        self._rcv_copied = 0
-        self._rcv_space_copied = 0
-        self._rcv_space_time = now
         self._now_hint = now  # time of the input or output call in progress (for tsval)
         self._tsval_at = -1.0  # the time _tsval was computed for
         self._tsval = 0
         self.rcv_wscale_ok = False  # peer offered window scaling in its SYN
         self._keepalive_sent = 0.0
-        self._rcvbuf_len = 0
-        self._ooo: dict[int, bytes] = {}  # out-of-order payloads by start position
-        self._ooo_ranges = EMPTY
-        self._last_ooo: tuple[int, int] | None = None  # newest out-of-order block, SACKed first
-        self._fin_rcv: int | None = None  # position of the peer's FIN once seen
-        self.eof = False
-        self._ack_now = False
-        self._unacked_segs = 0
-        self._dupacks_owed = 0  # without SACK, one duplicate ACK per out-of-order arrival
-        self._delack_deadline: float | None = None
         self._ts_offset = rng.getrandbits(32)
-        self._ts_recent: int | None = None
 
         # --- liveness ----------------------------------------------------------
         self.last_received = now
         self._keepalive_probes = 0
-        self._keepalive_deadline: float | None = None
-        self._timewait_deadline: float | None = None
-        self._connect_deadline: float | None = None
+        # Every timer's deadline, NEVER when unarmed (timers.py).
+        self._deadlines = unarmed()
+
+        # --- receive side: RCV.*, reassembly, the offered window (receiver.py)
+        self.rcv = Receiver(config, self.stats, self._events, self, self._deadlines,
+                            self._choose_wscale(config.window_size) if config.window_scaling else 0, now)
         self._challenge_window = 0
         self._challenge_count = 0
         # Control segments queued by input processing: a list only while it
@@ -283,7 +247,26 @@ class Connection:
     # ------------------------------------------------------------------ API
     @property
     def readable_bytes(self) -> int:
-        return self._rcvbuf_len
+        return self.rcv.buf_len
+
+    @property
+    def rcv_nxt(self) -> int:
+        """RCV.NXT (rcv.rcv_nxt)."""
+        return self.rcv.rcv_nxt
+
+    @property
+    def irs(self) -> int:
+        return self.rcv.irs
+
+    @property
+    def rcv_wscale(self) -> int:
+        """Our window scale shift (RFC 7323)."""
+        return self.rcv.rcv_wscale
+
+    @property
+    def eof(self) -> bool:
+        """The peer's FIN has been received in order."""
+        return self.rcv.eof
 
     @property
     def send_space(self) -> int:
@@ -315,10 +298,28 @@ class Connection:
     def bytes_in_flight(self) -> int:
         return self._pipe()
 
+    @property
+    def sacked(self) -> RangeSet:
+        """The SACK scoreboard above SND.UNA (loss.sacked)."""
+        return self.loss.sacked
+
+    @property
+    def lost(self) -> RangeSet:
+        """Ranges declared lost and not yet resent (loss.lost)."""
+        return self.loss.lost
+
+    @property
+    def in_recovery(self) -> bool:
+        return self.loss.in_recovery
+
+    @property
+    def recovery_point(self) -> int:
+        return self.loss.recovery_point
+
     def connect(self, now: float) -> None:
         """Active open: send a SYN (RFC 9293 3.10.1)."""
         self._transition("connect")
-        self._connect_deadline = now + self.config.connect_timeout
+        self._deadlines[CONNECT] = now + self.config.connect_timeout
         self._send_syn(now)
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
@@ -343,67 +344,26 @@ class Connection:
 
     def recv(self, max_bytes: int) -> bytes:
         """Take up to `max_bytes` in-order bytes (b"" if none are ready)."""
-        if max_bytes <= 0 or not self._rcvbuf_len:
-            return b""
-        buf = self._rcvbuf
-        if len(buf[0]) >= max_bytes:
-            chunk = buf[0]
-            if len(chunk) == max_bytes:
-                buf.popleft()
-            else:
-                buf[0] = chunk[max_bytes:]
-                chunk = chunk[:max_bytes]
-            out = chunk
-        else:
-            parts = []
-            need = max_bytes
-            while buf and need:
-                chunk = buf[0]
-                if len(chunk) <= need:
-                    parts.append(buf.popleft())
-                    need -= len(chunk)
-                else:
-                    parts.append(chunk[:need])
-                    buf[0] = chunk[need:]
-                    need = 0
-            out = b"".join(parts)
-        self._after_read(len(out))
-        return bytes(out)
+        out = self.rcv.read(max_bytes)
+        if out:
+            self._after_read()
+        return out
 
     def recv_chunk(self) -> bytes:
         """The oldest received piece of the stream, as it arrived, without
         copying it (b"" if none is ready): for adapters that keep their own
         buffer and would only copy a joined `recv` again."""
-        if not self._rcvbuf_len:
-            return b""
-        chunk = self._rcvbuf.popleft()
-        self._after_read(len(chunk))
+        chunk = self.rcv.read_chunk()
+        if chunk:
+            self._after_read()
         return chunk
 
-    def _after_read(self, n: int) -> None:
-        self._rcvbuf_len -= n
-        if not self._rcvbuf_len:
-            self._rcvbuf = ()
-        self._rcv_copied += n
+    def _after_read(self) -> None:
+        """The application read: autotune the window, and tell the sender
+        if it opened enough."""
         if self.config.autotune:
-            rtt = self.rtt.srtt  # (what _rcv_space_adjust checks first)
-            if rtt is not None and self._now_hint - self._rcv_space_time >= rtt:
-                self._rcv_space_adjust(self._now_hint)
+            self.rcv.space_adjust(self._now_hint, self.rtt.srtt)
         self._maybe_window_update()
-
-    def _rcv_space_adjust(self, now: float) -> None:
-        """Once a round trip, grow the window to RCV_SPACE_GAIN x what the
-        application read in it (the idea of Linux's tcp_rcv_space_adjust).
-        Counting what was read, not what arrived, keeps a slow reader's
-        window from growing: a sender can only fill what is taken out."""
-        rtt = self.rtt.srtt
-        if rtt is None or now - self._rcv_space_time < rtt:
-            return
-        want = RCV_SPACE_GAIN * (self._rcv_copied - self._rcv_space_copied)
-        if want > self._rcv_space:
-            self._rcv_space = min(want, self.config.window_size)
-        self._rcv_space_copied = self._rcv_copied
-        self._rcv_space_time = now
 
     def shutdown_write(self, now: float) -> None:
         """Half-close: a FIN follows the data already queued."""
@@ -427,9 +387,9 @@ class Connection:
     def release_ack(self) -> bool:
         """Send a delayed (or held handshake) ACK on the next output pass
         instead of waiting for its timer; False if no ACK is owed."""
-        if self._delack_deadline is None or self.state not in SYNCHRONIZED:
+        if self._deadlines[DELACK] == NEVER or self.state not in SYNCHRONIZED:
             return False
-        self._ack_now = True
+        self.rcv.ack_now = True
         self._touch(self)
         return True
 
@@ -441,77 +401,53 @@ class Connection:
 
     # --------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
-        # The earliest of the deadlines, compared one by one: the endpoint
-        # asks after every segment, and a list of nine built for min() cost
-        # more than the comparisons.
-        best = self._rtx_deadline
-        d = self._rack.deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._persist_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._delack_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._keepalive_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._pacing_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._timewait_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        d = self._connect_deadline
-        if d is not None and (best is None or d < best):
-            best = d
-        if self.config.idle_timeout is not None and self.state in SYNCHRONIZED:
-            d = self.last_received + self.config.idle_timeout
-            if best is None or d < best:
-                best = d
-        return best
+        """The earliest armed deadline (None: no timer is armed)."""
+        best = min(self._sync_deadlines())
+        return None if best == NEVER else best
+
+    def deadline(self, name: str) -> float | None:
+        """The deadline of the timer `name` (timers.NAMES), None if unarmed."""
+        at = self._sync_deadlines()[NAMES.index(name)]
+        return None if at == NEVER else at
+
+    def _sync_deadlines(self) -> list[float]:
+        """The timer table, with the entries kept elsewhere copied in."""
+        at = self._deadlines
+        d = self.loss.rack.deadline
+        at[RACK] = NEVER if d is None else d
+        idle = self.config.idle_timeout
+        at[IDLE] = self.last_received + idle if idle is not None and self.state in SYNCHRONIZED else NEVER
+        return at
 
     def handle_timer(self, now: float) -> None:
+        """Run the handler of every due timer, in DISPATCH_ORDER; a due
+        timer is disarmed before its handler runs (which may arm it again)."""
         if self.state is _CLOSED:
             return
         self._now_hint = now
-        if self._timewait_deadline is not None and now >= self._timewait_deadline:
-            self._timewait_deadline = None
-            self._transition("timeout 2MSL")
-            self._terminate(None)
-            return
-        if self._connect_deadline is not None and now >= self._connect_deadline:
-            self._terminate(TimeoutError("connection attempt timed out"))
-            return
-        idle = self._idle_deadline()
-        if idle is not None and now >= idle:
-            self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
-            return
-        rack_deadline = self._rack.deadline  # before the RTO: a probe due with it replaces it
-        if rack_deadline is not None and now >= rack_deadline:
-            self._on_rack_timer(now)
-        if self._rtx_deadline is not None and now >= self._rtx_deadline:
-            self._on_rto(now)
-            if self.state == State.CLOSED:
-                return
-        if self._persist_deadline is not None and now >= self._persist_deadline:
-            self._on_persist(now)
-            if self.state == State.CLOSED:
-                return
-        if self._pacing_deadline is not None and now >= self._pacing_deadline:
-            self._pacing_deadline = None
-            self._touch(self)  # the pacer allows more: the output path runs next
-        if self._delack_deadline is not None and now >= self._delack_deadline:
-            self._delack_deadline = None
-            self._ack_now = True
-        if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
-            self._on_keepalive(now)
+        at = self._sync_deadlines()
+        for which in DISPATCH_ORDER:
+            if at[which] <= now:
+                at[which] = NEVER
+                _TIMER_HANDLERS[which](self, now)
+                if self.state is _CLOSED:
+                    return
 
-    def _idle_deadline(self) -> float | None:
-        if self.config.idle_timeout is None or self.state not in SYNCHRONIZED:
-            return None
-        return self.last_received + self.config.idle_timeout
+    def _on_timewait(self, now: float) -> None:
+        self._transition("timeout 2MSL")
+        self._terminate(None)
+
+    def _on_connect_timeout(self, now: float) -> None:
+        self._terminate(TimeoutError("connection attempt timed out"))
+
+    def _on_idle(self, now: float) -> None:
+        self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
+
+    def _on_pacing(self, now: float) -> None:
+        self._touch(self)  # the pacer allows more: the output path runs next
+
+    def _on_delack(self, now: float) -> None:
+        self.rcv.ack_now = True
 
     # --------------------------------------------------------------- input
     def on_segment(self, seg: Segment, now: float) -> None:
@@ -542,39 +478,29 @@ class Connection:
         one copy. Returns False, having changed nothing, when any condition
         does not hold: the caller then feeds the segments one by one.
         """
-        if self.state is not _ESTABLISHED or not self.ts_ok or self._ooo or self._fin_rcv is not None:
+        if self.state is not _ESTABLISHED or not self.ts_ok or self.rcv.ooo or self.rcv.fin_rcv is not None:
             return False
-        rcv_nxt = self.rcv_nxt
+        rcv_nxt = self.rcv.rcv_nxt
         if (
             seq32 != rcv_nxt & MASK32
             or ack32 != self.snd_una & MASK32
             or wnd << self.snd_wscale != self.snd_wnd
         ):
             return False
-        recent = self._ts_recent
-        if recent is not None and (
-            (tsval_first - recent) & MASK32 >= 1 << 31 or (tsval_last - recent) & MASK32 >= 1 << 31
-        ):
+        if self.rcv.ts_older(tsval_first) or self.rcv.ts_older(tsval_last):
             return False  # older than TS.Recent: PAWS decides, one by one
         end = rcv_nxt + len(data)
-        if end > self._rcv_adv:
+        if end > self.rcv.rcv_adv:
             return False
         self.stats.segments_received += count
         self.stats.fast_path_segments += count
         self._now_hint = now
-        self.last_received = now
-        self._keepalive_probes = 0
-        self._ts_recent = tsval_last
-        self.snd_wl1, self.snd_wl2 = end - last_len, self.snd_una  # RFC 9293 SND.WL1/WL2
-        was_empty = not self._rcvbuf_len
-        self._deliver(data)
-        if was_empty:
-            self._events.append(DataReceived(self))
-        self._unacked_segs += count
-        if self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
-            self._ack_now = True
-        elif self._delack_deadline is None:
-            self._delack_deadline = now + self.config.ack_delay
+        self._peer_alive(now)
+        self.rcv.update_ts_recent(tsval_last)
+        # Their ACK and window are what we hold: only SND.WL1/WL2 can move.
+        self._update_window(end - last_len, self.snd_una, self.snd_wnd)
+        self.rcv.deliver(data, count)
+        self.rcv.schedule_ack(now)
         self._touch(self)
         return True
 
@@ -597,108 +523,35 @@ class Connection:
         if (
             self.state is not _ESTABLISHED
             or not self.ts_ok
-            or self.in_recovery
             or self._fin_sent
-            or self._dupacks
-            or self.sacked._starts  # RangeSet emptiness without a __bool__ call
-            or self.lost._starts
+            or not self.loss.quiet()
         ):
             return False
-        rcv_nxt = self.rcv_nxt
+        rcv_nxt = self.rcv.rcv_nxt
         if seq32 != rcv_nxt & MASK32:
             return False
-        recent = self._ts_recent
-        if recent is not None and (tsval - recent) & MASK32 >= 1 << 31:
+        if self.rcv.ts_older(tsval):
             return False  # older than TS.Recent: PAWS decides
         snd_una = self.snd_una
-        snd_nxt = self.snd_nxt
         acked = (ack32 - snd_una) & MASK32
-        if not acked or acked > snd_nxt - snd_una:
+        if not acked or acked > self.snd_nxt - snd_una:
             return False  # no new ACK (on_data_run's case), or beyond SND.NXT
         n = len(payload)
-        if n and (self._ooo or self._fin_rcv is not None or rcv_nxt + n > self._rcv_adv):
+        if n and (self.rcv.ooo or self.rcv.fin_rcv is not None or rcv_nxt + n > self.rcv.rcv_adv):
             return False
-        # on_segment / _on_synchronized: the peer is alive; TS.Recent (4.3).
+        # What _on_synchronized and _process_ack do for this segment, less
+        # the checks that cannot fire: the same helpers, in the same order.
         self.stats.segments_received += 1
         self._now_hint = now
-        self.last_received = now
-        self._keepalive_probes = 0
-        self._ts_recent = tsval
-        # _process_ack: the window (SND.WL1/WL2 rule), ...
+        self._peer_alive(now)
+        self.rcv.update_ts_recent(tsval)
         ack = snd_una + acked
-        wnd <<= self.snd_wscale
-        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
-            if wnd and not self.snd_wnd:
-                self._persist_deadline = None
-                self._persist_probes = 0
-            self.snd_wnd = wnd
-            self.snd_wl1 = rcv_nxt
-            self.snd_wl2 = ack
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-        # ... then the new ACK: pipe before it is the flight (nothing SACKed,
-        # lost or counted as duplicate ACKs).
-        sndbuf = self._sndbuf
-        data_end = sndbuf.end
-        in_flight_before = (snd_nxt if snd_nxt < data_end else data_end) - snd_una
-        if in_flight_before < 0:
-            in_flight_before = 0
-        acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
-        if self._retransmitted._starts:
-            self._retransmitted.discard_below(ack)
-        self.snd_una = ack
-        sndbuf.trim(ack if ack < data_end else data_end)
-        self._retries = 0
-        rtt = self.rtt
-        rtt.backoff = 0
-        delivered = acked_data if acked_data > 0 else 0
-        if delivered:
-            # _on_delivered, inline
-            total = self.delivered = self.delivered + delivered
-            self._delivered_time = now
-            first = now - 2 * (rtt.latest_rtt or 0.0)
-            if first > self._first_sent_time:
-                self._first_sent_time = first
-            if self._app_limited_until and total > self._app_limited_until:
-                self._app_limited_until = 0
-        if self._sent_log:
-            self._rtt_sample_from(None, now, acked_to=ack)  # type: ignore[arg-type] - only a handshake reads it
-        if self._ever_retransmitted._starts:
-            self._ever_retransmitted.discard_below(ack)
-        self.cc.on_ack(now, delivered, in_flight_before, rtt.latest_rtt)
-        self._rtx_deadline = None if ack >= snd_nxt else now + rtt.current_rto()
-        if self._want_send_space or (
-            not self._all_acked_reported and (self._fin_queued or sndbuf.end > sndbuf.start)
-        ):
-            self._after_ack_progress()  # (it has nothing to do otherwise)
-        rack = self._rack
-        if self.sack_ok and rack.active:
-            # _detect_losses' RACK case, inline
-            newly_lost = rack.detect_losses(now)
-            self._retx_marks = ()
-            if newly_lost:
-                self._on_newly_lost(now)
-        else:
-            self._detect_losses(now)
-        if self._pmtu_probe is not None:
-            self._pmtu_check()
-        # _receive_data: in order, inside the window, nothing out of order.
+        self._update_window(rcv_nxt, ack, wnd << self.snd_wscale)
+        self._ack_new_data(None, ack, 0, self._pipe(), now)
+        self._after_ack(now)
         if n and self.state in CAN_RECEIVE:
-            was_empty = not self._rcvbuf_len
-            rcvbuf = self._rcvbuf  # (_deliver(payload), inline)
-            if not rcvbuf:
-                rcvbuf = self._rcvbuf = deque()
-            rcvbuf.append(payload)
-            self._rcvbuf_len += n
-            self.rcv_nxt += n
-            self.stats.bytes_received += n
-            self._unacked_segs += 1
-            if was_empty:
-                self._events.append(DataReceived(self))
-            if self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
-                self._ack_now = True
-            elif self._delack_deadline is None:
-                self._delack_deadline = now + self.config.ack_delay
+            self.rcv.deliver(payload, 1)
+            self.rcv.schedule_ack(now)
         self._touch(self)
         return True
 
@@ -717,15 +570,9 @@ class Connection:
             return
         if not flags & SYN:
             return
-        self._take_syn_options(seg)
-        self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1  # absolute positions start at the wire value
-        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._rcv_adv_at = self.rcv_nxt
-        self._update_ts_recent(seg)
+        self._take_syn(seg, now)
         self.snd_wnd = seg.wnd  # never scaled in a SYN (RFC 7323 2.2)
-        self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
-        self.last_received = now
+        self.snd_wl1, self.snd_wl2 = self.rcv.rcv_nxt - 1, self.iss
         self._transition("rcv SYN")
         self._send_syn(now)
 
@@ -743,21 +590,9 @@ class Connection:
             return
         if not flags & SYN:
             return
-        self._take_syn_options(seg)
-        self.irs = seg.seq
-        self.rcv_nxt = seg.seq + 1
-        self._rcv_adv = self.rcv_nxt + min(self.config.window_size, 0xFFFF)
-        self._rcv_adv_at = self.rcv_nxt
-        self._update_ts_recent(seg)
-        self.last_received = now
+        self._take_syn(seg, now)
         if ack is not None:
-            self._rtt_sample_from(seg, now, handshake=True)
-            self.snd_una = ack
-            self.snd_wnd = seg.wnd
-            self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, ack
-            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-            self._rtx_deadline = None
-            self._retries = 0
+            self._ack_of_syn(seq=self.rcv.rcv_nxt - 1, ack=ack, wnd=seg.wnd, now=now)  # (a SYN's window: unscaled)
             self._transition("rcv SYN,ACK")
             self._on_established(now)
             if self.hold_handshake_ack:
@@ -766,27 +601,25 @@ class Connection:
                 # a client that speaks first. The adapter releases it a loop
                 # turn later if nothing was written; at the latest it goes as
                 # a delayed ACK would, within an RTO and 500 ms.
-                self._delack_deadline = now + min(self.rtt.current_rto(), MAX_ACK_HOLD)
+                self._deadlines[DELACK] = now + min(self.rtt.current_rto(), MAX_ACK_HOLD)
             else:
-                self._ack_now = True
+                self.rcv.ack_now = True
         else:
             # Simultaneous open (RFC 9293 figure 7): answer with SYN,ACK.
             self.snd_wnd = seg.wnd
-            self.snd_wl1, self.snd_wl2 = self.rcv_nxt - 1, self.iss
+            self.snd_wl1, self.snd_wl2 = self.rcv.rcv_nxt - 1, self.iss
             self._transition("rcv SYN (simultaneous open)")
-            self._rtx_deadline = None
+            self._deadlines[RTX] = NEVER
             self._send_syn(now)
 
     def _on_synchronized(self, seg: Segment, now: float) -> None:
         flags = seg.flags
-        seq = unwrap(seg.seq, self.rcv_nxt)
+        seq = unwrap(seg.seq, self.rcv.rcv_nxt)
         payload = seg.payload
         seg_len = len(payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        # Any valid segment from the peer, even a duplicate, shows it is alive.
-        self.last_received = now
-        self._keepalive_probes = 0
+        self._peer_alive(now)  # any segment from the peer, even a duplicate
 
-        if self.state == State.SYN_RECEIVED and flags & SYN and seq == self.irs:
+        if self.state == State.SYN_RECEIVED and flags & SYN and seq == self.rcv.irs:
             if not flags & ACK:
                 # A retransmitted SYN: our SYN,ACK was lost, so send it again.
                 self._send_syn(now)
@@ -798,39 +631,31 @@ class Connection:
             seg_len -= 1
 
         # PAWS (RFC 7323 5.3), with a tolerance for reordering.
-        if (
-            self.ts_ok
-            and seg.tsval is not None
-            and self._ts_recent is not None
-            and not flags & RST
-            and ((self._ts_recent - seg.tsval) & MASK32) < (1 << 31)
-            and ((self._ts_recent - seg.tsval) & MASK32) > self.config.paws_window * TS_HZ
-        ):
+        if self.ts_ok and seg.tsval is not None and not flags & RST and self.rcv.paws_rejects(seg.tsval):
             self.stats.dropped_segments += 1
-            self._ack_now = True
+            self.rcv.ack_now = True
             return
 
         # RFC 7323 4.3: a segment covering Last.ACK.sent (here rcv_nxt)
         # refreshes TS.Recent even when it is a duplicate, so the ACK it
         # provokes echoes this segment's time and not an older one.
-        if seg.tsval is not None and seq <= self.rcv_nxt <= seq + seg_len:
-            self._update_ts_recent(seg)
+        if seg.tsval is not None and seq <= self.rcv.rcv_nxt <= seq + seg_len:
+            self.rcv.update_ts_recent(seg.tsval)
 
         # 1. Sequence number check.
-        rcv_wnd = max(0, self._rcv_adv - self.rcv_nxt)
-        if not self._acceptable(seq, seg_len, rcv_wnd):
+        if not self.rcv.acceptable(seq, seg_len):
             if not flags & RST:
-                self._ack_now = True  # RFC 9293: send an ACK and drop
-                if seg_len and seq + seg_len <= self.rcv_nxt:
+                self.rcv.ack_now = True  # RFC 9293: send an ACK and drop
+                if seg_len and seq + seg_len <= self.rcv.rcv_nxt:
                     self.stats.duplicate_segments += 1
             self.stats.dropped_segments += 1
             if self.state == State.TIME_WAIT and flags & FIN:
-                self._timewait_deadline = now + 2 * self.config.msl
+                self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
             return
 
         # 2. RST (RFC 5961 3.2: exact match resets, in-window gets a challenge).
         if flags & RST:
-            if seq == self.rcv_nxt:
+            if seq == self.rcv.rcv_nxt:
                 if self.state == State.SYN_RECEIVED and self.passive:
                     self._terminate(None)  # back to LISTEN: the listener forgets it
                 elif self.state in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
@@ -853,13 +678,7 @@ class Connection:
         ack = unwrap(seg.ack, self.snd_una)
         if self.state == State.SYN_RECEIVED:
             if self.snd_una < ack <= self.snd_nxt:
-                self._rtt_sample_from(seg, now, handshake=True)
-                self.snd_una = ack
-                self._rtx_deadline = None
-                self._retries = 0
-                self.snd_wnd = seg.wnd << self.snd_wscale
-                self.snd_wl1, self.snd_wl2 = seq, ack
-                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self._ack_of_syn(seq=seq, ack=ack, wnd=seg.wnd << self.snd_wscale, now=now)
                 self._transition("rcv ACK of SYN")
                 self._on_established(now)
             else:
@@ -873,8 +692,8 @@ class Connection:
         # TIME-WAIT: the only thing that can arrive is a retransmitted FIN.
         if self.state == State.TIME_WAIT:
             if flags & FIN:
-                self._ack_now = True
-                self._timewait_deadline = now + 2 * self.config.msl
+                self.rcv.ack_now = True
+                self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
             return
 
         # 7. Segment text, 8. FIN.
@@ -882,89 +701,29 @@ class Connection:
             self._receive_data(seq, payload, bool(flags & FIN), now)
         elif payload:
             # Data after the peer's FIN is a protocol violation; just ACK.
-            self._ack_now = True
-
-    def _acceptable(self, seq: int, seg_len: int, rcv_wnd: int) -> bool:
-        """RFC 9293 3.10.7.4's four cases."""
-        rcv_nxt = self.rcv_nxt
-        if seg_len == 0:
-            if rcv_wnd == 0:
-                return seq == rcv_nxt
-            return rcv_nxt <= seq < rcv_nxt + rcv_wnd
-        if rcv_wnd == 0:
-            return False
-        end = rcv_nxt + rcv_wnd
-        return rcv_nxt <= seq < end or rcv_nxt <= seq + seg_len - 1 < end
+            self.rcv.ack_now = True
 
     def _process_ack(self, seg: Segment, seq: int, ack: int, now: float) -> bool:
         """ACK processing in synchronized states; False means drop the segment."""
         snd_una = self.snd_una
         if ack > self.snd_nxt:
-            self._ack_now = True  # acks something not yet sent (RFC 9293)
+            self.rcv.ack_now = True  # acks something not yet sent (RFC 9293)
             self.stats.dropped_segments += 1
             return False
         if ack < snd_una - max(self.max_snd_wnd, self.mss):
             self._challenge_ack(now)  # RFC 5961 5.2: too old to be believable
             return False
 
-        # Window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule).
-        wnd = seg.wnd << self.snd_wscale
-        window_changed = False
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-            window_changed = wnd != self.snd_wnd
-            if wnd and not self.snd_wnd:
-                self._persist_deadline = None
-                self._persist_probes = 0
-            self.snd_wnd = wnd
-            self.snd_wl1, self.snd_wl2 = seq, ack
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-
+        window_changed = self._update_window(seq, ack, seg.wnd << self.snd_wscale)
         newly_sacked = self._process_sack(seg, ack) if self.sack_ok and seg.sack else 0
-        data_end = self._data_end()
         in_flight_before = self._pipe()
-
         if ack > snd_una:
-            acked_data = min(ack, data_end) - max(snd_una, self._sndbuf.start)
-            removed_sacked = self.sacked.discard_below(ack)
-            self.lost.discard_below(ack)
-            self._retransmitted.discard_below(ack)
-            self.snd_una = ack
-            self._trim_sndbuf()
-            self._retries = 0
-            self._dupacks = 0
-            # Forward progress ends RTO backoff (as Linux does), so a lossy
-            # path does not keep paying for timeouts that are already over.
-            self.rtt.backoff = 0
-            delivered = max(0, acked_data) - removed_sacked + newly_sacked
-            self._on_delivered(delivered, now)
-            # Time only ACKs that newly covered data sent once and not SACKed
-            # earlier: an ACK that jumps over old SACKed data is late by design.
-            self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
-            self._ever_retransmitted.discard_below(ack)
-            recovering = self.in_recovery
-            if self.in_recovery:
-                if ack >= self.recovery_point:
-                    self.in_recovery = False
-                    self._retransmitted.clear()
-                    self._retx_marks = ()
-                    self.cc.on_recovery_end(now)
-                elif not self.sack_ok:
-                    # NewReno partial ACK (RFC 6582 3.2 (5)): resend the next hole.
-                    self._writable("lost").add(ack, min(ack + self.mss, data_end))
-            if not recovering or self.cc.acks_in_recovery:
-                self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
-            # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it.
-            if self.snd_una >= self.snd_nxt:
-                self._rtx_deadline = None
-            else:
-                self._rtx_deadline = now + self.rtt.current_rto()
-            self._after_ack_progress()
+            self._ack_new_data(seg, ack, newly_sacked, in_flight_before, now)
         else:
             if newly_sacked:
                 self._on_delivered(newly_sacked, now)
                 rtt = self._sack_rate_sample(seg, now)
-                if not self.in_recovery or self.cc.acks_in_recovery:
+                if not self.loss.in_recovery or self.cc.acks_in_recovery:
                     self.cc.on_ack(now, newly_sacked, in_flight_before, rtt)
             # RFC 5681 duplicate ACK: no data, same ack, same window, data outstanding.
             if (
@@ -974,16 +733,80 @@ class Connection:
                 and not window_changed
                 and self.snd_nxt > snd_una
             ):
-                self._dupacks += 1
+                self.loss.on_duplicate_ack()
+        self._after_ack(now)
+        return True
 
+    def _update_window(self, seq: int, ack: int, wnd: int) -> bool:
+        """RFC 9293 3.10.7.4: take SEG.WND (scaled) from a segment no older
+        than the last one that set it (the SND.WL1/WL2 rule). A window that
+        opens from zero ends the persist probing. True if the window changed."""
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            old = self.snd_wnd
+            if wnd and not old:
+                self._deadlines[PERSIST] = NEVER
+                self._persist_probes = 0
+            self.snd_wnd = wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            return wnd != old
+        return False
+
+    def _ack_of_syn(self, seq: int, ack: int, wnd: int, now: float) -> None:
+        """Our SYN acknowledged (RFC 9293 3.10.7.3 and 3.10.7.4, SYN-RECEIVED):
+        time it (Karn), take the window, stop the retransmission timer."""
+        self._rtt_sample_from(None, now, handshake=True)
+        self.snd_una = ack
+        self._deadlines[RTX] = NEVER
+        self._retries = 0
+        self.snd_wnd = wnd
+        self.snd_wl1, self.snd_wl2 = seq, ack
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
+
+    def _ack_new_data(self, seg: Segment | None, ack: int, newly_sacked: int, in_flight_before: int,
+                      now: float) -> None:
+        """SND.UNA < SEG.ACK <= SND.NXT (RFC 9293 3.10.7.4, RFC 5681, RFC 6298):
+        drop what is acknowledged from the scoreboard and the send buffer,
+        count it delivered, time it, tell congestion control, restart the
+        RTO. `seg` (None on header prediction: no SACK blocks) is the ACK."""
+        snd_una = self.snd_una
+        sndbuf = self._sndbuf
+        data_end = sndbuf.end
+        acked_data = (ack if ack < data_end else data_end) - (snd_una if snd_una > sndbuf.start else sndbuf.start)
+        loss = self.loss
+        removed_sacked = loss.on_cumulative_ack(ack)
+        self.snd_una = ack
+        sndbuf.trim(ack if ack < data_end else data_end)
+        self._retries = 0
+        # Forward progress ends RTO backoff (as Linux does), so a lossy
+        # path does not keep paying for timeouts that are already over.
+        self.rtt.backoff = 0
+        delivered = (acked_data if acked_data > 0 else 0) - removed_sacked + newly_sacked
+        self._on_delivered(delivered, now)
+        # Time only ACKs that newly covered data sent once and not SACKed
+        # earlier: an ACK that jumps over old SACKed data is late by design.
+        self._rtt_sample_from(seg, now, acked_to=ack, clean=not removed_sacked)
+        if self._ever_retransmitted._starts:
+            self._ever_retransmitted.discard_below(ack)
+        recovering = loss.in_recovery
+        if recovering and loss.on_recovery_ack(ack, data_end):
+            self.cc.on_recovery_end(now)
+        if not recovering or self.cc.acks_in_recovery:
+            self.cc.on_ack(now, delivered, in_flight_before, self.rtt.latest_rtt)
+        self._restart_rto(now)
+        self._after_ack_progress()
+
+    def _after_ack(self, now: float) -> None:
+        """What every acceptable ACK ends with: loss detection, the PMTU
+        probe's verdict, and whether our FIN is now acknowledged."""
         self._detect_losses(now)
         if self._pmtu_probe is not None:
             self._pmtu_check()
-
-        # Our FIN acknowledged?
         if self._fin_sent and self.snd_una >= self.snd_nxt and self._fin_queued:
             self._on_fin_acked(now)
-        return True
 
     def _process_sack(self, seg: Segment, ack: int) -> int:
         """Add the peer's SACK blocks to the scoreboard; returns bytes newly SACKed."""
@@ -995,73 +818,28 @@ class Connection:
             right = unwrap(right32, lo)
             left, right = max(left, lo), min(right, hi)
             if left < right:
-                added = self._writable("sacked").add(left, right)
-                if added:
-                    new += added
-                    self.lost.subtract(left, right)
-                    self._rack.on_sacked(left, right)
+                new += self.loss.on_sack_block(left, right)
         return new
 
     def _detect_losses(self, now: float) -> None:
-        """RFC 6675 IsLost() on the scoreboard, or dupacks without SACK."""
-        thresh = self.config.fast_retransmit_threshold
-        data_hi = min(self.snd_nxt, self._data_end())
-        newly_lost = False
-        if self.sack_ok and self._rack.active:
-            # RACK-TLP replaces the DupThresh walk and the lost-retransmission
-            # marks below (why: recovery.py's docstring).
-            newly_lost = self._rack.detect_losses(now)
-            self._retx_marks = ()
-        elif self.sack_ok and self.sacked:
-            limit = (thresh - 1) * self.mss
-            sacked = self.sacked
-            # Walk holes from the bottom; a hole is lost when enough is SACKed above it.
-            for start, end in sacked.gaps(self.snd_una, sacked.last()[1]):
-                if sacked.count_above(end) <= limit and sacked.ranges_above(end) < thresh:
-                    break
-                for s, e in self._retransmitted.gaps(start, end):
-                    if self._writable("lost").add(s, e):
-                        newly_lost = True
-            # A retransmission is lost too when data first sent after it has
-            # been SACKed while it has not (the idea behind RFC 8985's RACK).
-            if self._retx_marks:
-                highest = sacked.last()[1]
-                keep = []
-                for start, end, nxt in self._retx_marks:
-                    if end <= self.snd_una:
-                        continue
-                    if sacked.count_above(nxt) > limit or (highest > nxt and thresh == 1):
-                        for s, e in sacked.gaps(max(start, self.snd_una), end):
-                            if self._writable("lost").add(s, e):
-                                newly_lost = True
-                    else:
-                        keep.append((start, end, nxt))
-                self._retx_marks = keep
-        elif not self.sack_ok and self._dupacks >= thresh and not self.in_recovery:
-            if self.snd_una < data_hi:
-                self._writable("lost").add(self.snd_una, min(self.snd_una + self.mss, data_hi))
-                newly_lost = True
-        if newly_lost:
+        """Loss detection (LossRecovery.detect_losses) and what follows it."""
+        if self.loss.detect_losses(now, self.snd_una, self.snd_nxt, self._sndbuf.end, self._deadlines[RTX]):
             self._on_newly_lost(now)
 
     def _on_newly_lost(self, now: float) -> None:
         """_detect_losses found something newly lost: a PMTU probe's loss
         ends the probe; otherwise recovery begins (once per window)."""
-        newly_lost = True
         probe = self._pmtu_probe
-        if probe is not None and self.lost.overlap(probe[0], probe[1]):
+        lost = self.loss.lost
+        if probe is not None and lost.overlap(probe[0], probe[1]):
             self._pmtu_failed()
-            if probe[0] <= self.lost.first()[0] and self.lost.last()[1] <= probe[1]:
+            if probe[0] <= lost.first()[0] and lost.last()[1] <= probe[1]:
                 # Only the oversized probe was lost: that says the path's MTU
                 # is smaller, not that it is congested (RFC 8899 4.1).
-                newly_lost = False
-        if newly_lost and not self.in_recovery:
-            # Enter loss recovery once per window (RFC 6675 5, RFC 6582).
-            if self.snd_una >= self.recovery_point or not self.stats.fast_recoveries:
-                self.in_recovery = True
-                self.recovery_point = self.snd_nxt
-                self.stats.fast_recoveries += 1
-                self.cc.on_congestion_event(now, self._outstanding())
+                return
+        if self.loss.enter_recovery(self.snd_una, self.snd_nxt):
+            self.stats.fast_recoveries += 1
+            self.cc.on_congestion_event(now, self._outstanding())
 
     def _after_ack_progress(self) -> None:
         if self._want_send_space and self.send_space >= self.config.send_buffer_size // 4:
@@ -1077,80 +855,13 @@ class Connection:
                 self._events.append(AllDataAcknowledged(self))
 
     def _receive_data(self, seq: int, payload: bytes, fin: bool, now: float) -> None:
-        start, end = seq, seq + len(payload)
-        if fin:
-            self._fin_rcv = end
-        rcv_nxt = self.rcv_nxt
-        if start < rcv_nxt:  # trim what we already have
-            payload = payload[rcv_nxt - start :]
-            start = rcv_nxt
-        if end > self._rcv_adv:  # and what lies beyond the window we offered
-            payload = payload[: max(0, self._rcv_adv - start)]
-            end = start + len(payload)
-            if self._fin_rcv is not None and self._fin_rcv > self._rcv_adv:
-                self._fin_rcv = None
-        if payload:
-            if start == rcv_nxt:
-                was_empty = not self._rcvbuf_len
-                filled_hole = bool(self._ooo)
-                self._deliver(payload)
-                if filled_hole:
-                    self._drain_ooo()
-                    self._ack_now = True  # RFC 5681 4.2: ACK hole fills at once
-                else:
-                    self._unacked_segs += 1
-                if was_empty:
-                    self._events.append(DataReceived(self))
-            else:
-                self.stats.out_of_order_segments += 1
-                if self._writable("_ooo_ranges").add(start, end):
-                    self._ooo[start] = payload
-                else:
-                    self.stats.duplicate_segments += 1
-                self._last_ooo = self._ooo_ranges.range_containing(start)
-                self._ack_now = True  # RFC 5681 4.2: out-of-order data, ACK now
-                if not self.sack_ok:
-                    self._dupacks_owed += 1
-        elif seq + len(payload) <= rcv_nxt and not fin:
-            self.stats.duplicate_segments += 1
-            self._ack_now = True
-        if self._fin_rcv is not None and self.rcv_nxt == self._fin_rcv and not self.eof:
+        """Segment text and FIN (receiver.py), then the FIN's transition."""
+        if self.rcv.receive(seq, payload, fin, now):
             self._on_fin(now)
-        elif self._unacked_segs >= self.config.ack_every or not self.config.delayed_ack:
-            self._ack_now = True
-        elif self._unacked_segs and self._delack_deadline is None:
-            self._delack_deadline = now + self.config.ack_delay
-
-    def _deliver(self, payload: bytes) -> None:
-        rcvbuf = self._rcvbuf
-        if not rcvbuf:
-            rcvbuf = self._rcvbuf = deque()
-        rcvbuf.append(payload)
-        self._rcvbuf_len += len(payload)
-        self.rcv_nxt += len(payload)
-        self.stats.bytes_received += len(payload)
-
-    def _drain_ooo(self) -> None:
-        """Move out-of-order data that now continues the stream into the buffer."""
-        ranges = self._ooo_ranges
-        if not ranges or ranges.first()[0] > self.rcv_nxt:
-            return
-        target = ranges.first()[1]
-        ready = sorted(k for k in self._ooo if k < target)
-        for key in ready:
-            data = self._ooo.pop(key)
-            end = key + len(data)
-            if end > self.rcv_nxt:
-                self._deliver(data[self.rcv_nxt - key :] if key < self.rcv_nxt else data)
-        ranges.discard_below(self.rcv_nxt)
-        if self._last_ooo and self._last_ooo[1] <= self.rcv_nxt:
-            self._last_ooo = None
 
     def _on_fin(self, now: float) -> None:
         """RFC 9293 3.10.7.4 eighth step: the peer's FIN is in order."""
-        self.rcv_nxt += 1
-        self.eof = True
-        self._ack_now = True
+        self.rcv.on_fin()
         self._events.append(StreamEnded(self))
         if self.state in (State.SYN_RECEIVED, State.ESTABLISHED):
             self._transition("rcv FIN")
@@ -1175,18 +886,17 @@ class Connection:
             self._terminate(None)
 
     def _enter_time_wait(self, now: float) -> None:
-        self._rtx_deadline = None
-        self._persist_deadline = None
-        self._keepalive_deadline = None
-        self._timewait_deadline = now + 2 * self.config.msl
+        self._deadlines[RTX] = NEVER
+        self._deadlines[PERSIST] = NEVER
+        self._deadlines[KEEPALIVE] = NEVER
+        self._deadlines[TIMEWAIT] = now + 2 * self.config.msl
 
     def _on_established(self, now: float) -> None:
-        self._connect_deadline = None
+        self._deadlines[CONNECT] = NEVER
         # The peer's MSS and max packet size bound what we put in a datagram.
         mss = min(self.mss, self.peer_mss)
         if mss != self.mss:
-            self.mss = mss
-            self.cc.set_mss(mss)
+            self._set_mss(mss)
         self._events.append(ConnectionEstablished(self))
         self._arm_keepalive(now)
 
@@ -1205,18 +915,18 @@ class Connection:
             out = []
         state = self.state
         if state in SYNCHRONIZED and state is not _TIME_WAIT:
-            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self._ooo_ranges._starts))
-        if self._ack_now and state is not _CLOSED and state is not _SYN_SENT:
+            self._send_data(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
+        if self.rcv.ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).
-            owed = self._dupacks_owed
-            self._dupacks_owed = 0
+            owed = self.rcv.dupacks_owed
+            self.rcv.dupacks_owed = 0
             if owed > 1:
                 ack = self._make(self.snd_nxt, ACK)
                 out.extend([ack] * owed)
             elif not any(s.flags & ACK for s in out[-1:]) or (out and out[-1].flags & RST):
                 out.append(self._make(self.snd_nxt, ACK))
-            self._ack_sent()
+            self.rcv.ack_sent()
         if out:
             self.stats.segments_sent += len(out)
         if state in SYNCHRONIZED:
@@ -1227,69 +937,84 @@ class Connection:
         """Data bytes per segment now: the MSS, less room for SACK blocks
         while this side holds out-of-order data and so reports them on
         every segment (as TCP's current MSS counts its options)."""
-        if self.sack_ok and self._ooo_ranges._starts:  # (emptiness without a __bool__ call)
+        if self.sack_ok and self.rcv.ooo_ranges._starts:  # (emptiness without a __bool__ call)
             return max(self.mss - SACK_ROOM, 64)
         return self.mss
 
     def _send_data(self, now: float, out: list, runs: bool = False) -> None:
-        if (self.snd_nxt >= self._sndbuf.end and not self.lost._starts
+        if (self.snd_nxt >= self._sndbuf.end and not self.loss.lost._starts
                 and (self._fin_sent or not self._fin_queued)):
             # Nothing to send, the usual case (an ACK or a timer for an idle
             # connection): only the bookkeeping the full path below does
             # when it finds nothing either (pacing tokens, app-limited mark).
-            budget = self._pacing_budget(now)
-            if budget != _UNPACED:
-                self._pacing_tokens = budget
-            pipe = self._pipe()
-            if pipe < self._cwnd():
-                self._app_limited_until = self.delivered + max(pipe, 1)
+            self._store_tokens(self._pacing_budget(now))
+            self._note_app_limited(self._pipe(), self._cwnd())
             return
-        if not self.lost._starts and not self._fin_queued:
-            self._send_small(now, out, runs)
-            return
-        self._send_data_full(now, out, runs)
+        if self.loss.lost._starts or self._fin_queued or not self._send_small(now, out, runs):
+            self._send_data_full(now, out, runs)
 
-    def _send_small(self, now: float, out: list, runs: bool) -> None:
+    def _send_small(self, now: float, out: list, runs: bool) -> bool:
         """New data that fits in one segment and may all go now (a message,
-        a reply): that segment, without the general loop. Exactly what
-        _send_data_full does in that case (tests/core/test_send_small.py
-        runs both); anything else goes to it. Called with nothing lost and
-        no FIN queued."""
+        a reply): that segment, without the general loop. A guard in front
+        of the helpers _send_data_full calls (tests/core/test_send_small.py
+        runs both); False, having changed nothing, when anything else
+        applies: the caller then takes the general path. Called with
+        nothing lost and no FIN queued."""
         nxt = self.snd_nxt
         data_end = self._sndbuf.end
         avail = data_end - nxt
         mss = self.mss
-        if avail > mss or avail <= 0 or (self.sack_ok and self._ooo_ranges._starts):
-            self._send_data_full(now, out, runs)  # (a smaller _data_mss, too)
-            return
-        cwnd = self.mss if self.mode == MODE_STEP else self.cc.cwnd  # _cwnd()
+        if avail > mss or avail <= 0 or (self.sack_ok and self.rcv.ooo_ranges._starts):
+            return False  # (a smaller _data_mss, too)
+        cwnd = self._cwnd()
         pipe = self._pipe()
         if (
             avail > self.snd_una + self.snd_wnd - nxt
             or avail > cwnd - pipe
-            or (avail < mss and not self.config.nodelay and self.snd_una < nxt)  # Nagle
+            or (avail < mss and self._nagle_holds(nxt))
         ):
-            self._send_data_full(now, out, runs)
-            return
-        if self._pmtu_ladder:
-            probe_payload = self._pmtu_probe_payload()
-            if probe_payload and avail >= probe_payload:
-                self._send_data_full(now, out, runs)
-                return
+            return False
+        # (No PMTU probe can be due here: a probe is larger than the MSS,
+        # since every size left on the ladder exceeds max_datagram_size.)
         budget = self._pacing_budget(now)
         if budget < avail:
+            # (taking the budget changed the bucket: the general path gets it)
             self._send_data_full(now, out, runs, budget)
-            return
+            return True
         self._send_new(nxt, avail, data_end, now, pipe, out)
+        self._store_tokens(budget - avail)
+        self._note_app_limited(pipe + avail, cwnd)
+        self._on_data_sent(now)
+        return True
+
+    def _store_tokens(self, budget: float) -> None:
+        """Keep what is left of the pacing budget for the next output pass."""
         if budget != _UNPACED:
-            self._pacing_tokens = budget - avail
-        pipe += avail
+            self._pacing_tokens = budget
+
+    def _note_app_limited(self, pipe: int, cwnd: int) -> None:
+        """Nothing is left to send though the window has room: rate samples
+        taken until this data is delivered measure the application, not the
+        path (the app-limited mark of the delivery-rate estimator)."""
         if pipe < cwnd:
-            # Nothing left to send though the window has room (_send_data_full says why).
-            self._app_limited_until = self.delivered + pipe
-        if self._rtx_deadline is None:
-            self._rtx_deadline = now + self.rtt.current_rto()
-        self._persist_deadline = None
+            self._app_limited_until = self.delivered + (pipe if pipe > 1 else 1)
+
+    def _nagle_holds(self, nxt: int) -> bool:
+        """Nagle (RFC 9293 3.7.4, RFC 896): a segment smaller than the MSS
+        waits while earlier data is unacknowledged, unless `nodelay`."""
+        return not self.config.nodelay and self.snd_una < nxt
+
+    def _on_data_sent(self, now: float) -> None:
+        """Data left: the retransmission timer runs (RFC 6298 5.1) and no
+        persist probe is needed."""
+        if self._deadlines[RTX] == NEVER:
+            self._deadlines[RTX] = now + self.rtt.current_rto()
+        self._deadlines[PERSIST] = NEVER
+
+    def _restart_rto(self, now: float) -> None:
+        """RFC 6298 5.2/5.3 after a new ACK: stop the timer when all is
+        acknowledged, else restart it."""
+        self._deadlines[RTX] = NEVER if self.snd_una >= self.snd_nxt else now + self.rtt.current_rto()
 
     def _send_data_full(self, now: float, out: list, runs: bool = False, budget: float | None = None) -> None:
         """_send_data's whole path (tests check the shortcuts against it);
@@ -1301,20 +1026,20 @@ class Connection:
         if budget is None:
             budget = self._pacing_budget(now)
         # 1. Retransmit what is declared lost (RFC 6675 NextSeg rule 1).
-        lost = self.lost
+        loss = self.loss
+        lost = loss.lost
         while lost._starts:  # (RangeSet emptiness without a __bool__ call)
             start, end = lost.first()
             end = min(end, start + mss)
             # The first retransmission of a recovery (or after a partial ACK
             # acknowledged every earlier one) goes at once, whatever pipe
             # says (RFC 6675 5 (4.3), RFC 5681 3.2 (4), RFC 6582 3.2 (5)).
-            if pipe + (end - start) > cwnd and pipe > 0 and (self._retransmitted._starts or not self.in_recovery):
+            if pipe + (end - start) > cwnd and pipe > 0 and (loss.retransmitted._starts or not loss.in_recovery):
                 break
             if budget < end - start:
                 self._pace_wait(now, end - start - budget)
                 break
             budget -= end - start
-            lost.subtract(start, end)
             self._note_retransmission(start, end)
             out.append(self._data_segment(start, end, False))
             pipe += end - start
@@ -1324,7 +1049,7 @@ class Connection:
                 # timer (as Linux does): the resend gets a whole RTO, and an
                 # RTO armed long ago for the original does not fire while the
                 # repair is on its way.
-                self._rtx_deadline = now + self.rtt.current_rto()
+                self._deadlines[RTX] = now + self.rtt.current_rto()
         # 2. New data, within the peer's window and the congestion window.
         data_end = self._sndbuf.end  # _data_end()
         wnd_edge = self.snd_una + self.snd_wnd
@@ -1391,8 +1116,8 @@ class Connection:
                     # sliver waits unless it is half the largest window seen.
                     if n < self.max_snd_wnd // 2 or pipe + n > cwnd:
                         break
-                elif not self.config.nodelay and self.snd_una < nxt:
-                    break  # Nagle: one small segment outstanding at a time
+                elif self._nagle_holds(nxt):
+                    break
             self._send_new(nxt, n, data_end, now, pipe, out)
             pipe += n
             sent_any = True
@@ -1402,76 +1127,61 @@ class Connection:
             self.snd_nxt = data_end + 1
             self._fin_sent = True
             sent_any = True
-        if budget != _UNPACED:
-            self._pacing_tokens = budget
-        if self.snd_nxt >= data_end and not self.lost._starts and pipe < cwnd:
-            # Nothing left to send though the window has room: samples taken
-            # until this data is delivered measure the application, not the path.
-            self._app_limited_until = self.delivered + max(pipe, 1)
+        self._store_tokens(budget)
+        if self.snd_nxt >= data_end and not lost._starts:
+            self._note_app_limited(pipe, cwnd)
         if sent_any:
-            if self._rtx_deadline is None:
-                self._rtx_deadline = now + self.rtt.current_rto()
-            self._persist_deadline = None
+            self._on_data_sent(now)
         elif (
             self.snd_nxt < data_end
             and self.snd_una >= self.snd_nxt
-            and self._rtx_deadline is None
-            and self._persist_deadline is None
+            and self._deadlines[RTX] == NEVER
+            and self._deadlines[PERSIST] == NEVER
             and self.snd_wnd < min(mss, data_end - self.snd_nxt)
         ):
             # Zero (or useless) window with data waiting: probe (RFC 9293 3.8.6.1).
-            self._persist_deadline = now + self.rtt.current_rto()
+            self._deadlines[PERSIST] = now + self.rtt.current_rto()
 
     def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
+        """New data [nxt, nxt + n) as one segment (with the FIN if it is the last)."""
         fin = self._fin_queued and nxt + n == data_end
-        end = nxt + n  # (_data_segment(nxt, end, fin), inline)
-        out.append(self._make(nxt, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK,
-                              self._sndbuf.view(nxt, end)))
-        self.stats.bytes_sent += n
+        out.append(self._data_segment(nxt, nxt + n, fin))
         self.snd_nxt = nxt + n + (1 if fin else 0)
         if fin:
             self._fin_sent = True
-        if not pipe:
-            self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
-        rack = self._rack
-        if rack is IDLE_RACK:
-            rack = self._start_rack()
-        rack.on_transmit(nxt, nxt + n, now, False)
-        log = self._sent_log  # (_log_sent, inline)
-        if not log:
-            log = self._sent_log = deque()
-        log.append(
-            (nxt, nxt + n, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
-        )
+        self._record_first_transmission(nxt, nxt + n, now, pipe, 0)
 
     def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: list) -> None:
         """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN)."""
         end = nxt + length
         tsval, tsecr = self._timestamps()
-        wnd = self._advertise_window()
-        self._ack_sent()
-        out.append(SegmentRun(nxt & MASK32, self.rcv_nxt & MASK32, ACK, ACK | PSH if end == data_end else ACK,
+        wnd = self.rcv.advertise_window(self.state in _UNSCALED_WINDOW_STATES, self.mss)
+        self.rcv.ack_sent()
+        out.append(SegmentRun(nxt & MASK32, self.rcv.rcv_nxt & MASK32, ACK, self._data_flags(end, False),
                               wnd, tsval, tsecr, *self._sndbuf.span(nxt, end), length, self.mss))
         self.snd_nxt = end
         self.stats.bytes_sent += length
         self.stats.segments_sent += -(-length // self.mss) - 1  # the run itself counts as one below
         self.stats.runs_sent += 1
+        self._record_first_transmission(nxt, end, now, pipe, self.mss)
+
+    def _record_first_transmission(self, start: int, end: int, now: float, pipe: int, run_mss: int) -> None:
+        """New data [start, end) left at `now` (as one run of `run_mss`-byte
+        segments when run_mss is given): the sent log's record, which times
+        it and yields its delivery-rate sample, and RACK's."""
         if not pipe:
             self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
-        # All of the run leaves at `now`: one record times it (RTT, delivery rate).
-        self._log_sent(
-            (nxt, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
-        )
-        rack = self._rack
-        if rack is IDLE_RACK:
-            rack = self._start_rack()
-        rack.on_transmit_run(nxt, end, self.mss, now)
-
-    def _log_sent(self, record: tuple) -> None:
         log = self._sent_log
         if not log:
             log = self._sent_log = deque()
-        log.append(record)
+        log.append(
+            (start, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
+        )
+        rack = self.loss.start_rack()
+        if run_mss:
+            rack.on_transmit_run(start, end, run_mss, now, self.snd_una, self._deadlines[RTX])
+        else:
+            rack.on_transmit(start, end, now, False, self.snd_una, self._deadlines[RTX])
 
     # ---------------------------------------------------------------- PMTUD
     def _pmtu_probe_payload(self) -> int:
@@ -1483,13 +1193,6 @@ class Connection:
         # data when they must report SACK blocks, so none is larger.
         return self._pmtu_ladder[0] - DATA_OVERHEAD
 
-    def _start_rack(self) -> RackTlp:
-        """The connection's own RackTlp, made now if it still has the idle one."""
-        rack = self._rack
-        if rack is IDLE_RACK:
-            rack = self._rack = RackTlp(self)
-        return rack
-
     def _queued(self) -> list[Segment]:
         """The list of segments queued for the next segments_to_send (made
         when the first is queued: an idle connection holds none)."""
@@ -1499,7 +1202,7 @@ class Connection:
         return out
 
     def _writable(self, name: str) -> RangeSet:
-        """The range set `name` (sacked, lost, ...), made the connection's own
+        """The range set `name` (_ooo_ranges, _ever_retransmitted), made the connection's own
         if it is still the shared EMPTY: call before adding to one."""
         ranges = getattr(self, name)
         if ranges is EMPTY:
@@ -1513,14 +1216,13 @@ class Connection:
         if probe is None:
             return
         start, end, size = probe
-        delivered = self.snd_una >= end or not self.sacked.gaps(max(start, self.snd_una), end)
+        delivered = self.snd_una >= end or not self.loss.sacked.gaps(max(start, self.snd_una), end)
         if delivered and not self._ever_retransmitted.overlap(start, end):
             self._pmtu_probe = None
             self._pmtu_failures = 0
             self._pmtu_ladder = self._pmtu_ladder[1:]
             self.max_datagram_size = size
-            self.mss = min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD)
-            self.cc.set_mss(self.mss)
+            self._set_mss(min(self.config.mss, self.peer_mss, size - DATA_OVERHEAD))
         elif delivered:
             self._pmtu_failed()
 
@@ -1541,7 +1243,7 @@ class Connection:
         self._pmtu_ladder = tuple(s for s in self._pmtu_ladder if s < size)
         self.stats.pmtu_local_failures += 1
         if end > self.snd_una:
-            self._writable("lost").add(max(start, self.snd_una), end)
+            self.loss.own_lost().add(max(start, self.snd_una), end)
             self._touch(self)
         return True
 
@@ -1590,117 +1292,54 @@ class Connection:
         rate = self.cc.pacing_rate or 1.0
         # At least a microsecond: a shortfall of a rounding error must still
         # move the clock, or the timer would fire again at the same instant.
-        self._pacing_deadline = self._pacing_due = now + max(missing / rate, 1e-6)
+        self._deadlines[PACING] = self._pacing_due = now + max(missing / rate, 1e-6)
 
     def _data_segment(self, start: int, end: int, fin: bool) -> Segment:
         payload = self._sndbuf.view(start, end)  # no copy when it lies in one written chunk
-        seg = self._make(start, ACK | PSH | (FIN if fin else 0) if end == self._sndbuf.end else ACK, payload)
+        seg = self._make(start, self._data_flags(end, fin), payload)
         self.stats.bytes_sent += end - start
         return seg
 
+    def _data_flags(self, end: int, fin: bool) -> int:
+        """PSH on the segment that empties the send buffer (RFC 9293 3.9.1's
+        push), with the FIN when it is the last."""
+        if end == self._sndbuf.end:
+            return ACK | PSH | FIN if fin else ACK | PSH
+        return ACK
+
     def _make(self, seq: int, flags: int, payload: bytes = b"") -> Segment:
         """A segment with our current ACK, window, timestamps and SACK blocks."""
-        seg = Segment(seq & MASK32, self.rcv_nxt & MASK32, flags, 0, payload)
+        seg = Segment(seq & MASK32, self.rcv.rcv_nxt & MASK32, flags, 0, payload)
         if flags & ACK:
-            seg.wnd = self._advertise_window()
-            self._ack_now = False  # (_ack_sent())
-            self._unacked_segs = 0
-            self._delack_deadline = None
+            seg.wnd = self.rcv.advertise_window(self.state in _UNSCALED_WINDOW_STATES, self.mss)
+            self.rcv.ack_sent()
         if self.ts_ok:
-            now = self._now_hint  # (_timestamps())
-            if self._tsval_at != now:
-                self._tsval_at = now
-                self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
-            seg.tsval = self._tsval
-            seg.tsecr = self._ts_recent or 0
-        if self.sack_ok and self._ooo_ranges._starts:
-            seg.sack = self._sack_blocks()
+            seg.tsval, seg.tsecr = self._timestamps()
+        if self.sack_ok and self.rcv.ooo_ranges._starts:
+            seg.sack = self.rcv.sack_blocks()
         return seg
 
     def _timestamps(self) -> tuple[int, int]:
-        """TSval and TSecr for a segment sent now (RFC 7323)."""
-        if self._tsval_at != self._now_hint:
-            self._tsval_at = self._now_hint
-            self._tsval = (int(self._now_hint * TS_HZ) + self._ts_offset) & MASK32
-        return self._tsval, self._ts_recent or 0
+        """TSval and TSecr for a segment sent now (RFC 7323 4.1; TSval
+        computed once per instant)."""
+        now = self._now_hint
+        if self._tsval_at != now:
+            self._tsval_at = now
+            self._tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
+        return self._tsval, self.rcv.ts_recent or 0
 
-
-    def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
-        """RFC 2018 4: the newest block first, then the others, highest first."""
-        blocks = []
-        first = self._last_ooo
-        if first is not None:
-            blocks.append(first)
-        for rng in reversed(self._ooo_ranges.ranges()):
-            if len(blocks) >= 4:
-                break
-            if rng != first:
-                blocks.append(rng)
-        return tuple((s & MASK32, e & MASK32) for s, e in blocks)
-
-    def _advertise_window(self) -> int:
-        """Window to offer; never shrinks, grows in useful steps (RFC 9293 3.8.6.2.2)."""
-        if self.state in _UNSCALED_WINDOW_STATES:
-            return min(self.config.window_size, 0xFFFF)
-        # (comparisons rather than min/max calls: this runs for every segment sent)
-        space = self._rcv_space
-        avail = space - self._rcvbuf_len
-        if avail < 0:
-            avail = 0
-        rcv_nxt = self.rcv_nxt
-        adv = self._rcv_adv
-        edge = rcv_nxt + avail
-        if edge < adv:
-            edge = adv
-        elif adv > rcv_nxt:
-            step = space // 2
-            if self.mss < step:
-                step = self.mss
-            if edge - adv < step:
-                edge = adv
-        wscale = self.rcv_wscale
-        wnd = (edge - rcv_nxt) >> wscale
-        if wnd > 0xFFFF:
-            wnd = 0xFFFF
-        edge = rcv_nxt + (wnd << wscale)
-        if edge > adv:
-            self._rcv_adv = edge
-        self._rcv_adv_at = rcv_nxt
-        return wnd
 
     def _maybe_window_update(self) -> None:
         """After the application reads, tell the sender if the window opened a lot."""
-        if self.state not in CAN_RECEIVE or self.eof:
+        if self.state not in CAN_RECEIVE or self.rcv.eof:
             return
-        space = self._rcv_space
-        avail = space - self._rcvbuf_len
-        offered = self._rcv_adv - self.rcv_nxt
-        mss = self.mss
-        step = space // 4  # (max(space // 4, 2 * mss))
-        if step < 2 * mss:
-            step = 2 * mss
-        if avail - offered >= step or (offered < 2 * mss and avail - offered >= mss):
-            if offered < 2 * mss or 2 * (self.rcv_nxt - self._rcv_adv_at) >= self._rcv_adv - self._rcv_adv_at:
-                self._ack_now = True  # the peer may be waiting for it: at once
-            elif self._delack_deadline is None:
-                # The peer has used less than half of what it was offered, so
-                # nothing waits on the update: it rides on our next segment
-                # (a reply, typically) or goes with the delayed ACK. Sent at
-                # once, it cost every request-response connection a datagram
-                # (the first read after the handshake always opens the window
-                # from the SYN's 64 KB to the autotuned size).
-                self._delack_deadline = self._now_hint + self.config.ack_delay
+        if self.rcv.window_update(self.mss, self._now_hint):
             self._touch(self)
-
-    def _ack_sent(self) -> None:
-        self._ack_now = False
-        self._unacked_segs = 0
-        self._delack_deadline = None
 
     def _send_syn(self, now: float) -> None:
         cfg = self.config
         flags = SYN | (ACK if self.state == State.SYN_RECEIVED else 0)
-        seg = Segment(self.iss & MASK32, self.rcv_nxt & MASK32 if flags & ACK else 0, flags)
+        seg = Segment(self.iss & MASK32, self.rcv.rcv_nxt & MASK32 if flags & ACK else 0, flags)
         seg.wnd = min(cfg.window_size, 0xFFFF)
         seg.mss = cfg.mss
         offered_ws = self._choose_wscale(cfg.window_size) if cfg.window_scaling else None
@@ -1709,13 +1348,13 @@ class Connection:
         if cfg.sack and (self.state == State.SYN_SENT or self.sack_ok):
             seg.sack_permitted = True
         if cfg.timestamps and (self.state == State.SYN_SENT or self.ts_ok):
-            seg.tsval = (int(now * TS_HZ) + self._ts_offset) & MASK32
-            seg.tsecr = self._ts_recent or 0
+            self._now_hint = now
+            seg.tsval, seg.tsecr = self._timestamps()
         seg.mode = self.mode
         seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
         self._queued().append(seg)
-        self._rtx_deadline = now + self.rtt.current_rto()
+        self._deadlines[RTX] = now + self.rtt.current_rto()
         self._touch(self)
 
 
@@ -1729,8 +1368,8 @@ class Connection:
             self.rcv_wscale_ok = True
         else:
             self.snd_wscale = 0
-            self.rcv_wscale = 0  # both sides scale or neither (RFC 7323 2.2)
-        self.sack_ok = cfg.sack and seg.sack_permitted
+            self.rcv.rcv_wscale = 0  # both sides scale or neither (RFC 7323 2.2)
+        self.sack_ok = self.loss.sack_ok = self.rcv.sack_ok = cfg.sack and seg.sack_permitted
         self.ts_ok = cfg.timestamps and seg.tsval is not None
         if seg.mode == MODE_STEP:
             self.mode = MODE_STEP  # either side asking for step-by-step gets it
@@ -1739,11 +1378,17 @@ class Connection:
         room = self.max_datagram_size - DATA_OVERHEAD
         if room < 64:
             room = 64
-        self.mss = min(self.mss, self.peer_mss, room)
-        self.cc.set_mss(self.mss)
+        self._set_mss(min(self.mss, self.peer_mss, room))
         if cfg.pmtud and self.mode != MODE_STEP:
             top = min(ceiling, cfg.pmtud_max, self.peer_mss + MAX_DATA_OVERHEAD, cfg.mss + MAX_DATA_OVERHEAD)
             self._pmtu_ladder = _pmtu_ladder(self.max_datagram_size, top)
+
+    def _set_mss(self, mss: int) -> None:
+        """The MSS changed (the peer's SYN, PMTUD): everyone who counts in
+        segments hears of it."""
+        self.mss = mss
+        self.cc.set_mss(mss)
+        self.loss.mss = mss
 
     @staticmethod
     def _choose_wscale(window: int) -> int:
@@ -1758,7 +1403,7 @@ class Connection:
     # --------------------------------------------------------------- timers
     def _on_rto(self, now: float) -> None:
         """Retransmission timeout (RFC 6298 5.4-5.7)."""
-        self._rtx_deadline = None
+        self._deadlines[RTX] = NEVER
         self._retries += 1
         self.stats.timeouts += 1
         if self._retries > self.config.max_retries:
@@ -1777,32 +1422,24 @@ class Connection:
             self._pmtu_failed()
         data_hi = min(self.snd_nxt, self._data_end())
         # Everything outstanding and not SACKed is presumed lost; resend from snd_una.
-        self.lost.clear()
-        for start, end in self.sacked.gaps(self.snd_una, data_hi):
-            self._writable("lost").add(start, end)
-        self._retransmitted.clear()
-        self._retx_marks = ()
-        self._start_rack().on_rto()
-        self.in_recovery = False
-        self.recovery_point = self.snd_nxt  # RFC 6582 4: no fast retransmit for these
-        self._dupacks = 0
+        self.loss.on_rto(self.snd_una, self.snd_nxt, data_hi)
         if self._fin_sent and self.snd_una <= self._data_end():
             self._fin_sent = False  # resend the FIN after the data
             self.snd_nxt = self._data_end()
         # One segment goes out at once even though pipe may exceed cwnd; a
         # FIN alone is resent by the normal output path.
         self._touch(self)
-        if self.lost:
-            start, end = self.lost.first()
+        lost = self.loss.lost
+        if lost._starts:
+            start, end = lost.first()
             end = min(end, start + self._data_mss())
-            self.lost.subtract(start, end)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
-        self._rtx_deadline = now + self.rtt.current_rto()
+        self._deadlines[RTX] = now + self.rtt.current_rto()
 
     def _on_rack_timer(self, now: float) -> None:
         """RACK's reorder timer or TLP's probe timeout (recovery.py says which)."""
-        if self._rack.timer_fired(now):
+        if self.loss.rack.timer_fired(now):
             self._send_loss_probe(now)
         else:
             self._detect_losses(now)
@@ -1816,20 +1453,20 @@ class Connection:
         mss = self._data_mss()
         n = min(mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
         if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
-            self._rack.on_probe(nxt + n, False, now)
+            self.loss.rack.on_probe(nxt + n, False, now)
             self._send_new(nxt, n, data_end, now, self._pipe(), self._queued())
         else:
             end = min(nxt, data_end)
             start = max(self.snd_una, self._sndbuf.start, end - mss)
             if start >= end:
                 return  # only a FIN is out: the RTO resends it
-            self._rack.on_probe(end, True, now)
+            self.loss.rack.on_probe(end, True, now)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
-        self._rtx_deadline = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
+        self._deadlines[RTX] = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
 
     def _on_persist(self, now: float) -> None:
-        self._persist_deadline = None
+        self._deadlines[PERSIST] = NEVER
         self._persist_probes += 1
         if self._persist_probes > self.config.max_retries + self.config.keepalive_count:
             self._terminate(TimeoutError("peer's window stayed closed and it stopped answering probes"))
@@ -1837,21 +1474,21 @@ class Connection:
         self.stats.window_probes += 1
         self.rtt.on_timeout()
         self._queued().append(self._make(self.snd_una - 1, ACK))
-        self._persist_deadline = now + self.rtt.current_rto()
+        self._deadlines[PERSIST] = now + self.rtt.current_rto()
         self._touch(self)
 
     def _arm_keepalive(self, now: float) -> None:
         cfg = self.config
         if not cfg.keepalive or self.state not in _KEEPALIVE_STATES:
-            self._keepalive_deadline = None
+            self._deadlines[KEEPALIVE] = NEVER
             return
-        if self.snd_una < self.snd_nxt or self._rtx_deadline is not None:
-            self._keepalive_deadline = None  # the retransmission timer watches the peer
+        if self.snd_una < self.snd_nxt or self._deadlines[RTX] != NEVER:
+            self._deadlines[KEEPALIVE] = NEVER  # the retransmission timer watches the peer
             return
         if self._keepalive_probes:
-            self._keepalive_deadline = self._keepalive_sent + cfg.keepalive_interval
+            self._deadlines[KEEPALIVE] = self._keepalive_sent + cfg.keepalive_interval
         else:
-            self._keepalive_deadline = self.last_received + cfg.keepalive_idle
+            self._deadlines[KEEPALIVE] = self.last_received + cfg.keepalive_idle
 
 
     def _on_keepalive(self, now: float) -> None:
@@ -1865,7 +1502,7 @@ class Connection:
         self._keepalive_sent = now
         self.stats.keepalive_probes += 1
         self._queued().append(self._make(self.snd_nxt - 1, ACK))
-        self._keepalive_deadline = now + cfg.keepalive_interval
+        self._deadlines[KEEPALIVE] = now + cfg.keepalive_interval
         self._touch(self)
 
     def _silence_note(self, now: float) -> str:
@@ -1878,10 +1515,10 @@ class Connection:
         outstanding = self.snd_nxt - self.snd_una
         if outstanding > 0:
             note += f"; {outstanding} bytes unacknowledged"
-            if self.sacked:
-                note += f" ({self.sacked.total} SACKed)"
-        if self._ooo_ranges:
-            note += f"; holding {self._ooo_ranges.total} bytes above a hole at {self.rcv_nxt - self.irs - 1}"
+            if self.loss.sacked:
+                note += f" ({self.loss.sacked.total} SACKed)"
+        if self.rcv.ooo_ranges:
+            note += f"; holding {self.rcv.ooo_ranges.total} bytes above a hole at {self.rcv.rcv_nxt - self.rcv.irs - 1}"
         return note
 
     def _challenge_ack(self, now: float) -> None:
@@ -1892,7 +1529,7 @@ class Connection:
         self.stats.dropped_segments += 1
         if self._challenge_count <= CHALLENGE_ACK_LIMIT:
             self.stats.challenge_acks += 1
-            self._ack_now = True
+            self.rcv.ack_now = True
 
     # --------------------------------------------------------------- helpers
     def _data_end(self) -> int:
@@ -1907,19 +1544,14 @@ class Connection:
 
     def _outstanding(self) -> int:
         """FlightSize: sent and not cumulatively acknowledged data bytes."""
-        return max(0, min(self.snd_nxt, self._sndbuf.end) - self.snd_una)  # _data_end()
+        nxt = self.snd_nxt
+        end = self._sndbuf.end  # (_data_end(); comparisons rather than min/max calls: once per ACK and send)
+        outstanding = (nxt if nxt <= end else end) - self.snd_una
+        return outstanding if outstanding > 0 else 0
 
     def _pipe(self) -> int:
         """RFC 6675's pipe: outstanding bytes believed still in the network."""
-        nxt = self.snd_nxt
-        end = self._sndbuf.end
-        outstanding = (nxt if nxt <= end else end) - self.snd_una  # (_outstanding())
-        if outstanding < 0:
-            outstanding = 0
-        pipe = outstanding - self.sacked.total - self.lost.total
-        if not self.sack_ok:
-            pipe -= self._dupacks * self.mss
-        return pipe if pipe > 0 else 0
+        return self.loss.pipe(self._outstanding())
 
     def _cwnd(self) -> int:
         if self.mode == MODE_STEP:
@@ -1938,13 +1570,9 @@ class Connection:
             self._app_limited_until = 0
 
     def _note_retransmission(self, start: int, end: int) -> None:
-        self._start_rack().on_transmit(start, end, self._now_hint, True)
-        self._writable("_retransmitted").add(start, end)
+        """[start, end) is being resent: recovery's bookkeeping, Karn's."""
+        self.loss.on_retransmit(start, end, self._now_hint, self.snd_una, self.snd_nxt, self._deadlines[RTX])
         self._writable("_ever_retransmitted").add(start, end)
-        marks = self._retx_marks
-        if not marks:
-            marks = self._retx_marks = []
-        marks.append((start, end, self.snd_nxt))
         self.stats.retransmits += 1
         self.stats.retransmitted_bytes += end - start
 
@@ -2020,12 +1648,18 @@ class Connection:
                                      self.stats.retransmitted_bytes)
         return rtt
 
-    def _update_ts_recent(self, seg: Segment) -> None:
-        """RFC 7323 4.3: remember the newest timestamp of in-order segments."""
-        if seg.tsval is None:
-            return
-        if self._ts_recent is None or ((seg.tsval - self._ts_recent) & MASK32) < 1 << 31:
-            self._ts_recent = seg.tsval
+    def _peer_alive(self, now: float) -> None:
+        """A segment from the peer: the idle and keep-alive clocks restart
+        (RFC 1122 4.2.3.6)."""
+        self.last_received = now
+        self._keepalive_probes = 0
+
+    def _take_syn(self, seg: Segment, now: float) -> None:
+        """The peer's SYN (in LISTEN or SYN-SENT): its options, then the
+        receiver's start (IRS, RCV.NXT, the first window, TS.Recent)."""
+        self._take_syn_options(seg)
+        self.rcv.on_syn(seg.seq, seg.tsval)
+        self._peer_alive(now)
 
     def _send_reset_for(self, seg: Segment) -> None:
         rst = reset_for(seg)
@@ -2045,15 +1679,22 @@ class Connection:
         self._terminated = True
         self.state = State.CLOSED
         self.error = error
-        self._rtx_deadline = self._persist_deadline = self._delack_deadline = None
-        self._keepalive_deadline = self._timewait_deadline = self._connect_deadline = None
-        self._pacing_deadline = None
-        self._rack.stop()
+        self._deadlines[:] = _UNARMED
+        self.loss.rack.stop()
         self._events.append(ConnectionTerminated(self, error))
         self._touch(self)
 
     def __repr__(self) -> str:
         return f"<Connection cid={self.local_cid:#x} {self.state} peer={self.remote_addr!r}>"
+
+
+# The handler of each timer (timers.py), by index.
+_TIMER_HANDLERS = (
+    Connection._on_rto, Connection._on_rack_timer, Connection._on_persist, Connection._on_delack,
+    Connection._on_keepalive, Connection._on_pacing, Connection._on_timewait, Connection._on_connect_timeout,
+    Connection._on_idle,
+)
+_UNARMED = unarmed()
 
 
 def copy_error(error: BaseException) -> BaseException:

@@ -49,9 +49,12 @@ was delivered by the original. Each such event (at most one per round
 trip; TLP probes and go-back-N resends after an RTO excluded) widens the window by min_rtt/4 (reo_wnd_mult),
 for the next 16 recoveries (reo_wnd_persist), as the RFC does with DSACK.
 
-The module reads the connection's sender state (snd_una, snd_nxt, sacked,
-lost, in_recovery, rtt, mss, the RTO deadline) and writes only `lost`; the
-connection calls the hooks below and owns every segment that is sent.
+`LossRecovery` below is what the connection sees: the scoreboard and the
+recovery state, with RACK-TLP inside it. It holds no reference to the
+connection: the sender's positions (SND.UNA, SND.NXT, the end of the data
+written, the RTO deadline) come as arguments, and what it decides is in
+`lost` (ranges to resend), `in_recovery` and the return values. The
+connection owns every segment that is sent and tells congestion control.
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 from .rangeset import EMPTY, RangeSet
+from .rtt import RttEstimator
+from .timers import NEVER
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from ..config import Config
 
 # Float rounding in t + (now - t) must not postpone a verdict due "now".
 EPSILON = 1e-9
@@ -82,7 +87,7 @@ COMPACT_AT = 256
 
 class IdleRack:
     """What a connection holds instead of a RackTlp until it first sends
-    data (then it makes its own, `Connection._start_rack`). RACK-TLP is idle
+    data (then it makes its own, `LossRecovery.start_rack`). RACK-TLP is idle
     until then anyway (`active` is None, no timer, nothing recorded), and
     many connections never send: one shared, stateless stand-in."""
 
@@ -95,7 +100,7 @@ class IdleRack:
     def on_sacked(self, left: int, right: int) -> None:
         pass  # nothing of ours to SACK
 
-    def detect_losses(self, now: float) -> bool:
+    def detect_losses(self, now: float, una: int, nxt: int, rto: float) -> bool:
         return False
 
     def timer_fired(self, now: float) -> bool:
@@ -110,7 +115,7 @@ IDLE_RACK = IdleRack()
 
 class RackTlp:
     __slots__ = (
-        "conn", "active", "tlp", "ack_delay",
+        "board", "active", "tlp", "ack_delay",
         "_starts", "_recs", "_head", "_judged", "_retx", "_resent", "_serial", "_blocks", "_una", "_high",
         "rack_serial", "xmit_ts", "rack_rtt", "fack", "reordering_seen",
         "reo_wnd_mult", "reo_wnd_persist", "_spurious_round", "_was_in_recovery", "_rto_high",
@@ -119,9 +124,8 @@ class RackTlp:
         "probes", "reorder_timeouts", "spurious", "tlp_losses",
     )
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        cfg = conn.config
+    def __init__(self, board: LossRecovery, cfg: Config) -> None:
+        self.board = board  # the scoreboard it reads (sacked, in_recovery) and marks (lost)
         # None until the first data transmission: SACK is negotiated by then.
         self.active: bool | None = None if cfg.rack else False
         self.tlp = cfg.tlp
@@ -183,11 +187,12 @@ class RackTlp:
         self.tlp_losses = 0
 
     # ---------------------------------------------------------------- hooks
-    def on_transmit(self, start: int, end: int, now: float, retransmission: bool) -> None:
-        """Data [start, end) left now (first transmission or a resend)."""
+    def on_transmit(self, start: int, end: int, now: float, retransmission: bool, una: int, rto: float) -> None:
+        """Data [start, end) left now (first transmission or a resend);
+        `una`: SND.UNA, `rto`: the RTO deadline (NEVER when unarmed)."""
         active = self.active
         if not active:
-            if active is False or not self._activate():
+            if active is False or not self._activate(una):
                 return
         self._serial += 1
         if retransmission:
@@ -219,17 +224,17 @@ class RackTlp:
             # RFC 8985 7.2: (re)start the PTO after sending new data, not a
             # probe (once per instant: the rest of a burst would not move it).
             if self.tlp and self.tlp_end is None and now != self._pto_at:
-                self._arm_pto(now)
+                self._arm_pto(now, una, rto)
         self._probing = False
 
-    def on_transmit_run(self, start: int, end: int, mss: int, now: float) -> None:
+    def on_transmit_run(self, start: int, end: int, mss: int, now: float, una: int, rto: float) -> None:
         """New data [start, end) left now as segments of `mss` bytes: one
         record, whose segments have consecutive serials (in sequence order,
         as RFC 8985 orders segments sent at one instant), so a loss inside
         a run is judged like any other."""
         active = self.active
         if not active:
-            if active is False or not self._activate():
+            if active is False or not self._activate(una):
                 return
         serial = self._serial
         self._add_original(start, (start, end, now, serial + 1, mss))
@@ -237,7 +242,7 @@ class RackTlp:
         if end > self._high:
             self._high = end
         if self.tlp and self.tlp_end is None and now != self._pto_at:
-            self._arm_pto(now)
+            self._arm_pto(now, una, rto)
         self._probing = False
 
     def on_sacked(self, left: int, right: int) -> None:
@@ -258,18 +263,18 @@ class RackTlp:
             self._recs = [rec]
             self._head = 0
 
-    def detect_losses(self, now: float) -> bool:
+    def detect_losses(self, now: float, una: int, nxt: int, rto: float) -> bool:
         """After an ACK (or when the reorder timer fires): update RACK from
-        what was delivered, add lost ranges to conn.lost, arm the timers.
+        what was delivered, add lost ranges to the board's `lost`, arm the
+        timers. `una`, `nxt`: SND.UNA and SND.NXT; `rto`: the RTO deadline.
 
         True when something new was found lost, or a TLP retransmission
         turned out to have repaired a loss (RFC 8985 7.4: the congestion
         controller must hear of it either way)."""
         if not self.active:
             return False
-        conn = self.conn
-        una = conn.snd_una
-        sacked = conn.sacked
+        board = self.board
+        sacked = board.sacked
         resent = self._resent
         recs = self._recs
         head = self._head
@@ -359,14 +364,14 @@ class RackTlp:
         # says nothing about RACK's time (RFC 8985 6.2 step 2) and it shows
         # that the resend was spurious.
         if self._retx and (advanced or blocks):
-            min_rtt = conn.rtt.min_rtt
+            min_rtt = board.rtt.min_rtt
             keep = []
             for rec in self._retx:
                 s, e, t, serial, judged = rec
                 if e <= una or self._delivered(s, e, una, sacked):
                     if min_rtt is not None and now - t + EPSILON < min_rtt:
                         if judged:
-                            self._on_spurious()
+                            self._on_spurious(una, nxt)
                     elif serial > best_serial:
                         best_serial, best_time = serial, t
                 else:
@@ -386,7 +391,7 @@ class RackTlp:
         top = sacked.last()[1] if sacked._starts else una
         if top > self.fack:
             self.fack = top
-        in_recovery = conn.in_recovery
+        in_recovery = board.in_recovery
         if self._was_in_recovery and not in_recovery and self.reo_wnd_persist:
             self.reo_wnd_persist -= 1
             if not self.reo_wnd_persist:
@@ -394,7 +399,7 @@ class RackTlp:
         self._was_in_recovery = in_recovery
 
         # 4. The time rule (RFC 8985 6.2 step 5).
-        newly_lost = self._mark_lost(now) if self.rack_serial >= 0 else False
+        newly_lost = self._mark_lost(now, una) if self.rack_serial >= 0 else False
 
         # 5. TLP: end the probe's episode, restart the PTO on forward progress.
         tlp_loss = False
@@ -406,14 +411,14 @@ class RackTlp:
                 elif una >= end:
                     # No DSACK to say the probe was redundant: unless the ACK
                     # came too soon to be for the probe, a loss was repaired.
-                    min_rtt = conn.rtt.min_rtt
+                    min_rtt = board.rtt.min_rtt
                     if self.tlp_retrans and not in_recovery and (min_rtt is None or now - self.tlp_time >= min_rtt):
                         tlp_loss = True
                         self.tlp_losses += 1
                     self.tlp_end = None
             if advanced and not tlp_loss:
-                self._arm_pto(now)
-            elif self.pto_deadline is not None and (sacked or in_recovery or conn.lost or tlp_loss):
+                self._arm_pto(now, una, rto)
+            elif self.pto_deadline is not None and (sacked or in_recovery or board.lost or tlp_loss):
                 self.pto_deadline = None
                 self._set_deadline()
         return newly_lost or tlp_loss
@@ -442,12 +447,12 @@ class RackTlp:
         self._probing = True
         self.probes += 1
 
-    def on_rto(self) -> None:
+    def on_rto(self, nxt: int) -> None:
         """The RTO fired and marked everything outstanding lost: forget the
         transmissions (their resends will be recorded afresh)."""
         self._starts = self._recs = self._retx = self._blocks = ()
         self._head = 0
-        self._rto_high = self.conn.snd_nxt
+        self._rto_high = nxt
         self.tlp_end = None
         self.reo_deadline = self.pto_deadline = self.deadline = None
 
@@ -458,24 +463,23 @@ class RackTlp:
 
     def reo_wnd(self) -> float:
         """RACK.reo_wnd (RFC 8985 6.2 step 4)."""
-        conn = self.conn
+        board = self.board
         if not self.reordering_seen:
-            if conn.in_recovery:
+            if board.in_recovery:
                 return 0.0
-            sacked = conn.sacked
-            thresh = conn.config.fast_retransmit_threshold
-            if sacked.total > (thresh - 1) * conn.mss or len(sacked) >= thresh:
+            sacked = board.sacked
+            thresh = board.thresh
+            if sacked.total > (thresh - 1) * board.mss or len(sacked) >= thresh:
                 return 0.0
-        rtt = conn.rtt
+        rtt = board.rtt
         wnd = self.reo_wnd_mult * (rtt.min_rtt or 0.0) / 4
         srtt = rtt.srtt
         return wnd if srtt is None or wnd < srtt else srtt
 
     # -------------------------------------------------------------- helpers
-    def _activate(self) -> bool:
-        conn = self.conn
-        self.active = bool(conn.sack_ok)
-        self._una = self.fack = self._high = conn.snd_una
+    def _activate(self, una: int) -> bool:
+        self.active = bool(self.board.sack_ok)
+        self._una = self.fack = self._high = una
         return self.active
 
     @staticmethod
@@ -499,23 +503,21 @@ class RackTlp:
                 out.append((end, e, rec[2], rec[3], rec[4]))
         self._retx = out or ()
 
-    def _on_spurious(self) -> None:
+    def _on_spurious(self, una: int, nxt: int) -> None:
         self.spurious += 1
         self.reordering_seen = True
-        conn = self.conn
-        if conn.snd_una >= self._spurious_round:  # at most once per round trip
-            self._spurious_round = conn.snd_nxt
+        if una >= self._spurious_round:  # at most once per round trip
+            self._spurious_round = nxt
             if self.reo_wnd_mult < REO_WND_MULT_MAX:
                 self.reo_wnd_mult += 1
             self.reo_wnd_persist = REO_WND_PERSIST
 
-    def _mark_lost(self, now: float) -> bool:
+    def _mark_lost(self, now: float, una: int) -> bool:
         """Mark lost what was sent before RACK.xmit_ts and is older than
         RACK.rtt + reo_wnd; arm the reorder timer for the first that is not."""
-        conn = self.conn
-        una = conn.snd_una
-        sacked = conn.sacked
-        lost = conn.lost
+        board = self.board
+        sacked = board.sacked
+        lost = board.lost
         resent = self._resent
         rack_serial = self.rack_serial
         recs = self._recs
@@ -561,7 +563,7 @@ class RackTlp:
                         deadline = t + limit
                         break
                     if lost is EMPTY:
-                        lost = conn._writable("lost")
+                        lost = board.own_lost()
                     for ps, pe in parts:
                         if lost.add(ps, pe):
                             newly = True
@@ -593,7 +595,7 @@ class RackTlp:
                                 deadline = t + limit
                             break
                         if lost is EMPTY:
-                            lost = conn._writable("lost")
+                            lost = board.own_lost()
                         for ps, pe in parts:
                             if lost.add(ps, pe):
                                 newly = True
@@ -607,12 +609,12 @@ class RackTlp:
         self._set_deadline()
         return newly
 
-    def _arm_pto(self, now: float) -> None:
+    def _arm_pto(self, now: float, una: int, rto: float) -> None:
         """RFC 8985 7.2: PTO = 2*SRTT (+ the peer's ACK delay for a lone
         segment), no later than the RTO; none in recovery, with SACKed or
         lost data, or while a probe is outstanding."""
-        conn = self.conn
-        flight = self._high - conn.snd_una
+        board = self.board
+        flight = self._high - una
         if flight <= 0:
             # Nothing in flight (a request answered): no PTO (_set_deadline, inline).
             self._pto_at = -1.0
@@ -620,22 +622,21 @@ class RackTlp:
             self.deadline = self.reo_deadline
             return
         deadline = None
-        self._pto_at = now if flight > conn.mss else -1.0
-        if (flight > 0 and self.tlp_end is None and not conn.in_recovery and not conn.sacked._starts
-                and not conn.lost._starts):
-            srtt = conn.rtt.srtt
+        self._pto_at = now if flight > board.mss else -1.0
+        if (flight > 0 and self.tlp_end is None and not board.in_recovery and not board.sacked._starts
+                and not board.lost._starts):
+            srtt = board.rtt.srtt
             if srtt is None:
                 pto = PTO_WITHOUT_RTT
             else:
                 pto = 2 * srtt
-                if flight <= conn.mss:
+                if flight <= board.mss:
                     pto += self.ack_delay
                 if pto < PTO_MIN:
                     pto = PTO_MIN
             deadline = now + pto
-            rto = conn._rtx_deadline
-            if rto is None:
-                rto = now + conn.rtt.current_rto()
+            if rto == NEVER:
+                rto = now + board.rtt.current_rto()
             if rto < deadline:
                 deadline = rto
         self.pto_deadline = deadline
@@ -649,3 +650,198 @@ class RackTlp:
             self.deadline = reo
         else:
             self.deadline = pto
+
+
+class LossRecovery:
+    """The sender's loss recovery: the SACK scoreboard (RFC 6675), the
+    DupThresh rule and NewReno without SACK (RFC 5681, RFC 6582), RACK-TLP
+    with SACK (RackTlp above, RFC 8985), and the RTO's marking of all that
+    is outstanding as lost (RFC 6298 5.4, RFC 6675 5.1).
+
+    Inputs are the calls below, with the sender's positions as arguments;
+    outputs are `lost` (ranges to resend, first to last), `in_recovery`,
+    and the return values. It never sends and never touches congestion
+    control: the connection does both on what this reports.
+    """
+
+    __slots__ = (
+        "sacked", "lost", "retransmitted", "retx_marks", "in_recovery", "recovery_point", "dupacks",
+        "recoveries", "sack_ok", "thresh", "mss", "rtt", "rack", "_config",
+    )
+
+    def __init__(self, config: Config, rtt: RttEstimator, mss: int) -> None:
+        # The range sets start as the shared read-only EMPTY and get their
+        # own RangeSet at the first add (own_*): most connections never see
+        # a SACK, a loss or a resend (rangeset.EMPTY says why).
+        self.sacked: RangeSet = EMPTY  # SACK scoreboard above SND.UNA (RFC 6675)
+        self.lost: RangeSet = EMPTY  # declared lost, waiting to be resent
+        self.retransmitted: RangeSet = EMPTY  # resent during the current recovery
+        # (start, end, SND.NXT then) per retransmission in this recovery, to
+        # notice a lost retransmission once data sent after it is SACKed
+        # (a list from the first retransmission on).
+        self.retx_marks: list[tuple[int, int, int]] | tuple = ()
+        self.in_recovery = False
+        self.recovery_point = 0  # RFC 6582's "recover"
+        self.dupacks = 0  # duplicate ACKs counted (RFC 5681; without SACK)
+        self.recoveries = 0  # fast recoveries entered
+        self.sack_ok = False  # the handshake negotiated SACK
+        self.thresh: int = config.fast_retransmit_threshold  # DupThresh
+        self.mss = mss
+        self.rtt = rtt
+        # RACK-TLP, made when the first data leaves (start_rack); the shared
+        # idle stand-in until then.
+        self.rack: RackTlp | IdleRack = IDLE_RACK
+        self._config = config
+
+    # ----------------------------------------------------------- state
+    def own_lost(self) -> RangeSet:
+        """`lost`, made this connection's own if it is still EMPTY."""
+        lost = self.lost
+        if lost is EMPTY:
+            lost = self.lost = RangeSet()
+        return lost
+
+    def start_rack(self) -> RackTlp:
+        """RACK-TLP of our own, made now if the idle stand-in is still there."""
+        rack = self.rack
+        if type(rack) is not RackTlp:
+            rack = self.rack = RackTlp(self, self._config)
+        return rack
+
+    def pipe(self, outstanding: int) -> int:
+        """RFC 6675's pipe: of `outstanding` bytes, those believed still in
+        the network (without SACK, less a segment per duplicate ACK)."""
+        pipe = outstanding - self.sacked.total - self.lost.total
+        if not self.sack_ok:
+            pipe -= self.dupacks * self.mss
+        return pipe if pipe > 0 else 0
+
+    def quiet(self) -> bool:
+        """Nothing SACKed, lost or counted as duplicate, no recovery: an ACK
+        can only move SND.UNA (header prediction's precondition)."""
+        return not (self.in_recovery or self.dupacks or self.sacked._starts or self.lost._starts)
+
+    # ------------------------------------------------------------ ACKs
+    def on_sack_block(self, left: int, right: int) -> int:
+        """The peer SACKed [left, right) (clipped to what is outstanding);
+        returns the bytes it newly covers."""
+        sacked = self.sacked
+        if sacked is EMPTY:
+            sacked = self.sacked = RangeSet()
+        added = sacked.add(left, right)
+        if added:
+            self.lost.subtract(left, right)
+            self.rack.on_sacked(left, right)
+        return added
+
+    def on_cumulative_ack(self, ack: int) -> int:
+        """SND.UNA moved up to `ack`: forget what lies below it; returns the
+        SACKed bytes it covered (they were counted delivered already)."""
+        removed = self.sacked.discard_below(ack) if self.sacked._starts else 0
+        if self.lost._starts:
+            self.lost.discard_below(ack)
+        if self.retransmitted._starts:
+            self.retransmitted.discard_below(ack)
+        self.dupacks = 0
+        return removed
+
+    def on_recovery_ack(self, ack: int, data_end: int) -> bool:
+        """A new ACK during recovery: True when it ends recovery (it covers
+        the recovery point); without SACK, a partial ACK marks the next hole
+        lost (NewReno, RFC 6582 3.2 (5))."""
+        if ack >= self.recovery_point:
+            self.in_recovery = False
+            self.retransmitted.clear()
+            self.retx_marks = ()
+            return True
+        if not self.sack_ok:
+            self.own_lost().add(ack, min(ack + self.mss, data_end))
+        return False
+
+    def on_duplicate_ack(self) -> None:
+        """RFC 5681's duplicate ACK (the connection decides what is one)."""
+        self.dupacks += 1
+
+    # ---------------------------------------------------------- losses
+    def detect_losses(self, now: float, una: int, nxt: int, data_end: int, rto: float) -> bool:
+        """RACK-TLP with SACK; otherwise RFC 6675 IsLost() on the scoreboard,
+        or DupThresh duplicate ACKs without SACK. True when something was
+        newly marked lost."""
+        rack = self.rack
+        if self.sack_ok and rack.active:
+            # RACK-TLP replaces the DupThresh walk and the lost-retransmission
+            # marks below (why: this module's docstring).
+            self.retx_marks = ()
+            return rack.detect_losses(now, una, nxt, rto)
+        thresh = self.thresh
+        newly_lost = False
+        sacked = self.sacked
+        if self.sack_ok and sacked._starts:
+            limit = (thresh - 1) * self.mss
+            # Walk holes from the bottom; a hole is lost when enough is SACKed above it.
+            for start, end in sacked.gaps(una, sacked.last()[1]):
+                if sacked.count_above(end) <= limit and sacked.ranges_above(end) < thresh:
+                    break
+                for s, e in self.retransmitted.gaps(start, end):
+                    if self.own_lost().add(s, e):
+                        newly_lost = True
+            # A retransmission is lost too when data first sent after it has
+            # been SACKed while it has not (the idea behind RFC 8985's RACK).
+            if self.retx_marks:
+                highest = sacked.last()[1]
+                keep = []
+                for start, end, mark in self.retx_marks:
+                    if end <= una:
+                        continue
+                    if sacked.count_above(mark) > limit or (highest > mark and thresh == 1):
+                        for s, e in sacked.gaps(max(start, una), end):
+                            if self.own_lost().add(s, e):
+                                newly_lost = True
+                    else:
+                        keep.append((start, end, mark))
+                self.retx_marks = keep
+        elif not self.sack_ok and self.dupacks >= thresh and not self.in_recovery:
+            data_hi = min(nxt, data_end)
+            if una < data_hi:
+                self.own_lost().add(una, min(una + self.mss, data_hi))
+                newly_lost = True
+        return newly_lost
+
+    def enter_recovery(self, una: int, nxt: int) -> bool:
+        """Something was newly lost: enter loss recovery, once per window
+        (RFC 6675 5, RFC 6582's recovery point). True when it did (the
+        congestion controller must then hear of a congestion event)."""
+        if self.in_recovery or (una < self.recovery_point and self.recoveries):
+            return False
+        self.in_recovery = True
+        self.recovery_point = nxt
+        self.recoveries += 1
+        return True
+
+    def on_rto(self, una: int, nxt: int, data_hi: int) -> None:
+        """The retransmission timer expired: everything outstanding and not
+        SACKed is presumed lost, to be resent from SND.UNA (RFC 6298 5.4,
+        RFC 6675 5.1); no fast retransmit for what was sent before (RFC 6582 4)."""
+        self.lost.clear()
+        for start, end in self.sacked.gaps(una, data_hi):
+            self.own_lost().add(start, end)
+        self.retransmitted.clear()
+        self.retx_marks = ()
+        self.start_rack().on_rto(nxt)
+        self.in_recovery = False
+        self.recovery_point = nxt
+        self.dupacks = 0
+
+    def on_retransmit(self, start: int, end: int, now: float, una: int, nxt: int, rto: float) -> None:
+        """[start, end) is being resent (taken out of `lost` if it was there)."""
+        if self.lost._starts:
+            self.lost.subtract(start, end)
+        self.start_rack().on_transmit(start, end, now, True, una, rto)
+        retransmitted = self.retransmitted
+        if retransmitted is EMPTY:
+            retransmitted = self.retransmitted = RangeSet()
+        retransmitted.add(start, end)
+        marks = self.retx_marks
+        if not marks:
+            marks = self.retx_marks = []
+        marks.append((start, end, nxt))

@@ -197,9 +197,9 @@ class _StreamConn:
                 conn.recv(conn.readable_bytes)
         else:
             feed = self.reader.feed_data
-            while not self.paused and conn._rcvbuf_len:  # (conn.readable_bytes)
+            while not self.paused and conn.rcv.buf_len:  # (conn.readable_bytes)
                 feed(conn.recv_chunk())  # kept as it is (ChunkReader): no join, no copy
-            if self.paused and conn._rcvbuf_len:
+            if self.paused and conn.rcv.buf_len:
                 return
         if self.eof_seen and not self.eof_fed and not conn.readable_bytes:
             self.eof_fed = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 
+from ...config import CONGESTION_CONTROLS
 from .base import CongestionControl
 
 _REGISTRY: dict[str, type[CongestionControl]] = {}
@@ -16,6 +17,7 @@ _REGISTRY: dict[str, type[CongestionControl]] = {}
 
 def register(cls: type[CongestionControl]) -> type[CongestionControl]:
     _REGISTRY[cls.name] = cls
+    CONGESTION_CONTROLS.add(cls.name)  # (what Config accepts; the core imports config, not the reverse)
     return cls
 
 

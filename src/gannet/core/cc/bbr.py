@@ -481,17 +481,9 @@ class Bbr(CongestionControl):
         if self._recovery_capped:
             self.cwnd = min(self.cwnd + acked, max(self.cwnd, self.target_cwnd(1.0)))
             return
-        # target_cwnd() + aggregation_cwnd(), inline (once per ACK)
         mss = self.mss
         floor = MIN_CWND_SEGMENTS * mss
-        min_rtt = self.min_rtt
-        bdp = self.btl_bw * min_rtt if min_rtt is not None and self.btl_bw else 0.0
-        if bdp:
-            target = int(self.cwnd_gain * bdp) + QUANTUM_SEGMENTS * mss
-            if target < floor:
-                target = floor
-        else:
-            target = self.cwnd
+        target = self.target_cwnd()
         filled = self.filled_pipe
         if filled:
             target += self.aggregation_cwnd()
@@ -504,7 +496,7 @@ class Bbr(CongestionControl):
             cwnd = min(cwnd + acked, target)
             if cwnd > target:
                 cwnd = target  # inflight_hi came down
-        elif cwnd < target or not bdp:
+        elif cwnd < target or not self.bdp:
             cwnd += acked
         self.cwnd = cwnd if cwnd >= floor else floor
 
