@@ -47,6 +47,9 @@ class TransferResult:
     server_stats: dict[str, int] = field(default_factory=dict)
     srtt: float | None = None
     link_stats: dict[str, dict[str, object]] = field(default_factory=dict)
+    info: dict[str, dict] = field(default_factory=dict)
+    """With Config.track_limits or qlog_dir: "client"/"server" -> the
+    connection's final info (gannet.observe), limited times included."""
 
     @property
     def ok(self) -> bool:
@@ -118,13 +121,23 @@ def run_transfer(
                 errors[role] = ev.error
                 closed.add(role)
 
+    observers = {}
     for ep, role in ((client, "client"), (server, "server")):
+        if ep.config.qlog_dir or ep.config.track_limits:
+            from ..observe.trace import EndpointObserver  # (only when asked for)
+
+            observers[role] = EndpointObserver(ep, qlog_dir=ep.config.qlog_dir, wall_offset=0.0)
         _hook_events(ep, role, on_events)
     sim.add_node(CLIENT_ADDR, client, name="client")
     sim.add_node(SERVER_ADDR, server, name="server")
     server.listen()
     conn = client.connect(SERVER_ADDR, sim.now)
     end = sim.run(until=time_limit, stop=lambda: len(closed) == 2)
+    info = {}
+    for role, observer in observers.items():
+        observer.close(sim.now)
+        if observer.finished:
+            info[role] = observer.finished[0]
     server_conn = state["server_conn"]
     return TransferResult(
         seed=seed,
@@ -141,6 +154,7 @@ def run_transfer(
         server_stats=server_conn.stats.as_dict() if server_conn else {},
         srtt=conn.srtt,
         link_stats={f"{s}->{d}": st.as_dict() for (s, d), st in sim.stats().items()},
+        info=info,
     )
 
 
