@@ -21,6 +21,7 @@ PACKAGES = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "curl": "curl",
+    "tshark": "tshark",
 }
 
 

@@ -52,6 +52,12 @@ def packet(src: object, dst: object, payload: bytes | memoryview, ident: int = 0
             dip = dip.ipv4_mapped
         if sip.version != dip.version:
             sip = ipaddress.ip_address("::") if dip.version == 6 else ipaddress.ip_address("0.0.0.0")
+    # An unbound (wildcard) side of a loopback exchange: the kernel sent
+    # from the loopback address, so the record says so.
+    if sip.is_unspecified and dip.is_loopback:
+        sip = dip
+    elif dip.is_unspecified and sip.is_loopback:
+        dip = sip
     n = len(payload)
     udp = _UDP.pack(sport, dport, min(8 + n, 0xFFFF), 0)
     if sip.version == 4:

@@ -122,11 +122,19 @@ def run_transfer(
                 closed.add(role)
 
     observers = {}
-    for ep, role in ((client, "client"), (server, "server")):
-        if ep.config.qlog_dir or ep.config.track_limits:
-            from ..observe.trace import EndpointObserver  # (only when asked for)
+    from .. import observe  # (gannet demo --qlog/--pcap set these for the process)
 
-            observers[role] = EndpointObserver(ep, qlog_dir=ep.config.qlog_dir, wall_offset=0.0)
+    for ep, role, addr in ((client, "client", CLIENT_ADDR), (server, "server", SERVER_ADDR)):
+        qlog_dir = ep.config.qlog_dir or observe.settings.qlog_dir
+        pcap_path = observe.settings.pcap_path
+        if qlog_dir or pcap_path or ep.config.track_limits:
+            from ..observe import pcap
+            from ..observe.trace import EndpointObserver
+
+            # Virtual time: the traces and the capture start at 0 s.
+            observers[role] = EndpointObserver(
+                ep, qlog_dir=qlog_dir, wall_offset=0.0, local_addr=addr,
+                pcap=pcap.open_shared(pcap_path) if pcap_path and role == "client" else None)
         _hook_events(ep, role, on_events)
     sim.add_node(CLIENT_ADDR, client, name="client")
     sim.add_node(SERVER_ADDR, server, name="server")
