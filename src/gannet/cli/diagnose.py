@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or a window too small for the path), the congestion window after loss, pacing at the "
         "path's rate, the application, the CPU or the path MTU - with the numbers that show it.",
     )
-    p.add_argument("qlog", nargs="+", metavar="QLOG", help="qlog file or directory")
+    p.add_argument("traces", nargs="+", metavar="QLOG", help="qlog file or directory")
     p.add_argument("--json", action="store_true", help="one JSON object per trace on stdout")
     p.add_argument("--all", action="store_true", help="also traces of connections that sent nothing")
     p.set_defaults(func=run, serves_stats=False)
@@ -40,7 +40,7 @@ def _paths(items: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in _paths(args.qlog):
+    for path in _paths(args.traces):
         try:
             verdict, info = diagnose.from_qlog(path)
         except (OSError, ValueError) as exc:
