@@ -10,6 +10,7 @@ from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
 from gannet.cli.main import CLIError
+from gannet.observe import diagnose
 from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_rate
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
-                idle_timeout=args.idle_timeout,
+                idle_timeout=args.idle_timeout, track_limits=True,
             ))
         except socket.gaierror as exc:
             raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
@@ -92,4 +93,7 @@ def run(args: argparse.Namespace) -> int:
     rep.log(f"done: {len(result.ok)} verified, {len(result.failed)} failed; "
             f"{human_size(result.sent_bytes)} sent{wire} in {result.seconds:.2f} s "
             f"({human_size(rate)}/s)")
+    if result.info is not None and result.sent_bytes:
+        verdict = diagnose.judge(result.info, seconds=result.seconds, cpu_seconds=result.cpu_seconds)
+        rep.log(f"verdict: {verdict.line()}")
     return 1 if result.failed else 0
