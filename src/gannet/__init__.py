@@ -12,6 +12,7 @@ Public API:
 
 __version__ = "0.1.0"
 
+import logging
 import os
 
 # numpy (wire.batch) loads OpenBLAS, which starts a pool of worker threads
@@ -21,6 +22,12 @@ import os
 # imports numpy; a user's own setting wins, and a numpy imported before Gannet
 # keeps the pool it made.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# Library code reports through `logging` (logger "gannet" and its children:
+# gannet.io, gannet.observe, gannet.tunnel, ...) and never prints; what is
+# shown, and where, is the application's choice. Without one, nothing is
+# (not even Python's last-resort stderr output for warnings).
+logging.getLogger("gannet").addHandler(logging.NullHandler())
 
 from .config import Config  # noqa: E402 - after the setting above
 from .io.aio import Server, StreamWriter, open_connection, start_server  # noqa: E402

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import socket
 import sys
@@ -120,6 +121,20 @@ def _start_observing(args: argparse.Namespace) -> None:
         control.start_server()
 
 
+def _setup_logging(debug: bool) -> None:
+    """The library's log records (logger "gannet") on stderr: warnings, or
+    everything with --debug; GANNET_LOG=LEVEL picks another level."""
+    logger = logging.getLogger("gannet")
+    if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "gannet: %(name)s %(levelname)s: %(message)s" if debug else "gannet: %(message)s"))
+    logger.addHandler(handler)
+    level = os.environ.get("GANNET_LOG", "DEBUG" if debug else "WARNING").upper()
+    logger.setLevel(getattr(logging, level, logging.WARNING))
+
+
 def _env_on(name: str) -> bool:
     return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
 
@@ -130,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    _setup_logging(args.debug)
     try:
         _start_observing(args)
         return int(args.func(args) or 0)
