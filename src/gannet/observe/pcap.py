@@ -32,7 +32,24 @@ def _ip_checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
+_SPLIT: dict = {}  # address -> _split's answer (parsing an address costs more than a record)
+
+
 def _split(addr: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    try:
+        return _SPLIT[addr]
+    except (KeyError, TypeError):
+        pass
+    got = _parse(addr)
+    if len(_SPLIT) < 4096:
+        try:
+            _SPLIT[addr] = got
+        except TypeError:
+            pass
+    return got
+
+
+def _parse(addr: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
     if isinstance(addr, tuple) and len(addr) >= 2:
         try:
             return ipaddress.ip_address(str(addr[0]).split("%")[0]), int(addr[1])

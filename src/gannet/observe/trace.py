@@ -19,6 +19,8 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..core.rangeset import RangeSet
 from ..core.states import State
 from ..wire.batch import Train
@@ -94,48 +96,52 @@ class EndpointObserver:
     # ------------------------------------------------------------ wrapping
     def _wrap(self) -> None:
         ep = self.ep
-        receive_datagram, receive_batch = ep.receive_datagram, ep.receive_batch
-        handle_timer, datagrams_to_send = ep.handle_timer, ep.datagrams_to_send
-
-        def observed_receive_datagram(data, addr, now):
-            conn = self._log_in(data, addr, now)
-            receive_datagram(data, addr, now)
-            self._after_input(conn, now, "reordering_threshold")
-
-        def observed_receive_batch(buf, seg, addr, now):
-            conn = None
-            if seg <= 0 or seg >= len(buf):
-                conn = self._log_in(buf, addr, now)
-            else:
-                view = memoryview(buf)
-                for off in range(0, len(view), seg):
-                    conn = self._log_in(view[off : off + seg], addr, now) or conn
-            receive_batch(buf, seg, addr, now)
-            self._after_input(conn, now, "reordering_threshold")
-
-        def observed_handle_timer(now):
-            handle_timer(now)
-            self._after_input(None, now, "time_threshold")
+        datagrams_to_send = ep.datagrams_to_send
+        # Per-packet work only for qlog or pcap; limit accounting alone needs
+        # just the output passes (once per pass, not per datagram).
+        packets = self.qlog_dir is not None or self.pcap is not None
+        log_out, log_train, after_output = self._log_out, self._log_train, self._after_output
 
         def observed_datagrams_to_send(now, trains=False):
             conns = list(ep._dirty)
             out = datagrams_to_send(now, trains)
-            for data, addr in out:
-                if type(data) is Train:
-                    size = data.size
-                    view = memoryview(data)
-                    for off in range(0, len(view), size):
-                        self._log_out(view[off : off + size], addr, now)
-                else:
-                    self._log_out(data, addr, now)
+            if packets:
+                for data, addr in out:
+                    if type(data) is Train:
+                        log_train(data, addr, now)
+                    else:
+                        log_out(data, addr, now)
             for conn in conns:
-                self._after_output(conn, now)
+                after_output(conn, now)
             return out
+
+        ep.datagrams_to_send = observed_datagrams_to_send  # type: ignore[method-assign]
+        if not packets:
+            return
+        receive_datagram, receive_batch, handle_timer = ep.receive_datagram, ep.receive_batch, ep.handle_timer
+        log_in, log_rows, after_input = self._log_in, self._log_rows, self._after_input
+
+        def observed_receive_datagram(data, addr, now):
+            conn = log_in(data, addr, now)
+            receive_datagram(data, addr, now)
+            after_input(conn, now, "reordering_threshold")
+
+        def observed_receive_batch(buf, seg, addr, now):
+            if seg <= 0 or seg >= len(buf):
+                conn = log_in(buf, addr, now)
+            else:
+                conn = log_rows(buf, seg, addr, now)
+            receive_batch(buf, seg, addr, now)
+            after_input(conn, now, "reordering_threshold")
+
+        def observed_handle_timer(now):
+            handle_timer(now)
+            for conn in list(ep._dirty):  # the connections whose deadline came
+                self._snapshot(conn, now, "time_threshold")
 
         ep.receive_datagram = observed_receive_datagram  # type: ignore[method-assign]
         ep.receive_batch = observed_receive_batch  # type: ignore[method-assign]
         ep.handle_timer = observed_handle_timer  # type: ignore[method-assign]
-        ep.datagrams_to_send = observed_datagrams_to_send  # type: ignore[method-assign]
 
     # ---------------------------------------------------------- per packet
     def _trace(self, conn: Connection, now: float) -> ConnTrace:
@@ -219,6 +225,162 @@ class EndpointObserver:
             tr.qlog.raw(_packet_record("transport:packet_sent", now - tr.qlog.reference, tr.pn_out, len(data),
                                        plen, flags, wnd, rel, ack_rel, sack, dst, src))
 
+    def _log_train(self, train: Train, addr, now: float) -> None:
+        """A run of full-size short-form datagrams of one connection (a GSO
+        train): new data only, consecutive, one header but for the sequence
+        number. The records are made from one template."""
+        size = train.size
+        n = len(train)
+        rows = -(-n // size)
+        view = memoryview(train)
+        if self.pcap is not None:
+            wall = now + self.wall_offset
+            for off in range(0, n, size):
+                self.pcap.write(wall, self.local_addr, addr, view[off : off + size])
+        conn = self._conn_out(train, addr)
+        if conn is None:
+            return
+        tr = self._trace(conn, now)
+        _, flags, wnd, dst, seq, ack, _ = SHORT.unpack_from(train)
+        plen = size - SHORT_SIZE - TRAILER_SIZE
+        start = unwrap(seq, conn.snd_una)
+        end = start + n - rows * (SHORT_SIZE + TRAILER_SIZE)
+        if end > tr.high_sent:
+            tr.high_sent = end
+        q = tr.qlog
+        pn = tr.pn_out
+        tr.pn_out += rows
+        if q is None:
+            return
+        base = start - conn.iss - 1
+        ack_rel = unwrap(ack, conn.rcv_nxt) - conn.irs - 1
+        head = (f'{RS}{{"time":{(now - q.reference) * 1000.0:.3f},"name":"transport:packet_sent",'
+                f'"data":{{"header":{{"packet_type":"1RTT","packet_number":')
+        mid = (f'}},"raw":{{"length":{size},"payload_length":{plen}}},"frames":['
+               f'{{"frame_type":"ack","acked_ranges":[{f"[0,{ack_rel - 1}]" if ack_rel > 0 else ""}]}},'
+               f'{{"frame_type":"stream","stream_id":0,"offset":')
+        tail = (f',"length":{plen},"fin":false}}],"gannet":{{"flags":"{_FLAGS[flags]}","window":{wnd},'
+                f'"dcid":"{dst:08x}"}}}}}}\n')
+        q.raw("".join([f"{head}{pn + k + 1}{mid}{base + k * plen}{tail}" for k in range(rows - 1)]))
+        last = (rows - 1) * size
+        lflags = train[last + 1]
+        q.raw(_packet_record("transport:packet_sent", now - q.reference, pn + rows, n - last,
+                             n - last - SHORT_SIZE - TRAILER_SIZE, lflags, wnd, base + (rows - 1) * plen,
+                             ack_rel, (), dst, None))
+
+    def _log_rows(self, buf, seg: int, addr, now: float) -> Connection | None:
+        """A GRO batch: datagrams of `seg` bytes back to back. Rows of the
+        short form for one connection take one template; others go one by one."""
+        view = memoryview(buf)
+        n = len(view)
+        if self.pcap is not None:
+            wall = now + self.wall_offset
+            for off in range(0, n, seg):
+                self.pcap.write(wall, addr, self.local_addr, view[off : off + seg])
+        if view[0] != SHORT_FORM or n < SHORT_SIZE + TRAILER_SIZE:
+            return self._rows_one_by_one(view, seg, addr, now)
+        dst0 = _U32.unpack_from(view, 4)[0]
+        conn = self.ep._conns.get(dst0)
+        if conn is None or conn.state is _CLOSED:
+            return None
+        tr = self._trace(conn, now)
+        q = tr.qlog
+        if q is None:
+            tr.pn_in += -(-n // seg)
+            return conn
+        irs1 = conn.irs + 1
+        snd_una = conn.snd_una
+        iss1 = conn.iss + 1
+        head = (f'{RS}{{"time":{(now - q.reference) * 1000.0:.3f},"name":"transport:packet_received",'
+                f'"data":{{"header":{{"packet_type":"1RTT","packet_number":')
+        full = n // seg
+        if full >= 8:
+            done = self._uniform_rows(view, seg, full, dst0, conn, tr, q, head, now)
+            if done:
+                if full * seg < n:  # a shorter last row
+                    self._rows_one_by_one_q(view[full * seg:], seg, addr, now)
+                return conn
+        unpack = SHORT.unpack_from
+        parts = []
+        append = parts.append
+        pn = tr.pn_in
+        seq0 = base = None
+        key = mid = tail = None
+        for off in range(0, n, seg):
+            size = n - off if n - off < seg else seg
+            if size < SHORT_SIZE + TRAILER_SIZE or view[off] != SHORT_FORM:
+                continue
+            _, flags, wnd, dst, seq, ack, _ = unpack(view, off)
+            if dst != dst0:
+                continue
+            if seq0 is None:
+                seq0 = seq
+                base = unwrap(seq, conn.rcv_nxt) - irs1
+            pn += 1
+            if (size, flags, wnd, ack) != key:
+                # the parts every row of a run shares, made once per run
+                key = (size, flags, wnd, ack)
+                plen = size - SHORT_SIZE - TRAILER_SIZE
+                ack_rel = unwrap(ack, snd_una) - iss1
+                mid = (f'}},"raw":{{"length":{size},"payload_length":{plen}}},"frames":['
+                       f'{{"frame_type":"ack","acked_ranges":[{f"[0,{ack_rel - 1}]" if ack_rel > 0 else ""}]}}')
+                tail = f'],"gannet":{{"flags":"{_FLAGS[flags]}","window":{wnd},"dcid":"{dst:08x}"}}}}}}\n'
+                if plen or flags & FIN:
+                    mid += ',{"frame_type":"stream","stream_id":0,"offset":'
+                    tail = f',"length":{plen},"fin":{"true" if flags & FIN else "false"}}}' + tail
+                else:
+                    mid += tail
+                    tail = None
+            if tail is None:
+                append(f"{head}{pn}{mid}")
+            else:
+                append(f"{head}{pn}{mid}{base + ((seq - seq0) & 0xFFFFFFFF)}{tail}")
+        tr.pn_in = pn
+        q.raw("".join(parts))
+        return conn
+
+    def _uniform_rows(self, view, seg, full, dst0, conn, tr, q, head, now) -> bool:
+        """The `full` rows of `seg` bytes are one run (same form, flags,
+        window, connection and ACK; checked as columns of 32-bit words): their
+        records from one template, sequence numbers read as one vector.
+        False (nothing written) if they are not."""
+        words = np.ndarray((full, 4), ">u4", view, 0, (seg, 4))
+        first = words[0]
+        if not ((words[:, 0] == first[0]).all() and (words[:, 1] == dst0).all()
+                and (words[:, 3] == first[3]).all()):
+            return False
+        _, flags, wnd, dst, seq0, ack, _ = SHORT.unpack_from(view, 0)
+        plen = seg - SHORT_SIZE - TRAILER_SIZE
+        base = unwrap(seq0, conn.rcv_nxt) - conn.irs - 1
+        ack_rel = unwrap(ack, conn.snd_una) - conn.iss - 1
+        offsets = (((words[:, 2].astype(np.int64) - seq0) & 0xFFFFFFFF) + base).tolist()
+        mid = (f'}},"raw":{{"length":{seg},"payload_length":{plen}}},"frames":['
+               f'{{"frame_type":"ack","acked_ranges":[{f"[0,{ack_rel - 1}]" if ack_rel > 0 else ""}]}},'
+               f'{{"frame_type":"stream","stream_id":0,"offset":')
+        tail = (f',"length":{plen},"fin":{"true" if flags & FIN else "false"}}}],"gannet":{{"flags":'
+                f'"{_FLAGS[flags]}","window":{wnd},"dcid":"{dst:08x}"}}}}}}\n')
+        pn = tr.pn_in
+        q.raw("".join([f"{head}{pn + k + 1}{mid}{off}{tail}" for k, off in enumerate(offsets)]))
+        tr.pn_in = pn + full
+        return True
+
+    def _rows_one_by_one_q(self, view, seg: int, addr, now: float) -> None:
+        pcap, self.pcap = self.pcap, None  # (written already)
+        try:
+            self._log_in(view, addr, now)
+        finally:
+            self.pcap = pcap
+
+    def _rows_one_by_one(self, view, seg: int, addr, now: float) -> Connection | None:
+        pcap, self.pcap = self.pcap, None  # (written above)
+        try:
+            conn = None
+            for off in range(0, len(view), seg):
+                conn = self._log_in(view[off : off + seg], addr, now) or conn
+            return conn
+        finally:
+            self.pcap = pcap
+
     def _log_in(self, data, addr, now: float) -> Connection | None:
         if self.pcap is not None:
             self.pcap.write(now + self.wall_offset, addr, self.local_addr, data)
@@ -283,10 +445,7 @@ class EndpointObserver:
                 except WireError:
                     pass
         if conn is not None:
-            self._snapshot(conn, now, trigger)
-        for c in self.ep._dirty:
-            if c is not conn:
-                self._snapshot(c, now, trigger)
+            self._snapshot(conn, now, trigger)  # (the others: after their output pass)
 
     def _after_output(self, conn: Connection, now: float) -> None:
         tr = self._snapshot(conn, now, "time_threshold")
