@@ -26,20 +26,23 @@ CWND = "cwnd"  # the congestion window is full
 PACING = "pacing"  # the pacer holds the next segment back
 OTHER = "other"  # something to send, held by Nagle or sender SWS avoidance
 REASONS = (APP, RWND, CWND, PACING, OTHER)
-_TIME_WAIT = State.TIME_WAIT
+_TIME_WAIT, _ESTABLISHED = State.TIME_WAIT, State.ESTABLISHED  # (Enum lookups are slow in 3.11)
 
 
 def classify(conn: Connection) -> tuple[str, bool]:
     """(reason the sender is not sending more now, whether it is busy: data
-    unacknowledged or waiting). Read after an output pass."""
+    unacknowledged or waiting). Read after an output pass; it runs once per
+    pass, so it reads fields rather than calling the connection's helpers
+    (each read names the helper it stands for)."""
     state = conn.state
-    if state not in SYNCHRONIZED or state is _TIME_WAIT:
+    if state is not _ESTABLISHED and (state not in SYNCHRONIZED or state is _TIME_WAIT):
         return IDLE, False
     end = conn._sndbuf.end
     nxt = conn.snd_nxt
-    busy = conn.snd_una < min(nxt, end) or nxt < end
+    una = conn.snd_una
     lost = conn.lost._starts
     if nxt >= end and not lost:
+        busy = una < end
         if conn._fin_queued or not conn.stats.bytes_sent:
             return IDLE, busy
         return APP, busy
@@ -50,8 +53,8 @@ def classify(conn: Connection) -> tuple[str, bool]:
     paced = conn._pacing_deadline is not None
     if lost:
         return (CWND if cwnd_room < mss else PACING if paced else OTHER), True
-    want = min(mss, end - nxt)
-    rwnd_room = conn.snd_una + conn.snd_wnd - nxt
+    want = end - nxt if end - nxt < mss else mss
+    rwnd_room = una + conn.snd_wnd - nxt
     if rwnd_room < want and rwnd_room <= cwnd_room:
         return RWND, True
     if cwnd_room < want:
@@ -91,13 +94,14 @@ class LimitClock:
             if self.shrunk:
                 self.shrunk_time += elapsed
         self.since = now
-        self.reason, self.busy = classify(conn)
-        self.shrunk = self.reason is RWND and 2 * conn.snd_wnd < conn.max_snd_wnd
-        zero = conn.snd_wnd < conn.mss and conn.state in SYNCHRONIZED
+        self.reason, self.busy = reason, _ = classify(conn)
+        wnd = conn.snd_wnd
+        self.shrunk = reason is RWND and 2 * wnd < conn.max_snd_wnd
+        zero = wnd < conn.mss and reason is not IDLE
         if zero and not self._zero:
             self.zero_windows += 1
         self._zero = zero
-        return self.reason
+        return reason
 
     def totals(self, now: float) -> dict[str, float]:
         """Seconds per reason and "busy", counting the current one up to `now`."""

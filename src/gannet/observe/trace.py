@@ -448,14 +448,22 @@ class EndpointObserver:
             self._snapshot(conn, now, trigger)  # (the others: after their output pass)
 
     def _after_output(self, conn: Connection, now: float) -> None:
-        tr = self._snapshot(conn, now, "time_threshold")
-        if tr is None:
+        tr = self.traces.get(conn)
+        if tr is None or tr.qlog is not None:
+            tr = self._snapshot(conn, now, "time_threshold")
+            if tr is None:
+                return
+        elif conn.state is _CLOSED:
+            # (what _snapshot does for a trace without qlog: the end)
+            if not tr.done:
+                self._finish(tr, now)
             return
-        tr.timeouts = conn.stats.timeouts
+        if tr.qlog is not None:
+            tr.timeouts = conn.stats.timeouts
         clock = tr.clock
         if clock is not None:
             reason = clock.update(conn, now)
-            if reason != tr.limit:
+            if reason is not tr.limit:
                 tr.limit = reason
                 if tr.qlog is not None:
                     tr.qlog.event(now, "gannet:limits_updated", {
