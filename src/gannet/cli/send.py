@@ -10,9 +10,9 @@ from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
 from gannet.cli.main import CLIError
-from gannet.observe import diagnose
-from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_rate
+from gannet.io.loops import run as run_loop
+from gannet.observe import diagnose
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from . import qlog
 
 CPU_BOUND = 0.85  # a process busy this share of the wall-clock time is CPU-bound
-SMALL_MTU = 1500
-WINDOW_BOUND = 0.8  # delivery rate x min RTT within this share of the peer's window: window-bound  # datagrams this size or smaller: a path without jumbo frames
+SMALL_MTU = 1500  # datagrams this size or smaller: a path without jumbo frames
+WINDOW_BOUND = 0.8  # delivery rate x min RTT within this share of the peer's window: window-bound
 
 
 @dataclass
 class Verdict:
     cause: str
-    """"receiver window (slow reader)", "receiver window (too small)", "congestion window after loss", "congestion window",
-    "pacing", "application", "CPU", "path MTU" or "unknown"."""
+    """"receiver window (slow reader)", "receiver window (too small)",
+    "congestion window after loss", "congestion window", "pacing",
+    "application", "CPU", "path MTU" or "unknown"."""
     text: str
     numbers: dict = field(default_factory=dict)
 

@@ -100,7 +100,8 @@ class QlogWriter:
     def event(self, now: float, name: str, data: dict) -> None:
         if self.closed:
             return
-        rec = f'{RS}{{"time":{(now - self.reference) * 1000.0:.3f},"name":"{name}","data":{json.dumps(data, separators=(",", ":"))}}}\n'
+        body = json.dumps(data, separators=(",", ":"))
+        rec = f'{RS}{{"time":{(now - self.reference) * 1000.0:.3f},"name":"{name}","data":{body}}}\n'
         self._buf.append(rec)
         self._size += len(rec)
         if self._size >= FLUSH_BYTES:

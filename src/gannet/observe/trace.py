@@ -13,7 +13,6 @@ runs exactly the code it ran before: nothing is checked per call.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import time
@@ -599,7 +598,3 @@ def _packet_record(name: str, t: float, pn: int, size: int, plen: int, flags: in
             f'"packet_number":{pn}}},"raw":{{"length":{size},"payload_length":{plen}}},'
             f'"frames":[{",".join(frames)}],"gannet":{{"flags":"{_FLAGS[flags & 0xFF]}","window":{wnd},'
             f'"dcid":"{dst:08x}"{src_s}}}}}}}\n')
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"))
