@@ -115,7 +115,10 @@ def _start_observing(args: argparse.Namespace) -> None:
         except OSError as exc:
             raise CLIError(f"--pcap {args.pcap}: {exc.strerror or exc}") from None
     observe.configure(qlog_dir=args.qlog, pcap_path=args.pcap)
-    if getattr(args, "serves_stats", True) and not args.no_stats and not _env_on("GANNET_NO_STATS"):
+    # (netlab runs no Gannet connection; stats, plot, diagnose and wireshark
+    # say serves_stats=False themselves)
+    serves = getattr(args, "serves_stats", True) and args.command != "netlab"
+    if serves and not args.no_stats and not _env_on("GANNET_NO_STATS"):
         from ..observe import control
 
         control.start_server()
