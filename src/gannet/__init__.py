@@ -12,6 +12,7 @@ Public API:
 
 __version__ = "0.1.0"
 
+import logging
 import os
 
 # numpy (wire.batch) loads OpenBLAS, which starts a pool of worker threads
@@ -23,6 +24,11 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from typing import TYPE_CHECKING, Any
+# Library code reports through `logging` (logger "gannet" and its children:
+# gannet.io, gannet.observe, gannet.tunnel, ...) and never prints; what is
+# shown, and where, is the application's choice. Without one, nothing is
+# (not even Python's last-resort stderr output for warnings).
+logging.getLogger("gannet").addHandler(logging.NullHandler())
 
 from .config import Config  # noqa: E402 - after the setting above
 

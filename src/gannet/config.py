@@ -141,6 +141,16 @@ class Config:
     """PAWS (RFC 7323 5): segments whose timestamp is older than the newest
     by more than this many seconds are dropped as old duplicates."""
 
+    # --- observability (docs/observability.md) -----------------------------
+    qlog_dir: str | None = None
+    """Write one qlog file per connection into this directory (JSON-SEQ,
+    the IETF qlog schema); None writes none."""
+    track_limits: bool = False
+    """Measure the time each connection's sender spends limited by the
+    application, the peer's window, the congestion window and pacing
+    (`ConnectionInfo.*_limited_time`); on whenever qlog or the stats socket
+    is. Off, the endpoint runs no observer code at all."""
+
     # --- listening ----------------------------------------------------------
     backlog: int = 128
     """Connections a listener holds (handshaking or waiting in the accept

@@ -82,6 +82,13 @@ def test_every_command_has_help(installed):
         assert out.returncode == 0 and out.stdout.startswith("usage: gannet"), (cmd, out.stderr)
 
 
+def test_the_wireshark_dissector_is_installed(installed):
+    out = run(installed, "wireshark", "--path")
+    assert out.returncode == 0, out.stderr
+    path = Path(out.stdout.strip())
+    assert "site-packages" in str(path) and path.is_file() and path.name == "gannet.lua"
+
+
 def test_demo(installed):
     out = run(installed, "demo", timeout=120)
     assert out.returncode == 0, out.stderr

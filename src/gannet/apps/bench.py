@@ -42,6 +42,7 @@ import gannet
 from gannet.config import Config
 from gannet.core import cc as cc_registry
 from gannet.io.endpoint import make_config
+from gannet.observe import diagnose
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5201
@@ -85,7 +86,8 @@ class Params:
         return out
 
     def data_settings(self) -> dict[str, object]:
-        return {**self.overrides(), "idle_timeout": DATA_IDLE_TIMEOUT}
+        # track_limits: the info and verdict say what held each sender back
+        return {**self.overrides(), "idle_timeout": DATA_IDLE_TIMEOUT, "track_limits": True}
 
     def validate(self) -> None:
         """Raise BenchError for settings that cannot run."""
@@ -224,6 +226,8 @@ class SenderResult:
     mss: int | None
     intervals: list[dict[str, Any]]
     error: str | None = None
+    info: list[dict[str, Any]] = field(default_factory=list)
+    """Each data connection's ConnectionInfo (gannet.observe) once all was acknowledged."""
 
 
 async def run_sender(writers: list[gannet.StreamWriter], params: Params,
@@ -300,11 +304,13 @@ async def run_sender(writers: list[gannet.StreamWriter], params: Params,
     if end - last_t > 0.005 or final.delivered > last.delivered:
         emit(interval_record(last_t, end, last, final))
     mins = [m for m in (_min_rtt(c) for c in conns) if m is not None]
+    infos = [w.get_extra_info("gannet_info") for w in writers]
     return SenderResult(
         sent=list(written), seconds=end, retransmits=final.retransmits, srtt=final.srtt,
         min_rtt=min(mins) if mins else None,
         datagram_size=getattr(conns[0], "max_datagram_size", None),
         mss=getattr(conns[0], "mss", None), intervals=intervals, error=error,
+        info=[i.as_dict() for i in infos if i is not None],
     )
 
 
@@ -684,7 +690,7 @@ async def run_client(host: str, port: int, params: Params, *,
                 retransmits=int(msg.get("retransmits", 0)), srtt=msg.get("srtt"),
                 min_rtt=msg.get("min_rtt"), datagram_size=msg.get("datagram_size"),
                 mss=msg.get("mss"), intervals=list(msg.get("intervals", [])),
-                error=msg.get("error"))
+                error=msg.get("error"), info=list(msg.get("info") or []))
             server_cpu = float(msg.get("cpu_seconds", 0.0))
             receiver_seconds = rres.seconds
             error = rres.error or sender.error
@@ -737,7 +743,20 @@ async def run_client(host: str, port: int, params: Params, *,
                      "verified": stream_ok[i] if i < len(stream_ok) else False}
                     for i in range(params.parallel)],
         "intervals": sender.intervals,
+        "sender_info": sender.info,
+        "verdict": _verdict(sender, seconds,
+                            server_cpu if params.reverse else client_cpu),
     }
+
+
+def _verdict(sender: SenderResult, seconds: float, cpu: float) -> dict[str, Any] | None:
+    """What limited the sending side (gannet.observe.diagnose), judged on the
+    stream that moved the most."""
+    if not sender.info:
+        return None
+    info = max(sender.info, key=lambda i: i.get("bytes_acked") or 0)
+    v = diagnose.judge(info, seconds=seconds, cpu_seconds=cpu)
+    return {"cause": v.cause, "text": v.text, "line": v.line(), "numbers": v.numbers}
 
 
 # ------------------------------------------------------------------ formatting

@@ -287,3 +287,5 @@ def summarize(r: dict[str, Any], out) -> None:
                 f"{s['bytes']} of {s['sent']} bytes" for s in r["streams"] if not s["verified"]))
     else:
         out("data      verified: every byte count and CRC32C matches")
+    if r.get("verdict"):
+        out(f"verdict   {r['verdict']['line']}")

@@ -11,8 +11,9 @@ from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
 from gannet.cli.main import CLIError
 from gannet.cli.wireopt import add_wire_option
-from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_rate
+from gannet.io.loops import run as run_loop
+from gannet.observe import diagnose
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
-                idle_timeout=args.idle_timeout, wire=args.wire,
+                idle_timeout=args.idle_timeout, wire=args.wire, track_limits=True,
             ))
         except socket.gaierror as exc:
             raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
@@ -94,4 +95,7 @@ def run(args: argparse.Namespace) -> int:
     rep.log(f"done: {len(result.ok)} verified, {len(result.failed)} failed; "
             f"{human_size(result.sent_bytes)} sent{wire} in {result.seconds:.2f} s "
             f"({human_size(rate)}/s)")
+    if result.info is not None and result.sent_bytes:
+        verdict = diagnose.judge(result.info, seconds=result.seconds, cpu_seconds=result.cpu_seconds)
+        rep.log(f"verdict: {verdict.line()}")
     return 1 if result.failed else 0

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import observe
 from ..config import Config
 from ..core.connection import Connection
 from ..core.events import (
@@ -397,6 +398,9 @@ class StreamWriter:
             return sc.aep
         if name == "stats":
             return sc.conn.stats
+        if name == "gannet_info":  # a ConnectionInfo (gannet.observe.info), like TCP_INFO
+            with sc.aep.lock:
+                return observe.info_of(sc.aep, sc.conn)
         return default
 
     def __repr__(self) -> str:

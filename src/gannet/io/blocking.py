@@ -27,10 +27,12 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from .. import observe
 from ..config import Config
 from ..core.connection import Connection
 from ..core.events import ConnectionEstablished, ConnectionTerminated, DataReceived, Event, StreamEnded
 from ..core.states import State
+from ..observe.info import ConnectionInfo
 from .endpoint import AioEndpoint, copy_error, make_config, make_udp_socket, resolve
 from .loops import new_event_loop
 
@@ -521,6 +523,18 @@ class Socket:
     def stats(self):
         """The connection's counters (None until connected)."""
         return self._w.conn.stats if self._w is not None else None
+
+    def info(self) -> ConnectionInfo | None:
+        """The connection's state in numbers, like Linux's TCP_INFO: RTTs,
+        windows, pacing, losses, path MTU, congestion phase, and the time
+        spent limited by each cause when limits are tracked
+        (`Config.track_limits`, qlog or the stats socket). None until
+        connected."""
+        w = self._w
+        if w is None or self._aep is None:
+            return None
+        with self._aep.lock:
+            return observe.info_of(self._aep, w.conn)
 
     @property
     def endpoint_stats(self):

@@ -55,6 +55,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from .. import observe
 from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
@@ -547,7 +548,7 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "__dict__", "__weakref__",
+        "_timer_moved", "_sent_at_once", "observer", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -603,6 +604,9 @@ class AioEndpoint:
         self.gro = bool(gro) and enable_gro(sock)
         self._rbuf, self._rview, self._rbufs = _receive_buffer()
         keep_freed_memory()  # once per process (io/memory.py says why)
+        # qlog, pcap, limit accounting (gannet.observe): None unless one is
+        # on; the observer wraps self.ep's boundary calls, nothing here checks.
+        self.observer = observe.attach(self)
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
@@ -1243,6 +1247,8 @@ class AioEndpoint:
             self._retry_handle = None
             if self._backlog:
                 self._backlog.clear()
+            if self.observer is not None:
+                self.observer.close(self.now())
             self.sock.close()
             waiters, self._closed_waiters = self._closed_waiters or (), None
         for fut in waiters:

@@ -47,6 +47,8 @@ class SendResult:
     sent_bytes: int = 0  # file bytes streamed in this run
     wire_bytes: int = 0  # payload bytes after compression
     seconds: float = 0.0
+    info: dict | None = None  # the connection's ConnectionInfo at the end (gannet.observe)
+    cpu_seconds: float = 0.0  # this process's CPU time during the transfer
 
 
 # ------------------------------------------------------------ collecting
@@ -177,6 +179,7 @@ async def send_files(
     rep = reporter or Reporter("send", bars=False)
     result = SendResult()
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, wire=wire,
                                                   **config_overrides)
     total = sum(f.size for f in files)
@@ -232,6 +235,8 @@ async def send_files(
                 result.failed[src.path] = v.get("error", "failed")
                 rep.log(f"{src.path}: FAILED at the receiver: {result.failed[src.path]}")
         await asyncio.wait_for(writer.wait_closed(), 10)
+        info = writer.get_extra_info("gannet_info")
+        result.info = info.as_dict() if info is not None else None
     except (ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
         writer.abort()
         why = "the receiver closed the connection" if isinstance(exc, asyncio.IncompleteReadError) \
@@ -246,6 +251,7 @@ async def send_files(
         if all_in.done():
             all_in.exception()  # retrieved: the error (if any) was raised above
         result.seconds = time.monotonic() - t0
+        result.cpu_seconds = time.process_time() - cpu0
     return result
 
 
