@@ -266,6 +266,11 @@ class Receiver:
         self._copied += n
 
     # ------------------------------------------------------------- window
+    @property
+    def space(self) -> int:
+        """The receive space autotuning has grown to (bytes the window may offer)."""
+        return self._space
+
     def space_adjust(self, now: float, srtt: float | None) -> None:
         """Once a round trip, grow the window to RCV_SPACE_GAIN x what the
         application read in it (the idea of Linux's tcp_rcv_space_adjust).

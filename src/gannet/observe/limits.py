@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.states import SYNCHRONIZED, State
+from ..core import timers
 
 if TYPE_CHECKING:
     from ..core.connection import Connection
@@ -50,7 +51,7 @@ def classify(conn: Connection) -> tuple[str, bool]:
     # also full would wait for the window after the tokens came.
     mss = conn._data_mss()
     cwnd_room = conn._cwnd() - conn._pipe()
-    paced = conn._pacing_deadline is not None
+    paced = conn._deadlines[timers.PACING] != timers.NEVER
     if lost:
         return (CWND if cwnd_room < mss else PACING if paced else OTHER), True
     want = end - nxt if end - nxt < mss else mss
