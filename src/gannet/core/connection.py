@@ -74,6 +74,11 @@ PACING_CARRY = 0.004
 PACING_CARRY_RTT = 0.125
 RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
 MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
+# What one held out-of-order piece costs beyond its bytes: the bytes object's
+# header, its int key and dict slot, and its range in _ooo_ranges (measured
+# with tracemalloc: about 200 bytes). Charged so that one-byte slivers cannot
+# hold more memory than the window allows (_ooo_hold).
+OOO_PIECE_COST = 256
 
 
 # States as module constants for the per-segment paths: `State.X` goes
@@ -1103,10 +1108,7 @@ class Connection:
                     self._events.append(DataReceived(self))
             else:
                 self.stats.out_of_order_segments += 1
-                if self._writable("_ooo_ranges").add(start, end):
-                    self._ooo[start] = payload
-                else:
-                    self.stats.duplicate_segments += 1
+                self._ooo_hold(start, payload)
                 self._last_ooo = self._ooo_ranges.range_containing(start)
                 self._ack_now = True  # RFC 5681 4.2: out-of-order data, ACK now
                 if not self.sack_ok:
@@ -1120,6 +1122,38 @@ class Connection:
             self._ack_now = True
         elif self._unacked_segs and self._delack_deadline is None:
             self._delack_deadline = now + self.config.ack_delay
+
+    def _ooo_hold(self, start: int, payload: bytes) -> int:
+        """Keep the bytes of an out-of-order segment that are not held yet;
+        returns how many were kept (0 for a duplicate, counted as one).
+
+        Only the gaps between pieces already held are stored (a peer sending
+        overlapping segments that each add one byte must not make us keep
+        every segment whole), and what is held is charged its bytes plus
+        OOO_PIECE_COST per piece, within twice the window we offered beyond
+        RCV.NXT. A segment that would pass that is dropped whole and counted
+        (`ooo_dropped`); it was never SACKed, so the sender resends it, as
+        Linux prunes its out-of-order queue when the receive buffer is full
+        (tcp_prune_ofo_queue)."""
+        end = start + len(payload)
+        held = self._ooo_ranges
+        gaps = held.gaps(start, end) if held else [(start, end)]
+        if not gaps:
+            self.stats.duplicate_segments += 1
+            return 0
+        new = 0
+        for s, e in gaps:
+            new += e - s
+        cost = held.total + new + (len(self._ooo) + len(gaps)) * OOO_PIECE_COST
+        if cost > 2 * (self._rcv_adv - self.rcv_nxt):
+            self.stats.ooo_dropped += 1
+            return 0
+        ranges = self._writable("_ooo_ranges")
+        ooo = self._ooo
+        for s, e in gaps:
+            ranges.add(s, e)
+            ooo[s] = payload if e - s == len(payload) else payload[s - start : e - start]
+        return new
 
     def _deliver(self, payload: bytes) -> None:
         rcvbuf = self._rcvbuf
