@@ -547,7 +547,7 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "__dict__", "__weakref__",
+        "_timer_moved", "_sent_at_once", "_rearm_due", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -584,6 +584,7 @@ class AioEndpoint:
         self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
         self._refused: dict[Connection, BaseException] = {}
         self.icmp_errors = 0
+        self._rearm_due = False  # a _rearm_poll is scheduled
         self._fd = sock.fileno()
         if gso is None:
             gso = not _env_off("GANNET_NO_GSO")
@@ -804,7 +805,7 @@ class AioEndpoint:
                     if self.closed:
                         return
                     # An ICMP error for something we sent (IP_RECVERR).
-                    if not self._read_error_queue():
+                    if not self._read_error_queue(taken=True):
                         log.debug("recvfrom failed: %r", exc)
                         break
                     continue
@@ -836,7 +837,7 @@ class AioEndpoint:
                 except OSError as exc:
                     if self.closed:
                         return
-                    if not self._read_error_queue():
+                    if not self._read_error_queue(taken=True):
                         log.debug("recvmsg failed: %r", exc)
                         break
                     continue
@@ -860,9 +861,17 @@ class AioEndpoint:
             st.datagrams_received += datagrams
             self._process_locked()
 
-    def _read_error_queue(self) -> bool:
+    def _read_error_queue(self, taken: bool = False) -> bool:
         """Drain the socket's ICMP error queue; a port unreachable answering a
-        SYN refuses that connection. False if there was nothing to read."""
+        SYN refuses that connection. False if there was nothing to read.
+
+        `taken`: a receive or send call just reported the socket's pending
+        error. The poll may have seen that error as POLLERR even when the
+        queue holds nothing: an ICMP message that finds the receive buffer
+        full (a flood) is not queued, since the error queue is charged to
+        that buffer, but it sets the error all the same. So the socket is
+        registered again (_rearm_poll) whenever an error was taken, not only
+        when the queue had entries."""
         flag = getattr(socket, "MSG_ERRQUEUE", 0)
         if not flag:
             return False
@@ -883,7 +892,8 @@ class AioEndpoint:
                     self._refused[conn] = ConnectionRefusedError(
                         errno.ECONNREFUSED, f"Connection refused by {addr!r}")
                     conn.abort(now)
-        if got and self._uvloop and not self.closed:
+        if (got or taken) and self._uvloop and not self.closed and not self._rearm_due:
+            self._rearm_due = True  # one re-registration per loop turn, however many errors
             self.loop.call_soon_threadsafe(self._rearm_poll)
         return got
 
@@ -898,6 +908,7 @@ class AioEndpoint:
         gone). The asyncio loops keep polling; uvloop needs the reader (and
         writer) added back."""
         with self.lock:
+            self._rearm_due = False
             if self.closed:
                 return
             self.loop.remove_reader(self._fd)
@@ -1058,7 +1069,7 @@ class AioEndpoint:
         # An error the send reported (EMSGSIZE, or an earlier datagram's ICMP
         # error such as ECONNREFUSED): drain the queue behind it, or the stale
         # error fails the next send too (and see _rearm_poll).
-        self._read_error_queue()
+        self._read_error_queue(taken=True)
         st = self.io_stats
         st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
         if count == 1:
@@ -1111,7 +1122,7 @@ class AioEndpoint:
                 if exc.errno == errno.ENOBUFS:
                     self._retry_later()
                     return k
-                self._read_error_queue()  # as in _send_failed
+                self._read_error_queue(taken=True)  # as in _send_failed
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
