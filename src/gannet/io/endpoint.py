@@ -59,7 +59,6 @@ from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
-from ..core.states import State
 from ..wire.batch import Train, release
 from .memory import keep_freed_memory
 
@@ -68,6 +67,8 @@ log = logging.getLogger("gannet.io")
 SEND_BUFFER = 4 * 1024 * 1024
 RECV_BUFFER = 8 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
+# ICMP errors (IP_RECVERR) that say an address cannot be reached
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 RECV_BATCH = 256  # datagrams drained per readiness callback before we send
 RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
 # After the first datagram of a readiness callback, FIONREAD (the size of the
@@ -884,11 +885,13 @@ class AioEndpoint:
             got = True
             self.icmp_errors += 1
             code = int.from_bytes(anc[0][2][:4], "little") if anc and len(anc[0][2]) >= 4 else 0
-            if code != errno.ECONNREFUSED:
+            if code not in _UNREACHABLE:
                 continue
             now = self.now()
-            for conn in self.ep.connections:
-                if conn.state == State.SYN_SENT and conn.remote_addr == addr:
+            # A listener stops answering the address (forged SYNs name closed
+            # ports); our own attempts to reach it are refused.
+            for conn in self.ep.address_unreachable(addr, now):
+                if code == errno.ECONNREFUSED:
                     self._refused[conn] = ConnectionRefusedError(
                         errno.ECONNREFUSED, f"Connection refused by {addr!r}")
                     conn.abort(now)
