@@ -54,7 +54,7 @@ _MASK32 = 0xFFFFFFFF
 RETRY_TOKEN_LIFETIME = 10.0
 _TOKEN_SIZE = 16
 AMPLIFICATION_LIMIT = 3  # bytes sent per byte received before the address is proven (RFC 9000 8.1)
-UNREACHABLE_MEMORY = 4096  # addresses remembered as unreachable, oldest forgotten first
+UNREACHABLE_MEMORY = 16384  # addresses remembered as unreachable (~3 MB), oldest forgotten first
 
 
 def source_host(addr: object) -> object:
@@ -238,6 +238,13 @@ class Endpoint:
         in-order data segment take the connection's run path as a run of one."""
         head = peek_short(data)
         if head is None:
+            if self._unreachable and data[1] & SYN and addr in self._unreachable and not any(data[4:8]):
+                # A SYN from an address that answered with an ICMP unreachable:
+                # a flood comes round to the same forged ports again and again,
+                # so this is dropped before any parsing (_on_syn for the rest).
+                if self._unreachable[addr] > now:
+                    self.stats.syn_dropped_unreachable += 1
+                    return
             try:
                 dst, src, seg = decode(data)
             except WireError:
