@@ -138,7 +138,7 @@ def token_for(ep: Endpoint, addr, syn_raw: bytes, now: float) -> bytes:
     ((reply, to),) = ep.datagrams_to_send(now)
     dst, src, retry = decode(reply)
     assert to == addr and src == 0 and retry.flags == ACK and retry.retry_token is not None
-    assert len(reply) <= len(syn_raw)  # the Retry is no larger than the SYN
+    assert len(reply) <= len(syn_raw)  # the Retry is no larger than a client's SYN (56 bytes)
     return retry.retry_token
 
 

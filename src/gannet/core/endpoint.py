@@ -434,8 +434,8 @@ class Endpoint:
 
     def _send_retry(self, syn: Segment, src: int, addr: object, now: float) -> None:
         """Answer `syn` with a Retry: an ACK of the client's SYN, from
-        connection ID 0, carrying a token; smaller than a client's SYN, and
-        nothing is kept."""
+        connection ID 0, carrying a token (48 bytes: under twice the
+        smallest SYN), and keep nothing."""
         retry = Segment(0, (syn.seq + 1) & _MASK32, ACK, 0, retry_token=self._make_token(addr, src, now))
         if type(self._out) is not list:
             self._out = []
