@@ -224,8 +224,10 @@ def test_an_unreachable_address_gets_no_more_syn_acks():
     ep.listen()
     rng = random.Random(16)
     ep.receive_datagram(forged_syn(rng), CLIENT, 0.0)
-    assert len(ep.datagrams_to_send(0.0)) == 1 and ep.connection_count == 1
-    assert ep.address_unreachable(CLIENT, 0.001) == []  # ICMP port unreachable came back
+    ((synack, _),) = ep.datagrams_to_send(0.0)
+    assert ep.connection_count == 1
+    # ICMP port unreachable came back, quoting the SYN,ACK.
+    assert ep.address_unreachable(CLIENT, 0.001, synack[:64]) == []
     assert not ep.datagrams_to_send(0.001)  # dropped silently: no RST to a closed port
     assert ep.connection_count == 0 and ep.stats.half_open_unreachable == 1
     ep.receive_datagram(forged_syn(rng), CLIENT, 1.0)  # its SYNs are ignored for a while
@@ -249,3 +251,24 @@ def test_a_backlog_full_of_forged_syns_leaves_room_for_a_proven_client(retry):
     conns = [client.connect(SERVER, sim.now) for _ in range(3)]
     sim.run(until=sim.now + 0.1)
     assert all(c.state == State.ESTABLISHED for c in conns)
+
+
+def test_an_error_for_our_own_syn_or_ack_does_not_shut_the_address_out():
+    """A chat peer not started yet answers our SYN with port unreachable; a
+    peer that exited answers our last ACK so. Either may connect to us next:
+    only an error for a listener's answer (SYN,ACK or Retry) holds the address."""
+    ep = Endpoint(Config(), rng=random.Random(19))
+    ep.listen()
+    conn = ep.connect(CLIENT, 0.0)
+    ((syn, _),) = ep.datagrams_to_send(0.0)
+    assert ep.address_unreachable(CLIENT, 0.001, syn[:64]) == [conn]  # ours to refuse
+    ack = encode(5, 6, Segment(1, 2, ACK, 100, tsval=1, tsecr=0))
+    ep.address_unreachable(CLIENT, 0.002, ack[:64])
+    ep.receive_datagram(forged_syn(random.Random(20)), CLIENT, 0.5)
+    assert ep.stats.syn_dropped_unreachable == 0
+    assert any(decode(d)[2].flags == SYN | ACK for d, _ in ep.datagrams_to_send(0.5))
+    # A Retry that drew the error does hold it.
+    retry = encode(7, 0, Segment(0, 1, ACK, 0, retry_token=bytes(16)))
+    ep.address_unreachable(("10.6.6.6", 1), 0.6, retry[:64])
+    ep.receive_datagram(forged_syn(random.Random(21)), ("10.6.6.6", 1), 0.7)
+    assert ep.stats.syn_dropped_unreachable == 1

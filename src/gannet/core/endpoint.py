@@ -40,7 +40,16 @@ from dataclasses import asdict, dataclass
 
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
-from ..wire.datagram import DATA_OVERHEAD, SHORT_SIZE, TRAILER_SIZE, WireError, decode, encode, peek_short
+from ..wire.datagram import (
+    DATA_OVERHEAD,
+    SHORT_SIZE,
+    TRAILER_SIZE,
+    VERSION,
+    WireError,
+    decode,
+    encode,
+    peek_short,
+)
 from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
@@ -62,6 +71,16 @@ def source_host(addr: object) -> object:
     item of a socket address tuple, the address itself otherwise (the core
     treats addresses as opaque)."""
     return addr[0] if type(addr) is tuple else addr
+
+
+def _listener_answer(sent: bytes) -> bool:
+    """Whether a datagram we sent (its first bytes) was a SYN,ACK or a
+    Retry: the long form, with SYN and ACK, or with ACK alone from source
+    connection ID 0."""
+    if len(sent) < 12 or sent[0] != VERSION:
+        return False
+    flags = sent[1]
+    return flags & (SYN | ACK) == SYN | ACK or (flags == ACK and not any(sent[8:12]))
 
 
 class _HalfOpen:
@@ -329,20 +348,25 @@ class Endpoint:
         conn = self._syn_index.get((addr, int.from_bytes(data[4:8], "big")))
         return conn is not None and conn.on_datagram_too_big(len(data))
 
-    def address_unreachable(self, addr: object, now: float) -> list[Connection]:
-        """The adapter heard an ICMP unreachable for a datagram sent to `addr`.
+    def address_unreachable(self, addr: object, now: float, sent: bytes = b"") -> list[Connection]:
+        """The adapter heard an ICMP unreachable for a datagram sent to
+        `addr`; `sent` is the start of that datagram, as the error returns it.
 
         A listener drops the half-open connection to it at once (no more
-        SYN,ACKs) and ignores SYNs from it for `Config.unreachable_hold`
-        seconds: forged SYNs name closed ports, and the ports answer. Returns
-        our own connection attempts to `addr` still in SYN-SENT (a port
+        SYN,ACKs), and if what drew the error was a listener's answer (a
+        SYN,ACK or a Retry) it ignores SYNs from the address for
+        `Config.unreachable_hold` seconds: forged SYNs name closed ports, and
+        the ports answer. (An error for anything else, such as our own SYN
+        to a chat peer not started yet, or the last ACK to a peer that
+        exited, does not: that peer may well connect to us next.) Returns our
+        own connection attempts to `addr` still in SYN-SENT (a port
         unreachable refuses them: the adapter decides)."""
         conn = self._half_open_at.get(addr)
         if conn is not None:
             self.stats.half_open_unreachable += 1
             # Closed without a RST: the address would only answer it again.
             conn._terminate(None)
-        if self._listening and self.config.unreachable_hold > 0:
+        if self._listening and self.config.unreachable_hold > 0 and _listener_answer(sent):
             held = self._unreachable
             if addr not in held and len(held) >= UNREACHABLE_MEMORY:
                 del held[next(iter(held))]  # the oldest

@@ -879,7 +879,7 @@ class AioEndpoint:
         got = False
         for _ in range(64):
             try:
-                _, anc, _, addr = self.sock.recvmsg(1, 512, flag)
+                sent, anc, _, addr = self.sock.recvmsg(64, 512, flag)  # (the start of what drew it)
             except OSError:
                 break
             got = True
@@ -890,7 +890,7 @@ class AioEndpoint:
             now = self.now()
             # A listener stops answering the address (forged SYNs name closed
             # ports); our own attempts to reach it are refused.
-            for conn in self.ep.address_unreachable(addr, now):
+            for conn in self.ep.address_unreachable(addr, now, sent):
                 if code == errno.ECONNREFUSED:
                     self._refused[conn] = ConnectionRefusedError(
                         errno.ECONNREFUSED, f"Connection refused by {addr!r}")
