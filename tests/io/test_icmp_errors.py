@@ -97,3 +97,29 @@ def test_the_endpoint_keeps_reading_after_an_error_the_full_queue_could_not_hold
         peer.close()
         aep.close()
         loop.close()
+
+
+@pytest.mark.parametrize("gso", [True, False], ids=["gso", "plain"])
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_send_that_reports_an_earlier_datagrams_icmp_error_is_made_again(gso, count):
+    """The kernel reports a pending port unreachable (for an earlier datagram,
+    to another address) on the next send, and does not make that send. Under
+    a flood of forged SYNs the listener's answers to closed ports keep such
+    errors coming, and a real client's SYN,ACK was lost to one (an RTO, 1 s
+    late). The adapter sends it again."""
+    loop = asyncio.new_event_loop()
+    aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), Config(), loop, gso=gso)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(1.0)
+    try:
+        aep.sock.sendto(b"x" * 40, closed_port())  # its port unreachable is now pending
+        time.sleep(0.05)
+        aep._send([(b"for a real peer %d" % i, peer.getsockname()) for i in range(count)])
+        got = [peer.recv(100) for _ in range(count)]
+        assert got == [b"for a real peer %d" % i for i in range(count)]
+        assert aep.io_stats.send_errors == 0
+    finally:
+        peer.close()
+        aep.close()
+        loop.close()

@@ -69,6 +69,7 @@ RECV_BUFFER = 8 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
 # ICMP errors (IP_RECVERR) that say an address cannot be reached
 _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+SEND_AGAIN_TRIES = 4  # sends of one datagram while earlier datagrams' ICMP errors keep failing them
 RECV_BATCH = 256  # datagrams drained per readiness callback before we send
 RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
 # After the first datagram of a readiness callback, FIONREAD (the size of the
@@ -1073,6 +1074,13 @@ class AioEndpoint:
         # error such as ECONNREFUSED): drain the queue behind it, or the stale
         # error fails the next send too (and see _rearm_poll).
         self._read_error_queue(taken=True)
+        if code in _UNREACHABLE:
+            # Not about these datagrams: the kernel reports an ICMP error for
+            # an earlier one on the next send, which it then does not make.
+            # Send them again one by one (_send_again): under a flood of
+            # port unreachables, every reply would otherwise risk being lost
+            # to a stranger's error (a client's SYN,ACK cost it an RTO).
+            return _FALLBACK
         st = self.io_stats
         st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
         if count == 1:
@@ -1126,6 +1134,10 @@ class AioEndpoint:
                     self._retry_later()
                     return k
                 self._read_error_queue(taken=True)  # as in _send_failed
+                if exc.errno in _UNREACHABLE and self._send_again(data, addr):
+                    st.send_calls += 1
+                    st.datagrams_sent += 1
+                    continue
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
@@ -1135,6 +1147,20 @@ class AioEndpoint:
             st.send_calls += 1
             st.datagrams_sent += 1
         return j
+
+    def _send_again(self, data: bytes, addr: object) -> bool:
+        """Send `data` again after its send reported an earlier datagram's
+        ICMP error (see _send_failed); a few times, while more such errors
+        keep arriving. False if it still could not go."""
+        for _ in range(SEND_AGAIN_TRIES):
+            try:
+                self.sock.sendto(data, addr)
+                return True
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE:
+                    return False
+                self._read_error_queue(taken=True)
+        return False
 
     _df = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported = True
