@@ -14,7 +14,7 @@ import random
 import pytest
 
 from gannet.config import Config
-from gannet.core.endpoint import RETRY_TOKEN_LIFETIME, Endpoint
+from gannet.core.endpoint import PRESSURE_HOLD, RETRY_TOKEN_LIFETIME, Endpoint
 from gannet.core.states import State
 from gannet.sim import LinkConfig, Simulator
 from gannet.wire import Segment, decode, encode
@@ -80,8 +80,9 @@ def test_a_syn_flood_does_not_lock_out_a_real_client(hosts):
     start = sim.now
     sim.run(until=start + 0.1)
     assert conn.state == State.ESTABLISHED, "a real client was not served during the flood"
-    # With the total limit reached it went through a Retry (one more round trip).
-    assert (conn.retry_token is not None) == (hosts > 1)
+    # The listener is under pressure: the client went through a Retry (one
+    # more round trip) and was served.
+    assert conn.retry_token is not None
     assert server.accept() is not None
     # Every forged address got at most three times what it sent.
     for addr, n in received.items():
@@ -199,9 +200,14 @@ def test_half_open_connections_are_limited_per_source_host():
     rng = random.Random(12)
     for port in range(10):
         ep.receive_datagram(forged_syn(rng), ("10.6.6.6", port + 1), 0.0)
-    ep.receive_datagram(forged_syn(rng), ("10.0.0.1", 1), 0.0)  # another host is not affected
-    assert ep.connection_count == 5
+    assert ep.connection_count == 4
     assert ep.stats.retries_sent == 6
+    # The listener is now under pressure: another host's SYN gets a Retry too,
+    # for PRESSURE_HOLD seconds after the last one, then a SYN,ACK again.
+    ep.receive_datagram(forged_syn(rng), ("10.0.0.1", 1), 1.0)
+    assert ep.stats.retries_sent == 7 and ep.connection_count == 4
+    ep.receive_datagram(forged_syn(rng), ("10.0.0.1", 2), 1.0 + PRESSURE_HOLD + 0.1)
+    assert ep.stats.retries_sent == 7
 
 
 def test_half_open_lifetime_is_a_few_syn_acks():
@@ -233,7 +239,14 @@ def test_an_unreachable_address_gets_no_more_syn_acks():
     ep.receive_datagram(forged_syn(rng), CLIENT, 1.0)  # its SYNs are ignored for a while
     assert not ep.datagrams_to_send(1.0) and ep.stats.syn_dropped_unreachable == 1
     ep.receive_datagram(forged_syn(rng), CLIENT, 1.0 + Config().unreachable_hold)
-    assert len(ep.datagrams_to_send(6.0)) == 1  # and heard again after
+    # Heard again after: a Retry (a half-open connection died of an ICMP
+    # error: the listener is under pressure for a while), then a SYN,ACK.
+    ((reply, _),) = ep.datagrams_to_send(6.0)
+    assert decode(reply)[2].retry_token is not None
+    later = 6.0 + PRESSURE_HOLD + 0.1  # (each Retry extends the pressure)
+    ep.receive_datagram(forged_syn(rng), CLIENT, later)
+    ((reply, _),) = ep.datagrams_to_send(later)
+    assert decode(reply)[2].flags == SYN | ACK
 
 
 @pytest.mark.parametrize("retry", [False, True])
@@ -272,3 +285,12 @@ def test_an_error_for_our_own_syn_or_ack_does_not_shut_the_address_out():
     ep.address_unreachable(("10.6.6.6", 1), 0.6, retry[:64])
     ep.receive_datagram(forged_syn(random.Random(21)), ("10.6.6.6", 1), 0.7)
     assert ep.stats.syn_dropped_unreachable == 1
+
+
+@pytest.mark.parametrize("field, value", [
+    ("half_open_limit", -1), ("half_open_per_source", 0), ("synack_retries", -1),
+    ("unreachable_hold", -1.0), ("reset_rate", -5.0), ("reset_burst", -1),
+])
+def test_limits_reject_impossible_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        Config(**{field: value})

@@ -62,6 +62,13 @@ _MASK32 = 0xFFFFFFFF
 # outlive one round trip and a few SYN retransmissions.
 RETRY_TOKEN_LIFETIME = 10.0
 _TOKEN_SIZE = 16
+# Once under pressure (a half-open limit reached, or a half-open connection
+# whose address proved unreachable: a forged SYN), every SYN from an unproven
+# address gets a Retry until this long after the last such SYN (Linux, too,
+# keeps sending SYN cookies for a while after its SYN queue overflowed):
+# otherwise forged SYNs whose half-open connections die at once of ICMP
+# errors would each cost a whole connection made and torn down.
+PRESSURE_HOLD = 10.0
 AMPLIFICATION_LIMIT = 3  # bytes sent per byte received before the address is proven (RFC 9000 8.1)
 UNREACHABLE_MEMORY = 16384  # addresses remembered as unreachable (~3 MB), oldest forgotten first
 
@@ -162,6 +169,7 @@ class Endpoint:
         self._half_open_at: dict[object, Connection] = {}  # address -> its newest half-open connection
         self._unreachable: dict[object, float] = {}  # address -> until when it gets nothing
         self._secret: bytes | None = None  # the Retry tokens' MAC key, drawn at first need
+        self._pressure_until = -1.0  # unproven SYNs get a Retry until then (PRESSURE_HOLD)
         self._rst_tokens = float(self.config.reset_burst)  # the RST token bucket
         self._rst_time: float | None = None
         self.isn_source: Callable[[], int] | None = None
@@ -366,6 +374,7 @@ class Endpoint:
             self.stats.half_open_unreachable += 1
             # Closed without a RST: the address would only answer it again.
             conn._terminate(None)
+            self._pressure_until = now + PRESSURE_HOLD
         if self._listening and self.config.unreachable_hold > 0 and _listener_answer(sent):
             held = self._unreachable
             if addr not in held and len(held) >= UNREACHABLE_MEMORY:
@@ -440,9 +449,11 @@ class Endpoint:
             key = (host, False)
             # Unproven half-open connections fill at most half the backlog:
             # forged SYNs leave a proven client room.
-            if (self._unproven >= min(cfg.half_open_limit, self._backlog // 2)
+            if (now < self._pressure_until
+                    or self._unproven >= min(cfg.half_open_limit, self._backlog // 2)
                     or self._half_open_counts.get(key, 0) >= cfg.half_open_per_source
                     or len(self._unaccepted) >= self._backlog):
+                self._pressure_until = now + PRESSURE_HOLD
                 self._send_retry(seg, src, addr, now)
                 return
             received = size
