@@ -8,10 +8,9 @@ test binds a few hundred of the ports itself and reads what arrives there:
 the server cannot tell them from the closed ones, so they show what it
 sends to a forged address. 80,000 SYNs from 4,000 ports come paced at
 5,000 per second (what a listener sharing a loaded two-core machine with
-another test keeps up with), then
-20,000 as fast as the forger can write them, which overflows the server's
-receive buffer while port unreachables arrive (the deaf-after-flood case,
-finding 3).
+another test keeps up with), then 20,000 as fast as the forger can write
+them, which overflows the server's receive buffer while port unreachables
+arrive (the deaf-after-flood case, finding 3).
 
 - all ten transfers finish, every byte verified;
 - a new client connects within 1 s during the flood, and one after it;
