@@ -10,7 +10,16 @@ import math
 
 import pytest
 
-from gannet.apps.messages import BURST, Limits, Offer, Refused, SessionRefused, connect, negotiate, serve
+from gannet.apps.messages import (
+    BURST,
+    Limits,
+    Offer,
+    Refused,
+    SessionRefused,
+    connect,
+    negotiate,
+    serve,
+)
 from gannet.apps.messages.negotiation import MAX_KEEPALIVE, MIN_KEEPALIVE, Params
 from gannet.apps.messages.transport import resolve
 

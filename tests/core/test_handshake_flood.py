@@ -137,7 +137,7 @@ def test_retry_handshake_negotiates_every_option_as_a_direct_one():
 def token_for(ep: Endpoint, addr, syn_raw: bytes, now: float) -> bytes:
     ep.receive_datagram(syn_raw, addr, now)
     ((reply, to),) = ep.datagrams_to_send(now)
-    dst, src, retry = decode(reply)
+    _, src, retry = decode(reply)
     assert to == addr and src == 0 and retry.flags == ACK and retry.retry_token is not None
     assert len(reply) <= len(syn_raw)  # the Retry is no larger than a client's SYN (56 bytes)
     return retry.retry_token
@@ -165,7 +165,7 @@ def test_retry_tokens_are_bound_to_address_connection_and_time():
     # The right one makes a half-open connection and a SYN,ACK.
     ep.receive_datagram(with_token(syn, token), CLIENT, 100.2)
     assert ep.connection_count == 1
-    ((reply, to),) = ep.datagrams_to_send(100.2)
+    ((reply, _),) = ep.datagrams_to_send(100.2)
     assert decode(reply)[2].flags == SYN | ACK
     # A different endpoint (another secret) does not take it.
     other = Endpoint(Config(half_open_limit=0), rng=random.Random(9))

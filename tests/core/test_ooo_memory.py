@@ -9,10 +9,10 @@ the offered window."""
 
 import tracemalloc
 
+from corepair import established_pair, exchange
+
 from gannet.config import Config
 from gannet.wire.segment import ACK, Segment
-
-from corepair import established_pair, exchange
 
 MASK = 0xFFFFFFFF
 WINDOW = 65536

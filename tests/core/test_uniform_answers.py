@@ -41,7 +41,7 @@ def answer(server: Endpoint, raw: bytes, now: float):
     for data, addr in server.datagrams_to_send(now):
         if addr != SCANNER:
             continue  # (a challenge ACK to the real peer, say: not the scanner's to see)
-        dst, src, seg = decode(data)
+        dst, _, seg = decode(data)
         out.append((dst, seg.flags, seg.seq, seg.ack, seg.payload))
     return out
 
