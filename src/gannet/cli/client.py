@@ -24,6 +24,7 @@ from gannet.apps.messages.negotiation import (
     MIN_PACKET_SIZE,
     MODES,
     STEP,
+    keepalive_problem,
 )
 from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
@@ -141,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--window must be at least 1")
     if args.count is not None and args.count < 0:
         raise CLIError("--count must not be negative")
-    if not args.keepalive > 0 or not args.timeout > 0:
-        raise CLIError("--keepalive and --timeout must be positive")
+    if keepalive_problem(args.keepalive):
+        raise CLIError(f"--keepalive: {keepalive_problem(args.keepalive)}")
+    if not args.timeout > 0:
+        raise CLIError("--timeout must be positive")
     if args.file is not None and not Path(args.file).is_file():
         raise CLIError(f"no such file: {args.file}")
     try:

@@ -15,7 +15,13 @@ import sys
 from gannet.apps.display import SafeFormatter, safe_text
 from gannet.apps.limits import MessageLimits
 from gannet.apps.messages.codec import FORMATS
-from gannet.apps.messages.negotiation import DEFAULT_KEEPALIVE, DEFAULT_PACKET_SIZE, MIN_PACKET_SIZE, Limits
+from gannet.apps.messages.negotiation import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_PACKET_SIZE,
+    MIN_PACKET_SIZE,
+    Limits,
+    keepalive_problem,
+)
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.cli.main import CLIError
@@ -66,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-size must be at least {MIN_PACKET_SIZE}")
     if args.max_window < 1:
         raise CLIError("--max-window must be at least 1")
-    if not args.keepalive > 0:
-        raise CLIError("--keepalive must be positive")
+    if keepalive_problem(args.keepalive):
+        raise CLIError(f"--keepalive: {keepalive_problem(args.keepalive)}")
     if args.max_message_size < 1 or args.max_buffered < 1:
         raise CLIError("--max-message-size and --max-buffered must be positive")
     if not 0 <= args.port <= 65535:

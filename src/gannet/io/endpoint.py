@@ -60,7 +60,6 @@ from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
-from ..core.states import State
 from ..wire.batch import Train, release
 from .memory import keep_freed_memory
 
@@ -69,6 +68,9 @@ log = logging.getLogger("gannet.io")
 SEND_BUFFER = 4 * 1024 * 1024
 RECV_BUFFER = 8 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
+# ICMP errors (IP_RECVERR) that say an address cannot be reached
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+SEND_AGAIN_TRIES = 4  # sends of one datagram while earlier datagrams' ICMP errors keep failing them
 RECV_BATCH = 256  # datagrams drained per readiness callback before we send
 RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
 # After the first datagram of a readiness callback, FIONREAD (the size of the
@@ -548,7 +550,7 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "observer", "__dict__", "__weakref__",
+        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -588,6 +590,7 @@ class AioEndpoint:
         self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
         self._refused: dict[Connection, BaseException] = {}
         self.icmp_errors = 0
+        self._rearm_due = False  # a _rearm_poll is scheduled
         self._fd = sock.fileno()
         if gso is None:
             gso = not _env_off("GANNET_NO_GSO")
@@ -811,7 +814,7 @@ class AioEndpoint:
                     if self.closed:
                         return
                     # An ICMP error for something we sent (IP_RECVERR).
-                    if not self._read_error_queue():
+                    if not self._read_error_queue(taken=True):
                         log.debug("recvfrom failed: %r", exc)
                         break
                     continue
@@ -843,7 +846,7 @@ class AioEndpoint:
                 except OSError as exc:
                     if self.closed:
                         return
-                    if not self._read_error_queue():
+                    if not self._read_error_queue(taken=True):
                         log.debug("recvmsg failed: %r", exc)
                         break
                     continue
@@ -867,30 +870,41 @@ class AioEndpoint:
             st.datagrams_received += datagrams
             self._process_locked()
 
-    def _read_error_queue(self) -> bool:
+    def _read_error_queue(self, taken: bool = False) -> bool:
         """Drain the socket's ICMP error queue; a port unreachable answering a
-        SYN refuses that connection. False if there was nothing to read."""
+        SYN refuses that connection. False if there was nothing to read.
+
+        `taken`: a receive or send call just reported the socket's pending
+        error. The poll may have seen that error as POLLERR even when the
+        queue holds nothing: an ICMP message that finds the receive buffer
+        full (a flood) is not queued, since the error queue is charged to
+        that buffer, but it sets the error all the same. So the socket is
+        registered again (_rearm_poll) whenever an error was taken, not only
+        when the queue had entries."""
         flag = getattr(socket, "MSG_ERRQUEUE", 0)
         if not flag:
             return False
         got = False
         for _ in range(64):
             try:
-                _, anc, _, addr = self.sock.recvmsg(1, 512, flag)
+                sent, anc, _, addr = self.sock.recvmsg(64, 512, flag)  # (the start of what drew it)
             except OSError:
                 break
             got = True
             self.icmp_errors += 1
             code = int.from_bytes(anc[0][2][:4], "little") if anc and len(anc[0][2]) >= 4 else 0
-            if code != errno.ECONNREFUSED:
+            if code not in _UNREACHABLE:
                 continue
             now = self.now()
-            for conn in self.ep.connections:
-                if conn.state == State.SYN_SENT and conn.remote_addr == addr:
+            # A listener stops answering the address (forged SYNs name closed
+            # ports); our own attempts to reach it are refused.
+            for conn in self.ep.address_unreachable(addr, now, sent):
+                if code == errno.ECONNREFUSED:
                     self._refused[conn] = ConnectionRefusedError(
                         errno.ECONNREFUSED, f"Connection refused by {addr!r}")
                     conn.abort(now)
-        if got and self._uvloop and not self.closed:
+        if (got or taken) and self._uvloop and not self.closed and not self._rearm_due:
+            self._rearm_due = True  # one re-registration per loop turn, however many errors
             self.loop.call_soon_threadsafe(self._rearm_poll)
         return got
 
@@ -905,6 +919,7 @@ class AioEndpoint:
         gone). The asyncio loops keep polling; uvloop needs the reader (and
         writer) added back."""
         with self.lock:
+            self._rearm_due = False
             if self.closed:
                 return
             self.loop.remove_reader(self._fd)
@@ -1065,7 +1080,14 @@ class AioEndpoint:
         # An error the send reported (EMSGSIZE, or an earlier datagram's ICMP
         # error such as ECONNREFUSED): drain the queue behind it, or the stale
         # error fails the next send too (and see _rearm_poll).
-        self._read_error_queue()
+        self._read_error_queue(taken=True)
+        if code in _UNREACHABLE:
+            # Not about these datagrams: the kernel reports an ICMP error for
+            # an earlier one on the next send, which it then does not make.
+            # Send them again one by one (_send_again): under a flood of
+            # port unreachables, every reply would otherwise risk being lost
+            # to a stranger's error (a client's SYN,ACK cost it an RTO).
+            return _FALLBACK
         st = self.io_stats
         st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
         if count == 1:
@@ -1118,7 +1140,11 @@ class AioEndpoint:
                 if exc.errno == errno.ENOBUFS:
                     self._retry_later()
                     return k
-                self._read_error_queue()  # as in _send_failed
+                self._read_error_queue(taken=True)  # as in _send_failed
+                if exc.errno in _UNREACHABLE and self._send_again(data, addr):
+                    st.send_calls += 1
+                    st.datagrams_sent += 1
+                    continue
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
@@ -1128,6 +1154,20 @@ class AioEndpoint:
             st.send_calls += 1
             st.datagrams_sent += 1
         return j
+
+    def _send_again(self, data: bytes, addr: object) -> bool:
+        """Send `data` again after its send reported an earlier datagram's
+        ICMP error (see _send_failed); a few times, while more such errors
+        keep arriving. False if it still could not go."""
+        for _ in range(SEND_AGAIN_TRIES):
+            try:
+                self.sock.sendto(data, addr)
+                return True
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE:
+                    return False
+                self._read_error_queue(taken=True)
+        return False
 
     _df = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported = True
