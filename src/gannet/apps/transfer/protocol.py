@@ -13,6 +13,7 @@ Everything here is pure: encoding, decoding and validation, no I/O.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 
@@ -77,6 +78,10 @@ def check_path(path: object) -> str:
         raise ProtocolError(f"absolute path rejected: {path!r}")
     if "\\" in path or any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
         raise ProtocolError(f"invalid character in path {path!r}")
+    try:
+        os.fsencode(path)  # a lone surrogate ("\\ud800" in the JSON) names no file
+    except UnicodeEncodeError:
+        raise ProtocolError(f"invalid character in path {path!r}") from None
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise ProtocolError(f"path component {part!r} rejected in {path!r}")
@@ -100,7 +105,7 @@ def decode_line(line: bytes) -> dict:
         raise ProtocolError("connection closed before a complete line")
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ProtocolError(f"malformed JSON line: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("expected a JSON object")
