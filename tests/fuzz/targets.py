@@ -15,6 +15,7 @@ computes the checksum itself so that mutations reach the parser behind it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -193,11 +194,21 @@ def _forged(r: Reader, cconn, sconn) -> bytes:
     return with_crc(body) if kind == 2 else body
 
 
+def _deliver(server: Endpoint, datagrams: list[bytes], as_batches: int, now: float) -> None:
+    if as_batches:
+        for buf, size in batch.coalesce(datagrams):
+            server.receive_batch(buf, size, CLIENT, now)
+    else:
+        for d in datagrams:
+            server.receive_datagram(d, CLIENT, now)
+
+
 def check_endpoint(data: bytes) -> None:
     """Arbitrary datagrams at the server end of an established connection,
     one at a time or as GRO batches: nothing escapes, each invalid one is
-    counted as malformed, and if all were invalid the connection carries
-    data both ways as if nothing had happened."""
+    counted as malformed, the batch path ends where one at a time does, and
+    if all were invalid the connection carries data both ways as if nothing
+    had happened."""
     r = Reader(data)
     as_batches = r.int(1) & 1
     client, cconn, server, sconn, now = established_pair()
@@ -215,15 +226,17 @@ def check_endpoint(data: bytes) -> None:
             connectionless += dst == 0
     before = server.stats.malformed_dropped
     received = server.stats.datagrams_received
-    if as_batches:
-        for buf, size in batch.coalesce(datagrams):
-            server.receive_batch(buf, size, CLIENT, now)
-    else:
-        for d in datagrams:
-            server.receive_datagram(d, CLIENT, now)
+    _deliver(server, datagrams, as_batches, now)
     dropped = server.stats.malformed_dropped - before
     assert server.stats.datagrams_received - received == len(datagrams)
     assert invalid <= dropped <= invalid + connectionless, (invalid, dropped, connectionless)
+    # The same datagrams the other way (Endpoint.receive_batch: "same result
+    # as receive_datagram on each"): same bytes delivered, same counters.
+    _, _, other, other_conn, _ = established_pair()
+    _deliver(other, datagrams, not as_batches, now)
+    assert (other_conn.state, other.stats.as_dict(), other_conn.readable_bytes) == (
+        sconn.state, server.stats.as_dict(), sconn.readable_bytes)
+    assert other_conn.recv(1 << 20) == sconn.recv(1 << 20)
     now = _pump(client, CLIENT, server, SERVER, now)
     if invalid < len(datagrams):
         # Valid forged segments may have changed the connection (that is
@@ -396,6 +409,16 @@ def check_chat(data: bytes) -> None:
         pass
     encoded = b"".join(framing.encode(f.type, f.payload) for f in frames)
     assert stream.startswith(encoded), "frames do not re-encode to their bytes"
+    # read_frame, the stream reader's way, reads the same frames and stops
+    # where the decoder does.
+    reader = _StreamBytes(stream)
+    read: list[framing.Frame] = []
+    try:
+        while (frame := _run(framing.read_frame(reader))) is not None:
+            read.append(frame)
+    except (framing.FramingError, asyncio.IncompleteReadError):
+        pass
+    assert read == frames, (read, frames)
     for f in frames:
         if f.type is framing.FrameType.CHUNK:
             try:
@@ -410,6 +433,30 @@ def check_chat(data: bytes) -> None:
             continue
         again = framing.Decoder().feed(framing.encode_json(f.type, obj))
         assert [json.dumps(g.json(), sort_keys=True) for g in again] == [json.dumps(obj, sort_keys=True)]
+
+
+class _StreamBytes:
+    """The one method of asyncio.StreamReader that read_frame uses, over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    async def readexactly(self, n: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += len(chunk)
+        if len(chunk) < n:
+            raise asyncio.IncompleteReadError(chunk, n)
+        return chunk
+
+
+def _run(coro):
+    """Run a coroutine that never waits (its reads are from memory) to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise AssertionError("the coroutine waited")
 
 
 TARGETS = {
