@@ -15,7 +15,9 @@ by passing the file instead of a directory.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import atheris
 
@@ -23,11 +25,20 @@ with atheris.instrument_imports(include=["gannet"]):
     import targets
 
 
+ENV = "GANNET_FUZZ_TARGET"
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in targets.TARGETS:
+    # libFuzzer runs this program again in some modes (-merge, -fork), with
+    # the options it was given: the target travels in the environment, and
+    # argv[0] is a command line that starts this script with this Python.
+    if len(sys.argv) > 1 and sys.argv[1] in targets.TARGETS:
+        os.environ[ENV] = sys.argv.pop(1)
+    name = os.environ.get(ENV)
+    if name not in targets.TARGETS:
         sys.exit(f"usage: harness.py TARGET [libFuzzer options] (TARGET: {', '.join(targets.TARGETS)})")
-    check = targets.TARGETS[sys.argv.pop(1)]
-    atheris.Setup(sys.argv, check)
+    argv = [f"{sys.executable} {Path(__file__).resolve()}", *sys.argv[1:]]
+    atheris.Setup(argv, targets.TARGETS[name])
     atheris.Fuzz()
 
 
