@@ -319,6 +319,15 @@ class Endpoint:
             self._answer_stranger(conn, seg, dst, src, addr, now)
             return
         if not conn.remote_cid:
+            if not src:
+                # Source ID 0 names no connection: only a RST from an endpoint
+                # that has none (`_reset`) carries it. Learnt as the peer's
+                # ID, it would address every later segment to no one.
+                if seg.flags & RST:
+                    conn.on_segment(seg, now)
+                else:
+                    self.stats.malformed_dropped += 1
+                return
             conn.remote_cid = src
             self._syn_index[(conn.remote_addr, src)] = conn
             self._connecting.pop(conn.remote_addr, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 
@@ -82,6 +83,10 @@ def check_path(path: object) -> str:
         raise ProtocolError(f"absolute path rejected: {path!r}")
     if "\\" in path or has_unsafe(path):
         raise ProtocolError(f"invalid character in path {path!r}")
+    try:
+        os.fsencode(path)  # a lone surrogate ("\\ud800" in the JSON) names no file
+    except UnicodeEncodeError:
+        raise ProtocolError(f"invalid character in path {path!r}") from None
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise ProtocolError(f"path component {part!r} rejected in {path!r}")
@@ -124,7 +129,7 @@ def decode_line(line: bytes) -> dict:
         raise ProtocolError("connection closed before a complete line")
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ProtocolError(f"malformed JSON line: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("expected a JSON object")
