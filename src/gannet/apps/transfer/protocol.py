@@ -81,12 +81,15 @@ def check_path(path: object) -> str:
         raise ProtocolError("path too long")
     if path.startswith("/"):
         raise ProtocolError(f"absolute path rejected: {path!r}")
-    if "\\" in path or has_unsafe(path):
-        raise ProtocolError(f"invalid character in path {path!r}")
     try:
-        os.fsencode(path)  # a lone surrogate ("\\ud800" in the JSON) names no file
+        raw = os.fsencode(path)  # a lone surrogate ("\\ud800" in the JSON) names no file
     except UnicodeEncodeError:
         raise ProtocolError(f"invalid character in path {path!r}") from None
+    # A name read from a non-UTF-8 directory arrives surrogate-escaped
+    # ("caf\udce9"): its undecodable bytes are no characters to fear, the
+    # rest is checked as text.
+    if "\\" in path or has_unsafe(raw.decode("utf-8", "replace")):
+        raise ProtocolError(f"invalid character in path {path!r}")
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise ProtocolError(f"path component {part!r} rejected in {path!r}")
