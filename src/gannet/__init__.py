@@ -8,11 +8,18 @@ Public API:
   like `asyncio.open_connection` / `asyncio.start_server`
 - `gannet.Config`: every protocol setting; the functions above also take the
   settings as keyword overrides (`Socket(mss=1200)`, `open_connection(h, p, nodelay=False)`)
+
+The names are loaded on first use (PEP 562): `import gannet` alone loads
+neither asyncio nor numpy, so a command line tool that only parses its
+arguments (`gannet --help`) starts at once.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
 import os
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
+
+__version__ = "0.1.0"
 
 # numpy (wire.batch) loads OpenBLAS, which starts a pool of worker threads
 # that spin on the other cores; Gannet does no linear algebra, and on a
@@ -22,11 +29,39 @@ import os
 # keeps the pool it made.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .config import Config  # noqa: E402 - after the setting above
-from .io.aio import Server, StreamWriter, open_connection, start_server  # noqa: E402
-from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket  # noqa: E402
+# public name -> the module that defines it
+_HOMES = {
+    "Config": "gannet.config",
+    "Server": "gannet.io.aio",
+    "StreamWriter": "gannet.io.aio",
+    "open_connection": "gannet.io.aio",
+    "start_server": "gannet.io.aio",
+    "SHUT_RD": "gannet.io.blocking",
+    "SHUT_RDWR": "gannet.io.blocking",
+    "SHUT_WR": "gannet.io.blocking",
+    "Socket": "gannet.io.blocking",
+}
 
-__all__ = [
-    "Config", "SHUT_RD", "SHUT_RDWR", "SHUT_WR", "Server", "Socket", "StreamWriter",
-    "__version__", "open_connection", "start_server",
-]
+__all__ = sorted([*_HOMES, "__version__"])
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .config import Config
+    from .io.aio import Server, StreamWriter, open_connection, start_server
+    from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'gannet' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import socket
 
-from gannet.apps.transfer.progress import Reporter, human_size
-from gannet.apps.transfer.protocol import ProtocolError
-from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
-from gannet.cli.main import CLIError
-from gannet.io.loops import run as run_loop
+from gannet.apps.transfer.protocol import COMPRESS_MODES
+from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration, positive_rate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "send",
-        help="send files or directories to `gannet receive`",
+        help=summary("send"),
         description="Send files and directories (relative paths kept) to a `gannet receive` "
         "at HOST:PORT. Every file is verified by SHA-256 at the receiver; an interrupted "
         "transfer resumes where it stopped when you run the same command again.",
@@ -55,6 +50,14 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from gannet.apps.transfer.progress import Reporter, human_size
+    from gannet.apps.transfer.protocol import ProtocolError
+    from gannet.apps.transfer.sender import TransferError, collect, send_files
+    from gannet.io.loops import run as run_loop
+
     host, port = parse_target(args.target)
     rep = Reporter("send")
     try:
