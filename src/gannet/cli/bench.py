@@ -26,7 +26,7 @@ from gannet.apps.bench import (
     human_bytes,
     run_client,
 )
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 from gannet.cli.wireopt import add_wire_option
 from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_size
@@ -36,7 +36,7 @@ from gannet.core import cc as cc_registry
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="measure goodput between a bench server and client (like iperf3)",
+        help=summary("bench"),
         description="Measure goodput over Gannet: `gannet bench server` on one side, "
         "`gannet bench client HOST:PORT` on the other. The data is a deterministic "
         "pattern the receiver verifies (byte count and CRC32C).",

@@ -8,14 +8,12 @@ connects.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import signal
 import socket
 from pathlib import Path
 
-from gannet.cli.main import CLIError
-from gannet.io.loops import run as run_loop
+from gannet.cli.main import CLIError, summary
 
 # Short keep-alive so a vanished peer is noticed within seconds: probes start
 # after 3 s of silence, one a second, and the third unanswered one ends it.
@@ -49,7 +47,7 @@ def default_name() -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "chat",
-        help="chat and send files with one peer (the same command on both sides)",
+        help=summary("chat"),
         description="Two-person chat with file transfer. Run the same command on both "
         "sides (each with its own --listen port and the other's address); either may "
         "start first. Type help once connected.",
@@ -67,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gannet.io.loops import run as run_loop
+
     from gannet.apps.chat.rendezvous import Rendezvous
     from gannet.apps.chat.session import ChatApp, Info
     from gannet.apps.chat.ui import TerminalUI

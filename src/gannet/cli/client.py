@@ -29,7 +29,7 @@ from gannet.apps.messages.negotiation import (
 from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.apps.display import safe_text
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 from gannet.io.loops import run as run_loop
 
 DEFAULT_PORT = 12345
@@ -38,7 +38,7 @@ DEFAULT_PORT = 12345
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "client",
-        help="send messages to a gannet server (lines of stdin by default)",
+        help=summary("client"),
         description="Connect to a `gannet server`, negotiate parameters, send messages "
         "(each line of stdin, or --message / --file) and wait for every ACK. "
         "Exits 0 when all messages were acknowledged and the session closed cleanly.",

@@ -6,14 +6,14 @@ import argparse
 import json
 import os
 
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 from gannet.observe import diagnose, qlog
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "diagnose",
-        help="say what limited a transfer, from its qlog trace",
+        help=summary("diagnose"),
         description="Read qlog traces written with --qlog (a file, or a directory of them) and "
         "say for each sending connection what limited it - the receiver's window (a slow reader "
         "or a window too small for the path), the congestion window after loss, pacing at the "

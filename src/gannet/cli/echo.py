@@ -13,7 +13,7 @@ import sys
 import threading
 
 from gannet.apps.display import safe_text
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 from gannet.cli.wireopt import add_wire_option
 
 DEFAULT_PORT = 8000
@@ -23,7 +23,7 @@ ECHO_TIMEOUT = 30.0  # longest the client waits for one echo
 def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser(
         "echo-server",
-        help="echo every byte back to every client (a thread per client)",
+        help=summary("echo-server"),
         description="Multi-client echo server over Gannet: each client gets its own thread; "
         "connects and disconnects are logged to stderr.",
     )
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = subparsers.add_parser(
         "echo",
-        help="send lines to an echo server and print the echoes",
+        help=summary("echo"),
         description="Send each line of stdin (or each --message) to a gannet echo-server "
         "and print each echo to stdout.",
     )

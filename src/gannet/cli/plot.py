@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "plot",
-        help="draw a qlog trace: time-sequence graph, cwnd, RTT, goodput (PNG)",
+        help=summary("plot"),
         description="Draw a qlog trace written with --qlog as a PNG: a Stevens-style "
         "time-sequence graph (data sent, retransmissions, losses, ACKs, SACK blocks), the "
         "congestion window and bytes in flight, RTTs and goodput over time. Needs matplotlib "

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
-import gannet
 from gannet.apps.limits import TransferLimits
-from gannet.apps.transfer.progress import Reporter
-from gannet.apps.transfer.protocol import CHUNK
-from gannet.apps.transfer.receiver import Receiver
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration
 from gannet.cli.wireopt import add_wire_option
-from gannet.io.loops import run as run_loop
 
 _DEFAULTS = TransferLimits()
 
@@ -22,7 +16,7 @@ _DEFAULTS = TransferLimits()
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "receive",
-        help="receive files from `gannet send` into a directory",
+        help=summary("receive"),
         description="Accept transfers from `gannet send` and save them under --dir. Files are "
         "written as .NAME.gannet-part and renamed only once their SHA-256 verifies; an "
         "existing file is never replaced (NAME (1).ext is used) unless --overwrite.",
@@ -44,6 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import gannet
+    from gannet.apps.transfer.progress import Reporter
+    from gannet.apps.transfer.protocol import CHUNK
+    from gannet.apps.transfer.receiver import Receiver
+    from gannet.io.loops import run as run_loop
+
     if not 0 <= args.port <= 65535:
         raise CLIError(f"invalid port {args.port}")
     try:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import socket
 
-from gannet.apps.transfer.progress import Reporter, human_size
-from gannet.apps.transfer.protocol import ProtocolError
-from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
-from gannet.cli.main import CLIError
-from gannet.cli.wireopt import add_wire_option
+from gannet.apps.transfer.protocol import COMPRESS_MODES
+from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration, positive_rate
-from gannet.io.loops import run as run_loop
-from gannet.observe import diagnose
+from gannet.cli.wireopt import add_wire_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "send",
-        help="send files or directories to `gannet receive`",
+        help=summary("send"),
         description="Send files and directories (relative paths kept) to a `gannet receive` "
         "at HOST:PORT. Every file is verified by SHA-256 at the receiver; an interrupted "
         "transfer resumes where it stopped when you run the same command again.",
@@ -58,6 +52,14 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from gannet.apps.transfer.progress import Reporter, human_size
+    from gannet.apps.transfer.protocol import ProtocolError
+    from gannet.apps.transfer.sender import TransferError, collect, send_files
+    from gannet.io.loops import run as run_loop
+
     host, port = parse_target(args.target)
     rep = Reporter("send")
     try:
@@ -96,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             f"{human_size(result.sent_bytes)} sent{wire} in {result.seconds:.2f} s "
             f"({human_size(rate)}/s)")
     if result.info is not None and result.sent_bytes:
+        from gannet.observe import diagnose
+
         verdict = diagnose.judge(result.info, seconds=result.seconds, cpu_seconds=result.cpu_seconds)
         rep.log(f"verdict: {verdict.line()}")
     return 1 if result.failed else 0

@@ -24,7 +24,7 @@ from gannet.apps.messages.negotiation import (
 )
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 from gannet.io.loops import run as run_loop
 
 DEFAULT_PORT = 12345
@@ -33,7 +33,7 @@ DEFAULT_PORT = 12345
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "server",
-        help="serve the message protocol: print and acknowledge messages",
+        help=summary("server"),
         description="Accept message-protocol clients (many at once). Each DATA message "
         "is printed to stdout as one line and acknowledged; session events go to stderr.",
     )

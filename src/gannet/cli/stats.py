@@ -8,12 +8,13 @@ import json
 import sys
 
 from gannet.observe import control
+from gannet.cli.main import summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "stats",
-        help="list live connections of running Gannet processes (like ss -ti)",
+        help=summary("stats"),
         description="Ask every running Gannet process of this user (through its stats socket "
         f"in {control.runtime_dir()}) for its live connections and show each one's state, "
         "RTTs, windows, pacing, losses, path MTU and what limited its sender.",

@@ -7,7 +7,7 @@ import os
 import shutil
 from importlib import resources
 
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 
 LUA_NAME = "gannet.lua"
 
@@ -25,7 +25,7 @@ def plugin_dir() -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "wireshark",
-        help="print where the Wireshark dissector for Gannet is, or install it",
+        help=summary("wireshark"),
         description="Gannet ships a Wireshark dissector (Lua; display filter `gannet`). Without "
         "options this prints its path and how to use it; --install copies it into your "
         "personal Wireshark plugin folder.",

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from ..display import has_unsafe
 
+COMPRESS_MODES = ("auto", "zstd", "none")  # `gannet send --compress`
+
 PROTOCOL = "gannet-transfer"
 VERSION = 1
 

@@ -10,19 +10,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-
 import gannet
 
 from ..display import safe_text
 from .progress import Reporter, human_size
 from .protocol import (
+    COMPRESS_MODES,
     ABANDON, CHUNK, CODEC_NAMES, CODEC_RAW, CODEC_ZSTD, DATA, END, START, FileEntry,
     ProtocolError, check_path, decode_line, encode_header, frame_head, start_payload,
 )
 from .stream import read_line
 
-COMPRESS_MODES = ("auto", "zstd", "none")
 COMPRESS_THRESHOLD = 0.95  # auto: send raw when the sample compresses to more than this
 ZSTD_LEVEL = 3
 HASH_BLOCK = 4 * 1024 * 1024
@@ -217,6 +215,8 @@ async def send_files(
 
         verdict_task = asyncio.create_task(read_verdicts())
         limiter = RateLimit(rate)
+        import zstandard  # (here: a command line that never sends loads it not at all)
+
         zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         for index, src in enumerate(files):
             if all_in.done() and all_in.exception() is not None:
