@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     "tunnel",
     "bench",
     "netlab",
+    "identity",
 ]
 
 
