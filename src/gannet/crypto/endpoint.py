@@ -1,0 +1,481 @@
+"""An Endpoint whose connections are encrypted and authenticated, sans-I/O.
+
+`SecureEndpoint` is `gannet.core.endpoint.Endpoint` with the security
+layer at its datagram boundary, and nothing changed inside the connection:
+
+- The client's SYN carries Noise message 1 (option 64), the server's
+  SYN-ACK message 2 (gannet.crypto.handshake). The server's keys are ready
+  when it answers the SYN; the client's when the SYN-ACK verifies (and the
+  server's key passed the pin or trust-on-first-use check). The SYN-ACK
+  then reaches the connection, whose ACK leaves sealed: the three-way
+  handshake is the key exchange, and encryption adds no round trip.
+- From then on every datagram of the connection leaves sealed
+  (gannet.wire.protected): the plaintext datagram less its CRC, encrypted
+  under the direction's key with the packet number in the nonce. A GSO
+  train is sealed row by row into a train of rows OVERHEAD bytes longer.
+- Arriving sealed datagrams are opened and handed to the plain endpoint
+  with a CRC32C computed locally (the tag already vouched for every byte;
+  the CRC only lets the unchanged decoders and the GRO batch path take
+  them). A GRO batch is opened row by row into one plaintext batch, so the
+  in-order run path keeps working.
+- A plaintext segment for a connection that has keys - data, ACK, FIN,
+  RST, window update - is dropped and counted, whatever its numbers: only
+  the handshake's SYN, SYN-ACK (for a client still waiting for it) and a
+  RST answering our SYN travel in clear.
+- The connection sees datagrams OVERHEAD bytes smaller than the path
+  carries (its `max_datagram_size` and `pmtud_max` are lowered by that),
+  so a sealed datagram is exactly as large as the plaintext one would be.
+
+With `Security(insecure=True)` nothing is sealed, but an encrypted peer's
+SYN is refused with an alert that tells it why, and an alert from an
+encrypted peer fails our SYN with the reason: the two never hang.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from crc32c import crc32c
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ..config import Config
+from ..core.connection import Connection
+from ..core.endpoint import Endpoint
+from ..core.states import State
+from ..wire.batch import Train, release
+from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
+from ..wire.protected import (
+    ALERT,
+    ALERT_ENCRYPTION_REQUIRED,
+    ALERT_HANDSHAKE_FAILED,
+    ALERT_MALFORMED,
+    ALERT_MODE_MISMATCH,
+    ALERT_PEER_INSECURE,
+    HEADER_SIZE,
+    OPT_KEY_EXCHANGE,
+    OVERHEAD,
+    PROTECTED,
+    decode_alert,
+    encode_alert,
+    parse_header,
+    seal_header,
+)
+from ..wire.segment import ACK, RST, SYN
+from .handshake import (
+    MODE_NAMES,
+    ClientHandshake,
+    HandshakeError,
+    Mode,
+    ServerHandshake,
+    _peer_failed_message,
+)
+from .protection import UPDATE_INTERVAL, Opener, ProtectionError, Sealer, cpu_has_aes
+
+_SYN_ACK = SYN | ACK
+
+
+class HandshakeFailed(ConnectionError):
+    """The connection was refused by the security layer; the message says
+    why in one line (a wrong code, a changed key, an insecure peer)."""
+
+
+@dataclass(frozen=True)
+class Security:
+    """How an endpoint's connections are protected and who the peer is.
+
+    `static`: this side's identity key pair (a server's; made for the
+    endpoint when None, as a code or PSK server needs no lasting one).
+    `psk` / `code`: the secret both sides share (at most one).
+    `server_key`: a client's pin for the server's key; else
+    `verify_server(addr, key)`, which raises HandshakeError to refuse (the
+    trust-on-first-use check against known_hosts); neither: any key.
+    """
+
+    insecure: bool = False
+    static: X25519PrivateKey | None = None
+    psk: bytes | None = None
+    code: str | None = None
+    server_key: bytes | None = None
+    verify_server: Callable[[object, bytes], None] | None = None
+    has_aes: bool = field(default_factory=cpu_has_aes)
+    update_interval: int = UPDATE_INTERVAL
+
+    def __post_init__(self) -> None:
+        if self.psk is not None and self.code is not None:
+            raise ValueError("a PSK and a code cannot both be used")
+
+
+@dataclass(slots=True)
+class SecurityStats:
+    sealed: int = 0
+    opened: int = 0
+    unauthenticated_dropped: int = 0
+    """Sealed datagrams that did not open (forged, altered, wrong key)."""
+    replay_dropped: int = 0
+    plaintext_dropped: int = 0
+    """Plaintext segments for connections that have keys (forged RST, FIN,
+    ACK, data...), and plaintext where only sealed datagrams may come."""
+    unknown_sealed: int = 0
+    """Sealed datagrams for connection IDs that have no keys here."""
+    handshakes_failed: int = 0
+    alerts_sent: int = 0
+    alerts_ignored: int = 0
+
+
+class _Session:
+    __slots__ = ("hs", "sealer", "opener", "peer_cid", "hello", "reply", "confirmed")
+
+    def __init__(self, hs: ClientHandshake | ServerHandshake) -> None:
+        self.hs = hs
+        self.sealer: Sealer | None = None
+        self.opener: Opener | None = None
+        self.peer_cid = 0
+        self.hello = b""  # server: the hello this session answered
+        self.reply = b""  # the key exchange message of the SYN-ACK
+        self.confirmed = False  # a sealed datagram from the peer has opened
+
+    def set_keys(self, update_interval: int) -> None:
+        r = self.hs.result
+        assert r is not None
+        self.sealer = Sealer(r.send_secret, r.aead, update_interval=update_interval)
+        self.opener = Opener(r.recv_secret, r.aead)
+
+
+def _with_overhead(config: Config) -> Config:
+    """The connection's view of sizes: OVERHEAD less than the path's."""
+    return replace(config, max_datagram_size=config.max_datagram_size - OVERHEAD,
+                   pmtud_max=config.pmtud_max - OVERHEAD)
+
+
+def _key_exchange_option(options: tuple[tuple[int, bytes], ...]) -> bytes | None:
+    for kind, value in options:
+        if kind == OPT_KEY_EXCHANGE:
+            return value
+    return None
+
+
+_ALERT_MESSAGES = {
+    ALERT_ENCRYPTION_REQUIRED: "the peer requires encryption and this side runs with --insecure",
+    ALERT_PEER_INSECURE: "the peer runs without encryption (--insecure); refusing to talk in clear",
+    ALERT_MALFORMED: "the peer could not read this side's key exchange",
+}
+
+
+class SecureEndpoint(Endpoint):
+    def __init__(self, config: Config | None = None, rng: random.Random | None = None, *,
+                 security: Security | None = None) -> None:
+        self.security = security or Security()
+        config = config or Config()
+        super().__init__(config if self.security.insecure else _with_overhead(config), rng)
+        self.security_stats = SecurityStats()
+        self._sessions: dict[int, _Session] = {}  # by local connection ID
+        self._alerts: list[tuple[bytes, object]] = []
+        self._static = self.security.static
+
+    # ------------------------------------------------------------ application
+    def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
+        if config is not None and not self.security.insecure:
+            config = _with_overhead(config)
+        return super().connect(addr, now, config)
+
+    # --------------------------------------------------------------- network
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
+        self.stats.datagrams_received += 1
+        self._receive_secure(data, addr, now, False)
+
+    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
+                      now: float) -> None:
+        if self.security.insecure:
+            if buf and buf[0] == SHORT_FORM:
+                super().receive_batch(buf, seg, addr, now)  # short forms: no SYN, no alert
+                return
+            if seg <= 0 or seg >= len(buf):
+                self.receive_datagram(buf, addr, now)
+                return
+            for i in range(0, len(buf), seg):
+                self.receive_datagram(buf[i : i + seg], addr, now)
+            return
+        if seg <= 0 or seg >= len(buf):
+            self.stats.datagrams_received += 1
+            self._receive_secure(buf, addr, now, True)
+            return
+        # Open every row into one plaintext batch of rows OVERHEAD smaller,
+        # so the plain endpoint's run path takes it as it takes a GRO batch.
+        view = memoryview(buf)
+        plain = bytearray()
+        for i in range(0, len(buf), seg):
+            row = view[i : i + seg]
+            if row[0] != PROTECTED:
+                if plain:
+                    super().receive_batch(plain, seg - OVERHEAD, addr, now)
+                    plain = bytearray()
+                self.stats.datagrams_received += 1
+                self._receive_secure(row, addr, now, False)
+                continue
+            inner = self._open(row)
+            if inner is not None:
+                plain += inner
+                plain += crc32c(inner).to_bytes(4, "little")
+            else:
+                self.stats.datagrams_received += 1
+        if plain:
+            super().receive_batch(plain, seg - OVERHEAD, addr, now)
+
+    def _open(self, data: bytes | bytearray | memoryview) -> bytes | None:
+        """The inner datagram (without CRC) of a sealed datagram, or None
+        (counted) when it does not open."""
+        head = parse_header(data)
+        if head is None:
+            self.stats.malformed_dropped += 1
+            return None
+        phase, dst, pn = head
+        session = self._sessions.get(dst)
+        if session is None or session.opener is None:
+            self.security_stats.unknown_sealed += 1
+            return None
+        view = memoryview(data)
+        try:
+            inner = session.opener.open(view[:HEADER_SIZE], pn, phase, view[HEADER_SIZE:])
+        except ProtectionError as exc:
+            if str(exc) in ("replayed", "too old"):
+                self.security_stats.replay_dropped += 1
+            else:
+                self.security_stats.unauthenticated_dropped += 1
+            return None
+        session.confirmed = True
+        self.security_stats.opened += 1
+        return inner
+
+    def _receive_secure(self, data: bytes | bytearray | memoryview, addr: object, now: float,
+                        fast: bool) -> None:
+        if not data:
+            self.stats.malformed_dropped += 1
+            return
+        first = data[0]
+        if first == ALERT:
+            self._on_alert(data, now)
+            return
+        if self.security.insecure:
+            if first == VERSION and self._refuse_secure_syn(data, addr):
+                return
+            self._receive_one(data, addr, now, fast)
+            return
+        if first == PROTECTED:
+            inner = self._open(data)
+            if inner is not None:
+                self._receive_one(inner + crc32c(inner).to_bytes(4, "little"), addr, now, fast)
+            return
+        if first != VERSION:  # a plaintext short form, or not Gannet at all
+            if first == SHORT_FORM:
+                self.security_stats.plaintext_dropped += 1
+            else:
+                self.stats.malformed_dropped += 1
+            return
+        try:
+            dst, src, seg = decode(data)
+        except WireError:
+            self.stats.malformed_dropped += 1
+            return
+        flags = seg.flags
+        if flags & _SYN_ACK == SYN:
+            self._on_syn(data, dst, src, seg, addr, now)
+            return
+        session = self._sessions.get(dst)
+        if session is not None and session.sealer is None and isinstance(session.hs, ClientHandshake):
+            if flags & _SYN_ACK == _SYN_ACK:
+                self._on_syn_ack(data, dst, src, seg, session, addr, now)
+                return
+            if flags & RST:  # our SYN refused: nothing is protected yet
+                self._receive_one(data, addr, now, fast)
+                return
+        if session is not None and flags & _SYN_ACK == _SYN_ACK and session.reply:
+            # A retransmitted SYN-ACK (our ACK was lost): the same key
+            # exchange as the one that verified, so the connection re-ACKs.
+            if _key_exchange_option(seg.unknown_options) == session.reply:
+                self._receive_one(data, addr, now, fast)
+                return
+        self.security_stats.plaintext_dropped += 1
+
+    def _refuse_secure_syn(self, data, addr) -> bool:
+        """Insecure side: an encrypted peer's SYN is refused with an alert."""
+        try:
+            dst, src, seg = decode(data)
+        except WireError:
+            return False
+        if seg.flags & _SYN_ACK == SYN and src and _key_exchange_option(seg.unknown_options) is not None:
+            self._alert(src, ALERT_PEER_INSECURE, addr)
+            return True
+        return False
+
+    def _on_syn(self, data, dst, src, seg, addr, now) -> None:
+        if dst != 0 or not src:
+            self.stats.malformed_dropped += 1
+            return
+        hello = _key_exchange_option(seg.unknown_options)
+        if hello is None:
+            self._alert(src, ALERT_ENCRYPTION_REQUIRED, addr)
+            return
+        existing = self._syn_index.get((addr, src))
+        if existing is not None:
+            session = self._sessions.get(existing.local_cid)
+            if session is not None and session.hello == hello:
+                self._receive_one(data, addr, now, False)  # a retransmitted SYN
+            else:
+                self.security_stats.plaintext_dropped += 1
+            return
+        sec = self.security
+        if self._static is None:
+            self._static = X25519PrivateKey.generate()
+        hs = ServerHandshake(self._static, psk=sec.psk, code=sec.code, has_aes=sec.has_aes)
+        try:
+            reply = hs.receive_hello(hello)
+        except HandshakeError as exc:
+            self.security_stats.handshakes_failed += 1
+            if exc.reason == "mode-mismatch":
+                self._alert(src, ALERT_MODE_MISMATCH, addr, int(hs.mode))
+            else:
+                self._alert(src, ALERT_MALFORMED, addr)
+            return
+        self._receive_one(data, addr, now, False)
+        conn = self._syn_index.get((addr, src))
+        if conn is None:
+            return  # not listening, or the backlog was full: the SYN was not taken
+        session = _Session(hs)
+        session.peer_cid, session.hello, session.reply = src, hello, reply
+        session.set_keys(sec.update_interval)
+        self._sessions[conn.local_cid] = session
+
+    def _on_syn_ack(self, data, dst, src, seg, session, addr, now) -> None:
+        hs = session.hs
+        assert isinstance(hs, ClientHandshake)
+        reply = _key_exchange_option(seg.unknown_options)
+        if reply is None:
+            self._fail(dst, "the server does not encrypt (it runs with --insecure, or is an older "
+                       "Gannet); refusing to talk in clear")
+            return
+        try:
+            finished = hs.receive_reply(reply)
+            del finished  # confirmation is implicit: our first sealed datagram opens for the server
+            assert hs.result is not None
+            if self.security.verify_server is not None and self.security.server_key is None:
+                self.security.verify_server(addr, hs.result.server_key)
+        except HandshakeError as exc:
+            self._alert(src, ALERT_HANDSHAKE_FAILED, addr, int(hs.mode))
+            self._fail(dst, str(exc))
+            return
+        session.peer_cid, session.reply = src, reply
+        session.set_keys(self.security.update_interval)
+        session.confirmed = True  # the server proved its key (and the shared secret) in message 2
+        self._receive_one(data, addr, now, False)
+
+    def _on_alert(self, data, now) -> None:
+        alert = decode_alert(data)
+        if alert is None:
+            self.stats.malformed_dropped += 1
+            return
+        dst, code, detail = alert
+        conn = self._conns.get(dst)
+        session = self._sessions.get(dst)
+        # Accepted only while the connection's handshake is not confirmed:
+        # after that only sealed datagrams speak for the peer.
+        in_handshake = conn is not None and (
+            conn.state == State.SYN_SENT or (session is not None and not session.confirmed))
+        if not in_handshake:
+            self.security_stats.alerts_ignored += 1
+            return
+        if code == ALERT_MODE_MISMATCH:
+            wanted = MODE_NAMES.get(Mode(detail), "another mode") if detail in Mode.__members__.values() \
+                else "another mode"
+            message = f"the server needs {wanted}"
+        elif code == ALERT_HANDSHAKE_FAILED:
+            mode = Mode(detail) if detail in Mode.__members__.values() else Mode.IDENTITY
+            message = _peer_failed_message(mode)
+        else:
+            message = _ALERT_MESSAGES.get(code, f"refused by the peer's security layer (alert {code})")
+        self._fail(dst, message)
+
+    def _alert(self, dst_cid: int, code: int, addr: object, detail: int = 0) -> None:
+        self._alerts.append((encode_alert(dst_cid, code, detail), addr))
+        self.security_stats.alerts_sent += 1
+
+    def _fail(self, local_cid: int, message: str) -> None:
+        self.security_stats.handshakes_failed += 1
+        conn = self._conns.get(local_cid)
+        if conn is not None:
+            conn._terminate(HandshakeFailed(message))  # no RST: the peer was told by an alert
+
+    def datagram_too_big(self, data: bytes | bytearray | memoryview, addr: object) -> bool:
+        if data and data[0] == PROTECTED and len(data) > OVERHEAD:
+            data = memoryview(data)[: len(data) - OVERHEAD]  # the size the connection chose
+        return super().datagram_too_big(data, addr)
+
+    def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
+        out = super().datagrams_to_send(now, trains)
+        if not self.security.insecure:
+            out = [self._seal_item(item, addr) for item, addr in out]
+        if self._alerts:
+            out.extend(self._alerts)
+            self._alerts = []
+        return out
+
+    def _seal_item(self, item, addr):
+        if type(item) is Train:
+            return self._seal_train(item, addr), addr
+        first = item[0]
+        if first == SHORT_FORM:
+            conn = self._syn_index.get((addr, int.from_bytes(item[4:8], "big")))
+            session = self._sessions.get(conn.local_cid) if conn is not None else None
+        else:
+            src = int.from_bytes(item[8:12], "big")
+            session = self._sessions.get(src)
+            if session is not None and item[1] & SYN:
+                return self._syn_with_key_exchange(item, src, session), addr
+            if session is None and item[1] & _SYN_ACK == SYN:
+                session = _Session(ClientHandshake(
+                    psk=self.security.psk, code=self.security.code,
+                    expected_server_key=self.security.server_key, has_aes=self.security.has_aes))
+                self._sessions[src] = session
+                return self._syn_with_key_exchange(item, src, session), addr
+        if session is None or session.sealer is None:
+            return item, addr  # a RST for an unknown connection, or before keys
+        return self._seal(session.sealer, item), addr
+
+    def _syn_with_key_exchange(self, item: bytes, src: int, session: _Session) -> bytes:
+        """The SYN or SYN-ACK with the key exchange message added."""
+        dst, _src, seg = decode(item)
+        hs = session.hs
+        message = hs.hello() if isinstance(hs, ClientHandshake) else session.reply
+        seg.unknown_options = seg.unknown_options + ((OPT_KEY_EXCHANGE, message),)
+        return encode(dst, src, seg)
+
+    def _seal(self, sealer: Sealer, datagram) -> bytes:
+        header = seal_header(sealer.key_phase, int.from_bytes(datagram[4:8], "big"), sealer.pn)
+        self.security_stats.sealed += 1
+        return sealer.seal(header, memoryview(datagram)[: len(datagram) - TRAILER_SIZE])
+
+    def _seal_train(self, train: Train, addr) -> Train:
+        size = train.size
+        view = memoryview(train)
+        conn = self._syn_index.get((addr, int.from_bytes(view[4:8], "big")))
+        session = self._sessions.get(conn.local_cid) if conn is not None else None
+        if session is None or session.sealer is None:
+            return train  # cannot happen: runs are only sent once established
+        out = Train(len(train) + OVERHEAD * -(-len(train) // size))
+        out.size = size + OVERHEAD
+        pos = 0
+        seal = self._seal
+        sealer = session.sealer
+        for i in range(0, len(train), size):
+            sealed = seal(sealer, view[i : i + size])
+            out[pos : pos + len(sealed)] = sealed
+            pos += len(sealed)
+        view.release()
+        release(train)
+        return out
+
+    # --------------------------------------------------------------- helpers
+    def _forget(self, conn: Connection) -> None:
+        super()._forget(conn)
+        self._sessions.pop(conn.local_cid, None)
