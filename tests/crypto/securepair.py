@@ -30,10 +30,12 @@ class Pair:
         self.batched = 0  # trains delivered as one GRO batch
         self.directions: list[str] = []
 
-    def _flush(self, src, dst, direction: str, dst_addr: str) -> bool:
+    def _flush(self, src, dst, direction: str, dst_addr: str, items=None) -> bool:
         moved = False
         src_addr = "c" if dst_addr == "s" else "s"
-        for item, _addr in src.datagrams_to_send(self.now, trains=self.batches):
+        if items is None:
+            items = src.datagrams_to_send(self.now, trains=self.batches)
+        for item, _addr in items:
             moved = True
             rows = item.datagrams() if type(item) is Train else [bytes(item)]
             arrived = []
@@ -49,9 +51,15 @@ class Pair:
                     dst.receive_datagram(d, src_addr, self.now)
         return moved
 
-    def step(self, dt: float = 0.001) -> bool:
-        moved = self._flush(self.client, self.server, "c->s", "s")
-        moved |= self._flush(self.server, self.client, "s->c", "c")
+    def step(self, dt: float = 0.001, cross: bool = False) -> bool:
+        if cross:  # both sides' datagrams leave before either side hears the other's
+            out_c = self.client.datagrams_to_send(self.now, trains=self.batches)
+            out_s = self.server.datagrams_to_send(self.now, trains=self.batches)
+            moved = self._flush(self.client, self.server, "c->s", "s", out_c)
+            moved |= self._flush(self.server, self.client, "s->c", "c", out_s)
+        else:
+            moved = self._flush(self.client, self.server, "c->s", "s")
+            moved |= self._flush(self.server, self.client, "s->c", "c")
         self.now += dt
         for ep in (self.client, self.server):
             t = ep.get_timer()

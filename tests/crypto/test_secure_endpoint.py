@@ -272,3 +272,39 @@ def test_tampered_handshake_never_gives_a_session():
                 srv = _server_conn(pair)
                 got = bytearray()
                 pair.run(lambda: got.extend(srv.recv(10)) or bytes(got) == b"data", steps=200)
+
+
+@pytest.mark.parametrize("cross", [True, False], ids=["SYNs-cross", "one-SYN-first"])
+def test_simultaneous_open_agrees_on_one_session(cross):
+    """Both sides connect to each other at once (a chat rendezvous): each
+    answers the other's hello, both pick the same Noise session, and data
+    flows both ways sealed."""
+    for seed in range(6):  # the larger hello is either side's
+        pair = Pair(Security(), Security(), seed=seed * 7)
+        a = pair.client.connect("s", 0.0)
+        b = pair.server.connect("c", 0.0)
+        pair.step(cross=cross)
+        a.send(b"from a")
+        b.send(b"from b")
+        got = {"a": bytearray(), "b": bytearray()}
+
+        def done():
+            got["a"].extend(a.recv(100))
+            got["b"].extend(b.recv(100))
+            assert a.error is None and b.error is None
+            return got["a"] == b"from b" and got["b"] == b"from a"
+
+        pair.run(done, steps=500)
+        assert all(d[0] == PROTECTED for d in pair.recorded if b"from" in d or d[0] != 3)
+        assert not any(b"from" in d for d in pair.recorded)
+
+
+def test_abort_sends_a_sealed_rst_that_resets_the_peer():
+    pair = Pair(Security(), Security())
+    conn = pair.client.connect("s", 0.0)
+    conn.send(b"x")
+    pair.run(lambda: pair.server.accept() is not None, steps=100)
+    _server_conn(pair).abort(pair.now)
+    pair.run(lambda: conn.error is not None, steps=100)
+    assert isinstance(conn.error, ConnectionResetError)
+    assert pair.client.security_stats.plaintext_dropped == 0

@@ -125,22 +125,44 @@ class SecurityStats:
 
 
 class _Session:
-    __slots__ = ("hs", "sealer", "opener", "peer_cid", "hello", "reply", "confirmed")
+    """The security state of one connection.
 
-    def __init__(self, hs: ClientHandshake | ServerHandshake) -> None:
-        self.hs = hs
-        self.sealer: Sealer | None = None
-        self.opener: Opener | None = None
+    A client has its own hello (`client`); a server the hello it answered
+    (`server`, `peer_hello`, `reply`). A simultaneous open can give one
+    connection both, and so two Noise sessions (`keys`, by the hello that
+    started each): both sides then use the one whose hello is the larger,
+    and a side that has only one uses that one (docs/security.md).
+    `chosen` is the pair sealing and opening once that is decided."""
+
+    __slots__ = ("client", "server", "peer_hello", "reply", "keys", "chosen", "peer_cid",
+                 "synack", "confirmed", "mode")
+
+    def __init__(self, mode: Mode) -> None:
+        self.client: ClientHandshake | None = None
+        self.server: ServerHandshake | None = None
+        self.peer_hello = b""
+        self.reply = b""  # our message 2, for our SYN-ACK
+        self.keys: dict[bytes, tuple[Sealer, Opener]] = {}
+        self.chosen: tuple[Sealer, Opener] | None = None
         self.peer_cid = 0
-        self.hello = b""  # server: the hello this session answered
-        self.reply = b""  # the key exchange message of the SYN-ACK
-        self.confirmed = False  # a sealed datagram from the peer has opened
+        self.synack = b""  # the peer's SYN-ACK key exchange that verified
+        self.confirmed = False  # the peer is authenticated (no alert is taken after this)
+        self.mode = mode
 
-    def set_keys(self, update_interval: int) -> None:
-        r = self.hs.result
-        assert r is not None
-        self.sealer = Sealer(r.send_secret, r.aead, update_interval=update_interval)
-        self.opener = Opener(r.recv_secret, r.aead)
+    @property
+    def sealer(self) -> Sealer | None:
+        return self.chosen[0] if self.chosen is not None else None
+
+    @property
+    def waiting_for_reply(self) -> bool:
+        return self.client is not None and self.client.result is None
+
+    def add_keys(self, hello: bytes, result, update_interval: int) -> None:
+        self.keys[hello] = (Sealer(result.send_secret, result.aead, update_interval=update_interval),
+                            Opener(result.recv_secret, result.aead))
+
+    def decide(self) -> None:
+        self.chosen = self.keys[max(self.keys)]
 
 
 def _with_overhead(config: Config) -> Config:
@@ -171,6 +193,9 @@ class SecureEndpoint(Endpoint):
         super().__init__(config if self.security.insecure else _with_overhead(config), rng)
         self.security_stats = SecurityStats()
         self._sessions: dict[int, _Session] = {}  # by local connection ID
+        # Sessions of connections that closed during this output pass: their
+        # last datagrams (a RST after abort, the final ACK) are still sealed.
+        self._closing: dict[int, _Session] = {}
         self._alerts: list[tuple[bytes, object]] = []
         self._static = self.security.static
 
@@ -232,21 +257,32 @@ class SecureEndpoint(Endpoint):
             return None
         phase, dst, pn = head
         session = self._sessions.get(dst)
-        if session is None or session.opener is None:
+        if session is None or not session.keys:
             self.security_stats.unknown_sealed += 1
             return None
         view = memoryview(data)
-        try:
-            inner = session.opener.open(view[:HEADER_SIZE], pn, phase, view[HEADER_SIZE:])
-        except ProtectionError as exc:
-            if str(exc) in ("replayed", "too old"):
-                self.security_stats.replay_dropped += 1
-            else:
-                self.security_stats.unauthenticated_dropped += 1
-            return None
-        session.confirmed = True
-        self.security_stats.opened += 1
-        return inner
+        header, body = view[:HEADER_SIZE], view[HEADER_SIZE:]
+        if session.chosen is not None:
+            candidates = (session.chosen,)
+        else:  # a simultaneous open not yet decided: what opens decides
+            candidates = tuple(session.keys.values())
+        error = None
+        for pair in candidates:
+            try:
+                inner = pair[1].open(header, pn, phase, body)
+            except ProtectionError as exc:
+                error = exc
+                continue
+            if session.chosen is None:
+                session.chosen = pair
+            session.confirmed = True
+            self.security_stats.opened += 1
+            return inner
+        if str(error) in ("replayed", "too old"):
+            self.security_stats.replay_dropped += 1
+        else:
+            self.security_stats.unauthenticated_dropped += 1
+        return None
 
     def _receive_secure(self, data: bytes | bytearray | memoryview, addr: object, now: float,
                         fast: bool) -> None:
@@ -283,19 +319,19 @@ class SecureEndpoint(Endpoint):
             self._on_syn(data, dst, src, seg, addr, now)
             return
         session = self._sessions.get(dst)
-        if session is not None and session.sealer is None and isinstance(session.hs, ClientHandshake):
-            if flags & _SYN_ACK == _SYN_ACK:
-                self._on_syn_ack(data, dst, src, seg, session, addr, now)
+        if session is not None and flags & _SYN_ACK == _SYN_ACK:
+            option = _key_exchange_option(seg.unknown_options)
+            if session.waiting_for_reply:
+                self._on_syn_ack(data, dst, src, option, session, addr, now)
                 return
-            if flags & RST:  # our SYN refused: nothing is protected yet
+            if option is not None and option == session.synack:
+                # A retransmitted SYN-ACK (our ACK was lost): the key exchange
+                # that verified, so the connection may answer it.
                 self._receive_one(data, addr, now, fast)
                 return
-        if session is not None and flags & _SYN_ACK == _SYN_ACK and session.reply:
-            # A retransmitted SYN-ACK (our ACK was lost): the same key
-            # exchange as the one that verified, so the connection re-ACKs.
-            if _key_exchange_option(seg.unknown_options) == session.reply:
-                self._receive_one(data, addr, now, fast)
-                return
+        if session is not None and flags & RST and session.chosen is None and not session.keys:
+            self._receive_one(data, addr, now, fast)  # our SYN refused: nothing is protected yet
+            return
         self.security_stats.plaintext_dropped += 1
 
     def _refuse_secure_syn(self, data, addr) -> bool:
@@ -309,22 +345,24 @@ class SecureEndpoint(Endpoint):
             return True
         return False
 
-    def _on_syn(self, data, dst, src, seg, addr, now) -> None:
-        if dst != 0 or not src:
-            self.stats.malformed_dropped += 1
-            return
-        hello = _key_exchange_option(seg.unknown_options)
-        if hello is None:
-            self._alert(src, ALERT_ENCRYPTION_REQUIRED, addr)
-            return
-        existing = self._syn_index.get((addr, src))
-        if existing is not None:
-            session = self._sessions.get(existing.local_cid)
-            if session is not None and session.hello == hello:
-                self._receive_one(data, addr, now, False)  # a retransmitted SYN
-            else:
-                self.security_stats.plaintext_dropped += 1
-            return
+    def _new_session(self) -> _Session:
+        sec = self.security
+        return _Session(Mode.CODE if sec.code is not None else Mode.PSK if sec.psk is not None
+                        else Mode.IDENTITY)
+
+    def _client_session(self, local_cid: int) -> _Session:
+        session = self._sessions.get(local_cid)
+        if session is None:
+            session = self._sessions[local_cid] = self._new_session()
+        if session.client is None:
+            sec = self.security
+            session.client = ClientHandshake(psk=sec.psk, code=sec.code,
+                                             expected_server_key=sec.server_key, has_aes=sec.has_aes)
+        return session
+
+    def _answer(self, session: _Session, hello: bytes, src: int, addr: object) -> bool:
+        """Answer a peer's hello as the Noise responder; False (alert sent)
+        when it cannot be answered."""
         sec = self.security
         if self._static is None:
             self._static = X25519PrivateKey.generate()
@@ -337,27 +375,57 @@ class SecureEndpoint(Endpoint):
                 self._alert(src, ALERT_MODE_MISMATCH, addr, int(hs.mode))
             else:
                 self._alert(src, ALERT_MALFORMED, addr)
+            return False
+        assert hs.result is not None
+        session.server, session.peer_hello, session.reply, session.peer_cid = hs, hello, reply, src
+        session.add_keys(hello, hs.result, sec.update_interval)
+        return True
+
+    def _on_syn(self, data, dst, src, seg, addr, now) -> None:
+        if dst != 0 or not src:
+            self.stats.malformed_dropped += 1
+            return
+        hello = _key_exchange_option(seg.unknown_options)
+        if hello is None:
+            self._alert(src, ALERT_ENCRYPTION_REQUIRED, addr)
+            return
+        existing = self._syn_index.get((addr, src))
+        if existing is not None:
+            session = self._sessions.get(existing.local_cid)
+            if session is not None and session.peer_hello == hello:
+                self._receive_one(data, addr, now, False)  # a retransmitted SYN
+            else:
+                self.security_stats.plaintext_dropped += 1
+            return
+        pending = self._connecting.get(addr)
+        if pending is not None and pending.state == State.SYN_SENT and not pending.remote_cid:
+            # Simultaneous open: our SYN and the peer's crossed. Answer its
+            # hello too; our SYN-ACK carries our hello and that answer.
+            session = self._client_session(pending.local_cid)
+            if self._answer(session, hello, src, addr):
+                self._receive_one(data, addr, now, False)
+            return
+        session = self._new_session()
+        if not self._answer(session, hello, src, addr):
             return
         self._receive_one(data, addr, now, False)
         conn = self._syn_index.get((addr, src))
         if conn is None:
             return  # not listening, or the backlog was full: the SYN was not taken
-        session = _Session(hs)
-        session.peer_cid, session.hello, session.reply = src, hello, reply
-        session.set_keys(sec.update_interval)
+        session.chosen = session.keys[hello]  # a server's only session
         self._sessions[conn.local_cid] = session
 
-    def _on_syn_ack(self, data, dst, src, seg, session, addr, now) -> None:
-        hs = session.hs
-        assert isinstance(hs, ClientHandshake)
-        reply = _key_exchange_option(seg.unknown_options)
-        if reply is None:
+    def _on_syn_ack(self, data, dst, src, option, session, addr, now) -> None:
+        hs = session.client
+        assert hs is not None
+        if option is None or not option or len(option) < 1 + option[0]:
             self._fail(dst, "the server does not encrypt (it runs with --insecure, or is an older "
                        "Gannet); refusing to talk in clear")
             return
+        n = option[0]
+        peer_hello, reply = option[1 : 1 + n], option[1 + n :]
         try:
-            finished = hs.receive_reply(reply)
-            del finished  # confirmation is implicit: our first sealed datagram opens for the server
+            hs.receive_reply(reply)
             assert hs.result is not None
             if self.security.verify_server is not None and self.security.server_key is None:
                 self.security.verify_server(addr, hs.result.server_key)
@@ -365,9 +433,14 @@ class SecureEndpoint(Endpoint):
             self._alert(src, ALERT_HANDSHAKE_FAILED, addr, int(hs.mode))
             self._fail(dst, str(exc))
             return
-        session.peer_cid, session.reply = src, reply
-        session.set_keys(self.security.update_interval)
-        session.confirmed = True  # the server proved its key (and the shared secret) in message 2
+        session.add_keys(hs.hello(), hs.result, self.security.update_interval)
+        # A peer_hello we did not answer (a simultaneous open whose SYN we
+        # never saw) gave the peer no second session: it has only ours too.
+        del peer_hello
+        session.peer_cid, session.synack = src, option
+        if session.chosen is None:
+            session.decide()  # all we will know: the larger hello's session if we have both
+        session.confirmed = True  # the peer proved its key (and the shared secret)
         self._receive_one(data, addr, now, False)
 
     def _on_alert(self, data, now) -> None:
@@ -415,38 +488,53 @@ class SecureEndpoint(Endpoint):
         out = super().datagrams_to_send(now, trains)
         if not self.security.insecure:
             out = [self._seal_item(item, addr) for item, addr in out]
+        if self._closing:
+            self._closing = {}
         if self._alerts:
             out.extend(self._alerts)
             self._alerts = []
         return out
+
+    def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
+        """The session of the connection whose peer has `peer_cid` at `addr`."""
+        conn = self._syn_index.get((addr, peer_cid))
+        if conn is not None:
+            return self._sessions.get(conn.local_cid)
+        for session in self._closing.values():
+            if session.peer_cid == peer_cid:
+                return session
+        return None
 
     def _seal_item(self, item, addr):
         if type(item) is Train:
             return self._seal_train(item, addr), addr
         first = item[0]
         if first == SHORT_FORM:
-            conn = self._syn_index.get((addr, int.from_bytes(item[4:8], "big")))
-            session = self._sessions.get(conn.local_cid) if conn is not None else None
+            session = self._session_to(addr, int.from_bytes(item[4:8], "big"))
         else:
             src = int.from_bytes(item[8:12], "big")
-            session = self._sessions.get(src)
-            if session is not None and item[1] & SYN:
-                return self._syn_with_key_exchange(item, src, session), addr
-            if session is None and item[1] & _SYN_ACK == SYN:
-                session = _Session(ClientHandshake(
-                    psk=self.security.psk, code=self.security.code,
-                    expected_server_key=self.security.server_key, has_aes=self.security.has_aes))
-                self._sessions[src] = session
-                return self._syn_with_key_exchange(item, src, session), addr
+            session = self._sessions.get(src) or self._closing.get(src)
+            if item[1] & SYN:
+                if item[1] & ACK:
+                    if session is not None and session.reply:
+                        return self._with_key_exchange(item, session, True), addr
+                else:
+                    session = self._client_session(src)
+                    return self._with_key_exchange(item, session, False), addr
         if session is None or session.sealer is None:
             return item, addr  # a RST for an unknown connection, or before keys
         return self._seal(session.sealer, item), addr
 
-    def _syn_with_key_exchange(self, item: bytes, src: int, session: _Session) -> bytes:
-        """The SYN or SYN-ACK with the key exchange message added."""
-        dst, _src, seg = decode(item)
-        hs = session.hs
-        message = hs.hello() if isinstance(hs, ClientHandshake) else session.reply
+    def _with_key_exchange(self, item: bytes, session: _Session, synack: bool) -> bytes:
+        """The SYN (our hello) or SYN-ACK (the length of our hello if we sent
+        one, it, and our answer to the peer's) with the key exchange added."""
+        dst, src, seg = decode(item)
+        if synack:
+            own = session.client.hello() if session.client is not None else b""
+            message = bytes((len(own),)) + own + session.reply
+        else:
+            assert session.client is not None
+            message = session.client.hello()
         seg.unknown_options = seg.unknown_options + ((OPT_KEY_EXCHANGE, message),)
         return encode(dst, src, seg)
 
@@ -458,8 +546,7 @@ class SecureEndpoint(Endpoint):
     def _seal_train(self, train: Train, addr) -> Train:
         size = train.size
         view = memoryview(train)
-        conn = self._syn_index.get((addr, int.from_bytes(view[4:8], "big")))
-        session = self._sessions.get(conn.local_cid) if conn is not None else None
+        session = self._session_to(addr, int.from_bytes(view[4:8], "big"))
         if session is None or session.sealer is None:
             return train  # cannot happen: runs are only sent once established
         out = Train(len(train) + OVERHEAD * -(-len(train) // size))
@@ -478,4 +565,6 @@ class SecureEndpoint(Endpoint):
     # --------------------------------------------------------------- helpers
     def _forget(self, conn: Connection) -> None:
         super()._forget(conn)
-        self._sessions.pop(conn.local_cid, None)
+        session = self._sessions.pop(conn.local_cid, None)
+        if session is not None and session.sealer is not None:
+            self._closing[conn.local_cid] = session

@@ -61,6 +61,7 @@ from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..core.states import State
 from ..wire.batch import Train, release
+from .security import make_endpoint
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -557,7 +558,7 @@ class AioEndpoint:
         self.loop = loop
         self.sock = sock
         self.config = config
-        self.ep = Endpoint(config, _SYSTEM_RANDOM)
+        self.ep = make_endpoint(config, _SYSTEM_RANDOM)  # encrypted unless config.insecure
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
