@@ -10,7 +10,9 @@ import gannet
 from gannet.apps.transfer.progress import Reporter
 from gannet.apps.transfer.protocol import CHUNK
 from gannet.apps.transfer.receiver import Receiver
+from gannet.cli import security
 from gannet.cli.main import CLIError
+from gannet.crypto.code import generate_code
 from gannet.io.loops import run as run_loop
 
 
@@ -28,7 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true",
                    help="exit after one complete transfer: 0 if every file verified, else 1")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    security.add_arguments(p, peer_key=False, code="the code senders must give (default: a new one, "
+                           "printed as `code: CODE` on stderr); a wrong code from a sender ends "
+                           "the receiver, as the code was guessed at")
     p.set_defaults(func=run)
+
+
+def format_address(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return repr(addr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot use --dir {args.dir}: {exc.strerror or exc}") from None
     if not os.path.isdir(args.dir):
         raise CLIError(f"--dir {args.dir} is not a directory")
+    settings = security.overrides(args, "receive")
+    if not settings.get("insecure") and not settings.get("psk_file") and "code" not in settings:
+        settings["code"] = generate_code()
     rep = Reporter("receive")
     receiver = Receiver(args.dir, overwrite=args.overwrite, reporter=rep)
 
@@ -52,10 +67,21 @@ def run(args: argparse.Namespace) -> int:
                 done.set_result(1 if out.failed else 0)
 
         try:
-            server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK)
+            server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK,
+                                               **settings)
         except OSError as exc:
             raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+        def on_refused(ev) -> None:
+            rep.log(f"refused {format_address(ev.addr)}: {ev.error}")
+            if "code" in settings and not done.done():
+                # The code was tried and is no longer secret enough to keep.
+                done.set_result(1)
+
+        server.endpoint.on_refused = on_refused
         host, port = server.addresses[0][:2]
+        if "code" in settings:
+            rep.log(f"code: {settings['code']}")
         rep.log(f"listening on {host}:{port}, saving to {receiver.root}"
                 + (" (one transfer)" if args.once else ""))
         try:

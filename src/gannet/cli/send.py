@@ -9,7 +9,9 @@ import socket
 from gannet.apps.transfer.progress import Reporter, human_size
 from gannet.apps.transfer.protocol import ProtocolError
 from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
+from gannet.cli import security
 from gannet.cli.main import CLIError
+from gannet.crypto.endpoint import HandshakeFailed
 from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_rate
 
@@ -34,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-timeout", type=_duration, default=30.0, metavar="SECONDS",
                    help="give up when nothing is heard from the receiver for this long "
                    "(default 30s; a receiver that vanished is otherwise retried for minutes)")
+    security.add_arguments(p, code="the code `gannet receive` printed (its `code:` line)")
     p.set_defaults(func=run)
 
 
@@ -56,6 +59,7 @@ def parse_target(text: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     host, port = parse_target(args.target)
+    settings = security.overrides(args, "send")
     rep = Reporter("send")
     try:
         try:
@@ -70,10 +74,12 @@ def run(args: argparse.Namespace) -> int:
             result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
-                idle_timeout=args.idle_timeout,
+                idle_timeout=args.idle_timeout, **settings,
             ))
         except socket.gaierror as exc:
             raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        except HandshakeFailed as exc:
+            raise CLIError(f"cannot connect to {host}:{port}: {exc}") from None
         except ConnectionRefusedError:
             raise CLIError(f"cannot connect to {host}:{port}: connection refused "
                            "(is `gannet receive` running there?)") from None

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..config import Config
 from ..core.connection import Connection
 from ..core.endpoint import Endpoint
+from ..core.events import Event
 from ..core.states import State
 from ..wire.batch import Train, release
 from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
@@ -79,6 +80,17 @@ _SYN_ACK = SYN | ACK
 class HandshakeFailed(ConnectionError):
     """The connection was refused by the security layer; the message says
     why in one line (a wrong code, a changed key, an insecure peer)."""
+
+
+@dataclass(frozen=True, eq=False)
+class HandshakeRefused(Event):
+    """An incoming connection failed its key exchange (a wrong code or PSK,
+    a client that refused our key): the application never saw it, but a
+    listener may want to say so (`gannet receive` does, and gives up the
+    code). `error` is the HandshakeFailed; `addr` the peer's address."""
+
+    addr: object = None
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +208,6 @@ class SecureEndpoint(Endpoint):
         # Sessions of connections that closed during this output pass: their
         # last datagrams (a RST after abort, the final ACK) are still sealed.
         self._closing: dict[int, _Session] = {}
-        self._alerts: list[tuple[bytes, object]] = []
         self._static = self.security.static
 
     # ------------------------------------------------------------ application
@@ -470,14 +481,21 @@ class SecureEndpoint(Endpoint):
         self._fail(dst, message)
 
     def _alert(self, dst_cid: int, code: int, addr: object, detail: int = 0) -> None:
-        self._alerts.append((encode_alert(dst_cid, code, detail), addr))
+        # Queued where the plain endpoint queues its resets, so an adapter
+        # that asks the endpoint whether it has output (`_out`) sends it.
+        if type(self._out) is not list:
+            self._out = []
+        self._out.append((encode_alert(dst_cid, code, detail), addr))
         self.security_stats.alerts_sent += 1
 
     def _fail(self, local_cid: int, message: str) -> None:
         self.security_stats.handshakes_failed += 1
         conn = self._conns.get(local_cid)
         if conn is not None:
-            conn._terminate(HandshakeFailed(message))  # no RST: the peer was told by an alert
+            error = HandshakeFailed(message)
+            conn._terminate(error)  # no RST: the peer was told by an alert
+            if conn.passive:
+                self._events.append(HandshakeRefused(conn, conn.remote_addr, error))
 
     def datagram_too_big(self, data: bytes | bytearray | memoryview, addr: object) -> bool:
         if data and data[0] == PROTECTED and len(data) > OVERHEAD:
@@ -490,9 +508,6 @@ class SecureEndpoint(Endpoint):
             out = [self._seal_item(item, addr) for item, addr in out]
         if self._closing:
             self._closing = {}
-        if self._alerts:
-            out.extend(self._alerts)
-            self._alerts = []
         return out
 
     def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
@@ -509,6 +524,8 @@ class SecureEndpoint(Endpoint):
         if type(item) is Train:
             return self._seal_train(item, addr), addr
         first = item[0]
+        if first == ALERT:
+            return item, addr
         if first == SHORT_FORM:
             session = self._session_to(addr, int.from_bytes(item[4:8], "big"))
         else:

@@ -61,6 +61,7 @@ from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..core.states import State
 from ..wire.batch import Train, release
+from ..crypto.endpoint import HandshakeRefused
 from .security import make_endpoint
 from .memory import keep_freed_memory
 
@@ -548,7 +549,7 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "__dict__", "__weakref__",
+        "_timer_moved", "_sent_at_once", "on_refused", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -563,6 +564,9 @@ class AioEndpoint:
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
         self.on_available: Callable[[Connection], None] | None = None
+        # Called with a HandshakeRefused event: an incoming connection that
+        # failed its key exchange (the application never had it).
+        self.on_refused: Callable[[HandshakeRefused], None] | None = None
         self.close_when_idle = False
         self.closed = False
         self.io_stats = IoStats()
@@ -761,6 +765,10 @@ class AioEndpoint:
                 if kind is ConnectionAvailable:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
+                    continue
+                if kind is HandshakeRefused:
+                    if self.on_refused is not None:
+                        self.on_refused(ev)
                     continue
                 handler = self._handlers.get(ev.conn)
                 if kind is ConnectionTerminated and self._refused and ev.error is None:
