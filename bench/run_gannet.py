@@ -18,7 +18,8 @@ import sys
 import common as c
 import streams
 
-OPTION_NAMES = {"mtu": ("mtu", "max_datagram_size"), "cc": ("cc", "congestion_control")}
+OPTION_NAMES = {"mtu": ("mtu", "max_datagram_size"), "cc": ("cc", "congestion_control"),
+                "insecure": ("insecure",)}
 
 
 def load_api(which: str):
@@ -169,12 +170,14 @@ def main(argv=None) -> None:
     p.add_argument("--mtu", type=int, default=None, help="forwarded as mtu=")
     p.add_argument("--cc", default=None, help="forwarded as cc=")
     p.add_argument("--uvloop", action="store_true", help="run the streams API on uvloop")
+    p.add_argument("--insecure", action="store_true",
+                   help="forwarded as insecure=True: no encryption (the plaintext row)")
     args = p.parse_args(argv)
     api, gannet = load_api(args.api)
     if args.role == "probe":
         c.emit({"ok": True, "api": api})
         return
-    opts = {"mtu": args.mtu, "cc": args.cc}
+    opts = {"mtu": args.mtu, "cc": args.cc, "insecure": True if args.insecure else None}
     meta = {"api": api}
     try:
         if api == "streams":

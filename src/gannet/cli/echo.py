@@ -12,6 +12,7 @@ import argparse
 import sys
 import threading
 
+from gannet.cli import security
 from gannet.cli.main import CLIError
 
 DEFAULT_PORT = 8000
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = subparsers.add_parser(
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("address", metavar="HOST:PORT", help="the echo server")
     c.add_argument("--message", "-m", action="append", metavar="TEXT",
                    help="send TEXT instead of reading stdin (repeatable)")
+    security.add_arguments(c)
     c.set_defaults(func=run_client)
 
 
@@ -84,7 +87,7 @@ def run_server(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CLIError(f"invalid port {args.port}")
     family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
-    server = Socket(family)
+    server = Socket(family, **security.overrides(args, "echo-server"))
     try:
         server.bind((args.host, args.port))
         server.listen(128)
@@ -120,7 +123,7 @@ def run_client(args: argparse.Namespace) -> int:
 
     host, port = _parse_address(args.address)
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    sock = Socket(family)
+    sock = Socket(family, **security.overrides(args, "echo"))
     sock.settimeout(ECHO_TIMEOUT)
     try:
         sock.connect((host, port))

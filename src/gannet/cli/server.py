@@ -8,6 +8,7 @@ disconnect, errors) are logged to stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import logging
 import sys
@@ -16,6 +17,7 @@ from gannet.apps.messages.codec import FORMATS
 from gannet.apps.messages.negotiation import DEFAULT_KEEPALIVE, DEFAULT_PACKET_SIZE, MIN_PACKET_SIZE, Limits
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
+from gannet.cli import security
 from gannet.cli.main import CLIError
 from gannet.io.loops import run as run_loop
 
@@ -44,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", choices=TRANSPORTS, default="auto",
                    help="byte stream to use: gannet, tcp, or auto (gannet when available)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not log every message")
+    security.add_arguments(p, peer_key=False)
     p.set_defaults(func=run)
 
 
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         name, _, start_server = resolve(args.transport)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from None
+    if name == "gannet":
+        start_server = functools.partial(start_server, **security.overrides(args, "server"))
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("gannet server: %(message)s"))

@@ -19,6 +19,7 @@ import socket
 import sys
 
 from gannet.apps import tunnel as tun
+from gannet.cli import security
 from gannet.cli.main import CLIError
 from gannet.io.loops import run as run_loop
 
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on a target connection after this long (default 10)")
     _common(s)
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = sub.add_parser(
@@ -61,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="give up on reaching the tunnel server after this long "
                    "(default: Gannet's connect_timeout, 30)")
     _common(c)
+    security.add_arguments(c)
     c.set_defaults(func=run_client)
 
 
@@ -106,6 +109,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         if not args.connect_timeout > 0:
             raise CLIError("--connect-timeout must be positive")
         out["connect_timeout"] = args.connect_timeout
+    out.update(security.overrides(args, f"tunnel {args.tunnel_role}"))
     return out
 
 
