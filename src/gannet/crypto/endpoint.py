@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from crc32c import crc32c
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -72,7 +72,7 @@ from .handshake import (
     ServerHandshake,
     _peer_failed_message,
 )
-from .protection import UPDATE_INTERVAL, Opener, ProtectionError, Sealer, cpu_has_aes
+from .protection import UPDATE_INTERVAL, Opener, ProtectionError, Sealer
 
 _SYN_ACK = SYN | ACK
 
@@ -111,7 +111,7 @@ class Security:
     code: str | None = None
     server_key: bytes | None = None
     verify_server: Callable[[object, bytes], None] | None = None
-    has_aes: bool = field(default_factory=cpu_has_aes)
+    has_aes: bool = False  # the adapter says (io.security); ChaCha20-Poly1305 when unknown
     update_interval: int = UPDATE_INTERVAL
 
     def __post_init__(self) -> None:

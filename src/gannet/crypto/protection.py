@@ -55,16 +55,11 @@ class ProtectionError(ValueError):
     under another key. The message says which."""
 
 
-def cpu_has_aes(cpuinfo: str | None = None) -> bool:
-    """True where the CPU has AES instructions (Linux's /proc/cpuinfo flag
-    `aes`; ARM's `Features: aes`): AES-GCM is then faster than
-    ChaCha20-Poly1305, and constant-time. Elsewhere ChaCha20-Poly1305 is."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return False
+def cpu_has_aes(cpuinfo: str) -> bool:
+    """True when the text of Linux's /proc/cpuinfo lists AES instructions
+    (the `aes` flag; ARM's `Features: aes`): AES-GCM is then faster than
+    ChaCha20-Poly1305, and constant-time. Elsewhere ChaCha20-Poly1305 is.
+    (The adapter reads the file: gannet.io.security.)"""
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features") and "aes" in value.split():
@@ -122,7 +117,7 @@ class Sealer:
         pn = self.pn
         if pn >= _PN_HIGH:
             raise ProtectionError("packet numbers exhausted: the connection must end")
-        out = header + self._aead.encrypt(_nonce(self._iv, pn), bytes(plaintext), header)
+        out = header + self._aead.encrypt(_nonce(self._iv, pn), plaintext, header)  # views: no copy
         self.pn = pn + 1
         if self.pn >= self._next_update:
             self.update()
@@ -218,7 +213,7 @@ class Opener:
             aead, iv = self._next[1]
             promote = True
         try:
-            plaintext = aead.decrypt(_nonce(iv, pn), bytes(ciphertext), header)
+            plaintext = aead.decrypt(_nonce(iv, pn), ciphertext, header)
         except InvalidTag:
             raise self._drop("does not authenticate") from None
         if promote:
