@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gannet.core import cc as cc_registry
+from gannet.wire.protected import OVERHEAD
 from gannet_cli_helpers import stop
 
 pytestmark = pytest.mark.timeout(120)
@@ -127,7 +128,8 @@ def test_mtu_reflected(server):
     d = json.loads(r.stdout)
     assert d["mtu"] == 1200
     assert d["datagram_size"] == 1200  # pinned: stays there for the whole test
-    assert d["mss"] == 1200 - 24  # the short header and the checksum
+    # the short header and the checksum, inside the encryption envelope (docs/security.md)
+    assert d["mss"] == 1200 - 24 - OVERHEAD
     assert "datagram 1200 B" in r.stderr and "pinned by --mtu" in r.stderr
     assert "mtu 1200" in server.log()
 

@@ -200,7 +200,7 @@ def test_forged_traversal_header_rejected(tmp_path, receiver):
     r = receiver()
 
     async def forge():
-        reader, writer = await gannet.open_connection("127.0.0.1", r.port)
+        reader, writer = await gannet.open_connection("127.0.0.1", r.port, code=r.code)
         head = {"protocol": "gannet-transfer", "version": 1, "compression": [], "dirs": [],
                 "files": [{"path": "../../escaped.txt", "size": 3, "mode": 420}]}
         writer.write(json.dumps(head).encode() + b"\n")
@@ -307,7 +307,7 @@ def test_resume_after_the_link_is_cut(tmp_path, receiver):
     part = r.dir / ".big.bin.gannet-part"
     try:
         proc = subprocess.Popen(
-            GANNET + ["send", str(f), f"127.0.0.1:{relay.port}", "--limit-rate", "4MB/s",
+            GANNET + ["send", str(f), f"127.0.0.1:{relay.port}", "--code", r.code, "--limit-rate", "4MB/s",
                       "--idle-timeout", "2s"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
         try:

@@ -160,6 +160,16 @@ def cpu_seconds() -> float:
 
 
 # ------------------------------------------------------------------- sampling
+def wire_datagram_size(writer) -> int | None:
+    """The size of the connection's datagrams on the wire: what the
+    connection uses plus the encryption envelope around it, if any."""
+    size = getattr(writer.get_extra_info("connection"), "max_datagram_size", None)
+    aep = writer.get_extra_info("endpoint")
+    if size is None:
+        return None
+    return size + getattr(getattr(aep, "ep", None), "datagram_overhead", 0)
+
+
 def _conn(writer: gannet.StreamWriter):
     return writer.get_extra_info("connection")
 
@@ -303,7 +313,7 @@ async def run_sender(writers: list[gannet.StreamWriter], params: Params,
     return SenderResult(
         sent=list(written), seconds=end, retransmits=final.retransmits, srtt=final.srtt,
         min_rtt=min(mins) if mins else None,
-        datagram_size=getattr(conns[0], "max_datagram_size", None),
+        datagram_size=wire_datagram_size(writers[0]),
         mss=getattr(conns[0], "mss", None), intervals=intervals, error=error,
     )
 
@@ -633,7 +643,7 @@ async def run_client(host: str, port: int, params: Params, *,
             await send_msg(w, {"test_id": params.test_id, "stream": i})
         conn0 = data[0][1].get_extra_info("connection")
         info = {
-            "datagram_size": getattr(conn0, "max_datagram_size", None),
+            "datagram_size": wire_datagram_size(data[0][1]),
             "mss": getattr(conn0, "mss", None),
             "cc": params.cc or getattr(getattr(conn0, "config", None), "congestion_control", None),
         }

@@ -210,6 +210,11 @@ class SecureEndpoint(Endpoint):
         self._closing: dict[int, _Session] = {}
         self._static = self.security.static
 
+    @property
+    def datagram_overhead(self) -> int:
+        """Bytes the envelope adds to each of a connection's datagrams."""
+        return 0 if self.security.insecure else OVERHEAD
+
     # ------------------------------------------------------------ application
     def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
         if config is not None and not self.security.insecure:

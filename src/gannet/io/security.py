@@ -45,7 +45,8 @@ def _trust_on_first_use(addr: object, key: bytes) -> None:
     except KeyChangedError as exc:
         raise HandshakeError(str(exc), "key-changed") from None
     if not known:
-        log.warning("pinned the key of %s on first use: %s", name, fingerprint(key))
+        # As ssh says "Permanently added ... to the list of known hosts".
+        log.warning("gannet: pinned the key of %s on first use: %s", name, fingerprint(key))
 
 
 def security_for(config: Config) -> Security:
