@@ -308,3 +308,15 @@ def test_abort_sends_a_sealed_rst_that_resets_the_peer():
     pair.run(lambda: conn.error is not None, steps=100)
     assert isinstance(conn.error, ConnectionResetError)
     assert pair.client.security_stats.plaintext_dropped == 0
+
+
+def test_envelope_header_parsing():
+    from gannet.wire.protected import decode_alert, encode_alert, parse_header, seal_header
+
+    h = seal_header(1, 0xDEADBEEF, 2**40 + 5)
+    assert parse_header(h + bytes(16)) == (1, 0xDEADBEEF, 2**40 + 5)
+    assert parse_header(h + bytes(15)) is None  # no room for a tag
+    assert parse_header(b"\x03" + h[1:] + bytes(16)) is None  # a plaintext form
+    assert parse_header(h[:1] + b"\x02" + h[2:] + bytes(16)) is None  # unknown flag bit
+    assert decode_alert(encode_alert(7, 3, 2)) == (7, 3, 2)
+    assert decode_alert(encode_alert(7, 3, 2) + b"x") is None
