@@ -320,3 +320,28 @@ def test_envelope_header_parsing():
     assert parse_header(h[:1] + b"\x02" + h[2:] + bytes(16)) is None  # unknown flag bit
     assert decode_alert(encode_alert(7, 3, 2)) == (7, 3, 2)
     assert decode_alert(encode_alert(7, 3, 2) + b"x") is None
+
+
+def test_sealed_trains_fit_one_gso_send():
+    """A full run (up to 64 KB of plaintext rows) grows by OVERHEAD per row
+    when sealed: it is split so that no train exceeds what one UDP GSO send
+    carries, and every row keeps its order and size."""
+    from gannet.core.connection import RUN_BYTES
+    from gannet.wire.batch import Train
+    from gannet.wire.protected import OVERHEAD
+
+    pair = Pair(Security(), Security(), batches=True)
+    sizes = []
+    orig = pair.client.datagrams_to_send
+
+    def spy(now, trains=False):
+        out = orig(now, trains)
+        sizes.extend((len(t), t.size) for t, _ in out if type(t) is Train)
+        return out
+
+    pair.client.datagrams_to_send = spy
+    data = _payload(3_000_000, 4)
+    assert transfer(pair, data) == data
+    assert sizes and max(n for n, _ in sizes) <= RUN_BYTES
+    assert all(size == pair.client.config.max_datagram_size + OVERHEAD for _, size in sizes)
+    assert any(n > RUN_BYTES - 2 * (size) for n, size in sizes)  # full trains were made

@@ -41,7 +41,7 @@ from crc32c import crc32c
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..config import Config
-from ..core.connection import Connection
+from ..core.connection import RUN_BYTES, Connection
 from ..core.endpoint import Endpoint
 from ..core.events import Event
 from ..core.states import State
@@ -520,7 +520,13 @@ class SecureEndpoint(Endpoint):
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
         out = super().datagrams_to_send(now, trains)
         if not self.security.insecure:
-            out = [self._seal_item(item, addr) for item, addr in out]
+            sealed = []
+            for item, addr in out:
+                if type(item) is Train:
+                    sealed.extend((train, addr) for train in self._seal_train(item, addr))
+                else:
+                    sealed.append(self._seal_item(item, addr))
+            out = sealed
         if self._closing:
             self._closing = {}
         return out
@@ -536,8 +542,6 @@ class SecureEndpoint(Endpoint):
         return None
 
     def _seal_item(self, item, addr):
-        if type(item) is Train:
-            return self._seal_train(item, addr), addr
         first = item[0]
         if first == ALERT:
             return item, addr
@@ -575,30 +579,39 @@ class SecureEndpoint(Endpoint):
         self.security_stats.sealed += 1
         return sealer.seal(header, memoryview(datagram)[: len(datagram) - TRAILER_SIZE])
 
-    def _seal_train(self, train: Train, addr) -> Train:
+    def _seal_train(self, train: Train, addr) -> list[Train]:
+        """A run's train sealed row by row, as trains of rows OVERHEAD
+        longer; split so that none exceeds RUN_BYTES, what one GSO send
+        carries (the run filled it with plaintext rows)."""
         size = train.size
         view = memoryview(train)
         dst = int.from_bytes(view[4:8], "big")
         session = self._session_to(addr, dst)
         if session is None or session.sealer is None:
-            return train  # cannot happen: runs are only sent once established
+            return [train]  # cannot happen: runs are only sent once established
         total = len(train)
-        rows = -(-total // size)
-        out = Train(total + OVERHEAD * rows)
-        out.size = size + OVERHEAD
-        mv = memoryview(out)
+        sealed_size = size + OVERHEAD
+        per_train = max(1, RUN_BYTES // sealed_size) * size  # plaintext bytes per sealed train
         sealer = session.sealer
         seal_into = sealer.seal_into
         pack = HEADER.pack
-        pos = 0
-        for i in range(0, total, size):
-            row = view[i : min(i + size, total) - TRAILER_SIZE]  # the tag does the CRC's job
-            pos += seal_into(pack(PROTECTED, sealer.key_phase, 0, dst, sealer.pn), row, mv[pos:])
-        self.security_stats.sealed += rows
-        mv.release()
+        trains = []
+        for start in range(0, total, per_train):
+            stop = min(start + per_train, total)
+            rows = -(-(stop - start) // size)
+            out = Train(stop - start + OVERHEAD * rows)
+            out.size = sealed_size
+            mv = memoryview(out)
+            pos = 0
+            for i in range(start, stop, size):
+                row = view[i : min(i + size, stop) - TRAILER_SIZE]  # the tag does the CRC's job
+                pos += seal_into(pack(PROTECTED, sealer.key_phase, 0, dst, sealer.pn), row, mv[pos:])
+            mv.release()
+            self.security_stats.sealed += rows
+            trains.append(out)
         view.release()
         release(train)
-        return out
+        return trains
 
     # --------------------------------------------------------------- helpers
     def _forget(self, conn: Connection) -> None:
