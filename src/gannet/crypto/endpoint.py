@@ -519,7 +519,7 @@ class SecureEndpoint(Endpoint):
 
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
         out = super().datagrams_to_send(now, trains)
-        if not self.security.insecure:
+        if out and not self.security.insecure:
             sealed = []
             for item, addr in out:
                 if type(item) is Train:
