@@ -202,3 +202,20 @@ def test_receiver_check_catches_corruption_and_short_streams():
     short = streams[0][:-1]
     assert result([short, streams[1]]).verify(params, [share - 1, share]) == [False, True]
     assert result(streams).verify(params, [share + 1, share]) == [False, True]
+
+
+def test_insecure_bench_for_plaintext_measurements(tmp_path):
+    """`--insecure` on both ends measures the plaintext path, says so, and
+    reports the plaintext MSS; one end insecure is refused with a reason."""
+    proc, address, err = start_server(tmp_path, "--insecure")
+    try:
+        assert "WARNING: --insecure" in err.read_text()
+        r = client(address, "--insecure", "--mtu", "1200", "--bytes", "2MB", "--json")
+        assert r.returncode == 0, r.stderr
+        assert "WARNING: --insecure" in r.stderr
+        d = json.loads(r.stdout)
+        assert d["verified"] is True and d["datagram_size"] == 1200 and d["mss"] == 1200 - 24
+        r = client(address, "--bytes", "1MB", "--connect-timeout", "5s")
+        assert r.returncode == 1 and "without encryption" in r.stderr, r.stderr
+    finally:
+        stop(proc)

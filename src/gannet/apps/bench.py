@@ -443,9 +443,11 @@ class BenchServer:
     """Runs one test at a time; a second client meanwhile gets an error message."""
 
     def __init__(self, host: str, port: int, *, once: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print,
+                 security: dict[str, object] | None = None) -> None:
         self.host = host
         self.port = port
+        self.security = security or {}  # insecure / psk_file: the same on both ends
         self.once = once
         self.log = log
         self.server: gannet.Server | None = None
@@ -454,7 +456,7 @@ class BenchServer:
         self.cleanups: set[asyncio.Task] = set()
 
     async def start(self) -> tuple[str, int]:
-        self.server = await gannet.start_server(self._control, self.host, self.port)
+        self.server = await gannet.start_server(self._control, self.host, self.port, **self.security)
         addr = self.server.addresses[0]
         return addr[0], addr[1]
 
@@ -532,7 +534,8 @@ class BenchServer:
             await test_over.wait()
 
         test_over = asyncio.Event()
-        data_server = await gannet.start_server(on_data, self.host, 0, **params.data_settings())
+        data_server = await gannet.start_server(on_data, self.host, 0, **params.data_settings(),
+                                                **self.security)
         what = (f"{'send' if params.reverse else 'receive'} "
                 f"{_fmt_amount(params)}, {k} stream{'s' if k > 1 else ''}"
                 + (f", mtu {params.mtu}" if params.mtu else "")
@@ -618,10 +621,15 @@ class BenchServer:
 async def run_client(host: str, port: int, params: Params, *,
                      connect_timeout: float = 10.0,
                      on_start: Callable[[dict[str, Any]], None] | None = None,
-                     on_interval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one test against a bench server; returns the JSON-ready result."""
+                     on_interval: Callable[[dict[str, Any]], None] | None = None,
+                     security: dict[str, object] | None = None) -> dict[str, Any]:
+    """Run one test against a bench server; returns the JSON-ready result.
+    `security`: Config settings (insecure, psk_file, peer_key) for every
+    connection, as the server was given them."""
+    security = security or {}
     cpu0 = cpu_seconds()
-    creader, cwriter = await gannet.open_connection(host, port, connect_timeout=connect_timeout)
+    creader, cwriter = await gannet.open_connection(host, port, connect_timeout=connect_timeout,
+                                                    **security)
     data: list[tuple[asyncio.StreamReader, gannet.StreamWriter]] = []
     try:
         await send_msg(cwriter, params.to_wire())
@@ -631,7 +639,8 @@ async def run_client(host: str, port: int, params: Params, *,
         data_port = int(ready["data_port"])
         opened = await asyncio.gather(
             *(gannet.open_connection(host, data_port, connect_timeout=connect_timeout,
-                                     **params.data_settings()) for _ in range(params.parallel)),
+                                     **params.data_settings(), **security)
+              for _ in range(params.parallel)),
             return_exceptions=True)
         for item in opened:
             if not isinstance(item, BaseException):
