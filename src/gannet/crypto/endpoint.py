@@ -460,9 +460,10 @@ class SecureEndpoint(Endpoint):
             self._fail(dst, str(exc))
             return
         session.add_keys(hs.hello(), hs.result, self.security.update_interval)
-        # A peer_hello we did not answer (a simultaneous open whose SYN we
-        # never saw) gave the peer no second session: it has only ours too.
-        del peer_hello
+        # `peer_hello` is set only in a simultaneous open. If we answered it
+        # too, both sessions are in `keys` and `decide` picks the larger; if
+        # we never saw that SYN, the peer has only our session, as we do.
+        assert not peer_hello or peer_hello == session.peer_hello or peer_hello not in session.keys
         session.peer_cid, session.synack = src, option
         if session.chosen is None:
             session.decide()  # all we will know: the larger hello's session if we have both
