@@ -189,8 +189,29 @@ class Config:
     """Most RSTs sent at once before `reset_rate` paces them (Linux's
     icmp_msgs_burst)."""
 
+    # --- security (docs/security.md) ------------------------------------
+    insecure: bool = False
+    """Turn encryption and authentication off: datagrams in clear, anyone on
+    the path reads and can alter them. For measurements and plaintext
+    peers only; an encrypted peer refuses an insecure one (and the reverse)
+    with a message saying so."""
+    peer_key: str | None = None
+    """The server's key to pin for this connection (base64, as `gannet id`
+    prints it). None: trust on first use, checked against and pinned in
+    `$XDG_CONFIG_HOME/gannet/known_hosts`."""
+    psk_file: str | None = None
+    """A pre-shared key file (32 bytes in base64, `gannet id --new-psk`):
+    only peers that have the same key connect."""
+    code: str | None = None
+    """A short code such as `7-guitar-october`, given to both sides: a PAKE
+    (SPAKE2) authenticates the peer that knows it."""
+
     def __post_init__(self) -> None:
         self._check_types()
+        if self.psk_file is not None and self.code is not None:
+            raise ValueError("psk_file and code cannot both be set")
+        if self.insecure and (self.peer_key or self.psk_file or self.code):
+            raise ValueError("insecure turns off peer_key, psk_file and code: set one or the other")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {self.mode!r}")
         if not 64 <= self.mss <= 65000:

@@ -9,6 +9,7 @@ DISCONNECT/ACK.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import os
 import sys
@@ -29,6 +30,7 @@ from gannet.apps.messages.negotiation import (
 from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.apps.display import safe_text
+from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 from gannet.io.loops import run as run_loop
 
@@ -69,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", choices=TRANSPORTS, default="auto",
                    help="byte stream to use: gannet, tcp, or auto (gannet when available)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not report every ACK")
+    security.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -152,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         name, open_connection, _ = resolve(args.transport)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from None
+    if name == "gannet":
+        open_connection = functools.partial(open_connection, **security.overrides(args, "client"))
 
     def on_ack(seq: int) -> None:
         if not args.quiet:

@@ -13,6 +13,7 @@ import sys
 import threading
 
 from gannet.apps.display import safe_text
+from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 from gannet.cli.wireopt import add_wire_option
 
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
     add_wire_option(s)
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = subparsers.add_parser(
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--message", "-m", action="append", metavar="TEXT",
                    help="send TEXT instead of reading stdin (repeatable)")
     add_wire_option(c)
+    security.add_arguments(c)
     c.set_defaults(func=run_client)
 
 
@@ -90,7 +93,7 @@ def run_server(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
     if args.wire == "tcp" and family != _socket.AF_INET:
         raise CLIError("--wire tcp is IPv4 only")
-    server = Socket(family, wire=args.wire)
+    server = Socket(family, wire=args.wire, **security.overrides(args, "echo-server"))
     try:
         server.bind((args.host, args.port))
         server.listen(128)
@@ -128,7 +131,7 @@ def run_client(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     if args.wire == "tcp" and family != _socket.AF_INET:
         raise CLIError("--wire tcp is IPv4 only")
-    sock = Socket(family, wire=args.wire)
+    sock = Socket(family, wire=args.wire, **security.overrides(args, "echo"))
     sock.settimeout(ECHO_TIMEOUT)
     try:
         sock.connect((host, port))

@@ -41,6 +41,8 @@ COMMANDS = {
     "diagnose": ("diagnose", "say what limited a transfer, from its qlog trace"),
     "plot": ("plot", "draw a qlog trace: time-sequence graph, cwnd, RTT, goodput (PNG)"),
     "wireshark": ("wireshark", "print where the Wireshark dissector for Gannet is, or install it"),
+    "id": ("identity", "show this machine's identity key and fingerprint"),
+    "trust": ("identity", "list, add or remove pinned server keys"),
 }
 
 # Top-level options that take a value (`_command_in` skips the value).

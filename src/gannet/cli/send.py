@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gannet.apps.transfer.protocol import COMPRESS_MODES
+from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration, positive_rate
 from gannet.cli.wireopt import add_wire_option
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-timeout", type=_duration, default=30.0, metavar="SECONDS",
                    help="give up when nothing is heard from the receiver for this long "
                    "(default 30s; a receiver that vanished is otherwise retried for minutes)")
+    security.add_arguments(p, code="the code `gannet receive` printed (its `code:` line)")
     p.set_defaults(func=run)
 
 
@@ -58,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from gannet.apps.transfer.progress import Reporter, human_size
     from gannet.apps.transfer.protocol import ProtocolError
     from gannet.apps.transfer.sender import TransferError, collect, send_files
+    from gannet.crypto.endpoint import HandshakeFailed
     from gannet.io.loops import run as run_loop
 
     host, port = parse_target(args.target)
+    settings = security.overrides(args, "send")
     rep = Reporter("send")
     try:
         try:
@@ -75,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
             result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
-                idle_timeout=args.idle_timeout, wire=args.wire, track_limits=True,
+                idle_timeout=args.idle_timeout, wire=args.wire, track_limits=True, **settings,
             ))
         except socket.gaierror as exc:
             raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        except HandshakeFailed as exc:
+            raise CLIError(f"cannot connect to {host}:{port}: {exc}") from None
         except ConnectionRefusedError:
             raise CLIError(f"cannot connect to {host}:{port}: connection refused "
                            "(is `gannet receive` running there?)") from None

@@ -8,6 +8,7 @@ disconnect, errors) are logged to stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import logging
 import sys
@@ -24,6 +25,7 @@ from gannet.apps.messages.negotiation import (
 )
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
+from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 from gannet.io.loops import run as run_loop
 
@@ -58,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar="BYTES", help="bytes of unfinished fragmented messages held across "
                    f"all sessions (default {MessageLimits.max_buffered_bytes})")
     p.add_argument("-q", "--quiet", action="store_true", help="do not log every message")
+    security.add_arguments(p, peer_key=False)
     p.set_defaults(func=run)
 
 
@@ -82,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         name, _, start_server = resolve(args.transport)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from None
+    if name == "gannet":
+        start_server = functools.partial(start_server, **security.overrides(args, "server"))
 
     handler = logging.StreamHandler(sys.stderr)
     # Log lines quote client_id, DISCONNECT reasons and error texts: escaped.

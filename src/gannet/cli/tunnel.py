@@ -18,6 +18,7 @@ import socket
 import sys
 
 from gannet.apps.display import SafeFormatter, safe_text
+from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 
 # gannet.apps.tunnel (and asyncio with it) is imported by the functions that
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on a target connection after this long (default 10)")
     _common(s)
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = sub.add_parser(
@@ -62,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="give up on reaching the tunnel server after this long "
                    "(default: Gannet's connect_timeout, 30)")
     _common(c)
+    security.add_arguments(c)
     c.set_defaults(func=run_client)
 
 
@@ -109,6 +112,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         if not args.connect_timeout > 0:
             raise CLIError("--connect-timeout must be positive")
         out["connect_timeout"] = args.connect_timeout
+    out.update(security.overrides(args, f"tunnel {args.tunnel_role}"))
     return out
 
 

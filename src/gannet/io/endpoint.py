@@ -63,6 +63,8 @@ from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported 
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..wire.batch import Train, release
+from ..crypto.endpoint import HandshakeRefused
+from .security import make_endpoint
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -608,7 +610,7 @@ class AioEndpoint:
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on",
-        "__dict__", "__weakref__",
+        "on_refused", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -621,11 +623,15 @@ class AioEndpoint:
         self.loop = loop
         self.sock = sock
         self.config = config
-        self.ep = endpoint if endpoint is not None else Endpoint(config, _SYSTEM_RANDOM)
+        # encrypted unless config.insecure (or the caller brings its own, e.g. the TCP wire's)
+        self.ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
         self.on_available: Callable[[Connection], None] | None = None
+        # Called with a HandshakeRefused event: an incoming connection that
+        # failed its key exchange (the application never had it).
+        self.on_refused: Callable[[HandshakeRefused], None] | None = None
         self.close_when_idle = False
         self.closed = False
         self.io_stats = IoStats()
@@ -1010,6 +1016,10 @@ class AioEndpoint:
                 if kind is ConnectionAvailable:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
+                    continue
+                if kind is HandshakeRefused:
+                    if self.on_refused is not None:
+                        self.on_refused(ev)
                     continue
                 handler = self._handlers.get(ev.conn)
                 if kind is ConnectionTerminated and self._refused and ev.error is None:
