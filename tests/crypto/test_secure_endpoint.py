@@ -345,3 +345,33 @@ def test_sealed_trains_fit_one_gso_send():
     assert sizes and max(n for n, _ in sizes) <= RUN_BYTES
     assert all(size == pair.client.config.max_datagram_size + OVERHEAD for _, size in sizes)
     assert any(n > RUN_BYTES - 2 * (size) for n, size in sizes)  # full trains were made
+
+
+def test_listener_under_pressure_retries_an_encrypted_client():
+    """A listener past its half-open limit answers SYNs with a stateless
+    Retry (plaintext: nothing is keyed yet); the encrypted client sends its
+    SYN again with the token and the same hello, and the connection is as
+    protected as one made without the Retry."""
+    from gannet.config import Config
+
+    data = _payload(50_000, 3)
+    pair = Pair(Security(), Security(), config=Config(pmtud=False, half_open_limit=0))
+    conn = pair.client.connect("s", pair.now)
+    conn.send(data)
+    got = bytearray()
+
+    def arrived() -> bool:
+        srv = pair.server.accept() if not got else None
+        if srv is not None:
+            arrived.srv = srv
+        srv = getattr(arrived, "srv", None)
+        while srv is not None and (chunk := srv.recv(1 << 20)):
+            got.extend(chunk)
+        return len(got) == len(data)
+
+    pair.run(arrived)
+    assert bytes(got) == data
+    assert pair.server.stats.retries_sent == 1
+    assert pair.directions[:4] == ["c->s", "s->c", "c->s", "s->c"]  # SYN, Retry, SYN, SYN-ACK
+    assert pair.recorded[1][0] != PROTECTED  # the Retry: nothing is keyed yet
+    assert all(d[0] == PROTECTED for d in pair.recorded[4:])

@@ -342,7 +342,7 @@ class SecureEndpoint(Endpoint):
             return
         flags = seg.flags
         if flags & _SYN_ACK == SYN:
-            self._on_syn(data, dst, src, seg, addr, now)
+            self._on_hello_syn(data, dst, src, seg, addr, now)
             return
         session = self._sessions.get(dst)
         if session is not None and flags & _SYN_ACK == _SYN_ACK:
@@ -355,6 +355,13 @@ class SecureEndpoint(Endpoint):
                 # that verified, so the connection may answer it.
                 self._receive_one(data, addr, now, fast)
                 return
+        if session is not None and seg.retry_token is not None and session.waiting_for_reply:
+            # A listener under pressure answered our SYN with a stateless
+            # Retry (core/endpoint.py): our SYN goes again with its token and
+            # the same hello. Nothing is protected yet; the core checks the
+            # Retry acknowledges our SYN exactly and comes from where it went.
+            self._receive_one(data, addr, now, fast)
+            return
         if session is not None and flags & RST and session.chosen is None and not session.keys:
             self._receive_one(data, addr, now, fast)  # our SYN refused: nothing is protected yet
             return
@@ -407,7 +414,7 @@ class SecureEndpoint(Endpoint):
         session.add_keys(hello, hs.result, sec.update_interval)
         return True
 
-    def _on_syn(self, data, dst, src, seg, addr, now) -> None:
+    def _on_hello_syn(self, data, dst, src, seg, addr, now) -> None:
         if dst != 0 or not src:
             self.stats.malformed_dropped += 1
             return
