@@ -450,9 +450,9 @@ class Endpoint:
                 # Like Linux: drop the SYN; the client's retransmission tries again.
                 self.stats.syn_dropped_backlog += 1
                 return
-            if self._half_open_counts.get(key, 0) >= cfg.half_open_per_source:
-                self.stats.syn_dropped_half_open += 1
-                return
+            # A proven address is bounded by the backlog alone: one host
+            # opening many connections at once (a tunnel, a NAT, a load
+            # test) must not wait out SYN retransmissions.
             received = None
         else:
             key = (host, False)
