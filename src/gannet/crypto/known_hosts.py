@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from .identity import KeyFormatError, config_dir, decode_key, encode_key, finger
 
 KNOWN_HOSTS_FILE = "known_hosts"
 
-# Pins are read, changed and written back: threads of one process take this
-# lock, processes a lock file beside the pins, so that two first uses at
-# once (fifty clients of one program, two commands) both keep their pin.
-_THREADS = threading.Lock()
+# Pins are read, changed and written back under an flock of a file beside
+# them: each change opens it anew, so threads of one process exclude each
+# other as processes do, and two first uses at once (fifty clients of one
+# program, two commands) both keep their pin.
 
 
 class KeyChangedError(Exception):
@@ -84,13 +83,12 @@ class KnownHosts:
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _THREADS:
-            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # (the lock goes with it)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # (the lock goes with it)
 
     def _write(self, pins: list[Pin]) -> None:
         body = "".join(f"{p.name} {encode_key(p.key)}\n" for p in pins)
