@@ -211,7 +211,7 @@ class Endpoint:
         elif conn.remote_cid and src != conn.remote_cid:
             self.stats.spoofed_dropped += 1
             return
-        if not conn.remote_cid:
+        if not conn.remote_cid and src is not None:
             conn.remote_cid = src
             self._syn_index[(conn.remote_addr, src)] = conn
             self._connecting.pop(conn.remote_addr, None)
@@ -228,10 +228,10 @@ class Endpoint:
                 self._syn_index[(addr, conn.remote_cid)] = conn
                 conn.remote_addr = addr
             return
-        payload = seg.payload
-        if (fast and payload and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
-                and conn.on_data_run(seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsval, payload, 1,
-                                     len(payload), now)):
+        text = seg.payload
+        if (fast and text and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
+                and conn.on_data_run(seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsval, text, 1,
+                                     len(text), now)):
             return
         conn.on_segment(seg, now)
 
@@ -247,7 +247,7 @@ class Endpoint:
         conn = self._syn_index.get((addr, int.from_bytes(data[4:8], "big")))
         return conn is not None and conn.on_datagram_too_big(len(data))
 
-    def _on_connectionless(self, seg: Segment, src: int, addr: object, now: float) -> None:
+    def _on_connectionless(self, seg: Segment, src: int | None, addr: object, now: float) -> None:
         """A segment with no destination ID: a SYN opening a connection, or a
         RST from a peer that does not know the connection the source ID names
         (what `_reset` sends for a short-form segment)."""
@@ -258,7 +258,7 @@ class Endpoint:
             else:
                 conn.on_segment(seg, now)  # checks its sequence number (RFC 5961)
             return
-        if not seg.flags & SYN or seg.flags & ACK or src == 0:
+        if not seg.flags & SYN or seg.flags & ACK or not src:
             self.stats.malformed_dropped += 1
             return
         existing = self._syn_index.get((addr, src))

@@ -84,6 +84,11 @@ REO_WND_MULT_MAX = 16
 # more than half of them (amortized O(1) per record).
 COMPACT_AT = 256
 
+# What RackTlp's record lists read as while they are None (never stored,
+# never written: a reader's stand-in, so the loops need no None branch).
+_NO_STARTS: list[int] = []
+_NO_RECS: list[tuple[int, int, float, int, int]] = []
+
 
 class IdleRack:
     """What a connection holds instead of a RackTlp until it first sends
@@ -138,19 +143,19 @@ class RackTlp:
         self.ack_delay = 2 * cfg.ack_delay
 
         # --- transmissions not yet delivered or judged lost -------------------
-        # The lists are empty tuples until something is put in them, and the
+        # The lists are None until something is put in them, and the
         # originals' lists go back to that once every record is done: most of
         # a server's connections are idle, with nothing in flight, and an
         # empty list per field is one more object per connection for the
         # cycle collector to walk (the same reason as rangeset.EMPTY).
-        self._starts: list[int] | tuple = ()  # originals: start positions, for bisection
-        self._recs: list[tuple[int, int, float, int, int]] | tuple = ()  # (start, end, time, serial0, mss)
+        self._starts: list[int] | None = None  # originals: start positions, for bisection
+        self._recs: list[tuple[int, int, float, int, int]] | None = None  # (start, end, time, serial0, mss)
         self._head = 0  # originals before this index are done
         self._judged = 0  # the head record is judged (lost or delivered) below this position
-        self._retx: list[tuple[int, int, float, int, bool]] | tuple = ()  # (start, end, time, serial, judged)
+        self._retx: list[tuple[int, int, float, int, bool]] | None = None  # (start, end, time, serial, judged)
         self._resent: RangeSet = EMPTY  # bytes above snd_una that have been resent (own set at the first)
         self._serial = 0  # transmissions so far
-        self._blocks: list[tuple[int, int]] | tuple = ()  # SACK blocks that added news since the last ACK
+        self._blocks: list[tuple[int, int]] | None = None  # SACK blocks that added news since the last ACK
         self._una = 0  # snd_una when the last ACK was processed
         self._high = 0  # end of the highest original sent
 
@@ -201,8 +206,9 @@ class RackTlp:
             # The last field: whether a spurious verdict on this resend may
             # widen the reorder window (not for probes or after a timeout).
             rec = (start, end, now, self._serial, not self._probing and start >= self._rto_high)
-            if self._retx:
-                self._retx.append(rec)
+            retx = self._retx
+            if retx:
+                retx.append(rec)
             else:
                 self._retx = [rec]
             resent = self._resent
@@ -210,14 +216,14 @@ class RackTlp:
                 resent = self._resent = RangeSet()
             resent.add(start, end)
         else:
-            rec = (start, end, now, self._serial, end - start or 1)
-            starts = self._starts
-            if starts:  # (_add_original, inline)
+            orig = (start, end, now, self._serial, end - start or 1)
+            starts, recs = self._starts, self._recs
+            if starts and recs:  # (_add_original, inline; the two lists go together)
                 starts.append(start)
-                self._recs.append(rec)
+                recs.append(orig)
             else:
                 self._starts = [start]
-                self._recs = [rec]
+                self._recs = [orig]
                 self._head = 0
             if end > self._high:
                 self._high = end
@@ -248,16 +254,17 @@ class RackTlp:
     def on_sacked(self, left: int, right: int) -> None:
         """The peer SACKed [left, right) and some of it is news."""
         if self.active:
-            if self._blocks:
-                self._blocks.append((left, right))
+            blocks = self._blocks
+            if blocks:
+                blocks.append((left, right))
             else:
                 self._blocks = [(left, right)]
 
     def _add_original(self, start: int, rec: tuple[int, int, float, int, int]) -> None:
-        starts = self._starts
-        if starts:
+        starts, recs = self._starts, self._recs
+        if starts and recs:  # the two lists go together
             starts.append(start)
-            self._recs.append(rec)
+            recs.append(rec)
         else:  # () or emptied: (re)start both lists
             self._starts = [start]
             self._recs = [rec]
@@ -276,7 +283,8 @@ class RackTlp:
         board = self.board
         sacked = board.sacked
         resent = self._resent
-        recs = self._recs
+        starts = self._starts or _NO_STARTS
+        recs = self._recs or _NO_RECS
         head = self._head
         best_serial = self.rack_serial
         best_time = self.xmit_ts
@@ -293,7 +301,7 @@ class RackTlp:
                 # Nothing resent: the newest covered segment is the last one
                 # ending at or below una, found by bisection (a bulk ACK can
                 # cover a hundred segments; walking them cost a microsecond each).
-                j = bisect_right(self._starts, una - 1, head) - 1
+                j = bisect_right(starts, una - 1, head) - 1
                 if j >= head:
                     s, e, t, serial0, mss = recs[j]
                     if e <= una:
@@ -328,7 +336,6 @@ class RackTlp:
         # 2. Originals inside newly SACKed blocks: bisect for the newest.
         blocks = self._blocks
         if blocks:
-            starts = self._starts
             fack = self.fack
             for left, right in blocks:
                 if right <= fack and not (resent and resent.overlap(left, right)):
@@ -376,9 +383,9 @@ class RackTlp:
                         best_serial, best_time = serial, t
                 else:
                     keep.append(rec)
-            self._retx = keep or ()
+            self._retx = keep or None
         if blocks:
-            self._blocks = ()
+            self._blocks = None
 
         if best_serial > self.rack_serial:
             self.rack_serial = best_serial
@@ -450,7 +457,7 @@ class RackTlp:
     def on_rto(self, nxt: int) -> None:
         """The RTO fired and marked everything outstanding lost: forget the
         transmissions (their resends will be recorded afresh)."""
-        self._starts = self._recs = self._retx = self._blocks = ()
+        self._starts = self._recs = self._retx = self._blocks = None
         self._head = 0
         self._rto_high = nxt
         self.tlp_end = None
@@ -492,7 +499,7 @@ class RackTlp:
     def _supersede(self, start: int, end: int) -> None:
         """A resend of [start, end) replaces older resends of those bytes."""
         out = []
-        for rec in self._retx:
+        for rec in self._retx or ():
             s, e = rec[0], rec[1]
             if e <= start or s >= end:
                 out.append(rec)
@@ -501,7 +508,7 @@ class RackTlp:
                 out.append((s, start, rec[2], rec[3], rec[4]))
             if e > end:
                 out.append((end, e, rec[2], rec[3], rec[4]))
-        self._retx = out or ()
+        self._retx = out or None
 
     def _on_spurious(self, una: int, nxt: int) -> None:
         self.spurious += 1
@@ -520,7 +527,8 @@ class RackTlp:
         lost = board.lost
         resent = self._resent
         rack_serial = self.rack_serial
-        recs = self._recs
+        starts = self._starts or _NO_STARTS
+        recs = self._recs or _NO_RECS
         i = self._head
         n = len(recs)
         retx = self._retx
@@ -535,7 +543,7 @@ class RackTlp:
             # The common case: everything outstanding was sent after the
             # newest delivered segment, so nothing can be judged yet.
             if i and i >= n:
-                self._starts = self._recs = ()
+                self._starts = self._recs = None
                 self._head = 0
             if self.reo_deadline is not None:
                 self.reo_deadline = None
@@ -573,11 +581,11 @@ class RackTlp:
             i += 1
             judged = una
         if i >= n:
-            self._starts = self._recs = ()
+            self._starts = self._recs = None
             i = 0
         elif i > COMPACT_AT and 2 * i > n:
             del recs[:i]
-            del self._starts[:i]
+            del starts[:i]
             i = 0
         self._head = i
 
@@ -603,7 +611,7 @@ class RackTlp:
             if k:
                 del retx[:k]
                 if not retx:
-                    self._retx = ()
+                    self._retx = None
 
         self.reo_deadline = deadline
         self._set_deadline()
@@ -679,7 +687,7 @@ class LossRecovery:
         # (start, end, SND.NXT then) per retransmission in this recovery, to
         # notice a lost retransmission once data sent after it is SACKed
         # (a list from the first retransmission on).
-        self.retx_marks: list[tuple[int, int, int]] | tuple = ()
+        self.retx_marks: list[tuple[int, int, int]] | None = None
         self.in_recovery = False
         self.recovery_point = 0  # RFC 6582's "recover"
         self.dupacks = 0  # duplicate ACKs counted (RFC 5681; without SACK)
@@ -752,7 +760,7 @@ class LossRecovery:
         if ack >= self.recovery_point:
             self.in_recovery = False
             self.retransmitted.clear()
-            self.retx_marks = ()
+            self.retx_marks = None
             return True
         if not self.sack_ok:
             self.own_lost().add(ack, min(ack + self.mss, data_end))
@@ -771,7 +779,7 @@ class LossRecovery:
         if self.sack_ok and rack.active:
             # RACK-TLP replaces the DupThresh walk and the lost-retransmission
             # marks below (why: this module's docstring).
-            self.retx_marks = ()
+            self.retx_marks = None
             return rack.detect_losses(now, una, nxt, rto)
         thresh = self.thresh
         newly_lost = False
@@ -826,7 +834,7 @@ class LossRecovery:
         for start, end in self.sacked.gaps(una, data_hi):
             self.own_lost().add(start, end)
         self.retransmitted.clear()
-        self.retx_marks = ()
+        self.retx_marks = None
         self.start_rack().on_rto(nxt)
         self.in_recovery = False
         self.recovery_point = nxt

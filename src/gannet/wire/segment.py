@@ -13,6 +13,10 @@ from enum import IntFlag
 
 SEQ_MOD = 1 << 32
 
+# A payload as it travels: bytes, or a view into a received datagram or the
+# send buffer (no copy).
+Payload = bytes | bytearray | memoryview
+
 
 class Flags(IntFlag):
     """Control bits, at TCP's bit positions (RFC 9293 section 3.1)."""
@@ -50,7 +54,7 @@ class Segment:
         ack: int = 0,
         flags: int = 0,
         wnd: int = 0,
-        payload: bytes = b"",
+        payload: Payload = b"",
         *,
         mss: int | None = None,
         wscale: int | None = None,
@@ -90,7 +94,7 @@ class Segment:
         ) == bytes(other.payload)
 
     def __repr__(self) -> str:
-        names = [f.name for f in Flags if self.flags & f]
+        names = [f.name for f in Flags if self.flags & f and f.name]
         parts = [f"seq={self.seq}", f"ack={self.ack}", "|".join(names) or "-", f"wnd={self.wnd}"]
         if self.payload:
             parts.append(f"len={len(self.payload)}")
@@ -158,7 +162,7 @@ class SegmentRun:
                  "buf", "offset", "length", "mss")
 
     def __init__(self, seq: int, ack: int, flags: int, last_flags: int, wnd: int,
-                 tsval: int, tsecr: int, buf: bytearray, offset: int, length: int,
+                 tsval: int, tsecr: int, buf: Payload, offset: int, length: int,
                  mss: int) -> None:
         self.seq = seq
         self.ack = ack

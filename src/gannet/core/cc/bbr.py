@@ -254,7 +254,7 @@ class Bbr(CongestionControl):
                     self._round_rtt_min = rtt
             self.latest_rtt = rtt
             expired = self._update_min_rtt(now, rtt)
-            rounds.min_round_time = 0.5 * self.min_rtt
+            rounds.min_round_time = 0.5 * (self.min_rtt if self.min_rtt is not None else rtt)
         state = self.state
         if expired and state != PROBE_RTT:
             self._enter_probe_rtt(now)

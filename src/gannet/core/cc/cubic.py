@@ -91,11 +91,13 @@ class Cubic(CongestionControl):
 
     def _avoidance(self, now: float, acked: int) -> None:
         mss = self.mss
-        if self.epoch_start is None:
+        epoch_start = self.epoch_start
+        if epoch_start is None:
             self._start_epoch(now)
+            epoch_start = now
         cwnd = self.cwnd / mss
         segs = acked / mss
-        t = now - self.epoch_start
+        t = now - epoch_start
         rtt = self.srtt or 0.0
         # Reno-friendly region (RFC 9438 4.3): what Reno with ALPHA would have.
         alpha = 1.0 if self.w_est >= self.cwnd_prior else ALPHA
