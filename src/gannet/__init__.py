@@ -22,6 +22,12 @@ import os
 # keeps the pool it made.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# The compiled core or the pure-Python one (GANNET_PURE=1): chosen before
+# any core module is imported (_build.py).
+from . import _build  # noqa: E402
+
+_build.select()
+
 from typing import TYPE_CHECKING, Any
 
 from .config import Config  # noqa: E402 - after the setting above

@@ -246,6 +246,7 @@ def test_bbr_ack_aggregation_keeps_two_window_maxima():
     assert cc.aggregation_cwnd() == 3000
 
 
+@pytest.mark.pure
 def test_the_nothing_to_send_shortcut_does_what_the_full_path_does():
     """_send_data returns early when nothing is unsent, lost or owed a FIN;
     its bookkeeping (pacing tokens, app-limited mark, timers) must be what

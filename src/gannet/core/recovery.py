@@ -98,8 +98,14 @@ class IdleRack:
 
     __slots__ = ()
     active = None
-    deadline = reo_deadline = pto_deadline = tlp_end = None
-    probes = reorder_timeouts = spurious = tlp_losses = 0
+    deadline = None
+    reo_deadline = None
+    pto_deadline = None
+    tlp_end = None
+    probes = 0
+    reorder_timeouts = 0
+    spurious = 0
+    tlp_losses = 0
     reordering_seen = False
 
     def on_sacked(self, left: int, right: int) -> None:

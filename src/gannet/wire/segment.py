@@ -34,6 +34,15 @@ class Flags(IntFlag):
 FIN, SYN, RST, PSH, ACK = (int(f) for f in (Flags.FIN, Flags.SYN, Flags.RST, Flags.PSH, Flags.ACK))
 
 
+# Segment's header and option fields (what __eq__ compares beside the
+# payload; a compiled class has no __slots__ attribute to read them from).
+_HEADER_FIELDS = (
+    "seq", "ack", "flags", "wnd",
+    "mss", "wscale", "sack_permitted", "sack", "tsval", "tsecr",
+    "mode", "max_packet", "unknown_options",
+)
+
+
 class Segment:
     """One segment: header fields, options and payload.
 
@@ -89,7 +98,7 @@ class Segment:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Segment):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "payload") and bytes(
+        return all(getattr(self, n) == getattr(other, n) for n in _HEADER_FIELDS) and bytes(
             self.payload
         ) == bytes(other.payload)
 

@@ -28,6 +28,8 @@ bottleneck never reaches it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 INF = float("inf")
 
@@ -73,7 +75,6 @@ LOSS_DECAY = 7 / 8  # per round: the loss-rate estimate covers about 8 rounds
 ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
 
 
-@register
 class Bbr(CongestionControl):
     __slots__ = (
         "state", "pacing_gain", "cwnd_gain", "_initial_cwnd", "btl_bw", "_bw_samples",
@@ -87,8 +88,8 @@ class Bbr(CongestionControl):
         "_round_queue", "_lost_avg", "_delivered_avg", "loss_comp",
     )
 
-    name = "bbr"
-    acks_in_recovery = True  # the model keeps learning while holes are repaired
+    name: ClassVar[str] = "bbr"
+    acks_in_recovery: ClassVar[bool] = True  # the model keeps learning while holes are repaired
 
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
@@ -463,7 +464,7 @@ class Bbr(CongestionControl):
         self._epoch_acked += acked
         extra = self._epoch_acked - expected
         if extra > self.cwnd:
-            extra = self.cwnd
+            extra = float(self.cwnd)
         if extra > self._extra_acked[self._extra_idx]:
             ea = self._extra_acked
             self._extra_acked = (int(extra), ea[1]) if self._extra_idx == 0 else (ea[0], int(extra))
@@ -582,3 +583,6 @@ class Bbr(CongestionControl):
         self.cwnd = self.mss
         self._in_recovery = False
         self._recovery_capped = False
+
+
+register(Bbr)  # (a call, not a decorator: the compiled build keeps decorated classes dynamic)

@@ -9,6 +9,8 @@ bytes as the interface requires, and the arithmetic converts at the edges.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from . import register
 from .base import CongestionControl
 from .hystart import HyStartPlusPlus
@@ -18,14 +20,13 @@ BETA = 0.7
 ALPHA = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (RFC 9438 4.3)
 
 
-@register
 class Cubic(CongestionControl):
     __slots__ = (
         "w_max", "cwnd_prior", "k", "epoch_start", "w_est", "srtt", "hystart", "_after_rto",
         "_in_rto_loss", "_last_ack",
     )
 
-    name = "cubic"
+    name: ClassVar[str] = "cubic"
 
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
@@ -138,3 +139,6 @@ class Cubic(CongestionControl):
         self.cwnd = self.mss
         self.epoch_start = None
         self._after_rto = True
+
+
+register(Cubic)  # (a call, not a decorator: the compiled build keeps decorated classes dynamic)
