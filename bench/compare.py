@@ -70,7 +70,10 @@ TRANSPORTS = [
     Transport("kcp", "run_kcp.py", "reliable", "KCP (kcp)"),
     Transport("enet", "run_enet.py", "reliable", "ENet (pyenet)"),
     Transport("quic", "run_quic.py", "reliable", "QUIC (aioquic)", slow=True),
-    Transport("gannet", "run_gannet.py", "reliable", "Gannet", slow=True),
+    Transport("gannet", "run_gannet.py", "reliable", "Gannet", slow=True,
+              note="encrypted and authenticated (the default)"),
+    Transport("gannet-insecure", "run_gannet.py", "reliable", "Gannet --insecure", ["--insecure"],
+              slow=True, note="plaintext: the same runs without encryption"),
 ]
 BY_NAME = {t.name: t for t in TRANSPORTS}
 
@@ -299,7 +302,7 @@ def pingpong(t: Transport, args) -> dict[str, Any]:
 
 def transport_options(t: Transport, args) -> list[str]:
     opts: list[str] = []
-    if t.name == "gannet":
+    if t.name in ("gannet", "gannet-insecure"):
         if args.gannet_mtu:
             opts += ["--mtu", str(args.gannet_mtu)]
         if args.gannet_cc:

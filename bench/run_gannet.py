@@ -20,6 +20,8 @@ def config_for(gannet, opts: dict):
         fields.update(max_datagram_size=opts["mtu"], pmtud=False)
     if opts.get("cc"):
         fields["congestion_control"] = opts["cc"]
+    if opts.get("insecure"):
+        fields["insecure"] = True  # the plaintext row
     return gannet.Config(**fields)
 
 
@@ -86,6 +88,8 @@ def main(argv=None) -> None:
     p.add_argument("--mtu", type=int, default=None, help="datagram size (PMTUD off)")
     p.add_argument("--cc", default=None, help="congestion controller (bbr, cubic, newreno)")
     p.add_argument("--uvloop", action="store_true", help="run the streams API on uvloop")
+    p.add_argument("--insecure", action="store_true",
+                   help="no encryption (the plaintext row)")
     args = p.parse_args(argv)
     import gannet
 
@@ -93,7 +97,7 @@ def main(argv=None) -> None:
     if args.role == "probe":
         c.emit({"ok": True, "api": api})
         return
-    opts = {"mtu": args.mtu, "cc": args.cc}
+    opts = {"mtu": args.mtu, "cc": args.cc, "insecure": True if args.insecure else None}
     meta = {"api": api}
     if api == "streams":
         name, factory = streams.pick_loop(args.uvloop)

@@ -9,6 +9,14 @@ from hypothesis import settings
 settings.register_profile("gannet", deadline=None)
 settings.load_profile("gannet")
 
+# Gannet keeps its identity key and pinned server keys in the user's config
+# directory (docs/security.md). The suite, and the commands it starts, get
+# their own for the run, so it neither reads nor writes the user's.
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+_CONFIG_HOME = tempfile.mkdtemp(prefix="gannet-test-config-")
+os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
 
 # Tests that patch a core class's methods, copy a connection or hand the
 # core a stand-in object need the pure-Python core: a compiled class can be

@@ -24,6 +24,7 @@ PACKAGES = {
     "iptables": "iptables",
     "nc": "netcat-openbsd",
     "setpriv": "util-linux",
+    "tshark": "tshark",
 }
 
 

@@ -8,11 +8,20 @@ Public API:
   like `asyncio.open_connection` / `asyncio.start_server`
 - `gannet.Config`: every protocol setting; the functions above also take the
   settings as keyword overrides (`Socket(mss=1200)`, `open_connection(h, p, nodelay=False)`)
+
+The names are loaded on first use (PEP 562): `import gannet` alone loads
+neither asyncio nor numpy, so a command line tool that only parses its
+arguments (`gannet --help`) starts at once.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
+import logging
 import os
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
+
+__version__ = "0.1.0"
 
 # numpy (wire.batch) loads OpenBLAS, which starts a pool of worker threads
 # that spin on the other cores; Gannet does no linear algebra, and on a
@@ -22,44 +31,51 @@ import os
 # keeps the pool it made.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# Library code reports through `logging` (logger "gannet" and its children:
+# gannet.io, gannet.observe, gannet.tunnel, ...) and never prints; what is
+# shown, and where, is the application's choice. Without one, nothing is
+# (not even Python's last-resort stderr output for warnings).
+logging.getLogger("gannet").addHandler(logging.NullHandler())
+
 # The compiled core or the pure-Python one (GANNET_PURE=1): chosen before
 # any core module is imported (_build.py).
 from . import _build  # noqa: E402
 
 _build.select()
 
-from typing import TYPE_CHECKING, Any
-
-from .config import Config  # noqa: E402 - after the setting above
-
-__all__ = [
-    "Config", "SHUT_RD", "SHUT_RDWR", "SHUT_WR", "Server", "Socket", "StreamWriter",
-    "__version__", "open_connection", "start_server",
-]
-
-# The adapters are imported on first use (PEP 562): `import gannet.core` or
-# a CLI command that needs no network (`gannet --help`) then loads neither
-# asyncio nor numpy.
-_LAZY = {
-    "Server": "aio", "StreamWriter": "aio", "open_connection": "aio", "start_server": "aio",
-    "Socket": "blocking", "SHUT_RD": "blocking", "SHUT_RDWR": "blocking", "SHUT_WR": "blocking",
+# public name -> the module that defines it
+_HOMES = {
+    "Config": "gannet.config",
+    "Server": "gannet.io.aio",
+    "StreamWriter": "gannet.io.aio",
+    "open_connection": "gannet.io.aio",
+    "start_server": "gannet.io.aio",
+    "SHUT_RD": "gannet.io.blocking",
+    "SHUT_RDWR": "gannet.io.blocking",
+    "SHUT_WR": "gannet.io.blocking",
+    "Socket": "gannet.io.blocking",
 }
 
+__all__ = sorted([*_HOMES, "__version__"])
+
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .config import Config
     from .io.aio import Server, StreamWriter, open_connection, start_server
     from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    home = _HOMES.get(name)
+    if home is None:
         raise AttributeError(f"module 'gannet' has no attribute {name!r}")
-    from importlib import import_module
+    import importlib
 
-    value = getattr(import_module(f".io.{module}", __name__), name)
-    globals()[name] = value
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later reads skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({*globals(), *_HOMES})

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
+from importlib.machinery import EXTENSION_SUFFIXES
 from importlib.util import spec_from_file_location
-from types import ModuleType
-from typing import Sequence
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: `import gannet` stays light)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 # The hot path of every datagram: the connection and its parts, the range
 # sets and send buffer, congestion control, and the wire encoding.

@@ -141,13 +141,77 @@ class Config:
     """PAWS (RFC 7323 5): segments whose timestamp is older than the newest
     by more than this many seconds are dropped as old duplicates."""
 
+    # --- observability (docs/observability.md) -----------------------------
+    qlog_dir: str | None = None
+    """Write one qlog file per connection into this directory (JSON-SEQ,
+    the IETF qlog schema); None writes none."""
+    track_limits: bool = False
+    """Measure the time each connection's sender spends limited by the
+    application, the peer's window, the congestion window and pacing
+    (`ConnectionInfo.*_limited_time`); on whenever qlog or the stats socket
+    is. Off, the endpoint runs no observer code at all."""
+
     # --- listening ----------------------------------------------------------
     backlog: int = 128
     """Connections a listener holds (handshaking or waiting in the accept
-    queue) before it drops new SYNs; `listen(n)` overrides it."""
+    queue) before it drops new SYNs (a SYN from an unproven address gets a
+    Retry instead); `listen(n)` overrides it. Half-open connections from
+    unproven addresses take at most half of it (`half_open_limit`)."""
+
+    # --- against hostile peers (docs/robustness.md) ---------------------------
+    half_open_limit: int = 64
+    """Half-open connections a listener keeps for addresses that have not
+    proved they receive there (at most half the backlog, so that proven
+    clients always find room). Past it (or past `half_open_per_source` for
+    one host, or with the backlog full) a SYN without a valid token is
+    answered with a stateless Retry, no larger than the SYN, and the
+    listener keeps nothing until the client echoes the token. 0: always
+    Retry (one more round trip per connection, no state ever for a forged
+    SYN)."""
+    half_open_per_source: int = 32
+    """The same limit for one source host (the address without its port);
+    counted separately for proven addresses, past which their SYNs are
+    dropped."""
+    synack_retries: int = 2
+    """SYN,ACK retransmissions before a half-open connection is given up
+    (Linux: tcp_synack_retries, 5): with `timeout` 1 s a half-open
+    connection lives at most 7 s. Until the client proved its address, what
+    is sent to it is also capped at three times what it sent (RFC 9000 8.1)."""
+    unreachable_hold: float = 5.0
+    """Seconds a listener sends nothing to an address that answered with an
+    ICMP unreachable: its half-open connections are dropped at once and its
+    SYNs ignored for this long (forged SYNs name closed ports)."""
+    reset_rate: float = 1000.0
+    """RSTs per second an endpoint sends for datagrams that name no
+    connection of its own (Linux's icmp_msgs_per_sec for the same job);
+    a token bucket of `reset_burst`."""
+    reset_burst: int = 50
+    """Most RSTs sent at once before `reset_rate` paces them (Linux's
+    icmp_msgs_burst)."""
+
+    # --- security (docs/security.md) ------------------------------------
+    insecure: bool = False
+    """Turn encryption and authentication off: datagrams in clear, anyone on
+    the path reads and can alter them. For measurements and plaintext
+    peers only; an encrypted peer refuses an insecure one (and the reverse)
+    with a message saying so."""
+    peer_key: str | None = None
+    """The server's key to pin for this connection (base64, as `gannet id`
+    prints it). None: trust on first use, checked against and pinned in
+    `$XDG_CONFIG_HOME/gannet/known_hosts`."""
+    psk_file: str | None = None
+    """A pre-shared key file (32 bytes in base64, `gannet id --new-psk`):
+    only peers that have the same key connect."""
+    code: str | None = None
+    """A short code such as `7-guitar-october`, given to both sides: a PAKE
+    (SPAKE2) authenticates the peer that knows it."""
 
     def __post_init__(self) -> None:
         self._check_types()
+        if self.psk_file is not None and self.code is not None:
+            raise ValueError("psk_file and code cannot both be set")
+        if self.insecure and (self.peer_key or self.psk_file or self.code):
+            raise ValueError("insecure turns off peer_key, psk_file and code: set one or the other")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {self.mode!r}")
         if not 64 <= self.mss <= 65000:
@@ -179,6 +243,13 @@ class Config:
             raise ValueError(f"msl must not be negative, not {self.msl}")
         if self.backlog < 1:
             raise ValueError(f"backlog must be at least 1, not {self.backlog}")
+        for name in ("half_open_limit", "synack_retries", "reset_burst"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.half_open_per_source < 1:
+            raise ValueError(f"half_open_per_source must be at least 1, not {self.half_open_per_source}")
+        if not self.unreachable_hold >= 0 or not self.reset_rate >= 0:
+            raise ValueError("unreachable_hold and reset_rate must not be negative")
         if self.congestion_control not in CONGESTION_CONTROLS:
             raise ValueError(
                 f"unknown congestion_control {self.congestion_control!r}; "

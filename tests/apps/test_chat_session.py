@@ -254,3 +254,25 @@ def test_input_end_sends_queued_lines_then_quits(tmp_path):
         await b.stop()
 
     run(main())
+
+
+def test_wrong_code_ends_both_chats_at_once(tmp_path):
+    """Each side was given another code: both rendezvous fail with the
+    reason within a second, instead of retrying for ever."""
+    from gannet.crypto.endpoint import HandshakeFailed
+
+    async def main():
+        ca, cb = CONFIG.with_(code="2-alpha-beta"), CONFIG.with_(code="2-alpha-gamma")
+        ea = await create_endpoint("127.0.0.1", 0, config=ca)
+        eb = await create_endpoint("127.0.0.1", 0, config=cb)
+        ra = Rendezvous(ea, ("127.0.0.1", eb.local_address[1]), "alice", ca)
+        rb = Rendezvous(eb, ("127.0.0.1", ea.local_address[1]), "bob", cb)
+        start = time.monotonic()
+        results = await asyncio.wait_for(asyncio.gather(ra.meet(), rb.meet(), return_exceptions=True), 10)
+        assert time.monotonic() - start < 3
+        for res in results:
+            assert isinstance(res, HandshakeFailed) and "wrong code" in str(res), results
+        ra.close()
+        rb.close()
+
+    run(main())

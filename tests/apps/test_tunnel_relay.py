@@ -10,6 +10,7 @@ import pytest
 from gannet.apps.tunnel import parse_address, start_tunnel_client, start_tunnel_server
 
 HOST = "127.0.0.1"
+TUNNEL_SOURCE = os.path.join("gannet", "apps", "tunnel.py")
 
 
 def run(coro, timeout=30.0):
@@ -293,3 +294,49 @@ def test_backpressure_bounds_buffering():
         target.close()
 
     run(main(), timeout=60)
+
+
+def test_requests_are_relayed_without_a_task_or_a_socket_per_message():
+    """The relay forwards in the callbacks that deliver the data: 300
+    request-response exchanges through the tunnel wake no task of the
+    tunnel (a copy loop awaiting read and drain is woken for every chunk,
+    each wake-up a call_soon), and the tunnel client's connections share
+    one UDP socket."""
+
+    async def main():
+        target, port = await echo_target()
+        loop = asyncio.get_running_loop()
+        async with Tunnel(port) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(3)]
+            for r, w in streams:  # each connection relayed once before counting
+                w.write(b"hello")
+                assert await r.readexactly(5) == b"hello"
+            woken = []
+            call_soon = loop.call_soon
+
+            def counting_call_soon(callback, *args, **kw):
+                task = getattr(callback, "__self__", None)
+                if isinstance(task, asyncio.Task):
+                    code = getattr(task.get_coro(), "cr_code", None)
+                    if code is not None and code.co_filename.endswith(TUNNEL_SOURCE):
+                        woken.append(code.co_name)
+                return call_soon(callback, *args, **kw)
+
+            loop.call_soon = counting_call_soon
+            try:
+                for i in range(100):
+                    for r, w in streams:
+                        msg = b"request %05d\n" % i
+                        w.write(msg)
+                        assert await r.readexactly(len(msg)) == msg
+            finally:
+                del loop.call_soon
+            assert woken == [], f"tunnel tasks woken {len(woken)} times for 300 messages"
+            assert len(t.client.endpoints) == 1
+            (aep,) = t.client.endpoints.values()
+            assert aep.ep.connection_count == 3
+            for _, w in streams:
+                w.close()
+        target.close()
+
+    run(main())

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gannet.core import cc as cc_registry
+from gannet.wire.protected import OVERHEAD
 from gannet_cli_helpers import stop
 
 pytestmark = pytest.mark.timeout(120)
@@ -127,7 +128,8 @@ def test_mtu_reflected(server):
     d = json.loads(r.stdout)
     assert d["mtu"] == 1200
     assert d["datagram_size"] == 1200  # pinned: stays there for the whole test
-    assert d["mss"] == 1200 - 24  # the short header and the checksum
+    # the short header and the checksum, inside the encryption envelope (docs/security.md)
+    assert d["mss"] == 1200 - 24 - OVERHEAD
     assert "datagram 1200 B" in r.stderr and "pinned by --mtu" in r.stderr
     assert "mtu 1200" in server.log()
 
@@ -200,3 +202,20 @@ def test_receiver_check_catches_corruption_and_short_streams():
     short = streams[0][:-1]
     assert result([short, streams[1]]).verify(params, [share - 1, share]) == [False, True]
     assert result(streams).verify(params, [share + 1, share]) == [False, True]
+
+
+def test_insecure_bench_for_plaintext_measurements(tmp_path):
+    """`--insecure` on both ends measures the plaintext path, says so, and
+    reports the plaintext MSS; one end insecure is refused with a reason."""
+    proc, address, err = start_server(tmp_path, "--insecure")
+    try:
+        assert "WARNING: --insecure" in err.read_text()
+        r = client(address, "--insecure", "--mtu", "1200", "--bytes", "2MB", "--json")
+        assert r.returncode == 0, r.stderr
+        assert "WARNING: --insecure" in r.stderr
+        d = json.loads(r.stdout)
+        assert d["verified"] is True and d["datagram_size"] == 1200 and d["mss"] == 1200 - 24
+        r = client(address, "--bytes", "1MB", "--connect-timeout", "5s")
+        assert r.returncode == 1 and "without encryption" in r.stderr, r.stderr
+    finally:
+        stop(proc)

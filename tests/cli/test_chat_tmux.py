@@ -51,15 +51,19 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+CODE = "4-tmux-test"  # both sides given the same code (docs/security.md)
+
+
 class Pane:
     """One chat process in its own tmux session (and tmux server socket)."""
 
-    def __init__(self, sock: str, cwd, name: str, listen: int, peer: int):
+    def __init__(self, sock: str, cwd, name: str, listen: int, peer: int, code: str | None = CODE):
         self.sock = sock
         self.session = f"chat-{name}-{uuid.uuid4().hex[:6]}"
         cmd = (f"cd {cwd} && unset COLUMNS LINES && PYTHONUNBUFFERED=1 PYTHONPATH={SRC} "
                f"exec {sys.executable} -m gannet chat "
-               f"--listen {listen} --peer 127.0.0.1:{peer} --name {name} --dir downloads")
+               f"--listen {listen} --peer 127.0.0.1:{peer} --name {name} --dir downloads"
+               + (f" --code {code}" if code else ""))
         self.tmux("new-session", "-d", "-s", self.session, "-x", "200", "-y", "50", cmd)
         self.tmux("set-option", "-t", self.session, "remain-on-exit", "on")
 
@@ -111,10 +115,12 @@ def test_two_people_chat(tmp_path, tmux_server):
     (tmp_path / "bob" / "downloads" / "photo.bin").write_bytes(b"do not overwrite")
 
     # Alice starts first and keeps trying until Bob answers.
-    alice = Pane(tmux_server, tmp_path / "alice", "alice", pa, pb)
+    # She gives no code, so her chat makes one; Bob passes it.
+    alice = Pane(tmux_server, tmp_path / "alice", "alice", pa, pb, code=None)
     alice.wait(r"connecting to 127\.0\.0\.1:%d" % pb)
+    code = re.search(r"code: (\d+-[a-z]+-[a-z]+) \(the other side passes --code", alice.screen()).group(1)
     time.sleep(1.0)
-    bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
+    bob = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa, code=code)
     alice.wait(r"peer connected: bob")
     bob.wait(r"peer connected: alice")
     # The handshake (Gannet's SYN exchange) and the sync (greetings, one
@@ -161,7 +167,7 @@ def test_two_people_chat(tmp_path, tmux_server):
     bob.kill()
 
     # Bob comes back; then his process is killed: Alice sees him unreachable.
-    bob2 = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa)
+    bob2 = Pane(tmux_server, tmp_path / "bob", "bob", pb, pa, code=code)
     alice.wait(r"peer connected: bob", count=2)
     bob2.wait(r"peer connected: alice")
     os.kill(bob2.pid(), signal.SIGKILL)

@@ -97,6 +97,13 @@ def test_every_command_has_help(installed):
         assert out.returncode == 0 and out.stdout.startswith("usage: gannet"), (cmd, out.stderr)
 
 
+def test_the_wireshark_dissector_is_installed(installed):
+    out = run(installed, "wireshark", "--path")
+    assert out.returncode == 0, out.stderr
+    path = Path(out.stdout.strip())
+    assert "site-packages" in str(path) and path.is_file() and path.name == "gannet.lua"
+
+
 def test_demo(installed):
     out = run(installed, "demo", timeout=120)
     assert out.returncode == 0, out.stderr
@@ -119,9 +126,9 @@ def test_send_receive(installed):
     data = os.urandom(3_000_000)
     (work / "outbox" / "file.bin").write_bytes(data)
     receiver, port, _ = start(installed, "receive", "--host", "127.0.0.1", "--port", "0",
-                              "--dir", "inbox", "--once", name="receive")
+                              "--dir", "inbox", "--once", "--code", "5-fresh-send", name="receive")
     try:
-        out = run(installed, "send", "outbox", f"127.0.0.1:{port}")
+        out = run(installed, "send", "outbox", f"127.0.0.1:{port}", "--code", "5-fresh-send")
         assert out.returncode == 0, out.stderr
         assert receiver.wait(20) == 0
         assert (work / "inbox" / "outbox" / "file.bin").read_bytes() == data
@@ -175,12 +182,14 @@ def test_chat_without_a_terminal(installed):
             ports.append(s.getsockname()[1])
     pa, pb = ports
     bob = subprocess.Popen([str(exe), "chat", "--listen", str(pb), "--peer", f"127.0.0.1:{pa}",
-                            "--name", "bob", "--dir", "bob-downloads"], cwd=work, env=env,
+                            "--name", "bob", "--dir", "bob-downloads", "--code", "3-fresh-install"],
+                           cwd=work, env=env,
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     try:
         alice = run(installed, "chat", "--listen", str(pa), "--peer", f"127.0.0.1:{pb}",
-                    "--name", "alice", input="hello from a fresh install\n", timeout=60)
+                    "--name", "alice", "--code", "3-fresh-install", input="hello from a fresh install\n",
+                    timeout=60)
         assert alice.returncode == 0, alice.stderr
         assert "peer connected: bob" in alice.stderr
         out, err = bob.communicate("", timeout=30)  # end of bob's input: he quits too

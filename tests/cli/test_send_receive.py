@@ -32,9 +32,14 @@ class Receiver:
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            m = re.search(r"listening on [\d.]+:(\d+)", self.err_path.read_text())
+            log = self.err_path.read_text()
+            m = re.search(r"listening on [\d.]+:(\d+)", log)
             if m:
                 self.port = int(m.group(1))
+                # The code senders must give (docs/security.md); a receiver
+                # started with --insecure or --psk-file prints none.
+                c = re.search(r"^gannet receive: code: (\S+)$", log, re.M)
+                self.code = c.group(1) if c else None
                 return
             if self.proc.poll() is not None:
                 break
@@ -83,7 +88,7 @@ def test_single_file_once(tmp_path, receiver):
     f = tmp_path / "hello.txt"
     f.write_text("hello, gannet\n")
     r = receiver("--once")
-    res = send(f, r.target)
+    res = send(f, r.target, "--code", r.code)
     assert res.returncode == 0, res.stderr
     assert r.proc.wait(10) == 0
     assert (r.dir / "hello.txt").read_text() == "hello, gannet\n"
@@ -99,7 +104,7 @@ def test_tree_binary_empty_and_no_overwrite(tmp_path, receiver):
     (src / "a" / "bin.dat").write_bytes(bytes(range(256)) * 1000)
     (src / "a" / "b" / "notes.md").write_text("# notes\n" * 1000)
     r = receiver()
-    res = send(src, r.target)
+    res = send(src, r.target, "--code", r.code)
     assert res.returncode == 0, res.stderr
     out = r.dir / "tree"
     for rel in ("empty.dat", "a/bin.dat", "a/b/notes.md"):
@@ -107,10 +112,10 @@ def test_tree_binary_empty_and_no_overwrite(tmp_path, receiver):
     assert (out / "empty-dir").is_dir()
     # Once more: the existing files stay, the new copies get "(1)" names.
     (src / "a" / "bin.dat").write_bytes(b"changed")
-    res = send(src / "a" / "bin.dat", r.target)
+    res = send(src / "a" / "bin.dat", r.target, "--code", r.code)
     assert res.returncode == 0, res.stderr
     assert (r.dir / "bin.dat").read_bytes() == b"changed"
-    res = send(src / "a" / "bin.dat", r.target)
+    res = send(src / "a" / "bin.dat", r.target, "--code", r.code)
     assert (r.dir / "bin (1).dat").read_bytes() == b"changed"
     assert sha(out / "a" / "bin.dat") != sha(src / "a" / "bin.dat")  # untouched
 
@@ -121,7 +126,7 @@ def test_50mb_verified_and_random_not_compressed(tmp_path, receiver):
     t = tmp_path / "text.log"
     t.write_text("".join(f"{i:08d} INFO request served in {i % 97} ms\n" for i in range(200_000)))
     r = receiver("--once")
-    res = send(f, t, r.target, timeout=45)
+    res = send(f, t, r.target, "--code", r.code, timeout=45)
     assert res.returncode == 0, res.stderr
     assert r.proc.wait(10) == 0
     assert sha(r.dir / "big.bin") == sha(f)
@@ -155,7 +160,7 @@ def test_resume_after_killing_sender(tmp_path, receiver):
     f.write_bytes(os.urandom(16_000_000))
     r = receiver()
     part = r.dir / ".big.bin.gannet-part"
-    proc = subprocess.Popen(GANNET + ["send", str(f), r.target, "--limit-rate", "4MB/s"],
+    proc = subprocess.Popen(GANNET + ["send", str(f), r.target, "--code", r.code, "--limit-rate", "4MB/s"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
         deadline = time.monotonic() + 15
@@ -167,7 +172,7 @@ def test_resume_after_killing_sender(tmp_path, receiver):
         proc.wait(5)
     have = part.stat().st_size
     assert 0 < have < f.stat().st_size and not (r.dir / "big.bin").exists()
-    res = send(f, r.target)
+    res = send(f, r.target, "--code", r.code)
     assert res.returncode == 0, res.stderr
     assert "resuming at" in res.stderr
     m = re.search(r"big.bin: resumed at offset (\d+)", r.log)
@@ -184,7 +189,7 @@ def test_corrupted_partial_restarts(tmp_path, receiver):
     bad = bytearray(data[:1_500_000])
     bad[777] ^= 0xFF
     (r.dir / ".data.bin.gannet-part").write_bytes(bad)
-    res = send(f, r.target)
+    res = send(f, r.target, "--code", r.code)
     assert res.returncode == 0, res.stderr
     assert "does not match" in res.stderr and "restarting from zero" in r.log
     assert r.proc.wait(10) == 0
@@ -195,7 +200,7 @@ def test_forged_traversal_header_rejected(tmp_path, receiver):
     r = receiver()
 
     async def forge():
-        reader, writer = await gannet.open_connection("127.0.0.1", r.port)
+        reader, writer = await gannet.open_connection("127.0.0.1", r.port, code=r.code)
         head = {"protocol": "gannet-transfer", "version": 1, "compression": [], "dirs": [],
                 "files": [{"path": "../../escaped.txt", "size": 3, "mode": 420}]}
         writer.write(json.dumps(head).encode() + b"\n")
@@ -216,7 +221,7 @@ def test_receiver_killed_sender_gives_up(tmp_path, receiver):
     f.write_bytes(os.urandom(16_000_000))
     r = receiver()
     part = r.dir / ".big.bin.gannet-part"
-    proc = subprocess.Popen(GANNET + ["send", str(f), r.target, "--limit-rate", "4MB/s",
+    proc = subprocess.Popen(GANNET + ["send", str(f), r.target, "--code", r.code, "--limit-rate", "4MB/s",
                                       "--idle-timeout", "2s"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
@@ -302,7 +307,7 @@ def test_resume_after_the_link_is_cut(tmp_path, receiver):
     part = r.dir / ".big.bin.gannet-part"
     try:
         proc = subprocess.Popen(
-            GANNET + ["send", str(f), f"127.0.0.1:{relay.port}", "--limit-rate", "4MB/s",
+            GANNET + ["send", str(f), f"127.0.0.1:{relay.port}", "--code", r.code, "--limit-rate", "4MB/s",
                       "--idle-timeout", "2s"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
         try:
@@ -323,7 +328,7 @@ def test_resume_after_the_link_is_cut(tmp_path, receiver):
         assert 0 < have < f.stat().st_size and not (r.dir / "big.bin").exists()
 
         relay.cut.clear()
-        res = send(f, f"127.0.0.1:{relay.port}")
+        res = send(f, f"127.0.0.1:{relay.port}", "--code", r.code)
         assert res.returncode == 0, res.stderr
         assert "resuming at" in res.stderr
         m = re.search(r"big.bin: resumed at offset (\d+)", r.log)
@@ -358,7 +363,7 @@ def test_progress_bar_on_a_terminal(tmp_path, receiver):
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     proc = subprocess.run(
-        GANNET + ["send", str(f), r.target, "--limit-rate", "3MB/s"],
+        GANNET + ["send", str(f), r.target, "--code", r.code, "--limit-rate", "3MB/s"],
         stdout=subprocess.PIPE, stderr=slave, timeout=30,
         env={**ENV, "COLUMNS": "120", "TERM": "xterm"})
     os.close(slave)

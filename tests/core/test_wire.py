@@ -1,5 +1,6 @@
 """Wire encoding: golden bytes, round trips, and a decoder that only ever raises WireError."""
 
+import random
 import struct
 
 import pytest
@@ -148,19 +149,82 @@ def test_any_bytes_decode_or_wire_error(data):
         pass
 
 
+def _with_crc(body: bytes) -> bytes:
+    return body + crc32c(body).to_bytes(4, "little")
+
+
+def _mutate(raw: bytearray, draw_int) -> list[bytes]:
+    """`raw` with a few bytes changed, whole and cut short, each with its
+    CRC32C trailer computed again: a mutation left behind the checksum stops
+    at the checksum and never reaches the header and option parser."""
+    for _ in range(draw_int(1, 4)):
+        raw[draw_int(0, len(raw) - 5)] = draw_int(0, 255)
+    cut = draw_int(4, len(raw))
+    return [_with_crc(bytes(raw[:-4])), _with_crc(bytes(raw[: cut - 4]))]
+
+
 @settings(max_examples=300)
 @given(U32, U32, segments, st.data())
 def test_mutated_datagrams_decode_or_wire_error(dst, src, seg, data):
     raw = bytearray(encode(dst, src, seg))
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.integers(0, len(raw) - 1))
-        raw[i] = data.draw(st.integers(0, 255))
-    cut = data.draw(st.integers(0, len(raw)))
-    for candidate in (bytes(raw), bytes(raw[:cut])):
+    for candidate in _mutate(raw, lambda lo, hi: data.draw(st.integers(lo, hi))):
         try:
-            decode(candidate)
+            got_dst, got_src, got = decode(candidate)
         except WireError:
-            pass
+            continue
+        # What decodes re-encodes to a datagram that decodes the same.
+        again = encode(got_dst, got_src or 0, got)
+        back_dst, back_src, back = decode(again)
+        if back_src is None:  # the short form carries neither the source ID nor TSecr
+            got_src, got.tsecr = None, None
+        assert (back_dst, back_src, back) == (got_dst, got_src, got)
+
+
+@pytest.mark.pure
+def test_mutated_datagrams_reach_the_option_parser(monkeypatch):
+    """Counted: most mutated datagrams with options get past the checksum and
+    the fixed header into _decode_options, and some pass it."""
+    from gannet.wire import datagram
+
+    reached = []
+    parse = datagram._decode_options
+
+    def counting(opts, seg):
+        reached.append(len(opts))
+        parse(opts, seg)
+
+    monkeypatch.setattr(datagram, "_decode_options", counting)
+    rng = random.Random(12)
+    with_options = [
+        Segment(1, 0, 0x02, 100, mss=1400, wscale=7, sack_permitted=True, tsval=5, tsecr=0, mode=1,
+                max_packet=1472),
+        Segment(5, 6, 0x10, 7, b"data", sack=((1, 2), (3, 4)), tsval=1, tsecr=2),
+        Segment(5, 6, 0x12, 7, unknown_options=((0x40, b"\xab\xcd"),), mss=536),
+    ]
+    outcomes = {"options parsed": 0, "options rejected": 0}
+    tries = 0
+    for seg in with_options:
+        raw = encode(rng.getrandbits(32) | 1, rng.getrandbits(32) | 1, seg)
+        for _ in range(500):
+            mutated = bytearray(raw)
+            # Only option bytes (24 up to the header length) change here, so
+            # that every datagram has options to parse.
+            hlen = int.from_bytes(raw[2:4], "big")
+            for _ in range(rng.randint(1, 3)):
+                mutated[rng.randrange(24, hlen)] = rng.randrange(256)
+            tries += 1
+            before = len(reached)
+            try:
+                decode(_with_crc(bytes(mutated[:-4])))
+                outcomes["options parsed"] += 1
+            except WireError:
+                if len(reached) > before:
+                    outcomes["options rejected"] += 1
+            if mutated != raw:  # left with the old CRC, it stops at the checksum
+                with pytest.raises(WireError, match="checksum"):
+                    decode(bytes(mutated))
+    assert len(reached) == tries  # every one, with its trailer fixed, got to the options
+    assert outcomes["options parsed"] > tries // 10 and outcomes["options rejected"] > tries // 10, outcomes
 
 
 def test_checksum_catches_a_flipped_bit():
@@ -168,10 +232,6 @@ def test_checksum_catches_a_flipped_bit():
     raw[40] ^= 0x01
     with pytest.raises(WireError, match="checksum"):
         decode(bytes(raw))
-
-
-def _with_crc(body: bytes) -> bytes:
-    return body + crc32c(body).to_bytes(4, "little")
 
 
 @pytest.mark.parametrize(

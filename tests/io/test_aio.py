@@ -8,6 +8,7 @@ import pytest
 
 import gannet
 from gannet.core.connection import Connection
+from gannet.wire.protected import OVERHEAD
 
 from gannet_io_helpers import free_udp_port, needs_ipv6, pattern
 
@@ -173,7 +174,9 @@ def test_config_overrides_and_unknown_settings():
     async def main():
         async with await gannet.start_server(echo, "127.0.0.1", 0, mss=600) as server:
             reader, writer = await gannet.open_connection(*server.addresses[0], mtu=700)
-            assert writer.connection.config.max_datagram_size == 700
+            # The connection's datagrams travel sealed: 700 bytes on the
+            # wire, the envelope's OVERHEAD of them outside the connection.
+            assert writer.connection.config.max_datagram_size + OVERHEAD == 700
             writer.write(b"z" * 5000)
             assert await reader.readexactly(5000) == b"z" * 5000
             writer.close()

@@ -350,11 +350,12 @@ def test_cli_send_receive_with_one_percent_loss(tmp_path):
     out = tmp_path / "out"
     with Netlab(link=LinkConfig(delay="10ms", loss="1%"), seed=16) as lab:
         recv = lab.popen("b", GANNET + ["receive", "--host", lab.addr("b"), "--port", str(PORT),
-                                        "--dir", str(out), "--once"],
+                                        "--dir", str(out), "--once", "--code", "6-netlab-test"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
         wait_line(recv, "gannet receive: listening")
         r = lab.run("a", GANNET + ["send", str(src / "blob.bin"), str(src / "note.txt"),
-                                   f"{lab.addr('b')}:{PORT}"], timeout=60, env=ENV)
+                                   f"{lab.addr('b')}:{PORT}", "--code", "6-netlab-test"],
+                  timeout=60, env=ENV)
         assert r.returncode == 0, (r.stdout, r.stderr)
         rout, _ = finish(recv, 15)
         assert recv.returncode == 0, rout

@@ -42,6 +42,7 @@ import gannet
 from gannet.config import Config
 from gannet.core import cc as cc_registry
 from gannet.io.endpoint import make_config
+from gannet.observe import diagnose
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5201
@@ -85,7 +86,8 @@ class Params:
         return out
 
     def data_settings(self) -> dict[str, object]:
-        return {**self.overrides(), "idle_timeout": DATA_IDLE_TIMEOUT}
+        # track_limits: the info and verdict say what held each sender back
+        return {**self.overrides(), "idle_timeout": DATA_IDLE_TIMEOUT, "track_limits": True}
 
     def validate(self) -> None:
         """Raise BenchError for settings that cannot run."""
@@ -160,6 +162,16 @@ def cpu_seconds() -> float:
 
 
 # ------------------------------------------------------------------- sampling
+def wire_datagram_size(writer) -> int | None:
+    """The size of the connection's datagrams on the wire: what the
+    connection uses plus the encryption envelope around it, if any."""
+    size = getattr(writer.get_extra_info("connection"), "max_datagram_size", None)
+    aep = writer.get_extra_info("endpoint")
+    if size is None:
+        return None
+    return size + getattr(getattr(aep, "ep", None), "datagram_overhead", 0)
+
+
 def _conn(writer: gannet.StreamWriter):
     return writer.get_extra_info("connection")
 
@@ -224,6 +236,8 @@ class SenderResult:
     mss: int | None
     intervals: list[dict[str, Any]]
     error: str | None = None
+    info: list[dict[str, Any]] = field(default_factory=list)
+    """Each data connection's ConnectionInfo (gannet.observe) once all was acknowledged."""
 
 
 async def run_sender(writers: list[gannet.StreamWriter], params: Params,
@@ -300,11 +314,13 @@ async def run_sender(writers: list[gannet.StreamWriter], params: Params,
     if end - last_t > 0.005 or final.delivered > last.delivered:
         emit(interval_record(last_t, end, last, final))
     mins = [m for m in (_min_rtt(c) for c in conns) if m is not None]
+    infos = [w.get_extra_info("gannet_info") for w in writers]
     return SenderResult(
         sent=list(written), seconds=end, retransmits=final.retransmits, srtt=final.srtt,
         min_rtt=min(mins) if mins else None,
-        datagram_size=getattr(conns[0], "max_datagram_size", None),
+        datagram_size=wire_datagram_size(writers[0]),
         mss=getattr(conns[0], "mss", None), intervals=intervals, error=error,
+        info=[i.as_dict() for i in infos if i is not None],
     )
 
 
@@ -433,10 +449,12 @@ class BenchServer:
     """Runs one test at a time; a second client meanwhile gets an error message."""
 
     def __init__(self, host: str, port: int, *, once: bool = False,
-                 log: Callable[[str], None] = print, wire: str = "udp") -> None:
+                 log: Callable[[str], None] = print, wire: str = "udp",
+                 security: dict[str, object] | None = None) -> None:
         self.host = host
         self.port = port
         self.wire = wire
+        self.security = security or {}  # insecure / psk_file: the same on both ends
         self.once = once
         self.log = log
         self.server: gannet.Server | None = None
@@ -445,7 +463,8 @@ class BenchServer:
         self.cleanups: set[asyncio.Task] = set()
 
     async def start(self) -> tuple[str, int]:
-        self.server = await gannet.start_server(self._control, self.host, self.port, wire=self.wire)
+        self.server = await gannet.start_server(self._control, self.host, self.port, wire=self.wire,
+                                                **self.security)
         addr = self.server.addresses[0]
         return addr[0], addr[1]
 
@@ -524,7 +543,7 @@ class BenchServer:
 
         test_over = asyncio.Event()
         data_server = await gannet.start_server(on_data, self.host, 0, wire=self.wire,
-                                                **params.data_settings())
+                                                **params.data_settings(), **self.security)
         what = (f"{'send' if params.reverse else 'receive'} "
                 f"{_fmt_amount(params)}, {k} stream{'s' if k > 1 else ''}"
                 + (f", mtu {params.mtu}" if params.mtu else "")
@@ -610,11 +629,15 @@ class BenchServer:
 async def run_client(host: str, port: int, params: Params, *,
                      connect_timeout: float = 10.0, wire: str = "udp",
                      on_start: Callable[[dict[str, Any]], None] | None = None,
-                     on_interval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one test against a bench server; returns the JSON-ready result."""
+                     on_interval: Callable[[dict[str, Any]], None] | None = None,
+                     security: dict[str, object] | None = None) -> dict[str, Any]:
+    """Run one test against a bench server; returns the JSON-ready result.
+    `security`: Config settings (insecure, psk_file, peer_key) for every
+    connection, as the server was given them."""
+    security = security or {}
     cpu0 = cpu_seconds()
     creader, cwriter = await gannet.open_connection(host, port, connect_timeout=connect_timeout,
-                                                    wire=wire)
+                                                    wire=wire, **security)
     data: list[tuple[asyncio.StreamReader, gannet.StreamWriter]] = []
     try:
         await send_msg(cwriter, params.to_wire())
@@ -624,7 +647,8 @@ async def run_client(host: str, port: int, params: Params, *,
         data_port = int(ready["data_port"])
         opened = await asyncio.gather(
             *(gannet.open_connection(host, data_port, connect_timeout=connect_timeout, wire=wire,
-                                     **params.data_settings()) for _ in range(params.parallel)),
+                                     **params.data_settings(), **security)
+              for _ in range(params.parallel)),
             return_exceptions=True)
         for item in opened:
             if not isinstance(item, BaseException):
@@ -636,7 +660,7 @@ async def run_client(host: str, port: int, params: Params, *,
             await send_msg(w, {"test_id": params.test_id, "stream": i})
         conn0 = data[0][1].get_extra_info("connection")
         info = {
-            "datagram_size": getattr(conn0, "max_datagram_size", None),
+            "datagram_size": wire_datagram_size(data[0][1]),
             "mss": getattr(conn0, "mss", None),
             "cc": params.cc or getattr(getattr(conn0, "config", None), "congestion_control", None),
         }
@@ -684,7 +708,7 @@ async def run_client(host: str, port: int, params: Params, *,
                 retransmits=int(msg.get("retransmits", 0)), srtt=msg.get("srtt"),
                 min_rtt=msg.get("min_rtt"), datagram_size=msg.get("datagram_size"),
                 mss=msg.get("mss"), intervals=list(msg.get("intervals", [])),
-                error=msg.get("error"))
+                error=msg.get("error"), info=list(msg.get("info") or []))
             server_cpu = float(msg.get("cpu_seconds", 0.0))
             receiver_seconds = rres.seconds
             error = rres.error or sender.error
@@ -737,7 +761,20 @@ async def run_client(host: str, port: int, params: Params, *,
                      "verified": stream_ok[i] if i < len(stream_ok) else False}
                     for i in range(params.parallel)],
         "intervals": sender.intervals,
+        "sender_info": sender.info,
+        "verdict": _verdict(sender, seconds,
+                            server_cpu if params.reverse else client_cpu),
     }
+
+
+def _verdict(sender: SenderResult, seconds: float, cpu: float) -> dict[str, Any] | None:
+    """What limited the sending side (gannet.observe.diagnose), judged on the
+    stream that moved the most."""
+    if not sender.info:
+        return None
+    info = max(sender.info, key=lambda i: i.get("bytes_acked") or 0)
+    v = diagnose.judge(info, seconds=seconds, cpu_seconds=cpu)
+    return {"cause": v.cause, "text": v.text, "line": v.line(), "numbers": v.numbers}
 
 
 # ------------------------------------------------------------------ formatting

@@ -7,9 +7,10 @@ Two halves, one per end of a lossy path:
 - the tunnel *server* listens on a UDP port for Gannet connections; for every
   one it opens a TCP connection to a fixed target.
 
-Between the two sockets of a pair, `relay` copies both directions at once,
-with backpressure (a direction only reads while the other side drains), and
-carries what happens at the edges across:
+Between the two sockets of a pair, a `Relay` copies both directions at
+once, in the callbacks that deliver the data (no task, buffer or drain per
+chunk), with backpressure (a direction only reads while the other side
+takes what it is given), and carries what happens at the edges across:
 
 - EOF (a half-close) on one side becomes `write_eof` on the other, and the
   opposite direction keeps flowing until it ends too;
@@ -35,22 +36,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gannet
+from gannet.io.aio import connect_endpoint, divert
+from gannet.io.endpoint import AioEndpoint, create_endpoint, make_config
 
 __all__ = [
-    "TunnelClient", "TunnelServer", "RelayResult", "relay", "parse_address",
+    "TunnelClient", "TunnelServer", "Relay", "RelayResult", "TcpSide", "parse_address",
     "start_tunnel_client", "start_tunnel_server", "log",
 ]
 
 log = logging.getLogger("gannet.tunnel")
 
-CHUNK = 256 * 1024
-"""Largest read per copy step."""
-TCP_LIMIT = 1024 * 1024
-"""StreamReader limit of the TCP side (it buffers up to twice this)."""
 TCP_HIGH_WATER = 1024 * 1024
-"""Bytes queued in a TCP transport before drain() waits."""
+"""Bytes queued in a TCP transport before the Gannet side stops reading."""
 GANNET_LIMIT = 1024 * 1024
-"""StreamReader limit of the Gannet side."""
+"""StreamReader limit of the Gannet side (until the relay diverts it)."""
+GANNET_HIGH_WATER = 256 * 1024
+"""Bytes a Gannet writer holds beyond its send buffer before the TCP side stops reading."""
 CLOSE_TIMEOUT = 30.0
 """Longest a clean close waits for the peer to acknowledge our FIN."""
 
@@ -108,15 +109,6 @@ class RelayResult:
         return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
 
-class _Failure(Exception):
-    """An error on one side of a relay, tagged with that side's name."""
-
-    def __init__(self, side: str, exc: BaseException) -> None:
-        super().__init__(side, exc)
-        self.side = side
-        self.exc = exc
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         word = "refused"
@@ -132,113 +124,246 @@ def _describe(exc: BaseException) -> str:
     return f"{word} ({detail})" if detail and detail != word else word
 
 
-def is_tcp(writer: object) -> bool:
-    return isinstance(writer, asyncio.StreamWriter)
+def abort_tcp(transport: asyncio.BaseTransport | None) -> None:
+    """Reset a TCP connection now: an RST (SO_LINGER 0), not a FIN."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(Exception):
+        transport.abort()  # type: ignore[attr-defined]
 
 
-def abort_writer(writer: object) -> None:
-    """Reset a stream now: an RST on TCP (SO_LINGER 0), a Gannet RST otherwise."""
-    try:
-        if is_tcp(writer):
-            sock = writer.get_extra_info("socket")  # type: ignore[union-attr]
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()  # type: ignore[union-attr]
-        else:
-            writer.abort()  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - already gone is fine
-        pass
+def abort_gannet(writer: gannet.StreamWriter) -> None:
+    """Reset a Gannet connection now (RST), dropping buffered data."""
+    with contextlib.suppress(Exception):
+        writer.abort()
 
 
-async def close_writer(writer: object, timeout: float = CLOSE_TIMEOUT) -> None:
+async def close_gannet(writer: gannet.StreamWriter, timeout: float = CLOSE_TIMEOUT) -> None:
     """Close gracefully; abort if the peer does not confirm within `timeout`."""
     try:
-        writer.close()  # type: ignore[union-attr]
-        await asyncio.wait_for(writer.wait_closed(), timeout)  # type: ignore[union-attr]
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), timeout)
     except (OSError, asyncio.TimeoutError):
-        abort_writer(writer)
+        abort_gannet(writer)
 
 
-async def _copy(reader: asyncio.StreamReader, writer: object, src: str, dst: str,
-                count: Callable[[int], None]) -> None:
-    """Copy reader -> writer until EOF, then half-close the writer."""
-    while True:
+class TcpSide(asyncio.Protocol):
+    """The TCP socket of a relayed pair, as an asyncio protocol: the relay
+    forwards in its callbacks (no StreamReader, no task per chunk). Reading
+    stays paused until a `Relay` takes the connection over."""
+
+    def __init__(self, on_made: Callable[[TcpSide], None] | None = None) -> None:
+        self.on_made = on_made  # called once connected (a listener's handler)
+        self.transport: asyncio.Transport | None = None
+        self.relay: Relay | None = None
+        self.lost: asyncio.Future | None = None  # made by wait_lost
+        self.gone = False
+        self.early_error: BaseException | None = None  # lost before a relay took over
+        self.early: list[bytes] = []  # read before a relay took over (uvloop reads
+        self.early_eof = False  # once after connection_made even when paused there)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] - a TCP transport (uvloop's is no asyncio.Transport subclass)
+        if self.relay is None:
+            transport.pause_reading()  # until the other side is there
+        transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
+        if self.on_made is not None:
+            self.on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.from_tcp(data)
+        else:
+            self.early.append(data)
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.relay is not None:
+            self.relay.tcp_eof()
+        else:
+            self.early_eof = True
+        return True  # half-closed: the other direction goes on
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
+        if self.relay is not None:
+            self.relay.tcp_lost(exc)
+        else:
+            self.early_error = exc or ConnectionResetError("closed before the tunnel opened")
+
+    def pause_writing(self) -> None:
+        if self.relay is not None:
+            self.relay.flow.pause_reading()  # Gannet's window closes behind us
+
+    def resume_writing(self) -> None:
+        if self.relay is not None:
+            self.relay.flow.resume_reading()
+
+    async def wait_lost(self, timeout: float) -> bool:
+        if self.gone:
+            return True
+        if self.lost is None:
+            self.lost = asyncio.get_running_loop().create_future()
         try:
-            data = await reader.read(CHUNK)
-        except Exception as exc:  # noqa: BLE001
-            raise _Failure(src, exc) from None
-        if not data:
-            break
-        try:
-            writer.write(data)  # type: ignore[union-attr]
-            await writer.drain()  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001
-            raise _Failure(dst, exc) from None
-        count(len(data))
-    try:
-        if writer.can_write_eof():  # type: ignore[union-attr]
-            writer.write_eof()  # type: ignore[union-attr]
-        await writer.drain()  # type: ignore[union-attr]
-    except Exception as exc:  # noqa: BLE001
-        raise _Failure(dst, exc) from None
+            await asyncio.wait_for(asyncio.shield(self.lost), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
 
-async def relay(a: tuple[asyncio.StreamReader, object], b: tuple[asyncio.StreamReader, object],
-                names: tuple[str, str] = ("a", "b"),
-                result: RelayResult | None = None) -> RelayResult:
-    """Copy both ways between two (reader, writer) pairs until both directions
-    end (clean close of both) or one side fails (both are aborted).
+class Relay:
+    """Copies both ways between a TCP connection (`TcpSide`) and a Gannet
+    stream, in the callbacks that deliver the data: a chunk read from one
+    side is written to the other at once, with no buffer, task switch or
+    drain between (the Gannet input is diverted from its StreamReader with
+    `gannet.io.aio.divert`). Backpressure: a TCP transport above its
+    high-water mark pauses Gannet's reading (its window closes); Gannet's
+    writer above its high-water mark pauses the TCP reading.
 
-    Works with asyncio TCP streams and Gannet streams alike. Never raises on a
-    connection error: the outcome is in the returned RelayResult.
+    What happens at the edges is carried across: EOF (a half-close) on one
+    side becomes `write_eof` on the other while the opposite direction keeps
+    flowing; a reset, a timeout or a refused connection on one side aborts
+    the other (an RST on TCP, a Gannet RST).
     """
-    (ra, wa), (rb, wb) = a, b
-    na, nb = names
-    res = result if result is not None else RelayResult()
 
-    def add_sent(n: int) -> None:
-        res.sent += n
+    def __init__(self, tcp: TcpSide, g_writer: gannet.StreamWriter, names: tuple[str, str],
+                 result: RelayResult, *, tcp_is_a: bool) -> None:
+        self.tcp = tcp
+        self.g_writer = g_writer
+        self.tcp_name, self.g_name = names
+        self.res = result
+        self.tcp_is_a = tcp_is_a  # the TCP side is side A: its bytes count as `sent`
+        self.tcp_ended = False  # EOF from TCP, passed on
+        self.g_ended = False  # EOF from Gannet, passed on
+        self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.draining = False
+        tcp.relay = self
+        self.flow = divert(g_writer, self)
+        early, tcp.early = tcp.early, []
+        for data in early:
+            self.from_tcp(data)
+        if tcp.early_eof:
+            self.tcp_eof()
+        if tcp.early_error is not None:
+            self.fail(self.tcp_name, tcp.early_error)
+        elif tcp.transport is not None and not self.draining and not self.tcp_ended:
+            tcp.transport.resume_reading()
 
-    def add_received(n: int) -> None:
-        res.received += n
+    def _count(self, n: int, from_tcp: bool) -> None:
+        if from_tcp == self.tcp_is_a:
+            self.res.sent += n
+        else:
+            self.res.received += n
 
-    up = asyncio.ensure_future(_copy(ra, wb, na, nb, add_sent))
-    down = asyncio.ensure_future(_copy(rb, wa, nb, na, add_received))
-    tasks = {up, down}
-    try:
-        pending = tasks
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [t for t in done if t.exception() is not None]
-            if failed:
-                exc = failed[0].exception()
-                if isinstance(exc, _Failure):
-                    res.error = exc.exc
-                    res.reason = f"{exc.side} {_describe(exc.exc)}"
-                else:
-                    res.error = exc
-                    res.reason = f"relay failed: {exc!r}"
-                break
-    except asyncio.CancelledError:
-        res.error = ConnectionAbortedError("relay cancelled")
-        res.reason = "cancelled"
-        raise
-    finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        if res.error is not None:
-            abort_writer(wa)
-            abort_writer(wb)
+    # TCP -> Gannet
+    def from_tcp(self, data: bytes) -> None:
+        if self.outcome.done():
+            return
+        w = self.g_writer
+        try:
+            w.write(data)  # sent at once, or joins this loop iteration's flush
+        except Exception as exc:  # noqa: BLE001 - the Gannet side failed
+            self.fail(self.g_name, exc)
+            return
+        self._count(len(data), True)
+        if not self.draining and w.get_write_buffer_size() > GANNET_HIGH_WATER:
+            self.draining = True
+            assert self.tcp.transport is not None
+            self.tcp.transport.pause_reading()
+            asyncio.ensure_future(w.drain()).add_done_callback(self._drained)
+
+    def _drained(self, fut: asyncio.Future) -> None:
+        self.draining = False
+        if fut.cancelled() or self.outcome.done():
+            return
+        if fut.exception() is not None:
+            self.fail(self.g_name, fut.exception())  # type: ignore[arg-type]
+        elif self.tcp.transport is not None and not self.tcp_ended:
+            self.tcp.transport.resume_reading()
+
+    def tcp_eof(self) -> None:
+        if self.outcome.done() or self.tcp_ended:
+            return
+        self.tcp_ended = True
+        try:
+            self.g_writer.write_eof()
+        except Exception as exc:  # noqa: BLE001
+            self.fail(self.g_name, exc)
+            return
+        self._maybe_done()
+
+    def tcp_lost(self, exc: BaseException | None) -> None:
+        if not self.outcome.done():
+            self.fail(self.tcp_name, exc or ConnectionResetError("connection closed"))
+
+    # Gannet -> TCP (the Sink of gannet.io.aio.divert)
+    def feed_data(self, data: bytes) -> None:
+        if self.outcome.done():
+            return
+        transport = self.tcp.transport
+        assert transport is not None
+        transport.write(data)
+        self._count(len(data), False)
+
+    def feed_eof(self) -> None:
+        if self.outcome.done() or self.g_ended:
+            return
+        self.g_ended = True
+        transport = self.tcp.transport
+        try:
+            if transport is not None and transport.can_write_eof():
+                transport.write_eof()
+        except Exception as exc:  # noqa: BLE001
+            self.fail(self.tcp_name, exc)
+            return
+        self._maybe_done()
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.outcome.done():
+            self.fail(self.g_name, exc)
+
+    # ending
+    def _maybe_done(self) -> None:
+        if self.tcp_ended and self.g_ended and not self.outcome.done():
+            self.outcome.set_result(None)
+
+    def fail(self, side: str, exc: BaseException) -> None:
+        if self.outcome.done():
+            return
+        self.res.error = exc
+        self.res.reason = f"{side} {_describe(exc)}"
+        abort_tcp(self.tcp.transport)
+        abort_gannet(self.g_writer)
+        self.outcome.set_result(None)
+
+    async def run(self) -> RelayResult:
+        res = self.res
+        try:
+            await asyncio.shield(self.outcome)
+        except asyncio.CancelledError:
+            res.error = ConnectionAbortedError("relay cancelled")
+            res.reason = "cancelled"
+            abort_tcp(self.tcp.transport)
+            abort_gannet(self.g_writer)
+            res.ended = time.monotonic()
+            raise
+        if res.error is None:
+            transport = self.tcp.transport
+            if transport is not None:
+                transport.close()  # what is buffered still leaves, then FIN
+            closing = [close_gannet(self.g_writer)]
+            done = await asyncio.gather(self.tcp.wait_lost(CLOSE_TIMEOUT), *closing)
+            if not done[0]:
+                abort_tcp(transport)
         res.ended = time.monotonic()
-    if res.error is None:
-        await asyncio.gather(close_writer(wa), close_writer(wb))
-        res.ended = time.monotonic()
-    return res
+        return res
 
 
 # ------------------------------------------------------------------ tunnels
@@ -257,10 +382,10 @@ class _Tunnel:
         self.active = 0
         self.total = 0
 
-    def _spawn(self, reader: asyncio.StreamReader, writer: object) -> None:
+    def _spawn(self, *args: object) -> None:
         """The listeners' callback: run `_handle` as a task the tunnel owns
         (and cancels on close), so its cancellation is not reported as an error."""
-        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
+        task = asyncio.get_running_loop().create_task(self._handle(*args))
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -269,7 +394,7 @@ class _Tunnel:
         if not task.cancelled() and task.exception() is not None:
             log.error("connection handler failed: %r", task.exception())
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: object) -> None:
+    async def _handle(self, *args: object) -> None:
         raise NotImplementedError
 
     def _log_open(self, cid: int, text: str) -> None:
@@ -310,7 +435,8 @@ class TunnelServer(_Tunnel):
         assert self.server is not None
         return self.server.addresses[0]
 
-    async def _handle(self, g_reader: asyncio.StreamReader, g_writer: gannet.StreamWriter) -> None:
+    async def _handle(self, g_reader: asyncio.StreamReader,  # type: ignore[override]
+                      g_writer: gannet.StreamWriter) -> None:
         cid = next(_ids)
         peer = format_address(g_writer.get_extra_info("peername"))
         target = format_address(self.target)
@@ -318,21 +444,21 @@ class TunnelServer(_Tunnel):
         res = RelayResult()
         try:
             try:
-                t_reader, t_writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.target[0], self.target[1], limit=TCP_LIMIT),
+                _, side = await asyncio.wait_for(
+                    asyncio.get_running_loop().create_connection(
+                        TcpSide, self.target[0], self.target[1]),
                     self.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
                 if isinstance(exc, asyncio.TimeoutError):
                     exc = TimeoutError(f"no answer within {self.connect_timeout:g}s")
                 res.error = exc
                 res.reason = f"target {_describe(exc)}"
-                abort_writer(g_writer)
+                abort_gannet(g_writer)
                 res.ended = time.monotonic()
                 return
-            t_writer.transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
-            await relay((g_reader, g_writer), (t_reader, t_writer), ("tunnel", "target"), res)
+            await Relay(side, g_writer, ("target", "tunnel"), res, tcp_is_a=False).run()
         except asyncio.CancelledError:
-            abort_writer(g_writer)
+            abort_gannet(g_writer)
             res.reason = "tunnel stopped"
             raise
         finally:
@@ -350,7 +476,15 @@ class TunnelServer(_Tunnel):
 
 
 class TunnelClient(_Tunnel):
-    """Accepts TCP connections; relays each over its own Gannet connection."""
+    """Accepts TCP connections; relays each over its own Gannet connection.
+
+    The connections share one UDP socket per address family (Gannet tells
+    them apart by connection ID), as the server's do: replies that arrive
+    together are read in one readiness callback, and requests written in one
+    loop iteration leave in one flush (one GSO send when they are the same
+    size), instead of a socket, a poll registration and a system call per
+    connection and message. Each connection keeps its own loss recovery,
+    congestion and flow control."""
 
     kind = "client"
 
@@ -358,32 +492,59 @@ class TunnelClient(_Tunnel):
         super().__init__(config_overrides)
         self.remote = server
         self.server: asyncio.Server | None = None
+        self.config = make_config(None, config_overrides)
+        self.endpoints: dict[int, AioEndpoint] = {}  # address family -> the shared endpoint
+        self._making = asyncio.Lock()
+
+    async def _connect(self) -> gannet.StreamWriter:
+        """A new Gannet connection to the tunnel server, through the shared endpoint."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.remote[0], self.remote[1], type=socket.SOCK_DGRAM)
+        targets = [(f, a) for f, _, _, _, a in infos if f in (socket.AF_INET, socket.AF_INET6)]
+        if not targets:
+            raise OSError(f"no IPv4/IPv6 address for {self.remote[0]!r}")
+        error: BaseException | None = None
+        for fam, addr in dict.fromkeys(targets):
+            aep = self.endpoints.get(fam)
+            if aep is None or aep.closed:
+                async with self._making:  # (connections opened at once make one)
+                    aep = self.endpoints.get(fam)
+                    if aep is None or aep.closed:
+                        wildcard = "::" if fam == socket.AF_INET6 else "0.0.0.0"
+                        aep = self.endpoints[fam] = await create_endpoint(
+                            wildcard, 0, config=self.config, family=fam, loop=loop)
+            try:
+                _, writer = await connect_endpoint(aep, addr, self.config, GANNET_LIMIT)
+                return writer
+            except OSError as exc:
+                error = exc
+        assert error is not None
+        raise error
 
     @property
     def address(self) -> tuple:
         assert self.server is not None
         return self.server.sockets[0].getsockname()
 
-    async def _handle(self, t_reader: asyncio.StreamReader, t_writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, side: TcpSide) -> None:  # type: ignore[override]
         cid = next(_ids)
-        peer = format_address(t_writer.get_extra_info("peername"))
+        assert side.transport is not None
+        peer = format_address(side.transport.get_extra_info("peername"))
         remote = format_address(self.remote)
         self._log_open(cid, f"{peer} -> {remote}")
-        t_writer.transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
         res = RelayResult()
         try:
             try:
-                g_reader, g_writer = await gannet.open_connection(
-                    self.remote[0], self.remote[1], limit=GANNET_LIMIT, **self.config_overrides)
+                g_writer = await self._connect()
             except (OSError, asyncio.TimeoutError) as exc:
                 res.error = exc
                 res.reason = f"tunnel {_describe(exc)}"
-                abort_writer(t_writer)
+                abort_tcp(side.transport)
                 res.ended = time.monotonic()
                 return
-            await relay((t_reader, t_writer), (g_reader, g_writer), ("client", "tunnel"), res)
+            await Relay(side, g_writer, ("client", "tunnel"), res, tcp_is_a=True).run()
         except asyncio.CancelledError:
-            abort_writer(t_writer)
+            abort_tcp(side.transport)
             res.reason = "tunnel stopped"
             raise
         finally:
@@ -394,6 +555,9 @@ class TunnelClient(_Tunnel):
         if self.server is not None:
             self.server.close()
         await self._finish()
+        for aep in self.endpoints.values():
+            aep.close_when_idle = True  # once the reset connections are gone
+            aep.request_flush()
         if self.server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
@@ -419,5 +583,6 @@ async def start_tunnel_client(listen: tuple[str, int], server: tuple[str, int],
     """Listen for TCP connections at `listen`; carry each over Gannet to `server`."""
     tunnel = TunnelClient(server, config_overrides)
     host = listen[0] or None
-    tunnel.server = await asyncio.start_server(tunnel._spawn, host, listen[1], limit=TCP_LIMIT)
+    tunnel.server = await asyncio.get_running_loop().create_server(
+        lambda: TcpSide(on_made=tunnel._spawn), host, listen[1])
     return tunnel

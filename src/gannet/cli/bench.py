@@ -26,8 +26,10 @@ from gannet.apps.bench import (
     human_bytes,
     run_client,
 )
-from gannet.cli.main import CLIError
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
 from gannet.cli.wireopt import add_wire_option
+from gannet.crypto.endpoint import HandshakeFailed
 from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_size
 from gannet.core import cc as cc_registry
@@ -36,7 +38,7 @@ from gannet.core import cc as cc_registry
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="measure goodput between a bench server and client (like iperf3)",
+        help=summary("bench"),
         description="Measure goodput over Gannet: `gannet bench server` on one side, "
         "`gannet bench client HOST:PORT` on the other. The data is a deterministic "
         "pattern the receiver verifies (byte count and CRC32C).",
@@ -52,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     s.add_argument("--once", action="store_true", help="exit after one test")
     add_wire_option(s)
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = sub.add_parser("client", help="run a test against a bench server",
@@ -79,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the result as one JSON object on stdout")
     c.add_argument("--connect-timeout", type=_duration, default=10.0, metavar="SECONDS",
                    help="give up connecting after this long (default 10s)")
+    security.add_arguments(c)
     c.set_defaults(func=run_client_cmd)
 
 
@@ -124,7 +128,8 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------- server
 def run_server(args: argparse.Namespace) -> int:
     async def main() -> int:
-        server = BenchServer(args.host, args.port, once=args.once, log=log, wire=args.wire)
+        server = BenchServer(args.host, args.port, once=args.once, log=log, wire=args.wire,
+                             security=security.overrides(args, "bench server"))
         host, port = await server.start()
         log(f"listening on {host}:{port}")
         await server.serve()
@@ -235,13 +240,17 @@ def run_client_cmd(args: argparse.Namespace) -> int:
                     f"{params.parallel} stream{'s' if params.parallel > 1 else ''}, "
                     f"interval {params.interval:g} s, {mtu}, cc {info['cc']}")
 
+    settings = security.overrides(args, "bench client")
     log(f"connecting to {host}:{port}")
     try:
         result = run_loop(run_client(host, port, params,
                                         connect_timeout=args.connect_timeout, wire=args.wire,
-                                        on_start=on_start, on_interval=report.interval))
+                                        on_start=on_start, on_interval=report.interval,
+                                        security=settings))
     except socket.gaierror as exc:
         raise CLIError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    except HandshakeFailed as exc:
+        raise CLIError(f"cannot connect to {host}:{port}: {exc}") from None
     except ConnectionRefusedError:
         raise CLIError(f"cannot connect to {host}:{port}: connection refused "
                        "(is `gannet bench server` running there?)") from None
@@ -287,3 +296,5 @@ def summarize(r: dict[str, Any], out) -> None:
                 f"{s['bytes']} of {s['sent']} bytes" for s in r["streams"] if not s["verified"]))
     else:
         out("data      verified: every byte count and CRC32C matches")
+    if r.get("verdict"):
+        out(f"verdict   {r['verdict']['line']}")

@@ -8,14 +8,14 @@ connects.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import signal
 import socket
 from pathlib import Path
 
-from gannet.cli.main import CLIError
-from gannet.io.loops import run as run_loop
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
+from gannet.crypto.code import generate_code
 
 # Short keep-alive so a vanished peer is noticed within seconds: probes start
 # after 3 s of silence, one a second, and the third unanswered one ends it.
@@ -49,7 +49,7 @@ def default_name() -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "chat",
-        help="chat and send files with one peer (the same command on both sides)",
+        help=summary("chat"),
         description="Two-person chat with file transfer. Run the same command on both "
         "sides (each with its own --listen port and the other's address); either may "
         "start first. Type help once connected.",
@@ -63,10 +63,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder for received files (default ./downloads)")
     p.add_argument("--bind", default=None, metavar="HOST",
                    help="local address to bind (default: all addresses)")
+    security.add_arguments(p, peer_key=False, code="the code the other side printed (the side "
+                           "started without --code prints one)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gannet.io.loops import run as run_loop
+
     from gannet.apps.chat.rendezvous import Rendezvous
     from gannet.apps.chat.session import ChatApp, Info
     from gannet.apps.chat.ui import TerminalUI
@@ -75,8 +81,12 @@ def run(args: argparse.Namespace) -> int:
     name = (args.name or default_name()).strip()[:64] or "me"
     if args.dir.exists() and not args.dir.is_dir():
         raise CLIError(f"--dir {args.dir} is not a folder")
+    settings = security.overrides(args, "chat")
+    new_code = None
+    if not settings.get("insecure") and not settings.get("psk_file") and "code" not in settings:
+        new_code = settings["code"] = generate_code()
     config = make_config(None, {**KEEPALIVE, "idle_timeout": IDLE_TIMEOUT,
-                                "send_buffer_size": SEND_BUFFER})
+                                "send_buffer_size": SEND_BUFFER, **settings})
     peer_host, peer_port = args.peer
 
     async def main() -> None:
@@ -95,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         rv.status = lambda text: ui.event(Info(text, "connecting"))
         ui.event(Info(f"{name}: listening on UDP port {rv.local_port}; received files go to "
                       f"{args.dir}"))
+        if new_code is not None:
+            ui.event(Info(f"code: {new_code} (the other side passes --code {new_code})"))
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 loop.add_signal_handler(sig, app.quit)

@@ -9,6 +9,7 @@ DISCONNECT/ACK.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import os
 import sys
@@ -24,11 +25,13 @@ from gannet.apps.messages.negotiation import (
     MIN_PACKET_SIZE,
     MODES,
     STEP,
+    keepalive_problem,
 )
 from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.apps.display import safe_text
-from gannet.cli.main import CLIError
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
 from gannet.io.loops import run as run_loop
 
 DEFAULT_PORT = 12345
@@ -37,7 +40,7 @@ DEFAULT_PORT = 12345
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "client",
-        help="send messages to a gannet server (lines of stdin by default)",
+        help=summary("client"),
         description="Connect to a `gannet server`, negotiate parameters, send messages "
         "(each line of stdin, or --message / --file) and wait for every ACK. "
         "Exits 0 when all messages were acknowledged and the session closed cleanly.",
@@ -68,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", choices=TRANSPORTS, default="auto",
                    help="byte stream to use: gannet, tcp, or auto (gannet when available)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not report every ACK")
+    security.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -141,14 +145,18 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--window must be at least 1")
     if args.count is not None and args.count < 0:
         raise CLIError("--count must not be negative")
-    if not args.keepalive > 0 or not args.timeout > 0:
-        raise CLIError("--keepalive and --timeout must be positive")
+    if keepalive_problem(args.keepalive):
+        raise CLIError(f"--keepalive: {keepalive_problem(args.keepalive)}")
+    if not args.timeout > 0:
+        raise CLIError("--timeout must be positive")
     if args.file is not None and not Path(args.file).is_file():
         raise CLIError(f"no such file: {args.file}")
     try:
         name, open_connection, _ = resolve(args.transport)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from None
+    if name == "gannet":
+        open_connection = functools.partial(open_connection, **security.overrides(args, "client"))
 
     def on_ack(seq: int) -> None:
         if not args.quiet:

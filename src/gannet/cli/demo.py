@@ -20,14 +20,14 @@ from rich.table import Table
 from ..config import Config
 from ..sim import LinkConfig
 from ..sim.scenario import run_transfer
-from .main import CLIError
+from .main import CLIError, summary
 from .units import parse_duration, parse_percent, parse_rate, parse_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="transfer a file across a lossy simulated network and verify it",
+        help=summary("demo"),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

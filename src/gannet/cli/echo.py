@@ -13,7 +13,8 @@ import sys
 import threading
 
 from gannet.apps.display import safe_text
-from gannet.cli.main import CLIError
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
 from gannet.cli.wireopt import add_wire_option
 
 DEFAULT_PORT = 8000
@@ -23,7 +24,7 @@ ECHO_TIMEOUT = 30.0  # longest the client waits for one echo
 def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser(
         "echo-server",
-        help="echo every byte back to every client (a thread per client)",
+        help=summary("echo-server"),
         description="Multi-client echo server over Gannet: each client gets its own thread; "
         "connects and disconnects are logged to stderr.",
     )
@@ -31,11 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
     add_wire_option(s)
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = subparsers.add_parser(
         "echo",
-        help="send lines to an echo server and print the echoes",
+        help=summary("echo"),
         description="Send each line of stdin (or each --message) to a gannet echo-server "
         "and print each echo to stdout.",
     )
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--message", "-m", action="append", metavar="TEXT",
                    help="send TEXT instead of reading stdin (repeatable)")
     add_wire_option(c)
+    security.add_arguments(c)
     c.set_defaults(func=run_client)
 
 
@@ -90,7 +93,7 @@ def run_server(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
     if args.wire == "tcp" and family != _socket.AF_INET:
         raise CLIError("--wire tcp is IPv4 only")
-    server = Socket(family, wire=args.wire)
+    server = Socket(family, wire=args.wire, **security.overrides(args, "echo-server"))
     try:
         server.bind((args.host, args.port))
         server.listen(128)
@@ -128,7 +131,7 @@ def run_client(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     if args.wire == "tcp" and family != _socket.AF_INET:
         raise CLIError("--wire tcp is IPv4 only")
-    sock = Socket(family, wire=args.wire)
+    sock = Socket(family, wire=args.wire, **security.overrides(args, "echo"))
     sock.settimeout(ECHO_TIMEOUT)
     try:
         sock.connect((host, port))

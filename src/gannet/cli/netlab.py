@@ -254,7 +254,9 @@ def cmd_capacity(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("netlab", help="emulated network of namespaces (root)",
+    from gannet.cli.main import summary
+
+    p = subparsers.add_parser("netlab", help=summary("netlab"),
                               description="Two network namespaces joined by a user-space "
                                           "emulated link (delay, loss, rate, ...).")
     sub = p.add_subparsers(dest="netlab_command", metavar="ACTION")

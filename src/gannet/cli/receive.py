@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
-import gannet
 from gannet.apps.limits import TransferLimits
-from gannet.apps.transfer.progress import Reporter
-from gannet.apps.transfer.protocol import CHUNK
-from gannet.apps.transfer.receiver import Receiver
-from gannet.cli.main import CLIError
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration
 from gannet.cli.wireopt import add_wire_option
-from gannet.io.loops import run as run_loop
+from gannet.crypto.code import generate_code
 
 _DEFAULTS = TransferLimits()
 
@@ -22,7 +18,7 @@ _DEFAULTS = TransferLimits()
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "receive",
-        help="receive files from `gannet send` into a directory",
+        help=summary("receive"),
         description="Accept transfers from `gannet send` and save them under --dir. Files are "
         "written as .NAME.gannet-part and renamed only once their SHA-256 verifies; an "
         "existing file is never replaced (NAME (1).ext is used) unless --overwrite.",
@@ -40,10 +36,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-connections", type=int, default=_DEFAULTS.max_connections, metavar="N",
                    help="transfers handled at once; more are refused as busy "
                    f"(default {_DEFAULTS.max_connections})")
+    security.add_arguments(p, peer_key=False, code="the code senders must give (default: a new one, "
+                           "printed as `code: CODE` on stderr); a wrong code from a sender ends "
+                           "the receiver, as the code was guessed at")
     p.set_defaults(func=run)
 
 
+def format_address(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return repr(addr)
+
+
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import gannet
+    from gannet.apps.transfer.progress import Reporter
+    from gannet.apps.transfer.protocol import CHUNK
+    from gannet.apps.transfer.receiver import Receiver
+    from gannet.io.loops import run as run_loop
+
     if not 0 <= args.port <= 65535:
         raise CLIError(f"invalid port {args.port}")
     try:
@@ -54,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--dir {args.dir} is not a directory")
     if args.max_connections < 1:
         raise CLIError("--max-connections must be at least 1")
+    settings = security.overrides(args, "receive")
+    if not settings.get("insecure") and not settings.get("psk_file") and "code" not in settings:
+        settings["code"] = generate_code()
     rep = Reporter("receive")
     limits = TransferLimits(header_timeout=args.header_timeout,
                             max_connections=args.max_connections)
@@ -69,10 +86,20 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK,
-                                               wire=args.wire)
+                                               wire=args.wire, **settings)
         except OSError as exc:
             raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+        def on_refused(ev) -> None:
+            rep.log(f"refused {format_address(ev.addr)}: {ev.error}")
+            if "code" in settings and not done.done():
+                # The code was tried and is no longer secret enough to keep.
+                done.set_result(1)
+
+        server.endpoint.on_refused = on_refused
         host, port = server.addresses[0][:2]
+        if "code" in settings:
+            rep.log(f"code: {settings['code']}")
         rep.log(f"listening on {host}:{port}, saving to {receiver.root}"
                 + (" (one transfer)" if args.once else ""))
         try:

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import socket
 
-from gannet.apps.transfer.progress import Reporter, human_size
-from gannet.apps.transfer.protocol import ProtocolError
-from gannet.apps.transfer.sender import COMPRESS_MODES, TransferError, collect, send_files
-from gannet.cli.main import CLIError
-from gannet.cli.wireopt import add_wire_option
-from gannet.io.loops import run as run_loop
+from gannet.apps.transfer.protocol import COMPRESS_MODES
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration, positive_rate
+from gannet.cli.wireopt import add_wire_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "send",
-        help="send files or directories to `gannet receive`",
+        help=summary("send"),
         description="Send files and directories (relative paths kept) to a `gannet receive` "
         "at HOST:PORT. Every file is verified by SHA-256 at the receiver; an interrupted "
         "transfer resumes where it stopped when you run the same command again.",
@@ -36,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-timeout", type=_duration, default=30.0, metavar="SECONDS",
                    help="give up when nothing is heard from the receiver for this long "
                    "(default 30s; a receiver that vanished is otherwise retried for minutes)")
+    security.add_arguments(p, code="the code `gannet receive` printed (its `code:` line)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +54,17 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from gannet.apps.transfer.progress import Reporter, human_size
+    from gannet.apps.transfer.protocol import ProtocolError
+    from gannet.apps.transfer.sender import TransferError, collect, send_files
+    from gannet.crypto.endpoint import HandshakeFailed
+    from gannet.io.loops import run as run_loop
+
     host, port = parse_target(args.target)
+    settings = security.overrides(args, "send")
     rep = Reporter("send")
     try:
         try:
@@ -72,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
             result = run_loop(send_files(
                 host, port, files, dirs, compress=args.compress, reporter=rep,
                 rate=args.limit_rate, connect_timeout=args.connect_timeout,
-                idle_timeout=args.idle_timeout, wire=args.wire,
+                idle_timeout=args.idle_timeout, wire=args.wire, track_limits=True, **settings,
             ))
         except socket.gaierror as exc:
             raise CLIError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        except HandshakeFailed as exc:
+            raise CLIError(f"cannot connect to {host}:{port}: {exc}") from None
         except ConnectionRefusedError:
             raise CLIError(f"cannot connect to {host}:{port}: connection refused "
                            "(is `gannet receive` running there?)") from None
@@ -94,4 +103,9 @@ def run(args: argparse.Namespace) -> int:
     rep.log(f"done: {len(result.ok)} verified, {len(result.failed)} failed; "
             f"{human_size(result.sent_bytes)} sent{wire} in {result.seconds:.2f} s "
             f"({human_size(rate)}/s)")
+    if result.info is not None and result.sent_bytes:
+        from gannet.observe import diagnose
+
+        verdict = diagnose.judge(result.info, seconds=result.seconds, cpu_seconds=result.cpu_seconds)
+        rep.log(f"verdict: {verdict.line()}")
     return 1 if result.failed else 0

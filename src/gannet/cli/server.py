@@ -8,6 +8,7 @@ disconnect, errors) are logged to stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import asyncio
 import logging
 import sys
@@ -15,10 +16,17 @@ import sys
 from gannet.apps.display import SafeFormatter, safe_text
 from gannet.apps.limits import MessageLimits
 from gannet.apps.messages.codec import FORMATS
-from gannet.apps.messages.negotiation import DEFAULT_KEEPALIVE, DEFAULT_PACKET_SIZE, MIN_PACKET_SIZE, Limits
+from gannet.apps.messages.negotiation import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_PACKET_SIZE,
+    MIN_PACKET_SIZE,
+    Limits,
+    keepalive_problem,
+)
 from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
-from gannet.cli.main import CLIError
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
 from gannet.io.loops import run as run_loop
 
 DEFAULT_PORT = 12345
@@ -27,7 +35,7 @@ DEFAULT_PORT = 12345
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "server",
-        help="serve the message protocol: print and acknowledge messages",
+        help=summary("server"),
         description="Accept message-protocol clients (many at once). Each DATA message "
         "is printed to stdout as one line and acknowledged; session events go to stderr.",
     )
@@ -52,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar="BYTES", help="bytes of unfinished fragmented messages held across "
                    f"all sessions (default {MessageLimits.max_buffered_bytes})")
     p.add_argument("-q", "--quiet", action="store_true", help="do not log every message")
+    security.add_arguments(p, peer_key=False)
     p.set_defaults(func=run)
 
 
@@ -66,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-size must be at least {MIN_PACKET_SIZE}")
     if args.max_window < 1:
         raise CLIError("--max-window must be at least 1")
-    if not args.keepalive > 0:
-        raise CLIError("--keepalive must be positive")
+    if keepalive_problem(args.keepalive):
+        raise CLIError(f"--keepalive: {keepalive_problem(args.keepalive)}")
     if args.max_message_size < 1 or args.max_buffered < 1:
         raise CLIError("--max-message-size and --max-buffered must be positive")
     if not 0 <= args.port <= 65535:
@@ -76,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         name, _, start_server = resolve(args.transport)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from None
+    if name == "gannet":
+        start_server = functools.partial(start_server, **security.overrides(args, "server"))
 
     handler = logging.StreamHandler(sys.stderr)
     # Log lines quote client_id, DISCONNECT reasons and error texts: escaped.

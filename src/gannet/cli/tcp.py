@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 
-from gannet.cli.main import CLIError
+from gannet.cli.main import CLIError, summary
 
 DEFAULT_PORT = 8888
 
@@ -22,7 +22,7 @@ DEFAULT_PORT = 8888
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tcp",
-        help="real TCP from user space: connect to a kernel TCP server, or run a test server",
+        help=summary("tcp"),
         description="Gannet's engine on raw IP sockets, speaking RFC 9293 TCP to the "
         "kernel (needs root), and seed 002's kernel-socket test server.",
     )

@@ -11,23 +11,24 @@ logged to stderr (open, bytes each way, why it closed) unless --quiet.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import signal
 import socket
 import sys
 
-from gannet.apps import tunnel as tun
 from gannet.apps.display import SafeFormatter, safe_text
-from gannet.cli.main import CLIError
-from gannet.io.loops import run as run_loop
+from gannet.cli import security
+from gannet.cli.main import CLIError, summary
+
+# gannet.apps.tunnel (and asyncio with it) is imported by the functions that
+# run the command, not here: `gannet --help` and the other commands skip it.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tunnel",
-        help="forward TCP connections over Gannet (port forwarding)",
+        help=summary("tunnel"),
         description="TCP port forwarding over Gannet. Run `tunnel server` next to the TCP "
         "service and `tunnel client` next to its users; each TCP connection to the client "
         "is carried by its own Gannet connection to the server, which connects to the target.",
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on a target connection after this long (default 10)")
     _common(s)
+    security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = sub.add_parser(
@@ -62,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="give up on reaching the tunnel server after this long "
                    "(default: Gannet's connect_timeout, 30)")
     _common(c)
+    security.add_arguments(c)
     c.set_defaults(func=run_client)
 
 
@@ -74,6 +77,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _address(text: str, what: str, *, need_host: bool) -> tuple[str, int]:
+    from gannet.apps import tunnel as tun
+
     try:
         host, port = tun.parse_address(text)
     except ValueError as exc:
@@ -107,10 +112,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         if not args.connect_timeout > 0:
             raise CLIError("--connect-timeout must be positive")
         out["connect_timeout"] = args.connect_timeout
+    out.update(security.overrides(args, f"tunnel {args.tunnel_role}"))
     return out
 
 
 def _setup_logging(role: str, quiet: bool) -> logging.Handler:
+    from gannet.apps import tunnel as tun
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(SafeFormatter(f"gannet tunnel {role}: %(message)s"))
     tun.log.addHandler(handler)
@@ -124,6 +132,8 @@ def _say(role: str, text: str) -> None:
 
 
 async def _serve(start, role: str, banner) -> int:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,6 +155,9 @@ async def _serve(start, role: str, banner) -> int:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from gannet.apps import tunnel as tun
+    from gannet.io.loops import run as run_loop
+
     listen = _address(args.listen, "--listen", need_host=False)
     target = _address(args.target, "--target", need_host=True)
     _resolvable(target, "--target", socket.SOCK_STREAM)
@@ -165,6 +178,9 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_client(args: argparse.Namespace) -> int:
+    from gannet.apps import tunnel as tun
+    from gannet.io.loops import run as run_loop
+
     listen = _address(args.listen, "--listen", need_host=False)
     server = _address(args.server, "--server", need_host=True)
     _resolvable(server, "--server", socket.SOCK_DGRAM)

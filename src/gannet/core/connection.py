@@ -135,7 +135,8 @@ class Connection:
         "_challenge_window", "_challenge_count", "_out", "_terminated",
         
         "_now_hint", "_tsval_at", "_tsval", "rcv_wscale_ok", "_keepalive_sent", "_first_sent_time",
-        "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "rcv", "__dict__",
+        "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "rcv", "retry_token",
+        "__dict__",
     )
 
     def __init__(
@@ -160,6 +161,7 @@ class Connection:
         # final ACK instead of sending it alone (see _on_syn_sent). An adapter
         # that sets this calls release_ack() if nothing is written soon.
         self.hold_handshake_ack = False
+        self.retry_token: bytes | None = None  # from a listener's Retry; our SYNs echo it
         self.state = State.CLOSED
         self.error: BaseException | None = None
         self.stats = ConnectionStats()
@@ -324,6 +326,18 @@ class Connection:
         self._transition("connect")
         self._deadlines[CONNECT] = now + self.config.connect_timeout
         self._send_syn(now)
+
+    def on_retry(self, token: bytes, now: float) -> bool:
+        """A listener under pressure answered our SYN with a stateless Retry
+        (as QUIC's, RFC 9000 8.1.2): send the SYN again at once, echoing its
+        token, which proves we receive at our address. Taken once per
+        connection and only in SYN-SENT; False when ignored."""
+        if self.state is not _SYN_SENT or self.retry_token is not None:
+            return False
+        self.retry_token = token
+        self.stats.retransmits += 1  # a SYN sent again: no handshake RTT sample (Karn)
+        self._send_syn(now)
+        return True
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue bytes for sending; returns how many were taken (maybe fewer)."""
@@ -1355,6 +1369,8 @@ class Connection:
             seg.tsval, seg.tsecr = self._timestamps()
         seg.mode = self.mode
         seg.max_packet = min(cfg.max_packet_size or MAX_UDP_PAYLOAD, 0xFFFF)
+        if self.state == State.SYN_SENT:
+            seg.retry_token = self.retry_token
         self.snd_nxt = max(self.snd_nxt, self.iss + 1)
         self._queued().append(seg)
         self._deadlines[RTX] = now + self.rtt.current_rto()
@@ -1409,7 +1425,14 @@ class Connection:
         self._deadlines[RTX] = NEVER
         self._retries += 1
         self.stats.timeouts += 1
-        if self._retries > self.config.max_retries:
+        if self.passive and self.state == State.SYN_RECEIVED:
+            # A half-open connection lives through few SYN,ACKs (Linux:
+            # tcp_synack_retries); a client that lost them all sends its SYN
+            # again and gets a fresh one.
+            if self._retries > self.config.synack_retries:
+                self._terminate(TimeoutError("no ACK for our SYN,ACK"))
+                return
+        elif self._retries > self.config.max_retries:
             self._terminate(TimeoutError(
                 f"no acknowledgment after {self.config.max_retries} retransmissions ({self._silence_note(now)})"))
             return

@@ -6,6 +6,17 @@ queue, answers segments for unknown connections with RST, and keeps one
 timer heap for all connections so that an idle connection costs nothing per
 call.
 
+A listener under a flood of forged SYNs keeps no state for them: past
+`Config.half_open_limit` half-open connections from unproven addresses (or
+`half_open_per_source` from one host, or a full backlog) it answers a SYN
+with a stateless Retry whose token the client's next SYN echoes, as a QUIC
+server does (RFC 9000 8.1.2); the token, a MAC under a secret drawn from the
+endpoint's rng, proves the client receives at its address. Until then no
+more than three times the bytes a client sent go to it, half-open
+connections live through `synack_retries` SYN,ACKs, and an address that
+answered with an ICMP unreachable gets nothing for `unreachable_hold`
+seconds. docs/design.md says why Retry rather than SYN cookies.
+
 The heap is lazy, because most deadline changes move a deadline later (every
 segment received pushes the keep-alive deadline on; every ACK the
 retransmission deadline): a connection has one live heap entry, keyed by the
@@ -19,7 +30,9 @@ deadline that is reached, not O(log n) per segment.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import random
 from collections import deque
 from collections.abc import Callable
@@ -27,13 +40,65 @@ from dataclasses import asdict, dataclass
 
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
-from ..wire.datagram import DATA_OVERHEAD, SHORT_SIZE, TRAILER_SIZE, WireError, decode, encode, peek_short
+from ..wire.datagram import (
+    DATA_OVERHEAD,
+    SHORT_SIZE,
+    TRAILER_SIZE,
+    VERSION,
+    WireError,
+    decode,
+    encode,
+    peek_short,
+)
 from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
 
 _CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see connection.py)
+_MASK32 = 0xFFFFFFFF
+# A Retry token: when it was made (milliseconds, 32 bits) and a 12-byte MAC
+# of that time, the client's address and its connection ID. It only has to
+# outlive one round trip and a few SYN retransmissions.
+RETRY_TOKEN_LIFETIME = 10.0
+_TOKEN_SIZE = 16
+# Once under pressure (a half-open limit reached, or a half-open connection
+# whose address proved unreachable: a forged SYN), every SYN from an unproven
+# address gets a Retry until this long after the last such SYN (Linux, too,
+# keeps sending SYN cookies for a while after its SYN queue overflowed):
+# otherwise forged SYNs whose half-open connections die at once of ICMP
+# errors would each cost a whole connection made and torn down.
+PRESSURE_HOLD = 10.0
+AMPLIFICATION_LIMIT = 3  # bytes sent per byte received before the address is proven (RFC 9000 8.1)
+UNREACHABLE_MEMORY = 16384  # addresses remembered as unreachable (~3 MB), oldest forgotten first
+
+
+def source_host(addr: object) -> object:
+    """The host part of an address, for the per-source limits: the first
+    item of a socket address tuple, the address itself otherwise (the core
+    treats addresses as opaque)."""
+    return addr[0] if type(addr) is tuple else addr
+
+
+def _listener_answer(sent: bytes) -> bool:
+    """Whether a datagram we sent (its first bytes) was a SYN,ACK or a
+    Retry: the long form, with SYN and ACK, or with ACK alone from source
+    connection ID 0."""
+    if len(sent) < 12 or sent[0] != VERSION:
+        return False
+    flags = sent[1]
+    return flags & (SYN | ACK) == SYN | ACK or (flags == ACK and not any(sent[8:12]))
+
+
+class _HalfOpen:
+    """A passive connection in SYN-RECEIVED, as the listener counts it."""
+
+    __slots__ = ("key", "received", "sent")
+
+    def __init__(self, key: tuple[object, bool], received: int | None) -> None:
+        self.key = key  # (source host, address proven by a Retry token)
+        self.received = received  # bytes of its SYNs; None once the address is proven
+        self.sent = 0  # bytes sent to it while unproven
 
 
 @dataclass(slots=True)  # a client has one endpoint per connection
@@ -45,9 +110,25 @@ class EndpointStats:
     unknown_connection: int = 0
     """Segments for connection IDs we do not have (answered with RST)."""
     resets_sent: int = 0
+    resets_rate_limited: int = 0
+    """RSTs not sent because `Config.reset_rate` was reached."""
     syn_dropped_backlog: int = 0
     spoofed_dropped: int = 0
-    """Segments whose source connection ID did not match the connection."""
+    """Segments whose source connection ID did not match the connection
+    (answered as if the ID did not exist, as are segments from another
+    address that fail the connection's checks)."""
+    retries_sent: int = 0
+    """SYNs answered with a stateless Retry (the listener was under pressure)."""
+    retry_tokens_invalid: int = 0
+    """SYNs dropped for a Retry token that is forged, expired or not theirs."""
+    syn_dropped_half_open: int = 0
+    """SYNs with a valid token dropped: that host's proven half-open limit."""
+    syn_dropped_unreachable: int = 0
+    """SYNs ignored from an address that answered with an ICMP unreachable."""
+    half_open_unreachable: int = 0
+    """Half-open connections dropped when their address proved unreachable."""
+    amplification_limited: int = 0
+    """SYN,ACKs not sent: three times what an unproven address sent was reached."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -80,6 +161,17 @@ class Endpoint:
         self._tick = 0  # heap entries' tie-breaker
         self._out: list[tuple[bytes, object]] | tuple = ()  # queued resets (a list when any)
         self._touch_cb = self._touch  # one bound method shared by every connection
+        # Listener defences (see the module docstring). Half-open passive
+        # connections, their counts per (host, proven), how many are unproven.
+        self._half_open: dict[Connection, _HalfOpen] = {}
+        self._half_open_counts: dict[tuple[object, bool], int] = {}
+        self._unproven = 0
+        self._half_open_at: dict[object, Connection] = {}  # address -> its newest half-open connection
+        self._unreachable: dict[object, float] = {}  # address -> until when it gets nothing
+        self._secret: bytes | None = None  # the Retry tokens' MAC key, drawn at first need
+        self._pressure_until = -1.0  # unproven SYNs get a Retry until then (PRESSURE_HOLD)
+        self._rst_tokens = float(self.config.reset_burst)  # the RST token bucket
+        self._rst_time: float | None = None
         self.isn_source: Callable[[], int] | None = None
         """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
 
@@ -173,6 +265,13 @@ class Endpoint:
         in-order data segment take the connection's run path as a run of one."""
         head = peek_short(data)
         if head is None:
+            if self._unreachable and data[1] & SYN and addr in self._unreachable and not any(data[4:8]):
+                # A SYN from an address that answered with an ICMP unreachable:
+                # a flood comes round to the same forged ports again and again,
+                # so this is dropped before any parsing (_on_syn for the rest).
+                if self._unreachable[addr] > now:
+                    self.stats.syn_dropped_unreachable += 1
+                    return
             try:
                 dst, src, seg = decode(data)
             except WireError:
@@ -195,23 +294,40 @@ class Endpoint:
             seg.tsval = tsval
             src = None
         if dst == 0:
-            self._on_connectionless(seg, src, addr, now)
+            self._on_connectionless(seg, src, addr, now, len(data))
             return
         conn = self._conns.get(dst)
         if conn is None:
             self.stats.unknown_connection += 1
-            self._reset(seg, dst, src, addr)
+            self._reset(seg, dst, src, addr, now)
             return
         if src is None:
             # The short form names no source: only a connection that knows
             # its peer (its handshake has reached it) takes one.
             if not conn.remote_cid:
                 self.stats.spoofed_dropped += 1
+                self._answer_stranger(conn, seg, dst, src, addr, now)
                 return
+        elif seg.retry_token is not None:
+            # A listener's Retry (from connection ID 0), or a forged one.
+            if src or not self._on_retry(conn, seg, addr, now):
+                self.stats.spoofed_dropped += 1
+                self._answer_stranger(conn, seg, dst, src, addr, now)
+            return
         elif conn.remote_cid and src != conn.remote_cid:
             self.stats.spoofed_dropped += 1
+            self._answer_stranger(conn, seg, dst, src, addr, now)
             return
-        if not conn.remote_cid and src is not None:
+        if not conn.remote_cid:
+            if not src:
+                # Source ID 0 names no connection: only a RST from an endpoint
+                # that has none (`_reset`) carries it. Learnt as the peer's
+                # ID, it would address every later segment to no one.
+                if seg.flags & RST:
+                    conn.on_segment(seg, now)
+                else:
+                    self.stats.malformed_dropped += 1
+                return
             conn.remote_cid = src
             self._syn_index[(conn.remote_addr, src)] = conn
             self._connecting.pop(conn.remote_addr, None)
@@ -227,6 +343,8 @@ class Endpoint:
                     del self._syn_index[(conn.remote_addr, conn.remote_cid)]
                 self._syn_index[(addr, conn.remote_cid)] = conn
                 conn.remote_addr = addr
+            elif conn.stats.dropped_segments != dropped:
+                self._answer_stranger(conn, seg, dst, src, addr, now)
             return
         text = seg.payload
         if (fast and text and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
@@ -247,7 +365,35 @@ class Endpoint:
         conn = self._syn_index.get((addr, int.from_bytes(data[4:8], "big")))
         return conn is not None and conn.on_datagram_too_big(len(data))
 
-    def _on_connectionless(self, seg: Segment, src: int | None, addr: object, now: float) -> None:
+    def address_unreachable(self, addr: object, now: float, sent: bytes = b"") -> list[Connection]:
+        """The adapter heard an ICMP unreachable for a datagram sent to
+        `addr`; `sent` is the start of that datagram, as the error returns it.
+
+        A listener drops the half-open connection to it at once (no more
+        SYN,ACKs), and if what drew the error was a listener's answer (a
+        SYN,ACK or a Retry) it ignores SYNs from the address for
+        `Config.unreachable_hold` seconds: forged SYNs name closed ports, and
+        the ports answer. (An error for anything else, such as our own SYN
+        to a chat peer not started yet, or the last ACK to a peer that
+        exited, does not: that peer may well connect to us next.) Returns our
+        own connection attempts to `addr` still in SYN-SENT (a port
+        unreachable refuses them: the adapter decides)."""
+        conn = self._half_open_at.get(addr)
+        if conn is not None:
+            self.stats.half_open_unreachable += 1
+            # Closed without a RST: the address would only answer it again.
+            conn._terminate(None)
+            self._pressure_until = now + PRESSURE_HOLD
+        if self._listening and self.config.unreachable_hold > 0 and _listener_answer(sent):
+            held = self._unreachable
+            if addr not in held and len(held) >= UNREACHABLE_MEMORY:
+                del held[next(iter(held))]  # the oldest
+            held[addr] = now + self.config.unreachable_hold
+        if addr not in self._connecting:
+            return []
+        return [c for c in self._conns.values() if c.state is State.SYN_SENT and c.remote_addr == addr]
+
+    def _on_connectionless(self, seg: Segment, src: int | None, addr: object, now: float, size: int) -> None:
         """A segment with no destination ID: a SYN opening a connection, or a
         RST from a peer that does not know the connection the source ID names
         (what `_reset` sends for a short-form segment)."""
@@ -263,6 +409,9 @@ class Endpoint:
             return
         existing = self._syn_index.get((addr, src))
         if existing is not None:
+            entry = self._half_open.get(existing)
+            if entry is not None and entry.received is not None:
+                entry.received += size  # its SYN,ACK may go again within 3x
             existing.on_segment(seg, now)  # a retransmitted SYN
             return
         pending = self._connecting.get(addr)
@@ -275,27 +424,139 @@ class Endpoint:
             return
         if not self._listening:
             self.stats.unknown_connection += 1
-            self._reset(seg, 0, src, addr)
+            self._reset(seg, 0, src, addr, now)
             return
-        conn = self._passive_open(seg, addr, now)
-        if conn is not None:
-            conn.remote_cid = src
-            self._syn_index[(addr, src)] = conn
+        self._on_syn(seg, src, addr, now, size)
+
+    def _on_syn(self, seg: Segment, src: int, addr: object, now: float, size: int) -> None:
+        """A listener's answer to a SYN for a new connection: a half-open
+        connection, a stateless Retry, or nothing (see the module docstring)."""
+        cfg = self.config
+        until = self._unreachable.get(addr)
+        if until is not None:
+            if now < until:
+                self.stats.syn_dropped_unreachable += 1
+                return
+            del self._unreachable[addr]
+        host = source_host(addr)
+        token = seg.retry_token
+        received: int | None
+        if token is not None:
+            if not self._token_valid(token, addr, src, now):
+                self.stats.retry_tokens_invalid += 1
+                return
+            key = (host, True)
+            if len(self._unaccepted) >= self._backlog:
+                # Like Linux: drop the SYN; the client's retransmission tries again.
+                self.stats.syn_dropped_backlog += 1
+                return
+            if self._half_open_counts.get(key, 0) >= cfg.half_open_per_source:
+                self.stats.syn_dropped_half_open += 1
+                return
+            received = None
+        else:
+            key = (host, False)
+            # Unproven half-open connections fill at most half the backlog:
+            # forged SYNs leave a proven client room.
+            if (now < self._pressure_until
+                    or self._unproven >= min(cfg.half_open_limit, self._backlog // 2)
+                    or self._half_open_counts.get(key, 0) >= cfg.half_open_per_source
+                    or len(self._unaccepted) >= self._backlog):
+                self._pressure_until = now + PRESSURE_HOLD
+                self._send_retry(seg, src, addr, now)
+                return
+            received = size
+            self._unproven += 1
+        conn = self._admit(seg, addr, now)  # the backlog has room (checked above)
+        conn.remote_cid = src
+        self._syn_index[(addr, src)] = conn
+        self._half_open[conn] = _HalfOpen(key, received)
+        self._half_open_counts[key] = self._half_open_counts.get(key, 0) + 1
+        self._half_open_at[addr] = conn
 
     def _passive_open(self, seg: Segment, addr: object, now: float) -> Connection | None:
         """A listener's new connection for the SYN `seg` from `addr`, or None
         when the backlog is full (like Linux, the SYN is dropped and the
-        client's retransmission tries again)."""
+        client's retransmission tries again). The TCP wire's listener
+        (core/tcp_endpoint.py) opens this way; `_on_syn` adds the flood
+        limits of Gannet's own wire."""
         if len(self._unaccepted) >= self._backlog:
             self.stats.syn_dropped_backlog += 1
             return None
+        return self._admit(seg, addr, now)
+
+    def _admit(self, seg: Segment, addr: object, now: float) -> Connection:
+        """A new connection in the accept queue, answering the SYN `seg`."""
         conn = self._new_connection(addr, now, None)
         self._unaccepted[conn] = False
         conn.accept_syn(seg, now)
         return conn
 
-    def _reset(self, seg: Segment, dst: int, src: int | None, addr: object) -> None:
-        """RFC 9293 3.10.7.1: answer a segment for no connection with RST.
+    def _send_retry(self, syn: Segment, src: int, addr: object, now: float) -> None:
+        """Answer `syn` with a Retry: an ACK of the client's SYN, from
+        connection ID 0, carrying a token (48 bytes: under twice the
+        smallest SYN), and keep nothing."""
+        retry = Segment(0, (syn.seq + 1) & _MASK32, ACK, 0, retry_token=self._make_token(addr, src, now))
+        if type(self._out) is not list:
+            self._out = []
+        self._out.append((encode(src, 0, retry), addr))
+        self.stats.retries_sent += 1
+
+    def _on_retry(self, conn: Connection, seg: Segment, addr: object, now: float) -> bool:
+        """A Retry for our connection attempt `conn`: it must acknowledge our
+        SYN exactly (so only who saw the SYN can send one) and come from where
+        the SYN went."""
+        return (
+            seg.retry_token is not None
+            and seg.flags == ACK
+            and not seg.payload
+            and seg.ack == (conn.iss + 1) & _MASK32
+            and addr == conn.remote_addr
+            and conn.on_retry(seg.retry_token, now)
+        )
+
+    def _token_mac(self, issued: bytes, addr: object, cid: int) -> bytes:
+        if self._secret is None:
+            self._secret = self.rng.getrandbits(256).to_bytes(32, "big")
+        msg = issued + cid.to_bytes(4, "big") + repr(addr).encode()
+        return hashlib.blake2s(msg, key=self._secret, digest_size=_TOKEN_SIZE - 4).digest()
+
+    def _make_token(self, addr: object, cid: int, now: float) -> bytes:
+        issued = (int(now * 1000) & _MASK32).to_bytes(4, "big")
+        return issued + self._token_mac(issued, addr, cid)
+
+    def _token_valid(self, token: bytes, addr: object, cid: int, now: float) -> bool:
+        if len(token) != _TOKEN_SIZE:
+            return False
+        issued = token[:4]
+        age = (int(now * 1000) - int.from_bytes(issued, "big")) & _MASK32
+        if age > RETRY_TOKEN_LIFETIME * 1000:
+            return False
+        return hmac.compare_digest(token[4:], self._token_mac(issued, addr, cid))
+
+    def _answer_stranger(self, conn: Connection, seg: Segment, dst: int, src: int | None,
+                         addr: object, now: float) -> None:
+        """A segment naming `conn` that cannot be from its peer gets what a
+        segment naming no connection gets: the same RST, so that scanning
+        connection IDs tells live ones from dead ones by nothing.
+
+        Unless that RST could end the connection: if `addr` were really the
+        peer (it moved, and this is an old duplicate), a RST whose sequence
+        number lies in [SND.UNA, SND.NXT] could be the peer's RCV.NXT, which
+        is all a RST needs (RFC 5961). A made-up acknowledgment number lands
+        there with odds of the window over 2^32."""
+        rst = reset_for(seg)
+        if rst is None:
+            return
+        if ((rst.seq - conn.snd_una) & _MASK32) <= ((conn.snd_nxt - conn.snd_una) & _MASK32):
+            return
+        self._reset(seg, dst, src, addr, now)
+
+    def _reset(self, seg: Segment, dst: int, src: int | None, addr: object, now: float) -> None:
+        """RFC 9293 3.10.7.1: answer a segment for no connection with RST,
+        at most `Config.reset_rate` per second (a token bucket of
+        `reset_burst`): a stream of datagrams to made-up IDs gets no stream
+        of answers.
 
         A short-form segment does not say which connection sent it (`src`
         None): the RST then goes to ID 0 with the ID the segment was sent to
@@ -304,6 +565,18 @@ class Endpoint:
         rst = reset_for(seg)
         if rst is None:
             return
+        cfg = self.config
+        tokens = self._rst_tokens
+        last = self._rst_time
+        if last is not None and now > last:
+            tokens = min(float(cfg.reset_burst), tokens + (now - last) * cfg.reset_rate)
+        if last is None or now > last:
+            self._rst_time = now
+        if tokens < 1:
+            self._rst_tokens = tokens
+            self.stats.resets_rate_limited += 1
+            return
+        self._rst_tokens = tokens - 1
         if type(self._out) is not list:
             self._out = []
         self._out.append((encode(src or 0, dst, rst), addr))
@@ -322,12 +595,15 @@ class Endpoint:
         else:
             out = []
         sent = len(out)
+        half = self._half_open
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
             for conn in dirty:
                 segs = conn.segments_to_send(now, True)
-                if segs:
+                if half and segs and conn in half:
+                    sent += self._send_half_open(conn, half[conn], segs, out)
+                elif segs:
                     sent += self._encode_into(conn, segs, out, trains)
                 self._after_change(conn)
         self.stats.datagrams_sent += sent
@@ -351,6 +627,39 @@ class Endpoint:
                 out.append((encode(dst, src, seg), addr))
                 sent += 1
         return sent
+
+    def _send_half_open(self, conn: Connection, entry: _HalfOpen, segs: list, out: list) -> int:
+        """A half-open connection's segments (its SYN,ACK): to an address not
+        yet proven, no more than AMPLIFICATION_LIMIT times the bytes that
+        came from it (RFC 9000 8.1); the rest is not sent (counted)."""
+        n = 0
+        addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
+        for seg in segs:
+            data = encode(dst, src, seg)
+            if entry.received is not None:
+                if entry.sent + len(data) > AMPLIFICATION_LIMIT * entry.received:
+                    self.stats.amplification_limited += 1
+                    continue
+                entry.sent += len(data)
+            out.append((data, addr))
+            n += 1
+        return n
+
+    def _half_open_done(self, conn: Connection) -> None:
+        """`conn` left SYN-RECEIVED (established, or gone): uncount it."""
+        entry = self._half_open.pop(conn, None)
+        if entry is None:
+            return
+        counts = self._half_open_counts
+        left = counts[entry.key] - 1
+        if left:
+            counts[entry.key] = left
+        else:
+            del counts[entry.key]
+        if entry.received is not None:
+            self._unproven -= 1
+        if self._half_open_at.get(conn.remote_addr) is conn:
+            del self._half_open_at[conn.remote_addr]
 
     # ----------------------------------------------------------------- time
     def get_timer(self) -> float | None:
@@ -432,6 +741,7 @@ class Endpoint:
             return
         if conn.passive and self._unaccepted.get(conn) is False and conn.state in SYNCHRONIZED:
             self._unaccepted[conn] = True  # queued
+            self._half_open_done(conn)
             if self._accept_queue is None:
                 self._accept_queue = deque()
             self._accept_queue.append(conn)
@@ -446,3 +756,4 @@ class Endpoint:
         conn._ep_deadline = None  # its heap entry goes when it surfaces
         if self._unaccepted.get(conn) is False:
             del self._unaccepted[conn]  # died before the handshake finished
+            self._half_open_done(conn)

@@ -32,6 +32,11 @@ MASK32 = SEQ_MOD - 1
 TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
 INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
 RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
+# What one held out-of-order piece costs beyond its bytes: the bytes object's
+# header, its int key and dict slot, and its range in ooo_ranges (measured
+# with tracemalloc: about 200 bytes). Charged so that one-byte slivers cannot
+# hold more memory than the window allows (_ooo_hold).
+OOO_PIECE_COST = 256
 
 
 class Receiver:
@@ -153,14 +158,8 @@ class Receiver:
                     self.deliver(payload, 1)
             else:
                 self._stats.out_of_order_segments += 1
-                ranges = self.ooo_ranges
-                if ranges is EMPTY:
-                    ranges = self.ooo_ranges = RangeSet()
-                if ranges.add(start, end):
-                    self.ooo[start] = payload
-                else:
-                    self._stats.duplicate_segments += 1
-                self._last_ooo = ranges.range_containing(start)
+                self._ooo_hold(start, payload)
+                self._last_ooo = self.ooo_ranges.range_containing(start)
                 self.ack_now = True  # RFC 5681 4.2: out-of-order data, ACK now
                 if not self.sack_ok:
                     self.dupacks_owed += 1
@@ -208,6 +207,39 @@ class Receiver:
         self.unacked_segs += segments
         if was_empty:
             self._events.append(DataReceived(self._source))
+
+    def _ooo_hold(self, start: int, payload: bytes) -> int:
+        """Keep the bytes of an out-of-order segment that are not held yet;
+        returns how many were kept (0 for a duplicate, counted as one).
+
+        Only the gaps between pieces already held are stored (a peer sending
+        overlapping segments that each add one byte must not make us keep
+        every segment whole), and what is held is charged its bytes plus
+        OOO_PIECE_COST per piece, within twice the window we offered beyond
+        RCV.NXT. A segment that would pass that is dropped whole and counted
+        (`ooo_dropped`); it was never SACKed, so the sender resends it, as
+        Linux prunes its out-of-order queue when the receive buffer is full
+        (tcp_prune_ofo_queue)."""
+        end = start + len(payload)
+        held = self.ooo_ranges
+        gaps = held.gaps(start, end) if held else [(start, end)]
+        if not gaps:
+            self._stats.duplicate_segments += 1
+            return 0
+        new = 0
+        for s, e in gaps:
+            new += e - s
+        cost = held.total + new + (len(self.ooo) + len(gaps)) * OOO_PIECE_COST
+        if cost > 2 * (self.rcv_adv - self.rcv_nxt):
+            self._stats.ooo_dropped += 1
+            return 0
+        if held is EMPTY:
+            held = self.ooo_ranges = RangeSet()
+        ooo = self.ooo
+        for s, e in gaps:
+            held.add(s, e)
+            ooo[s] = payload if e - s == len(payload) else payload[s - start : e - start]
+        return new
 
     def _drain_ooo(self) -> None:
         """Move out-of-order data that now continues the stream into the buffer."""
@@ -274,6 +306,11 @@ class Receiver:
         self._copied += n
 
     # ------------------------------------------------------------- window
+    @property
+    def space(self) -> int:
+        """The receive space autotuning has grown to (bytes the window may offer)."""
+        return self._space
+
     def space_adjust(self, now: float, srtt: float | None) -> None:
         """Once a round trip, grow the window to RCV_SPACE_GAIN x what the
         application read in it (the idea of Linux's tcp_rcv_space_adjust).

@@ -25,6 +25,9 @@ class ConnectionStats:
     duplicate_segments: int = 0
     """Arrivals that carried only bytes we already had."""
     out_of_order_segments: int = 0
+    ooo_dropped: int = 0
+    """Out-of-order segments dropped because holding them would pass the
+    memory the receive window allows (Connection._ooo_hold)."""
     dropped_segments: int = 0
     """Arrivals rejected by validation (window, PAWS, RST checks)."""
     challenge_acks: int = 0

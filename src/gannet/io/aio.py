@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import observe
 from ..config import Config
 from ..core.connection import Connection
 from ..core.events import (
@@ -34,7 +35,8 @@ from ..core.states import State
 from .endpoint import AioEndpoint, copy_error, create_endpoint, make_config
 from .reader import ChunkReader
 
-__all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect_endpoint"]
+__all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect_endpoint",
+           "divert", "Sink"]
 
 DEFAULT_LIMIT = 256 * 1024  # StreamReader limit; it holds up to twice this before pausing
 HIGH_WATER = 64 * 1024  # bytes waiting beyond Gannet's send buffer before drain() blocks
@@ -397,10 +399,50 @@ class StreamWriter:
             return sc.aep
         if name == "stats":
             return sc.conn.stats
+        if name == "gannet_info":  # a ConnectionInfo (gannet.observe.info), like TCP_INFO
+            with sc.aep.lock:
+                return observe.info_of(sc.aep, sc.conn)
         return default
 
     def __repr__(self) -> str:
         return f"<gannet.StreamWriter {self._sc.conn!r}>"
+
+
+class Sink:
+    """What `divert` hands a connection's input to, in place of its reader.
+    Called on the loop's thread with the endpoint's lock held."""
+
+    def feed_data(self, data: bytes) -> None: ...
+    def feed_eof(self) -> None: ...
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+def divert(writer: StreamWriter, sink: Sink) -> _StreamConn:
+    """From now on, hand what `writer`'s connection receives to `sink` (each
+    chunk as it is taken from the receive buffer, then the end or the error)
+    instead of buffering it in the StreamReader for a task to read: a relay
+    forwards each chunk without a task switch. What the reader held unread
+    goes to the sink first. Returns the flow control: `pause_reading()`
+    stops taking data (the advertised window closes as the receive buffer
+    fills), `resume_reading()` takes it again."""
+    sc = writer._sc
+    reader = sc.reader
+    assert isinstance(reader, ChunkReader), "already diverted"
+    with sc.aep.lock:
+        reader._flatten()
+        held = bytes(reader._buffer)
+        reader._buffer.clear()
+        sc.reader = sink  # type: ignore[assignment] - what pull() and _terminated() feed
+        if held:
+            sink.feed_data(held)
+        if reader._exception is not None:
+            sink.set_exception(reader._exception)
+        elif reader._eof:
+            sink.feed_eof()
+        sc.paused = False  # (the reader's own pause, if any, no longer applies)
+        sc.pull()
+    sc.aep.request_flush()  # the window may have opened
+    return sc
 
 
 async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None = None,

@@ -1,18 +1,25 @@
-"""The blocking `Socket` API, driven by one background event-loop thread.
+"""The blocking `Socket` API: the calling thread runs the protocol while it waits.
 
 All Gannet endpoints of the process (one per bound `Socket`, shared by the
-connections it accepts) live on a single daemon thread running an asyncio
+connections it accepts) belong to a single daemon thread running an asyncio
 loop. One thread rather than one per socket: the protocol work is Python
 under the GIL, so more I/O threads cannot run it in parallel; they would only
 add context switches, and one loop multiplexes any number of UDP sockets.
 
-Application threads never wait for that thread to run their call. Each
-`AioEndpoint` has a lock that the loop holds whenever it is inside the core;
-a `Socket` takes the same lock, calls the `Connection` directly (send, recv,
-shutdown), and asks the loop for a coalesced flush. Waiting is on a
-`threading.Condition` built on that lock, notified by the loop when the
-connection's events arrive. One reader and one writer thread per connection
-may use a Socket at the same time.
+Application threads never hand their work to that thread. Each `AioEndpoint`
+has a lock that whoever is inside the core holds; a `Socket` takes the same
+lock and calls the `Connection` directly (send, recv, shutdown), then runs
+the endpoint's pass itself (what is ready leaves on this thread). A thread
+that must wait (recv with nothing to read, send with a full buffer, accept,
+connect) drives the endpoint: it polls the UDP socket and runs the receive
+and timer work itself until what it waits for is there
+(`AioEndpoint.begin_drive`), so a message costs no thread hand-off. One
+thread drives an endpoint at a time; the others wait on a
+`threading.Condition` of the lock, notified by the driving thread's passes
+and when it leaves. The loop thread runs the endpoint only when no caller
+has been inside it for a few milliseconds (keep-alive, retransmission,
+answering a peer while the application is busy elsewhere). One reader and
+one writer thread per connection may use a Socket at the same time.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from .. import observe
 from ..config import Config
 from ..core.connection import Connection
 from ..core.events import ConnectionEstablished, ConnectionTerminated, DataReceived, Event, StreamEnded
 from ..core.states import State
+from ..observe.info import ConnectionInfo
 from .endpoint import AioEndpoint, copy_error, make_config, make_udp_socket, resolve
 from .loops import new_event_loop
 
@@ -140,6 +149,35 @@ class _ConnWaiter:
             conn.recv(conn.readable_bytes)
 
 
+_WAITING: weakref.WeakKeyDictionary[AioEndpoint, dict[threading.Condition, int]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _waiting_on(aep: AioEndpoint) -> dict[threading.Condition, int]:
+    """The Conditions threads wait on while another thread drives `aep`
+    (guarded by aep.lock)."""
+    waiting = _WAITING.get(aep)
+    if waiting is None:
+        waiting = _WAITING[aep] = {}
+    return waiting
+
+
+def _drive(aep: AioEndpoint, cond: threading.Condition, ready: Callable[[], bool],
+           left: float | None) -> None:
+    """With cond's lock held and aep.begin_drive() granted: run the endpoint
+    on this thread for one wait (up to `left` seconds), the lock released
+    meanwhile, then hand the drive to a waiting thread, if any."""
+    until = None if left is None else aep.now() + left
+    saved = cond._release_save()  # type: ignore[attr-defined] # (held once or more)
+    try:
+        aep.drive(until, ready)
+    finally:
+        cond._acquire_restore(saved)  # type: ignore[attr-defined]
+        aep.end_drive()
+        for other in _WAITING.get(aep, ()):
+            other.notify()  # one of them drives next
+
+
 def _oserror(code: int, what: str = "") -> OSError:
     import os
 
@@ -241,14 +279,26 @@ class Socket:
             raise BlockingIOError(errno.EAGAIN, "operation would block")
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
+        aep = self._aep
+        assert aep is not None
         while not ready():
-            if deadline is None:
-                cond.wait()
+            left = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+            if aep.begin_drive():
+                _drive(aep, cond, ready, left)
                 continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("timed out")
-            cond.wait(left)
+            waiting = _waiting_on(aep)
+            waiting[cond] = waiting.get(cond, 0) + 1
+            try:
+                cond.wait(left)
+            finally:
+                if waiting[cond] == 1:
+                    del waiting[cond]
+                else:
+                    waiting[cond] -= 1
 
     def _connected(self) -> _ConnWaiter:
         self._check_open()
@@ -332,14 +382,14 @@ class Socket:
             conn = aep.connect(targets[0], self.config)
             w = _ConnWaiter(aep, conn)
             self._w = w
-            aep.request_flush_threadsafe()
+            aep.flush_threadsafe()  # the SYN leaves from this thread
             if self._timeout == 0:
                 raise BlockingIOError(errno.EINPROGRESS, "connection in progress")
             try:
                 self._wait(w.cond, lambda: w.established or conn.state == State.CLOSED)
             except TimeoutError:
                 conn.abort(aep.now())
-                aep.request_flush_threadsafe()
+                aep.flush_threadsafe()
                 self._w = None
                 raise
             if not w.established:
@@ -404,7 +454,7 @@ class Socket:
                        or self._rd_shut or self._closed)
             if conn.readable_bytes and not self._rd_shut:
                 data = conn.recv(bufsize)
-                w.aep.request_flush_threadsafe()  # the window may have opened
+                w.aep.flush_threadsafe()  # the window may have opened
                 return data
             if conn.error is not None and not conn.eof:
                 raise copy_error(conn.error)
@@ -437,7 +487,8 @@ class Socket:
                 self._wr_shut = True
                 w.conn.shutdown_write(w.aep.now())
             w.cond.notify_all()
-            w.aep.request_flush_threadsafe()
+            w.aep.wake_driver()  # a thread driving the endpoint for our recv
+            w.aep.flush_threadsafe()
 
     def close(self, linger: float | None = None) -> None:
         """Graceful close: returns at once (the I/O thread finishes delivery and
@@ -464,6 +515,7 @@ class Socket:
                 w.cond.notify_all()
             if self._owns_aep:
                 aep.close_when_idle = True
+            aep.wake_driver()  # a thread driving the endpoint for our recv or accept
             aep.request_flush_threadsafe()
             if w is not None and linger:
                 deadline = time.monotonic() + linger
@@ -522,10 +574,27 @@ class Socket:
         """The connection's counters (None until connected)."""
         return self._w.conn.stats if self._w is not None else None
 
+    def info(self) -> ConnectionInfo | None:
+        """The connection's state in numbers, like Linux's TCP_INFO: RTTs,
+        windows, pacing, losses, path MTU, congestion phase, and the time
+        spent limited by each cause when limits are tracked
+        (`Config.track_limits`, qlog or the stats socket). None until
+        connected."""
+        w = self._w
+        if w is None or self._aep is None:
+            return None
+        with self._aep.lock:
+            return observe.info_of(self._aep, w.conn)
+
     @property
     def endpoint_stats(self):
         """The UDP endpoint's counters (datagrams, malformed_dropped, ...)."""
         return self._aep.ep.stats if self._aep is not None else None
+
+    @property
+    def io_stats(self):
+        """What the UDP endpoint's driver did (IoStats: system calls, loop_calls, caller_passes)."""
+        return self._aep.io_stats if self._aep is not None else None
 
     @property
     def state(self) -> State | None:

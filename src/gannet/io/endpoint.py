@@ -43,8 +43,10 @@ import asyncio
 import errno
 import heapq
 import logging
+import math
 import os
 import random
+import select
 import socket
 import struct
 import sys
@@ -55,12 +57,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from .. import observe
 from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
-from ..core.states import State
 from ..wire.batch import Train, release
+from ..crypto.endpoint import HandshakeRefused
+from .security import make_endpoint
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -68,6 +72,9 @@ log = logging.getLogger("gannet.io")
 SEND_BUFFER = 4 * 1024 * 1024
 RECV_BUFFER = 8 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
+# ICMP errors (IP_RECVERR) that say an address cannot be reached
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+SEND_AGAIN_TRIES = 4  # sends of one datagram while earlier datagrams' ICMP errors keep failing them
 RECV_BATCH = 256  # datagrams drained per readiness callback before we send
 RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
 # After the first datagram of a readiness callback, FIONREAD (the size of the
@@ -86,6 +93,11 @@ _NOTHING_QUEUED = bytes(4)
 RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
 NOT_YET = 0.002  # a timer called this long before its deadline is re-armed, not run
+# An endpoint driven by its callers (begin_drive) goes back to the loop when
+# no caller has been inside it for this long: datagrams that arrive while the
+# application is away wait at most about this long to be read and answered,
+# and a steady exchange wakes the loop about once per this interval.
+CALLER_GRACE = 0.005
 
 # UDP segmentation offload (linux/udp.h).
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
@@ -159,6 +171,12 @@ class IoStats:
     gro_batches: int = 0
     """Receives that carried more than one datagram (UDP GRO)."""
     truncated: int = 0
+    loop_calls: int = 0
+    """Callbacks the event loop ran for this endpoint (readiness, timer,
+    flush): each one a wake-up of the loop's thread."""
+    caller_passes: int = 0
+    """Passes run by an application thread waiting in a blocking `Socket`
+    call (see AioEndpoint.begin_drive)."""
 
 # Keyword aliases accepted wherever config overrides are (tools use these).
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
@@ -532,6 +550,50 @@ def _no_timers() -> None:
 _last_timers: Callable[[], _LoopTimers | None] = _no_timers
 
 
+class _Drive:
+    """An endpoint's state while application threads drive it (begin_drive)."""
+
+    __slots__ = ("active", "driving", "poll_until", "left_at", "check", "check_at",
+                 "poller", "_wake_r", "_wake_w")
+
+    def __init__(self, fd: int) -> None:
+        self.active = False  # callers drive it: the loop does not watch the socket
+        self.driving = False  # a thread is between begin_drive and end_drive
+        self.poll_until: float | None = None  # that thread sleeps in poll until then
+        self.left_at = 0.0  # when the last drive ended
+        self.check: asyncio.TimerHandle | None = None  # the loop's _check_callers
+        self.check_at: float | None = None
+        # A wake-up for the driving thread's poll: another thread changed
+        # what it waits for (close, shutdown, an earlier deadline, an event).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+        self.poller.register(self._wake_r.fileno(), select.POLLIN)
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending already) or closed
+            pass
+
+    def drain(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.wake()
+        if self.check is not None:
+            self.check.cancel()
+            self.check = None
+        self._wake_w.close()
+        self._wake_r.close()
+
+
 class AioEndpoint:
     """One UDP socket and the Gannet endpoint behind it, on one event loop.
 
@@ -547,7 +609,8 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "__dict__", "__weakref__",
+        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on",
+        "on_refused", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
@@ -560,11 +623,15 @@ class AioEndpoint:
         self.loop = loop
         self.sock = sock
         self.config = config
-        self.ep = endpoint if endpoint is not None else Endpoint(config, _SYSTEM_RANDOM)
+        # encrypted unless config.insecure (or the caller brings its own, e.g. the TCP wire's)
+        self.ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
         self.on_available: Callable[[Connection], None] | None = None
+        # Called with a HandshakeRefused event: an incoming connection that
+        # failed its key exchange (the application never had it).
+        self.on_refused: Callable[[HandshakeRefused], None] | None = None
         self.close_when_idle = False
         self.closed = False
         self.io_stats = IoStats()
@@ -581,12 +648,15 @@ class AioEndpoint:
         # (a connection was processed, or the timer fired): see _process_locked.
         self._timer_moved = False
         self._sent_at_once = False  # a write left at once and no pass has run since (flush_now)
+        self._drive: _Drive | None = None  # made by the first begin_drive
+        self._reader_on = True  # the loop watches the socket (off while callers drive it)
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
         self._refused: dict[Connection, BaseException] = {}
         self.icmp_errors = 0
+        self._rearm_due = False  # a _rearm_poll is scheduled
         self._fd = sock.fileno()
         if gso is None:
             gso = not _env_off("GANNET_NO_GSO")
@@ -603,6 +673,9 @@ class AioEndpoint:
         self.gro = bool(gro) and enable_gro(sock)
         self._rbuf, self._rview, self._rbufs = _receive_buffer()
         keep_freed_memory()  # once per process (io/memory.py says why)
+        # qlog, pcap, limit accounting (gannet.observe): None unless one is
+        # on; the observer wraps self.ep's boundary calls, nothing here checks.
+        self.observer = observe.attach(self)
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
@@ -653,29 +726,22 @@ class AioEndpoint:
         self._sent_at_once = True
 
     def flush_threadsafe(self) -> None:
-        """From an application thread, with `self.lock` held, after a write:
-        hand what the core has ready to the kernel on this thread (a loop
-        thread hand-off costs more than the send), then ask the loop to
-        re-arm the timer and dispatch events, if there is any of that to do."""
+        """From an application thread, with `self.lock` held, after a write
+        (or a read that may open the window): run the pass on this thread -
+        hand what the core has ready to the kernel, dispatch the events (the
+        blocking API's handlers only notify Conditions on this lock) - for a
+        loop thread hand-off costs more than the pass. Whoever watches the
+        deadlines next (the loop, or a thread driving the endpoint) is told
+        only when one moved earlier than it would look."""
         if self.closed:
             return
         self._off_loop = True
-        ep = self.ep
         try:
-            out = ep.datagrams_to_send(self.now(), self.gso)
-            if out:
-                self._send(out)
+            self._process_locked()
         except OSError as exc:  # the socket was closed under us
             log.debug("flush from thread failed: %r", exc)
         finally:
             self._off_loop = False
-        # The connections processed here may have moved their deadlines: the
-        # loop need only hear of it when one is now earlier than its timer.
-        armed = self._timer_at
-        deadline = ep.get_timer()
-        if deadline is not None and (armed is None or deadline < armed):
-            self._timer_moved = True
-        self.request_flush_threadsafe()
 
     def request_flush_threadsafe(self) -> None:
         """The same, from any thread; call it with `self.lock` held. Nothing
@@ -705,8 +771,189 @@ class AioEndpoint:
             self._held_acks.append(conn)
         self.request_flush()
 
+    # ------------------------------------------------- driven by its callers
+    # The blocking Socket's threads run the endpoint themselves while they
+    # wait, instead of sleeping until the loop thread has read the datagram,
+    # run the core and notified them (two thread wake-ups in series for every
+    # message). Whoever is inside begin_drive/end_drive reads the socket and
+    # fires the deadlines; the loop stops watching the socket at the first
+    # begin_drive and takes it back CALLER_GRACE after the last caller left
+    # (_check_callers), so an exchange of many messages costs the loop
+    # thread no wake-up per message, and an endpoint nobody calls still
+    # answers, keeps alive and retransmits.
+
+    def begin_drive(self) -> bool:
+        """From an application thread about to wait, with the lock held:
+        become the thread that runs this endpoint until `end_drive`. False
+        if another thread drives it (wait on a Condition of this lock: its
+        passes dispatch the events, and end_drive notifies `waiting`) or the
+        endpoint is closed."""
+        if self.closed:
+            return False
+        d = self._drive
+        if d is None:
+            d = self._drive = _Drive(self._fd)
+        if d.driving:
+            return False
+        d.driving = True
+        if not d.active:
+            d.active = True
+            self._call_loop(self._reader_off)  # once, until the loop takes the socket back
+        return True
+
+    def drive(self, until: float | None, ready: Callable[[], bool] | None = None) -> None:
+        """Between begin_drive and end_drive, WITHOUT the lock: wait for a
+        datagram, a wake-up or the core's next deadline (at most until
+        `until`, on the core's clock), then run the pass that is due.
+        `ready` (called with the lock held) says whether what the caller
+        waits for came meanwhile (another thread ran a pass while the lock
+        was free): then it returns at once."""
+        d = self._drive
+        assert d is not None and d.driving
+        with self.lock:
+            if self.closed or (ready is not None and ready()):
+                return
+            deadline = self.ep.get_timer()
+            if until is not None and (deadline is None or until < deadline):
+                deadline = until
+            d.poll_until = deadline if deadline is not None else math.inf
+            now = self.now()
+        # poll() counts whole milliseconds, as the event loops do: round up,
+        # so the pass after it finds the deadline reached.
+        timeout = -1 if deadline is None else max(0, math.ceil((deadline - now) * 1000))
+        try:
+            ready = d.poller.poll(timeout)
+        except InterruptedError:
+            ready = ()
+        with self.lock:
+            d.poll_until = None
+            if self.closed:
+                return
+            self.io_stats.caller_passes += 1
+            readable = False
+            for fd, _ in ready:
+                if fd == self._fd:
+                    readable = True
+                else:
+                    d.drain()
+            self._off_loop = True
+            try:
+                if readable:
+                    buf, view, bufs = _receive_buffer()  # this thread's
+                    if self.gro:
+                        self._receive_gro(bufs, view)
+                    else:
+                        self._receive_plain(buf, view)
+                now = self.now()
+                due = self.ep.get_timer()
+                if due is not None and due <= now and not self.closed:
+                    self.ep.handle_timer(now)
+                    self._timer_moved = True
+                    self._process_locked()
+            finally:
+                self._off_loop = False
+
+    def end_drive(self) -> None:
+        """With the lock held: this thread stops running the endpoint."""
+        d = self._drive
+        assert d is not None
+        d.driving = False
+        d.left_at = self.now()
+        if self.closed:
+            return
+        # A deadline before the loop's next look needs the loop sooner.
+        deadline = self.ep.get_timer()
+        if deadline is not None and d.check_at is not None and deadline < d.check_at:
+            self._call_loop(self._check_callers)
+
+    def wake_driver(self) -> None:
+        """With the lock held: wake the thread driving the endpoint, if it
+        sleeps in poll (what it waits for may have changed: close, shutdown)."""
+        d = self._drive
+        if d is not None and d.poll_until is not None:
+            d.wake()
+
+    def _call_loop(self, fn: Callable[[], None]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # the loop is gone (interpreter exit)
+            pass
+
+    def _reader_off(self) -> None:
+        """On the loop: callers drive the endpoint; stop watching the socket."""
+        with self.lock:
+            self.io_stats.loop_calls += 1
+            d = self._drive
+            if self.closed or d is None or not d.active:
+                return
+            if self._reader_on:
+                self._reader_on = False
+                self.loop.remove_reader(self._fd)
+            if d.check is None:
+                self._arm_check(self.now() + CALLER_GRACE)
+
+    def _arm_check(self, when: float) -> None:
+        d = self._drive
+        assert d is not None
+        if d.check is not None:
+            d.check.cancel()
+        d.check_at = when
+        d.check = self.loop.call_at(when + self._timer.slack, self._check_callers)
+
+    def _check_callers(self) -> None:
+        """On the loop: take the socket back when no caller has been inside
+        for CALLER_GRACE, or when a deadline is due and nobody drives."""
+        with self.lock:
+            self.io_stats.loop_calls += 1
+            d = self._drive
+            if self.closed or d is None or not d.active:
+                return
+            if d.check is not None:
+                d.check.cancel()  # (called early by end_drive)
+                d.check = None
+            d.check_at = None
+            now = self.now()
+            if d.driving:
+                self._arm_check(now + CALLER_GRACE)  # the caller fires the deadlines
+                return
+            back = d.left_at + CALLER_GRACE
+            deadline = self.ep.get_timer()
+            if back > now and (deadline is None or deadline > now):
+                self._arm_check(back if deadline is None else min(back, deadline))
+                return
+            d.active = False
+            self._reader_on = True
+            self.loop.add_reader(self._fd, self._on_readable)
+            self._timer_moved = True  # the pass below arms the loop's timer
+            if self.gro:
+                self._receive_gro(self._rbufs, self._rview)
+            else:
+                self._receive_plain(self._rbuf, self._rview)
+
+    def _deadline_moved_off_loop(self) -> None:
+        """After a pass on an application thread that touched connections:
+        make sure whoever runs the endpoint looks at its next deadline in time."""
+        deadline = self.ep.get_timer()
+        if deadline is None:
+            return
+        d = self._drive
+        if d is not None and d.active:
+            if d.driving:
+                # (poll_until is None while the driver runs its own pass:
+                # it computes its next poll from the core afterwards)
+                if d.poll_until is not None and deadline < d.poll_until:
+                    d.wake()
+            elif d.check_at is not None and deadline < d.check_at:
+                self._call_loop(self._check_callers)
+            return  # (check_at None: _reader_off is on its way and arms the check)
+        armed = self._timer_at
+        if armed is None or deadline < armed:
+            self._timer_moved = True
+            self.request_flush_threadsafe()
+
     def _process(self) -> None:
         with self.lock:
+            self.io_stats.loop_calls += 1
             self._process_locked()
 
     def _process_locked(self) -> None:
@@ -741,6 +988,12 @@ class AioEndpoint:
                 more = True
         finally:
             self._flush_scheduled = False
+        if self._off_loop:  # an application thread's pass: the loop's parts are the loop's
+            if more or ep._dirty or (self.close_when_idle and not ep._conns):
+                self.request_flush_threadsafe()
+            if moved:
+                self._deadline_moved_off_loop()
+            return
         if more or self._held_acks is not None or ep._dirty:
             # (dirty after the last pass: a send error the core heard of,
             # such as a PMTU probe refused with EMSGSIZE)
@@ -764,6 +1017,10 @@ class AioEndpoint:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
                     continue
+                if kind is HandshakeRefused:
+                    if self.on_refused is not None:
+                        self.on_refused(ev)
+                    continue
                 handler = self._handlers.get(ev.conn)
                 if kind is ConnectionTerminated and self._refused and ev.error is None:
                     error = self._refused.get(ev.conn)
@@ -778,18 +1035,22 @@ class AioEndpoint:
             if type(ev) is ConnectionTerminated:
                 self._handlers.pop(ev.conn, None)
                 self._refused.pop(ev.conn, None)
+        d = self._drive
+        if handled and d is not None and d.poll_until is not None:
+            d.wake()  # the driving thread sleeps in poll, not on a Condition
         return handled
 
     # ------------------------------------------------------------- network
     def _on_readable(self) -> None:
+        self.io_stats.loop_calls += 1
         if self.gro:
-            self._receive_gro()
+            self._receive_gro(self._rbufs, self._rview)
         else:
-            self._receive_plain()
+            self._receive_plain(self._rbuf, self._rview)
 
-    def _receive_plain(self) -> None:
+    def _receive_plain(self, buf: bytearray, view: memoryview) -> None:
+        """Read what is queued (into this thread's buffer), then run a pass."""
         recvfrom_into = self.sock.recvfrom_into
-        buf, view = self._rbuf, self._rview
         time = self.now
         st = self.io_stats
         got = 0
@@ -807,7 +1068,7 @@ class AioEndpoint:
                     if self.closed:
                         return
                     # An ICMP error for something we sent (IP_RECVERR).
-                    if not self._read_error_queue():
+                    if not self._read_error_queue(taken=True):
                         log.debug("recvfrom failed: %r", exc)
                         break
                     continue
@@ -819,9 +1080,8 @@ class AioEndpoint:
             st.datagrams_received += got
             self._process_locked()
 
-    def _receive_gro(self) -> None:
+    def _receive_gro(self, bufs: list[bytearray], view: memoryview) -> None:
         recvmsg_into = self.sock.recvmsg_into
-        bufs, view = self._rbufs, self._rview
         time = self.now
         st = self.io_stats
         datagrams = calls = 0
@@ -839,7 +1099,7 @@ class AioEndpoint:
                 except OSError as exc:
                     if self.closed:
                         return
-                    if not self._read_error_queue():
+                    if not self._read_error_queue(taken=True):
                         log.debug("recvmsg failed: %r", exc)
                         break
                     continue
@@ -863,30 +1123,41 @@ class AioEndpoint:
             st.datagrams_received += datagrams
             self._process_locked()
 
-    def _read_error_queue(self) -> bool:
+    def _read_error_queue(self, taken: bool = False) -> bool:
         """Drain the socket's ICMP error queue; a port unreachable answering a
-        SYN refuses that connection. False if there was nothing to read."""
+        SYN refuses that connection. False if there was nothing to read.
+
+        `taken`: a receive or send call just reported the socket's pending
+        error. The poll may have seen that error as POLLERR even when the
+        queue holds nothing: an ICMP message that finds the receive buffer
+        full (a flood) is not queued, since the error queue is charged to
+        that buffer, but it sets the error all the same. So the socket is
+        registered again (_rearm_poll) whenever an error was taken, not only
+        when the queue had entries."""
         flag = getattr(socket, "MSG_ERRQUEUE", 0)
         if not flag:
             return False
         got = False
         for _ in range(64):
             try:
-                _, anc, _, addr = self.sock.recvmsg(1, 512, flag)
+                sent, anc, _, addr = self.sock.recvmsg(64, 512, flag)  # (the start of what drew it)
             except OSError:
                 break
             got = True
             self.icmp_errors += 1
             code = int.from_bytes(anc[0][2][:4], "little") if anc and len(anc[0][2]) >= 4 else 0
-            if code != errno.ECONNREFUSED:
+            if code not in _UNREACHABLE:
                 continue
             now = self.now()
-            for conn in self.ep.connections:
-                if conn.state == State.SYN_SENT and conn.remote_addr == addr:
+            # A listener stops answering the address (forged SYNs name closed
+            # ports); our own attempts to reach it are refused.
+            for conn in self.ep.address_unreachable(addr, now, sent):
+                if code == errno.ECONNREFUSED:
                     self._refused[conn] = ConnectionRefusedError(
                         errno.ECONNREFUSED, f"Connection refused by {addr!r}")
                     conn.abort(now)
-        if got and self._uvloop and not self.closed:
+        if (got or taken) and self._uvloop and not self.closed and not self._rearm_due:
+            self._rearm_due = True  # one re-registration per loop turn, however many errors
             self.loop.call_soon_threadsafe(self._rearm_poll)
         return got
 
@@ -901,8 +1172,9 @@ class AioEndpoint:
         gone). The asyncio loops keep polling; uvloop needs the reader (and
         writer) added back."""
         with self.lock:
-            if self.closed:
-                return
+            self._rearm_due = False
+            if self.closed or not self._reader_on:
+                return  # (callers drive it: begin_drive's poll sees errors)
             self.loop.remove_reader(self._fd)
             self.loop.add_reader(self._fd, self._on_readable)
             if self._writing:
@@ -1061,7 +1333,14 @@ class AioEndpoint:
         # An error the send reported (EMSGSIZE, or an earlier datagram's ICMP
         # error such as ECONNREFUSED): drain the queue behind it, or the stale
         # error fails the next send too (and see _rearm_poll).
-        self._read_error_queue()
+        self._read_error_queue(taken=True)
+        if code in _UNREACHABLE:
+            # Not about these datagrams: the kernel reports an ICMP error for
+            # an earlier one on the next send, which it then does not make.
+            # Send them again one by one (_send_again): under a flood of
+            # port unreachables, every reply would otherwise risk being lost
+            # to a stranger's error (a client's SYN,ACK cost it an RTO).
+            return _FALLBACK
         st = self.io_stats
         st.last_send_error = f"{errno.errorcode.get(code or 0, code)} ({size} B x{count})"
         if count == 1:
@@ -1114,7 +1393,11 @@ class AioEndpoint:
                 if exc.errno == errno.ENOBUFS:
                     self._retry_later()
                     return k
-                self._read_error_queue()  # as in _send_failed
+                self._read_error_queue(taken=True)  # as in _send_failed
+                if exc.errno in _UNREACHABLE and self._send_again(data, addr):
+                    st.send_calls += 1
+                    st.datagrams_sent += 1
+                    continue
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(data)} B)"  # e.g. unreachable: dropped, the core retransmits
                 log.debug("sendto %r failed: %r", addr, exc)
@@ -1124,6 +1407,20 @@ class AioEndpoint:
             st.send_calls += 1
             st.datagrams_sent += 1
         return j
+
+    def _send_again(self, data: bytes, addr: object) -> bool:
+        """Send `data` again after its send reported an earlier datagram's
+        ICMP error (see _send_failed); a few times, while more such errors
+        keep arriving. False if it still could not go."""
+        for _ in range(SEND_AGAIN_TRIES):
+            try:
+                self.sock.sendto(data, addr)
+                return True
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE:
+                    return False
+                self._read_error_queue(taken=True)
+        return False
 
     _df = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported = True
@@ -1202,6 +1499,7 @@ class AioEndpoint:
     def _on_timer(self) -> None:
         """Our deadline is due (called by this loop's _LoopTimers)."""
         with self.lock:
+            self.io_stats.loop_calls += 1
             deadline = self._timer_at
             self._timer_at = None
             self._timer_tick = -1
@@ -1228,8 +1526,11 @@ class AioEndpoint:
             if self.closed:
                 return
             self.closed = True
+            if self._drive is not None:
+                self._drive.close()
             try:
-                self.loop.remove_reader(self._fd)
+                if self._reader_on:
+                    self.loop.remove_reader(self._fd)
                 if self._writing:
                     self.loop.remove_writer(self._fd)
             except Exception:  # noqa: BLE001 - the loop may be closing already
@@ -1243,6 +1544,8 @@ class AioEndpoint:
             self._retry_handle = None
             if self._backlog:
                 self._backlog.clear()
+            if self.observer is not None:
+                self.observer.close(self.now())
             self.sock.close()
             waiters, self._closed_waiters = self._closed_waiters or (), None
         for fut in waiters:

@@ -47,6 +47,9 @@ class TransferResult:
     server_stats: dict[str, int] = field(default_factory=dict)
     srtt: float | None = None
     link_stats: dict[str, dict[str, object]] = field(default_factory=dict)
+    info: dict[str, dict] = field(default_factory=dict)
+    """With Config.track_limits or qlog_dir: "client"/"server" -> the
+    connection's final info (gannet.observe), limited times included."""
 
     @property
     def ok(self) -> bool:
@@ -118,13 +121,31 @@ def run_transfer(
                 errors[role] = ev.error
                 closed.add(role)
 
-    for ep, role in ((client, "client"), (server, "server")):
+    observers = {}
+    from .. import observe  # (gannet demo --qlog/--pcap set these for the process)
+
+    for ep, role, addr in ((client, "client", CLIENT_ADDR), (server, "server", SERVER_ADDR)):
+        qlog_dir = ep.config.qlog_dir or observe.settings.qlog_dir
+        pcap_path = observe.settings.pcap_path
+        if qlog_dir or pcap_path or ep.config.track_limits:
+            from ..observe import pcap
+            from ..observe.trace import EndpointObserver
+
+            # Virtual time: the traces and the capture start at 0 s.
+            observers[role] = EndpointObserver(
+                ep, qlog_dir=qlog_dir, wall_offset=0.0, local_addr=addr,
+                pcap=pcap.open_shared(pcap_path) if pcap_path and role == "client" else None)
         _hook_events(ep, role, on_events)
     sim.add_node(CLIENT_ADDR, client, name="client")
     sim.add_node(SERVER_ADDR, server, name="server")
     server.listen()
     conn = client.connect(SERVER_ADDR, sim.now)
     end = sim.run(until=time_limit, stop=lambda: len(closed) == 2)
+    info = {}
+    for role, observer in observers.items():
+        observer.close(sim.now)
+        if observer.finished:
+            info[role] = observer.finished[0]
     server_conn = state["server_conn"]
     return TransferResult(
         seed=seed,
@@ -141,6 +162,7 @@ def run_transfer(
         server_stats=server_conn.stats.as_dict() if server_conn else {},
         srtt=conn.srtt,
         link_stats={f"{s}->{d}": st.as_dict() for (s, d), st in sim.stats().items()},
+        info=info,
     )
 
 

@@ -213,11 +213,13 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     just it, for `decode` to parse or reject.
     """
     n = len(buf)
+    view = buf if type(buf) is memoryview else memoryview(buf)
+    if not n:
+        return [(0, 0, 0, 0, 0, 0, None, view)]  # one empty datagram, for decode to reject
     if seg <= 0 or seg >= n:
         seg = n
     count = n // seg
     full = count * seg
-    view = buf if type(buf) is memoryview else memoryview(buf)
     if count >= VECTOR_MIN:
         run = _scan_rows(view, seg, count)
         if run is not None:
@@ -339,6 +341,13 @@ def coalesce(datagrams: list) -> list[tuple[bytes, int]]:
     size = total = 0
     for d in datagrams:
         n = len(d)
+        if not n:
+            # GRO never merges an empty datagram: it arrives on its own.
+            if group:
+                out.append((b"".join(group), size))
+                group = []
+            out.append((b"", 0))
+            continue
         if group and (n > size or len(group) >= GRO_SEGMENTS or total + n > GRO_BYTES):
             out.append((b"".join(group), size))
             group = []

@@ -82,6 +82,11 @@ OPT_SACK = 5
 OPT_TIMESTAMPS = 8
 OPT_MODE = 32
 OPT_MAX_PACKET = 33
+# A listener's stateless Retry carries a token that the client's next SYN
+# echoes (docs/protocol.md, "Retry"). Must-understand: a peer that does not
+# know it drops the Retry, which then costs it a SYN retransmission.
+OPT_RETRY_TOKEN = 130
+MAX_RETRY_TOKEN = 40
 MAX_SACK_BLOCKS = 4
 MAX_WSCALE = 14  # RFC 7323 section 2.3
 
@@ -103,7 +108,8 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
 
     A segment the short form can carry (ACK, maybe PSH or FIN, timestamps
     and no other option, both connection IDs known) goes in it; the source
-    ID and TSecr are then left out."""
+    ID and TSecr are then left out. (A retry token rides only on a SYN or on
+    a Retry, which has no timestamps: neither ever takes the short form.)"""
     if (
         seg.tsval is not None
         and seg.flags & _SHORT_MASK == ACK
@@ -180,6 +186,8 @@ def _encode_options(seg: Segment) -> bytes:
         parts.append(bytes((OPT_MODE, 1, seg.mode)))
     if seg.max_packet is not None:
         parts.append(bytes((OPT_MAX_PACKET, 2)) + _U16.pack(seg.max_packet))
+    if seg.retry_token is not None:
+        parts.append(bytes((OPT_RETRY_TOKEN, len(seg.retry_token))) + seg.retry_token)
     for kind, value in seg.unknown_options:
         parts.append(bytes((kind, len(value))) + value)
     if not parts:
@@ -271,6 +279,10 @@ def _decode_options(opts: memoryview, seg: Segment) -> None:
         elif kind == OPT_MAX_PACKET:
             _expect(kind, length, 2)
             seg.max_packet = _U16.unpack(value)[0]
+        elif kind == OPT_RETRY_TOKEN:
+            if not 1 <= length <= MAX_RETRY_TOKEN:
+                raise WireError(f"bad retry token length {length}")
+            seg.retry_token = bytes(value)
         elif kind >= 128:
             raise WireError(f"unknown must-understand option {kind}")
         else:

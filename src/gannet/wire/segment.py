@@ -54,7 +54,7 @@ class Segment:
     __slots__ = (
         "seq", "ack", "flags", "wnd", "payload",
         "mss", "wscale", "sack_permitted", "sack", "tsval", "tsecr",
-        "mode", "max_packet", "unknown_options",
+        "mode", "max_packet", "unknown_options", "retry_token",
     )
 
     def __init__(
@@ -74,6 +74,7 @@ class Segment:
         mode: int | None = None,
         max_packet: int | None = None,
         unknown_options: tuple[tuple[int, bytes], ...] = (),
+        retry_token: bytes | None = None,
     ) -> None:
         self.seq = seq
         self.ack = ack
@@ -89,6 +90,7 @@ class Segment:
         self.mode = mode
         self.max_packet = max_packet
         self.unknown_options = unknown_options
+        self.retry_token = retry_token
 
     @property
     def seg_len(self) -> int:
@@ -115,6 +117,8 @@ class Segment:
             parts.append("sack_ok")
         if self.sack:
             parts.append(f"sack={list(self.sack)}")
+        if self.retry_token is not None:
+            parts.append(f"retry_token={self.retry_token.hex()}")
         return f"Segment({' '.join(parts)})"
 
 

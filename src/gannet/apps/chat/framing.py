@@ -47,7 +47,10 @@ class Frame:
     def json(self) -> dict:
         try:
             obj = json.loads(self.payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            # An escaped lone surrogate ("\\ud800") parses, but is no text:
+            # it could not be printed, saved as a name or sent back.
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
             raise FramingError(f"{self.type.name} frame: invalid JSON payload") from exc
         if not isinstance(obj, dict):
             raise FramingError(f"{self.type.name} frame: payload is not an object")

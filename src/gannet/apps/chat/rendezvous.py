@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ... import Config
+from ...crypto.endpoint import HandshakeFailed
 from ...io.aio import Server, StreamWriter, connect_endpoint
 from ...io.endpoint import AioEndpoint, create_endpoint
 from . import framing
@@ -79,6 +80,7 @@ class Rendezvous:
         self._have_connection = asyncio.Event()
         self.refused: dict[str, int] = {}  # stranger's address -> connections refused
         self.server = Server(aep, self._on_incoming, limit=framing.MAX_PAYLOAD * 2, backlog=8)
+        aep.on_refused = self._on_refused
 
     @classmethod
     async def create(cls, port: int, peer_host: str, peer_port: int, name: str, config: Config,
@@ -173,6 +175,10 @@ class Rendezvous:
                 async with asyncio.timeout(ATTEMPT_TIMEOUT):
                     reader, writer = await connect_endpoint(
                         self.aep, self.peer, self.config, framing.MAX_PAYLOAD * 2)
+            except HandshakeFailed as exc:
+                # A wrong code or key is not worth retrying: the peer said no.
+                self._give_up(exc)
+                return
             except (OSError, TimeoutError) as exc:
                 log.debug("connect to %r: %r", self.peer, exc)
                 task = asyncio.current_task()
@@ -184,6 +190,14 @@ class Rendezvous:
                 writer.close()
                 return
             self._add(reader, writer, outgoing=True)
+
+    def _on_refused(self, ev) -> None:
+        """The peer's connection to us failed its key exchange (a wrong code)."""
+        self._give_up(HandshakeFailed(str(ev.error)))
+
+    def _give_up(self, exc: BaseException) -> None:
+        if self._meeting is not None and not self._meeting.done():
+            self._meeting.set_exception(exc)
 
     def _has_live_candidate(self) -> bool:
         return any(c.task is not None and not c.task.done() for c in self._candidates)

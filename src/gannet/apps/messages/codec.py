@@ -103,7 +103,7 @@ class Message:
         """The payload parsed as a JSON object (raises CodecError if it is not one)."""
         try:
             body = json.loads(self.payload.decode("utf-8")) if self.payload else {}
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise CodecError(f"{self.type.name} payload is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise CodecError(f"{self.type.name} payload is not a JSON object")

@@ -24,6 +24,18 @@ DEFAULT_WINDOW = 8
 DEFAULT_KEEPALIVE = 5.0
 #: A peer silent for this many keepalive intervals is considered gone.
 KEEPALIVE_MISSES = 3
+#: Range a negotiated keepalive interval must lie in, seconds: the session's
+#: watchdog wakes four times per interval, so a peer asking for 1e-9 s would
+#: make the server spin; an hour is far past any NAT binding's lifetime.
+MIN_KEEPALIVE = 0.05
+MAX_KEEPALIVE = 3600.0
+
+
+def keepalive_problem(value: float) -> str | None:
+    """Why `value` cannot be a keepalive interval, or None if it can."""
+    if not MIN_KEEPALIVE <= value <= MAX_KEEPALIVE:  # (also false for NaN)
+        return f"keepalive_interval {value:g} s is outside {MIN_KEEPALIVE:g}-{MAX_KEEPALIVE:g} s"
+    return None
 
 
 class Refused(Exception):
@@ -84,6 +96,11 @@ class Limits:
     keepalive_interval: float = DEFAULT_KEEPALIVE
     modes: tuple[str, ...] = MODES
 
+    def __post_init__(self) -> None:
+        problem = keepalive_problem(self.keepalive_interval)
+        if problem:
+            raise ValueError(problem)
+
 
 @dataclass(frozen=True)
 class Params:
@@ -131,8 +148,9 @@ class Params:
             raise ValueError(f"ACCEPT has invalid max_packet_size {p.max_packet_size!r}")
         if not _is_int(p.window_size) or p.window_size < 1:
             raise ValueError(f"ACCEPT has invalid window_size {p.window_size!r}")
-        if not p.keepalive_interval > 0:
-            raise ValueError(f"ACCEPT has invalid keepalive_interval {p.keepalive_interval!r}")
+        problem = keepalive_problem(p.keepalive_interval)
+        if problem:
+            raise ValueError(f"ACCEPT: {problem}")
         return p
 
     def describe(self) -> str:
@@ -170,8 +188,8 @@ def negotiate(offer: Offer, limits: Limits, session_id: str | None = None) -> Pa
         )
     if offer.window_size < 1:
         raise Refused(f"window_size {offer.window_size} must be at least 1")
-    if not offer.keepalive_interval > 0:
-        raise Refused(f"keepalive_interval {offer.keepalive_interval} must be positive")
+    if not offer.keepalive_interval >= MIN_KEEPALIVE:  # (more than the limit is lowered below)
+        raise Refused(keepalive_problem(offer.keepalive_interval))
 
     notes: list[str] = []
     size = offer.max_packet_size

@@ -6,14 +6,37 @@ See docs/transfer.md for the protocol. The pieces:
 - `sender`: `collect` files and directories, `send_files` to a receiver
 - `receiver`: `Receiver(directory).handle(reader, writer)` for `gannet.start_server`
 - `progress`: rich progress bars on a terminal, summary lines otherwise
+
+Names load on first use (PEP 562): the command line parser imports
+`protocol` alone without asyncio and zstandard coming with it.
 """
 
-from .progress import Reporter
-from .protocol import ProtocolError, check_path
-from .receiver import Outcome, Receiver
-from .sender import SendResult, Source, TransferError, collect, send_files
+from __future__ import annotations
 
-__all__ = [
-    "Outcome", "ProtocolError", "Receiver", "Reporter", "SendResult", "Source",
-    "TransferError", "check_path", "collect", "send_files",
-]
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .progress import Reporter
+    from .protocol import ProtocolError, check_path
+    from .receiver import Outcome, Receiver
+    from .sender import SendResult, Source, TransferError, collect, send_files
+
+_HOMES = {
+    "Reporter": "progress", "ProtocolError": "protocol", "check_path": "protocol",
+    "Outcome": "receiver", "Receiver": "receiver", "SendResult": "sender", "Source": "sender",
+    "TransferError": "sender", "collect": "sender", "send_files": "sender",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 
 from ..display import has_unsafe
+
+COMPRESS_MODES = ("auto", "zstd", "none")  # `gannet send --compress`
 
 PROTOCOL = "gannet-transfer"
 VERSION = 1
@@ -80,7 +83,14 @@ def check_path(path: object) -> str:
         raise ProtocolError("path too long")
     if path.startswith("/"):
         raise ProtocolError(f"absolute path rejected: {path!r}")
-    if "\\" in path or has_unsafe(path):
+    try:
+        raw = os.fsencode(path)  # a lone surrogate ("\\ud800" in the JSON) names no file
+    except UnicodeEncodeError:
+        raise ProtocolError(f"invalid character in path {path!r}") from None
+    # A name read from a non-UTF-8 directory arrives surrogate-escaped
+    # ("caf\udce9"): its undecodable bytes are no characters to fear, the
+    # rest is checked as text.
+    if "\\" in path or has_unsafe(raw.decode("utf-8", "replace")):
         raise ProtocolError(f"invalid character in path {path!r}")
     for part in path.split("/"):
         if part in ("", ".", ".."):
@@ -124,7 +134,7 @@ def decode_line(line: bytes) -> dict:
         raise ProtocolError("connection closed before a complete line")
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ProtocolError(f"malformed JSON line: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("expected a JSON object")

@@ -28,8 +28,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-
 from ..limits import TransferLimits
 from .progress import Reporter, human_size
 from .protocol import (
@@ -303,6 +301,8 @@ class Receiver:
 
     async def _receive_files(self, header: Header, hashes: dict, reader, writer, out: Outcome,
                              me: _Active, made: list[Path], current: list[Path]) -> None:
+        import zstandard  # (here, not at import: `gannet send` need not load it)
+
         dz = zstandard.ZstdDecompressor()
         for index, entry in enumerate(header.files):
             kind, length = parse_frame_head(await reader.readexactly(FRAME_HEAD.size))
@@ -416,6 +416,8 @@ def _decode_data(entry: FileEntry, payload: bytes, codec: int, dz, room: int) ->
         if len(payload) > room:
             raise ProtocolError(f"{entry.path}: more data than announced")
         return payload
+    import zstandard  # (loaded already by _receive_files)
+
     try:
         size = zstandard.frame_content_size(payload)
     except zstandard.ZstdError as exc:

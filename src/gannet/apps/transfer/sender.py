@@ -10,19 +10,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-
 import gannet
 
 from ..display import safe_text
 from .progress import Reporter, human_size
 from .protocol import (
+    COMPRESS_MODES,
     ABANDON, CHUNK, CODEC_NAMES, CODEC_RAW, CODEC_ZSTD, DATA, END, START, FileEntry,
     ProtocolError, check_path, decode_line, encode_header, frame_head, start_payload,
 )
 from .stream import read_line
 
-COMPRESS_MODES = ("auto", "zstd", "none")
 COMPRESS_THRESHOLD = 0.95  # auto: send raw when the sample compresses to more than this
 ZSTD_LEVEL = 3
 HASH_BLOCK = 4 * 1024 * 1024
@@ -47,6 +45,8 @@ class SendResult:
     sent_bytes: int = 0  # file bytes streamed in this run
     wire_bytes: int = 0  # payload bytes after compression
     seconds: float = 0.0
+    info: dict | None = None  # the connection's ConnectionInfo at the end (gannet.observe)
+    cpu_seconds: float = 0.0  # this process's CPU time during the transfer
 
 
 # ------------------------------------------------------------ collecting
@@ -177,6 +177,7 @@ async def send_files(
     rep = reporter or Reporter("send", bars=False)
     result = SendResult()
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, wire=wire,
                                                   **config_overrides)
     total = sum(f.size for f in files)
@@ -214,6 +215,8 @@ async def send_files(
 
         verdict_task = asyncio.create_task(read_verdicts())
         limiter = RateLimit(rate)
+        import zstandard  # (here: a command line that never sends loads it not at all)
+
         zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         for index, src in enumerate(files):
             if all_in.done() and all_in.exception() is not None:
@@ -232,6 +235,8 @@ async def send_files(
                 result.failed[src.path] = v.get("error", "failed")
                 rep.log(f"{src.path}: FAILED at the receiver: {result.failed[src.path]}")
         await asyncio.wait_for(writer.wait_closed(), 10)
+        info = writer.get_extra_info("gannet_info")
+        result.info = info.as_dict() if info is not None else None
     except (ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
         writer.abort()
         why = "the receiver closed the connection" if isinstance(exc, asyncio.IncompleteReadError) \
@@ -246,6 +251,7 @@ async def send_files(
         if all_in.done():
             all_in.exception()  # retrieved: the error (if any) was raised above
         result.seconds = time.monotonic() - t0
+        result.cpu_seconds = time.process_time() - cpu0
     return result
 
 

@@ -1,0 +1,175 @@
+"""redis-benchmark GET through `gannet tunnel`, against the same through two
+plain asyncio TCP relays, and direct.
+
+Three rows, each a fresh redis-benchmark run against one redis-server:
+
+* direct: redis-benchmark -> redis-server;
+* asyncio relays: redis-benchmark -> relay -> relay -> redis-server, each
+  relay its own process (bench/tcp_relay.py: asyncio streams, read, write,
+  drain), the shape of a tunnel's two halves without Gannet between them;
+* gannet tunnel: redis-benchmark -> `gannet tunnel client` ~UDP~
+  `gannet tunnel server` -> redis-server.
+
+The relays and the tunnel run on the same event loop (uvloop when
+installed, as Gannet's commands do; GANNET_NO_UVLOOP=1 gives asyncio's for
+both). With --repeat N the rows run round by round and the summary gives
+medians of the same-round ratio tunnel / relays.
+
+    python bench/tunnel_redis.py                   # 20 clients, 100k requests
+    python bench/tunnel_redis.py --repeat 3 --json bench/results/tunnel_redis.json
+    python bench/tunnel_redis.py --src /tmp/old/src   # another tree's tunnel
+
+Needs redis-server and redis-benchmark on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_tcp(port: int, limit: float = 15.0) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on TCP port {port}") from None
+            time.sleep(0.05)
+
+
+def benchmark(port: int, clients: int, requests: int) -> float:
+    """redis-benchmark GET through `port`: requests per second."""
+    run = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "get", "-c", str(clients),
+         "-n", str(requests), "-q"],
+        capture_output=True, text=True, timeout=300)
+    out = run.stdout
+    if run.returncode:
+        raise RuntimeError(f"redis-benchmark failed: {run.stderr.strip()!r}")
+    m = re.search(r"GET: ([\d.]+) requests per second", out.replace("\r", "\n"))
+    if not m:
+        raise RuntimeError(f"cannot read redis-benchmark's output: {out!r}")
+    return float(m.group(1))
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+
+def run_relays(redis_port: int, clients: int, requests: int) -> float:
+    procs = Procs()
+    try:
+        inner, outer = free_port(), free_port()
+        relay = [sys.executable, str(HERE / "tcp_relay.py")]
+        procs.start(relay + [str(inner), str(redis_port)])
+        wait_tcp(inner)
+        procs.start(relay + [str(outer), str(inner)])
+        wait_tcp(outer)
+        return benchmark(outer, clients, requests)
+    finally:
+        procs.stop()
+
+
+def run_tunnel(redis_port: int, clients: int, requests: int, src: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    procs = Procs()
+    try:
+        udp, tcp = free_port(socket.SOCK_DGRAM), free_port()
+        gannet = [sys.executable, "-m", "gannet", "tunnel"]
+        procs.start(gannet + ["server", "--listen", f"127.0.0.1:{udp}",
+                              "--target", f"127.0.0.1:{redis_port}", "--quiet"], env)
+        procs.start(gannet + ["client", "--listen", f"127.0.0.1:{tcp}",
+                              "--server", f"127.0.0.1:{udp}", "--quiet"], env)
+        wait_tcp(tcp)
+        return benchmark(tcp, clients, requests)
+    finally:
+        procs.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--requests", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--src", type=Path, default=SRC, help="source tree of the tunnel (PYTHONPATH)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    for prog in ("redis-server", "redis-benchmark"):
+        if shutil.which(prog) is None:
+            print(f"{prog} is not installed", file=sys.stderr)
+            return 2
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rounds = []
+    try:
+        wait_tcp(redis_port)
+        subprocess.run(["redis-cli", "-p", str(redis_port), "set", "key:__rand_int__", "x"],
+                       capture_output=True, timeout=10)
+        for r in range(args.repeat):
+            row = {
+                "direct": benchmark(redis_port, args.clients, args.requests),
+                "asyncio_relays": run_relays(redis_port, args.clients, args.requests),
+                "gannet_tunnel": run_tunnel(redis_port, args.clients, args.requests, args.src),
+            }
+            row["tunnel_over_relays"] = round(row["gannet_tunnel"] / row["asyncio_relays"], 3)
+            rounds.append(row)
+            print(f"round {r + 1}: direct {row['direct']:,.0f} req/s, asyncio relays "
+                  f"{row['asyncio_relays']:,.0f}, gannet tunnel {row['gannet_tunnel']:,.0f} "
+                  f"({row['tunnel_over_relays']:.2f}x the relays)", flush=True)
+    finally:
+        redis.terminate()
+        redis.wait(10)
+    summary = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    if args.repeat > 1:
+        print(f"medians of {args.repeat}: direct {summary['direct']:,.0f}, relays "
+              f"{summary['asyncio_relays']:,.0f}, tunnel {summary['gannet_tunnel']:,.0f}, "
+              f"tunnel/relays {summary['tunnel_over_relays']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "clients": args.clients, "requests": args.requests, "src": str(args.src),
+            "loop": "asyncio" if os.environ.get("GANNET_NO_UVLOOP") else "uvloop if installed",
+            "rounds": rounds, "medians": summary}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The security options every network command shares (docs/security.md):
+`--insecure`, `--psk-file`, `--peer-key` and, for the commands that pair
+people, `--code`; turned into Config settings in one place, with the loud
+warning `--insecure` deserves and one-line errors for bad values."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gannet.cli.main import CLIError
+from gannet.crypto.code import normalize_code
+from gannet.crypto.identity import KeyFormatError, decode_key
+from gannet.crypto.psk import load_psk
+
+
+def add_arguments(p: argparse.ArgumentParser, *, code: str | None = None, peer_key: bool = True) -> None:
+    """`code`: the help text of --code for commands that take one."""
+    g = p.add_argument_group("security (encrypted and authenticated unless --insecure)")
+    g.add_argument("--insecure", action="store_true",
+                   help="no encryption and no authentication: anyone on the path reads and changes "
+                   "the traffic (for measurements and plaintext peers only)")
+    g.add_argument("--psk-file", metavar="FILE",
+                   help="a pre-shared key file (`gannet id --new-psk FILE`): only a peer with the "
+                   "same key connects")
+    if peer_key:
+        g.add_argument("--peer-key", metavar="KEY",
+                       help="the server's key as `gannet id` prints it, pinned for this connection "
+                       "(default: trust on first use, then as pinned in known_hosts)")
+    if code is not None:
+        g.add_argument("--code", metavar="CODE", help=code)
+
+
+def warn_insecure(tool: str) -> None:
+    print(f"gannet {tool}: WARNING: --insecure: no encryption, no authentication; anyone on the "
+          "path can read and change this traffic", file=sys.stderr, flush=True)
+
+
+def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
+    """Config settings from the parsed options; CLIError for a bad value or
+    a combination that cannot work."""
+    insecure = getattr(args, "insecure", False)
+    psk_file = getattr(args, "psk_file", None)
+    peer_key = getattr(args, "peer_key", None)
+    code = getattr(args, "code", None)
+    if insecure:
+        if psk_file or peer_key or code:
+            raise CLIError("--insecure turns security off: it cannot be used with --code, "
+                           "--psk-file or --peer-key")
+        warn_insecure(tool)
+        return {"insecure": True}
+    if psk_file and code:
+        raise CLIError("--psk-file and --code cannot both be used")
+    out: dict[str, object] = {}
+    if psk_file:
+        try:
+            load_psk(Path(psk_file))  # a readable key now, not a failed handshake later
+        except FileNotFoundError:
+            raise CLIError(f"no such PSK file: {psk_file}") from None
+        except KeyFormatError as exc:
+            raise CLIError(str(exc)) from None
+        out["psk_file"] = psk_file
+    if peer_key:
+        try:
+            decode_key(peer_key)
+        except KeyFormatError as exc:
+            raise CLIError(f"--peer-key: {exc}") from None
+        out["peer_key"] = peer_key
+    if code:
+        try:
+            out["code"] = normalize_code(code)
+        except ValueError as exc:
+            raise CLIError(f"--code: {exc}") from None
+    return out

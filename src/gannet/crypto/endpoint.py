@@ -1,0 +1,629 @@
+"""An Endpoint whose connections are encrypted and authenticated, sans-I/O.
+
+`SecureEndpoint` is `gannet.core.endpoint.Endpoint` with the security
+layer at its datagram boundary, and nothing changed inside the connection:
+
+- The client's SYN carries Noise message 1 (option 64), the server's
+  SYN-ACK message 2 (gannet.crypto.handshake). The server's keys are ready
+  when it answers the SYN; the client's when the SYN-ACK verifies (and the
+  server's key passed the pin or trust-on-first-use check). The SYN-ACK
+  then reaches the connection, whose ACK leaves sealed: the three-way
+  handshake is the key exchange, and encryption adds no round trip.
+- From then on every datagram of the connection leaves sealed
+  (gannet.wire.protected): the plaintext datagram less its CRC, encrypted
+  under the direction's key with the packet number in the nonce. A GSO
+  train is sealed row by row into a train of rows OVERHEAD bytes longer.
+- Arriving sealed datagrams are opened and handed to the plain endpoint
+  with a CRC32C computed locally (the tag already vouched for every byte;
+  the CRC only lets the unchanged decoders and the GRO batch path take
+  them). A GRO batch is opened row by row into one plaintext batch, so the
+  in-order run path keeps working.
+- A plaintext segment for a connection that has keys - data, ACK, FIN,
+  RST, window update - is dropped and counted, whatever its numbers: only
+  the handshake's SYN, SYN-ACK (for a client still waiting for it) and a
+  RST answering our SYN travel in clear.
+- The connection sees datagrams OVERHEAD bytes smaller than the path
+  carries (its `max_datagram_size` and `pmtud_max` are lowered by that),
+  so a sealed datagram is exactly as large as the plaintext one would be.
+
+With `Security(insecure=True)` nothing is sealed, but an encrypted peer's
+SYN is refused with an alert that tells it why, and an alert from an
+encrypted peer fails our SYN with the reason: the two never hang.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from crc32c import crc32c
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ..config import Config
+from ..core.connection import RUN_BYTES, Connection
+from ..core.endpoint import Endpoint
+from ..core.events import Event
+from ..core.states import State
+from ..wire.batch import Train, release
+from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
+from ..wire.protected import (
+    ALERT,
+    ALERT_ENCRYPTION_REQUIRED,
+    ALERT_HANDSHAKE_FAILED,
+    ALERT_MALFORMED,
+    ALERT_MODE_MISMATCH,
+    ALERT_PEER_INSECURE,
+    HEADER,
+    HEADER_SIZE,
+    OPT_KEY_EXCHANGE,
+    OVERHEAD,
+    PROTECTED,
+    decode_alert,
+    encode_alert,
+    parse_header,
+    seal_header,
+)
+from ..wire.segment import ACK, RST, SYN
+from .handshake import (
+    MODE_NAMES,
+    ClientHandshake,
+    HandshakeError,
+    Mode,
+    ServerHandshake,
+    _peer_failed_message,
+)
+from .protection import UPDATE_INTERVAL, Opener, ProtectionError, Sealer
+
+_SYN_ACK = SYN | ACK
+
+
+class HandshakeFailed(ConnectionError):
+    """The connection was refused by the security layer; the message says
+    why in one line (a wrong code, a changed key, an insecure peer)."""
+
+
+@dataclass(frozen=True, eq=False)
+class HandshakeRefused(Event):
+    """An incoming connection failed its key exchange (a wrong code or PSK,
+    a client that refused our key): the application never saw it, but a
+    listener may want to say so (`gannet receive` does, and gives up the
+    code). `error` is the HandshakeFailed; `addr` the peer's address."""
+
+    addr: object = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Security:
+    """How an endpoint's connections are protected and who the peer is.
+
+    `static`: this side's identity key pair (a server's; made for the
+    endpoint when None, as a code or PSK server needs no lasting one).
+    `psk` / `code`: the secret both sides share (at most one).
+    `server_key`: a client's pin for the server's key; else
+    `verify_server(addr, key)`, which raises HandshakeError to refuse (the
+    trust-on-first-use check against known_hosts); neither: any key.
+    """
+
+    insecure: bool = False
+    static: X25519PrivateKey | None = None
+    psk: bytes | None = None
+    code: str | None = None
+    server_key: bytes | None = None
+    verify_server: Callable[[object, bytes], None] | None = None
+    has_aes: bool = False  # the adapter says (io.security); ChaCha20-Poly1305 when unknown
+    update_interval: int = UPDATE_INTERVAL
+
+    def __post_init__(self) -> None:
+        if self.psk is not None and self.code is not None:
+            raise ValueError("a PSK and a code cannot both be used")
+
+
+@dataclass(slots=True)
+class SecurityStats:
+    sealed: int = 0
+    opened: int = 0
+    unauthenticated_dropped: int = 0
+    """Sealed datagrams that did not open (forged, altered, wrong key)."""
+    replay_dropped: int = 0
+    plaintext_dropped: int = 0
+    """Plaintext segments for connections that have keys (forged RST, FIN,
+    ACK, data...), and plaintext where only sealed datagrams may come."""
+    unknown_sealed: int = 0
+    """Sealed datagrams for connection IDs that have no keys here."""
+    handshakes_failed: int = 0
+    alerts_sent: int = 0
+    alerts_ignored: int = 0
+
+
+class _Session:
+    """The security state of one connection.
+
+    A client has its own hello (`client`); a server the hello it answered
+    (`server`, `peer_hello`, `reply`). A simultaneous open can give one
+    connection both, and so two Noise sessions (`keys`, by the hello that
+    started each): both sides then use the one whose hello is the larger,
+    and a side that has only one uses that one (docs/security.md).
+    `chosen` is the pair sealing and opening once that is decided."""
+
+    __slots__ = ("client", "server", "peer_hello", "reply", "keys", "chosen", "peer_cid",
+                 "synack", "confirmed", "mode")
+
+    def __init__(self, mode: Mode) -> None:
+        self.client: ClientHandshake | None = None
+        self.server: ServerHandshake | None = None
+        self.peer_hello = b""
+        self.reply = b""  # our message 2, for our SYN-ACK
+        self.keys: dict[bytes, tuple[Sealer, Opener]] = {}
+        self.chosen: tuple[Sealer, Opener] | None = None
+        self.peer_cid = 0
+        self.synack = b""  # the peer's SYN-ACK key exchange that verified
+        self.confirmed = False  # the peer is authenticated (no alert is taken after this)
+        self.mode = mode
+
+    @property
+    def sealer(self) -> Sealer | None:
+        return self.chosen[0] if self.chosen is not None else None
+
+    @property
+    def waiting_for_reply(self) -> bool:
+        return self.client is not None and self.client.result is None
+
+    def add_keys(self, hello: bytes, result, update_interval: int) -> None:
+        self.keys[hello] = (Sealer(result.send_secret, result.aead, update_interval=update_interval),
+                            Opener(result.recv_secret, result.aead))
+
+    def decide(self) -> None:
+        self.chosen = self.keys[max(self.keys)]
+
+
+def _with_overhead(config: Config) -> Config:
+    """The connection's view of sizes: OVERHEAD less than the path's."""
+    return replace(config, max_datagram_size=config.max_datagram_size - OVERHEAD,
+                   pmtud_max=config.pmtud_max - OVERHEAD)
+
+
+def _key_exchange_option(options: tuple[tuple[int, bytes], ...]) -> bytes | None:
+    for kind, value in options:
+        if kind == OPT_KEY_EXCHANGE:
+            return value
+    return None
+
+
+_ALERT_MESSAGES = {
+    ALERT_ENCRYPTION_REQUIRED: "the peer requires encryption and this side runs with --insecure",
+    ALERT_PEER_INSECURE: "the peer runs without encryption (--insecure); refusing to talk in clear",
+    ALERT_MALFORMED: "the peer could not read this side's key exchange",
+}
+
+
+class SecureEndpoint(Endpoint):
+    def __init__(self, config: Config | None = None, rng: random.Random | None = None, *,
+                 security: Security | None = None) -> None:
+        self.security = security or Security()
+        config = config or Config()
+        super().__init__(config if self.security.insecure else _with_overhead(config), rng)
+        self.security_stats = SecurityStats()
+        self._sessions: dict[int, _Session] = {}  # by local connection ID
+        # Sessions of connections that closed during this output pass: their
+        # last datagrams (a RST after abort, the final ACK) are still sealed.
+        self._closing: dict[int, _Session] = {}
+        self._static = self.security.static
+
+    @property
+    def datagram_overhead(self) -> int:
+        """Bytes the envelope adds to each of a connection's datagrams."""
+        return 0 if self.security.insecure else OVERHEAD
+
+    # ------------------------------------------------------------ application
+    def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
+        if config is not None and not self.security.insecure:
+            config = _with_overhead(config)
+        return super().connect(addr, now, config)
+
+    # --------------------------------------------------------------- network
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
+        self.stats.datagrams_received += 1
+        self._receive_secure(data, addr, now, False)
+
+    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
+                      now: float) -> None:
+        if self.security.insecure:
+            if buf and buf[0] == SHORT_FORM:
+                super().receive_batch(buf, seg, addr, now)  # short forms: no SYN, no alert
+                return
+            if seg <= 0 or seg >= len(buf):
+                self.receive_datagram(buf, addr, now)
+                return
+            for i in range(0, len(buf), seg):
+                self.receive_datagram(buf[i : i + seg], addr, now)
+            return
+        if seg <= 0 or seg >= len(buf):
+            self.stats.datagrams_received += 1
+            self._receive_secure(buf, addr, now, True)
+            return
+        # Open every row into one plaintext batch of rows OVERHEAD smaller,
+        # so the plain endpoint's run path takes it as it takes a GRO batch:
+        # each row is decrypted in place in that buffer and given its CRC.
+        view = memoryview(buf)
+        inner_seg = seg - OVERHEAD
+        plain = bytearray(len(buf))
+        out = memoryview(plain)
+        pos = 0
+        opened = self._open
+        for i in range(0, len(buf), seg):
+            row = view[i : i + seg]
+            if row[0] != PROTECTED:
+                if pos:
+                    super().receive_batch(out[:pos], inner_seg, addr, now)
+                    plain = bytearray(len(buf))
+                    out = memoryview(plain)
+                    pos = 0
+                self.stats.datagrams_received += 1
+                self._receive_secure(row, addr, now, False)
+                continue
+            n = opened(row, out[pos:])
+            if n is None:
+                self.stats.datagrams_received += 1
+                continue
+            end = pos + n
+            out[end : end + TRAILER_SIZE] = crc32c(out[pos:end]).to_bytes(4, "little")
+            pos = end + TRAILER_SIZE
+        if pos:
+            super().receive_batch(out[:pos], inner_seg, addr, now)
+
+    def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
+        """The inner datagram (without CRC) of a sealed datagram - or, with
+        `out`, its length, written there - or None (counted) when it does
+        not open."""
+        head = parse_header(data)
+        if head is None:
+            self.stats.malformed_dropped += 1
+            return None
+        phase, dst, pn = head
+        session = self._sessions.get(dst)
+        if session is None or not session.keys:
+            self.security_stats.unknown_sealed += 1
+            return None
+        view = memoryview(data)
+        header, body = view[:HEADER_SIZE], view[HEADER_SIZE:]
+        if session.chosen is not None:
+            candidates = (session.chosen,)
+        else:  # a simultaneous open not yet decided: what opens decides
+            candidates = tuple(session.keys.values())
+        error = None
+        for pair in candidates:
+            try:
+                inner = pair[1].open(header, pn, phase, body, out)
+            except ProtectionError as exc:
+                error = exc
+                continue
+            if session.chosen is None:
+                session.chosen = pair
+            session.confirmed = True
+            self.security_stats.opened += 1
+            return inner
+        if str(error) in ("replayed", "too old"):
+            self.security_stats.replay_dropped += 1
+        else:
+            self.security_stats.unauthenticated_dropped += 1
+        return None
+
+    def _receive_secure(self, data: bytes | bytearray | memoryview, addr: object, now: float,
+                        fast: bool) -> None:
+        if not data:
+            self.stats.malformed_dropped += 1
+            return
+        first = data[0]
+        if first == ALERT:
+            self._on_alert(data, now)
+            return
+        if self.security.insecure:
+            if first == VERSION and self._refuse_secure_syn(data, addr):
+                return
+            self._receive_one(data, addr, now, fast)
+            return
+        if first == PROTECTED:
+            inner = self._open(data)
+            if inner is not None:
+                self._receive_one(inner + crc32c(inner).to_bytes(4, "little"), addr, now, fast)
+            return
+        if first != VERSION:  # a plaintext short form, or not Gannet at all
+            if first == SHORT_FORM:
+                self.security_stats.plaintext_dropped += 1
+            else:
+                self.stats.malformed_dropped += 1
+            return
+        try:
+            dst, src, seg = decode(data)
+        except WireError:
+            self.stats.malformed_dropped += 1
+            return
+        flags = seg.flags
+        if flags & _SYN_ACK == SYN:
+            self._on_hello_syn(data, dst, src, seg, addr, now)
+            return
+        session = self._sessions.get(dst)
+        if session is not None and flags & _SYN_ACK == _SYN_ACK:
+            option = _key_exchange_option(seg.unknown_options)
+            if session.waiting_for_reply:
+                self._on_syn_ack(data, dst, src, option, session, addr, now)
+                return
+            if option is not None and option == session.synack:
+                # A retransmitted SYN-ACK (our ACK was lost): the key exchange
+                # that verified, so the connection may answer it.
+                self._receive_one(data, addr, now, fast)
+                return
+        if session is not None and seg.retry_token is not None and session.waiting_for_reply:
+            # A listener under pressure answered our SYN with a stateless
+            # Retry (core/endpoint.py): our SYN goes again with its token and
+            # the same hello. Nothing is protected yet; the core checks the
+            # Retry acknowledges our SYN exactly and comes from where it went.
+            self._receive_one(data, addr, now, fast)
+            return
+        if session is not None and flags & RST and session.chosen is None and not session.keys:
+            self._receive_one(data, addr, now, fast)  # our SYN refused: nothing is protected yet
+            return
+        self.security_stats.plaintext_dropped += 1
+
+    def _refuse_secure_syn(self, data, addr) -> bool:
+        """Insecure side: an encrypted peer's SYN is refused with an alert."""
+        try:
+            dst, src, seg = decode(data)
+        except WireError:
+            return False
+        if seg.flags & _SYN_ACK == SYN and src and _key_exchange_option(seg.unknown_options) is not None:
+            self._alert(src, ALERT_PEER_INSECURE, addr)
+            return True
+        return False
+
+    def _new_session(self) -> _Session:
+        sec = self.security
+        return _Session(Mode.CODE if sec.code is not None else Mode.PSK if sec.psk is not None
+                        else Mode.IDENTITY)
+
+    def _client_session(self, local_cid: int) -> _Session:
+        session = self._sessions.get(local_cid)
+        if session is None:
+            session = self._sessions[local_cid] = self._new_session()
+        if session.client is None:
+            sec = self.security
+            session.client = ClientHandshake(psk=sec.psk, code=sec.code,
+                                             expected_server_key=sec.server_key, has_aes=sec.has_aes)
+        return session
+
+    def _answer(self, session: _Session, hello: bytes, src: int, addr: object) -> bool:
+        """Answer a peer's hello as the Noise responder; False (alert sent)
+        when it cannot be answered."""
+        sec = self.security
+        if self._static is None:
+            self._static = X25519PrivateKey.generate()
+        hs = ServerHandshake(self._static, psk=sec.psk, code=sec.code, has_aes=sec.has_aes)
+        try:
+            reply = hs.receive_hello(hello)
+        except HandshakeError as exc:
+            self.security_stats.handshakes_failed += 1
+            if exc.reason == "mode-mismatch":
+                self._alert(src, ALERT_MODE_MISMATCH, addr, int(hs.mode))
+            else:
+                self._alert(src, ALERT_MALFORMED, addr)
+            return False
+        assert hs.result is not None
+        session.server, session.peer_hello, session.reply, session.peer_cid = hs, hello, reply, src
+        session.add_keys(hello, hs.result, sec.update_interval)
+        return True
+
+    def _on_hello_syn(self, data, dst, src, seg, addr, now) -> None:
+        if dst != 0 or not src:
+            self.stats.malformed_dropped += 1
+            return
+        hello = _key_exchange_option(seg.unknown_options)
+        if hello is None:
+            self._alert(src, ALERT_ENCRYPTION_REQUIRED, addr)
+            return
+        existing = self._syn_index.get((addr, src))
+        if existing is not None:
+            session = self._sessions.get(existing.local_cid)
+            if session is not None and session.peer_hello == hello:
+                self._receive_one(data, addr, now, False)  # a retransmitted SYN
+            else:
+                self.security_stats.plaintext_dropped += 1
+            return
+        pending = self._connecting.get(addr)
+        if pending is not None and pending.state == State.SYN_SENT and not pending.remote_cid:
+            # Simultaneous open: our SYN and the peer's crossed. Answer its
+            # hello too; our SYN-ACK carries our hello and that answer.
+            session = self._client_session(pending.local_cid)
+            if self._answer(session, hello, src, addr):
+                self._receive_one(data, addr, now, False)
+            return
+        session = self._new_session()
+        if not self._answer(session, hello, src, addr):
+            return
+        self._receive_one(data, addr, now, False)
+        conn = self._syn_index.get((addr, src))
+        if conn is None:
+            return  # not listening, or the backlog was full: the SYN was not taken
+        session.chosen = session.keys[hello]  # a server's only session
+        self._sessions[conn.local_cid] = session
+
+    def _on_syn_ack(self, data, dst, src, option, session, addr, now) -> None:
+        hs = session.client
+        assert hs is not None
+        if option is None or not option or len(option) < 1 + option[0]:
+            self._fail(dst, "the server does not encrypt (it runs with --insecure, or is an older "
+                       "Gannet); refusing to talk in clear")
+            return
+        n = option[0]
+        peer_hello, reply = option[1 : 1 + n], option[1 + n :]
+        try:
+            hs.receive_reply(reply)
+            assert hs.result is not None
+            if self.security.verify_server is not None and self.security.server_key is None:
+                self.security.verify_server(addr, hs.result.server_key)
+        except HandshakeError as exc:
+            self._alert(src, ALERT_HANDSHAKE_FAILED, addr, int(hs.mode))
+            self._fail(dst, str(exc))
+            return
+        session.add_keys(hs.hello(), hs.result, self.security.update_interval)
+        # `peer_hello` is set only in a simultaneous open. If we answered it
+        # too, both sessions are in `keys` and `decide` picks the larger; if
+        # we never saw that SYN, the peer has only our session, as we do.
+        assert not peer_hello or peer_hello == session.peer_hello or peer_hello not in session.keys
+        session.peer_cid, session.synack = src, option
+        if session.chosen is None:
+            session.decide()  # all we will know: the larger hello's session if we have both
+        session.confirmed = True  # the peer proved its key (and the shared secret)
+        self._receive_one(data, addr, now, False)
+
+    def _on_alert(self, data, now) -> None:
+        alert = decode_alert(data)
+        if alert is None:
+            self.stats.malformed_dropped += 1
+            return
+        dst, code, detail = alert
+        conn = self._conns.get(dst)
+        session = self._sessions.get(dst)
+        # Accepted only while the connection's handshake is not confirmed:
+        # after that only sealed datagrams speak for the peer.
+        in_handshake = conn is not None and (
+            conn.state == State.SYN_SENT or (session is not None and not session.confirmed))
+        if not in_handshake:
+            self.security_stats.alerts_ignored += 1
+            return
+        if code == ALERT_MODE_MISMATCH:
+            wanted = MODE_NAMES.get(Mode(detail), "another mode") if detail in Mode.__members__.values() \
+                else "another mode"
+            message = f"the server needs {wanted}"
+        elif code == ALERT_HANDSHAKE_FAILED:
+            mode = Mode(detail) if detail in Mode.__members__.values() else Mode.IDENTITY
+            message = _peer_failed_message(mode)
+        else:
+            message = _ALERT_MESSAGES.get(code, f"refused by the peer's security layer (alert {code})")
+        self._fail(dst, message)
+
+    def _alert(self, dst_cid: int, code: int, addr: object, detail: int = 0) -> None:
+        # Queued where the plain endpoint queues its resets, so an adapter
+        # that asks the endpoint whether it has output (`_out`) sends it.
+        if type(self._out) is not list:
+            self._out = []
+        self._out.append((encode_alert(dst_cid, code, detail), addr))
+        self.security_stats.alerts_sent += 1
+
+    def _fail(self, local_cid: int, message: str) -> None:
+        self.security_stats.handshakes_failed += 1
+        conn = self._conns.get(local_cid)
+        if conn is not None:
+            error = HandshakeFailed(message)
+            conn._terminate(error)  # no RST: the peer was told by an alert
+            if conn.passive:
+                self._events.append(HandshakeRefused(conn, conn.remote_addr, error))
+
+    def datagram_too_big(self, data: bytes | bytearray | memoryview, addr: object) -> bool:
+        if data and data[0] == PROTECTED and len(data) > OVERHEAD:
+            data = memoryview(data)[: len(data) - OVERHEAD]  # the size the connection chose
+        return super().datagram_too_big(data, addr)
+
+    def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
+        out = super().datagrams_to_send(now, trains)
+        if out and not self.security.insecure:
+            sealed = []
+            for item, addr in out:
+                if type(item) is Train:
+                    sealed.extend((train, addr) for train in self._seal_train(item, addr))
+                else:
+                    sealed.append(self._seal_item(item, addr))
+            out = sealed
+        if self._closing:
+            self._closing = {}
+        return out
+
+    def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
+        """The session of the connection whose peer has `peer_cid` at `addr`."""
+        conn = self._syn_index.get((addr, peer_cid))
+        if conn is not None:
+            return self._sessions.get(conn.local_cid)
+        for session in self._closing.values():
+            if session.peer_cid == peer_cid:
+                return session
+        return None
+
+    def _seal_item(self, item, addr):
+        first = item[0]
+        if first == ALERT:
+            return item, addr
+        if first == SHORT_FORM:
+            session = self._session_to(addr, int.from_bytes(item[4:8], "big"))
+        else:
+            src = int.from_bytes(item[8:12], "big")
+            session = self._sessions.get(src) or self._closing.get(src)
+            if item[1] & SYN:
+                if item[1] & ACK:
+                    if session is not None and session.reply:
+                        return self._with_key_exchange(item, session, True), addr
+                else:
+                    session = self._client_session(src)
+                    return self._with_key_exchange(item, session, False), addr
+        if session is None or session.sealer is None:
+            return item, addr  # a RST for an unknown connection, or before keys
+        return self._seal(session.sealer, item), addr
+
+    def _with_key_exchange(self, item: bytes, session: _Session, synack: bool) -> bytes:
+        """The SYN (our hello) or SYN-ACK (the length of our hello if we sent
+        one, it, and our answer to the peer's) with the key exchange added."""
+        dst, src, seg = decode(item)
+        if synack:
+            own = session.client.hello() if session.client is not None else b""
+            message = bytes((len(own),)) + own + session.reply
+        else:
+            assert session.client is not None
+            message = session.client.hello()
+        seg.unknown_options = seg.unknown_options + ((OPT_KEY_EXCHANGE, message),)
+        return encode(dst, src, seg)
+
+    def _seal(self, sealer: Sealer, datagram) -> bytes:
+        header = seal_header(sealer.key_phase, int.from_bytes(datagram[4:8], "big"), sealer.pn)
+        self.security_stats.sealed += 1
+        return sealer.seal(header, memoryview(datagram)[: len(datagram) - TRAILER_SIZE])
+
+    def _seal_train(self, train: Train, addr) -> list[Train]:
+        """A run's train sealed row by row, as trains of rows OVERHEAD
+        longer; split so that none exceeds RUN_BYTES, what one GSO send
+        carries (the run filled it with plaintext rows)."""
+        size = train.size
+        view = memoryview(train)
+        dst = int.from_bytes(view[4:8], "big")
+        session = self._session_to(addr, dst)
+        if session is None or session.sealer is None:
+            return [train]  # cannot happen: runs are only sent once established
+        total = len(train)
+        sealed_size = size + OVERHEAD
+        per_train = max(1, RUN_BYTES // sealed_size) * size  # plaintext bytes per sealed train
+        sealer = session.sealer
+        seal_into = sealer.seal_into
+        pack = HEADER.pack
+        trains = []
+        for start in range(0, total, per_train):
+            stop = min(start + per_train, total)
+            rows = -(-(stop - start) // size)
+            out = Train(stop - start + OVERHEAD * rows)
+            out.size = sealed_size
+            mv = memoryview(out)
+            pos = 0
+            for i in range(start, stop, size):
+                row = view[i : min(i + size, stop) - TRAILER_SIZE]  # the tag does the CRC's job
+                pos += seal_into(pack(PROTECTED, sealer.key_phase, 0, dst, sealer.pn), row, mv[pos:])
+            mv.release()
+            self.security_stats.sealed += rows
+            trains.append(out)
+        view.release()
+        release(train)
+        return trains
+
+    # --------------------------------------------------------------- helpers
+    def _forget(self, conn: Connection) -> None:
+        super()._forget(conn)
+        session = self._sessions.pop(conn.local_cid, None)
+        if session is not None and session.sealer is not None:
+            self._closing[conn.local_cid] = session

@@ -1,0 +1,101 @@
+"""Looking into Gannet: connection info, qlog, pcap, live stats, diagnosis.
+
+Everything here watches the sans-I/O core from its boundary (trace.py); the
+core has no hooks. What is on is decided per endpoint when an I/O adapter
+makes one (`attach`): by its Config (`qlog_dir`, `track_limits`) and by the
+process-wide settings that Gannet's commands set from `--qlog DIR`,
+`--pcap FILE` and the stats socket (`configure`). An endpoint with nothing
+on gets no observer and runs no extra code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .info import ConnectionInfo, connection_info
+
+if TYPE_CHECKING:
+    from ..core.connection import Connection
+    from ..io.endpoint import AioEndpoint
+    from .trace import EndpointObserver
+
+__all__ = ["ConnectionInfo", "configure", "connection_info", "attach", "info_of", "settings"]
+
+log = logging.getLogger("gannet.observe")
+
+
+@dataclass
+class Settings:
+    """Process-wide observation settings (the commands' global options)."""
+
+    qlog_dir: str | None = None
+    pcap_path: str | None = None
+    track_limits: bool = False
+
+
+settings = Settings()
+_endpoints: weakref.WeakSet = weakref.WeakSet()  # observed AioEndpoints, for the stats socket
+_lock = threading.Lock()
+
+
+def configure(*, qlog_dir: str | None = None, pcap_path: str | None = None,
+              track_limits: bool | None = None) -> None:
+    """Set what every endpoint made from now on in this process observes."""
+    if qlog_dir is not None:
+        settings.qlog_dir = qlog_dir
+    if pcap_path is not None:
+        settings.pcap_path = pcap_path
+    if track_limits is not None:
+        settings.track_limits = track_limits
+
+
+def attach(aep: AioEndpoint) -> EndpointObserver | None:
+    """The observer for a new adapter endpoint, or None when nothing is on."""
+    config = aep.config
+    qlog_dir = config.qlog_dir or settings.qlog_dir
+    pcap_path = settings.pcap_path
+    track = config.track_limits or settings.track_limits or qlog_dir is not None
+    if not (qlog_dir or pcap_path or track):
+        return None
+    from . import pcap
+    from .trace import EndpointObserver
+
+    observer = EndpointObserver(
+        aep.ep, local_addr=aep.local_address, qlog_dir=qlog_dir,
+        pcap=pcap.open_shared(pcap_path) if pcap_path else None, track_limits=True,
+    )
+    with _lock:
+        _endpoints.add(aep)
+    return observer
+
+
+def observed_endpoints() -> list[AioEndpoint]:
+    with _lock:
+        return [aep for aep in _endpoints if not aep.closed]
+
+
+def info_of(aep: AioEndpoint, conn: Connection) -> ConnectionInfo:
+    """`conn`'s info now, with the limited times when its endpoint tracks them."""
+    observer = getattr(aep, "observer", None)
+    clock = observer.clock_of(conn) if observer is not None else None
+    return connection_info(conn, aep.now(), clock)
+
+
+@atexit.register
+def _at_exit() -> None:
+    for aep in observed_endpoints():
+        observer = getattr(aep, "observer", None)
+        if observer is not None:
+            try:
+                with aep.lock:
+                    observer.close(aep.now())
+            except Exception:  # noqa: BLE001 - exiting: write what can be written
+                log.debug("closing traces at exit failed", exc_info=True)
+    from . import pcap
+
+    pcap.close_all()

@@ -1,0 +1,600 @@
+"""The observer: watches one sans-I/O Endpoint from the outside.
+
+It wraps the endpoint's four boundary calls (`receive_datagram`,
+`receive_batch`, `handle_timer`, `datagrams_to_send`) on the instance, so
+the core itself has no hooks: every datagram in and out passes through
+here (for pcap and qlog packet events), and after each call the
+connections it touched are compared with the snapshot taken after the
+previous one (metrics, congestion phase, path MTU, state, newly lost byte
+ranges). After each output pass a connection's LimitClock takes the reason
+it stopped sending (observe/limits.py). An endpoint without an observer
+runs exactly the code it ran before: nothing is checked per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.rangeset import RangeSet
+from ..core.states import State
+from ..wire.batch import Train
+from ..wire.datagram import SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE, WireError, decode
+from ..wire.segment import ACK, FIN, PSH, RST, SYN, unwrap
+from .info import cc_state, connection_info
+from .limits import LimitClock
+from .qlog import RS, QlogWriter, file_name
+
+if TYPE_CHECKING:
+    from ..core.connection import Connection
+    from ..core.endpoint import Endpoint
+    from .pcap import PcapWriter
+
+log = logging.getLogger("gannet.observe")
+_CLOSED = State.CLOSED
+_FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"))
+_FLAGS = {f: "".join(ch for bit, ch in _FLAG_NAMES if f & bit) for f in range(256)}
+_U32 = struct.Struct("!I")
+ENDED_KEPT = 256
+
+
+class ConnTrace:
+    """What the observer keeps per connection."""
+
+    __slots__ = ("conn", "clock", "qlog", "metrics", "cc_state", "mtu", "state", "reported_lost",
+                 "high_sent", "pn_out", "pn_in", "limit", "timeouts", "cpu0", "done")
+
+    def __init__(self, conn: Connection, now: float, qlog: QlogWriter | None, track: bool) -> None:
+        self.conn = conn
+        self.clock = LimitClock(now) if track else None
+        self.qlog = qlog
+        self.metrics: tuple = ()
+        self.cc_state = ""
+        self.mtu = 0
+        self.state = conn.state
+        self.reported_lost = RangeSet()
+        self.high_sent = conn.iss + 1
+        self.pn_out = 0
+        self.pn_in = 0
+        self.limit = ""
+        self.timeouts = 0
+        self.cpu0 = time.process_time()
+        self.done = False
+
+
+class EndpointObserver:
+    """Observe `ep` (see the module docstring).
+
+    `local_addr`: the socket's address, for pcap records (None: no pcap);
+    `qlog_dir`: where to write one qlog file per connection (None: none);
+    `pcap`: a PcapWriter; `track_limits`: run the LimitClocks;
+    `wall_offset`: added to the core's clock to get wall-clock time.
+    """
+
+    def __init__(self, ep: Endpoint, *, local_addr: object = None, qlog_dir: str | None = None,
+                 pcap: PcapWriter | None = None, track_limits: bool = True,
+                 wall_offset: float | None = None) -> None:
+        self.ep = ep
+        self.local_addr = local_addr
+        self.qlog_dir = qlog_dir
+        self.pcap = pcap if local_addr is not None else None
+        self.track_limits = track_limits
+        self.wall_offset = time.time() - time.monotonic() if wall_offset is None else wall_offset
+        self.traces: dict[Connection, ConnTrace] = {}
+        self.finished: list[dict] = []  # summaries of connections that ended (last 64)
+        # Clocks of connections that ended, for info() read after the close
+        # (insertion order; the oldest go past ENDED_KEPT).
+        self.ended: dict[Connection, LimitClock | None] = {}
+        self.closed = False
+        self._wrap()
+
+    # ------------------------------------------------------------ wrapping
+    def _wrap(self) -> None:
+        ep = self.ep
+        datagrams_to_send = ep.datagrams_to_send
+        # Per-packet work only for qlog or pcap; limit accounting alone needs
+        # just the output passes (once per pass, not per datagram).
+        packets = self.qlog_dir is not None or self.pcap is not None
+        log_out, log_train, after_output = self._log_out, self._log_train, self._after_output
+
+        def observed_datagrams_to_send(now, trains=False):
+            conns = list(ep._dirty)
+            out = datagrams_to_send(now, trains)
+            if packets:
+                for data, addr in out:
+                    if type(data) is Train:
+                        log_train(data, addr, now)
+                    else:
+                        log_out(data, addr, now)
+            for conn in conns:
+                after_output(conn, now)
+            return out
+
+        ep.datagrams_to_send = observed_datagrams_to_send  # type: ignore[method-assign]
+        if not packets:
+            return
+        receive_datagram, receive_batch, handle_timer = ep.receive_datagram, ep.receive_batch, ep.handle_timer
+        log_in, log_rows, after_input = self._log_in, self._log_rows, self._after_input
+
+        def observed_receive_datagram(data, addr, now):
+            conn = log_in(data, addr, now)
+            receive_datagram(data, addr, now)
+            after_input(conn, now, "reordering_threshold")
+
+        def observed_receive_batch(buf, seg, addr, now):
+            if seg <= 0 or seg >= len(buf):
+                conn = log_in(buf, addr, now)
+            else:
+                conn = log_rows(buf, seg, addr, now)
+            receive_batch(buf, seg, addr, now)
+            after_input(conn, now, "reordering_threshold")
+
+        def observed_handle_timer(now):
+            handle_timer(now)
+            for conn in list(ep._dirty):  # the connections whose deadline came
+                self._snapshot(conn, now, "time_threshold")
+
+        ep.receive_datagram = observed_receive_datagram  # type: ignore[method-assign]
+        ep.receive_batch = observed_receive_batch  # type: ignore[method-assign]
+        ep.handle_timer = observed_handle_timer  # type: ignore[method-assign]
+
+    # ---------------------------------------------------------- per packet
+    def _trace(self, conn: Connection, now: float) -> ConnTrace:
+        tr = self.traces.get(conn)
+        if tr is None:
+            qlog = None
+            if self.qlog_dir is not None:
+                vantage = "server" if conn.passive else "client"
+                wall = now + self.wall_offset
+                try:
+                    qlog = QlogWriter(self.qlog_dir, name=file_name(wall, conn.local_cid, vantage),
+                                      vantage=vantage, title=f"gannet connection {conn.local_cid:08x}",
+                                      reference=now, wall_reference=wall,
+                                      fields={"ODCID": f"{conn.local_cid:08x}"})
+                except OSError as exc:
+                    log.warning("cannot write a qlog file in %s: %s", self.qlog_dir, exc)
+                    self.qlog_dir = None
+            tr = self.traces[conn] = ConnTrace(conn, now, qlog, self.track_limits)
+            if qlog is not None:
+                local = self.local_addr if isinstance(self.local_addr, tuple) else ("", 0)
+                remote = conn.remote_addr if isinstance(conn.remote_addr, tuple) else (str(conn.remote_addr), 0)
+                qlog.event(now, "connectivity:connection_started", {
+                    "ip_version": "ipv6" if ":" in str(remote[0]) else "ipv4",
+                    "src_ip": str(local[0]), "dst_ip": str(remote[0]),
+                    "protocol": "GANNET", "src_port": local[1], "dst_port": remote[1],
+                    "src_cid": f"{conn.local_cid:08x}", "dst_cid": f"{conn.remote_cid:08x}",
+                })
+        return tr
+
+    def _conn_out(self, data, addr) -> Connection | None:
+        if len(data) < 8:
+            return None
+        dst = _U32.unpack_from(data, 4)[0]
+        ep = self.ep
+        if dst:
+            return ep._syn_index.get((addr, dst))
+        return ep._connecting.get(addr)
+
+    def _log_out(self, data, addr, now: float) -> None:
+        if self.pcap is not None:
+            self.pcap.write(now + self.wall_offset, self.local_addr, addr, data)
+        conn = self._conn_out(data, addr)
+        if conn is None:
+            return
+        tr = self._trace(conn, now)
+        rel = None
+        if len(data) >= SHORT_SIZE + TRAILER_SIZE and data[0] == SHORT_FORM:
+            _, flags, wnd, dst, seq, ack, _ = SHORT.unpack_from(data)
+            plen = len(data) - SHORT_SIZE - TRAILER_SIZE
+            start = unwrap(seq, conn.snd_una)
+            rel = start - conn.iss - 1
+            ack_rel = unwrap(ack, conn.rcv_nxt) - conn.irs - 1
+            sack = ()
+            src = None
+        else:
+            try:
+                dst, src, seg = decode(data)
+            except WireError:
+                return
+            flags, wnd, plen = seg.flags, seg.wnd, len(seg.payload)
+            start = unwrap(seg.seq, conn.snd_una) if not flags & SYN else conn.iss
+            rel = start - conn.iss - 1
+            ack_rel = unwrap(seg.ack, conn.rcv_nxt) - conn.irs - 1 if flags & ACK and conn.irs else None
+            sack = tuple((unwrap(left, conn.rcv_nxt) - conn.irs - 1, unwrap(right, conn.rcv_nxt) - conn.irs - 1)
+                         for left, right in seg.sack) if conn.irs else ()
+        end = start + plen
+        if plen and end <= tr.high_sent:
+            # A retransmission; after a timeout, what it resends was lost
+            # (RACK's losses were reported when the lost set took them).
+            if conn.stats.timeouts > tr.timeouts and tr.qlog is not None:
+                for s, e in tr.reported_lost.gaps(start, end):
+                    tr.qlog.event(now, "recovery:packet_lost", {
+                        "header": {"packet_type": "1RTT"},
+                        "frames": [_stream_frame(s - conn.iss - 1, e - s, False)],
+                        "trigger": "pto_expired"})
+                    tr.reported_lost.add(s, e)
+        elif end > tr.high_sent:
+            tr.high_sent = end
+        tr.pn_out += 1
+        if tr.qlog is not None:
+            tr.qlog.raw(_packet_record("transport:packet_sent", now - tr.qlog.reference, tr.pn_out, len(data),
+                                       plen, flags, wnd, rel, ack_rel, sack, dst, src))
+
+    def _log_train(self, train: Train, addr, now: float) -> None:
+        """A run of full-size short-form datagrams of one connection (a GSO
+        train): new data only, consecutive, one header but for the sequence
+        number. The records are made from one template."""
+        size = train.size
+        n = len(train)
+        rows = -(-n // size)
+        view = memoryview(train)
+        if self.pcap is not None:
+            wall = now + self.wall_offset
+            for off in range(0, n, size):
+                self.pcap.write(wall, self.local_addr, addr, view[off : off + size])
+        conn = self._conn_out(train, addr)
+        if conn is None:
+            return
+        tr = self._trace(conn, now)
+        _, flags, wnd, dst, seq, ack, _ = SHORT.unpack_from(train)
+        plen = size - SHORT_SIZE - TRAILER_SIZE
+        start = unwrap(seq, conn.snd_una)
+        end = start + n - rows * (SHORT_SIZE + TRAILER_SIZE)
+        if end > tr.high_sent:
+            tr.high_sent = end
+        q = tr.qlog
+        pn = tr.pn_out
+        tr.pn_out += rows
+        if q is None:
+            return
+        base = start - conn.iss - 1
+        ack_rel = unwrap(ack, conn.rcv_nxt) - conn.irs - 1
+        head = (f'{RS}{{"time":{(now - q.reference) * 1000.0:.3f},"name":"transport:packet_sent",'
+                f'"data":{{"header":{{"packet_type":"1RTT","packet_number":')
+        mid = (f'}},"raw":{{"length":{size},"payload_length":{plen}}},"frames":['
+               f'{{"frame_type":"ack","acked_ranges":[{f"[0,{ack_rel - 1}]" if ack_rel > 0 else ""}]}},'
+               f'{{"frame_type":"stream","stream_id":0,"offset":')
+        tail = (f',"length":{plen},"fin":false}}],"gannet":{{"flags":"{_FLAGS[flags]}","window":{wnd},'
+                f'"dcid":"{dst:08x}"}}}}}}\n')
+        q.raw("".join([f"{head}{pn + k + 1}{mid}{base + k * plen}{tail}" for k in range(rows - 1)]))
+        last = (rows - 1) * size
+        lflags = train[last + 1]
+        q.raw(_packet_record("transport:packet_sent", now - q.reference, pn + rows, n - last,
+                             n - last - SHORT_SIZE - TRAILER_SIZE, lflags, wnd, base + (rows - 1) * plen,
+                             ack_rel, (), dst, None))
+
+    def _log_rows(self, buf, seg: int, addr, now: float) -> Connection | None:
+        """A GRO batch: datagrams of `seg` bytes back to back. Rows of the
+        short form for one connection take one template; others go one by one."""
+        view = memoryview(buf)
+        n = len(view)
+        if self.pcap is not None:
+            wall = now + self.wall_offset
+            for off in range(0, n, seg):
+                self.pcap.write(wall, addr, self.local_addr, view[off : off + seg])
+        if view[0] != SHORT_FORM or n < SHORT_SIZE + TRAILER_SIZE:
+            return self._rows_one_by_one(view, seg, addr, now)
+        dst0 = _U32.unpack_from(view, 4)[0]
+        conn = self.ep._conns.get(dst0)
+        if conn is None or conn.state is _CLOSED:
+            return None
+        tr = self._trace(conn, now)
+        q = tr.qlog
+        if q is None:
+            tr.pn_in += -(-n // seg)
+            return conn
+        irs1 = conn.irs + 1
+        snd_una = conn.snd_una
+        iss1 = conn.iss + 1
+        head = (f'{RS}{{"time":{(now - q.reference) * 1000.0:.3f},"name":"transport:packet_received",'
+                f'"data":{{"header":{{"packet_type":"1RTT","packet_number":')
+        full = n // seg
+        if full >= 8:
+            done = self._uniform_rows(view, seg, full, dst0, conn, tr, q, head, now)
+            if done:
+                if full * seg < n:  # a shorter last row
+                    self._rows_one_by_one_q(view[full * seg:], seg, addr, now)
+                return conn
+        unpack = SHORT.unpack_from
+        parts = []
+        append = parts.append
+        pn = tr.pn_in
+        seq0 = base = None
+        key = mid = tail = None
+        for off in range(0, n, seg):
+            size = n - off if n - off < seg else seg
+            if size < SHORT_SIZE + TRAILER_SIZE or view[off] != SHORT_FORM:
+                continue
+            _, flags, wnd, dst, seq, ack, _ = unpack(view, off)
+            if dst != dst0:
+                continue
+            if seq0 is None:
+                seq0 = seq
+                base = unwrap(seq, conn.rcv_nxt) - irs1
+            pn += 1
+            if (size, flags, wnd, ack) != key:
+                # the parts every row of a run shares, made once per run
+                key = (size, flags, wnd, ack)
+                plen = size - SHORT_SIZE - TRAILER_SIZE
+                ack_rel = unwrap(ack, snd_una) - iss1
+                mid = (f'}},"raw":{{"length":{size},"payload_length":{plen}}},"frames":['
+                       f'{{"frame_type":"ack","acked_ranges":[{f"[0,{ack_rel - 1}]" if ack_rel > 0 else ""}]}}')
+                tail = f'],"gannet":{{"flags":"{_FLAGS[flags]}","window":{wnd},"dcid":"{dst:08x}"}}}}}}\n'
+                if plen or flags & FIN:
+                    mid += ',{"frame_type":"stream","stream_id":0,"offset":'
+                    tail = f',"length":{plen},"fin":{"true" if flags & FIN else "false"}}}' + tail
+                else:
+                    mid += tail
+                    tail = None
+            if tail is None:
+                append(f"{head}{pn}{mid}")
+            else:
+                append(f"{head}{pn}{mid}{base + ((seq - seq0) & 0xFFFFFFFF)}{tail}")
+        tr.pn_in = pn
+        q.raw("".join(parts))
+        return conn
+
+    def _uniform_rows(self, view, seg, full, dst0, conn, tr, q, head, now) -> bool:
+        """The `full` rows of `seg` bytes are one run (same form, flags,
+        window, connection and ACK; checked as columns of 32-bit words): their
+        records from one template, sequence numbers read as one vector.
+        False (nothing written) if they are not."""
+        words = np.ndarray((full, 4), ">u4", view, 0, (seg, 4))
+        first = words[0]
+        if not ((words[:, 0] == first[0]).all() and (words[:, 1] == dst0).all()
+                and (words[:, 3] == first[3]).all()):
+            return False
+        _, flags, wnd, dst, seq0, ack, _ = SHORT.unpack_from(view, 0)
+        plen = seg - SHORT_SIZE - TRAILER_SIZE
+        base = unwrap(seq0, conn.rcv_nxt) - conn.irs - 1
+        ack_rel = unwrap(ack, conn.snd_una) - conn.iss - 1
+        offsets = (((words[:, 2].astype(np.int64) - seq0) & 0xFFFFFFFF) + base).tolist()
+        mid = (f'}},"raw":{{"length":{seg},"payload_length":{plen}}},"frames":['
+               f'{{"frame_type":"ack","acked_ranges":[{f"[0,{ack_rel - 1}]" if ack_rel > 0 else ""}]}},'
+               f'{{"frame_type":"stream","stream_id":0,"offset":')
+        tail = (f',"length":{plen},"fin":{"true" if flags & FIN else "false"}}}],"gannet":{{"flags":'
+                f'"{_FLAGS[flags]}","window":{wnd},"dcid":"{dst:08x}"}}}}}}\n')
+        pn = tr.pn_in
+        q.raw("".join([f"{head}{pn + k + 1}{mid}{off}{tail}" for k, off in enumerate(offsets)]))
+        tr.pn_in = pn + full
+        return True
+
+    def _rows_one_by_one_q(self, view, seg: int, addr, now: float) -> None:
+        pcap, self.pcap = self.pcap, None  # (written already)
+        try:
+            self._log_in(view, addr, now)
+        finally:
+            self.pcap = pcap
+
+    def _rows_one_by_one(self, view, seg: int, addr, now: float) -> Connection | None:
+        pcap, self.pcap = self.pcap, None  # (written above)
+        try:
+            conn = None
+            for off in range(0, len(view), seg):
+                conn = self._log_in(view[off : off + seg], addr, now) or conn
+            return conn
+        finally:
+            self.pcap = pcap
+
+    def _log_in(self, data, addr, now: float) -> Connection | None:
+        if self.pcap is not None:
+            self.pcap.write(now + self.wall_offset, addr, self.local_addr, data)
+        ep = self.ep
+        n = len(data)
+        if n >= SHORT_SIZE + TRAILER_SIZE and data[0] == SHORT_FORM:
+            _, flags, wnd, dst, seq, ack, _ = SHORT.unpack_from(data)
+            conn = ep._conns.get(dst)
+            if conn is None or conn.state is _CLOSED:
+                return None
+            tr = self._trace(conn, now)
+            tr.pn_in += 1
+            if tr.qlog is not None:
+                plen = n - SHORT_SIZE - TRAILER_SIZE
+                rel = unwrap(seq, conn.rcv_nxt) - conn.irs - 1
+                ack_rel = unwrap(ack, conn.snd_una) - conn.iss - 1
+                tr.qlog.raw(_packet_record("transport:packet_received", now - tr.qlog.reference, tr.pn_in, n,
+                                           plen, flags, wnd, rel, ack_rel, (), dst, None))
+            return conn
+        try:
+            dst, src, seg = decode(data)
+        except WireError:
+            return None
+        conn = ep._conns.get(dst) if dst else ep._syn_index.get((addr, src))
+        if conn is None and dst == 0 and seg.flags & SYN:
+            # A SYN for a new connection: it exists once the endpoint has
+            # taken the SYN; the packet is logged then (_after_input).
+            self._pending_syn = (data if isinstance(data, bytes) else bytes(data), addr, src)
+            return None
+        if conn is None or conn.state is _CLOSED:
+            return None
+        self._log_long_in(conn, seg, n, dst, src, now)
+        return conn
+
+    _pending_syn: tuple | None = None
+
+    def _log_long_in(self, conn, seg, n, dst, src, now) -> None:
+        tr = self._trace(conn, now)
+        tr.pn_in += 1
+        if tr.qlog is None:
+            return
+        flags = seg.flags
+        irs = conn.irs if conn.irs or not flags & SYN else seg.seq
+        rel = (unwrap(seg.seq, conn.rcv_nxt) if conn.rcv_nxt else seg.seq) - irs - 1
+        ack_rel = unwrap(seg.ack, conn.snd_una) - conn.iss - 1 if flags & ACK else None
+        sack = tuple((unwrap(left, conn.snd_una) - conn.iss - 1, unwrap(right, conn.snd_una) - conn.iss - 1)
+                     for left, right in seg.sack)
+        tr.qlog.raw(_packet_record("transport:packet_received", now - tr.qlog.reference, tr.pn_in, n,
+                                   len(seg.payload), flags, seg.wnd, rel, ack_rel, sack, dst, src))
+
+    # --------------------------------------------------------- after calls
+    def _after_input(self, conn: Connection | None, now: float, trigger: str) -> None:
+        pending = self._pending_syn
+        if pending is not None:
+            self._pending_syn = None
+            data, addr, src = pending
+            new = self.ep._syn_index.get((addr, src))
+            if new is not None:
+                try:
+                    dst, src, seg = decode(data)
+                    self._log_long_in(new, seg, len(data), dst, src, now)
+                except WireError:
+                    pass
+        if conn is not None:
+            self._snapshot(conn, now, trigger)  # (the others: after their output pass)
+
+    def _after_output(self, conn: Connection, now: float) -> None:
+        tr = self.traces.get(conn)
+        if tr is None or tr.qlog is not None:
+            tr = self._snapshot(conn, now, "time_threshold")
+            if tr is None:
+                return
+        elif conn.state is _CLOSED:
+            # (what _snapshot does for a trace without qlog: the end)
+            if not tr.done:
+                self._finish(tr, now)
+            return
+        if tr.qlog is not None:
+            tr.timeouts = conn.stats.timeouts
+        clock = tr.clock
+        if clock is not None:
+            reason = clock.update(conn, now)
+            if reason is not tr.limit:
+                tr.limit = reason
+                if tr.qlog is not None:
+                    tr.qlog.event(now, "gannet:limits_updated", {
+                        "limit": reason, "cwnd": conn._cwnd(), "bytes_in_flight": conn._pipe(),
+                        "peer_window": conn.snd_wnd,
+                        "pacing_rate": round(conn.cc.pacing_rate * 8) if conn.cc.pacing_rate else None})
+
+    def _snapshot(self, conn: Connection, now: float, trigger: str) -> ConnTrace | None:
+        tr = self.traces.get(conn)
+        if tr is None:
+            if conn.state is _CLOSED:
+                return None
+            tr = self._trace(conn, now)
+        if tr.done:
+            return None
+        q = tr.qlog
+        if q is not None:
+            rtt = conn.rtt
+            cc = conn.cc
+            metrics = (conn._cwnd(), conn._pipe(), rtt.srtt, rtt.min_rtt, rtt.latest_rtt, rtt.rttvar,
+                       cc.ssthresh, cc.pacing_rate)
+            old = tr.metrics
+            if metrics != old:
+                tr.metrics = metrics
+                data = {}
+                for i, key in enumerate(_METRICS):
+                    value = metrics[i]
+                    if value is None or (old and old[i] == value):
+                        continue
+                    if key in _MS:
+                        value = round(value * 1000.0, 3)
+                    elif key == "ssthresh" and value >= 1 << 60:
+                        continue
+                    elif key == "pacing_rate":
+                        value = round(value * 8)  # bits per second, as qlog has it
+                    data[key] = value
+                if data:
+                    q.event(now, "recovery:metrics_updated", data)
+            phase = cc_state(conn)
+            if phase != tr.cc_state:
+                q.event(now, "recovery:congestion_state_updated",
+                        {"old": tr.cc_state, "new": phase} if tr.cc_state else {"new": phase})
+                tr.cc_state = phase
+            if conn.max_datagram_size != tr.mtu:
+                q.event(now, "connectivity:mtu_updated",
+                        {"old": tr.mtu, "new": conn.max_datagram_size, "done": not conn._pmtu_ladder}
+                        if tr.mtu else {"new": conn.max_datagram_size})
+                tr.mtu = conn.max_datagram_size
+            if conn.state is not tr.state:
+                q.event(now, "connectivity:connection_state_updated",
+                        {"old": tr.state.name.lower(), "new": conn.state.name.lower()})
+            lost = conn.lost
+            if lost._starts:
+                reported = tr.reported_lost
+                timeout = conn.stats.timeouts > tr.timeouts
+                for s, e in lost:
+                    for gs, ge in reported.gaps(s, e):
+                        q.event(now, "recovery:packet_lost", {
+                            "header": {"packet_type": "1RTT"},
+                            "frames": [_stream_frame(gs - conn.iss - 1, ge - gs, False)],
+                            "trigger": "pto_expired" if timeout else trigger})
+                    reported.add(s, e)
+                reported.discard_below(conn.snd_una)
+        tr.state = conn.state
+        if conn.state is _CLOSED:
+            self._finish(tr, now)
+        return tr
+
+    def _finish(self, tr: ConnTrace, now: float) -> None:
+        tr.done = True
+        conn = tr.conn
+        summary = connection_info(conn, now, tr.clock).as_dict()
+        summary["cpu_time"] = round(time.process_time() - tr.cpu0, 6)
+        summary["error"] = None if conn.error is None else repr(conn.error)
+        self.finished.append(summary)
+        del self.finished[:-64]
+        if tr.qlog is not None:
+            tr.qlog.event(now, "gannet:connection_summary", summary)
+            tr.qlog.close()
+            log.debug("qlog written: %s", tr.qlog.path)
+        self.traces.pop(conn, None)
+        self.ended[conn] = tr.clock
+        if len(self.ended) > ENDED_KEPT:
+            del self.ended[next(iter(self.ended))]
+
+    # ------------------------------------------------------------------ API
+    def clock_of(self, conn: Connection) -> LimitClock | None:
+        tr = self.traces.get(conn)
+        return tr.clock if tr is not None else self.ended.get(conn)
+
+    def qlog_path(self, conn: Connection) -> str | None:
+        tr = self.traces.get(conn)
+        return tr.qlog.path if tr is not None and tr.qlog is not None else None
+
+    def close(self, now: float) -> None:
+        """Finish every trace (the endpoint is closing)."""
+        if self.closed:
+            return
+        self.closed = True
+        for tr in list(self.traces.values()):
+            if not tr.done:
+                self._finish(tr, now)
+        if self.pcap is not None:
+            self.pcap.flush()
+
+
+_METRICS = ("congestion_window", "bytes_in_flight", "smoothed_rtt", "min_rtt", "latest_rtt",
+            "rtt_variance", "ssthresh", "pacing_rate")
+_MS = frozenset({"smoothed_rtt", "min_rtt", "latest_rtt", "rtt_variance"})
+
+
+def _stream_frame(offset: int, length: int, fin: bool) -> dict:
+    return {"frame_type": "stream", "stream_id": 0, "offset": offset, "length": length, "fin": fin}
+
+
+def _packet_record(name: str, t: float, pn: int, size: int, plen: int, flags: int, wnd: int,
+                   rel: int | None, ack_rel: int | None, sack: tuple, dst: int, src: int | None) -> str:
+    """One packet event, formatted by hand (json.dumps per packet would be
+    most of the cost of tracing a bulk transfer)."""
+    frames = []
+    if flags & ACK and ack_rel is not None:
+        ranges = [f"[0,{ack_rel - 1}]"] if ack_rel > 0 else []
+        ranges.extend(f"[{left},{right - 1}]" for left, right in sack)
+        frames.append('{"frame_type":"ack","acked_ranges":[' + ",".join(ranges) + "]}")
+    if (plen or flags & FIN) and rel is not None:
+        frames.append(f'{{"frame_type":"stream","stream_id":0,"offset":{rel},"length":{plen},'
+                      f'"fin":{"true" if flags & FIN else "false"}}}')
+    if flags & RST:
+        frames.append('{"frame_type":"connection_close","error_space":"transport","error_code":"reset"}')
+    ptype = "initial" if flags & SYN else "1RTT"
+    src_s = f',"scid":"{src:08x}"' if src is not None else ""
+    return (f'{RS}{{"time":{t * 1000.0:.3f},"name":"{name}","data":{{"header":{{"packet_type":"{ptype}",'
+            f'"packet_number":{pn}}},"raw":{{"length":{size},"payload_length":{plen}}},'
+            f'"frames":[{",".join(frames)}],"gannet":{{"flags":"{_FLAGS[flags & 0xFF]}","window":{wnd},'
+            f'"dcid":"{dst:08x}"{src_s}}}}}}}\n')

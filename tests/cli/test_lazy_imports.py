@@ -1,0 +1,72 @@
+"""Start-up: importing Gannet, or parsing a command line, loads none of the
+heavy modules (asyncio, numpy, rich, zstandard) until a command uses them.
+
+Each check runs in a fresh interpreter: in this one they are loaded already.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gannet.cli import main as cli_main
+
+HEAVY = ("asyncio", "numpy", "rich", "zstandard")
+
+
+def loaded_after(code: str) -> list[str]:
+    probe = (
+        "import sys\n"
+        f"{code}\n"
+        f"import json; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("code", [
+    "import gannet",
+    "import gannet.cli.main",
+    "import gannet.io",
+    "import gannet.apps.transfer",
+    # the command lines' parsers: --help, and the parsers of send and receive
+    "from gannet.cli.main import build_parser\n"
+    "for argv in (['--help'], ['send', '--help'], ['receive', '--help'], ['tunnel', '--help']):\n"
+    "    build_parser(argv)",
+], ids=["gannet", "cli.main", "io", "apps.transfer", "parsers"])
+def test_nothing_heavy_is_loaded(code):
+    assert loaded_after(code) == []
+
+
+def test_the_public_names_still_load_on_use():
+    assert loaded_after("import gannet; gannet.Socket; gannet.open_connection") != []
+    import gannet
+
+    assert {"Socket", "Config", "open_connection", "start_server"} <= set(dir(gannet))
+    with pytest.raises(AttributeError):
+        gannet.no_such_name  # noqa: B018
+
+
+def test_gannet_help_lists_every_command_without_importing_them():
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from gannet.cli.main import main\n"
+         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+         "print([m for m in sys.modules if m.startswith('gannet.cli.') and m != 'gannet.cli.main'])"],
+        capture_output=True, text=True, timeout=60, check=True)
+    for name in cli_main.COMMANDS:
+        assert f"    {name}" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_help_lines_have_one_home():
+    """Each command's parser (registered by its module) carries the help line
+    that `gannet --help` shows without importing the module."""
+    parser = cli_main.build_parser()  # every module imported
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert helps == {name: line for name, (_, line) in cli_main.COMMANDS.items()}
