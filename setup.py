@@ -68,9 +68,9 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # compiler or linker failure of any kind
             for ext in self.extensions:
-                for path in (self.get_ext_fullpath(ext.name),):
-                    if os.path.exists(path):
-                        os.remove(path)
+                path = self.get_ext_fullpath(ext.name)
+                if os.path.exists(path):
+                    os.remove(path)
             self.extensions = []
             notice(f"the C build failed: {exc}")
 

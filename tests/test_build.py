@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from gannet import _build
 
@@ -57,3 +60,20 @@ def test_a_source_newer_than_its_compiled_copy_is_named_stale(tmp_path, monkeypa
     assert _build.stale_modules() == []
     os.utime(src, (3000, 3000))
     assert _build.stale_modules() == ["gannet.core.timers"]
+
+
+def test_without_a_c_compiler_the_build_is_pure_with_a_notice(tmp_path):
+    """setup.py: no compiler, no compiled module, and one line saying why."""
+    root = _build._PACKAGE_DIR.rsplit(os.sep, 2)[0]
+    if not os.path.exists(os.path.join(root, "setup.py")):
+        pytest.skip("gannet is not imported from a source checkout")
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(os.path.join(root, name), tmp_path / name)
+    shutil.copytree(os.path.join(root, "src"), tmp_path / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info"))
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
+                          env={**os.environ, "CC": "no-such-cc"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if line.startswith("gannet:")]
+    assert notices == ["gannet: installing the pure-Python core (no C compiler: no-such-cc not found)"]
+    assert not list((tmp_path / "src").rglob("*.so"))

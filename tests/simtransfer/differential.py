@@ -17,6 +17,7 @@ import random
 from gannet import _build
 from gannet.config import Config
 from gannet.core.endpoint import Endpoint
+from gannet.core.events import Event
 from gannet.sim import LinkConfig
 from gannet.sim.scenario import run_transfer
 
@@ -52,7 +53,7 @@ def digest() -> str:
             h.update(bytes(data))
         return out
 
-    def record_event(self: Endpoint):  # type: ignore[no-untyped-def]
+    def record_event(self: Endpoint) -> Event | None:
         ev = next_event(self)
         if ev is not None:
             h.update(f"e {type(ev).__name__} {getattr(ev, 'error', None)!r}\n".encode())
