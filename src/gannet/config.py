@@ -169,9 +169,9 @@ class Config:
     Retry (one more round trip per connection, no state ever for a forged
     SYN)."""
     half_open_per_source: int = 32
-    """The same limit for one source host (the address without its port);
-    counted separately for proven addresses, past which their SYNs are
-    dropped."""
+    """The same limit for one source host (the address without its port),
+    for unproven addresses; a host that proved its address (echoed a token)
+    is bounded by the backlog alone."""
     synack_retries: int = 2
     """SYN,ACK retransmissions before a half-open connection is given up
     (Linux: tcp_synack_retries, 5): with `timeout` 1 s a half-open

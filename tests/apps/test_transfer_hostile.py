@@ -340,7 +340,9 @@ def test_send_shows_a_hostile_refusal_escaped(tmp_path, capsys):
     evil = "no\x1b]0;pwned\x07\x1b[2J\ngannet send: done: 1 verified\u202e"
     fake = FakeReceiver([encode_line({"ok": False, "error": evil})])
     try:
-        code = main(["send", str(f), f"127.0.0.1:{fake.port}"])
+        # (--no-stats: run in this process, the stats socket would stay open
+        # and turn limit tracking on for the tests that follow)
+        code = main(["--no-stats", "send", str(f), f"127.0.0.1:{fake.port}"])
     finally:
         fake.close()
     err = capsys.readouterr().err

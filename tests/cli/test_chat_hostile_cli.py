@@ -19,7 +19,11 @@ pytestmark = pytest.mark.timeout(60)
 
 GANNET = [sys.executable, "-m", "gannet"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-CONFIG = make_config(None, {"keepalive_idle": 1.0, "keepalive_interval": 0.5, "keepalive_count": 3})
+# Both sides hold the chat's code: the binding to the peer the user named is
+# tested on its own, beyond what the code already keeps out.
+CODE = "54-olympic-bottom"
+CONFIG = make_config(None, {"keepalive_idle": 1.0, "keepalive_interval": 0.5, "keepalive_count": 3,
+                            "code": CODE})
 EVIL = "\x1b]0;owned\x07\x1b[2J\u009b8m\u202e\n* transfer finished: forged"
 
 
@@ -41,7 +45,7 @@ def test_chat_refuses_a_stranger_and_escapes_the_peer(tmp_path):
     out, err = tmp_path / "alice.out", tmp_path / "alice.err"
     proc = subprocess.Popen(
         GANNET + ["chat", "--listen", str(alice_port), "--peer", f"127.0.0.1:{bob_port}",
-                  "--name", "alice", "--dir", str(tmp_path / "dl")],
+                  "--name", "alice", "--dir", str(tmp_path / "dl"), "--code", CODE],
         stdin=subprocess.PIPE, stdout=out.open("wb"), stderr=err.open("wb"), env=ENV, cwd=tmp_path)
 
     async def main():

@@ -375,3 +375,22 @@ def test_listener_under_pressure_retries_an_encrypted_client():
     assert pair.directions[:4] == ["c->s", "s->c", "c->s", "s->c"]  # SYN, Retry, SYN, SYN-ACK
     assert pair.recorded[1][0] != PROTECTED  # the Retry: nothing is keyed yet
     assert all(d[0] == PROTECTED for d in pair.recorded[4:])
+
+
+def test_a_syn_answered_with_a_retry_costs_no_key_exchange(monkeypatch):
+    """Under pressure a listener spends no X25519 work on a SYN it answers
+    with a Retry: a flood of SYNs carrying hellos costs no more than one of
+    plain SYNs. The SYN that echoes the token is the one answered."""
+    from gannet.config import Config
+    from gannet.crypto.endpoint import SecureEndpoint
+
+    answered = []
+    real = SecureEndpoint._answer
+    monkeypatch.setattr(SecureEndpoint, "_answer",
+                        lambda self, *a: answered.append(self) or real(self, *a))
+    pair = Pair(Security(), Security(), config=Config(pmtud=False, half_open_limit=0))
+    conn = pair.client.connect("s", pair.now)
+    pair.step()  # SYN in, Retry out
+    assert pair.server.stats.retries_sent == 1 and answered == []
+    pair.run(lambda: conn.state.name == "ESTABLISHED")
+    assert answered == [pair.server]  # the token-bearing SYN, once

@@ -221,8 +221,13 @@ def test_kernel_sender_to_a_gannet_tcp_receiver():
         wait_line(sink, "ready")
         src = lab.popen("a", [PY, "-c", KERNEL_SOURCE, lab.addr("b"), str(PORT), str(nbytes)],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        time.sleep(0.3)
-        view = lab.run("a", ["ss", "-tin", "state", "established", f"( dport = :{PORT} )"]).stdout
+        # the kernel's view while the transfer runs (polled: it may last well
+        # under a second, and starts when the handshake is done)
+        view, deadline = "", time.monotonic() + 10
+        while "wscale:" not in view and src.poll() is None and time.monotonic() < deadline:
+            view = lab.run("a", ["ss", "-tin", "state", "established",
+                                 f"( dport = :{PORT} )"]).stdout
+            time.sleep(0.02)
         sout, serr = finish(src, 560 if BULK else 100)
         gout, gerr = finish(sink, 20)
     kernel, gannet = last_json(sout), last_json(gout)

@@ -25,13 +25,14 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def transfer(tmp_path_factory):
     """A real `gannet send` to `gannet receive` over loopback, both
-    capturing; the sender also writes its qlog trace."""
+    capturing; the sender also writes its qlog trace. In plaintext
+    (--insecure): the dissector's field checks need the segments readable."""
     d = tmp_path_factory.mktemp("capture")
     src = d / "payload.bin"
     src.write_bytes(os.urandom(SIZE))
     err = (d / "recv.err").open("wb")
-    recv = subprocess.Popen(GANNET + ["--pcap", str(d / "recv.pcap"), "receive", "--host", "127.0.0.1",
-                                      "--port", "0", "--dir", str(d / "in"), "--once"],
+    recv = subprocess.Popen(GANNET + ["--pcap", str(d / "recv.pcap"), "receive", "--insecure", "--host",
+                                      "127.0.0.1", "--port", "0", "--dir", str(d / "in"), "--once"],
                             stdout=subprocess.DEVNULL, stderr=err, env=ENV)
     try:
         deadline = time.monotonic() + 10
@@ -40,8 +41,8 @@ def transfer(tmp_path_factory):
             m = re.search(r"listening on [\d.]+:(\d+)", (d / "recv.err").read_text())
             port = int(m.group(1)) if m else time.sleep(0.02)
         assert port, (d / "recv.err").read_text()
-        sent = subprocess.run(GANNET + ["send", "--pcap", str(d / "send.pcap"), "--qlog", str(d / "q"),
-                                        str(src), f"127.0.0.1:{port}"],
+        sent = subprocess.run(GANNET + ["send", "--insecure", "--pcap", str(d / "send.pcap"),
+                                        "--qlog", str(d / "q"), str(src), f"127.0.0.1:{port}"],
                               capture_output=True, text=True, timeout=60, env=ENV)
         assert sent.returncode == 0, sent.stderr
         recv.wait(20)

@@ -55,9 +55,11 @@ def test_send_prints_what_limited_it(tmp_path):
     src.write_bytes(os.urandom(2_000_000))
     recv, port = _start(["receive", "--host", "127.0.0.1", "--port", "0", "--dir", str(tmp_path / "in"),
                          "--once"], tmp_path / "recv.err")
+    code = re.search(r"code: (\S+)", (tmp_path / "recv.err").read_text()).group(1)
     try:
         # --limit-rate: the sending application is the limit, and says so
-        out = subprocess.run(GANNET + ["send", "--limit-rate", "16mbit", str(src), f"127.0.0.1:{port}"],
+        out = subprocess.run(GANNET + ["send", "--limit-rate", "16mbit", "--code", code, str(src),
+                                       f"127.0.0.1:{port}"],
                              capture_output=True, text=True, timeout=90, env=ENV)
     finally:
         recv.wait(30)

@@ -60,6 +60,12 @@ _MASK32 = 0xFFFFFFFF
 # A Retry token: when it was made (milliseconds, 32 bits) and a 12-byte MAC
 # of that time, the client's address and its connection ID. It only has to
 # outlive one round trip and a few SYN retransmissions.
+# What a listener does with a SYN for a new connection (Endpoint.syn_verdict).
+SYN_ADMIT = "admit"  # a half-open connection answers it
+SYN_RETRY = "retry"  # a stateless Retry answers it
+SYN_UNREACHABLE = "unreachable"  # dropped: the address answered with ICMP unreachable
+SYN_BAD_TOKEN = "bad token"  # dropped: its Retry token is not ours, or too old
+SYN_BACKLOG_FULL = "backlog full"  # dropped: the client's retransmission tries again
 RETRY_TOKEN_LIFETIME = 10.0
 _TOKEN_SIZE = 16
 # Once under pressure (a half-open limit reached, or a half-open connection
@@ -431,41 +437,27 @@ class Endpoint:
     def _on_syn(self, seg: Segment, src: int, addr: object, now: float, size: int) -> None:
         """A listener's answer to a SYN for a new connection: a half-open
         connection, a stateless Retry, or nothing (see the module docstring)."""
-        cfg = self.config
-        until = self._unreachable.get(addr)
-        if until is not None:
-            if now < until:
-                self.stats.syn_dropped_unreachable += 1
-                return
-            del self._unreachable[addr]
-        host = source_host(addr)
-        token = seg.retry_token
-        received: int | None
-        if token is not None:
-            if not self._token_valid(token, addr, src, now):
-                self.stats.retry_tokens_invalid += 1
-                return
-            key = (host, True)
-            if len(self._unaccepted) >= self._backlog:
-                # Like Linux: drop the SYN; the client's retransmission tries again.
-                self.stats.syn_dropped_backlog += 1
-                return
-            if self._half_open_counts.get(key, 0) >= cfg.half_open_per_source:
-                self.stats.syn_dropped_half_open += 1
-                return
-            received = None
-        else:
-            key = (host, False)
-            # Unproven half-open connections fill at most half the backlog:
-            # forged SYNs leave a proven client room.
-            if (now < self._pressure_until
-                    or self._unproven >= min(cfg.half_open_limit, self._backlog // 2)
-                    or self._half_open_counts.get(key, 0) >= cfg.half_open_per_source
-                    or len(self._unaccepted) >= self._backlog):
-                self._pressure_until = now + PRESSURE_HOLD
-                self._send_retry(seg, src, addr, now)
-                return
-            received = size
+        verdict = self.syn_verdict(seg, src, addr, now)
+        if verdict is SYN_UNREACHABLE:
+            self.stats.syn_dropped_unreachable += 1
+            return
+        if self._unreachable.get(addr) is not None:
+            del self._unreachable[addr]  # its hold is over
+        if verdict is SYN_BAD_TOKEN:
+            self.stats.retry_tokens_invalid += 1
+            return
+        if verdict is SYN_BACKLOG_FULL:
+            # Like Linux: drop the SYN; the client's retransmission tries again.
+            self.stats.syn_dropped_backlog += 1
+            return
+        if verdict is SYN_RETRY:
+            self._pressure_until = now + PRESSURE_HOLD
+            self._send_retry(seg, src, addr, now)
+            return
+        proven = seg.retry_token is not None
+        key = (source_host(addr), proven)
+        received = None if proven else size
+        if not proven:
             self._unproven += 1
         conn = self._admit(seg, addr, now)  # the backlog has room (checked above)
         conn.remote_cid = src
@@ -473,6 +465,32 @@ class Endpoint:
         self._half_open[conn] = _HalfOpen(key, received)
         self._half_open_counts[key] = self._half_open_counts.get(key, 0) + 1
         self._half_open_at[addr] = conn
+
+    def syn_verdict(self, seg: Segment, src: int, addr: object, now: float) -> str:
+        """What a listener does with the SYN `seg` for a new connection, with
+        no side effect: SYN_ADMIT, SYN_RETRY, or a reason to drop it. An
+        endpoint that spends work on a SYN before the core sees it (the key
+        exchange of crypto/endpoint.py) asks first, so that a flood costs it
+        no more than it costs the core."""
+        until = self._unreachable.get(addr)
+        if until is not None and now < until:
+            return SYN_UNREACHABLE
+        if seg.retry_token is not None:
+            if not self._token_valid(seg.retry_token, addr, src, now):
+                return SYN_BAD_TOKEN
+            # A proven address is bounded by the backlog alone: one host
+            # opening many connections at once (a tunnel, a NAT, a load
+            # test) must not wait out SYN retransmissions.
+            return SYN_BACKLOG_FULL if len(self._unaccepted) >= self._backlog else SYN_ADMIT
+        # Unproven half-open connections fill at most half the backlog:
+        # forged SYNs leave a proven client room.
+        cfg = self.config
+        if (now < self._pressure_until
+                or self._unproven >= min(cfg.half_open_limit, self._backlog // 2)
+                or self._half_open_counts.get((source_host(addr), False), 0) >= cfg.half_open_per_source
+                or len(self._unaccepted) >= self._backlog):
+            return SYN_RETRY
+        return SYN_ADMIT
 
     def _passive_open(self, seg: Segment, addr: object, now: float) -> Connection | None:
         """A listener's new connection for the SYN `seg` from `addr`, or None

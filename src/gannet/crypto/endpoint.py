@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..config import Config
 from ..core.connection import RUN_BYTES, Connection
-from ..core.endpoint import Endpoint
+from ..core.endpoint import SYN_ADMIT, Endpoint
 from ..core.events import Event
 from ..core.states import State
 from ..wire.batch import Train, release
@@ -437,6 +437,12 @@ class SecureEndpoint(Endpoint):
             session = self._client_session(pending.local_cid)
             if self._answer(session, hello, src, addr):
                 self._receive_one(data, addr, now, False)
+            return
+        if not self._listening or self.syn_verdict(seg, src, addr, now) != SYN_ADMIT:
+            # Refused, dropped or answered with a stateless Retry by the core:
+            # no key exchange is spent on it (a flood of SYNs carrying hellos
+            # costs no more than one of plain SYNs).
+            self._receive_one(data, addr, now, False)
             return
         session = self._new_session()
         if not self._answer(session, hello, src, addr):

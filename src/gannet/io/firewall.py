@@ -25,6 +25,8 @@ import signal
 import subprocess
 import threading
 
+from gannet.procs import pid_alive
+
 MARK = 0x474E5401  # "GNT" 1: the SO_MARK of Gannet's raw-socket packets
 COMMENT = "gannet-tcp pid={pid} port={port}"
 _COMMENT_RE = re.compile(r"gannet-tcp pid=(\d+) port=(\d+)")
@@ -50,15 +52,6 @@ def _run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
         raise FirewallError(f"{' '.join(args)} failed: {proc.stderr.strip() or proc.returncode}")
     return proc
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _iptables_spec(port: int, comment: str) -> list[str]:
@@ -98,7 +91,7 @@ def sweep() -> int:
     """Remove the rules of Gannet processes that are gone; how many."""
     removed = 0
     for pid, port, ref in rules():
-        if not _alive(pid):
+        if not pid_alive(pid):
             _delete(port, ref)
             removed += 1
     return removed

@@ -46,7 +46,7 @@ def _trust_on_first_use(addr: object, key: bytes) -> None:
         raise HandshakeError(str(exc), "key-changed") from None
     if not known:
         # As ssh says "Permanently added ... to the list of known hosts".
-        log.warning("gannet: pinned the key of %s on first use: %s", name, fingerprint(key))
+        log.warning("pinned the key of %s on first use: %s", name, fingerprint(key))
 
 
 def security_for(config: Config) -> Security:

@@ -23,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from gannet.procs import pid_alive
+
 STATE_ROOT = Path(os.environ.get("GANNET_NETLAB_STATE", "/run/gannet-netlab"))
 NS_PREFIX = "gnl-"
 FORWARDER_MODULE = "gannet.netlab.forwarder"
@@ -69,20 +71,6 @@ def netns_pids(ns: str) -> list[int]:
     proc = ip("netns", "pids", ns, check=False)
     return [int(x) for x in proc.stdout.split() if x.strip().isdigit()]
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def is_our_forwarder(pid: int, sdir: Path) -> bool:

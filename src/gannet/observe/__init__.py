@@ -83,7 +83,7 @@ def info_of(aep: AioEndpoint, conn: Connection) -> ConnectionInfo:
     """`conn`'s info now, with the limited times when its endpoint tracks them."""
     observer = getattr(aep, "observer", None)
     clock = observer.clock_of(conn) if observer is not None else None
-    return connection_info(conn, aep.now(), clock)
+    return connection_info(conn, aep.now(), clock, getattr(aep.ep, "datagram_overhead", 0))
 
 
 @atexit.register

@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from ..procs import pid_alive
+
 log = logging.getLogger("gannet.observe.control")
 MAX_REQUEST = 4096
 _server: dict = {}
@@ -177,17 +179,8 @@ def query_all(directory: str | None = None, pid: int | None = None) -> list[dict
         try:
             out.append(query(path))
         except (OSError, ValueError):
-            if not _alive(owner):
+            if not pid_alive(owner):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
     return out
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

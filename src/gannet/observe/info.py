@@ -114,9 +114,12 @@ def cc_state(conn: Connection) -> str:
     return "slow_start" if conn.cc.cwnd < conn.cc.ssthresh else "congestion_avoidance"
 
 
-def connection_info(conn: Connection, now: float, clock: LimitClock | None = None) -> ConnectionInfo:
+def connection_info(conn: Connection, now: float, clock: LimitClock | None = None,
+                    overhead: int = 0) -> ConnectionInfo:
     """Read `conn`'s fields now. `clock`: the LimitClock watching it, if any
-    (then the limited times are filled in up to `now`)."""
+    (then the limited times are filled in up to `now`). `overhead`: what the
+    endpoint adds to each datagram (the encryption envelope), so that
+    path_mtu is the size on the wire, not the connection's share of it."""
     rtt = conn.rtt
     cc = conn.cc
     rack = conn.loss.rack
@@ -158,7 +161,7 @@ def connection_info(conn: Connection, now: float, clock: LimitClock | None = Non
         fast_recoveries=conn.stats.fast_recoveries,
         reordering_seen=bool(rack.reordering_seen),
         reo_wnd=rack.reo_wnd() if hasattr(rack, "reo_wnd") else 0.0,
-        path_mtu=conn.max_datagram_size,
+        path_mtu=conn.max_datagram_size + overhead,
         mss=conn.mss,
         snd_wnd=conn.snd_wnd,
         max_snd_wnd=conn.max_snd_wnd,

@@ -534,7 +534,8 @@ class EndpointObserver:
     def _finish(self, tr: ConnTrace, now: float) -> None:
         tr.done = True
         conn = tr.conn
-        summary = connection_info(conn, now, tr.clock).as_dict()
+        summary = connection_info(conn, now, tr.clock,
+                                  getattr(self.ep, "datagram_overhead", 0)).as_dict()
         summary["cpu_time"] = round(time.process_time() - tr.cpu0, 6)
         summary["error"] = None if conn.error is None else repr(conn.error)
         self.finished.append(summary)
