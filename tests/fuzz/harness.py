@@ -21,6 +21,11 @@ from pathlib import Path
 
 import atheris
 
+# Coverage comes from instrumenting Python bytecode, so the harness fuzzes
+# the pure-Python core: the compiled core is built from the same source, and
+# tests/simtransfer/test_differential.py holds the two builds equal.
+os.environ["GANNET_PURE"] = "1"
+
 with atheris.instrument_imports(include=["gannet"]):
     import targets
 

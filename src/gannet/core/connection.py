@@ -16,6 +16,8 @@ irs), RFC 6298 (srtt, rto) and RFC 6675 (pipe, recovery point).
 
 from __future__ import annotations
 
+from typing import Final
+
 import random
 from bisect import bisect_right
 from collections import deque
@@ -48,11 +50,11 @@ from .timers import (
 # What segments_to_send builds: segments and runs, in wire order.
 Outgoing = list[Segment | SegmentRun]
 
-MAX_UDP_PAYLOAD = 65507
+MAX_UDP_PAYLOAD: Final = 65507
 # Datagram sizes PMTUD tries, smallest first: jumbo Ethernet, then the steps
 # up to what loopback carries. A failed size ends the search (RFC 8899 5.3).
 PMTU_PROBE_SIZES = (8972, 16384, 32768, 65000)
-PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
+PMTU_MAX_PROBES: Final = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # Until a probe has passed, one waits for a congestion window of this many
 # probes: on a 1,500-byte path the first size is lost, and in the first
 # rounds (cwnd 15-60 kB) each lost probe took a third to a half of a round's
@@ -62,21 +64,21 @@ PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # costs with PMTUD off, 4 ms more, instead of 105 ms more). A path whose
 # window never gets that large (a small bandwidth-delay product: a LAN with
 # jumbo frames) probes once this many probes' worth was delivered.
-PMTU_FIRST_PROBE_CWND = 12
-PMTU_FIRST_PROBE_DELIVERED = 48
-_UNPACED = float("inf")
-CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
+PMTU_FIRST_PROBE_CWND: Final = 12
+PMTU_FIRST_PROBE_DELIVERED: Final = 48
+_UNPACED: Final = float("inf")
+CHALLENGE_ACK_LIMIT: Final = 100  # per second (RFC 5961 section 7)
 # A run of segments is at most what one UDP GSO send carries: 64 KB in at
 # most 64 datagrams (each with DATA_OVERHEAD bytes of framing).
-RUN_BYTES = 65000
-RUN_SEGMENTS = 64
+RUN_BYTES: Final = 65000
+RUN_SEGMENTS: Final = 64
 # A sender that waited for pacing tokens and woke late keeps what it earned
 # while late, up to this long at the pacing rate and this share of the RTT
 # (see _pacing_budget).
-PACING_CARRY = 0.004
-PACING_CARRY_RTT = 0.125
-RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
-MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
+PACING_CARRY: Final = 0.004
+PACING_CARRY_RTT: Final = 0.125
+RUN_ALONE: Final = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
+MAX_ACK_HOLD: Final = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
 
 
 # States as module constants for the per-segment paths: `State.X` goes
@@ -84,14 +86,14 @@ MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's del
 # read, several per segment).
 _CLOSED, _LISTEN, _SYN_SENT = State.CLOSED, State.LISTEN, State.SYN_SENT
 _ESTABLISHED, _TIME_WAIT = State.ESTABLISHED, State.TIME_WAIT
-_HANDSHAKING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+_HANDSHAKING: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
 _UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
-_KEEPALIVE_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
+_KEEPALIVE_STATES: Final = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
 
-_WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
+_WSCALE: Final[dict[int, int]] = {}  # window size -> the shift _choose_wscale picks
 
 
-_LADDERS: dict[tuple[int, int], tuple[int, ...]] = {}  # (datagram size, top) -> PMTUD ladder
+_LADDERS: Final[dict[tuple[int, int], tuple[int, ...]]] = {}  # (datagram size, top) -> PMTUD ladder
 
 
 def _pmtu_ladder(size: int, top: int) -> tuple[int, ...]:
@@ -1720,7 +1722,7 @@ _TIMER_HANDLERS = (
     Connection._on_keepalive, Connection._on_pacing, Connection._on_timewait, Connection._on_connect_timeout,
     Connection._on_idle,
 )
-_UNARMED = unarmed()
+_UNARMED: Final = unarmed()
 
 
 def copy_error(error: BaseException) -> BaseException:

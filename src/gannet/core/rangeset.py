@@ -7,6 +7,8 @@ cost of bookkeeping grows with the number of holes, never with bytes.
 
 from __future__ import annotations
 
+from typing import Final
+
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
@@ -178,4 +180,4 @@ class _EmptyRangeSet(RangeSet):
         pass  # already empty; do not write to the shared instance
 
 
-EMPTY: RangeSet = _EmptyRangeSet()
+EMPTY: Final[RangeSet] = _EmptyRangeSet()

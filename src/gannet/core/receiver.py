@@ -16,7 +16,7 @@ the connection's timer table (it arms the delayed-ACK entry).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from ..wire.segment import SEQ_MOD, Payload
 from .events import DataReceived, Event
@@ -28,15 +28,15 @@ if TYPE_CHECKING:
     from ..config import Config
     from .connection import Connection
 
-MASK32 = SEQ_MOD - 1
-TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
-INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
-RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
+MASK32: Final = SEQ_MOD - 1
+TS_HZ: Final = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
+INITIAL_RCV_SPACE: Final = 1 << 20  # autotuned receive window to start with
+RCV_SPACE_GAIN: Final = 3  # window = this x bytes the application read per round trip
 # What one held out-of-order piece costs beyond its bytes: the bytes object's
 # header, its int key and dict slot, and its range in ooo_ranges (measured
 # with tracemalloc: about 200 bytes). Charged so that one-byte slivers cannot
 # hold more memory than the window allows (_ooo_hold).
-OOO_PIECE_COST = 256
+OOO_PIECE_COST: Final = 256
 
 
 class Receiver:

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from .rangeset import EMPTY, RangeSet
 from .rtt import RttEstimator
@@ -71,23 +71,23 @@ if TYPE_CHECKING:
     from ..config import Config
 
 # Float rounding in t + (now - t) must not postpone a verdict due "now".
-EPSILON = 1e-9
+EPSILON: Final = 1e-9
 # PTO before any RTT sample (RFC 8985 7.2: 1 second).
-PTO_WITHOUT_RTT = 1.0
+PTO_WITHOUT_RTT: Final = 1.0
 # Floor for the PTO: below ~10 ms the peer's scheduling jitter alone would
 # fire it (older Linux and early QUIC drafts used the same 10 ms floor).
-PTO_MIN = 0.01
+PTO_MIN: Final = 0.01
 # RFC 8985 6.2 step 4: a widened reorder window lasts 16 recoveries.
-REO_WND_PERSIST = 16
-REO_WND_MULT_MAX = 16
+REO_WND_PERSIST: Final = 16
+REO_WND_MULT_MAX: Final = 16
 # Drop the popped prefix of the originals lists once it is this long and
 # more than half of them (amortized O(1) per record).
-COMPACT_AT = 256
+COMPACT_AT: Final = 256
 
 # What RackTlp's record lists read as while they are None (never stored,
 # never written: a reader's stand-in, so the loops need no None branch).
-_NO_STARTS: list[int] = []
-_NO_RECS: list[tuple[int, int, float, int, int]] = []
+_NO_STARTS: Final[list[int]] = []
+_NO_RECS: Final[list[tuple[int, int, float, int, int]]] = []
 
 
 class IdleRack:
@@ -121,7 +121,7 @@ class IdleRack:
         pass
 
 
-IDLE_RACK = IdleRack()
+IDLE_RACK: Final = IdleRack()
 
 
 class RackTlp:

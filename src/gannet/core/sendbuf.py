@@ -14,9 +14,11 @@ held, `end` one past the last.
 
 from __future__ import annotations
 
+from typing import Final
+
 from bisect import bisect_right
 
-COMPACT_AT = 32  # drop acknowledged chunks' slots once this many and half the list
+COMPACT_AT: Final = 32  # drop acknowledged chunks' slots once this many and half the list
 
 
 class SendBuffer:

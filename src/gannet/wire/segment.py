@@ -9,9 +9,11 @@ the same object in a real TCP header.
 
 from __future__ import annotations
 
+from typing import Final
+
 from enum import IntFlag
 
-SEQ_MOD = 1 << 32
+SEQ_MOD: Final = 1 << 32
 
 # A payload as it travels: bytes, or a view into a received datagram or the
 # send buffer (no copy).

@@ -9,15 +9,15 @@ bytes as the interface requires, and the arithmetic converts at the edges.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from . import register
 from .base import CongestionControl
 from .hystart import HyStartPlusPlus
 
-C = 0.4
-BETA = 0.7
-ALPHA = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (RFC 9438 4.3)
+C: Final = 0.4
+BETA: Final = 0.7
+ALPHA: Final = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (RFC 9438 4.3)
 
 
 class Cubic(CongestionControl):
