@@ -47,7 +47,12 @@ async def streams_server(args, gannet, opts, meta) -> None:
     res = await asyncio.wait_for(done, 170)
     await asyncio.sleep(0.05)  # let the last ACKs and the confirmation leave
     server.close()
-    await asyncio.wait_for(server.wait_closed(), 2.0)
+    # The result is in; a connection still closing (its last ACK lost, or a
+    # loaded machine) must not turn a finished run into a failure.
+    try:
+        await asyncio.wait_for(server.wait_closed(), 2.0)
+    except TimeoutError:
+        meta["close_timed_out"] = True  # said in the result, not hidden
     c.emit({**res, **meta})
 
 

@@ -130,3 +130,31 @@ def test_codes():
     for bad in ("", "guitar-october", "7", "7-gu1tar", "0-a-b"):
         with pytest.raises(ValueError):
             normalize_code(bad)
+
+
+def test_known_hosts_first_uses_at_once_keep_every_pin(tmp_path):
+    """Fifty threads pinning at once (fifty clients of one program meeting
+    fifty servers, or one server): every pin is kept, none fails."""
+    import threading
+
+    path = tmp_path / "known_hosts"
+    keys = {f"127.0.0.1:{5000 + i}": os.urandom(32) for i in range(50)}
+    shared = os.urandom(32)
+    errors = []
+
+    def pin(name, key):
+        try:
+            KnownHosts(path).check(name, key)
+            KnownHosts(path).check("127.0.0.1:4999", shared)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pin, args=item) for item in keys.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    kept = {p.name: p.key for p in KnownHosts(path).entries()}
+    assert kept == {**keys, "127.0.0.1:4999": shared}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

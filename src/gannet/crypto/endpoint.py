@@ -25,6 +25,10 @@ layer at its datagram boundary, and nothing changed inside the connection:
 - The connection sees datagrams OVERHEAD bytes smaller than the path
   carries (its `max_datagram_size` and `pmtud_max` are lowered by that),
   so a sealed datagram is exactly as large as the plaintext one would be.
+- An observer (gannet.observe) sees the wire at the boundary; its qlog is
+  given the plaintext side by `plaintext_observer`: each output pass before
+  it is sealed, each opened datagram or batch before the plain endpoint
+  reads it.
 
 With `Security(insecure=True)` nothing is sealed, but an encrypted peer's
 SYN is refused with an alert that tells it why, and an alert from an
@@ -210,6 +214,10 @@ class SecureEndpoint(Endpoint):
         # last datagrams (a RST after abort, the final ACK) are still sealed.
         self._closing: dict[int, _Session] = {}
         self._static = self.security.static
+        # An observer (gannet.observe) that logs the plaintext side of the
+        # envelope: the inner datagrams given to and taken from the plain
+        # endpoint. None: nothing is done for it but one check per call.
+        self.plaintext_observer = None
 
     @property
     def datagram_overhead(self) -> int:
@@ -256,7 +264,7 @@ class SecureEndpoint(Endpoint):
             row = view[i : i + seg]
             if row[0] != PROTECTED:
                 if pos:
-                    super().receive_batch(out[:pos], inner_seg, addr, now)
+                    self._deliver_batch(out[:pos], inner_seg, addr, now)
                     plain = bytearray(len(buf))
                     out = memoryview(plain)
                     pos = 0
@@ -271,7 +279,23 @@ class SecureEndpoint(Endpoint):
             out[end : end + TRAILER_SIZE] = crc32c(out[pos:end]).to_bytes(4, "little")
             pos = end + TRAILER_SIZE
         if pos:
-            super().receive_batch(out[:pos], inner_seg, addr, now)
+            self._deliver_batch(out[:pos], inner_seg, addr, now)
+
+    def _deliver(self, data, addr: object, now: float, fast: bool) -> None:
+        """Hand one plaintext datagram to the plain endpoint (and first to
+        an observer's qlog, which must describe what the connection reads,
+        not the envelope)."""
+        observer = self.plaintext_observer
+        if observer is not None:
+            observer.inner_received(data, addr, now)
+        self._receive_one(data, addr, now, fast)
+
+    def _deliver_batch(self, buf, seg: int, addr: object, now: float) -> None:
+        """Hand an opened GRO batch to the plain endpoint's run path."""
+        observer = self.plaintext_observer
+        if observer is not None:
+            observer.inner_batch_received(buf, seg, addr, now)
+        super().receive_batch(buf, seg, addr, now)
 
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
         """The inner datagram (without CRC) of a sealed datagram - or, with
@@ -322,12 +346,15 @@ class SecureEndpoint(Endpoint):
         if self.security.insecure:
             if first == VERSION and self._refuse_secure_syn(data, addr):
                 return
-            self._receive_one(data, addr, now, fast)
+            self._deliver(data, addr, now, fast)
             return
         if first == PROTECTED:
             inner = self._open(data)
             if inner is not None:
-                self._receive_one(inner + crc32c(inner).to_bytes(4, "little"), addr, now, fast)
+                inner += crc32c(inner).to_bytes(4, "little")
+                if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
+                    self.plaintext_observer.inner_received(inner, addr, now)
+                self._receive_one(inner, addr, now, fast)
             return
         if first != VERSION:  # a plaintext short form, or not Gannet at all
             if first == SHORT_FORM:
@@ -353,17 +380,17 @@ class SecureEndpoint(Endpoint):
             if option is not None and option == session.synack:
                 # A retransmitted SYN-ACK (our ACK was lost): the key exchange
                 # that verified, so the connection may answer it.
-                self._receive_one(data, addr, now, fast)
+                self._deliver(data, addr, now, fast)
                 return
         if session is not None and seg.retry_token is not None and session.waiting_for_reply:
             # A listener under pressure answered our SYN with a stateless
             # Retry (core/endpoint.py): our SYN goes again with its token and
             # the same hello. Nothing is protected yet; the core checks the
             # Retry acknowledges our SYN exactly and comes from where it went.
-            self._receive_one(data, addr, now, fast)
+            self._deliver(data, addr, now, fast)
             return
         if session is not None and flags & RST and session.chosen is None and not session.keys:
-            self._receive_one(data, addr, now, fast)  # our SYN refused: nothing is protected yet
+            self._deliver(data, addr, now, fast)  # our SYN refused: nothing is protected yet
             return
         self.security_stats.plaintext_dropped += 1
 
@@ -426,7 +453,7 @@ class SecureEndpoint(Endpoint):
         if existing is not None:
             session = self._sessions.get(existing.local_cid)
             if session is not None and session.peer_hello == hello:
-                self._receive_one(data, addr, now, False)  # a retransmitted SYN
+                self._deliver(data, addr, now, False)  # a retransmitted SYN
             else:
                 self.security_stats.plaintext_dropped += 1
             return
@@ -436,18 +463,18 @@ class SecureEndpoint(Endpoint):
             # hello too; our SYN-ACK carries our hello and that answer.
             session = self._client_session(pending.local_cid)
             if self._answer(session, hello, src, addr):
-                self._receive_one(data, addr, now, False)
+                self._deliver(data, addr, now, False)
             return
         if not self._listening or self.syn_verdict(seg, src, addr, now) != SYN_ADMIT:
             # Refused, dropped or answered with a stateless Retry by the core:
             # no key exchange is spent on it (a flood of SYNs carrying hellos
             # costs no more than one of plain SYNs).
-            self._receive_one(data, addr, now, False)
+            self._deliver(data, addr, now, False)
             return
         session = self._new_session()
         if not self._answer(session, hello, src, addr):
             return
-        self._receive_one(data, addr, now, False)
+        self._deliver(data, addr, now, False)
         conn = self._syn_index.get((addr, src))
         if conn is None:
             return  # not listening, or the backlog was full: the SYN was not taken
@@ -481,7 +508,7 @@ class SecureEndpoint(Endpoint):
         if session.chosen is None:
             session.decide()  # all we will know: the larger hello's session if we have both
         session.confirmed = True  # the peer proved its key (and the shared secret)
-        self._receive_one(data, addr, now, False)
+        self._deliver(data, addr, now, False)
 
     def _on_alert(self, data, now) -> None:
         alert = decode_alert(data)
@@ -534,6 +561,9 @@ class SecureEndpoint(Endpoint):
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
         out = super().datagrams_to_send(now, trains)
         if out and not self.security.insecure:
+            observer = self.plaintext_observer
+            if observer is not None:
+                observer.inner_sent(out, now)  # before sealing: the trains are released then
             sealed = []
             for item, addr in out:
                 if type(item) is Train:

@@ -10,13 +10,23 @@ command that removes the old pin (after checking with the server's owner).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .identity import KeyFormatError, config_dir, decode_key, encode_key, fingerprint
 
 KNOWN_HOSTS_FILE = "known_hosts"
+
+# Pins are read, changed and written back: threads of one process take this
+# lock, processes a lock file beside the pins, so that two first uses at
+# once (fifty clients of one program, two commands) both keep their pin.
+_THREADS = threading.Lock()
 
 
 class KeyChangedError(Exception):
@@ -71,38 +81,54 @@ class KnownHosts:
                 return pin.key
         return None
 
-    def _write(self, pins: list[Pin]) -> None:
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
+        with _THREADS:
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # (the lock goes with it)
+
+    def _write(self, pins: list[Pin]) -> None:
         body = "".join(f"{p.name} {encode_key(p.key)}\n" for p in pins)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, self.path)  # a reader never sees half a file
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp made it 0600
+                f.write(body)
+            os.replace(tmp, self.path)  # a reader never sees half a file
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def add(self, name: str, key: bytes, *, replace: bool = False) -> None:
         if not name or any(c.isspace() for c in name):
             raise ValueError(f"a pinned name has no spaces: {name!r}")
         if len(key) != 32:
             raise ValueError("a key is 32 bytes")
-        pins = self.entries()
-        existing = next((p for p in pins if p.name == name), None)
-        if existing is not None:
-            if existing.key == key:
-                return
-            if not replace:
-                raise KeyChangedError(name, existing.key, key, self.path)
-            pins.remove(existing)
-        pins.append(Pin(name, key))
-        self._write(pins)
+        with self._changing():
+            pins = self.entries()
+            existing = next((p for p in pins if p.name == name), None)
+            if existing is not None:
+                if existing.key == key:
+                    return
+                if not replace:
+                    raise KeyChangedError(name, existing.key, key, self.path)
+                pins.remove(existing)
+            pins.append(Pin(name, key))
+            self._write(pins)
 
     def remove(self, name: str) -> bool:
-        pins = self.entries()
-        kept = [p for p in pins if p.name != name]
-        if len(kept) == len(pins):
-            return False
-        self._write(kept)
-        return True
+        with self._changing():
+            pins = self.entries()
+            kept = [p for p in pins if p.name != name]
+            if len(kept) == len(pins):
+                return False
+            self._write(kept)
+            return True
 
     def check(self, name: str, key: bytes) -> bool:
         """Trust on first use: True when `key` was already pinned for

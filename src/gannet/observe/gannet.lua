@@ -7,6 +7,16 @@
 -- on any UDP port by their version byte and a correct CRC32C (heuristic),
 -- or by "Decode As" / the ports preference.
 --
+-- Encrypted connections (docs/security.md, gannet/wire/protected.py): the
+-- SYN and SYN-ACK are plaintext and carry the key exchange as option 64;
+-- every later datagram is PROTECTED - a 16-byte authenticated header
+-- (form, key phase, destination connection ID, 64-bit packet number), the
+-- ciphertext of the inner datagram and a 16-byte AEAD tag, no CRC32C. Only
+-- that header can be shown: sequence numbers, flags and options are inside
+-- the ciphertext, so the analysis below covers plaintext datagrams only.
+-- ALERT is an 8-byte plaintext refusal (form, code, detail, reserved,
+-- destination connection ID).
+--
 -- Analysis, per connection (found by connection IDs, not addresses):
 -- relative sequence and acknowledgment numbers (from each side's SYN),
 -- the next sequence number, retransmissions (data at or below the highest
@@ -20,6 +30,17 @@ local SHORT_FORM = 0x80 + VERSION
 local HEADER_SIZE = 24
 local SHORT_SIZE = 20
 local TRAILER_SIZE = 4
+local PROTECTED = 0x40 + VERSION
+local ALERT = 0x50 + VERSION
+local PROTECTED_HEADER_SIZE = 16
+local TAG_SIZE = 16
+local KEY_PHASE = 0x01
+local ALERT_SIZE = 8
+local OPT_KEY_EXCHANGE = 64
+local alert_names = {
+    [1] = "encryption required", [2] = "peer insecure", [3] = "handshake failed",
+    [4] = "mode mismatch", [5] = "malformed",
+}
 
 -- bit operations: Lua 5.2's bit32 (Wireshark up to 4.2) or 5.3+'s operators
 local band, bxor, rshift
@@ -96,6 +117,8 @@ f.sack_le = ProtoField.uint32("gannet.option.sack.le", "SACK left edge (relative
 f.sack_re = ProtoField.uint32("gannet.option.sack.re", "SACK right edge (relative)", base.DEC)
 f.mode = ProtoField.uint8("gannet.option.mode", "Operation mode", base.DEC, {[0] = "burst", [1] = "step-by-step"})
 f.max_packet = ProtoField.uint16("gannet.option.max_packet", "Max packet size", base.DEC)
+f.key_exchange = ProtoField.bytes("gannet.option.key_exchange", "Key exchange")
+f.key_exchange_len = ProtoField.uint8("gannet.option.key_exchange.len", "Key exchange length", base.DEC)
 f.unknown_opt = ProtoField.bytes("gannet.option.unknown", "Unknown option")
 f.len = ProtoField.uint32("gannet.len", "Payload length", base.DEC)
 f.payload = ProtoField.bytes("gannet.payload", "Payload")
@@ -106,6 +129,17 @@ f.retrans = ProtoField.none("gannet.analysis.retransmission", "This is a retrans
 f.dup_ack = ProtoField.none("gannet.analysis.duplicate_ack", "Duplicate ACK")
 f.zero_window = ProtoField.none("gannet.analysis.zero_window", "Zero window")
 f.stream = ProtoField.uint32("gannet.stream", "Connection index", base.DEC)
+f.protected = ProtoField.uint8("gannet.protected", "Protected form", base.HEX, {[PROTECTED] = "PROTECTED"})
+f.prot_flags = ProtoField.uint8("gannet.protected.flags", "Protected flags", base.HEX)
+f.key_phase = ProtoField.uint8("gannet.key_phase", "Key phase", base.DEC, nil, KEY_PHASE)
+f.pn = ProtoField.uint64("gannet.pn", "Packet number", base.DEC)
+f.encrypted = ProtoField.bytes("gannet.encrypted", "Encrypted payload")
+f.encrypted_len = ProtoField.uint32("gannet.encrypted.len", "Encrypted length", base.DEC)
+f.tag = ProtoField.bytes("gannet.tag", "AEAD tag")
+f.alert = ProtoField.uint8("gannet.alert", "Alert", base.HEX, {[ALERT] = "ALERT"})
+f.alert_code = ProtoField.uint8("gannet.alert.code", "Alert code", base.DEC, alert_names)
+f.alert_detail = ProtoField.uint8("gannet.alert.detail", "Alert detail", base.DEC)
+f.alert_reserved = ProtoField.uint8("gannet.alert.reserved", "Reserved", base.HEX)
 
 local ef_bad_crc = ProtoExpert.new("gannet.crc.bad", "Bad CRC32C", expert.group.CHECKSUM, expert.severity.ERROR)
 local ef_malformed = ProtoExpert.new("gannet.malformed", "Malformed Gannet datagram",
@@ -193,6 +227,11 @@ local function dissect_options(tvb, tree, offset, stop, info)
                 sub = ot:add(f.mode, v)
             elseif kind == 33 and len == 2 then
                 sub = ot:add(f.max_packet, v)
+            elseif kind == OPT_KEY_EXCHANGE then
+                sub = ot:add(tvb(offset, 2 + len), "Key exchange (option 64), " .. len .. " bytes")
+                sub:add(f.opt_kind, tvb(offset, 1)); sub:add(f.key_exchange_len, tvb(offset + 1, 1))
+                if len > 0 then sub:add(f.key_exchange, v) end
+                info.key_exchange = len
             elseif kind >= 128 then
                 return false  -- "must understand": the datagram is invalid
             else
@@ -204,8 +243,79 @@ local function dissect_options(tvb, tree, offset, stop, info)
     return true
 end
 
+-- The header of a PROTECTED datagram is valid when it is long enough for a
+-- header and a tag, its flags hold only the key phase and reserved is zero
+-- (what gannet.wire.protected.parse_header checks).
+local function protected_header_ok(tvb)
+    if tvb:len() < PROTECTED_HEADER_SIZE + TAG_SIZE then return false end
+    return tvb(0, 1):uint() == PROTECTED and band(tvb(1, 1):uint(), 0xFF - KEY_PHASE) == 0
+        and tvb(2, 2):uint() == 0
+end
+
+local function alert_ok(tvb)
+    return tvb:len() == ALERT_SIZE and tvb(0, 1):uint() == ALERT and tvb(3, 1):uint() == 0
+end
+
+local function dissect_protected(tvb, pinfo, root)
+    local n = tvb:len()
+    pinfo.cols.protocol = "Gannet"
+    local tree = root:add(gannet, tvb())
+    tree:add(f.form, tvb(0, 1), "protected")
+    tree:add(f.protected, tvb(0, 1))
+    if not protected_header_ok(tvb) then
+        tree:add_proto_expert_info(ef_malformed, "not a valid protected header")
+        pinfo.cols.info = "[Malformed] protected"
+        return n
+    end
+    local ft = tree:add(f.prot_flags, tvb(1, 1))
+    ft:add(f.key_phase, tvb(1, 1))
+    tree:add(f.reserved, tvb(2, 2))
+    local dst = tvb(4, 4):uint()
+    tree:add(f.dst_cid, tvb(4, 4)); tree:add(f.cid, tvb(4, 4)):set_hidden()
+    local pn = tvb(8, 8):uint64()
+    tree:add(f.pn, tvb(8, 8))
+    local elen = n - PROTECTED_HEADER_SIZE - TAG_SIZE
+    tree:add(f.encrypted_len, elen):set_generated()
+    if elen > 0 then
+        tree:add(f.encrypted, tvb(PROTECTED_HEADER_SIZE, elen))
+            :append_text(" (the inner header and payload, " .. elen .. " bytes)")
+    end
+    tree:add(f.tag, tvb(n - TAG_SIZE, TAG_SIZE))
+    local stream = stream_of[dst]
+    if stream ~= nil then tree:add(f.stream, stream):set_generated() end
+    pinfo.cols.info = string.format("%08x [Encrypted] PN=%s KP=%d Len=%d", dst, tostring(pn),
+        band(tvb(1, 1):uint(), KEY_PHASE), elen)
+    return n
+end
+
+local function dissect_alert(tvb, pinfo, root)
+    local n = tvb:len()
+    pinfo.cols.protocol = "Gannet"
+    local tree = root:add(gannet, tvb())
+    tree:add(f.form, tvb(0, 1), "alert")
+    tree:add(f.alert, tvb(0, 1))
+    if not alert_ok(tvb) then
+        tree:add_proto_expert_info(ef_malformed, "not a valid alert")
+        pinfo.cols.info = "[Malformed] alert"
+        return n
+    end
+    local code = tvb(1, 1):uint()
+    tree:add(f.alert_code, tvb(1, 1))
+    tree:add(f.alert_detail, tvb(2, 1))
+    tree:add(f.alert_reserved, tvb(3, 1))
+    local dst = tvb(4, 4):uint()
+    tree:add(f.dst_cid, tvb(4, 4)); tree:add(f.cid, tvb(4, 4)):set_hidden()
+    local stream = stream_of[dst]
+    if stream ~= nil then tree:add(f.stream, stream):set_generated() end
+    pinfo.cols.info = string.format("%08x [Alert] %s (code %d, detail %d)", dst,
+        alert_names[code] or "unknown", code, tvb(2, 1):uint())
+    return n
+end
+
 local function dissect(tvb, pinfo, root)
     local n = tvb:len()
+    if n >= 1 and tvb(0, 1):uint() == PROTECTED then return dissect_protected(tvb, pinfo, root) end
+    if n >= 1 and tvb(0, 1):uint() == ALERT then return dissect_alert(tvb, pinfo, root) end
     if n < SHORT_SIZE + TRAILER_SIZE then return 0 end
     local first = tvb(0, 1):uint()
     if first ~= VERSION and first ~= SHORT_FORM then return 0 end
@@ -339,6 +449,7 @@ local function dissect(tvb, pinfo, root)
     if a.retrans then info = "[Retransmission] " .. info end
     if a.dup then info = "[Dup ACK] " .. info end
     if stored ~= computed then info = "[Bad CRC] " .. info end
+    if opt.key_exchange ~= nil then info = info .. " KeyExchange=" .. opt.key_exchange end
     pinfo.cols.info = info
     return n
 end
@@ -347,9 +458,16 @@ function gannet.dissector(tvb, pinfo, root)
     return dissect(tvb, pinfo, root)
 end
 
--- Heuristic: Gannet's version byte and a correct CRC32C, on any UDP port.
+-- Heuristic: Gannet's version byte and a correct CRC32C, on any UDP port;
+-- or a PROTECTED or ALERT datagram whose header is valid (they have no CRC:
+-- the tag, which only the keys can check, does its job).
 local function heuristic(tvb, pinfo, root)
     local n = tvb:len()
+    if protected_header_ok(tvb) or alert_ok(tvb) then
+        dissect(tvb, pinfo, root)
+        pinfo.conversation = gannet
+        return true
+    end
     if n < SHORT_SIZE + TRAILER_SIZE then return false end
     local first = tvb(0, 1):uint()
     if first ~= VERSION and first ~= SHORT_FORM then return false end

@@ -9,6 +9,13 @@ previous one (metrics, congestion phase, path MTU, state, newly lost byte
 ranges). After each output pass a connection's LimitClock takes the reason
 it stopped sending (observe/limits.py). An endpoint without an observer
 runs exactly the code it ran before: nothing is checked per call.
+
+An encrypted endpoint (SecureEndpoint) seals at that boundary, so there the
+pcap still takes the sealed datagrams, while the qlog packet records come
+from the endpoint's plaintext side: it calls `inner_sent` with an output
+pass before sealing and `inner_received` / `inner_batch_received` with what
+it opened before the plain endpoint reads it, and these go to the same
+parsers (`_record_*`) as the wire datagrams of a plaintext endpoint.
 """
 
 from __future__ import annotations
@@ -99,7 +106,19 @@ class EndpointObserver:
         # Per-packet work only for qlog or pcap; limit accounting alone needs
         # just the output passes (once per pass, not per datagram).
         packets = self.qlog_dir is not None or self.pcap is not None
-        log_out, log_train, after_output = self._log_out, self._log_train, self._after_output
+        # An encrypted endpoint: the pcap keeps what is on the wire (sealed),
+        # the qlog what the connections send and read, given by the endpoint
+        # at its plaintext side (inner_sent, inner_received,
+        # inner_batch_received) to the same parsers.
+        inner = packets and getattr(ep, "datagram_overhead", 0) > 0
+        if inner:
+            ep.plaintext_observer = self  # type: ignore[attr-defined]
+            log_out = log_train = self._pcap_out
+            log_in, log_rows = self._pcap_in, self._pcap_rows
+        else:
+            log_out, log_train = self._log_out, self._log_train
+            log_in, log_rows = self._log_in, self._log_rows
+        after_output = self._after_output
 
         def observed_datagrams_to_send(now, trains=False):
             conns = list(ep._dirty)
@@ -118,20 +137,20 @@ class EndpointObserver:
         if not packets:
             return
         receive_datagram, receive_batch, handle_timer = ep.receive_datagram, ep.receive_batch, ep.handle_timer
-        log_in, log_rows, after_input = self._log_in, self._log_rows, self._after_input
+        after_input = self._after_input
 
         def observed_receive_datagram(data, addr, now):
-            conn = log_in(data, addr, now)
+            self._conn_in = log_in(data, addr, now)
             receive_datagram(data, addr, now)
-            after_input(conn, now, "reordering_threshold")
+            after_input(self._conn_in, now, "reordering_threshold")
 
         def observed_receive_batch(buf, seg, addr, now):
             if seg <= 0 or seg >= len(buf):
-                conn = log_in(buf, addr, now)
+                self._conn_in = log_in(buf, addr, now)
             else:
-                conn = log_rows(buf, seg, addr, now)
+                self._conn_in = log_rows(buf, seg, addr, now)
             receive_batch(buf, seg, addr, now)
-            after_input(conn, now, "reordering_threshold")
+            after_input(self._conn_in, now, "reordering_threshold")
 
         def observed_handle_timer(now):
             handle_timer(now)
@@ -141,6 +160,55 @@ class EndpointObserver:
         ep.receive_datagram = observed_receive_datagram  # type: ignore[method-assign]
         ep.receive_batch = observed_receive_batch  # type: ignore[method-assign]
         ep.handle_timer = observed_handle_timer  # type: ignore[method-assign]
+
+    _conn_in: Connection | None = None  # the connection the current input call reached
+
+    # ------------------------------------------- the envelope's plaintext side
+    def inner_sent(self, out: list, now: float) -> None:
+        """An encrypted endpoint's output pass before sealing."""
+        for data, addr in out:
+            if type(data) is Train:
+                self._record_train(data, addr, now)
+            else:
+                self._record_out(data, addr, now)
+
+    def inner_received(self, data, addr, now: float) -> None:
+        """One opened (or clear handshake) datagram an encrypted endpoint
+        hands to the plain endpoint."""
+        self._conn_in = self._record_in(data, addr, now) or self._conn_in
+
+    def inner_batch_received(self, buf, seg: int, addr, now: float) -> None:
+        """An opened GRO batch an encrypted endpoint hands to the plain endpoint."""
+        if seg <= 0 or seg >= len(buf):
+            conn = self._record_in(buf, addr, now)
+        else:
+            conn = self._record_rows(memoryview(buf), seg, addr, now)
+        self._conn_in = conn or self._conn_in
+
+    # ------------------------------------------------------------- pcap only
+    def _pcap_out(self, data, addr, now: float) -> None:
+        if self.pcap is None:
+            return
+        wall = now + self.wall_offset
+        if type(data) is Train:
+            view = memoryview(data)
+            for off in range(0, len(view), data.size):
+                self.pcap.write(wall, self.local_addr, addr, view[off : off + data.size])
+        else:
+            self.pcap.write(wall, self.local_addr, addr, data)
+
+    def _pcap_in(self, data, addr, now: float) -> None:
+        if self.pcap is not None:
+            self.pcap.write(now + self.wall_offset, addr, self.local_addr, data)
+        return None  # (the connection is found on the plaintext side)
+
+    def _pcap_rows(self, buf, seg: int, addr, now: float) -> None:
+        if self.pcap is not None:
+            wall = now + self.wall_offset
+            view = memoryview(buf)
+            for off in range(0, len(view), seg):
+                self.pcap.write(wall, addr, self.local_addr, view[off : off + seg])
+        return None
 
     # ---------------------------------------------------------- per packet
     def _trace(self, conn: Connection, now: float) -> ConnTrace:
@@ -182,6 +250,10 @@ class EndpointObserver:
     def _log_out(self, data, addr, now: float) -> None:
         if self.pcap is not None:
             self.pcap.write(now + self.wall_offset, self.local_addr, addr, data)
+        self._record_out(data, addr, now)
+
+    def _record_out(self, data, addr, now: float) -> None:
+        """The qlog packet_sent record of one plaintext datagram."""
         conn = self._conn_out(data, addr)
         if conn is None:
             return
@@ -228,14 +300,13 @@ class EndpointObserver:
         """A run of full-size short-form datagrams of one connection (a GSO
         train): new data only, consecutive, one header but for the sequence
         number. The records are made from one template."""
+        self._pcap_out(train, addr, now)
+        self._record_train(train, addr, now)
+
+    def _record_train(self, train: Train, addr, now: float) -> None:
         size = train.size
         n = len(train)
         rows = -(-n // size)
-        view = memoryview(train)
-        if self.pcap is not None:
-            wall = now + self.wall_offset
-            for off in range(0, n, size):
-                self.pcap.write(wall, self.local_addr, addr, view[off : off + size])
         conn = self._conn_out(train, addr)
         if conn is None:
             return
@@ -270,12 +341,11 @@ class EndpointObserver:
     def _log_rows(self, buf, seg: int, addr, now: float) -> Connection | None:
         """A GRO batch: datagrams of `seg` bytes back to back. Rows of the
         short form for one connection take one template; others go one by one."""
-        view = memoryview(buf)
+        self._pcap_rows(buf, seg, addr, now)
+        return self._record_rows(memoryview(buf), seg, addr, now)
+
+    def _record_rows(self, view: memoryview, seg: int, addr, now: float) -> Connection | None:
         n = len(view)
-        if self.pcap is not None:
-            wall = now + self.wall_offset
-            for off in range(0, n, seg):
-                self.pcap.write(wall, addr, self.local_addr, view[off : off + seg])
         if view[0] != SHORT_FORM or n < SHORT_SIZE + TRAILER_SIZE:
             return self._rows_one_by_one(view, seg, addr, now)
         dst0 = _U32.unpack_from(view, 4)[0]
@@ -364,25 +434,21 @@ class EndpointObserver:
         return True
 
     def _rows_one_by_one_q(self, view, seg: int, addr, now: float) -> None:
-        pcap, self.pcap = self.pcap, None  # (written already)
-        try:
-            self._log_in(view, addr, now)
-        finally:
-            self.pcap = pcap
+        self._record_in(view, addr, now)
 
     def _rows_one_by_one(self, view, seg: int, addr, now: float) -> Connection | None:
-        pcap, self.pcap = self.pcap, None  # (written above)
-        try:
-            conn = None
-            for off in range(0, len(view), seg):
-                conn = self._log_in(view[off : off + seg], addr, now) or conn
-            return conn
-        finally:
-            self.pcap = pcap
+        conn = None
+        for off in range(0, len(view), seg):
+            conn = self._record_in(view[off : off + seg], addr, now) or conn
+        return conn
 
     def _log_in(self, data, addr, now: float) -> Connection | None:
-        if self.pcap is not None:
-            self.pcap.write(now + self.wall_offset, addr, self.local_addr, data)
+        self._pcap_in(data, addr, now)
+        return self._record_in(data, addr, now)
+
+    def _record_in(self, data, addr, now: float) -> Connection | None:
+        """The qlog packet_received record of one plaintext datagram; the
+        connection it is for, if any."""
         ep = self.ep
         n = len(data)
         if n >= SHORT_SIZE + TRAILER_SIZE and data[0] == SHORT_FORM:
