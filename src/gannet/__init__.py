@@ -37,6 +37,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # (not even Python's last-resort stderr output for warnings).
 logging.getLogger("gannet").addHandler(logging.NullHandler())
 
+# The compiled core or the pure-Python one (GANNET_PURE=1): chosen before
+# any core module is imported (_build.py).
+from . import _build  # noqa: E402
+
+_build.select()
+
 # public name -> the module that defines it
 _HOMES = {
     "Config": "gannet.config",

@@ -12,9 +12,15 @@ import ast
 import inspect
 import random
 
+import pytest
+
 from gannet.config import Config
 from gannet.core import connection
 from gannet.core.connection import Connection
+
+# What slots buy is a pure-Python matter: the compiled class keeps its
+# attributes in a C struct and has neither __slots__ nor a __dict__.
+pytestmark = pytest.mark.pure
 
 
 def init_attributes() -> list[str]:

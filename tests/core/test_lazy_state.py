@@ -3,7 +3,7 @@
 A connection's range sets (SACK scoreboard, lost, resent, out-of-order,
 RACK's resent bytes) start as the shared read-only `rangeset.EMPTY`, and
 RACK's transmission lists, the retransmission marks and the queue of
-control segments as empty tuples; BBR's filters are tuples. A connection
+control segments as None; BBR's filters are tuples. A connection
 that never sees a loss, a SACK or reordering never builds any of them;
 one that does builds its own, behaves as before, and leaves EMPTY empty.
 """
@@ -40,9 +40,9 @@ def assert_nothing_built(conn) -> None:
     if rack is not IDLE_RACK:  # made when the first data left
         assert type(rack) is RackTlp
         assert rack._resent is EMPTY
-        assert rack._starts == () and rack._recs == () and rack._retx == () and rack._blocks == ()
-    assert conn.loss.retx_marks == ()
-    assert type(conn._out) is tuple
+        assert rack._starts is None and rack._recs is None and rack._retx is None and rack._blocks is None
+    assert conn.loss.retx_marks is None
+    assert conn._out is None
 
 
 def owned_tracked_objects(conn) -> list:
@@ -141,7 +141,7 @@ def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records(
     for side in (a, b):
         conn = side.conn
         assert conn.snd_una == conn.snd_nxt
-        assert_nothing_built(conn)  # records done: RACK's lists are () again
+        assert_nothing_built(conn)  # records done: RACK's lists are None again
         assert conn.loss.rack.rack_serial >= 0  # ... but RACK did run on the ACKs
     assert a.conn.cc._bw_samples and type(a.conn.cc._bw_samples) is tuple
     # What an idle connection keeps for the cycle collector: itself, its
@@ -246,6 +246,7 @@ def test_bbr_ack_aggregation_keeps_two_window_maxima():
     assert cc.aggregation_cwnd() == 3000
 
 
+@pytest.mark.pure
 def test_the_nothing_to_send_shortcut_does_what_the_full_path_does():
     """_send_data returns early when nothing is unsent, lost or owed a FIN;
     its bookkeeping (pacing tokens, app-limited mark, timers) must be what

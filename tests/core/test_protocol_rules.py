@@ -119,6 +119,7 @@ def _forged_ack(side: Side, peer: Side, ack: int, wnd: int) -> tuple[int, int, i
     return (side.conn.rcv_nxt & MASK32, ack & MASK32, wnd >> side.conn.snd_wscale, tsval, b"")
 
 
+@pytest.mark.pure
 def test_a_zero_window_reopening_on_the_fast_path():
     """The peer shrinks its window to zero while data is in flight (RFC 9293
     3.8.6 lets a receiver do so, reluctantly), then a new ACK reopens it.

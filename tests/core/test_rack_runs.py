@@ -7,6 +7,7 @@ and the reorder and probe timers."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,7 @@ _events = st.lists(st.tuples(st.integers(0, 3), st.lists(st.integers(0, 60), max
 
 @settings(max_examples=300, deadline=None)
 @given(_runs, _events, st.integers(0, 2))
+@pytest.mark.pure
 def test_run_records_judge_exactly_like_segment_records(runs, events, last_short):
     boards = [board(), board()]
     racks = [b.start_rack() for b in boards]

@@ -168,6 +168,7 @@ def test_pacing_spreads_a_window_over_time():
     assert a.conn.get_timer() == pytest.approx(1.11)
 
 
+@pytest.mark.pure
 def test_delivery_rate_samples_reach_the_controller(monkeypatch):
     a, b = established_pair()
     samples = []
@@ -189,6 +190,7 @@ def test_delivery_rate_samples_reach_the_controller(monkeypatch):
     assert rate == pytest.approx(4 * a.conn.mss / 0.02, rel=0.05)
 
 
+@pytest.mark.pure
 def test_sacked_segments_give_rtt_samples_but_not_resent_ones(monkeypatch):
     """While a hole holds the cumulative ACK (an RTT per loss; back to back
     at 2 % loss on a 100 ms path) SACK-only ACKs are the only fresh news:
@@ -286,6 +288,7 @@ def test_pmtud_probes_on_a_path_whose_window_stays_small():
     assert a.conn.max_datagram_size == 8972
 
 
+@pytest.mark.pure
 def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_response():
     a, b = established_pair(Config(initial_window=100), pmtud=True)
     base_mss = a.conn.mss

@@ -143,6 +143,7 @@ def shortcut_segments(monkeypatch) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.pure
 def test_shortcut_really_runs(monkeypatch):
     """The ping-pong's data segments leave from the shortcut: all 56 of
     them in 30 round trips, none from the general path."""
@@ -151,6 +152,7 @@ def test_shortcut_really_runs(monkeypatch):
     assert counts["small"] >= 56 and counts["full"] == 0, counts
 
 
+@pytest.mark.pure
 def test_shortcut_count_fails_without_it(monkeypatch, general_path):
     """The count above measures the shortcut: with it declining, the same
     segments come from the general path and the shortcut's count is 0."""

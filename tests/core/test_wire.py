@@ -180,6 +180,7 @@ def test_mutated_datagrams_decode_or_wire_error(dst, src, seg, data):
         assert (back_dst, back_src, back) == (got_dst, got_src, got)
 
 
+@pytest.mark.pure
 def test_mutated_datagrams_reach_the_option_parser(monkeypatch):
     """Counted: most mutated datagrams with options get past the checksum and
     the fixed header into _decode_options, and some pass it."""

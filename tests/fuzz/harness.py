@@ -21,6 +21,12 @@ from pathlib import Path
 
 import atheris
 
+# Coverage comes from instrumenting Python bytecode, so the harness fuzzes
+# the pure-Python core: the compiled core is built from the same source, and
+# tests/simtransfer/test_differential.py holds the two builds equal.
+os.environ["GANNET_PURE"] = "1"
+import gannet  # noqa: E402,F401 - its finder for the pure core is in place before atheris wraps the finders
+
 with atheris.instrument_imports(include=["gannet"]):
     import targets
 

@@ -217,6 +217,7 @@ def test_two_bbr_flows_share_a_bottleneck_fairly():
 
 
 @pytest.mark.sim
+@pytest.mark.pure
 def test_bbr_gets_rate_samples_during_loss_recovery(monkeypatch):
     # 2 % loss on a 40 ms path keeps the sender in recovery much of the time.
     # A retransmission used to wipe the connection's send log, so almost no
@@ -285,6 +286,7 @@ def test_bbr_beside_cubic_takes_at_most_twice_its_share():
     assert bbr + cubic >= 0.9 * BW, f"seed={seed}: {(bbr + cubic) / BW:.0%} of the link together"
 
 
+@pytest.mark.pure
 def test_a_paced_flow_finishes_its_path_mtu_search_early(monkeypatch):
     """A PMTU probe needs tokens for its whole size at once. A paced flow
     spent them on smaller data as they came, so its probes left only in

@@ -16,6 +16,8 @@ irs), RFC 6298 (srtt, rto) and RFC 6675 (pipe, recovery point).
 
 from __future__ import annotations
 
+from typing import Final
+
 import random
 from bisect import bisect_right
 from collections import deque
@@ -23,7 +25,7 @@ from collections.abc import Callable
 
 from ..config import MODE_STEP, MODES, Config
 from ..wire.datagram import DATA_OVERHEAD, MAX_DATA_OVERHEAD, MAX_WSCALE, SACK_ROOM
-from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Segment, SegmentRun, reset_for, unwrap
+from ..wire.segment import ACK, FIN, PSH, RST, SEQ_MOD, SYN, Payload, Segment, SegmentRun, reset_for, unwrap
 from . import cc as cc_registry
 from .events import (
     AllDataAcknowledged,
@@ -45,11 +47,14 @@ from .timers import (
     CONNECT, DELACK, DISPATCH_ORDER, IDLE, KEEPALIVE, NAMES, NEVER, PACING, PERSIST, RACK, RTX, TIMEWAIT, unarmed,
 )
 
-MAX_UDP_PAYLOAD = 65507
+# What segments_to_send builds: segments and runs, in wire order.
+Outgoing = list[Segment | SegmentRun]
+
+MAX_UDP_PAYLOAD: Final = 65507
 # Datagram sizes PMTUD tries, smallest first: jumbo Ethernet, then the steps
 # up to what loopback carries. A failed size ends the search (RFC 8899 5.3).
 PMTU_PROBE_SIZES = (8972, 16384, 32768, 65000)
-PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
+PMTU_MAX_PROBES: Final = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # Until a probe has passed, one waits for a congestion window of this many
 # probes: on a 1,500-byte path the first size is lost, and in the first
 # rounds (cwnd 15-60 kB) each lost probe took a third to a half of a round's
@@ -59,21 +64,21 @@ PMTU_MAX_PROBES = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # costs with PMTUD off, 4 ms more, instead of 105 ms more). A path whose
 # window never gets that large (a small bandwidth-delay product: a LAN with
 # jumbo frames) probes once this many probes' worth was delivered.
-PMTU_FIRST_PROBE_CWND = 12
-PMTU_FIRST_PROBE_DELIVERED = 48
-_UNPACED = float("inf")
-CHALLENGE_ACK_LIMIT = 100  # per second (RFC 5961 section 7)
+PMTU_FIRST_PROBE_CWND: Final = 12
+PMTU_FIRST_PROBE_DELIVERED: Final = 48
+_UNPACED: Final = float("inf")
+CHALLENGE_ACK_LIMIT: Final = 100  # per second (RFC 5961 section 7)
 # A run of segments is at most what one UDP GSO send carries: 64 KB in at
 # most 64 datagrams (each with DATA_OVERHEAD bytes of framing).
-RUN_BYTES = 65000
-RUN_SEGMENTS = 64
+RUN_BYTES: Final = 65000
+RUN_SEGMENTS: Final = 64
 # A sender that waited for pacing tokens and woke late keeps what it earned
 # while late, up to this long at the pacing rate and this share of the RTT
 # (see _pacing_budget).
-PACING_CARRY = 0.004
-PACING_CARRY_RTT = 0.125
-RUN_ALONE = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
-MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
+PACING_CARRY: Final = 0.004
+PACING_CARRY_RTT: Final = 0.125
+RUN_ALONE: Final = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
+MAX_ACK_HOLD: Final = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's delayed-ACK bound)
 
 
 # States as module constants for the per-segment paths: `State.X` goes
@@ -81,14 +86,14 @@ MAX_ACK_HOLD = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.2's del
 # read, several per segment).
 _CLOSED, _LISTEN, _SYN_SENT = State.CLOSED, State.LISTEN, State.SYN_SENT
 _ESTABLISHED, _TIME_WAIT = State.ESTABLISHED, State.TIME_WAIT
-_HANDSHAKING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+_HANDSHAKING: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
 _UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
-_KEEPALIVE_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
+_KEEPALIVE_STATES: Final = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
 
-_WSCALE: dict[int, int] = {}  # window size -> the shift _choose_wscale picks
+_WSCALE: Final[dict[int, int]] = {}  # window size -> the shift _choose_wscale picks
 
 
-_LADDERS: dict[tuple[int, int], tuple[int, ...]] = {}  # (datagram size, top) -> PMTUD ladder
+_LADDERS: Final[dict[tuple[int, int], tuple[int, ...]]] = {}  # (datagram size, top) -> PMTUD ladder
 
 
 def _pmtu_ladder(size: int, top: int) -> tuple[int, ...]:
@@ -191,7 +196,7 @@ class Connection:
         # Both queues are made on first use and dropped when empty: an empty
         # deque still costs 760 bytes, and most of 10,000 idle connections
         # have nothing in flight and nothing unread.
-        self._sent_log: deque[tuple[int, int, float, int, float, bool, float]] | tuple = ()
+        self._sent_log: deque[tuple[int, int, float, int, float, bool, float]] | None = None
         self.delivered = 0  # bytes delivered to the peer so far (ACKed or SACKed)
         self._delivered_time = now
         self._first_sent_time = now  # send time of the newest segment a rate sample came from
@@ -239,7 +244,7 @@ class Connection:
         self._challenge_count = 0
         # Control segments queued by input processing: a list only while it
         # holds any (see _queued).
-        self._out: list[Segment] | tuple = ()
+        self._out: list[Segment | SegmentRun] | None = None
         self._terminated = False
         # The endpoint's timer heap: this connection's deadline, and the key
         # of its live heap entry (core/endpoint.py; None while it has none).
@@ -480,7 +485,7 @@ class Connection:
         self._touch(self)
 
     def on_data_run(self, seq32: int, ack32: int, wnd: int, tsval_first: int, tsval_last: int,
-                    data: bytes, count: int, last_len: int, now: float) -> bool:
+                    data: Payload, count: int, last_len: int, now: float) -> bool:
         """In-order data segments that continue each other, in one step.
 
         The fast path for bulk data: segments carrying the next expected
@@ -518,7 +523,7 @@ class Connection:
         self._touch(self)
         return True
 
-    def on_predicted(self, seq32: int, ack32: int, wnd: int, tsval: int, payload: bytes, now: float) -> bool:
+    def on_predicted(self, seq32: int, ack32: int, wnd: int, tsval: int, payload: Payload, now: float) -> bool:
         """Header prediction (RFC 9293 3.10.7.4's note, Van Jacobson's): the
         segment a request-response exchange or a bulk sender's ACK stream is
         made of, in one short step.
@@ -868,7 +873,7 @@ class Connection:
                 self._all_acked_reported = True
                 self._events.append(AllDataAcknowledged(self))
 
-    def _receive_data(self, seq: int, payload: bytes, fin: bool, now: float) -> None:
+    def _receive_data(self, seq: int, payload: Payload, fin: bool, now: float) -> None:
         """Segment text and FIN (receiver.py), then the FIN's transition."""
         if self.rcv.receive(seq, payload, fin, now):
             self._on_fin(now)
@@ -923,8 +928,8 @@ class Connection:
         """
         self._now_hint = now
         out = self._out
-        if type(out) is list:
-            self._out = ()
+        if out is not None:
+            self._out = None
         else:
             out = []
         state = self.state
@@ -955,7 +960,7 @@ class Connection:
             return max(self.mss - SACK_ROOM, 64)
         return self.mss
 
-    def _send_data(self, now: float, out: list, runs: bool = False) -> None:
+    def _send_data(self, now: float, out: Outgoing, runs: bool = False) -> None:
         if (self.snd_nxt >= self._sndbuf.end and not self.loss.lost._starts
                 and (self._fin_sent or not self._fin_queued)):
             # Nothing to send, the usual case (an ACK or a timer for an idle
@@ -967,7 +972,7 @@ class Connection:
         if self.loss.lost._starts or self._fin_queued or not self._send_small(now, out, runs):
             self._send_data_full(now, out, runs)
 
-    def _send_small(self, now: float, out: list, runs: bool) -> bool:
+    def _send_small(self, now: float, out: Outgoing, runs: bool) -> bool:
         """New data that fits in one segment and may all go now (a message,
         a reply): that segment, without the general loop. A guard in front
         of the helpers _send_data_full calls (tests/core/test_send_small.py
@@ -1030,7 +1035,7 @@ class Connection:
         acknowledged, else restart it."""
         self._deadlines[RTX] = NEVER if self.snd_una >= self.snd_nxt else now + self.rtt.current_rto()
 
-    def _send_data_full(self, now: float, out: list, runs: bool = False, budget: float | None = None) -> None:
+    def _send_data_full(self, now: float, out: Outgoing, runs: bool = False, budget: float | None = None) -> None:
         """_send_data's whole path (tests check the shortcuts against it);
         `budget`: the pacing budget, when the caller has taken it already."""
         mss = self._data_mss()
@@ -1100,7 +1105,7 @@ class Connection:
                     # Paced: wait for a millisecond's worth (a whole run on a
                     # fast path) rather than trickle out a segment per
                     # wake-up, each of which costs tens of us of Python.
-                    quantum = min(room, max(mss, self.cc.pacing_rate * 0.001))
+                    quantum = min(room, max(mss, (self.cc.pacing_rate or 0.0) * 0.001))
                     if budget < quantum:
                         self._pace_wait(now, quantum - budget)
                         break
@@ -1156,7 +1161,7 @@ class Connection:
             # Zero (or useless) window with data waiting: probe (RFC 9293 3.8.6.1).
             self._deadlines[PERSIST] = now + self.rtt.current_rto()
 
-    def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: list[Segment]) -> None:
+    def _send_new(self, nxt: int, n: int, data_end: int, now: float, pipe: int, out: Outgoing) -> None:
         """New data [nxt, nxt + n) as one segment (with the FIN if it is the last)."""
         fin = self._fin_queued and nxt + n == data_end
         out.append(self._data_segment(nxt, nxt + n, fin))
@@ -1165,7 +1170,7 @@ class Connection:
             self._fin_sent = True
         self._record_first_transmission(nxt, nxt + n, now, pipe, 0)
 
-    def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: list) -> None:
+    def _send_run(self, nxt: int, length: int, data_end: int, now: float, pipe: int, out: Outgoing) -> None:
         """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN)."""
         end = nxt + length
         tsval, tsecr = self._timestamps()
@@ -1186,7 +1191,7 @@ class Connection:
         if not pipe:
             self._delivered_time = self._first_sent_time = now  # idle restart: the interval starts now
         log = self._sent_log
-        if not log:
+        if log is None:
             log = self._sent_log = deque()
         log.append(
             (start, end, now, self.delivered, self._delivered_time, self._app_limited_until > 0, self._first_sent_time)
@@ -1207,11 +1212,11 @@ class Connection:
         # data when they must report SACK blocks, so none is larger.
         return self._pmtu_ladder[0] - DATA_OVERHEAD
 
-    def _queued(self) -> list[Segment]:
+    def _queued(self) -> list[Segment | SegmentRun]:
         """The list of segments queued for the next segments_to_send (made
         when the first is queued: an idle connection holds none)."""
         out = self._out
-        if type(out) is not list:
+        if out is None:
             out = self._out = []
         return out
 
@@ -1300,7 +1305,7 @@ class Connection:
         # A burst of a couple of milliseconds: each output call costs real CPU
         # in Python, so pacing finer than that would only burn it. At least a
         # PMTU probe, which must leave in one piece.
-        return max(10 * self.mss, self.cc.pacing_rate * 0.002, self._pmtu_probe_payload())
+        return max(10 * self.mss, (self.cc.pacing_rate or 0.0) * 0.002, self._pmtu_probe_payload())
 
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self.cc.pacing_rate or 1.0
@@ -1321,7 +1326,7 @@ class Connection:
             return ACK | PSH | FIN if fin else ACK | PSH
         return ACK
 
-    def _make(self, seq: int, flags: int, payload: bytes = b"") -> Segment:
+    def _make(self, seq: int, flags: int, payload: Payload = b"") -> Segment:
         """A segment with our current ACK, window, timestamps and SACK blocks."""
         seg = Segment(seq & MASK32, self.rcv.rcv_nxt & MASK32, flags, 0, payload)
         if flags & ACK:
@@ -1476,14 +1481,14 @@ class Connection:
         mss = self._data_mss()
         n = min(mss, data_end - nxt, self.snd_una + self.snd_wnd - nxt)
         if n > 0 and self.mode != MODE_STEP:  # step-by-step: never two segments in flight
-            self.loss.rack.on_probe(nxt + n, False, now)
+            self.loss.start_rack().on_probe(nxt + n, False, now)
             self._send_new(nxt, n, data_end, now, self._pipe(), self._queued())
         else:
             end = min(nxt, data_end)
             start = max(self.snd_una, self._sndbuf.start, end - mss)
             if start >= end:
                 return  # only a FIN is out: the RTO resends it
-            self.loss.rack.on_probe(end, True, now)
+            self.loss.start_rack().on_probe(end, True, now)
             self._note_retransmission(start, end)
             self._queued().append(self._data_segment(start, end, False))
         self._deadlines[RTX] = now + self.rtt.current_rto()  # RFC 8985 7.3: the RTO guards the probe
@@ -1600,7 +1605,7 @@ class Connection:
         self.stats.retransmitted_bytes += end - start
 
     def _rtt_sample_from(
-        self, seg: Segment, now: float, acked_to: int = 0, handshake: bool = False, clean: bool = True
+        self, seg: Segment | None, now: float, acked_to: int = 0, handshake: bool = False, clean: bool = True
     ) -> None:
         if handshake:
             # The SYN was timed if it was never resent (Karn).
@@ -1615,7 +1620,7 @@ class Connection:
         while log and log[0][1] <= acked_to:
             newest = log.popleft()
         if not log:
-            self._sent_log = ()
+            self._sent_log = None
         if log and log[0][0] < acked_to:
             # Part of a run is acknowledged: all of it left at the same time,
             # so the acknowledged part times the path as well as the rest will.
@@ -1717,7 +1722,7 @@ _TIMER_HANDLERS = (
     Connection._on_keepalive, Connection._on_pacing, Connection._on_timewait, Connection._on_connect_timeout,
     Connection._on_idle,
 )
-_UNARMED = unarmed()
+_UNARMED: Final = unarmed()
 
 
 def copy_error(error: BaseException) -> BaseException:

@@ -352,10 +352,10 @@ class Endpoint:
             elif conn.stats.dropped_segments != dropped:
                 self._answer_stranger(conn, seg, dst, src, addr, now)
             return
-        payload = seg.payload
-        if (fast and payload and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
-                and conn.on_data_run(seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsval, payload, 1,
-                                     len(payload), now)):
+        text = seg.payload
+        if (fast and text and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
+                and conn.on_data_run(seg.seq, seg.ack, seg.wnd, seg.tsval, seg.tsval, text, 1,
+                                     len(text), now)):
             return
         conn.on_segment(seg, now)
 
@@ -399,7 +399,7 @@ class Endpoint:
             return []
         return [c for c in self._conns.values() if c.state is State.SYN_SENT and c.remote_addr == addr]
 
-    def _on_connectionless(self, seg: Segment, src: int, addr: object, now: float, size: int) -> None:
+    def _on_connectionless(self, seg: Segment, src: int | None, addr: object, now: float, size: int) -> None:
         """A segment with no destination ID: a SYN opening a connection, or a
         RST from a peer that does not know the connection the source ID names
         (what `_reset` sends for a short-form segment)."""
@@ -410,7 +410,7 @@ class Endpoint:
             else:
                 conn.on_segment(seg, now)  # checks its sequence number (RFC 5961)
             return
-        if not seg.flags & SYN or seg.flags & ACK or src == 0:
+        if not seg.flags & SYN or seg.flags & ACK or not src:
             self.stats.malformed_dropped += 1
             return
         existing = self._syn_index.get((addr, src))

@@ -7,23 +7,21 @@ cost of bookkeeping grows with the number of holes, never with bytes.
 
 from __future__ import annotations
 
+from typing import Final
+
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
 
-_EMPTY: tuple = ()
-
-
 class RangeSet:
-    # An empty set holds a shared empty tuple instead of two lists, made on
-    # the first add: a connection keeps several sets that stay empty for
-    # most of its life, and ten thousand idle connections would otherwise
-    # hold (and make the cycle collector walk) a hundred thousand empty lists.
+    # A connection's sets that stay empty for most of its life are the
+    # shared EMPTY (below) until first used, so ten thousand idle
+    # connections hold no lists; a set of its own holds two plain lists.
     __slots__ = ("_starts", "_ends", "total")
 
     def __init__(self, ranges: list[tuple[int, int]] | None = None) -> None:
-        self._starts: list[int] = _EMPTY  # type: ignore[assignment]
-        self._ends: list[int] = _EMPTY  # type: ignore[assignment]
+        self._starts: list[int] = []
+        self._ends: list[int] = []
         self.total = 0  # number of positions in the set
         for start, end in ranges or ():
             self.add(start, end)
@@ -62,7 +60,7 @@ class RangeSet:
         if start >= end:
             return 0
         starts, ends = self._starts, self._ends
-        if starts is _EMPTY:
+        if not starts:
             self._starts, self._ends = [start], [end]
             self.total = end - start
             return end - start
@@ -117,7 +115,8 @@ class RangeSet:
         return self.subtract(self._starts[0], pos)
 
     def clear(self) -> None:
-        self._starts = self._ends = _EMPTY
+        self._starts = []
+        self._ends = []
         self.total = 0
 
     def count_above(self, pos: int) -> int:
@@ -181,4 +180,4 @@ class _EmptyRangeSet(RangeSet):
         pass  # already empty; do not write to the shared instance
 
 
-EMPTY: RangeSet = _EmptyRangeSet()
+EMPTY: Final[RangeSet] = _EmptyRangeSet()

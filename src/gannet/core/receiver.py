@@ -16,9 +16,9 @@ the connection's timer table (it arms the delayed-ACK entry).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
-from ..wire.segment import SEQ_MOD
+from ..wire.segment import SEQ_MOD, Payload
 from .events import DataReceived, Event
 from .rangeset import EMPTY, RangeSet
 from .stats import ConnectionStats
@@ -26,16 +26,17 @@ from .timers import DELACK, NEVER
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .connection import Connection
 
-MASK32 = SEQ_MOD - 1
-TS_HZ = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
-INITIAL_RCV_SPACE = 1 << 20  # autotuned receive window to start with
-RCV_SPACE_GAIN = 3  # window = this x bytes the application read per round trip
+MASK32: Final = SEQ_MOD - 1
+TS_HZ: Final = 1_000_000  # timestamp clock: microseconds (RFC 7323 allows 1 us .. 1 s ticks)
+INITIAL_RCV_SPACE: Final = 1 << 20  # autotuned receive window to start with
+RCV_SPACE_GAIN: Final = 3  # window = this x bytes the application read per round trip
 # What one held out-of-order piece costs beyond its bytes: the bytes object's
 # header, its int key and dict slot, and its range in ooo_ranges (measured
 # with tracemalloc: about 200 bytes). Charged so that one-byte slivers cannot
 # hold more memory than the window allows (_ooo_hold).
-OOO_PIECE_COST = 256
+OOO_PIECE_COST: Final = 256
 
 
 class Receiver:
@@ -46,7 +47,7 @@ class Receiver:
         "_config", "_stats", "_events", "_source", "_deadlines",
     )
 
-    def __init__(self, config: Config, stats: ConnectionStats, events: deque[Event], source: object,
+    def __init__(self, config: Config, stats: ConnectionStats, events: deque[Event], source: Connection,
                  deadlines: list[float], rcv_wscale: int, now: float) -> None:
         self._config = config
         self._stats = stats
@@ -73,7 +74,7 @@ class Receiver:
         # The buffer is made on first use and dropped when empty: an empty
         # deque costs 760 bytes, and most of 10,000 idle connections hold
         # nothing unread.
-        self._buf: deque[bytes] | tuple = ()
+        self._buf: deque[bytes] | None = None
         self.buf_len = 0
         # Autotuning: the window to offer, and what the application has read
         # since the current round-trip measurement began.
@@ -128,11 +129,13 @@ class Receiver:
         end = rcv_nxt + rcv_wnd
         return rcv_nxt <= seq < end or rcv_nxt <= seq + seg_len - 1 < end
 
-    def receive(self, seq: int, payload: bytes, fin: bool, now: float) -> bool:
+    def receive(self, seq: int, payload: Payload, fin: bool, now: float) -> bool:
         """Segment text and FIN (RFC 9293 3.10.7.4, seventh and eighth
         steps) of an acceptable segment. True when the peer's FIN is now in
         order: the connection then runs the FIN's state transition (and
         `on_fin`); otherwise the delayed-ACK rule has run."""
+        if type(payload) is not bytes:
+            payload = bytes(payload)  # held past the call: a copy of a view
         start, end = seq, seq + len(payload)
         if fin:
             self.fin_rcv = end
@@ -186,12 +189,14 @@ class Receiver:
         elif unacked and self._deadlines[DELACK] == NEVER:
             self._deadlines[DELACK] = now + cfg.ack_delay
 
-    def deliver(self, payload: bytes, segments: int) -> None:
+    def deliver(self, payload: Payload, segments: int) -> None:
         """In-order bytes at RCV.NXT into the receive buffer; `segments`: how
         many arriving segments they count as for the delayed-ACK rule (0 for
         data released from the reassembly queue)."""
+        if type(payload) is not bytes:
+            payload = bytes(payload)  # held past the call: a copy of a view
         buf = self._buf
-        if not buf:
+        if buf is None:
             buf = self._buf = deque()
         n = len(payload)
         buf.append(payload)
@@ -201,7 +206,7 @@ class Receiver:
         self._stats.bytes_received += n
         self.unacked_segs += segments
         if was_empty:
-            self._events.append(DataReceived(self._source))  # type: ignore[arg-type]
+            self._events.append(DataReceived(self._source))
 
     def _ooo_hold(self, start: int, payload: bytes) -> int:
         """Keep the bytes of an out-of-order segment that are not held yet;
@@ -258,12 +263,13 @@ class Receiver:
         if max_bytes <= 0 or not self.buf_len:
             return b""
         buf = self._buf
+        assert buf is not None  # buf_len > 0
         if len(buf[0]) >= max_bytes:
             chunk = buf[0]
             if len(chunk) == max_bytes:
-                buf.popleft()  # type: ignore[union-attr]
+                buf.popleft()
             else:
-                buf[0] = chunk[max_bytes:]  # type: ignore[index]
+                buf[0] = chunk[max_bytes:]
                 chunk = chunk[:max_bytes]
             out = chunk
         else:
@@ -272,11 +278,11 @@ class Receiver:
             while buf and need:
                 chunk = buf[0]
                 if len(chunk) <= need:
-                    parts.append(buf.popleft())  # type: ignore[union-attr]
+                    parts.append(buf.popleft())
                     need -= len(chunk)
                 else:
                     parts.append(chunk[:need])
-                    buf[0] = chunk[need:]  # type: ignore[index]
+                    buf[0] = chunk[need:]
                     need = 0
             out = b"".join(parts)
         self._taken(len(out))
@@ -287,14 +293,16 @@ class Receiver:
         none is ready)."""
         if not self.buf_len:
             return b""
-        chunk = self._buf.popleft()  # type: ignore[union-attr]
+        buf = self._buf
+        assert buf is not None  # buf_len > 0
+        chunk = buf.popleft()
         self._taken(len(chunk))
         return chunk
 
     def _taken(self, n: int) -> None:
         self.buf_len -= n
         if not self.buf_len:
-            self._buf = ()
+            self._buf = None
         self._copied += n
 
     # ------------------------------------------------------------- window

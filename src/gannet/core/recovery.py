@@ -61,7 +61,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from .rangeset import EMPTY, RangeSet
 from .rtt import RttEstimator
@@ -71,18 +71,23 @@ if TYPE_CHECKING:
     from ..config import Config
 
 # Float rounding in t + (now - t) must not postpone a verdict due "now".
-EPSILON = 1e-9
+EPSILON: Final = 1e-9
 # PTO before any RTT sample (RFC 8985 7.2: 1 second).
-PTO_WITHOUT_RTT = 1.0
+PTO_WITHOUT_RTT: Final = 1.0
 # Floor for the PTO: below ~10 ms the peer's scheduling jitter alone would
 # fire it (older Linux and early QUIC drafts used the same 10 ms floor).
-PTO_MIN = 0.01
+PTO_MIN: Final = 0.01
 # RFC 8985 6.2 step 4: a widened reorder window lasts 16 recoveries.
-REO_WND_PERSIST = 16
-REO_WND_MULT_MAX = 16
+REO_WND_PERSIST: Final = 16
+REO_WND_MULT_MAX: Final = 16
 # Drop the popped prefix of the originals lists once it is this long and
 # more than half of them (amortized O(1) per record).
-COMPACT_AT = 256
+COMPACT_AT: Final = 256
+
+# What RackTlp's record lists read as while they are None (never stored,
+# never written: a reader's stand-in, so the loops need no None branch).
+_NO_STARTS: Final[list[int]] = []
+_NO_RECS: Final[list[tuple[int, int, float, int, int]]] = []
 
 
 class IdleRack:
@@ -93,8 +98,14 @@ class IdleRack:
 
     __slots__ = ()
     active = None
-    deadline = reo_deadline = pto_deadline = tlp_end = None
-    probes = reorder_timeouts = spurious = tlp_losses = 0
+    deadline = None
+    reo_deadline = None
+    pto_deadline = None
+    tlp_end = None
+    probes = 0
+    reorder_timeouts = 0
+    spurious = 0
+    tlp_losses = 0
     reordering_seen = False
 
     def on_sacked(self, left: int, right: int) -> None:
@@ -110,7 +121,7 @@ class IdleRack:
         pass
 
 
-IDLE_RACK = IdleRack()
+IDLE_RACK: Final = IdleRack()
 
 
 class RackTlp:
@@ -138,19 +149,19 @@ class RackTlp:
         self.ack_delay = 2 * cfg.ack_delay
 
         # --- transmissions not yet delivered or judged lost -------------------
-        # The lists are empty tuples until something is put in them, and the
+        # The lists are None until something is put in them, and the
         # originals' lists go back to that once every record is done: most of
         # a server's connections are idle, with nothing in flight, and an
         # empty list per field is one more object per connection for the
         # cycle collector to walk (the same reason as rangeset.EMPTY).
-        self._starts: list[int] | tuple = ()  # originals: start positions, for bisection
-        self._recs: list[tuple[int, int, float, int, int]] | tuple = ()  # (start, end, time, serial0, mss)
+        self._starts: list[int] | None = None  # originals: start positions, for bisection
+        self._recs: list[tuple[int, int, float, int, int]] | None = None  # (start, end, time, serial0, mss)
         self._head = 0  # originals before this index are done
         self._judged = 0  # the head record is judged (lost or delivered) below this position
-        self._retx: list[tuple[int, int, float, int, bool]] | tuple = ()  # (start, end, time, serial, judged)
+        self._retx: list[tuple[int, int, float, int, bool]] | None = None  # (start, end, time, serial, judged)
         self._resent: RangeSet = EMPTY  # bytes above snd_una that have been resent (own set at the first)
         self._serial = 0  # transmissions so far
-        self._blocks: list[tuple[int, int]] | tuple = ()  # SACK blocks that added news since the last ACK
+        self._blocks: list[tuple[int, int]] | None = None  # SACK blocks that added news since the last ACK
         self._una = 0  # snd_una when the last ACK was processed
         self._high = 0  # end of the highest original sent
 
@@ -201,8 +212,9 @@ class RackTlp:
             # The last field: whether a spurious verdict on this resend may
             # widen the reorder window (not for probes or after a timeout).
             rec = (start, end, now, self._serial, not self._probing and start >= self._rto_high)
-            if self._retx:
-                self._retx.append(rec)
+            retx = self._retx
+            if retx:
+                retx.append(rec)
             else:
                 self._retx = [rec]
             resent = self._resent
@@ -210,14 +222,14 @@ class RackTlp:
                 resent = self._resent = RangeSet()
             resent.add(start, end)
         else:
-            rec = (start, end, now, self._serial, end - start or 1)
-            starts = self._starts
-            if starts:  # (_add_original, inline)
+            orig = (start, end, now, self._serial, end - start or 1)
+            starts, recs = self._starts, self._recs
+            if starts and recs:  # (_add_original, inline; the two lists go together)
                 starts.append(start)
-                self._recs.append(rec)
+                recs.append(orig)
             else:
                 self._starts = [start]
-                self._recs = [rec]
+                self._recs = [orig]
                 self._head = 0
             if end > self._high:
                 self._high = end
@@ -248,16 +260,17 @@ class RackTlp:
     def on_sacked(self, left: int, right: int) -> None:
         """The peer SACKed [left, right) and some of it is news."""
         if self.active:
-            if self._blocks:
-                self._blocks.append((left, right))
+            blocks = self._blocks
+            if blocks:
+                blocks.append((left, right))
             else:
                 self._blocks = [(left, right)]
 
     def _add_original(self, start: int, rec: tuple[int, int, float, int, int]) -> None:
-        starts = self._starts
-        if starts:
+        starts, recs = self._starts, self._recs
+        if starts and recs:  # the two lists go together
             starts.append(start)
-            self._recs.append(rec)
+            recs.append(rec)
         else:  # () or emptied: (re)start both lists
             self._starts = [start]
             self._recs = [rec]
@@ -276,7 +289,8 @@ class RackTlp:
         board = self.board
         sacked = board.sacked
         resent = self._resent
-        recs = self._recs
+        starts = self._starts or _NO_STARTS
+        recs = self._recs or _NO_RECS
         head = self._head
         best_serial = self.rack_serial
         best_time = self.xmit_ts
@@ -293,7 +307,7 @@ class RackTlp:
                 # Nothing resent: the newest covered segment is the last one
                 # ending at or below una, found by bisection (a bulk ACK can
                 # cover a hundred segments; walking them cost a microsecond each).
-                j = bisect_right(self._starts, una - 1, head) - 1
+                j = bisect_right(starts, una - 1, head) - 1
                 if j >= head:
                     s, e, t, serial0, mss = recs[j]
                     if e <= una:
@@ -328,7 +342,6 @@ class RackTlp:
         # 2. Originals inside newly SACKed blocks: bisect for the newest.
         blocks = self._blocks
         if blocks:
-            starts = self._starts
             fack = self.fack
             for left, right in blocks:
                 if right <= fack and not (resent and resent.overlap(left, right)):
@@ -376,9 +389,9 @@ class RackTlp:
                         best_serial, best_time = serial, t
                 else:
                     keep.append(rec)
-            self._retx = keep or ()
+            self._retx = keep or None
         if blocks:
-            self._blocks = ()
+            self._blocks = None
 
         if best_serial > self.rack_serial:
             self.rack_serial = best_serial
@@ -450,7 +463,7 @@ class RackTlp:
     def on_rto(self, nxt: int) -> None:
         """The RTO fired and marked everything outstanding lost: forget the
         transmissions (their resends will be recorded afresh)."""
-        self._starts = self._recs = self._retx = self._blocks = ()
+        self._starts = self._recs = self._retx = self._blocks = None
         self._head = 0
         self._rto_high = nxt
         self.tlp_end = None
@@ -492,7 +505,7 @@ class RackTlp:
     def _supersede(self, start: int, end: int) -> None:
         """A resend of [start, end) replaces older resends of those bytes."""
         out = []
-        for rec in self._retx:
+        for rec in self._retx or ():
             s, e = rec[0], rec[1]
             if e <= start or s >= end:
                 out.append(rec)
@@ -501,7 +514,7 @@ class RackTlp:
                 out.append((s, start, rec[2], rec[3], rec[4]))
             if e > end:
                 out.append((end, e, rec[2], rec[3], rec[4]))
-        self._retx = out or ()
+        self._retx = out or None
 
     def _on_spurious(self, una: int, nxt: int) -> None:
         self.spurious += 1
@@ -520,7 +533,8 @@ class RackTlp:
         lost = board.lost
         resent = self._resent
         rack_serial = self.rack_serial
-        recs = self._recs
+        starts = self._starts or _NO_STARTS
+        recs = self._recs or _NO_RECS
         i = self._head
         n = len(recs)
         retx = self._retx
@@ -535,7 +549,7 @@ class RackTlp:
             # The common case: everything outstanding was sent after the
             # newest delivered segment, so nothing can be judged yet.
             if i and i >= n:
-                self._starts = self._recs = ()
+                self._starts = self._recs = None
                 self._head = 0
             if self.reo_deadline is not None:
                 self.reo_deadline = None
@@ -573,11 +587,11 @@ class RackTlp:
             i += 1
             judged = una
         if i >= n:
-            self._starts = self._recs = ()
+            self._starts = self._recs = None
             i = 0
         elif i > COMPACT_AT and 2 * i > n:
             del recs[:i]
-            del self._starts[:i]
+            del starts[:i]
             i = 0
         self._head = i
 
@@ -603,7 +617,7 @@ class RackTlp:
             if k:
                 del retx[:k]
                 if not retx:
-                    self._retx = ()
+                    self._retx = None
 
         self.reo_deadline = deadline
         self._set_deadline()
@@ -679,7 +693,7 @@ class LossRecovery:
         # (start, end, SND.NXT then) per retransmission in this recovery, to
         # notice a lost retransmission once data sent after it is SACKed
         # (a list from the first retransmission on).
-        self.retx_marks: list[tuple[int, int, int]] | tuple = ()
+        self.retx_marks: list[tuple[int, int, int]] | None = None
         self.in_recovery = False
         self.recovery_point = 0  # RFC 6582's "recover"
         self.dupacks = 0  # duplicate ACKs counted (RFC 5681; without SACK)
@@ -752,7 +766,7 @@ class LossRecovery:
         if ack >= self.recovery_point:
             self.in_recovery = False
             self.retransmitted.clear()
-            self.retx_marks = ()
+            self.retx_marks = None
             return True
         if not self.sack_ok:
             self.own_lost().add(ack, min(ack + self.mss, data_end))
@@ -771,7 +785,7 @@ class LossRecovery:
         if self.sack_ok and rack.active:
             # RACK-TLP replaces the DupThresh walk and the lost-retransmission
             # marks below (why: this module's docstring).
-            self.retx_marks = ()
+            self.retx_marks = None
             return rack.detect_losses(now, una, nxt, rto)
         thresh = self.thresh
         newly_lost = False
@@ -826,7 +840,7 @@ class LossRecovery:
         for start, end in self.sacked.gaps(una, data_hi):
             self.own_lost().add(start, end)
         self.retransmitted.clear()
-        self.retx_marks = ()
+        self.retx_marks = None
         self.start_rack().on_rto(nxt)
         self.in_recovery = False
         self.recovery_point = nxt

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 # RFC 6298 section 2: alpha = 1/8, beta = 1/4, K = 4.
-ALPHA = 0.125
-BETA = 0.25
-K = 4
-CLOCK_GRANULARITY = 0.001  # G: the adapters' timers are good to about a millisecond
+ALPHA: Final = 0.125
+BETA: Final = 0.25
+K: Final = 4
+CLOCK_GRANULARITY: Final = 0.001  # G: the adapters' timers are good to about a millisecond
 
 
 class RttEstimator:

@@ -14,9 +14,11 @@ held, `end` one past the last.
 
 from __future__ import annotations
 
+from typing import Final
+
 from bisect import bisect_right
 
-COMPACT_AT = 32  # drop acknowledged chunks' slots once this many and half the list
+COMPACT_AT: Final = 32  # drop acknowledged chunks' slots once this many and half the list
 
 
 class SendBuffer:
@@ -26,7 +28,7 @@ class SendBuffer:
         # Chunk i holds [_ends[i] - len(_chunks[i]), _ends[i]); those before
         # _first are acknowledged and only wait for compaction. Made on first
         # write and dropped when empty (an idle connection holds no lists).
-        self._chunks: list | None = None
+        self._chunks: list[bytes | memoryview | None] | None = None
         self._ends: list[int] | None = None
         self._first = 0
         self.start = start  # first byte held (the oldest chunk may begin earlier)
@@ -44,13 +46,14 @@ class SendBuffer:
         n = len(data)
         if not n:
             return
-        if self._chunks is None:
-            self._chunks = []
-            self._ends = []
+        chunks, ends = self._chunks, self._ends
+        if chunks is None or ends is None:
+            chunks = self._chunks = []
+            ends = self._ends = []
             self._first = 0
-        self._chunks.append(data)
+        chunks.append(data)
         self.end += n
-        self._ends.append(self.end)
+        ends.append(self.end)
 
     def trim(self, upto: int) -> None:
         """Forget bytes before `upto` (acknowledged): chunks wholly before it
@@ -62,13 +65,14 @@ class SendBuffer:
             self.start = self.end
             return
         self.start = upto
-        first = bisect_right(self._ends, upto, self._first)
-        chunks = self._chunks
+        chunks, ends = self._chunks, self._ends
+        assert chunks is not None and ends is not None  # bytes are held
+        first = bisect_right(ends, upto, self._first)
         for i in range(self._first, first):
             chunks[i] = None  # release it now, not at compaction
         if first > COMPACT_AT and 2 * first > len(chunks):
             del chunks[:first]
-            del self._ends[:first]
+            del ends[:first]
             first = 0
         self._first = first
 
@@ -78,9 +82,11 @@ class SendBuffer:
         and 0. The range must be held (start >= self.start, end <= self.end)."""
         if start < self.start or end > self.end or start >= end:
             raise IndexError(f"range [{start}, {end}) is not in the send buffer")
-        ends = self._ends
+        chunks, ends = self._chunks, self._ends
+        assert chunks is not None and ends is not None  # bytes are held
         i = bisect_right(ends, start, self._first)
-        chunk = self._chunks[i]
+        chunk = chunks[i]
+        assert chunk is not None  # not yet acknowledged
         if end <= ends[i]:
             return chunk, start - (ends[i] - len(chunk))
         return self._join(i, start, end), 0
@@ -96,9 +102,11 @@ class SendBuffer:
             end = self.end
         if start >= end:
             return b""
-        if end == self._ends[-1]:
-            chunk = self._chunks[-1]
-            if end - start == len(chunk):
+        chunks, ends = self._chunks, self._ends
+        assert chunks is not None and ends is not None  # bytes are held
+        if end == ends[-1]:
+            chunk = chunks[-1]
+            if chunk is not None and end - start == len(chunk):
                 return chunk  # the newest chunk, whole (a message just written): what span finds
         buf, off = self.span(start, end)
         if off == 0 and len(buf) == end - start:
@@ -107,10 +115,12 @@ class SendBuffer:
 
     def _join(self, i: int, start: int, end: int) -> bytes:
         chunks, ends = self._chunks, self._ends
+        assert chunks is not None and ends is not None  # bytes are held
         parts = []
         pos = start
         while pos < end:
             chunk = chunks[i]
+            assert chunk is not None  # not yet acknowledged
             begin = ends[i] - len(chunk)
             stop = min(end, ends[i])
             parts.append(memoryview(chunk)[pos - begin : stop - begin])

@@ -83,7 +83,9 @@ class TcpEndpoint(Endpoint):
     def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
         if self._local_packed is None:
             raise ValueError("a connecting TcpEndpoint needs its local_ip")
-        host, port = addr  # type: ignore[misc]
+        if not isinstance(addr, tuple) or len(addr) != 2:
+            raise TypeError(f"a TcpEndpoint connects to a (host, port) pair, not {addr!r}")
+        host, port = addr
         key = (str(ipaddress.IPv4Address(host)), int(port))
         if key in self._peers:
             raise OSError(98, f"a connection to {key[0]}:{key[1]} from port {self.port} exists")
@@ -182,6 +184,7 @@ class TcpEndpoint(Endpoint):
     # ---------------------------------------------------------------- output
     def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
         key = conn.remote_addr
+        assert isinstance(key, tuple)  # a (host, port) pair: connect and accept make it so
         local = self._local_of[conn]
         sent = 0
         for seg in segs:
@@ -207,6 +210,7 @@ class TcpEndpoint(Endpoint):
     # --------------------------------------------------------------- helpers
     def _forget(self, conn: Connection) -> None:
         super()._forget(conn)
-        if self._peers.get(conn.remote_addr) is conn:
-            del self._peers[conn.remote_addr]
+        key = conn.remote_addr
+        if isinstance(key, tuple) and self._peers.get(key) is conn:
+            del self._peers[key]
         self._local_of.pop(conn, None)

@@ -14,17 +14,19 @@ table when it is read (`Connection._sync_deadlines`).
 
 from __future__ import annotations
 
-NEVER = float("inf")
+from typing import Final
 
-RTX = 0  # retransmission timeout (RFC 6298)
-RACK = 1  # RACK reorder timer or TLP probe timeout (RFC 8985)
-PERSIST = 2  # zero-window probe (RFC 9293 3.8.6.1)
-DELACK = 3  # delayed or held ACK (RFC 9293 3.8.6.3)
-KEEPALIVE = 4  # keep-alive probe (RFC 1122 4.2.3.6)
-PACING = 5  # the pacer has tokens again
-TIMEWAIT = 6  # 2 MSL in TIME-WAIT (RFC 9293 3.6)
-CONNECT = 7  # the connection attempt gives up
-IDLE = 8  # nothing from the peer for idle_timeout
+NEVER: Final = float("inf")
+
+RTX: Final = 0  # retransmission timeout (RFC 6298)
+RACK: Final = 1  # RACK reorder timer or TLP probe timeout (RFC 8985)
+PERSIST: Final = 2  # zero-window probe (RFC 9293 3.8.6.1)
+DELACK: Final = 3  # delayed or held ACK (RFC 9293 3.8.6.3)
+KEEPALIVE: Final = 4  # keep-alive probe (RFC 1122 4.2.3.6)
+PACING: Final = 5  # the pacer has tokens again
+TIMEWAIT: Final = 6  # 2 MSL in TIME-WAIT (RFC 9293 3.6)
+CONNECT: Final = 7  # the connection attempt gives up
+IDLE: Final = 8  # nothing from the peer for idle_timeout
 
 NAMES = ("rtx", "rack", "persist", "delack", "keepalive", "pacing", "timewait", "connect", "idle")
 

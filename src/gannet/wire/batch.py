@@ -71,6 +71,10 @@ class Train(bytearray):
     a tenth of its time)."""
 
     __slots__ = ("size", "_parts")
+    size: int
+    # (rows, sequence numbers, CRC trailers, what each CRC covers), made
+    # when a released train is pooled for the vector path
+    _parts: tuple[np.ndarray, np.ndarray, np.ndarray, list[memoryview]] | None
 
     def datagrams(self) -> list[bytes]:
         size = self.size
@@ -136,7 +140,7 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
         if train is not None and count < VECTOR_MIN:
             _encode_loop(train, header, run, size)
             return train
-        if train is not None:
+        if train is not None and train._parts is not None:  # a pooled whole-row train has its parts
             rows, seqs, crcs, bodies = train._parts
             rows[:, :SHORT_SIZE] = np.frombuffer(header, _U8)
             rows[:, SHORT_SIZE : SHORT_SIZE + mss] = np.frombuffer(
@@ -160,7 +164,7 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
         if tail:
             off = full * size
             out[off : off + SHORT_SIZE] = header
-            out[off + SHORT_SIZE : total - TRAILER_SIZE] = src[full * mss :]
+            out[off + SHORT_SIZE : total - TRAILER_SIZE] = src[full * mss :].data
         np.ndarray((count,), ">u4", train, _SEQ_AT, (size,))[:] = _steps(count, mss) + np.uint32(run.seq)
         last = (count - 1) * size
         out[last + 1] = run.last_flags

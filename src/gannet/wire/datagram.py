@@ -43,60 +43,62 @@ whole GRO batch of equal-size datagrams with one call (wire.batch).
 
 from __future__ import annotations
 
+from typing import Final
+
 import struct
 
 from crc32c import crc32c
 
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
 
-VERSION = 3  # 3: the short form; 2: the CRC trailer stored least significant byte first
-SHORT_FORM = 0x80 | VERSION  # first byte of a short header: high bit set, same version
-HEADER = struct.Struct("!BBHIIIIHH")
-HEADER_SIZE = HEADER.size  # 24
-TRAILER_SIZE = 4
-CRC_RESIDUE = 0x48674BC7  # CRC32C of any datagram with a correct trailer
-MAX_HEADER_SIZE = 0xFFFC
+VERSION: Final = 3  # 3: the short form; 2: the CRC trailer stored least significant byte first
+SHORT_FORM: Final = 0x80 | VERSION  # first byte of a short header: high bit set, same version
+HEADER: Final = struct.Struct("!BBHIIIIHH")
+HEADER_SIZE: Final = HEADER.size  # 24
+TRAILER_SIZE: Final = 4
+CRC_RESIDUE: Final = 0x48674BC7  # CRC32C of any datagram with a correct trailer
+MAX_HEADER_SIZE: Final = 0xFFFC
 # The short form: first byte, flags, window, destination ID, seq, ack, TSval.
-SHORT = struct.Struct("!BBHIIII")
-SHORT_SIZE = SHORT.size  # 20
+SHORT: Final = struct.Struct("!BBHIIII")
+SHORT_SIZE: Final = SHORT.size  # 20
 # Largest header+trailer a data segment carries: the long form with
 # timestamps (10, padded to 12), four SACK blocks (2 + 32, padded to 36),
 # checksum.
-MAX_DATA_OVERHEAD = HEADER_SIZE + 12 + 36 + TRAILER_SIZE
+MAX_DATA_OVERHEAD: Final = HEADER_SIZE + 12 + 36 + TRAILER_SIZE
 # What a data segment in the short form needs (the common case, and every
 # segment of a run): the MSS is the datagram size less this, and a segment
 # that must also carry SACK blocks takes SACK_ROOM bytes less data.
-DATA_OVERHEAD = SHORT_SIZE + TRAILER_SIZE
-SACK_ROOM = MAX_DATA_OVERHEAD - DATA_OVERHEAD
+DATA_OVERHEAD: Final = SHORT_SIZE + TRAILER_SIZE
+SACK_ROOM: Final = MAX_DATA_OVERHEAD - DATA_OVERHEAD
 
 # Option kinds. 0-1 and the TCP-derived kinds keep TCP's numbers; 32+ are
 # Gannet's. Unknown kinds below 128 are skipped (so a future handshake option,
 # such as a key share in 64-95, can be offered without breaking old peers);
 # unknown kinds 128 and above are "must understand" and fail the datagram.
-OPT_END = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WSCALE = 3
-OPT_SACK_PERMITTED = 4
-OPT_SACK = 5
-OPT_TIMESTAMPS = 8
-OPT_MODE = 32
-OPT_MAX_PACKET = 33
+OPT_END: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERMITTED: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMPS: Final = 8
+OPT_MODE: Final = 32
+OPT_MAX_PACKET: Final = 33
 # A listener's stateless Retry carries a token that the client's next SYN
 # echoes (docs/protocol.md, "Retry"). Must-understand: a peer that does not
 # know it drops the Retry, which then costs it a SYN retransmission.
-OPT_RETRY_TOKEN = 130
-MAX_RETRY_TOKEN = 40
-MAX_SACK_BLOCKS = 4
-MAX_WSCALE = 14  # RFC 7323 section 2.3
+OPT_RETRY_TOKEN: Final = 130
+MAX_RETRY_TOKEN: Final = 40
+MAX_SACK_BLOCKS: Final = 4
+MAX_WSCALE: Final = 14  # RFC 7323 section 2.3
 
-_U16 = struct.Struct("!H")
-_U32X2 = struct.Struct("!II")
-_TS_OPT = struct.Struct("!BBII")
-_SHORT_MIN = SHORT_SIZE + TRAILER_SIZE
-_ACK_PSH = ACK | PSH
-_SHORT_MASK = 0xFF & ~(PSH | FIN)  # flags & _SHORT_MASK == ACK: the short form can carry them
-_SMALL = 512  # payloads up to this size are encoded by concatenation (encode_short)
+_U16: Final = struct.Struct("!H")
+_U32X2: Final = struct.Struct("!II")
+_TS_OPT: Final = struct.Struct("!BBII")
+_SHORT_MIN: Final = SHORT_SIZE + TRAILER_SIZE
+_ACK_PSH: Final = ACK | PSH
+_SHORT_MASK: Final = 0xFF & ~(PSH | FIN)  # flags & _SHORT_MASK == ACK: the short form can carry them
+_SMALL: Final = 512  # payloads up to this size are encoded by concatenation (encode_short)
 
 
 class WireError(ValueError):

@@ -9,9 +9,15 @@ the same object in a real TCP header.
 
 from __future__ import annotations
 
+from typing import Final
+
 from enum import IntFlag
 
-SEQ_MOD = 1 << 32
+SEQ_MOD: Final = 1 << 32
+
+# A payload as it travels: bytes, or a view into a received datagram or the
+# send buffer (no copy).
+Payload = bytes | bytearray | memoryview
 
 
 class Flags(IntFlag):
@@ -28,6 +34,15 @@ class Flags(IntFlag):
 
 
 FIN, SYN, RST, PSH, ACK = (int(f) for f in (Flags.FIN, Flags.SYN, Flags.RST, Flags.PSH, Flags.ACK))
+
+
+# Segment's header and option fields (what __eq__ compares beside the
+# payload; a compiled class has no __slots__ attribute to read them from).
+_HEADER_FIELDS = (
+    "seq", "ack", "flags", "wnd",
+    "mss", "wscale", "sack_permitted", "sack", "tsval", "tsecr",
+    "mode", "max_packet", "unknown_options",
+)
 
 
 class Segment:
@@ -50,7 +65,7 @@ class Segment:
         ack: int = 0,
         flags: int = 0,
         wnd: int = 0,
-        payload: bytes = b"",
+        payload: Payload = b"",
         *,
         mss: int | None = None,
         wscale: int | None = None,
@@ -87,12 +102,12 @@ class Segment:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Segment):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "payload") and bytes(
+        return all(getattr(self, n) == getattr(other, n) for n in _HEADER_FIELDS) and bytes(
             self.payload
         ) == bytes(other.payload)
 
     def __repr__(self) -> str:
-        names = [f.name for f in Flags if self.flags & f]
+        names = [f.name for f in Flags if self.flags & f and f.name]
         parts = [f"seq={self.seq}", f"ack={self.ack}", "|".join(names) or "-", f"wnd={self.wnd}"]
         if self.payload:
             parts.append(f"len={len(self.payload)}")
@@ -162,7 +177,7 @@ class SegmentRun:
                  "buf", "offset", "length", "mss")
 
     def __init__(self, seq: int, ack: int, flags: int, last_flags: int, wnd: int,
-                 tsval: int, tsecr: int, buf: bytearray, offset: int, length: int,
+                 tsval: int, tsecr: int, buf: Payload, offset: int, length: int,
                  mss: int) -> None:
         self.seq = seq
         self.ack = ack

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class CongestionControl:
     """Base class: holds cwnd and ssthresh in bytes.
@@ -22,7 +24,7 @@ class CongestionControl:
 
     __slots__ = ("mss", "cwnd", "ssthresh", "pacing_rate")
 
-    name = "base"
+    name: ClassVar[str] = "base"
 
     def __init__(self, mss: int, initial_window: int) -> None:
         self.mss = mss
@@ -57,7 +59,7 @@ class CongestionControl:
         is the connection's running count of resent bytes (so a controller
         can tell how much of what it sends is lost)."""
 
-    acks_in_recovery = False
+    acks_in_recovery: ClassVar[bool] = False
     """True: `on_ack` is called during loss recovery too (after
     `on_congestion_event`, and for the ACK that ends recovery after
     `on_recovery_end`), so a model-based controller keeps learning."""

@@ -28,8 +28,10 @@ bottleneck never reaches it.
 
 from __future__ import annotations
 
+from typing import ClassVar, Final
 
-INF = float("inf")
+
+INF: Final = float("inf")
 
 from . import register
 from .base import CongestionControl
@@ -37,43 +39,42 @@ from .hystart import RoundCounter
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
-HIGH_GAIN = 2.89  # 2/ln(2): doubles the delivery rate each round
-STARTUP_CWND_GAIN = 2.0
-CWND_GAIN = 2.0
+HIGH_GAIN: Final = 2.89  # 2/ln(2): doubles the delivery rate each round
+STARTUP_CWND_GAIN: Final = 2.0
+CWND_GAIN: Final = 2.0
 GAIN_CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-BW_WINDOW_ROUNDS = 10
-MIN_RTT_WINDOW = 10.0
-PROBE_RTT_TIME = 0.2
-FULL_BW_GROWTH = 1.25
-FULL_BW_ROUNDS = 3
-MIN_CWND_SEGMENTS = 4
-QUANTUM_SEGMENTS = 3  # cwnd headroom for delayed and aggregated ACKs
+BW_WINDOW_ROUNDS: Final = 10
+MIN_RTT_WINDOW: Final = 10.0
+PROBE_RTT_TIME: Final = 0.2
+FULL_BW_GROWTH: Final = 1.25
+FULL_BW_ROUNDS: Final = 3
+MIN_CWND_SEGMENTS: Final = 4
+QUANTUM_SEGMENTS: Final = 3  # cwnd headroom for delayed and aggregated ACKs
 # ACK aggregation (the idea of Linux BBR's extra_acked): data ACKed beyond what
 # the bandwidth explains, the max over two windows of this many rounds, is
 # added to cwnd, capped at this many seconds of bandwidth.
-ACK_AGG_WINDOW_ROUNDS = 5
-ACK_AGG_MAX_TIME = 0.1
-QUEUE_RTT_FACTOR = 1.25
-PROBE_RTT_CWND_GAIN = 0.5  # ProbeRTT keeps half a BDP in flight, not four segments
-MIN_RTT_CONFIRM = 1 / 32  # a sample this close to the min RTT confirms it (no ProbeRTT needed)
-LOSS_BETA = 0.7  # inflight_hi after a loss with a queue: this share of what was in flight
-INFLIGHT_HI_FLOOR = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
-HEADROOM = 0.85  # outside probes, cwnd stays below this share of inflight_hi
+ACK_AGG_WINDOW_ROUNDS: Final = 5
+ACK_AGG_MAX_TIME: Final = 0.1
+QUEUE_RTT_FACTOR: Final = 1.25
+PROBE_RTT_CWND_GAIN: Final = 0.5  # ProbeRTT keeps half a BDP in flight, not four segments
+MIN_RTT_CONFIRM: Final = 1 / 32  # a sample this close to the min RTT confirms it (no ProbeRTT needed)
+LOSS_BETA: Final = 0.7  # inflight_hi after a loss with a queue: this share of what was in flight
+INFLIGHT_HI_FLOOR: Final = 1.25  # ... but not below this many BDPs (delay jitter needs headroom)
+HEADROOM: Final = 0.85  # outside probes, cwnd stays below this share of inflight_hi
 # ... unless random loss is evident (loss_comp above this: 0.25 % of what is
 # sent lost in rounds without a queue); then not below INFLIGHT_HI_FLOOR BDPs.
-RANDOM_LOSS_COMP = 1 / (1 - 0.0025)
-HI_STEP_MAX = 16  # segments: inflight_hi's growth per round at most
+RANDOM_LOSS_COMP: Final = 1 / (1 - 0.0025)
+HI_STEP_MAX: Final = 16  # segments: inflight_hi's growth per round at most
 # Random loss upstream of the bottleneck: what is lost never reaches the
 # link, so pacing at the delivery rate leaves the link that much idle. The
 # pacing rate is divided by (1 - loss rate) of the recent rounds without a
 # queue, the rate counted at most this high (BBRv2 reads more than 2 % loss
 # in a round as congestion).
-LOSS_COMP_MAX = 0.02
-LOSS_DECAY = 7 / 8  # per round: the loss-rate estimate covers about 8 rounds
-ROUND_RTT_SAMPLES = 4  # RTT samples a round needs before its minimum counts
+LOSS_COMP_MAX: Final = 0.02
+LOSS_DECAY: Final = 7 / 8  # per round: the loss-rate estimate covers about 8 rounds
+ROUND_RTT_SAMPLES: Final = 4  # RTT samples a round needs before its minimum counts
 
 
-@register
 class Bbr(CongestionControl):
     __slots__ = (
         "state", "pacing_gain", "cwnd_gain", "_initial_cwnd", "btl_bw", "_bw_samples",
@@ -87,8 +88,8 @@ class Bbr(CongestionControl):
         "_round_queue", "_lost_avg", "_delivered_avg", "loss_comp",
     )
 
-    name = "bbr"
-    acks_in_recovery = True  # the model keeps learning while holes are repaired
+    name: ClassVar[str] = "bbr"
+    acks_in_recovery: ClassVar[bool] = True  # the model keeps learning while holes are repaired
 
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
@@ -254,7 +255,7 @@ class Bbr(CongestionControl):
                     self._round_rtt_min = rtt
             self.latest_rtt = rtt
             expired = self._update_min_rtt(now, rtt)
-            rounds.min_round_time = 0.5 * self.min_rtt
+            rounds.min_round_time = 0.5 * (self.min_rtt if self.min_rtt is not None else rtt)
         state = self.state
         if expired and state != PROBE_RTT:
             self._enter_probe_rtt(now)
@@ -463,7 +464,7 @@ class Bbr(CongestionControl):
         self._epoch_acked += acked
         extra = self._epoch_acked - expected
         if extra > self.cwnd:
-            extra = self.cwnd
+            extra = float(self.cwnd)
         if extra > self._extra_acked[self._extra_idx]:
             ea = self._extra_acked
             self._extra_acked = (int(extra), ea[1]) if self._extra_idx == 0 else (ea[0], int(extra))
@@ -582,3 +583,6 @@ class Bbr(CongestionControl):
         self.cwnd = self.mss
         self._in_recovery = False
         self._recovery_capped = False
+
+
+register(Bbr)  # (a call, not a decorator: the compiled build keeps decorated classes dynamic)

@@ -9,23 +9,24 @@ bytes as the interface requires, and the arithmetic converts at the edges.
 
 from __future__ import annotations
 
+from typing import ClassVar, Final
+
 from . import register
 from .base import CongestionControl
 from .hystart import HyStartPlusPlus
 
-C = 0.4
-BETA = 0.7
-ALPHA = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (RFC 9438 4.3)
+C: Final = 0.4
+BETA: Final = 0.7
+ALPHA: Final = 3 * (1 - BETA) / (1 + BETA)  # Reno-friendly additive increase (RFC 9438 4.3)
 
 
-@register
 class Cubic(CongestionControl):
     __slots__ = (
         "w_max", "cwnd_prior", "k", "epoch_start", "w_est", "srtt", "hystart", "_after_rto",
         "_in_rto_loss", "_last_ack",
     )
 
-    name = "cubic"
+    name: ClassVar[str] = "cubic"
 
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
@@ -91,11 +92,13 @@ class Cubic(CongestionControl):
 
     def _avoidance(self, now: float, acked: int) -> None:
         mss = self.mss
-        if self.epoch_start is None:
+        epoch_start = self.epoch_start
+        if epoch_start is None:
             self._start_epoch(now)
+            epoch_start = now
         cwnd = self.cwnd / mss
         segs = acked / mss
-        t = now - self.epoch_start
+        t = now - epoch_start
         rtt = self.srtt or 0.0
         # Reno-friendly region (RFC 9438 4.3): what Reno with ALPHA would have.
         alpha = 1.0 if self.w_est >= self.cwnd_prior else ALPHA
@@ -136,3 +139,6 @@ class Cubic(CongestionControl):
         self.cwnd = self.mss
         self.epoch_start = None
         self._after_rto = True
+
+
+register(Cubic)  # (a call, not a decorator: the compiled build keeps decorated classes dynamic)

@@ -17,16 +17,18 @@ Two pieces that controllers share:
 
 from __future__ import annotations
 
-INF = float("inf")
+from typing import Final
+
+INF: Final = float("inf")
 
 # RFC 9406 section 4.3 constants.
-MIN_RTT_THRESH = 0.004
-MAX_RTT_THRESH = 0.016
-MIN_RTT_DIVISOR = 8
-N_RTT_SAMPLE = 8
-CSS_GROWTH_DIVISOR = 4
-CSS_ROUNDS = 5
-L_UNPACED = 8  # segments of growth per ACK at most when not paced
+MIN_RTT_THRESH: Final = 0.004
+MAX_RTT_THRESH: Final = 0.016
+MIN_RTT_DIVISOR: Final = 8
+N_RTT_SAMPLE: Final = 8
+CSS_GROWTH_DIVISOR: Final = 4
+CSS_ROUNDS: Final = 5
+L_UNPACED: Final = 8  # segments of growth per ACK at most when not paced
 
 
 class RoundCounter:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from . import register
 from .base import CongestionControl
 
 
-@register
 class NewReno(CongestionControl):
     __slots__ = ()
 
-    name = "newreno"
+    name: ClassVar[str] = "newreno"
 
     def on_ack(self, now: float, acked: int, in_flight: int, rtt: float | None) -> None:
         # Do not grow a window the sender is not using (RFC 7661's idea): an
@@ -33,3 +34,6 @@ class NewReno(CongestionControl):
     def on_rto(self, now: float, in_flight: int) -> None:
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = self.mss  # loss window, RFC 5681 (5)
+
+
+register(NewReno)  # (a call, not a decorator: the compiled build keeps decorated classes dynamic)

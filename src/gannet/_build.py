@@ -1,0 +1,120 @@
+"""Which build of the core runs: compiled (mypyc) or pure Python.
+
+The modules in MODULES are compiled by setup.py from their Python source,
+when a C compiler is there; the compiled copy sits beside the .py and
+Python's importer prefers it. Both builds are the same program: the .py is
+the source of truth, and the pure build stays complete.
+
+`GANNET_PURE=1` selects the pure build: a finder placed in front of the
+importer loads these modules from their .py. The selection is all or
+nothing (compiled modules call each other's native classes directly, so a
+mix would hand one build's objects to the other's code), and it is made
+once, before the first of them is imported (`gannet/__init__.py`).
+
+In a source checkout (an editable install) a compiled copy older than its
+source is not used: after an edit the program runs the edit, pure, with a
+one-line notice until the next `pip install -e .`.
+
+This module imports only the standard library: setup.py reads MODULES from
+it without importing the package.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from importlib.util import spec_from_file_location
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: `import gannet` stays light)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+
+# The hot path of every datagram: the connection and its parts, the range
+# sets and send buffer, congestion control, and the wire encoding.
+MODULES = (
+    "gannet.core.connection",
+    "gannet.core.receiver",
+    "gannet.core.recovery",
+    "gannet.core.timers",
+    "gannet.core.rangeset",
+    "gannet.core.sendbuf",
+    "gannet.core.rtt",
+    "gannet.core.stats",
+    "gannet.core.cc.base",
+    "gannet.core.cc.bbr",
+    "gannet.core.cc.cubic",
+    "gannet.core.cc.hystart",
+    "gannet.core.cc.newreno",
+    "gannet.wire.segment",
+    "gannet.wire.datagram",
+)
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def pure_requested() -> bool:
+    return os.environ.get("GANNET_PURE", "") not in ("", "0")
+
+
+def _source(name: str) -> str:
+    return os.path.join(_PACKAGE_DIR, *name.split(".")[1:]) + ".py"
+
+
+def _compiled(name: str) -> str | None:
+    base = _source(name)[: -len(".py")]
+    for suffix in EXTENSION_SUFFIXES:
+        if os.path.exists(base + suffix):
+            return base + suffix
+    return None
+
+
+def stale_modules() -> list[str]:
+    """Compiled modules older than their source, in a source checkout (a
+    wheel's files carry no meaningful times, so only there is it checked)."""
+    root = os.path.dirname(os.path.dirname(_PACKAGE_DIR))
+    if not os.path.exists(os.path.join(root, "pyproject.toml")):
+        return []
+    out = []
+    for name in MODULES:
+        so = _compiled(name)
+        if so is not None and os.path.getmtime(_source(name)) > os.path.getmtime(so):
+            out.append(name)
+    return out
+
+
+class SourceFirst:
+    """A meta-path finder that loads MODULES from their .py files."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname not in MODULES:
+            return None
+        src = _source(fullname)
+        return spec_from_file_location(fullname, src) if os.path.exists(src) else None
+
+
+def select() -> None:
+    """Choose the build, once, before any of MODULES is imported."""
+    if any(isinstance(f, SourceFirst) for f in sys.meta_path):
+        return
+    if pure_requested():
+        sys.meta_path.insert(0, SourceFirst())
+        return
+    stale = stale_modules()
+    if stale:
+        sys.stderr.write(
+            f"gannet: the compiled core is older than {stale[0].replace('.', '/')}.py: running pure Python "
+            "(rebuild with `pip install -e .`)\n"
+        )
+        sys.meta_path.insert(0, SourceFirst())
+
+
+def build() -> str:
+    """"compiled" or "pure": the build of the core this process runs."""
+    from .core import connection
+
+    path = connection.__file__ or ""
+    return "compiled" if path.endswith(tuple(EXTENSION_SUFFIXES)) else "pure"
