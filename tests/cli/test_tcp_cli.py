@@ -9,6 +9,7 @@ import time
 
 import pytest
 from gannet_cli_helpers import stop
+from kernelpeers import kernel_sink
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -125,32 +126,10 @@ def test_connect_to_the_test_server_in_the_seeds_steps(test_server, tmp_path):
 @needs_root
 def test_connect_sends_stdin_exactly_to_a_plain_python_server():
     import hashlib
-    import threading
 
     data = os.urandom(300_000) + b"\x00end\n"
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    srv.settimeout(30)
-    port = srv.getsockname()[1]
-    got = bytearray()
-
-    def serve():
-        c, _ = srv.accept()
-        with c:
-            c.settimeout(30)
-            while True:
-                chunk = c.recv(1 << 16)
-                if not chunk:
-                    break
-                got.extend(chunk)
-            c.sendall(hashlib.sha256(got).hexdigest().encode())  # after our FIN: half-close
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    with srv:
+    with kernel_sink(lambda got: hashlib.sha256(got).hexdigest().encode()) as (port, got):
         r = connect(f"127.0.0.1:{port}", stdin=data)
-        t.join(30)
     stderr = r.stderr.decode()
     assert r.returncode == 0, stderr
     assert bytes(got) == data

@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from gannet.io import firewall
+from kernelpeers import kernel_sink
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -109,28 +109,8 @@ def test_gannet_streams_on_tcp_with_a_kernel_server_both_directions():
     import gannet
 
     data = os.urandom(3_000_000)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    srv.settimeout(30)
-    port = srv.getsockname()[1]
-    got = bytearray()
 
-    def serve():
-        c, _ = srv.accept()
-        with c:
-            c.settimeout(30)
-            while True:
-                chunk = c.recv(1 << 16)
-                if not chunk:
-                    break
-                got.extend(chunk)
-            c.sendall(data[::-1])
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-
-    async def main():
+    async def main(port):
         r, w = await gannet.open_connection("127.0.0.1", port, wire="tcp")
         w.write(data)
         await w.drain()
@@ -140,9 +120,8 @@ def test_gannet_streams_on_tcp_with_a_kernel_server_both_directions():
         await w.wait_closed()
         return back
 
-    with srv:
-        back = asyncio.run(main())
-        t.join(30)
+    with kernel_sink(lambda got: data[::-1]) as (port, got):
+        back = asyncio.run(main(port))
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert back == data[::-1]
 

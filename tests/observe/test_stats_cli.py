@@ -14,6 +14,7 @@ import time
 import pytest
 
 from gannet.cli.main import build_parser
+from listening import start_listening
 
 GANNET = [sys.executable, "-m", "gannet"]
 pytestmark = pytest.mark.timeout(90)
@@ -26,15 +27,7 @@ def _env(tmp_path, **extra):
 
 
 def _start(args, env, err):
-    proc = subprocess.Popen(GANNET + args, stdout=subprocess.DEVNULL, stderr=err.open("wb"), env=env)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        m = re.search(r"listening on [\d.]+:(\d+)", err.read_text())
-        if m:
-            return proc, int(m.group(1))
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError(err.read_text())
+    return start_listening(args, err, env, wait=10)
 
 
 def test_stats_lists_live_connections_of_other_processes(tmp_path):

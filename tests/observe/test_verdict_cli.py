@@ -6,11 +6,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from gannet.observe.info import INFO_FIELDS
+from listening import start_listening
 
 GANNET = [sys.executable, "-m", "gannet"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "GANNET_NO_STATS": "1"}
@@ -18,15 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _start(args, err):
-    proc = subprocess.Popen(GANNET + args, stdout=subprocess.DEVNULL, stderr=err.open("wb"), env=ENV)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        m = re.search(r"listening on [\d.]+:(\d+)", err.read_text())
-        if m:
-            return proc, int(m.group(1))
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError(err.read_text())
+    return start_listening(args, err, ENV)
 
 
 def test_bench_json_has_sender_info_and_a_verdict(tmp_path):
