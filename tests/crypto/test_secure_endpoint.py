@@ -394,3 +394,30 @@ def test_a_syn_answered_with_a_retry_costs_no_key_exchange(monkeypatch):
     assert pair.server.stats.retries_sent == 1 and answered == []
     pair.run(lambda: conn.state.name == "ESTABLISHED")
     assert answered == [pair.server]  # the token-bearing SYN, once
+
+
+def test_alerts_to_plaintext_syns_are_paced_like_resets():
+    """A stream of plaintext SYNs (from forged addresses, say) at an
+    encrypted listener draws at most `reset_burst` alerts at one instant,
+    then `reset_rate` per second, as datagrams to unknown connections draw
+    RSTs."""
+    from gannet.config import Config
+    from gannet.core.endpoint import Endpoint
+    from gannet.crypto.endpoint import SecureEndpoint
+
+    cfg = Config(pmtud=False, reset_burst=5, reset_rate=10.0)
+    server = SecureEndpoint(cfg, random.Random(1), security=Security())
+    server.listen()
+    syns = []
+    for i in range(40):
+        plain = Endpoint(Config(pmtud=False), random.Random(100 + i))
+        plain.connect("s", 0.0)
+        syns.append(plain.datagrams_to_send(0.0)[0][0])
+    for i, syn in enumerate(syns):
+        server.receive_datagram(syn, f"forged-{i}", 0.0)
+    assert len(server.datagrams_to_send(0.0)) == 5
+    assert server.security_stats.alerts_sent == 5
+    assert server.security_stats.alerts_rate_limited == 35
+    for i, syn in enumerate(syns):  # one second later: ten more tokens
+        server.receive_datagram(syn, f"forged-{i}", 1.0)
+    assert len(server.datagrams_to_send(1.0)) == 5  # (the bucket holds at most the burst)

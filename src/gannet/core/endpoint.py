@@ -583,6 +583,18 @@ class Endpoint:
         rst = reset_for(seg)
         if rst is None:
             return
+        if not self._may_answer(now):
+            self.stats.resets_rate_limited += 1
+            return
+        if type(self._out) is not list:
+            self._out = []
+        self._out.append((encode(src or 0, dst, rst), addr))
+        self.stats.resets_sent += 1
+
+    def _may_answer(self, now: float) -> bool:
+        """Take a token from the bucket that paces the answers to datagrams
+        no connection takes (RSTs here, the encrypted endpoint's alerts):
+        `Config.reset_rate` per second, `reset_burst` at once."""
         cfg = self.config
         tokens = self._rst_tokens
         last = self._rst_time
@@ -592,13 +604,9 @@ class Endpoint:
             self._rst_time = now
         if tokens < 1:
             self._rst_tokens = tokens
-            self.stats.resets_rate_limited += 1
-            return
+            return False
         self._rst_tokens = tokens - 1
-        if type(self._out) is not list:
-            self._out = []
-        self._out.append((encode(src or 0, dst, rst), addr))
-        self.stats.resets_sent += 1
+        return True
 
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
         """Datagrams to send, with their destination addresses, in order.

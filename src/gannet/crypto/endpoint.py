@@ -138,6 +138,7 @@ class SecurityStats:
     """Sealed datagrams for connection IDs that have no keys here."""
     handshakes_failed: int = 0
     alerts_sent: int = 0
+    alerts_rate_limited: int = 0
     alerts_ignored: int = 0
 
 
@@ -344,7 +345,7 @@ class SecureEndpoint(Endpoint):
             self._on_alert(data, now)
             return
         if self.security.insecure:
-            if first == VERSION and self._refuse_secure_syn(data, addr):
+            if first == VERSION and self._refuse_secure_syn(data, addr, now):
                 return
             self._deliver(data, addr, now, fast)
             return
@@ -394,14 +395,14 @@ class SecureEndpoint(Endpoint):
             return
         self.security_stats.plaintext_dropped += 1
 
-    def _refuse_secure_syn(self, data, addr) -> bool:
+    def _refuse_secure_syn(self, data, addr, now) -> bool:
         """Insecure side: an encrypted peer's SYN is refused with an alert."""
         try:
             dst, src, seg = decode(data)
         except WireError:
             return False
         if seg.flags & _SYN_ACK == SYN and src and _key_exchange_option(seg.unknown_options) is not None:
-            self._alert(src, ALERT_PEER_INSECURE, addr)
+            self._alert(src, ALERT_PEER_INSECURE, addr, now)
             return True
         return False
 
@@ -420,7 +421,7 @@ class SecureEndpoint(Endpoint):
                                              expected_server_key=sec.server_key, has_aes=sec.has_aes)
         return session
 
-    def _answer(self, session: _Session, hello: bytes, src: int, addr: object) -> bool:
+    def _answer(self, session: _Session, hello: bytes, src: int, addr: object, now: float) -> bool:
         """Answer a peer's hello as the Noise responder; False (alert sent)
         when it cannot be answered."""
         sec = self.security
@@ -432,9 +433,9 @@ class SecureEndpoint(Endpoint):
         except HandshakeError as exc:
             self.security_stats.handshakes_failed += 1
             if exc.reason == "mode-mismatch":
-                self._alert(src, ALERT_MODE_MISMATCH, addr, int(hs.mode))
+                self._alert(src, ALERT_MODE_MISMATCH, addr, now, int(hs.mode))
             else:
-                self._alert(src, ALERT_MALFORMED, addr)
+                self._alert(src, ALERT_MALFORMED, addr, now)
             return False
         assert hs.result is not None
         session.server, session.peer_hello, session.reply, session.peer_cid = hs, hello, reply, src
@@ -447,7 +448,7 @@ class SecureEndpoint(Endpoint):
             return
         hello = _key_exchange_option(seg.unknown_options)
         if hello is None:
-            self._alert(src, ALERT_ENCRYPTION_REQUIRED, addr)
+            self._alert(src, ALERT_ENCRYPTION_REQUIRED, addr, now)
             return
         existing = self._syn_index.get((addr, src))
         if existing is not None:
@@ -462,7 +463,7 @@ class SecureEndpoint(Endpoint):
             # Simultaneous open: our SYN and the peer's crossed. Answer its
             # hello too; our SYN-ACK carries our hello and that answer.
             session = self._client_session(pending.local_cid)
-            if self._answer(session, hello, src, addr):
+            if self._answer(session, hello, src, addr, now):
                 self._deliver(data, addr, now, False)
             return
         if not self._listening or self.syn_verdict(seg, src, addr, now) != SYN_ADMIT:
@@ -472,7 +473,7 @@ class SecureEndpoint(Endpoint):
             self._deliver(data, addr, now, False)
             return
         session = self._new_session()
-        if not self._answer(session, hello, src, addr):
+        if not self._answer(session, hello, src, addr, now):
             return
         self._deliver(data, addr, now, False)
         conn = self._syn_index.get((addr, src))
@@ -496,7 +497,7 @@ class SecureEndpoint(Endpoint):
             if self.security.verify_server is not None and self.security.server_key is None:
                 self.security.verify_server(addr, hs.result.server_key)
         except HandshakeError as exc:
-            self._alert(src, ALERT_HANDSHAKE_FAILED, addr, int(hs.mode))
+            self._alert(src, ALERT_HANDSHAKE_FAILED, addr, now, int(hs.mode))
             self._fail(dst, str(exc))
             return
         session.add_keys(hs.hello(), hs.result, self.security.update_interval)
@@ -536,9 +537,14 @@ class SecureEndpoint(Endpoint):
             message = _ALERT_MESSAGES.get(code, f"refused by the peer's security layer (alert {code})")
         self._fail(dst, message)
 
-    def _alert(self, dst_cid: int, code: int, addr: object, detail: int = 0) -> None:
-        # Queued where the plain endpoint queues its resets, so an adapter
-        # that asks the endpoint whether it has output (`_out`) sends it.
+    def _alert(self, dst_cid: int, code: int, addr: object, now: float, detail: int = 0) -> None:
+        # Paced by the bucket that paces RSTs (a stream of SYNs from forged
+        # addresses draws no stream of alerts), and queued where the plain
+        # endpoint queues its resets, so an adapter that asks the endpoint
+        # whether it has output (`_out`) sends it.
+        if not self._may_answer(now):
+            self.security_stats.alerts_rate_limited += 1
+            return
         if type(self._out) is not list:
             self._out = []
         self._out.append((encode_alert(dst_cid, code, detail), addr))
