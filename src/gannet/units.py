@@ -34,22 +34,21 @@ def _split(text: str | float | int, what: str, hint: str) -> tuple[float, str]:
     return float(m.group(1)), m.group(2).lower()
 
 
+def _scaled(text: str | float | int, what: str, hint: str, units: dict[str, float]) -> float:
+    value, unit = _split(text, what, hint)
+    if unit not in units:
+        raise ValueError(f"not a {what}: {text!r} ({hint})")
+    return value * units[unit]
+
+
 def parse_time(text: str | float | int) -> float:
     """Seconds from '20ms', '1.5s', '250us', '2m' or a number of seconds."""
-    hint = "try 20ms or 1.5s"
-    value, unit = _split(text, "duration", hint)
-    if unit not in _TIME:
-        raise ValueError(f"not a duration: {text!r} ({hint})")
-    return value * _TIME[unit]
+    return _scaled(text, "duration", "try 20ms or 1.5s", _TIME)
 
 
 def parse_rate(text: str | float | int) -> float:
     """Bits per second from '50mbit', '1gbit', '100kbps', '10MB/s' (bytes) or a number."""
-    hint = "try 50mbit"
-    value, unit = _split(text, "rate", hint)
-    if unit not in _RATE:
-        raise ValueError(f"not a rate: {text!r} ({hint})")
-    return value * _RATE[unit]
+    return _scaled(text, "rate", "try 50mbit", _RATE)
 
 
 def parse_percent(text: str | float | int) -> float:

@@ -359,13 +359,12 @@ def test_listener_under_pressure_retries_an_encrypted_client():
     conn = pair.client.connect("s", pair.now)
     conn.send(data)
     got = bytearray()
+    accepted = []
 
     def arrived() -> bool:
-        srv = pair.server.accept() if not got else None
-        if srv is not None:
-            arrived.srv = srv
-        srv = getattr(arrived, "srv", None)
-        while srv is not None and (chunk := srv.recv(1 << 20)):
+        if not accepted and (srv := pair.server.accept()) is not None:
+            accepted.append(srv)
+        while accepted and (chunk := accepted[0].recv(1 << 20)):
             got.extend(chunk)
         return len(got) == len(data)
 
