@@ -4,8 +4,9 @@ Two measures, each run N times as fresh processes (as hyperfine would):
 
 * ``gannet --help``: process start to exit;
 * ``gannet send`` start to first data byte: a local ``gannet receive`` is
-  started once; each run sends a small new file (one DATA frame) and the
-  clock stops when the file's bytes appear under the receive directory
+  started once; each run sends a small new file (one DATA frame) with the
+  code the receiver printed (the default, encrypted and authenticated) and
+  the clock stops when the file's bytes appear under the receive directory
   (the receiver writes each frame as it arrives).
 
     python bench/startup.py                      # this checkout's code
@@ -82,7 +83,12 @@ def time_send(src: Path, runs: int, size: int = 1000) -> list[float]:
             [sys.executable, "-m", "gannet", "receive", "--port", str(port), "--dir", str(inbox)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
+            # As a user does: the receiver prints its code, the sender gives it.
+            code = None
             line = receiver.stderr.readline() if receiver.stderr else ""
+            if "code: " in line:
+                code = line.split("code: ", 1)[1].strip()
+                line = receiver.stderr.readline() if receiver.stderr else ""
             if "listening" not in line:
                 raise RuntimeError(f"gannet receive did not start: {line!r}")
             out = []
@@ -94,7 +100,8 @@ def time_send(src: Path, runs: int, size: int = 1000) -> list[float]:
                 target = inbox
                 t0 = time.perf_counter()
                 sender = subprocess.Popen(
-                    [sys.executable, "-m", "gannet", "send", str(src_file), f"127.0.0.1:{port}"],
+                    [sys.executable, "-m", "gannet", "send", str(src_file), f"127.0.0.1:{port}",
+                     *(["--code", code] if code else [])],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 deadline = t0 + 20
                 while not _bytes_arrived(target):

@@ -32,9 +32,11 @@ if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from types import ModuleType
 
-# The hot path of every datagram: the connection and its parts, the range
-# sets and send buffer, congestion control, and the wire encoding.
+# The hot path of every datagram: the endpoint (demultiplexing, the timer
+# heap), the connection and its parts, the range sets and send buffer,
+# congestion control, and the wire encoding.
 MODULES = (
+    "gannet.core.endpoint",
     "gannet.core.connection",
     "gannet.core.receiver",
     "gannet.core.recovery",

@@ -12,6 +12,7 @@ from gannet.sim import LinkConfig, Simulator
 from gannet.wire import decode, encode
 from crc32c import crc32c
 
+from gannet.wire import batch as wire_batch
 from gannet.wire.batch import batch_residue, coalesce, encode_run, rows, scan
 from gannet.wire.datagram import CRC_RESIDUE
 from gannet.wire.segment import ACK, PSH, SYN, Segment, SegmentRun
@@ -27,6 +28,18 @@ def data(n: int, seed: int = 0) -> bytes:
 def a_run(length=10 * 1000 + 123, mss=1000, seq=0xFFFF_F000, last_flags=ACK | PSH):
     buf = bytearray(b"?" * 7 + data(length) + b"!" * 5)
     return SegmentRun(seq, 77, ACK, last_flags, 512, 1234, 99, buf, 7, length, mss)
+
+
+@pytest.fixture(params=["numpy", "before-numpy"])
+def vector(request, monkeypatch):
+    """Both ways a run's rows are handled: with numpy (its import waited
+    for), and one at a time, as while its import runs (wire/batch.py)."""
+    if request.param == "numpy":
+        wire_batch.load_numpy()
+    else:
+        monkeypatch.setattr(wire_batch, "np", None)
+        monkeypatch.setattr(wire_batch, "_asked", [True])  # (the import is under way)
+    return request.param
 
 
 # ------------------------------------------------------------------ wire
@@ -46,13 +59,13 @@ def test_train_is_the_run_encoded_segment_by_segment():
 
 @pytest.mark.parametrize("length", [1000, 3 * 1000 + 5, 7 * 1000, 20 * 1000 + 1, 64 * 1000],
                          ids=["one", "few-and-tail", "loop-max", "vector-and-tail", "vector-64"])
-def test_both_encoders_write_what_encode_writes(length):
+def test_both_encoders_write_what_encode_writes(length, vector):
     run = a_run(length=length)
     train = encode_run(5, run)
     assert train.datagrams() == [encode(5, 6, seg) for seg in run.segments()]
 
 
-def test_train_checksums_are_each_datagrams_own():
+def test_train_checksums_are_each_datagrams_own(vector):
     train = encode_run(5, a_run(length=8 * 1000))  # no short tail
     for d in train.datagrams():
         assert crc32c(d[:-4]).to_bytes(4, "little") == d[-4:]
@@ -66,7 +79,7 @@ def batch(datagrams):
 
 @pytest.mark.parametrize("length", [10 * 1000 + 123, 3 * 1000, 40 * 1000, 63 * 1000 + 1],
                          ids=["tail", "few-rows", "rows", "64-rows-and-tail"])
-def test_scan_groups_a_train_into_one_run(length):
+def test_scan_groups_a_train_into_one_run(length, vector):
     train = encode_run(5, a_run(length=length))
     runs = scan(memoryview(train), train.size)
     assert sum(len(rows(r[7], train.size)) for r in runs) == -(-length // 1000)
@@ -88,7 +101,7 @@ def lengths(runs, seg):
     return [(r[0], None if r[6] is None else len(rows(r[7], seg))) for r in runs]
 
 
-def test_scan_breaks_runs_at_anything_unusual():
+def test_scan_breaks_runs_at_anything_unusual(vector):
     rows = 10
     dgs = encode_run(5, a_run(length=rows * 1000)).datagrams()
     bad = bytearray(dgs[3])

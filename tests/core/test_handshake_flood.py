@@ -33,18 +33,17 @@ def forged_syn(rng, options=True) -> bytes:
 
 
 def recording(ep):
-    """Wrap `ep.datagrams_to_send` to count the bytes sent to each address."""
+    """The bytes `ep` sends to each address, and the simulator's `drain`
+    for `ep` that counts them."""
     sent: dict = {}
-    inner = ep.datagrams_to_send
 
-    def datagrams_to_send(now, trains=False):
-        out = inner(now, trains)
+    def drain(now):
+        out = ep.datagrams_to_send(now)
         for data, addr in out:
             sent[addr] = sent.get(addr, 0) + len(data)
         return out
 
-    ep.datagrams_to_send = datagrams_to_send
-    return sent
+    return sent, drain
 
 
 def flood(sim, server, rng, count, start, spacing, ports=500, options=True, hosts=1):
@@ -67,10 +66,11 @@ def test_a_syn_flood_does_not_lock_out_a_real_client(hosts):
     (the per-source limit holds it) or from 500 (the total limit does)."""
     sim = Simulator(seed=1, default_link=LinkConfig(delay=0.005))
     cfg = Config()
-    server = sim.add_node(SERVER, Endpoint(cfg, rng=sim.make_rng("server")))
+    server = Endpoint(cfg, rng=sim.make_rng("server"))
+    sent, drain = recording(server)
+    sim.add_node(SERVER, server, drain=drain)
     client = sim.add_node(CLIENT, Endpoint(Config(), rng=sim.make_rng("client")))
     server.listen()
-    sent = recording(server)
     received = flood(sim, server, random.Random(2), 2000, 0.0, 0.00001, hosts=hosts)
     sim.run(until=0.05)  # the flood is in
     kept = cfg.half_open_per_source if hosts == 1 else cfg.half_open_limit
@@ -97,9 +97,10 @@ def test_minimal_forged_syns_are_answered_with_at_most_three_times_their_size():
     """A SYN without options is smaller than our SYN,ACK: three SYN,ACKs
     would be more than 3x; the endpoint sends what fits and counts the rest."""
     sim = Simulator(seed=3, default_link=LinkConfig(delay=0.005))
-    server = sim.add_node(SERVER, Endpoint(Config(), rng=sim.make_rng("server")))
+    server = Endpoint(Config(), rng=sim.make_rng("server"))
+    sent, drain = recording(server)
+    sim.add_node(SERVER, server, drain=drain)
     server.listen()
-    sent = recording(server)
     received = flood(sim, server, random.Random(4), 40, 0.0, 0.001, ports=40, options=False)
     sim.run(until=10)
     for addr, n in received.items():

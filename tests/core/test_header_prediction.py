@@ -135,6 +135,7 @@ def pingpong_trace(rounds: int, config: Config, size: int = 64):
     return trace
 
 
+@pytest.mark.pure  # patches Connection.on_predicted, which the compiled Endpoint calls directly
 @pytest.mark.parametrize("cc", ["bbr", "cubic", "newreno"])
 @pytest.mark.parametrize("delayed_ack", [True, False])
 def test_pingpong_state_identical(cc, delayed_ack, no_prediction):
@@ -189,6 +190,7 @@ def lossy_trace(config: Config, seed: int, size: int = 400_000, blackout=(30, 12
     return trace
 
 
+@pytest.mark.pure  # patches Connection.on_predicted, which the compiled Endpoint calls directly
 @pytest.mark.parametrize("cc", ["bbr", "newreno"])
 @pytest.mark.parametrize("sack", [True, False])
 def test_lossy_bulk_state_identical(cc, sack, no_prediction):
@@ -202,6 +204,7 @@ def test_lossy_bulk_state_identical(cc, sack, no_prediction):
         assert f == s, f"step {f[0]} differs"
 
 
+@pytest.mark.pure  # patches Connection.on_predicted, which the compiled Endpoint calls directly
 def test_prediction_really_runs(monkeypatch):
     """The ping-pong's data segments and the bulk sender's ACKs take it."""
     calls = {"taken": 0, "declined": 0}
@@ -231,6 +234,7 @@ def test_prediction_really_runs(monkeypatch):
     assert ca.stats.segments_received >= 50 and cb.stats.segments_received >= 50
 
 
+@pytest.mark.pure  # patches Connection.on_predicted, which the compiled Endpoint calls directly
 def test_sim_transfer_same_result(no_prediction):
     fwd = LinkConfig(delay=0.01, loss=0.02, bandwidth=10e6, queue_bytes=30_000, mtu=1500)
     back = LinkConfig(delay=0.01, loss=0.02, mtu=1500)

@@ -1,5 +1,6 @@
 """What importing a part of Gannet loads: the sans-I/O core without the
-event loop or numpy, and config without the core (no import cycle)."""
+event loop or numpy, small messages without numpy, and config without the
+core (no import cycle)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 
 def loaded_after(statement: str) -> set[str]:
-    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
 
@@ -17,6 +18,44 @@ def test_the_core_loads_neither_asyncio_nor_numpy():
     for statement in ("import gannet.core", "import gannet.core.connection", "import gannet.core.recovery"):
         modules = loaded_after(statement)
         assert not {"asyncio", "numpy", "gannet.io"} & modules, statement
+
+
+# Two endpoints exchanging `n` bytes in one direction, in one process.
+EXCHANGE = """
+import random
+from gannet.config import Config
+from gannet.core.endpoint import Endpoint
+a, b = Endpoint(Config(pmtud=False), random.Random(1)), Endpoint(Config(pmtud=False), random.Random(2))
+b.listen()
+ca = a.connect("B", 0.0)
+def pump(now):
+    for d, _ in a.datagrams_to_send(now, True):
+        b.receive_batch(d, getattr(d, "size", 0), "A", now)
+    for d, _ in b.datagrams_to_send(now, True):
+        a.receive_batch(d, getattr(d, "size", 0), "B", now)
+for i in range(3):
+    pump(0.0)
+cb = b.accept()
+ca.send(bytes({n}))
+got = 0
+for i in range(1, 20):
+    pump(i * 0.001)
+    got += len(cb.recv(1 << 20))
+assert got == {n}, got
+"""
+
+
+def test_the_endpoint_and_the_send_path_load_no_numpy():
+    """numpy comes with the first run of many datagrams (wire/batch.py), not
+    with the endpoint, the adapter or `gannet send`'s modules: start-up."""
+    for statement in (
+        "import gannet.core.endpoint",
+        "import gannet.cli.send, gannet.apps.transfer.sender, gannet.io.aio, gannet.crypto.endpoint",
+        EXCHANGE.format(n=64),
+    ):
+        assert "numpy" not in loaded_after(statement), statement
+    # ... and a run of full-size datagrams does load it, for the vector path.
+    assert "numpy" in loaded_after(EXCHANGE.format(n=20 * 1400))
 
 
 def test_config_does_not_import_the_core():

@@ -132,10 +132,11 @@ def test_round_trip(dst, src, seg):
         seg.ack = 0
     short = (seg.tsval is not None and seg.flags & ~0x09 == 0x10 and dst and not seg.sack and seg.mss is None
              and seg.wscale is None and not seg.sack_permitted and seg.mode is None and seg.max_packet is None)
+    data = encode(dst, src, seg)
     if short:  # the short form carries neither the source ID nor TSecr
         src = None
         seg.tsecr = None
-    got_dst, got_src, got = decode(encode(dst, src, seg))
+    got_dst, got_src, got = decode(data)
     assert (got_dst, got_src) == (dst, src)
     assert got == seg
 

@@ -16,7 +16,6 @@ import random
 
 from gannet import _build
 from gannet.config import Config
-from gannet.core.endpoint import Endpoint
 from gannet.core.events import Event
 from gannet.sim import LinkConfig
 from gannet.sim.scenario import run_transfer
@@ -44,33 +43,21 @@ def cases() -> list[tuple[int, LinkConfig, LinkConfig, Config]]:
 
 def digest() -> str:
     h = hashlib.sha256()
-    drain, next_event = Endpoint.datagrams_to_send, Endpoint.next_event
 
-    def datagrams_to_send(self: Endpoint, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
-        out = drain(self, now, trains)
-        for data, addr in out:
+    def record(now: float, item: object) -> None:
+        if isinstance(item, Event):
+            h.update(f"e {now!r} {type(item).__name__} {getattr(item, 'error', None)!r}\n".encode())
+        else:
+            data, addr = item  # type: ignore[misc]
             h.update(f"d {now!r} {addr!r} {len(data)}\n".encode())
             h.update(bytes(data))
-        return out
 
-    def record_event(self: Endpoint) -> Event | None:
-        ev = next_event(self)
-        if ev is not None:
-            h.update(f"e {type(ev).__name__} {getattr(ev, 'error', None)!r}\n".encode())
-        return ev
-
-    Endpoint.datagrams_to_send = datagrams_to_send  # type: ignore[method-assign]
-    Endpoint.next_event = record_event  # type: ignore[method-assign]
-    try:
-        for seed, fwd, back, config in cases():
-            result = run_transfer(seed, SIZE, fwd, back, config=config, time_limit=300)
-            assert result.intact, f"seed {seed}: the transfer did not complete"
-            h.update(json.dumps([seed, result.finish_time, result.srtt, result.client_stats,
-                                 result.server_stats, result.link_stats], sort_keys=True,
-                                default=repr).encode())
-    finally:
-        Endpoint.datagrams_to_send = drain  # type: ignore[method-assign]
-        Endpoint.next_event = next_event  # type: ignore[method-assign]
+    for seed, fwd, back, config in cases():
+        result = run_transfer(seed, SIZE, fwd, back, config=config, time_limit=300, tap=record)
+        assert result.intact, f"seed {seed}: the transfer did not complete"
+        h.update(json.dumps([seed, result.finish_time, result.srtt, result.client_stats,
+                             result.server_stats, result.link_stats], sort_keys=True,
+                            default=repr).encode())
     return h.hexdigest()
 
 

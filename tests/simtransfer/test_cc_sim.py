@@ -175,20 +175,19 @@ def two_flows(cc, seconds, seed=1, stagger=0.0, loss=0.0, warmup=2.0, cc2=None):
             elif isinstance(ev, DataReceived):
                 received[id(ev.conn)] = received.get(id(ev.conn), 0) + len(ev.conn.recv(1 << 22))
 
-    for ep, handler in ((client, on_client), (server, on_server)):
-        drain = ep.datagrams_to_send
-
-        def datagrams_to_send(now, ep=ep, handler=handler, drain=drain):
+    def reacting(ep, handler):
+        def drain(now):
             handler(ep)
-            out = drain(now)
-            while ep._events or ep._dirty:
+            out = ep.datagrams_to_send(now)
+            while ep.has_pending():
                 handler(ep)
-                out.extend(drain(now))
+                out.extend(ep.datagrams_to_send(now))
             return out
 
-        ep.datagrams_to_send = datagrams_to_send
-    sim.add_node(a, client, name="client")
-    sim.add_node(b, server, name="server")
+        return drain
+
+    sim.add_node(a, client, name="client", drain=reacting(client, on_client))
+    sim.add_node(b, server, name="server", drain=reacting(server, on_server))
     server.listen()
     client.connect(b, sim.now)
     sim.run(until=stagger)

@@ -38,6 +38,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from mypy_extensions import mypyc_attr
+
 from ..config import Config
 from ..wire.batch import encode_run, rows, scan
 from ..wire.datagram import (
@@ -140,6 +142,11 @@ class EndpointStats:
         return asdict(self)
 
 
+# Compiled (gannet/_build.py), and subclassed in Python: the encrypted
+# endpoint (crypto/endpoint.py) and the TCP wire's (core/tcp_endpoint.py).
+# An instance of the compiled class takes no attributes beyond its own, so a
+# driver that watches its calls wraps it (observe/trace.py), not patches it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Endpoint:
     def __init__(self, config: Config | None = None, rng: random.Random | None = None) -> None:
         self.config = config or Config()
@@ -221,6 +228,12 @@ class Endpoint:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def has_pending(self) -> bool:
+        """Whether events wait for `next_event` or output for
+        `datagrams_to_send` (an application's reaction to events may queue
+        more of both)."""
+        return bool(self._events) or bool(self._dirty)
+
     # --------------------------------------------------------------- network
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
                       now: float) -> None:
@@ -269,6 +282,7 @@ class Endpoint:
                      fast: bool = False) -> None:
         """Decode one datagram and hand it to its connection; `fast` lets an
         in-order data segment take the connection's run path as a run of one."""
+        src: int | None  # the short form names no source
         head = peek_short(data)
         if head is None:
             if self._unreachable and data[1] & SYN and addr in self._unreachable and not any(data[4:8]):

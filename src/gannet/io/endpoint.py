@@ -62,12 +62,23 @@ from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
+from ..wire import batch as _batch
 from ..wire.batch import Train, release
 from ..crypto.endpoint import HandshakeRefused
 from .security import make_endpoint
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
+
+
+def _import_numpy_in_background() -> None:
+    """The first run of many datagrams wants numpy (wire/batch.py): import
+    it without stalling the transfer (not a daemon thread: an exit waits for
+    the import rather than cutting it short)."""
+    threading.Thread(target=_batch.load_numpy, name="gannet-numpy-import").start()
+
+
+_batch.import_numpy = _import_numpy_in_background
 
 SEND_BUFFER = 4 * 1024 * 1024
 RECV_BUFFER = 8 * 1024 * 1024

@@ -1,8 +1,14 @@
 """The observer: watches one sans-I/O Endpoint from the outside.
 
 It wraps the endpoint's four boundary calls (`receive_datagram`,
-`receive_batch`, `handle_timer`, `datagrams_to_send`) on the instance, so
-the core itself has no hooks: every datagram in and out passes through
+`receive_batch`, `handle_timer`, `datagrams_to_send`), so the core itself
+has no hooks: the observer has the four, observed, for a driver to call
+instead of the endpoint's (the simulator's scenarios do), and by default
+puts them on the endpoint instance too, for a driver that holds the
+endpoint (the I/O adapter, whose endpoints are SecureEndpoint or
+TcpEndpoint, Python classes). The plain Endpoint is a compiled class whose
+instances take no such attributes: observe it through the observer's
+methods. Every datagram in and out passes through
 here (for pcap and qlog packet events), and after each call the
 connections it touched are compared with the snapshot taken after the
 previous one (metrics, congestion phase, path MTU, state, newly lost byte
@@ -25,11 +31,9 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..core.rangeset import RangeSet
 from ..core.states import State
-from ..wire.batch import Train
+from ..wire.batch import Train, loaded_numpy
 from ..wire.datagram import SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE, WireError, decode
 from ..wire.segment import ACK, FIN, PSH, RST, SYN, unwrap
 from .info import cc_state, connection_info
@@ -79,12 +83,14 @@ class EndpointObserver:
     `local_addr`: the socket's address, for pcap records (None: no pcap);
     `qlog_dir`: where to write one qlog file per connection (None: none);
     `pcap`: a PcapWriter; `track_limits`: run the LimitClocks;
-    `wall_offset`: added to the core's clock to get wall-clock time.
+    `wall_offset`: added to the core's clock to get wall-clock time;
+    `install`: put the observed calls on `ep` as well (see the module
+    docstring; TypeError for an endpoint of a compiled class).
     """
 
     def __init__(self, ep: Endpoint, *, local_addr: object = None, qlog_dir: str | None = None,
                  pcap: PcapWriter | None = None, track_limits: bool = True,
-                 wall_offset: float | None = None) -> None:
+                 wall_offset: float | None = None, install: bool = True) -> None:
         self.ep = ep
         self.local_addr = local_addr
         self.qlog_dir = qlog_dir
@@ -97,12 +103,16 @@ class EndpointObserver:
         # (insertion order; the oldest go past ENDED_KEPT).
         self.ended: dict[Connection, LimitClock | None] = {}
         self.closed = False
-        self._wrap()
+        self._wrap(install)
 
     # ------------------------------------------------------------ wrapping
-    def _wrap(self) -> None:
+    def _wrap(self, install: bool) -> None:
         ep = self.ep
+        if install and not hasattr(ep, "__dict__"):
+            raise TypeError(f"{type(ep).__name__} is a compiled class: drive its observer's methods instead")
         datagrams_to_send = ep.datagrams_to_send
+        receive_datagram, receive_batch, handle_timer = ep.receive_datagram, ep.receive_batch, ep.handle_timer
+        self.get_timer = ep.get_timer
         # Per-packet work only for qlog or pcap; limit accounting alone needs
         # just the output passes (once per pass, not per datagram).
         packets = self.qlog_dir is not None or self.pcap is not None
@@ -133,10 +143,12 @@ class EndpointObserver:
                 after_output(conn, now)
             return out
 
-        ep.datagrams_to_send = observed_datagrams_to_send  # type: ignore[method-assign]
+        self.datagrams_to_send = observed_datagrams_to_send
+        self.receive_datagram, self.receive_batch, self.handle_timer = receive_datagram, receive_batch, handle_timer
+        if install:
+            ep.datagrams_to_send = observed_datagrams_to_send  # type: ignore[method-assign]
         if not packets:
             return
-        receive_datagram, receive_batch, handle_timer = ep.receive_datagram, ep.receive_batch, ep.handle_timer
         after_input = self._after_input
 
         def observed_receive_datagram(data, addr, now):
@@ -157,9 +169,13 @@ class EndpointObserver:
             for conn in list(ep._dirty):  # the connections whose deadline came
                 self._snapshot(conn, now, "time_threshold")
 
-        ep.receive_datagram = observed_receive_datagram  # type: ignore[method-assign]
-        ep.receive_batch = observed_receive_batch  # type: ignore[method-assign]
-        ep.handle_timer = observed_handle_timer  # type: ignore[method-assign]
+        self.receive_datagram = observed_receive_datagram
+        self.receive_batch = observed_receive_batch
+        self.handle_timer = observed_handle_timer
+        if install:
+            ep.receive_datagram = observed_receive_datagram  # type: ignore[method-assign]
+            ep.receive_batch = observed_receive_batch  # type: ignore[method-assign]
+            ep.handle_timer = observed_handle_timer  # type: ignore[method-assign]
 
     _conn_in: Connection | None = None  # the connection the current input call reached
 
@@ -412,7 +428,12 @@ class EndpointObserver:
         """The `full` rows of `seg` bytes are one run (same form, flags,
         window, connection and ACK; checked as columns of 32-bit words): their
         records from one template, sequence numbers read as one vector.
-        False (nothing written) if they are not."""
+        False (nothing written) if they are not, or while numpy is not
+        imported yet (wire/batch.py: an observed program that sends a few
+        small messages starts without it)."""
+        np = loaded_numpy()
+        if np is None:
+            return False
         words = np.ndarray((full, 4), ">u4", view, 0, (seg, 4))
         first = words[0]
         if not ((words[:, 0] == first[0]).all() and (words[:, 1] == dst0).all()

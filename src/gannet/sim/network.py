@@ -37,10 +37,12 @@ class Node(Protocol):
 class _NodeState:
     """Bookkeeping for one attached node."""
 
-    __slots__ = ("node", "addr", "name", "deadline", "gen", "burst_time", "burst")
+    __slots__ = ("node", "drain", "addr", "name", "deadline", "gen", "burst_time", "burst")
 
-    def __init__(self, node: Node, addr: Any, name: str) -> None:
+    def __init__(self, node: Node, addr: Any, name: str,
+                 drain: Callable[[float], Iterable[tuple[bytes, Any]]]) -> None:
         self.node = node
+        self.drain = drain  # how the node's output is taken (see Simulator.add_node)
         self.addr = addr
         self.name = name
         self.deadline: float | None = None  # deadline with a live heap entry
@@ -103,14 +105,21 @@ class Simulator:
 
     # -- nodes ----------------------------------------------------------------
 
-    def add_node(self, addr: Any, node: Node, name: str | None = None) -> Node:
+    def add_node(self, addr: Any, node: Node, name: str | None = None, *,
+                 drain: Callable[[float], Iterable[tuple[bytes, Any]]] | None = None) -> Node:
         """Attach `node` at address `addr` and flush whatever it already has
-        to send (e.g. a SYN from a `connect` done before attaching)."""
+        to send (e.g. a SYN from a `connect` done before attaching).
+
+        `drain(now)`: how the simulator takes the node's output after each
+        input (default `node.datagrams_to_send`). A script that reacts to
+        the node's events as they come (sim/scenario.py: the application's
+        reads and writes) passes its own, which calls the node's."""
         if addr in self._by_addr:
             raise ValueError(f"address {addr!r} is already taken by {self._by_addr[addr].name}")
         if id(node) in self._by_id:
             raise ValueError(f"node {node!r} is already attached")
-        state = _NodeState(node, addr, name or f"{type(node).__name__}@{addr!r}")
+        state = _NodeState(node, addr, name or f"{type(node).__name__}@{addr!r}",
+                           drain or node.datagrams_to_send)
         self._by_addr[addr] = state
         self._by_id[id(node)] = state
         self._service(state)
@@ -209,7 +218,7 @@ class Simulator:
         """After any input to a node: send what it emits, re-arm its timer."""
         node = state.node
         now = self.now
-        out = node.datagrams_to_send(now)
+        out = state.drain(now)
         if out:
             src = state.addr
             for data, dst in out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import Config
@@ -22,7 +23,7 @@ from ..core.events import (
     StreamEnded,
 )
 from .config import LinkConfig
-from .network import Simulator
+from .network import Node, Simulator
 
 CLIENT_ADDR = ("10.0.0.1", 40000)
 SERVER_ADDR = ("10.0.0.2", 7000)
@@ -72,8 +73,13 @@ def run_transfer(
     data: bytes | None = None,
     chunk: int = 256 * 1024,
     isn: tuple[int, int] | None = None,
+    tap: Callable[[float, object], None] | None = None,
 ) -> TransferResult:
-    """Run one transfer of `size` pseudo-random bytes and report what happened."""
+    """Run one transfer of `size` pseudo-random bytes and report what happened.
+
+    `tap(now, item)` is given, in order, every (datagram, address) the two
+    endpoints emit and every event they report (the differential test's
+    record of a run)."""
     forward = forward or LinkConfig()
     backward = backward or forward
     config = config or Config()
@@ -103,6 +109,8 @@ def run_transfer(
 
     def on_events(ep: Endpoint, role: str) -> None:
         while (ev := ep.next_event()) is not None:
+            if tap is not None:
+                tap(sim.now, ev)
             conn = ev.conn
             if isinstance(ev, ConnectionEstablished) and role == "client":
                 pump(conn)
@@ -127,17 +135,17 @@ def run_transfer(
     for ep, role, addr in ((client, "client", CLIENT_ADDR), (server, "server", SERVER_ADDR)):
         qlog_dir = ep.config.qlog_dir or observe.settings.qlog_dir
         pcap_path = observe.settings.pcap_path
+        node: Node = ep
         if qlog_dir or pcap_path or ep.config.track_limits:
             from ..observe import pcap
             from ..observe.trace import EndpointObserver
 
-            # Virtual time: the traces and the capture start at 0 s.
-            observers[role] = EndpointObserver(
-                ep, qlog_dir=qlog_dir, wall_offset=0.0, local_addr=addr,
+            # Virtual time: the traces and the capture start at 0 s. The
+            # simulator drives the observer, which calls the endpoint.
+            node = observers[role] = EndpointObserver(
+                ep, qlog_dir=qlog_dir, wall_offset=0.0, local_addr=addr, install=False,
                 pcap=pcap.open_shared(pcap_path) if pcap_path and role == "client" else None)
-        _hook_events(ep, role, on_events)
-    sim.add_node(CLIENT_ADDR, client, name="client")
-    sim.add_node(SERVER_ADDR, server, name="server")
+        sim.add_node(addr, node, name=role, drain=_reacting(ep, node, role, on_events, tap))
     server.listen()
     conn = client.connect(SERVER_ADDR, sim.now)
     end = sim.run(until=time_limit, stop=lambda: len(closed) == 2)
@@ -166,16 +174,21 @@ def run_transfer(
     )
 
 
-def _hook_events(ep: Endpoint, role: str, handler) -> None:
-    """Let the scenario react to events each time the simulator drains a node."""
-    drain = ep.datagrams_to_send
+def _reacting(ep: Endpoint, node: Node, role: str, handler: Callable[[Endpoint, str], None],
+              tap: Callable[[float, object], None] | None) -> Callable[[float], list]:
+    """How the simulator takes `node`'s output (Simulator.add_node's
+    `drain`): the scenario reacts to the endpoint's events first, and again
+    after each pass while its reactions queue more."""
 
-    def datagrams_to_send(now: float):
+    def drain(now: float) -> list:
         handler(ep, role)
-        out = drain(now)
-        while ep._events or ep._dirty:  # reactions may queue more output
+        out = list(node.datagrams_to_send(now))
+        while ep.has_pending():  # reactions may queue more output
             handler(ep, role)
-            out.extend(drain(now))
+            out.extend(node.datagrams_to_send(now))
+        if tap is not None:
+            for item in out:
+                tap(now, item)
         return out
 
-    ep.datagrams_to_send = datagrams_to_send  # type: ignore[method-assign]
+    return drain

@@ -17,24 +17,36 @@ with numpy doing the per-row work in C:
   checked with one CRC call over all of it (see datagram.CRC_RESIDUE).
 - `coalesce` groups datagrams the way GRO does (the simulator delivers
   same-instant arrivals through it).
+
+numpy is not imported with this module: small messages never need it, and
+a program that sends a few (`gannet send` of a small file, a chat) starts
+without the tens of milliseconds its import takes. The first run of
+VECTOR_MIN datagrams or more asks for it (`loaded_numpy`, `import_numpy`):
+a sans-I/O driver imports it then and there; the I/O adapter imports it in
+a background thread, and until it is there the rows are handled one at a
+time (the same bytes, more Python), so that a transfer does not stall on
+the import.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import numpy as np  # (gannet/__init__.py keeps its OpenBLAS to one thread)
 from crc32c import crc32c
 
 from .datagram import CRC_RESIDUE, SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE
 from .segment import ACK, PSH, SEQ_MOD, SegmentRun
+
+if TYPE_CHECKING:
+    import numpy
 
 _MASK32 = SEQ_MOD - 1
 _MIN_DATA = SHORT_SIZE + 1 + TRAILER_SIZE  # a short-form segment with data
 _OVERHEAD = SHORT_SIZE + TRAILER_SIZE
 _SEQ_AT = 8  # where the sequence number is in the short header
 _TSVAL_AT = 16
-_U8 = np.uint8
 _CRC = struct.Struct("<I")
 _U32 = struct.Struct("!I")  # a sequence number or a timestamp
 # Below this many rows the numpy calls cost more than the Python loop
@@ -49,17 +61,48 @@ GRO_BYTES = 65535
 # Bits that must be the same in every row of a run: all of the form, flags
 # but PSH, window, destination and ACK (seq and TSval differ; seq is checked
 # on its own, and the first row's flags are ACK or ACK|PSH, so every row's are).
-_SAME = np.array([0xFF00FFFF | (0xFF & ~PSH) << 16, 0xFFFFFFFF, 0, 0xFFFFFFFF], dtype=np.uint32)
+_SAME = (0xFF00FFFF | (0xFF & ~PSH) << 16, 0xFFFFFFFF, 0, 0xFFFFFFFF)
 
 
 def _swapped(word: int) -> int:
     return int.from_bytes(word.to_bytes(4, "big"), "little")
 
 
-# The same masks for the headers read as little-endian words: numpy works on
-# an array of the machine's byte order without converting every element (it
+# numpy and the arrays made with it, set by `load_numpy` (np last: a thread
+# that sees it set sees the others).
+np: Any = None
+_U8: Any = None
+# The masks for the headers read as little-endian words: numpy works on an
+# array of the machine's byte order without converting every element (it
 # cost a third of _scan_rows), and the masks only need their bytes swapped.
-_SAME_LE = np.array([_swapped(int(w)) for w in _SAME], dtype="<u4")
+_SAME_LE: Any = None
+
+
+def load_numpy() -> None:
+    """Import numpy for the vector paths (gannet/__init__.py keeps its
+    OpenBLAS to one thread)."""
+    global np, _U8, _SAME_LE
+    import numpy
+
+    _SAME_LE = numpy.array([_swapped(w) for w in _SAME], dtype="<u4")
+    _U8 = numpy.uint8
+    np = numpy
+
+
+# What the first run that wants numpy calls: load_numpy, at once, for a
+# sans-I/O driver (the simulator, bench/core_cost.py); the I/O adapter
+# (io/endpoint.py) sets a function that runs it in a background thread.
+import_numpy: Callable[[], None] = load_numpy
+_asked = [False]
+
+
+def loaded_numpy() -> Any:
+    """numpy, or None while it is not imported yet (see the module
+    docstring); the first call asks for it (`import_numpy`)."""
+    if np is None and not _asked[0]:
+        _asked[0] = True
+        import_numpy()
+    return np
 
 
 class Train(bytearray):
@@ -74,7 +117,7 @@ class Train(bytearray):
     size: int
     # (rows, sequence numbers, CRC trailers, what each CRC covers), made
     # when a released train is pooled for the vector path
-    _parts: tuple[np.ndarray, np.ndarray, np.ndarray, list[memoryview]] | None
+    _parts: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, list[memoryview]] | None
 
     def datagrams(self) -> list[bytes]:
         size = self.size
@@ -102,7 +145,7 @@ def release(train: Train) -> None:
     if _pooled[0] + len(train) > POOL_BYTES:
         return
     free = _pool.setdefault((size, rows), [])
-    if rows >= VECTOR_MIN and getattr(train, "_parts", None) is None:
+    if rows >= VECTOR_MIN and getattr(train, "_parts", None) is None and (np := loaded_numpy()) is not None:
         body = size - TRAILER_SIZE
         view = memoryview(train)
         train._parts = (
@@ -141,6 +184,7 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
             _encode_loop(train, header, run, size)
             return train
         if train is not None and train._parts is not None:  # a pooled whole-row train has its parts
+            np = loaded_numpy()  # (not None: it made the parts)
             rows, seqs, crcs, bodies = train._parts
             rows[:, :SHORT_SIZE] = np.frombuffer(header, _U8)
             rows[:, SHORT_SIZE : SHORT_SIZE + mss] = np.frombuffer(
@@ -153,7 +197,7 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
     train = Train(total)
     train.size = size
     train._parts = None
-    if count < VECTOR_MIN:
+    if count < VECTOR_MIN or (np := loaded_numpy()) is None:
         _encode_loop(train, header, run, size)
         return train
     rows = np.frombuffer(train, _U8, full * size).reshape(full, size)
@@ -237,13 +281,14 @@ def rows(raw: memoryview, seg: int) -> list[memoryview]:
     return [raw[off : off + seg] for off in range(0, len(raw), seg)]
 
 
-_seq_steps: dict[tuple[int, int], np.ndarray] = {}
+_seq_steps: dict[tuple[int, int], numpy.ndarray] = {}
 
 
-def _steps(count: int, mss: int) -> np.ndarray:
+def _steps(count: int, mss: int) -> numpy.ndarray:
     """0, mss, 2 mss, ... as uint32, so that adding a sequence number wraps."""
     steps = _seq_steps.get((count, mss))
     if steps is None:
+        np = loaded_numpy()
         steps = _seq_steps[(count, mss)] = np.arange(count, dtype=np.uint32) * np.uint32(mss)
     return steps
 
@@ -257,7 +302,7 @@ def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
     if crc32c(view[:full]) != batch_residue(seg, count):
         return None
     form, flags, wnd, dst, seq0, ack, ts0 = SHORT.unpack_from(view)
-    if form != SHORT_FORM or flags | PSH != ACK | PSH or not dst:
+    if form != SHORT_FORM or flags | PSH != ACK | PSH or not dst or (np := loaded_numpy()) is None:
         return None
     # Every row: the same form, flags (but PSH), connection, ACK and window
     # as the first, sequence numbers stepping by the payload size.
