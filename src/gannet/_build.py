@@ -41,6 +41,7 @@ MODULES = (
     "gannet.core.receiver",
     "gannet.core.recovery",
     "gannet.core.timers",
+    "gannet.core.states",
     "gannet.core.rangeset",
     "gannet.core.sendbuf",
     "gannet.core.rtt",

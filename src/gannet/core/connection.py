@@ -84,8 +84,11 @@ MAX_ACK_HOLD: Final = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.
 # States as module constants for the per-segment paths: `State.X` goes
 # through EnumType.__getattr__'s lookup hook in Python 3.11 (about 0.1 us a
 # read, several per segment).
-_CLOSED, _LISTEN, _SYN_SENT = State.CLOSED, State.LISTEN, State.SYN_SENT
-_ESTABLISHED, _TIME_WAIT = State.ESTABLISHED, State.TIME_WAIT
+_CLOSED: Final = State.CLOSED
+_LISTEN: Final = State.LISTEN
+_SYN_SENT: Final = State.SYN_SENT
+_ESTABLISHED: Final = State.ESTABLISHED
+_TIME_WAIT: Final = State.TIME_WAIT
 _HANDSHAKING: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
 _UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
 _KEEPALIVE_STATES: Final = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})

@@ -37,6 +37,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -57,28 +58,28 @@ from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
 
-_CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see connection.py)
-_MASK32 = 0xFFFFFFFF
+_CLOSED: Final = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see connection.py)
+_MASK32: Final = 0xFFFFFFFF
 # A Retry token: when it was made (milliseconds, 32 bits) and a 12-byte MAC
 # of that time, the client's address and its connection ID. It only has to
 # outlive one round trip and a few SYN retransmissions.
 # What a listener does with a SYN for a new connection (Endpoint.syn_verdict).
-SYN_ADMIT = "admit"  # a half-open connection answers it
-SYN_RETRY = "retry"  # a stateless Retry answers it
-SYN_UNREACHABLE = "unreachable"  # dropped: the address answered with ICMP unreachable
-SYN_BAD_TOKEN = "bad token"  # dropped: its Retry token is not ours, or too old
-SYN_BACKLOG_FULL = "backlog full"  # dropped: the client's retransmission tries again
-RETRY_TOKEN_LIFETIME = 10.0
-_TOKEN_SIZE = 16
+SYN_ADMIT: Final = "admit"  # a half-open connection answers it
+SYN_RETRY: Final = "retry"  # a stateless Retry answers it
+SYN_UNREACHABLE: Final = "unreachable"  # dropped: the address answered with ICMP unreachable
+SYN_BAD_TOKEN: Final = "bad token"  # dropped: its Retry token is not ours, or too old
+SYN_BACKLOG_FULL: Final = "backlog full"  # dropped: the client's retransmission tries again
+RETRY_TOKEN_LIFETIME: Final = 10.0
+_TOKEN_SIZE: Final = 16
 # Once under pressure (a half-open limit reached, or a half-open connection
 # whose address proved unreachable: a forged SYN), every SYN from an unproven
 # address gets a Retry until this long after the last such SYN (Linux, too,
 # keeps sending SYN cookies for a while after its SYN queue overflowed):
 # otherwise forged SYNs whose half-open connections die at once of ICMP
 # errors would each cost a whole connection made and torn down.
-PRESSURE_HOLD = 10.0
-AMPLIFICATION_LIMIT = 3  # bytes sent per byte received before the address is proven (RFC 9000 8.1)
-UNREACHABLE_MEMORY = 16384  # addresses remembered as unreachable (~3 MB), oldest forgotten first
+PRESSURE_HOLD: Final = 10.0
+AMPLIFICATION_LIMIT: Final = 3  # bytes sent per byte received before the address is proven (RFC 9000 8.1)
+UNREACHABLE_MEMORY: Final = 16384  # addresses remembered as unreachable (~3 MB), oldest forgotten first
 
 
 def source_host(addr: object) -> object:
@@ -166,6 +167,7 @@ class Endpoint:
         self._unaccepted: dict[Connection, bool] = {}  # handshaking or queued -> queued
         self._events: deque[Event] = deque()
         self._dirty: dict[Connection, None] = {}
+        self._spare_dirty: dict[Connection, None] = {}  # (datagrams_to_send)
         self._heap: list[tuple[float, int, Connection]] = []
         # Each connection's real deadline and the key of its live heap entry
         # are kept on the connection (_ep_deadline, _ep_key): two dicts per
@@ -245,13 +247,13 @@ class Endpoint:
         segments for one connection take the connection's fast path
         (`Connection.on_data_run`) in one call.
         """
-        one = self._receive_one
         if seg <= 0 or seg >= len(buf):
             # One datagram: parse it once (a scan first would only find a
             # run of one, which decode then parses again when it declines).
             self.stats.datagrams_received += 1
-            one(buf, addr, now, True)
+            self._receive_one(buf, addr, now, True)
             return
+        one = self._receive_one  # (a bound method: compiled code calls self._receive_one directly)
         for dst, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg):
             size = len(raw)
             count = -(-size // seg)
@@ -637,8 +639,12 @@ class Endpoint:
         sent = len(out)
         half = self._half_open
         while self._dirty:
+            # The connections touched since the last pass; touched again
+            # meanwhile, they go into the other dict (two, swapped, rather
+            # than a new one per pass).
             dirty = self._dirty
-            self._dirty = {}
+            spare = self._spare_dirty
+            self._dirty = spare if spare is not dirty else {}  # (the same after a pass that raised)
             for conn in dirty:
                 segs = conn.segments_to_send(now, True)
                 if half and segs and conn in half:
@@ -646,6 +652,8 @@ class Endpoint:
                 elif segs:
                     sent += self._encode_into(conn, segs, out, trains)
                 self._after_change(conn)
+            dirty.clear()
+            self._spare_dirty = dirty
         self.stats.datagrams_sent += sent
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Final
 
 
 class State(Enum):
@@ -28,16 +29,16 @@ class State(Enum):
 
 
 # States in which the connection is synchronized (RFC 9293 3.5.2).
-SYNCHRONIZED = frozenset(
+SYNCHRONIZED: Final = frozenset(
     {
         State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT,
         State.CLOSING, State.LAST_ACK, State.TIME_WAIT,
     }
 )
 # States in which we may still send new data.
-CAN_SEND = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
+CAN_SEND: Final = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 # States in which the peer may still send us data.
-CAN_RECEIVE = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+CAN_RECEIVE: Final = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 
 # The transitions, as data: (state, event) -> next state. The connection
 # checks every transition it makes against this table, and docs/protocol.md's

@@ -20,20 +20,26 @@ SEQ_MOD: Final = 1 << 32
 Payload = bytes | bytearray | memoryview
 
 
+# The control bits the core uses, as plain ints: `Final`, so the compiled
+# modules have them inline (a module dictionary lookup each, otherwise).
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+
+
 class Flags(IntFlag):
     """Control bits, at TCP's bit positions (RFC 9293 section 3.1)."""
 
-    FIN = 0x01
-    SYN = 0x02
-    RST = 0x04
-    PSH = 0x08
-    ACK = 0x10
+    FIN = FIN
+    SYN = SYN
+    RST = RST
+    PSH = PSH
+    ACK = ACK
     URG = 0x20
     ECE = 0x40
     CWR = 0x80
-
-
-FIN, SYN, RST, PSH, ACK = (int(f) for f in (Flags.FIN, Flags.SYN, Flags.RST, Flags.PSH, Flags.ACK))
 
 
 # Segment's header and option fields (what __eq__ compares beside the
