@@ -167,7 +167,6 @@ class Endpoint:
         self._unaccepted: dict[Connection, bool] = {}  # handshaking or queued -> queued
         self._events: deque[Event] = deque()
         self._dirty: dict[Connection, None] = {}
-        self._spare_dirty: dict[Connection, None] = {}  # (datagrams_to_send)
         self._heap: list[tuple[float, int, Connection]] = []
         # Each connection's real deadline and the key of its live heap entry
         # are kept on the connection (_ep_deadline, _ep_key): two dicts per
@@ -639,12 +638,8 @@ class Endpoint:
         sent = len(out)
         half = self._half_open
         while self._dirty:
-            # The connections touched since the last pass; touched again
-            # meanwhile, they go into the other dict (two, swapped, rather
-            # than a new one per pass).
             dirty = self._dirty
-            spare = self._spare_dirty
-            self._dirty = spare if spare is not dirty else {}  # (the same after a pass that raised)
+            self._dirty = {}
             for conn in dirty:
                 segs = conn.segments_to_send(now, True)
                 if half and segs and conn in half:
@@ -652,8 +647,6 @@ class Endpoint:
                 elif segs:
                     sent += self._encode_into(conn, segs, out, trains)
                 self._after_change(conn)
-            dirty.clear()
-            self._spare_dirty = dirty
         self.stats.datagrams_sent += sent
         return out
 
