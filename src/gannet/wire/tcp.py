@@ -136,9 +136,16 @@ def encode_options(seg: Segment, room: int = MAX_OPTIONS) -> bytes:
     return bytes(out)
 
 
-def encode(src_port: int, dst_port: int, seg: Segment, src: bytes, dst: bytes) -> bytes:
+def encode(src_port: int, dst_port: int, seg: Segment, src: bytes, dst: bytes,
+           partial: bool = False) -> bytes:
     """One TCP segment from `src_port` to `dst_port`, checksummed for the
-    addresses `src` and `dst` (packed, 4 or 16 bytes each)."""
+    addresses `src` and `dst` (packed, 4 or 16 bytes each).
+
+    `partial`: leave the checksum for the kernel to finish (a TUN device
+    with a virtio-net header asking for it: Linux's CHECKSUM_PARTIAL): the
+    field holds the folded pseudo-header sum, which the kernel adds the
+    segment's own sum to, and which stays right when it cuts the segment
+    in pieces (TSO)."""
     payload = seg.payload
     if (seg.tsval is not None and seg.mss is None and seg.wscale is None and not seg.sack
             and not seg.sack_permitted and not seg.unknown_options):
@@ -151,7 +158,7 @@ def encode(src_port: int, dst_port: int, seg: Segment, src: bytes, dst: bytes) -
         head = HEADER.pack(src_port, dst_port, seg.seq, seg.ack, (5 + len(opts) // 4) << 4,
                            seg.flags & 0xFF, seg.wnd, 0, 0) + opts
     data = head + payload if payload else head
-    csum = checksum(data, src, dst)
+    csum = pseudo_sum(src, dst, len(data)) if partial else checksum(data, src, dst)
     return b"".join((data[:16], _U16.pack(csum), data[18:]))
 
 
