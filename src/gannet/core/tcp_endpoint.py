@@ -56,7 +56,7 @@ class TsoPacket(bytes):
     last (Linux's tcp_gso_segment)."""
 
     mss: int
-    count: int
+    segments: int
 
 
 def tcp_config(config: Config, mtu: int = ETHERNET_MTU) -> Config:
@@ -243,7 +243,7 @@ class TcpEndpoint(Endpoint):
             count = -(-len(chunk) // mss)
             packet = TsoPacket(self._packet(key, local, seg))
             packet.mss = mss
-            packet.count = count
+            packet.segments = count
             # The kernel numbers the pieces' IPv4 identification from this one's.
             self.ident = (self.ident + count - 1) & 0xFFFF
             out.append((packet, key))

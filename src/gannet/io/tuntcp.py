@@ -252,8 +252,8 @@ class TunAioEndpoint(AioEndpoint):
             st.send_calls += 1
             if type(packet) is TsoPacket:
                 st.gso_calls += 1
-                st.gso_datagrams += packet.count
-                st.datagrams_sent += packet.count
+                st.gso_datagrams += packet.segments
+                st.datagrams_sent += packet.segments
             else:
                 st.datagrams_sent += 1
         return len(out)
