@@ -6,7 +6,6 @@ to it (the namespace forwards between the two devices)."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time

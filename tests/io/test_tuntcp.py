@@ -7,7 +7,6 @@ malformed segments reaching the device dropped and counted while a
 connection runs; nothing left behind (device, route) after the process
 ends, even when killed."""
 
-import hashlib
 import json
 import os
 import shutil
