@@ -83,3 +83,26 @@ def test_carrier_tun_without_an_address_is_one_line(ns):
     r = subprocess.run([sys.executable, "-m", "gannet", "echo", f"{SERVER}:{PORT}", "--carrier", "tun",
                         "--tun-address", CLIENT], capture_output=True, text=True, timeout=60, env=ENV)
     assert "--carrier tun needs --wire tcp" in r.stderr
+
+
+def test_send_and_receive_on_the_tun_carrier(ns, tmp_path):
+    out = tmp_path / "out"
+    log = tmp_path / "receive.log"
+    proc = subprocess.Popen(in_ns(ns, "-m", "gannet", "receive", "--wire", "tcp", "--carrier", "tun",
+                                  "--host", SERVER, "--port", str(PORT + 1), "--dir", str(out), "--once"),
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=ENV)
+    try:
+        deadline = time.monotonic() + 20
+        while "listening on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        src = tmp_path / "file.bin"
+        src.write_bytes(os.urandom(5_000_000))
+        r = subprocess.run(in_ns(ns, "-m", "gannet", "send", str(src), f"{SERVER}:{PORT + 1}", "--wire", "tcp",
+                                 "--carrier", "tun", "--tun-address", CLIENT),
+                           capture_output=True, text=True, timeout=60, env=ENV)
+        assert r.returncode == 0, r.stderr
+        assert proc.wait(30) == 0, log.read_text()
+        assert (out / "file.bin").read_bytes() == src.read_bytes()
+    finally:
+        stop(proc)

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
-    add_wire_option(s)
+    add_wire_option(s, carrier="server")
     security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("address", metavar="HOST:PORT", help="the echo server")
     c.add_argument("--message", "-m", action="append", metavar="TEXT",
                    help="send TEXT instead of reading stdin (repeatable)")
-    add_wire_option(c, client=True)
+    add_wire_option(c, carrier="client")
     security.add_arguments(c)
     c.set_defaults(func=run_client)
 
