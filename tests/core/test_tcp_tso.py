@@ -8,7 +8,7 @@ import random
 import struct
 
 from gannet.core.states import State
-from gannet.core.tcp_endpoint import TsoPacket, TcpEndpoint
+from gannet.core.tcp_endpoint import TcpEndpoint, TsoPacket
 from gannet.wire import ipv4
 from gannet.wire import tcp as tcpwire
 from gannet.wire.segment import FIN, PSH
