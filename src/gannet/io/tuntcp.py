@@ -11,7 +11,7 @@ writes. This carrier makes one per endpoint, routes the endpoint's address
   virtual machine's NIC uses. Writing, Gannet hands the kernel one TCP
   segment of up to 64 KB with a header asking for TCP segmentation
   (VIRTIO_NET_HDR_GSO_TCPV4 and the MSS): the kernel cuts it into segments
-  as a NIC's TSO would, so one write sends up to 44 segments. The checksum
+  as a NIC's TSO would, so one write sends up to 45 segments (of 1,448 bytes). The checksum
   is left for the kernel to finish (VIRTIO_NET_HDR_F_NEEDS_CSUM, the
   field holding the pseudo-header sum), which it does only if the packet
   leaves on a device that needs it.
