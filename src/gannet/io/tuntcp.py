@@ -117,7 +117,8 @@ class TunSocket:
             raise ValueError(f"the TUN carrier needs an address of its own, not {addr}")
         if _is_host_address(addr):
             raise OSError(errno.EADDRINUSE, f"{addr} is an address of this host: the TUN carrier "
-                          "needs one the kernel does not have")
+                          "needs one the kernel does not have (a server's host, a client's "
+                          "local_addr or --tun-address)")
         self.address = addr
         self.port = port or random.randint(*EPHEMERAL)
         self.name = name or f"gtun{os.getpid() % 100000}x{next(_names)}"
