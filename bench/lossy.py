@@ -7,7 +7,10 @@ namespace a to namespace b:
 
 - Gannet, once per congestion controller `gannet.core.cc.available()` lists
   (blocking `gannet.Socket`, `cc=NAME`);
-- kernel TCP with CUBIC and with BBR (`TCP_CONGESTION` per socket).
+- kernel TCP with CUBIC and with BBR (`TCP_CONGESTION` per socket);
+- with `--gannet-tcp-cc` / `--gannet-tun-cc`, Gannet's engine on the TCP
+  wire to a kernel receiver, on raw sockets / on the TUN carrier (an address
+  of its own in namespace a, 10.77.N.10 and up, which a forwards).
 
 Every byte is verified: the receiver hashes what it got (SHA-256) and sends the
 digest back; the sender compares it with the hash of what it sent.
@@ -74,11 +77,15 @@ _PEER_SOCKETS: list = []  # what a failing peer reports on (_diag)
 
 
 def _open(proto: str, cc: str):
-    if proto in ("gannet", "gannet-tcp"):
+    if proto in ("gannet", "gannet-tcp", "gannet-tun"):
         import gannet
         # gannet-tcp: Gannet's engine on the TCP wire (raw sockets), sending
-        # to a kernel TCP receiver (peer_server opens a kernel socket for it).
-        sock = gannet.Socket(cc=cc, wire="tcp" if proto == "gannet-tcp" else "udp")
+        # to a kernel TCP receiver (peer_server opens a kernel socket for it);
+        # gannet-tun: the same on the TUN carrier (gannet.io.tuntcp).
+        if proto == "gannet":
+            sock = gannet.Socket(cc=cc)
+        else:
+            sock = gannet.Socket(cc=cc, wire="tcp", tcp_carrier="tun" if proto == "gannet-tun" else "raw")
         _PEER_SOCKETS.append(sock)
         return sock
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -151,7 +158,7 @@ def _diag(s) -> dict:
 
 
 def peer_server(args) -> None:
-    if args.proto == "gannet-tcp":
+    if args.proto in ("gannet-tcp", "gannet-tun"):
         lsock = _open("tcp", "")  # a kernel receiver for Gannet on the TCP wire
     else:
         lsock = _open(args.proto, args.cc)
@@ -223,6 +230,8 @@ def _start_trace(s, path, start) -> None:
 
 def peer_client(args) -> None:
     s = _open(args.proto, args.cc)
+    if args.bind:
+        s.bind((args.bind, 0))
     s.connect((args.host, args.port))
     block = _pattern_block()
     chunk = 1 << 16 if args.proto.startswith("gannet") else 1 << 18
@@ -284,13 +293,15 @@ LINKS = [LinkSpec("clean", 50e6, 0.040, 0.0), LinkSpec("loss1", 50e6, 0.040, 0.0
 
 @dataclass(frozen=True)
 class Flow:
-    proto: str  # "gannet" | "tcp" | "gannet-tcp"
+    proto: str  # "gannet" | "tcp" | "gannet-tcp" | "gannet-tun"
     cc: str
 
     @property
     def label(self) -> str:
         if self.proto == "gannet-tcp":
             return f"Gannet TCP-wire {self.cc} -> kernel"
+        if self.proto == "gannet-tun":
+            return f"Gannet TCP-wire (TUN) {self.cc} -> kernel"
         return f"Gannet {self.cc}" if self.proto == "gannet" else f"kernel TCP {self.cc}"
 
 
@@ -400,12 +411,19 @@ def run_flows(spec: LinkSpec, flows: list[Flow], seconds: float, seed: int,
                                  "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i)])
             _wait_line(p, "ready")
             servers.append(p)
+        binds = {}
+        if any(f.proto == "gannet-tun" for f in flows):
+            # The TUN carrier's address: in the link's network, so b sends it
+            # across the link; a forwards it to the TUN device.
+            lab.run("a", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout=15)
+            net = lab.addr("a").rsplit(".", 1)[0]
+            binds = {i: f"{net}.{10 + i}" for i, f in enumerate(flows) if f.proto == "gannet-tun"}
         lab.reset_stats()
         # LOSSY_TRACE=PREFIX: one trace per link and flow, PREFIX.LINK.PORT
         trace = {"LOSSY_TRACE": f"{os.environ['LOSSY_TRACE']}.{spec.name}"} if os.environ.get("LOSSY_TRACE") else None
         clients = [_proc(lab, "a", [PY, str(HERE), "peer", "client", "--proto", f.proto,
                                     "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i),
-                                    "--seconds", str(seconds)], env=trace)
+                                    "--seconds", str(seconds), "--bind", binds.get(i, "")], env=trace)
                    for i, f in enumerate(flows)]
         pinger = None
         if ping:  # skip the first 2 s (slow start); 5 probes a second
@@ -640,7 +658,8 @@ def main(argv=None) -> int:
     if argv[:1] == ["peer"]:
         p = argparse.ArgumentParser(prog="lossy.py peer")
         p.add_argument("role", choices=["server", "client"])
-        p.add_argument("--proto", choices=["gannet", "tcp", "gannet-tcp"], required=True)
+        p.add_argument("--proto", choices=["gannet", "tcp", "gannet-tcp", "gannet-tun"], required=True)
+        p.add_argument("--bind", default="", help="the client's address (the TUN carrier's own)")
         p.add_argument("--cc", default="")
         p.add_argument("--host", required=True)
         p.add_argument("--port", type=int, required=True)
@@ -664,6 +683,9 @@ def main(argv=None) -> int:
     p.add_argument("--tcp-cc", default="cubic,bbr")
     p.add_argument("--gannet-tcp-cc", default="",
                    help="also run Gannet on the TCP wire (raw sockets) to a kernel receiver "
+                   "with these controllers, e.g. bbr")
+    p.add_argument("--gannet-tun-cc", default="",
+                   help="also run Gannet on the TCP wire with the TUN carrier to a kernel receiver "
                    "with these controllers, e.g. bbr")
     p.add_argument("--no-fairness", action="store_true")
     p.add_argument("--fairness-cc", default=None,
@@ -698,7 +720,8 @@ def main(argv=None) -> int:
         print(f"skipping kernel TCP {name}: {why}", file=sys.stderr)
     tcc = [c for c in tcc if c not in missing]
     flows = ([Flow("gannet", c) for c in gcc] + [Flow("tcp", c) for c in tcc]
-             + [Flow("gannet-tcp", c) for c in args.gannet_tcp_cc.split(",") if c])
+             + [Flow("gannet-tcp", c) for c in args.gannet_tcp_cc.split(",") if c]
+             + [Flow("gannet-tun", c) for c in args.gannet_tun_cc.split(",") if c])
     command = "python bench/lossy.py " + " ".join(argv)
     report = {"command": command.strip(), "machine": machine(), "seconds": seconds,
               "links": [{"name": s.name, "describe": s.describe()} for s in specs],

@@ -8,7 +8,11 @@ at the end). Each round runs, one after the other on the same path:
 - kernel -> kernel: Python sockets both ends (the reference);
 - Gannet TCP -> kernel: `gannet.open_connection(wire="tcp")` sending to a
   kernel socket receiver;
-- kernel -> Gannet TCP: a kernel socket sender to `gannet.start_server(wire="tcp")`.
+- kernel -> Gannet TCP: a kernel socket sender to `gannet.start_server(wire="tcp")`;
+- the same two with the TUN carrier (`tcp_carrier="tun"`, gannet.io.tuntcp):
+  Gannet owns an address of its own behind a TUN device in its namespace,
+  which forwards between that device and the veth (`ip_forward=1`, a route
+  to that address across the veth): TSO writes and GRO reads.
 
 Every transfer is verified (byte count and CRC32C at the receiver against
 the sender's). Goodput is bytes over the receiver's time from the first
@@ -28,6 +32,8 @@ import time
 
 NS = ("gtw-a", "gtw-b")
 ADDR = ("10.78.0.1", "10.78.0.2")
+TUN_NET = ("10.78.1.0/24", "10.78.2.0/24")  # routed to each namespace, for its TUN carrier
+TUN_ADDR = ("10.78.1.2", "10.78.2.2")
 PORT = 7400
 
 COMMON = r"""
@@ -69,8 +75,10 @@ report(sent=n, crc=crc)
 GANNET_SOURCE = COMMON + r"""
 import asyncio, gannet
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tun = sys.argv[4] if len(sys.argv) > 4 else None  # the TUN carrier's own address
+extra = {"tcp_carrier": "tun", "local_addr": (tun, 0)} if tun else {}
 async def main():
-    r, w = await gannet.open_connection(host, port, wire="tcp")
+    r, w = await gannet.open_connection(host, port, wire="tcp", **extra)
     crc, left = 0, n
     while left:
         piece = BLOCK[:left]; w.write(piece); await w.drain(); crc = crc32c(piece, crc); left -= len(piece)
@@ -93,7 +101,9 @@ async def main():
         t = time.monotonic() - first
         writer.close()
         done.set_result((n, crc, t))
-    server = await gannet.start_server(handle, sys.argv[1], int(sys.argv[2]), wire="tcp")
+    tun = len(sys.argv) > 3
+    server = await gannet.start_server(handle, sys.argv[3] if tun else sys.argv[1], int(sys.argv[2]),
+                                       wire="tcp", **({"tcp_carrier": "tun"} if tun else {}))
     print("ready", flush=True)
     n, crc, t = await done
     await asyncio.sleep(0.1)
@@ -117,6 +127,10 @@ def setup() -> None:
         sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
         sh("ip", "-n", ns, "link", "set", dev, "mtu", "1500", "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    # Each namespace's TUN network is reached through it.
+    sh("ip", "-n", NS[1], "route", "add", TUN_NET[0], "via", ADDR[0])
+    sh("ip", "-n", NS[0], "route", "add", TUN_NET[1], "via", ADDR[1])
 
 
 def teardown() -> None:
@@ -135,20 +149,23 @@ def last(proc: subprocess.Popen, timeout: float) -> dict:
     return json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
 
 
-def transfer(sender: str, receiver: str, nbytes: int) -> dict:
-    sink = popen(NS[1], receiver, ADDR[1], str(PORT))
+def transfer(sender: str, receiver: str, tun_src: bool, tun_dst: bool, nbytes: int) -> dict:
+    sink = popen(NS[1], receiver, ADDR[1], str(PORT), *([TUN_ADDR[1]] if tun_dst else []))
     assert sink.stdout.readline().strip() == "ready"
-    src = popen(NS[0], sender, ADDR[1], str(PORT), str(nbytes))
+    dst = TUN_ADDR[1] if tun_dst else ADDR[1]
+    src = popen(NS[0], sender, dst, str(PORT), str(nbytes), *([TUN_ADDR[0]] if tun_src else []))
     s, r = last(src, 600), last(sink, 60)
     ok = s["sent"] == r["bytes"] == nbytes and s["crc"] == r["crc"]
     return {"mb_s": nbytes / r["seconds"] / 1e6, "verified": ok, **{k: v for k, v in s.items()
                                                                     if k == "retransmits"}}
 
 
-PAIRS = {
-    "kernel -> kernel": (KERNEL_SOURCE, KERNEL_SINK),
-    "Gannet TCP -> kernel": (GANNET_SOURCE, KERNEL_SINK),
-    "kernel -> Gannet TCP": (KERNEL_SOURCE, GANNET_SINK),
+PAIRS = {  # sender, receiver, TUN carrier at the sender, at the receiver
+    "kernel -> kernel": (KERNEL_SOURCE, KERNEL_SINK, False, False),
+    "Gannet TCP -> kernel": (GANNET_SOURCE, KERNEL_SINK, False, False),
+    "kernel -> Gannet TCP": (KERNEL_SOURCE, GANNET_SINK, False, False),
+    "Gannet TCP (TUN) -> kernel": (GANNET_SOURCE, KERNEL_SINK, True, False),
+    "kernel -> Gannet TCP (TUN)": (KERNEL_SOURCE, GANNET_SINK, False, True),
 }
 
 
@@ -157,6 +174,7 @@ def main() -> int:
     p.add_argument("--bytes", default="200MB")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--only", default="", help="comma-separated row names (kernel -> kernel always runs)")
     args = p.parse_args()
     from gannet.cli.units import parse_size
 
@@ -164,11 +182,13 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/tcp_wire.py needs root (namespaces, raw sockets)", file=sys.stderr)
         return 1
+    pairs = {k: v for k, v in PAIRS.items() if k == "kernel -> kernel" or not args.only
+             or k in args.only.split(",")}
     setup()
     rounds = []
     try:
         for i in range(args.rounds):
-            row = {name: transfer(s, r, nbytes) for name, (s, r) in PAIRS.items()}
+            row = {name: transfer(*spec, nbytes=nbytes) for name, spec in pairs.items()}
             rounds.append(row)
             print(f"round {i + 1}: " + ", ".join(f"{k} {v['mb_s']:.1f} MB/s" for k, v in row.items()),
                   file=sys.stderr, flush=True)
@@ -176,7 +196,7 @@ def main() -> int:
     finally:
         teardown()
     summary = {}
-    for name in PAIRS:
+    for name in pairs:
         rates = [r[name]["mb_s"] for r in rounds]
         ratios = [r[name]["mb_s"] / r["kernel -> kernel"]["mb_s"] for r in rounds]
         summary[name] = {"median_mb_s": statistics.median(rates),

@@ -15,6 +15,7 @@ from typing import get_args, get_type_hints
 MODE_BURST = 0
 MODE_STEP = 1
 MODES = {"burst": MODE_BURST, "step-by-step": MODE_STEP}
+TCP_CARRIERS = ("raw", "tun")
 # Congestion controllers by name: the built-in ones, and any registered
 # later with gannet.core.cc.register (which adds its name here).
 CONGESTION_CONTROLS: set[str] = {"newreno", "cubic", "bbr"}
@@ -141,6 +142,14 @@ class Config:
     """PAWS (RFC 7323 5): segments whose timestamp is older than the newest
     by more than this many seconds are dropped as old duplicates."""
 
+    # --- the TCP wire (docs/tcp.md) -----------------------------------------
+    tcp_carrier: str = "raw"
+    """How `wire="tcp"` moves its packets: "raw", raw IPv4 sockets on the
+    host's own addresses (a firewall rule keeps the kernel from resetting
+    the port); "tun", a TUN device owning an address of the endpoint's own
+    (a server's host, a client's local address), with the kernel's TCP
+    segmentation and checksum offloads (gannet.io.tuntcp)."""
+
     # --- observability (docs/observability.md) -----------------------------
     qlog_dir: str | None = None
     """Write one qlog file per connection into this directory (JSON-SEQ,
@@ -212,6 +221,8 @@ class Config:
             raise ValueError("psk_file and code cannot both be set")
         if self.insecure and (self.peer_key or self.psk_file or self.code):
             raise ValueError("insecure turns off peer_key, psk_file and code: set one or the other")
+        if self.tcp_carrier not in TCP_CARRIERS:
+            raise ValueError(f"tcp_carrier must be one of {sorted(TCP_CARRIERS)}, not {self.tcp_carrier!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {self.mode!r}")
         if not 64 <= self.mss <= 65000:

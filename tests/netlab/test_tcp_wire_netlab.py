@@ -73,10 +73,12 @@ GANNET_SOURCE = r"""
 import asyncio, hashlib, json, random, sys, time
 import gannet
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tun = sys.argv[4] if len(sys.argv) > 4 else None  # the TUN carrier's own address
+extra = {"tcp_carrier": "tun", "local_addr": (tun, 0)} if tun else {}
 
 async def main():
     block = random.Random(1).randbytes(1 << 20)
-    r, w = await gannet.open_connection(host, port, wire="tcp")
+    r, w = await gannet.open_connection(host, port, wire="tcp", **extra)
     print("connected", flush=True)
     conn = w.get_extra_info("connection")
     h, left, t0 = hashlib.sha256(), n, time.monotonic()
@@ -92,10 +94,12 @@ async def main():
     w.close()
     await w.wait_closed()
     # What the kernel's SYN-ACK agreed to, as this end took it.
+    io = w.get_extra_info("endpoint").io_stats
     print(json.dumps({"sent": n, "sha256": h.hexdigest(), "echo": echo.decode(),
                       "seconds": t1 - t0, "sack_ok": conn.sack_ok, "ts_ok": conn.ts_ok,
                       "snd_wscale": conn.snd_wscale, "rcv_wscale": conn.rcv_wscale,
-                      "mss": conn.mss, "retransmits": conn.stats.retransmits}), flush=True)
+                      "mss": conn.mss, "retransmits": conn.stats.retransmits,
+                      "gso_calls": io.gso_calls}), flush=True)
 
 asyncio.run(main())
 """
@@ -104,6 +108,7 @@ GANNET_SINK = r"""
 import asyncio, hashlib, json, sys
 import gannet
 host, port = sys.argv[1], int(sys.argv[2])
+tun = len(sys.argv) > 3  # host is the TUN carrier's own address
 
 async def main():
     done = asyncio.get_running_loop().create_future()
@@ -118,7 +123,8 @@ async def main():
         writer.close()
         done.set_result((n, h.hexdigest()))
 
-    server = await gannet.start_server(handle, host, port, wire="tcp")
+    server = await gannet.start_server(handle, host, port, wire="tcp",
+                                       **({"tcp_carrier": "tun"} if tun else {}))
     print("ready", flush=True)
     n, digest = await done
     await asyncio.sleep(0.2)  # let the digest and FIN be acknowledged
@@ -162,11 +168,12 @@ def kernel_view(lab, node, port):
     return r.stdout
 
 
-def gannet_to_kernel(lab, nbytes, timeout):
+def gannet_to_kernel(lab, nbytes, timeout, tun=None):
     sink = lab.popen("b", [PY, "-c", KERNEL_SINK, lab.addr("b"), str(PORT)],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_line(sink, "ready")
-    src = lab.popen("a", [PY, "-c", GANNET_SOURCE, lab.addr("b"), str(PORT), str(nbytes)],
+    src = lab.popen("a", [PY, "-c", GANNET_SOURCE, lab.addr("b"), str(PORT), str(nbytes),
+                          *([tun] if tun else [])],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_line(src, "connected")
     wait_line(sink, "accepted")
@@ -237,3 +244,40 @@ def test_kernel_sender_to_a_gannet_tcp_receiver():
         check_negotiated(view)
     rate = nbytes * 8 / kernel["seconds"] / 1e6
     print(f"\nkernel -> Gannet TCP: {nbytes / 1e6:.0f} MB in {kernel['seconds']:.2f} s ({rate:.0f} Mbit/s)")
+
+
+def tun_address(lab, node, host):
+    """An address in the lab link's network for a TUN carrier in `node`,
+    which forwards it: the other node sends it across the link."""
+    lab.run(node, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout=10, check=True)
+    return f"{lab.addr(node).rsplit('.', 1)[0]}.{host}"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun")
+def test_the_tun_carrier_inside_netlab_both_ways():
+    """Gannet on the TUN carrier (gannet.io.tuntcp) inside the lab: to a
+    kernel receiver across 1 % loss and 40 ms, and from a kernel sender."""
+    nbytes = BULK or 3_000_000
+    with Netlab(link=LinkConfig(delay="20ms", loss="1%"), seed=7) as lab:
+        kernel, gannet, view, logs = gannet_to_kernel(lab, nbytes, 560 if BULK else 100,
+                                                      tun=tun_address(lab, "a", 10))
+        stats = lab.stats()["links"]["a->b"]
+    assert kernel["bytes"] == gannet["sent"] == nbytes, logs
+    assert kernel["sha256"] == gannet["sha256"] == gannet["echo"]
+    check_negotiated(view, gannet)
+    assert stats["dropped"]["loss"] > 0 and gannet["retransmits"] > 0
+    assert gannet["gso_calls"] > 0  # runs of segments left as TSO packets
+
+    nbytes = BULK or 5_000_000
+    with Netlab(seed=8) as lab:
+        addr = tun_address(lab, "b", 20)
+        sink = lab.popen("b", [PY, "-c", GANNET_SINK, addr, str(PORT), "tun"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        wait_line(sink, "ready")
+        src = lab.popen("a", [PY, "-c", KERNEL_SOURCE, addr, str(PORT), str(nbytes)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        sout, serr = finish(src, 560 if BULK else 100)
+        gout, gerr = finish(sink, 20)
+    kernel, gannet = last_json(sout), last_json(gout)
+    assert gannet["bytes"] == kernel["sent"] == nbytes, (serr, gerr)
+    assert gannet["sha256"] == kernel["sha256"] == kernel["echo"]

@@ -15,7 +15,7 @@ import threading
 from gannet.apps.display import safe_text
 from gannet.cli import security
 from gannet.cli.main import CLIError, summary
-from gannet.cli.wireopt import add_wire_option
+from gannet.cli.wireopt import add_wire_option, wire_settings
 
 DEFAULT_PORT = 8000
 ECHO_TIMEOUT = 30.0  # longest the client waits for one echo
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
-    add_wire_option(s)
+    add_wire_option(s, carrier="server")
     security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("address", metavar="HOST:PORT", help="the echo server")
     c.add_argument("--message", "-m", action="append", metavar="TEXT",
                    help="send TEXT instead of reading stdin (repeatable)")
-    add_wire_option(c)
+    add_wire_option(c, carrier="client")
     security.add_arguments(c)
     c.set_defaults(func=run_client)
 
@@ -93,7 +93,8 @@ def run_server(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in args.host else _socket.AF_INET
     if args.wire == "tcp" and family != _socket.AF_INET:
         raise CLIError("--wire tcp is IPv4 only")
-    server = Socket(family, wire=args.wire, **security.overrides(args, "echo-server"))
+    server = Socket(family, wire=args.wire, **wire_settings(args),
+                    **security.overrides(args, "echo-server"))
     try:
         server.bind((args.host, args.port))
         server.listen(128)
@@ -131,8 +132,14 @@ def run_client(args: argparse.Namespace) -> int:
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     if args.wire == "tcp" and family != _socket.AF_INET:
         raise CLIError("--wire tcp is IPv4 only")
-    sock = Socket(family, wire=args.wire, **security.overrides(args, "echo"))
+    sock = Socket(family, wire=args.wire, **wire_settings(args), **security.overrides(args, "echo"))
     sock.settimeout(ECHO_TIMEOUT)
+    if args.carrier == "tun":
+        try:
+            sock.bind((args.tun_address, 0))
+        except OSError as exc:
+            sock.close()
+            raise CLIError(f"cannot use {args.tun_address}: {exc.strerror or exc}") from None
     try:
         sock.connect((host, port))
     except _socket.gaierror as exc:

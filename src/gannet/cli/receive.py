@@ -9,7 +9,7 @@ from gannet.apps.limits import TransferLimits
 from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration
-from gannet.cli.wireopt import add_wire_option
+from gannet.cli.wireopt import add_wire_option, wire_settings
 from gannet.crypto.code import generate_code
 
 _DEFAULTS = TransferLimits()
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
     p.add_argument("--dir", required=True, metavar="DIR", help="where files go (created if missing)")
-    add_wire_option(p)
+    add_wire_option(p, carrier="server")
     p.add_argument("--once", action="store_true",
                    help="exit after one complete transfer: 0 if every file verified, else 1")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_connections < 1:
         raise CLIError("--max-connections must be at least 1")
     settings = security.overrides(args, "receive")
+    carrier = wire_settings(args)
     if not settings.get("insecure") and not settings.get("psk_file") and "code" not in settings:
         settings["code"] = generate_code()
     rep = Reporter("receive")
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             server = await gannet.start_server(on_client, args.host, args.port, limit=4 * CHUNK,
-                                               wire=args.wire, **settings)
+                                               wire=args.wire, **carrier, **settings)
         except OSError as exc:
             raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 

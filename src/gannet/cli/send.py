@@ -8,7 +8,7 @@ from gannet.apps.transfer.protocol import COMPRESS_MODES
 from gannet.cli import security
 from gannet.cli.main import CLIError, summary
 from gannet.cli.units import positive_duration, positive_rate
-from gannet.cli.wireopt import add_wire_option
+from gannet.cli.wireopt import add_wire_option, wire_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="what to send")
     p.add_argument("target", metavar="HOST:PORT", help="where `gannet receive` listens")
-    add_wire_option(p)
+    add_wire_option(p, carrier="client")
     p.add_argument("--compress", choices=COMPRESS_MODES, default="auto",
                    help="zstd per 1 MiB chunk: auto (only for data that compresses, the "
                    "default), zstd (always) or none")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from gannet.io.loops import run as run_loop
 
     host, port = parse_target(args.target)
-    settings = security.overrides(args, "send")
+    settings = {**security.overrides(args, "send"), **wire_settings(args, client=True)}
     rep = Reporter("send")
     try:
         try:

@@ -16,6 +16,13 @@ timestamps, and the UDP-only path MTU probing is off.
 Packets for other ports are ignored (a raw socket sees every TCP packet the
 host receives, unless a filter spares it them). Malformed ones are dropped
 and counted by reason (`drop_reasons`), never raised.
+
+With `offload` (a carrier whose kernel finishes checksums and cuts large
+segments, as a TUN device with virtio-net headers does: gannet.io.tuntcp),
+packets leave with the checksum left partial (`tcpwire.encode(partial=True)`)
+and a run of full-size segments leaves as one `TsoPacket`, which the kernel
+segments; `receive_offloaded` takes packets whose checksum the kernel has
+vouched for.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from dataclasses import replace
 from ..config import Config
 from ..wire import ipv4
 from ..wire import tcp as tcpwire
-from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
+from ..wire.segment import ACK, PSH, RST, SEQ_MOD, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .endpoint import Endpoint
 
@@ -39,6 +46,17 @@ _UDP_DATA_OVERHEAD = 24
 _TCP_DATA_OVERHEAD = ipv4.HEADER_SIZE + tcpwire.HEADER_SIZE + tcpwire.TS_OPTION_SIZE  # 52
 _ACK_PSH = ACK | PSH
 _ADDRESS_CACHE = 4096
+_TSO_ROOM = 65535 - _TCP_DATA_OVERHEAD  # an IPv4 packet's payload past the headers
+
+
+class TsoPacket(bytes):
+    """An IPv4 packet holding several segments' data in one TCP segment, to
+    be cut into segments of `mss` bytes by the kernel (TSO): every piece
+    gets this header with its own sequence number, PSH and FIN only on the
+    last (Linux's tcp_gso_segment)."""
+
+    mss: int
+    segments: int
 
 
 def tcp_config(config: Config, mtu: int = ETHERNET_MTU) -> Config:
@@ -74,6 +92,8 @@ class TcpEndpoint(Endpoint):
         self.other_ports = 0
         """Packets for other ports or protocols, ignored."""
         self.ident = 0  # IPv4 identification of the next packet
+        self.offload = False
+        """Leave checksums partial and send runs as TsoPacket (see the module doc)."""
         # Address text <-> bytes, for the hosts seen lately (the ipaddress
         # module costs microseconds per packet); cleared when it grows.
         self._names: dict[bytes, str] = {}
@@ -114,8 +134,16 @@ class TcpEndpoint(Endpoint):
         (the packet names its source)."""
         self._receive_one(data, addr, now)
 
+    def receive_offloaded(self, data: bytes | bytearray | memoryview, now: float,
+                          checked: bool) -> None:
+        """One IPv4 packet from a carrier that tells whether its TCP checksum
+        is vouched for (`checked`: the kernel verified it, or made the
+        packet itself and left the checksum for a NIC to fill); others are
+        verified in full, without the loopback exception."""
+        self._receive_one(data, None, now, verify=not checked, partial=False)
+
     def _receive_one(self, data: bytes | bytearray | memoryview, addr: object, now: float,
-                     fast: bool = False) -> None:
+                     fast: bool = False, verify: bool = True, partial: bool = True) -> None:
         try:
             src, dst, proto, start, end = ipv4.parse(data)
         except ipv4.IPv4Error as exc:
@@ -131,7 +159,7 @@ class TcpEndpoint(Endpoint):
             return
         self.stats.datagrams_received += 1
         try:
-            sport, _dport, seg = tcpwire.decode(view, src, dst, partial=True)
+            sport, _dport, seg = tcpwire.decode(view, src, dst, verify, partial)
         except tcpwire.TcpWireError as exc:
             self._drop(str(exc))
             return
@@ -189,6 +217,9 @@ class TcpEndpoint(Endpoint):
         sent = 0
         for seg in segs:
             if type(seg) is SegmentRun:
+                if trains and self.offload and seg.length > seg.mss:
+                    sent += self._tso_packets(key, local, seg, out)
+                    continue
                 for one in seg.segments():
                     out.append((self._packet(key, local, one), key))
                     sent += 1
@@ -197,13 +228,35 @@ class TcpEndpoint(Endpoint):
                 sent += 1
         return sent
 
+    def _tso_packets(self, key: tuple[str, int], local: bytes, run: SegmentRun, out: list) -> int:
+        """`run` as TsoPackets of as many whole segments as an IPv4 packet holds."""
+        mss = run.mss
+        step = _TSO_ROOM // mss * mss
+        data = bytes(run.buf[run.offset : run.offset + run.length])  # the buffer may change
+        sent = 0
+        for start in range(0, run.length, step):
+            chunk = data[start : start + step]
+            last = start + step >= run.length
+            seg = Segment((run.seq + start) % SEQ_MOD, run.ack,
+                          run.last_flags if last else run.flags, run.wnd, chunk,
+                          tsval=run.tsval, tsecr=run.tsecr)
+            count = -(-len(chunk) // mss)
+            packet = TsoPacket(self._packet(key, local, seg))
+            packet.mss = mss
+            packet.segments = count
+            # The kernel numbers the pieces' IPv4 identification from this one's.
+            self.ident = (self.ident + count - 1) & 0xFFFF
+            out.append((packet, key))
+            sent += count
+        return sent
+
     def _packet(self, key: tuple[str, int], local: bytes, seg: Segment) -> bytes:
         peer = self._packed.get(key[0])
         if peer is None:
             if len(self._packed) > _ADDRESS_CACHE:
                 self._packed.clear()
             peer = self._packed[key[0]] = ipaddress.IPv4Address(key[0]).packed
-        segment = tcpwire.encode(self.port, key[1], seg, local, peer)
+        segment = tcpwire.encode(self.port, key[1], seg, local, peer, self.offload)
         self.ident = (self.ident + 1) & 0xFFFF
         return ipv4.build(local, peer, len(segment), ident=self.ident) + segment
 

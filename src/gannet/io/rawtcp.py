@@ -177,8 +177,13 @@ def create_tcp_endpoint(host: str | None, port: int, *, config: Config,
     """An `AioEndpoint` speaking TCP on raw sockets at `host`:`port` (port 0:
     a free one; host None or "0.0.0.0": every local address, listening only).
     `keep`: close it when the loop ends (what asyncio callers want; the
-    blocking Socket's loop thread closes its endpoints itself)."""
+    blocking Socket's loop thread closes its endpoints itself).
+    `config.tcp_carrier` "tun": a TUN device instead (gannet.io.tuntcp)."""
     loop = loop or asyncio.get_event_loop()
+    if config.tcp_carrier == "tun":
+        from .tuntcp import create_tun_endpoint
+
+        return create_tun_endpoint(host, port, config=config, loop=loop, keep=keep)
     if host in ("", None):
         host = "0.0.0.0"
     local_ip = None if host == "0.0.0.0" else str(ipaddress.IPv4Address(socket.gethostbyname(host)))

@@ -86,15 +86,18 @@ def checksum_ok(segment: bytes | bytearray | memoryview, src: bytes, dst: bytes,
     pseudo-header sum passes too: that is what a raw socket reads of a
     segment the kernel sent over loopback (or a veth with checksum offload),
     where the checksum is left for a NIC that never computes it (Linux's
-    CHECKSUM_PARTIAL). Only segments that never left the host look so."""
+    CHECKSUM_PARTIAL). Only segments that never left the host look so.
+    That form is tested first: it costs nothing, where the full sum costs
+    about 4 ns a byte (a 64 KB GRO segment: 0.3 ms); the segments accepted
+    are the same either way."""
     n = len(segment)
+    pseudo = pseudo_sum(src, dst, n)
+    if partial and (segment[16] << 8 | segment[17]) % 0xFFFF == pseudo:
+        return True
     total = int.from_bytes(segment, "big")
     if n & 1:
         total <<= 8
-    pseudo = pseudo_sum(src, dst, n)
-    if (total + pseudo) % 0xFFFF == 0:
-        return True
-    return partial and (segment[16] << 8 | segment[17]) % 0xFFFF == pseudo
+    return (total + pseudo) % 0xFFFF == 0
 
 
 def address_bytes(addr: str) -> bytes:
@@ -136,9 +139,16 @@ def encode_options(seg: Segment, room: int = MAX_OPTIONS) -> bytes:
     return bytes(out)
 
 
-def encode(src_port: int, dst_port: int, seg: Segment, src: bytes, dst: bytes) -> bytes:
+def encode(src_port: int, dst_port: int, seg: Segment, src: bytes, dst: bytes,
+           partial: bool = False) -> bytes:
     """One TCP segment from `src_port` to `dst_port`, checksummed for the
-    addresses `src` and `dst` (packed, 4 or 16 bytes each)."""
+    addresses `src` and `dst` (packed, 4 or 16 bytes each).
+
+    `partial`: leave the checksum for the kernel to finish (a TUN device
+    with a virtio-net header asking for it: Linux's CHECKSUM_PARTIAL): the
+    field holds the folded pseudo-header sum, which the kernel adds the
+    segment's own sum to, and which stays right when it cuts the segment
+    in pieces (TSO)."""
     payload = seg.payload
     if (seg.tsval is not None and seg.mss is None and seg.wscale is None and not seg.sack
             and not seg.sack_permitted and not seg.unknown_options):
@@ -151,7 +161,7 @@ def encode(src_port: int, dst_port: int, seg: Segment, src: bytes, dst: bytes) -
         head = HEADER.pack(src_port, dst_port, seg.seq, seg.ack, (5 + len(opts) // 4) << 4,
                            seg.flags & 0xFF, seg.wnd, 0, 0) + opts
     data = head + payload if payload else head
-    csum = checksum(data, src, dst)
+    csum = pseudo_sum(src, dst, len(data)) if partial else checksum(data, src, dst)
     return b"".join((data[:16], _U16.pack(csum), data[18:]))
 
 
