@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 MODULES = (
     "gannet.core.connection",
     "gannet.core.receiver",
+    "gannet.core.sender",
     "gannet.core.recovery",
     "gannet.core.timers",
     "gannet.core.rangeset",
