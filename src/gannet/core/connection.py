@@ -291,9 +291,10 @@ class Connection:
         """Queue bytes for sending; returns how many were taken (maybe fewer)."""
         if self.error is not None:
             raise copy_error(self.error)
-        if self.snd.fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
+        snd = self.snd
+        if snd.fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
             raise BrokenPipeError("connection is closed for sending")
-        n = self.snd.write(data)
+        n = snd.write(data)
         if n:
             self._all_acked_reported = False
             self._touch(self)
@@ -845,7 +846,8 @@ class Connection:
         With `runs`, consecutive full-size data segments may come as one
         `SegmentRun` (for encodings that write a batch in one pass).
         """
-        self.snd.now = now
+        snd = self.snd
+        snd.now = now
         out = self._out
         if out is not None:
             self._out = None
@@ -853,17 +855,17 @@ class Connection:
             out = []
         state = self.state
         if state in SYNCHRONIZED and state is not _TIME_WAIT:
-            self.snd.output(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
+            snd.output(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
         if self.rcv.ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).
             owed = self.rcv.dupacks_owed
             self.rcv.dupacks_owed = 0
             if owed > 1:
-                ack = self._control(self.snd.snd_nxt, ACK)
+                ack = self._control(snd.snd_nxt, ACK)
                 out.extend([ack] * owed)
             elif not any(s.flags & ACK for s in out[-1:]) or (out and out[-1].flags & RST):
-                out.append(self._control(self.snd.snd_nxt, ACK))
+                out.append(self._control(snd.snd_nxt, ACK))
             self.rcv.ack_sent()
         if out:
             self.stats.segments_sent += len(out)

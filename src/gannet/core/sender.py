@@ -264,9 +264,31 @@ class Sender:
         sndbuf.trim(ack if ack < data_end else data_end)
         delivered = (acked_data if acked_data > 0 else 0) - removed_sacked + newly_sacked
         self.on_delivered(delivered, now)
-        # Time only ACKs that newly covered data sent once and not SACKed
-        # earlier: an ACK that jumps over old SACKed data is late by design.
-        self._rate_sample(now, ack, not removed_sacked)
+        log = self._sent_log
+        if log:
+            # The newest record the ACK covers times the path and gives the
+            # delivery-rate sample.
+            first = log[0][0]
+            newest = None
+            while log and log[0][1] <= ack:
+                newest = log.popleft()
+            if not log:
+                self._sent_log = None
+            elif log[0][0] < ack:
+                # Part of a run is acknowledged: all of it left at the same
+                # time, so the acknowledged part times the path as well as
+                # the rest will.
+                newest = log[0]
+            if newest is not None:
+                # Time only ACKs that newly covered data sent once (Karn: no
+                # sample when any byte this ACK covers was ever resent) and
+                # not SACKed earlier: an ACK that jumps over old SACKed data
+                # is late by design.
+                ever = self.ever_retransmitted
+                if not removed_sacked and not (ever._starts and ever.overlap(first, ack)):
+                    self._rtt.on_sample(now - newest[2])
+                self._first_sent_time = newest[2]
+                self._delivery_rate(newest, now)
         if self.ever_retransmitted._starts:
             self.ever_retransmitted.discard_below(ack)
         return delivered
@@ -281,31 +303,6 @@ class Sender:
         self._first_sent_time = max(self._first_sent_time, now - 2 * (self._rtt.latest_rtt or 0.0))
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
-
-    def _rate_sample(self, now: float, acked_to: int, clean: bool) -> None:
-        """The sent log's samples for a cumulative ACK up to `acked_to`: RTT
-        (unless `clean` is False or Karn's rule says no) and delivery rate."""
-        log = self._sent_log
-        if not log:
-            return
-        first = log[0][0]
-        newest = None
-        while log and log[0][1] <= acked_to:
-            newest = log.popleft()
-        if not log:
-            self._sent_log = None
-        if log and log[0][0] < acked_to:
-            # Part of a run is acknowledged: all of it left at the same time,
-            # so the acknowledged part times the path as well as the rest will.
-            newest = log[0]
-        if newest is None:
-            return
-        # Karn: no sample when any byte this ACK covers was ever resent.
-        ever = self.ever_retransmitted
-        if clean and not (ever._starts and ever.overlap(first, acked_to)):
-            self._rtt.on_sample(now - newest[2])
-        self._first_sent_time = newest[2]
-        self._delivery_rate(newest, now)
 
     def _delivery_rate(self, rec: tuple[int, int, float, int, float, bool, float], now: float) -> None:
         """The delivery-rate sample of the sent-log record `rec`, acknowledged
@@ -369,15 +366,15 @@ class Sender:
     def output(self, now: float, out: Outgoing, runs: bool = False) -> None:
         """Append what may leave now: resends of lost data, new data, the
         FIN (the connection calls this in synchronized states only)."""
-        if (self.snd_nxt >= self.sndbuf.end and not self._loss.lost._starts
-                and (self.fin_sent or not self.fin_queued)):
+        lost = self._loss.lost._starts
+        if self.snd_nxt >= self.sndbuf.end and not lost and (self.fin_sent or not self.fin_queued):
             # Nothing to send, the usual case (an ACK or a timer for an idle
             # connection): only the bookkeeping the full path below does
             # when it finds nothing either (pacing tokens, app-limited mark).
             self._store_tokens(self.pacing_budget(now))
             self._note_app_limited(self.pipe(), self.cwnd())
             return
-        if self._loss.lost._starts or self.fin_queued or not self.send_small(now, out, runs):
+        if lost or self.fin_queued or not self.send_small(now, out, runs):
             self.output_full(now, out, runs)
 
     def send_small(self, now: float, out: Outgoing, runs: bool) -> bool:
