@@ -300,7 +300,9 @@ class Sender:
         self._delivered_time = now
         # What was just delivered left about an RTT ago; a rate sample, when
         # this ACK yields one, replaces that with the exact send time.
-        self._first_sent_time = max(self._first_sent_time, now - 2 * (self._rtt.latest_rtt or 0.0))
+        left = now - 2 * (self._rtt.latest_rtt or 0.0)
+        if left > self._first_sent_time:
+            self._first_sent_time = left
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
 
@@ -645,8 +647,10 @@ class Sender:
     def pacing_burst(self) -> float:
         # A burst of a couple of milliseconds: each output call costs real CPU
         # in Python, so pacing finer than that would only burn it. At least a
-        # PMTU probe, which must leave in one piece.
-        return max(10 * self.mss, (self._cc.pacing_rate or 0.0) * 0.002, self.pmtu_probe_payload())
+        # PMTU probe, which must leave in one piece (none once the search is
+        # over, or with PMTUD off: then without the call).
+        return max(10 * self.mss, (self._cc.pacing_rate or 0.0) * 0.002,
+                   self.pmtu_probe_payload() if self.pmtu_ladder else 0)
 
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self._cc.pacing_rate or 1.0
