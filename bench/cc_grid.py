@@ -17,7 +17,7 @@ import sys
 import types
 
 from gannet.config import Config
-from gannet.core.connection import Connection
+from gannet.core.sender import Sender
 from gannet.core.timers import PACING, unarmed
 from gannet.sim import LinkConfig
 from gannet.sim.scenario import run_transfer
@@ -30,18 +30,18 @@ RTTS = (0.020, 0.100)
 def pacer_fixed() -> bool:
     """Whether the connection's pacer already survives float rounding (see
     docs/congestion.md); if not, the run applies the one-line fix and says so."""
-    conn = types.SimpleNamespace(cc=types.SimpleNamespace(pacing_rate=440980.23784540064), _deadlines=unarmed())
+    snd = types.SimpleNamespace(_cc=types.SimpleNamespace(pacing_rate=440980.23784540064), _deadlines=unarmed())
     now = 0.08614731737752417
-    Connection._pace_wait(conn, now, 3e-12)
-    return conn._deadlines[PACING] > now
+    Sender._pace_wait(snd, now, 3e-12)
+    return snd._deadlines[PACING] > now
 
 
 def patch_pacer() -> None:
     def _pace_wait(self, now: float, missing: float) -> None:
-        rate = self.cc.pacing_rate or 1.0
+        rate = self._cc.pacing_rate or 1.0
         self._deadlines[PACING] = now + max(missing / rate, 1e-6)
 
-    Connection._pace_wait = _pace_wait  # type: ignore[method-assign]
+    Sender._pace_wait = _pace_wait  # type: ignore[method-assign]
 
 
 def cell(cc: str, loss: float, rtt: float, size: int, seeds: int, bw: float) -> tuple[float, float, float]:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not pacer_fixed():
         patch_pacer()
-        print("note: Connection._pace_wait patched for this run (deadline at least 1 us ahead)", file=sys.stderr)
+        print("note: Sender._pace_wait patched for this run (deadline at least 1 us ahead)", file=sys.stderr)
     print(f"{args.size} bytes, {args.bandwidth / 1e6:g} Mbit/s, 1-BDP queue, mean of seeds 1..{args.seeds}\n")
     print("| RTT | loss | " + " | ".join(f"{cc} goodput / retx / srtt" for cc in CONTROLLERS) + " |")
     print("|---|---|" + "---|" * len(CONTROLLERS))

@@ -142,7 +142,7 @@ def _diag(s) -> dict:
             "last_received_ago": round(now - conn.last_received, 3),
             "age": round(now - conn.created, 3),
             "rto": conn.rtt.current_rto(), "srtt": conn.rtt.srtt,
-            "pmtu_ladder": list(conn._pmtu_ladder), "pmtu_probe": conn._pmtu_probe,
+            "pmtu_ladder": list(conn.snd.pmtu_ladder), "pmtu_probe": conn.snd.pmtu_probe,
             "ts_recent": conn.rcv.ts_recent, "stats": conn.stats.as_dict(),
         }
     for name in ("endpoint_stats",):
@@ -218,7 +218,7 @@ def _start_trace(s, path, start) -> None:
                        "srtt": getattr(conn.rtt, "srtt", None), "bytes_sent": conn.stats.bytes_sent,
                        "delivered": getattr(conn, "delivered", None),
                        "outstanding": conn.snd_nxt - conn.snd_una, "snd_wnd": conn.snd_wnd,
-                       "in_recovery": getattr(conn, "in_recovery", None), "pipe": conn._pipe()}
+                       "in_recovery": getattr(conn, "in_recovery", None), "pipe": conn.snd.pipe()}
                 for k in ("state", "btl_bw", "min_rtt", "inflight_hi", "pacing_rate", "pacing_gain", "loss_comp"):
                     v = getattr(cc, k, None)
                     rec[k] = v if v != float("inf") else -1

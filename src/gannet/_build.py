@@ -39,6 +39,7 @@ MODULES = (
     "gannet.core.endpoint",
     "gannet.core.connection",
     "gannet.core.receiver",
+    "gannet.core.sender",
     "gannet.core.recovery",
     "gannet.core.timers",
     "gannet.core.states",

@@ -274,7 +274,7 @@ def test_fixed_window_without_autotuning():
     a, b, ca, cb = established(Config(pmtud=False, autotune=False, window_size=256 * 1024))
     assert cb.rcv._space == 256 * 1024
     ca.cc.cwnd = 50_000_000  # even a huge window does not grow a fixed send buffer
-    assert ca._send_buffer_limit() == Config().send_buffer_size
+    assert ca.snd.send_buffer_limit() == Config().send_buffer_size
     assert ca.send(data(5_000_000, 1)) == Config().send_buffer_size
 
 

@@ -24,7 +24,7 @@ from gannet.core.recovery import IDLE_RACK, RackTlp
 
 from corepair import deliver, established_pair, exchange
 
-SETS = ("loss.sacked", "loss.lost", "loss.retransmitted", "_ever_retransmitted", "rcv.ooo_ranges")
+SETS = ("loss.sacked", "loss.lost", "loss.retransmitted", "snd.ever_retransmitted", "rcv.ooo_ranges")
 
 
 def attr(obj, dotted: str):
@@ -145,14 +145,14 @@ def test_a_loss_free_exchange_builds_no_loss_state_and_rack_forgets_its_records(
         assert conn.loss.rack.rack_serial >= 0  # ... but RACK did run on the ACKs
     assert a.conn.cc._bw_samples and type(a.conn.cc._bw_samples) is tuple
     # What an idle connection keeps for the cycle collector: itself, its
-    # stats, send buffer, RTT estimator, controller (and its round counter),
-    # receiver, loss recovery and RACK, and its timer table. Not one empty
+    # stats, sender and its send buffer, RTT estimator, controller (and its
+    # round counter), receiver, loss recovery and RACK, and its timer table. Not one empty
     # range set. (Two collections: the
     # collector stops tracking a tuple of numbers, then the tuple holding it.)
     gc.collect()
     gc.collect()
     kinds = sorted(type(o).__name__ for o in owned_tracked_objects(a.conn))
-    assert kinds == sorted(["Connection", "ConnectionStats", "SendBuffer", "RttEstimator", "Bbr",
+    assert kinds == sorted(["Connection", "ConnectionStats", "Sender", "SendBuffer", "RttEstimator", "Bbr",
                             "RoundCounter", "Receiver", "LossRecovery", "RackTlp", "list"])  # (the list: its timer table)
 
 
@@ -170,7 +170,7 @@ def test_a_loss_builds_the_sets_and_recovery_works_as_before():
     now = settle(a, b, 1.010)
     assert b.conn.recv(1 << 20) == payload
     assert a.conn.stats.retransmits >= 1
-    assert type(a.conn._ever_retransmitted) is RangeSet
+    assert type(a.conn.snd.ever_retransmitted) is RangeSet
     assert type(a.conn.loss.rack._resent) is RangeSet
     assert a.conn.snd_una == a.conn.snd_nxt
     assert not EMPTY  # the shared instance never took a range
@@ -201,9 +201,9 @@ def test_a_timeout_marks_lost_into_an_own_set():
 def test_pmtud_ladders_are_shared_tuples():
     a, b = established_pair(pmtud=True)
     c, d = established_pair(pmtud=True)
-    assert a.conn._pmtu_ladder and type(a.conn._pmtu_ladder) is tuple
-    assert a.conn._pmtu_ladder is c.conn._pmtu_ladder
-    assert list(a.conn._pmtu_ladder) == sorted(a.conn._pmtu_ladder)
+    assert a.conn.snd.pmtu_ladder and type(a.conn.snd.pmtu_ladder) is tuple
+    assert a.conn.snd.pmtu_ladder is c.conn.snd.pmtu_ladder
+    assert list(a.conn.snd.pmtu_ladder) == sorted(a.conn.snd.pmtu_ladder)
 
 
 def test_bbr_bandwidth_filter_is_the_windowed_maximum():
@@ -248,7 +248,7 @@ def test_bbr_ack_aggregation_keeps_two_window_maxima():
 
 @pytest.mark.pure
 def test_the_nothing_to_send_shortcut_does_what_the_full_path_does():
-    """_send_data returns early when nothing is unsent, lost or owed a FIN;
+    """Sender.output returns early when nothing is unsent, lost or owed a FIN;
     its bookkeeping (pacing tokens, app-limited mark, timers) must be what
     the full path leaves, on a paced BBR connection at every step of an
     exchange with loss."""
@@ -258,18 +258,18 @@ def test_the_nothing_to_send_shortcut_does_what_the_full_path_does():
     a.conn.send(bytes(40 * a.conn.mss))
     now, checked = 1.0, 0
     fields = ("_pacing_tokens", "_pacing_time", "_pacing_due", "_app_limited_until",
-              "_deadlines", "snd_nxt", "_fin_sent")
+              "_deadlines", "snd_nxt", "fin_sent")
     for step in range(200):
         conn = a.conn
-        idle = (conn.snd_nxt >= conn._sndbuf.end and not conn.lost
-                and (conn._fin_sent or not conn._fin_queued))
+        idle = (conn.snd_nxt >= conn.snd.sndbuf.end and not conn.lost
+                and (conn.snd.fin_sent or not conn.snd.fin_queued))
         if idle:
             twin = copy.deepcopy(conn)
             out_fast, out_full = [], []
-            conn._send_data(now, out_fast)
-            twin._send_data_full(now, out_full)
+            conn.snd.output(now, out_fast)
+            twin.snd.output_full(now, out_full)
             assert out_fast == out_full == []
-            assert [getattr(conn, f) for f in fields] == [getattr(twin, f) for f in fields]
+            assert [getattr(conn.snd, f) for f in fields] == [getattr(twin.snd, f) for f in fields]
             checked += 1
         segs = a.out(now)
         if step % 7 == 3:

@@ -2,7 +2,7 @@
 import pytest
 
 from gannet.config import Config
-from gannet.core.connection import PACING_CARRY, PACING_CARRY_RTT
+from gannet.core.sender import PACING_CARRY, PACING_CARRY_RTT
 
 from corepair import established_pair
 
@@ -13,8 +13,8 @@ def paced_sender(rate_segments: float):
     mss = conn.mss
     conn.cc.pacing_rate = rate_segments * mss
     conn.cc.cwnd = 1000 * mss
-    conn._pacing_tokens = 0.0
-    conn._pacing_time = 1.0
+    conn.snd._pacing_tokens = 0.0
+    conn.snd._pacing_time = 1.0
     conn.send(bytes(600 * mss))
     return a, conn, mss
 
@@ -33,8 +33,8 @@ def test_a_late_wake_up_keeps_the_tokens_earned_after_the_due_time():
     sent = sent_bytes(a.out(due + late))
     carry = min(late, PACING_CARRY, conn.rtt.srtt * PACING_CARRY_RTT)
     # Without the carry the bucket's 20 segments were all it could send.
-    assert sent > conn._pacing_burst()
-    assert sent <= conn._pacing_burst() + carry * rate + mss
+    assert sent > conn.snd.pacing_burst()
+    assert sent <= conn.snd.pacing_burst() + carry * rate + mss
 
 
 def test_the_carry_is_bounded_and_an_idle_sender_keeps_only_the_burst():
@@ -45,10 +45,10 @@ def test_the_carry_is_bounded_and_an_idle_sender_keeps_only_the_burst():
     conn.handle_timer(due + 1.0)  # a second late: at most the carry on top
     sent = sent_bytes(a.out(due + 1.0))
     carry = min(PACING_CARRY, conn.rtt.srtt * PACING_CARRY_RTT)
-    assert sent <= conn._pacing_burst() + carry * rate + mss
+    assert sent <= conn.snd.pacing_burst() + carry * rate + mss
     # No wait pending (the sender is not held back by the pacer): a call
     # much later gets the burst only.
-    conn._pacing_due = None
-    conn._pacing_time = due + 1.0
-    conn._pacing_tokens = 0.0
-    assert conn._pacing_budget(due + 2.0) == pytest.approx(conn._pacing_burst())
+    conn.snd._pacing_due = None
+    conn.snd._pacing_time = due + 1.0
+    conn.snd._pacing_tokens = 0.0
+    assert conn.snd.pacing_budget(due + 2.0) == pytest.approx(conn.snd.pacing_burst())

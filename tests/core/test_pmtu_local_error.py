@@ -25,7 +25,7 @@ def test_a_locally_refused_probe_is_resent_at_once_and_ends_the_search():
     assert len(probes) == 1
     # The adapter's send of the probe fails with EMSGSIZE: it tells the endpoint.
     assert a.datagram_too_big(*probes[0])
-    assert ca._pmtu_ladder == () and ca._pmtu_probe is None  # nothing larger will pass either
+    assert ca.snd.pmtu_ladder == () and ca.snd.pmtu_probe is None  # nothing larger will pass either
     assert ca.stats.pmtu_local_failures == 1
     resent = a.datagrams_to_send(now)  # the probe's data goes again now, in full-size segments
     assert resent and all(len(d) <= 1472 for d, _ in resent)
@@ -57,4 +57,4 @@ def test_other_refused_datagrams_change_nothing():
     assert not a.datagram_too_big(*small[0])  # not the probe
     assert not a.datagram_too_big(b"\x83\x10", "B")  # too short to name a connection
     assert not a.datagram_too_big(small[0][0], "elsewhere")  # no connection to that address
-    assert ca._pmtu_probe is not None and ca.stats.pmtu_local_failures == 0
+    assert ca.snd.pmtu_probe is not None and ca.stats.pmtu_local_failures == 0

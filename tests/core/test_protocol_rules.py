@@ -115,7 +115,7 @@ def test_connect_timeout_is_disarmed_once_established():
 def _forged_ack(side: Side, peer: Side, ack: int, wnd: int) -> tuple[int, int, int, int, bytes]:
     """The fields of an ACK from `peer` acknowledging up to `ack` and
     offering `wnd` (unscaled), as header prediction receives them."""
-    tsval = peer.conn._timestamps()[0]
+    tsval = peer.conn.snd.timestamps()[0]
     return (side.conn.rcv_nxt & MASK32, ack & MASK32, wnd >> side.conn.snd_wscale, tsval, b"")
 
 
@@ -129,7 +129,7 @@ def test_a_zero_window_reopening_on_the_fast_path():
     mss = a.conn.mss
     a.conn.send(bytes(40 * mss))
     sent = a.out(1.0)
-    assert len(sent) >= 3 and a.conn.snd_nxt < a.conn._sndbuf.end  # more waits for the window
+    assert len(sent) >= 3 and a.conn.snd_nxt < a.conn.snd.sndbuf.end  # more waits for the window
     una = a.conn.snd_una
     shrink = _forged_ack(a, b, una + mss, 0)
     reopen = _forged_ack(a, b, una + 2 * mss, 64 * mss)
@@ -174,7 +174,7 @@ def test_a_data_run_beyond_the_offered_window_takes_the_general_path():
     conn = b.conn
     before, start = snapshot(conn), conn.rcv_nxt
     room = conn.rcv.rcv_adv - conn.rcv_nxt
-    tsval = a.conn._timestamps()[0]
+    tsval = a.conn.snd.timestamps()[0]
     args = (conn.rcv_nxt & MASK32, conn.snd_una & MASK32, conn.snd_wnd >> conn.snd_wscale, tsval, tsval)
     assert not conn.on_data_run(*args, bytes(room + 1), 2, 1, 1.0)
     assert snapshot(conn) == before
@@ -191,7 +191,7 @@ def test_a_pmtu_probe_is_always_larger_than_the_mss():
     for _ in range(60):
         a.conn.send(bytes(20_000))
         for conn in (a.conn, b.conn):
-            probe = conn._pmtu_probe_payload()
+            probe = conn.snd.pmtu_probe_payload()
             assert probe == 0 or probe > conn.mss, (probe, conn.mss)
             seen.add(conn.max_datagram_size)
         now = exchange(a, b, now, rounds=5)

@@ -157,8 +157,8 @@ def test_pacing_spreads_a_window_over_time():
     a, b = established_pair(Config(initial_window=100))
     mss = a.conn.mss
     a.conn.cc.pacing_rate = 100 * mss  # 100 segments per second
-    a.conn._pacing_tokens = 0.0
-    a.conn._pacing_time = 1.0
+    a.conn.snd._pacing_tokens = 0.0
+    a.conn.snd._pacing_time = 1.0
     a.conn.send(bytes(50 * mss))
     assert a.out(1.0) == []  # no tokens yet
     deadline = a.conn.get_timer()
@@ -221,9 +221,9 @@ def test_sacked_segments_give_rtt_samples_but_not_resent_ones(monkeypatch):
     # The hole is repaired; a SACK block ending in resent data times nothing.
     resent = [s for s in a.out(1.06) if s.payload]
     assert resent and resent[0].seq == segs[0].seq
-    a.conn._ever_retransmitted.add(segs[4].seq, segs[4].seq + mss)  # as if resent
+    a.conn.snd.ever_retransmitted.add(segs[4].seq, segs[4].seq + mss)  # as if resent
     samples = a.conn.rtt.samples
-    assert a.conn._sack_rate_sample(type("Seg", (), {"sack": [(segs[1].seq, segs[4].seq + mss)]})(), 1.2) is None
+    assert a.conn.snd.sack_rate_sample(type("Seg", (), {"sack": [(segs[1].seq, segs[4].seq + mss)]})(), 1.2) is None
     assert a.conn.rtt.samples == samples
 
 
@@ -243,7 +243,7 @@ def test_pmtud_first_probe_waits_for_a_window_of_twelve_probes():
     """In the first rounds a lost probe (the usual fate of the first size on
     a 1,500-byte path) would take a third to a half of the window: the first
     probe waits until cwnd holds PMTU_FIRST_PROBE_CWND of them."""
-    from gannet.core.connection import PMTU_FIRST_PROBE_CWND
+    from gannet.core.sender import PMTU_FIRST_PROBE_CWND
 
     a, b = established_pair(Config(initial_window=40), pmtud=True)
     base_mss = a.conn.mss
@@ -269,7 +269,7 @@ def test_pmtud_probes_on_a_path_whose_window_stays_small():
     """A small bandwidth-delay product keeps cwnd below twelve probes: the
     first probe goes once PMTU_FIRST_PROBE_DELIVERED probes' worth of data
     was delivered, and the search still finds the larger size."""
-    from gannet.core.connection import PMTU_FIRST_PROBE_CWND, PMTU_FIRST_PROBE_DELIVERED
+    from gannet.core.sender import PMTU_FIRST_PROBE_CWND, PMTU_FIRST_PROBE_DELIVERED
 
     a, b = established_pair(Config(), pmtud=True)
     probe = 8972 - 24
@@ -304,7 +304,7 @@ def test_pmtud_probe_lost_three_times_ends_the_search_without_congestion_respons
         got += b.conn.recv(1 << 20)
         now += 0.03
     assert probes_dropped == 3  # MAX_PROBES, then the search stops
-    assert a.conn.max_datagram_size == 1472 and not a.conn._pmtu_ladder
+    assert a.conn.max_datagram_size == 1472 and not a.conn.snd.pmtu_ladder
     assert a.conn.stats.fast_recoveries == 0  # a lost probe is not congestion
     assert got == payload
 

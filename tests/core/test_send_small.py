@@ -1,9 +1,9 @@
-"""The one-segment send path (Connection._send_small) reaches exactly the
+"""The one-segment send path (Sender.send_small) reaches exactly the
 state and sends exactly the datagrams the general output path
-(Connection._send_data_full) does.
+(Sender.output_full) does.
 
 Each scenario runs twice from the same seeds: once as it is, once with
-_send_small declining everything (so _send_data_full does all). After every step the two
+send_small declining everything (so output_full does all). After every step the two
 runs must have sent the same bytes, emitted the same events and hold the same
 connection state, field by field (tests/core/test_header_prediction.py's
 traces and snapshots).
@@ -17,6 +17,7 @@ import pytest
 
 from gannet.config import Config
 from gannet.core.connection import Connection
+from gannet.core.sender import Sender
 from gannet.sim import LinkConfig
 from gannet.sim.scenario import run_transfer
 
@@ -26,7 +27,7 @@ from test_header_prediction import lossy_trace, pair, pingpong_trace, snapshot
 @pytest.fixture
 def general_path(monkeypatch):
     def off():
-        monkeypatch.setattr(Connection, "_send_small", lambda self, now, out, runs: False)
+        monkeypatch.setattr(Sender, "send_small", lambda self, now, out, runs: False)
     return off
 
 
@@ -73,7 +74,7 @@ def small_writes_trace(config: Config, seed: int):
         phase = step // 100 % 3  # 1: the reader stalls while small writes go on
         # (phase 1 writes only while little is unsent: the peer's window,
         # not the backlog, then holds the last bytes back)
-        if rng.random() < 0.6 and ca._sndbuf.end - ca.snd_nxt < (200 if phase == 1 else 5000):
+        if rng.random() < 0.6 and ca.snd.sndbuf.end - ca.snd_nxt < (200 if phase == 1 else 5000):
             sizes = (1, 10, 100, 700, ca.mss - 1) if phase == 1 else (1, 10, 100, ca.mss - 1, ca.mss, ca.mss + 1, 3000)
             ca.send(rng.randbytes(rng.choice(sizes)))
         if rng.random() < 0.3:
@@ -122,10 +123,10 @@ def test_small_writes_state_identical(config, seed, general_path):
 
 
 def shortcut_segments(monkeypatch) -> dict[str, int]:
-    """Count the segments _send_small itself sends: what it appends, less
+    """Count the segments send_small itself sends: what it appends, less
     what the general path appends when the shortcut hands it the pass."""
     counts = {"small": 0, "full": 0}
-    real_small, real_full = Connection._send_small, Connection._send_data_full
+    real_small, real_full = Sender.send_small, Sender.output_full
 
     def small(self, now, out, runs):
         before, full_before = len(out), counts["full"]
@@ -138,8 +139,8 @@ def shortcut_segments(monkeypatch) -> dict[str, int]:
         real_full(self, now, out, runs, budget)
         counts["full"] += len(out) - before
 
-    monkeypatch.setattr(Connection, "_send_small", small)
-    monkeypatch.setattr(Connection, "_send_data_full", full)
+    monkeypatch.setattr(Sender, "send_small", small)
+    monkeypatch.setattr(Sender, "output_full", full)
     return counts
 
 

@@ -183,7 +183,7 @@ def test_zero_window_then_window_update():
     a.conn.send(bytes(40_000))
     now = exchange(a, b, 1.0)
     assert b.conn.readable_bytes >= 8 * 1400 - a.conn.mss
-    assert a.conn.snd_nxt < a.conn._data_end()
+    assert a.conn.snd_nxt < a.conn.snd.data_end()
     # The sender probes the closed window instead of giving up.
     deadline = a.conn.get_timer()
     assert deadline is not None

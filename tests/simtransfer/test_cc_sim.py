@@ -9,7 +9,7 @@ import types
 import pytest
 
 from gannet.config import Config
-from gannet.core.connection import Connection
+from gannet.core.sender import Sender
 from gannet.core.timers import PACING, unarmed
 from gannet.core.endpoint import Endpoint
 from gannet.sim import LinkConfig
@@ -25,20 +25,20 @@ def _pacer_survives_rounding() -> bool:
     """Does the pacer wake up strictly later when a few bytes' worth of
     rounding error is missing? (With pacing_rate set and `now + missing/rate
     == now` in floating point, the timer fires forever at one instant.)"""
-    conn = types.SimpleNamespace(cc=types.SimpleNamespace(pacing_rate=440980.23784540064), _deadlines=unarmed())
+    snd = types.SimpleNamespace(_cc=types.SimpleNamespace(pacing_rate=440980.23784540064), _deadlines=unarmed())
     now = 0.08614731737752417
     try:
-        Connection._pace_wait(conn, now, 3e-12)
+        Sender._pace_wait(snd, now, 3e-12)
     except Exception:
         return True  # reshaped; let the simulator tests tell
-    return conn._deadlines[PACING] > now
+    return snd._deadlines[PACING] > now
 
 
 needs_pacer_fix = pytest.mark.xfail(
     not _pacer_survives_rounding(),
     raises=SimulationError,
     strict=False,
-    reason="Connection._pace_wait can set a deadline equal to now (float rounding): timer livelock",
+    reason="Sender._pace_wait can set a deadline equal to now (float rounding): timer livelock",
 )
 
 
@@ -293,13 +293,13 @@ def test_a_paced_flow_finishes_its_path_mtu_search_early(monkeypatch):
     lost probes on this 1500-byte path) dragged on, and on netlab the last
     probe went out inside ProbeRTT's small window and stalled the flow."""
     failed = []
-    pmtu_failed = Connection._pmtu_failed
+    pmtu_failed = Sender.pmtu_failed
 
     def record(self):
-        failed.append(self._now_hint)
+        failed.append(self.now)
         return pmtu_failed(self)
 
-    monkeypatch.setattr(Connection, "_pmtu_failed", record)
+    monkeypatch.setattr(Sender, "pmtu_failed", record)
     fwd = LinkConfig(delay=0.02, bandwidth=50e6, queue_bytes=250_000, mtu=1500)
     r = run_transfer(1, 20_000_000, fwd, LinkConfig(delay=0.02, mtu=1500),
                      config=Config(congestion_control="bbr"))

@@ -38,19 +38,19 @@ def classify(conn: Connection) -> tuple[str, bool]:
     state = conn.state
     if state is not _ESTABLISHED and (state not in SYNCHRONIZED or state is _TIME_WAIT):
         return IDLE, False
-    end = conn._sndbuf.end
+    end = conn.snd.sndbuf.end
     nxt = conn.snd_nxt
     una = conn.snd_una
     lost = conn.lost._starts
     if nxt >= end and not lost:
         busy = una < end
-        if conn._fin_queued or not conn.stats.bytes_sent:
+        if conn.snd.fin_queued or not conn.stats.bytes_sent:
             return IDLE, busy
         return APP, busy
     # A full window binds before the pacer: a paced sender whose window is
     # also full would wait for the window after the tokens came.
-    mss = conn._data_mss()
-    cwnd_room = conn._cwnd() - conn._pipe()
+    mss = conn.snd.data_mss()
+    cwnd_room = conn.snd.cwnd() - conn.snd.pipe()
     paced = conn._deadlines[timers.PACING] != timers.NEVER
     if lost:
         return (CWND if cwnd_room < mss else PACING if paced else OTHER), True

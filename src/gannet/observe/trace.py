@@ -553,7 +553,7 @@ class EndpointObserver:
                 tr.limit = reason
                 if tr.qlog is not None:
                     tr.qlog.event(now, "gannet:limits_updated", {
-                        "limit": reason, "cwnd": conn._cwnd(), "bytes_in_flight": conn._pipe(),
+                        "limit": reason, "cwnd": conn.snd.cwnd(), "bytes_in_flight": conn.snd.pipe(),
                         "peer_window": conn.snd_wnd,
                         "pacing_rate": round(conn.cc.pacing_rate * 8) if conn.cc.pacing_rate else None})
 
@@ -569,7 +569,7 @@ class EndpointObserver:
         if q is not None:
             rtt = conn.rtt
             cc = conn.cc
-            metrics = (conn._cwnd(), conn._pipe(), rtt.srtt, rtt.min_rtt, rtt.latest_rtt, rtt.rttvar,
+            metrics = (conn.snd.cwnd(), conn.snd.pipe(), rtt.srtt, rtt.min_rtt, rtt.latest_rtt, rtt.rttvar,
                        cc.ssthresh, cc.pacing_rate)
             old = tr.metrics
             if metrics != old:
@@ -595,7 +595,7 @@ class EndpointObserver:
                 tr.cc_state = phase
             if conn.max_datagram_size != tr.mtu:
                 q.event(now, "connectivity:mtu_updated",
-                        {"old": tr.mtu, "new": conn.max_datagram_size, "done": not conn._pmtu_ladder}
+                        {"old": tr.mtu, "new": conn.max_datagram_size, "done": not conn.snd.pmtu_ladder}
                         if tr.mtu else {"new": conn.max_datagram_size})
                 tr.mtu = conn.max_datagram_size
             if conn.state is not tr.state:
