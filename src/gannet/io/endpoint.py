@@ -177,6 +177,11 @@ class IoStats:
     caller_passes: int = 0
     """Passes run by an application thread waiting in a blocking `Socket`
     call (see AioEndpoint.begin_drive)."""
+    passes: int = 0
+    """Passes run on any thread (the core's output handed to the kernel, its
+    events dispatched, the timer armed): one per datagram read or timer
+    fired, one per write that leaves at once. A call that would find
+    nothing to do runs none."""
 
 # Keyword aliases accepted wherever config overrides are (tools use these).
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
@@ -733,8 +738,8 @@ class AioEndpoint:
         loop thread hand-off costs more than the pass. Whoever watches the
         deadlines next (the loop, or a thread driving the endpoint) is told
         only when one moved earlier than it would look."""
-        if self.closed:
-            return
+        if self.closed or not self._has_work():
+            return  # (a read that opened no window, typically)
         self._off_loop = True
         try:
             self._process_locked()
@@ -748,17 +753,22 @@ class AioEndpoint:
         is asked of the loop when it would have nothing to do (no connection
         to process, no event, no timer to move): a blocking request-response
         exchange would wake the loop thread twice per message for nothing."""
-        if self._flush_scheduled or self.closed:
-            return
-        ep = self.ep
-        if not (ep._dirty or ep._out or ep._events or self._timer_moved or self.close_when_idle
-                or self._held_acks is not None):
+        if self._flush_scheduled or self.closed or not self._has_work():
             return
         self._flush_scheduled = True
         try:
             self.loop.call_soon_threadsafe(self._process)
         except RuntimeError:  # the loop is gone (interpreter exit)
             self._flush_scheduled = False
+
+    def _has_work(self) -> bool:
+        """Whether a pass would do anything: the core's output, events and
+        deadlines change only through the connections it marks dirty, its
+        queued resets and its events; the adapter adds its own (a timer to
+        move, held ACKs, closing when idle)."""
+        ep = self.ep
+        return bool(ep._dirty or ep._out or ep._events or self._timer_moved or self.close_when_idle
+                    or self._held_acks is not None)
 
     def release_ack_soon(self, conn: Connection) -> None:
         """`conn` holds its handshake ACK for the application's first data
@@ -932,20 +942,26 @@ class AioEndpoint:
 
     def _deadline_moved_off_loop(self) -> None:
         """After a pass on an application thread that touched connections:
-        make sure whoever runs the endpoint looks at its next deadline in time."""
+        make sure whoever runs the endpoint looks at its next deadline in time.
+        The core's deadline is asked for only when someone waits on an
+        earlier one (the driver's own pass needs none: it computes its next
+        poll from the core afterwards)."""
+        d = self._drive
+        if d is not None and d.active:
+            # (poll_until is None while the driver runs its own pass; check_at
+            # None: _reader_off is on its way and arms the check)
+            until = d.poll_until if d.driving else d.check_at
+            if until is not None:
+                deadline = self.ep.get_timer()
+                if deadline is not None and deadline < until:
+                    if d.driving:
+                        d.wake()
+                    else:
+                        self._call_loop(self._check_callers)
+            return
         deadline = self.ep.get_timer()
         if deadline is None:
             return
-        d = self._drive
-        if d is not None and d.active:
-            if d.driving:
-                # (poll_until is None while the driver runs its own pass:
-                # it computes its next poll from the core afterwards)
-                if d.poll_until is not None and deadline < d.poll_until:
-                    d.wake()
-            elif d.check_at is not None and deadline < d.check_at:
-                self._call_loop(self._check_callers)
-            return  # (check_at None: _reader_off is on its way and arms the check)
         armed = self._timer_at
         if armed is None or deadline < armed:
             self._timer_moved = True
@@ -959,6 +975,7 @@ class AioEndpoint:
     def _process_locked(self) -> None:
         if self.closed:
             return
+        self.io_stats.passes += 1
         # Handlers that write while we run need no extra flush: we loop until
         # a round dispatches nothing, so nothing can be left behind.
         self._flush_scheduled = True
