@@ -614,7 +614,7 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on",
+        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
         "on_refused", "__dict__", "__weakref__",
     )
 
@@ -633,6 +633,9 @@ class AioEndpoint:
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
+        # The largest datagram sent without DF (see set_dont_fragment), read
+        # for every datagram sent: an attribute, not a property to call.
+        self._safe = SAFE_DATAGRAM.get(family, 1452)
         self.on_available: Callable[[Connection], None] | None = None
         # Called with a HandshakeRefused event: an incoming connection that
         # failed its key exchange (the application never had it).
@@ -1441,12 +1444,6 @@ class AioEndpoint:
 
     _df = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported = True
-
-    @property
-    def _safe(self) -> int:
-        # self.family, not self.sock.family: the socket's is a Python
-        # property that builds an enum on every read (once per datagram sent).
-        return SAFE_DATAGRAM.get(self.family, 1452)
 
     def _set_df(self, on: bool) -> None:
         if self._df_supported:
