@@ -18,6 +18,7 @@ medians of the same-round ratio tunnel / relays.
     python bench/tunnel_redis.py                   # 20 clients, 100k requests
     python bench/tunnel_redis.py --repeat 3 --json bench/results/tunnel_redis.json
     python bench/tunnel_redis.py --src /tmp/old/src   # another tree's tunnel
+    python bench/tunnel_redis.py --insecure           # the tunnel without encryption
 
 Needs redis-server and redis-benchmark on PATH.
 """
@@ -107,16 +108,18 @@ def run_relays(redis_port: int, clients: int, requests: int) -> float:
         procs.stop()
 
 
-def run_tunnel(redis_port: int, clients: int, requests: int, src: Path) -> float:
+def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
+               insecure: bool = False) -> float:
     env = {**os.environ, "PYTHONPATH": str(src)}
     procs = Procs()
     try:
         udp, tcp = free_port(socket.SOCK_DGRAM), free_port()
         gannet = [sys.executable, "-m", "gannet", "tunnel"]
+        extra = ["--insecure"] if insecure else []
         procs.start(gannet + ["server", "--listen", f"127.0.0.1:{udp}",
-                              "--target", f"127.0.0.1:{redis_port}", "--quiet"], env)
+                              "--target", f"127.0.0.1:{redis_port}", "--quiet", *extra], env)
         procs.start(gannet + ["client", "--listen", f"127.0.0.1:{tcp}",
-                              "--server", f"127.0.0.1:{udp}", "--quiet"], env)
+                              "--server", f"127.0.0.1:{udp}", "--quiet", *extra], env)
         wait_tcp(tcp)
         return benchmark(tcp, clients, requests)
     finally:
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--src", type=Path, default=SRC, help="source tree of the tunnel (PYTHONPATH)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--insecure", action="store_true",
+                   help="run the tunnel without encryption (default: encrypted, as `gannet tunnel` is)")
     args = p.parse_args(argv)
     for prog in ("redis-server", "redis-benchmark"):
         if shutil.which(prog) is None:
@@ -148,13 +153,15 @@ def main(argv: list[str] | None = None) -> int:
             row = {
                 "direct": benchmark(redis_port, args.clients, args.requests),
                 "asyncio_relays": run_relays(redis_port, args.clients, args.requests),
-                "gannet_tunnel": run_tunnel(redis_port, args.clients, args.requests, args.src),
+                "gannet_tunnel": run_tunnel(redis_port, args.clients, args.requests, args.src,
+                                            args.insecure),
             }
             row["tunnel_over_relays"] = round(row["gannet_tunnel"] / row["asyncio_relays"], 3)
             rounds.append(row)
             print(f"round {r + 1}: direct {row['direct']:,.0f} req/s, asyncio relays "
                   f"{row['asyncio_relays']:,.0f}, gannet tunnel {row['gannet_tunnel']:,.0f} "
-                  f"({row['tunnel_over_relays']:.2f}x the relays)", flush=True)
+                  f"({row['tunnel_over_relays']:.2f}x the relays; tunnel "
+                  f"{'--insecure' if args.insecure else 'encrypted'})", flush=True)
     finally:
         redis.terminate()
         redis.wait(10)
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "clients": args.clients, "requests": args.requests, "src": str(args.src),
+            "tunnel": "insecure" if args.insecure else "encrypted",
             "loop": "asyncio" if os.environ.get("GANNET_NO_UVLOOP") else "uvloop if installed",
             "rounds": rounds, "medians": summary}, indent=2) + "\n")
     return 0
