@@ -59,6 +59,27 @@ def wait_tcp(port: int, limit: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+def wait_udp(port: int, limit: float = 15.0) -> None:
+    """Until a UDP socket is bound to `port` (Linux: /proc/net/udp*). The
+    tunnel client refuses the benchmark's connections while the tunnel
+    server is not there yet (an ICMP port unreachable answers its SYN), and
+    redis-benchmark then fails ("Could not fetch server CONFIG") or, seen
+    once on a loaded machine, spins until the harness's timeout."""
+    want = f":{port:04X}"  # local_address is ADDR:PORT in hex
+    deadline = time.monotonic() + limit
+    while True:
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table, encoding="ascii") as f:
+                    if any(line.split()[1].endswith(want) for line in list(f)[1:]):
+                        return
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing is bound to UDP port {port}")
+        time.sleep(0.05)
+
+
 def benchmark(port: int, clients: int, requests: int) -> float:
     """redis-benchmark GET through `port`: requests per second."""
     run = subprocess.run(
@@ -118,6 +139,7 @@ def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
         extra = ["--insecure"] if insecure else []
         procs.start(gannet + ["server", "--listen", f"127.0.0.1:{udp}",
                               "--target", f"127.0.0.1:{redis_port}", "--quiet", *extra], env)
+        wait_udp(udp)
         procs.start(gannet + ["client", "--listen", f"127.0.0.1:{tcp}",
                               "--server", f"127.0.0.1:{udp}", "--quiet", *extra], env)
         wait_tcp(tcp)
