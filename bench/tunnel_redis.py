@@ -13,7 +13,10 @@ Three rows, each a fresh redis-benchmark run against one redis-server:
 The relays and the tunnel run on the same event loop (uvloop when
 installed, as Gannet's commands do; GANNET_NO_UVLOOP=1 gives asyncio's for
 both). With --repeat N the rows run round by round and the summary gives
-medians of the same-round ratio tunnel / relays.
+medians of the same-round ratio tunnel / relays. Each row also reports the
+CPU time per request of its two processes (the mean of the two relays, of
+the tunnel's client and server; from /proc), which tells a tunnel that
+works harder per request from one that waits.
 
     python bench/tunnel_redis.py                   # 20 clients, 100k requests
     python bench/tunnel_redis.py --repeat 3 --json bench/results/tunnel_redis.json
@@ -104,6 +107,24 @@ class Procs:
         self.procs.append(p)
         return p
 
+    def cpu(self) -> list[float]:
+        """CPU seconds (user + system) each process has used so far (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = []
+        for p in self.procs:
+            with open(f"/proc/{p.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime
+        return out
+
+    def measure(self, port: int, clients: int, requests: int) -> tuple[float, float]:
+        """redis-benchmark through `port`: (requests per second, CPU
+        microseconds per request in each of our processes, their mean)."""
+        before = self.cpu()
+        rate = benchmark(port, clients, requests)
+        used = [b - a for a, b in zip(before, self.cpu())]
+        return rate, sum(used) / len(used) / requests * 1e6
+
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
@@ -115,7 +136,7 @@ class Procs:
         self.procs.clear()
 
 
-def run_relays(redis_port: int, clients: int, requests: int) -> float:
+def run_relays(redis_port: int, clients: int, requests: int) -> tuple[float, float]:
     procs = Procs()
     try:
         inner, outer = free_port(), free_port()
@@ -124,13 +145,13 @@ def run_relays(redis_port: int, clients: int, requests: int) -> float:
         wait_tcp(inner)
         procs.start(relay + [str(outer), str(inner)])
         wait_tcp(outer)
-        return benchmark(outer, clients, requests)
+        return procs.measure(outer, clients, requests)
     finally:
         procs.stop()
 
 
 def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
-               insecure: bool = False) -> float:
+               insecure: bool = False) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     procs = Procs()
     try:
@@ -143,7 +164,7 @@ def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
         procs.start(gannet + ["client", "--listen", f"127.0.0.1:{tcp}",
                               "--server", f"127.0.0.1:{udp}", "--quiet", *extra], env)
         wait_tcp(tcp)
-        return benchmark(tcp, clients, requests)
+        return procs.measure(tcp, clients, requests)
     finally:
         procs.stop()
 
@@ -172,18 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["redis-cli", "-p", str(redis_port), "set", "key:__rand_int__", "x"],
                        capture_output=True, timeout=10)
         for r in range(args.repeat):
+            direct = benchmark(redis_port, args.clients, args.requests)
+            relays, relays_cpu = run_relays(redis_port, args.clients, args.requests)
+            tunnel, tunnel_cpu = run_tunnel(redis_port, args.clients, args.requests, args.src,
+                                            args.insecure)
             row = {
-                "direct": benchmark(redis_port, args.clients, args.requests),
-                "asyncio_relays": run_relays(redis_port, args.clients, args.requests),
-                "gannet_tunnel": run_tunnel(redis_port, args.clients, args.requests, args.src,
-                                            args.insecure),
+                "direct": direct,
+                "asyncio_relays": relays,
+                "gannet_tunnel": tunnel,
+                "tunnel_over_relays": round(tunnel / relays, 3),
+                # CPU per request in each relay / tunnel process (their mean)
+                "relay_cpu_us": round(relays_cpu, 1),
+                "tunnel_cpu_us": round(tunnel_cpu, 1),
             }
-            row["tunnel_over_relays"] = round(row["gannet_tunnel"] / row["asyncio_relays"], 3)
             rounds.append(row)
-            print(f"round {r + 1}: direct {row['direct']:,.0f} req/s, asyncio relays "
-                  f"{row['asyncio_relays']:,.0f}, gannet tunnel {row['gannet_tunnel']:,.0f} "
-                  f"({row['tunnel_over_relays']:.2f}x the relays; tunnel "
-                  f"{'--insecure' if args.insecure else 'encrypted'})", flush=True)
+            print(f"round {r + 1}: direct {direct:,.0f} req/s, asyncio relays {relays:,.0f} "
+                  f"({relays_cpu:.0f} us CPU per request and process), gannet tunnel "
+                  f"{tunnel:,.0f} ({tunnel_cpu:.0f} us; "
+                  f"{'--insecure' if args.insecure else 'encrypted'}): "
+                  f"{row['tunnel_over_relays']:.2f}x the relays", flush=True)
     finally:
         redis.terminate()
         redis.wait(10)
@@ -191,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         print(f"medians of {args.repeat}: direct {summary['direct']:,.0f}, relays "
               f"{summary['asyncio_relays']:,.0f}, tunnel {summary['gannet_tunnel']:,.0f}, "
-              f"tunnel/relays {summary['tunnel_over_relays']:.2f}x")
+              f"tunnel/relays {summary['tunnel_over_relays']:.2f}x; CPU per request and process: "
+              f"relays {summary['relay_cpu_us']:.0f} us, tunnel {summary['tunnel_cpu_us']:.0f} us")
     if args.json:
         args.json.write_text(json.dumps({
             "clients": args.clients, "requests": args.requests, "src": str(args.src),
