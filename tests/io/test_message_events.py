@@ -119,4 +119,6 @@ def test_blocking_message_costs_each_side_two_passes_on_its_own_thread():
         assert side["passes"] <= 2.1, (client, srv)
         # Run by the threads waiting in recv, not handed to the I/O thread.
         assert side["caller_passes"] >= 0.8, (client, srv)
-        assert 1.0 <= side["send_calls"] <= 1.1, (client, srv)
+        # (the server thread counts its last reply's send after the system
+        # call returns, which may be after the client read the counters)
+        assert (N - 1) / N <= side["send_calls"] <= 1.1, (client, srv)
