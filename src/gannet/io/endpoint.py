@@ -1068,6 +1068,30 @@ class AioEndpoint:
         else:
             self._receive_plain(self._rbuf, self._rview)
 
+    def _after_receive(self) -> None:
+        """With the lock held, after datagrams were fed to the core. On the
+        loop, the events go to their handlers now and the pass that sends
+        runs after the callbacks they woke: an application task woken by a
+        message that answers it at once writes before that pass, and the
+        reply carries the ACK the message asked for, one pass per message
+        where a pass for the read and one for the reply were two. On an
+        application thread (drive), with nothing to dispatch, or with a
+        pass already due in this loop turn, the pass runs now."""
+        if self._off_loop or self._flush_scheduled or self.closed or not self.ep._events:
+            self._process_locked()
+            return
+        self._flush_scheduled = True  # what the handlers write joins that pass
+        try:
+            self._dispatch()
+        finally:
+            self.loop.call_soon(self._pass_after_receive)
+
+    def _pass_after_receive(self) -> None:
+        # (the same loop turn as the readiness that read the datagrams: no
+        # wake-up of its own, so not counted in loop_calls)
+        with self.lock:
+            self._process_locked()
+
     def _receive_plain(self, buf: bytearray, view: memoryview) -> None:
         """Read what is queued (into this thread's buffer), then run a pass."""
         recvfrom_into = self.sock.recvfrom_into
@@ -1098,7 +1122,7 @@ class AioEndpoint:
                     break
             st.recv_calls += got
             st.datagrams_received += got
-            self._process_locked()
+            self._after_receive()
 
     def _receive_gro(self, bufs: list[bytearray], view: memoryview) -> None:
         recvmsg_into = self.sock.recvmsg_into
@@ -1141,7 +1165,7 @@ class AioEndpoint:
                     break
             st.recv_calls += calls
             st.datagrams_received += datagrams
-            self._process_locked()
+            self._after_receive()
 
     def _read_error_queue(self, taken: bool = False) -> bool:
         """Drain the socket's ICMP error queue; a port unreachable answering a
