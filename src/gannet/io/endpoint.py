@@ -179,9 +179,10 @@ class IoStats:
     call (see AioEndpoint.begin_drive)."""
     passes: int = 0
     """Passes run on any thread (the core's output handed to the kernel, its
-    events dispatched, the timer armed): one per datagram read or timer
-    fired, one per write that leaves at once. A call that would find
-    nothing to do runs none."""
+    events dispatched, the timer armed): one per readiness that read
+    datagrams (a reply the application writes at once joins it, see
+    AioEndpoint._after_receive) or timer fired, one per write that leaves
+    at once. A call that would find nothing to do runs none."""
 
 # Keyword aliases accepted wherever config overrides are (tools use these).
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
