@@ -13,11 +13,15 @@ Three rows, each a fresh redis-benchmark run against one redis-server:
 The relays and the tunnel run on the same event loop (uvloop when
 installed, as Gannet's commands do; GANNET_NO_UVLOOP=1 gives asyncio's for
 both). With --repeat N the rows run round by round and the summary gives
-medians of the same-round ratio tunnel / relays.
+medians of the same-round ratio tunnel / relays. Each row also reports the
+CPU time per request of its two processes (the mean of the two relays, of
+the tunnel's client and server; from /proc), which tells a tunnel that
+works harder per request from one that waits.
 
     python bench/tunnel_redis.py                   # 20 clients, 100k requests
     python bench/tunnel_redis.py --repeat 3 --json bench/results/tunnel_redis.json
     python bench/tunnel_redis.py --src /tmp/old/src   # another tree's tunnel
+    python bench/tunnel_redis.py --insecure           # the tunnel without encryption
 
 Needs redis-server and redis-benchmark on PATH.
 """
@@ -58,6 +62,27 @@ def wait_tcp(port: int, limit: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+def wait_udp(port: int, limit: float = 15.0) -> None:
+    """Until a UDP socket is bound to `port` (Linux: /proc/net/udp*). The
+    tunnel client refuses the benchmark's connections while the tunnel
+    server is not there yet (an ICMP port unreachable answers its SYN), and
+    redis-benchmark then fails ("Could not fetch server CONFIG") or, seen
+    once on a loaded machine, spins until the harness's timeout."""
+    want = f":{port:04X}"  # local_address is ADDR:PORT in hex
+    deadline = time.monotonic() + limit
+    while True:
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table, encoding="ascii") as f:
+                    if any(line.split()[1].endswith(want) for line in list(f)[1:]):
+                        return
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing is bound to UDP port {port}")
+        time.sleep(0.05)
+
+
 def benchmark(port: int, clients: int, requests: int) -> float:
     """redis-benchmark GET through `port`: requests per second."""
     run = subprocess.run(
@@ -82,6 +107,24 @@ class Procs:
         self.procs.append(p)
         return p
 
+    def cpu(self) -> list[float]:
+        """CPU seconds (user + system) each process has used so far (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = []
+        for p in self.procs:
+            with open(f"/proc/{p.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime
+        return out
+
+    def measure(self, port: int, clients: int, requests: int) -> tuple[float, float]:
+        """redis-benchmark through `port`: (requests per second, CPU
+        microseconds per request in each of our processes, their mean)."""
+        before = self.cpu()
+        rate = benchmark(port, clients, requests)
+        used = [b - a for a, b in zip(before, self.cpu())]
+        return rate, sum(used) / len(used) / requests * 1e6
+
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
@@ -93,7 +136,7 @@ class Procs:
         self.procs.clear()
 
 
-def run_relays(redis_port: int, clients: int, requests: int) -> float:
+def run_relays(redis_port: int, clients: int, requests: int) -> tuple[float, float]:
     procs = Procs()
     try:
         inner, outer = free_port(), free_port()
@@ -102,23 +145,26 @@ def run_relays(redis_port: int, clients: int, requests: int) -> float:
         wait_tcp(inner)
         procs.start(relay + [str(outer), str(inner)])
         wait_tcp(outer)
-        return benchmark(outer, clients, requests)
+        return procs.measure(outer, clients, requests)
     finally:
         procs.stop()
 
 
-def run_tunnel(redis_port: int, clients: int, requests: int, src: Path) -> float:
+def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
+               insecure: bool = False) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     procs = Procs()
     try:
         udp, tcp = free_port(socket.SOCK_DGRAM), free_port()
         gannet = [sys.executable, "-m", "gannet", "tunnel"]
+        extra = ["--insecure"] if insecure else []
         procs.start(gannet + ["server", "--listen", f"127.0.0.1:{udp}",
-                              "--target", f"127.0.0.1:{redis_port}", "--quiet"], env)
+                              "--target", f"127.0.0.1:{redis_port}", "--quiet", *extra], env)
+        wait_udp(udp)
         procs.start(gannet + ["client", "--listen", f"127.0.0.1:{tcp}",
-                              "--server", f"127.0.0.1:{udp}", "--quiet"], env)
+                              "--server", f"127.0.0.1:{udp}", "--quiet", *extra], env)
         wait_tcp(tcp)
-        return benchmark(tcp, clients, requests)
+        return procs.measure(tcp, clients, requests)
     finally:
         procs.stop()
 
@@ -130,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--src", type=Path, default=SRC, help="source tree of the tunnel (PYTHONPATH)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--insecure", action="store_true",
+                   help="run the tunnel without encryption (default: encrypted, as `gannet tunnel` is)")
     args = p.parse_args(argv)
     for prog in ("redis-server", "redis-benchmark"):
         if shutil.which(prog) is None:
@@ -145,16 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["redis-cli", "-p", str(redis_port), "set", "key:__rand_int__", "x"],
                        capture_output=True, timeout=10)
         for r in range(args.repeat):
+            direct = benchmark(redis_port, args.clients, args.requests)
+            relays, relays_cpu = run_relays(redis_port, args.clients, args.requests)
+            tunnel, tunnel_cpu = run_tunnel(redis_port, args.clients, args.requests, args.src,
+                                            args.insecure)
             row = {
-                "direct": benchmark(redis_port, args.clients, args.requests),
-                "asyncio_relays": run_relays(redis_port, args.clients, args.requests),
-                "gannet_tunnel": run_tunnel(redis_port, args.clients, args.requests, args.src),
+                "direct": direct,
+                "asyncio_relays": relays,
+                "gannet_tunnel": tunnel,
+                "tunnel_over_relays": round(tunnel / relays, 3),
+                # CPU per request in each relay / tunnel process (their mean)
+                "relay_cpu_us": round(relays_cpu, 1),
+                "tunnel_cpu_us": round(tunnel_cpu, 1),
             }
-            row["tunnel_over_relays"] = round(row["gannet_tunnel"] / row["asyncio_relays"], 3)
             rounds.append(row)
-            print(f"round {r + 1}: direct {row['direct']:,.0f} req/s, asyncio relays "
-                  f"{row['asyncio_relays']:,.0f}, gannet tunnel {row['gannet_tunnel']:,.0f} "
-                  f"({row['tunnel_over_relays']:.2f}x the relays)", flush=True)
+            print(f"round {r + 1}: direct {direct:,.0f} req/s, asyncio relays {relays:,.0f} "
+                  f"({relays_cpu:.0f} us CPU per request and process), gannet tunnel "
+                  f"{tunnel:,.0f} ({tunnel_cpu:.0f} us; "
+                  f"{'--insecure' if args.insecure else 'encrypted'}): "
+                  f"{row['tunnel_over_relays']:.2f}x the relays", flush=True)
     finally:
         redis.terminate()
         redis.wait(10)
@@ -162,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         print(f"medians of {args.repeat}: direct {summary['direct']:,.0f}, relays "
               f"{summary['asyncio_relays']:,.0f}, tunnel {summary['gannet_tunnel']:,.0f}, "
-              f"tunnel/relays {summary['tunnel_over_relays']:.2f}x")
+              f"tunnel/relays {summary['tunnel_over_relays']:.2f}x; CPU per request and process: "
+              f"relays {summary['relay_cpu_us']:.0f} us, tunnel {summary['tunnel_cpu_us']:.0f} us")
     if args.json:
         args.json.write_text(json.dumps({
             "clients": args.clients, "requests": args.requests, "src": str(args.src),
+            "tunnel": "insecure" if args.insecure else "encrypted",
             "loop": "asyncio" if os.environ.get("GANNET_NO_UVLOOP") else "uvloop if installed",
             "rounds": rounds, "medians": summary}, indent=2) + "\n")
     return 0

@@ -188,6 +188,12 @@ class IoStats:
     caller_passes: int = 0
     """Passes run by an application thread waiting in a blocking `Socket`
     call (see AioEndpoint.begin_drive)."""
+    passes: int = 0
+    """Passes run on any thread (the core's output handed to the kernel, its
+    events dispatched, the timer armed): one per readiness that read
+    datagrams (a reply the application writes at once joins it, see
+    AioEndpoint._after_receive) or timer fired, one per write that leaves
+    at once. A call that would find nothing to do runs none."""
 
 # Keyword aliases accepted wherever config overrides are (tools use these).
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
@@ -620,7 +626,7 @@ class AioEndpoint:
         "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on",
+        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
         "on_refused", "__dict__", "__weakref__",
     )
 
@@ -639,6 +645,9 @@ class AioEndpoint:
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
+        # The largest datagram sent without DF (see set_dont_fragment), read
+        # for every datagram sent: an attribute, not a property to call.
+        self._safe = SAFE_DATAGRAM.get(family, 1452)
         self.on_available: Callable[[Connection], None] | None = None
         # Called with a HandshakeRefused event: an incoming connection that
         # failed its key exchange (the application never had it).
@@ -744,8 +753,8 @@ class AioEndpoint:
         loop thread hand-off costs more than the pass. Whoever watches the
         deadlines next (the loop, or a thread driving the endpoint) is told
         only when one moved earlier than it would look."""
-        if self.closed:
-            return
+        if self.closed or not self._has_work():
+            return  # (a read that opened no window, typically)
         self._off_loop = True
         try:
             self._process_locked()
@@ -759,17 +768,22 @@ class AioEndpoint:
         is asked of the loop when it would have nothing to do (no connection
         to process, no event, no timer to move): a blocking request-response
         exchange would wake the loop thread twice per message for nothing."""
-        if self._flush_scheduled or self.closed:
-            return
-        ep = self.ep
-        if not (ep._dirty or ep._out or ep._events or self._timer_moved or self.close_when_idle
-                or self._held_acks is not None):
+        if self._flush_scheduled or self.closed or not self._has_work():
             return
         self._flush_scheduled = True
         try:
             self.loop.call_soon_threadsafe(self._process)
         except RuntimeError:  # the loop is gone (interpreter exit)
             self._flush_scheduled = False
+
+    def _has_work(self) -> bool:
+        """Whether a pass would do anything: the core's output, events and
+        deadlines change only through the connections it marks dirty, its
+        queued resets and its events; the adapter adds its own (a timer to
+        move, held ACKs, closing when idle)."""
+        ep = self.ep
+        return bool(ep._dirty or ep._out or ep._events or self._timer_moved or self.close_when_idle
+                    or self._held_acks is not None)
 
     def release_ack_soon(self, conn: Connection) -> None:
         """`conn` holds its handshake ACK for the application's first data
@@ -943,20 +957,26 @@ class AioEndpoint:
 
     def _deadline_moved_off_loop(self) -> None:
         """After a pass on an application thread that touched connections:
-        make sure whoever runs the endpoint looks at its next deadline in time."""
+        make sure whoever runs the endpoint looks at its next deadline in time.
+        The core's deadline is asked for only when someone waits on an
+        earlier one (the driver's own pass needs none: it computes its next
+        poll from the core afterwards)."""
+        d = self._drive
+        if d is not None and d.active:
+            # (poll_until is None while the driver runs its own pass; check_at
+            # None: _reader_off is on its way and arms the check)
+            until = d.poll_until if d.driving else d.check_at
+            if until is not None:
+                deadline = self.ep.get_timer()
+                if deadline is not None and deadline < until:
+                    if d.driving:
+                        d.wake()
+                    else:
+                        self._call_loop(self._check_callers)
+            return
         deadline = self.ep.get_timer()
         if deadline is None:
             return
-        d = self._drive
-        if d is not None and d.active:
-            if d.driving:
-                # (poll_until is None while the driver runs its own pass:
-                # it computes its next poll from the core afterwards)
-                if d.poll_until is not None and deadline < d.poll_until:
-                    d.wake()
-            elif d.check_at is not None and deadline < d.check_at:
-                self._call_loop(self._check_callers)
-            return  # (check_at None: _reader_off is on its way and arms the check)
         armed = self._timer_at
         if armed is None or deadline < armed:
             self._timer_moved = True
@@ -970,6 +990,7 @@ class AioEndpoint:
     def _process_locked(self) -> None:
         if self.closed:
             return
+        self.io_stats.passes += 1
         # Handlers that write while we run need no extra flush: we loop until
         # a round dispatches nothing, so nothing can be left behind.
         self._flush_scheduled = True
@@ -1059,6 +1080,30 @@ class AioEndpoint:
         else:
             self._receive_plain(self._rbuf, self._rview)
 
+    def _after_receive(self) -> None:
+        """With the lock held, after datagrams were fed to the core. On the
+        loop, the events go to their handlers now and the pass that sends
+        runs after the callbacks they woke: an application task woken by a
+        message that answers it at once writes before that pass, and the
+        reply carries the ACK the message asked for, one pass per message
+        where a pass for the read and one for the reply were two. On an
+        application thread (drive), with nothing to dispatch, or with a
+        pass already due in this loop turn, the pass runs now."""
+        if self._off_loop or self._flush_scheduled or self.closed or not self.ep._events:
+            self._process_locked()
+            return
+        self._flush_scheduled = True  # what the handlers write joins that pass
+        try:
+            self._dispatch()
+        finally:
+            self.loop.call_soon(self._pass_after_receive)
+
+    def _pass_after_receive(self) -> None:
+        # (the same loop turn as the readiness that read the datagrams: no
+        # wake-up of its own, so not counted in loop_calls)
+        with self.lock:
+            self._process_locked()
+
     def _receive_plain(self, buf: bytearray, view: memoryview) -> None:
         """Read what is queued (into this thread's buffer), then run a pass."""
         recvfrom_into = self.sock.recvfrom_into
@@ -1089,7 +1134,7 @@ class AioEndpoint:
                     break
             st.recv_calls += got
             st.datagrams_received += got
-            self._process_locked()
+            self._after_receive()
 
     def _receive_gro(self, bufs: list[bytearray], view: memoryview) -> None:
         recvmsg_into = self.sock.recvmsg_into
@@ -1132,7 +1177,7 @@ class AioEndpoint:
                     break
             st.recv_calls += calls
             st.datagrams_received += datagrams
-            self._process_locked()
+            self._after_receive()
 
     def _read_error_queue(self, taken: bool = False) -> bool:
         """Drain the socket's ICMP error queue; a port unreachable answering a
@@ -1435,12 +1480,6 @@ class AioEndpoint:
 
     _df = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported = True
-
-    @property
-    def _safe(self) -> int:
-        # self.family, not self.sock.family: the socket's is a Python
-        # property that builds an enum on every read (once per datagram sent).
-        return SAFE_DATAGRAM.get(self.family, 1452)
 
     def _set_df(self, on: bool) -> None:
         if self._df_supported:

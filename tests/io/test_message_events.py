@@ -1,0 +1,127 @@
+"""What one small message costs the adapter, counted, not timed.
+
+A 64-byte request-response exchange is the workload: per message and side,
+the event loop wakes once (the datagram's readiness), the endpoint runs one
+pass (the read's events go to the application first; its reply, written
+at once, joins the pass that decides the ACK), each side makes one send and
+one receive system call, and no timer is armed again for every message
+(the delayed ACK rides on the reply). The blocking `Socket` runs two passes
+on the calling threads (the send's and the read datagram's); a read that
+opened no window runs none. Counters: IoStats (loop_calls, passes,
+send_calls, recv_calls) and the loop's shared timer heap (_LoopTimers.arm).
+"""
+
+import asyncio
+import threading
+
+import pytest
+
+import gannet
+from gannet.io import endpoint as endpoint_mod
+
+pytestmark = pytest.mark.timeout(60)
+
+N = 400
+MSG = b"m" * 64
+
+
+def per_message(after, before, n=N):
+    return {k: (after[k] - before[k]) / n for k in after}
+
+
+def counters(st):
+    return {k: getattr(st, k) for k in ("loop_calls", "passes", "send_calls", "recv_calls",
+                                        "caller_passes")}
+
+
+def test_asyncio_message_costs_one_wakeup_one_pass_and_no_timer_rearm(monkeypatch):
+    arms = []
+    real_arm = endpoint_mod._LoopTimers.arm
+
+    def counted_arm(self, aep, when):
+        arms.append(when)
+        return real_arm(self, aep, when)
+
+    monkeypatch.setattr(endpoint_mod._LoopTimers, "arm", counted_arm)
+
+    async def main():
+        async def echo(reader, writer):
+            try:
+                while True:
+                    writer.write(await reader.readexactly(64))
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        async with await gannet.start_server(echo, "127.0.0.1", 0) as server:
+            reader, writer = await gannet.open_connection(*server.addresses[0])
+            for _ in range(20):  # settle: handshake done, RTT measured
+                writer.write(MSG)
+                assert await reader.readexactly(64) == MSG
+            cst, sst = writer.get_extra_info("endpoint").io_stats, server.endpoint.io_stats
+            before = (counters(cst), counters(sst))
+            del arms[:]
+            for _ in range(N):
+                writer.write(MSG)
+                await writer.drain()
+                assert await reader.readexactly(64) == MSG
+            client, srv = per_message(counters(cst), before[0]), per_message(counters(sst), before[1])
+            timer_arms = len(arms) / N
+            writer.close()
+            await writer.wait_closed()
+        return client, srv, timer_arms
+
+    client, srv, timer_arms = asyncio.run(asyncio.wait_for(main(), 50))
+    for side in (client, srv):
+        # One loop callback per message (the datagram's readiness) and one
+        # pass: the reply, written by the task the message woke, leaves in
+        # the pass that follows the read (two passes before: the read's,
+        # then the write's).
+        assert side["loop_calls"] <= 1.1, (client, srv)
+        assert side["passes"] <= 1.1, (client, srv)
+        assert 1.0 <= side["send_calls"] <= 1.1 and 1.0 <= side["recv_calls"] <= 1.1, (client, srv)
+    # The delayed ACK armed by each message is carried by the reply: the
+    # loop's timer is not moved for every message (a few retransmission
+    # deadlines moving earlier are allowed for).
+    assert timer_arms <= 0.1, timer_arms
+
+
+def test_blocking_message_costs_each_side_two_passes_on_its_own_thread():
+    ls = gannet.Socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    c = gannet.Socket()
+    c.connect(ls.getsockname())
+    s, _ = ls.accept()
+
+    def echo():
+        while data := s.recv(65536):
+            s.sendall(data)
+
+    server = threading.Thread(target=echo, daemon=True)
+    server.start()
+    try:
+        for _ in range(20):
+            c.sendall(MSG)
+            assert c.recv(64) == MSG
+        before = (counters(c.io_stats), counters(s.io_stats))
+        for _ in range(N):
+            c.sendall(MSG)
+            got = c.recv(64)
+            while len(got) < 64:
+                got += c.recv(64 - len(got))
+            assert got == MSG
+        client, srv = per_message(counters(c.io_stats), before[0]), per_message(counters(s.io_stats), before[1])
+    finally:
+        c.close()
+        server.join(10)
+        s.close()
+        ls.close()
+    for side in (client, srv):
+        # The send's pass and the read datagram's pass; the recv that takes
+        # the message opens no window worth a pass (it ran a third before).
+        assert side["passes"] <= 2.1, (client, srv)
+        # Run by the threads waiting in recv, not handed to the I/O thread.
+        assert side["caller_passes"] >= 0.8, (client, srv)
+        # (the server thread counts its last reply's send after the system
+        # call returns, which may be after the client read the counters)
+        assert (N - 1) / N <= side["send_calls"] <= 1.1, (client, srv)
