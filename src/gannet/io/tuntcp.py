@@ -226,7 +226,7 @@ class TunAioEndpoint(AioEndpoint):
                     st.gro_batches += 1
             st.recv_calls += got
             st.datagrams_received += got
-            self._process_locked()
+            self._after_receive()  # the adapter's one rule for the pass after a read
 
     def _send(self, out: list[tuple[bytes, object]]) -> None:
         if self._backlog:
