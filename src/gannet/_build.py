@@ -52,6 +52,13 @@ MODULES = (
     "gannet.wire.datagram",
 )
 
+# C extensions of the project's own, each with its Python equivalent beside
+# it (which runs when the extension is not built, cannot load, or under
+# GANNET_PURE=1): module -> its C source, relative to the package.
+EXTENSIONS = {
+    "gannet.crypto._rows": "crypto/_rows.c",  # the AEAD over a train's or batch's rows
+}
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -83,6 +90,31 @@ def stale_modules() -> list[str]:
         if so is not None and os.path.getmtime(_source(name)) > os.path.getmtime(so):
             out.append(name)
     return out
+
+
+def extension(name: str) -> ModuleType | None:
+    """The C extension `name` (one of EXTENSIONS), or None when its Python
+    equivalent must run: GANNET_PURE=1, not built, unable to load (its
+    library missing), or, in a source checkout, older than its C source
+    (then with a one-line notice until the next `pip install -e .`)."""
+    if pure_requested():
+        return None
+    so = _compiled(name)
+    if so is None:
+        return None
+    root = os.path.dirname(os.path.dirname(_PACKAGE_DIR))
+    source = os.path.join(_PACKAGE_DIR, EXTENSIONS[name])
+    if (os.path.exists(os.path.join(root, "pyproject.toml")) and os.path.exists(source)
+            and os.path.getmtime(source) > os.path.getmtime(so)):
+        sys.stderr.write(f"gannet: {EXTENSIONS[name]} is newer than its build: using its Python "
+                         "equivalent (rebuild with `pip install -e .`)\n")
+        return None
+    from importlib import import_module
+
+    try:
+        return import_module(name)
+    except ImportError:
+        return None
 
 
 class SourceFirst:
