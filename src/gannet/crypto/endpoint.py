@@ -336,8 +336,7 @@ class SecureEndpoint(Endpoint):
             session = self._sessions.get(dst)
             if session is not None and session.chosen is not None:
                 out = bytearray(len(data) - OVERHEAD)
-                _, pos, opened, stop = session.chosen[1].open_rows(memoryview(data), 0, 0, memoryview(out),
-                                                                   0, dst)
+                _, pos, opened, stop = session.chosen[1].open_rows(data, 0, 0, out, 0, dst)
                 if opened:
                     self.security_stats.opened += 1
                     session.confirmed = True
@@ -617,25 +616,65 @@ class SecureEndpoint(Endpoint):
         return super().datagram_too_big(data, addr)
 
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
-        # Runs leave sealed (only established connections send them), so
-        # their CRC trailers go unread - unless an observer logs the
-        # plaintext side first.
+        # A connection's datagrams are sealed as they are encoded
+        # (_encode_into), where its keys are at hand; this pass takes the
+        # rest - the handshake's, resets and alerts - and, when an observer
+        # logs the plaintext side, all of them after it has seen them. Runs
+        # leave sealed (only established connections send them), so their
+        # CRC trailers go unwritten unless that observer reads them.
         self.run_trailers = self.security.insecure or self.plaintext_observer is not None
         out = super().datagrams_to_send(now, trains)
         if out and not self.security.insecure:
             observer = self.plaintext_observer
             if observer is not None:
                 observer.inner_sent(out, now)  # before sealing: the trains are released then
-            sealed = []
-            for item, addr in out:
-                if type(item) is Train:
-                    sealed.extend((train, addr) for train in self._seal_train(item, addr))
-                else:
-                    sealed.append(self._seal_item(item, addr))
-            out = sealed
+            for item, _ in out:
+                if item[0] != PROTECTED:
+                    out = self._seal_pass(out)
+                    break
         if self._closing:
             self._closing = {}
         return out
+
+    def _seal_pass(self, out: list) -> list:
+        """`out` with what _encode_into did not seal sealed (or given the
+        handshake's key exchange)."""
+        sealed = []
+        for item, addr in out:
+            if item[0] == PROTECTED:
+                sealed.append((item, addr))  # sealed in _encode_into
+            elif type(item) is Train:
+                session = self._session_to(addr, int.from_bytes(item[4:8], "big"))
+                if session is None or session.sealer is None:
+                    sealed.append((item, addr))  # cannot happen: runs are only sent once established
+                else:
+                    sealed.extend((train, addr) for train in self._seal_train(item, session.sealer))
+            else:
+                sealed.append(self._seal_item(item, addr))
+        return sealed
+
+    def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
+        """The plain encoding, then sealed under `conn`'s keys (all but a
+        SYN-ACK sent again, whose key exchange datagrams_to_send adds)."""
+        start = len(out)
+        sent = super()._encode_into(conn, segs, out, trains)
+        if self.run_trailers:  # insecure, or an observer first: datagrams_to_send's pass seals
+            return sent
+        session = self._sessions.get(conn.local_cid)
+        sealer = session.sealer if session is not None else None
+        if sealer is None:
+            return sent  # no keys yet: the handshake's datagrams
+        items = out[start:]
+        del out[start:]
+        seal = self._seal
+        for item, addr in items:
+            if type(item) is Train:
+                out.extend((train, addr) for train in self._seal_train(item, sealer))
+            elif item[0] == VERSION and item[1] & SYN:
+                out.append((item, addr))
+            else:
+                out.append((seal(sealer, item), addr))
+        return sent
 
     def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
         """The session of the connection whose peer has `peer_cid` at `addr`."""
@@ -684,20 +723,17 @@ class SecureEndpoint(Endpoint):
         self.security_stats.sealed += 1
         return sealer.seal_datagram(datagram, int.from_bytes(datagram[4:8], "big"))
 
-    def _seal_train(self, train: Train, addr) -> list[Train]:
+    def _seal_train(self, train: Train, sealer: Sealer) -> list[Train]:
         """A run's train sealed row by row, as trains of rows OVERHEAD
         longer; split so that none exceeds RUN_BYTES, what one GSO send
-        carries (the run filled it with plaintext rows)."""
+        carries (the connection sizes its runs so that one is enough:
+        Config.datagram_overhead)."""
         size = train.size
         view = memoryview(train)
         dst = int.from_bytes(view[4:8], "big")
-        session = self._session_to(addr, dst)
-        if session is None or session.sealer is None:
-            return [train]  # cannot happen: runs are only sent once established
         total = len(train)
         sealed_size = size + OVERHEAD
         per_train = max(1, RUN_BYTES // sealed_size) * size  # plaintext bytes per sealed train
-        sealer = session.sealer
         trains = []
         for start in range(0, total, per_train):
             stop = min(start + per_train, total)

@@ -129,6 +129,8 @@ def _seal_rows(aead, iv: int, src: memoryview, size: int, out: memoryview, form:
     OVERHEAD longer, packet numbers from `pn`. Returns the bytes written."""
     pack = HEADER.pack
     encrypt_into = aead.encrypt_into
+    out = memoryview(out)  # (a slice of a bytearray would be a copy)
+    src = memoryview(src)
     pos = 0
     for i in range(rows):
         row = src[i * size : (i + 1) * size]
@@ -156,6 +158,7 @@ def _open_rows(aead, iv: int, buf: memoryview, seg: int, start: int, out: memory
     n = len(buf)
     if seg <= 0 or seg >= n:
         seg = n
+    buf, out = memoryview(buf), memoryview(out)  # (a slice of a bytearray would be a copy)
     row, count, first, prev = start, 0, 0, 0
     for off in range(start * seg, n, seg):
         datagram = buf[off : off + seg]
@@ -200,7 +203,7 @@ class Sealer:
         self.key_phase = 0
         self.generation = 0
         self.update_interval = update_interval
-        self._next_update = update_interval
+        self._next_update = min(update_interval, _PN_HIGH)  # (never past the limit: seal_datagram's guard)
 
     def seal(self, header: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
         """Seal one datagram whose header (built with `self.pn` and
@@ -259,8 +262,16 @@ class Sealer:
     def seal_datagram(self, datagram: bytes | bytearray | memoryview, dst_cid: int) -> bytearray:
         """One plaintext datagram (with its CRC trailer, which the tag
         replaces) sealed for `dst_cid`: `seal_rows` of one row."""
-        out = bytearray(len(datagram) + OVERHEAD)
-        self.seal_rows(memoryview(datagram), len(datagram), 1, memoryview(out), dst_cid)
+        n = len(datagram)
+        out = bytearray(n + OVERHEAD)
+        pn = self.pn
+        rows = self._rows
+        if rows is not None and pn + 1 < self._next_update and n <= NATIVE_ROW_MAX:
+            # (seal_rows' one step, when no key update or limit is near)
+            rows.seal_rows(datagram, n, out, PROTECTED, self.key_phase, dst_cid, pn, 1)
+            self.pn = pn + 1
+            return out
+        self.seal_rows(memoryview(datagram), n, 1, memoryview(out), dst_cid)
         return out
 
     def update(self) -> None:
@@ -269,7 +280,7 @@ class Sealer:
         self._aead, self._iv, self._rows = _derive_keys(self._secret, self.aead)
         self.key_phase ^= 1
         self.generation += 1
-        self._next_update = self.pn + self.update_interval
+        self._next_update = min(self.pn + self.update_interval, _PN_HIGH)
 
 
 class ReplayWindow:
@@ -397,18 +408,18 @@ class Opener:
         rows after it may be the common case again); at STOP_TAG, that row
         did not authenticate and was counted."""
         aead, iv, rows = self._current
-        flags = self.key_phase & KEY_PHASE
-        after = self.window.highest
+        window = self.window
         if rows is not None and (seg if 0 < seg < len(buf) else len(buf)) <= NATIVE_ROW_MAX:
-            row, pos, first, count, stop = rows.open_rows(buf, seg, start, out, pos, PROTECTED, flags,
-                                                          dst_cid, after)
+            row, pos, first, count, stop = rows.open_rows(buf, seg, start, out, pos, PROTECTED,
+                                                          self.key_phase, dst_cid, window.highest)
         else:
             row, pos, first, count, stop = _open_rows(aead, iv, buf, seg, start, out, pos, PROTECTED,
-                                                      flags, dst_cid, after)
+                                                      self.key_phase, dst_cid, window.highest)
         if count:
-            self.window.record_run(first, count)
+            window.record_run(first, count)
             self.opened += count
-            self._retire_previous()
+            if self._previous is not None:
+                self._retire_previous()
         if stop == STOP_TAG:
             self._drop("does not authenticate")
         return row, pos, count, stop
