@@ -256,7 +256,10 @@ class SecureEndpoint(Endpoint):
             return
         if seg <= 0 or seg >= len(buf):
             self.stats.datagrams_received += 1
-            self._receive_secure(buf, addr, now, True)
+            if buf and buf[0] == PROTECTED:  # (_receive_secure's common case, without its dispatch)
+                self._receive_sealed(buf, addr, now, True)
+            else:
+                self._receive_secure(buf, addr, now, True)
             return
         # Open every row into one plaintext batch of rows OVERHEAD smaller,
         # so the plain endpoint's run path takes it as it takes a GRO batch:
@@ -330,6 +333,13 @@ class SecureEndpoint(Endpoint):
         if observer is not None:
             observer.inner_batch_received(buf, seg, addr, now)
         super().receive_batch(buf, seg, addr, now)
+
+    def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
+        inner = self._open_one(data)
+        if inner is not None:
+            if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
+                self.plaintext_observer.inner_received(inner, addr, now)
+            self._receive_one(inner, addr, now, fast)
 
     def _open_one(self, data: bytes | bytearray | memoryview) -> bytearray | memoryview | None:
         """The inner datagram of one sealed datagram with its CRC trailer
@@ -409,11 +419,7 @@ class SecureEndpoint(Endpoint):
             self._deliver(data, addr, now, fast)
             return
         if first == PROTECTED:
-            inner = self._open_one(data)
-            if inner is not None:
-                if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
-                    self.plaintext_observer.inner_received(inner, addr, now)
-                self._receive_one(inner, addr, now, fast)
+            self._receive_sealed(data, addr, now, fast)
             return
         if first != VERSION:  # a plaintext short form, or not Gannet at all
             if first == SHORT_FORM:
@@ -668,20 +674,28 @@ class SecureEndpoint(Endpoint):
         if self.run_trailers:  # insecure, or an observer first: datagrams_to_send's pass seals
             return sent
         session = self._sessions.get(conn.local_cid)
-        sealer = session.sealer if session is not None else None
-        if sealer is None:
+        if session is None or session.chosen is None:
             return sent  # no keys yet: the handshake's datagrams
+        sealer = session.chosen[0]
+        if len(out) == start + 1 and type(out[start][0]) is not Train:
+            item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
+            out[start] = (self._seal_encoded(sealer, item), addr)
+            return sent
         items = out[start:]
         del out[start:]
-        seal = self._seal
         for item, addr in items:
             if type(item) is Train:
                 out.extend((train, addr) for train in self._seal_train(item, sealer))
-            elif item[0] == VERSION and item[1] & SYN:
-                out.append((item, addr))
             else:
-                out.append((seal(sealer, item), addr))
+                out.append((self._seal_encoded(sealer, item), addr))
         return sent
+
+    def _seal_encoded(self, sealer: Sealer, item):
+        """A datagram _encode_into made, sealed - but a SYN-ACK sent again,
+        left for datagrams_to_send's pass, which adds its key exchange."""
+        if item[0] == VERSION and item[1] & SYN:
+            return item
+        return self._seal(sealer, item)
 
     def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
         """The session of the connection whose peer has `peer_cid` at `addr`."""
