@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 # The hot path of every datagram: the connection and its parts, the range
-# sets and send buffer, congestion control, and the wire encoding.
+# sets and send buffer, congestion control, the wire encoding, and sealing.
 MODULES = (
     "gannet.core.connection",
     "gannet.core.receiver",
@@ -50,6 +50,9 @@ MODULES = (
     "gannet.core.cc.newreno",
     "gannet.wire.segment",
     "gannet.wire.datagram",
+    # packet protection's per-datagram and per-batch glue (the AEAD itself
+    # is OpenSSL's, through cryptography or gannet.crypto._rows)
+    "gannet.crypto.protection",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside

@@ -41,6 +41,7 @@ and is opened by `Opener.open`, the one path that handles every case
 from __future__ import annotations
 
 import struct
+from typing import Any, Final, Union
 
 from crc32c import crc32c
 from cryptography.exceptions import InvalidTag
@@ -51,36 +52,40 @@ from ..wire.protected import HEADER, HEADER_SIZE, KEY_PHASE, PROTECTED, parse_he
 from .noise import hkdf
 
 # The C rows primitive, or None: then `_seal_rows` / `_open_rows` run.
-_rows = extension("gannet.crypto._rows")
+_rows: Any = extension("gannet.crypto._rows")
 # Rows longer than this take `_seal_rows` / `_open_rows` even where the C
 # primitive is built. It saves the Python work of every row, which is most
 # of a small row's cost, but it calls the system's libcrypto, and
 # `cryptography` carries its own OpenSSL, whose AES-GCM can be the faster
 # per byte (measured on x86-64 with VAES: OpenSSL 3.0 at 5 GB/s beside
 # cryptography's 11 GB/s; equal cost per row at about 2 KB; docs/security.md).
-NATIVE_ROW_MAX = 2048
+NATIVE_ROW_MAX: Final = 2048
 
-AES_128_GCM = "aes-128-gcm"
-CHACHA20_POLY1305 = "chacha20-poly1305"
-AEADS = {AES_128_GCM: (AESGCM, 16), CHACHA20_POLY1305: (ChaCha20Poly1305, 32)}
-TAG_SIZE = 16
-IV_SIZE = 12
-REPLAY_WINDOW = 2048  # packets; WireGuard keeps 2048 - 64
+AES_128_GCM: Final = "aes-128-gcm"
+CHACHA20_POLY1305: Final = "chacha20-poly1305"
+Cipher = Union[AESGCM, ChaCha20Poly1305]
+AEADS: dict[str, tuple[type[AESGCM] | type[ChaCha20Poly1305], int]] = {
+    AES_128_GCM: (AESGCM, 16), CHACHA20_POLY1305: (ChaCha20Poly1305, 32)}
+# (the AEAD, the IV as an integer, the same key for the C rows primitive or None)
+Keys = tuple[Cipher, int, Any]
+TAG_SIZE: Final = 16
+IV_SIZE: Final = 12
+REPLAY_WINDOW: Final = 2048  # packets; WireGuard keeps 2048 - 64
 # Datagrams under one key before an update. RFC 9001 section 6.6 allows
 # 2^23 full-size packets under AES-GCM for confidentiality; fewer keeps the
 # margin and bounds what one key ever protected.
-UPDATE_INTERVAL = 1 << 22
-_PN_HIGH = 1 << 62  # packet numbers stop well before the nonce space does
+UPDATE_INTERVAL: Final = 1 << 22
+_PN_HIGH: Final = 1 << 62  # packet numbers stop well before the nonce space does
 
 _PN = struct.Struct("!Q")
 _CRC = struct.Struct("<I")  # an opened row's trailer (the plaintext form's)
-TRAILER_SIZE = 4
-OVERHEAD = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE
+TRAILER_SIZE: Final = 4
+OVERHEAD: Final = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE
 
 # Why `open_rows` stopped before the last row (the values _rows.c returns).
-STOP_END = 0  # every row opened
-STOP_OTHER = 1  # a row that is not the common case: `Opener.open` must judge it
-STOP_TAG = 2  # a common-case row that does not authenticate (counted)
+STOP_END: Final = 0  # every row opened
+STOP_OTHER: Final = 1  # a row that is not the common case: `Opener.open` must judge it
+STOP_TAG: Final = 2  # a common-case row that does not authenticate (counted)
 
 
 class ProtectionError(ValueError):
@@ -112,7 +117,7 @@ def next_secret(secret: bytes) -> bytes:
     return hkdf(secret, b"gannet key update", 1)[0]
 
 
-def _derive_keys(secret: bytes, aead: str) -> tuple[object, int, object]:
+def _derive_keys(secret: bytes, aead: str) -> Keys:
     """The AEAD, the IV as an integer (the nonce is IV XOR packet number),
     and the same key for the C rows primitive (None without it)."""
     cls, key_size = AEADS[aead]
@@ -121,8 +126,8 @@ def _derive_keys(secret: bytes, aead: str) -> tuple[object, int, object]:
     return cls(key[:key_size]), int.from_bytes(iv[:IV_SIZE], "big"), rows
 
 
-def _seal_rows(aead, iv: int, src: memoryview, size: int, out: memoryview, form: int, flags: int,
-               dst_cid: int, pn: int, rows: int) -> int:
+def _seal_rows(aead: Cipher, iv: int, src: memoryview, size: int, out: memoryview, form: int,
+               flags: int, dst_cid: int, pn: int, rows: int) -> int:
     """The Python equivalent of _rows.Keys.seal_rows: the first `rows`
     datagrams of `src` (`size` bytes each, the last maybe shorter, each
     ending in a CRC trailer that the tag replaces) sealed into `out` as rows
@@ -145,7 +150,7 @@ def _seal_rows(aead, iv: int, src: memoryview, size: int, out: memoryview, form:
     return pos
 
 
-def _open_rows(aead, iv: int, buf: memoryview, seg: int, start: int, out: memoryview, pos: int,
+def _open_rows(aead: Cipher, iv: int, buf: memoryview, seg: int, start: int, out: memoryview, pos: int,
                form: int, flags: int, dst_cid: int, after: int) -> tuple[int, int, int, int, int]:
     """The Python equivalent of _rows.Keys.open_rows: the rows of `buf`
     (`seg` bytes each, the last maybe shorter) from row `start` opened into
@@ -203,7 +208,7 @@ class Sealer:
         self.key_phase = 0
         self.generation = 0
         self.update_interval = update_interval
-        self._next_update = min(update_interval, _PN_HIGH)  # (never past the limit: seal_datagram's guard)
+        self._next_update: int = min(update_interval, _PN_HIGH)  # (never past the limit: seal_datagram's guard)
 
     def seal(self, header: bytes, plaintext: bytes | bytearray | memoryview) -> bytes:
         """Seal one datagram whose header (built with `self.pn` and
@@ -335,8 +340,8 @@ class Opener:
         self.aead = aead
         self._secret = secret
         self._current = _derive_keys(secret, aead)
-        self._previous: tuple[object, int, object] | None = None
-        self._next: tuple[bytes, tuple[object, int, object]] | None = None
+        self._previous: Keys | None = None
+        self._next: tuple[bytes, Keys] | None = None
         self.key_phase = 0
         self.generation = 0
         self._gen_start = 0  # first packet number seen in the current generation
@@ -375,6 +380,7 @@ class Opener:
                 self._next = (secret, _derive_keys(secret, self.aead))
             aead, iv, _ = self._next[1]
             promote = True
+        plaintext: bytes | int
         try:
             if out is None:
                 plaintext = aead.decrypt((iv ^ pn).to_bytes(IV_SIZE, "big"), ciphertext, header)
