@@ -80,6 +80,12 @@ class OptionalBuildExt(build_ext):
     own C extension that fails to build is left out by itself: its Python
     equivalent runs."""
 
+    def build_extensions(self) -> None:
+        self.failed: set = set()
+        super().build_extensions()
+        # What was not built is not copied into the tree or the wheel.
+        self.extensions = [ext for ext in self.extensions if ext.name not in self.failed]
+
     def build_extension(self, ext) -> None:
         if ext.name not in OWN:
             super().build_extension(ext)
@@ -90,6 +96,7 @@ class OptionalBuildExt(build_ext):
             path = self.get_ext_fullpath(ext.name)
             if os.path.exists(path):
                 os.remove(path)
+            self.failed.add(ext.name)
             sys.stderr.write(f"gannet: {ext.name} not built, its Python equivalent will run ({exc})\n")
 
     def run(self) -> None:
