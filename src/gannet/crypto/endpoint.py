@@ -290,10 +290,10 @@ class SecureEndpoint(Endpoint):
             off = row * seg
             first = view[off]
             if first == PROTECTED and n - off > 8:
-                session = sessions.get(int.from_bytes(view[off + 4 : off + 8], "big"))
+                dst = int.from_bytes(view[off + 4 : off + 8], "big")
+                session = sessions.get(dst)
                 if session is not None and session.chosen is not None:
-                    stop_row, pos, opened, stop = session.chosen[1].open_rows(
-                        view, seg, row, out, pos, int.from_bytes(view[off + 4 : off + 8], "big"))
+                    stop_row, pos, opened, stop = session.chosen[1].open_rows(view, seg, row, out, pos, dst)
                     if opened:
                         sstats.opened += opened
                         session.confirmed = True
