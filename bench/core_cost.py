@@ -8,6 +8,10 @@ Python and the wire encoding, both sides together, on CPU time:
     python bench/core_cost.py bulk --mtu 65000 --mb 300
     python bench/core_cost.py pingpong --count 20000      # us per 64-byte round trip
 
+`--encrypted` runs the same through two SecureEndpoints (the default
+protection, AES-128-GCM), `--insecure` through two with encryption off:
+their difference is what the security layer costs.
+
 Compare the result with `bench/compare.py`'s CPU s/GB for the same datagram
 size: the difference is the kernel, the asyncio adapter and the streams.
 """
@@ -29,8 +33,19 @@ except ImportError:  # a tree whose wire.batch imports numpy itself (comparisons
         pass
 
 
+SECURITY = None  # None: plain Endpoints; else the Security of two SecureEndpoints
+
+
+def endpoint(config: Config, rng: random.Random) -> Endpoint:
+    if SECURITY is None:
+        return Endpoint(config, rng)
+    from gannet.crypto.endpoint import SecureEndpoint
+
+    return SecureEndpoint(config, rng, security=SECURITY)
+
+
 def pair(config: Config):
-    a, b = Endpoint(config, random.Random(1)), Endpoint(config, random.Random(2))
+    a, b = endpoint(config, random.Random(1)), endpoint(config, random.Random(2))
     b.listen(4)
     ca = a.connect("B", 0.0)
     for _ in range(3):
@@ -116,7 +131,16 @@ def main() -> None:
     pp = sub.add_parser("pingpong")
     pp.add_argument("--count", type=int, default=20000)
     pp.add_argument("--cc", default="bbr")
+    for sp in (pb, pp):
+        kind = sp.add_mutually_exclusive_group()
+        kind.add_argument("--encrypted", action="store_true", help="two SecureEndpoints (AES-128-GCM)")
+        kind.add_argument("--insecure", action="store_true", help="two SecureEndpoints, encryption off")
     args = p.parse_args()
+    if args.encrypted or args.insecure:
+        from gannet.crypto.endpoint import Security
+
+        global SECURITY
+        SECURITY = Security(insecure=args.insecure, has_aes=True)
     if args.what == "bulk":
         bulk(args.mtu, args.mb, args.cc)
     else:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # The hot path of every datagram: the endpoint (demultiplexing, the timer
 # heap), the connection and its parts, the range sets and send buffer,
-# congestion control, and the wire encoding.
+# congestion control, the wire encoding, and sealing.
 MODULES = (
     "gannet.core.endpoint",
     "gannet.core.connection",
@@ -54,7 +54,17 @@ MODULES = (
     "gannet.core.cc.newreno",
     "gannet.wire.segment",
     "gannet.wire.datagram",
+    # packet protection's per-datagram and per-batch glue (the AEAD itself
+    # is OpenSSL's, through cryptography or gannet.crypto._rows)
+    "gannet.crypto.protection",
 )
+
+# C extensions of the project's own, each with its Python equivalent beside
+# it (which runs when the extension is not built, cannot load, or under
+# GANNET_PURE=1): module -> its C source, relative to the package.
+EXTENSIONS = {
+    "gannet.crypto._rows": "crypto/_rows.c",  # the AEAD over a train's or batch's rows
+}
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -87,6 +97,31 @@ def stale_modules() -> list[str]:
         if so is not None and os.path.getmtime(_source(name)) > os.path.getmtime(so):
             out.append(name)
     return out
+
+
+def extension(name: str) -> ModuleType | None:
+    """The C extension `name` (one of EXTENSIONS), or None when its Python
+    equivalent must run: GANNET_PURE=1, not built, unable to load (its
+    library missing), or, in a source checkout, older than its C source
+    (then with a one-line notice until the next `pip install -e .`)."""
+    if pure_requested():
+        return None
+    so = _compiled(name)
+    if so is None:
+        return None
+    root = os.path.dirname(os.path.dirname(_PACKAGE_DIR))
+    source = os.path.join(_PACKAGE_DIR, EXTENSIONS[name])
+    if (os.path.exists(os.path.join(root, "pyproject.toml")) and os.path.exists(source)
+            and os.path.getmtime(source) > os.path.getmtime(so)):
+        sys.stderr.write(f"gannet: {EXTENSIONS[name]} is newer than its build: using its Python "
+                         "equivalent (rebuild with `pip install -e .`)\n")
+        return None
+    from importlib import import_module
+
+    try:
+        return import_module(name)
+    except ImportError:
+        return None
 
 
 class SourceFirst:

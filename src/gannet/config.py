@@ -37,6 +37,11 @@ class Config:
     the datagram size at `max_datagram_size`."""
     pmtud_max: int = 65000
     """Largest datagram PMTUD tries (loopback and jumbo paths get there)."""
+    datagram_overhead: int = 0
+    """Bytes a layer under the connection adds to each of its datagrams
+    (the security envelope's; gannet.crypto.endpoint sets it, with
+    `max_datagram_size` and `pmtud_max` lowered by as much): a run of
+    datagrams is sized so that it still fits one GSO send with them."""
     max_packet_size: int | None = None
     """Seed 003's max packet size: the largest datagram this side can take,
     announced in the SYN; each side sends at most the other's value."""

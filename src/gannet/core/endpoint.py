@@ -188,6 +188,10 @@ class Endpoint:
         self._rst_time: float | None = None
         self.isn_source: Callable[[], int] | None = None
         """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
+        # Runs are encoded with their CRC32C trailers; an endpoint that seals
+        # them next (gannet.crypto.endpoint) turns this off: its tag does the
+        # CRC's job and the trailer is dropped unread.
+        self.run_trailers = True
 
     # ----------------------------------------------------------- application
     @property
@@ -658,7 +662,7 @@ class Endpoint:
         addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
         for seg in segs:
             if type(seg) is SegmentRun:
-                train = encode_run(dst, seg)
+                train = encode_run(dst, seg, self.run_trailers)
                 sent += seg.count
                 if trains:
                     out.append((train, addr))

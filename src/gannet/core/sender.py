@@ -512,7 +512,7 @@ class Sender:
                 continue
             if runs and avail > mss:
                 room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss,
-                           RUN_BYTES // (mss + DATA_OVERHEAD) * mss)
+                           RUN_BYTES // (mss + DATA_OVERHEAD + self._config.datagram_overhead) * mss)
                 if budget < room:
                     # Paced: wait for a millisecond's worth (a whole run on a
                     # fast path) rather than trickle out a segment per

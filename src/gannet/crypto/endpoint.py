@@ -49,7 +49,7 @@ from ..core.connection import RUN_BYTES, Connection
 from ..core.endpoint import SYN_ADMIT, Endpoint
 from ..core.events import Event
 from ..core.states import State
-from ..wire.batch import Train, release
+from ..wire.batch import Train, _reuse, release
 from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
 from ..wire.protected import (
     ALERT,
@@ -77,7 +77,16 @@ from .handshake import (
     ServerHandshake,
     _peer_failed_message,
 )
-from .protection import UPDATE_INTERVAL, Opener, ProtectionError, Sealer
+from .protection import (
+    NATIVE_ROW_MAX,
+    NATIVE_ROWS,
+    STOP_END,
+    STOP_TAG,
+    UPDATE_INTERVAL,
+    Opener,
+    ProtectionError,
+    Sealer,
+)
 
 _SYN_ACK = SYN | ACK
 
@@ -186,7 +195,8 @@ class _Session:
 def _with_overhead(config: Config) -> Config:
     """The connection's view of sizes: OVERHEAD less than the path's."""
     return replace(config, max_datagram_size=config.max_datagram_size - OVERHEAD,
-                   pmtud_max=config.pmtud_max - OVERHEAD)
+                   pmtud_max=config.pmtud_max - OVERHEAD,
+                   datagram_overhead=config.datagram_overhead + OVERHEAD)
 
 
 def _key_exchange_option(options: tuple[tuple[int, bytes], ...]) -> bytes | None:
@@ -215,6 +225,11 @@ class SecureEndpoint(Endpoint):
         # last datagrams (a RST after abort, the final ACK) are still sealed.
         self._closing: dict[int, _Session] = {}
         self._static = self.security.static
+        # Where datagrams are opened: a GRO batch, and one datagram. Reused,
+        # as the adapter reuses its receive buffer: the plain endpoint copies
+        # what it keeps (a fresh buffer would be 64 KB zeroed per batch).
+        self._batch_buf = bytearray(0)
+        self._one_buf = bytearray(0)
         # An observer (gannet.observe) that logs the plaintext side of the
         # envelope: the inner datagrams given to and taken from the plain
         # endpoint. None: nothing is done for it but one check per call.
@@ -250,33 +265,63 @@ class SecureEndpoint(Endpoint):
             return
         if seg <= 0 or seg >= len(buf):
             self.stats.datagrams_received += 1
-            self._receive_secure(buf, addr, now, True)
+            if buf and buf[0] == PROTECTED:  # (_receive_secure's common case, without its dispatch)
+                self._receive_sealed(buf, addr, now, True)
+            else:
+                self._receive_secure(buf, addr, now, True)
             return
         # Open every row into one plaintext batch of rows OVERHEAD smaller,
         # so the plain endpoint's run path takes it as it takes a GRO batch:
-        # each row is decrypted in place in that buffer and given its CRC.
+        # each row is decrypted into that buffer and given its CRC. Rows of
+        # the common case open in one call (Opener.open_rows); any other row
+        # is judged alone, by the path a single datagram takes.
         view = memoryview(buf)
+        n = len(buf)
         inner_seg = seg - OVERHEAD
-        plain = bytearray(len(buf))
-        out = memoryview(plain)
+        if len(self._batch_buf) < n:
+            self._batch_buf = bytearray(n)
+        out = memoryview(self._batch_buf)
         pos = 0
-        opened = self._open
-        for i in range(0, len(buf), seg):
-            row = view[i : i + seg]
-            if row[0] != PROTECTED:
+        row = 0
+        rows = -(-n // seg)
+        sessions = self._sessions
+        sstats = self.security_stats
+        while row < rows:
+            off = row * seg
+            first = view[off]
+            if first == PROTECTED and n - off > 8:
+                dst = int.from_bytes(view[off + 4 : off + 8], "big")
+                session = sessions.get(dst)
+                if session is not None and session.chosen is not None:
+                    stop_row, pos, opened, stop = session.chosen[1].open_rows(view, seg, row, out, pos, dst)
+                    if opened:
+                        sstats.opened += opened
+                        session.confirmed = True
+                    if stop == STOP_END:
+                        break
+                    if stop == STOP_TAG:
+                        self.stats.datagrams_received += 1
+                        sstats.unauthenticated_dropped += 1
+                        row = stop_row + 1
+                        continue
+                    if stop_row > row:
+                        row = stop_row  # (a gap in the numbers: the next rows may open together again)
+                        continue
+            datagram = view[off : off + seg]
+            if first != PROTECTED:
                 if pos:
-                    self._deliver_batch(out[:pos], inner_seg, addr, now)
-                    plain = bytearray(len(buf))
-                    out = memoryview(plain)
+                    self._deliver_batch(out[:pos], inner_seg, addr, now)  # (the core copies what it keeps)
                     pos = 0
                 self.stats.datagrams_received += 1
-                self._receive_secure(row, addr, now, False)
+                self._receive_secure(datagram, addr, now, False)
+                row += 1
                 continue
-            n = opened(row, out[pos:])
-            if n is None:
+            opened_len = self._open(datagram, out[pos:])
+            row += 1
+            if opened_len is None:
                 self.stats.datagrams_received += 1
                 continue
-            end = pos + n
+            end = pos + opened_len
             out[end : end + TRAILER_SIZE] = crc32c(out[pos:end]).to_bytes(4, "little")
             pos = end + TRAILER_SIZE
         if pos:
@@ -297,6 +342,41 @@ class SecureEndpoint(Endpoint):
         if observer is not None:
             observer.inner_batch_received(buf, seg, addr, now)
         super().receive_batch(buf, seg, addr, now)
+
+    def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
+        inner = self._open_one(data)
+        if inner is not None:
+            if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
+                self.plaintext_observer.inner_received(inner, addr, now)
+            self._receive_one(inner, addr, now, fast)
+
+    def _open_one(self, data: bytes | bytearray | memoryview) -> bytearray | memoryview | None:
+        """The inner datagram of one sealed datagram with its CRC trailer
+        (for the plain endpoint's decoders), or None (counted): the rows
+        path for one row when it is the common case, else `_open`."""
+        # (Without the C primitive a small datagram takes `_open`, which is
+        # fewer steps for one; a large one is still opened into a buffer.)
+        if len(data) > 8 and (NATIVE_ROWS or len(data) > NATIVE_ROW_MAX):
+            dst = int.from_bytes(data[4:8], "big")
+            session = self._sessions.get(dst)
+            if session is not None and session.chosen is not None:
+                n = len(data) - OVERHEAD
+                if len(self._one_buf) < n:
+                    self._one_buf = bytearray(n)
+                out = self._one_buf
+                _, pos, opened, stop = session.chosen[1].open_rows(data, 0, 0, out, 0, dst)
+                if opened:
+                    self.security_stats.opened += 1
+                    session.confirmed = True
+                    return memoryview(out)[:n]
+                if stop == STOP_TAG:
+                    self.security_stats.unauthenticated_dropped += 1
+                    return None
+        inner = self._open(data)
+        if inner is None:
+            return None
+        inner += crc32c(inner).to_bytes(4, "little")
+        return inner
 
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
         """The inner datagram (without CRC) of a sealed datagram - or, with
@@ -350,12 +430,7 @@ class SecureEndpoint(Endpoint):
             self._deliver(data, addr, now, fast)
             return
         if first == PROTECTED:
-            inner = self._open(data)
-            if inner is not None:
-                inner += crc32c(inner).to_bytes(4, "little")
-                if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
-                    self.plaintext_observer.inner_received(inner, addr, now)
-                self._receive_one(inner, addr, now, fast)
+            self._receive_sealed(data, addr, now, fast)
             return
         if first != VERSION:  # a plaintext short form, or not Gannet at all
             if first == SHORT_FORM:
@@ -565,21 +640,73 @@ class SecureEndpoint(Endpoint):
         return super().datagram_too_big(data, addr)
 
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
+        # A connection's datagrams are sealed as they are encoded
+        # (_encode_into), where its keys are at hand; this pass takes the
+        # rest - the handshake's, resets and alerts - and, when an observer
+        # logs the plaintext side, all of them after it has seen them. Runs
+        # leave sealed (only established connections send them), so their
+        # CRC trailers go unwritten unless that observer reads them.
+        self.run_trailers = self.security.insecure or self.plaintext_observer is not None
         out = super().datagrams_to_send(now, trains)
         if out and not self.security.insecure:
             observer = self.plaintext_observer
             if observer is not None:
                 observer.inner_sent(out, now)  # before sealing: the trains are released then
-            sealed = []
-            for item, addr in out:
-                if type(item) is Train:
-                    sealed.extend((train, addr) for train in self._seal_train(item, addr))
-                else:
-                    sealed.append(self._seal_item(item, addr))
-            out = sealed
+            for item, _ in out:
+                if item[0] != PROTECTED:
+                    out = self._seal_pass(out)
+                    break
         if self._closing:
             self._closing = {}
         return out
+
+    def _seal_pass(self, out: list) -> list:
+        """`out` with what _encode_into did not seal sealed (or given the
+        handshake's key exchange)."""
+        sealed = []
+        for item, addr in out:
+            if item[0] == PROTECTED:
+                sealed.append((item, addr))  # sealed in _encode_into
+            elif type(item) is Train:
+                session = self._session_to(addr, int.from_bytes(item[4:8], "big"))
+                if session is None or session.sealer is None:
+                    sealed.append((item, addr))  # cannot happen: runs are only sent once established
+                else:
+                    sealed.extend((train, addr) for train in self._seal_train(item, session.sealer))
+            else:
+                sealed.append(self._seal_item(item, addr))
+        return sealed
+
+    def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
+        """The plain encoding, then sealed under `conn`'s keys (all but a
+        SYN-ACK sent again, whose key exchange datagrams_to_send adds)."""
+        start = len(out)
+        sent = super()._encode_into(conn, segs, out, trains)
+        if self.run_trailers:  # insecure, or an observer first: datagrams_to_send's pass seals
+            return sent
+        session = self._sessions.get(conn.local_cid)
+        if session is None or session.chosen is None:
+            return sent  # no keys yet: the handshake's datagrams
+        sealer = session.chosen[0]
+        if len(out) == start + 1 and type(out[start][0]) is not Train:
+            item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
+            out[start] = (self._seal_encoded(sealer, item), addr)
+            return sent
+        items = out[start:]
+        del out[start:]
+        for item, addr in items:
+            if type(item) is Train:
+                out.extend((train, addr) for train in self._seal_train(item, sealer))
+            else:
+                out.append((self._seal_encoded(sealer, item), addr))
+        return sent
+
+    def _seal_encoded(self, sealer: Sealer, item):
+        """A datagram _encode_into made, sealed - but a SYN-ACK sent again,
+        left for datagrams_to_send's pass, which adds its key exchange."""
+        if item[0] == VERSION and item[1] & SYN:
+            return item
+        return self._seal(sealer, item)
 
     def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
         """The session of the connection whose peer has `peer_cid` at `addr`."""
@@ -624,39 +751,33 @@ class SecureEndpoint(Endpoint):
         seg.unknown_options = seg.unknown_options + ((OPT_KEY_EXCHANGE, message),)
         return encode(dst, src, seg)
 
-    def _seal(self, sealer: Sealer, datagram) -> bytes:
-        header = seal_header(sealer.key_phase, int.from_bytes(datagram[4:8], "big"), sealer.pn)
+    def _seal(self, sealer: Sealer, datagram) -> bytearray:
         self.security_stats.sealed += 1
-        return sealer.seal(header, memoryview(datagram)[: len(datagram) - TRAILER_SIZE])
+        return sealer.seal_datagram(datagram, int.from_bytes(datagram[4:8], "big"))
 
-    def _seal_train(self, train: Train, addr) -> list[Train]:
+    def _seal_train(self, train: Train, sealer: Sealer) -> list[Train]:
         """A run's train sealed row by row, as trains of rows OVERHEAD
         longer; split so that none exceeds RUN_BYTES, what one GSO send
-        carries (the run filled it with plaintext rows)."""
+        carries (the connection sizes its runs so that one is enough:
+        Config.datagram_overhead)."""
         size = train.size
         view = memoryview(train)
         dst = int.from_bytes(view[4:8], "big")
-        session = self._session_to(addr, dst)
-        if session is None or session.sealer is None:
-            return [train]  # cannot happen: runs are only sent once established
         total = len(train)
         sealed_size = size + OVERHEAD
         per_train = max(1, RUN_BYTES // sealed_size) * size  # plaintext bytes per sealed train
-        sealer = session.sealer
-        seal_into = sealer.seal_into
-        pack = HEADER.pack
         trains = []
         for start in range(0, total, per_train):
             stop = min(start + per_train, total)
             rows = -(-(stop - start) // size)
-            out = Train(stop - start + OVERHEAD * rows)
-            out.size = sealed_size
-            mv = memoryview(out)
-            pos = 0
-            for i in range(start, stop, size):
-                row = view[i : min(i + size, stop) - TRAILER_SIZE]  # the tag does the CRC's job
-                pos += seal_into(pack(PROTECTED, sealer.key_phase, 0, dst, sealer.pn), row, mv[pos:])
-            mv.release()
+            length = stop - start + OVERHEAD * rows
+            out = _reuse(sealed_size, rows) if length == sealed_size * rows else None
+            if out is None:
+                out = Train(length)
+                out.size = sealed_size
+                out._parts = None
+            with memoryview(out) as mv:
+                sealer.seal_rows(view[start:stop], size, rows, mv, dst)
             self.security_stats.sealed += rows
             trains.append(out)
         view.release()

@@ -170,8 +170,11 @@ def _reuse(size: int, rows: int) -> Train | None:
     return None
 
 
-def encode_run(dst_cid: int, run: SegmentRun) -> Train:
-    """`run` as short-form datagrams for connection `dst_cid`."""
+def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
+    """`run` as short-form datagrams for connection `dst_cid`. Without
+    `trailers` the rows' CRC32C trailers are left unwritten (whatever the
+    buffer held): for a train that is sealed next, whose AEAD tag does the
+    CRC's job and drops the trailer (gannet.crypto)."""
     mss = run.mss
     length = run.length
     size = SHORT_SIZE + mss + TRAILER_SIZE
@@ -181,7 +184,7 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
     if not tail and (count >= VECTOR_MIN or size >= POOL_LOOP_SIZE):
         train = _reuse(size, full)
         if train is not None and count < VECTOR_MIN:
-            _encode_loop(train, header, run, size)
+            _encode_loop(train, header, run, size, trailers)
             return train
         if train is not None and train._parts is not None:  # a pooled whole-row train has its parts
             np = loaded_numpy()  # (not None: it made the parts)
@@ -191,14 +194,15 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
                 run.buf, _U8, length, run.offset).reshape(full, mss)
             seqs[:] = _steps(count, mss) + np.uint32(run.seq)
             train[(count - 1) * size + 1] = run.last_flags
-            crcs[:] = list(map(crc32c, bodies))
+            if trailers:
+                crcs[:] = list(map(crc32c, bodies))
             return train
     total = size * full + (tail + _OVERHEAD if tail else 0)
     train = Train(total)
     train.size = size
     train._parts = None
     if count < VECTOR_MIN or (np := loaded_numpy()) is None:
-        _encode_loop(train, header, run, size)
+        _encode_loop(train, header, run, size, trailers)
         return train
     rows = np.frombuffer(train, _U8, full * size).reshape(full, size)
     rows[:, :SHORT_SIZE] = np.frombuffer(header, _U8)
@@ -212,6 +216,8 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
         np.ndarray((count,), ">u4", train, _SEQ_AT, (size,))[:] = _steps(count, mss) + np.uint32(run.seq)
         last = (count - 1) * size
         out[last + 1] = run.last_flags
+        if not trailers:
+            return train
         body = size - TRAILER_SIZE
         np.ndarray((full,), "<u4", train, body, (size,))[:] = [
             crc32c(out[off : off + body]) for off in range(0, full * size, size)
@@ -221,7 +227,7 @@ def encode_run(dst_cid: int, run: SegmentRun) -> Train:
     return train
 
 
-def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int) -> None:
+def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int, trailers: bool = True) -> None:
     """`encode_run`'s rows one at a time: for a few rows (a PMTU-sized
     segment sent alone, the end of a flight), cheaper than numpy's set-up."""
     mss = run.mss
@@ -240,7 +246,8 @@ def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int) -> Non
             if off == last:
                 out[off + 1] = run.last_flags
             out[data_at:end] = src[pos : pos + end - data_at]
-            pack_crc(out, end, crc32c(out[off:end]))
+            if trailers:
+                pack_crc(out, end, crc32c(out[off:end]))
 
 
 def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:

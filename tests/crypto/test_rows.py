@@ -1,0 +1,416 @@
+"""The AEAD over rows: the C primitive (gannet.crypto._rows) against its
+Python equivalent (protection._seal_rows / _open_rows), and both, through
+Sealer.seal_rows / Opener.open_rows, against sealing and opening one
+datagram at a time: the same bytes, the same verdicts, the same counters."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+
+import pytest
+from crc32c import crc32c
+
+from gannet.crypto import protection
+from gannet.crypto.protection import (
+    AES_128_GCM,
+    CHACHA20_POLY1305,
+    OVERHEAD,
+    REPLAY_WINDOW,
+    STOP_END,
+    STOP_OTHER,
+    STOP_TAG,
+    Opener,
+    ProtectionError,
+    ReplayWindow,
+    Sealer,
+    _derive_keys,
+    _open_rows,
+    _seal_rows,
+)
+from gannet.wire.protected import HEADER_SIZE, KEY_PHASE, PROTECTED, parse_header, seal_header
+from programs import under_ci
+
+AEADS = [AES_128_GCM, CHACHA20_POLY1305]
+
+
+def _native():
+    """The C module, even under GANNET_PURE=1 (the differential test needs
+    both); a source tree without a compiler has none (a CI build must)."""
+    try:
+        return importlib.import_module("gannet.crypto._rows")
+    except ImportError as exc:
+        if under_ci():
+            raise
+        pytest.skip(f"gannet.crypto._rows is not built here ({exc})")
+
+
+def _train(rng: random.Random, size: int, rows: int, tail: int) -> bytearray:
+    """Plaintext rows of `size` bytes (the last `tail` long if tail), each
+    ending in a CRC trailer as encode_run writes it."""
+    out = bytearray()
+    for i in range(rows):
+        n = tail if tail and i == rows - 1 else size
+        body = rng.randbytes(n - 4)
+        out += body + crc32c(body).to_bytes(4, "little")
+    return out
+
+
+def _pair(aead: str, secret: bytes):
+    """The same key in both forms: (cryptography AEAD, IV int, C Keys)."""
+    native = _native()
+    from gannet.crypto.noise import hkdf
+
+    cls, key_size = protection.AEADS[aead]
+    key, iv = hkdf(secret, b"gannet key and iv", 2)
+    return cls(key[:key_size]), int.from_bytes(iv[:12], "big"), native.Keys(aead, key[:key_size], iv[:12])
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_seal_rows_c_and_python_give_the_same_bytes(aead):
+    rng = random.Random(1)
+    for trial in range(40):
+        cipher, iv, keys = _pair(aead, rng.randbytes(32))
+        size = rng.choice([40, 100, 1444, 1500, 2048])
+        rows = rng.randint(1, 12)
+        tail = rng.choice([0, 0, rng.randint(5, size)])
+        src = memoryview(_train(rng, size, rows, tail))
+        flags, dst, pn = rng.randint(0, 1), rng.getrandbits(32), rng.getrandbits(40)
+        length = len(src) + OVERHEAD * rows
+        c_out, py_out = bytearray(length), bytearray(length)
+        n_c = keys.seal_rows(src, size, c_out, PROTECTED, flags, dst, pn, rows)
+        n_py = _seal_rows(cipher, iv, src, size, memoryview(py_out), PROTECTED, flags, dst, pn, rows)
+        assert n_c == n_py == length
+        assert c_out == py_out, f"trial {trial}"
+        # and each row is the envelope of docs/security.md: its header, then
+        # what cryptography's AEAD makes of the row without its CRC
+        row0 = bytes(c_out[: min(size, len(src)) + OVERHEAD])
+        assert parse_header(row0) == (flags, dst, pn)
+        body = bytes(src[: min(size, len(src)) - 4])
+        nonce = (iv ^ pn).to_bytes(12, "big")
+        assert row0[HEADER_SIZE:] == cipher.encrypt(nonce, body, row0[:HEADER_SIZE])
+
+
+def _sealed_batch(rng, aead, secret, size, rows, tail=0, pn=100, flags=0, dst=7):
+    s = Sealer(secret, aead)
+    s.pn, s.key_phase = pn, flags
+    src = memoryview(_train(rng, size, rows, tail))
+    out = bytearray(len(src) + OVERHEAD * rows)
+    s.seal_rows(src, size, rows, memoryview(out), dst)
+    return bytearray(out), src
+
+
+def _mutate(rng: random.Random, batch: bytearray, seg: int, rows: int) -> None:
+    """One of the things an attacker or the network does to a row."""
+    i = rng.randrange(rows)
+    off = i * seg
+    end = min(off + seg, len(batch))
+    kind = rng.randrange(7)
+    if kind == 0:  # flip a bit anywhere (header, ciphertext or tag)
+        batch[rng.randrange(off, end)] ^= 1 << rng.randrange(8)
+    elif kind == 1:  # the other key phase
+        batch[off + 1] ^= KEY_PHASE
+    elif kind == 2:  # another connection
+        batch[off + 4] ^= 0x10
+    elif kind == 3 and i:  # a replay of the row before
+        batch[off:end] = batch[off - seg : off - seg + (end - off)]
+    elif kind == 4:  # a packet number out of line
+        batch[off + 15] ^= 0x05
+    elif kind == 5:  # not sealed at all (a plaintext short form)
+        batch[off] = 0x83
+    else:  # a reserved bit set
+        batch[off + 2] = 1
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_open_rows_c_and_python_give_the_same_verdicts(aead):
+    rng = random.Random(2)
+    stops = set()
+    for trial in range(150):
+        secret = rng.randbytes(32)
+        cipher, iv, keys = _pair(aead, secret)
+        size = rng.choice([40, 300, 1444])
+        rows = rng.randint(1, 10)
+        tail = rng.choice([0, 0, rng.randint(5, size)])
+        batch, _ = _sealed_batch(rng, aead, secret, size, rows, tail, pn=50, flags=trial & 1)
+        for _ in range(rng.randint(0, 2)):
+            _mutate(rng, batch, size + OVERHEAD, rows)
+        seg = size + OVERHEAD if rows > 1 else 0
+        after = rng.choice([-1, 49, 52])
+        start = rng.randrange(rows)
+        c_out, py_out = bytearray(len(batch)), bytearray(len(batch))
+        args = (seg, start)
+        rest = (10, PROTECTED, trial & 1, 7, after)
+        got_c = keys.open_rows(batch, *args, c_out, *rest)
+        got_py = _open_rows(cipher, iv, memoryview(batch), *args, memoryview(py_out), *rest)
+        assert got_c == got_py, f"trial {trial}"
+        assert c_out[: got_c[1]] == py_out[: got_py[1]]
+        stops.add(got_c[4])
+    assert stops == {STOP_END, STOP_OTHER, STOP_TAG}  # every way out was taken
+
+
+def _open_one_by_one(opener: Opener, batch, seg) -> list:
+    """What a batch gives datagram by datagram through Opener.open: the
+    plaintext (with CRC trailer) of each row, or the reason it was refused."""
+    seg = seg if 0 < seg < len(batch) else len(batch)
+    out = []
+    for off in range(0, len(batch), seg):
+        d = bytes(batch[off : off + seg])
+        head = parse_header(d)
+        if head is None or head[1] != 7:
+            out.append("other")
+            continue
+        try:
+            inner = opener.open(d[:HEADER_SIZE], head[2], head[0], d[HEADER_SIZE:])
+        except ProtectionError as exc:
+            out.append(str(exc))
+            continue
+        out.append(inner + crc32c(inner).to_bytes(4, "little"))
+    return out
+
+
+def _open_by_rows(opener: Opener, batch, seg) -> list:
+    """The same through Opener.open_rows, falling back to Opener.open for
+    the rows it leaves (as SecureEndpoint.receive_batch does)."""
+    seg_n = seg if 0 < seg < len(batch) else len(batch)
+    rows = -(-len(batch) // seg_n)
+    result: list = [None] * rows
+    buf = memoryview(bytes(batch))
+    out = bytearray(len(batch))
+    row = 0
+    while row < rows:
+        pos0 = 0
+        stop_row, pos, opened, stop = opener.open_rows(buf, seg, row, memoryview(out), pos0, 7)
+        at = 0
+        for i in range(row, row + opened):  # rows opened lie back to back in `out`
+            n = min(seg_n, len(batch) - i * seg_n) - OVERHEAD
+            result[i] = bytes(out[at : at + n])
+            at += n
+        assert at == pos
+        if stop == STOP_END:
+            break
+        if stop == STOP_TAG:
+            result[stop_row] = "does not authenticate"
+            row = stop_row + 1
+            continue
+        if stop_row > row:
+            row = stop_row
+            continue
+        result[row] = _open_one_by_one(opener, buf[row * seg_n : (row + 1) * seg_n], 0)[0]
+        row += 1
+    return result
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_open_rows_agrees_with_open_datagram_by_datagram(aead):
+    """Batches with tampered, replayed, reordered rows and rows from the
+    next key generation: the same plaintexts, the same refusals, the same
+    counters and window, row by row."""
+    rng = random.Random(3)
+    for trial in range(25):
+        secret = rng.randbytes(32)
+        sealer = Sealer(secret, aead, update_interval=REPLAY_WINDOW + 1 + rng.randrange(60))
+        one, rows_ = Opener(secret, aead), Opener(secret, aead)
+        size = rng.choice([64, 1444])
+        sent: list[bytes] = []
+        for _ in range(rng.randint(3, 12)):
+            count = rng.randint(1, 40)
+            src = memoryview(_train(rng, size, count, 0))
+            out = bytearray(len(src) + OVERHEAD * count)
+            sealer.seal_rows(src, size, count, memoryview(out), 7)
+            batch = bytearray(out)
+            sent.extend(bytes(batch[i : i + size + OVERHEAD]) for i in range(0, len(batch), size + OVERHEAD))
+            if rng.random() < 0.5:
+                _mutate(rng, batch, size + OVERHEAD, count)
+            if rng.random() < 0.3 and len(sent) > count:  # an old datagram replayed in the batch
+                k = rng.randrange(count)
+                batch[k * (size + OVERHEAD) : (k + 1) * (size + OVERHEAD)] = rng.choice(sent[:-count])
+            if rng.random() < 0.2 and count > 2:  # two rows swapped
+                k = (size + OVERHEAD)
+                a, b = bytes(batch[:k]), bytes(batch[k : 2 * k])
+                batch[:k], batch[k : 2 * k] = b, a
+            seg = size + OVERHEAD if count > 1 else 0
+            assert _open_by_rows(rows_, batch, seg) == _open_one_by_one(one, batch, seg), f"trial {trial}"
+            assert rows_.dropped == one.dropped
+            assert rows_.opened == one.opened
+            assert (rows_.window.highest, rows_.window.bitmap) == (one.window.highest, one.window.bitmap)
+            assert (rows_.generation, rows_.key_phase) == (one.generation, one.key_phase)
+        assert sealer.generation >= 1 or sealer.pn < sealer.update_interval
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_seal_rows_is_seal_datagram_by_datagram_across_a_key_update(aead):
+    rng = random.Random(4)
+    secret = rng.randbytes(32)
+    by_rows = Sealer(secret, aead, update_interval=REPLAY_WINDOW + 5)
+    by_one = Sealer(secret, aead, update_interval=REPLAY_WINDOW + 5)
+    by_rows.pn = by_one.pn = REPLAY_WINDOW - 10
+    by_rows._next_update = by_one._next_update = REPLAY_WINDOW + 3
+    size, count = 200, 30  # the update falls inside the train
+    src = memoryview(_train(rng, size, count, 77))
+    out = bytearray(len(src) + OVERHEAD * count)
+    assert by_rows.seal_rows(src, size, count, memoryview(out), 9) == len(out)
+    expected = bytearray()
+    for off in range(0, len(src), size):
+        row = src[off : off + size]
+        header = seal_header(by_one.key_phase, 9, by_one.pn)
+        expected += by_one.seal(header, row[: len(row) - 4])
+    assert out == expected
+    assert (by_rows.pn, by_rows.key_phase, by_rows.generation) == (by_one.pn, by_one.key_phase, 1)
+    assert bytes(by_rows.seal_datagram(bytes(src[:size]), 9)) == by_one.seal(
+        seal_header(by_one.key_phase, 9, by_one.pn), src[: size - 4])
+
+
+def test_seal_rows_refuses_to_run_out_of_packet_numbers():
+    s = Sealer(os.urandom(32), AES_128_GCM)
+    s.pn = s._next_update = (1 << 62) - 2
+    s.update_interval = 1 << 30
+    out = bytearray(3 * (100 + OVERHEAD))
+    src = memoryview(_train(random.Random(5), 100, 3, 0))
+    with pytest.raises(ProtectionError, match="exhausted"):
+        s.seal_rows(src, 100, 3, memoryview(out), 1)
+
+
+def test_record_run_is_record_one_by_one():
+    rng = random.Random(6)
+    for _ in range(300):
+        a, b = ReplayWindow(), ReplayWindow()
+        for pn in rng.sample(range(5000), rng.randint(0, 50)):
+            a.record(pn)
+            b.record(pn)
+        first = max(a.highest + 1, 0) + rng.choice([0, 1, 5, 100, REPLAY_WINDOW, 3 * REPLAY_WINDOW])
+        count = rng.randint(1, 70)
+        a.record_run(first, count)
+        for pn in range(first, first + count):
+            b.record(pn)
+        assert (a.highest, a.bitmap) == (b.highest, b.bitmap)
+
+
+def test_native_crc_is_crc32c():
+    native = _native()
+    rng = random.Random(7)
+    # (short inputs one stream; from 192 bytes three streams combined, with
+    # a tail that is not a whole word, and the combining constant cached
+    # per length: two lengths alternating must both come out right)
+    for n in (0, 1, 7, 8, 9, 63, 191, 192, 193, 200, 383, 1440, 1441, 1447, 1440, 65000, *range(190, 260)):
+        data = rng.randbytes(n)
+        assert native.crc32c(data) == crc32c(data)
+
+
+def test_large_rows_take_the_python_equivalent(monkeypatch):
+    """Rows above NATIVE_ROW_MAX are sealed through cryptography's AEAD even
+    where the C primitive is built (docs/security.md says why)."""
+    calls = []
+
+    class Spy:
+        def seal_rows(self, *args):
+            calls.append(args)
+            raise AssertionError("the C path was taken")
+
+    s = Sealer(os.urandom(32), AES_128_GCM)
+    s._rows = Spy()
+    size = protection.NATIVE_ROW_MAX + 100
+    src = memoryview(_train(random.Random(8), size, 1, 0))
+    out = bytearray(size + OVERHEAD)
+    assert s.seal_rows(src, size, 1, memoryview(out), 3) == len(out)
+    assert not calls
+
+
+def _established(pair):
+    conn = pair.client.connect("s", pair.now)
+    accepted = []
+
+    def done():
+        if not accepted and (srv := pair.server.accept()) is not None:
+            accepted.append(srv)
+        return bool(accepted) and conn.state.name == "ESTABLISHED"
+
+    pair.run(done, 1000)
+    return conn, accepted[0]
+
+
+def test_a_batch_with_tampered_rows_delivers_the_good_rows_and_counts_the_bad():
+    """One GRO batch of sealed rows, two of them altered: the others are
+    opened and reach the connection (in one run up to the first bad row,
+    kept out of order after it), the two are counted as unauthenticated,
+    and once they arrive intact the stream is whole."""
+    from securepair import Pair
+
+    from gannet.crypto.endpoint import Security
+    from gannet.wire.batch import Train
+
+    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True)
+    conn, srv = _established(pair)
+    data = random.Random(9).randbytes(30 * 1400)
+    conn.send(data)
+    trains = [t for t, _ in pair.client.datagrams_to_send(pair.now, trains=True) if type(t) is Train]
+    assert trains
+    train = trains[0]
+    seg, rows = train.size, -(-len(train) // train.size)
+    assert rows >= 8
+    batch = bytearray(train)
+    good = {i: bytes(batch[i * seg : (i + 1) * seg]) for i in (2, 5)}
+    batch[2 * seg + 40] ^= 1  # ciphertext
+    batch[6 * seg - 3] ^= 0x80  # the tag of row 5
+    before = pair.server.security_stats.opened, pair.server.security_stats.unauthenticated_dropped
+    pair.server.receive_batch(bytes(batch), seg, "c", pair.now)
+    stats = pair.server.security_stats
+    assert stats.unauthenticated_dropped - before[1] == 2
+    assert stats.opened - before[0] == rows - 2
+    payload = seg - OVERHEAD - 24  # each row's data (short header and CRC)
+    assert srv.recv(1 << 20) == data[: 2 * payload]  # up to the first bad row
+    for i in (2, 5):
+        pair.server.receive_datagram(good[i], "c", pair.now)
+    rest = bytearray()
+    while chunk := srv.recv(1 << 20):
+        rest += chunk
+    assert bytes(rest) == data[2 * payload : rows * payload]
+    assert stats.opened - before[0] == rows
+    assert stats.unauthenticated_dropped - before[1] == 2
+
+
+def test_a_replayed_batch_opens_nothing():
+    from securepair import Pair
+
+    from gannet.crypto.endpoint import Security
+    from gannet.wire.batch import Train
+
+    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True)
+    conn, srv = _established(pair)
+    conn.send(bytes(20 * 1400))
+    train = next(t for t, _ in pair.client.datagrams_to_send(pair.now, trains=True) if type(t) is Train)
+    batch = bytes(train)
+    pair.server.receive_batch(batch, train.size, "c", pair.now)
+    stats = pair.server.security_stats
+    opened, replayed = stats.opened, stats.replay_dropped
+    pair.server.receive_batch(batch, train.size, "c", pair.now)
+    rows = -(-len(batch) // train.size)
+    assert (stats.opened, stats.replay_dropped) == (opened, replayed + rows)
+
+
+def test_a_full_run_is_sealed_into_one_gso_train():
+    """The connection sizes its runs for the sealed rows (Config.
+    datagram_overhead): a full run is one train, never one and a tail of a
+    row (a run is two rows or more, so a one-row train is a split)."""
+    from securepair import Pair, transfer
+
+    from gannet.core.connection import RUN_BYTES
+    from gannet.crypto.endpoint import Security
+    from gannet.wire.batch import Train
+
+    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True)
+    counts = []
+    orig = pair.client.datagrams_to_send
+
+    def spy(now, trains=False):
+        out = orig(now, trains)
+        counts.extend(-(-len(t) // t.size) for t, _ in out if type(t) is Train)
+        return out
+
+    pair.client.datagrams_to_send = spy
+    data = random.Random(10).randbytes(3_000_000)
+    assert transfer(pair, data) == data
+    full = RUN_BYTES // (pair.client.config.max_datagram_size + OVERHEAD)
+    assert max(counts) == full
+    assert 1 not in counts
