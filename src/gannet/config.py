@@ -196,8 +196,9 @@ class Config:
     peers only; an encrypted peer refuses an insecure one (and the reverse)
     with a message saying so."""
     peer_key: str | None = None
-    """The server's key to pin for this connection (base64, as `gannet id`
-    prints it). None: trust on first use, checked against and pinned in
+    """The server's key to pin for this connection: the key (base64) or its
+    fingerprint (`SHA256:...`), as `gannet id` prints them. None: trust on
+    first use, checked against and pinned in
     `$XDG_CONFIG_HOME/gannet/known_hosts`."""
     psk_file: str | None = None
     """A pre-shared key file (32 bytes in base64, `gannet id --new-psk`):
@@ -212,6 +213,13 @@ class Config:
             raise ValueError("psk_file and code cannot both be set")
         if self.insecure and (self.peer_key or self.psk_file or self.code):
             raise ValueError("insecure turns off peer_key, psk_file and code: set one or the other")
+        if self.peer_key is not None:
+            from .crypto.identity import decode_peer_key  # (only then: it needs cryptography)
+
+            try:
+                decode_peer_key(self.peer_key)
+            except ValueError as exc:
+                raise ValueError(f"peer_key: {exc}") from None
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {self.mode!r}")
         if not 64 <= self.mss <= 65000:

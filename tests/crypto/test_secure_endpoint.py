@@ -169,23 +169,48 @@ def test_changed_pinned_key_refused():
     assert "not the pinned one" in c and "refused this server's key" in s
 
 
+def test_pinned_fingerprint_accepted_and_another_refused():
+    """A pin by fingerprint (the SHA-256 of the key, `--peer-key SHA256:...`)
+    holds as a pin by key does."""
+    import hashlib
+
+    static = X25519PrivateKey.generate()
+    right = hashlib.sha256(static.public_key().public_bytes_raw()).digest()
+    pair = Pair(Security(server_key_sha256=right), Security(static=static))
+    data = _payload(5000, 4)
+    assert transfer(pair, data) == data
+    c, s = _refused(Security(server_key_sha256=hashlib.sha256(b"another key").digest()),
+                    Security(static=static))
+    assert "not the pinned one" in c and "fingerprint" in c and "refused this server's key" in s
+
+
 def test_trust_on_first_use_callback_sees_the_key_and_can_refuse():
     from gannet.crypto.handshake import HandshakeError
 
     static = X25519PrivateKey.generate()
     seen = []
 
-    def verify(addr, key):
-        seen.append((addr, key))
+    def verify(addr, key, server_name):
+        seen.append((addr, key, server_name))
         if len(seen) > 1:
             raise HandshakeError("the key of s changed", "key-changed")
 
     pair = Pair(Security(verify_server=verify), Security(static=static))
     data = _payload(5000)
     assert transfer(pair, data) == data
-    assert seen == [("s", static.public_key().public_bytes_raw())]
+    assert seen == [("s", static.public_key().public_bytes_raw(), None)]
     c, s = _refused(Security(verify_server=verify), Security(static=static))
     assert c == "the key of s changed"
+
+
+def test_the_server_name_the_application_gave_reaches_the_check():
+    """`connect(addr, server_name=...)`: the host as the application named
+    it, before it was resolved, is what known_hosts pins beside the address."""
+    seen = []
+    pair = Pair(Security(verify_server=lambda addr, key, name: seen.append((addr, name))), Security())
+    conn = pair.client.connect("s", 0.0, server_name="files.example")
+    pair.run(lambda: conn.state.name == "ESTABLISHED", steps=100)
+    assert seen == [("s", "files.example")]
 
 
 def test_mode_mismatch_says_what_the_server_needs():

@@ -514,7 +514,7 @@ class TunnelClient(_Tunnel):
                         aep = self.endpoints[fam] = await create_endpoint(
                             wildcard, 0, config=self.config, family=fam, loop=loop)
             try:
-                _, writer = await connect_endpoint(aep, addr, self.config, GANNET_LIMIT)
+                _, writer = await connect_endpoint(aep, addr, self.config, GANNET_LIMIT, self.remote[0])
                 return writer
             except OSError as exc:
                 error = exc

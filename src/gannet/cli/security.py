@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gannet.cli.main import CLIError
 from gannet.crypto.code import normalize_code
-from gannet.crypto.identity import KeyFormatError, decode_key
+from gannet.crypto.identity import KeyFormatError, decode_peer_key
 from gannet.crypto.psk import load_psk
 
 
@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser, *, code: str | None = None, peer_k
                    "same key connects")
     if peer_key:
         g.add_argument("--peer-key", metavar="KEY",
-                       help="the server's key as `gannet id` prints it, pinned for this connection "
-                       "(default: trust on first use, then as pinned in known_hosts)")
+                       help="the server's key or its fingerprint (SHA256:...), as `gannet id` prints "
+                       "them, pinned for this connection (default: trust on first use, then as "
+                       "pinned in known_hosts)")
     if code is not None:
         g.add_argument("--code", metavar="CODE", help=code)
 
@@ -63,7 +64,7 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
         out["psk_file"] = psk_file
     if peer_key:
         try:
-            decode_key(peer_key)
+            decode_peer_key(peer_key)
         except KeyFormatError as exc:
             raise CLIError(f"--peer-key: {exc}") from None
         out["peer_key"] = peer_key
