@@ -23,7 +23,8 @@ log = logging.getLogger("gannet.security")
 
 
 @functools.cache
-def _has_aes() -> bool:
+def has_aes() -> bool:
+    """This CPU has AES instructions (/proc/cpuinfo), for the AEAD choice."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             return cpu_has_aes(f.read())
@@ -61,7 +62,7 @@ def security_for(config: Config) -> Security:
     """The Security of an endpoint with `config`. Raises ValueError (with the
     file named) for an unreadable key or PSK file, or a bad code or key."""
     if config.insecure:
-        return Security(insecure=True, has_aes=_has_aes())
+        return Security(insecure=True, has_aes=has_aes())
     psk = load_psk(Path(config.psk_file)) if config.psk_file else None
     code = normalize_code(config.code) if config.code else None
     pin = decode_peer_key(config.peer_key) if config.peer_key else None
@@ -69,7 +70,7 @@ def security_for(config: Config) -> Security:
     return Security(static=static, psk=psk, code=code,
                     server_key=pin.key if pin else None, server_key_sha256=pin.sha256 if pin else None,
                     verify_server=None if pin or psk or code else _trust_on_first_use,
-                    has_aes=_has_aes())
+                    has_aes=has_aes())
 
 
 def make_endpoint(config: Config, rng: random.Random) -> SecureEndpoint:
