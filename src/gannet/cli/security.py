@@ -33,9 +33,19 @@ def add_arguments(p: argparse.ArgumentParser, *, code: str | None = None, peer_k
         g.add_argument("--code", metavar="CODE", help=code)
 
 
-def warn_insecure(tool: str) -> None:
-    print(f"gannet {tool}: WARNING: --insecure: no encryption, no authentication; anyone on the "
+def warn_insecure(tool: str, why: str = "--insecure") -> None:
+    print(f"gannet {tool}: WARNING: {why}: no encryption, no authentication; anyone on the "
           "path can read and change this traffic", file=sys.stderr, flush=True)
+
+
+def plaintext_transport(args: argparse.Namespace, tool: str, option: str) -> None:
+    """For a transport that cannot encrypt (`--wire tcp`, `--transport
+    tcp`: plain TCP): CLIError if a security option was given (it would be
+    ignored), else the loud warning."""
+    if any(getattr(args, name, None) for name in ("psk_file", "peer_key", "code")):
+        raise CLIError(f"{option} is plain TCP and carries no encryption: --code, --psk-file and "
+                       "--peer-key need Gannet over UDP")
+    warn_insecure(tool, f"{option} (plain TCP)")
 
 
 def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
@@ -45,6 +55,11 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
     psk_file = getattr(args, "psk_file", None)
     peer_key = getattr(args, "peer_key", None)
     code = getattr(args, "code", None)
+    if getattr(args, "wire", "udp") == "tcp":
+        # Plain RFC 9293 TCP, for kernel TCP peers: there is nowhere to carry
+        # a key exchange, so it runs in clear, and says so as --insecure does.
+        plaintext_transport(args, tool, "--wire tcp")
+        return {"insecure": True}
     if insecure:
         if psk_file or peer_key or code:
             raise CLIError("--insecure turns security off: it cannot be used with --code, "

@@ -32,6 +32,7 @@ from ..config import Config
 from ..core.tcp_endpoint import ETHERNET_MTU, LOOPBACK_MTU, TcpEndpoint
 from .endpoint import _SYSTEM_RANDOM, AioEndpoint, _keep_until_loop_ends
 from .firewall import MARK, FirewallError, RstGuard
+from .security import check_tcp_wire
 
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -178,6 +179,7 @@ def create_tcp_endpoint(host: str | None, port: int, *, config: Config,
     a free one; host None or "0.0.0.0": every local address, listening only).
     `keep`: close it when the loop ends (what asyncio callers want; the
     blocking Socket's loop thread closes its endpoints itself)."""
+    check_tcp_wire(config)  # no encryption here: refuse security settings, log the plain wire
     loop = loop or asyncio.get_event_loop()
     if host in ("", None):
         host = "0.0.0.0"

@@ -73,5 +73,24 @@ def security_for(config: Config) -> Security:
                     has_aes=has_aes())
 
 
+_warned_tcp_wire = False
+
+
+def check_tcp_wire(config: Config) -> None:
+    """The TCP wire speaks RFC 9293 TCP to kernel peers and carries no
+    encryption (docs/tcp.md). A code, PSK or pinned key asked for there
+    would be silently ignored, so it is refused (ValueError); a Config that
+    did not say `insecure=True` is logged once per process as running in
+    clear."""
+    global _warned_tcp_wire
+    if config.code or config.psk_file or config.peer_key:
+        raise ValueError("wire='tcp' is plain TCP and carries no encryption: code, psk_file and "
+                         "peer_key need the UDP wire")
+    if not config.insecure and not _warned_tcp_wire:
+        _warned_tcp_wire = True
+        log.warning("wire='tcp': plain TCP, no encryption and no authentication (pass "
+                    "insecure=True to say so)")
+
+
 def make_endpoint(config: Config, rng: random.Random) -> SecureEndpoint:
     return SecureEndpoint(config, rng, security=security_for(config))
