@@ -98,6 +98,10 @@ def test_psk_file_pairs_and_a_different_one_is_refused(tmp_path):
     try:
         res = send(f, r.target, "--psk-file", str(bad))
         assert res.returncode == 1 and "wrong pre-shared key" in res.stderr, res.stderr
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("gannet:")]
+        assert len(errors) == 1, res.stderr  # one line
+        assert not r.dir.exists() or not any(r.dir.iterdir())  # nothing written
+        assert "wrong pre-shared key" in r.log  # and the receiver says so too
         res = send(f, r.target, "--psk-file", str(good))
         assert res.returncode == 0, res.stderr
         assert (r.dir / "secret.bin").read_bytes() == f.read_bytes()
