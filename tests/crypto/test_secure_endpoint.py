@@ -48,7 +48,8 @@ def _modes():
         "any key": (Security(), Security(static=static)),
         "pinned": (Security(server_key=key), Security(static=static)),
         "fingerprint": (Security(server_key_sha256=hashlib.sha256(key).digest()), Security(static=static)),
-        "trust on first use": (Security(verify_server=lambda a, k, n: seen.append(k)), Security(static=static)),
+        "trust on first use": (Security(verify_server=lambda a, k, n: seen.append(k)),
+                               Security(static=static)),
         "psk": (Security(psk=bytes(range(32))), Security(psk=bytes(range(32)))),
         "code": (Security(code="7-guitar-october"), Security(code="7-guitar-october")),
     }

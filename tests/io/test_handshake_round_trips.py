@@ -56,7 +56,8 @@ async def _flights_until_data(settings: dict) -> tuple[int, list[str]]:
     finally:
         relay.close()
         server.close()
-    first_data = next(i for i, (d, data) in enumerate(relay.recorded) if d == "up" and len(data) >= len(DATA))
+    first_data = next(i for i, (d, data) in enumerate(relay.recorded)
+                      if d == "up" and len(data) >= len(DATA))
     directions = [d for d, _ in relay.recorded[: first_data + 1]]
     flights = sum(1 for i in range(len(directions)) if i == 0 or directions[i] != directions[i - 1])
     return flights, [("sealed" if data[0] == PROTECTED else "clear") for _, data in relay.recorded[:3]]

@@ -210,7 +210,8 @@ def run_transfer(
         srtt=conn.srtt,
         link_stats={f"{s}->{d}": st.as_dict() for (s, d), st in sim.stats().items()},
         info=info,
-        security_stats={role: asdict(ep.security_stats) for role, ep in (("client", client), ("server", server))
+        security_stats={role: asdict(ep.security_stats)
+                        for role, ep in (("client", client), ("server", server))
                         if isinstance(ep, SecureEndpoint)},
     )
 
