@@ -5,6 +5,7 @@ through. Loopback only, bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -25,7 +26,7 @@ def _echo_target() -> tuple[socket.socket, int]:
                 conn, _ = srv.accept()
             except OSError:
                 return
-            with conn:
+            with conn, contextlib.suppress(OSError):  # (the tunnel may reset it)
                 while data := conn.recv(65536):
                     conn.sendall(data)
 
