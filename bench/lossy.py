@@ -6,7 +6,9 @@ same emulator settings, each flow type does a time-bounded bulk transfer from
 namespace a to namespace b:
 
 - Gannet, once per congestion controller `gannet.core.cc.available()` lists
-  (blocking `gannet.Socket`, `cc=NAME`);
+  (blocking `gannet.Socket`, `cc=NAME`), encrypted as Gannet runs by default
+  (`--insecure`: in clear instead; `--also-insecure`: both, in the same run);
+  a row says which, and is failed when the flow did not run that way;
 - kernel TCP with CUBIC and with BBR (`TCP_CONGESTION` per socket);
 - with `--gannet-tcp-cc` / `--gannet-tun-cc`, Gannet's engine on the TCP
   wire to a kernel receiver, on raw sockets / on the TUN carrier (an address
@@ -44,16 +46,19 @@ direction a->b only, drop-tail queue of one bandwidth-delay product):
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
 import platform
 import random
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,14 +81,17 @@ def _pattern_block() -> bytes:
 _PEER_SOCKETS: list = []  # what a failing peer reports on (_diag)
 
 
-def _open(proto: str, cc: str):
+def _open(proto: str, cc: str, insecure: bool = False):
     if proto in ("gannet", "gannet-tcp", "gannet-tun"):
         import gannet
         # gannet-tcp: Gannet's engine on the TCP wire (raw sockets), sending
         # to a kernel TCP receiver (peer_server opens a kernel socket for it);
         # gannet-tun: the same on the TUN carrier (gannet.io.tuntcp).
+        # Over UDP Gannet runs encrypted (the default: the client trusts the
+        # server's key on first use, in the run's own config directory) unless
+        # the run was started with --insecure.
         if proto == "gannet":
-            sock = gannet.Socket(cc=cc)
+            sock = gannet.Socket(cc=cc, **({"insecure": True} if insecure else {}))
         else:
             sock = gannet.Socket(cc=cc, wire="tcp", tcp_carrier="tun" if proto == "gannet-tun" else "raw")
         _PEER_SOCKETS.append(sock)
@@ -119,6 +127,13 @@ def _stats(s) -> dict | None:
         return None
     return {k: getattr(st, k) for k in ("segments_sent", "retransmits", "timeouts",
                                         "fast_recoveries") if hasattr(st, k)}
+
+
+def _sealed(s) -> int | None:
+    """Datagrams the Gannet endpoint sealed (0: the flow ran in clear), so
+    that a row's "encrypted" is what happened, not what was asked for."""
+    sec = getattr(getattr(getattr(s, "_aep", None), "ep", None), "security_stats", None)
+    return sec.sealed if sec is not None else None
 
 
 def _diag(s) -> dict:
@@ -161,7 +176,7 @@ def peer_server(args) -> None:
     if args.proto in ("gannet-tcp", "gannet-tun"):
         lsock = _open("tcp", "")  # a kernel receiver for Gannet on the TCP wire
     else:
-        lsock = _open(args.proto, args.cc)
+        lsock = _open(args.proto, args.cc, args.insecure)
     lsock.bind((args.host, args.port))
     lsock.listen(1)
     print("ready", flush=True)
@@ -229,7 +244,7 @@ def _start_trace(s, path, start) -> None:
 
 
 def peer_client(args) -> None:
-    s = _open(args.proto, args.cc)
+    s = _open(args.proto, args.cc, args.insecure)
     if args.bind:
         s.bind((args.bind, 0))
     s.connect((args.host, args.port))
@@ -258,7 +273,7 @@ def peer_client(args) -> None:
     result = {"sent": sent, "sha256": h.hexdigest(), "echo": echo.decode(errors="replace"),
               "start": start, "stop": stop, "cc": _tcp_cc(s) if args.proto == "tcp" else args.cc,
               "mss": _payload_per_packet(s, args.proto),
-              "stats": _stats(s)}
+              "stats": _stats(s), "sealed": _sealed(s) if args.proto == "gannet" else None}
     s.close()
     print(json.dumps(result), flush=True)
 
@@ -295,6 +310,7 @@ LINKS = [LinkSpec("clean", 50e6, 0.040, 0.0), LinkSpec("loss1", 50e6, 0.040, 0.0
 class Flow:
     proto: str  # "gannet" | "tcp" | "gannet-tcp" | "gannet-tun"
     cc: str
+    insecure: bool = False  # a Gannet flow over UDP in clear (--insecure), else encrypted
 
     @property
     def label(self) -> str:
@@ -302,7 +318,12 @@ class Flow:
             return f"Gannet TCP-wire {self.cc} -> kernel"
         if self.proto == "gannet-tun":
             return f"Gannet TCP-wire (TUN) {self.cc} -> kernel"
-        return f"Gannet {self.cc}" if self.proto == "gannet" else f"kernel TCP {self.cc}"
+        if self.proto == "gannet":
+            return f"Gannet {self.cc} " + ("--insecure" if self.insecure else "encrypted")
+        return f"kernel TCP {self.cc}"
+
+    def peer_args(self) -> list[str]:
+        return ["--proto", self.proto, "--cc", self.cc] + (["--insecure"] if self.insecure else [])
 
 
 def gannet_controllers() -> list[str]:
@@ -407,8 +428,8 @@ def run_flows(spec: LinkSpec, flows: list[Flow], seconds: float, seed: int,
             base = min(_ping_rtts(r.stdout) or [float("nan")])
         servers = []
         for i, f in enumerate(flows):
-            p = _proc(lab, "b", [PY, str(HERE), "peer", "server", "--proto", f.proto,
-                                 "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i)])
+            p = _proc(lab, "b", [PY, str(HERE), "peer", "server", *f.peer_args(),
+                                 "--host", dst, "--port", str(BASE_PORT + i)])
             _wait_line(p, "ready")
             servers.append(p)
         binds = {}
@@ -421,8 +442,8 @@ def run_flows(spec: LinkSpec, flows: list[Flow], seconds: float, seed: int,
         lab.reset_stats()
         # LOSSY_TRACE=PREFIX: one trace per link and flow, PREFIX.LINK.PORT
         trace = {"LOSSY_TRACE": f"{os.environ['LOSSY_TRACE']}.{spec.name}"} if os.environ.get("LOSSY_TRACE") else None
-        clients = [_proc(lab, "a", [PY, str(HERE), "peer", "client", "--proto", f.proto,
-                                    "--cc", f.cc, "--host", dst, "--port", str(BASE_PORT + i),
+        clients = [_proc(lab, "a", [PY, str(HERE), "peer", "client", *f.peer_args(),
+                                    "--host", dst, "--port", str(BASE_PORT + i),
                                     "--seconds", str(seconds), "--bind", binds.get(i, "")], env=trace)
                    for i, f in enumerate(flows)]
         pinger = None
@@ -459,6 +480,9 @@ def run_flows(spec: LinkSpec, flows: list[Flow], seconds: float, seed: int,
             row["goodput"] = s["bytes"] * 8 / (s["last"] - s["first"])
             if f.proto == "tcp" and c.get("cc") != f.cc:
                 row["status"] = f"FAIL: kernel used {c.get('cc')}, not {f.cc}"
+            if f.proto == "gannet" and bool(c.get("sealed")) == f.insecure:
+                row["status"] = (f"FAIL: {c.get('sealed')} datagrams sealed, the flow should "
+                                 + ("have run in clear" if f.insecure else "have been encrypted"))
         row["samples"] = s.get("samples", [])
         results.append(row)
     ab = st["links"]["a->b"]
@@ -664,6 +688,7 @@ def main(argv=None) -> int:
         p.add_argument("--host", required=True)
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--seconds", type=float, default=30)
+        p.add_argument("--insecure", action="store_true")
         a = p.parse_args(argv[1:])
         try:
             (peer_server if a.role == "server" else peer_client)(a)
@@ -687,6 +712,10 @@ def main(argv=None) -> int:
     p.add_argument("--gannet-tun-cc", default="",
                    help="also run Gannet on the TCP wire with the TUN carrier to a kernel receiver "
                    "with these controllers, e.g. bbr")
+    p.add_argument("--insecure", action="store_true",
+                   help="Gannet flows in clear (default: encrypted, as Gannet runs by default)")
+    p.add_argument("--also-insecure", action="store_true",
+                   help="each Gannet flow twice: encrypted, and in clear beside it in the same run")
     p.add_argument("--no-fairness", action="store_true")
     p.add_argument("--fairness-cc", default=None,
                    help="Gannet controllers for the fairness runs, comma-separated or 'all' "
@@ -719,9 +748,17 @@ def main(argv=None) -> int:
     for name, why in missing.items():
         print(f"skipping kernel TCP {name}: {why}", file=sys.stderr)
     tcc = [c for c in tcc if c not in missing]
-    flows = ([Flow("gannet", c) for c in gcc] + [Flow("tcp", c) for c in tcc]
+    modes = [False, True] if args.also_insecure else [args.insecure]
+    flows = ([Flow("gannet", c, insecure) for c in gcc for insecure in modes]
+             + [Flow("tcp", c) for c in tcc]
              + [Flow("gannet-tcp", c) for c in args.gannet_tcp_cc.split(",") if c]
              + [Flow("gannet-tun", c) for c in args.gannet_tun_cc.split(",") if c])
+    # The peers keep their identity and pinned keys in a directory of this
+    # run's own (the client trusts the server on first use there), never in
+    # the user's: the first flow pins, later flows find the same key.
+    config_home = tempfile.mkdtemp(prefix="gannet-lossy-")
+    atexit.register(shutil.rmtree, config_home, True)
+    os.environ["XDG_CONFIG_HOME"] = config_home
     command = "python bench/lossy.py " + " ".join(argv)
     report = {"command": command.strip(), "machine": machine(), "seconds": seconds,
               "links": [{"name": s.name, "describe": s.describe()} for s in specs],
@@ -745,9 +782,10 @@ def main(argv=None) -> int:
                   + (f" [saturated: {res['saturated']}]" if res["saturated"] else ""), flush=True)
         if args.no_fairness:
             continue
-        pairs = [("jain", [Flow("gannet", c), Flow("gannet", c)]) for c in fcc] if "jain" in args.pairs else []
+        pairs = ([("jain", [Flow("gannet", c, args.insecure), Flow("gannet", c, args.insecure)])
+                  for c in fcc] if "jain" in args.pairs else [])
         if "cubic" not in missing and "share" in args.pairs:
-            pairs += [("share", [Flow("gannet", c), Flow("tcp", "cubic")]) for c in fcc]
+            pairs += [("share", [Flow("gannet", c, args.insecure), Flow("tcp", "cubic")]) for c in fcc]
         for kind, pair in pairs:
             seed += 10
             res = run_with_retry(spec, pair, seconds, seed, args.retries, ping=spec.loss == 0,

@@ -210,8 +210,9 @@ class Config:
     peers only; an encrypted peer refuses an insecure one (and the reverse)
     with a message saying so."""
     peer_key: str | None = None
-    """The server's key to pin for this connection (base64, as `gannet id`
-    prints it). None: trust on first use, checked against and pinned in
+    """The server's key to pin for this connection: the key (base64) or its
+    fingerprint (`SHA256:...`), as `gannet id` prints them. None: trust on
+    first use, checked against and pinned in
     `$XDG_CONFIG_HOME/gannet/known_hosts`."""
     psk_file: str | None = None
     """A pre-shared key file (32 bytes in base64, `gannet id --new-psk`):
@@ -228,6 +229,13 @@ class Config:
             raise ValueError("insecure turns off peer_key, psk_file and code: set one or the other")
         if self.tcp_carrier not in TCP_CARRIERS:
             raise ValueError(f"tcp_carrier must be one of {sorted(TCP_CARRIERS)}, not {self.tcp_carrier!r}")
+        if self.peer_key is not None:
+            from .crypto.identity import decode_peer_key  # (only then: it needs cryptography)
+
+            try:
+                decode_peer_key(self.peer_key)
+            except ValueError as exc:
+                raise ValueError(f"peer_key: {exc}") from None
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, not {self.mode!r}")
         if not 64 <= self.mss <= 65000:

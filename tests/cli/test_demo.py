@@ -28,6 +28,23 @@ def test_demo_transfers_verifies_and_reports():
     assert re.search(r"retransmissions\s*│\s*\d+ \(\d+ fast recoveries, \d+ timeouts\)", out), out
     assert re.search(r"smoothed RTT\s*│\s*\d+\.\d ms", out), out
     assert "clean four-way close on both sides" in out
+    # Encrypted by default, as every Gannet connection is; it says so.
+    assert re.search(r"security: encrypted \((AES-128-GCM|ChaCha20-Poly1305)\) and authenticated: the "
+                     r"server's key SHA256:[A-Za-z0-9+/]{43} \(made for this demo\) is pinned", out), out
+    sealed = re.search(r"encryption\s*│\s*([\d,]+) datagrams sealed; dropped: \d+ failed authentication",
+                       out)
+    assert sealed and int(sealed.group(1).replace(",", "")) > 200, out
+    assert "caught by the AEAD tag" in out and "WARNING" not in out
+
+
+def test_demo_insecure_runs_in_clear_and_says_so_loudly():
+    done = demo("--size", "100KB", "--insecure")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert done.stderr.startswith("gannet demo: WARNING: --insecure: no encryption, no authentication")
+    assert "security: none (--insecure)" in out and "caught by CRC32C" in out
+    assert re.search(r"encryption\s*│\s*none \(--insecure\)", out), out
+    assert "verified" in out
 
 
 def test_demo_sends_a_given_file_over_bursty_loss(tmp_path):

@@ -12,6 +12,7 @@ from gannet.crypto.identity import (
     KeyFormatError,
     config_dir,
     decode_key,
+    decode_peer_key,
     encode_key,
     fingerprint,
     load_identity,
@@ -99,6 +100,119 @@ def test_known_hosts_bad_line_names_it(tmp_path):
 def test_host_name():
     assert host_name("127.0.0.1", 7000) == "127.0.0.1:7000"
     assert host_name("::1", 7000) == "[::1]:7000"
+    assert host_name("Files.Example", 7000) == "files.example:7000"  # DNS names have no case
+
+
+def test_peer_key_is_the_key_or_its_fingerprint():
+    import hashlib
+
+    from gannet.config import Config
+
+    key = os.urandom(32)
+    assert decode_peer_key(encode_key(key)).key == key
+    assert decode_peer_key(encode_key(key)).sha256 is None
+    for text in (fingerprint(key), " " + fingerprint(key) + "\n", "sha256:" + fingerprint(key)[7:]):
+        pin = decode_peer_key(text)
+        assert pin.key is None and pin.sha256 == hashlib.sha256(key).digest()
+    for bad, phrase in (("SHA256:" + fingerprint(key)[8:], "not a fingerprint"),
+                        ("SHA256:" + "A" * 44, "not a fingerprint"),
+                        ("SHA256:!!!", "not a fingerprint"),
+                        (fingerprint(key)[7:], "not a key or a fingerprint"),  # no SHA256: prefix
+                        (encode_key(key)[:-4], "not a key or a fingerprint"),
+                        ("", "not a key or a fingerprint")):
+        with pytest.raises(KeyFormatError, match=phrase):
+            decode_peer_key(bad)
+    assert Config(peer_key=fingerprint(key)).peer_key == fingerprint(key)
+    with pytest.raises(ValueError, match="peer_key: not a key or a fingerprint"):
+        Config(peer_key="xyz")
+
+
+def test_security_from_a_fingerprint_pins_it_and_skips_trust_on_first_use():
+    import hashlib
+
+    from gannet.config import Config
+    from gannet.io.security import security_for
+
+    key = os.urandom(32)
+    sec = security_for(Config(peer_key=fingerprint(key)))
+    assert sec.server_key is None and sec.server_key_sha256 == hashlib.sha256(key).digest()
+    assert sec.verify_server is None
+    sec = security_for(Config(peer_key=encode_key(key)))
+    assert sec.server_key == key and sec.verify_server is None
+    assert security_for(Config()).verify_server is not None
+
+
+def test_known_hosts_pins_the_name_typed_and_the_address(tmp_path):
+    """As ssh records `name,address`: a server that moves keeps its pin
+    under its name; a different server at a pinned address is refused even
+    under a name never used; the same server under a new name gains it."""
+    path = tmp_path / "known_hosts"
+    kh = KnownHosts(path)
+    a, b = os.urandom(32), os.urandom(32)
+    assert kh.check("files.example:7000", a, "10.0.0.1:7000") is False  # first use: pinned
+    assert kh.lookup("files.example:7000") == kh.lookup("10.0.0.1:7000") == a
+    assert path.read_text() == f"files.example:7000,10.0.0.1:7000 {encode_key(a)}\n"
+    # The server moved (same name, same key, another address): still known.
+    assert kh.check("FILES.example:7000", a, "10.0.0.2:7000") is True
+    assert kh.entries()[0].names == ("files.example:7000", "10.0.0.1:7000", "10.0.0.2:7000")
+    # Under its name, another key is refused wherever the name now leads.
+    with pytest.raises(KeyChangedError, match="the key of files.example:7000 changed"):
+        kh.check("files.example:7000", b, "10.0.0.3:7000")
+    # A different server at a pinned address, under a name never seen: refused.
+    with pytest.raises(KeyChangedError) as info:
+        kh.check("other.example:7000", b, "10.0.0.2:7000")
+    msg = str(info.value)
+    assert "other.example:7000 is at 10.0.0.2:7000, which is pinned to another key" in msg
+    assert fingerprint(a) in msg and fingerprint(b) in msg and "gannet trust remove 10.0.0.2:7000" in msg
+    assert kh.lookup("other.example:7000") is None  # a refusal pins nothing
+    # The same server under another name that leads to a pinned address.
+    assert kh.check("alias.example:7000", a, "10.0.0.1:7000") is True
+    assert kh.lookup("alias.example:7000") == a and len(kh.entries()) == 1
+    # An address typed as the name.
+    assert kh.check("10.0.0.9:7000", b) is False and kh.check("10.0.0.9:7000", b) is True
+    assert [p.names for p in kh.entries()][1] == ("10.0.0.9:7000",)
+    # A named server that now lives at an address another pin had: the address is its own.
+    assert kh.check("files.example:7000", a, "10.0.0.9:7000") is True
+    assert [p.names for p in kh.entries()] == [
+        ("files.example:7000", "10.0.0.1:7000", "10.0.0.2:7000", "alias.example:7000", "10.0.0.9:7000")]
+    # Removing by any of its names forgets the whole pin.
+    removed = kh.remove("10.0.0.2:7000")
+    assert removed is not None and removed.key == a and kh.entries() == []
+
+
+def test_known_hosts_written_by_address_only_migrate_on_use(tmp_path):
+    """A file from before names were recorded (one address a line) is read
+    as it is; a name used with a pinned address is added to its line, and a
+    different key at such an address is refused."""
+    path = tmp_path / "known_hosts"
+    a, b = os.urandom(32), os.urandom(32)
+    path.write_text(f"10.0.0.1:7000 {encode_key(a)}\n[::1]:7001 {encode_key(b)}\n")
+    kh = KnownHosts(path)
+    assert kh.check("files.example:7000", a, "10.0.0.1:7000") is True
+    assert path.read_text().splitlines()[0] == f"10.0.0.1:7000,files.example:7000 {encode_key(a)}"
+    with pytest.raises(KeyChangedError, match=r"is at \[::1\]:7001, which is pinned to another key"):
+        kh.check("localhost:7001", a, "[::1]:7001")
+    assert kh.check("localhost:7001", b, "[::1]:7001") is True
+    assert kh.lookup("localhost:7001") == b
+
+
+def test_trust_on_first_use_of_the_io_layer_keeps_name_and_address(tmp_path, monkeypatch):
+    from gannet.crypto.handshake import HandshakeError
+    from gannet.io.security import _trust_on_first_use
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    a, b = os.urandom(32), os.urandom(32)
+    _trust_on_first_use(("10.0.0.1", 7000), a, "Files.Example")
+    _trust_on_first_use(("10.0.0.2", 7000), a, "files.example")  # moved: known by name
+    _trust_on_first_use(("fe80::1", 7000), a, None)  # no name given: by address (a new pin)
+    pins = KnownHosts().entries()
+    assert [p.names for p in pins] == [("files.example:7000", "10.0.0.1:7000", "10.0.0.2:7000"),
+                                       ("[fe80::1]:7000",)]
+    with pytest.raises(HandshakeError, match="is at 10.0.0.1:7000, which is pinned to another key"):
+        _trust_on_first_use(("10.0.0.1", 7000), b, "reused.example")
+    (tmp_path / "gannet" / "known_hosts").write_text("garbled\n")
+    with pytest.raises(HandshakeError, match="cannot check the server's key against known_hosts"):
+        _trust_on_first_use(("10.0.0.1", 7000), a, "files.example")
 
 
 def test_psk_file(tmp_path):

@@ -37,10 +37,58 @@ def _server_conn(pair):
     return next(iter(pair.server._conns.values()))
 
 
-def test_no_extra_round_trip():
-    """SYN, SYN-ACK, then the client's first sealed datagram: the same three
-    flights as in clear, and the server reads data after one round trip."""
-    pair = Pair(Security(), Security())
+def _modes():
+    import hashlib
+
+    static = X25519PrivateKey.generate()
+    key = static.public_key().public_bytes_raw()
+    seen = []
+    return {
+        "insecure": (Security(insecure=True), Security(insecure=True)),
+        "any key": (Security(), Security(static=static)),
+        "pinned": (Security(server_key=key), Security(static=static)),
+        "fingerprint": (Security(server_key_sha256=hashlib.sha256(key).digest()), Security(static=static)),
+        "trust on first use": (Security(verify_server=lambda a, k, n: seen.append(k)),
+                               Security(static=static)),
+        "psk": (Security(psk=bytes(range(32))), Security(psk=bytes(range(32)))),
+        "code": (Security(code="7-guitar-october"), Security(code="7-guitar-october")),
+    }
+
+
+def _flights_until_data(client: Security, server: Security) -> tuple[int, int]:
+    """(flights until the client is established, flights until the server
+    has read the data): a flight is a run of datagrams in one direction."""
+    pair = Pair(client, server)
+    conn = pair.client.connect("s", 0.0)
+    conn.send(b"hello")
+    established = []
+
+    def done():
+        if conn.state.name == "ESTABLISHED" and not established:
+            established.append(len(pair.directions))
+        return (srv := pair.server.accept()) is not None and srv.recv(10) == b"hello"
+
+    pair.run(done, steps=100)
+
+    def flights(n):
+        d = pair.directions[:n]
+        return sum(1 for i in range(len(d)) if i == 0 or d[i] != d[i - 1])
+
+    return flights(established[0]), flights(len(pair.directions))
+
+
+@pytest.mark.parametrize("mode", ["any key", "pinned", "fingerprint", "trust on first use", "psk", "code"])
+def test_no_extra_round_trip(mode):
+    """Counted, not timed: SYN, SYN-ACK, then the client's first sealed
+    datagram, carrying the data. The client is established after one round
+    trip and the server reads the data in the third flight, as in clear,
+    whether the key is pinned, trusted on first use, or a PSK or a code
+    (SPAKE2) authenticates: the issue allows one more round trip for a code,
+    this design spends none."""
+    modes = _modes()
+    assert _flights_until_data(*modes["insecure"]) == (2, 3)
+    assert _flights_until_data(*modes[mode]) == (2, 3)
+    pair = Pair(*modes[mode])
     conn = pair.client.connect("s", 0.0)
     conn.send(b"hello")
     pair.run(lambda: (srv := pair.server.accept()) is not None and srv.recv(10) == b"hello", steps=100)
@@ -169,23 +217,48 @@ def test_changed_pinned_key_refused():
     assert "not the pinned one" in c and "refused this server's key" in s
 
 
+def test_pinned_fingerprint_accepted_and_another_refused():
+    """A pin by fingerprint (the SHA-256 of the key, `--peer-key SHA256:...`)
+    holds as a pin by key does."""
+    import hashlib
+
+    static = X25519PrivateKey.generate()
+    right = hashlib.sha256(static.public_key().public_bytes_raw()).digest()
+    pair = Pair(Security(server_key_sha256=right), Security(static=static))
+    data = _payload(5000, 4)
+    assert transfer(pair, data) == data
+    c, s = _refused(Security(server_key_sha256=hashlib.sha256(b"another key").digest()),
+                    Security(static=static))
+    assert "not the pinned one" in c and "fingerprint" in c and "refused this server's key" in s
+
+
 def test_trust_on_first_use_callback_sees_the_key_and_can_refuse():
     from gannet.crypto.handshake import HandshakeError
 
     static = X25519PrivateKey.generate()
     seen = []
 
-    def verify(addr, key):
-        seen.append((addr, key))
+    def verify(addr, key, server_name):
+        seen.append((addr, key, server_name))
         if len(seen) > 1:
             raise HandshakeError("the key of s changed", "key-changed")
 
     pair = Pair(Security(verify_server=verify), Security(static=static))
     data = _payload(5000)
     assert transfer(pair, data) == data
-    assert seen == [("s", static.public_key().public_bytes_raw())]
+    assert seen == [("s", static.public_key().public_bytes_raw(), None)]
     c, s = _refused(Security(verify_server=verify), Security(static=static))
     assert c == "the key of s changed"
+
+
+def test_the_server_name_the_application_gave_reaches_the_check():
+    """`connect(addr, server_name=...)`: the host as the application named
+    it, before it was resolved, is what known_hosts pins beside the address."""
+    seen = []
+    pair = Pair(Security(verify_server=lambda addr, key, name: seen.append((addr, name))), Security())
+    conn = pair.client.connect("s", 0.0, server_name="files.example")
+    pair.run(lambda: conn.state.name == "ESTABLISHED", steps=100)
+    assert seen == [("s", "files.example")]
 
 
 def test_mode_mismatch_says_what_the_server_needs():

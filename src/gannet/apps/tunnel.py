@@ -514,7 +514,7 @@ class TunnelClient(_Tunnel):
                         aep = self.endpoints[fam] = await create_endpoint(
                             wildcard, 0, config=self.config, family=fam, loop=loop)
             try:
-                _, writer = await connect_endpoint(aep, addr, self.config, GANNET_LIMIT)
+                _, writer = await connect_endpoint(aep, addr, self.config, GANNET_LIMIT, self.remote[0])
                 return writer
             except OSError as exc:
                 error = exc
@@ -575,6 +575,10 @@ async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], 
     host = listen[0] or None
     tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1],
                                               limit=GANNET_LIMIT, **config_overrides)
+    # A client refused by the security layer (another PSK, a client that
+    # refused our key) never reaches _spawn: the operator still hears of it.
+    tunnel.server.endpoint.on_refused = lambda ev: log.warning(
+        "refused %s: %s", format_address(ev.addr), ev.error)
     return tunnel
 
 

@@ -157,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if name == "gannet":
         open_connection = functools.partial(open_connection, **security.overrides(args, "client"))
+    else:
+        security.plaintext_transport(args, "client", "--transport tcp")
 
     def on_ack(seq: int) -> None:
         if not args.quiet:

@@ -4,6 +4,11 @@ A server and a client run in this process on Gannet's deterministic network
 simulator: delay, jitter, loss (random or bursty), duplication, reordering and
 corruption, as chosen. The demo transfers a file (or generated data), checks
 its SHA-256 on arrival, and prints what the protocol did to get it there.
+
+The connection is encrypted and authenticated, as every Gannet connection is
+by default (docs/security.md): the server has a key made for the demo, the
+client pins it, and every datagram after the handshake is sealed. With
+--insecure it runs in clear.
 """
 
 from __future__ import annotations
@@ -18,10 +23,16 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import Config
+from ..crypto.identity import fingerprint, public_key
+from ..crypto.protection import AES_128_GCM, CHACHA20_POLY1305, choose_aead
+from ..io.security import has_aes
 from ..sim import LinkConfig
-from ..sim.scenario import run_transfer
+from ..sim.scenario import encrypted_pair, run_transfer
 from .main import CLIError, summary
+from .security import warn_insecure
 from .units import parse_duration, parse_percent, parse_rate, parse_size
+
+_AEAD_NAMES = {AES_128_GCM: "AES-128-GCM", CHACHA20_POLY1305: "ChaCha20-Poly1305"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", default="50mbit", help="bottleneck rate, e.g. 50mbit (default 50mbit)")
     p.add_argument("--cc", default=None, help="congestion control (default: the configured default, bbr)")
     p.add_argument("--seed", type=int, default=1, help="random seed: the same seed replays the same run")
+    p.add_argument("--insecure", action="store_true",
+                   help="run the connection in clear, without encryption or authentication")
     p.set_defaults(func=run)
 
 
@@ -79,13 +92,26 @@ def run(args: argparse.Namespace) -> int:
         config = Config(congestion_control=args.cc) if args.cc else Config()
     except ValueError as exc:
         raise CLIError(f"--cc: {exc}") from None
+    if args.insecure:
+        warn_insecure("demo")
+        pair = None
+    else:
+        pair = encrypted_pair(has_aes=has_aes())
     err.print(f"[bold]Gannet demo[/]: sending {label} across a simulated network")
     err.print(
         f"  link: {args.delay} delay, {args.jitter} jitter, {args.loss} {'bursty ' if args.burst_loss else ''}loss, "
         f"{args.duplicate} duplication, {args.reorder} reordering, {args.corrupt} corruption, {args.rate}"
     )
+    if pair is None:
+        err.print("  security: [bold red]none (--insecure)[/]: the data crosses the network in clear")
+    else:
+        assert pair[1].static is not None
+        aead = _AEAD_NAMES[choose_aead(pair[0].has_aes, pair[1].has_aes)]
+        err.print(f"  security: encrypted ({aead}) and authenticated: the server's key "
+                  f"{fingerprint(public_key(pair[1].static))} (made for this demo) is pinned by the client")
     started = time.perf_counter()
-    result = run_transfer(args.seed, len(data), forward, backward, config=config, data=data)
+    result = run_transfer(args.seed, len(data), forward, backward, config=config, data=data,
+                          security=pair)
     wall = time.perf_counter() - started
     sent_digest = hashlib.sha256(data).hexdigest()
 
@@ -113,7 +139,17 @@ def run(args: argparse.Namespace) -> int:
         for reason, n in dict(st.get("dropped", {})).items():
             drops[reason] = drops.get(reason, 0) + int(n)
     table.add_row("network dropped", ", ".join(f"{n} ({r})" for r, n in drops.items() if n) or "nothing")
-    table.add_row("network corrupted", f"{corrupted} datagrams (all caught by CRC32C and resent)")
+    if result.encrypted:
+        sec = result.security_stats
+        sealed = sum(st["sealed"] for st in sec.values())
+        refused = sum(st["unauthenticated_dropped"] for st in sec.values())
+        replayed = sum(st["replay_dropped"] for st in sec.values())
+        table.add_row("network corrupted", f"{corrupted} datagrams (all caught by the AEAD tag and resent)")
+        table.add_row("encryption", f"{sealed:,} datagrams sealed; dropped: {refused} failed authentication, "
+                      f"{replayed} replays (the network's duplicates)")
+    else:
+        table.add_row("network corrupted", f"{corrupted} datagrams (all caught by CRC32C and resent)")
+        table.add_row("encryption", "[red]none (--insecure)[/]")
     table.add_row("smoothed RTT", f"{result.srtt * 1000:.1f} ms" if result.srtt else "n/a")
     table.add_row(
         "close",

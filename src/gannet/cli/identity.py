@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gannet.cli.main import CLIError, summary
 from gannet.crypto.identity import (
+    FINGERPRINT_PREFIX,
     IDENTITY_FILE,
     KeyFormatError,
     config_dir,
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ta.add_argument("--replace", action="store_true", help="replace a different pinned key")
     ta.set_defaults(func=run_add)
     tr = tsub.add_parser("remove", help="forget a pinned key",
-                         description="Forget the key pinned for NAME (after its owner changed it).")
+                         description="Forget the key pinned for NAME (after its owner changed it), "
+                         "under all the names and addresses it was pinned as.")
     tr.add_argument("name", metavar="NAME")
     tr.set_defaults(func=run_remove)
     t.set_defaults(func=run_list)
@@ -103,11 +105,14 @@ def run_list(args: argparse.Namespace) -> int:
     if not pins:
         print(f"gannet trust: no pinned keys ({kh.path})", file=sys.stderr)
     for pin in pins:
-        print(f"{_escape(pin.name)} {fingerprint(pin.key)} {encode_key(pin.key)}")
+        print(f"{_escape(','.join(pin.names))} {fingerprint(pin.key)} {encode_key(pin.key)}")
     return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
+    if args.key.strip().upper().startswith(FINGERPRINT_PREFIX):
+        raise CLIError("trust add needs the key itself (the `key:` line of `gannet id`); a "
+                       "fingerprint can check a key but not be pinned here: pass it as --peer-key")
     try:
         key = decode_key(args.key)
         _known().add(args.name, key, replace=args.replace)
@@ -125,7 +130,9 @@ def run_remove(args: argparse.Namespace) -> int:
         removed = _known().remove(args.name)
     except KeyFormatError as exc:
         raise CLIError(str(exc)) from None
-    if not removed:
+    if removed is None:
         raise CLIError(f"no key pinned for {_escape(args.name)}")
-    print(f"gannet trust: removed the key pinned for {_escape(args.name)}", file=sys.stderr)
+    others = [n for n in removed.names if n != args.name]
+    also = f" (also pinned as {_escape(', '.join(others))})" if others else ""
+    print(f"gannet trust: removed the key pinned for {_escape(args.name)}{also}", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gannet.cli.main import CLIError
 from gannet.crypto.code import normalize_code
-from gannet.crypto.identity import KeyFormatError, decode_key
+from gannet.crypto.identity import KeyFormatError, decode_peer_key
 from gannet.crypto.psk import load_psk
 
 
@@ -26,15 +26,26 @@ def add_arguments(p: argparse.ArgumentParser, *, code: str | None = None, peer_k
                    "same key connects")
     if peer_key:
         g.add_argument("--peer-key", metavar="KEY",
-                       help="the server's key as `gannet id` prints it, pinned for this connection "
-                       "(default: trust on first use, then as pinned in known_hosts)")
+                       help="the server's key or its fingerprint (SHA256:...), as `gannet id` prints "
+                       "them, pinned for this connection (default: trust on first use, then as "
+                       "pinned in known_hosts)")
     if code is not None:
         g.add_argument("--code", metavar="CODE", help=code)
 
 
-def warn_insecure(tool: str) -> None:
-    print(f"gannet {tool}: WARNING: --insecure: no encryption, no authentication; anyone on the "
+def warn_insecure(tool: str, why: str = "--insecure") -> None:
+    print(f"gannet {tool}: WARNING: {why}: no encryption, no authentication; anyone on the "
           "path can read and change this traffic", file=sys.stderr, flush=True)
+
+
+def plaintext_transport(args: argparse.Namespace, tool: str, option: str) -> None:
+    """For a transport that cannot encrypt (`--wire tcp`, `--transport
+    tcp`: plain TCP): CLIError if a security option was given (it would be
+    ignored), else the loud warning."""
+    if any(getattr(args, name, None) for name in ("psk_file", "peer_key", "code")):
+        raise CLIError(f"{option} is plain TCP and carries no encryption: --code, --psk-file and "
+                       "--peer-key need Gannet over UDP")
+    warn_insecure(tool, f"{option} (plain TCP)")
 
 
 def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
@@ -44,6 +55,11 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
     psk_file = getattr(args, "psk_file", None)
     peer_key = getattr(args, "peer_key", None)
     code = getattr(args, "code", None)
+    if getattr(args, "wire", "udp") == "tcp":
+        # Plain RFC 9293 TCP, for kernel TCP peers: there is nowhere to carry
+        # a key exchange, so it runs in clear, and says so as --insecure does.
+        plaintext_transport(args, tool, "--wire tcp")
+        return {"insecure": True}
     if insecure:
         if psk_file or peer_key or code:
             raise CLIError("--insecure turns security off: it cannot be used with --code, "
@@ -63,7 +79,7 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
         out["psk_file"] = psk_file
     if peer_key:
         try:
-            decode_key(peer_key)
+            decode_peer_key(peer_key)
         except KeyFormatError as exc:
             raise CLIError(f"--peer-key: {exc}") from None
         out["peer_key"] = peer_key

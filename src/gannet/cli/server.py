@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if name == "gannet":
         start_server = functools.partial(start_server, **security.overrides(args, "server"))
+    else:
+        security.plaintext_transport(args, "server", "--transport tcp")
 
     handler = logging.StreamHandler(sys.stderr)
     # Log lines quote client_id, DISCONNECT reasons and error texts: escaped.

@@ -114,9 +114,12 @@ class Security:
     `static`: this side's identity key pair (a server's; made for the
     endpoint when None, as a code or PSK server needs no lasting one).
     `psk` / `code`: the secret both sides share (at most one).
-    `server_key`: a client's pin for the server's key; else
-    `verify_server(addr, key)`, which raises HandshakeError to refuse (the
-    trust-on-first-use check against known_hosts); neither: any key.
+    `server_key`: a client's pin for the server's key, or
+    `server_key_sha256` for its SHA-256 (a pinned fingerprint); else
+    `verify_server(addr, key, server_name)`, which raises HandshakeError to
+    refuse (the trust-on-first-use check against known_hosts;
+    `server_name` is the host the application named in `connect`, or
+    None); neither: any key.
     """
 
     insecure: bool = False
@@ -124,7 +127,8 @@ class Security:
     psk: bytes | None = None
     code: str | None = None
     server_key: bytes | None = None
-    verify_server: Callable[[object, bytes], None] | None = None
+    server_key_sha256: bytes | None = None
+    verify_server: Callable[[object, bytes, str | None], None] | None = None
     has_aes: bool = False  # the adapter says (io.security); ChaCha20-Poly1305 when unknown
     update_interval: int = UPDATE_INTERVAL
 
@@ -162,7 +166,7 @@ class _Session:
     `chosen` is the pair sealing and opening once that is decided."""
 
     __slots__ = ("client", "server", "peer_hello", "reply", "keys", "chosen", "peer_cid",
-                 "synack", "confirmed", "mode")
+                 "synack", "confirmed", "mode", "server_name")
 
     def __init__(self, mode: Mode) -> None:
         self.client: ClientHandshake | None = None
@@ -175,6 +179,7 @@ class _Session:
         self.synack = b""  # the peer's SYN-ACK key exchange that verified
         self.confirmed = False  # the peer is authenticated (no alert is taken after this)
         self.mode = mode
+        self.server_name: str | None = None  # the host a client's application named
 
     @property
     def sealer(self) -> Sealer | None:
@@ -241,10 +246,17 @@ class SecureEndpoint(Endpoint):
         return 0 if self.security.insecure else OVERHEAD
 
     # ------------------------------------------------------------ application
-    def connect(self, addr: object, now: float, config: Config | None = None) -> Connection:
+    def connect(self, addr: object, now: float, config: Config | None = None, *,
+                server_name: str | None = None) -> Connection:
+        """`server_name`: the host as the application named it before it was
+        resolved to `addr`, under which trust on first use pins the server's
+        key beside its address (docs/security.md)."""
         if config is not None and not self.security.insecure:
             config = _with_overhead(config)
-        return super().connect(addr, now, config)
+        conn = super().connect(addr, now, config)
+        if server_name is not None and not self.security.insecure:
+            self._client_session(conn.local_cid).server_name = server_name
+        return conn
 
     # --------------------------------------------------------------- network
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
@@ -493,7 +505,9 @@ class SecureEndpoint(Endpoint):
         if session.client is None:
             sec = self.security
             session.client = ClientHandshake(psk=sec.psk, code=sec.code,
-                                             expected_server_key=sec.server_key, has_aes=sec.has_aes)
+                                             expected_server_key=sec.server_key,
+                                             expected_server_key_sha256=sec.server_key_sha256,
+                                             has_aes=sec.has_aes)
         return session
 
     def _answer(self, session: _Session, hello: bytes, src: int, addr: object, now: float) -> bool:
@@ -569,8 +583,9 @@ class SecureEndpoint(Endpoint):
         try:
             hs.receive_reply(reply)
             assert hs.result is not None
-            if self.security.verify_server is not None and self.security.server_key is None:
-                self.security.verify_server(addr, hs.result.server_key)
+            if self.security.verify_server is not None and self.security.server_key is None \
+                    and self.security.server_key_sha256 is None:
+                self.security.verify_server(addr, hs.result.server_key, session.server_name)
         except HandshakeError as exc:
             self._alert(src, ALERT_HANDSHAKE_FAILED, addr, now, int(hs.mode))
             self._fail(dst, str(exc))

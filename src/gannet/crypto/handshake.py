@@ -30,6 +30,7 @@ here reads a clock or a socket.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
@@ -102,11 +103,14 @@ def _wrong_secret_message(mode: Mode, side: str) -> str:
 
 class ClientHandshake:
     """The initiator. `psk` for PSK mode, `code` for CODE mode, neither for
-    IDENTITY; `expected_server_key` (32 bytes) pins the server's key, else
-    `server_key` in the result is for the caller to check or pin."""
+    IDENTITY; `expected_server_key` (32 bytes) pins the server's key, or
+    `expected_server_key_sha256` its SHA-256 (what a fingerprint names: as
+    strong a pin, SHA-256 being preimage resistant); else `server_key` in
+    the result is for the caller to check or pin."""
 
     def __init__(self, *, psk: bytes | None = None, code: str | None = None,
-                 expected_server_key: bytes | None = None, has_aes: bool = True,
+                 expected_server_key: bytes | None = None,
+                 expected_server_key_sha256: bytes | None = None, has_aes: bool = True,
                  context: bytes = b"") -> None:
         if psk is not None and code is not None:
             raise ValueError("a PSK and a code cannot both be used")
@@ -115,6 +119,7 @@ class ClientHandshake:
         self.mode = Mode.CODE if code is not None else Mode.PSK if psk is not None else Mode.IDENTITY
         self.has_aes = has_aes
         self.expected_server_key = expected_server_key
+        self.expected_server_key_sha256 = expected_server_key_sha256
         self._hello = _HELLO.pack(PROTOCOL_VERSION, self.mode, FLAG_AES if has_aes else 0)
         self._hs = HandshakeState(True, prologue=b"gannet" + context + self._hello,
                                   psk_mode=self.mode is not Mode.IDENTITY)
@@ -162,6 +167,10 @@ class ClientHandshake:
         assert server_key is not None
         if self.expected_server_key is not None and not hmac.compare_digest(server_key, self.expected_server_key):
             raise HandshakeError("the server's key is not the pinned one", "key-changed")
+        if self.expected_server_key_sha256 is not None and not hmac.compare_digest(
+                hashlib.sha256(server_key).digest(), self.expected_server_key_sha256):
+            raise HandshakeError("the server's key is not the pinned one (its fingerprint differs)",
+                                 "key-changed")
         if len(payload) != 1:
             raise HandshakeError("malformed key exchange reply", "malformed")
         c2s, s2c = self._hs.split()

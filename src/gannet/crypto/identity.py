@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -51,10 +52,46 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
+FINGERPRINT_PREFIX = "SHA256:"
+
+
 def fingerprint(key: bytes) -> str:
     """`SHA256:...`, as ssh-keygen -l shows a key."""
     digest = hashlib.sha256(key).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    return FINGERPRINT_PREFIX + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+@dataclass(frozen=True)
+class PeerKey:
+    """A server pin as the user gives it (`--peer-key`, `Config.peer_key`):
+    the key itself, or its fingerprint (the SHA-256 of the key); exactly one
+    of `key` and `sha256` is set, each 32 bytes."""
+
+    key: bytes | None = None
+    sha256: bytes | None = None
+
+
+def decode_peer_key(text: str) -> PeerKey:
+    """Either form `gannet id` prints: the key (base64, 44 characters) or
+    its fingerprint (`SHA256:` and 43 base64 characters, as ssh shows it).
+    KeyFormatError, saying which forms are taken, for anything else."""
+    text = text.strip()
+    if text[: len(FINGERPRINT_PREFIX)].upper() == FINGERPRINT_PREFIX:
+        body = text[len(FINGERPRINT_PREFIX):]
+        try:
+            digest = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            digest = b""
+        if len(digest) != hashlib.sha256().digest_size:
+            raise KeyFormatError(f"not a fingerprint: {text[:60]!r} (a fingerprint is SHA256: and "
+                                 "43 base64 characters, as `gannet id` prints it)")
+        return PeerKey(sha256=digest)
+    try:
+        return PeerKey(key=decode_key(text))
+    except KeyFormatError:
+        raise KeyFormatError(f"not a key or a fingerprint: {text[:60]!r} (expected the key, 44 base64 "
+                             "characters, or its fingerprint, SHA256:..., as `gannet id` prints "
+                             "them)") from None
 
 
 def write_secret_file(path: Path, data: bytes) -> None:

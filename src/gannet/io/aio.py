@@ -446,10 +446,12 @@ def divert(writer: StreamWriter, sink: Sink) -> _StreamConn:
 
 
 async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None = None,
-                           limit: int = DEFAULT_LIMIT) -> tuple[asyncio.StreamReader, StreamWriter]:
-    """Open a connection to `addr` through an existing endpoint."""
+                           limit: int = DEFAULT_LIMIT, server_name: str | None = None,
+                           ) -> tuple[asyncio.StreamReader, StreamWriter]:
+    """Open a connection to `addr` through an existing endpoint;
+    `server_name`: the host `addr` was resolved from (pins are kept under it)."""
     with aep.lock:
-        conn = aep.connect(addr, config)
+        conn = aep.connect(addr, config, server_name)
         conn.hold_handshake_ack = True  # see AioEndpoint.release_ack_soon
         sc = _StreamConn(aep, conn, limit, active=True)
     aep.flush_now()  # the SYN leaves now, as connect() sends it (or joins a flush due)
@@ -501,7 +503,7 @@ async def open_connection(
         aep = await create_endpoint(lhost, lport, config=cfg, family=fam, loop=loop, wire=wire)
         aep.close_when_idle = True
         try:
-            return await connect_endpoint(aep, addr, cfg, limit)
+            return await connect_endpoint(aep, addr, cfg, limit, host)
         except (ConnectionRefusedError, OSError) as exc:
             error = exc
             if aep.ep.connection_count:

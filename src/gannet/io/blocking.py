@@ -379,7 +379,7 @@ class Socket:
         aep = self._aep
         assert aep is not None
         with aep.lock:
-            conn = aep.connect(targets[0], self.config)
+            conn = aep.connect(targets[0], self.config, host)
             w = _ConnWaiter(aep, conn)
             self._w = w
             aep.flush_threadsafe()  # the SYN leaves from this thread

@@ -64,7 +64,7 @@ from ..core.endpoint import Endpoint
 from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
 from ..wire import batch as _batch
 from ..wire.batch import Train, release
-from ..crypto.endpoint import HandshakeRefused
+from ..crypto.endpoint import HandshakeRefused, SecureEndpoint
 from .security import make_endpoint
 from .memory import keep_freed_memory
 
@@ -715,10 +715,15 @@ class AioEndpoint:
     def detach(self, conn: Connection) -> None:
         self._handlers.pop(conn, None)
 
-    def connect(self, addr: object, config: Config | None = None) -> Connection:
+    def connect(self, addr: object, config: Config | None = None,
+                server_name: str | None = None) -> Connection:
+        """`server_name`: the host as the application named it, for an
+        encrypted endpoint's known_hosts (SecureEndpoint.connect)."""
         with self.lock:
             if self.closed:
                 raise OSError(errno.EBADF, "endpoint is closed")
+            if server_name is not None and isinstance(self.ep, SecureEndpoint):
+                return self.ep.connect(addr, self.now(), config, server_name=server_name)
             return self.ep.connect(addr, self.now(), config)
 
     # ------------------------------------------------------------ flushing

@@ -32,6 +32,7 @@ from ..config import Config
 from ..core.tcp_endpoint import ETHERNET_MTU, LOOPBACK_MTU, TcpEndpoint
 from .endpoint import _SYSTEM_RANDOM, AioEndpoint, _keep_until_loop_ends
 from .firewall import MARK, FirewallError, RstGuard
+from .security import check_tcp_wire
 
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -179,6 +180,7 @@ def create_tcp_endpoint(host: str | None, port: int, *, config: Config,
     `keep`: close it when the loop ends (what asyncio callers want; the
     blocking Socket's loop thread closes its endpoints itself).
     `config.tcp_carrier` "tun": a TUN device instead (gannet.io.tuntcp)."""
+    check_tcp_wire(config)  # no encryption here: refuse security settings, log the plain wire
     loop = loop or asyncio.get_event_loop()
     if config.tcp_carrier == "tun":
         from .tuntcp import create_tun_endpoint

@@ -3,6 +3,24 @@
 Used by the test suite (hundreds of seeds), by `gannet demo`, and by the
 throughput snapshot: a client connects, writes `size` bytes, closes; the
 server reads everything and closes when it sees the end of the stream.
+
+`run_transfer(security=encrypted_pair())` runs the transfer between two
+`SecureEndpoint`s, so that seeded simulated transfers cover the security
+layer too: the handshake's key exchange, every datagram sealed and opened,
+and what the link's corruption, duplication and reordering do to sealed
+datagrams. Keys come from the OS (the security layer never takes a seeded
+generator), so the bytes on the wire differ between runs; what the
+simulator decides (loss, delay, which bit is flipped) does not depend on
+them, so a seed still replays the same run: the same events at the same
+virtual times (tests/simtransfer/test_encrypted_sim.py checks it).
+
+Without `security` the endpoints are the plain core `Endpoint` (in clear).
+That is the default here, unlike the API's and the tools', because the
+simulator is the test bench of the core's protocol: the seeded tests, the
+exact counts they assert and the throughput snapshot describe the core, and
+the envelope would change every figure by its 28 bytes a datagram (and cost
+about a third more CPU per seed) without exercising any more of the core.
+The user-facing `gannet demo` runs encrypted unless told `--insecure`.
 """
 
 from __future__ import annotations
@@ -10,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..config import Config
 from ..core.endpoint import Endpoint
+from ..crypto.endpoint import SecureEndpoint, Security
 from ..core.events import (
     ConnectionAvailable,
     ConnectionEstablished,
@@ -51,6 +70,13 @@ class TransferResult:
     info: dict[str, dict] = field(default_factory=dict)
     """With Config.track_limits or qlog_dir: "client"/"server" -> the
     connection's final info (gannet.observe), limited times included."""
+    security_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Encrypted runs: "client"/"server" -> the SecureEndpoint's counters
+    (sealed, opened, dropped unauthenticated...). Empty in clear."""
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.security_stats)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +86,20 @@ class TransferResult:
     def goodput(self) -> float:
         """Bytes per virtual second until the data was all read."""
         return self.received / self.data_time if self.data_time > 0 else 0.0
+
+
+def encrypted_pair(has_aes: bool = False) -> tuple[Security, Security]:
+    """(client, server) settings for an encrypted simulated transfer: the
+    server gets an identity key made for the run (never the user's: the
+    simulator reads no files), which the client pins, as `--peer-key`
+    does. `has_aes`: both ends claim AES instructions (AES-128-GCM), else
+    ChaCha20-Poly1305."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    static = X25519PrivateKey.generate()
+    server_key = static.public_key().public_bytes_raw()
+    return (Security(server_key=server_key, has_aes=has_aes),
+            Security(static=static, has_aes=has_aes))
 
 
 def run_transfer(
@@ -74,20 +114,26 @@ def run_transfer(
     chunk: int = 256 * 1024,
     isn: tuple[int, int] | None = None,
     tap: Callable[[float, object], None] | None = None,
+    security: tuple[Security, Security] | None = None,
 ) -> TransferResult:
     """Run one transfer of `size` pseudo-random bytes and report what happened.
 
     `tap(now, item)` is given, in order, every (datagram, address) the two
     endpoints emit and every event they report (the differential test's
-    record of a run)."""
+    record of a run). `security`: (client, server) settings of two
+    SecureEndpoints (see `encrypted_pair`); None: plain endpoints, in clear."""
     forward = forward or LinkConfig()
     backward = backward or forward
     config = config or Config()
     sim = Simulator(seed=seed)
     sim.set_link(CLIENT_ADDR, SERVER_ADDR, forward)
     sim.set_link(SERVER_ADDR, CLIENT_ADDR, backward)
-    client = Endpoint(config, rng=sim.make_rng("client"))
-    server = Endpoint(server_config or config, rng=sim.make_rng("server"))
+    if security is None:
+        client = Endpoint(config, rng=sim.make_rng("client"))
+        server = Endpoint(server_config or config, rng=sim.make_rng("server"))
+    else:
+        client = SecureEndpoint(config, sim.make_rng("client"), security=security[0])
+        server = SecureEndpoint(server_config or config, sim.make_rng("server"), security=security[1])
     if isn is not None:
         client.isn_source = lambda: isn[0]
         server.isn_source = lambda: isn[1]
@@ -171,6 +217,9 @@ def run_transfer(
         srtt=conn.srtt,
         link_stats={f"{s}->{d}": st.as_dict() for (s, d), st in sim.stats().items()},
         info=info,
+        security_stats={role: asdict(ep.security_stats)
+                        for role, ep in (("client", client), ("server", server))
+                        if isinstance(ep, SecureEndpoint)},
     )
 
 
