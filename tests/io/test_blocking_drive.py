@@ -233,3 +233,36 @@ def test_keepalive_and_acks_while_no_thread_calls():
     finally:
         for x in (c, s, ls):
             x.close()
+
+
+def test_accept_takes_a_connection_that_arrives_as_it_begins_to_drive():
+    """The handshake completes after accept's first look but before the
+    driving thread's own look: the connection the drive's look takes is the
+    one accept returns (a second look used to find the queue empty and wait
+    out the timeout, with the connection taken and lost)."""
+    ls = gannet.Socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(10)
+    aep = ls._aep
+    real = aep.drive
+
+    def drive(until, ready=None):
+        # Run the endpoint without taking anything until the handshake is
+        # done, then let the drive's own look (ready) take the connection.
+        while not aep.ep._accept_queue and (until is None or aep.now() < until):
+            real(until, lambda: bool(aep.ep._accept_queue))
+        real(until, ready)
+
+    aep.drive = drive
+    c = gannet.Socket()
+    c.settimeout(10)
+    t = threading.Thread(target=c.connect, args=(ls.getsockname(),), daemon=True)
+    t.start()
+    s, _ = ls.accept()
+    del aep.drive  # (the accepted socket shares the listener's endpoint)
+    t.join(10)
+    c.sendall(b"ping")
+    assert s.recv(4) == b"ping"
+    for x in (c, s, ls):
+        x.close()

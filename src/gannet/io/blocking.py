@@ -341,7 +341,11 @@ class Socket:
                 found: list[Connection] = []
 
                 def ready() -> bool:
-                    if self._closed:
+                    # Asked more than once per wait (the driving thread asks
+                    # before it polls, _wait again after): taking a connection
+                    # is a side effect, so a second ask must not take another
+                    # or, with none left, report that none came.
+                    if self._closed or found:
                         return True
                     conn = aep.ep.accept()
                     if conn is not None:
