@@ -176,7 +176,7 @@ class Config:
     half_open_limit: int = 64
     """Half-open connections a listener keeps for addresses that have not
     proved they receive there (at most half the backlog, so that proven
-    clients always find room). Past it (or past `half_open_per_source` for
+    clients always find room, and at least one). Past it (or past `half_open_per_source` for
     one host, or with the backlog full) a SYN without a valid token is
     answered with a stateless Retry, no larger than the SYN, and the
     listener keeps nothing until the client echoes the token. 0: always

@@ -135,6 +135,20 @@ def test_retry_handshake_negotiates_every_option_as_a_direct_one():
     assert results[0][0][2] > 0 and results[0][0][4] and results[0][0][5]  # scaled, SACK, timestamps
 
 
+def test_a_listener_with_a_backlog_of_one_answers_a_syn_without_a_retry():
+    """Half the backlog, rounded down, is 0 for listen(1): the limit on
+    unproven half-open connections is at least one, so a quiet listener
+    costs its first client no Retry round trip."""
+    sim = Simulator(seed=7, default_link=LinkConfig(delay=0.01))
+    server = sim.add_node(SERVER, Endpoint(Config(), rng=sim.make_rng("server")))
+    client = sim.add_node(CLIENT, Endpoint(Config(), rng=sim.make_rng("client")))
+    server.listen(1)
+    conn = client.connect(SERVER, sim.now)
+    sim.run(until=1)
+    assert server.accept() is not None and conn.state == State.ESTABLISHED
+    assert server.stats.retries_sent == 0 and conn.retry_token is None
+
+
 def token_for(ep: Endpoint, addr, syn_raw: bytes, now: float) -> bytes:
     ep.receive_datagram(syn_raw, addr, now)
     ((reply, to),) = ep.datagrams_to_send(now)

@@ -502,10 +502,11 @@ class Endpoint:
             # test) must not wait out SYN retransmissions.
             return SYN_BACKLOG_FULL if len(self._unaccepted) >= self._backlog else SYN_ADMIT
         # Unproven half-open connections fill at most half the backlog:
-        # forged SYNs leave a proven client room.
+        # forged SYNs leave a proven client room. (At least one: a listener
+        # with a backlog of 1 must not answer every SYN with a Retry.)
         cfg = self.config
         if (now < self._pressure_until
-                or self._unproven >= min(cfg.half_open_limit, self._backlog // 2)
+                or self._unproven >= min(cfg.half_open_limit, max(1, self._backlog // 2))
                 or self._half_open_counts.get((source_host(addr), False), 0) >= cfg.half_open_per_source
                 or len(self._unaccepted) >= self._backlog):
             return SYN_RETRY
