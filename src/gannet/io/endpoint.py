@@ -629,6 +629,9 @@ class AioEndpoint:
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
         "on_refused", "__dict__", "__weakref__",
     )
+    # Whether a lone datagram may take _send's shortcut straight to
+    # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
+    ONE_DATAGRAM_SHORTCUT = True
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
                  *, gso: bool | None = None, gro: bool | None = None,
@@ -1246,7 +1249,7 @@ class AioEndpoint:
         if self._backlog:
             self._backlog.extend(out)
             return
-        if len(out) == 1 and self.gso and type(out[0][0]) is not Train:
+        if len(out) == 1 and self.gso and self.ONE_DATAGRAM_SHORTCUT and type(out[0][0]) is not Train:
             # One datagram (a message, a reply, an ACK): what _transmit_gso
             # does with it, without its run machinery.
             data, addr = out[0]

@@ -42,7 +42,6 @@ import random
 import socket
 import struct
 import subprocess
-from collections import deque
 from itertools import count
 
 from ..config import Config
@@ -181,6 +180,8 @@ class TunAioEndpoint(AioEndpoint):
     header (whose checksum verdict goes to TcpEndpoint.receive_offloaded)
     and writes what the core gives, TSO packets included."""
 
+    ONE_DATAGRAM_SHORTCUT = False  # (a TUN write, not a UDP sendto: _transmit below)
+
     def __init__(self, sock: TunSocket, config: Config, loop: asyncio.AbstractEventLoop,
                  endpoint: TcpEndpoint) -> None:
         endpoint.offload = True
@@ -227,16 +228,6 @@ class TunAioEndpoint(AioEndpoint):
             st.recv_calls += got
             st.datagrams_received += got
             self._after_receive()  # the adapter's one rule for the pass after a read
-
-    def _send(self, out: list[tuple[bytes, object]]) -> None:
-        if self._backlog:
-            self._backlog.extend(out)
-            return
-        i = self._transmit(out)
-        if i < len(out):
-            if self._backlog is None:
-                self._backlog = deque()
-            self._backlog.extend(out[i:] if i else out)
 
     def _transmit(self, out: list[tuple[bytes, object]]) -> int:
         send = self.sock.sendto
