@@ -1,0 +1,226 @@
+"""CPU and events per request through `gannet tunnel`, everything in one
+process on one event loop: a redis-like service (answers each request at
+once), the tunnel server, the tunnel client and N clients that each send a
+request whenever the answer to their last one arrived (redis-benchmark's
+shape). The same run through two plain asyncio TCP relays (bench/tcp_relay.py's
+streams loop) and direct gives the peers; their difference is what the
+tunnel (or the relays) cost per request, without the cross-process
+wake-ups that make bench/tunnel_redis.py noisy.
+
+    python bench/tunnel_cost.py                    # 20 clients, 20,000 requests each row
+    python bench/tunnel_cost.py --insecure
+    python bench/tunnel_cost.py --rows tunnel --requests 2000   # under valgrind:
+
+Instructions rather than CPU time (steady on a loaded machine): a run of N
+requests minus a run of none, over N.
+
+    valgrind --tool=cachegrind --cache-sim=no python bench/tunnel_cost.py --rows tunnel --requests 2000
+    valgrind --tool=cachegrind --cache-sim=no python bench/tunnel_cost.py --rows tunnel --requests 0
+
+Counted per request (tunnel row): datagrams, send and receive calls, passes,
+timer firings of the endpoints, loop wake-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+REQUEST = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n"
+REPLY = b"$3\r\nxxx\r\n"
+
+
+class Service(asyncio.Protocol):
+    """Answers every complete request at once (requests are small: one per
+    chunk unless several arrive together)."""
+
+    def connection_made(self, transport):
+        self.t = transport
+
+    def data_received(self, data):
+        n = data.count(b"GET")
+        if n:
+            self.t.write(REPLY * n)
+
+
+class Load(asyncio.Protocol):
+    """One client: a request at a time, the next when the answer came."""
+
+    def __init__(self, state):
+        self.state = state
+        self.got = 0
+
+    def connection_made(self, transport):
+        self.t = transport
+        self.state["ready"] += 1
+        if self.state["ready"] == self.state["clients"]:
+            self.state["go"].set_result(None)
+
+    def start(self):
+        if self.state["left"] > 0:
+            self.state["left"] -= 1
+            self.t.write(REQUEST)
+
+    def data_received(self, data):
+        self.got += len(data)
+        while self.got >= len(REPLY):
+            self.got -= len(REPLY)
+            st = self.state
+            st["done"] += 1
+            if st["left"] > 0:
+                st["left"] -= 1
+                self.t.write(REQUEST)
+            elif st["done"] == st["total"]:
+                st["end"].set_result(None)
+
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
+
+
+async def start_relay(target_port):
+    import socket
+
+    async def handle(reader, writer):
+        t_reader, t_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        for w in (writer, t_writer):
+            w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(pipe(reader, t_writer), pipe(t_reader, writer))
+        writer.close()
+        t_writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def drive(port, clients, requests):
+    loop = asyncio.get_running_loop()
+    state = {"clients": clients, "ready": 0, "left": requests, "done": 0, "total": requests,
+             "go": loop.create_future(), "end": loop.create_future()}
+    conns = [await loop.create_connection(lambda: Load(state), "127.0.0.1", port)
+             for _ in range(clients)]
+    await state["go"]
+    # one warm-up request per client, then the measured ones
+    warm = {"clients": clients, "ready": clients, "left": clients, "done": 0, "total": clients,
+            "go": None, "end": loop.create_future()}
+    for _, p in conns:
+        p.state = warm
+        p.start()
+    await warm["end"]
+    for _, p in conns:
+        p.state = state
+    t0, c0 = time.perf_counter(), time.process_time()
+    if requests:
+        for _, p in conns:
+            p.start()
+        await state["end"]
+    t1, c1 = time.perf_counter(), time.process_time()
+    for t, _ in conns:
+        t.close()
+    await asyncio.sleep(0.05)
+    return t1 - t0, c1 - c0
+
+
+async def row(kind, service_port, args):
+    if kind == "direct":
+        return await drive(service_port, args.clients, args.requests), None
+    if kind == "relays":
+        inner, inner_port = await start_relay(service_port)
+        outer, outer_port = await start_relay(inner_port)
+        try:
+            return await drive(outer_port, args.clients, args.requests), None
+        finally:
+            outer.close()
+            inner.close()
+    from gannet.apps import tunnel as tun
+
+    overrides = {"insecure": True} if args.insecure else {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        overrides[k] = v if not v.replace(".", "").isdigit() else (float(v) if "." in v else int(v))
+        if v in ("True", "False"):
+            overrides[k] = v == "True"
+    server = await tun.start_tunnel_server(("127.0.0.1", 0), ("127.0.0.1", service_port), **overrides)
+    client = await tun.start_tunnel_client(("127.0.0.1", 0), server.address, **overrides)
+    try:
+        aeps = [server.server.endpoint]
+        before = None
+
+        def counts():
+            eps = aeps + list(client.endpoints.values())
+            out = {}
+            for aep in eps:
+                st = aep.io_stats
+                for k in ("datagrams_sent", "send_calls", "recv_calls", "passes", "loop_calls"):
+                    out[k] = out.get(k, 0) + getattr(st, k)
+            out["timer_calls"] = sum(getattr(aep, "_timer_calls", 0) for aep in eps)
+            return out
+
+        result = await drive(client.address[1], args.clients, 0)  # connections up
+        before = counts()
+        result = await drive(client.address[1], args.clients, args.requests)
+        after = counts()
+        return result, {k: (after[k] - before.get(k, 0)) / max(1, args.requests) for k in after}
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def main(args):
+    if args.stats:
+        from gannet import observe
+
+        observe.configure(track_limits=True)  # what the stats socket of `gannet tunnel` turns on
+    loop = asyncio.get_running_loop()
+    service = await loop.create_server(Service, "127.0.0.1", 0)
+    port = service.sockets[0].getsockname()[1]
+    out = {}
+    for kind in args.rows.split(","):
+        (wall, cpu), counted = await row(kind, port, args)
+        out[kind] = cpu
+        n = max(1, args.requests)
+        extra = "" if counted is None else "  " + ", ".join(f"{k} {v:.2f}" for k, v in counted.items())
+        print(f"{kind:7s} {n / wall if wall else 0:9,.0f} req/s  {cpu / n * 1e6:7.1f} us CPU per request{extra}",
+              flush=True)
+    if "direct" in out:
+        for kind in ("relays", "tunnel"):
+            if kind in out:
+                print(f"{kind} minus direct: {(out[kind] - out['direct']) / max(1, args.requests) * 1e6:.1f} us per request")
+    service.close()
+
+
+def loop_factory():
+    if os.environ.get("GANNET_NO_UVLOOP"):
+        return asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--requests", type=int, default=20_000)
+    p.add_argument("--rows", default="direct,relays,tunnel")
+    p.add_argument("--insecure", action="store_true")
+    p.add_argument("--stats", action="store_true",
+                   help="limit accounting on, as Gannet's commands have it for the stats socket")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a Gannet setting")
+    a = p.parse_args()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main(a))
