@@ -126,6 +126,28 @@ def test_limit_clock_accounts_each_reason_for_the_time_until_the_next_pass():
     assert totals["app"] == 5.0 and totals["busy"] == 14.0
 
 
+def test_limit_clock_passes_that_change_nothing_write_nothing_and_count_the_same():
+    import gannet.observe.limits as limits
+
+    clock = LimitClock(0.0)
+    reasons = iter([(RWND, True), (RWND, True), (RWND, True), (APP, False), (APP, False)])
+    conn = type("C", (), {"snd_wnd": 10**6, "mss": 1000, "max_snd_wnd": 10**6, "state": None})()
+    real = limits.classify
+    limits.classify = lambda conn: next(reasons)
+    try:
+        clock.update(conn, 1.0)
+        clock.update(conn, 2.0)
+        clock.update(conn, 4.0)
+        assert clock.since == 1.0  # the same reason again: nothing written
+        clock.update(conn, 7.0)
+        assert clock.since == 7.0
+        clock.update(conn, 8.0)
+    finally:
+        limits.classify = real
+    totals = clock.totals(10.0)
+    assert totals["rwnd"] == 6.0 and totals["busy"] == 6.0 and totals["app"] == 3.0
+
+
 @pytest.mark.sim
 @pytest.mark.parametrize("case, link, config, dominant", [
     ("lossy", LinkConfig(delay=0.02, bandwidth=50e6, loss=0.03, queue_bytes=400_000),

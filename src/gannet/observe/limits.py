@@ -85,7 +85,16 @@ class LimitClock:
 
     def update(self, conn: Connection, now: float) -> str:
         """After an output pass: account the time since the last one, take
-        the new reason; returns it."""
+        the new reason; returns it. When nothing changed (most passes: a
+        request-response exchange stays application-limited) nothing is
+        written: the time since `since` still counts for the same reason,
+        busy and shrunk state, which is what `totals` adds."""
+        reason, busy = classify(conn)
+        wnd = conn.snd_wnd
+        shrunk = reason is RWND and 2 * wnd < conn.max_snd_wnd
+        zero = wnd < conn.mss and reason is not IDLE
+        if reason is self.reason and busy is self.busy and shrunk is self.shrunk and zero is self._zero:
+            return reason
         elapsed = now - self.since
         if elapsed > 0:
             if self.reason is not IDLE:
@@ -95,10 +104,9 @@ class LimitClock:
             if self.shrunk:
                 self.shrunk_time += elapsed
         self.since = now
-        self.reason, self.busy = reason, _ = classify(conn)
-        wnd = conn.snd_wnd
-        self.shrunk = reason is RWND and 2 * wnd < conn.max_snd_wnd
-        zero = wnd < conn.mss and reason is not IDLE
+        self.reason = reason
+        self.busy = busy
+        self.shrunk = shrunk
         if zero and not self._zero:
             self.zero_windows += 1
         self._zero = zero
