@@ -120,6 +120,43 @@ def test_scan_breaks_runs_at_anything_unusual(vector):
     assert bytes(runs[4][7]) == syn_sized
 
 
+def requests_of_many_connections(count=12, size=31):
+    """One small data segment from each of `count` connections, of equal size
+    (a tunnel's requests from many clients, arriving in one GRO batch)."""
+    return [encode(100 + i, 6, Segment(1000 * i, 7 + i, ACK | PSH, 512, bytes([65 + i]) * size,
+                                       tsval=i, tsecr=0)) for i in range(count)]
+
+
+@pytest.mark.parametrize("count", [3, 12], ids=["few", "vector-sized"])
+def test_scan_of_many_connections_checks_the_rows_in_one_call(count, vector, monkeypatch):
+    dgs = requests_of_many_connections(count)
+    buf, seg = batch(dgs)
+    batch_residue(seg, count)  # (its table, made once per size)
+    calls = []
+    real = wire_batch.crc32c
+    monkeypatch.setattr(wire_batch, "crc32c", lambda d, *a: calls.append(len(d)) or real(d, *a))
+    runs = scan(buf, seg)
+    assert calls == [len(buf)]  # the batch, not each row
+    # each a run of one, as each scanned alone
+    monkeypatch.setattr(wire_batch, "crc32c", real)
+    alone = [r for d in dgs for r in scan(d, 0)]
+    assert [r[:7] for r in runs] == [r[:7] for r in alone]
+    assert [bytes(r[7]) for r in runs] == [bytes(r[7]) for r in alone] == dgs
+    assert [(r[0], r[6]) for r in runs] == [(100 + i, bytes([65 + i]) * 31) for i in range(count)]
+
+
+def test_scan_of_many_connections_still_rejects_a_corrupted_row(vector):
+    dgs = requests_of_many_connections(12)
+    bad = bytearray(dgs[5])
+    bad[30] ^= 0x10
+    buf, seg = batch(dgs[:5] + [bytes(bad)] + dgs[6:])
+    runs = scan(buf, seg)
+    assert [r[0] for r in runs] == [100 + i for i in range(5)] + [0] + [106 + i for i in range(6)]
+    assert runs[5][6] is None and bytes(runs[5][7]) == bytes(bad)  # left for decode, which rejects it
+    with pytest.raises(Exception):
+        decode(bytes(bad))
+
+
 def test_scan_leaves_options_and_pure_acks_to_decode():
     sack = encode(5, 6, Segment(1, 2, ACK, 10, b"abc", tsval=1, tsecr=2, sack=((10, 20),)))
     pure_ack = encode(5, 6, Segment(1, 2, ACK, 10, b"", tsval=1, tsecr=2))
