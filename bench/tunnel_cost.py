@@ -9,6 +9,7 @@ wake-ups that make bench/tunnel_redis.py noisy.
 
     python bench/tunnel_cost.py                    # 20 clients, 20,000 requests each row
     python bench/tunnel_cost.py --insecure
+    PYTHONPATH=/tmp/old/src python bench/tunnel_cost.py   # another tree
     python bench/tunnel_cost.py --rows tunnel --requests 2000   # under valgrind:
 
 Instructions rather than CPU time (steady on a loaded machine): a run of N
@@ -30,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+if not os.environ.get("PYTHONPATH"):  # (PYTHONPATH=/tmp/old/src: another tree's tunnel)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 REQUEST = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n"
 REPLY = b"$3\r\nxxx\r\n"
@@ -40,13 +42,18 @@ class Service(asyncio.Protocol):
     """Answers every complete request at once (requests are small: one per
     chunk unless several arrive together)."""
 
+    delay = 0.0  # --service-delay: answer this long after the request came
+
     def connection_made(self, transport):
         self.t = transport
 
     def data_received(self, data):
         n = data.count(b"GET")
         if n:
-            self.t.write(REPLY * n)
+            if self.delay:
+                asyncio.get_running_loop().call_later(self.delay, self.t.write, REPLY * n)
+            else:
+                self.t.write(REPLY * n)
 
 
 class Load(asyncio.Protocol):
@@ -146,6 +153,16 @@ async def row(kind, service_port, args):
             outer.close()
             inner.close()
     from gannet.apps import tunnel as tun
+    from gannet.io.endpoint import AioEndpoint
+
+    timer_calls = [0]
+    on_timer = AioEndpoint._on_timer
+
+    def counted(self):
+        timer_calls[0] += 1
+        on_timer(self)
+
+    AioEndpoint._on_timer = counted  # (the endpoints' timer firings, counted)
 
     overrides = {"insecure": True} if args.insecure else {}
     for kv in args.set:
@@ -166,7 +183,7 @@ async def row(kind, service_port, args):
                 st = aep.io_stats
                 for k in ("datagrams_sent", "send_calls", "recv_calls", "passes", "loop_calls"):
                     out[k] = out.get(k, 0) + getattr(st, k)
-            out["timer_calls"] = sum(getattr(aep, "_timer_calls", 0) for aep in eps)
+            out["timer_calls"] = timer_calls[0]
             return out
 
         result = await drive(client.address[1], args.clients, 0)  # connections up
@@ -180,6 +197,7 @@ async def row(kind, service_port, args):
 
 
 async def main(args):
+    Service.delay = args.service_delay
     if args.stats:
         from gannet import observe
 
@@ -218,6 +236,8 @@ if __name__ == "__main__":
     p.add_argument("--requests", type=int, default=20_000)
     p.add_argument("--rows", default="direct,relays,tunnel")
     p.add_argument("--insecure", action="store_true")
+    p.add_argument("--service-delay", type=float, default=0.0, metavar="S",
+                   help="the service answers this long after each request (a slower peer)")
     p.add_argument("--stats", action="store_true",
                    help="limit accounting on, as Gannet's commands have it for the stats socket")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a Gannet setting")

@@ -340,3 +340,34 @@ def test_requests_are_relayed_without_a_task_or_a_socket_per_message():
         target.close()
 
     run(main())
+
+
+def test_requests_of_many_connections_in_one_loop_turn_leave_in_one_send():
+    """Requests that several TCP connections deliver in one loop turn (a
+    convoy of clients, as redis-benchmark's) are written to Gannet in one
+    pass at the end of the turn: one send call (GSO) carries them all, where
+    the first used to leave alone in a pass and a send call of its own."""
+
+    async def main():
+        target, port = await echo_target()
+        # (ACKs held long enough that none leaves on its own while counting:
+        # each rides on the next request)
+        async with Tunnel(port, ack_delay=0.4) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(10)]
+            for r, w in streams:  # each connection relayed once before counting
+                w.write(b"hello")
+                assert await r.readexactly(5) == b"hello"
+            (aep,) = t.client.endpoints.values()
+            st = aep.io_stats
+            sent, calls = st.datagrams_sent, st.send_calls
+            for i, (_, w) in enumerate(streams):  # one loop turn: all ten at once
+                w.write(b"request %02d\n" % i)
+            for i, (r, _) in enumerate(streams):
+                assert await r.readexactly(11) == b"request %02d\n" % i
+            assert st.datagrams_sent - sent == 10
+            assert st.send_calls - calls == 1
+            for _, w in streams:
+                w.close()
+        target.close()
+
+    run(main())

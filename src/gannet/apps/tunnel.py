@@ -244,6 +244,9 @@ class Relay:
         self.g_ended = False  # EOF from Gannet, passed on
         self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
         self.draining = False
+        # What TCP delivers is written to Gannet in one pass per loop turn for
+        # every connection of the endpoint (see from_tcp).
+        self._flush = g_writer.get_extra_info("endpoint").request_flush
         tcp.relay = self
         self.flow = divert(g_writer, self)
         early, tcp.early = tcp.early, []
@@ -267,8 +270,15 @@ class Relay:
         if self.outcome.done():
             return
         w = self.g_writer
+        # The flush first, then the write, which joins it: the chunks that
+        # several TCP connections deliver in one loop turn (a convoy of
+        # requests from many clients) leave in one pass and one GSO send at
+        # the end of the turn. Without it the first would leave at once in
+        # a pass and a send call of its own (StreamWriter.write's rule for a
+        # lone write), the rest in a second pass.
+        self._flush()
         try:
-            w.write(data)  # sent at once, or joins this loop iteration's flush
+            w.write(data)
         except Exception as exc:  # noqa: BLE001 - the Gannet side failed
             self.fail(self.g_name, exc)
             return
