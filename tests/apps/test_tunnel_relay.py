@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import os
+import random
 import socket
 
 import pytest
@@ -371,3 +372,81 @@ def test_requests_of_many_connections_in_one_loop_turn_leave_in_one_send():
         target.close()
 
     run(main())
+
+
+async def lossy_udp_relay(server_port, rng, loss):
+    """A UDP relay between the tunnel client's one socket and the tunnel
+    server that drops each datagram, either way, with probability `loss`
+    (seeded). Returns the port the tunnel client is to send to."""
+    loop = asyncio.get_running_loop()
+
+    class Down(asyncio.DatagramProtocol):
+        client = None
+        dropped = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.client = addr
+            if rng.random() >= loss:
+                up.transport.sendto(data, (HOST, server_port))
+            else:
+                self.dropped += 1
+
+    class Up(asyncio.DatagramProtocol):
+        dropped = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            if down.client is not None and rng.random() >= loss:
+                down.transport.sendto(data, down.client)
+            else:
+                self.dropped += 1
+
+    down, up = Down(), Up()
+    await loop.create_datagram_endpoint(lambda: down, local_addr=(HOST, 0))
+    await loop.create_datagram_endpoint(lambda: up, local_addr=(HOST, 0))
+    return down, up
+
+
+def test_convoys_of_requests_arrive_verified_in_order_under_loss():
+    """Eight connections write their requests in one loop turn (so they
+    leave together, in one pass) through a path that drops a tenth of the
+    datagrams both ways: every reply comes back whole and in order, round
+    after round, and a larger transfer on each connection too."""
+    rng = random.Random(11)
+
+    async def main():
+        target, port = await echo_target()
+        server = await start_tunnel_server((HOST, 0), (HOST, port))
+        down, up = await lossy_udp_relay(server.address[1], rng, 0.1)
+        client = await start_tunnel_client((HOST, 0), (HOST, down.transport.get_extra_info("sockname")[1]))
+        try:
+            streams = [await asyncio.open_connection(HOST, client.address[1]) for _ in range(8)]
+            for rnd in range(15):
+                msgs = [b"%d:%d:" % (i, rnd) + bytes([65 + i]) * (50 + 97 * rnd) for i in range(8)]
+                for (_, w), m in zip(streams, msgs):
+                    w.write(m)
+                for (r, _), m in zip(streams, msgs):
+                    assert await r.readexactly(len(m)) == m
+            bulk = [random.Random(i).randbytes(200_000) for i in range(8)]
+            for (_, w), b in zip(streams, bulk):
+                w.write(b)
+            for (r, _), b in zip(streams, bulk):
+                assert await r.readexactly(len(b)) == b
+            for r, w in streams:
+                w.write_eof()
+                assert await r.read() == b""  # the echo's EOF crossed back
+                w.close()
+            assert down.dropped > 20 and up.dropped > 20  # (the loss was there, both ways)
+        finally:
+            await client.close()
+            await server.close()
+            down.transport.close()
+            up.transport.close()
+            target.close()
+
+    run(main(), timeout=90)
