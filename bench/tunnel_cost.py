@@ -25,6 +25,7 @@ timer firings of the endpoints, loop wake-ups.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import os
 import sys
@@ -165,11 +166,12 @@ async def row(kind, service_port, args):
     AioEndpoint._on_timer = counted  # (the endpoints' timer firings, counted)
 
     overrides = {"insecure": True} if args.insecure else {}
-    for kv in args.set:
+    for kv in args.set:  # NAME=VALUE, the value as a Python literal (a word stays a string)
         k, _, v = kv.partition("=")
-        overrides[k] = v if not v.replace(".", "").isdigit() else (float(v) if "." in v else int(v))
-        if v in ("True", "False"):
-            overrides[k] = v == "True"
+        try:
+            overrides[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            overrides[k] = v
     server = await tun.start_tunnel_server(("127.0.0.1", 0), ("127.0.0.1", service_port), **overrides)
     client = await tun.start_tunnel_client(("127.0.0.1", 0), server.address, **overrides)
     try:
