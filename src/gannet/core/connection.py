@@ -67,7 +67,7 @@ _SYN_SENT: Final = State.SYN_SENT
 _ESTABLISHED: Final = State.ESTABLISHED
 _TIME_WAIT: Final = State.TIME_WAIT
 _HANDSHAKING: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
-_UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
+_UNSCALED_WINDOW_STATES: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN})  # (a SYN's window)
 _KEEPALIVE_STATES: Final = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
 
 _WSCALE: Final[dict[int, int]] = {}  # window size -> the shift _choose_wscale picks
@@ -88,6 +88,7 @@ class Connection:
         "_challenge_window", "_challenge_count", "_out", "_terminated",
         "rcv_wscale_ok", "_keepalive_sent",
         "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "rcv", "retry_token",
+        "_idle_timeout", "_autotune", "_keepalive", "_keepalive_idle", "_keepalive_interval",
         "__dict__",
     )
 
@@ -104,6 +105,15 @@ class Connection:
         iss: int | None = None,
     ) -> None:
         self.config = config
+        # Settings read per segment or per timer query, as native attributes
+        # (the Config is a Python dataclass: a dictionary lookup per read
+        # from compiled code; it is frozen, so the copies hold). No idle
+        # timeout is an infinite one: its deadline is then NEVER.
+        self._idle_timeout = NEVER if config.idle_timeout is None else config.idle_timeout
+        self._autotune = config.autotune
+        self._keepalive = config.keepalive
+        self._keepalive_idle = config.keepalive_idle
+        self._keepalive_interval = config.keepalive_interval
         self.rng = rng
         self.remote_addr = remote_addr
         self.local_cid = local_cid
@@ -324,7 +334,7 @@ class Connection:
     def _after_read(self) -> None:
         """The application read: autotune the window, and tell the sender
         if it opened enough."""
-        if self.config.autotune:
+        if self._autotune:
             self.rcv.space_adjust(self.snd.now, self.rtt.srtt)
         self._maybe_window_update()
 
@@ -365,7 +375,13 @@ class Connection:
     # --------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
         """The earliest armed deadline (None: no timer is armed)."""
-        best = min(self._sync_deadlines())
+        # (A loop rather than min(): compiled, it runs natively instead of
+        # calling Python's builtin over boxed floats; the endpoint asks
+        # after every change.)
+        best = NEVER
+        for at in self._sync_deadlines():
+            if at < best:
+                best = at
         return None if best == NEVER else best
 
     def deadline(self, name: str) -> float | None:
@@ -378,8 +394,8 @@ class Connection:
         at = self._deadlines
         d = self.loss.rack.deadline
         at[RACK] = NEVER if d is None else d
-        idle = self.config.idle_timeout
-        at[IDLE] = self.last_received + idle if idle is not None and self.state in SYNCHRONIZED else NEVER
+        # (last_received + an infinite _idle_timeout is NEVER)
+        at[IDLE] = self.last_received + self._idle_timeout if self.state in SYNCHRONIZED else NEVER
         return at
 
     def handle_timer(self, now: float) -> None:
@@ -1066,17 +1082,16 @@ class Connection:
         self._touch(self)
 
     def _arm_keepalive(self, now: float) -> None:
-        cfg = self.config
-        if not cfg.keepalive or self.state not in _KEEPALIVE_STATES:
+        if not self._keepalive or self.state not in _KEEPALIVE_STATES:
             self._deadlines[KEEPALIVE] = NEVER
             return
         if self.snd.snd_una < self.snd.snd_nxt or self._deadlines[RTX] != NEVER:
             self._deadlines[KEEPALIVE] = NEVER  # the retransmission timer watches the peer
             return
         if self._keepalive_probes:
-            self._deadlines[KEEPALIVE] = self._keepalive_sent + cfg.keepalive_interval
+            self._deadlines[KEEPALIVE] = self._keepalive_sent + self._keepalive_interval
         else:
-            self._deadlines[KEEPALIVE] = self.last_received + cfg.keepalive_idle
+            self._deadlines[KEEPALIVE] = self.last_received + self._keepalive_idle
 
 
     def _on_keepalive(self, now: float) -> None:

@@ -306,7 +306,13 @@ class Endpoint:
             # The common short-form ACK or data segment: its header is read
             # and checked; header prediction may take it without a Segment.
             dst, flags, seq, ack, wnd, tsval = head
-            payload = bytes(data[SHORT_SIZE:-TRAILER_SIZE])  # the core keeps it: a copy
+            # The core keeps the payload: a copy (slicing bytes makes one;
+            # compiled, this is a native slice rather than a call to bytes()).
+            payload: bytes
+            if type(data) is bytes:
+                payload = data[SHORT_SIZE:-TRAILER_SIZE]
+            else:
+                payload = bytes(data[SHORT_SIZE:-TRAILER_SIZE])
             conn = self._conns.get(dst)
             if (
                 conn is not None
