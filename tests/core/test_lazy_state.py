@@ -47,8 +47,8 @@ def assert_nothing_built(conn) -> None:
 
 def owned_tracked_objects(conn) -> list:
     """GC-tracked objects reachable from `conn` that belong to it alone
-    (not its config, rng, event queue, touch callback or the shared EMPTY)."""
-    shared = {id(conn.config), id(conn.rng), id(conn._events), id(conn._touch), id(EMPTY),
+    (not its config, rng, event queue, the endpoint's dirty set or the shared EMPTY)."""
+    shared = {id(conn.config), id(conn.rng), id(conn._events), id(conn._dirty), id(EMPTY),
               id(conn.remote_addr)}
     seen, stack, out = set(), [conn], []
     while stack:

@@ -27,7 +27,6 @@ from typing import Final
 
 import random
 from collections import deque
-from collections.abc import Callable
 
 from ..config import MODE_STEP, MODES, Config
 from ..wire.datagram import DATA_OVERHEAD, MAX_DATA_OVERHEAD, MAX_WSCALE
@@ -81,7 +80,7 @@ class Connection:
     # tests/core/test_connection_slots.py keeps this list complete.
     __slots__ = (
         "config", "rng", "remote_addr", "local_cid", "remote_cid", "passive", "state",
-        "error", "stats", "created", "_events", "_touch", "snd",
+        "error", "stats", "created", "_events", "_dirty", "snd",
         "_want_send_space", "_all_acked_reported", "loss", "_retries",
         "peer_mss", "mss", "cc", "rtt", "sack_ok", "ts_ok",
         "last_received", "_keepalive_probes",
@@ -101,7 +100,7 @@ class Connection:
         remote_addr: object,
         local_cid: int,
         events: deque[Event] | None = None,
-        touch: Callable[[Connection], None] | None = None,
+        dirty: dict[Connection, None] | None = None,
         iss: int | None = None,
     ) -> None:
         self.config = config
@@ -129,7 +128,10 @@ class Connection:
         self.stats = ConnectionStats()
         self.created = now
         self._events: deque[Event] = events if events is not None else deque()
-        self._touch = touch or (lambda conn: None)
+        # The endpoint's set of connections to look at next (output, the
+        # deadline): `_touch` puts this one in it. A dict the endpoint keeps
+        # for good, so that marking is a native store, not a call.
+        self._dirty: dict[Connection, None] = dirty if dirty is not None else {}
 
         # --- send side: SND.*, what may leave now, the sent log (sender.py)
         # RFC 9293 3.4.1 asks for an unpredictable ISN; a seeded rng in tests.
@@ -310,7 +312,7 @@ class Connection:
         n = snd.write(data)
         if n:
             self._all_acked_reported = False
-            self._touch(self)
+            self._touch()
         if n < len(data):
             self._want_send_space = True
         return n
@@ -351,7 +353,7 @@ class Connection:
             self._transition("close")
         elif self.state == State.CLOSE_WAIT:
             self._transition("close")
-        self._touch(self)
+        self._touch()
 
     def close(self, now: float) -> None:
         """Graceful close of both directions (data still queued is delivered)."""
@@ -363,7 +365,7 @@ class Connection:
         if self._deadlines[DELACK] == NEVER or self.state not in SYNCHRONIZED:
             return False
         self.rcv.ack_now = True
-        self._touch(self)
+        self._touch()
         return True
 
     def abort(self, now: float) -> None:
@@ -423,7 +425,7 @@ class Connection:
         self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
 
     def _on_pacing(self, now: float) -> None:
-        self._touch(self)  # the pacer allows more: the output path runs next
+        self._touch()  # the pacer allows more: the output path runs next
 
     def _on_delack(self, now: float) -> None:
         self.rcv.ack_now = True
@@ -442,7 +444,7 @@ class Connection:
             self._on_syn_sent(seg, now)
         else:
             self._on_synchronized(seg, now)
-        self._touch(self)
+        self._touch()
 
     def on_data_run(self, seq32: int, ack32: int, wnd: int, tsval_first: int, tsval_last: int,
                     data: Payload, count: int, last_len: int, now: float) -> bool:
@@ -481,7 +483,7 @@ class Connection:
         snd.update_window(end - last_len, snd.snd_una, snd.snd_wnd)
         self.rcv.deliver(data, count)
         self.rcv.schedule_ack(now)
-        self._touch(self)
+        self._touch()
         return True
 
     def on_predicted(self, seq32: int, ack32: int, wnd: int, tsval: int, payload: Payload, now: float) -> bool:
@@ -533,7 +535,7 @@ class Connection:
         if n and self.state in CAN_RECEIVE:
             self.rcv.deliver(payload, 1)
             self.rcv.schedule_ack(now)
-        self._touch(self)
+        self._touch()
         return True
 
     def accept_syn(self, seg: Segment, now: float) -> None:
@@ -919,7 +921,7 @@ class Connection:
         if not snd.datagram_too_big(size):
             return False
         if probe is not None and probe[1] > snd.snd_una:
-            self._touch(self)  # its data is lost: the output path runs next
+            self._touch()  # its data is lost: the output path runs next
         return True
 
     def _maybe_window_update(self) -> None:
@@ -927,7 +929,7 @@ class Connection:
         if self.state not in CAN_RECEIVE or self.rcv.eof:
             return
         if self.rcv.window_update(self.mss, self.snd.now):
-            self._touch(self)
+            self._touch()
 
     def _send_syn(self, now: float) -> None:
         cfg = self.config
@@ -951,7 +953,7 @@ class Connection:
         snd.snd_nxt = max(snd.snd_nxt, snd.iss + 1)
         self._queued().append(seg)
         self._deadlines[RTX] = now + self.rtt.current_rto()
-        self._touch(self)
+        self._touch()
 
 
     def _take_syn_options(self, seg: Segment) -> None:
@@ -1034,7 +1036,7 @@ class Connection:
             snd.snd_nxt = data_end
         # One segment goes out at once even though pipe may exceed cwnd; a
         # FIN alone is resent by the normal output path.
-        self._touch(self)
+        self._touch()
         lost = self.loss.lost
         if lost._starts:
             start, end = lost.first()
@@ -1047,7 +1049,7 @@ class Connection:
             self._send_loss_probe(now)
         else:
             self._detect_losses(now)
-        self._touch(self)
+        self._touch()
 
     def _send_loss_probe(self, now: float) -> None:
         """TLP (RFC 8985 7.3): one new segment if the peer's window takes it,
@@ -1079,7 +1081,7 @@ class Connection:
         self.rtt.on_timeout()
         self._queued().append(self._control(self.snd.snd_una - 1, ACK))
         self._deadlines[PERSIST] = now + self.rtt.current_rto()
-        self._touch(self)
+        self._touch()
 
     def _arm_keepalive(self, now: float) -> None:
         if not self._keepalive or self.state not in _KEEPALIVE_STATES:
@@ -1106,7 +1108,7 @@ class Connection:
         self.stats.keepalive_probes += 1
         self._queued().append(self._control(self.snd.snd_nxt - 1, ACK))
         self._deadlines[KEEPALIVE] = now + cfg.keepalive_interval
-        self._touch(self)
+        self._touch()
 
     def _silence_note(self, now: float) -> str:
         """What a connection that gives up on its peer last knew of it, for
@@ -1135,6 +1137,11 @@ class Connection:
             self.rcv.ack_now = True
 
     # --------------------------------------------------------------- helpers
+    def _touch(self) -> None:
+        """Output or a deadline may have changed: the endpoint looks at this
+        connection on its next pass."""
+        self._dirty[self] = None
+
     def _peer_alive(self, now: float) -> None:
         """A segment from the peer: the idle and keep-alive clocks restart
         (RFC 1122 4.2.3.6)."""
@@ -1169,7 +1176,7 @@ class Connection:
         self._deadlines[:] = _UNARMED
         self.loss.rack.stop()
         self._events.append(ConnectionTerminated(self, error))
-        self._touch(self)
+        self._touch()
 
     def __repr__(self) -> str:
         return f"<Connection cid={self.local_cid:#x} {self.state} peer={self.remote_addr!r}>"
