@@ -59,7 +59,9 @@ MAX_ACK_HOLD: Final = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.
 
 # States as module constants for the per-segment paths: `State.X` goes
 # through EnumType.__getattr__'s lookup hook in Python 3.11 (about 0.1 us a
-# read, several per segment).
+# read, several per segment). The per-segment membership tests look for
+# ESTABLISHED by identity first (a pointer comparison, compiled; a set
+# lookup otherwise).
 _CLOSED: Final = State.CLOSED
 _LISTEN: Final = State.LISTEN
 _SYN_SENT: Final = State.SYN_SENT
@@ -307,7 +309,8 @@ class Connection:
         if self.error is not None:
             raise copy_error(self.error)
         snd = self.snd
-        if snd.fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
+        state = self.state
+        if snd.fin_queued or state is not _ESTABLISHED and state not in CAN_SEND and state not in _HANDSHAKING:
             raise BrokenPipeError("connection is closed for sending")
         n = snd.write(data)
         if n:
@@ -397,7 +400,9 @@ class Connection:
         d = self.loss.rack.deadline
         at[RACK] = NEVER if d is None else d
         # (last_received + an infinite _idle_timeout is NEVER)
-        at[IDLE] = self.last_received + self._idle_timeout if self.state in SYNCHRONIZED else NEVER
+        state = self.state
+        at[IDLE] = self.last_received + self._idle_timeout if state is _ESTABLISHED or state in SYNCHRONIZED \
+            else NEVER
         return at
 
     def handle_timer(self, now: float) -> None:
@@ -532,7 +537,7 @@ class Connection:
         snd.update_window(rcv_nxt, ack, wnd << snd.snd_wscale)
         self._ack_new_data(None, ack, 0, snd.pipe(), now)
         self._after_ack(now)
-        if n and self.state in CAN_RECEIVE:
+        if n and (self.state is _ESTABLISHED or self.state in CAN_RECEIVE):
             self.rcv.deliver(payload, 1)
             self.rcv.schedule_ack(now)
         self._touch()
@@ -875,7 +880,8 @@ class Connection:
         else:
             out = []
         state = self.state
-        if state in SYNCHRONIZED and state is not _TIME_WAIT:
+        synchronized = state is _ESTABLISHED or state in SYNCHRONIZED
+        if synchronized and state is not _TIME_WAIT:
             snd.output(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
         if self.rcv.ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
@@ -890,7 +896,7 @@ class Connection:
             self.rcv.ack_sent()
         if out:
             self.stats.segments_sent += len(out)
-        if state in SYNCHRONIZED:
+        if synchronized:
             self._arm_keepalive(now)
         return out
 
@@ -926,7 +932,8 @@ class Connection:
 
     def _maybe_window_update(self) -> None:
         """After the application reads, tell the sender if the window opened a lot."""
-        if self.state not in CAN_RECEIVE or self.rcv.eof:
+        state = self.state
+        if state is not _ESTABLISHED and state not in CAN_RECEIVE or self.rcv.eof:
             return
         if self.rcv.window_update(self.mss, self.snd.now):
             self._touch()
@@ -1084,7 +1091,8 @@ class Connection:
         self._touch()
 
     def _arm_keepalive(self, now: float) -> None:
-        if not self._keepalive or self.state not in _KEEPALIVE_STATES:
+        state = self.state
+        if not self._keepalive or state is not _ESTABLISHED and state not in _KEEPALIVE_STATES:
             self._deadlines[KEEPALIVE] = NEVER
             return
         if self.snd.snd_una < self.snd.snd_nxt or self._deadlines[RTX] != NEVER:

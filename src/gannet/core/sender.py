@@ -275,19 +275,30 @@ class Sender:
         log = self._sent_log
         if log:
             # The newest record the ACK covers times the path and gives the
-            # delivery-rate sample.
-            first = log[0][0]
-            newest = None
-            while log and log[0][1] <= ack:
-                newest = log.popleft()
+            # delivery-rate sample. (Each record is read from the log once:
+            # compiled, every read of a tuple from the deque unboxes it.)
+            rec = newest = log[0]
+            first = rec[0]
+            timed = False
+            while True:
+                if rec[1] <= ack:
+                    log.popleft()
+                    newest = rec
+                    timed = True
+                    if not log:
+                        break
+                    rec = log[0]
+                else:
+                    if rec[0] < ack:
+                        # Part of a run is acknowledged: all of it left at the
+                        # same time, so the acknowledged part times the path
+                        # as well as the rest will.
+                        newest = rec
+                        timed = True
+                    break
             if not log:
                 self._sent_log = None
-            elif log[0][0] < ack:
-                # Part of a run is acknowledged: all of it left at the same
-                # time, so the acknowledged part times the path as well as
-                # the rest will.
-                newest = log[0]
-            if newest is not None:
+            if timed:
                 # Time only ACKs that newly covered data sent once (Karn: no
                 # sample when any byte this ACK covers was ever resent) and
                 # not SACKed earlier: an ACK that jumps over old SACKed data
