@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import get_args, get_type_hints
+from typing import Final, get_args, get_type_hints
 
-MODE_BURST = 0
-MODE_STEP = 1
+MODE_BURST: Final = 0
+MODE_STEP: Final = 1  # (Final: the compiled core has it inline, not a lookup per read)
 MODES = {"burst": MODE_BURST, "step-by-step": MODE_STEP}
 TCP_CARRIERS = ("raw", "tun")
 # Congestion controllers by name: the built-in ones, and any registered

@@ -35,7 +35,7 @@ from gannet.wire.datagram import (
 )
 from gannet.wire.segment import ACK, FIN, PSH, SYN, Segment
 
-SKIP = {"config", "rng", "_events", "_touch", "__dict__", "conn", "_touch_cb"}
+SKIP = {"config", "rng", "_events", "_dirty", "__dict__", "conn"}
 
 
 def dump(obj, seen=None):

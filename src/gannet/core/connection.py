@@ -27,7 +27,6 @@ from typing import Final
 
 import random
 from collections import deque
-from collections.abc import Callable
 
 from ..config import MODE_STEP, MODES, Config
 from ..wire.datagram import DATA_OVERHEAD, MAX_DATA_OVERHEAD, MAX_WSCALE
@@ -60,14 +59,16 @@ MAX_ACK_HOLD: Final = 0.5  # longest a held handshake ACK waits (RFC 1122 4.2.3.
 
 # States as module constants for the per-segment paths: `State.X` goes
 # through EnumType.__getattr__'s lookup hook in Python 3.11 (about 0.1 us a
-# read, several per segment).
+# read, several per segment). The per-segment membership tests look for
+# ESTABLISHED by identity first (a pointer comparison, compiled; a set
+# lookup otherwise).
 _CLOSED: Final = State.CLOSED
 _LISTEN: Final = State.LISTEN
 _SYN_SENT: Final = State.SYN_SENT
 _ESTABLISHED: Final = State.ESTABLISHED
 _TIME_WAIT: Final = State.TIME_WAIT
 _HANDSHAKING: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
-_UNSCALED_WINDOW_STATES = (State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN)  # (a SYN's window)
+_UNSCALED_WINDOW_STATES: Final = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.LISTEN})  # (a SYN's window)
 _KEEPALIVE_STATES: Final = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_2})
 
 _WSCALE: Final[dict[int, int]] = {}  # window size -> the shift _choose_wscale picks
@@ -81,13 +82,14 @@ class Connection:
     # tests/core/test_connection_slots.py keeps this list complete.
     __slots__ = (
         "config", "rng", "remote_addr", "local_cid", "remote_cid", "passive", "state",
-        "error", "stats", "created", "_events", "_touch", "snd",
+        "error", "stats", "created", "_events", "_dirty", "snd",
         "_want_send_space", "_all_acked_reported", "loss", "_retries",
         "peer_mss", "mss", "cc", "rtt", "sack_ok", "ts_ok",
         "last_received", "_keepalive_probes",
         "_challenge_window", "_challenge_count", "_out", "_terminated",
         "rcv_wscale_ok", "_keepalive_sent",
         "hold_handshake_ack", "_ep_deadline", "_ep_key", "_deadlines", "rcv", "retry_token",
+        "_idle_timeout", "_autotune", "_keepalive", "_keepalive_idle", "_keepalive_interval",
         "__dict__",
     )
 
@@ -100,10 +102,19 @@ class Connection:
         remote_addr: object,
         local_cid: int,
         events: deque[Event] | None = None,
-        touch: Callable[[Connection], None] | None = None,
+        dirty: dict[Connection, None] | None = None,
         iss: int | None = None,
     ) -> None:
         self.config = config
+        # Settings read per segment or per timer query, as native attributes
+        # (the Config is a Python dataclass: a dictionary lookup per read
+        # from compiled code; it is frozen, so the copies hold). No idle
+        # timeout is an infinite one: its deadline is then NEVER.
+        self._idle_timeout = NEVER if config.idle_timeout is None else config.idle_timeout
+        self._autotune = config.autotune
+        self._keepalive = config.keepalive
+        self._keepalive_idle = config.keepalive_idle
+        self._keepalive_interval = config.keepalive_interval
         self.rng = rng
         self.remote_addr = remote_addr
         self.local_cid = local_cid
@@ -119,7 +130,10 @@ class Connection:
         self.stats = ConnectionStats()
         self.created = now
         self._events: deque[Event] = events if events is not None else deque()
-        self._touch = touch or (lambda conn: None)
+        # The endpoint's set of connections to look at next (output, the
+        # deadline): `_touch` puts this one in it. A dict the endpoint keeps
+        # for good, so that marking is a native store, not a call.
+        self._dirty: dict[Connection, None] = dirty if dirty is not None else {}
 
         # --- send side: SND.*, what may leave now, the sent log (sender.py)
         # RFC 9293 3.4.1 asks for an unpredictable ISN; a seeded rng in tests.
@@ -295,12 +309,13 @@ class Connection:
         if self.error is not None:
             raise copy_error(self.error)
         snd = self.snd
-        if snd.fin_queued or self.state not in CAN_SEND and self.state not in _HANDSHAKING:
+        state = self.state
+        if snd.fin_queued or state is not _ESTABLISHED and state not in CAN_SEND and state not in _HANDSHAKING:
             raise BrokenPipeError("connection is closed for sending")
         n = snd.write(data)
         if n:
             self._all_acked_reported = False
-            self._touch(self)
+            self._touch()
         if n < len(data):
             self._want_send_space = True
         return n
@@ -324,7 +339,7 @@ class Connection:
     def _after_read(self) -> None:
         """The application read: autotune the window, and tell the sender
         if it opened enough."""
-        if self.config.autotune:
+        if self._autotune:
             self.rcv.space_adjust(self.snd.now, self.rtt.srtt)
         self._maybe_window_update()
 
@@ -341,7 +356,7 @@ class Connection:
             self._transition("close")
         elif self.state == State.CLOSE_WAIT:
             self._transition("close")
-        self._touch(self)
+        self._touch()
 
     def close(self, now: float) -> None:
         """Graceful close of both directions (data still queued is delivered)."""
@@ -353,7 +368,7 @@ class Connection:
         if self._deadlines[DELACK] == NEVER or self.state not in SYNCHRONIZED:
             return False
         self.rcv.ack_now = True
-        self._touch(self)
+        self._touch()
         return True
 
     def abort(self, now: float) -> None:
@@ -365,7 +380,13 @@ class Connection:
     # --------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
         """The earliest armed deadline (None: no timer is armed)."""
-        best = min(self._sync_deadlines())
+        # (A loop rather than min(): compiled, it runs natively instead of
+        # calling Python's builtin over boxed floats; the endpoint asks
+        # after every change.)
+        best = NEVER
+        for at in self._sync_deadlines():
+            if at < best:
+                best = at
         return None if best == NEVER else best
 
     def deadline(self, name: str) -> float | None:
@@ -378,8 +399,10 @@ class Connection:
         at = self._deadlines
         d = self.loss.rack.deadline
         at[RACK] = NEVER if d is None else d
-        idle = self.config.idle_timeout
-        at[IDLE] = self.last_received + idle if idle is not None and self.state in SYNCHRONIZED else NEVER
+        # (last_received + an infinite _idle_timeout is NEVER)
+        state = self.state
+        at[IDLE] = self.last_received + self._idle_timeout if state is _ESTABLISHED or state in SYNCHRONIZED \
+            else NEVER
         return at
 
     def handle_timer(self, now: float) -> None:
@@ -407,7 +430,7 @@ class Connection:
         self._terminate(TimeoutError(f"no packets from the peer for {self.config.idle_timeout:g} s"))
 
     def _on_pacing(self, now: float) -> None:
-        self._touch(self)  # the pacer allows more: the output path runs next
+        self._touch()  # the pacer allows more: the output path runs next
 
     def _on_delack(self, now: float) -> None:
         self.rcv.ack_now = True
@@ -426,7 +449,7 @@ class Connection:
             self._on_syn_sent(seg, now)
         else:
             self._on_synchronized(seg, now)
-        self._touch(self)
+        self._touch()
 
     def on_data_run(self, seq32: int, ack32: int, wnd: int, tsval_first: int, tsval_last: int,
                     data: Payload, count: int, last_len: int, now: float) -> bool:
@@ -465,7 +488,7 @@ class Connection:
         snd.update_window(end - last_len, snd.snd_una, snd.snd_wnd)
         self.rcv.deliver(data, count)
         self.rcv.schedule_ack(now)
-        self._touch(self)
+        self._touch()
         return True
 
     def on_predicted(self, seq32: int, ack32: int, wnd: int, tsval: int, payload: Payload, now: float) -> bool:
@@ -514,10 +537,10 @@ class Connection:
         snd.update_window(rcv_nxt, ack, wnd << snd.snd_wscale)
         self._ack_new_data(None, ack, 0, snd.pipe(), now)
         self._after_ack(now)
-        if n and self.state in CAN_RECEIVE:
+        if n and (self.state is _ESTABLISHED or self.state in CAN_RECEIVE):
             self.rcv.deliver(payload, 1)
             self.rcv.schedule_ack(now)
-        self._touch(self)
+        self._touch()
         return True
 
     def accept_syn(self, seg: Segment, now: float) -> None:
@@ -857,7 +880,8 @@ class Connection:
         else:
             out = []
         state = self.state
-        if state in SYNCHRONIZED and state is not _TIME_WAIT:
+        synchronized = state is _ESTABLISHED or state in SYNCHRONIZED
+        if synchronized and state is not _TIME_WAIT:
             snd.output(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
         if self.rcv.ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
@@ -872,7 +896,7 @@ class Connection:
             self.rcv.ack_sent()
         if out:
             self.stats.segments_sent += len(out)
-        if state in SYNCHRONIZED:
+        if synchronized:
             self._arm_keepalive(now)
         return out
 
@@ -903,15 +927,16 @@ class Connection:
         if not snd.datagram_too_big(size):
             return False
         if probe is not None and probe[1] > snd.snd_una:
-            self._touch(self)  # its data is lost: the output path runs next
+            self._touch()  # its data is lost: the output path runs next
         return True
 
     def _maybe_window_update(self) -> None:
         """After the application reads, tell the sender if the window opened a lot."""
-        if self.state not in CAN_RECEIVE or self.rcv.eof:
+        state = self.state
+        if state is not _ESTABLISHED and state not in CAN_RECEIVE or self.rcv.eof:
             return
         if self.rcv.window_update(self.mss, self.snd.now):
-            self._touch(self)
+            self._touch()
 
     def _send_syn(self, now: float) -> None:
         cfg = self.config
@@ -935,7 +960,7 @@ class Connection:
         snd.snd_nxt = max(snd.snd_nxt, snd.iss + 1)
         self._queued().append(seg)
         self._deadlines[RTX] = now + self.rtt.current_rto()
-        self._touch(self)
+        self._touch()
 
 
     def _take_syn_options(self, seg: Segment) -> None:
@@ -1018,7 +1043,7 @@ class Connection:
             snd.snd_nxt = data_end
         # One segment goes out at once even though pipe may exceed cwnd; a
         # FIN alone is resent by the normal output path.
-        self._touch(self)
+        self._touch()
         lost = self.loss.lost
         if lost._starts:
             start, end = lost.first()
@@ -1031,7 +1056,7 @@ class Connection:
             self._send_loss_probe(now)
         else:
             self._detect_losses(now)
-        self._touch(self)
+        self._touch()
 
     def _send_loss_probe(self, now: float) -> None:
         """TLP (RFC 8985 7.3): one new segment if the peer's window takes it,
@@ -1063,20 +1088,20 @@ class Connection:
         self.rtt.on_timeout()
         self._queued().append(self._control(self.snd.snd_una - 1, ACK))
         self._deadlines[PERSIST] = now + self.rtt.current_rto()
-        self._touch(self)
+        self._touch()
 
     def _arm_keepalive(self, now: float) -> None:
-        cfg = self.config
-        if not cfg.keepalive or self.state not in _KEEPALIVE_STATES:
+        state = self.state
+        if not self._keepalive or state is not _ESTABLISHED and state not in _KEEPALIVE_STATES:
             self._deadlines[KEEPALIVE] = NEVER
             return
         if self.snd.snd_una < self.snd.snd_nxt or self._deadlines[RTX] != NEVER:
             self._deadlines[KEEPALIVE] = NEVER  # the retransmission timer watches the peer
             return
         if self._keepalive_probes:
-            self._deadlines[KEEPALIVE] = self._keepalive_sent + cfg.keepalive_interval
+            self._deadlines[KEEPALIVE] = self._keepalive_sent + self._keepalive_interval
         else:
-            self._deadlines[KEEPALIVE] = self.last_received + cfg.keepalive_idle
+            self._deadlines[KEEPALIVE] = self.last_received + self._keepalive_idle
 
 
     def _on_keepalive(self, now: float) -> None:
@@ -1091,7 +1116,7 @@ class Connection:
         self.stats.keepalive_probes += 1
         self._queued().append(self._control(self.snd.snd_nxt - 1, ACK))
         self._deadlines[KEEPALIVE] = now + cfg.keepalive_interval
-        self._touch(self)
+        self._touch()
 
     def _silence_note(self, now: float) -> str:
         """What a connection that gives up on its peer last knew of it, for
@@ -1120,6 +1145,11 @@ class Connection:
             self.rcv.ack_now = True
 
     # --------------------------------------------------------------- helpers
+    def _touch(self) -> None:
+        """Output or a deadline may have changed: the endpoint looks at this
+        connection on its next pass."""
+        self._dirty[self] = None
+
     def _peer_alive(self, now: float) -> None:
         """A segment from the peer: the idle and keep-alive clocks restart
         (RFC 1122 4.2.3.6)."""
@@ -1154,7 +1184,7 @@ class Connection:
         self._deadlines[:] = _UNARMED
         self.loss.rack.stop()
         self._events.append(ConnectionTerminated(self, error))
-        self._touch(self)
+        self._touch()
 
     def __repr__(self) -> str:
         return f"<Connection cid={self.local_cid:#x} {self.state} peer={self.remote_addr!r}>"

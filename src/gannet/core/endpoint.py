@@ -174,7 +174,6 @@ class Endpoint:
         # has an endpoint per connection.
         self._tick = 0  # heap entries' tie-breaker
         self._out: list[tuple[bytes, object]] | tuple = ()  # queued resets (a list when any)
-        self._touch_cb = self._touch  # one bound method shared by every connection
         # Listener defences (see the module docstring). Half-open passive
         # connections, their counts per (host, proven), how many are unproven.
         self._half_open: dict[Connection, _HalfOpen] = {}
@@ -306,7 +305,13 @@ class Endpoint:
             # The common short-form ACK or data segment: its header is read
             # and checked; header prediction may take it without a Segment.
             dst, flags, seq, ack, wnd, tsval = head
-            payload = bytes(data[SHORT_SIZE:-TRAILER_SIZE])  # the core keeps it: a copy
+            # The core keeps the payload: a copy (slicing bytes makes one;
+            # compiled, this is a native slice rather than a call to bytes()).
+            payload: bytes
+            if type(data) is bytes:
+                payload = data[SHORT_SIZE:-TRAILER_SIZE]
+            else:
+                payload = bytes(data[SHORT_SIZE:-TRAILER_SIZE])
             conn = self._conns.get(dst)
             if (
                 conn is not None
@@ -642,10 +647,11 @@ class Endpoint:
             out = []
         sent = len(out)
         half = self._half_open
-        while self._dirty:
-            dirty = self._dirty
-            self._dirty = {}
-            for conn in dirty:
+        dirty = self._dirty  # (the connections' own: kept, emptied per pass)
+        while dirty:
+            conns = list(dirty)
+            dirty.clear()
+            for conn in conns:
                 segs = conn.segments_to_send(now, True)
                 if half and segs and conn in half:
                     sent += self._send_half_open(conn, half[conn], segs, out)
@@ -756,7 +762,7 @@ class Endpoint:
         cid = self._allocate_cid()
         conn = Connection(
             config or self.config, self.rng, now, remote_addr=addr, local_cid=cid,
-            events=self._events, touch=self._touch_cb,
+            events=self._events, dirty=self._dirty,
             iss=self.isn_source() if self.isn_source else None,
         )
         self._conns[cid] = conn
@@ -767,9 +773,6 @@ class Endpoint:
             cid = self.rng.getrandbits(32)
             if cid and cid not in self._conns:
                 return cid
-
-    def _touch(self, conn: Connection) -> None:
-        self._dirty[conn] = None
 
     def _refresh_deadline(self, conn: Connection) -> None:
         deadline = conn._ep_deadline = conn.get_timer()

@@ -44,7 +44,8 @@ class Receiver:
         "irs", "rcv_nxt", "rcv_wscale", "rcv_adv", "rcv_adv_at", "eof", "fin_rcv", "ooo", "ooo_ranges",
         "ack_now", "unacked_segs", "dupacks_owed", "ts_recent", "buf_len", "sack_ok",
         "_buf", "_last_ooo", "_space", "_copied", "_space_copied", "_space_time",
-        "_config", "_stats", "_events", "_source", "_deadlines",
+        "_config", "_stats", "_events", "_source", "_deadlines", "_data_event",
+        "_ack_every", "_delayed_ack", "_ack_delay",
     )
 
     def __init__(self, config: Config, stats: ConnectionStats, events: deque[Event], source: Connection,
@@ -54,6 +55,17 @@ class Receiver:
         self._events = events
         self._source = source  # the connection, as events name it
         self._deadlines = deadlines  # the connection's timer table (timers.py)
+        # The DataReceived this receiver queues, made at its first delivery
+        # and queued again after that: an event names its connection and
+        # carries nothing else, and making one ran Python (a frozen
+        # dataclass's __init__) twice per round trip of the compiled core.
+        self._data_event: DataReceived | None = None
+        # The delayed-ACK rule's settings, read per segment: the Config is
+        # a Python dataclass (a dictionary lookup per read from compiled
+        # code), these are native attributes. Config is frozen: copies hold.
+        self._ack_every = config.ack_every
+        self._delayed_ack = config.delayed_ack
+        self._ack_delay = config.ack_delay
         self.irs = 0
         self.rcv_nxt = 0
         self.rcv_wscale = rcv_wscale  # our shift (applied to the windows we send)
@@ -183,11 +195,10 @@ class Receiver:
         once for every `ack_every` segments received in order (or for each
         without delayed ACKs), otherwise within `ack_delay`."""
         unacked = self.unacked_segs
-        cfg = self._config
-        if unacked >= cfg.ack_every or not cfg.delayed_ack:
+        if unacked >= self._ack_every or not self._delayed_ack:
             self.ack_now = True
         elif unacked and self._deadlines[DELACK] == NEVER:
-            self._deadlines[DELACK] = now + cfg.ack_delay
+            self._deadlines[DELACK] = now + self._ack_delay
 
     def deliver(self, payload: Payload, segments: int) -> None:
         """In-order bytes at RCV.NXT into the receive buffer; `segments`: how
@@ -206,7 +217,10 @@ class Receiver:
         self._stats.bytes_received += n
         self.unacked_segs += segments
         if was_empty:
-            self._events.append(DataReceived(self._source))
+            event = self._data_event
+            if event is None:
+                event = self._data_event = DataReceived(self._source)
+            self._events.append(event)
 
     def _ooo_hold(self, start: int, payload: bytes) -> int:
         """Keep the bytes of an out-of-order segment that are not held yet;
@@ -286,7 +300,7 @@ class Receiver:
                     need = 0
             out = b"".join(parts)
         self._taken(len(out))
-        return bytes(out)
+        return out  # (bytes already: the buffer holds bytes, see deliver)
 
     def read_chunk(self) -> bytes:
         """The oldest received piece of the stream, as it arrived (b"" if
@@ -376,7 +390,7 @@ class Receiver:
             # once, it cost every request-response connection a datagram
             # (the first read after the handshake always opens the window
             # from the SYN's 64 KB to the autotuned size).
-            self._deadlines[DELACK] = now + self._config.ack_delay
+            self._deadlines[DELACK] = now + self._ack_delay
         return True
 
     # ------------------------------------------------------------ sending

@@ -307,7 +307,9 @@ class RackTlp:
                 # Nothing resent: the newest covered segment is the last one
                 # ending at or below una, found by bisection (a bulk ACK can
                 # cover a hundred segments; walking them cost a microsecond each).
-                j = bisect_right(starts, una - 1, head) - 1
+                # (The common ACK covers every original: then without the
+                # call, which compiled code makes through Python.)
+                j = len(starts) - 1 if starts and starts[-1] < una else bisect_right(starts, una - 1, head) - 1
                 if j >= head:
                     s, e, t, serial0, mss = recs[j]
                     if e <= una:

@@ -100,6 +100,7 @@ class Sender:
         "_sent_log", "_delivered_time", "_first_sent_time", "_app_limited_until",
         "_pacing_tokens", "_pacing_time", "_pacing_due", "_pmtu_failures", "_tsval_at", "_tsval", "_ts_offset",
         "_config", "_stats", "_rtt", "_cc", "_loss", "_rcv", "_deadlines",
+        "_sndbuf_least", "_sndbuf_most", "_nodelay",
     )
 
     def __init__(self, config: Config, stats: ConnectionStats, rtt: RttEstimator, cc: CongestionControl,
@@ -112,6 +113,14 @@ class Sender:
         self._loss = loss  # told of every transmission and resend (RACK, the scoreboard)
         self._rcv = rcv  # RCV.NXT, the window, TS.Recent and SACK blocks every segment carries
         self._deadlines = deadlines  # the connection's timer table (timers.py)
+        # Settings read per segment, as native attributes (the Config is a
+        # Python dataclass: a dictionary lookup per read from compiled
+        # code; it is frozen, so the copies hold). The send buffer's bounds
+        # (send_buffer_limit): without autotuning both are send_buffer_size.
+        self._sndbuf_least = config.send_buffer_size
+        self._sndbuf_most = max(config.window_size, config.send_buffer_size) if config.autotune \
+            else config.send_buffer_size
+        self._nodelay = config.nodelay
         self.iss = iss
         self.snd_una = iss
         self.snd_nxt = iss  # next sequence position to send new data/SYN/FIN at
@@ -174,14 +183,13 @@ class Sender:
     def send_buffer_limit(self) -> int:
         """Bytes accepted ahead of acknowledgment: with autotuning, twice what
         the congestion and peer's windows let fly (Linux sizes its send
-        buffer the same way), at least send_buffer_size."""
-        cfg = self._config
-        if not cfg.autotune:
-            return cfg.send_buffer_size
+        buffer the same way), at least send_buffer_size (and without
+        autotuning, exactly that: then _sndbuf_most is send_buffer_size too)."""
+        least = self._sndbuf_least
         want = 2 * min(self._cc.cwnd, max(self.max_snd_wnd, self.snd_wnd))
-        if want <= cfg.send_buffer_size:
-            return cfg.send_buffer_size
-        return min(want, max(cfg.window_size, cfg.send_buffer_size))
+        if want <= least:
+            return least
+        return min(want, self._sndbuf_most)
 
     def data_end(self) -> int:
         """Position just past the last byte the application has written."""
@@ -267,19 +275,30 @@ class Sender:
         log = self._sent_log
         if log:
             # The newest record the ACK covers times the path and gives the
-            # delivery-rate sample.
-            first = log[0][0]
-            newest = None
-            while log and log[0][1] <= ack:
-                newest = log.popleft()
+            # delivery-rate sample. (Each record is read from the log once:
+            # compiled, every read of a tuple from the deque unboxes it.)
+            rec = newest = log[0]
+            first = rec[0]
+            timed = False
+            while True:
+                if rec[1] <= ack:
+                    log.popleft()
+                    newest = rec
+                    timed = True
+                    if not log:
+                        break
+                    rec = log[0]
+                else:
+                    if rec[0] < ack:
+                        # Part of a run is acknowledged: all of it left at the
+                        # same time, so the acknowledged part times the path
+                        # as well as the rest will.
+                        newest = rec
+                        timed = True
+                    break
             if not log:
                 self._sent_log = None
-            elif log[0][0] < ack:
-                # Part of a run is acknowledged: all of it left at the same
-                # time, so the acknowledged part times the path as well as
-                # the rest will.
-                newest = log[0]
-            if newest is not None:
+            if timed:
                 # Time only ACKs that newly covered data sent once (Karn: no
                 # sample when any byte this ACK covers was ever resent) and
                 # not SACKed earlier: an ACK that jumps over old SACKed data
@@ -428,7 +447,7 @@ class Sender:
     def nagle_holds(self, nxt: int) -> bool:
         """Nagle (RFC 9293 3.7.4, RFC 896): a segment smaller than the MSS
         waits while earlier data is unacknowledged, unless `nodelay`."""
-        return not self._config.nodelay and self.snd_una < nxt
+        return not self._nodelay and self.snd_una < nxt
 
     def sws_holds(self, n: int, pipe: int, cwnd: int) -> bool:
         """Sender SWS avoidance (RFC 9293 3.8.6.2.1): a window-limited
@@ -522,7 +541,7 @@ class Sender:
                         self._pace_wait(now, quantum - budget)
                         break
                     room = int(budget)
-                if room >= avail and self._config.nodelay and not self.fin_queued:
+                if room >= avail and self._nodelay and not self.fin_queued:
                     length = avail  # all the rest, the last segment short
                 else:
                     length = room // mss * mss
@@ -648,9 +667,18 @@ class Sender:
         # A burst of a couple of milliseconds: each output call costs real CPU
         # in Python, so pacing finer than that would only burn it. At least a
         # PMTU probe, which must leave in one piece (none once the search is
-        # over, or with PMTUD off: then without the call).
-        return max(10 * self.mss, (self._cc.pacing_rate or 0.0) * 0.002,
-                   self.pmtu_probe_payload() if self.pmtu_ladder else 0)
+        # over, or with PMTUD off: then without the call). (Comparisons
+        # rather than max() of three: that is a call through Python's
+        # builtins from compiled code, per output pass.)
+        burst = float(10 * self.mss)
+        by_rate = (self._cc.pacing_rate or 0.0) * 0.002
+        if by_rate > burst:
+            burst = by_rate
+        if self.pmtu_ladder:
+            probe = self.pmtu_probe_payload()
+            if probe > burst:
+                burst = float(probe)
+        return burst
 
     def _pace_wait(self, now: float, missing: float) -> None:
         rate = self._cc.pacing_rate or 1.0

@@ -99,6 +99,12 @@ _SHORT_MIN: Final = SHORT_SIZE + TRAILER_SIZE
 _ACK_PSH: Final = ACK | PSH
 _SHORT_MASK: Final = 0xFF & ~(PSH | FIN)  # flags & _SHORT_MASK == ACK: the short form can carry them
 _SMALL: Final = 512  # payloads up to this size are encoded by concatenation (encode_short)
+# The per-datagram calls, bound once: compiled, a Final is a C static, where
+# a name imported from an uncompiled module is a dictionary lookup per use
+# and a method call looks the method up by name each time.
+_crc32c: Final = crc32c
+_pack_short: Final = SHORT.pack
+_unpack_short: Final = SHORT.unpack_from
 
 
 class WireError(ValueError):
@@ -144,8 +150,8 @@ def encode_short(dst_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: 
     if len(payload) <= _SMALL:
         # Small: two short concatenations cost less than filling a bytearray
         # through slice assignments and copying it out.
-        body = SHORT.pack(SHORT_FORM, flags, wnd, dst_cid, seq, ack, tsval) + payload
-        return body + crc32c(body).to_bytes(4, "little")
+        body = _pack_short(SHORT_FORM, flags, wnd, dst_cid, seq, ack, tsval) + payload
+        return body + _crc32c(body).to_bytes(4, "little")
     end = SHORT_SIZE + len(payload)
     buf = bytearray(end + TRAILER_SIZE)
     SHORT.pack_into(buf, 0, SHORT_FORM, flags, wnd, dst_cid, seq, ack, tsval)
@@ -165,8 +171,8 @@ def peek_short(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int
     """
     if len(data) < _SHORT_MIN:
         return None
-    form, flags, wnd, dst, seq, ack, tsval = SHORT.unpack_from(data)
-    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst or crc32c(data) != CRC_RESIDUE:
+    form, flags, wnd, dst, seq, ack, tsval = _unpack_short(data)
+    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst or _crc32c(data) != CRC_RESIDUE:
         return None
     return dst, flags, seq, ack, wnd, tsval
 

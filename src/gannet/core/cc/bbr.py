@@ -37,7 +37,12 @@ from . import register
 from .base import CongestionControl
 from .hystart import RoundCounter
 
-STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+# (Final, one a line: the compiled core has them inline instead of a
+# dictionary lookup per read, several per ACK.)
+STARTUP: Final = "startup"
+DRAIN: Final = "drain"
+PROBE_BW: Final = "probe_bw"
+PROBE_RTT: Final = "probe_rtt"
 
 HIGH_GAIN: Final = 2.89  # 2/ln(2): doubles the delivery rate each round
 STARTUP_CWND_GAIN: Final = 2.0
@@ -182,7 +187,13 @@ class Bbr(CongestionControl):
             while samples[i][0] <= oldest:
                 i += 1
             samples = self._bw_samples = samples[i:]
-            self.btl_bw = max(r for _, r in samples)
+            # (A loop rather than max() over a generator: compiled, that is
+            # a generator object and a call through Python's builtins.)
+            best = samples[0][1]
+            for _, r in samples:
+                if r > best:
+                    best = r
+            self.btl_bw = best
         elif rate > self.btl_bw:
             # Nothing aged out and samples only grow: the max is the old one or this.
             self.btl_bw = rate
