@@ -58,7 +58,6 @@ from ..wire.protected import (
     ALERT_MALFORMED,
     ALERT_MODE_MISMATCH,
     ALERT_PEER_INSECURE,
-    HEADER,
     HEADER_SIZE,
     OPT_KEY_EXCHANGE,
     OVERHEAD,
@@ -66,7 +65,7 @@ from ..wire.protected import (
     decode_alert,
     encode_alert,
     parse_header,
-    seal_header,
+    restore_inner,
 )
 from ..wire.segment import ACK, RST, SYN
 from .handshake import (
@@ -333,9 +332,7 @@ class SecureEndpoint(Endpoint):
             if opened_len is None:
                 self.stats.datagrams_received += 1
                 continue
-            end = pos + opened_len
-            out[end : end + TRAILER_SIZE] = crc32c(out[pos:end]).to_bytes(4, "little")
-            pos = end + TRAILER_SIZE
+            pos += opened_len
         if pos:
             self._deliver_batch(out[:pos], inner_seg, addr, now)
 
@@ -384,21 +381,17 @@ class SecureEndpoint(Endpoint):
                 if stop == STOP_TAG:
                     self.security_stats.unauthenticated_dropped += 1
                     return None
-        inner = self._open(data)
-        if inner is None:
-            return None
-        inner += crc32c(inner).to_bytes(4, "little")
-        return inner
+        return self._open(data)
 
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
-        """The inner datagram (without CRC) of a sealed datagram - or, with
-        `out`, its length, written there - or None (counted) when it does
-        not open."""
+        """The inner datagram of a sealed datagram with its CRC trailer (for
+        the plain endpoint's decoders) - or, with `out`, its length, written
+        there - or None (counted) when it does not open."""
         head = parse_header(data)
         if head is None:
             self.stats.malformed_dropped += 1
             return None
-        phase, dst, pn = head
+        phase, dst, truncated = head
         session = self._sessions.get(dst)
         if session is None or not session.keys:
             self.security_stats.unknown_sealed += 1
@@ -409,18 +402,23 @@ class SecureEndpoint(Endpoint):
             candidates = (session.chosen,)
         else:  # a simultaneous open not yet decided: what opens decides
             candidates = tuple(session.keys.values())
+        buf = memoryview(bytearray(len(data) - OVERHEAD) if out is None else out)
         error = None
         for pair in candidates:
+            opener = pair[1]
             try:
-                inner = pair[1].open(header, pn, phase, body, out)
+                length = opener.open(header, opener.packet_number(truncated), phase, body, buf[HEADER_SIZE:])
             except ProtectionError as exc:
                 error = exc
                 continue
+            assert isinstance(length, int)
+            inner = restore_inner(buf, 0, length, dst)
+            buf[inner : inner + TRAILER_SIZE] = crc32c(buf[:inner]).to_bytes(4, "little")
             if session.chosen is None:
                 session.chosen = pair
             session.confirmed = True
             self.security_stats.opened += 1
-            return inner
+            return inner + TRAILER_SIZE if out is not None else buf.obj
         if str(error) in ("replayed", "too old"):
             self.security_stats.replay_dropped += 1
         else:
