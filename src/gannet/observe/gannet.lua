@@ -36,6 +36,7 @@ local PROTECTED = 0x40 + VERSION
 local ALERT = 0x50 + VERSION
 local PROTECTED_HEADER_SIZE = 8
 local PROTECTED_TAIL = 3  -- the inner flags and bytes 2-3, at the end of the ciphertext
+local RESET_SIZE = 38  -- a stateless reset: one byte less than the smallest sealed datagram
 local TAG_SIZE = 16
 local KEY_PHASE = 0x80  -- of the byte after the form
 local PN_MASK = 0x7FFFFF  -- of the 24 bits after the form
@@ -285,6 +286,10 @@ local function dissect_protected(tvb, pinfo, root)
     if stream ~= nil then tree:add(f.stream, stream):set_generated() end
     pinfo.cols.info = string.format("%08x [Encrypted] PN=%d KP=%d Len=%d", dst, pn,
         band(tvb(1, 1):uint(), KEY_PHASE) == 0 and 0 or 1, elen)
+    if n <= RESET_SIZE then
+        -- (only the receiver's token tells a real reset from a forged one)
+        pinfo.cols.info = string.format("%08x [Stateless reset?] Len=%d", dst, n)
+    end
     return n
 end
 

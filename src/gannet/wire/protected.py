@@ -35,6 +35,15 @@ The destination ID stays at bytes 4-8, where both plaintext forms have it,
 so routing and the local too-big report read it the same way. Compared
 with the plaintext datagram a sealed one is OVERHEAD (15) bytes longer.
 
+A stateless reset (RFC 9000 section 10.3 is the model) looks like a short
+sealed datagram: PROTECTED, three bytes of random, the destination ID of
+the connection it ends (the ID the side that lost it had), random bytes,
+and in its last RESET_TOKEN_SIZE bytes the token that side gave its peer,
+encrypted, in the handshake. It is RESET_SIZE bytes, one less than the
+smallest real sealed datagram (a bare ACK), so a receiver tells it by its
+size, and no reset is ever sent in answer to one (no two sides that both
+lost their state can keep each other busy).
+
 ALERT is the one unauthenticated message besides the handshake: an
 8-byte datagram that tells a peer still in its handshake why it was
 refused (an insecure peer, a wrong code), so that it fails at once with
@@ -68,6 +77,12 @@ TAIL = 3  # the inner flags byte and bytes 2-3, moved to the end of the plaintex
 SHORT_BIT = 0x80  # in the sealed flags byte: the inner datagram is the short form
 MIN_SIZE = HEADER_SIZE + TAIL + TAG_SIZE  # the shortest datagram parse_header takes
 OVERHEAD = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED  # 15: what sealing adds to a datagram
+# The smallest sealed datagram a connection sends: a bare ACK in the short
+# form (20 bytes of header), sealed.
+MIN_SEALED = HEADER_SIZE + 20 - ELIDED + TAG_SIZE  # 39
+RESET_TOKEN_SIZE = 16
+RESET_SIZE = MIN_SEALED - 1  # 38: a stateless reset; never answered with one
+RESET_FILLER = RESET_SIZE - 1 - 4 - RESET_TOKEN_SIZE  # 17
 OPT_KEY_EXCHANGE = 64
 # The longest option value: one length byte (docs/protocol.md, Options).
 MAX_KEY_EXCHANGE = 255
@@ -144,6 +159,16 @@ def restore_inner(buf: bytearray | memoryview, pos: int, length: int, dst_cid: i
     buf[pos + 3] = b3
     buf[pos + 4 : pos + 8] = dst_cid.to_bytes(4, "big")
     return end - pos
+
+
+def encode_reset(dst_cid: int, token: bytes, filler: bytes) -> bytes:
+    """A stateless reset for connection `dst_cid` (the sender's own, which
+    the peer addresses): `filler` (RESET_FILLER random bytes: 3 where a
+    header has its packet number, the rest after the ID) makes it look like
+    any short sealed datagram."""
+    if len(token) != RESET_TOKEN_SIZE or len(filler) != RESET_FILLER:
+        raise ValueError(f"a reset token is {RESET_TOKEN_SIZE} bytes, its filler {RESET_FILLER}")
+    return bytes((PROTECTED,)) + filler[:3] + dst_cid.to_bytes(4, "big") + filler[3:] + token
 
 
 def encode_alert(dst_cid: int, code: int, detail: int = 0) -> bytes:
