@@ -7,10 +7,11 @@ for every datagram sent, retransmissions included. Its low 23 bits travel
 in the header; the receiver reconstructs the rest from the largest it has
 opened (gannet.wire.protected.decode_packet_number, RFC 9000 Appendix A).
 The AEAD nonce is the per-direction IV XOR the full packet number (as TLS
-1.3 and QUIC form it), so a nonce never repeats under one key. Gannet's sequence numbers cannot serve:
-a retransmission reuses its sequence number with possibly different bytes
-(a larger ACK, a new window), and the same nonce twice under AES-GCM or
-ChaCha20-Poly1305 gives the keystream and the authentication key away.
+1.3 and QUIC form it), so a nonce never repeats under one key. Gannet's
+sequence numbers cannot serve: a retransmission reuses its sequence number
+with possibly different bytes (a larger ACK, a new window), and the same
+nonce twice under AES-GCM or ChaCha20-Poly1305 gives the keystream and the
+authentication key away.
 
 Key update (QUIC's key phase, RFC 9001 section 6, made per direction): the
 sender moves to the next generation of its secret every `update_interval`
@@ -51,6 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .._build import extension
 from ..wire.protected import (
+    ELIDED,
     HEADER_SIZE,
     KEY_PHASE,
     PN_MASK,
@@ -94,7 +96,7 @@ _PN_HIGH: Final = 1 << 62  # packet numbers stop well before the nonce space doe
 _PN = struct.Struct("!Q")
 _CRC = struct.Struct("<I")  # an opened row's trailer (the plaintext form's)
 TRAILER_SIZE: Final = 4
-OVERHEAD: Final = 15  # gannet.wire.protected.OVERHEAD (a literal: mypyc keeps a Final int inline)
+OVERHEAD: Final = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED  # gannet.wire.protected.OVERHEAD
 
 # Why `open_rows` stopped before the last row (the values _rows.c returns).
 STOP_END: Final = 0  # every row opened
