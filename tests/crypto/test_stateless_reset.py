@@ -134,6 +134,8 @@ def test_two_sides_that_both_lost_their_state_do_not_reset_each_other_in_a_loop(
     rng = random.Random(6)
     a = SecureEndpoint(CONFIG, random.Random(1), security=Security(static=X25519PrivateKey.generate()))
     b = SecureEndpoint(CONFIG, random.Random(2), security=Security(static=X25519PrivateKey.generate()))
+    a.listen()  # (two servers that restarted)
+    b.listen()
     a.receive_datagram(_junk(0x1234, 80, rng), "b", 0.0)
     exchanged = []
     now = 0.0
@@ -156,6 +158,7 @@ def test_resets_are_paced_and_never_answer_a_datagram_of_reset_size():
     rng = random.Random(7)
     config = Config(pmtud=False, reset_rate=10, reset_burst=5)
     ep = SecureEndpoint(config, random.Random(1), security=Security(psk=bytes(32)))
+    ep.listen()
     for i in range(40):  # a flood of sealed datagrams for unknown connections, at one instant
         ep.receive_datagram(_junk(1000 + i, 60, rng), "x", 1.0)
     for n in (RESET_SIZE, RESET_SIZE - 5):
@@ -184,3 +187,27 @@ def test_a_reset_in_time_wait_ends_nothing_in_error():
     pair.client.receive_datagram(encode_reset(conn.remote_cid, token, bytes(17)), "s", pair.now)
     assert pair.client.security_stats.resets_received == 1
     assert conn.error is None and conn.state.name == "TIME_WAIT"
+
+
+def test_a_reflected_datagram_draws_no_reset_that_would_end_our_own_connection():
+    """One user's client and server share an identity, so they make the same
+    tokens. An attacker reflects a datagram meant for the server back to
+    the client: were the client to answer with a reset (for the server's
+    ID, under the shared key), the attacker could hand it back to the client
+    as the server's. It answers nothing, listening or not."""
+    key = X25519PrivateKey.generate()
+    for listening in (False, True):
+        pair = Pair(Security(static=key), Security(static=key), config=CONFIG)
+        if listening:
+            pair.client.listen()
+        conn, _ = _established(pair)
+        conn.send(b"x" * 100)
+        to_server = [d for d, _ in pair.client.datagrams_to_send(pair.now)]
+        assert to_server and parse_header(to_server[0])[1] == conn.remote_cid
+        pair.client.receive_datagram(to_server[0], "s", pair.now)  # reflected
+        answered = [bytes(d) for d, _ in pair.client.datagrams_to_send(pair.now)]
+        for d in answered:  # and whatever it said, reflected too
+            pair.client.receive_datagram(d, "s", pair.now)
+        assert pair.client.security_stats.resets_sent == 0, listening
+        assert all(len(d) > RESET_SIZE for d in answered)
+        assert conn.error is None and conn.state.name == "ESTABLISHED"

@@ -424,10 +424,20 @@ class SecureEndpoint(Endpoint):
         this side does not know with a stateless reset: this side may have
         restarted and lost it, and its peer can check the token."""
         dst = int.from_bytes(data[4:8], "big")
-        if not dst or dst in self._sessions or dst in self._conns or dst in self._closing:
+        # Only a listener gave tokens (in its SYN-ACKs), so only a listener
+        # that lost its state has a reset to send.
+        if not self._listening or not dst or dst in self._sessions or dst in self._conns \
+                or dst in self._closing:
             return
         if not self._may_answer(now):  # the bucket that paces RSTs and alerts
             self.security_stats.resets_rate_limited += 1
+            return
+        # Never for an ID one of our connections has as its peer's: a peer
+        # with the same identity (one user's client and server) makes the
+        # same tokens, and an attacker who reflected that peer's datagram
+        # back to us would get from us the reset that ends our connection.
+        # (A scan, but at most `reset_rate` a second.)
+        if any(conn.remote_cid == dst for conn in self._conns.values()):
             return
         assert self._reset_key is not None
         filler = self.rng.getrandbits(8 * RESET_FILLER).to_bytes(RESET_FILLER, "big")
