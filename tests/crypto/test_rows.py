@@ -29,7 +29,9 @@ from gannet.crypto.protection import (
     _open_rows,
     _seal_rows,
 )
-from gannet.wire.protected import HEADER_SIZE, KEY_PHASE, PROTECTED, parse_header, seal_header
+from gannet.wire.datagram import SHORT_FORM, VERSION
+from gannet.wire.protected import (HEADER_SIZE, PROTECTED, parse_header, restore_inner, seal_header,
+    sealed_plaintext)
 from programs import under_ci
 
 AEADS = [AES_128_GCM, CHACHA20_POLY1305]
@@ -48,11 +50,12 @@ def _native():
 
 def _train(rng: random.Random, size: int, rows: int, tail: int) -> bytearray:
     """Plaintext rows of `size` bytes (the last `tail` long if tail), each
-    ending in a CRC trailer as encode_run writes it."""
+    a datagram of either form (its first byte, flags of TCP's bits) ending
+    in a CRC trailer as encode_run writes it."""
     out = bytearray()
     for i in range(rows):
         n = tail if tail and i == rows - 1 else size
-        body = rng.randbytes(n - 4)
+        body = bytes((rng.choice([SHORT_FORM, VERSION]), rng.randrange(0x40))) + rng.randbytes(n - 6)
         out += body + crc32c(body).to_bytes(4, "little")
     return out
 
@@ -74,7 +77,7 @@ def test_seal_rows_c_and_python_give_the_same_bytes(aead):
         cipher, iv, keys = _pair(aead, rng.randbytes(32))
         size = rng.choice([40, 100, 1444, 1500, 2048])
         rows = rng.randint(1, 12)
-        tail = rng.choice([0, 0, rng.randint(5, size)])
+        tail = rng.choice([0, 0, rng.randint(12, size)])
         src = memoryview(_train(rng, size, rows, tail))
         flags, dst, pn = rng.randint(0, 1), rng.getrandbits(32), rng.getrandbits(40)
         length = len(src) + OVERHEAD * rows
@@ -86,9 +89,11 @@ def test_seal_rows_c_and_python_give_the_same_bytes(aead):
         # and each row is the envelope of docs/security.md: its header, then
         # what cryptography's AEAD makes of the row without its CRC
         row0 = bytes(c_out[: min(size, len(src)) + OVERHEAD])
-        assert parse_header(row0) == (flags, dst, pn)
-        body = bytes(src[: min(size, len(src)) - 4])
-        nonce = (iv ^ pn).to_bytes(12, "big")
+        assert parse_header(row0) == (flags, dst, pn & (1 << 23) - 1)
+        plain = bytes(src[: min(size, len(src))])
+        body = plain[8:-4] + bytes((plain[1] | (0x80 if plain[0] == SHORT_FORM else 0), plain[2], plain[3]))
+        assert sealed_plaintext(plain) == body
+        nonce = (iv ^ pn).to_bytes(12, "big")  # the full number
         assert row0[HEADER_SIZE:] == cipher.encrypt(nonce, body, row0[:HEADER_SIZE])
 
 
@@ -106,21 +111,25 @@ def _mutate(rng: random.Random, batch: bytearray, seg: int, rows: int) -> None:
     i = rng.randrange(rows)
     off = i * seg
     end = min(off + seg, len(batch))
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
     if kind == 0:  # flip a bit anywhere (header, ciphertext or tag)
         batch[rng.randrange(off, end)] ^= 1 << rng.randrange(8)
     elif kind == 1:  # the other key phase
-        batch[off + 1] ^= KEY_PHASE
+        batch[off + 1] ^= 0x80
     elif kind == 2:  # another connection
         batch[off + 4] ^= 0x10
     elif kind == 3 and i:  # a replay of the row before
         batch[off:end] = batch[off - seg : off - seg + (end - off)]
     elif kind == 4:  # a packet number out of line
-        batch[off + 15] ^= 0x05
+        batch[off + 3] ^= 0x05
     elif kind == 5:  # not sealed at all (a plaintext short form)
         batch[off] = 0x83
-    else:  # a reserved bit set
-        batch[off + 2] = 1
+    elif kind == 6:  # a packet number from far away (its top truncated bits)
+        batch[off + 1] ^= 0x40
+    elif i == rows - 1:  # the last row cut short
+        del batch[max(off + 1, end - rng.randrange(1, 30)) : end]
+    else:  # the tag's last byte
+        batch[end - 1] ^= 0x40
 
 
 @pytest.mark.parametrize("aead", AEADS)
@@ -132,7 +141,7 @@ def test_open_rows_c_and_python_give_the_same_verdicts(aead):
         cipher, iv, keys = _pair(aead, secret)
         size = rng.choice([40, 300, 1444])
         rows = rng.randint(1, 10)
-        tail = rng.choice([0, 0, rng.randint(5, size)])
+        tail = rng.choice([0, 0, rng.randint(12, size)])
         batch, _ = _sealed_batch(rng, aead, secret, size, rows, tail, pn=50, flags=trial & 1)
         for _ in range(rng.randint(0, 2)):
             _mutate(rng, batch, size + OVERHEAD, rows)
@@ -162,10 +171,12 @@ def _open_one_by_one(opener: Opener, batch, seg) -> list:
             out.append("other")
             continue
         try:
-            inner = opener.open(d[:HEADER_SIZE], head[2], head[0], d[HEADER_SIZE:])
+            plain = opener.open(d[:HEADER_SIZE], opener.packet_number(head[2]), head[0], d[HEADER_SIZE:])
         except ProtectionError as exc:
             out.append(str(exc))
             continue
+        buf = bytearray(HEADER_SIZE) + plain
+        inner = bytes(buf[: restore_inner(buf, 0, len(plain), 7)])
         out.append(inner + crc32c(inner).to_bytes(4, "little"))
     return out
 
@@ -255,11 +266,11 @@ def test_seal_rows_is_seal_datagram_by_datagram_across_a_key_update(aead):
     for off in range(0, len(src), size):
         row = src[off : off + size]
         header = seal_header(by_one.key_phase, 9, by_one.pn)
-        expected += by_one.seal(header, row[: len(row) - 4])
+        expected += by_one.seal(header, sealed_plaintext(row))
     assert out == expected
     assert (by_rows.pn, by_rows.key_phase, by_rows.generation) == (by_one.pn, by_one.key_phase, 1)
     assert bytes(by_rows.seal_datagram(bytes(src[:size]), 9)) == by_one.seal(
-        seal_header(by_one.key_phase, 9, by_one.pn), src[: size - 4])
+        seal_header(by_one.key_phase, 9, by_one.pn), sealed_plaintext(src[:size]))
 
 
 def test_seal_rows_refuses_to_run_out_of_packet_numbers():
@@ -414,3 +425,19 @@ def test_a_full_run_is_sealed_into_one_gso_train():
     full = RUN_BYTES // (pair.client.config.max_datagram_size + OVERHEAD)
     assert max(counts) == full
     assert 1 not in counts
+
+
+@pytest.mark.parametrize("row", [
+    bytes((0x43, 0x10)) + bytes(30),  # not a plaintext datagram (a sealed one)
+    bytes((SHORT_FORM, 0x90)) + bytes(30),  # flags with bit 7 (CWR), which the envelope's tail uses
+    bytes((VERSION, 0x10)) + bytes(9),  # shorter than the header it would leave out
+])
+def test_both_refuse_to_seal_what_is_not_a_plaintext_datagram(row):
+    """The envelope leaves out the first byte and restores the form from
+    bit 7 of the flags: a row it could not restore is refused by both."""
+    cipher, iv, keys = _pair(AES_128_GCM, bytes(32))
+    out = bytearray(len(row) + OVERHEAD)
+    with pytest.raises(ValueError):
+        keys.seal_rows(row, len(row), out, PROTECTED, 0, 1, 0, 1)
+    with pytest.raises(ValueError):
+        _seal_rows(cipher, iv, memoryview(row), len(row), memoryview(out), PROTECTED, 0, 1, 0, 1)

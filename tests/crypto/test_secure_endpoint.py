@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gannet.crypto.endpoint import Security
-from gannet.wire.protected import PROTECTED
+from gannet.wire.protected import PROTECTED, parse_header, seal_header
 
 from securepair import Pair, transfer
 
@@ -120,8 +120,9 @@ def test_on_path_attacker_alters_truncates_replays_injects_nothing_changes():
         if r < 0.15:
             counts["inject"] += 1
             forged = bytearray(d)
-            forged[16:] = rng.randbytes(len(d) - 16)  # right header, connection and a fresh number
-            forged[8:16] = (int.from_bytes(d[8:16], "big") + 3).to_bytes(8, "big")
+            forged[8:] = rng.randbytes(len(d) - 8)  # right header, connection and a fresh number
+            phase, dst, pn = parse_header(d)
+            forged[:8] = seal_header(phase, dst, pn + 3)
             return [d, bytes(forged)]
         return [d]
 
@@ -170,10 +171,10 @@ def test_key_update_during_a_long_transfer():
 
     def watch(d: bytes, direction: str) -> list[bytes]:
         if d[0] == PROTECTED and direction == "c->s":
-            phases.append(d[1] & 1)
+            phases.append(parse_header(d)[0])
         return [d]
 
-    data = _payload(6_000_000, 2)
+    data = _payload(6_500_000, 2)  # (more than two intervals of datagrams)
     pair = Pair(Security(update_interval=interval), Security(update_interval=interval), tap=watch,
                 batches=True)
     assert transfer(pair, data, steps=400000) == data
@@ -387,10 +388,11 @@ def test_envelope_header_parsing():
     from gannet.wire.protected import decode_alert, encode_alert, parse_header, seal_header
 
     h = seal_header(1, 0xDEADBEEF, 2**40 + 5)
-    assert parse_header(h + bytes(16)) == (1, 0xDEADBEEF, 2**40 + 5)
-    assert parse_header(h + bytes(15)) is None  # no room for a tag
-    assert parse_header(b"\x03" + h[1:] + bytes(16)) is None  # a plaintext form
-    assert parse_header(h[:1] + b"\x02" + h[2:] + bytes(16)) is None  # unknown flag bit
+    assert len(h) == 8 and h[4:8] == bytes.fromhex("deadbeef")  # where routing reads it
+    assert parse_header(h + bytes(19)) == (1, 0xDEADBEEF, 5)  # the low 23 bits of the number
+    assert parse_header(seal_header(0, 1, (1 << 23) - 1) + bytes(19)) == (0, 1, (1 << 23) - 1)
+    assert parse_header(h + bytes(18)) is None  # no room for the inner flags and a tag
+    assert parse_header(b"\x03" + h[1:] + bytes(19)) is None  # a plaintext form
     assert decode_alert(encode_alert(7, 3, 2)) == (7, 3, 2)
     assert decode_alert(encode_alert(7, 3, 2) + b"x") is None
 

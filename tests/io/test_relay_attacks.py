@@ -13,7 +13,7 @@ import pytest
 from udp_relay import Relay
 
 import gannet
-from gannet.wire.protected import PROTECTED
+from gannet.wire.protected import PROTECTED, parse_header, seal_header
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,8 +102,9 @@ def test_flips_truncations_replays_and_injections_change_nothing_that_arrives():
         if r < 0.10:
             counts["inject"] += 1
             forged = bytearray(d)
-            forged[16:] = rng.randbytes(len(d) - 16)
-            forged[8:16] = (int.from_bytes(d[8:16], "big") + 5).to_bytes(8, "big")
+            forged[8:] = rng.randbytes(len(d) - 8)  # right header, connection and a fresh number
+            phase, dst, pn = parse_header(d)
+            forged[:8] = seal_header(phase, dst, pn + 5)
             return [d, bytes(forged)]
         return [d]
 

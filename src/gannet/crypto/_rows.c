@@ -14,12 +14,16 @@
  * need not be, so the few prototypes used are declared here. No OpenSSL
  * header is included.
  *
- * The envelope (gannet/wire/protected.py): a 16-byte header
- *   form (8) | flags (8): key phase | reserved (16) | dst cid (32) | pn (64)
+ * The envelope (gannet/wire/protected.py): an 8-byte header
+ *   form (8) | key phase (1) | packet number, low 23 bits (23) | dst cid (32)
  * authenticated as associated data, then the ciphertext of the inner
- * datagram (the plaintext datagram less its CRC32C trailer), then the
- * 16-byte tag. The nonce is the direction's 12-byte IV XOR the packet
- * number (big-endian, in the last 8 bytes).
+ * datagram's bytes 8 up to its CRC32C trailer followed by a 3-byte tail
+ * (its flags byte, bit 7 set for the short form, and its bytes 2-3), then
+ * the 16-byte tag: the inner datagram's first byte and destination ID are
+ * the header's, and not sent twice. The nonce is the direction's 12-byte
+ * IV XOR the full packet number (big-endian, in the last 8 bytes), which
+ * the opener reconstructs from the largest it has opened (RFC 9000
+ * Appendix A.3, as decode_packet_number in protected.py).
  *
  * An opened row is written as the inner datagram followed by its CRC32C
  * (little-endian), the form the plain endpoint's decoders read.
@@ -31,11 +35,18 @@
 #include <stdint.h>
 #include <string.h>
 
-#define HEADER_SIZE 16
+#define HEADER_SIZE 8
 #define TAG_SIZE 16
 #define IV_SIZE 12
 #define TRAILER_SIZE 4
-#define OVERHEAD (HEADER_SIZE + TAG_SIZE - TRAILER_SIZE)
+#define ELIDED 5         /* the inner datagram's first byte and destination ID */
+#define TAIL 3           /* its flags byte and bytes 2-3, at the end of the plaintext */
+#define OVERHEAD (HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED)
+#define PN_BITS 23
+#define PN_MASK ((1u << PN_BITS) - 1)
+#define VERSION 3
+#define SHORT_FORM (0x80 | VERSION)
+#define SHORT_BIT 0x80   /* in the tail's flags byte: the inner datagram is the short form */
 
 /* ------------------------------------------------------------ libcrypto */
 
@@ -258,17 +269,19 @@ get_be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void
-put_be64(unsigned char *p, uint64_t v)
-{
-    put_be32(p, (uint32_t)(v >> 32));
-    put_be32(p + 4, (uint32_t)v);
-}
-
+/* RFC 9000 Appendix A.3: the full packet number nearest the one after
+ * `largest` (-1 before any) whose low PN_BITS are `truncated`. */
 static uint64_t
-get_be64(const unsigned char *p)
+decode_pn(long long largest, uint32_t truncated)
 {
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+    const uint64_t win = (uint64_t)1 << PN_BITS, hwin = win / 2;
+    uint64_t expected = (uint64_t)(largest + 1);
+    uint64_t candidate = (expected & ~(uint64_t)PN_MASK) | truncated;
+    if (candidate + hwin <= expected && candidate < ((uint64_t)1 << 62) - win)
+        return candidate + win;
+    if (candidate > expected + hwin && candidate >= win)
+        return candidate - win;
+    return candidate;
 }
 
 /* ----------------------------------------------------------------- Keys */
@@ -342,18 +355,21 @@ keys_dealloc(KeysObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* header + ciphertext + tag of `body` (n bytes) into out; 0 on success. */
+/* ciphertext + tag of `body` (n bytes) and `tail` (TAIL bytes) after the
+ * header already at out, packet number pn; 0 on success. */
 static int
-seal_one(KeysObject *k, unsigned char *out, const unsigned char *body, int n)
+seal_one(KeysObject *k, unsigned char *out, const unsigned char *body, int n, uint64_t pn,
+         const unsigned char *tail)
 {
     unsigned char nonce[IV_SIZE];
     int len;
-    nonce_for(k, get_be64(out + 8), nonce);
+    nonce_for(k, pn, nonce);
     if (evp.encrypt_init(k->seal, NULL, NULL, NULL, nonce) != 1
         || evp.encrypt_update(k->seal, NULL, &len, out, HEADER_SIZE) != 1
         || evp.encrypt_update(k->seal, out + HEADER_SIZE, &len, body, n) != 1
-        || evp.encrypt_final(k->seal, out + HEADER_SIZE + len, &len) != 1
-        || evp.ctx_ctrl(k->seal, EVP_CTRL_AEAD_GET_TAG, TAG_SIZE, out + HEADER_SIZE + n) != 1)
+        || evp.encrypt_update(k->seal, out + HEADER_SIZE + n, &len, tail, TAIL) != 1
+        || evp.encrypt_final(k->seal, out + HEADER_SIZE + n + TAIL, &len) != 1
+        || evp.ctx_ctrl(k->seal, EVP_CTRL_AEAD_GET_TAG, TAG_SIZE, out + HEADER_SIZE + n + TAIL) != 1)
         return -1;
     return 0;
 }
@@ -362,7 +378,8 @@ PyDoc_STRVAR(seal_rows_doc,
 "seal_rows(src, size, out, form, flags, dst_cid, pn, rows) -> bytes written\n\n"
 "Seal the first `rows` datagrams of `src` (`size` bytes each, back to back,\n"
 "the last maybe shorter, each ending in its CRC32C trailer, which is not\n"
-"sealed) into `out` as rows `size` + OVERHEAD long, packet numbers from `pn`.");
+"sealed) into `out` as rows `size` + OVERHEAD long, packet numbers from `pn`,\n"
+"key phase `flags`.");
 
 static PyObject *
 keys_seal_rows(KeysObject *self, PyObject *args)
@@ -376,7 +393,7 @@ keys_seal_rows(KeysObject *self, PyObject *args)
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t in_pos = 0, out_pos = 0;
-    if (size <= TRAILER_SIZE || size > 0x7FFFFFFF || rows < 0) {
+    if (size < HEADER_SIZE + TRAILER_SIZE || size > 0x7FFFFFFF || rows < 0) {
         PyErr_SetString(PyExc_ValueError, "bad row size or count");
         goto done;
     }
@@ -386,23 +403,29 @@ keys_seal_rows(KeysObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "fewer rows than asked for");
             goto done;
         }
-        Py_ssize_t body = n - TRAILER_SIZE;
-        if (out.len - out_pos < body + HEADER_SIZE + TAG_SIZE) {
+        const unsigned char *row = (const unsigned char *)src.buf + in_pos;
+        if (n < HEADER_SIZE + TRAILER_SIZE || (row[0] != VERSION && row[0] != SHORT_FORM)
+            || row[1] & SHORT_BIT) {
+            PyErr_SetString(PyExc_ValueError, "not a plaintext Gannet datagram");
+            goto done;
+        }
+        Py_ssize_t body = n - HEADER_SIZE - TRAILER_SIZE;  /* sealed: this, then the tail */
+        if (out.len - out_pos < n + OVERHEAD) {
             PyErr_SetString(PyExc_ValueError, "output buffer too small");
             goto done;
         }
         unsigned char *o = (unsigned char *)out.buf + out_pos;
-        o[0] = (unsigned char)form;
-        o[1] = (unsigned char)flags;
-        o[2] = o[3] = 0;
+        uint64_t row_pn = (uint64_t)pn + (uint64_t)i;
+        unsigned char tail[TAIL] = {
+            (unsigned char)(row[0] == SHORT_FORM ? row[1] | SHORT_BIT : row[1]), row[2], row[3]};
+        put_be32(o, (uint32_t)form << 24 | (uint32_t)(flags & 1) << PN_BITS | ((uint32_t)row_pn & PN_MASK));
         put_be32(o + 4, (uint32_t)dst);
-        put_be64(o + 8, (uint64_t)pn + (uint64_t)i);
-        if (seal_one(self, o, (const unsigned char *)src.buf + in_pos, (int)body) != 0) {
+        if (seal_one(self, o, row + HEADER_SIZE, (int)body, row_pn, tail) != 0) {
             PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
             goto done;
         }
         in_pos += n;
-        out_pos += body + HEADER_SIZE + TAG_SIZE;
+        out_pos += n + OVERHEAD;
     }
     result = PyLong_FromSsize_t(out_pos);
 done:
@@ -421,8 +444,9 @@ PyDoc_STRVAR(open_rows_doc,
 "    -> (row, pos, first_pn, count, stop)\n\n"
 "Open the rows of `buf` (`seg` bytes each, the last maybe shorter) from row\n"
 "`start`, while each is the common case: a sealed datagram of `form` with\n"
-"exactly `flags`, for `dst_cid`, whose packet number is above `after_pn`\n"
-"(the first) or one above the row before. Each is written to `out` at\n"
+"key phase `flags`, for `dst_cid`, whose packet number (reconstructed from\n"
+"`after_pn`, the largest opened) is above `after_pn` (the first) or one\n"
+"above the row before. Each is written to `out` at\n"
 "`pos` as its inner datagram and CRC32C trailer. Returns the row it\n"
 "stopped at, the position after the last written, the packet numbers\n"
 "opened (`count` from `first_pn`), and why it stopped: 0 the end, 1 a row\n"
@@ -454,18 +478,29 @@ keys_open_rows(KeysObject *self, PyObject *args)
     for (Py_ssize_t off = start * seg; off < buf.len; off += seg, row++) {
         const unsigned char *p = base + off;
         Py_ssize_t n = buf.len - off < seg ? buf.len - off : seg;
-        if (n < HEADER_SIZE + TAG_SIZE || p[0] != form || p[1] != flags || p[2] || p[3]
+        if (n < HEADER_SIZE + TAIL + TAG_SIZE || p[0] != form || (p[1] >> 7) != flags
             || get_be32(p + 4) != (uint32_t)dst) {
             stop = STOP_OTHER;
             break;
         }
-        uint64_t pn = get_be64(p + 8);
-        if (count ? pn != prev + 1 : (after >= 0 && pn <= (uint64_t)after)) {
-            stop = STOP_OTHER;  /* a gap, a reordered or replayed number: the window decides */
-            break;
+        uint32_t truncated = get_be32(p) & PN_MASK;
+        uint64_t pn;
+        if (count) {
+            pn = prev + 1;
+            if (((uint32_t)pn & PN_MASK) != truncated) {
+                stop = STOP_OTHER;  /* a gap, a reordered or replayed number: the window decides */
+                break;
+            }
+        } else {
+            pn = decode_pn(after, truncated);
+            if (after >= 0 && pn <= (uint64_t)after) {
+                stop = STOP_OTHER;
+                break;
+            }
         }
         int body = (int)(n - HEADER_SIZE - TAG_SIZE);
-        if (out.len - pos < body + TRAILER_SIZE) {
+        int inner = body - TAIL + HEADER_SIZE;  /* the inner datagram, without its CRC */
+        if (out.len - pos < inner + TRAILER_SIZE) {
             PyErr_SetString(PyExc_ValueError, "output buffer too small");
             goto done;
         }
@@ -473,16 +508,23 @@ keys_open_rows(KeysObject *self, PyObject *args)
         int len, len2;
         nonce_for(self, pn, nonce);
         memcpy(tag, p + n - TAG_SIZE, TAG_SIZE);
+        unsigned char *d = o + pos;  /* opened at d + 8, then its first 8 bytes restored */
         if (evp.decrypt_init(self->open, NULL, NULL, NULL, nonce) != 1
             || evp.decrypt_update(self->open, NULL, &len, p, HEADER_SIZE) != 1
-            || evp.decrypt_update(self->open, o + pos, &len, p + HEADER_SIZE, body) != 1
+            || evp.decrypt_update(self->open, d + HEADER_SIZE, &len, p + HEADER_SIZE, body) != 1
             || evp.ctx_ctrl(self->open, EVP_CTRL_AEAD_SET_TAG, TAG_SIZE, tag) != 1
-            || evp.decrypt_final(self->open, o + pos + len, &len2) != 1) {
+            || evp.decrypt_final(self->open, d + HEADER_SIZE + len, &len2) != 1) {
             stop = STOP_TAG;
             break;
         }
-        put_le32(o + pos + body, crc32c(o + pos, (size_t)body));
-        pos += body + TRAILER_SIZE;
+        unsigned char lead = d[inner], b2 = d[inner + 1], b3 = d[inner + 2];
+        d[0] = lead & SHORT_BIT ? SHORT_FORM : VERSION;
+        d[1] = lead & (unsigned char)~SHORT_BIT;
+        d[2] = b2;
+        d[3] = b3;
+        memcpy(d + 4, p + 4, 4);
+        put_le32(d + inner, crc32c(d, (size_t)inner));
+        pos += inner + TRAILER_SIZE;
         if (count++ == 0)
             first = pn;
         prev = pn;

@@ -30,6 +30,15 @@ layer at its datagram boundary, and nothing changed inside the connection:
   it is sealed, each opened datagram or batch before the plain endpoint
   reads it.
 
+- Stateless reset (RFC 9000 section 10.3 is the model): a server with a
+  lasting secret (its identity, or a PSK) gives the client, inside the
+  encrypted SYN-ACK, a token derived from that secret and its connection
+  ID. Restarted, it answers a sealed datagram for a connection it does not
+  know with a RESET_SIZE datagram ending in that token, and the client,
+  which alone can check it, ends the connection at once ("peer reset")
+  instead of timing out. Resets are paced like RSTs and alerts, and never
+  answer a datagram of reset size or less.
+
 With `Security(insecure=True)` nothing is sealed, but an encrypted peer's
 SYN is refused with an alert that tells it why, and an alert from an
 encrypted peer fails our SYN with the reason: the two never hang.
@@ -37,12 +46,14 @@ encrypted peer fails our SYN with the reason: the two never hang.
 
 from __future__ import annotations
 
+import hmac
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from crc32c import crc32c
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ..config import Config
 from ..core.connection import RUN_BYTES, Connection
@@ -58,15 +69,18 @@ from ..wire.protected import (
     ALERT_MALFORMED,
     ALERT_MODE_MISMATCH,
     ALERT_PEER_INSECURE,
-    HEADER,
     HEADER_SIZE,
     OPT_KEY_EXCHANGE,
     OVERHEAD,
     PROTECTED,
+    RESET_FILLER,
+    RESET_SIZE,
+    RESET_TOKEN_SIZE,
     decode_alert,
     encode_alert,
+    encode_reset,
     parse_header,
-    seal_header,
+    restore_inner,
 )
 from ..wire.segment import ACK, RST, SYN
 from .handshake import (
@@ -77,6 +91,7 @@ from .handshake import (
     ServerHandshake,
     _peer_failed_message,
 )
+from .noise import hkdf
 from .protection import (
     NATIVE_ROW_MAX,
     NATIVE_ROWS,
@@ -153,6 +168,38 @@ class SecurityStats:
     alerts_sent: int = 0
     alerts_rate_limited: int = 0
     alerts_ignored: int = 0
+    resets_sent: int = 0
+    """Stateless resets sent for sealed datagrams of unknown connections."""
+    resets_rate_limited: int = 0
+    resets_received: int = 0
+    """Stateless resets whose token verified: each ended a connection."""
+    resets_forged: int = 0
+    """Reset-sized sealed datagrams whose token did not verify (forged, or
+    for a connection this side has no token of): dropped."""
+
+
+PEER_RESET_MESSAGE = "peer reset: it no longer has this connection"
+
+
+def reset_key(security: Security) -> bytes | None:
+    """The key this side's stateless reset tokens are made with: from a
+    secret that outlives the process (the identity key it was given, or the
+    PSK), so that a restarted endpoint makes the same tokens. None without
+    one (a code, or an identity made for the endpoint): no tokens, no
+    resets."""
+    if security.static is not None:
+        secret = security.static.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    elif security.psk is not None:
+        secret = security.psk
+    else:
+        return None
+    return hkdf(secret, b"gannet stateless reset", 1)[0]
+
+
+def reset_token(key: bytes, cid: int) -> bytes:
+    """The stateless reset token of connection ID `cid` (RFC 9000 section
+    10.3.2: a keyed hash of the ID under a static key)."""
+    return hmac.digest(key, cid.to_bytes(4, "big"), "sha256")[:RESET_TOKEN_SIZE]
 
 
 class _Session:
@@ -166,7 +213,7 @@ class _Session:
     `chosen` is the pair sealing and opening once that is decided."""
 
     __slots__ = ("client", "server", "peer_hello", "reply", "keys", "chosen", "peer_cid",
-                 "synack", "confirmed", "mode", "server_name")
+                 "synack", "confirmed", "mode", "server_name", "peer_reset_token")
 
     def __init__(self, mode: Mode) -> None:
         self.client: ClientHandshake | None = None
@@ -180,6 +227,7 @@ class _Session:
         self.confirmed = False  # the peer is authenticated (no alert is taken after this)
         self.mode = mode
         self.server_name: str | None = None  # the host a client's application named
+        self.peer_reset_token = b""  # the peer's stateless reset token, if it gave one
 
     @property
     def sealer(self) -> Sealer | None:
@@ -239,6 +287,10 @@ class SecureEndpoint(Endpoint):
         # envelope: the inner datagrams given to and taken from the plain
         # endpoint. None: nothing is done for it but one check per call.
         self.plaintext_observer = None
+        self._reset_key = None if self.security.insecure else reset_key(self.security)
+        # The connection ID the next passive connection takes: drawn before
+        # the core admits it, so that the SYN-ACK's reset token names it.
+        self._reserved_cid = 0
 
     @property
     def datagram_overhead(self) -> int:
@@ -320,7 +372,7 @@ class SecureEndpoint(Endpoint):
                         row = stop_row  # (a gap in the numbers: the next rows may open together again)
                         continue
             datagram = view[off : off + seg]
-            if first != PROTECTED:
+            if first != PROTECTED or len(datagram) <= RESET_SIZE:
                 if pos:
                     self._deliver_batch(out[:pos], inner_seg, addr, now)  # (the core copies what it keeps)
                     pos = 0
@@ -332,10 +384,10 @@ class SecureEndpoint(Endpoint):
             row += 1
             if opened_len is None:
                 self.stats.datagrams_received += 1
+                if self._reset_key is not None:
+                    self._maybe_reset(datagram, addr, now)
                 continue
-            end = pos + opened_len
-            out[end : end + TRAILER_SIZE] = crc32c(out[pos:end]).to_bytes(4, "little")
-            pos = end + TRAILER_SIZE
+            pos += opened_len
         if pos:
             self._deliver_batch(out[:pos], inner_seg, addr, now)
 
@@ -356,11 +408,68 @@ class SecureEndpoint(Endpoint):
         super().receive_batch(buf, seg, addr, now)
 
     def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
+        if len(data) <= RESET_SIZE:
+            self._on_stateless_reset(data, addr)
+            return
         inner = self._open_one(data)
         if inner is not None:
             if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
                 self.plaintext_observer.inner_received(inner, addr, now)
             self._receive_one(inner, addr, now, fast)
+        elif self._reset_key is not None:
+            self._maybe_reset(data, addr, now)
+
+    def _maybe_reset(self, data, addr: object, now: float) -> None:
+        """Answer a sealed datagram (longer than a reset) for a connection
+        this side does not know with a stateless reset: this side may have
+        restarted and lost it, and its peer can check the token."""
+        dst = int.from_bytes(data[4:8], "big")
+        # Only a listener gave tokens (in its SYN-ACKs), so only a listener
+        # that lost its state has a reset to send.
+        if not self._listening or not dst or dst in self._sessions or dst in self._conns \
+                or dst in self._closing:
+            return
+        if not self._may_answer(now):  # the bucket that paces RSTs and alerts
+            self.security_stats.resets_rate_limited += 1
+            return
+        # Never for an ID one of our connections has as its peer's: a peer
+        # with the same identity (one user's client and server) makes the
+        # same tokens, and an attacker who reflected that peer's datagram
+        # back to us would get from us the reset that ends our connection.
+        # (A scan, but at most `reset_rate` a second.)
+        if any(conn.remote_cid == dst for conn in self._conns.values()):
+            return
+        assert self._reset_key is not None
+        filler = self.rng.getrandbits(8 * RESET_FILLER).to_bytes(RESET_FILLER, "big")
+        if type(self._out) is not list:
+            self._out = []
+        self._out.append((encode_reset(dst, reset_token(self._reset_key, dst), filler), addr))
+        self.security_stats.resets_sent += 1
+
+    def _on_stateless_reset(self, data, addr: object) -> None:
+        """A sealed datagram of reset size: a stateless reset if its last
+        bytes are the token the peer at `addr` gave for the connection ID
+        it names (its own), which then ends at once; else dropped and
+        counted. Never answered."""
+        head = parse_header(data)
+        if head is None:
+            self.stats.malformed_dropped += 1
+            return
+        conn = self._syn_index.get((addr, head[1]))
+        session = self._sessions.get(conn.local_cid) if conn is not None else None
+        token = session.peer_reset_token if session is not None else b""
+        if not token or not hmac.compare_digest(bytes(data[-RESET_TOKEN_SIZE:]), token):
+            self.security_stats.resets_forged += 1
+            return
+        assert conn is not None
+        self.security_stats.resets_received += 1
+        if conn.state == State.TIME_WAIT:
+            # Both directions were finished and acknowledged: the peer forgot
+            # a connection that was over, and a late duplicate of ours drew
+            # this. Nothing is lost; TIME_WAIT ends by itself (RFC 1337 too
+            # has TIME_WAIT ignore resets).
+            return
+        conn._terminate(ConnectionResetError(PEER_RESET_MESSAGE))
 
     def _open_one(self, data: bytes | bytearray | memoryview) -> bytearray | memoryview | None:
         """The inner datagram of one sealed datagram with its CRC trailer
@@ -384,21 +493,17 @@ class SecureEndpoint(Endpoint):
                 if stop == STOP_TAG:
                     self.security_stats.unauthenticated_dropped += 1
                     return None
-        inner = self._open(data)
-        if inner is None:
-            return None
-        inner += crc32c(inner).to_bytes(4, "little")
-        return inner
+        return self._open(data)
 
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
-        """The inner datagram (without CRC) of a sealed datagram - or, with
-        `out`, its length, written there - or None (counted) when it does
-        not open."""
+        """The inner datagram of a sealed datagram with its CRC trailer (for
+        the plain endpoint's decoders) - or, with `out`, its length, written
+        there - or None (counted) when it does not open."""
         head = parse_header(data)
         if head is None:
             self.stats.malformed_dropped += 1
             return None
-        phase, dst, pn = head
+        phase, dst, truncated = head
         session = self._sessions.get(dst)
         if session is None or not session.keys:
             self.security_stats.unknown_sealed += 1
@@ -409,18 +514,23 @@ class SecureEndpoint(Endpoint):
             candidates = (session.chosen,)
         else:  # a simultaneous open not yet decided: what opens decides
             candidates = tuple(session.keys.values())
+        buf = memoryview(bytearray(len(data) - OVERHEAD) if out is None else out)
         error = None
         for pair in candidates:
+            opener = pair[1]
             try:
-                inner = pair[1].open(header, pn, phase, body, out)
+                length = opener.open(header, opener.packet_number(truncated), phase, body, buf[HEADER_SIZE:])
             except ProtectionError as exc:
                 error = exc
                 continue
+            assert isinstance(length, int)
+            inner = restore_inner(buf, 0, length, dst)
+            buf[inner : inner + TRAILER_SIZE] = crc32c(buf[:inner]).to_bytes(4, "little")
             if session.chosen is None:
                 session.chosen = pair
             session.confirmed = True
             self.security_stats.opened += 1
-            return inner
+            return inner + TRAILER_SIZE if out is not None else buf.obj
         if str(error) in ("replayed", "too old"):
             self.security_stats.replay_dropped += 1
         else:
@@ -510,15 +620,19 @@ class SecureEndpoint(Endpoint):
                                              has_aes=sec.has_aes)
         return session
 
-    def _answer(self, session: _Session, hello: bytes, src: int, addr: object, now: float) -> bool:
-        """Answer a peer's hello as the Noise responder; False (alert sent)
-        when it cannot be answered."""
+    def _answer(self, session: _Session, hello: bytes, src: int, addr: object, now: float,
+                local_cid: int) -> bool:
+        """Answer a peer's hello as the Noise responder, for our connection
+        `local_cid` (whose stateless reset token the reply carries, when
+        this side has a reset key); False (alert sent) when it cannot be
+        answered."""
         sec = self.security
         if self._static is None:
             self._static = X25519PrivateKey.generate()
         hs = ServerHandshake(self._static, psk=sec.psk, code=sec.code, has_aes=sec.has_aes)
+        token = reset_token(self._reset_key, local_cid) if self._reset_key is not None else b""
         try:
-            reply = hs.receive_hello(hello)
+            reply = hs.receive_hello(hello, token)
         except HandshakeError as exc:
             self.security_stats.handshakes_failed += 1
             if exc.reason == "mode-mismatch":
@@ -552,7 +666,7 @@ class SecureEndpoint(Endpoint):
             # Simultaneous open: our SYN and the peer's crossed. Answer its
             # hello too; our SYN-ACK carries our hello and that answer.
             session = self._client_session(pending.local_cid)
-            if self._answer(session, hello, src, addr, now):
+            if self._answer(session, hello, src, addr, now, pending.local_cid):
                 self._deliver(data, addr, now, False)
             return
         if not self._listening or self.syn_verdict(seg, src, addr, now) != SYN_ADMIT:
@@ -562,12 +676,19 @@ class SecureEndpoint(Endpoint):
             self._deliver(data, addr, now, False)
             return
         session = self._new_session()
-        if not self._answer(session, hello, src, addr, now):
-            return
-        self._deliver(data, addr, now, False)
+        # The connection's ID is drawn now, for the reset token in our reply;
+        # the core's admission takes it (_allocate_cid).
+        self._reserved_cid = cid = Endpoint._allocate_cid(self)
+        try:
+            if not self._answer(session, hello, src, addr, now, cid):
+                return
+            self._deliver(data, addr, now, False)
+        finally:
+            self._reserved_cid = 0
         conn = self._syn_index.get((addr, src))
         if conn is None:
             return  # not listening, or the backlog was full: the SYN was not taken
+        assert conn.local_cid == cid
         session.chosen = session.keys[hello]  # a server's only session
         self._sessions[conn.local_cid] = session
 
@@ -596,6 +717,7 @@ class SecureEndpoint(Endpoint):
         # we never saw that SYN, the peer has only our session, as we do.
         assert not peer_hello or peer_hello == session.peer_hello or peer_hello not in session.keys
         session.peer_cid, session.synack = src, option
+        session.peer_reset_token = hs.result.reset_token
         if session.chosen is None:
             session.decide()  # all we will know: the larger hello's session if we have both
         session.confirmed = True  # the peer proved its key (and the shared secret)
@@ -800,6 +922,13 @@ class SecureEndpoint(Endpoint):
         return trains
 
     # --------------------------------------------------------------- helpers
+    def _allocate_cid(self) -> int:
+        cid = self._reserved_cid
+        if cid:  # drawn for the reset token of the SYN-ACK being answered
+            self._reserved_cid = 0
+            return cid
+        return super()._allocate_cid()
+
     def _forget(self, conn: Connection) -> None:
         super()._forget(conn)
         session = self._sessions.pop(conn.local_cid, None)

@@ -5,7 +5,8 @@ round trip.
     SYN      client hello: version, mode, AES flag (the Noise prologue),
              [SPAKE2 message A], Noise NX message 1 (-> e)
     SYN-ACK  [SPAKE2 message B], Noise message 2
-             (<- e, ee, s, es[, psk]; payload: the server's AES flag)
+             (<- e, ee, s, es[, psk]; payload: the server's AES flag,
+             and its stateless reset token if it has one)
     ACK      finished: a MAC over the transcript under the client's key,
              or a one-byte "failed" when message 2 did not verify
 
@@ -50,6 +51,7 @@ _SPAKE2_ID_SERVER = b"gannet server"
 FINISHED = 0
 FAILED = 1
 MAC_SIZE = 16
+RESET_TOKEN_SIZE = 16  # gannet.wire.protected.RESET_TOKEN_SIZE
 
 
 class Mode(IntEnum):
@@ -82,6 +84,9 @@ class HandshakeResult:
     handshake_hash: bytes
     server_key: bytes  # the server's static public key (32 bytes)
     mode: Mode
+    # The server's stateless reset token for its connection ID (a client's
+    # result; empty when the server gave none): docs/security.md.
+    reset_token: bytes = b""
 
 
 def _psk_from_spake(spake_key: bytes) -> bytes:
@@ -171,11 +176,11 @@ class ClientHandshake:
                 hashlib.sha256(server_key).digest(), self.expected_server_key_sha256):
             raise HandshakeError("the server's key is not the pinned one (its fingerprint differs)",
                                  "key-changed")
-        if len(payload) != 1:
+        if len(payload) not in (1, 1 + RESET_TOKEN_SIZE):
             raise HandshakeError("malformed key exchange reply", "malformed")
         c2s, s2c = self._hs.split()
         self.result = HandshakeResult(choose_aead(self.has_aes, bool(payload[0] & FLAG_AES)), c2s, s2c,
-                                      self._hs.handshake_hash, server_key, self.mode)
+                                      self._hs.handshake_hash, server_key, self.mode, payload[1:])
         return bytes((FINISHED,)) + _finished_mac(self._hs)
 
     @staticmethod
@@ -203,11 +208,15 @@ class ServerHandshake:
         self._reply: bytes | None = None
         self.result: HandshakeResult | None = None
 
-    def receive_hello(self, message: bytes | bytearray | memoryview) -> bytes:
-        """Read message 1 (from a SYN); return message 2 for the SYN-ACK.
-        The keys are ready at once (`result`), so the server may send
-        protected data after its SYN-ACK; `receive_finished` then confirms
-        the client had the same secret."""
+    def receive_hello(self, message: bytes | bytearray | memoryview, reset_token: bytes = b"") -> bytes:
+        """Read message 1 (from a SYN); return message 2 for the SYN-ACK,
+        whose encrypted payload carries `reset_token` (the stateless reset
+        token of the connection ID this side takes, or nothing). The keys
+        are ready at once (`result`), so the server may send protected data
+        after its SYN-ACK; `receive_finished` then confirms the client had
+        the same secret."""
+        if len(reset_token) not in (0, RESET_TOKEN_SIZE):
+            raise ValueError(f"a reset token is {RESET_TOKEN_SIZE} bytes")
         data = bytes(message)
         if len(data) < _HELLO.size + DHLEN:
             raise HandshakeError("malformed key exchange hello", "malformed")
@@ -251,7 +260,7 @@ class ServerHandshake:
         if spake_reply:
             hs.mix_clear(spake_reply)  # and the reply where the client reads it: before message 2
         self._hs = hs
-        self._reply = spake_reply + hs.write_message(bytes((FLAG_AES if self.has_aes else 0,)))
+        self._reply = spake_reply + hs.write_message(bytes((FLAG_AES if self.has_aes else 0,)) + reset_token)
         c2s, s2c = hs.split()
         self.result = HandshakeResult(choose_aead(self.has_aes, bool(flags & FLAG_AES)), s2c, c2s,
                                       hs.handshake_hash, public_bytes(self._static), mode)

@@ -2,13 +2,16 @@
 replay window, and key updates, sans-I/O.
 
 Each direction has its own traffic secret (from the handshake's Split) and
-its own packet number: a 64-bit counter that starts at 0 and grows by one
-for every datagram sent, retransmissions included. The AEAD nonce is the
-per-direction IV XOR the packet number (as TLS 1.3 and QUIC form it), so a
-nonce never repeats under one key. Gannet's sequence numbers cannot serve:
-a retransmission reuses its sequence number with possibly different bytes
-(a larger ACK, a new window), and the same nonce twice under AES-GCM or
-ChaCha20-Poly1305 gives the keystream and the authentication key away.
+its own packet number: a 62-bit counter that starts at 0 and grows by one
+for every datagram sent, retransmissions included. Its low 23 bits travel
+in the header; the receiver reconstructs the rest from the largest it has
+opened (gannet.wire.protected.decode_packet_number, RFC 9000 Appendix A).
+The AEAD nonce is the per-direction IV XOR the full packet number (as TLS
+1.3 and QUIC form it), so a nonce never repeats under one key. Gannet's
+sequence numbers cannot serve: a retransmission reuses its sequence number
+with possibly different bytes (a larger ACK, a new window), and the same
+nonce twice under AES-GCM or ChaCha20-Poly1305 gives the keystream and the
+authentication key away.
 
 Key update (QUIC's key phase, RFC 9001 section 6, made per direction): the
 sender moves to the next generation of its secret every `update_interval`
@@ -48,7 +51,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .._build import extension
-from ..wire.protected import HEADER, HEADER_SIZE, KEY_PHASE, PROTECTED, parse_header
+from ..wire.protected import (
+    ELIDED,
+    HEADER_SIZE,
+    KEY_PHASE,
+    PN_MASK,
+    PROTECTED,
+    TAIL,
+    decode_packet_number,
+    parse_header,
+    restore_inner,
+    seal_header,
+    sealed_plaintext,
+)
 from .noise import hkdf
 
 # The C rows primitive, or None: then `_seal_rows` / `_open_rows` run.
@@ -81,7 +96,7 @@ _PN_HIGH: Final = 1 << 62  # packet numbers stop well before the nonce space doe
 _PN = struct.Struct("!Q")
 _CRC = struct.Struct("<I")  # an opened row's trailer (the plaintext form's)
 TRAILER_SIZE: Final = 4
-OVERHEAD: Final = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE
+OVERHEAD: Final = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED  # gannet.wire.protected.OVERHEAD
 
 # Why `open_rows` stopped before the last row (the values _rows.c returns).
 STOP_END: Final = 0  # every row opened
@@ -132,8 +147,8 @@ def _seal_rows(aead: Cipher, iv: int, src: memoryview, size: int, out: memoryvie
     """The Python equivalent of _rows.Keys.seal_rows: the first `rows`
     datagrams of `src` (`size` bytes each, the last maybe shorter, each
     ending in a CRC trailer that the tag replaces) sealed into `out` as rows
-    OVERHEAD longer, packet numbers from `pn`. Returns the bytes written."""
-    pack = HEADER.pack
+    OVERHEAD longer, packet numbers from `pn` (the envelope of
+    gannet.wire.protected). Returns the bytes written."""
     encrypt_into = aead.encrypt_into
     out = memoryview(out)  # (a slice of a bytearray would be a copy)
     src = memoryview(src)
@@ -142,11 +157,11 @@ def _seal_rows(aead: Cipher, iv: int, src: memoryview, size: int, out: memoryvie
         row = src[i * size : (i + 1) * size]
         if len(row) <= TRAILER_SIZE:
             raise ValueError("fewer rows than asked for")
-        body = row[: len(row) - TRAILER_SIZE]
-        header = pack(form, flags, 0, dst_cid, pn + i)
+        plaintext = sealed_plaintext(row)
+        header = seal_header(flags, dst_cid, pn + i, form)
         out[pos : pos + HEADER_SIZE] = header
-        end = pos + HEADER_SIZE + len(body) + TAG_SIZE
-        encrypt_into((iv ^ (pn + i)).to_bytes(IV_SIZE, "big"), body, header, out[pos + HEADER_SIZE : end])
+        end = pos + HEADER_SIZE + len(plaintext) + TAG_SIZE
+        encrypt_into((iv ^ (pn + i)).to_bytes(IV_SIZE, "big"), plaintext, header, out[pos + HEADER_SIZE : end])
         pos = end
     return pos
 
@@ -156,11 +171,12 @@ def _open_rows(aead: Cipher, iv: int, buf: memoryview, seg: int, start: int, out
     """The Python equivalent of _rows.Keys.open_rows: the rows of `buf`
     (`seg` bytes each, the last maybe shorter) from row `start` opened into
     `out` at `pos`, each as its inner datagram and CRC32C trailer, while
-    each is the common case - a sealed datagram of `form` with exactly
-    `flags` for `dst_cid`, its packet number above `after` (the first) or
-    one above the row before. Returns (the row it stopped at, the position
-    after the last written, the first packet number opened, how many were,
-    why it stopped: STOP_END, STOP_OTHER or STOP_TAG)."""
+    each is the common case - a sealed datagram of `form` with key phase
+    `flags` for `dst_cid`, its packet number (reconstructed from `after`,
+    the largest opened) above `after` (the first) or one above the row
+    before. Returns (the row it stopped at, the position after the last
+    written, the first packet number opened, how many were, why it
+    stopped: STOP_END, STOP_OTHER or STOP_TAG)."""
     n = len(buf)
     if seg <= 0 or seg >= n:
         seg = n
@@ -169,18 +185,27 @@ def _open_rows(aead: Cipher, iv: int, buf: memoryview, seg: int, start: int, out
     for off in range(start * seg, n, seg):
         datagram = buf[off : off + seg]
         head = parse_header(datagram)
-        if (head is None or datagram[0] != form or datagram[1] != flags or head[1] != dst_cid
-                or (head[2] != prev + 1 if count else head[2] <= after)):
+        if head is None or datagram[0] != form or head[0] != flags or head[1] != dst_cid:
             return row, pos, first, count, STOP_OTHER
-        pn = head[2]
+        if count:
+            pn = prev + 1
+            if head[2] != pn & PN_MASK:
+                return row, pos, first, count, STOP_OTHER
+        else:
+            pn = decode_packet_number(after, head[2])
+            if pn <= after:
+                return row, pos, first, count, STOP_OTHER
         body = len(datagram) - HEADER_SIZE - TAG_SIZE
+        if len(out) - pos < body + HEADER_SIZE - TAIL + TRAILER_SIZE:
+            raise ValueError("output buffer too small")
         try:
             aead.decrypt_into((iv ^ pn).to_bytes(IV_SIZE, "big"), datagram[HEADER_SIZE:],
-                              datagram[:HEADER_SIZE], out[pos : pos + body])
+                              datagram[:HEADER_SIZE], out[pos + HEADER_SIZE : pos + HEADER_SIZE + body])
         except InvalidTag:
             return row, pos, first, count, STOP_TAG
-        _CRC.pack_into(out, pos + body, crc32c(out[pos : pos + body]))
-        pos += body + TRAILER_SIZE
+        inner = restore_inner(out, pos, body, dst_cid)
+        _CRC.pack_into(out, pos + inner, crc32c(out[pos : pos + inner]))
+        pos += inner + TRAILER_SIZE
         if not count:
             first = pn
         prev = pn
@@ -278,8 +303,7 @@ class Sealer:
             self.pn = pn + 1
             return out
         if rows is None:  # one `seal`: fewer steps than the rows path for one row
-            return self.seal(HEADER.pack(PROTECTED, self.key_phase & KEY_PHASE, 0, dst_cid, pn),
-                             memoryview(datagram)[: n - TRAILER_SIZE])
+            return self.seal(seal_header(self.key_phase, dst_cid, pn), sealed_plaintext(datagram))
         out = bytearray(n + OVERHEAD)
         self.seal_rows(memoryview(datagram), n, 1, memoryview(out), dst_cid)
         return out
@@ -358,12 +382,18 @@ class Opener:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         return ProtectionError(reason)
 
+    def packet_number(self, truncated: int) -> int:
+        """The full packet number of a header's truncated one, from the
+        largest this side has opened (RFC 9000 Appendix A.3)."""
+        return decode_packet_number(self.window.highest, truncated)
+
     def open(self, header: bytes | memoryview, pn: int, key_phase: int,
              ciphertext: bytes | memoryview, out: memoryview | None = None) -> bytes | int:
         """The plaintext of a datagram whose header (as received, all of it
-        authenticated) carried `pn` and `key_phase`; with `out`, written
-        there and its length returned. Raises ProtectionError (and counts
-        it) for anything that must be dropped."""
+        authenticated) carried `key_phase` and packet number `pn` (the full
+        number: `packet_number` of the header's); with `out`, written there
+        and its length returned. Raises ProtectionError (and counts it) for
+        anything that must be dropped."""
         window = self.window
         if pn <= window.highest:  # the common in-order case skips the check's call
             why = window.check(pn)

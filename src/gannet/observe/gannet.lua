@@ -9,11 +9,13 @@
 --
 -- Encrypted connections (docs/security.md, gannet/wire/protected.py): the
 -- SYN and SYN-ACK are plaintext and carry the key exchange as option 64;
--- every later datagram is PROTECTED - a 16-byte authenticated header
--- (form, key phase, destination connection ID, 64-bit packet number), the
--- ciphertext of the inner datagram and a 16-byte AEAD tag, no CRC32C. Only
--- that header can be shown: sequence numbers, flags and options are inside
--- the ciphertext, so the analysis below covers plaintext datagrams only.
+-- every later datagram is PROTECTED - an 8-byte authenticated header
+-- (form, key phase, the low 23 bits of the packet number, destination
+-- connection ID), the ciphertext of the inner datagram (all of it but its
+-- first byte, destination ID and CRC32C, which the header says or the tag
+-- replaces) and a 16-byte AEAD tag. Only that header can be shown:
+-- sequence numbers, flags and options are inside the ciphertext, so the
+-- analysis below covers plaintext datagrams only.
 -- ALERT is an 8-byte plaintext refusal (form, code, detail, reserved,
 -- destination connection ID).
 --
@@ -32,9 +34,12 @@ local SHORT_SIZE = 20
 local TRAILER_SIZE = 4
 local PROTECTED = 0x40 + VERSION
 local ALERT = 0x50 + VERSION
-local PROTECTED_HEADER_SIZE = 16
+local PROTECTED_HEADER_SIZE = 8
+local PROTECTED_TAIL = 3  -- the inner flags and bytes 2-3, at the end of the ciphertext
+local RESET_SIZE = 38  -- a stateless reset: one byte less than the smallest sealed datagram
 local TAG_SIZE = 16
-local KEY_PHASE = 0x01
+local KEY_PHASE = 0x80  -- of the byte after the form
+local PN_MASK = 0x7FFFFF  -- of the 24 bits after the form
 local ALERT_SIZE = 8
 local OPT_KEY_EXCHANGE = 64
 local alert_names = {
@@ -130,9 +135,8 @@ f.dup_ack = ProtoField.none("gannet.analysis.duplicate_ack", "Duplicate ACK")
 f.zero_window = ProtoField.none("gannet.analysis.zero_window", "Zero window")
 f.stream = ProtoField.uint32("gannet.stream", "Connection index", base.DEC)
 f.protected = ProtoField.uint8("gannet.protected", "Protected form", base.HEX, {[PROTECTED] = "PROTECTED"})
-f.prot_flags = ProtoField.uint8("gannet.protected.flags", "Protected flags", base.HEX)
 f.key_phase = ProtoField.uint8("gannet.key_phase", "Key phase", base.DEC, nil, KEY_PHASE)
-f.pn = ProtoField.uint64("gannet.pn", "Packet number", base.DEC)
+f.pn = ProtoField.uint24("gannet.pn", "Packet number (low 23 bits)", base.DEC, nil, PN_MASK)
 f.encrypted = ProtoField.bytes("gannet.encrypted", "Encrypted payload")
 f.encrypted_len = ProtoField.uint32("gannet.encrypted.len", "Encrypted length", base.DEC)
 f.tag = ProtoField.bytes("gannet.tag", "AEAD tag")
@@ -244,12 +248,11 @@ local function dissect_options(tvb, tree, offset, stop, info)
 end
 
 -- The header of a PROTECTED datagram is valid when it is long enough for a
--- header and a tag, its flags hold only the key phase and reserved is zero
--- (what gannet.wire.protected.parse_header checks).
+-- header, the inner flags and a tag (what gannet.wire.protected.parse_header
+-- checks; every value of the other header bits is valid).
 local function protected_header_ok(tvb)
-    if tvb:len() < PROTECTED_HEADER_SIZE + TAG_SIZE then return false end
-    return tvb(0, 1):uint() == PROTECTED and band(tvb(1, 1):uint(), 0xFF - KEY_PHASE) == 0
-        and tvb(2, 2):uint() == 0
+    if tvb:len() < PROTECTED_HEADER_SIZE + PROTECTED_TAIL + TAG_SIZE then return false end
+    return tvb(0, 1):uint() == PROTECTED
 end
 
 local function alert_ok(tvb)
@@ -267,13 +270,11 @@ local function dissect_protected(tvb, pinfo, root)
         pinfo.cols.info = "[Malformed] protected"
         return n
     end
-    local ft = tree:add(f.prot_flags, tvb(1, 1))
-    ft:add(f.key_phase, tvb(1, 1))
-    tree:add(f.reserved, tvb(2, 2))
+    tree:add(f.key_phase, tvb(1, 1))
+    local pn = band(tvb(1, 3):uint(), PN_MASK)
+    tree:add(f.pn, tvb(1, 3))
     local dst = tvb(4, 4):uint()
     tree:add(f.dst_cid, tvb(4, 4)); tree:add(f.cid, tvb(4, 4)):set_hidden()
-    local pn = tvb(8, 8):uint64()
-    tree:add(f.pn, tvb(8, 8))
     local elen = n - PROTECTED_HEADER_SIZE - TAG_SIZE
     tree:add(f.encrypted_len, elen):set_generated()
     if elen > 0 then
@@ -283,8 +284,12 @@ local function dissect_protected(tvb, pinfo, root)
     tree:add(f.tag, tvb(n - TAG_SIZE, TAG_SIZE))
     local stream = stream_of[dst]
     if stream ~= nil then tree:add(f.stream, stream):set_generated() end
-    pinfo.cols.info = string.format("%08x [Encrypted] PN=%s KP=%d Len=%d", dst, tostring(pn),
-        band(tvb(1, 1):uint(), KEY_PHASE), elen)
+    pinfo.cols.info = string.format("%08x [Encrypted] PN=%d KP=%d Len=%d", dst, pn,
+        band(tvb(1, 1):uint(), KEY_PHASE) == 0 and 0 or 1, elen)
+    if n <= RESET_SIZE then
+        -- (only the receiver's token tells a real reset from a forged one)
+        pinfo.cols.info = string.format("%08x [Stateless reset?] Len=%d", dst, n)
+    end
     return n
 end
 

@@ -18,7 +18,7 @@ Without `security` the endpoints are the plain core `Endpoint` (in clear).
 That is the default here, unlike the API's and the tools', because the
 simulator is the test bench of the core's protocol: the seeded tests, the
 exact counts they assert and the throughput snapshot describe the core, and
-the envelope would change every figure by its 28 bytes a datagram (and cost
+the envelope would change every figure by its 15 bytes a datagram (and cost
 about a third more CPU per seed) without exercising any more of the core.
 The user-facing `gannet demo` runs encrypted unless told `--insecure`.
 """

@@ -1,21 +1,48 @@
 """The encrypted envelope of a Gannet datagram (docs/security.md).
 
 Once a connection's key exchange is done, every datagram it sends is the
-plaintext datagram of docs/protocol.md, less its CRC32C trailer, sealed by
-an AEAD under a 16-byte header that is authenticated, not encrypted:
+plaintext datagram of docs/protocol.md sealed by an AEAD under an 8-byte
+header that is authenticated, not encrypted:
 
-     0: PROTECTED (8)   flags (8): bit 0 the key phase   reserved, zero (16)
+     0: PROTECTED (8)
+     1: key phase (1)   packet number, its low PN_BITS (23) bits
      4: destination connection ID (32)
-     8: packet number (64)
-    16: ciphertext of the inner datagram (its header and payload)
+     8: ciphertext of the inner datagram's bytes 8 to its CRC32C trailer,
+        then of its flags byte (bit 7 set: the short form) and bytes 2-3
    N-16: AEAD tag
 
-The destination ID stays at bytes 4-8, where both plaintext forms have it,
-so routing and the local too-big report read it the same way. The tag does
-the CRC's job (and an attacker's alterations are caught too); the inner
+What the inner datagram carries that the header already says is left out
+(QUIC's short header works the same way): its first byte (the version,
+which PROTECTED states, and the form, a spare bit of the flags byte), its
+destination connection ID, and its CRC32C (the tag does the CRC's job,
+and an attacker's alterations are caught too). The three bytes the inner
+header has before its destination ID (flags, and the window or the long
+form's header length) ride at the end of the plaintext, so that what is
+encrypted is one contiguous run of the inner datagram and a 3-byte tail,
+and what is opened is written back in place (`restore_inner`). The inner
 header - sequence and acknowledgment numbers, flags, window, options - is
-hidden. Compared with the plaintext short form a data datagram carries
-OVERHEAD more bytes of framing.
+hidden.
+
+The packet number on the wire is truncated, as QUIC's is (RFC 9000
+section 17.1): the receiver reconstructs the full number from the largest
+it has opened (`decode_packet_number`, RFC 9000 Appendix A.3), and the
+nonce uses the full number, so a number reconstructed wrong fails the tag.
+23 bits allow 2^22 datagrams (6 GB of 1,472-byte datagrams) lost in a row
+or reordered before a number is reconstructed wrong; the replay window
+refuses anything older than 2,048 anyway.
+
+The destination ID stays at bytes 4-8, where both plaintext forms have it,
+so routing and the local too-big report read it the same way. Compared
+with the plaintext datagram a sealed one is OVERHEAD (15) bytes longer.
+
+A stateless reset (RFC 9000 section 10.3 is the model) looks like a short
+sealed datagram: PROTECTED, three bytes of random, the destination ID of
+the connection it ends (the ID the side that lost it had), random bytes,
+and in its last RESET_TOKEN_SIZE bytes the token that side gave its peer,
+encrypted, in the handshake. It is RESET_SIZE bytes, one less than the
+smallest real sealed datagram (a bare ACK), so a receiver tells it by its
+size, and no reset is ever sent in answer to one (no two sides that both
+lost their state can keep each other busy).
 
 ALERT is the one unauthenticated message besides the handshake: an
 8-byte datagram that tells a peer still in its handshake why it was
@@ -31,15 +58,31 @@ from __future__ import annotations
 
 import struct
 
-from .datagram import TRAILER_SIZE, VERSION
+from .datagram import SHORT_FORM, TRAILER_SIZE, VERSION
 
 PROTECTED = 0x40 | VERSION  # neither plaintext form: an old decoder rejects it
 ALERT = 0x50 | VERSION
-HEADER = struct.Struct("!BBHIQ")
-HEADER_SIZE = HEADER.size  # 16
+HEADER = struct.Struct("!II")  # PROTECTED, key phase and truncated packet number; destination ID
+HEADER_SIZE = HEADER.size  # 8
 TAG_SIZE = 16
-OVERHEAD = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE  # 28: what sealing adds to a datagram
-KEY_PHASE = 0x01
+PN_BITS = 23
+PN_MASK = (1 << PN_BITS) - 1
+_PN_LIMIT = 1 << 62  # RFC 9000's largest packet number
+KEY_PHASE = 0x01  # the key phase as seal_header takes it and parse_header gives it
+_KEY_PHASE_BIT = 1 << PN_BITS  # where it is in the first 32-bit word
+# What the sealed plaintext leaves out of the inner datagram: its first
+# byte and its destination ID (the header says both), and its CRC trailer.
+ELIDED = 5
+TAIL = 3  # the inner flags byte and bytes 2-3, moved to the end of the plaintext
+SHORT_BIT = 0x80  # in the sealed flags byte: the inner datagram is the short form
+MIN_SIZE = HEADER_SIZE + TAIL + TAG_SIZE  # the shortest datagram parse_header takes
+OVERHEAD = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED  # 15: what sealing adds to a datagram
+# The smallest sealed datagram a connection sends: a bare ACK in the short
+# form (20 bytes of header), sealed.
+MIN_SEALED = HEADER_SIZE + 20 - ELIDED + TAG_SIZE  # 39
+RESET_TOKEN_SIZE = 16
+RESET_SIZE = MIN_SEALED - 1  # 38: a stateless reset; never answered with one
+RESET_FILLER = RESET_SIZE - 1 - 4 - RESET_TOKEN_SIZE  # 17
 OPT_KEY_EXCHANGE = 64
 # The longest option value: one length byte (docs/protocol.md, Options).
 MAX_KEY_EXCHANGE = 255
@@ -55,19 +98,77 @@ ALERT_MODE_MISMATCH = 4
 ALERT_MALFORMED = 5
 
 
-def seal_header(key_phase: int, dst_cid: int, pn: int) -> bytes:
-    return HEADER.pack(PROTECTED, key_phase & KEY_PHASE, 0, dst_cid, pn)
+def seal_header(key_phase: int, dst_cid: int, pn: int, form: int = PROTECTED) -> bytes:
+    """The header of a datagram sealed with packet number `pn` (its low
+    PN_BITS go on the wire)."""
+    return HEADER.pack(form << 24 | (key_phase & KEY_PHASE) << PN_BITS | pn & PN_MASK, dst_cid)
 
 
 def parse_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """(key_phase, dst_cid, packet number) of a protected datagram, or None
-    when it is too short to be one or its reserved bits are set."""
-    if len(data) < HEADER_SIZE + TAG_SIZE:
+    """(key_phase, dst_cid, truncated packet number) of a protected
+    datagram, or None when it is too short to be one. The full number is
+    `decode_packet_number` of the truncated one."""
+    if len(data) < MIN_SIZE:
         return None
-    form, flags, reserved, dst, pn = HEADER.unpack_from(data)
-    if form != PROTECTED or flags & ~KEY_PHASE or reserved:
+    first, dst = HEADER.unpack_from(data)
+    if first >> 24 != PROTECTED:
         return None
-    return flags, dst, pn
+    return first >> PN_BITS & KEY_PHASE, dst, first & PN_MASK
+
+
+def decode_packet_number(largest: int, truncated: int, bits: int = PN_BITS) -> int:
+    """The full packet number closest to the one after `largest` (the
+    largest opened so far, -1 before any) whose low `bits` bits are
+    `truncated`: RFC 9000 Appendix A.3. A number more than 2^22 away from
+    it comes out wrong, and its tag then fails."""
+    expected = largest + 1
+    win = 1 << bits
+    hwin = win >> 1
+    candidate = (expected & ~(win - 1)) | truncated
+    if candidate <= expected - hwin and candidate < _PN_LIMIT - win:
+        return candidate + win
+    if candidate > expected + hwin and candidate >= win:
+        return candidate - win
+    return candidate
+
+
+def sealed_plaintext(datagram: bytes | bytearray | memoryview) -> bytes:
+    """What the AEAD encrypts of a plaintext datagram (with its CRC
+    trailer): its bytes from 8 to the trailer, then its flags byte (bit 7:
+    the short form) and bytes 2-3. Raises ValueError for anything but a
+    datagram of this version. (_rows.c does the same over each row.)"""
+    n = len(datagram)
+    form, flags = datagram[0], datagram[1] if n > 1 else 0
+    if n < HEADER_SIZE + TRAILER_SIZE or form not in (VERSION, SHORT_FORM) or flags & SHORT_BIT:
+        raise ValueError("not a plaintext Gannet datagram")
+    tail = bytes((flags | SHORT_BIT if form == SHORT_FORM else flags, datagram[2], datagram[3]))
+    return bytes(datagram[HEADER_SIZE : n - TRAILER_SIZE]) + tail
+
+
+def restore_inner(buf: bytearray | memoryview, pos: int, length: int, dst_cid: int) -> int:
+    """The inner datagram (without CRC) rebuilt in place from the `length`
+    bytes of an opened plaintext written at buf[pos + HEADER_SIZE:]: its
+    first 8 bytes from the tail and the header's destination ID. Returns
+    its length (`length` + ELIDED). buf must hold `length` + ELIDED + 4
+    bytes from pos (the CRC the caller writes after it)."""
+    end = pos + HEADER_SIZE + length - TAIL  # the tail's first byte
+    flags, b2, b3 = buf[end], buf[end + 1], buf[end + 2]
+    buf[pos] = SHORT_FORM if flags & SHORT_BIT else VERSION
+    buf[pos + 1] = flags & ~SHORT_BIT
+    buf[pos + 2] = b2
+    buf[pos + 3] = b3
+    buf[pos + 4 : pos + 8] = dst_cid.to_bytes(4, "big")
+    return end - pos
+
+
+def encode_reset(dst_cid: int, token: bytes, filler: bytes) -> bytes:
+    """A stateless reset for connection `dst_cid` (the sender's own, which
+    the peer addresses): `filler` (RESET_FILLER random bytes: 3 where a
+    header has its packet number, the rest after the ID) makes it look like
+    any short sealed datagram."""
+    if len(token) != RESET_TOKEN_SIZE or len(filler) != RESET_FILLER:
+        raise ValueError(f"a reset token is {RESET_TOKEN_SIZE} bytes, its filler {RESET_FILLER}")
+    return bytes((PROTECTED,)) + filler[:3] + dst_cid.to_bytes(4, "big") + filler[3:] + token
 
 
 def encode_alert(dst_cid: int, code: int, detail: int = 0) -> bytes:

@@ -1,0 +1,213 @@
+"""Stateless reset (docs/security.md): a server that restarted answers the
+old connection's sealed datagrams with a reset the client can check, and
+the client ends at once with a clear error instead of timing out; a forged
+reset changes nothing and is counted; resets are paced and never answer a
+reset, so two sides that both lost their state cannot keep each other busy.
+Simulated time, counted in steps."""
+
+from __future__ import annotations
+
+import random
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from gannet.config import Config
+from gannet.crypto.endpoint import PEER_RESET_MESSAGE, SecureEndpoint, Security, reset_key, reset_token
+from gannet.wire.protected import RESET_SIZE, encode_reset, parse_header, seal_header
+
+from securepair import Pair
+
+CONFIG = Config(pmtud=False)
+
+
+def _established(pair: Pair):
+    conn = pair.client.connect("s", pair.now)
+    accepted = []
+
+    def done():
+        if not accepted and (srv := pair.server.accept()) is not None:
+            accepted.append(srv)
+        return bool(accepted) and conn.state.name == "ESTABLISHED"
+
+    pair.run(done, 1000)
+    srv = accepted[0]
+    conn.send(b"hello" * 300)
+    got = bytearray()
+
+    def received():
+        got.extend(srv.recv(1 << 16))
+        return len(got) == 1500
+
+    pair.run(received, 1000)
+    return conn, srv
+
+
+def _restart_server(pair: Pair, security: Security) -> None:
+    """The server process is gone and a new one listens at the same address
+    with the same settings: none of the old connections are known."""
+    pair.server = SecureEndpoint(CONFIG, random.Random(77), security=security)
+    pair.server.listen()
+
+
+def _after_restart(security: Security, steps: int, client: Security | None = None):
+    """Connect, exchange data, restart the server, send again; run `steps`
+    steps of 1 ms (simulated) or until the connection ends."""
+    pair = Pair(client or Security(), security, config=CONFIG)
+    conn, _ = _established(pair)
+    _restart_server(pair, security)
+    start = pair.now
+    conn.send(b"are you there?")
+    for _ in range(steps):
+        if conn.error is not None:
+            break
+        pair.step()
+    return pair, conn, pair.now - start
+
+
+def test_a_restarted_server_resets_the_connection_and_the_client_fails_at_once():
+    security = Security(static=X25519PrivateKey.generate())
+    pair, conn, elapsed = _after_restart(security, 200)
+    assert isinstance(conn.error, ConnectionResetError)
+    assert str(conn.error) == PEER_RESET_MESSAGE
+    assert elapsed <= 0.005  # one exchange of simulated milliseconds, not a timeout
+    assert [type(e.error) for e in pair.terminated("c")] == [ConnectionResetError]
+    assert pair.server.security_stats.resets_sent == 1
+    assert pair.client.security_stats.resets_received == 1
+    assert pair.client.security_stats.resets_forged == 0
+    reset = [d for d in pair.recorded if len(d) == RESET_SIZE]
+    assert len(reset) == 1 and parse_header(reset[0])[1] == conn.remote_cid
+
+
+def test_a_psk_server_resets_too():
+    security = Security(psk=bytes(range(32)))
+    _, conn, _ = _after_restart(security, 200, client=security)
+    assert str(conn.error) == PEER_RESET_MESSAGE
+
+
+def test_without_a_lasting_secret_no_reset_is_sent_and_the_connection_waits():
+    # (an identity made for the endpoint: the restarted one has another, and
+    # could make no token the client would believe, so it sends none)
+    pair, conn, _ = _after_restart(Security(), 200)
+    assert conn.error is None
+    assert pair.server.security_stats.resets_sent == 0
+    assert pair.server.security_stats.unknown_sealed > 0
+
+
+def test_a_forged_reset_changes_nothing_and_is_counted():
+    security = Security(static=X25519PrivateKey.generate())
+    pair = Pair(Security(), security, config=CONFIG)
+    conn, srv = _established(pair)
+    rng = random.Random(5)
+    wrong_key = reset_key(Security(static=X25519PrivateKey.generate()))
+    assert wrong_key is not None
+    forged = [
+        encode_reset(conn.remote_cid, rng.randbytes(16), rng.randbytes(17)),  # a guessed token
+        encode_reset(conn.remote_cid, reset_token(wrong_key, conn.remote_cid), rng.randbytes(17)),
+    ]
+    right = reset_token(reset_key(security), conn.remote_cid)
+    forged.append(encode_reset(conn.remote_cid ^ 1, right, rng.randbytes(17)))  # another connection
+    for d in forged:
+        pair.client.receive_datagram(d, "s", pair.now)
+    pair.client.receive_datagram(encode_reset(conn.remote_cid, right, rng.randbytes(17)), "elsewhere",
+                                 pair.now)  # the right token, from another address
+    stats = pair.client.security_stats
+    assert (stats.resets_forged, stats.resets_received) == (4, 0)
+    assert conn.error is None and conn.state.name == "ESTABLISHED"
+    conn.send(b"still here")
+    got = bytearray()
+
+    def received():
+        got.extend(srv.recv(100))
+        return got == b"still here"
+
+    pair.run(received, 200)
+    assert pair.client.security_stats.resets_sent == 0  # nothing answered a reset
+
+
+def _junk(cid: int, n: int, rng: random.Random) -> bytes:
+    """What a peer that lost its state sees: a sealed datagram for a
+    connection it does not know."""
+    return seal_header(0, cid, rng.getrandbits(23)) + rng.randbytes(n - 8)
+
+
+def test_two_sides_that_both_lost_their_state_do_not_reset_each_other_in_a_loop():
+    rng = random.Random(6)
+    a = SecureEndpoint(CONFIG, random.Random(1), security=Security(static=X25519PrivateKey.generate()))
+    b = SecureEndpoint(CONFIG, random.Random(2), security=Security(static=X25519PrivateKey.generate()))
+    a.listen()  # (two servers that restarted)
+    b.listen()
+    a.receive_datagram(_junk(0x1234, 80, rng), "b", 0.0)
+    exchanged = []
+    now = 0.0
+    for _ in range(50):  # ping-pong whatever either sends, far longer than a loop needs
+        now += 0.01
+        out_a = a.datagrams_to_send(now)
+        out_b = b.datagrams_to_send(now)
+        for d, _ in out_a:
+            exchanged.append(bytes(d))
+            b.receive_datagram(d, "a", now)
+        for d, _ in out_b:
+            exchanged.append(bytes(d))
+            a.receive_datagram(d, "b", now)
+    assert [len(d) for d in exchanged] == [RESET_SIZE]  # a's one reset, which b does not answer
+    assert (a.security_stats.resets_sent, b.security_stats.resets_sent) == (1, 0)
+    assert b.security_stats.resets_forged == 1
+
+
+def test_resets_are_paced_and_never_answer_a_datagram_of_reset_size():
+    rng = random.Random(7)
+    config = Config(pmtud=False, reset_rate=10, reset_burst=5)
+    ep = SecureEndpoint(config, random.Random(1), security=Security(psk=bytes(32)))
+    ep.listen()
+    for i in range(40):  # a flood of sealed datagrams for unknown connections, at one instant
+        ep.receive_datagram(_junk(1000 + i, 60, rng), "x", 1.0)
+    for n in (RESET_SIZE, RESET_SIZE - 5):
+        ep.receive_datagram(_junk(5000, n, rng), "x", 1.0)
+    out = ep.datagrams_to_send(1.0)
+    stats = ep.security_stats
+    assert len(out) == stats.resets_sent == 5
+    assert stats.resets_rate_limited == 35
+    assert all(len(d) == RESET_SIZE for d, _ in out)
+    ep.receive_datagram(_junk(2000, 60, rng), "x", 1.5)  # half a second later: 5 tokens again
+    assert len(ep.datagrams_to_send(1.5)) == 1
+
+
+def test_a_reset_in_time_wait_ends_nothing_in_error():
+    """The server forgets a connection once its FIN is acknowledged; a late
+    duplicate of the client's last ACK then draws a reset, which finds the
+    client in TIME_WAIT: the connection was over, and it stays a clean
+    close."""
+    security = Security(static=X25519PrivateKey.generate())
+    pair = Pair(Security(), security, config=CONFIG)
+    conn, srv = _established(pair)
+    conn.close(pair.now)
+    srv.close(pair.now)
+    pair.run(lambda: conn.state.name == "TIME_WAIT", 1000)
+    token = reset_token(reset_key(security), conn.remote_cid)
+    pair.client.receive_datagram(encode_reset(conn.remote_cid, token, bytes(17)), "s", pair.now)
+    assert pair.client.security_stats.resets_received == 1
+    assert conn.error is None and conn.state.name == "TIME_WAIT"
+
+
+def test_a_reflected_datagram_draws_no_reset_that_would_end_our_own_connection():
+    """One user's client and server share an identity, so they make the same
+    tokens. An attacker reflects a datagram meant for the server back to
+    the client: were the client to answer with a reset (for the server's
+    ID, under the shared key), the attacker could hand it back to the client
+    as the server's. It answers nothing, listening or not."""
+    key = X25519PrivateKey.generate()
+    for listening in (False, True):
+        pair = Pair(Security(static=key), Security(static=key), config=CONFIG)
+        if listening:
+            pair.client.listen()
+        conn, _ = _established(pair)
+        conn.send(b"x" * 100)
+        to_server = [d for d, _ in pair.client.datagrams_to_send(pair.now)]
+        assert to_server and parse_header(to_server[0])[1] == conn.remote_cid
+        pair.client.receive_datagram(to_server[0], "s", pair.now)  # reflected
+        answered = [bytes(d) for d, _ in pair.client.datagrams_to_send(pair.now)]
+        for d in answered:  # and whatever it said, reflected too
+            pair.client.receive_datagram(d, "s", pair.now)
+        assert pair.client.security_stats.resets_sent == 0, listening
+        assert all(len(d) > RESET_SIZE for d in answered)
+        assert conn.error is None and conn.state.name == "ESTABLISHED"
