@@ -125,3 +125,40 @@ def test_blocking_message_costs_each_side_two_passes_on_its_own_thread():
         # (the server thread counts its last reply's send after the system
         # call returns, which may be after the client read the counters)
         assert (N - 1) / N <= side["send_calls"] <= 1.1, (client, srv)
+
+
+@pytest.mark.skipif(not endpoint_mod._FIONREAD, reason="no FIONREAD (not POSIX)")
+def test_the_readiness_check_after_a_datagram_raises_nothing_inside(monkeypatch):
+    # FIONREAD's answer goes into a writable buffer: handed bytes, fcntl.ioctl
+    # tries the buffer as writable first and builds and clears a TypeError
+    # inside, per message (a tenth of the adapter's instructions per message).
+    real = endpoint_mod.fcntl
+    args = []
+
+    class Recording:
+        @staticmethod
+        def ioctl(fd, request, arg=0, mutate=True):
+            args.append(arg)
+            return real.ioctl(fd, request, arg, mutate)
+
+    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+
+    async def main():
+        async def echo(reader, writer):
+            try:
+                while True:
+                    writer.write(await reader.readexactly(64))
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True) as server:
+            reader, writer = await gannet.open_connection(*server.addresses[0], insecure=True)
+            for _ in range(20):
+                writer.write(MSG)
+                assert await reader.readexactly(64) == MSG
+            writer.close()
+            await writer.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert len(args) >= 40  # once per datagram read, both sides
+    assert all(type(a) is bytearray and len(a) == 4 for a in args), {type(a) for a in args}
