@@ -61,7 +61,9 @@ from .. import observe
 from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
-from ..core.events import ConnectionAvailable, ConnectionTerminated, Event
+from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionEstablished,
+                           ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
+                           StreamEnded)
 from ..wire import batch as _batch
 from ..wire.batch import Train, release
 from ..crypto.endpoint import HandshakeRefused, SecureEndpoint
@@ -202,6 +204,10 @@ class IoStats:
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
 
 Handler = Callable[[Event], None]
+# Events that go to their connection's handler and nowhere else (_dispatch
+# looks for these first: a message's DataReceived is one).
+_TO_HANDLER = frozenset({DataReceived, SendSpaceAvailable, StreamEnded, ConnectionEstablished,
+                         AllDataAcknowledged})
 
 
 def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
@@ -1052,11 +1058,17 @@ class AioEndpoint:
     def _dispatch(self) -> bool:
         events = self.ep._events
         handled = False
+        handlers = self._handlers
         while events:
             ev = events.popleft()
             handled = True
             try:
                 kind = type(ev)
+                if kind in _TO_HANDLER:  # (most events: data, send space)
+                    handler = handlers.get(ev.conn)
+                    if handler is not None:
+                        handler(ev)
+                    continue
                 if kind is ConnectionAvailable:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
@@ -1065,7 +1077,7 @@ class AioEndpoint:
                     if self.on_refused is not None:
                         self.on_refused(ev)
                     continue
-                handler = self._handlers.get(ev.conn)
+                handler = handlers.get(ev.conn)
                 if kind is ConnectionTerminated and self._refused and ev.error is None:
                     error = self._refused.get(ev.conn)
                     if error is not None:
@@ -1077,7 +1089,7 @@ class AioEndpoint:
                     {"message": "Gannet event handler failed", "exception": exc, "event": ev}
                 )
             if type(ev) is ConnectionTerminated:
-                self._handlers.pop(ev.conn, None)
+                handlers.pop(ev.conn, None)
                 self._refused.pop(ev.conn, None)
         d = self._drive
         if handled and d is not None and d.poll_until is not None:
