@@ -125,3 +125,91 @@ def test_blocking_message_costs_each_side_two_passes_on_its_own_thread():
         # (the server thread counts its last reply's send after the system
         # call returns, which may be after the client read the counters)
         assert (N - 1) / N <= side["send_calls"] <= 1.1, (client, srv)
+
+
+@pytest.mark.skipif(not endpoint_mod._FIONREAD, reason="no FIONREAD (not POSIX)")
+def test_the_readiness_check_after_a_datagram_raises_nothing_inside(monkeypatch):
+    # FIONREAD's answer goes into a writable buffer: handed bytes, fcntl.ioctl
+    # tries the buffer as writable first and builds and clears a TypeError
+    # inside, per message (a tenth of the adapter's instructions per message).
+    real = endpoint_mod.fcntl
+    args = []
+
+    class Recording:
+        @staticmethod
+        def ioctl(fd, request, arg=0, mutate=True):
+            args.append(arg)
+            return real.ioctl(fd, request, arg, mutate)
+
+    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+
+    async def main():
+        async def echo(reader, writer):
+            try:
+                while True:
+                    writer.write(await reader.readexactly(64))
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True) as server:
+            reader, writer = await gannet.open_connection(*server.addresses[0], insecure=True)
+            for _ in range(20):
+                writer.write(MSG)
+                assert await reader.readexactly(64) == MSG
+            writer.close()
+            await writer.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert len(args) >= 40  # once per datagram read, both sides
+    assert all(type(a) is bytearray and len(a) == 4 for a in args), {type(a) for a in args}
+
+
+def test_asyncio_reader_waits_once_per_message_on_one_future(monkeypatch):
+    # The reader's wait for a message is one future awaited directly
+    # (ChunkReader._new_waiter), resolved inline by feed_data: not asyncio's
+    # _wait_for_data coroutine around it.
+    from gannet.io import reader as reader_mod
+
+    waiters, coroutine_waits = [], []
+    real_new_waiter = reader_mod.ChunkReader._new_waiter
+    real_wait = asyncio.StreamReader._wait_for_data
+
+    def counted_new_waiter(self, func_name):
+        waiters.append(func_name)
+        return real_new_waiter(self, func_name)
+
+    async def counted_wait(self, func_name):
+        coroutine_waits.append(func_name)
+        return await real_wait(self, func_name)
+
+    monkeypatch.setattr(reader_mod.ChunkReader, "_new_waiter", counted_new_waiter)
+    monkeypatch.setattr(asyncio.StreamReader, "_wait_for_data", counted_wait)
+
+    async def main():
+        async def echo(reader, writer):
+            try:
+                while True:
+                    writer.write(await reader.readexactly(64))
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True) as server:
+            reader, writer = await gannet.open_connection(*server.addresses[0], insecure=True)
+            for _ in range(20):
+                writer.write(MSG)
+                assert await reader.readexactly(64) == MSG
+            del waiters[:], coroutine_waits[:]
+            for _ in range(N):
+                writer.write(MSG)
+                await writer.drain()
+                assert await reader.readexactly(64) == MSG
+            counted = len(waiters), len(coroutine_waits)
+            writer.close()
+            await writer.wait_closed()
+        return counted
+
+    made, through_coroutine = asyncio.run(asyncio.wait_for(main(), 50))
+    # one wait per message and side (the reply is never there before the
+    # read asks; the echo's next read waits for the next message)
+    assert 2 * N - 2 <= made <= 2 * N + 2, made
+    assert through_coroutine == 0, through_coroutine

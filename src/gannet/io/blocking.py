@@ -281,7 +281,7 @@ class Socket:
             deadline = time.monotonic() + timeout
         aep = self._aep
         assert aep is not None
-        while not ready():
+        while True:  # (ready() was False on entry, and is asked again after each wait)
             left = None
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -289,16 +289,18 @@ class Socket:
                     raise TimeoutError("timed out")
             if aep.begin_drive():
                 _drive(aep, cond, ready, left)
-                continue
-            waiting = _waiting_on(aep)
-            waiting[cond] = waiting.get(cond, 0) + 1
-            try:
-                cond.wait(left)
-            finally:
-                if waiting[cond] == 1:
-                    del waiting[cond]
-                else:
-                    waiting[cond] -= 1
+            else:
+                waiting = _waiting_on(aep)
+                waiting[cond] = waiting.get(cond, 0) + 1
+                try:
+                    cond.wait(left)
+                finally:
+                    if waiting[cond] == 1:
+                        del waiting[cond]
+                    else:
+                        waiting[cond] -= 1
+            if ready():
+                return
 
     def _connected(self) -> _ConnWaiter:
         self._check_open()
@@ -357,7 +359,7 @@ class Socket:
                 if self._closed:
                     raise _oserror(errno.EBADF, "socket closed during accept()")
                 conn = found[0]
-                if conn.state == State.CLOSED and conn.error is not None:
+                if conn.state is _CLOSED and conn.error is not None:
                     continue  # reset before we took it
                 w = _ConnWaiter(aep, conn)
                 break
@@ -390,7 +392,7 @@ class Socket:
             if self._timeout == 0:
                 raise BlockingIOError(errno.EINPROGRESS, "connection in progress")
             try:
-                self._wait(w.cond, lambda: w.established or conn.state == State.CLOSED)
+                self._wait(w.cond, lambda: w.established or conn.state is _CLOSED)
             except TimeoutError:
                 conn.abort(aep.now())
                 aep.flush_threadsafe()
@@ -454,7 +456,7 @@ class Socket:
             return b""
         conn = w.conn
         with w.cond:
-            self._wait(w.cond, lambda: conn.readable_bytes > 0 or conn.eof or conn.state == State.CLOSED
+            self._wait(w.cond, lambda: conn.readable_bytes > 0 or conn.eof or conn.state is _CLOSED
                        or self._rd_shut or self._closed)
             if conn.readable_bytes and not self._rd_shut:
                 data = conn.recv(bufsize)
@@ -616,6 +618,7 @@ class Socket:
         return f"<gannet.Socket {what}>"
 
 
+_CLOSED = State.CLOSED  # (an enum member's lookup is slow in Python 3.11: readiness checks ask often)
 _WRITABLE = (State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT)
 _FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
 

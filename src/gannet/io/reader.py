@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-_BaseReader = asyncio.StreamReader
-
 
 class ChunkReader(asyncio.StreamReader):
     """An asyncio.StreamReader whose `read(n)` returns received chunks as they are."""
@@ -51,7 +49,11 @@ class ChunkReader(asyncio.StreamReader):
             chunks = self._chunks = deque()
         chunks.append(data)
         self._chunked += len(data)
-        self._wakeup_waiter()
+        waiter = self._waiter  # (the inherited _wakeup_waiter, inline: once per message)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.cancelled():
+                waiter.set_result(None)
         if (self._transport is not None and not self._paused
                 and self._chunked > 2 * self._limit):
             try:
@@ -77,27 +79,36 @@ class ChunkReader(asyncio.StreamReader):
             self._paused = False
             self._transport.resume_reading()
 
+    def _new_waiter(self, func_name: str) -> asyncio.Future:
+        """The future feed_data, feed_eof or set_exception resolves (the
+        inherited _wait_for_data's, made without its coroutine: the chunk
+        paths await it directly, once per message). If reading was paused,
+        it resumes: asyncio's version resumes the transport and then makes
+        the waiter; ours feeds synchronously on resume (what the connection
+        holds), and would pause again before the waiter existed: a
+        readexactly(n) larger than twice the limit then waited forever
+        behind a zero window. So the waiter comes first."""
+        if self._waiter is not None:
+            raise RuntimeError(f"{func_name}() called while another coroutine is "
+                               "already waiting for incoming data")
+        waiter = self._waiter = self._loop.create_future()
+        if self._paused and self._transport is not None:
+            self._paused = False
+            try:
+                self._transport.resume_reading()  # may wake (and clear) the waiter
+            except BaseException:
+                self._waiter = None
+                raise
+        return waiter
+
     async def _wait_for_data(self, func_name: str) -> None:
         # The inherited methods re-check the bytearray after waking up: what
         # arrived as chunks must be there by then.
-        if self._paused and self._transport is not None:
-            # asyncio's version resumes the transport and then makes the
-            # waiter; ours feeds synchronously on resume (what the connection
-            # holds), and would pause again before the waiter existed: a
-            # readexactly(n) larger than twice the limit then waited forever
-            # behind a zero window. Make the waiter first.
-            if self._waiter is not None:
-                raise RuntimeError(f"{func_name}() called while another coroutine is "
-                                   "already waiting for incoming data")
-            waiter = self._waiter = self._loop.create_future()
-            try:
-                self._paused = False
-                self._transport.resume_reading()  # may wake (and clear) the waiter
-                await waiter
-            finally:
-                self._waiter = None
-        else:
-            await _BaseReader._wait_for_data(self, func_name)
+        waiter = self._new_waiter(func_name)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
         self._flatten()
 
     # ------------------------------------------------------------- reading
@@ -112,7 +123,11 @@ class ChunkReader(asyncio.StreamReader):
                 raise self._exception
             if self._eof:
                 return b""
-            await _BaseReader._wait_for_data(self, "read")
+            waiter = self._new_waiter("read")
+            try:
+                await waiter
+            finally:
+                self._waiter = None
             if self._buffer or not self._chunked:
                 return await super().read(n)  # fed through the bytearray, or EOF/error
         return self._take(n)
@@ -135,7 +150,8 @@ class ChunkReader(asyncio.StreamReader):
             self._head = head + n
             chunk = chunk[head:head + n]
         self._chunked -= size
-        self._maybe_resume_transport()
+        if self._paused:
+            self._maybe_resume_transport()
         return chunk
 
     async def readexactly(self, n: int) -> bytes:
@@ -150,7 +166,11 @@ class ChunkReader(asyncio.StreamReader):
                 break  # spread over chunks: the bytearray path joins them
             if self._eof:
                 break  # the inherited method raises IncompleteReadError
-            await _BaseReader._wait_for_data(self, "readexactly")
+            waiter = self._new_waiter("readexactly")
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         self._flatten()
         return await super().readexactly(n)
 
