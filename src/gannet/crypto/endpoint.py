@@ -695,14 +695,26 @@ class SecureEndpoint(Endpoint):
     def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
         """The plain encoding, then sealed under `conn`'s keys (all but a
         SYN-ACK sent again, whose key exchange datagrams_to_send adds)."""
+        session = self._sessions.get(conn.local_cid)
+        if self.run_trailers or session is None or session.chosen is None:
+            # insecure, or an observer first (datagrams_to_send's pass seals);
+            # or no keys yet: the handshake's datagrams
+            return super()._encode_into(conn, segs, out, trains)
+        sealer = session.chosen[0]
+        if len(segs) > 1:
+            # A segment at a time, each sealed as soon as it is encoded: the
+            # plaintext train is sealed while it is still in the cache and
+            # goes back to the pool at once, so a pass of many runs (with
+            # path MTU discovery, one 64 KB datagram each) needs one
+            # plaintext train, not one per run beside the sealed ones (the
+            # pool's bytes would go to plaintext trains and every sealed
+            # train would be a fresh, zeroed buffer).
+            sent = 0
+            for seg in segs:
+                sent += self._encode_into(conn, [seg], out, trains)
+            return sent
         start = len(out)
         sent = super()._encode_into(conn, segs, out, trains)
-        if self.run_trailers:  # insecure, or an observer first: datagrams_to_send's pass seals
-            return sent
-        session = self._sessions.get(conn.local_cid)
-        if session is None or session.chosen is None:
-            return sent  # no keys yet: the handshake's datagrams
-        sealer = session.chosen[0]
         if len(out) == start + 1 and type(out[start][0]) is not Train:
             item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
             out[start] = (self._seal_encoded(sealer, item), addr)
