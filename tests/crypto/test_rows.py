@@ -414,3 +414,17 @@ def test_a_full_run_is_sealed_into_one_gso_train():
     full = RUN_BYTES // (pair.client.config.max_datagram_size + OVERHEAD)
     assert max(counts) == full
     assert 1 not in counts
+
+
+def test_aes_gcm_rows_pass_nonce_and_tag_as_parameters_under_openssl_3():
+    """The cheaper call pattern (docs/security.md, Performance) is the one
+    in use where the library is OpenSSL 3, and only for AES-GCM; the tests
+    above hold it to the Python equivalent's bytes and verdicts."""
+    import ssl
+
+    rows = _native()
+    aes = rows.Keys(AES_128_GCM, bytes(range(16)), bytes(12))
+    chacha = rows.Keys(CHACHA20_POLY1305, bytes(range(32)), bytes(12))
+    assert chacha.param_path == 0
+    if ssl.OPENSSL_VERSION_INFO >= (3,):
+        assert aes.param_path == 1
