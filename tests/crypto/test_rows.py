@@ -147,6 +147,18 @@ def test_open_rows_c_and_python_give_the_same_verdicts(aead):
         assert got_c == got_py, f"trial {trial}"
         assert c_out[: got_c[1]] == py_out[: got_py[1]]
         stops.add(got_c[4])
+        # Without trailers: the same verdicts and inner datagrams, and the
+        # trailers' room left as it was (here: the marker byte 0xEE).
+        c_bare, py_bare = bytearray(b"\xee" * len(batch)), bytearray(b"\xee" * len(batch))
+        assert keys.open_rows(batch, *args, c_bare, *rest, False) == got_c
+        assert _open_rows(cipher, iv, memoryview(batch), *args, memoryview(py_bare), *rest, False) == got_py
+        assert c_bare[: got_c[1]] == py_bare[: got_py[1]]  # (past it: a refused row's leftovers)
+        at = 10
+        while at < got_c[1]:  # rows opened lie back to back, the last maybe shorter
+            n = size if at + size <= got_c[1] else got_c[1] - at
+            assert c_bare[at : at + n - 4] == c_out[at : at + n - 4]
+            assert c_bare[at + n - 4 : at + n] == b"\xee" * 4
+            at += n
     assert stops == {STOP_END, STOP_OTHER, STOP_TAG}  # every way out was taken
 
 

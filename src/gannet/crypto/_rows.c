@@ -533,7 +533,7 @@ done:
 #define STOP_TAG 2       /* a common-case row whose tag did not verify */
 
 PyDoc_STRVAR(open_rows_doc,
-"open_rows(buf, seg, start, out, pos, form, flags, dst_cid, after_pn)\n"
+"open_rows(buf, seg, start, out, pos, form, flags, dst_cid, after_pn, trailers=True)\n"
 "    -> (row, pos, first_pn, count, stop)\n\n"
 "Open the rows of `buf` (`seg` bytes each, the last maybe shorter) from row\n"
 "`start`, while each is the common case: a sealed datagram of `form` with\n"
@@ -542,7 +542,9 @@ PyDoc_STRVAR(open_rows_doc,
 "`pos` as its inner datagram and CRC32C trailer. Returns the row it\n"
 "stopped at, the position after the last written, the packet numbers\n"
 "opened (`count` from `first_pn`), and why it stopped: 0 the end, 1 a row\n"
-"that is not the common case, 2 a row whose tag did not verify.");
+"that is not the common case, 2 a row whose tag did not verify. With\n"
+"`trailers` false the CRC32C trailers are left unwritten (room is kept):\n"
+"for a reader that takes the tag's word for every byte.");
 
 static PyObject *
 keys_open_rows(KeysObject *self, PyObject *args)
@@ -552,8 +554,9 @@ keys_open_rows(KeysObject *self, PyObject *args)
     int form, flags;
     unsigned long dst;
     long long after;
-    if (!PyArg_ParseTuple(args, "y*nnw*niikL", &buf, &seg, &start, &out, &pos, &form, &flags, &dst,
-                          &after))
+    int trailers = 1;
+    if (!PyArg_ParseTuple(args, "y*nnw*niikL|p", &buf, &seg, &start, &out, &pos, &form, &flags, &dst,
+                          &after, &trailers))
         return NULL;
     PyObject *result = NULL;
     if (seg <= 0 || seg >= buf.len)
@@ -589,7 +592,8 @@ keys_open_rows(KeysObject *self, PyObject *args)
             stop = STOP_TAG;
             break;
         }
-        put_le32(o + pos + body, crc32c(o + pos, (size_t)body));
+        if (trailers)
+            put_le32(o + pos + body, crc32c(o + pos, (size_t)body));
         pos += body + TRAILER_SIZE;
         if (count++ == 0)
             first = pn;

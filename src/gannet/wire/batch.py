@@ -250,7 +250,7 @@ def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int, traile
                 pack_crc(out, end, crc32c(out[off:end]))
 
 
-def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
+def scan(buf: bytes | bytearray | memoryview, seg: int, authenticated: bool = False) -> list[tuple]:
     """Group a batch of datagrams (from one address, in arrival order) into runs.
 
     `buf` holds datagrams of `seg` bytes back to back, the last maybe
@@ -261,7 +261,8 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     apart). For a run, `data` is its payloads joined (checksums verified);
     for a datagram that is anything else (control flags, options beyond
     the long form, no data, a bad checksum...), `data` is None and `raw` holds
-    just it, for `decode` to parse or reject.
+    just it, for `decode` to parse or reject. The trailers of `authenticated`
+    datagrams (see datagram.peek_short) are not read.
     """
     n = len(buf)
     view = buf if type(buf) is memoryview else memoryview(buf)
@@ -272,14 +273,14 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     count = n // seg
     full = count * seg
     if count >= VECTOR_MIN:
-        run = _scan_rows(view, seg, count)
+        run = _scan_rows(view, seg, count, authenticated)
         if run is not None:
             runs = [run]
             if full < n:
-                _scan_loop(view, full, seg, runs)
+                _scan_loop(view, full, seg, runs, authenticated)
             return runs
     runs = []
-    _scan_loop(view, 0, seg, runs)
+    _scan_loop(view, 0, seg, runs, authenticated)
     return runs
 
 
@@ -300,13 +301,13 @@ def _steps(count: int, mss: int) -> numpy.ndarray:
     return steps
 
 
-def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
+def _scan_rows(view: memoryview, seg: int, count: int, authenticated: bool = False) -> tuple | None:
     """The `count` full datagrams as one run, checked with numpy, or None if
     they are not one (the caller then walks them one by one)."""
     if seg < _MIN_DATA:
         return None
     full = count * seg
-    if crc32c(view[:full]) != batch_residue(seg, count):
+    if not authenticated and crc32c(view[:full]) != batch_residue(seg, count):
         return None
     form, flags, wnd, dst, seq0, ack, ts0 = SHORT.unpack_from(view)
     if form != SHORT_FORM or flags | PSH != ACK | PSH or not dst or (np := loaded_numpy()) is None:
@@ -325,7 +326,7 @@ def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
     return (dst, seq0, ack, wnd, ts0, ts_last, data, view[:full])
 
 
-def _scan_loop(view: memoryview, start: int, seg: int, runs: list) -> None:
+def _scan_loop(view: memoryview, start: int, seg: int, runs: list, authenticated: bool = False) -> None:
     """The same grouping as `_scan_rows`, a datagram at a time, from `start`."""
     unpack = SHORT.unpack_from
     cur = None  # [dst, seq, ack, wnd, ts0, ts1, payloads, first offset, next_seq]
@@ -337,7 +338,8 @@ def _scan_loop(view: memoryview, start: int, seg: int, runs: list) -> None:
         if end >= _MIN_DATA - TRAILER_SIZE:
             fields = unpack(d)
             form, flags, wnd, dst, seq, ack, tsval = fields
-            if not (form == SHORT_FORM and flags | PSH == ACK | PSH and dst and crc32c(d) == CRC_RESIDUE):
+            if not (form == SHORT_FORM and flags | PSH == ACK | PSH and dst
+                    and (authenticated or crc32c(d) == CRC_RESIDUE)):
                 fields = None
         if fields is None:
             if cur is not None:
