@@ -156,6 +156,21 @@ def test_open_rows_c_and_python_give_the_same_verdicts(aead):
         assert got_c == got_py, f"trial {trial}"
         assert c_out[: got_c[1]] == py_out[: got_py[1]]
         stops.add(got_c[4])
+        # Without trailers: the same verdicts and inner datagrams, and no
+        # CRC in the trailers' room: its first 3 bytes held the envelope's
+        # tail while the row was opened (TAIL), its last is left as it was
+        # (here: the marker byte 0xEE).
+        c_bare, py_bare = bytearray(b"\xee" * len(batch)), bytearray(b"\xee" * len(batch))
+        assert keys.open_rows(batch, *args, c_bare, *rest, False) == got_c
+        assert _open_rows(cipher, iv, memoryview(batch), *args, memoryview(py_bare), *rest, False) == got_py
+        assert c_bare[: got_c[1]] == py_bare[: got_py[1]]  # (past it: a refused row's leftovers)
+        at = 10
+        while at < got_c[1]:  # rows opened lie back to back, the last maybe shorter
+            n = size if at + size <= got_c[1] else got_c[1] - at
+            assert c_bare[at : at + n - 4] == c_out[at : at + n - 4]
+            assert c_bare[at + n - 4 : at + n - 1] != c_out[at + n - 4 : at + n - 1]
+            assert c_bare[at + n - 1] == 0xEE
+            at += n
     assert stops == {STOP_END, STOP_OTHER, STOP_TAG}  # every way out was taken
 
 
@@ -441,3 +456,17 @@ def test_both_refuse_to_seal_what_is_not_a_plaintext_datagram(row):
         keys.seal_rows(row, len(row), out, PROTECTED, 0, 1, 0, 1)
     with pytest.raises(ValueError):
         _seal_rows(cipher, iv, memoryview(row), len(row), memoryview(out), PROTECTED, 0, 1, 0, 1)
+
+
+def test_aes_gcm_rows_pass_nonce_and_tag_as_parameters_under_openssl_3():
+    """The cheaper call pattern (docs/security.md, Performance) is the one
+    in use where the library is OpenSSL 3, and only for AES-GCM; the tests
+    above hold it to the Python equivalent's bytes and verdicts."""
+    import ssl
+
+    rows = _native()
+    aes = rows.Keys(AES_128_GCM, bytes(range(16)), bytes(12))
+    chacha = rows.Keys(CHACHA20_POLY1305, bytes(range(32)), bytes(12))
+    assert chacha.param_path == 0
+    if ssl.OPENSSL_VERSION_INFO >= (3,):
+        assert aes.param_path == 1

@@ -240,23 +240,24 @@ class Endpoint:
 
     # --------------------------------------------------------------- network
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
-                      now: float) -> None:
+                      now: float, authenticated: bool = False) -> None:
         """Datagrams that arrived together from `addr`, in order, in the shape
         UDP GRO delivers them: `seg` bytes each, back to back in `buf`, the
         last maybe shorter (`seg` 0 for one datagram).
 
         Same result as `receive_datagram` on each, but runs of in-order data
         segments for one connection take the connection's fast path
-        (`Connection.on_data_run`) in one call.
+        (`Connection.on_data_run`) in one call. `authenticated`: datagrams an
+        AEAD tag vouched for (gannet.crypto), whose CRC trailers are not read.
         """
         if seg <= 0 or seg >= len(buf):
             # One datagram: parse it once (a scan first would only find a
             # run of one, which decode then parses again when it declines).
             self.stats.datagrams_received += 1
-            self._receive_one(buf, addr, now, True)
+            self._receive_one(buf, addr, now, True, authenticated)
             return
         one = self._receive_one  # (a bound method: compiled code calls self._receive_one directly)
-        for dst, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg):
+        for dst, seq, ack, wnd, ts0, ts1, data, raw in scan(buf, seg, authenticated):
             size = len(raw)
             count = -(-size // seg)
             self.stats.datagrams_received += count
@@ -269,25 +270,26 @@ class Endpoint:
                     if count > 1:
                         # The first segment may move the ACK point or the
                         # window; after it, the others may still be a run.
-                        one(raw[:seg], addr, now)
+                        one(raw[:seg], addr, now, False, authenticated)
                         first = seg - DATA_OVERHEAD
                         if conn.on_data_run((seq + first) & 0xFFFFFFFF, ack, wnd, ts0, ts1,
                                             data[first:], count - 1, last, now):
                             continue
                         raw = raw[seg:]
             for d in rows(raw, seg):
-                one(d, addr, now)
+                one(d, addr, now, False, authenticated)
 
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
         self.stats.datagrams_received += 1
         self._receive_one(data, addr, now)
 
     def _receive_one(self, data: bytes | bytearray | memoryview, addr: object, now: float,
-                     fast: bool = False) -> None:
+                     fast: bool = False, authenticated: bool = False) -> None:
         """Decode one datagram and hand it to its connection; `fast` lets an
-        in-order data segment take the connection's run path as a run of one."""
+        in-order data segment take the connection's run path as a run of one;
+        `authenticated` (see receive_batch) skips its CRC."""
         src: int | None  # the short form names no source
-        head = peek_short(data)
+        head = peek_short(data, authenticated)
         if head is None:
             if self._unreachable and data[1] & SYN and addr in self._unreachable and not any(data[4:8]):
                 # A SYN from an address that answered with an ICMP unreachable:
@@ -297,7 +299,7 @@ class Endpoint:
                     self.stats.syn_dropped_unreachable += 1
                     return
             try:
-                dst, src, seg = decode(data)
+                dst, src, seg = decode(data, authenticated)
             except WireError:
                 self.stats.malformed_dropped += 1
                 return

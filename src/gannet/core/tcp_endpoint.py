@@ -121,8 +121,9 @@ class TcpEndpoint(Endpoint):
 
     # --------------------------------------------------------------- network
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
-                      now: float) -> None:
-        """Packets as a raw socket delivers them: one at a time (`seg` 0)."""
+                      now: float, authenticated: bool = False) -> None:
+        """Packets as a raw socket delivers them: one at a time (`seg` 0).
+        (`authenticated` is the UDP endpoint's; every packet here is checked.)"""
         if seg <= 0 or seg >= len(buf):
             self.receive_datagram(buf, addr, now)
             return

@@ -14,9 +14,10 @@ layer at its datagram boundary, and nothing changed inside the connection:
   under the direction's key with the packet number in the nonce. A GSO
   train is sealed row by row into a train of rows OVERHEAD bytes longer.
 - Arriving sealed datagrams are opened and handed to the plain endpoint
-  with a CRC32C computed locally (the tag already vouched for every byte;
-  the CRC only lets the unchanged decoders and the GRO batch path take
-  them). A GRO batch is opened row by row into one plaintext batch, so the
+  as authenticated: the tag already vouched for every byte, so the
+  decoders and the GRO batch path skip the CRC32C, whose trailer is left
+  unwritten (it is computed only for an observer, which parses them). A
+  GRO batch is opened row by row into one plaintext batch, so the
   in-order run path keeps working.
 - A plaintext segment for a connection that has keys - data, ACK, FIN,
   RST, window update - is dropped and counted, whatever its numbers: only
@@ -350,6 +351,7 @@ class SecureEndpoint(Endpoint):
         rows = -(-n // seg)
         sessions = self._sessions
         sstats = self.security_stats
+        trailers = self.plaintext_observer is not None  # (it parses what it logs; the core does not check)
         while row < rows:
             off = row * seg
             first = view[off]
@@ -357,7 +359,8 @@ class SecureEndpoint(Endpoint):
                 dst = int.from_bytes(view[off + 4 : off + 8], "big")
                 session = sessions.get(dst)
                 if session is not None and session.chosen is not None:
-                    stop_row, pos, opened, stop = session.chosen[1].open_rows(view, seg, row, out, pos, dst)
+                    stop_row, pos, opened, stop = session.chosen[1].open_rows(view, seg, row, out, pos, dst,
+                                                                              trailers)
                     if opened:
                         sstats.opened += opened
                         session.confirmed = True
@@ -401,11 +404,13 @@ class SecureEndpoint(Endpoint):
         self._receive_one(data, addr, now, fast)
 
     def _deliver_batch(self, buf, seg: int, addr: object, now: float) -> None:
-        """Hand an opened GRO batch to the plain endpoint's run path."""
+        """Hand an opened GRO batch to the plain endpoint's run path, which
+        need not check CRC trailers that the tags made redundant (they are
+        written only for an observer)."""
         observer = self.plaintext_observer
         if observer is not None:
             observer.inner_batch_received(buf, seg, addr, now)
-        super().receive_batch(buf, seg, addr, now)
+        super().receive_batch(buf, seg, addr, now, True)
 
     def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
         if len(data) <= RESET_SIZE:
@@ -415,7 +420,7 @@ class SecureEndpoint(Endpoint):
         if inner is not None:
             if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
                 self.plaintext_observer.inner_received(inner, addr, now)
-            self._receive_one(inner, addr, now, fast)
+            self._receive_one(inner, addr, now, fast, True)  # (authenticated: its CRC is not checked)
         elif self._reset_key is not None:
             self._maybe_reset(data, addr, now)
 
@@ -472,9 +477,10 @@ class SecureEndpoint(Endpoint):
         conn._terminate(ConnectionResetError(PEER_RESET_MESSAGE))
 
     def _open_one(self, data: bytes | bytearray | memoryview) -> bytearray | memoryview | None:
-        """The inner datagram of one sealed datagram with its CRC trailer
-        (for the plain endpoint's decoders), or None (counted): the rows
-        path for one row when it is the common case, else `_open`."""
+        """The inner datagram of one sealed datagram with room for its CRC
+        trailer (written only for an observer: the plain endpoint takes the
+        tag's word), or None (counted): the rows path for one row when it is
+        the common case, else `_open`."""
         # (Without the C primitive a small datagram takes `_open`, which is
         # fewer steps for one; a large one is still opened into a buffer.)
         if len(data) > 8 and (NATIVE_ROWS or len(data) > NATIVE_ROW_MAX):
@@ -485,7 +491,8 @@ class SecureEndpoint(Endpoint):
                 if len(self._one_buf) < n:
                     self._one_buf = bytearray(n)
                 out = self._one_buf
-                _, pos, opened, stop = session.chosen[1].open_rows(data, 0, 0, out, 0, dst)
+                _, pos, opened, stop = session.chosen[1].open_rows(data, 0, 0, out, 0, dst,
+                                                                   self.plaintext_observer is not None)
                 if opened:
                     self.security_stats.opened += 1
                     session.confirmed = True
@@ -817,14 +824,26 @@ class SecureEndpoint(Endpoint):
     def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
         """The plain encoding, then sealed under `conn`'s keys (all but a
         SYN-ACK sent again, whose key exchange datagrams_to_send adds)."""
+        session = self._sessions.get(conn.local_cid)
+        if self.run_trailers or session is None or session.chosen is None:
+            # insecure, or an observer first (datagrams_to_send's pass seals);
+            # or no keys yet: the handshake's datagrams
+            return super()._encode_into(conn, segs, out, trains)
+        sealer = session.chosen[0]
+        if len(segs) > 1:
+            # A segment at a time, each sealed as soon as it is encoded: the
+            # plaintext train is sealed while it is still in the cache and
+            # goes back to the pool at once, so a pass of many runs (with
+            # path MTU discovery, one 64 KB datagram each) needs one
+            # plaintext train, not one per run beside the sealed ones (the
+            # pool's bytes would go to plaintext trains and every sealed
+            # train would be a fresh, zeroed buffer).
+            sent = 0
+            for seg in segs:
+                sent += self._encode_into(conn, [seg], out, trains)
+            return sent
         start = len(out)
         sent = super()._encode_into(conn, segs, out, trains)
-        if self.run_trailers:  # insecure, or an observer first: datagrams_to_send's pass seals
-            return sent
-        session = self._sessions.get(conn.local_cid)
-        if session is None or session.chosen is None:
-            return sent  # no keys yet: the handshake's datagrams
-        sealer = session.chosen[0]
         if len(out) == start + 1 and type(out[start][0]) is not Train:
             item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
             out[start] = (self._seal_encoded(sealer, item), addr)

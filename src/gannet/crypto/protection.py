@@ -167,7 +167,8 @@ def _seal_rows(aead: Cipher, iv: int, src: memoryview, size: int, out: memoryvie
 
 
 def _open_rows(aead: Cipher, iv: int, buf: memoryview, seg: int, start: int, out: memoryview, pos: int,
-               form: int, flags: int, dst_cid: int, after: int) -> tuple[int, int, int, int, int]:
+               form: int, flags: int, dst_cid: int, after: int,
+               trailers: bool = True) -> tuple[int, int, int, int, int]:
     """The Python equivalent of _rows.Keys.open_rows: the rows of `buf`
     (`seg` bytes each, the last maybe shorter) from row `start` opened into
     `out` at `pos`, each as its inner datagram and CRC32C trailer, while
@@ -176,7 +177,8 @@ def _open_rows(aead: Cipher, iv: int, buf: memoryview, seg: int, start: int, out
     the largest opened) above `after` (the first) or one above the row
     before. Returns (the row it stopped at, the position after the last
     written, the first packet number opened, how many were, why it
-    stopped: STOP_END, STOP_OTHER or STOP_TAG)."""
+    stopped: STOP_END, STOP_OTHER or STOP_TAG). Without `trailers` the CRC
+    trailers are left unwritten (their room is kept)."""
     n = len(buf)
     if seg <= 0 or seg >= n:
         seg = n
@@ -204,7 +206,8 @@ def _open_rows(aead: Cipher, iv: int, buf: memoryview, seg: int, start: int, out
         except InvalidTag:
             return row, pos, first, count, STOP_TAG
         inner = restore_inner(out, pos, body, dst_cid)
-        _CRC.pack_into(out, pos + inner, crc32c(out[pos : pos + inner]))
+        if trailers:
+            _CRC.pack_into(out, pos + inner, crc32c(out[pos : pos + inner]))
         pos += inner + TRAILER_SIZE
         if not count:
             first = pn
@@ -437,7 +440,7 @@ class Opener:
         return plaintext
 
     def open_rows(self, buf: memoryview, seg: int, start: int, out: memoryview, pos: int,
-                  dst_cid: int) -> tuple[int, int, int, int]:
+                  dst_cid: int, trailers: bool = True) -> tuple[int, int, int, int]:
         """Open the rows of a batch (`seg` bytes each, the last maybe
         shorter) from row `start` into `out` at `pos`, each as its inner
         datagram and CRC trailer, for as long as they are the common case:
@@ -447,15 +450,17 @@ class Opener:
         stopped at, the position after the last written, how many opened,
         why it stopped): at STOP_OTHER, `open` must judge that row (and the
         rows after it may be the common case again); at STOP_TAG, that row
-        did not authenticate and was counted."""
+        did not authenticate and was counted. Without `trailers` the CRC
+        trailers are left unwritten, for a reader that does not check them
+        (`Endpoint.receive_batch`'s `authenticated`)."""
         aead, iv, rows = self._current
         window = self.window
         if rows is not None and (seg if 0 < seg < len(buf) else len(buf)) <= NATIVE_ROW_MAX:
             row, pos, first, count, stop = rows.open_rows(buf, seg, start, out, pos, PROTECTED,
-                                                          self.key_phase, dst_cid, window.highest)
+                                                          self.key_phase, dst_cid, window.highest, trailers)
         else:
             row, pos, first, count, stop = _open_rows(aead, iv, buf, seg, start, out, pos, PROTECTED,
-                                                      self.key_phase, dst_cid, window.highest)
+                                                      self.key_phase, dst_cid, window.highest, trailers)
         if count:
             window.record_run(first, count)
             self.opened += count

@@ -250,7 +250,7 @@ def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int, traile
                 pack_crc(out, end, crc32c(out[off:end]))
 
 
-def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
+def scan(buf: bytes | bytearray | memoryview, seg: int, authenticated: bool = False) -> list[tuple]:
     """Group a batch of datagrams (from one address, in arrival order) into runs.
 
     `buf` holds datagrams of `seg` bytes back to back, the last maybe
@@ -261,7 +261,8 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     apart). For a run, `data` is its payloads joined (checksums verified);
     for a datagram that is anything else (control flags, options beyond
     the long form, no data, a bad checksum...), `data` is None and `raw` holds
-    just it, for `decode` to parse or reject.
+    just it, for `decode` to parse or reject. The trailers of `authenticated`
+    datagrams (see datagram.peek_short) are not read.
     """
     n = len(buf)
     view = buf if type(buf) is memoryview else memoryview(buf)
@@ -272,25 +273,28 @@ def scan(buf: bytes | bytearray | memoryview, seg: int) -> list[tuple]:
     count = n // seg
     full = count * seg
     # Every full row correct at once: one CRC call over them all (see
-    # batch_residue) instead of one per row. A batch that fails it is
-    # walked row by row, each checked on its own.
-    checked = count > 1 and seg >= _MIN_DATA and crc32c(view[:full]) == batch_residue(seg, count)
+    # batch_residue) instead of one per row, or none for rows the AEAD
+    # authenticated. A batch that fails it is walked row by row, each
+    # checked on its own.
+    checked = count > 1 and seg >= _MIN_DATA and (
+        authenticated or crc32c(view[:full]) == batch_residue(seg, count))
+    # (rows before this offset are known correct)
+    known = n if authenticated else 0
     if checked and count >= VECTOR_MIN and view[4:8] == view[full - seg + 4 : full - seg + 8]:
         # (the first and last rows name one connection: it may be one run)
         run = _scan_rows(view, seg, count)
         if run is not None:
             runs = [run]
             if full < n:
-                _scan_loop(view, full, seg, runs)
+                _scan_loop(view, full, seg, runs, known)
             return runs
     runs = []
     if checked:
         # Rows of several connections (replies to many clients that
         # arrived together, each its own run) or not one run: the rows
         # are known correct, only the last, shorter one is checked.
-        _scan_loop(view, 0, seg, runs, full)
-    else:
-        _scan_loop(view, 0, seg, runs)
+        known = max(known, full)
+    _scan_loop(view, 0, seg, runs, known)
     return runs
 
 
@@ -313,8 +317,8 @@ def _steps(count: int, mss: int) -> numpy.ndarray:
 
 def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
     """The `count` full datagrams, whose checksums the caller verified
-    together, as one run, checked with numpy, or None if they are not one
-    (the caller then walks them one by one)."""
+    together (or the AEAD authenticated), as one run, checked with numpy, or
+    None if they are not one (the caller then walks them one by one)."""
     full = count * seg
     form, flags, wnd, dst, seq0, ack, ts0 = SHORT.unpack_from(view)
     if form != SHORT_FORM or flags | PSH != ACK | PSH or not dst or (np := loaded_numpy()) is None:
@@ -335,7 +339,8 @@ def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
 
 def _scan_loop(view: memoryview, start: int, seg: int, runs: list, checked: int = 0) -> None:
     """The same grouping as `_scan_rows`, a datagram at a time, from `start`;
-    the checksums of the rows before offset `checked` are known correct."""
+    the checksums of the rows before offset `checked` are known correct
+    (all of them, for authenticated datagrams)."""
     unpack = SHORT.unpack_from
     cur = None  # [dst, seq, ack, wnd, ts0, ts1, payloads, first offset, next_seq]
     n = len(view)

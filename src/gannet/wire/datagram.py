@@ -160,19 +160,23 @@ def encode_short(dst_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: 
     return bytes(buf)
 
 
-def peek_short(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int] | None:
+def peek_short(data: bytes | bytearray | memoryview,
+               authenticated: bool = False) -> tuple[int, int, int, int, int, int] | None:
     """The header of a short-form ACK or data segment (PSH allowed, not FIN)
     without building a Segment: (dst_cid, flags, seq, ack, wnd, tsval); its
     payload is data[SHORT_SIZE:-TRAILER_SIZE].
 
     None for anything else, valid or not: `decode` then parses it (and
     raises WireError if it is invalid). What it returns passed every check
-    `decode` makes, checksum included.
+    `decode` makes, checksum included - but for an `authenticated`
+    datagram (one an AEAD tag vouched for: gannet.crypto), whose trailer
+    is not read.
     """
     if len(data) < _SHORT_MIN:
         return None
     form, flags, wnd, dst, seq, ack, tsval = _unpack_short(data)
-    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst or _crc32c(data) != CRC_RESIDUE:
+    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst or (
+            not authenticated and _crc32c(data) != CRC_RESIDUE):
         return None
     return dst, flags, seq, ack, wnd, tsval
 
@@ -205,18 +209,20 @@ def _encode_options(seg: Segment) -> bytes:
     return opts + bytes(pad) if pad else opts
 
 
-def decode(data: bytes | bytearray | memoryview) -> tuple[int, int | None, Segment]:
+def decode(data: bytes | bytearray | memoryview,
+           authenticated: bool = False) -> tuple[int, int | None, Segment]:
     """Parse and validate one datagram: (dst_cid, src_cid, segment).
 
     src_cid is None for the short form, which does not carry it (nor TSecr:
     the segment's tsecr is None). Raises WireError, and nothing else, for
-    any input that is not valid.
+    any input that is not valid. The trailer of an `authenticated`
+    datagram (see `peek_short`) is not read.
     """
     n = len(data)
     if n < _SHORT_MIN:
         raise WireError(f"datagram too short ({n} bytes)")
     view = memoryview(data)
-    if crc32c(view) != CRC_RESIDUE:
+    if not authenticated and crc32c(view) != CRC_RESIDUE:
         raise WireError("checksum mismatch")
     if view[0] == SHORT_FORM:
         form, flags, wnd, dst_cid, seq, ack, tsval = SHORT.unpack_from(view)
