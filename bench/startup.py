@@ -1,21 +1,36 @@
-"""Start-up cost of the `gannet` command: medians of repeated runs.
+"""Start-up cost of the `gannet` command beside its peers: medians of fresh processes.
 
-Two measures, each run N times as fresh processes (as hyperfine would):
+Each round runs, one after the other, as fresh processes (as hyperfine would):
 
+* ``python -c pass``: the interpreter alone (peer);
+* ``python -c "import asyncio"``: the interpreter and the event loop's
+  modules, which any asyncio program loads (peer);
 * ``gannet --help``: process start to exit;
 * ``gannet send`` start to first data byte: a local ``gannet receive`` is
-  started once; each run sends a small new file (one DATA frame) with the
+  started once; each round sends a small new file (one DATA frame) with the
   code the receiver printed (the default, encrypted and authenticated) and
   the clock stops when the file's bytes appear under the receive directory
   (the receiver writes each frame as it arrives).
 
+Rounds alternate the four, so the ratios compare processes that met the same
+machine load; each ratio is the median of the rounds' own ratios.
+
+Phases (``--phases``, the default): the receiver also writes a pcap of what
+it sends and receives (``gannet --pcap``), and each send is cut at its
+datagrams: start -> SYN (interpreter, imports, keys, the first SPAKE2 and
+Noise message), SYN -> SYN-ACK (the receiver's half of the key exchange),
+SYN-ACK -> the client's next datagram (the client's half, the transfer
+header), -> the receiver's reply, -> the first DATA datagram (opening the
+file, the compressor), -> the bytes on the receiver's disk.
+
     python bench/startup.py                      # this checkout's code
     python bench/startup.py --src /tmp/old/src   # another tree, via PYTHONPATH
     python bench/startup.py --runs 30 --json out.json
+    python bench/startup.py --importtime 7       # and what `gannet send` imports
 
-Both commands run as ``python -m gannet`` with PYTHONPATH set to the source
-tree given (default: the tree this script belongs to), so two trees are
-compared with the same interpreter and installed dependencies.
+Gannet runs as ``python -m gannet`` with PYTHONPATH set to the source tree
+given (default: the tree this script belongs to), so two trees are compared
+with the same interpreter and installed dependencies.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,35 +46,29 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import free_udp_port, machine_info
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
+FILE_SIZE = 1000  # one DATA frame, incompressible
+
+PEERS = {
+    "python -c pass": ["-c", "pass"],
+    "python -c 'import asyncio'": ["-c", "import asyncio"],
+}
 
 
 def env_for(src: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(src)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode, as an installed package has
     return env
 
 
-def time_help(src: Path, runs: int) -> list[float]:
-    env = env_for(src)
-    cmd = [sys.executable, "-m", "gannet", "--help"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True)  # bytecode cached
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True, capture_output=True)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def time_process(args: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 def _bytes_arrived(directory: Path) -> bool:
@@ -72,76 +82,199 @@ def _bytes_arrived(directory: Path) -> bool:
     return False
 
 
-def time_send(src: Path, runs: int, size: int = 1000) -> list[float]:
-    env = env_for(src)
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
-        tmp_path = Path(tmp)
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        receiver = subprocess.Popen(
-            [sys.executable, "-m", "gannet", "receive", "--port", str(port), "--dir", str(inbox)],
+class Receiver:
+    """One `gannet receive` for every send of the run (with `pcap`, it
+    records its datagrams there)."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], pcap: Path | None) -> None:
+        self.inbox = tmp / "inbox"
+        self.inbox.mkdir()
+        self.port = free_udp_port()
+        top = ["--pcap", str(pcap)] if pcap else []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gannet", *top, "receive", "--port", str(self.port),
+             "--dir", str(self.inbox)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # As a user does: the receiver prints its code, the sender gives it.
+        self.code = None
+        line = self.proc.stderr.readline() if self.proc.stderr else ""
+        if "code: " in line:
+            self.code = line.split("code: ", 1)[1].strip()
+            line = self.proc.stderr.readline() if self.proc.stderr else ""
+        if "listening" not in line:
+            self.stop()
+            raise RuntimeError(f"gannet receive did not start: {line!r}")
+
+    def stop(self) -> None:
+        # SIGINT, not SIGTERM: the receiver exits through its handlers, and
+        # its pcap is flushed and closed at exit.
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path) -> tuple[float, float, float]:
+    """(seconds to the first byte, wall-clock start, wall-clock arrival)."""
+    run_dir.mkdir()
+    src_file = run_dir / "file.bin"
+    src_file.write_bytes(os.urandom(FILE_SIZE))
+    wall0 = time.time()
+    t0 = time.perf_counter()
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "gannet", "send", str(src_file), f"127.0.0.1:{receiver.port}",
+         *(["--code", receiver.code] if receiver.code else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = t0 + 20
+    while not _bytes_arrived(receiver.inbox):
+        if time.perf_counter() > deadline:
+            sender.kill()
+            raise RuntimeError("no data arrived within 20 s")
+        time.sleep(0.0005)
+    took = time.perf_counter() - t0
+    arrived = time.time()
+    if sender.wait(20) != 0:
+        raise RuntimeError(f"gannet send exited with {sender.returncode}")
+    for f in receiver.inbox.rglob("*"):  # the next run looks for new bytes
+        if f.is_file():
+            f.unlink()
+    return took, wall0, arrived
+
+
+PHASES = ("start -> SYN", "SYN -> SYN-ACK (receiver)", "SYN-ACK -> next datagram (client)",
+          "-> reply (receiver)", "-> first DATA (client)", "DATA -> on disk")
+
+
+def phases(pcap: Path, port: int, sends: list[tuple[float, float]], src: Path) -> list[list[float]]:
+    """Per send (wall-clock start, arrival): the PHASES in seconds, from the
+    receiver's pcap. Each send is a new process, so a new client port."""
+    sys.path.insert(0, str(src))
+    from gannet.observe import pcap as pcap_file
+
+    by_client: dict[tuple[str, int], list[tuple[float, bool, int]]] = {}
+    order: list[tuple[str, int]] = []
+    for t, s, d, payload in pcap_file.read(str(pcap)):
+        inbound = d[1] == port
+        client = s if inbound else d
+        if client not in by_client:
+            by_client[client] = []
+            order.append(client)
+        by_client[client].append((t, inbound, len(payload)))
+    out = []
+    for client, (start, arrived) in zip(order[-len(sends):], sends):
+        recs = by_client[client]
+        syn = next(t for t, inbound, _ in recs if inbound)
+        synack = next(t for t, inbound, _ in recs if not inbound and t >= syn)
+        nxt = next(t for t, inbound, _ in recs if inbound and t > synack)
+        reply = next(t for t, inbound, _ in recs if not inbound and t > nxt)
+        data = next(t for t, inbound, n in recs if inbound and t > reply and n >= FILE_SIZE)
+        out.append([syn - start, synack - syn, nxt - synack, reply - nxt, data - reply,
+                    arrived - data])
+    return out
+
+
+def importtime(src: Path, runs: int) -> list[tuple[str, float, float]]:
+    """`gannet send --help`'s and a real send's imports are the same up to the
+    transfer; this times a real send: (top-level module, min cumulative ms,
+    min self ms) over `runs`, in import order."""
+    env = env_for(src)
+    best: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
+        receiver = Receiver(Path(tmp), env, None)
         try:
-            # As a user does: the receiver prints its code, the sender gives it.
-            code = None
-            line = receiver.stderr.readline() if receiver.stderr else ""
-            if "code: " in line:
-                code = line.split("code: ", 1)[1].strip()
-                line = receiver.stderr.readline() if receiver.stderr else ""
-            if "listening" not in line:
-                raise RuntimeError(f"gannet receive did not start: {line!r}")
-            out = []
-            for i in range(runs + 1):  # the first run warms the bytecode cache
-                run_dir = tmp_path / f"run{i}"
-                run_dir.mkdir()
-                src_file = run_dir / f"file{i}.bin"
-                src_file.write_bytes(os.urandom(size))
-                target = inbox
-                t0 = time.perf_counter()
-                sender = subprocess.Popen(
-                    [sys.executable, "-m", "gannet", "send", str(src_file), f"127.0.0.1:{port}",
-                     *(["--code", code] if code else [])],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                deadline = t0 + 20
-                while not _bytes_arrived(target):
-                    if time.perf_counter() > deadline:
-                        sender.kill()
-                        raise RuntimeError("no data arrived within 20 s")
-                    time.sleep(0.0005)
-                took = time.perf_counter() - t0
-                if sender.wait(20) != 0:
-                    raise RuntimeError(f"gannet send exited with {sender.returncode}")
-                for f in inbox.rglob("*"):  # the next run looks for new bytes
-                    if f.is_file():
-                        f.unlink()
-                if i:
-                    out.append(took)
-            return out
+            f = Path(tmp) / "file.bin"
+            f.write_bytes(os.urandom(FILE_SIZE))
+            for _ in range(runs + 1):
+                p = subprocess.run(
+                    [sys.executable, "-X", "importtime", "-m", "gannet", "send", str(f),
+                     f"127.0.0.1:{receiver.port}", *(["--code", receiver.code] if receiver.code else [])],
+                    env=env, capture_output=True, text=True, check=True)
+                for line in p.stderr.splitlines():
+                    if not line.startswith("import time:") or "[us]" in line:
+                        continue
+                    own, cumulative, name = line[len("import time:"):].split("|")
+                    if name.startswith("  "):
+                        continue  # only what the program itself imports
+                    b = best.setdefault(name.strip(), [float("inf"), float("inf")])
+                    b[0] = min(b[0], int(cumulative) / 1000)
+                    b[1] = min(b[1], int(own) / 1000)
+                for g in Path(receiver.inbox).rglob("*"):
+                    if g.is_file():
+                        g.unlink()
         finally:
-            receiver.terminate()
-            receiver.wait(10)
+            receiver.stop()
+    return [(name, c, s) for name, (c, s) in best.items()]
+
+
+def ratio(xs: list[float], ys: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(xs, ys))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", type=Path, default=SRC, help="source tree to run (PYTHONPATH)")
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--no-phases", dest="phases", action="store_false",
+                   help="no pcap at the receiver, no phase breakdown")
+    p.add_argument("--importtime", type=int, default=0, metavar="N",
+                   help="also list what `gannet send` imports (-X importtime, minimum of N runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    helps = time_help(args.src, args.runs)
-    sends = time_send(args.src, args.runs)
-    res = {
-        "src": str(args.src), "runs": args.runs,
-        "help_median_ms": round(statistics.median(helps) * 1000, 1),
-        "help_min_ms": round(min(helps) * 1000, 1),
-        "send_first_byte_median_ms": round(statistics.median(sends) * 1000, 1),
-        "send_first_byte_min_ms": round(min(sends) * 1000, 1),
+    env = env_for(args.src)
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {name: [] for name in (*PEERS, "gannet --help", "gannet send")}
+    sends: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
+        tmp_path = Path(tmp)
+        pcap = tmp_path / "receiver.pcap" if args.phases else None
+        receiver = Receiver(tmp_path, env, pcap)
+        try:
+            for i in range(args.runs + 1):  # round 0 warms the bytecode caches
+                row = {name: time_process(a, env) for name, a in PEERS.items()}
+                row["gannet --help"] = time_process(["-m", "gannet", "--help"], env)
+                took, start, arrived = time_send(receiver, env, tmp_path / f"run{i}")
+                row["gannet send"] = took
+                if i:
+                    for name, t in row.items():
+                        times[name].append(t)
+                    sends.append((start, arrived))
+        finally:
+            receiver.stop()
+        cut = phases(pcap, receiver.port, sends, args.src) if pcap else []
+    load_after = os.getloadavg()
+
+    res: dict = {
+        "src": str(args.src), "runs": args.runs, "machine": machine_info(),
+        "loadavg_before": load_before, "loadavg_after": load_after,
+        "median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in times.items()},
+        "min_ms": {k: round(min(v) * 1000, 1) for k, v in times.items()},
+        "ratios": {
+            f"{cmd} / {peer}": round(ratio(times[cmd], times[peer]), 2)
+            for cmd in ("gannet --help", "gannet send") for peer in PEERS
+        },
     }
-    print(f"{args.src}: gannet --help median {res['help_median_ms']} ms "
-          f"(min {res['help_min_ms']}); gannet send to first byte median "
-          f"{res['send_first_byte_median_ms']} ms (min {res['send_first_byte_min_ms']}), "
-          f"{args.runs} runs each")
+    print(f"{args.src}, {args.runs} rounds, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    for name in times:
+        print(f"  {name:<28} median {res['median_ms'][name]:7.1f} ms  (min {res['min_ms'][name]:.1f})")
+    for name, r in res["ratios"].items():
+        print(f"  {name:<50} {r:5.2f}x (median of the rounds' ratios)")
+    if cut:
+        res["phases_median_ms"] = {
+            name: round(statistics.median(c[i] for c in cut) * 1000, 1) for i, name in enumerate(PHASES)}
+        print("  gannet send, by phase (median ms; the receiver's pcap):")
+        for name, ms in res["phases_median_ms"].items():
+            print(f"    {name:<36} {ms:7.1f}")
+    if args.importtime:
+        rows = importtime(args.src, args.importtime)
+        res["send_imports_min_ms"] = {name: c for name, c, _ in rows}
+        print(f"  what `gannet send` imports (top level, min cumulative of {args.importtime} runs, "
+              f"ms; sum {sum(c for _, c, _ in rows):.1f}):")
+        for name, c, _ in rows:
+            if c >= 1.0:
+                print(f"    {name:<44} {c:6.1f}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0

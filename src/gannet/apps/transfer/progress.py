@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -35,6 +36,8 @@ class FileProgress:
         self.wire_bytes += n if wire is None else wire
         if self.task is not None:
             self.reporter._progress.update(self.task, completed=self.done)
+        else:
+            self.reporter._moved()
 
     @property
     def elapsed(self) -> float:
@@ -54,27 +57,29 @@ class FileProgress:
 
 
 class Reporter:
-    """Logs lines prefixed `gannet <role>:` and keeps one progress bar per active file."""
+    """Logs lines prefixed `gannet <role>:` and keeps one progress bar per active file.
+
+    On a terminal the bars are rich's, but rich is not loaded until a file
+    has been moving for BARS_AFTER seconds: loading it takes 40-100 ms, which
+    spent at start would delay the first datagram (BENCHMARKS.md, start-up),
+    and a transfer done sooner would only have flashed a bar anyway (they are
+    transient). The loading runs on a thread while the transfer goes on; the
+    bars are built on the event loop when it is done."""
+
+    BARS_AFTER = 0.1  # seconds
 
     def __init__(self, role: str, stream: TextIO | None = None, bars: bool | None = None) -> None:
         self.role = role
         self.stream = stream if stream is not None else sys.stderr
         if bars is None:
             bars = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._bars = bars
         self._progress = None
         self._console = None
-        if bars:
-            from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TimeRemainingColumn, TransferSpeedColumn)
-
-            self._console = Console(file=self.stream)
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(),
-                console=self._console, transient=True,
-            )
-            self._progress.start()
+        self._active: list[FileProgress] = []  # files started and not finished
+        self._loader: threading.Thread | None = None  # loads rich off the event loop
+        self._loop = None
+        self._closed = False
 
     def log(self, message: str) -> None:
         # Lines carry peer-chosen names and reasons: always one line of inert text.
@@ -88,15 +93,69 @@ class Reporter:
         task = None
         if self._progress is not None:
             task = self._progress.add_task(rich_safe(name), total=total, completed=start)
-        return FileProgress(self, name, total, start, task)
+        fp = FileProgress(self, name, total, start, task)
+        self._active.append(fp)
+        return fp
+
+    def _moved(self) -> None:
+        """A file moved (FileProgress.advance): on a terminal, have the bars
+        shown if it goes on for BARS_AFTER."""
+        if not self._bars or self._loader is not None or self._progress is not None or self._closed:
+            return
+        asyncio = sys.modules.get("asyncio")  # (a program on an event loop has it loaded)
+        try:
+            self._loop = asyncio.get_running_loop() if asyncio is not None else None
+        except RuntimeError:
+            self._loop = None
+        if self._loop is None:  # not on an event loop: load here and now
+            self._show()
+            return
+        self._loader = threading.Thread(target=self._load, name="gannet-progress", daemon=True)
+        self._loop.call_later(self.BARS_AFTER, self._start_loading)
+
+    def _start_loading(self) -> None:
+        if not self._closed and self._loader is not None:
+            self._loader.start()
+
+    def _load(self) -> None:
+        import rich.console  # noqa: F401 - (imported here, on this thread)
+        import rich.progress  # noqa: F401
+
+        try:
+            self._loop.call_soon_threadsafe(self._show)
+        except RuntimeError:  # the loop closed meanwhile: no bars
+            pass
+
+    def _show(self) -> None:
+        """Build the bars (rich loaded) with a task for each active file."""
+        if self._closed or self._progress is not None:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        self._console = Console(file=self.stream)
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(),
+            console=self._console, transient=True,
+        )
+        self._progress.start()
+        for fp in self._active:
+            fp.task = self._progress.add_task(rich_safe(fp.name), total=fp.total, completed=fp.done)
 
     def finish_file(self, fp: FileProgress, verdict: str) -> None:
         if fp.task is not None and self._progress is not None:
             self._progress.remove_task(fp.task)
             fp.task = None
+        if fp in self._active:
+            self._active.remove(fp)
         self.log(fp.summary(verdict))
 
     def close(self) -> None:
+        self._closed = True
+        if self._loader is not None and self._loader.is_alive():
+            self._loader.join(5)  # (an import left running would race interpreter exit)
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

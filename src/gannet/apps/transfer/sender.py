@@ -188,8 +188,12 @@ async def send_files(
     try:
         offer = [] if compress == "none" else ["zstd"]
         entries = [FileEntry(f.path, f.size, f.mode) for f in files]
-        writer.write(encode_header(entries, dirs, offer))
+        writer.write(encode_header(entries, dirs, offer))  # (leaves at once)
         await writer.drain()
+        if offer:
+            # Loaded while the receiver reads the header, not after its reply:
+            # the first chunk is compressed, or tried, before it is sent.
+            import zstandard  # (here: a command line that never sends loads it not at all)
         reply = decode_line(await read_line(reader))
         if not reply.get("ok"):
             raise TransferError("receiver refused the transfer: "
@@ -215,9 +219,11 @@ async def send_files(
 
         verdict_task = asyncio.create_task(read_verdicts())
         limiter = RateLimit(rate)
-        import zstandard  # (here: a command line that never sends loads it not at all)
+        zc = None
+        if codec_ok:
+            import zstandard
 
-        zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+            zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         for index, src in enumerate(files):
             if all_in.done() and all_in.exception() is not None:
                 break
