@@ -10,9 +10,11 @@ Each round runs, one after the other, as fresh processes (as hyperfine would):
   started once; each round sends a small new file (one DATA frame) with the
   code the receiver printed (the default, encrypted and authenticated) and
   the clock stops when the file's bytes appear under the receive directory
-  (the receiver writes each frame as it arrives).
+  (the receiver writes each frame as it arrives);
+* the same with the sender's stderr on a pseudo-terminal, as a user's shell
+  gives it (progress bars on).
 
-Rounds alternate the four, so the ratios compare processes that met the same
+Rounds alternate the five, so the ratios compare processes that met the same
 machine load; each ratio is the median of the rounds' own ratios.
 
 Phases (``--phases``, the default): the receiver also writes a pcap of what
@@ -117,7 +119,34 @@ class Receiver:
                 self.proc.wait(10)
 
 
-def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path) -> tuple[float, float, float]:
+class Terminal:
+    """A pseudo-terminal for the sender's stderr, as a user's shell gives it
+    (progress bars on), drained by a thread."""
+
+    def __init__(self) -> None:
+        import pty
+        import threading
+
+        self.master, self.slave = pty.openpty()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                if not os.read(self.master, 65536):
+                    return
+            except OSError:
+                return
+
+    def close(self) -> None:
+        os.close(self.slave)
+        self.thread.join(5)
+        os.close(self.master)
+
+
+def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path,
+              terminal: Terminal | None = None) -> tuple[float, float, float]:
     """(seconds to the first byte, wall-clock start, wall-clock arrival)."""
     run_dir.mkdir()
     src_file = run_dir / "file.bin"
@@ -127,7 +156,8 @@ def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path) -> tuple[f
     sender = subprocess.Popen(
         [sys.executable, "-m", "gannet", "send", str(src_file), f"127.0.0.1:{receiver.port}",
          *(["--code", receiver.code] if receiver.code else [])],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env={**env, "COLUMNS": "100", "TERM": "xterm"} if terminal else env,
+        stdout=subprocess.DEVNULL, stderr=terminal.slave if terminal else subprocess.DEVNULL)
     deadline = t0 + 20
     while not _bytes_arrived(receiver.inbox):
         if time.perf_counter() > deadline:
@@ -144,6 +174,7 @@ def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path) -> tuple[f
     return took, wall0, arrived
 
 
+TTY_SEND = "gannet send, stderr a terminal"
 PHASES = ("start -> SYN", "SYN -> SYN-ACK (receiver)", "SYN-ACK -> next datagram (client)",
           "-> reply (receiver)", "-> first DATA (client)", "DATA -> on disk")
 
@@ -164,7 +195,8 @@ def phases(pcap: Path, port: int, sends: list[tuple[float, float]], src: Path) -
             order.append(client)
         by_client[client].append((t, inbound, len(payload)))
     out = []
-    for client, (start, arrived) in zip(order[-len(sends):], sends):
+    plain = order[-2 * len(sends)::2]  # each round: a plain send, then one on a terminal
+    for client, (start, arrived) in zip(plain, sends):
         recs = by_client[client]
         syn = next(t for t, inbound, _ in recs if inbound)
         synack = next(t for t, inbound, _ in recs if not inbound and t >= syn)
@@ -225,24 +257,29 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     env = env_for(args.src)
     load_before = os.getloadavg()
-    times: dict[str, list[float]] = {name: [] for name in (*PEERS, "gannet --help", "gannet send")}
+    names = (*PEERS, "gannet --help", "gannet send", TTY_SEND)
+    times: dict[str, list[float]] = {name: [] for name in names}
     sends: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
         tmp_path = Path(tmp)
         pcap = tmp_path / "receiver.pcap" if args.phases else None
         receiver = Receiver(tmp_path, env, pcap)
+        terminal = Terminal()
         try:
             for i in range(args.runs + 1):  # round 0 warms the bytecode caches
                 row = {name: time_process(a, env) for name, a in PEERS.items()}
                 row["gannet --help"] = time_process(["-m", "gannet", "--help"], env)
                 took, start, arrived = time_send(receiver, env, tmp_path / f"run{i}")
                 row["gannet send"] = took
+                row[TTY_SEND], _, _ = time_send(receiver, env, tmp_path / f"tty{i}", terminal)
                 if i:
                     for name, t in row.items():
                         times[name].append(t)
                     sends.append((start, arrived))
         finally:
+            terminal.close()
             receiver.stop()
+        # (the phases are those of the plain sends: every second connection)
         cut = phases(pcap, receiver.port, sends, args.src) if pcap else []
     load_after = os.getloadavg()
 
@@ -253,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "min_ms": {k: round(min(v) * 1000, 1) for k, v in times.items()},
         "ratios": {
             f"{cmd} / {peer}": round(ratio(times[cmd], times[peer]), 2)
-            for cmd in ("gannet --help", "gannet send") for peer in PEERS
+            for cmd in ("gannet --help", "gannet send", TTY_SEND) for peer in PEERS
         },
     }
     print(f"{args.src}, {args.runs} rounds, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
