@@ -29,6 +29,7 @@ file, the compressor), -> the bytes on the receiver's disk.
     python bench/startup.py --src /tmp/old/src   # another tree, via PYTHONPATH
     python bench/startup.py --runs 30 --json out.json
     python bench/startup.py --importtime 7       # and what `gannet send` imports
+    python bench/startup.py --host localhost     # the sender resolves the name
 
 Gannet runs as ``python -m gannet`` with PYTHONPATH set to the source tree
 given (default: the tree this script belongs to), so two trees are compared
@@ -88,7 +89,9 @@ class Receiver:
     """One `gannet receive` for every send of the run (with `pcap`, it
     records its datagrams there)."""
 
-    def __init__(self, tmp: Path, env: dict[str, str], pcap: Path | None) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str], pcap: Path | None,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host  # as the senders name it
         self.inbox = tmp / "inbox"
         self.inbox.mkdir()
         self.port = free_udp_port()
@@ -154,7 +157,7 @@ def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path,
     wall0 = time.time()
     t0 = time.perf_counter()
     sender = subprocess.Popen(
-        [sys.executable, "-m", "gannet", "send", str(src_file), f"127.0.0.1:{receiver.port}",
+        [sys.executable, "-m", "gannet", "send", str(src_file), f"{receiver.host}:{receiver.port}",
          *(["--code", receiver.code] if receiver.code else [])],
         env={**env, "COLUMNS": "100", "TERM": "xterm"} if terminal else env,
         stdout=subprocess.DEVNULL, stderr=terminal.slave if terminal else subprocess.DEVNULL)
@@ -249,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", type=Path, default=SRC, help="source tree to run (PYTHONPATH)")
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the receiver's address as the sender is given it (default 127.0.0.1; "
+                   "`localhost` adds the resolver)")
     p.add_argument("--no-phases", dest="phases", action="store_false",
                    help="no pcap at the receiver, no phase breakdown")
     p.add_argument("--importtime", type=int, default=0, metavar="N",
@@ -263,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
         tmp_path = Path(tmp)
         pcap = tmp_path / "receiver.pcap" if args.phases else None
-        receiver = Receiver(tmp_path, env, pcap)
+        receiver = Receiver(tmp_path, env, pcap, args.host)
         terminal = Terminal()
         try:
             for i in range(args.runs + 1):  # round 0 warms the bytecode caches

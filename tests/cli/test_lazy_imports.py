@@ -89,3 +89,29 @@ def test_the_gannet_command_imports_nothing_heavy_for_help(argv):
     assert "argparse" in imported  # (the listing is there to be read)
     heavy = {name for name in imported if name in HEAVY or name.startswith(tuple(h + "." for h in HEAVY))}
     assert not heavy, heavy
+
+
+def test_a_host_name_is_looked_up_early_on_a_thread(monkeypatch):
+    """`gannet send HOST:PORT` warms the resolver while it loads (the first
+    lookup of a process loads the resolver's modules); an address needs none."""
+    import socket
+    import threading
+
+    from gannet.cli.main import resolve_early
+
+    asked: list[tuple[object, threading.Thread]] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        asked.append((host, threading.current_thread()))
+        raise socket.gaierror(socket.EAI_NONAME, "not here")  # (errors are the real lookup's)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    before = set(threading.enumerate())
+    for address in ("127.0.0.1", "::1", "fe80::1"):
+        resolve_early(address)
+    assert set(threading.enumerate()) <= before and asked == []
+    resolve_early("receiver.example")
+    for thread in set(threading.enumerate()) - before:
+        thread.join(5)
+    assert [host for host, _ in asked] == ["receiver.example"]
+    assert asked[0][1] is not threading.main_thread()

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from gannet.cli import security
-from gannet.cli.main import CLIError, summary
+from gannet.cli.main import CLIError, resolve_early, summary
 from gannet.cli.wireopt import add_wire_option
 from gannet.cli.units import positive_duration, positive_size
 from gannet.config import CONGESTION_CONTROLS
@@ -211,6 +211,9 @@ class RichReport:
 
 
 def run_client_cmd(args: argparse.Namespace) -> int:
+    host, port = parse_target(args.target)
+    resolve_early(host)
+
     import asyncio
     import json
     import socket
@@ -219,7 +222,6 @@ def run_client_cmd(args: argparse.Namespace) -> int:
     from gannet.crypto.endpoint import HandshakeFailed
     from gannet.io.loops import run as run_loop
 
-    host, port = parse_target(args.target)
     params = Params(
         reverse=args.reverse, parallel=args.parallel, bytes=args.bytes,
         time=args.time if args.time is not None else 10.0, interval=args.interval,

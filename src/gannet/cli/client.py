@@ -28,7 +28,7 @@ from gannet.apps.messages.negotiation import (
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.apps.display import safe_text
 from gannet.cli import security
-from gannet.cli.main import CLIError, summary
+from gannet.cli.main import CLIError, resolve_early, summary
 
 DEFAULT_PORT = 12345
 
@@ -137,6 +137,8 @@ async def _payloads(args: argparse.Namespace) -> AsyncIterator[bytes]:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_early(args.server_addr)
+
     import asyncio
     import functools
 

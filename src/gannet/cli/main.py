@@ -194,6 +194,34 @@ def _setup_logging(debug: bool) -> None:
     logger.setLevel(getattr(logging, level, logging.WARNING))
 
 
+def resolve_early(host: str) -> None:
+    """Warm the system resolver for `host` on a thread, while the command
+    loads its modules: the first `getaddrinfo` of a process (even for
+    "localhost", from /etc/hosts) loads the resolver's modules and reads
+    its configuration, 10-25 ms that the connection would otherwise wait
+    for before its first datagram. The lookup itself runs again when the
+    connection is made (its answer and its errors are that one's); an
+    address typed as such needs no resolver."""
+    import socket
+
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return
+        except (OSError, ValueError):
+            pass
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError):
+            pass  # (reported by the real lookup)
+
+    import threading
+
+    threading.Thread(target=lookup, name="gannet-resolve", daemon=True).start()
+
+
 def _env_on(name: str) -> bool:
     import os
 
