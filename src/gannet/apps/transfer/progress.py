@@ -5,9 +5,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..display import rich_safe, safe_text
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 def human_size(n: float) -> str:
@@ -21,7 +27,8 @@ def human_size(n: float) -> str:
 class FileProgress:
     """One file's counters; `done` is what the bar shows (including a resumed prefix)."""
 
-    def __init__(self, reporter: Reporter, name: str, total: int, start: int, task: object) -> None:
+    def __init__(self, reporter: Reporter, name: str, total: int, start: int,
+                 task: TaskID | None) -> None:
         self.reporter = reporter
         self.name = name
         self.total = total
@@ -34,8 +41,9 @@ class FileProgress:
     def advance(self, n: int, wire: int | None = None) -> None:
         self.done += n
         self.wire_bytes += n if wire is None else wire
-        if self.task is not None:
-            self.reporter._progress.update(self.task, completed=self.done)
+        progress = self.reporter._progress
+        if self.task is not None and progress is not None:
+            progress.update(self.task, completed=self.done)
         else:
             self.reporter._moved()
 
@@ -74,11 +82,11 @@ class Reporter:
         if bars is None:
             bars = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bars = bars
-        self._progress = None
-        self._console = None
+        self._progress: Progress | None = None
+        self._console: Console | None = None
         self._active: list[FileProgress] = []  # files started and not finished
         self._loader: threading.Thread | None = None  # loads rich off the event loop
-        self._loop = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def log(self, message: str) -> None:
@@ -121,6 +129,7 @@ class Reporter:
         import rich.console  # noqa: F401 - (imported here, on this thread)
         import rich.progress  # noqa: F401
 
+        assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._show)
         except RuntimeError:  # the loop closed meanwhile: no bars
@@ -135,14 +144,14 @@ class Reporter:
                                    TimeRemainingColumn, TransferSpeedColumn)
 
         self._console = Console(file=self.stream)
-        self._progress = Progress(
+        progress = self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn(),
             console=self._console, transient=True,
         )
-        self._progress.start()
+        progress.start()
         for fp in self._active:
-            fp.task = self._progress.add_task(rich_safe(fp.name), total=fp.total, completed=fp.done)
+            fp.task = progress.add_task(rich_safe(fp.name), total=fp.total, completed=fp.done)
 
     def finish_file(self, fp: FileProgress, verdict: str) -> None:
         if fp.task is not None and self._progress is not None:
