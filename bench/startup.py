@@ -15,7 +15,9 @@ Each round runs, one after the other, as fresh processes (as hyperfine would):
   gives it (progress bars on).
 
 Rounds alternate the five, so the ratios compare processes that met the same
-machine load; each ratio is the median of the rounds' own ratios.
+machine load; each ratio is the median of the rounds' own ratios. Two trees
+(``--src`` twice) run in the same rounds, each with its own receiver, in
+alternating order.
 
 Phases (``--phases``, the default): the receiver also writes a pcap of what
 it sends and receives (``gannet --pcap``), and each send is cut at its
@@ -27,6 +29,7 @@ file, the compressor), -> the bytes on the receiver's disk.
 
     python bench/startup.py                      # this checkout's code
     python bench/startup.py --src /tmp/old/src   # another tree, via PYTHONPATH
+    python bench/startup.py --src /tmp/old/src --src src   # both, in the same rounds
     python bench/startup.py --runs 30 --json out.json
     python bench/startup.py --importtime 7       # and what `gannet send` imports
     python bench/startup.py --host localhost     # the sender resolves the name
@@ -248,9 +251,37 @@ def ratio(xs: list[float], ys: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(xs, ys))
 
 
+GANNET_ROWS = ("gannet --help", "gannet send", TTY_SEND)
+
+
+class Tree:
+    """One source tree's rows, with its own receiver."""
+
+    def __init__(self, src: Path, tmp: Path, args: argparse.Namespace) -> None:
+        self.src = src
+        self.env = env_for(src)
+        self.tmp = tmp
+        self.pcap = tmp / "receiver.pcap" if args.phases else None
+        self.receiver = Receiver(tmp, self.env, self.pcap, args.host)
+        self.times: dict[str, list[float]] = {name: [] for name in GANNET_ROWS}
+        self.sends: list[tuple[float, float]] = []
+
+    def round(self, i: int, terminal: Terminal, keep: bool) -> None:
+        row = {"gannet --help": time_process(["-m", "gannet", "--help"], self.env)}
+        took, start, arrived = time_send(self.receiver, self.env, self.tmp / f"run{i}")
+        row["gannet send"] = took
+        row[TTY_SEND], _, _ = time_send(self.receiver, self.env, self.tmp / f"tty{i}", terminal)
+        if keep:
+            for name, t in row.items():
+                self.times[name].append(t)
+            self.sends.append((start, arrived))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src", type=Path, default=SRC, help="source tree to run (PYTHONPATH)")
+    p.add_argument("--src", type=Path, action="append", default=None,
+                   help="source tree to run (PYTHONPATH; default this checkout's); given twice, "
+                   "both trees run in every round, and the second is compared with the first")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--host", default="127.0.0.1",
                    help="the receiver's address as the sender is given it (default 127.0.0.1; "
@@ -261,63 +292,79 @@ def main(argv: list[str] | None = None) -> int:
                    help="also list what `gannet send` imports (-X importtime, minimum of N runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    env = env_for(args.src)
+    sources = args.src or [SRC]
     load_before = os.getloadavg()
-    names = (*PEERS, "gannet --help", "gannet send", TTY_SEND)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    sends: list[tuple[float, float]] = []
+    peers: dict[str, list[float]] = {name: [] for name in PEERS}
     with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
-        tmp_path = Path(tmp)
-        pcap = tmp_path / "receiver.pcap" if args.phases else None
-        receiver = Receiver(tmp_path, env, pcap, args.host)
+        trees: list[Tree] = []
         terminal = Terminal()
         try:
+            for k, src in enumerate(sources):
+                (Path(tmp) / str(k)).mkdir()
+                trees.append(Tree(src, Path(tmp) / str(k), args))
+            env = trees[0].env
             for i in range(args.runs + 1):  # round 0 warms the bytecode caches
                 row = {name: time_process(a, env) for name, a in PEERS.items()}
-                row["gannet --help"] = time_process(["-m", "gannet", "--help"], env)
-                took, start, arrived = time_send(receiver, env, tmp_path / f"run{i}")
-                row["gannet send"] = took
-                row[TTY_SEND], _, _ = time_send(receiver, env, tmp_path / f"tty{i}", terminal)
                 if i:
                     for name, t in row.items():
-                        times[name].append(t)
-                    sends.append((start, arrived))
+                        peers[name].append(t)
+                for tree in trees if i % 2 else trees[::-1]:  # (neither always first)
+                    tree.round(i, terminal, keep=i > 0)
         finally:
             terminal.close()
-            receiver.stop()
+            for tree in trees:
+                tree.receiver.stop()
         # (the phases are those of the plain sends: every second connection)
-        cut = phases(pcap, receiver.port, sends, args.src) if pcap else []
+        cut = {tree.src: phases(tree.pcap, tree.receiver.port, tree.sends, tree.src)
+               for tree in trees if tree.pcap}
     load_after = os.getloadavg()
 
     res: dict = {
-        "src": str(args.src), "runs": args.runs, "machine": machine_info(),
-        "loadavg_before": load_before, "loadavg_after": load_after,
-        "median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in times.items()},
-        "min_ms": {k: round(min(v) * 1000, 1) for k, v in times.items()},
-        "ratios": {
-            f"{cmd} / {peer}": round(ratio(times[cmd], times[peer]), 2)
-            for cmd in ("gannet --help", "gannet send", TTY_SEND) for peer in PEERS
-        },
+        "runs": args.runs, "machine": machine_info(), "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "peers_median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in peers.items()},
+        "trees": [],
     }
-    print(f"{args.src}, {args.runs} rounds, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
-    for name in times:
-        print(f"  {name:<28} median {res['median_ms'][name]:7.1f} ms  (min {res['min_ms'][name]:.1f})")
-    for name, r in res["ratios"].items():
-        print(f"  {name:<50} {r:5.2f}x (median of the rounds' ratios)")
-    if cut:
-        res["phases_median_ms"] = {
-            name: round(statistics.median(c[i] for c in cut) * 1000, 1) for i, name in enumerate(PHASES)}
-        print("  gannet send, by phase (median ms; the receiver's pcap):")
-        for name, ms in res["phases_median_ms"].items():
-            print(f"    {name:<36} {ms:7.1f}")
+    print(f"{args.runs} rounds, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    for name, v in peers.items():
+        print(f"  {name:<32} median {statistics.median(v) * 1000:7.1f} ms  (min {min(v) * 1000:.1f})")
+    for tree in trees:
+        t = tree.times
+        out: dict = {
+            "src": str(tree.src),
+            "median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in t.items()},
+            "min_ms": {k: round(min(v) * 1000, 1) for k, v in t.items()},
+            "ratios": {f"{cmd} / {peer}": round(ratio(t[cmd], peers[peer]), 2)
+                       for cmd in GANNET_ROWS for peer in PEERS},
+        }
+        print(f"{tree.src}:")
+        for name in GANNET_ROWS:
+            print(f"  {name:<32} median {out['median_ms'][name]:7.1f} ms  (min {out['min_ms'][name]:.1f})")
+        for name, r in out["ratios"].items():
+            print(f"  {name:<60} {r:5.2f}x")
+        if cut.get(tree.src):
+            c = cut[tree.src]
+            out["phases_median_ms"] = {
+                name: round(statistics.median(x[i] for x in c) * 1000, 1) for i, name in enumerate(PHASES)}
+            print("  gannet send, by phase (median ms; the receiver's pcap):")
+            for name, ms in out["phases_median_ms"].items():
+                print(f"    {name:<36} {ms:7.1f}")
+        res["trees"].append(out)
+    if len(trees) == 2:
+        res["second_over_first"] = {
+            name: round(ratio(trees[1].times[name], trees[0].times[name]), 2) for name in GANNET_ROWS}
+        print(f"{trees[1].src} / {trees[0].src} (median of the rounds' ratios):")
+        for name, r in res["second_over_first"].items():
+            print(f"  {name:<32} {r:5.2f}x")
     if args.importtime:
-        rows = importtime(args.src, args.importtime)
-        res["send_imports_min_ms"] = {name: c for name, c, _ in rows}
-        print(f"  what `gannet send` imports (top level, min cumulative of {args.importtime} runs, "
-              f"ms; sum {sum(c for _, c, _ in rows):.1f}):")
-        for name, c, _ in rows:
-            if c >= 1.0:
-                print(f"    {name:<44} {c:6.1f}")
+        for src in sources:
+            rows = importtime(src, args.importtime)
+            res.setdefault("send_imports_min_ms", {})[str(src)] = {name: c for name, c, _ in rows}
+            print(f"{src}: what `gannet send` imports (top level, min cumulative of "
+                  f"{args.importtime} runs, ms; sum {sum(c for _, c, _ in rows):.1f}):")
+            for name, c, _ in rows:
+                if c >= 1.0:
+                    print(f"    {name:<44} {c:6.1f}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0
