@@ -3,9 +3,9 @@ package's C function, loaded without the package's ``__init__``.
 
 That ``__init__`` reads the package's own version through
 ``importlib.metadata`` (which imports ``email``, ``zipfile``, ``csv`` and
-scans ``sys.path`` for the distribution): 10-13 ms of a `gannet send` that
-starts in about 150 (BENCHMARKS.md, start-up), for a string Gannet never
-reads. The extension module itself needs nothing from the package, so it is
+scans ``sys.path`` for the distribution): 10-14 ms before `gannet send`'s
+first datagram (``-X importtime``, BENCHMARKS.md "Start-up"), for a string
+Gannet never reads. The extension module itself needs nothing from the package, so it is
 loaded from the package's directory under its own name
 (``crc32c._crc32c``), where a later ``import crc32c`` finds and reuses it.
 Anything unexpected (another layout, another version) falls back to the

@@ -37,6 +37,11 @@ class FileProgress:
         self.wire_bytes = 0
         self.t0 = time.monotonic()
         self.task = task
+        # (when, done) of each advance before the bar is shown: replayed into
+        # it, so that its rate and time left are known from its first frame
+        self.history: list[tuple[float, int]] = []
+
+    HISTORY = 256  # advances kept for the replay, at most
 
     def advance(self, n: int, wire: int | None = None) -> None:
         self.done += n
@@ -44,7 +49,10 @@ class FileProgress:
         progress = self.reporter._progress
         if self.task is not None and progress is not None:
             progress.update(self.task, completed=self.done)
-        else:
+        elif self.reporter._bars:
+            self.history.append((time.monotonic(), self.done))
+            if len(self.history) > self.HISTORY:
+                del self.history[: -self.HISTORY // 2]
             self.reporter._moved()
 
     @property
@@ -87,6 +95,7 @@ class Reporter:
         self._active: list[FileProgress] = []  # files started and not finished
         self._loader: threading.Thread | None = None  # loads rich off the event loop
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._replay_at: float | None = None
         self._closed = False
 
     def log(self, message: str) -> None:
@@ -147,11 +156,24 @@ class Reporter:
         progress = self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn(),
-            console=self._console, transient=True,
+            console=self._console, transient=True, get_time=self._clock,
         )
         progress.start()
         for fp in self._active:
-            fp.task = progress.add_task(rich_safe(fp.name), total=fp.total, completed=fp.done)
+            # As if the bar had been there from the file's start: its
+            # advances so far are replayed at the times they happened.
+            self._replay_at = fp.t0
+            fp.task = progress.add_task(rich_safe(fp.name), total=fp.total, completed=fp.start_offset)
+            for when, done in fp.history:
+                self._replay_at = when
+                progress.update(fp.task, completed=done)
+            self._replay_at = None
+            fp.history.clear()
+
+    def _clock(self) -> float:
+        """The bars' clock (time.monotonic, as rich's own), but the time of
+        the advance being replayed while `_show` replays them."""
+        return time.monotonic() if self._replay_at is None else self._replay_at
 
     def finish_file(self, fp: FileProgress, verdict: str) -> None:
         if fp.task is not None and self._progress is not None:
