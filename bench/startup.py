@@ -15,7 +15,9 @@ Each round runs, one after the other, as fresh processes (as hyperfine would):
   gives it (progress bars on).
 
 Rounds alternate the five, so the ratios compare processes that met the same
-machine load; each ratio is the median of the rounds' own ratios. Two trees
+machine load; each ratio is the median of the rounds' own ratios. Beside the
+wall clock, each process's CPU time (user + system, from `wait4`; for a send
+its whole run, not only to the first byte), which the load changes less. Two trees
 (``--src`` twice) run in the same rounds, each with its own receiver, in
 alternating order.
 
@@ -71,10 +73,16 @@ def env_for(src: Path) -> dict[str, str]:
     return env
 
 
-def time_process(args: list[str], env: dict[str, str]) -> float:
+def time_process(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of the interpreter with `args`."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    cpu = wait_cpu(proc, 60)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args} exited with {proc.returncode}")
+    return took, cpu
 
 
 def _bytes_arrived(directory: Path) -> bool:
@@ -152,8 +160,10 @@ class Terminal:
 
 
 def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path,
-              terminal: Terminal | None = None) -> tuple[float, float, float]:
-    """(seconds to the first byte, wall-clock start, wall-clock arrival)."""
+              terminal: Terminal | None = None) -> tuple[float, float, float, float]:
+    """(seconds to the first byte, wall-clock start, wall-clock arrival, the
+    sender's CPU seconds: user + system of its whole run, which the machine's
+    load changes less than the wall clock)."""
     run_dir.mkdir()
     src_file = run_dir / "file.bin"
     src_file.write_bytes(os.urandom(FILE_SIZE))
@@ -172,12 +182,27 @@ def time_send(receiver: Receiver, env: dict[str, str], run_dir: Path,
         time.sleep(0.0005)
     took = time.perf_counter() - t0
     arrived = time.time()
-    if sender.wait(20) != 0:
+    cpu = wait_cpu(sender)
+    if sender.returncode != 0:
         raise RuntimeError(f"gannet send exited with {sender.returncode}")
     for f in receiver.inbox.rglob("*"):  # the next run looks for new bytes
         if f.is_file():
             f.unlink()
-    return took, wall0, arrived
+    return took, wall0, arrived, cpu
+
+
+def wait_cpu(proc: subprocess.Popen, timeout: float = 20) -> float:
+    """Wait for `proc` (killed after `timeout`); its user + system CPU seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            deadline = float("inf")
+        time.sleep(0.002)
 
 
 TTY_SEND = "gannet send, stderr a terminal"
@@ -264,14 +289,19 @@ class Tree:
         self.pcap = tmp / "receiver.pcap" if args.phases else None
         self.receiver = Receiver(tmp, self.env, self.pcap, args.host)
         self.times: dict[str, list[float]] = {name: [] for name in GANNET_ROWS}
+        self.cpu: dict[str, list[float]] = {name: [] for name in GANNET_ROWS}
         self.sends: list[tuple[float, float]] = []
 
     def round(self, i: int, terminal: Terminal, keep: bool) -> None:
-        row = {"gannet --help": time_process(["-m", "gannet", "--help"], self.env)}
-        took, start, arrived = time_send(self.receiver, self.env, self.tmp / f"run{i}")
+        row, help_cpu = {}, 0.0
+        row["gannet --help"], help_cpu = time_process(["-m", "gannet", "--help"], self.env)
+        took, start, arrived, cpu = time_send(self.receiver, self.env, self.tmp / f"run{i}")
         row["gannet send"] = took
-        row[TTY_SEND], _, _ = time_send(self.receiver, self.env, self.tmp / f"tty{i}", terminal)
+        row[TTY_SEND], _, _, tty_cpu = time_send(self.receiver, self.env, self.tmp / f"tty{i}", terminal)
         if keep:
+            self.cpu["gannet --help"].append(help_cpu)
+            self.cpu["gannet send"].append(cpu)
+            self.cpu[TTY_SEND].append(tty_cpu)
             for name, t in row.items():
                 self.times[name].append(t)
             self.sends.append((start, arrived))
@@ -295,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = args.src or [SRC]
     load_before = os.getloadavg()
     peers: dict[str, list[float]] = {name: [] for name in PEERS}
+    peers_cpu: dict[str, list[float]] = {name: [] for name in PEERS}
     with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp:
         trees: list[Tree] = []
         terminal = Terminal()
@@ -306,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.runs + 1):  # round 0 warms the bytecode caches
                 row = {name: time_process(a, env) for name, a in PEERS.items()}
                 if i:
-                    for name, t in row.items():
+                    for name, (t, cpu) in row.items():
                         peers[name].append(t)
+                        peers_cpu[name].append(cpu)
                 for tree in trees if i % 2 else trees[::-1]:  # (neither always first)
                     tree.round(i, terminal, keep=i > 0)
         finally:
@@ -323,25 +355,32 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs, "machine": machine_info(), "loadavg_before": load_before,
         "loadavg_after": load_after,
         "peers_median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in peers.items()},
+        "peers_cpu_median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in peers_cpu.items()},
         "trees": [],
     }
     print(f"{args.runs} rounds, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
     for name, v in peers.items():
-        print(f"  {name:<32} median {statistics.median(v) * 1000:7.1f} ms  (min {min(v) * 1000:.1f})")
+        print(f"  {name:<32} median {statistics.median(v) * 1000:7.1f} ms  (min {min(v) * 1000:.1f})"
+              f"; CPU median {res['peers_cpu_median_ms'][name]:.1f} ms")
     for tree in trees:
         t = tree.times
         out: dict = {
             "src": str(tree.src),
             "median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in t.items()},
             "min_ms": {k: round(min(v) * 1000, 1) for k, v in t.items()},
+            "cpu_median_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in tree.cpu.items()},
             "ratios": {f"{cmd} / {peer}": round(ratio(t[cmd], peers[peer]), 2)
                        for cmd in GANNET_ROWS for peer in PEERS},
+            "cpu_ratios": {f"{cmd} / {peer}": round(ratio(tree.cpu[cmd], peers_cpu[peer]), 2)
+                           for cmd in GANNET_ROWS for peer in PEERS},
         }
         print(f"{tree.src}:")
         for name in GANNET_ROWS:
-            print(f"  {name:<32} median {out['median_ms'][name]:7.1f} ms  (min {out['min_ms'][name]:.1f})")
+            cpu = out["cpu_median_ms"].get(name)
+            print(f"  {name:<32} median {out['median_ms'][name]:7.1f} ms  (min {out['min_ms'][name]:.1f})"
+                  + f"; CPU (whole process) median {cpu:.1f} ms")
         for name, r in out["ratios"].items():
-            print(f"  {name:<60} {r:5.2f}x")
+            print(f"  {name:<60} {r:5.2f}x (CPU {out['cpu_ratios'][name]:.2f}x)")
         if cut.get(tree.src):
             c = cut[tree.src]
             out["phases_median_ms"] = {
@@ -353,9 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(trees) == 2:
         res["second_over_first"] = {
             name: round(ratio(trees[1].times[name], trees[0].times[name]), 2) for name in GANNET_ROWS}
+        res["second_over_first_cpu"] = {
+            name: round(ratio(trees[1].cpu[name], trees[0].cpu[name]), 2) for name in GANNET_ROWS}
         print(f"{trees[1].src} / {trees[0].src} (median of the rounds' ratios):")
         for name, r in res["second_over_first"].items():
             print(f"  {name:<32} {r:5.2f}x")
+        for name, r in res["second_over_first_cpu"].items():
+            print(f"  {name + ', CPU':<32} {r:5.2f}x")
     if args.importtime:
         for src in sources:
             rows = importtime(src, args.importtime)
