@@ -73,8 +73,10 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv`: the command it names gets its module's full
-    parser; the others, a placeholder carrying their help line. With argv
-    None every command's module is imported (for tests and documentation)."""
+    parser and no other is made; without one (`gannet --help`, a mistyped
+    command) every command gets a placeholder carrying its help line. With
+    argv None every command's module is imported (for tests and
+    documentation)."""
     import importlib
 
     parser = Parser(
@@ -90,7 +92,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if name in registered:
             continue  # (a module registering two commands: echo)
         if argv is not None and (wanted is None or module_name != wanted[0]):
-            subparsers.add_parser(name, help=help_line)
+            if wanted is None:  # (a command's own line parses with its parser alone)
+                subparsers.add_parser(name, help=help_line)
             continue
         try:
             module = importlib.import_module(f"gannet.cli.{module_name}")
