@@ -1,5 +1,6 @@
 """Start-up: importing Gannet, or parsing a command line, loads none of the
-heavy modules (asyncio, numpy, rich, zstandard) until a command uses them.
+heavy modules (asyncio, numpy, cryptography, rich, zstandard, spake2) until a
+command uses them.
 
 Each check runs in a fresh interpreter: in this one they are loaded already.
 """
@@ -13,7 +14,8 @@ import pytest
 
 from gannet.cli import main as cli_main
 
-HEAVY = ("asyncio", "numpy", "rich", "zstandard")
+HEAVY = ("asyncio", "numpy", "cryptography", "rich", "zstandard", "spake2", "uvloop",
+         "importlib.metadata")
 
 
 def loaded_after(code: str) -> list[str]:
@@ -32,11 +34,14 @@ def loaded_after(code: str) -> list[str]:
     "import gannet.cli.main",
     "import gannet.io",
     "import gannet.apps.transfer",
-    # the command lines' parsers: --help, and the parsers of send and receive
-    "from gannet.cli.main import build_parser\n"
-    "for argv in (['--help'], ['send', '--help'], ['receive', '--help'], ['tunnel', '--help']):\n"
+    "import gannet.apps.messages.codec, gannet.apps.messages.transport",
+    # the command lines' parsers: --help, and each command's own
+    "from gannet.cli.main import COMMANDS, build_parser\n"
+    "for argv in (['--help'], *([name, '--help'] for name in COMMANDS)):\n"
     "    build_parser(argv)",
-], ids=["gannet", "cli.main", "io", "apps.transfer", "parsers"])
+    # every command's parser at once (every cli module imported)
+    "from gannet.cli.main import build_parser\nbuild_parser()",
+], ids=["gannet", "cli.main", "io", "apps.transfer", "apps.messages", "parsers", "all-parsers"])
 def test_nothing_heavy_is_loaded(code):
     assert loaded_after(code) == []
 
@@ -70,3 +75,43 @@ def test_the_help_lines_have_one_home():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
     assert helps == {name: line for name, (_, line) in cli_main.COMMANDS.items()}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["send", "--help"], ["receive", "--help"]],
+                         ids=["help", "send-help", "receive-help"])
+def test_the_gannet_command_imports_nothing_heavy_for_help(argv):
+    """The real process, as a user starts it: what `-X importtime` lists."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "gannet", *argv],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert "usage: gannet" in out.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "argparse" in imported  # (the listing is there to be read)
+    heavy = {name for name in imported if name in HEAVY or name.startswith(tuple(h + "." for h in HEAVY))}
+    assert not heavy, heavy
+
+
+def test_a_host_name_is_looked_up_early_on_a_thread(monkeypatch):
+    """`gannet send HOST:PORT` warms the resolver while it loads (the first
+    lookup of a process loads the resolver's modules); an address needs none."""
+    import socket
+    import threading
+
+    from gannet.cli.main import resolve_early
+
+    asked: list[tuple[object, threading.Thread]] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        asked.append((host, threading.current_thread()))
+        raise socket.gaierror(socket.EAI_NONAME, "not here")  # (errors are the real lookup's)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    before = set(threading.enumerate())
+    for address in ("127.0.0.1", "::1", "fe80::1"):
+        resolve_early(address)
+    assert set(threading.enumerate()) <= before and asked == []
+    resolve_early("receiver.example")
+    for thread in set(threading.enumerate()) - before:
+        thread.join(5)
+    assert [host for host, _ in asked] == ["receiver.example"]
+    assert asked[0][1] is not threading.main_thread()

@@ -378,3 +378,65 @@ def test_progress_bar_on_a_terminal(tmp_path, receiver):
     assert "1 verified, 0 failed" in text
     assert r.proc.wait(10) == 0
     assert sha(r.dir / "bar.bin") == sha(f)
+
+
+SEND_LINES = [
+    r"gannet send: connected to 127\.0\.0\.1:\d+, offering 2 file\(s\), 11\.0 kB",
+    r"gannet send: text\.txt: 10\.0 kB, 10\.0 kB in [\d.]+ s \([^)]*\), zstd \d+% - sent \(zstd\), "
+    r"sha256 [0-9a-f]{16}\.\.\.",
+    r"gannet send: noise\.bin: 1\.0 kB, 1\.0 kB in [\d.]+ s \([^)]*\) - sent \(none\), sha256 [0-9a-f]{16}\.\.\.",
+    r"gannet send: text\.txt: verified by the receiver as text\.txt",
+    r"gannet send: noise\.bin: verified by the receiver as noise\.bin",
+    r"gannet send: done: 2 verified, 0 failed; 11\.0 kB sent, [\d.]+ kB on the wire in [\d.]+ s \([^)]*\)",
+    r"gannet send: verdict: .+",
+]
+
+
+def test_send_prints_the_same_lines_on_a_pipe_and_on_a_terminal(tmp_path, receiver):
+    """What `gannet send` says, line by line, whatever was moved later in its
+    start-up (the compressor, the progress bars): a compressible file sent
+    with zstd, an incompressible one raw, each verified, the summary and the
+    verdict; on a terminal the same lines (the bars, if any, are transient)."""
+    import pty
+    import threading
+
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"gannet " * 1428 + b"1234")
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(os.urandom(1000))
+    r = receiver("--overwrite")  # (the second send's files keep their names)
+    res = send(text, noise, r.target, "--code", r.code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == len(SEND_LINES), res.stderr
+    for line, pattern in zip(lines, SEND_LINES):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+    master, slave = pty.openpty()
+    screen = bytearray()
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            screen.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run(GANNET + ["send", str(text), str(noise), r.target, "--code", r.code],
+                          stdout=subprocess.PIPE, stderr=slave, timeout=30,
+                          env={**ENV, "COLUMNS": "200", "TERM": "xterm"})
+    os.close(slave)
+    reader.join(5)
+    os.close(master)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))
+    assert proc.returncode == 0, shown
+    said = [line.strip() for line in shown.replace("\r", "\n").splitlines() if "gannet send:" in line]
+    assert len(said) == len(SEND_LINES), shown
+    for line, pattern in zip(said, SEND_LINES):
+        assert re.fullmatch(pattern, line), (line, pattern)

@@ -87,3 +87,22 @@ def test_a_registered_controller_is_accepted_by_config():
         from gannet.config import CONGESTION_CONTROLS
 
         CONGESTION_CONTROLS.discard("test-probe")
+
+
+def test_the_checksum_skips_the_crc32c_packages_version_lookup():
+    """The datagram checksum is the crc32c package's C function, loaded
+    without the package's __init__ (which imports importlib.metadata, with
+    email, zipfile and csv, to read its own version): start-up."""
+    for statement in ("import gannet.wire.datagram", "import gannet.crypto.endpoint",
+                      "import gannet.apps.messages.codec"):
+        modules = loaded_after(statement)
+        assert "importlib.metadata" not in modules, statement
+        assert "crc32c._crc32c" in modules, statement
+    # the same function as the package's, and a later `import crc32c` still works
+    probe = ("from gannet.wire.checksum import crc32c\n"
+             "import crc32c as package\n"
+             "assert crc32c is package.crc32c, (crc32c, package.crc32c)\n"
+             "assert crc32c(b'123456789') == 0xE3069283  # RFC 3720's check value\n"
+             "assert crc32c(b'56789', crc32c(b'1234')) == 0xE3069283\n"
+             "assert package.__version__\n")
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import crc32c
+from gannet.wire.checksum import crc32c
 
 import gannet
 from gannet.config import Config
@@ -45,7 +45,6 @@ from gannet.io.endpoint import make_config
 from gannet.observe import diagnose
 
 PROTOCOL_VERSION = 1
-DEFAULT_PORT = 5201
 PATTERN_LEN = 1024 * 1024 + 4099  # odd length: never lines up with segments or chunks
 WRITE_CHUNK = 256 * 1024
 READ_CHUNK = 1024 * 1024
@@ -152,8 +151,8 @@ def pattern_crc(pat: bytes, n: int) -> int:
     whole, rest = divmod(n, len(pat))
     crc = 0
     for _ in range(whole):
-        crc = crc32c.crc32c(pat, crc)
-    return crc32c.crc32c(memoryview(pat)[:rest], crc)
+        crc = crc32c(pat, crc)
+    return crc32c(memoryview(pat)[:rest], crc)
 
 
 def cpu_seconds() -> float:
@@ -363,7 +362,7 @@ async def run_receiver(readers: list[asyncio.StreamReader]) -> ReceiverResult:
                     break
                 if not first:
                     first.append(loop.time())
-                crc = crc32c.crc32c(data, crc)
+                crc = crc32c(data, crc)
                 count += len(data)
                 received[i] = count
         finally:

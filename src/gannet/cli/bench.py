@@ -10,29 +10,19 @@ stdout as well. See docs/bench.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import socket
 import sys
 from typing import Any
 
-from gannet.apps.bench import (
-    DEFAULT_PORT,
-    BenchError,
-    BenchServer,
-    Params,
-    fmt_rate,
-    fmt_rtt,
-    human_bytes,
-    run_client,
-)
 from gannet.cli import security
-from gannet.cli.main import CLIError, summary
+from gannet.cli.main import CLIError, resolve_early, summary
 from gannet.cli.wireopt import add_wire_option
-from gannet.crypto.endpoint import HandshakeFailed
-from gannet.io.loops import run as run_loop
 from gannet.cli.units import positive_duration, positive_size
-from gannet.core import cc as cc_registry
+from gannet.config import CONGESTION_CONTROLS
+
+# (The test itself, gannet.apps.bench, is imported by the command that runs:
+# building the parser loads neither the event loop nor the core.)
+
+DEFAULT_PORT = 5201
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: Gannet's 1472)")
     c.add_argument("--cc", default=None, metavar="NAME",
                    help="congestion control by name (available: "
-                   f"{', '.join(cc_registry.available())})")
+                   f"{', '.join(sorted(CONGESTION_CONTROLS))})")
     c.add_argument("--interval", "-i", type=_duration, default=1.0, metavar="SECONDS",
                    help="report every this long (default 1s)")
     c.add_argument("--json", action="store_true",
@@ -127,6 +117,9 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------- server
 def run_server(args: argparse.Namespace) -> int:
+    from gannet.apps.bench import BenchServer
+    from gannet.io.loops import run as run_loop
+
     async def main() -> int:
         server = BenchServer(args.host, args.port, once=args.once, log=log, wire=args.wire,
                              security=security.overrides(args, "bench server"))
@@ -147,6 +140,8 @@ COLUMNS = ("interval", "bytes", "goodput", "retr", "cwnd", "srtt")
 
 
 def _row(rec: dict[str, Any]) -> tuple[str, ...]:
+    from gannet.apps.bench import fmt_rate, fmt_rtt, human_bytes
+
     cwnd = rec.get("cwnd")
     return (
         f"{rec['start']:6.2f}-{rec['end']:.2f} s",
@@ -217,6 +212,16 @@ class RichReport:
 
 def run_client_cmd(args: argparse.Namespace) -> int:
     host, port = parse_target(args.target)
+    resolve_early(host)
+
+    import asyncio
+    import json
+    import socket
+
+    from gannet.apps.bench import BenchError, Params, human_bytes, run_client
+    from gannet.crypto.endpoint import HandshakeFailed
+    from gannet.io.loops import run as run_loop
+
     params = Params(
         reverse=args.reverse, parallel=args.parallel, bytes=args.bytes,
         time=args.time if args.time is not None else 10.0, interval=args.interval,
@@ -270,6 +275,8 @@ def run_client_cmd(args: argparse.Namespace) -> int:
 
 
 def summarize(r: dict[str, Any], out) -> None:
+    from gannet.apps.bench import fmt_rate, fmt_rtt, human_bytes
+
     gb = r["bytes"] / 1e9
     per_gb = f"{r['cpu_seconds_per_gb']:.1f} CPU s/GB" if r["cpu_seconds_per_gb"] else "- CPU s/GB"
     check = "verified (count + CRC32C)" if r["verified"] else "FAILED"

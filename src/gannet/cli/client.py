@@ -9,8 +9,6 @@ DISCONNECT/ACK.
 from __future__ import annotations
 
 import argparse
-import functools
-import asyncio
 import os
 import sys
 import threading
@@ -27,12 +25,10 @@ from gannet.apps.messages.negotiation import (
     STEP,
     keepalive_problem,
 )
-from gannet.apps.messages.session import SessionError, connect
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.apps.display import safe_text
 from gannet.cli import security
-from gannet.cli.main import CLIError, summary
-from gannet.io.loops import run as run_loop
+from gannet.cli.main import CLIError, resolve_early, summary
 
 DEFAULT_PORT = 12345
 
@@ -81,6 +77,8 @@ def _say(text: str) -> None:
 
 async def _stdin_lines() -> AsyncIterator[bytes]:
     """Lines of stdin (without their line ending), read by a daemon thread."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
     slots = threading.Semaphore(1024)  # lines read ahead, at most
@@ -139,6 +137,14 @@ async def _payloads(args: argparse.Namespace) -> AsyncIterator[bytes]:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_early(args.server_addr)
+
+    import asyncio
+    import functools
+
+    from gannet.apps.messages.session import SessionError, connect
+    from gannet.io.loops import run as run_loop
+
     if args.max_size < MIN_PACKET_SIZE:
         raise CLIError(f"--max-size must be at least {MIN_PACKET_SIZE}")
     if args.window < 1:

@@ -19,20 +19,9 @@ import os
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from ..config import Config
-from ..crypto.identity import fingerprint, public_key
-from ..crypto.protection import AES_128_GCM, CHACHA20_POLY1305, choose_aead
-from ..io.security import has_aes
-from ..sim import LinkConfig
-from ..sim.scenario import encrypted_pair, run_transfer
 from .main import CLIError, summary
 from .security import warn_insecure
 from .units import parse_duration, parse_percent, parse_rate, parse_size
-
-_AEAD_NAMES = {AES_128_GCM: "AES-128-GCM", CHACHA20_POLY1305: "ChaCha20-Poly1305"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..config import Config
+    from ..crypto.identity import fingerprint, public_key
+    from ..crypto.protection import AES_128_GCM, CHACHA20_POLY1305, choose_aead
+    from ..io.security import has_aes
+    from ..sim import LinkConfig
+    from ..sim.scenario import encrypted_pair, run_transfer
+
+    aead_names = {AES_128_GCM: "AES-128-GCM", CHACHA20_POLY1305: "ChaCha20-Poly1305"}
     err = Console(stderr=True)
     if args.file:
         path = Path(args.file)
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         err.print("  security: [bold red]none (--insecure)[/]: the data crosses the network in clear")
     else:
         assert pair[1].static is not None
-        aead = _AEAD_NAMES[choose_aead(pair[0].has_aes, pair[1].has_aes)]
+        aead = aead_names[choose_aead(pair[0].has_aes, pair[1].has_aes)]
         err.print(f"  security: encrypted ({aead}) and authenticated: the server's key "
                   f"{fingerprint(public_key(pair[1].static))} (made for this demo) is pinned by the client")
     started = time.perf_counter()

@@ -17,19 +17,13 @@ import sys
 from pathlib import Path
 
 from gannet.cli.main import CLIError, summary
-from gannet.crypto.identity import (
-    FINGERPRINT_PREFIX,
-    IDENTITY_FILE,
-    KeyFormatError,
-    config_dir,
-    decode_key,
-    encode_key,
-    fingerprint,
-    load_identity,
-    public_key,
-)
-from gannet.crypto.known_hosts import KeyChangedError, KnownHosts
-from gannet.crypto.psk import generate_psk_file
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
+if TYPE_CHECKING:
+    from gannet.crypto.known_hosts import KnownHosts
+
+# (Each command imports the key and known_hosts code it runs: building the
+# parser, for --help or a usage error, loads no cryptography.)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,6 +64,11 @@ def _escape(text: str) -> str:
 
 
 def run_id(args: argparse.Namespace) -> int:
+    from gannet.crypto.identity import (
+        IDENTITY_FILE, KeyFormatError, config_dir, encode_key, fingerprint, load_identity, public_key,
+    )
+    from gannet.crypto.psk import generate_psk_file
+
     if args.new_psk is not None:
         try:
             generate_psk_file(args.new_psk)
@@ -93,10 +92,14 @@ def run_id(args: argparse.Namespace) -> int:
 
 
 def _known() -> KnownHosts:
+    from gannet.crypto.known_hosts import KnownHosts
+
     return KnownHosts()
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from gannet.crypto.identity import KeyFormatError, encode_key, fingerprint
+
     kh = _known()
     try:
         pins = kh.entries()
@@ -110,6 +113,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from gannet.crypto.identity import FINGERPRINT_PREFIX, KeyFormatError, decode_key, fingerprint
+    from gannet.crypto.known_hosts import KeyChangedError
+
     if args.key.strip().upper().startswith(FINGERPRINT_PREFIX):
         raise CLIError("trust add needs the key itself (the `key:` line of `gannet id`); a "
                        "fingerprint can check a key but not be pinned here: pass it as --peer-key")
@@ -126,6 +132,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    from gannet.crypto.identity import KeyFormatError
+
     try:
         removed = _known().remove(args.name)
     except KeyFormatError as exc:

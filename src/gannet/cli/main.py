@@ -73,8 +73,10 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv`: the command it names gets its module's full
-    parser; the others, a placeholder carrying their help line. With argv
-    None every command's module is imported (for tests and documentation)."""
+    parser and no other is made; without one (`gannet --help`, a mistyped
+    command) every command gets a placeholder carrying its help line. With
+    argv None every command's module is imported (for tests and
+    documentation)."""
     import importlib
 
     parser = Parser(
@@ -90,7 +92,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if name in registered:
             continue  # (a module registering two commands: echo)
         if argv is not None and (wanted is None or module_name != wanted[0]):
-            subparsers.add_parser(name, help=help_line)
+            if wanted is None:  # (a command's own line parses with its parser alone)
+                subparsers.add_parser(name, help=help_line)
             continue
         try:
             module = importlib.import_module(f"gannet.cli.{module_name}")
@@ -192,6 +195,34 @@ def _setup_logging(debug: bool) -> None:
     logger.addHandler(handler)
     level = os.environ.get("GANNET_LOG", "DEBUG" if debug else "WARNING").upper()
     logger.setLevel(getattr(logging, level, logging.WARNING))
+
+
+def resolve_early(host: str) -> None:
+    """Warm the system resolver for `host` on a thread, while the command
+    loads its modules: the first `getaddrinfo` of a process (even for
+    "localhost", from /etc/hosts) loads the resolver's modules and reads
+    its configuration, 10-25 ms that the connection would otherwise wait
+    for before its first datagram. The lookup itself runs again when the
+    connection is made (its answer and its errors are that one's); an
+    address typed as such needs no resolver."""
+    import socket
+
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return
+        except (OSError, ValueError):
+            pass
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError):
+            pass  # (reported by the real lookup)
+
+    import threading
+
+    threading.Thread(target=lookup, name="gannet-resolve", daemon=True).start()
 
 
 def _env_on(name: str) -> bool:

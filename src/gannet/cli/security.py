@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from gannet.cli.main import CLIError
-from gannet.crypto.code import normalize_code
-from gannet.crypto.identity import KeyFormatError, decode_peer_key
-from gannet.crypto.psk import load_psk
+
+# (The key and code parsers are imported by `overrides`, when a command runs:
+# building a parser, for --help or a usage error, loads no cryptography.)
 
 
 def add_arguments(p: argparse.ArgumentParser, *, code: str | None = None, peer_key: bool = True) -> None:
@@ -70,6 +69,11 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
         raise CLIError("--psk-file and --code cannot both be used")
     out: dict[str, object] = {}
     if psk_file:
+        from pathlib import Path
+
+        from gannet.crypto.identity import KeyFormatError
+        from gannet.crypto.psk import load_psk
+
         try:
             load_psk(Path(psk_file))  # a readable key now, not a failed handshake later
         except FileNotFoundError:
@@ -78,12 +82,16 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
             raise CLIError(str(exc)) from None
         out["psk_file"] = psk_file
     if peer_key:
+        from gannet.crypto.identity import KeyFormatError, decode_peer_key
+
         try:
             decode_peer_key(peer_key)
         except KeyFormatError as exc:
             raise CLIError(f"--peer-key: {exc}") from None
         out["peer_key"] = peer_key
     if code:
+        from gannet.crypto.code import normalize_code
+
         try:
             out["code"] = normalize_code(code)
         except ValueError as exc:

@@ -6,7 +6,7 @@ import argparse
 
 from gannet.apps.transfer.protocol import COMPRESS_MODES
 from gannet.cli import security
-from gannet.cli.main import CLIError, summary
+from gannet.cli.main import CLIError, resolve_early, summary
 from gannet.cli.units import positive_duration, positive_rate
 from gannet.cli.wireopt import add_wire_option, wire_settings
 
@@ -54,6 +54,9 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    host, port = parse_target(args.target)
+    resolve_early(host)
+
     import asyncio
     import socket
 
@@ -63,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from gannet.crypto.endpoint import HandshakeFailed
     from gannet.io.loops import run as run_loop
 
-    host, port = parse_target(args.target)
     settings = {**security.overrides(args, "send"), **wire_settings(args, client=True)}
     rep = Reporter("send")
     try:

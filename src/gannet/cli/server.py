@@ -8,12 +8,9 @@ disconnect, errors) are logged to stderr.
 from __future__ import annotations
 
 import argparse
-import functools
-import asyncio
-import logging
 import sys
 
-from gannet.apps.display import SafeFormatter, safe_text
+from gannet.apps.display import safe_text
 from gannet.apps.limits import MessageLimits
 from gannet.apps.messages.codec import FORMATS
 from gannet.apps.messages.negotiation import (
@@ -23,11 +20,13 @@ from gannet.apps.messages.negotiation import (
     Limits,
     keepalive_problem,
 )
-from gannet.apps.messages.session import MessageServer, ServerSession, log as session_log
 from gannet.apps.messages.transport import TRANSPORTS, resolve
 from gannet.cli import security
 from gannet.cli.main import CLIError, summary
-from gannet.io.loops import run as run_loop
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
+if TYPE_CHECKING:
+    from gannet.apps.messages.session import ServerSession
 
 DEFAULT_PORT = 12345
 
@@ -71,6 +70,13 @@ def printable(payload: bytes) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import functools
+    import logging
+
+    from gannet.apps.display import SafeFormatter
+    from gannet.apps.messages.session import MessageServer, log as session_log
+    from gannet.io.loops import run as run_loop
+
     if args.max_size < MIN_PACKET_SIZE:
         raise CLIError(f"--max-size must be at least {MIN_PACKET_SIZE}")
     if args.max_window < 1:

@@ -52,7 +52,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from crc32c import crc32c
+from ..wire.checksum import crc32c
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 

@@ -26,7 +26,6 @@ import hmac
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 DHLEN = 32
 HASHLEN = 32
@@ -42,7 +41,7 @@ class NoiseError(ValueError):
 
 def public_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
     pub = key.public_key() if isinstance(key, X25519PrivateKey) else key
-    return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return pub.public_bytes_raw()  # (not public_bytes(Encoding.Raw, ...): no serialization import)
 
 
 def dh(private: X25519PrivateKey, public: bytes) -> bytes:

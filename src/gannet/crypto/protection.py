@@ -46,7 +46,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Final, Union
 
-from crc32c import crc32c
+from ..wire.checksum import crc32c
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 

@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from crc32c import crc32c
+from .checksum import crc32c
 
 from .datagram import CRC_RESIDUE, SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE
 from .segment import ACK, PSH, SEQ_MOD, SegmentRun

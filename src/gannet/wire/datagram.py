@@ -47,7 +47,7 @@ from typing import Final
 
 import struct
 
-from crc32c import crc32c
+from .checksum import crc32c
 
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
 

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import crc32c as _crc32c
+from ...wire.checksum import crc32c
 
 PROTOCOL_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
@@ -120,7 +120,7 @@ def control(type: MessageType, body: dict | None = None, seq: int = 0) -> Messag
 
 
 def checksum(data: bytes, value: int = 0) -> int:
-    return _crc32c.crc32c(data, value)
+    return crc32c(data, value)
 
 
 class Decoder(Protocol):

@@ -8,7 +8,6 @@ is the fallback (and what "tcp" asks for explicitly).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable
 
 import gannet
@@ -37,4 +36,6 @@ def resolve(name: str = "auto") -> tuple[str, OpenConnection, StartServer]:
             return ("gannet", *streams)
         if name == "gannet":
             raise RuntimeError("gannet streams are not available in this build (use --transport tcp)")
+    import asyncio  # (here: the command lines' parsers take TRANSPORTS without the loop)
+
     return "tcp", asyncio.open_connection, asyncio.start_server

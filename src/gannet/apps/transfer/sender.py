@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,12 @@ async def send_files(
     result = SendResult()
     t0 = time.monotonic()
     cpu0 = time.process_time()
+    if compress != "none":
+        # The compressor is needed for the first chunk (compressed, or tried);
+        # it is loaded on a thread while the handshake waits for the
+        # receiver, once the SYN is out (the loop runs this callback when
+        # the connection first waits), not on the way to the first byte.
+        asyncio.get_running_loop().call_soon(_load_on_thread, "zstandard")
     reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, wire=wire,
                                                   **config_overrides)
     total = sum(f.size for f in files)
@@ -215,9 +222,11 @@ async def send_files(
 
         verdict_task = asyncio.create_task(read_verdicts())
         limiter = RateLimit(rate)
-        import zstandard  # (here: a command line that never sends loads it not at all)
+        zc = None
+        if codec_ok:
+            import zstandard  # (loaded by now, or waits for the thread loading it)
 
-        zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+            zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         for index, src in enumerate(files):
             if all_in.done() and all_in.exception() is not None:
                 break
@@ -253,6 +262,17 @@ async def send_files(
         result.seconds = time.monotonic() - t0
         result.cpu_seconds = time.process_time() - cpu0
     return result
+
+
+def _load_on_thread(module: str) -> None:
+    """Import `module` on a daemon thread (an `import` of it elsewhere waits
+    for this one to finish, under the module's import lock)."""
+    import importlib
+    import threading
+
+    if module not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=(module,), daemon=True,
+                         name=f"gannet-load-{module}").start()
 
 
 def _verdict_index(verdict: dict, count: int, seen: dict) -> int:
