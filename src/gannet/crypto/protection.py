@@ -300,11 +300,11 @@ class Sealer:
         pn = self.pn
         rows = self._rows
         if rows is not None and pn + 1 < self._next_update and n <= NATIVE_ROW_MAX:
-            # (seal_rows' one step, when no key update or limit is near)
-            out = bytearray(n + OVERHEAD)
-            rows.seal_rows(datagram, n, out, PROTECTED, self.key_phase, dst_cid, pn, 1)
+            # (seal_rows' one step, when no key update or limit is near: one
+            # call, which makes the sealed bytes)
+            sealed: bytes = rows.seal_datagram(datagram, self.key_phase, dst_cid, pn)
             self.pn = pn + 1
-            return out
+            return sealed
         if rows is None:  # one `seal`: fewer steps than the rows path for one row
             return self.seal(seal_header(self.key_phase, dst_cid, pn), sealed_plaintext(datagram))
         out = bytearray(n + OVERHEAD)
@@ -469,6 +469,28 @@ class Opener:
         if stop == STOP_TAG:
             self._drop("does not authenticate")
         return row, pos, count, stop
+
+    def open_datagram(self, datagram: bytes | bytearray | memoryview, out: bytearray, dst_cid: int,
+                      trailers: bool = True) -> int:
+        """`open_rows` of one datagram, into `out` at 0 (the inner datagram
+        and its trailer's room fill len(datagram) - OVERHEAD bytes): why it
+        stopped, STOP_END when it opened. One call of the rows primitive
+        where it is built: the path of a small message or an ACK."""
+        rows = self._current[2]
+        if rows is None or len(datagram) > NATIVE_ROW_MAX:
+            return int(self.open_rows(memoryview(datagram), 0, 0, memoryview(out), 0, dst_cid, trailers)[3])
+        window = self.window
+        pn: int = rows.open_datagram(datagram, out, self.key_phase, dst_cid, window.highest, trailers)
+        if pn < 0:
+            if pn == -1 - STOP_TAG:
+                self._drop("does not authenticate")
+                return STOP_TAG
+            return STOP_OTHER
+        window.record(pn)
+        self.opened += 1
+        if self._previous is not None:
+            self._retire_previous()
+        return STOP_END
 
     def _retire_previous(self) -> None:
         # The previous generation is needed only for packets the window can
