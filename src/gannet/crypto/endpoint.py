@@ -107,6 +107,7 @@ from .protection import (
     NATIVE_ROW_MAX,
     NATIVE_ROWS,
     STOP_END,
+    STOP_OTHER,
     STOP_TAG,
     UPDATE_INTERVAL,
     Opener,
@@ -453,10 +454,37 @@ class SecureEndpoint(Endpoint):
         _plain_receive_batch(self, buf, seg, addr, now, True)
 
     def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
-        if len(data) <= RESET_SIZE:
+        """One sealed datagram: its inner datagram to the plain endpoint
+        (with room for a CRC trailer, written only for an observer: the
+        plain endpoint takes the tag's word), else dropped and counted (or
+        taken as a stateless reset). The common case - a connection with
+        keys, the next packet numbers - is opened here by one call of the
+        rows primitive; any other case by `_open`."""
+        n = len(data)
+        if n <= RESET_SIZE:
             self._on_stateless_reset(data, addr)
             return
-        inner = self._open_one(data)
+        inner = None
+        stop = STOP_OTHER
+        # (Without the C primitive a small datagram takes `_open`, which is
+        # fewer steps for one; a large one is still opened into a buffer.)
+        if NATIVE_ROWS or n > NATIVE_ROW_MAX:
+            dst = int.from_bytes(data[4:8], "big")
+            session = self._sessions.get(dst)
+            if session is not None and session.chosen is not None:
+                size = n - OVERHEAD
+                if len(self._one_buf) < size:
+                    self._one_buf = bytearray(size)
+                    self._one_view = memoryview(self._one_buf)
+                stop = session.chosen[1].open_datagram(data, self._one_buf, dst, self._observer is not None)
+                if stop == STOP_END:
+                    self.security_stats.opened += 1
+                    session.confirmed = True
+                    inner = self._one_view[:size]
+                elif stop == STOP_TAG:
+                    self.security_stats.unauthenticated_dropped += 1
+        if inner is None and stop == STOP_OTHER:
+            inner = self._open(data)
         if inner is not None:
             observer = self._observer
             if observer is not None:  # (_deliver, inline: the hot path)
@@ -516,31 +544,6 @@ class SecureEndpoint(Endpoint):
             # has TIME_WAIT ignore resets).
             return
         conn._terminate(ConnectionResetError(PEER_RESET_MESSAGE))
-
-    def _open_one(self, data: bytes | bytearray | memoryview) -> bytearray | memoryview | None:
-        """The inner datagram of one sealed datagram with room for its CRC
-        trailer (written only for an observer: the plain endpoint takes the
-        tag's word), or None (counted): the rows path for one row when it is
-        the common case, else `_open`."""
-        # (Without the C primitive a small datagram takes `_open`, which is
-        # fewer steps for one; a large one is still opened into a buffer.)
-        if len(data) > 8 and (NATIVE_ROWS or len(data) > NATIVE_ROW_MAX):
-            dst = int.from_bytes(data[4:8], "big")
-            session = self._sessions.get(dst)
-            if session is not None and session.chosen is not None:
-                n = len(data) - OVERHEAD
-                if len(self._one_buf) < n:
-                    self._one_buf = bytearray(n)
-                    self._one_view = memoryview(self._one_buf)
-                stop = session.chosen[1].open_datagram(data, self._one_buf, dst, self._observer is not None)
-                if stop == STOP_END:
-                    self.security_stats.opened += 1
-                    session.confirmed = True
-                    return self._one_view[:n]
-                if stop == STOP_TAG:
-                    self.security_stats.unauthenticated_dropped += 1
-                    return None
-        return self._open(data)
 
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
         """The inner datagram of a sealed datagram with its CRC trailer (for
@@ -868,7 +871,11 @@ class SecureEndpoint(Endpoint):
         if len(out) == start + 1:
             item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
             if type(item) is not Train:
-                out[start] = (self._seal_encoded(sealer, item, conn.remote_cid), addr)
+                if item[0] == SHORT_FORM:  # (no SYN-ACK to leave for the pass: _seal_encoded's one step)
+                    self.security_stats.sealed += 1
+                    out[start] = (sealer.seal_datagram(item, conn.remote_cid), addr)
+                else:
+                    out[start] = (self._seal_encoded(sealer, item, conn.remote_cid), addr)
                 return sent
         items = out[start:]
         del out[start:]

@@ -320,17 +320,34 @@ class Sealer:
         self._next_update = min(self.pn + self.update_interval, _PN_HIGH)
 
 
+# In-order packet numbers a ReplayWindow counts before it shifts its bitmap.
+_RUN_MAX: Final = 64
+
+
 class ReplayWindow:
     """The highest packet number accepted and a bitmap of the REPLAY_WINDOW
-    numbers below it (bit i set: highest - i was accepted)."""
+    numbers below it (`bitmap`, bit i set: highest - i was accepted).
 
-    __slots__ = ("highest", "bitmap", "size", "_mask")
+    Kept as `_bits` and `_run`: the `_run` numbers up to `highest` were all
+    accepted, in order, and `_bits` is the bitmap as it stood below them
+    (bit i: highest - _run - i). A packet in order, the common case, only
+    counts in `_run`; the bitmap (a REPLAY_WINDOW-bit integer, which every
+    shift copies) moves once per _RUN_MAX of them, or when a packet comes
+    out of line."""
+
+    __slots__ = ("highest", "_bits", "_run", "size", "_mask")
 
     def __init__(self, size: int = REPLAY_WINDOW) -> None:
         self.highest = -1
-        self.bitmap = 0
+        self._bits = 0
+        self._run = 0
         self.size = size
         self._mask = (1 << size) - 1
+
+    @property
+    def bitmap(self) -> int:
+        run = self._run
+        return ((self._bits << run) | ((1 << run) - 1)) & self._mask
 
     def check(self, pn: int) -> str | None:
         """Why `pn` must be refused ("replayed", "too old"), or None."""
@@ -339,25 +356,43 @@ class ReplayWindow:
         offset = self.highest - pn
         if offset >= self.size:
             return "too old"
-        if self.bitmap >> offset & 1:
+        run = self._run
+        if offset < run or self._bits >> (offset - run) & 1:
             return "replayed"
         return None
 
+    def _settle(self) -> None:
+        """Move the run into the bitmap."""
+        run = self._run
+        if run:
+            self._bits = ((self._bits << run) | ((1 << run) - 1)) & self._mask
+            self._run = 0
+
     def record(self, pn: int) -> None:
+        if pn == self.highest + 1 and self._run < _RUN_MAX:
+            self._run += 1
+            self.highest = pn
+            return
+        self._settle()
         if pn > self.highest:
             shift = pn - self.highest
-            self.bitmap = ((self.bitmap << shift) | 1) & self._mask if shift < self.size else 1
+            self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.size else 1
             self.highest = pn
         else:
-            self.bitmap |= 1 << (self.highest - pn)
+            self._bits |= 1 << (self.highest - pn)
 
     def record_run(self, first: int, count: int) -> None:
         """`record` of first, first + 1, ... (count numbers, all above the
         highest so far) at once."""
         last = first + count - 1
+        if first == self.highest + 1 and self._run + count <= _RUN_MAX:
+            self._run += count
+            self.highest = last
+            return
+        self._settle()
         shift = last - self.highest
         ones = (1 << count) - 1
-        self.bitmap = ((self.bitmap << shift) | ones) & self._mask if shift < self.size else ones & self._mask
+        self._bits = ((self._bits << shift) | ones) & self._mask if shift < self.size else ones & self._mask
         self.highest = last
 
 
