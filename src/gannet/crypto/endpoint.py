@@ -938,7 +938,7 @@ class SecureEndpoint(Endpoint):
         seg.unknown_options = seg.unknown_options + ((OPT_KEY_EXCHANGE, message),)
         return encode(dst, src, seg)
 
-    def _seal(self, sealer: Sealer, datagram) -> bytearray:
+    def _seal(self, sealer: Sealer, datagram) -> bytes | bytearray:
         self.security_stats.sealed += 1
         return sealer.seal_datagram(datagram, int.from_bytes(datagram[4:8], "big"))
 
@@ -1015,8 +1015,8 @@ class InsecureEndpoint(SecureEndpoint):
         if data and data[0] == SHORT_FORM or not self._screened(data, addr, now):
             _plain_receive_datagram(self, data, addr, now)
 
-    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
-                      now: float) -> None:
+    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,  # type: ignore[override]
+                      now: float) -> None:  # (no `authenticated`: nothing here is vouched for, as in SecureEndpoint)
         if buf and buf[0] == SHORT_FORM:
             _plain_receive_batch(self, buf, seg, addr, now)  # short forms: no SYN, no alert
             return
