@@ -107,6 +107,40 @@ def test_replay_window_bitmap():
             highest = max(highest, pn)
 
 
+@pytest.mark.parametrize("size", [64, REPLAY_WINDOW])
+def test_replay_window_in_order_runs_and_gaps(size):
+    """Mostly in-order numbers (which the window counts before it shifts its
+    bitmap), with gaps, reordering, replays and runs recorded at once: its
+    verdicts are those of the set of numbers accepted, and its bitmap the
+    one that recording each number alone gives."""
+    rng = random.Random(size)
+    w = ReplayWindow(size)
+    seen: set[int] = set()
+    highest = -1
+    for _ in range(20000):
+        step = rng.choice([1] * 12 + [0, -1, -3, -size + 1, -size, -size - 1, 2, 7, size, 3 * size])
+        pn = max(0, highest + step)
+        why = w.check(pn)
+        if pn in seen:
+            assert why == "replayed" or (why == "too old" and pn <= highest - size)
+        elif pn <= highest - size:
+            assert why == "too old"
+        else:
+            assert why is None
+            if pn > highest and rng.random() < 0.1:
+                count = rng.randint(1, 80)
+                w.record_run(pn, count)
+                seen.update(range(pn, pn + count))
+                highest = pn + count - 1
+            else:
+                w.record(pn)
+                seen.add(pn)
+                highest = max(highest, pn)
+        assert w.highest == highest
+    expected = sum(1 << (highest - n) for n in seen if highest - n < size)
+    assert w.bitmap == expected
+
+
 def test_key_update_with_reordering_and_old_key_discarded():
     rng = random.Random(7)
     interval = REPLAY_WINDOW + 100

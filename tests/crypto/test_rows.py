@@ -174,6 +174,66 @@ def test_open_rows_c_and_python_give_the_same_verdicts(aead):
     assert stops == {STOP_END, STOP_OTHER, STOP_TAG}  # every way out was taken
 
 
+@pytest.mark.parametrize("aead", AEADS)
+def test_one_datagram_calls_are_the_rows_calls_of_one_row(aead):
+    """Keys.seal_datagram / open_datagram (the path of a small message or
+    an ACK) give the bytes and verdicts of seal_rows / open_rows of one
+    row, whatever was done to the datagram on the way."""
+    rng = random.Random(3)
+    stops = set()
+    for trial in range(200):
+        secret = rng.randbytes(32)
+        _, _, keys = _pair(aead, secret)
+        size = rng.choice([20, 76, 300, 1444, 2048])
+        src = _train(rng, size, 1, 0)
+        flags, dst, pn = trial & 1, rng.getrandbits(32), rng.getrandbits(40)
+        rows_out = bytearray(size + OVERHEAD)
+        keys.seal_rows(memoryview(src), size, rows_out, PROTECTED, flags, dst, pn, 1)
+        sealed = keys.seal_datagram(src, flags, dst, pn)
+        assert type(sealed) is bytes and sealed == rows_out, f"trial {trial}"
+        batch = bytearray(sealed)
+        for _ in range(rng.randint(0, 2)):
+            _mutate(rng, batch, len(batch), 1)
+        after = rng.choice([-1, pn - 1, pn, pn + 3])
+        trailers = rng.random() < 0.5
+        by_rows, one = bytearray(len(batch) + 8), bytearray(len(batch) + 8)
+        row, pos, first, count, stop = keys.open_rows(bytes(batch), 0, 0, by_rows, 0, PROTECTED, flags,
+                                                      dst, after, trailers)
+        got = keys.open_datagram(bytes(batch), one, flags, dst, after, trailers)
+        assert got == (first if count else -1 - stop), f"trial {trial}"
+        assert one[:pos] == by_rows[:pos]
+        stops.add(stop)
+    assert stops == {STOP_END, STOP_OTHER, STOP_TAG}
+    with pytest.raises(ValueError):
+        keys.seal_datagram(b"\x03" * 8, 0, 1, 0)  # shorter than a header and a trailer
+    with pytest.raises(ValueError):
+        keys.open_datagram(sealed, bytearray(8), flags, dst, -1, True)  # no room for the inner datagram
+
+
+@pytest.mark.parametrize("aead", AEADS)
+def test_opener_open_datagram_keeps_the_window_and_counters(aead):
+    """Opener.open_datagram (one call of the C primitive) records the packet
+    number, refuses a replay and a forgery, and counts them as open_rows does."""
+    secret = bytes(range(32))
+    sealer, opener = Sealer(secret, aead), Opener(secret, aead)
+    rng = random.Random(4)
+    plain = _train(rng, 80, 1, 0)
+    sealed = [bytes(sealer.seal_datagram(plain, 7)) for _ in range(3)]
+    out = bytearray(80)
+    assert opener.open_datagram(sealed[1], out, 7, False) == STOP_END
+    # (the inner datagram's destination ID is the envelope's: 7)
+    assert out[:76] == plain[:4] + (7).to_bytes(4, "big") + plain[8:76]
+    assert opener.window.highest == 1 and opener.opened == 1
+    assert opener.open_datagram(sealed[1], out, 7) == STOP_OTHER  # a replay: the window judges
+    assert opener.open_datagram(sealed[0], out, 7) == STOP_OTHER  # below the highest: the same
+    forged = bytearray(sealed[2])
+    forged[-1] ^= 1
+    assert opener.open_datagram(bytes(forged), out, 7) == STOP_TAG
+    assert opener.dropped == {"does not authenticate": 1} and opener.window.highest == 1
+    assert opener.open_datagram(sealed[2], out, 7) == STOP_END
+    assert opener.window.highest == 2 and opener.opened == 2
+
+
 def _open_one_by_one(opener: Opener, batch, seg) -> list:
     """What a batch gives datagram by datagram through Opener.open: the
     plaintext (with CRC trailer) of each row, or the reason it was refused."""

@@ -283,6 +283,23 @@ def test_insecure_pair_is_plaintext_and_works():
     assert not any(d[0] == PROTECTED for d in pair.recorded)
 
 
+def test_an_insecure_endpoint_runs_the_plain_endpoints_own_methods():
+    """With Security(insecure=True) the endpoint is an InsecureEndpoint:
+    the core's calls to its output methods reach the plain endpoint's own
+    (a Python override would run on every one), it adds no envelope, and an
+    observer can still put its wrappers on the instance."""
+    from gannet.core.endpoint import Endpoint
+    from gannet.crypto.endpoint import InsecureEndpoint, SecureEndpoint
+
+    ep = SecureEndpoint(None, random.Random(1), security=Security(insecure=True))
+    assert type(ep) is InsecureEndpoint and isinstance(ep, SecureEndpoint)
+    for name in ("datagrams_to_send", "_encode_into", "_forget", "_allocate_cid", "datagram_too_big"):
+        assert getattr(InsecureEndpoint, name) is getattr(Endpoint, name), name
+    assert ep.datagram_overhead == 0 and ep.run_trailers
+    ep.receive_datagram = ep.receive_datagram  # (what an observer does)
+    assert type(SecureEndpoint(None, random.Random(1), security=Security())) is SecureEndpoint
+
+
 def test_encrypted_client_refuses_an_old_plaintext_server():
     """A server that ignores the key exchange option (an older Gannet)
     answers with a SYN-ACK without one: the client refuses to go on in

@@ -47,6 +47,7 @@
 #define PN_MASK ((1u << PN_BITS) - 1)
 #define VERSION 3
 #define SHORT_FORM (0x80 | VERSION)
+#define PROTECTED_FORM (0x40 | VERSION)  /* gannet/wire/protected.py PROTECTED: a sealed datagram */
 #define SHORT_BIT 0x80   /* in the tail's flags byte: the inner datagram is the short form */
 
 /* ------------------------------------------------------------ libcrypto */
@@ -500,6 +501,29 @@ PyDoc_STRVAR(seal_rows_doc,
 "sealed) into `out` as rows `size` + OVERHEAD long, packet numbers from `pn`,\n"
 "key phase `flags`.");
 
+/* Row `row` (n bytes, a plaintext datagram ending in its CRC32C trailer)
+ * sealed into o (n + OVERHEAD bytes) with packet number pn; NULL, or the
+ * error's message (ValueError for the row, RuntimeError for libcrypto). */
+static const char *
+seal_row(KeysObject *self, unsigned char *o, const unsigned char *row, Py_ssize_t n, int form,
+         int flags, unsigned long dst, uint64_t pn, PyObject **kind)
+{
+    *kind = PyExc_ValueError;
+    if (n < HEADER_SIZE + TRAILER_SIZE || n > 0x7FFFFFFF || (row[0] != VERSION && row[0] != SHORT_FORM)
+        || row[1] & SHORT_BIT)
+        return "not a plaintext Gannet datagram";
+    Py_ssize_t body = n - HEADER_SIZE - TRAILER_SIZE;  /* sealed: this, then the tail */
+    unsigned char tail[TAIL] = {
+        (unsigned char)(row[0] == SHORT_FORM ? row[1] | SHORT_BIT : row[1]), row[2], row[3]};
+    put_be32(o, (uint32_t)form << 24 | (uint32_t)(flags & 1) << PN_BITS | ((uint32_t)pn & PN_MASK));
+    put_be32(o + 4, (uint32_t)dst);
+    if (seal_one(self, o, row + HEADER_SIZE, (int)body, pn, tail) != 0) {
+        *kind = PyExc_RuntimeError;
+        return "libcrypto failed to seal";
+    }
+    return NULL;
+}
+
 static PyObject *
 keys_seal_rows(KeysObject *self, PyObject *args)
 {
@@ -522,25 +546,16 @@ keys_seal_rows(KeysObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "fewer rows than asked for");
             goto done;
         }
-        const unsigned char *row = (const unsigned char *)src.buf + in_pos;
-        if (n < HEADER_SIZE + TRAILER_SIZE || (row[0] != VERSION && row[0] != SHORT_FORM)
-            || row[1] & SHORT_BIT) {
-            PyErr_SetString(PyExc_ValueError, "not a plaintext Gannet datagram");
-            goto done;
-        }
-        Py_ssize_t body = n - HEADER_SIZE - TRAILER_SIZE;  /* sealed: this, then the tail */
         if (out.len - out_pos < n + OVERHEAD) {
             PyErr_SetString(PyExc_ValueError, "output buffer too small");
             goto done;
         }
-        unsigned char *o = (unsigned char *)out.buf + out_pos;
-        uint64_t row_pn = (uint64_t)pn + (uint64_t)i;
-        unsigned char tail[TAIL] = {
-            (unsigned char)(row[0] == SHORT_FORM ? row[1] | SHORT_BIT : row[1]), row[2], row[3]};
-        put_be32(o, (uint32_t)form << 24 | (uint32_t)(flags & 1) << PN_BITS | ((uint32_t)row_pn & PN_MASK));
-        put_be32(o + 4, (uint32_t)dst);
-        if (seal_one(self, o, row + HEADER_SIZE, (int)body, row_pn, tail) != 0) {
-            PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+        PyObject *kind;
+        const char *error = seal_row(self, (unsigned char *)out.buf + out_pos,
+                                     (const unsigned char *)src.buf + in_pos, n, form, flags, dst,
+                                     (uint64_t)pn + (uint64_t)i, &kind);
+        if (error != NULL) {
+            PyErr_SetString(kind, error);
             goto done;
         }
         in_pos += n;
@@ -550,6 +565,46 @@ keys_seal_rows(KeysObject *self, PyObject *args)
 done:
     PyBuffer_Release(&src);
     PyBuffer_Release(&out);
+    return result;
+}
+
+PyDoc_STRVAR(seal_datagram_doc,
+"seal_datagram(datagram, flags, dst_cid, pn) -> bytes\n\n"
+"seal_rows of one datagram (form PROTECTED), into new bytes: one call with\n"
+"nothing to allocate or parse beforehand, for a small message or an ACK.");
+
+static PyObject *
+keys_seal_datagram(KeysObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "seal_datagram(datagram, flags, dst_cid, pn)");
+        return NULL;
+    }
+    int flags = (int)PyLong_AsLong(args[1]);
+    unsigned long dst = PyLong_AsUnsignedLong(args[2]);
+    unsigned long long pn = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer src;
+    if (PyObject_GetBuffer(args[0], &src, PyBUF_SIMPLE) != 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (src.len < HEADER_SIZE + TRAILER_SIZE || src.len > 0x7FFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "not a plaintext Gannet datagram");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, src.len + OVERHEAD);
+    if (result == NULL)
+        goto done;
+    PyObject *kind;
+    const char *error = seal_row(self, (unsigned char *)PyBytes_AS_STRING(result), src.buf, src.len,
+                                 PROTECTED_FORM, flags, dst, (uint64_t)pn, &kind);
+    if (error != NULL) {
+        Py_CLEAR(result);
+        PyErr_SetString(kind, error);
+    }
+done:
+    PyBuffer_Release(&src);
     return result;
 }
 
@@ -572,6 +627,52 @@ PyDoc_STRVAR(open_rows_doc,
 "that is not the common case, 2 a row whose tag did not verify. With\n"
 "`trailers` false the CRC32C trailers are left unwritten (room is kept):\n"
 "for a reader that takes the tag's word for every byte.");
+
+/* Row p (n bytes) opened into d (room bytes) as its inner datagram and,
+ * with `trailers`, its CRC32C, when it is the common case (see open_rows)
+ * with packet number pn (-1: reconstructed from `after`, which it must
+ * exceed). Returns STOP_END (opened: *pn_out and *written set), STOP_OTHER,
+ * STOP_TAG, or -1 with ValueError when room is short. */
+static int
+open_row(KeysObject *self, const unsigned char *p, Py_ssize_t n, unsigned char *d, Py_ssize_t room,
+         int form, int flags, unsigned long dst, long long after, long long next, int trailers,
+         uint64_t *pn_out, Py_ssize_t *written)
+{
+    if (n < HEADER_SIZE + TAIL + TAG_SIZE || n > 0x7FFFFFFF || p[0] != form || (p[1] >> 7) != flags
+        || get_be32(p + 4) != (uint32_t)dst)
+        return STOP_OTHER;
+    uint32_t truncated = get_be32(p) & PN_MASK;
+    uint64_t pn;
+    if (next >= 0) {
+        pn = (uint64_t)next;
+        if (((uint32_t)pn & PN_MASK) != truncated)
+            return STOP_OTHER;  /* a gap, a reordered or replayed number: the window decides */
+    } else {
+        pn = decode_pn(after, truncated);
+        if (after >= 0 && pn <= (uint64_t)after)
+            return STOP_OTHER;
+    }
+    int body = (int)(n - HEADER_SIZE - TAG_SIZE);
+    int inner = body - TAIL + HEADER_SIZE;  /* the inner datagram, without its CRC */
+    if (room < inner + TRAILER_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "output buffer too small");
+        return -1;
+    }
+    /* opened at d + 8, then its first 8 bytes restored */
+    if (open_one(self, d + HEADER_SIZE, p, n, pn) != 0)
+        return STOP_TAG;
+    unsigned char lead = d[inner], b2 = d[inner + 1], b3 = d[inner + 2];
+    d[0] = lead & SHORT_BIT ? SHORT_FORM : VERSION;
+    d[1] = lead & (unsigned char)~SHORT_BIT;
+    d[2] = b2;
+    d[3] = b3;
+    memcpy(d + 4, p + 4, 4);
+    if (trailers)
+        put_le32(d + inner, crc32c(d, (size_t)inner));
+    *pn_out = pn;
+    *written = inner + TRAILER_SIZE;
+    return STOP_END;
+}
 
 static PyObject *
 keys_open_rows(KeysObject *self, PyObject *args)
@@ -598,48 +699,16 @@ keys_open_rows(KeysObject *self, PyObject *args)
     uint64_t first = 0, prev = 0;
     int stop = STOP_END;
     for (Py_ssize_t off = start * seg; off < buf.len; off += seg, row++) {
-        const unsigned char *p = base + off;
         Py_ssize_t n = buf.len - off < seg ? buf.len - off : seg;
-        if (n < HEADER_SIZE + TAIL + TAG_SIZE || p[0] != form || (p[1] >> 7) != flags
-            || get_be32(p + 4) != (uint32_t)dst) {
-            stop = STOP_OTHER;
-            break;
-        }
-        uint32_t truncated = get_be32(p) & PN_MASK;
         uint64_t pn;
-        if (count) {
-            pn = prev + 1;
-            if (((uint32_t)pn & PN_MASK) != truncated) {
-                stop = STOP_OTHER;  /* a gap, a reordered or replayed number: the window decides */
-                break;
-            }
-        } else {
-            pn = decode_pn(after, truncated);
-            if (after >= 0 && pn <= (uint64_t)after) {
-                stop = STOP_OTHER;
-                break;
-            }
-        }
-        int body = (int)(n - HEADER_SIZE - TAG_SIZE);
-        int inner = body - TAIL + HEADER_SIZE;  /* the inner datagram, without its CRC */
-        if (out.len - pos < inner + TRAILER_SIZE) {
-            PyErr_SetString(PyExc_ValueError, "output buffer too small");
+        Py_ssize_t written;
+        stop = open_row(self, base + off, n, o + pos, out.len - pos, form, flags, dst, after,
+                        count ? (long long)(prev + 1) : -1, trailers, &pn, &written);
+        if (stop < 0)
             goto done;
-        }
-        unsigned char *d = o + pos;  /* opened at d + 8, then its first 8 bytes restored */
-        if (open_one(self, d + HEADER_SIZE, p, n, pn) != 0) {
-            stop = STOP_TAG;
+        if (stop != STOP_END)
             break;
-        }
-        unsigned char lead = d[inner], b2 = d[inner + 1], b3 = d[inner + 2];
-        d[0] = lead & SHORT_BIT ? SHORT_FORM : VERSION;
-        d[1] = lead & (unsigned char)~SHORT_BIT;
-        d[2] = b2;
-        d[3] = b3;
-        memcpy(d + 4, p + 4, 4);
-        if (trailers)
-            put_le32(d + inner, crc32c(d, (size_t)inner));
-        pos += inner + TRAILER_SIZE;
+        pos += written;
         if (count++ == 0)
             first = pn;
         prev = pn;
@@ -651,9 +720,51 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(open_datagram_doc,
+"open_datagram(datagram, out, flags, dst_cid, after_pn, trailers) -> int\n\n"
+"open_rows of one datagram (form PROTECTED) into `out` at 0, in one call\n"
+"with nothing to parse or build: its packet number when it opened (the\n"
+"inner datagram and its trailer's room fill len(datagram) - OVERHEAD\n"
+"bytes), else -1 - the reason open_rows gives (STOP_OTHER, STOP_TAG).");
+
+static PyObject *
+keys_open_datagram(KeysObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "open_datagram(datagram, out, flags, dst_cid, after_pn, trailers)");
+        return NULL;
+    }
+    int flags = (int)PyLong_AsLong(args[2]);
+    unsigned long dst = PyLong_AsUnsignedLong(args[3]);
+    long long after = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    int trailers = PyObject_IsTrue(args[5]);
+    if (trailers < 0)
+        return NULL;
+    Py_buffer buf, out;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) != 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &out, PyBUF_WRITABLE) != 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    uint64_t pn = 0;
+    Py_ssize_t written;
+    int stop = open_row(self, buf.buf, buf.len, out.buf, out.len, PROTECTED_FORM, flags, dst, after, -1,
+                        trailers, &pn, &written);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&out);
+    if (stop < 0)
+        return NULL;
+    return stop == STOP_END ? PyLong_FromUnsignedLongLong(pn) : PyLong_FromLong(-1 - stop);
+}
+
 static PyMethodDef keys_methods[] = {
     {"seal_rows", (PyCFunction)keys_seal_rows, METH_VARARGS, seal_rows_doc},
     {"open_rows", (PyCFunction)keys_open_rows, METH_VARARGS, open_rows_doc},
+    {"seal_datagram", (PyCFunction)(void (*)(void))keys_seal_datagram, METH_FASTCALL, seal_datagram_doc},
+    {"open_datagram", (PyCFunction)(void (*)(void))keys_open_datagram, METH_FASTCALL, open_datagram_doc},
     {NULL, NULL, 0, NULL},
 };
 

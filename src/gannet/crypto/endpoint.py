@@ -42,7 +42,17 @@ layer at its datagram boundary, and nothing changed inside the connection:
 
 With `Security(insecure=True)` nothing is sealed, but an encrypted peer's
 SYN is refused with an alert that tells it why, and an alert from an
-encrypted peer fails our SYN with the reason: the two never hang.
+encrypted peer fails our SYN with the reason: the two never hang. Such an
+endpoint is an `InsecureEndpoint`, which overrides only the two receive
+calls, and only for datagrams that are not of the short form.
+
+Per-datagram cost: the core is a compiled class, and a Python subclass's
+override runs as Python on every call the core makes to it. So the hot
+paths here call the plain endpoint's methods directly (bound once, below,
+rather than through super()), the insecure endpoint keeps the plain
+endpoint's own methods where it has nothing to add, and one datagram is
+sealed and opened by one call of the rows primitive each
+(`Sealer.seal_datagram`, `Opener.open_one`).
 """
 
 from __future__ import annotations
@@ -97,6 +107,7 @@ from .protection import (
     NATIVE_ROW_MAX,
     NATIVE_ROWS,
     STOP_END,
+    STOP_OTHER,
     STOP_TAG,
     UPDATE_INTERVAL,
     Opener,
@@ -105,6 +116,13 @@ from .protection import (
 )
 
 _SYN_ACK = SYN | ACK
+
+# The plain endpoint's methods, called directly on the per-datagram paths
+# (no super() object to make, no attribute chain).
+_plain_receive_datagram = Endpoint.receive_datagram
+_plain_receive_batch = Endpoint.receive_batch
+_plain_datagrams_to_send = Endpoint.datagrams_to_send
+_plain_encode_into = Endpoint._encode_into
 
 
 class HandshakeFailed(ConnectionError):
@@ -268,6 +286,22 @@ _ALERT_MESSAGES = {
 
 
 class SecureEndpoint(Endpoint):
+    # Slots: the compiled core's calls to its own methods look each up on an
+    # instance of a Python subclass, and an instance dict would be searched
+    # on every one of them. (A `__dict__` stays, for an observer that puts
+    # its wrappers on the instance; it is made only then. The pure build's
+    # Endpoint has one already.)
+    __slots__ = ("security", "security_stats", "_sessions", "_closing", "_static", "_batch_buf",
+                 "_one_buf", "_one_view", "_observer", "_reset_key", "_reserved_cid",
+                 *(("__dict__",) if not Endpoint.__dictoffset__ else ()))
+
+    def __new__(cls, config: Config | None = None, rng: random.Random | None = None, *,
+                security: Security | None = None) -> SecureEndpoint:
+        # With Security(insecure=True): an InsecureEndpoint (see there).
+        if cls is SecureEndpoint and security is not None and security.insecure:
+            cls = InsecureEndpoint
+        return super().__new__(cls)
+
     def __init__(self, config: Config | None = None, rng: random.Random | None = None, *,
                  security: Security | None = None) -> None:
         self.security = security or Security()
@@ -284,10 +318,14 @@ class SecureEndpoint(Endpoint):
         # what it keeps (a fresh buffer would be 64 KB zeroed per batch).
         self._batch_buf = bytearray(0)
         self._one_buf = bytearray(0)
+        self._one_view = memoryview(self._one_buf)
         # An observer (gannet.observe) that logs the plaintext side of the
         # envelope: the inner datagrams given to and taken from the plain
         # endpoint. None: nothing is done for it but one check per call.
-        self.plaintext_observer = None
+        self._observer = None
+        # Runs leave sealed (only established connections send them), so
+        # their CRC trailers go unwritten unless that observer reads them.
+        self.run_trailers = self.security.insecure
         self._reset_key = None if self.security.insecure else reset_key(self.security)
         # The connection ID the next passive connection takes: drawn before
         # the core admits it, so that the SYN-ACK's reset token names it.
@@ -296,7 +334,20 @@ class SecureEndpoint(Endpoint):
     @property
     def datagram_overhead(self) -> int:
         """Bytes the envelope adds to each of a connection's datagrams."""
-        return 0 if self.security.insecure else OVERHEAD
+        return OVERHEAD
+
+    @property
+    def plaintext_observer(self):
+        return self._observer
+
+    @plaintext_observer.setter
+    def plaintext_observer(self, observer) -> None:
+        # Set once, by the observer: whether the output is sealed as it is
+        # encoded (_encode_into) or after the observer has seen it
+        # (datagrams_to_send), and so whether runs carry CRC trailers,
+        # follows from it here rather than being asked on every pass.
+        self._observer = observer
+        self.run_trailers = self.security.insecure or observer is not None
 
     # ------------------------------------------------------------ application
     def connect(self, addr: object, now: float, config: Config | None = None, *,
@@ -304,10 +355,10 @@ class SecureEndpoint(Endpoint):
         """`server_name`: the host as the application named it before it was
         resolved to `addr`, under which trust on first use pins the server's
         key beside its address (docs/security.md)."""
-        if config is not None and not self.security.insecure:
+        if config is not None:
             config = _with_overhead(config)
         conn = super().connect(addr, now, config)
-        if server_name is not None and not self.security.insecure:
+        if server_name is not None:
             self._client_session(conn.local_cid).server_name = server_name
         return conn
 
@@ -318,16 +369,6 @@ class SecureEndpoint(Endpoint):
 
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
                       now: float) -> None:
-        if self.security.insecure:
-            if buf and buf[0] == SHORT_FORM:
-                super().receive_batch(buf, seg, addr, now)  # short forms: no SYN, no alert
-                return
-            if seg <= 0 or seg >= len(buf):
-                self.receive_datagram(buf, addr, now)
-                return
-            for i in range(0, len(buf), seg):
-                self.receive_datagram(buf[i : i + seg], addr, now)
-            return
         if seg <= 0 or seg >= len(buf):
             self.stats.datagrams_received += 1
             if buf and buf[0] == PROTECTED:  # (_receive_secure's common case, without its dispatch)
@@ -351,7 +392,7 @@ class SecureEndpoint(Endpoint):
         rows = -(-n // seg)
         sessions = self._sessions
         sstats = self.security_stats
-        trailers = self.plaintext_observer is not None  # (it parses what it logs; the core does not check)
+        trailers = self._observer is not None  # (it parses what it logs; the core does not check)
         while row < rows:
             off = row * seg
             first = view[off]
@@ -398,7 +439,7 @@ class SecureEndpoint(Endpoint):
         """Hand one plaintext datagram to the plain endpoint (and first to
         an observer's qlog, which must describe what the connection reads,
         not the envelope)."""
-        observer = self.plaintext_observer
+        observer = self._observer
         if observer is not None:
             observer.inner_received(data, addr, now)
         self._receive_one(data, addr, now, fast)
@@ -407,19 +448,47 @@ class SecureEndpoint(Endpoint):
         """Hand an opened GRO batch to the plain endpoint's run path, which
         need not check CRC trailers that the tags made redundant (they are
         written only for an observer)."""
-        observer = self.plaintext_observer
+        observer = self._observer
         if observer is not None:
             observer.inner_batch_received(buf, seg, addr, now)
-        super().receive_batch(buf, seg, addr, now, True)
+        _plain_receive_batch(self, buf, seg, addr, now, True)
 
     def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
-        if len(data) <= RESET_SIZE:
+        """One sealed datagram: its inner datagram to the plain endpoint
+        (with room for a CRC trailer, written only for an observer: the
+        plain endpoint takes the tag's word), else dropped and counted (or
+        taken as a stateless reset). The common case - a connection with
+        keys, the next packet numbers - is opened here by one call of the
+        rows primitive; any other case by `_open`."""
+        n = len(data)
+        if n <= RESET_SIZE:
             self._on_stateless_reset(data, addr)
             return
-        inner = self._open_one(data)
+        inner = None
+        stop = STOP_OTHER
+        # (Without the C primitive a small datagram takes `_open`, which is
+        # fewer steps for one; a large one is still opened into a buffer.)
+        if NATIVE_ROWS or n > NATIVE_ROW_MAX:
+            dst = int.from_bytes(data[4:8], "big")
+            session = self._sessions.get(dst)
+            if session is not None and session.chosen is not None:
+                size = n - OVERHEAD
+                if len(self._one_buf) < size:
+                    self._one_buf = bytearray(size)
+                    self._one_view = memoryview(self._one_buf)
+                stop = session.chosen[1].open_datagram(data, self._one_buf, dst, self._observer is not None)
+                if stop == STOP_END:
+                    self.security_stats.opened += 1
+                    session.confirmed = True
+                    inner = self._one_view[:size]
+                elif stop == STOP_TAG:
+                    self.security_stats.unauthenticated_dropped += 1
+        if inner is None and stop == STOP_OTHER:
+            inner = self._open(data)
         if inner is not None:
-            if self.plaintext_observer is not None:  # (_deliver, inline: the hot path)
-                self.plaintext_observer.inner_received(inner, addr, now)
+            observer = self._observer
+            if observer is not None:  # (_deliver, inline: the hot path)
+                observer.inner_received(inner, addr, now)
             self._receive_one(inner, addr, now, fast, True)  # (authenticated: its CRC is not checked)
         elif self._reset_key is not None:
             self._maybe_reset(data, addr, now)
@@ -476,32 +545,6 @@ class SecureEndpoint(Endpoint):
             return
         conn._terminate(ConnectionResetError(PEER_RESET_MESSAGE))
 
-    def _open_one(self, data: bytes | bytearray | memoryview) -> bytearray | memoryview | None:
-        """The inner datagram of one sealed datagram with room for its CRC
-        trailer (written only for an observer: the plain endpoint takes the
-        tag's word), or None (counted): the rows path for one row when it is
-        the common case, else `_open`."""
-        # (Without the C primitive a small datagram takes `_open`, which is
-        # fewer steps for one; a large one is still opened into a buffer.)
-        if len(data) > 8 and (NATIVE_ROWS or len(data) > NATIVE_ROW_MAX):
-            dst = int.from_bytes(data[4:8], "big")
-            session = self._sessions.get(dst)
-            if session is not None and session.chosen is not None:
-                n = len(data) - OVERHEAD
-                if len(self._one_buf) < n:
-                    self._one_buf = bytearray(n)
-                out = self._one_buf
-                _, pos, opened, stop = session.chosen[1].open_rows(data, 0, 0, out, 0, dst,
-                                                                   self.plaintext_observer is not None)
-                if opened:
-                    self.security_stats.opened += 1
-                    session.confirmed = True
-                    return memoryview(out)[:n]
-                if stop == STOP_TAG:
-                    self.security_stats.unauthenticated_dropped += 1
-                    return None
-        return self._open(data)
-
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
         """The inner datagram of a sealed datagram with its CRC trailer (for
         the plain endpoint's decoders) - or, with `out`, its length, written
@@ -553,11 +596,6 @@ class SecureEndpoint(Endpoint):
         if first == ALERT:
             self._on_alert(data, now)
             return
-        if self.security.insecure:
-            if first == VERSION and self._refuse_secure_syn(data, addr, now):
-                return
-            self._deliver(data, addr, now, fast)
-            return
         if first == PROTECTED:
             self._receive_sealed(data, addr, now, fast)
             return
@@ -598,17 +636,6 @@ class SecureEndpoint(Endpoint):
             self._deliver(data, addr, now, fast)  # our SYN refused: nothing is protected yet
             return
         self.security_stats.plaintext_dropped += 1
-
-    def _refuse_secure_syn(self, data, addr, now) -> bool:
-        """Insecure side: an encrypted peer's SYN is refused with an alert."""
-        try:
-            dst, src, seg = decode(data)
-        except WireError:
-            return False
-        if seg.flags & _SYN_ACK == SYN and src and _key_exchange_option(seg.unknown_options) is not None:
-            self._alert(src, ALERT_PEER_INSECURE, addr, now)
-            return True
-        return False
 
     def _new_session(self) -> _Session:
         sec = self.security
@@ -787,13 +814,10 @@ class SecureEndpoint(Endpoint):
         # A connection's datagrams are sealed as they are encoded
         # (_encode_into), where its keys are at hand; this pass takes the
         # rest - the handshake's, resets and alerts - and, when an observer
-        # logs the plaintext side, all of them after it has seen them. Runs
-        # leave sealed (only established connections send them), so their
-        # CRC trailers go unwritten unless that observer reads them.
-        self.run_trailers = self.security.insecure or self.plaintext_observer is not None
-        out = super().datagrams_to_send(now, trains)
-        if out and not self.security.insecure:
-            observer = self.plaintext_observer
+        # logs the plaintext side, all of them after it has seen them.
+        out = _plain_datagrams_to_send(self, now, trains)
+        if out:
+            observer = self._observer
             if observer is not None:
                 observer.inner_sent(out, now)  # before sealing: the trains are released then
             for item, _ in out:
@@ -825,10 +849,10 @@ class SecureEndpoint(Endpoint):
         """The plain encoding, then sealed under `conn`'s keys (all but a
         SYN-ACK sent again, whose key exchange datagrams_to_send adds)."""
         session = self._sessions.get(conn.local_cid)
-        if self.run_trailers or session is None or session.chosen is None:
-            # insecure, or an observer first (datagrams_to_send's pass seals);
-            # or no keys yet: the handshake's datagrams
-            return super()._encode_into(conn, segs, out, trains)
+        if session is None or session.chosen is None or self.run_trailers:
+            # no keys yet: the handshake's datagrams; or an observer first
+            # (datagrams_to_send's pass seals)
+            return _plain_encode_into(self, conn, segs, out, trains)
         sealer = session.chosen[0]
         if len(segs) > 1:
             # A segment at a time, each sealed as soon as it is encoded: the
@@ -843,26 +867,33 @@ class SecureEndpoint(Endpoint):
                 sent += self._encode_into(conn, [seg], out, trains)
             return sent
         start = len(out)
-        sent = super()._encode_into(conn, segs, out, trains)
-        if len(out) == start + 1 and type(out[start][0]) is not Train:
+        sent = _plain_encode_into(self, conn, segs, out, trains)
+        if len(out) == start + 1:
             item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
-            out[start] = (self._seal_encoded(sealer, item), addr)
-            return sent
+            if type(item) is not Train:
+                if item[0] == SHORT_FORM:  # (no SYN-ACK to leave for the pass: _seal_encoded's one step)
+                    self.security_stats.sealed += 1
+                    out[start] = (sealer.seal_datagram(item, conn.remote_cid), addr)
+                else:
+                    out[start] = (self._seal_encoded(sealer, item, conn.remote_cid), addr)
+                return sent
         items = out[start:]
         del out[start:]
         for item, addr in items:
             if type(item) is Train:
                 out.extend((train, addr) for train in self._seal_train(item, sealer))
             else:
-                out.append((self._seal_encoded(sealer, item), addr))
+                out.append((self._seal_encoded(sealer, item, conn.remote_cid), addr))
         return sent
 
-    def _seal_encoded(self, sealer: Sealer, item):
-        """A datagram _encode_into made, sealed - but a SYN-ACK sent again,
-        left for datagrams_to_send's pass, which adds its key exchange."""
+    def _seal_encoded(self, sealer: Sealer, item, dst: int):
+        """A datagram _encode_into made for the peer's connection ID `dst`,
+        sealed - but a SYN-ACK sent again, left for datagrams_to_send's
+        pass, which adds its key exchange."""
         if item[0] == VERSION and item[1] & SYN:
             return item
-        return self._seal(sealer, item)
+        self.security_stats.sealed += 1
+        return sealer.seal_datagram(item, dst)
 
     def _session_to(self, addr: object, peer_cid: int) -> _Session | None:
         """The session of the connection whose peer has `peer_cid` at `addr`."""
@@ -907,7 +938,7 @@ class SecureEndpoint(Endpoint):
         seg.unknown_options = seg.unknown_options + ((OPT_KEY_EXCHANGE, message),)
         return encode(dst, src, seg)
 
-    def _seal(self, sealer: Sealer, datagram) -> bytearray:
+    def _seal(self, sealer: Sealer, datagram) -> bytes | bytearray:
         self.security_stats.sealed += 1
         return sealer.seal_datagram(datagram, int.from_bytes(datagram[4:8], "big"))
 
@@ -953,3 +984,68 @@ class SecureEndpoint(Endpoint):
         session = self._sessions.pop(conn.local_cid, None)
         if session is not None and session.sealer is not None:
             self._closing[conn.local_cid] = session
+
+
+class InsecureEndpoint(SecureEndpoint):
+    """A SecureEndpoint with Security(insecure=True) (SecureEndpoint makes
+    one of this class for it): the plain endpoint, nothing sealed, that
+    still reads an encrypted peer's alert (which fails our SYN with its
+    reason) and refuses an encrypted peer's SYN with one. Both are
+    datagrams of the long form or an alert's, so a short-form datagram
+    goes to the plain endpoint at once; every other method is the plain
+    endpoint's own, bound here, so that no Python override runs on the
+    core's calls to it."""
+
+    __slots__ = ()
+    datagrams_to_send = Endpoint.datagrams_to_send
+    _encode_into = Endpoint._encode_into
+    datagram_too_big = Endpoint.datagram_too_big
+    _allocate_cid = Endpoint._allocate_cid
+    _forget = Endpoint._forget
+
+    @property
+    def datagram_overhead(self) -> int:
+        return 0
+
+    def connect(self, addr: object, now: float, config: Config | None = None, *,
+                server_name: str | None = None) -> Connection:
+        return Endpoint.connect(self, addr, now, config)  # (no key to pin under `server_name`)
+
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
+        if data and data[0] == SHORT_FORM or not self._screened(data, addr, now):
+            _plain_receive_datagram(self, data, addr, now)
+
+    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,  # type: ignore[override]
+                      now: float) -> None:  # (no `authenticated`: nothing here is vouched for, as in SecureEndpoint)
+        if buf and buf[0] == SHORT_FORM:
+            _plain_receive_batch(self, buf, seg, addr, now)  # short forms: no SYN, no alert
+            return
+        if seg <= 0 or seg >= len(buf):
+            self.receive_datagram(buf, addr, now)
+            return
+        for i in range(0, len(buf), seg):
+            self.receive_datagram(buf[i : i + seg], addr, now)
+
+    def _screened(self, data, addr: object, now: float) -> bool:
+        """True when `data` was taken here (counted): an alert, an encrypted
+        peer's SYN (refused with an alert), or nothing at all."""
+        if data:
+            first = data[0]
+            if first == ALERT:
+                self.stats.datagrams_received += 1
+                self._on_alert(data, now)
+                return True
+            if first != VERSION or not data[1] & SYN or data[1] & ACK:
+                return False
+            try:
+                _, src, seg = decode(data)
+            except WireError:
+                return False  # (the plain endpoint counts it)
+            if not src or _key_exchange_option(seg.unknown_options) is None:
+                return False
+            self.stats.datagrams_received += 1
+            self._alert(src, ALERT_PEER_INSECURE, addr, now)
+            return True
+        self.stats.datagrams_received += 1
+        self.stats.malformed_dropped += 1
+        return True

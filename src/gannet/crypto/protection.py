@@ -300,11 +300,11 @@ class Sealer:
         pn = self.pn
         rows = self._rows
         if rows is not None and pn + 1 < self._next_update and n <= NATIVE_ROW_MAX:
-            # (seal_rows' one step, when no key update or limit is near)
-            out = bytearray(n + OVERHEAD)
-            rows.seal_rows(datagram, n, out, PROTECTED, self.key_phase, dst_cid, pn, 1)
+            # (seal_rows' one step, when no key update or limit is near: one
+            # call, which makes the sealed bytes)
+            sealed: bytes = rows.seal_datagram(datagram, self.key_phase, dst_cid, pn)
             self.pn = pn + 1
-            return out
+            return sealed
         if rows is None:  # one `seal`: fewer steps than the rows path for one row
             return self.seal(seal_header(self.key_phase, dst_cid, pn), sealed_plaintext(datagram))
         out = bytearray(n + OVERHEAD)
@@ -320,17 +320,34 @@ class Sealer:
         self._next_update = min(self.pn + self.update_interval, _PN_HIGH)
 
 
+# In-order packet numbers a ReplayWindow counts before it shifts its bitmap.
+_RUN_MAX: Final = 64
+
+
 class ReplayWindow:
     """The highest packet number accepted and a bitmap of the REPLAY_WINDOW
-    numbers below it (bit i set: highest - i was accepted)."""
+    numbers below it (`bitmap`, bit i set: highest - i was accepted).
 
-    __slots__ = ("highest", "bitmap", "size", "_mask")
+    Kept as `_bits` and `_run`: the `_run` numbers up to `highest` were all
+    accepted, in order, and `_bits` is the bitmap as it stood below them
+    (bit i: highest - _run - i). A packet in order, the common case, only
+    counts in `_run`; the bitmap (a REPLAY_WINDOW-bit integer, which every
+    shift copies) moves once per _RUN_MAX of them, or when a packet comes
+    out of line."""
+
+    __slots__ = ("highest", "_bits", "_run", "size", "_mask")
 
     def __init__(self, size: int = REPLAY_WINDOW) -> None:
         self.highest = -1
-        self.bitmap = 0
+        self._bits = 0
+        self._run = 0
         self.size = size
         self._mask = (1 << size) - 1
+
+    @property
+    def bitmap(self) -> int:
+        run = self._run
+        return ((self._bits << run) | ((1 << run) - 1)) & self._mask
 
     def check(self, pn: int) -> str | None:
         """Why `pn` must be refused ("replayed", "too old"), or None."""
@@ -339,25 +356,43 @@ class ReplayWindow:
         offset = self.highest - pn
         if offset >= self.size:
             return "too old"
-        if self.bitmap >> offset & 1:
+        run = self._run
+        if offset < run or self._bits >> (offset - run) & 1:
             return "replayed"
         return None
 
+    def _settle(self) -> None:
+        """Move the run into the bitmap."""
+        run = self._run
+        if run:
+            self._bits = ((self._bits << run) | ((1 << run) - 1)) & self._mask
+            self._run = 0
+
     def record(self, pn: int) -> None:
+        if pn == self.highest + 1 and self._run < _RUN_MAX:
+            self._run += 1
+            self.highest = pn
+            return
+        self._settle()
         if pn > self.highest:
             shift = pn - self.highest
-            self.bitmap = ((self.bitmap << shift) | 1) & self._mask if shift < self.size else 1
+            self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.size else 1
             self.highest = pn
         else:
-            self.bitmap |= 1 << (self.highest - pn)
+            self._bits |= 1 << (self.highest - pn)
 
     def record_run(self, first: int, count: int) -> None:
         """`record` of first, first + 1, ... (count numbers, all above the
         highest so far) at once."""
         last = first + count - 1
+        if first == self.highest + 1 and self._run + count <= _RUN_MAX:
+            self._run += count
+            self.highest = last
+            return
+        self._settle()
         shift = last - self.highest
         ones = (1 << count) - 1
-        self.bitmap = ((self.bitmap << shift) | ones) & self._mask if shift < self.size else ones & self._mask
+        self._bits = ((self._bits << shift) | ones) & self._mask if shift < self.size else ones & self._mask
         self.highest = last
 
 
@@ -469,6 +504,28 @@ class Opener:
         if stop == STOP_TAG:
             self._drop("does not authenticate")
         return row, pos, count, stop
+
+    def open_datagram(self, datagram: bytes | bytearray | memoryview, out: bytearray, dst_cid: int,
+                      trailers: bool = True) -> int:
+        """`open_rows` of one datagram, into `out` at 0 (the inner datagram
+        and its trailer's room fill len(datagram) - OVERHEAD bytes): why it
+        stopped, STOP_END when it opened. One call of the rows primitive
+        where it is built: the path of a small message or an ACK."""
+        rows = self._current[2]
+        if rows is None or len(datagram) > NATIVE_ROW_MAX:
+            return int(self.open_rows(memoryview(datagram), 0, 0, memoryview(out), 0, dst_cid, trailers)[3])
+        window = self.window
+        pn: int = rows.open_datagram(datagram, out, self.key_phase, dst_cid, window.highest, trailers)
+        if pn < 0:
+            if pn == -1 - STOP_TAG:
+                self._drop("does not authenticate")
+                return STOP_TAG
+            return STOP_OTHER
+        window.record(pn)
+        self.opened += 1
+        if self._previous is not None:
+            self._retire_previous()
+        return STOP_END
 
     def _retire_previous(self) -> None:
         # The previous generation is needed only for packets the window can
