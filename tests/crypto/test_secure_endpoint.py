@@ -512,3 +512,41 @@ def test_alerts_to_plaintext_syns_are_paced_like_resets():
     for i, syn in enumerate(syns):  # one second later: ten more tokens
         server.receive_datagram(syn, f"forged-{i}", 1.0)
     assert len(server.datagrams_to_send(1.0)) == 5  # (the bucket holds at most the burst)
+
+
+def test_a_batch_of_sealed_rows_reaches_the_core_as_one_batch(monkeypatch):
+    """The receive side's count for bulk data: each GRO batch of one
+    connection's sealed rows is opened in one pass (no row judged alone by
+    `_open`, the per-row path) and handed to the plain endpoint's run path
+    as one plaintext batch of as many rows, OVERHEAD smaller each."""
+    from gannet.crypto.endpoint import SecureEndpoint
+    from gannet.wire.protected import OVERHEAD
+
+    sealed: list[tuple[int, int]] = []  # (rows, seg) of each batch the server was given
+    opened: list[tuple[int, int]] = []  # (rows, seg) of each batch it gave the core
+    alone = []
+    receive_batch, deliver_batch, open_one = (SecureEndpoint.receive_batch, SecureEndpoint._deliver_batch,
+                                              SecureEndpoint._open)
+
+    def spy_receive(self, buf, seg, addr, now):
+        if self is pair.server and 0 < seg < len(buf):
+            sealed.append((-(-len(buf) // seg), seg))
+        return receive_batch(self, buf, seg, addr, now)
+
+    def spy_deliver(self, buf, seg, addr, now):
+        opened.append((-(-len(buf) // seg), seg))
+        return deliver_batch(self, buf, seg, addr, now)
+
+    def spy_open(self, data, out=None):
+        alone.append(len(data))
+        return open_one(self, data, out)
+
+    monkeypatch.setattr(SecureEndpoint, "receive_batch", spy_receive)
+    monkeypatch.setattr(SecureEndpoint, "_deliver_batch", spy_deliver)
+    monkeypatch.setattr(SecureEndpoint, "_open", spy_open)
+    pair = Pair(Security(), Security(), batches=True)
+    data = _payload(2_000_000, 5)
+    assert transfer(pair, data) == data
+    assert len(sealed) > 20 and max(rows for rows, _ in sealed) > 20  # full trains came as batches
+    assert opened == [(rows, seg - OVERHEAD) for rows, seg in sealed]
+    assert alone == []
