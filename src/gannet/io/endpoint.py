@@ -705,7 +705,10 @@ class AioEndpoint:
             gro = not _env_off("GANNET_NO_GRO")
         self.gro = bool(gro) and enable_gro(sock)
         self._rbuf, self._rview, self._rbufs = _receive_buffer()
-        keep_freed_memory()  # once per process (io/memory.py says why)
+        # Once per process (io/memory.py says why), on the loop's next pass:
+        # a client's SYN leaves first (connect_endpoint sends it at once),
+        # and the first window of data comes after the SYN-ACK.
+        loop.call_soon(keep_freed_memory)
         # qlog, pcap, limit accounting (gannet.observe): None unless one is
         # on; the observer wraps self.ep's boundary calls, nothing here checks.
         self.observer = observe.attach(self)
