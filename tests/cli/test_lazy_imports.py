@@ -121,13 +121,14 @@ def test_a_client_loads_nothing_it_needs_only_after_its_syn():
     """What `gannet send` imports on its way to the SYN (the transfer, the
     encrypted endpoint, known_hosts) leaves out what only later work uses:
     cryptography's serialization (its SSH, RSA and DSA modules; the reset key
-    is read raw), ctypes (malloc's tuning runs on the loop's next pass) and
-    tempfile (only to write known_hosts)."""
+    is read raw), ctypes (malloc's tuning runs on the loop's next pass),
+    tempfile (only to write known_hosts) and the connection info's module
+    (read at the connection's end), though the observer is on."""
     probe = ("import sys\n"
              "import gannet.apps.transfer.sender, gannet.io.aio, gannet.io.endpoint\n"
-             "import gannet.crypto.endpoint, gannet.crypto.known_hosts\n"
+             "import gannet.crypto.endpoint, gannet.crypto.known_hosts, gannet.observe.trace\n"
              "print([m for m in ('cryptography.hazmat.primitives.serialization', 'ctypes', "
-             "'tempfile') if m in sys.modules])\n")
+             "'tempfile', 'gannet.observe.info') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
