@@ -115,3 +115,20 @@ def test_a_host_name_is_looked_up_early_on_a_thread(monkeypatch):
         thread.join(5)
     assert [host for host, _ in asked] == ["receiver.example"]
     assert asked[0][1] is not threading.main_thread()
+
+
+def test_a_client_loads_nothing_it_needs_only_after_its_syn():
+    """What `gannet send` imports on its way to the SYN (the transfer, the
+    encrypted endpoint, known_hosts) leaves out what only later work uses:
+    cryptography's serialization (its SSH, RSA and DSA modules; the reset key
+    is read raw), ctypes (malloc's tuning runs on the loop's next pass),
+    tempfile (only to write known_hosts) and the connection info's module
+    (read at the connection's end), though the observer is on."""
+    probe = ("import sys\n"
+             "import gannet.apps.transfer.sender, gannet.io.aio, gannet.io.endpoint\n"
+             "import gannet.crypto.endpoint, gannet.crypto.known_hosts, gannet.observe.trace\n"
+             "print([m for m in ('cryptography.hazmat.primitives.serialization', 'ctypes', "
+             "'tempfile', 'gannet.observe.info') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -199,3 +199,24 @@ def test_hello_is_stable_for_retransmission_and_misuse_raises():
         ServerHandshake(X25519PrivateKey.generate()).receive_finished(b"\x00" * 17)
     with pytest.raises(ValueError):
         ClientHandshake().receive_reply(b"")
+
+
+def test_a_code_exchange_started_ahead_answers_one_hello():
+    """The server's SPAKE2 half started before the hello (as a listener does
+    while it waits) gives the same agreement; it is used once, and a second
+    server given the same started exchange cannot finish it again."""
+    from gannet.crypto.handshake import start_code_exchange
+
+    static = X25519PrivateKey.generate()
+    started = start_code_exchange("7-guitar-october")
+    client = ClientHandshake(code="7-guitar-october")
+    server = ServerHandshake(static, code="7-guitar-october", started=started)
+    reply = server.receive_hello(client.hello())
+    assert reply.startswith(started[1])  # the SPAKE2 message made ahead leads the reply
+    server.receive_finished(client.receive_reply(reply))
+    _traffic_works(client, server)
+    reused = ServerHandshake(static, code="7-guitar-october", started=started)
+    with pytest.raises(HandshakeError):
+        reused.receive_hello(ClientHandshake(code="7-guitar-october").hello())
+    with pytest.raises(ValueError):
+        ServerHandshake(static, started=start_code_exchange("1-a-b"))

@@ -550,3 +550,25 @@ def test_a_batch_of_sealed_rows_reaches_the_core_as_one_batch(monkeypatch):
     assert len(sealed) > 20 and max(rows for rows, _ in sealed) > 20  # full trains came as batches
     assert opened == [(rows, seg - OVERHEAD) for rows, seg in sealed]
     assert alone == []
+
+
+def test_a_listener_with_a_code_starts_each_next_exchange_ahead():
+    """prepare() (called by the I/O layer while nothing waits) starts the
+    listener's half of the next code exchange; a hello takes it (the SYN-ACK
+    carries its SPAKE2 message) and asks for the next one."""
+    pair = Pair(Security(code="7-guitar-october"), Security(code="7-guitar-october"))
+    server = pair.server
+    assert server.prepare_due
+    server.prepare()
+    assert not server.prepare_due
+    started = server._code_started
+    assert started is not None
+    sent_by_server = []
+    pair.tap = lambda d, direction: (sent_by_server.append(d) if direction == "s->c" else None) or [d]
+    conn = pair.client.connect("s", 0.0)
+    conn.send(b"hello")
+    pair.run(lambda: (srv := pair.server.accept()) is not None and srv.recv(10) == b"hello", steps=200)
+    assert server._code_started is None and server.prepare_due
+    assert any(started[1] in d for d in sent_by_server)  # the SYN-ACK's, made ahead
+    server.prepare()
+    assert server._code_started is not None and server._code_started[1] != started[1]

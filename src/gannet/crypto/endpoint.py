@@ -61,10 +61,10 @@ import hmac
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..wire.checksum import crc32c
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ..config import Config
 from ..core.connection import RUN_BYTES, Connection
@@ -101,6 +101,7 @@ from .handshake import (
     Mode,
     ServerHandshake,
     _peer_failed_message,
+    start_code_exchange,
 )
 from .noise import hkdf
 from .protection import (
@@ -207,7 +208,10 @@ def reset_key(security: Security) -> bytes | None:
     one (a code, or an identity made for the endpoint): no tokens, no
     resets."""
     if security.static is not None:
-        secret = security.static.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        # (private_bytes_raw, not private_bytes(Encoding.Raw, ...): importing
+        # cryptography's serialization loads its SSH, RSA, DSA and EC modules,
+        # about 5 ms of a client's start before its SYN)
+        secret = security.static.private_bytes_raw()
     elif security.psk is not None:
         secret = security.psk
     else:
@@ -293,6 +297,7 @@ class SecureEndpoint(Endpoint):
     # Endpoint has one already.)
     __slots__ = ("security", "security_stats", "_sessions", "_closing", "_static", "_batch_buf",
                  "_one_buf", "_one_view", "_observer", "_reset_key", "_reserved_cid",
+                 "_code_started", "prepare_due",
                  *(("__dict__",) if not Endpoint.__dictoffset__ else ()))
 
     def __new__(cls, config: Config | None = None, rng: random.Random | None = None, *,
@@ -330,6 +335,26 @@ class SecureEndpoint(Endpoint):
         # The connection ID the next passive connection takes: drawn before
         # the core admits it, so that the SYN-ACK's reset token names it.
         self._reserved_cid = 0
+        # A listener's half of the next code exchange, started while it
+        # waited (prepare), so that a SYN is answered without that work.
+        self._code_started: tuple[Any, bytes] | None = None
+        self.prepare_due = False
+        """Whether `prepare` has work to do (the I/O layer calls it soon)."""
+
+    def listen(self, backlog: int | None = None) -> None:
+        super().listen(backlog)
+        self.prepare_due = self.security.code is not None and self._code_started is None
+
+    def prepare(self) -> None:
+        """Do ahead the work of the next hello that needs nothing from the
+        client: with a code, start this side's half of the exchange (its
+        SPAKE2 message; the first also imports spake2). The I/O layer calls
+        this when nothing waits: after the pass that sent a SYN-ACK, and
+        once listening. Each started exchange answers one hello."""
+        self.prepare_due = False
+        code = self.security.code
+        if code is not None and self._code_started is None and self._listening:
+            self._code_started = start_code_exchange(code)
 
     @property
     def datagram_overhead(self) -> int:
@@ -663,7 +688,11 @@ class SecureEndpoint(Endpoint):
         sec = self.security
         if self._static is None:
             self._static = X25519PrivateKey.generate()
-        hs = ServerHandshake(self._static, psk=sec.psk, code=sec.code, has_aes=sec.has_aes)
+        started, self._code_started = self._code_started, None
+        if sec.code is not None:
+            self.prepare_due = True  # (the next hello's: after this one's SYN-ACK left)
+        hs = ServerHandshake(self._static, psk=sec.psk, code=sec.code, has_aes=sec.has_aes,
+                             started=started)
         token = reset_token(self._reset_key, local_cid) if self._reset_key is not None else b""
         try:
             reply = hs.receive_hello(hello, token)

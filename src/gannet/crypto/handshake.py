@@ -36,6 +36,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -195,15 +196,22 @@ class ServerHandshake:
     a PSK or a code does not serve clients that have neither)."""
 
     def __init__(self, static: X25519PrivateKey, *, psk: bytes | None = None, code: str | None = None,
-                 has_aes: bool = True, context: bytes = b"") -> None:
+                 has_aes: bool = True, context: bytes = b"",
+                 started: tuple[Any, bytes] | None = None) -> None:
+        """`started`: this server's half of the code exchange, from
+        `start_code_exchange(code)` (made before the hello came); used for
+        this hello only. Without it, it is started when the hello comes."""
         if psk is not None and code is not None:
             raise ValueError("a PSK and a code cannot both be used")
+        if started is not None and code is None:
+            raise ValueError("a started code exchange needs the code")
         self.mode = Mode.CODE if code is not None else Mode.PSK if psk is not None else Mode.IDENTITY
         self._static = static
         self._psk = psk
         self._code = code
         self.has_aes = has_aes
         self._context = context
+        self._started = started
         self._hs: HandshakeState | None = None
         self._reply: bytes | None = None
         self.result: HandshakeResult | None = None
@@ -234,14 +242,12 @@ class ServerHandshake:
                             psk_mode=mode is not Mode.IDENTITY)
         spake_reply = b""
         if mode is Mode.CODE:
-            from spake2 import SPAKE2_B
-
             if len(rest) < SPAKE2_MESSAGE_SIZE + DHLEN:
                 raise HandshakeError("malformed key exchange hello", "malformed")
             spake_msg, rest = rest[:SPAKE2_MESSAGE_SIZE], rest[SPAKE2_MESSAGE_SIZE:]
             assert self._code is not None
-            spake = SPAKE2_B(self._code.encode(), idA=_SPAKE2_ID_CLIENT, idB=_SPAKE2_ID_SERVER)
-            spake_reply = spake.start()
+            started, self._started = self._started, None  # (one hello per start)
+            spake, spake_reply = started or start_code_exchange(self._code)
             try:
                 spake_key = spake.finish(spake_msg)
             except Exception:
@@ -283,6 +289,19 @@ class ServerHandshake:
             raise HandshakeError("malformed key exchange finish", "malformed")
         if not hmac.compare_digest(data[1:], _finished_mac(self._hs)):
             raise HandshakeError(_wrong_secret_message(self.mode, "server"), "wrong-secret")
+
+
+def start_code_exchange(code: str) -> tuple[Any, bytes]:
+    """The server's half of SPAKE2 started: (its state, its message). The
+    message depends on the code and a fresh random scalar, not on the
+    client's message, so a listener starts the next one while it waits and
+    answers a hello without this work (a few milliseconds of pure-Python
+    curve arithmetic, and the import of spake2 for the first). Each one is
+    for one hello: the spake2 state refuses a second finish."""
+    from spake2 import SPAKE2_B
+
+    spake = SPAKE2_B(code.encode(), idA=_SPAKE2_ID_CLIENT, idB=_SPAKE2_ID_SERVER)
+    return spake, spake.start()
 
 
 def _peer_failed_message(mode: Mode) -> str:

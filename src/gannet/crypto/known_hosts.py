@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +139,8 @@ class KnownHosts:
 
     def _write(self, pins: list[Pin]) -> None:
         body = "".join(f"{','.join(p.names)} {encode_key(p.key)}\n" for p in pins)
+        import tempfile  # (only to write: not on a client's way to its SYN)
+
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp made it 0600

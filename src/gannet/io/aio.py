@@ -542,6 +542,7 @@ class Server:
         self._forget = self._streams.discard  # every connection's on_done (one bound method)
         aep.on_available = self._on_available
         aep.ep.listen(backlog)
+        aep.prepare_soon()  # (the first SYN's code exchange, started while none is here)
 
     def _on_available(self, _conn: Connection) -> None:
         aep = self._aep

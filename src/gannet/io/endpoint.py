@@ -636,7 +636,7 @@ class AioEndpoint:
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "_queued", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
-        "on_refused", "__dict__", "__weakref__",
+        "on_refused", "_can_prepare", "__dict__", "__weakref__",
     )
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
@@ -705,7 +705,13 @@ class AioEndpoint:
             gro = not _env_off("GANNET_NO_GRO")
         self.gro = bool(gro) and enable_gro(sock)
         self._rbuf, self._rview, self._rbufs = _receive_buffer()
-        keep_freed_memory()  # once per process (io/memory.py says why)
+        # Once per process (io/memory.py says why), on the loop's next pass:
+        # a client's SYN leaves first (connect_endpoint sends it at once),
+        # and the first window of data comes after the SYN-ACK.
+        loop.call_soon(keep_freed_memory)
+        # A listener with a code starts the next hello's half of the code
+        # exchange while it waits (SecureEndpoint.prepare).
+        self._can_prepare = isinstance(self.ep, SecureEndpoint) and self.ep.security.code is not None
         # qlog, pcap, limit accounting (gannet.observe): None unless one is
         # on; the observer wraps self.ep's boundary calls, nothing here checks.
         self.observer = observe.attach(self)
@@ -727,6 +733,17 @@ class AioEndpoint:
 
     def detach(self, conn: Connection) -> None:
         self._handlers.pop(conn, None)
+
+    def prepare_soon(self) -> None:
+        """Let the core do ahead, on a later pass of the loop, the work of
+        the next SYN that needs nothing from it (SecureEndpoint.prepare)."""
+        if self._can_prepare:
+            self.loop.call_soon(self._prepare)
+
+    def _prepare(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.ep.prepare()  # type: ignore[union-attr] - a SecureEndpoint (_can_prepare)
 
     def connect(self, addr: object, config: Config | None = None,
                 server_name: str | None = None) -> Connection:
@@ -1054,6 +1071,8 @@ class AioEndpoint:
         if moved:
             self._timer_moved = False
             self._arm_timer()
+            if self._can_prepare and ep.prepare_due:  # (what was sent is out)
+                self.prepare_soon()
 
     def _dispatch(self) -> bool:
         events = self.ep._events

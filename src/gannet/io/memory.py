@@ -26,7 +26,6 @@ of free memory stays mapped, as it would while a transfer runs anyway.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
@@ -49,6 +48,8 @@ def keep_freed_memory() -> bool:
         return False
     if os.environ.get("GANNET_NO_MALLOPT", "").strip().lower() not in ("", "0", "no", "false", "off"):
         return False
+    import ctypes  # (here: 2 ms of import that a client's start does not wait for)
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune

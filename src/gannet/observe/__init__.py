@@ -17,16 +17,25 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .info import ConnectionInfo, connection_info
-
 if TYPE_CHECKING:
     from ..core.connection import Connection
     from ..io.endpoint import AioEndpoint
+    from .info import ConnectionInfo
     from .trace import EndpointObserver
 
 __all__ = ["ConnectionInfo", "configure", "connection_info", "attach", "info_of", "settings"]
 
 log = logging.getLogger("gannet.observe")
+
+
+def __getattr__(name: str) -> object:
+    # ConnectionInfo's module is loaded when first asked for (an info is read
+    # at a connection's end, or on request), not on a client's way to its SYN.
+    if name in ("ConnectionInfo", "connection_info"):
+        from . import info
+
+        return getattr(info, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -81,6 +90,8 @@ def observed_endpoints() -> list[AioEndpoint]:
 
 def info_of(aep: AioEndpoint, conn: Connection) -> ConnectionInfo:
     """`conn`'s info now, with the limited times when its endpoint tracks them."""
+    from .info import connection_info
+
     observer = getattr(aep, "observer", None)
     clock = observer.clock_of(conn) if observer is not None else None
     return connection_info(conn, aep.now(), clock, getattr(aep.ep, "datagram_overhead", 0))

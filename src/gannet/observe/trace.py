@@ -36,7 +36,6 @@ from ..core.states import State
 from ..wire.batch import Train, loaded_numpy
 from ..wire.datagram import SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE, WireError, decode
 from ..wire.segment import ACK, FIN, PSH, RST, SYN, unwrap
-from .info import cc_state, connection_info
 from .limits import LimitClock
 from .qlog import RS, QlogWriter, file_name
 
@@ -588,6 +587,8 @@ class EndpointObserver:
                     data[key] = value
                 if data:
                     q.event(now, "recovery:metrics_updated", data)
+            from .info import cc_state  # (qlog only: not loaded on a client's way to its SYN)
+
             phase = cc_state(conn)
             if phase != tr.cc_state:
                 q.event(now, "recovery:congestion_state_updated",
@@ -621,6 +622,8 @@ class EndpointObserver:
     def _finish(self, tr: ConnTrace, now: float) -> None:
         tr.done = True
         conn = tr.conn
+        from .info import connection_info
+
         summary = connection_info(conn, now, tr.clock,
                                   getattr(self.ep, "datagram_overhead", 0)).as_dict()
         summary["cpu_time"] = round(time.process_time() - tr.cpu0, 6)
