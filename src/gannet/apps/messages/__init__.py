@@ -15,8 +15,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
 if TYPE_CHECKING:
-    from typing import Any
-
     from .codec import (
         FLAG_MORE, FORMATS, HEADER_SIZE, PROTOCOL_VERSION, AutoDecoder, BinaryCodec, BinaryDecoder,
         ChecksumError, CodecError, FrameTooLarge, JsonCodec, JsonDecoder, Message, MessageType,
@@ -49,15 +47,9 @@ _HOMES = {
 __all__ = [*_HOMES]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+from ..._lazy import lazy_getattr
 
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _HOMES, globals())
 
 
 def __dir__() -> list[str]:

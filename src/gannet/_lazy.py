@@ -1,0 +1,30 @@
+"""Names of a package loaded from their submodules on first use (PEP 562).
+
+A package's `__init__` that re-exports its submodules' names would import
+all of them, and with them asyncio, cryptography or rich, for any command
+that only needs one; the CLI's start-up depends on not doing that.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+
+def lazy_getattr(package: str, homes: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A module `__getattr__` for `package` that imports each name of `homes`
+    (name -> submodule) from its submodule when first asked for, and keeps it
+    in `namespace` (the package's globals) so it is asked for only once."""
+
+    def __getattr__(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(f"{package}.{home}"), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
