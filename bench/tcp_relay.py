@@ -26,7 +26,9 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def main(listen: int, target: int) -> None:
+def relay_to(target: int):
+    """The connection handler of a relay to 127.0.0.1:`target`."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             t_reader, t_writer = await asyncio.open_connection("127.0.0.1", target)
@@ -39,7 +41,11 @@ async def main(listen: int, target: int) -> None:
         writer.close()
         t_writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    return handle
+
+
+async def main(listen: int, target: int) -> None:
+    server = await asyncio.start_server(relay_to(target), "127.0.0.1", listen)
     async with server:
         await server.serve_forever()
 

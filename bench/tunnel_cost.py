@@ -35,6 +35,8 @@ from pathlib import Path
 if not os.environ.get("PYTHONPATH"):  # (PYTHONPATH=/tmp/old/src: another tree's tunnel)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from tcp_relay import loop_factory, relay_to  # (the relay peer of bench/tunnel_redis.py, run in process)
+
 REQUEST = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n"
 REPLY = b"$3\r\nxxx\r\n"
 
@@ -88,29 +90,8 @@ class Load(asyncio.Protocol):
                 st["end"].set_result(None)
 
 
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        writer.close()
-
-
 async def start_relay(target_port):
-    import socket
-
-    async def handle(reader, writer):
-        t_reader, t_writer = await asyncio.open_connection("127.0.0.1", target_port)
-        for w in (writer, t_writer):
-            w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.gather(pipe(reader, t_writer), pipe(t_reader, writer))
-        writer.close()
-        t_writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(relay_to(target_port), "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -220,16 +201,6 @@ async def main(args):
             if kind in out:
                 print(f"{kind} minus direct: {(out[kind] - out['direct']) / max(1, args.requests) * 1e6:.1f} us per request")
     service.close()
-
-
-def loop_factory():
-    if os.environ.get("GANNET_NO_UVLOOP"):
-        return asyncio.new_event_loop()
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":

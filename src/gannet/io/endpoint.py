@@ -1416,19 +1416,27 @@ class AioEndpoint:
         st.gso_calls += 1
         st.gso_datagrams += count
 
+    def _socket_full(self, exc: OSError) -> bool:
+        """Whether a send's error only says the socket cannot take more now
+        (full, interrupted, or the kernel out of buffers); the send then
+        stops, a writable callback or a short retry having been arranged."""
+        if isinstance(exc, (BlockingIOError, InterruptedError)):
+            self._wait_writable()
+            return True
+        if exc.errno == errno.ENOBUFS:
+            self._retry_later()
+            return True
+        return False
+
     def _send_failed(self, exc: OSError, size: int, count: int, addr: object,
                      data: bytes | None = None) -> object:
         """What to do after `_send_call` raised: _STOP (the socket is full; a
         writable callback or a retry is arranged), _DROPPED (one datagram
         lost; the core retransmits) or _FALLBACK (send the batch again one
         datagram at a time). `data` is the datagram when it was one."""
-        if isinstance(exc, (BlockingIOError, InterruptedError)):
-            self._wait_writable()
+        if self._socket_full(exc):
             return _STOP
         code = exc.errno
-        if code == errno.ENOBUFS:
-            self._retry_later()
-            return _STOP
         # An error the send reported (EMSGSIZE, or an earlier datagram's ICMP
         # error such as ECONNREFUSED): drain the queue behind it, or the stale
         # error fails the next send too (and see _rearm_poll).
@@ -1485,12 +1493,8 @@ class AioEndpoint:
                 self._set_df(len(data) > safe)
             try:
                 sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self._wait_writable()
-                return k
             except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._retry_later()
+                if self._socket_full(exc):
                     return k
                 self._read_error_queue(taken=True)  # as in _send_failed
                 if exc.errno in _UNREACHABLE and self._send_again(data, addr):

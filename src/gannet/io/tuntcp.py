@@ -235,12 +235,8 @@ class TunAioEndpoint(AioEndpoint):
         for k, (packet, _addr) in enumerate(out):
             try:
                 send(packet)
-            except (BlockingIOError, InterruptedError):
-                self._wait_writable()
-                return k
             except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._retry_later()
+                if self._socket_full(exc):
                     return k
                 st.send_errors += 1
                 st.last_send_error = f"{errno.errorcode.get(exc.errno or 0, exc.errno)} ({len(packet)} B)"
