@@ -70,21 +70,21 @@ class Params:
     mtu: int | None = None
     cc: str | None = None
 
-    def overrides(self) -> dict[str, object]:
+    def overrides(self) -> dict[str, Any]:
         """Connection settings for the data connections (both ends)."""
-        out: dict[str, object] = {}
+        out: dict[str, Any] = {}
         if self.mtu is not None:
             out["mtu"] = self.mtu
             names = Config.names()
             if "pmtud" in names:  # a pinned size: no path MTU discovery
                 out["pmtud"] = False
-            if "pmtud_max" in names and self.mtu > Config().pmtud_max:  # type: ignore[attr-defined]
+            if "pmtud_max" in names and self.mtu > Config().pmtud_max:
                 out["pmtud_max"] = self.mtu
         if self.cc is not None:
             out["cc"] = self.cc
         return out
 
-    def data_settings(self) -> dict[str, object]:
+    def data_settings(self) -> dict[str, Any]:
         # track_limits: the info and verdict say what held each sender back
         return {**self.overrides(), "idle_timeout": DATA_IDLE_TIMEOUT, "track_limits": True}
 
@@ -449,7 +449,7 @@ class BenchServer:
 
     def __init__(self, host: str, port: int, *, once: bool = False,
                  log: Callable[[str], None] = print, wire: str = "udp",
-                 security: dict[str, object] | None = None) -> None:
+                 security: dict[str, Any] | None = None) -> None:
         self.host = host
         self.port = port
         self.wire = wire
@@ -629,7 +629,7 @@ async def run_client(host: str, port: int, params: Params, *,
                      connect_timeout: float = 10.0, wire: str = "udp",
                      on_start: Callable[[dict[str, Any]], None] | None = None,
                      on_interval: Callable[[dict[str, Any]], None] | None = None,
-                     security: dict[str, object] | None = None) -> dict[str, Any]:
+                     security: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one test against a bench server; returns the JSON-ready result.
     `security`: Config settings (insecure, psk_file, peer_key) for every
     connection, as the server was given them."""

@@ -92,8 +92,16 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         app: ChatApp | None = None
-        ui = TerminalUI(lambda line: app and app.handle_line(line),
-                        lambda: app and app.close_input(), prompt=f"{name}> ")
+
+        def on_line(line: str) -> None:
+            if app is not None:
+                app.handle_line(line)
+
+        def on_close() -> None:
+            if app is not None:
+                app.close_input()
+
+        ui = TerminalUI(on_line, on_close, prompt=f"{name}> ")
         try:
             rv = await Rendezvous.create(args.listen, peer_host, peer_port, name, config,
                                          bind_host=args.bind)

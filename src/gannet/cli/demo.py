@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "receiver saw",
         f"{ss.get('out_of_order_segments', 0):,} out of order, {ss.get('duplicate_segments', 0):,} duplicates",
     )
-    drops = {}
+    drops: dict[str, int] = {}
     corrupted = 0
     for name, st in result.link_stats.items():
         corrupted += int(st.get("corrupted", 0))

@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+TYPE_CHECKING = False  # (typing not imported at run time: the parsers stay light)
+if TYPE_CHECKING:
+    from typing import Any
+
 from gannet.cli.main import CLIError
 
 # (The key and code parsers are imported by `overrides`, when a command runs:
@@ -47,7 +51,7 @@ def plaintext_transport(args: argparse.Namespace, tool: str, option: str) -> Non
     warn_insecure(tool, f"{option} (plain TCP)")
 
 
-def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
+def overrides(args: argparse.Namespace, tool: str) -> dict[str, Any]:
     """Config settings from the parsed options; CLIError for a bad value or
     a combination that cannot work."""
     insecure = getattr(args, "insecure", False)
@@ -67,7 +71,7 @@ def overrides(args: argparse.Namespace, tool: str) -> dict[str, object]:
         return {"insecure": True}
     if psk_file and code:
         raise CLIError("--psk-file and --code cannot both be used")
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     if psk_file:
         from pathlib import Path
 

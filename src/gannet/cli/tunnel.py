@@ -17,6 +17,10 @@ import signal
 import socket
 import sys
 
+TYPE_CHECKING = False  # (typing not imported at run time: the parsers stay light)
+if TYPE_CHECKING:
+    from typing import Any
+
 from gannet.apps.display import SafeFormatter, safe_text
 from gannet.cli import security
 from gannet.cli.main import CLIError, summary
@@ -99,8 +103,8 @@ def _resolvable(addr: tuple[str, int], what: str, kind: int) -> None:
         raise CLIError(f"{what}: cannot resolve {addr[0]!r}: {exc.strerror or exc}") from None
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    out: dict[str, object] = {}
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if args.mss is not None:
         out["mss"] = args.mss
     if args.window is not None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+TYPE_CHECKING = False  # (typing not imported at run time: the parsers stay light)
+if TYPE_CHECKING:
+    from typing import Any
+
 from gannet.cli.main import CLIError
 
 WIRES = ("udp", "tcp")
@@ -33,7 +37,7 @@ def add_wire_option(parser: argparse.ArgumentParser, carrier: str | None = None)
                             "does not have, routed back to it by the peer)")
 
 
-def wire_settings(args: argparse.Namespace, client: bool = False) -> dict[str, object]:
+def wire_settings(args: argparse.Namespace, client: bool = False) -> dict[str, Any]:
     """Config settings for the chosen carrier (with `client`, the TUN
     carrier's `local_addr` too, for open_connection); CLIError for a
     combination that cannot work."""
@@ -43,7 +47,7 @@ def wire_settings(args: argparse.Namespace, client: bool = False) -> dict[str, o
         raise CLIError("--carrier tun needs --wire tcp")
     if hasattr(args, "tun_address") and not args.tun_address:
         raise CLIError("--carrier tun needs --tun-address (the client's own address)")
-    settings: dict[str, object] = {"tcp_carrier": args.carrier}
+    settings: dict[str, Any] = {"tcp_carrier": args.carrier}
     if client:
         settings["local_addr"] = (args.tun_address, 0)
     return settings

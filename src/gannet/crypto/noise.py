@@ -218,6 +218,7 @@ class HandshakeState:
         elif not self.initiator and self.message == 1:  # <- e, ee, s, es[, psk]
             assert self.re is not None and self.s is not None
             out = self._write_e()
+            assert self.e is not None
             sym.mix_key(dh(self.e, self.re))  # ee
             out += sym.encrypt_and_hash(public_bytes(self.s))  # s
             sym.mix_key(dh(self.s, self.re))  # es: responder's static with initiator's ephemeral
@@ -238,6 +239,7 @@ class HandshakeState:
         elif self.initiator and self.message == 1:  # <- e, ee, s, es[, psk]
             assert self.e is not None
             self._read_e(data)
+            assert self.re is not None
             sym.mix_key(dh(self.e, self.re))  # ee
             s_len = DHLEN + TAGLEN
             if len(data) < DHLEN + s_len + TAGLEN:

@@ -157,7 +157,7 @@ class RawTcpSocket(socket.socket):
             self.close()
             raise
 
-    def getsockname(self) -> tuple[str, int]:  # type: ignore[override]
+    def getsockname(self) -> tuple[str, int]:
         return (self.local_ip or "0.0.0.0", self.port)
 
     def close(self) -> None:

@@ -230,7 +230,8 @@ class TunAioEndpoint(AioEndpoint):
             self._after_receive()  # the adapter's one rule for the pass after a read
 
     def _transmit(self, out: list[tuple[bytes, object]]) -> int:
-        send = self.sock.sendto
+        tun: TunSocket = self.sock  # type: ignore[assignment]
+        send = tun.sendto
         st = self.io_stats
         for k, (packet, _addr) in enumerate(out):
             try:

@@ -274,7 +274,7 @@ class Netlab:
 
     def alive(self) -> bool:
         pid = self.forwarder_pid
-        return bool(pid) and pid_alive(pid)
+        return pid is not None and pid > 0 and pid_alive(pid)
 
     # -- running things in the namespaces -----------------------------------
 

@@ -79,7 +79,7 @@ def judge(info: dict, *, seconds: float | None = None, cpu_seconds: float | None
         return Verdict("unknown", "limits were not tracked (track_limits off)", numbers)
     if whole <= 0:
         return Verdict("unknown", "the sender never had data to send", numbers)
-    cause = max(times, key=times.get)
+    cause = max(times, key=lambda name: times[name])
     share = times[cause] / whole
     if cpu is not None and seconds and cpu / seconds >= CPU_BOUND and cause != "receiver window" \
             and not (cause == "congestion window" and losses) and cause != "pacing":

@@ -159,7 +159,7 @@ def render(path: str, out: str, *, title: str | None = None, dpi: int = 100) -> 
     ts.grid(alpha=0.3)
     for series in (s.cwnd, s.inflight, s.srtt, s.latest, s.min_rtt):
         if series and series[-1][0] < s.t_end:
-            series.append((s.t_end, series[-1][1]))  # a value holds until it changes
+            series.append((s.t_end, series[-1][1]))  # type: ignore[arg-type]  # a value holds until it changes
     # 2. windows
     if s.cwnd:
         cw.step([t for t, _ in s.cwnd], [c / 1024 for _, c in s.cwnd], where="post", label="cwnd")

@@ -40,6 +40,8 @@ from .limits import LimitClock
 from .qlog import RS, QlogWriter, file_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..core.connection import Connection
     from ..core.endpoint import Endpoint
     from .pcap import PcapWriter
@@ -120,6 +122,10 @@ class EndpointObserver:
         # at its plaintext side (inner_sent, inner_received,
         # inner_batch_received) to the same parsers.
         inner = packets and getattr(ep, "datagram_overhead", 0) > 0
+        log_out: Callable[..., object]
+        log_train: Callable[..., object]
+        log_in: Callable[..., Connection | None]
+        log_rows: Callable[..., Connection | None]
         if inner:
             ep.plaintext_observer = self  # type: ignore[attr-defined]
             log_out = log_train = self._pcap_out
@@ -175,6 +181,13 @@ class EndpointObserver:
             ep.receive_datagram = observed_receive_datagram  # type: ignore[method-assign]
             ep.receive_batch = observed_receive_batch  # type: ignore[method-assign]
             ep.handle_timer = observed_handle_timer  # type: ignore[method-assign]
+
+    # The endpoint's input and output calls, observed (or the endpoint's own
+    # when nothing per packet is recorded).
+    datagrams_to_send: Callable[..., list]
+    receive_datagram: Callable[..., None]
+    receive_batch: Callable[..., None]
+    handle_timer: Callable[[float], None]
 
     _conn_in: Connection | None = None  # the connection the current input call reached
 
@@ -274,6 +287,8 @@ class EndpointObserver:
             return
         tr = self._trace(conn, now)
         rel = None
+        ack_rel: int | None
+        sack: tuple[tuple[int, int], ...]
         if len(data) >= SHORT_SIZE + TRAILER_SIZE and data[0] == SHORT_FORM:
             _, flags, wnd, dst, seq, ack, _ = SHORT.unpack_from(data)
             plen = len(data) - SHORT_SIZE - TRAILER_SIZE
@@ -385,7 +400,7 @@ class EndpointObserver:
                     self._rows_one_by_one_q(view[full * seg:], seg, addr, now)
                 return conn
         unpack = SHORT.unpack_from
-        parts = []
+        parts: list[str] = []
         append = parts.append
         pn = tr.pn_in
         seq0 = base = None
@@ -489,7 +504,7 @@ class EndpointObserver:
             dst, src, seg = decode(data)
         except WireError:
             return None
-        conn = ep._conns.get(dst) if dst else ep._syn_index.get((addr, src))
+        conn = ep._conns.get(dst) if dst else ep._syn_index.get((addr, src or 0))
         if conn is None and dst == 0 and seg.flags & SYN:
             # A SYN for a new connection: it exists once the endpoint has
             # taken the SYN; the packet is logged then (_after_input).

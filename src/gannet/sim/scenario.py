@@ -29,6 +29,7 @@ import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..config import Config
 from ..core.endpoint import Endpoint
@@ -66,7 +67,7 @@ class TransferResult:
     client_stats: dict[str, int] = field(default_factory=dict)
     server_stats: dict[str, int] = field(default_factory=dict)
     srtt: float | None = None
-    link_stats: dict[str, dict[str, object]] = field(default_factory=dict)
+    link_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, dict] = field(default_factory=dict)
     """With Config.track_limits or qlog_dir: "client"/"server" -> the
     connection's final info (gannet.observe), limited times included."""
@@ -141,7 +142,7 @@ def run_transfer(
         data = random.Random(seed).randbytes(size)
     size = len(data)
     digest = hashlib.sha256()
-    state = {"sent": 0, "received": 0, "data_time": 0.0, "server_conn": None}
+    state: dict[str, Any] = {"sent": 0, "received": 0, "data_time": 0.0, "server_conn": None}
     errors: dict[str, BaseException | None] = {}
     closed: set[str] = set()
 

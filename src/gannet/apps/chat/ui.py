@@ -133,7 +133,7 @@ class TerminalUI:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._escape = ""  # an escape sequence being skipped
         self._pending_line = ""  # non-interactive: partial line
-        self._saved_tty = None
+        self._saved_tty: list | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redraw: asyncio.TimerHandle | None = None
         self._tasks: dict[Transfer, TaskID] = {}
@@ -142,7 +142,7 @@ class TerminalUI:
         self._bars_width = 0
         self._bar_out = io.StringIO()
         self._bar_console = Console(file=self._bar_out, force_terminal=True, highlight=False,
-                                    color_system=self.console.color_system or None)
+                                    color_system=self.console.color_system or None)  # type: ignore[arg-type]
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(bar_width=30),
             TextColumn("{task.percentage:>5.1f}%"), DownloadColumn(), TransferSpeedColumn(),

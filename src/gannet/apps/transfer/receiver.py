@@ -248,11 +248,12 @@ class Receiver:
                 break
             now = loop.time()
             if all(now - o.last_rx >= stale for o in old):
-                for o in old:
-                    o.task.cancel()
-                for o in old:
+                tasks = [o.task for o in old if o.task is not None]
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
                     try:
-                        await o.task
+                        await task
                     except BaseException:  # noqa: BLE001 - it was cancelled on purpose
                         pass
                 continue

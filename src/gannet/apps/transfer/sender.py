@@ -8,6 +8,7 @@ import os
 import stat
 import sys
 import time
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,7 +167,7 @@ class RateLimit:
 async def send_files(
     host: str, port: int, files: list[Source], dirs: list[str], *, compress: str = "auto",
     reporter: Reporter | None = None, rate: float | None = None, wire: str = "udp",
-    **config_overrides: object,
+    **config_overrides: Any,
 ) -> SendResult:
     """Send `files` (and create `dirs`) at a `gannet receive` listening on host:port.
 
