@@ -245,3 +245,35 @@ def test_a_reset_size_datagram_from_a_new_address_is_no_migration():
     server.receive_datagram(seal_header(0, peer.local_cid, 5) + bytes(RESET_SIZE - 8), ATTACKER, sim.now)
     assert server.security_stats.resets_forged == 1
     assert server.security_stats.path_challenges_sent == 0 and peer.remote_addr == CLIENT
+
+
+def test_a_peer_that_moves_while_idle_is_followed_on_its_keep_alive():
+    """A client that moved while nothing was in flight sends nothing but
+    keep-alive probes, which the connection drops as old (they sit below
+    its window): authenticated, they still draw the challenge that moves
+    the peer, and data flows to the new address after."""
+    sim = Simulator(seed=16, default_link=LinkConfig(delay=0.005))
+    key = X25519PrivateKey.generate()
+    config = Config(pmtud=False, keepalive_idle=0.5, keepalive_interval=0.25)
+    server = SecureEndpoint(config, sim.make_rng("server"), security=Security(static=key))
+    client = SecureEndpoint(config, sim.make_rng("client"),
+                            security=Security(server_key=key.public_key().public_bytes_raw()))
+    sim.add_node(SERVER, server)
+    sim.add_node(CLIENT, client)
+    server.listen()
+    conn = client.connect(SERVER, sim.now)
+    conn.send(b"hello")
+    sim.run(until=0.1)
+    peer = server.accept()
+    assert peer is not None and peer.recv(100) == b"hello"
+    sim.remove_node(client)
+    sim.add_node(MOVED, client)
+    dropped = peer.stats.dropped_segments
+    sim.run(until=1.5)  # idle: only keep-alive probes cross
+    assert peer.stats.dropped_segments > dropped  # (the probes, judged old by the connection)
+    assert peer.remote_addr == MOVED
+    assert server.security_stats.migrations == 1
+    peer.send(b"found you")
+    sim.run(until=2.0)
+    assert conn.recv(100) == b"found you"
+    assert conn.error is None and peer.error is None

@@ -373,19 +373,19 @@ class Endpoint:
             # (NAT rebinding, RFC 9000 section 9); or someone else sent it.
             # Only a datagram an AEAD tag vouched for says who sent it: a
             # plaintext one is dropped and answered as a stranger's, so a
-            # plaintext connection never moves. An authenticated one is
-            # taken, and moves the peer only once the layer that opened it
-            # has validated the new path (`_on_peer_address`, `move_peer`).
+            # plaintext connection never moves. An authenticated one (the
+            # peer made it, and it is no replay) is the connection's to
+            # judge like any other, and moves the peer only once the layer
+            # that opened it has validated the new path (`_on_peer_address`,
+            # `move_peer`) - even one the connection drops, such as a
+            # keep-alive probe, which may be all a peer that moved sends.
             if not authenticated:
                 self.stats.other_address_dropped += 1
                 self._answer_stranger(conn, seg, dst, src, addr, now)
                 return
-            dropped = conn.stats.dropped_segments
             conn.on_segment(seg, now)
-            if conn.stats.dropped_segments == dropped and conn.state in SYNCHRONIZED:
+            if conn.state in SYNCHRONIZED:
                 self._on_peer_address(conn, addr, now)
-            elif conn.stats.dropped_segments != dropped:
-                self._answer_stranger(conn, seg, dst, src, addr, now)
             return
         text = seg.payload
         if (fast and text and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
@@ -395,8 +395,8 @@ class Endpoint:
         conn.on_segment(seg, now)
 
     def _on_peer_address(self, conn: Connection, addr: object, now: float) -> None:
-        """An authenticated segment that passed `conn`'s checks came from
-        `addr`, not from the peer's address. The layer that authenticated it
+        """An authenticated segment of `conn` came from `addr`, not from
+        the peer's address. The layer that authenticated it
         (gannet.crypto.endpoint) validates that path, then calls
         `move_peer`; the plain endpoint authenticates nothing and never
         gets here."""

@@ -46,8 +46,7 @@ layer at its datagram boundary, and nothing changed inside the connection:
   again each RTO until answered (from the output pass), so what rides
   with it arrives.
 - A peer that moves (RFC 9000 section 9): a connection's datagram that
-  opened and passed the connection's checks from another address draws a
-  path challenge there; the peer is moved when the response comes, one
+  opened (no replay) from another address draws a path challenge there; the peer is moved when the response comes, one
   validation at a time per connection, paced. A plaintext datagram never
   moves a connection (the core drops it).
 
@@ -276,8 +275,8 @@ def reset_token(key: bytes, cid: int, listening: bool = True) -> bytes:
 
 class _Challenge:
     """A path challenge waiting for its response: its `data`, the address
-    `addr` it went to (the path it validates), when it was last sent and
-    how many times. Until a challenge is answered, every challenge a side
+    `addr` it went to (the path it validates), when it was last sent (or
+    made, before its first sending) and how many times. Until a challenge is answered, every challenge a side
     sends that owes its peer a reset token carries it (`token`)."""
 
     __slots__ = ("data", "addr", "sent", "tries", "token")
@@ -712,8 +711,8 @@ class SecureEndpoint(Endpoint):
                 self.security_stats.migrations += 1
 
     def _on_peer_address(self, conn: Connection, addr: object, now: float) -> None:
-        """A datagram of `conn` that authenticated (and passed the
-        connection's checks) came from `addr`, not the peer's address: the
+        """A datagram of `conn` that authenticated (the peer made it, and it
+        is no replay) came from `addr`, not the peer's address: the
         peer may have moved (NAT rebinding), or someone on the path raced a
         copy of its datagram from elsewhere. The peer is moved only once a
         challenge sent to `addr` is answered (RFC 9000 section 9.3: an
@@ -734,12 +733,17 @@ class SecureEndpoint(Endpoint):
             return
         self._challenge(conn, session, addr, now)
 
-    def _challenge(self, conn: Connection, session: _Session, addr: object, now: float) -> None:
-        """Start a path challenge to `addr` (replacing one outstanding)."""
+    def _challenge(self, conn: Connection, session: _Session, addr: object, now: float,
+                   send: bool = True) -> None:
+        """Start a path challenge to `addr` (replacing one outstanding):
+        sent now, or (`send` False) by the output pass an RTO from now."""
         data = self.rng.getrandbits(8 * PATH_DATA_SIZE).to_bytes(PATH_DATA_SIZE, "big")
         pending = session.challenge = _Challenge(data, addr, session.owes_token)
         self._challenges[conn.local_cid] = session
-        self._send_challenge(conn, session, pending, now)
+        if send:
+            self._send_challenge(conn, session, pending, now)
+        else:
+            pending.sent = now
 
     def _send_challenge(self, conn: Connection, session: _Session, pending: _Challenge, now: float) -> None:
         if pending.addr != conn.remote_addr and not self._may_answer(now):
@@ -1006,9 +1010,12 @@ class SecureEndpoint(Endpoint):
             # it one, sealed, in a control segment that a path challenge
             # makes reliable - sent again until the server's response says
             # it arrived. Then a restarted client (the same identity or
-            # PSK, at the same address) can reset the server's side.
+            # PSK, at the same address) can reset the server's side. Not
+            # at once but an RTO from now, by the output pass: a connection
+            # over sooner (a request and its answer) never needed it, and
+            # the handshake's flights stay one datagram each way.
             session.owes_token = True
-            self._challenge(conn, session, addr, now)
+            self._challenge(conn, session, addr, now, send=False)
 
     def _on_alert(self, data, now) -> None:
         alert = decode_alert(data)
