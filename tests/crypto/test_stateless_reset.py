@@ -211,3 +211,205 @@ def test_a_reflected_datagram_draws_no_reset_that_would_end_our_own_connection()
         assert pair.client.security_stats.resets_sent == 0, listening
         assert all(len(d) > RESET_SIZE for d in answered)
         assert conn.error is None and conn.state.name == "ESTABLISHED"
+
+
+# ---------------------------------------------------------------- a client's
+def _restart_client(pair: Pair, security: Security) -> None:
+    """The client process is gone and a new one runs at the same address
+    (a fixed local port) with the same settings: it knows no connection."""
+    pair.client = SecureEndpoint(CONFIG, random.Random(78), security=security)
+
+
+def _token_given(pair: Pair, conn) -> None:
+    """Run until the server confirmed having the client's token (sent an
+    RTO after the handshake), if the client has one to give."""
+    session = pair.client._sessions[conn.local_cid]
+    if session.owes_token:
+        pair.run(lambda: not session.owes_token, 2000)
+
+
+def _after_client_restart(client: Security, steps: int, server: Security | None = None):
+    """Connect, exchange data, let the client give its token, restart the
+    client, have the server send; run `steps` steps of 1 ms (simulated) or
+    until the server's side ends."""
+    pair = Pair(client, server or Security(static=X25519PrivateKey.generate()), config=CONFIG)
+    conn, srv = _established(pair)
+    _token_given(pair, conn)
+    _restart_client(pair, client)
+    start = pair.now
+    srv.send(b"are you there?")
+    for _ in range(steps):
+        if srv.error is not None:
+            break
+        pair.step()
+    return pair, conn, srv, pair.now - start
+
+
+def test_the_client_gives_the_server_its_token_sealed_after_the_handshake():
+    client = Security(static=X25519PrivateKey.generate())
+    pair = Pair(client, Security(static=X25519PrivateKey.generate()), config=CONFIG)
+    conn, srv = _established(pair)
+    established = pair.now
+    # Not with the handshake: an RTO later (a connection over sooner never
+    # needed it, and the handshake's datagrams are as they were).
+    assert pair.server.security_stats.reset_tokens_received == 0
+    _token_given(pair, conn)
+    assert pair.now - established >= 0.2  # (min_rto)
+    assert pair.server.security_stats.reset_tokens_received == 1
+    # It arrived (the server answered the challenge that carried it), and
+    # it is the token the client's key makes for its ID, as a client.
+    assert pair.client.security_stats.path_challenges_sent == 1
+    assert pair.server.security_stats.path_responses_sent == 1
+    assert not pair.client._sessions[conn.local_cid].owes_token
+    token = pair.server._sessions[srv.local_cid].peer_reset_token
+    assert token == reset_token(reset_key(client), conn.local_cid, False)
+    assert token not in b"".join(pair.recorded)  # never in clear
+    assert pair.server.security_stats.migrations == 0  # (the control moved no one)
+
+
+def test_a_restarted_client_resets_the_servers_connection_at_once():
+    client = Security(static=X25519PrivateKey.generate())
+    pair, conn, srv, elapsed = _after_client_restart(client, 200)
+    assert isinstance(srv.error, ConnectionResetError)
+    assert str(srv.error) == PEER_RESET_MESSAGE
+    assert elapsed <= 0.005  # one exchange of simulated milliseconds, not a timeout
+    assert [type(e.error) for e in pair.terminated("s")] == [ConnectionResetError]
+    # (one reset per sealed datagram the server sent after the restart: its
+    # data and an ACK went in the same step, and both drew one)
+    reset = [d for d in pair.recorded if len(d) == RESET_SIZE]
+    assert 1 <= len(reset) == pair.client.security_stats.resets_sent
+    assert all(parse_header(d)[1] == srv.remote_cid for d in reset)
+    assert pair.server.security_stats.resets_received == len(reset)
+    assert pair.server.security_stats.resets_forged == 0
+
+
+def test_a_psk_client_resets_too():
+    security = Security(psk=bytes(range(32)))
+    _, _, srv, _ = _after_client_restart(security, 200, server=security)
+    assert str(srv.error) == PEER_RESET_MESSAGE
+
+
+def test_a_client_without_a_lasting_secret_gives_no_token_and_the_server_waits():
+    # (a code, or an identity made for the endpoint: a restarted client
+    # could make no token the server would believe, so it gives none)
+    pair, _, srv, _ = _after_client_restart(Security(), 200)
+    assert pair.server.security_stats.reset_tokens_received == 0
+    assert srv.error is None and srv.state.name == "ESTABLISHED"
+    assert pair.client.security_stats.resets_sent == 0
+    assert pair.client.security_stats.unknown_sealed > 0
+
+
+def test_a_lost_token_is_sent_again_until_the_server_confirms_it():
+    lost = {"n": 0}
+    control_size = 71  # a sealed control segment with a challenge and a token
+
+    def tap(d: bytes, direction: str) -> list[bytes]:
+        if direction == "c->s" and len(d) == control_size and lost["n"] < 2:
+            lost["n"] += 1
+            return []
+        return [d]
+
+    client = Security(static=X25519PrivateKey.generate())
+    pair = Pair(client, Security(static=X25519PrivateKey.generate()), config=CONFIG, tap=tap)
+    conn, srv = _established(pair)
+    session = pair.client._sessions[conn.local_cid]
+    pair.run(lambda: not session.owes_token, 3000)  # each RTO, again (the output pass sends it)
+    assert lost["n"] == 2
+    assert pair.client.security_stats.path_challenges_sent == 3
+    assert pair.server.security_stats.reset_tokens_received == 1
+    _restart_client(pair, client)
+    srv.send(b"still there?")
+    pair.run(lambda: srv.error is not None, 200)
+    assert str(srv.error) == PEER_RESET_MESSAGE
+
+
+def test_a_forged_reset_for_the_clients_id_is_counted_and_changes_nothing():
+    client = Security(static=X25519PrivateKey.generate())
+    server = Security(static=X25519PrivateKey.generate())
+    pair = Pair(client, server, config=CONFIG)
+    conn, srv = _established(pair)
+    _token_given(pair, conn)
+    rng = random.Random(8)
+    key = reset_key(client)
+    cid = srv.remote_cid  # the client's ID, which a reset for the server names
+    forged = [
+        encode_reset(cid, rng.randbytes(16), rng.randbytes(17)),  # a guessed token
+        encode_reset(cid, reset_token(reset_key(server), cid, False), rng.randbytes(17)),  # another key's
+        # the client's key as a listener makes it (what a server of the same
+        # user would answer: no oracle for the client's token)
+        encode_reset(cid, reset_token(key, cid, True), rng.randbytes(17)),
+        encode_reset(cid ^ 1, reset_token(key, cid, False), rng.randbytes(17)),  # another connection
+    ]
+    for d in forged:
+        pair.server.receive_datagram(d, "c", pair.now)
+    pair.server.receive_datagram(encode_reset(cid, reset_token(key, cid, False), rng.randbytes(17)),
+                                 "elsewhere", pair.now)  # the right token, from another address
+    stats = pair.server.security_stats
+    assert (stats.resets_forged, stats.resets_received) == (5, 0)
+    assert srv.error is None and srv.state.name == "ESTABLISHED"
+    srv.send(b"still here")
+    got = bytearray()
+
+    def received():
+        got.extend(conn.recv(100))
+        return got == b"still here"
+
+    pair.run(received, 200)
+    assert pair.server.security_stats.resets_sent == 0  # nothing answered a reset
+
+
+def test_a_clients_reset_in_time_wait_ends_nothing_in_error():
+    """The server closes first and waits in TIME_WAIT; the client, done,
+    forgets the connection, and a late duplicate of the server's draws a
+    reset (here: made with the client's key): the connection was over."""
+    client = Security(static=X25519PrivateKey.generate())
+    pair = Pair(client, Security(static=X25519PrivateKey.generate()), config=CONFIG)
+    conn, srv = _established(pair)
+    _token_given(pair, conn)
+    srv.close(pair.now)
+    pair.run(lambda: conn.eof, 1000)
+    conn.close(pair.now)
+    pair.run(lambda: srv.state.name == "TIME_WAIT", 1000)
+    token = reset_token(reset_key(client), srv.remote_cid, False)
+    pair.server.receive_datagram(encode_reset(srv.remote_cid, token, bytes(17)), "c", pair.now)
+    assert pair.server.security_stats.resets_received == 1
+    assert srv.error is None and srv.state.name == "TIME_WAIT"
+
+
+def test_a_client_with_the_servers_identity_is_no_reset_oracle_for_it():
+    """One user's server and client share an identity. An attacker names
+    the server's connection ID in a datagram to that client (which has no
+    such connection): the client's reset is made as a client's, so handed
+    to the server's peer as the server's, it is counted as forged."""
+    key = X25519PrivateKey.generate()
+    pair = Pair(Security(), Security(static=key), config=CONFIG)
+    conn, srv = _established(pair)
+    oracle = SecureEndpoint(CONFIG, random.Random(9), security=Security(static=key))
+    oracle.receive_datagram(_junk(srv.local_cid, 80, random.Random(10)), "attacker", pair.now)
+    out = oracle.datagrams_to_send(pair.now)
+    assert len(out) == 1 and len(out[0][0]) == RESET_SIZE
+    pair.client.receive_datagram(out[0][0], "s", pair.now)
+    assert pair.client.security_stats.resets_forged == 1
+    assert conn.error is None and conn.state.name == "ESTABLISHED"
+
+
+def test_a_control_segment_at_the_end_of_a_gro_batch_reaches_the_security_layer():
+    """GRO appends a shorter datagram to a batch of equal ones: a control
+    segment after a run of data rows is taken by the security layer (here:
+    a path challenge, answered), and the rows before it by the connection."""
+    pair = Pair(Security(), Security(static=X25519PrivateKey.generate()), config=CONFIG)
+    conn, srv = _established(pair)
+    data = bytes(range(256)) * 40
+    conn.send(data)
+    rows = [bytes(d) for d, _ in pair.client.datagrams_to_send(pair.now)]
+    size = len(rows[0])
+    full = [r for r in rows if len(r) == size]
+    assert len(full) >= 3
+    session = pair.client._sessions[conn.local_cid]
+    pair.client._challenge(conn, session, "s", pair.now)
+    control = [bytes(d) for d, _ in pair.client.datagrams_to_send(pair.now)]
+    assert len(control) == 1 and len(control[0]) < size
+    responses = pair.server.security_stats.path_responses_sent
+    pair.server.receive_batch(b"".join(full) + control[0], size, "c", pair.now)
+    assert pair.server.security_stats.path_responses_sent == responses + 1
+    assert srv.recv(1 << 20) == data[: len(full) * (size - 39)]

@@ -126,6 +126,10 @@ class EndpointStats:
     """Segments whose source connection ID did not match the connection
     (answered as if the ID did not exist, as are segments from another
     address that fail the connection's checks)."""
+    other_address_dropped: int = 0
+    """Plaintext segments for a live connection from another address than
+    its peer's (answered as a stranger's): nothing proves who sent them, so
+    a plaintext connection does not follow its peer to a new address."""
     retries_sent: int = 0
     """SYNs answered with a stateless Retry (the listener was under pressure)."""
     retry_tokens_invalid: int = 0
@@ -364,19 +368,24 @@ class Endpoint:
             self._syn_index[(conn.remote_addr, src)] = conn
             self._connecting.pop(conn.remote_addr, None)
         if addr != conn.remote_addr and conn.state in SYNCHRONIZED:
-            # The peer moved (NAT rebinding, new interface): follow it, since
-            # the connection ID, not the address, names the connection; but
-            # only once the segment passed the connection's checks, so that a
-            # forged one (wrong sequence, blind RST or SYN) cannot redirect it.
-            dropped = conn.stats.dropped_segments
-            conn.on_segment(seg, now)
-            if conn.stats.dropped_segments == dropped and conn.state in SYNCHRONIZED:
-                if self._syn_index.get((conn.remote_addr, conn.remote_cid)) is conn:
-                    del self._syn_index[(conn.remote_addr, conn.remote_cid)]
-                self._syn_index[(addr, conn.remote_cid)] = conn
-                conn.remote_addr = addr
-            elif conn.stats.dropped_segments != dropped:
+            # From another address than the peer's. The connection ID, not
+            # the address, names the connection, so the peer may have moved
+            # (NAT rebinding, RFC 9000 section 9); or someone else sent it.
+            # Only a datagram an AEAD tag vouched for says who sent it: a
+            # plaintext one is dropped and answered as a stranger's, so a
+            # plaintext connection never moves. An authenticated one (the
+            # peer made it, and it is no replay) is the connection's to
+            # judge like any other, and moves the peer only once the layer
+            # that opened it has validated the new path (`_on_peer_address`,
+            # `move_peer`) - even one the connection drops, such as a
+            # keep-alive probe, which may be all a peer that moved sends.
+            if not authenticated:
+                self.stats.other_address_dropped += 1
                 self._answer_stranger(conn, seg, dst, src, addr, now)
+                return
+            conn.on_segment(seg, now)
+            if conn.state in SYNCHRONIZED:
+                self._on_peer_address(conn, addr, now)
             return
         text = seg.payload
         if (fast and text and seg.flags | PSH == ACK | PSH and seg.tsval is not None and not seg.sack
@@ -384,6 +393,22 @@ class Endpoint:
                                      len(text), now)):
             return
         conn.on_segment(seg, now)
+
+    def _on_peer_address(self, conn: Connection, addr: object, now: float) -> None:
+        """An authenticated segment of `conn` came from `addr`, not from
+        the peer's address. The layer that authenticated it
+        (gannet.crypto.endpoint) validates that path, then calls
+        `move_peer`; the plain endpoint authenticates nothing and never
+        gets here."""
+
+    def move_peer(self, conn: Connection, addr: object) -> None:
+        """`conn`'s peer is at `addr` from now on (its path was validated):
+        every later datagram goes there, and lookups by address find it."""
+        index = self._syn_index
+        if index.get((conn.remote_addr, conn.remote_cid)) is conn:
+            del index[(conn.remote_addr, conn.remote_cid)]
+        index[(addr, conn.remote_cid)] = conn
+        conn.remote_addr = addr
 
     def datagram_too_big(self, data: bytes | bytearray | memoryview, addr: object) -> bool:
         """The adapter could not send `data` to `addr`: the local stack said

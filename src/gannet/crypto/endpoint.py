@@ -31,14 +31,24 @@ layer at its datagram boundary, and nothing changed inside the connection:
   it is sealed, each opened datagram or batch before the plain endpoint
   reads it.
 
-- Stateless reset (RFC 9000 section 10.3 is the model): a server with a
-  lasting secret (its identity, or a PSK) gives the client, inside the
-  encrypted SYN-ACK, a token derived from that secret and its connection
-  ID. Restarted, it answers a sealed datagram for a connection it does not
-  know with a RESET_SIZE datagram ending in that token, and the client,
-  which alone can check it, ends the connection at once ("peer reset")
-  instead of timing out. Resets are paced like RSTs and alerts, and never
-  answer a datagram of reset size or less.
+- Stateless reset (RFC 9000 section 10.3 is the model): a side with a
+  lasting secret (its identity, or a PSK) gives its peer a token derived
+  from that secret and its connection ID - a server inside the encrypted
+  SYN-ACK, a client in a sealed control segment after it. Restarted, it
+  answers a sealed datagram for a connection it does not know with a
+  RESET_SIZE datagram ending in that token, and the peer, which alone can
+  check it, ends the connection at once ("peer reset") instead of timing
+  out. Resets are paced like RSTs and alerts, and never answer a datagram
+  of reset size or less.
+- Control segments (gannet.wire.protected.encode_control): the security
+  layer's own sealed messages, which no connection sees - a path
+  challenge, its response, a client's reset token. A challenge is sent
+  again each RTO until answered (from the output pass), so what rides
+  with it arrives.
+- A peer that moves (RFC 9000 section 9): a connection's datagram that
+  opened (no replay) from another address draws a path challenge there; the peer is moved when the response comes, one
+  validation at a time per connection, paced. A plaintext datagram never
+  moves a connection (the core drops it).
 
 With `Security(insecure=True)` nothing is sealed, but an encrypted peer's
 SYN is refused with an alert that tells it why, and an alert from an
@@ -70,7 +80,7 @@ from ..config import Config
 from ..core.connection import RUN_BYTES, Connection
 from ..core.endpoint import SYN_ADMIT, Endpoint
 from ..core.events import Event
-from ..core.states import State
+from ..core.states import SYNCHRONIZED, State
 from ..wire.batch import Train, _reuse, release
 from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
 from ..wire.protected import (
@@ -82,14 +92,20 @@ from ..wire.protected import (
     ALERT_PEER_INSECURE,
     HEADER_SIZE,
     OPT_KEY_EXCHANGE,
+    OPT_PATH_CHALLENGE,
+    OPT_PATH_RESPONSE,
+    OPT_RESET_TOKEN,
     OVERHEAD,
+    PATH_DATA_SIZE,
     PROTECTED,
     RESET_FILLER,
     RESET_SIZE,
     RESET_TOKEN_SIZE,
     decode_alert,
     encode_alert,
+    encode_control,
     encode_reset,
+    is_control,
     parse_header,
     restore_inner,
 )
@@ -196,9 +212,34 @@ class SecurityStats:
     resets_forged: int = 0
     """Reset-sized sealed datagrams whose token did not verify (forged, or
     for a connection this side has no token of): dropped."""
+    reset_tokens_received: int = 0
+    """Peers' stateless reset tokens taken from control segments (a
+    client's; a server's rides in its SYN-ACK)."""
+    path_challenges_sent: int = 0
+    """Path challenges sent (first ones and retransmissions): for a peer's
+    new address, or carrying this side's reset token."""
+    path_challenges_limited: int = 0
+    """Authenticated datagrams from a new address that started no
+    validation: one was under way for another (per connection, one at a
+    time), or the answer bucket was empty."""
+    path_responses_sent: int = 0
+    path_responses_ignored: int = 0
+    """Path responses that answered no outstanding challenge (late, or
+    for a challenge given up)."""
+    path_validations_failed: int = 0
+    """Challenges given up unanswered after CHALLENGE_TRIES: the address
+    (or the token) was not confirmed; the peer stays where it was."""
+    migrations: int = 0
+    """Connections whose peer moved to a validated new address."""
 
 
 PEER_RESET_MESSAGE = "peer reset: it no longer has this connection"
+
+# A path challenge is sent again after the connection's RTO while it is not
+# answered, at most this many times in all (RFC 9000 section 8.2.4 gives a
+# validation about three PTOs; a challenge that also carries a reset token
+# is worth a few more tries, and costs one small datagram each).
+CHALLENGE_TRIES = 6
 
 
 def reset_key(security: Security) -> bytes | None:
@@ -219,10 +260,33 @@ def reset_key(security: Security) -> bytes | None:
     return hkdf(secret, b"gannet stateless reset", 1)[0]
 
 
-def reset_token(key: bytes, cid: int) -> bytes:
+def reset_token(key: bytes, cid: int, listening: bool = True) -> bytes:
     """The stateless reset token of connection ID `cid` (RFC 9000 section
-    10.3.2: a keyed hash of the ID under a static key)."""
-    return hmac.digest(key, cid.to_bytes(4, "big"), "sha256")[:RESET_TOKEN_SIZE]
+    10.3.2: a keyed hash of the ID under a static key), made by an endpoint
+    that listens or one that does not. The two make different tokens under
+    one key: one user's client and server share an identity, and otherwise
+    either would be a reset oracle for the other's connections (RFC 9000
+    section 21.11): an attacker who names a server's connection ID in a
+    datagram to a client of the same user would get from it the very reset
+    that ends the server's connection."""
+    role = b"L" if listening else b"C"
+    return hmac.digest(key, role + cid.to_bytes(4, "big"), "sha256")[:RESET_TOKEN_SIZE]
+
+
+class _Challenge:
+    """A path challenge waiting for its response: its `data`, the address
+    `addr` it went to (the path it validates), when it was last sent (or
+    made, before its first sending) and how many times. Until a challenge is answered, every challenge a side
+    sends that owes its peer a reset token carries it (`token`)."""
+
+    __slots__ = ("data", "addr", "sent", "tries", "token")
+
+    def __init__(self, data: bytes, addr: object, token: bool) -> None:
+        self.data = data
+        self.addr = addr
+        self.sent = 0.0
+        self.tries = 0
+        self.token = token
 
 
 class _Session:
@@ -236,7 +300,8 @@ class _Session:
     `chosen` is the pair sealing and opening once that is decided."""
 
     __slots__ = ("client", "server", "peer_hello", "reply", "keys", "chosen", "peer_cid",
-                 "synack", "confirmed", "mode", "server_name", "peer_reset_token")
+                 "synack", "confirmed", "mode", "server_name", "peer_reset_token", "owes_token",
+                 "challenge")
 
     def __init__(self, mode: Mode) -> None:
         self.client: ClientHandshake | None = None
@@ -251,6 +316,10 @@ class _Session:
         self.mode = mode
         self.server_name: str | None = None  # the host a client's application named
         self.peer_reset_token = b""  # the peer's stateless reset token, if it gave one
+        # This side has a reset token to give that the peer has not yet
+        # confirmed having (a client's: a server's rode in its SYN-ACK).
+        self.owes_token = False
+        self.challenge: _Challenge | None = None  # the outstanding path challenge
 
     @property
     def sealer(self) -> Sealer | None:
@@ -297,7 +366,7 @@ class SecureEndpoint(Endpoint):
     # Endpoint has one already.)
     __slots__ = ("security", "security_stats", "_sessions", "_closing", "_static", "_batch_buf",
                  "_one_buf", "_one_view", "_observer", "_reset_key", "_reserved_cid",
-                 "_code_started", "prepare_due",
+                 "_code_started", "prepare_due", "_challenges",
                  *(("__dict__",) if not Endpoint.__dictoffset__ else ()))
 
     def __new__(cls, config: Config | None = None, rng: random.Random | None = None, *,
@@ -339,6 +408,9 @@ class SecureEndpoint(Endpoint):
         # waited (prepare), so that a SYN is answered without that work.
         self._code_started: tuple[Any, bytes] | None = None
         self.prepare_due = False
+        # Sessions with a path challenge outstanding, by local connection
+        # ID: each output pass sends again the ones whose time has come.
+        self._challenges: dict[int, _Session] = {}
         """Whether `prepare` has work to do (the I/O layer calls it soon)."""
 
     def listen(self, backlog: int | None = None) -> None:
@@ -418,6 +490,7 @@ class SecureEndpoint(Endpoint):
         sessions = self._sessions
         sstats = self.security_stats
         trailers = self._observer is not None  # (it parses what it logs; the core does not check)
+        tail_opened = False  # the last row opened into the end of `out`
         while row < rows:
             off = row * seg
             first = view[off]
@@ -431,6 +504,7 @@ class SecureEndpoint(Endpoint):
                         sstats.opened += opened
                         session.confirmed = True
                     if stop == STOP_END:
+                        tail_opened = True
                         break
                     if stop == STOP_TAG:
                         self.stats.datagrams_received += 1
@@ -457,6 +531,19 @@ class SecureEndpoint(Endpoint):
                     self._maybe_reset(datagram, addr, now)
                 continue
             pos += opened_len
+            tail_opened = row == rows
+        if tail_opened and n % seg:
+            # A control segment is shorter than the rows of a run, so GRO may
+            # have added it to the end of one: it goes to the security layer,
+            # not to the connection.
+            tail = n % seg - OVERHEAD
+            if is_control(out[pos - tail : pos]):
+                pos -= tail
+                control = bytes(out[pos : pos + tail])
+                if pos:
+                    self._deliver_batch(out[:pos], inner_seg, addr, now)
+                self._on_control(control, addr, now)
+                return
         if pos:
             self._deliver_batch(out[:pos], inner_seg, addr, now)
 
@@ -511,6 +598,9 @@ class SecureEndpoint(Endpoint):
         if inner is None and stop == STOP_OTHER:
             inner = self._open(data)
         if inner is not None:
+            if inner[1] == 0 and is_control(inner):  # (flags 0: no connection's segment has them)
+                self._on_control(inner, addr, now)
+                return
             observer = self._observer
             if observer is not None:  # (_deliver, inline: the hot path)
                 observer.inner_received(inner, addr, now)
@@ -523,10 +613,9 @@ class SecureEndpoint(Endpoint):
         this side does not know with a stateless reset: this side may have
         restarted and lost it, and its peer can check the token."""
         dst = int.from_bytes(data[4:8], "big")
-        # Only a listener gave tokens (in its SYN-ACKs), so only a listener
-        # that lost its state has a reset to send.
-        if not self._listening or not dst or dst in self._sessions or dst in self._conns \
-                or dst in self._closing:
+        # (A server gave its token in its SYN-ACK, a client in a control
+        # segment: either may have lost the connection.)
+        if not dst or dst in self._sessions or dst in self._conns or dst in self._closing:
             return
         if not self._may_answer(now):  # the bucket that paces RSTs and alerts
             self.security_stats.resets_rate_limited += 1
@@ -542,7 +631,7 @@ class SecureEndpoint(Endpoint):
         filler = self.rng.getrandbits(8 * RESET_FILLER).to_bytes(RESET_FILLER, "big")
         if type(self._out) is not list:
             self._out = []
-        self._out.append((encode_reset(dst, reset_token(self._reset_key, dst), filler), addr))
+        self._out.append((encode_reset(dst, reset_token(self._reset_key, dst, self._listening), filler), addr))
         self.security_stats.resets_sent += 1
 
     def _on_stateless_reset(self, data, addr: object) -> None:
@@ -569,6 +658,135 @@ class SecureEndpoint(Endpoint):
             # has TIME_WAIT ignore resets).
             return
         conn._terminate(ConnectionResetError(PEER_RESET_MESSAGE))
+
+    # ------------------------------------------- control segments, migration
+    def _on_control(self, inner, addr: object, now: float) -> None:
+        """An opened control segment (authenticated: its peer sent it): a
+        path challenge is answered on the path it came by, a path response
+        completes our challenge, a reset token is kept. It moves no peer:
+        only a connection's own datagrams do that (`_on_peer_address`), as
+        QUIC's probing frames do not (RFC 9000 section 9.1)."""
+        try:
+            dst, src, seg = decode(inner, True)
+        except WireError:
+            self.stats.malformed_dropped += 1
+            return
+        conn = self._conns.get(dst)
+        session = self._sessions.get(dst)
+        if conn is None or session is None or src != conn.remote_cid:
+            self.stats.spoofed_dropped += 1
+            return
+        challenge = response = None
+        for kind, value in seg.unknown_options:
+            if kind == OPT_PATH_CHALLENGE and len(value) == PATH_DATA_SIZE:
+                challenge = value
+            elif kind == OPT_PATH_RESPONSE and len(value) == PATH_DATA_SIZE:
+                response = value
+            elif kind == OPT_RESET_TOKEN and len(value) == RESET_TOKEN_SIZE:
+                session.peer_reset_token = bytes(value)
+                self.security_stats.reset_tokens_received += 1
+        if challenge is not None:
+            # Answered where it came from (RFC 9000 section 8.2.2): that is
+            # the path the peer wants proved. Paced like every answer to an
+            # address not yet proved.
+            if self._may_answer(now):
+                self._send_control(conn, session, addr, ((OPT_PATH_RESPONSE, challenge),))
+                self.security_stats.path_responses_sent += 1
+            else:
+                self.security_stats.path_challenges_limited += 1
+        if response is not None:
+            pending = session.challenge
+            if pending is None or not hmac.compare_digest(response, pending.data):
+                self.security_stats.path_responses_ignored += 1
+                return
+            # The peer received what went to `pending.addr` (a response on any
+            # path validates the path the challenge went by, RFC 9000 section
+            # 8.2.3), and with it our token.
+            session.challenge = None
+            self._challenges.pop(conn.local_cid, None)
+            if pending.token:
+                session.owes_token = False
+            if pending.addr != conn.remote_addr and conn.state in SYNCHRONIZED:
+                self.move_peer(conn, pending.addr)
+                self.security_stats.migrations += 1
+
+    def _on_peer_address(self, conn: Connection, addr: object, now: float) -> None:
+        """A datagram of `conn` that authenticated (the peer made it, and it
+        is no replay) came from `addr`, not the peer's address: the
+        peer may have moved (NAT rebinding), or someone on the path raced a
+        copy of its datagram from elsewhere. The peer is moved only once a
+        challenge sent to `addr` is answered (RFC 9000 section 9.3: an
+        attacker cannot answer what it cannot read, and a copy's sender
+        receives nothing at an address it only wrote on the datagram).
+        One validation at a time per connection, a new one no sooner than
+        the last one's RTO, each challenge paced by the answer bucket."""
+        session = self._sessions.get(conn.local_cid)
+        if session is None or session.sealer is None:
+            return
+        pending = session.challenge
+        if pending is not None and now < pending.sent + conn.rtt.current_rto():
+            if pending.addr != addr:
+                self.security_stats.path_challenges_limited += 1
+            return
+        if pending is not None and pending.addr == addr:
+            self._send_challenge(conn, session, pending, now)  # its time has come: again
+            return
+        self._challenge(conn, session, addr, now)
+
+    def _challenge(self, conn: Connection, session: _Session, addr: object, now: float,
+                   send: bool = True) -> None:
+        """Start a path challenge to `addr` (replacing one outstanding):
+        sent now, or (`send` False) by the output pass an RTO from now."""
+        data = self.rng.getrandbits(8 * PATH_DATA_SIZE).to_bytes(PATH_DATA_SIZE, "big")
+        pending = session.challenge = _Challenge(data, addr, session.owes_token)
+        self._challenges[conn.local_cid] = session
+        if send:
+            self._send_challenge(conn, session, pending, now)
+        else:
+            pending.sent = now
+
+    def _send_challenge(self, conn: Connection, session: _Session, pending: _Challenge, now: float) -> None:
+        if pending.addr != conn.remote_addr and not self._may_answer(now):
+            # (to an address not proved: paced like every such answer)
+            self.security_stats.path_challenges_limited += 1
+            pending.sent = now
+            return
+        options: tuple[tuple[int, bytes], ...] = ((OPT_PATH_CHALLENGE, pending.data),)
+        if pending.token:
+            assert self._reset_key is not None
+            options += ((OPT_RESET_TOKEN, reset_token(self._reset_key, conn.local_cid, self._listening)),)
+        self._send_control(conn, session, pending.addr, options)
+        pending.sent = now
+        pending.tries += 1
+        self.security_stats.path_challenges_sent += 1
+
+    def _challenges_due(self, now: float) -> None:
+        """Send again the path challenges not answered within an RTO of
+        their connection; give up after CHALLENGE_TRIES (the peer stays at
+        its address; a token not confirmed may not have arrived)."""
+        for cid, session in list(self._challenges.items()):
+            conn = self._conns.get(cid)
+            pending = session.challenge
+            if conn is None or pending is None:
+                del self._challenges[cid]
+                continue
+            if now < pending.sent + conn.rtt.current_rto():
+                continue
+            if pending.tries >= CHALLENGE_TRIES:
+                del self._challenges[cid]
+                session.challenge = None
+                self.security_stats.path_validations_failed += 1
+                continue
+            self._send_challenge(conn, session, pending, now)
+
+    def _send_control(self, conn: Connection, session: _Session, addr: object,
+                      options: tuple[tuple[int, bytes], ...]) -> None:
+        sealer = session.sealer
+        if sealer is None:
+            return
+        if type(self._out) is not list:
+            self._out = []
+        self._out.append((self._seal(sealer, encode_control(conn.remote_cid, conn.local_cid, options)), addr))
 
     def _open(self, data: bytes | bytearray | memoryview, out: memoryview | None = None):
         """The inner datagram of a sealed datagram with its CRC trailer (for
@@ -693,7 +911,7 @@ class SecureEndpoint(Endpoint):
             self.prepare_due = True  # (the next hello's: after this one's SYN-ACK left)
         hs = ServerHandshake(self._static, psk=sec.psk, code=sec.code, has_aes=sec.has_aes,
                              started=started)
-        token = reset_token(self._reset_key, local_cid) if self._reset_key is not None else b""
+        token = reset_token(self._reset_key, local_cid, self._listening) if self._reset_key is not None else b""
         try:
             reply = hs.receive_hello(hello, token)
         except HandshakeError as exc:
@@ -785,6 +1003,19 @@ class SecureEndpoint(Endpoint):
             session.decide()  # all we will know: the larger hello's session if we have both
         session.confirmed = True  # the peer proved its key (and the shared secret)
         self._deliver(data, addr, now, False)
+        conn = self._conns.get(dst)
+        if self._reset_key is not None and session.server is None and conn is not None \
+                and conn.state in SYNCHRONIZED:
+            # The server has no token of ours (a SYN travels in clear): give
+            # it one, sealed, in a control segment that a path challenge
+            # makes reliable - sent again until the server's response says
+            # it arrived. Then a restarted client (the same identity or
+            # PSK, at the same address) can reset the server's side. Not
+            # at once but an RTO from now, by the output pass: a connection
+            # over sooner (a request and its answer) never needed it, and
+            # the handshake's flights stay one datagram each way.
+            session.owes_token = True
+            self._challenge(conn, session, addr, now, send=False)
 
     def _on_alert(self, data, now) -> None:
         alert = decode_alert(data)
@@ -842,8 +1073,11 @@ class SecureEndpoint(Endpoint):
     def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
         # A connection's datagrams are sealed as they are encoded
         # (_encode_into), where its keys are at hand; this pass takes the
-        # rest - the handshake's, resets and alerts - and, when an observer
-        # logs the plaintext side, all of them after it has seen them.
+        # rest - the handshake's, resets, alerts and control segments - and,
+        # when an observer logs the plaintext side, all of them after it has
+        # seen them.
+        if self._challenges:
+            self._challenges_due(now)
         out = _plain_datagrams_to_send(self, now, trains)
         if out:
             observer = self._observer
@@ -1010,6 +1244,7 @@ class SecureEndpoint(Endpoint):
 
     def _forget(self, conn: Connection) -> None:
         super()._forget(conn)
+        self._challenges.pop(conn.local_cid, None)
         session = self._sessions.pop(conn.local_cid, None)
         if session is not None and session.sealer is not None:
             self._closing[conn.local_cid] = session
@@ -1031,6 +1266,7 @@ class InsecureEndpoint(SecureEndpoint):
     datagram_too_big = Endpoint.datagram_too_big
     _allocate_cid = Endpoint._allocate_cid
     _forget = Endpoint._forget
+    _on_peer_address = Endpoint._on_peer_address  # (never called: nothing is authenticated)
 
     @property
     def datagram_overhead(self) -> int:

@@ -16,6 +16,11 @@
 -- replaces) and a 16-byte AEAD tag. Only that header can be shown:
 -- sequence numbers, flags and options are inside the ciphertext, so the
 -- analysis below covers plaintext datagrams only.
+-- The security layer's own control segments (a path challenge or
+-- response, a client's stateless reset token: options 66-68 of an inner
+-- datagram with no flag set) are sealed like every later datagram and
+-- show as such; a stateless reset, from a server or a client, is told
+-- only by its size.
 -- ALERT is an 8-byte plaintext refusal (form, code, detail, reserved,
 -- destination connection ID).
 --

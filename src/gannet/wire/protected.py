@@ -44,6 +44,12 @@ smallest real sealed datagram (a bare ACK), so a receiver tells it by its
 size, and no reset is ever sent in answer to one (no two sides that both
 lost their state can keep each other busy).
 
+After the handshake the security layer speaks for itself in control
+segments (`encode_control`), sealed like any datagram: the long form with
+no control bit set, carrying a path challenge or response (RFC 9000
+section 8.2) or the sender's stateless reset token. The receiving security
+layer takes them; they never reach a connection.
+
 ALERT is the one unauthenticated message besides the handshake: an
 8-byte datagram that tells a peer still in its handshake why it was
 refused (an insecure peer, a wrong code), so that it fails at once with
@@ -58,7 +64,8 @@ from __future__ import annotations
 
 import struct
 
-from .datagram import SHORT_FORM, TRAILER_SIZE, VERSION
+from .datagram import SHORT_FORM, TRAILER_SIZE, VERSION, encode
+from .segment import Segment
 
 PROTECTED = 0x40 | VERSION  # neither plaintext form: an old decoder rejects it
 ALERT = 0x50 | VERSION
@@ -84,6 +91,17 @@ RESET_TOKEN_SIZE = 16
 RESET_SIZE = MIN_SEALED - 1  # 38: a stateless reset; never answered with one
 RESET_FILLER = RESET_SIZE - 1 - 4 - RESET_TOKEN_SIZE  # 17
 OPT_KEY_EXCHANGE = 64
+# The security layer's own messages after the handshake ride in a sealed
+# control segment: an inner datagram of the long form with no control bit
+# set (CONTROL_FLAGS; a connection's segments all carry ACK or SYN, so none
+# is taken for one), carrying options of the range docs/protocol.md
+# reserves for security (65-95). The receiving security layer takes it,
+# and the connection never sees it.
+CONTROL_FLAGS = 0
+OPT_PATH_CHALLENGE = 66  # 8 unpredictable bytes (RFC 9000 section 19.17, PATH_CHALLENGE)
+OPT_PATH_RESPONSE = 67  # the 8 bytes of the challenge it answers (19.18, PATH_RESPONSE)
+OPT_RESET_TOKEN = 68  # the sender's stateless reset token for its own connection ID (as 19.15 carries one)
+PATH_DATA_SIZE = 8
 # The longest option value: one length byte (docs/protocol.md, Options).
 MAX_KEY_EXCHANGE = 255
 
@@ -183,3 +201,14 @@ def decode_alert(data: bytes | bytearray | memoryview) -> tuple[int, int, int] |
     if form != ALERT or reserved:
         return None
     return dst, code, detail
+
+
+def encode_control(dst_cid: int, src_cid: int, options: tuple[tuple[int, bytes], ...]) -> bytes:
+    """The inner datagram of a control segment (to be sealed) from our
+    connection `src_cid` to the peer's `dst_cid`, carrying `options`."""
+    return encode(dst_cid, src_cid, Segment(0, 0, CONTROL_FLAGS, 0, unknown_options=options))
+
+
+def is_control(inner: bytes | bytearray | memoryview) -> bool:
+    """Whether an opened inner datagram is a control segment."""
+    return len(inner) > 1 and inner[0] == VERSION and inner[1] == CONTROL_FLAGS
