@@ -442,6 +442,15 @@ def test_convoys_of_requests_arrive_verified_in_order_under_loss():
                 assert await r.read() == b""  # the echo's EOF crossed back
                 w.close()
             assert down.dropped > 20 and up.dropped > 20  # (the loss was there, both ways)
+            # Both halves counted every byte each way, once (the echo sends
+            # back what it got): per connection, the 15 rounds and the bulk.
+            sizes = sorted(sum(len(b"%d:%d:" % (i, rnd)) + 50 + 97 * rnd for rnd in range(15)) + 200_000
+                           for i in range(8))
+            await wait_until(lambda: len(client.results) == 8 and len(server.results) == 8, 30)
+            for results in (client.results, server.results):
+                assert sorted(r.sent for r in results) == sizes
+                assert sorted(r.received for r in results) == sizes
+                assert all(r.reason == "closed" for r in results)
         finally:
             await client.close()
             await server.close()
