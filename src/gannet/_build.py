@@ -57,6 +57,11 @@ MODULES = (
     # packet protection's per-datagram and per-batch glue (the AEAD itself
     # is OpenSSL's, through cryptography or gannet.crypto._rows)
     "gannet.crypto.protection",
+    # the limit accounting of Gannet's commands (on for their stats socket):
+    # read after every output pass of every connection, so per message it
+    # ran as much Python as the rest of the pass (docs/design.md, "The
+    # tunnel's per-request cost")
+    "gannet.observe.limits",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside

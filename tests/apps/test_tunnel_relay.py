@@ -442,6 +442,15 @@ def test_convoys_of_requests_arrive_verified_in_order_under_loss():
                 assert await r.read() == b""  # the echo's EOF crossed back
                 w.close()
             assert down.dropped > 20 and up.dropped > 20  # (the loss was there, both ways)
+            # Both halves counted every byte each way, once (the echo sends
+            # back what it got): per connection, the 15 rounds and the bulk.
+            sizes = sorted(sum(len(b"%d:%d:" % (i, rnd)) + 50 + 97 * rnd for rnd in range(15)) + 200_000
+                           for i in range(8))
+            await wait_until(lambda: len(client.results) == 8 and len(server.results) == 8, 30)
+            for results in (client.results, server.results):
+                assert sorted(r.sent for r in results) == sizes
+                assert sorted(r.received for r in results) == sizes
+                assert all(r.reason == "closed" for r in results)
         finally:
             await client.close()
             await server.close()
@@ -450,3 +459,66 @@ def test_convoys_of_requests_arrive_verified_in_order_under_loss():
             target.close()
 
     run(main(), timeout=90)
+
+
+async def answering_target(reply):
+    """A TCP target that answers every newline-ended request with `reply`."""
+
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(reply * data.count(b"\n"))
+
+    server = await asyncio.get_running_loop().create_server(Answer, HOST, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_each_chunk_costs_the_relay_one_call_each_way():
+    """Per chunk, the tunnel's own Python is one call: the TCP transport
+    hands what it read to the relay's from_tcp itself (no TcpSide method
+    between), and Gannet's input reaches feed_data, which writes it to TCP
+    (no counting helper). 300 request-reply exchanges through both halves
+    run exactly 600 of each and nothing else of apps/tunnel.py; the byte
+    counts of both halves still tell the two directions apart (requests
+    and replies differ in size)."""
+    reply = b"+OK\r\n"
+
+    async def main():
+        import sys
+
+        target, port = await answering_target(reply)
+        async with Tunnel(port) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(3)]
+            for r, w in streams:  # each connection relayed once before counting
+                w.write(b"hello\n")
+                assert await r.readexactly(len(reply)) == reply
+            calls = {}
+
+            def profile(frame, event, arg):
+                if event == "call" and frame.f_code.co_filename.endswith(TUNNEL_SOURCE):
+                    name = frame.f_code.co_name
+                    calls[name] = calls.get(name, 0) + 1
+
+            sys.setprofile(profile)
+            try:
+                for i in range(100):
+                    for r, w in streams:
+                        w.write(b"request %05d\n" % i)
+                        assert await r.readexactly(len(reply)) == reply
+            finally:
+                sys.setprofile(None)
+            assert calls == {"from_tcp": 600, "feed_data": 600}
+            for r, w in streams:
+                w.write_eof()
+                assert await r.read() == b""
+                w.close()
+            await wait_until(lambda: len(t.client.results) == 3 and len(t.server.results) == 3)
+            up = 6 + 100 * 14  # each connection's requests (hello and 100 of 14 bytes)
+            down = 101 * len(reply)
+            for res in t.client.results + t.server.results:
+                assert (res.sent, res.received, res.reason) == (up, down, "closed")
+        target.close()
+
+    run(main())

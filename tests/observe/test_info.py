@@ -109,17 +109,9 @@ def test_asyncio_writer_extra_info():
 
 def test_limit_clock_accounts_each_reason_for_the_time_until_the_next_pass():
     clock = LimitClock(0.0)
-    reasons = iter([(RWND, True), (CWND, True), (PACING, True), (APP, True), (IDLE, False)])
-    import gannet.observe.limits as limits
-
-    real = limits.classify
-    limits.classify = lambda conn: next(reasons)
-    try:
-        for t in (1.0, 3.0, 6.0, 10.0, 15.0):
-            clock.update(type("C", (), {"snd_wnd": 10**6, "mss": 1000, "max_snd_wnd": 10**6,
-                                        "state": None})(), t)
-    finally:
-        limits.classify = real
+    reasons = [(RWND, True), (CWND, True), (PACING, True), (APP, True), (IDLE, False)]
+    for t, (reason, busy) in zip((1.0, 3.0, 6.0, 10.0, 15.0), reasons):
+        clock.take(reason, busy, False, False, t)  # (what update does after classify)
     totals = clock.totals(20.0)
     # each reason holds from the pass that saw it to the next one
     assert totals["rwnd"] == 2.0 and totals["cwnd"] == 3.0 and totals["pacing"] == 4.0
@@ -127,23 +119,19 @@ def test_limit_clock_accounts_each_reason_for_the_time_until_the_next_pass():
 
 
 def test_limit_clock_passes_that_change_nothing_write_nothing_and_count_the_same():
-    import gannet.observe.limits as limits
-
     clock = LimitClock(0.0)
     reasons = iter([(RWND, True), (RWND, True), (RWND, True), (APP, False), (APP, False)])
-    conn = type("C", (), {"snd_wnd": 10**6, "mss": 1000, "max_snd_wnd": 10**6, "state": None})()
-    real = limits.classify
-    limits.classify = lambda conn: next(reasons)
-    try:
-        clock.update(conn, 1.0)
-        clock.update(conn, 2.0)
-        clock.update(conn, 4.0)
-        assert clock.since == 1.0  # the same reason again: nothing written
-        clock.update(conn, 7.0)
-        assert clock.since == 7.0
-        clock.update(conn, 8.0)
-    finally:
-        limits.classify = real
+
+    def update(t):
+        clock.take(*next(reasons), False, False, t)
+
+    update(1.0)
+    update(2.0)
+    update(4.0)
+    assert clock.since == 1.0  # the same reason again: nothing written
+    update(7.0)
+    assert clock.since == 7.0
+    update(8.0)
     totals = clock.totals(10.0)
     assert totals["rwnd"] == 6.0 and totals["busy"] == 6.0 and totals["app"] == 3.0
 

@@ -243,11 +243,24 @@ class Relay:
         self.tcp_ended = False  # EOF from TCP, passed on
         self.g_ended = False  # EOF from Gannet, passed on
         self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.ended = False  # the outcome is set (a plain flag: read for every chunk)
         self.draining = False
         # What TCP delivers is written to Gannet in one pass per loop turn for
         # every connection of the endpoint (see from_tcp).
         self._flush = g_writer.get_extra_info("endpoint").request_flush
         tcp.relay = self
+        transport = tcp.transport
+        assert transport is not None  # (TcpSide is made connected: by a listener or create_connection)
+        # Bound once: the transport's write is a method of a C type, made
+        # anew on every attribute read.
+        self._tcp_write = transport.write
+        # From now on the loop hands each chunk TCP delivers to from_tcp
+        # itself, without TcpSide.data_received between: the instance
+        # attribute shadows the method, and set_protocol makes the loop read
+        # it again (uvloop keeps the bound data_received it took when the
+        # protocol was set; asyncio's transports look it up per read).
+        tcp.data_received = self.from_tcp  # type: ignore[method-assign]
+        transport.set_protocol(tcp)
         self.flow = divert(g_writer, self)
         early, tcp.early = tcp.early, []
         for data in early:
@@ -256,18 +269,12 @@ class Relay:
             self.tcp_eof()
         if tcp.early_error is not None:
             self.fail(self.tcp_name, tcp.early_error)
-        elif tcp.transport is not None and not self.draining and not self.tcp_ended:
-            tcp.transport.resume_reading()
+        elif not self.draining and not self.tcp_ended:
+            transport.resume_reading()
 
-    def _count(self, n: int, from_tcp: bool) -> None:
-        if from_tcp == self.tcp_is_a:
-            self.res.sent += n
-        else:
-            self.res.received += n
-
-    # TCP -> Gannet
+    # TCP -> Gannet (the TCP transport's data_received, see __init__)
     def from_tcp(self, data: bytes) -> None:
-        if self.outcome.done():
+        if self.ended:
             return
         w = self.g_writer
         # The flush first, then the write, which joins it: the chunks that
@@ -282,7 +289,10 @@ class Relay:
         except Exception as exc:  # noqa: BLE001 - the Gannet side failed
             self.fail(self.g_name, exc)
             return
-        self._count(len(data), True)
+        if self.tcp_is_a:
+            self.res.sent += len(data)
+        else:
+            self.res.received += len(data)
         if not self.draining and w.get_write_buffer_size() > GANNET_HIGH_WATER:
             self.draining = True
             assert self.tcp.transport is not None
@@ -291,7 +301,7 @@ class Relay:
 
     def _drained(self, fut: asyncio.Future) -> None:
         self.draining = False
-        if fut.cancelled() or self.outcome.done():
+        if fut.cancelled() or self.ended:
             return
         if fut.exception() is not None:
             self.fail(self.g_name, fut.exception())  # type: ignore[arg-type]
@@ -299,7 +309,7 @@ class Relay:
             self.tcp.transport.resume_reading()
 
     def tcp_eof(self) -> None:
-        if self.outcome.done() or self.tcp_ended:
+        if self.ended or self.tcp_ended:
             return
         self.tcp_ended = True
         try:
@@ -310,20 +320,21 @@ class Relay:
         self._maybe_done()
 
     def tcp_lost(self, exc: BaseException | None) -> None:
-        if not self.outcome.done():
+        if not self.ended:
             self.fail(self.tcp_name, exc or ConnectionResetError("connection closed"))
 
     # Gannet -> TCP (the Sink of gannet.io.aio.divert)
     def feed_data(self, data: bytes) -> None:
-        if self.outcome.done():
+        if self.ended:
             return
-        transport = self.tcp.transport
-        assert transport is not None
-        transport.write(data)
-        self._count(len(data), False)
+        self._tcp_write(data)
+        if self.tcp_is_a:
+            self.res.received += len(data)
+        else:
+            self.res.sent += len(data)
 
     def feed_eof(self) -> None:
-        if self.outcome.done() or self.g_ended:
+        if self.ended or self.g_ended:
             return
         self.g_ended = True
         transport = self.tcp.transport
@@ -336,22 +347,26 @@ class Relay:
         self._maybe_done()
 
     def set_exception(self, exc: BaseException) -> None:
-        if not self.outcome.done():
+        if not self.ended:
             self.fail(self.g_name, exc)
 
     # ending
+    def _end(self) -> None:
+        self.ended = True
+        self.outcome.set_result(None)
+
     def _maybe_done(self) -> None:
-        if self.tcp_ended and self.g_ended and not self.outcome.done():
-            self.outcome.set_result(None)
+        if self.tcp_ended and self.g_ended and not self.ended:
+            self._end()
 
     def fail(self, side: str, exc: BaseException) -> None:
-        if self.outcome.done():
+        if self.ended:
             return
         self.res.error = exc
         self.res.reason = f"{side} {_describe(exc)}"
         abort_tcp(self.tcp.transport)
         abort_gannet(self.g_writer)
-        self.outcome.set_result(None)
+        self._end()
 
     async def run(self) -> RelayResult:
         res = self.res

@@ -91,8 +91,13 @@ class LimitClock:
         busy and shrunk state, which is what `totals` adds."""
         reason, busy = classify(conn)
         wnd = conn.snd_wnd
-        shrunk = reason is RWND and 2 * wnd < conn.max_snd_wnd
-        zero = wnd < conn.mss and reason is not IDLE
+        return self.take(reason, busy, reason is RWND and 2 * wnd < conn.max_snd_wnd,
+                         wnd < conn.mss and reason is not IDLE, now)
+
+    def take(self, reason: str, busy: bool, shrunk: bool, zero: bool, now: float) -> str:
+        """`update` once the pass is classified: `shrunk`, receiver-window
+        limited by a window under half the peer's largest; `zero`, a window
+        under one segment."""
         if reason is self.reason and busy is self.busy and shrunk is self.shrunk and zero is self._zero:
             return reason
         elapsed = now - self.since
