@@ -138,3 +138,22 @@ def test_same_rows_rejects_what_is_not_one_run_and_joins_what_is():
         NATIVE.encode_rows(bytearray(10), bytes(SHORT_SIZE), b"x", 0, 1, 25, ACK, 8, True)
     with pytest.raises(BufferError):  # (what any writer into a read-only buffer raises)
         NATIVE.encode_rows(b"read-only", bytes(SHORT_SIZE), b"x", 0, 1, 25, ACK, 8, True)
+
+
+def test_rows_too_large_for_it_are_left_to_python_yet_it_writes_them_alike(monkeypatch):
+    """Path MTU discovery's datagrams (batch.NATIVE_BELOW and up) take the
+    Python code, whose CRC calls run three lanes over a long row; called
+    on such rows anyway, encode_rows writes the same bytes."""
+    mss = 65000 - 24
+    data = random.Random(6).randbytes(2 * mss - 10)
+    run = SegmentRun(2**32 - mss, 1, ACK, ACK | PSH, 9, 10, 11, data, 0, len(data), mss)
+    size = SHORT_SIZE + mss + 4
+    assert size >= batch.NATIVE_BELOW
+    python = encoded(run, False, monkeypatch=monkeypatch)
+    assert encoded(run, True, monkeypatch=monkeypatch) == python
+    out = bytearray(len(python))
+    header = bytearray(python[:SHORT_SIZE])
+    header[8:12] = bytes(4)  # (the template's sequence number is written per row)
+    header[1] = ACK
+    NATIVE.encode_rows(out, bytes(header), data, run.seq, mss, size, ACK | PSH, 8, True)
+    assert bytes(out) == python
