@@ -135,9 +135,11 @@ def test_same_rows_rejects_what_is_not_one_run_and_joins_what_is():
     with pytest.raises(ValueError):
         NATIVE.same_rows(good, seg, 4, masks, 8, SHORT_SIZE, mss)  # fewer bytes than rows
     with pytest.raises(ValueError):
-        NATIVE.encode_rows(bytearray(10), bytes(SHORT_SIZE), b"x", 0, 1, 25, ACK, 8, True)
+        NATIVE.encode_rows(bytearray(10), bytes(SHORT_SIZE), b"x", 0, 0, 1, 25, ACK, 8, True)
+    with pytest.raises(ValueError):  # (the payloads would run past the end of src)
+        NATIVE.encode_rows(bytearray(50), bytes(SHORT_SIZE), bytes(30), 5, 0, 26, 50, ACK, 8, True)
     with pytest.raises(BufferError):  # (what any writer into a read-only buffer raises)
-        NATIVE.encode_rows(b"read-only", bytes(SHORT_SIZE), b"x", 0, 1, 25, ACK, 8, True)
+        NATIVE.encode_rows(b"read-only", bytes(SHORT_SIZE), b"x", 0, 0, 1, 25, ACK, 8, True)
 
 
 def test_rows_too_large_for_it_are_left_to_python_yet_it_writes_them_alike(monkeypatch):
@@ -155,5 +157,5 @@ def test_rows_too_large_for_it_are_left_to_python_yet_it_writes_them_alike(monke
     header = bytearray(python[:SHORT_SIZE])
     header[8:12] = bytes(4)  # (the template's sequence number is written per row)
     header[1] = ACK
-    NATIVE.encode_rows(out, bytes(header), data, run.seq, mss, size, ACK | PSH, 8, True)
+    NATIVE.encode_rows(out, bytes(header), data, 0, run.seq, mss, size, ACK | PSH, 8, True)
     assert bytes(out) == python

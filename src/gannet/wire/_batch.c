@@ -118,19 +118,19 @@ static uint32_t get_be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-/* encode_rows(out, header, src, seq, mss, size, last_flags, seq_at, trailers)
+/* encode_rows(out, header, src, offset, seq, mss, size, last_flags, seq_at, trailers)
  *
  * `out` (writable) holds rows of `size` bytes, the last maybe shorter; row
  * k is `header` with the 32-bit big-endian sequence number seq + k * mss
- * (mod 2**32) at `seq_at`, then the next payload bytes of `src` (mss bytes
- * each, the last row what its length leaves), then, with `trailers`, the
+ * (mod 2**32) at `seq_at`, then the next payload bytes of `src` from
+ * `offset` (mss bytes each, the last row what its length leaves), then, with `trailers`, the
  * CRC32C of all that, little-endian. The last row's byte 1 (the flags) is
  * `last_flags`. `src` must hold the payloads of all the rows. */
 static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "encode_rows takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "encode_rows takes 10 arguments");
         return NULL;
     }
     Py_buffer out, header, src;
@@ -146,12 +146,13 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     PyObject *result = NULL;
-    unsigned long long seq = PyLong_AsUnsignedLongLongMask(args[3]);
-    Py_ssize_t mss = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t size = PyLong_AsSsize_t(args[5]);
-    long last_flags = PyLong_AsLong(args[6]);
-    Py_ssize_t seq_at = PyLong_AsSsize_t(args[7]);
-    int trailers = PyObject_IsTrue(args[8]);
+    Py_ssize_t offset = PyLong_AsSsize_t(args[3]);
+    unsigned long long seq = PyLong_AsUnsignedLongLongMask(args[4]);
+    Py_ssize_t mss = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[6]);
+    long last_flags = PyLong_AsLong(args[7]);
+    Py_ssize_t seq_at = PyLong_AsSsize_t(args[8]);
+    int trailers = PyObject_IsTrue(args[9]);
     if (PyErr_Occurred())
         goto done;
     Py_ssize_t hlen = header.len, n = out.len;
@@ -167,12 +168,12 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
         goto done;
     }
     Py_ssize_t payload = (rows - 1) * mss + (tail - hlen - TRAILER_SIZE);
-    if (src.len < payload) {
+    if (offset < 0 || src.len - offset < payload) {
         PyErr_SetString(PyExc_ValueError, "encode_rows: src is shorter than the rows' payloads");
         goto done;
     }
     unsigned char *o = out.buf;
-    const unsigned char *s = src.buf;
+    const unsigned char *s = (const unsigned char *)src.buf + offset;
     uint32_t step = (uint32_t)mss;
     uint32_t sq = (uint32_t)seq;
     for (Py_ssize_t k = 0; k < rows; k++) {

@@ -214,9 +214,7 @@ def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
             train = Train(size * full + (tail + _OVERHEAD if tail else 0))
             train.size = size
             train._parts = None
-        with memoryview(run.buf) as buf:
-            _c.encode_rows(train, header, buf[run.offset : run.offset + length], run.seq, mss, size,
-                           run.last_flags, _SEQ_AT, trailers)
+        _c.encode_rows(train, header, run.buf, run.offset, run.seq, mss, size, run.last_flags, _SEQ_AT, trailers)
         return train
     if not tail and (count >= VECTOR_MIN or size >= POOL_LOOP_SIZE):
         train = _reuse(size, full)
