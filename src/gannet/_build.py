@@ -69,6 +69,7 @@ MODULES = (
 # GANNET_PURE=1): module -> its C source, relative to the package.
 EXTENSIONS = {
     "gannet.crypto._rows": "crypto/_rows.c",  # the AEAD over a train's or batch's rows
+    "gannet.wire._batch": "wire/_batch.c",  # a train's rows written, a batch's rows checked and joined
 }
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -30,10 +30,20 @@ def a_run(length=10 * 1000 + 123, mss=1000, seq=0xFFFF_F000, last_flags=ACK | PS
     return SegmentRun(seq, 77, ACK, last_flags, 512, 1234, 99, buf, 7, length, mss)
 
 
-@pytest.fixture(params=["numpy", "before-numpy"])
+NATIVE = wire_batch._c  # the C rows primitive, where it is built (not under GANNET_PURE=1)
+
+
+@pytest.fixture(params=["native", "numpy", "before-numpy"])
 def vector(request, monkeypatch):
-    """Both ways a run's rows are handled: with numpy (its import waited
-    for), and one at a time, as while its import runs (wire/batch.py)."""
+    """Every way a run's rows are handled: the C extension's one call each
+    (where it is built), its Python equivalent with numpy (its import waited
+    for), and one at a time, as while that import runs (wire/batch.py)."""
+    if request.param == "native":
+        if NATIVE is None:
+            pytest.skip("gannet.wire._batch is not built in this build (GANNET_PURE=1 or no compiler)")
+        monkeypatch.setattr(wire_batch, "_c", NATIVE)
+        return request.param
+    monkeypatch.setattr(wire_batch, "_c", None)
     if request.param == "numpy":
         wire_batch.load_numpy()
     else:

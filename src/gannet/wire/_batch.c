@@ -1,0 +1,336 @@
+/* The per-row work of a GSO train or a GRO batch, in one call.
+ *
+ * gannet/wire/batch.py decides everything: the header every row carries,
+ * which fields of a row must equal the first row's (its masks), where the
+ * sequence number lies, what makes a run. This module only does, for every
+ * row at once, what batch.py's Python equivalent does with numpy and one
+ * CRC32C call per row:
+ *
+ *   encode_rows  writes a train: the header template into every row, each
+ *                row's sequence number, its payload, the last row's flags
+ *                byte and each row's CRC32C trailer (little-endian);
+ *   same_rows    checks that every row's header words equal the first
+ *                row's under the masks and that the sequence numbers step
+ *                by the payload size, and if so returns the payloads joined.
+ *
+ * The Python equivalent stays complete: it runs where this module is not
+ * built, where the CPU has no CRC32C instruction (HARDWARE_CRC false), and
+ * under GANNET_PURE=1; tests/core/test_batch_native.py holds the two to the
+ * same bytes and the same verdicts.
+ *
+ * CRC32C (Castagnoli) with SSE4.2's crc32 instruction. One row's CRC is a
+ * chain of dependent instructions (3 cycles each); the rows of a train are
+ * independent, so three rows are computed side by side, which keeps the
+ * instruction's unit busy every cycle, as the crc32c package does by
+ * splitting one buffer three ways.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_SSE42_BUILD 1
+#include <nmmintrin.h>
+#else
+#define HAVE_SSE42_BUILD 0
+#endif
+
+#define TRAILER_SIZE 4
+
+static int hardware_crc = 0;
+
+#if HAVE_SSE42_BUILD
+__attribute__((target("sse4.2")))
+static uint32_t crc_one(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint64_t c = crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--)
+        c32 = _mm_crc32_u8(c32, *p++);
+    return c32;
+}
+
+/* Three buffers of `n` bytes each, side by side. */
+__attribute__((target("sse4.2")))
+static void crc_three(const unsigned char *a, const unsigned char *b, const unsigned char *d,
+                      size_t n, uint32_t out[3])
+{
+    uint64_t ca = 0xFFFFFFFFu, cb = 0xFFFFFFFFu, cd = 0xFFFFFFFFu;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t va, vb, vd;
+        memcpy(&va, a + i, 8);
+        memcpy(&vb, b + i, 8);
+        memcpy(&vd, d + i, 8);
+        ca = _mm_crc32_u64(ca, va);
+        cb = _mm_crc32_u64(cb, vb);
+        cd = _mm_crc32_u64(cd, vd);
+    }
+    uint32_t ra = (uint32_t)ca, rb = (uint32_t)cb, rd = (uint32_t)cd;
+    for (; i < n; i++) {
+        ra = _mm_crc32_u8(ra, a[i]);
+        rb = _mm_crc32_u8(rb, b[i]);
+        rd = _mm_crc32_u8(rd, d[i]);
+    }
+    out[0] = ~ra;
+    out[1] = ~rb;
+    out[2] = ~rd;
+}
+#endif
+
+static uint32_t crc32c_of(const unsigned char *p, size_t n)
+{
+#if HAVE_SSE42_BUILD
+    return ~crc_one(0xFFFFFFFFu, p, n);
+#else
+    (void)p; (void)n;
+    return 0;  /* not reached: batch.py uses this module only with HARDWARE_CRC */
+#endif
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* encode_rows(out, header, src, offset, seq, mss, size, last_flags, seq_at, trailers)
+ *
+ * `out` (writable) holds rows of `size` bytes, the last maybe shorter; row
+ * k is `header` with the 32-bit big-endian sequence number seq + k * mss
+ * (mod 2**32) at `seq_at`, then the next payload bytes of `src` from
+ * `offset` (mss bytes each, the last row what its length leaves), then, with `trailers`, the
+ * CRC32C of all that, little-endian. The last row's byte 1 (the flags) is
+ * `last_flags`. `src` must hold the payloads of all the rows. */
+static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "encode_rows takes 10 arguments");
+        return NULL;
+    }
+    Py_buffer out, header, src;
+    if (PyObject_GetBuffer(args[0], &out, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &header, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&header);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t offset = PyLong_AsSsize_t(args[3]);
+    unsigned long long seq = PyLong_AsUnsignedLongLongMask(args[4]);
+    Py_ssize_t mss = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[6]);
+    long last_flags = PyLong_AsLong(args[7]);
+    Py_ssize_t seq_at = PyLong_AsSsize_t(args[8]);
+    int trailers = PyObject_IsTrue(args[9]);
+    if (PyErr_Occurred())
+        goto done;
+    Py_ssize_t hlen = header.len, n = out.len;
+    if (mss <= 0 || size != hlen + mss + TRAILER_SIZE || seq_at < 0 || seq_at + 4 > hlen
+            || hlen < 2 || n <= 0 || last_flags < 0 || last_flags > 255) {
+        PyErr_SetString(PyExc_ValueError, "encode_rows: inconsistent sizes");
+        goto done;
+    }
+    Py_ssize_t rows = (n + size - 1) / size;
+    Py_ssize_t tail = n - (rows - 1) * size;  /* the last row's length */
+    if (tail < hlen + 1 + TRAILER_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "encode_rows: the last row has no payload");
+        goto done;
+    }
+    Py_ssize_t payload = (rows - 1) * mss + (tail - hlen - TRAILER_SIZE);
+    if (offset < 0 || src.len - offset < payload) {
+        PyErr_SetString(PyExc_ValueError, "encode_rows: src is shorter than the rows' payloads");
+        goto done;
+    }
+    unsigned char *o = out.buf;
+    const unsigned char *s = (const unsigned char *)src.buf + offset;
+    uint32_t step = (uint32_t)mss;
+    uint32_t sq = (uint32_t)seq;
+    for (Py_ssize_t k = 0; k < rows; k++) {
+        unsigned char *row = o + k * size;
+        Py_ssize_t body = (k == rows - 1 ? tail : size) - TRAILER_SIZE;
+        memcpy(row, header.buf, hlen);
+        put_be32(row + seq_at, sq + (uint32_t)k * step);
+        memcpy(row + hlen, s + k * mss, body - hlen);
+    }
+    o[(rows - 1) * size + 1] = (unsigned char)last_flags;
+    if (trailers) {
+        Py_ssize_t k = 0;
+        Py_ssize_t body = size - TRAILER_SIZE;
+        Py_ssize_t full = tail == size ? rows : rows - 1;
+#if HAVE_SSE42_BUILD
+        for (; k + 3 <= full; k += 3) {
+            uint32_t c[3];
+            unsigned char *r = o + k * size;
+            crc_three(r, r + size, r + 2 * size, (size_t)body, c);
+            put_le32(r + body, c[0]);
+            put_le32(r + size + body, c[1]);
+            put_le32(r + 2 * size + body, c[2]);
+        }
+#endif
+        for (; k < rows; k++) {
+            unsigned char *r = o + k * size;
+            Py_ssize_t len = (k == rows - 1 ? tail : size) - TRAILER_SIZE;
+            put_le32(r + len, crc32c_of(r, (size_t)len));
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* same_rows(buf, seg, count, masks, seq_at, data_at, mss) -> bytes | None
+ *
+ * `buf` holds `count` rows of `seg` bytes. Every row's first len(masks)
+ * 32-bit big-endian words must equal the first row's wherever the mask has
+ * a bit set, and its sequence number (big-endian, at `seq_at`) must be the
+ * first row's plus k * mss (mod 2**32). Then the rows' payloads (`mss`
+ * bytes from `data_at` in each) joined, else None. */
+static PyObject *same_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "same_rows takes 7 arguments");
+        return NULL;
+    }
+    Py_ssize_t seg = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t seq_at = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t data_at = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t mss = PyLong_AsSsize_t(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *masks = args[3];
+    if (!PyTuple_Check(masks) || PyTuple_GET_SIZE(masks) > 16) {
+        PyErr_SetString(PyExc_TypeError, "same_rows: masks must be a tuple of at most 16 ints");
+        return NULL;
+    }
+    Py_ssize_t words = PyTuple_GET_SIZE(masks);
+    uint32_t mask[16];
+    for (Py_ssize_t w = 0; w < words; w++) {
+        mask[w] = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(masks, w));
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    if (seg <= 0 || count <= 0 || mss < 0 || words * 4 > seg || seq_at < 0 || seq_at + 4 > seg
+            || data_at < 0 || data_at + mss > seg) {
+        PyErr_SetString(PyExc_ValueError, "same_rows: inconsistent sizes");
+        return NULL;
+    }
+    Py_buffer in;
+    if (PyObject_GetBuffer(args[0], &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (in.len < seg * count) {
+        PyErr_SetString(PyExc_ValueError, "same_rows: buf is shorter than its rows");
+        goto done;
+    }
+    const unsigned char *b = in.buf;
+    uint32_t first[16];
+    for (Py_ssize_t w = 0; w < words; w++)
+        first[w] = get_be32(b + 4 * w) & mask[w];
+    uint32_t seq0 = get_be32(b + seq_at);
+    for (Py_ssize_t k = 1; k < count; k++) {
+        const unsigned char *row = b + k * seg;
+        for (Py_ssize_t w = 0; w < words; w++) {
+            if ((get_be32(row + 4 * w) & mask[w]) != first[w]) {
+                result = Py_None;
+                Py_INCREF(result);
+                goto done;
+            }
+        }
+        if (get_be32(row + seq_at) != (uint32_t)(seq0 + (uint32_t)k * (uint32_t)mss)) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(NULL, mss * count);
+    if (result == NULL)
+        goto done;
+    unsigned char *d = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t k = 0; k < count; k++)
+        memcpy(d + k * mss, b + k * seg + data_at, mss);
+done:
+    PyBuffer_Release(&in);
+    return result;
+}
+
+/* crc32c(data) -> int: this module's CRC32C, for the tests that hold it to
+ * the crc32c package's. */
+static PyObject *crc32c_py(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    Py_buffer in;
+    if (PyObject_GetBuffer(arg, &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    uint32_t c = crc32c_of(in.buf, (size_t)in.len);
+    PyBuffer_Release(&in);
+    return PyLong_FromUnsignedLong(c);
+}
+
+static PyMethodDef methods[] = {
+    {"encode_rows", (PyCFunction)(void (*)(void))encode_rows, METH_FASTCALL,
+     "Write a train's rows: header, sequence number, payload, CRC32C trailer."},
+    {"same_rows", (PyCFunction)(void (*)(void))same_rows, METH_FASTCALL,
+     "Whether a batch's rows are one run (masked header words, stepping sequence numbers); "
+     "their payloads joined, else None."},
+    {"crc32c", crc32c_py, METH_O, "CRC32C of a buffer."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_batch",
+    "The per-row work of a GSO train or a GRO batch in one call (see gannet/wire/batch.py).",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__batch(void)
+{
+#if HAVE_SSE42_BUILD
+    __builtin_cpu_init();
+    hardware_crc = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#endif
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "HARDWARE_CRC", hardware_crc) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
