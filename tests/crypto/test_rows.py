@@ -97,6 +97,28 @@ def test_seal_rows_c_and_python_give_the_same_bytes(aead):
         assert row0[HEADER_SIZE:] == cipher.encrypt(nonce, body, row0[:HEADER_SIZE])
 
 
+@pytest.mark.parametrize("aead", AEADS)
+def test_python_rows_seal_a_writable_train_in_place_to_the_same_bytes(aead):
+    """_seal_rows seals a writable train without copying it (the tail goes
+    into each row's trailer room, which the tag replaces): the same bytes
+    as from a read-only copy, and nothing of the train but that room
+    changed."""
+    rng = random.Random(7)
+    cipher, iv, _ = _derive_keys(rng.randbytes(32), aead)
+    for size, rows, tail in [(65000, 1, 0), (1444, 5, 0), (1444, 3, 100), (40, 4, 13)]:
+        train = _train(rng, size, rows, tail)
+        before = bytes(train)
+        length = len(train) + OVERHEAD * rows
+        copied, in_place = bytearray(length), bytearray(length)
+        _seal_rows(cipher, iv, memoryview(before), size, memoryview(copied), PROTECTED, 1, 99, 5, rows)
+        _seal_rows(cipher, iv, memoryview(train), size, memoryview(in_place), PROTECTED, 1, 99, 5, rows)
+        assert in_place == copied
+        for i in range(rows):
+            off, end = i * size, min((i + 1) * size, len(train))
+            assert train[off : end - 4] == before[off : end - 4]  # the datagram itself untouched
+            assert train[end - 4 : end - 1] == sealed_plaintext(before[off:end])[-3:]  # the tail, in place
+
+
 def _sealed_batch(rng, aead, secret, size, rows, tail=0, pn=100, flags=0, dst=7):
     s = Sealer(secret, aead)
     s.pn, s.key_phase = pn, flags
