@@ -54,6 +54,7 @@ MODULES = (
     "gannet.core.cc.newreno",
     "gannet.wire.segment",
     "gannet.wire.datagram",
+    "gannet.wire.protected",
     # packet protection's per-datagram and per-batch glue (the AEAD itself
     # is OpenSSL's, through cryptography or gannet.crypto._rows)
     "gannet.crypto.protection",

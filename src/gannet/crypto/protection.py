@@ -75,9 +75,11 @@ NATIVE_ROWS: Final = _rows is not None
 # primitive is built. It saves the Python work of every row, which is most
 # of a small row's cost, but it calls the system's libcrypto, and
 # `cryptography` carries its own OpenSSL, whose AES-GCM can be the faster
-# per byte (measured on x86-64 with VAES: OpenSSL 3.0 at 5 GB/s beside
-# cryptography's 11 GB/s; equal cost per row at about 2 KB; docs/security.md).
-NATIVE_ROW_MAX: Final = 2048
+# per byte (measured on x86-64 with VAES: OpenSSL 3.0.19 at 4.3-4.7 GB/s
+# beside cryptography's 7.5-8.5 GB/s, each row through `cryptography`
+# costing about 1 us more; equal cost per row at about 16 KB, the C call
+# ahead below it: bench/row_cost.py, docs/security.md).
+NATIVE_ROW_MAX: Final = 16384
 
 AES_128_GCM: Final = "aes-128-gcm"
 CHACHA20_POLY1305: Final = "chacha20-poly1305"
