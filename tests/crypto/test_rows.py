@@ -497,6 +497,44 @@ def test_a_replayed_batch_opens_nothing():
     assert (stats.opened, stats.replay_dropped) == (opened, replayed + rows)
 
 
+@pytest.mark.parametrize("rows, tail", [(44, 0), (100, 0), (45, 300), (1, 0)])
+def test_seal_train_splits_at_run_bytes_and_every_row_opens_to_the_original(rows, tail):
+    """protection.seal_train (the compiled step per train): trains of rows
+    OVERHEAD longer, none beyond the bytes one GSO send carries, packet
+    numbers in order across them, and each row opens to the datagram it
+    sealed (without the CRC trailer, which the tag replaced)."""
+    from gannet.crypto.protection import seal_train
+    from gannet.wire.batch import Train
+
+    size, run_bytes, dst = 1444, 65_000, 0x0A0B0C0D
+    secret = bytes(range(32))
+    src = _train(random.Random(rows), size, rows, tail)
+    src[4:8] = dst.to_bytes(4, "big")  # (the rows address the peer's ID; seal_train reads the first)
+    original = bytes(src)
+    train = Train(len(src))
+    train[:] = src
+    train.size = size
+    train._parts = None
+    sealer, opener = Sealer(secret, AES_128_GCM), Opener(secret, AES_128_GCM)
+    trains = seal_train(sealer, train, run_bytes)
+    assert sealer.pn == rows
+    assert all(t.size == size + OVERHEAD and len(t) <= run_bytes for t in trains)
+    assert sum(-(-len(t) // t.size) for t in trains) == rows
+    assert len(trains) == -(-rows // (run_bytes // (size + OVERHEAD)))
+    opened = bytearray()
+    for t in trains:
+        out = bytearray(len(t))
+        row, pos, count, stop = opener.open_rows(memoryview(t), t.size, 0, memoryview(out), 0, dst, False)
+        assert stop == STOP_END and count == -(-len(t) // t.size)
+        opened += out[:pos]
+    for i in range(rows):
+        n = min(size, len(original) - i * size)
+        want = original[i * size : i * size + n]
+        got = opened[i * size : i * size + n]
+        assert got[:4] + got[8 : n - 4] == want[:4] + want[8 : n - 4]
+        assert int.from_bytes(got[4:8], "big") == dst
+
+
 def test_a_full_run_is_sealed_into_one_gso_train():
     """The connection sizes its runs for the sealed rows (Config.
     datagram_overhead): a full run is one train, never one and a tail of a
