@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 # The hot path of every datagram: the endpoint (demultiplexing, the timer
 # heap), the connection and its parts, the range sets and send buffer,
-# congestion control, the wire encoding, and sealing.
+# congestion control, the wire encoding, and sealing (with the sealed
+# envelope's helpers, called once per row where `cryptography` seals).
 MODULES = (
     "gannet.core.endpoint",
     "gannet.core.connection",
