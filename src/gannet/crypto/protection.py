@@ -280,7 +280,9 @@ class Sealer:
         last maybe shorter, each ending in its CRC trailer, which the tag
         replaces) into `out` as envelopes (gannet.wire.protected) for
         `dst_cid`, one packet number each; returns the bytes written. Calls
-        the rows primitive once per key generation the rows span."""
+        the rows primitive once per key generation the rows span. Rows above
+        NATIVE_ROW_MAX of a writable `src` are sealed in place: their
+        trailer room is overwritten (`_seal_rows`)."""
         pos = 0
         done = 0
         while done < rows:
