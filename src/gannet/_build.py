@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 # The hot path of every datagram: the endpoint (demultiplexing, the timer
 # heap), the connection and its parts, the range sets and send buffer,
-# congestion control, the wire encoding, and sealing.
+# congestion control, the wire encoding, and sealing (with the sealed
+# envelope's helpers, called once per row where `cryptography` seals).
 MODULES = (
     "gannet.core.endpoint",
     "gannet.core.connection",
@@ -54,6 +55,7 @@ MODULES = (
     "gannet.core.cc.newreno",
     "gannet.wire.segment",
     "gannet.wire.datagram",
+    "gannet.wire.protected",
     # packet protection's per-datagram and per-batch glue (the AEAD itself
     # is OpenSSL's, through cryptography or gannet.crypto._rows)
     "gannet.crypto.protection",

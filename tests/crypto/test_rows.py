@@ -97,6 +97,28 @@ def test_seal_rows_c_and_python_give_the_same_bytes(aead):
         assert row0[HEADER_SIZE:] == cipher.encrypt(nonce, body, row0[:HEADER_SIZE])
 
 
+@pytest.mark.parametrize("aead", AEADS)
+def test_python_rows_seal_a_writable_train_in_place_to_the_same_bytes(aead):
+    """_seal_rows seals a writable train without copying it (the tail goes
+    into each row's trailer room, which the tag replaces): the same bytes
+    as from a read-only copy, and nothing of the train but that room
+    changed."""
+    rng = random.Random(7)
+    cipher, iv, _ = _derive_keys(rng.randbytes(32), aead)
+    for size, rows, tail in [(65000, 1, 0), (1444, 5, 0), (1444, 3, 100), (40, 4, 13)]:
+        train = _train(rng, size, rows, tail)
+        before = bytes(train)
+        length = len(train) + OVERHEAD * rows
+        copied, in_place = bytearray(length), bytearray(length)
+        _seal_rows(cipher, iv, memoryview(before), size, memoryview(copied), PROTECTED, 1, 99, 5, rows)
+        _seal_rows(cipher, iv, memoryview(train), size, memoryview(in_place), PROTECTED, 1, 99, 5, rows)
+        assert in_place == copied
+        for i in range(rows):
+            off, end = i * size, min((i + 1) * size, len(train))
+            assert train[off : end - 4] == before[off : end - 4]  # the datagram itself untouched
+            assert train[end - 4 : end - 1] == sealed_plaintext(before[off:end])[-3:]  # the tail, in place
+
+
 def _sealed_batch(rng, aead, secret, size, rows, tail=0, pn=100, flags=0, dst=7):
     s = Sealer(secret, aead)
     s.pn, s.key_phase = pn, flags
@@ -473,6 +495,44 @@ def test_a_replayed_batch_opens_nothing():
     pair.server.receive_batch(batch, train.size, "c", pair.now)
     rows = -(-len(batch) // train.size)
     assert (stats.opened, stats.replay_dropped) == (opened, replayed + rows)
+
+
+@pytest.mark.parametrize("rows, tail", [(44, 0), (100, 0), (45, 300), (1, 0)])
+def test_seal_train_splits_at_run_bytes_and_every_row_opens_to_the_original(rows, tail):
+    """protection.seal_train (the compiled step per train): trains of rows
+    OVERHEAD longer, none beyond the bytes one GSO send carries, packet
+    numbers in order across them, and each row opens to the datagram it
+    sealed (without the CRC trailer, which the tag replaced)."""
+    from gannet.crypto.protection import seal_train
+    from gannet.wire.batch import Train
+
+    size, run_bytes, dst = 1444, 65_000, 0x0A0B0C0D
+    secret = bytes(range(32))
+    src = _train(random.Random(rows), size, rows, tail)
+    src[4:8] = dst.to_bytes(4, "big")  # (the rows address the peer's ID; seal_train reads the first)
+    original = bytes(src)
+    train = Train(len(src))
+    train[:] = src
+    train.size = size
+    train._parts = None
+    sealer, opener = Sealer(secret, AES_128_GCM), Opener(secret, AES_128_GCM)
+    trains = seal_train(sealer, train, run_bytes)
+    assert sealer.pn == rows
+    assert all(t.size == size + OVERHEAD and len(t) <= run_bytes for t in trains)
+    assert sum(-(-len(t) // t.size) for t in trains) == rows
+    assert len(trains) == -(-rows // (run_bytes // (size + OVERHEAD)))
+    opened = bytearray()
+    for t in trains:
+        out = bytearray(len(t))
+        row, pos, count, stop = opener.open_rows(memoryview(t), t.size, 0, memoryview(out), 0, dst, False)
+        assert stop == STOP_END and count == -(-len(t) // t.size)
+        opened += out[:pos]
+    for i in range(rows):
+        n = min(size, len(original) - i * size)
+        want = original[i * size : i * size + n]
+        got = opened[i * size : i * size + n]
+        assert got[:4] + got[8 : n - 4] == want[:4] + want[8 : n - 4]
+        assert int.from_bytes(got[4:8], "big") == dst
 
 
 def test_a_full_run_is_sealed_into_one_gso_train():

@@ -81,7 +81,7 @@ from ..core.connection import RUN_BYTES, Connection
 from ..core.endpoint import SYN_ADMIT, Endpoint
 from ..core.events import Event
 from ..core.states import SYNCHRONIZED, State
-from ..wire.batch import Train, _reuse, release
+from ..wire.batch import Train
 from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
 from ..wire.protected import (
     ALERT,
@@ -130,6 +130,7 @@ from .protection import (
     Opener,
     ProtectionError,
     Sealer,
+    seal_train,
 )
 
 _SYN_ACK = SYN | ACK
@@ -1132,7 +1133,7 @@ class SecureEndpoint(Endpoint):
         start = len(out)
         sent = _plain_encode_into(self, conn, segs, out, trains)
         if len(out) == start + 1:
-            item, addr = out[start]  # one datagram (a small message, an ACK): no list to rebuild
+            item, addr = out[start]  # one datagram (a small message, an ACK) or one run: no list to rebuild
             if type(item) is not Train:
                 if item[0] == SHORT_FORM:  # (no SYN-ACK to leave for the pass: _seal_encoded's one step)
                     self.security_stats.sealed += 1
@@ -1140,6 +1141,11 @@ class SecureEndpoint(Endpoint):
                 else:
                     out[start] = (self._seal_encoded(sealer, item, conn.remote_cid), addr)
                 return sent
+            trains = self._seal_train(item, sealer)  # one run (a bulk sender's common case)
+            out[start] = (trains[0], addr)
+            for train in trains[1:]:
+                out.append((train, addr))
+            return sent
         items = out[start:]
         del out[start:]
         for item, addr in items:
@@ -1206,33 +1212,10 @@ class SecureEndpoint(Endpoint):
         return sealer.seal_datagram(datagram, int.from_bytes(datagram[4:8], "big"))
 
     def _seal_train(self, train: Train, sealer: Sealer) -> list[Train]:
-        """A run's train sealed row by row, as trains of rows OVERHEAD
-        longer; split so that none exceeds RUN_BYTES, what one GSO send
-        carries (the connection sizes its runs so that one is enough:
-        Config.datagram_overhead)."""
-        size = train.size
-        view = memoryview(train)
-        dst = int.from_bytes(view[4:8], "big")
-        total = len(train)
-        sealed_size = size + OVERHEAD
-        per_train = max(1, RUN_BYTES // sealed_size) * size  # plaintext bytes per sealed train
-        trains = []
-        for start in range(0, total, per_train):
-            stop = min(start + per_train, total)
-            rows = -(-(stop - start) // size)
-            length = stop - start + OVERHEAD * rows
-            out = _reuse(sealed_size, rows) if length == sealed_size * rows else None
-            if out is None:
-                out = Train(length)
-                out.size = sealed_size
-                out._parts = None
-            with memoryview(out) as mv:
-                sealer.seal_rows(view[start:stop], size, rows, mv, dst)
-            self.security_stats.sealed += rows
-            trains.append(out)
-        view.release()
-        release(train)
-        return trains
+        """A run's train sealed (protection.seal_train: as trains of rows
+        OVERHEAD longer, none beyond RUN_BYTES), and counted."""
+        self.security_stats.sealed += -(-len(train) // train.size)
+        return seal_train(sealer, train, RUN_BYTES)
 
     # --------------------------------------------------------------- helpers
     def _allocate_cid(self) -> int:

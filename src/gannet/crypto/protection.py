@@ -51,6 +51,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .._build import extension
+from ..wire.batch import Train, _reuse, release
 from ..wire.protected import (
     ELIDED,
     HEADER_SIZE,
@@ -63,6 +64,7 @@ from ..wire.protected import (
     restore_inner,
     seal_header,
     sealed_plaintext,
+    sealed_plaintext_in_place,
 )
 from .noise import hkdf
 
@@ -73,9 +75,11 @@ NATIVE_ROWS: Final = _rows is not None
 # primitive is built. It saves the Python work of every row, which is most
 # of a small row's cost, but it calls the system's libcrypto, and
 # `cryptography` carries its own OpenSSL, whose AES-GCM can be the faster
-# per byte (measured on x86-64 with VAES: OpenSSL 3.0 at 5 GB/s beside
-# cryptography's 11 GB/s; equal cost per row at about 2 KB; docs/security.md).
-NATIVE_ROW_MAX: Final = 2048
+# per byte (measured on x86-64 with VAES: OpenSSL 3.0.19 at 4.3-4.7 GB/s
+# beside cryptography's 7.5-8.5 GB/s, each row through `cryptography`
+# costing about 1 us more; equal cost per row at about 16 KB, the C call
+# ahead below it: bench/row_cost.py, docs/security.md).
+NATIVE_ROW_MAX: Final = 16384
 
 AES_128_GCM: Final = "aes-128-gcm"
 CHACHA20_POLY1305: Final = "chacha20-poly1305"
@@ -148,16 +152,20 @@ def _seal_rows(aead: Cipher, iv: int, src: memoryview, size: int, out: memoryvie
     datagrams of `src` (`size` bytes each, the last maybe shorter, each
     ending in a CRC trailer that the tag replaces) sealed into `out` as rows
     OVERHEAD longer, packet numbers from `pn` (the envelope of
-    gannet.wire.protected). Returns the bytes written."""
+    gannet.wire.protected). Returns the bytes written. A writable `src`
+    is sealed without a copy: each row's trailer room, which the tag
+    replaces, then holds the envelope's tail (`sealed_plaintext_in_place`);
+    a read-only one is copied row by row."""
     encrypt_into = aead.encrypt_into
     out = memoryview(out)  # (a slice of a bytearray would be a copy)
     src = memoryview(src)
+    in_place = not src.readonly
     pos = 0
     for i in range(rows):
         row = src[i * size : (i + 1) * size]
         if len(row) <= TRAILER_SIZE:
             raise ValueError("fewer rows than asked for")
-        plaintext = sealed_plaintext(row)
+        plaintext: bytes | memoryview = sealed_plaintext_in_place(row) if in_place else sealed_plaintext(row)
         header = seal_header(flags, dst_cid, pn + i, form)
         out[pos : pos + HEADER_SIZE] = header
         end = pos + HEADER_SIZE + len(plaintext) + TAG_SIZE
@@ -272,7 +280,9 @@ class Sealer:
         last maybe shorter, each ending in its CRC trailer, which the tag
         replaces) into `out` as envelopes (gannet.wire.protected) for
         `dst_cid`, one packet number each; returns the bytes written. Calls
-        the rows primitive once per key generation the rows span."""
+        the rows primitive once per key generation the rows span. Rows above
+        NATIVE_ROW_MAX of a writable `src` are sealed in place: their
+        trailer room is overwritten (`_seal_rows`)."""
         pos = 0
         done = 0
         while done < rows:
@@ -318,6 +328,38 @@ class Sealer:
         self.key_phase ^= 1
         self.generation += 1
         self._next_update = min(self.pn + self.update_interval, _PN_HIGH)
+
+
+def seal_train(sealer: Sealer, train: Train, run_bytes: int) -> list[Train]:
+    """A run's train sealed row by row into trains of rows OVERHEAD longer,
+    split so that none exceeds `run_bytes` (what one GSO send carries; the
+    connection sizes its runs so that one is enough:
+    Config.datagram_overhead), for the connection ID the rows address.
+    `train` goes back to the pool (its trailer room may hold the tails:
+    `_seal_rows`). The whole step per train, compiled with the rest of
+    this module: a bulk sender makes some 16,000 trains a GB at 1,472 bytes
+    (docs/security.md, Performance)."""
+    size = train.size
+    total = len(train)
+    sealed_size = size + OVERHEAD
+    dst = int.from_bytes(train[4:8], "big")
+    per_train = max(1, run_bytes // sealed_size) * size  # plaintext bytes per sealed train
+    trains: list[Train] = []
+    with memoryview(train) as view:
+        for start in range(0, total, per_train):
+            stop = min(start + per_train, total)
+            rows = -(-(stop - start) // size)
+            length = stop - start + OVERHEAD * rows
+            out = _reuse(sealed_size, rows) if length == sealed_size * rows else None
+            if out is None:
+                out = Train(length)
+                out.size = sealed_size
+                out._parts = None
+            with memoryview(out) as mv:
+                sealer.seal_rows(view[start:stop], size, rows, mv, dst)
+            trains.append(out)
+    release(train)
+    return trains
 
 
 # In-order packet numbers a ReplayWindow counts before it shifts its bitmap.

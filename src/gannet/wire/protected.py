@@ -155,12 +155,29 @@ def sealed_plaintext(datagram: bytes | bytearray | memoryview) -> bytes:
     trailer): its bytes from 8 to the trailer, then its flags byte (bit 7:
     the short form) and bytes 2-3. Raises ValueError for anything but a
     datagram of this version. (_rows.c does the same over each row.)"""
+    return bytes(datagram[HEADER_SIZE : len(datagram) - TRAILER_SIZE]) + _sealed_tail(datagram)
+
+
+def sealed_plaintext_in_place(datagram: memoryview) -> memoryview:
+    """`sealed_plaintext` without copying the datagram: for a writable one
+    whose CRC trailer is no longer wanted (the tag replaces it), the tail
+    is written over the trailer's first bytes (TAIL < TRAILER_SIZE), and
+    the plaintext is the view from byte 8 to the tail's end. A 64 KB
+    datagram is then sealed with no copy of its bytes besides the AEAD's
+    own output, as _rows.c seals its rows."""
+    end = len(datagram) - TRAILER_SIZE
+    datagram[end : end + TAIL] = _sealed_tail(datagram)
+    return datagram[HEADER_SIZE : end + TAIL]
+
+
+def _sealed_tail(datagram: bytes | bytearray | memoryview) -> bytes:
+    """The tail of what the AEAD encrypts (see sealed_plaintext); raises
+    ValueError for anything but a plaintext datagram of this version."""
     n = len(datagram)
     form, flags = datagram[0], datagram[1] if n > 1 else 0
     if n < HEADER_SIZE + TRAILER_SIZE or form not in (VERSION, SHORT_FORM) or flags & SHORT_BIT:
         raise ValueError("not a plaintext Gannet datagram")
-    tail = bytes((flags | SHORT_BIT if form == SHORT_FORM else flags, datagram[2], datagram[3]))
-    return bytes(datagram[HEADER_SIZE : n - TRAILER_SIZE]) + tail
+    return bytes((flags | SHORT_BIT if form == SHORT_FORM else flags, datagram[2], datagram[3]))
 
 
 def restore_inner(buf: bytearray | memoryview, pos: int, length: int, dst_cid: int) -> int:
