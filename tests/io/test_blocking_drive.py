@@ -266,3 +266,42 @@ def test_accept_takes_a_connection_that_arrives_as_it_begins_to_drive():
     assert s.recv(4) == b"ping"
     for x in (c, s, ls):
         x.close()
+
+
+def test_a_listener_with_a_code_answers_each_hello_with_an_exchange_started_ahead(monkeypatch):
+    """A blocking listener with a code makes its half of the next code
+    exchange (the SPAKE2 message) before the hello comes, as the asyncio
+    listener does: the first while nobody accepts yet, each next one on the
+    thread in accept() as it waits. Every hello finds one started."""
+    import gannet.crypto.endpoint as secure
+
+    answered = []
+    real = secure.ServerHandshake
+
+    def spy(*args, started=None, **kw):
+        answered.append(started is not None)
+        return real(*args, started=started, **kw)
+
+    monkeypatch.setattr(secure, "ServerHandshake", spy)
+    code = "7-guitar-october"
+    ls = gannet.Socket(code=code)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(10)
+    sec = ls._aep.ep
+    wait_until(lambda: sec._code_started is not None)  # nobody in accept() yet
+    first = sec._code_started
+    socks = [ls]
+    for _ in range(3):
+        c = gannet.Socket(code=code)
+        c.settimeout(10)
+        c.connect(ls.getsockname())
+        s, _ = ls.accept()
+        c.sendall(b"ping")
+        assert s.recv(4) == b"ping"
+        socks += [c, s]
+    assert answered == [True, True, True]
+    wait_until(lambda: sec._code_started is not None)  # the next one, ahead again
+    assert sec._code_started[1] != first[1]
+    for x in socks:
+        x.close()

@@ -330,6 +330,9 @@ class Socket:
             self._accept_cond = threading.Condition(aep.lock)
             aep.ep.listen(max(1, backlog))
             aep.on_available = lambda _conn, c=self._accept_cond: c.notify_all()
+            # The first hello's half of a code exchange, started while none is
+            # here (the thread in accept() starts each next one as it waits).
+            aep.prepare_soon_threadsafe()
         self._listening = True
 
     def accept(self) -> tuple[Socket, tuple]:

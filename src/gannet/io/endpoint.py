@@ -740,6 +740,11 @@ class AioEndpoint:
         if self._can_prepare:
             self.loop.call_soon(self._prepare)
 
+    def prepare_soon_threadsafe(self) -> None:
+        """The same, from any thread (the blocking Socket's listener)."""
+        if self._can_prepare:
+            self._call_loop(self._prepare)
+
     def _prepare(self) -> None:
         with self.lock:
             if not self.closed:
@@ -873,6 +878,8 @@ class AioEndpoint:
         with self.lock:
             if self.closed or (ready is not None and ready()):
                 return
+            if self._can_prepare and self.ep.prepare_due:  # (SecureEndpoint.prepare)
+                self.ep.prepare()  # type: ignore[union-attr] - the work of the next hello, while we wait
             deadline = self.ep.get_timer()
             if until is not None and (deadline is None or until < deadline):
                 deadline = until
@@ -921,6 +928,8 @@ class AioEndpoint:
         d.left_at = self.now()
         if self.closed:
             return
+        if self._can_prepare and self.ep.prepare_due:  # (a hello answered on the way out)
+            self.prepare_soon_threadsafe()
         # A deadline before the loop's next look needs the loop sooner.
         deadline = self.ep.get_timer()
         if deadline is not None and d.check_at is not None and deadline < d.check_at:
