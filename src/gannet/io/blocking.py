@@ -412,7 +412,8 @@ class Socket:
     def _connected_for_write(self) -> _ConnWaiter:
         if self._closed or self._wr_shut:
             raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
-        return self._connected()
+        w = self._w
+        return w if w is not None else self._connected()
 
     def _send_locked(self, w: _ConnWaiter, data, deadline: float | None) -> int:
         """With the lock held: queue what fits of `data` (waiting for room)
@@ -449,7 +450,9 @@ class Socket:
             raise ValueError("negative buffersize in recv")
         if flags:
             raise ValueError("recv flags are not supported")
-        w = self._connected()
+        w = self._w
+        if w is None or self._closed:
+            w = self._connected()  # (raises)
         if bufsize == 0 or self._rd_shut:
             return b""
         conn = w.conn

@@ -580,7 +580,7 @@ class _Drive:
     """An endpoint's state while application threads drive it (begin_drive)."""
 
     __slots__ = ("active", "driving", "poll_until", "left_at", "check", "check_at",
-                 "waiting", "poller", "_wake_r", "_wake_w")
+                 "waiting", "after", "poller", "_wake_r", "_wake_w")
 
     def __init__(self, fd: int) -> None:
         self.active = False  # callers drive it: the loop does not watch the socket
@@ -589,6 +589,9 @@ class _Drive:
         self.left_at = 0.0  # when the last drive ended
         self.check: asyncio.TimerHandle | None = None  # the loop's _check_callers
         self.check_at: float | None = None
+        # The core's deadline as the last drive left it (math.nan: not known),
+        # for end_drive: asking the core again would find the same.
+        self.after: float | None = math.nan
         # The Conditions (of the endpoint's lock) other threads wait on while
         # one drives, with how many wait on each: end_drive notifies one
         # waiter of each, and one of them drives next.
@@ -866,6 +869,7 @@ class AioEndpoint:
         if d.driving:
             return False
         d.driving = True
+        d.after = math.nan
         if not d.active:
             d.active = True
             self._call_loop(self._reader_off)  # once, until the loop takes the socket back
@@ -930,6 +934,8 @@ class AioEndpoint:
                     ep.handle_timer(now)
                     self._timer_moved = True
                     self._process_locked()
+                    due = ep.get_timer()
+            d.after = due  # (the caller holds the lock until end_drive: it stays so)
         finally:
             self._off_loop = False
 
@@ -947,7 +953,9 @@ class AioEndpoint:
         if self._can_prepare and self.ep.prepare_due:  # (a hello answered on the way out)
             self.prepare_soon_threadsafe()
         # A deadline before the loop's next look needs the loop sooner.
-        deadline = self.ep.get_timer()
+        deadline = d.after
+        if deadline != deadline:  # (nan: the drive returned before its pass)
+            deadline = self.ep.get_timer()
         if deadline is not None and d.check_at is not None and deadline < d.check_at:
             self._call_loop(self._check_callers)
 
