@@ -133,14 +133,15 @@ class _ConnWaiter:
         self.error: BaseException | None = conn.error
         aep.attach(conn, self.on_event)
 
-    def on_event(self, ev: Event) -> None:  # loop thread, lock held
+    def on_event(self, ev: Event) -> None:  # whoever runs the endpoint's pass, lock held
         kind = type(ev)
-        if kind is ConnectionEstablished:
+        if kind is DataReceived or kind is StreamEnded:  # (most events: a message)
+            if self.discard:
+                self.drop_input()
+        elif kind is ConnectionEstablished:
             self.established = True
         elif kind is ConnectionTerminated and ev.error is not None:  # type: ignore[attr-defined]
             self.error = ev.error  # type: ignore[attr-defined]
-        if self.discard and (kind is DataReceived or kind is StreamEnded):
-            self.drop_input()
         cond = self.cond
         if cond._waiters:  # type: ignore[attr-defined] # (usually none: the reader drives the endpoint itself)
             cond.notify_all()
