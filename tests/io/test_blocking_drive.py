@@ -79,9 +79,10 @@ def test_ping_pong_messages_are_run_by_the_calling_threads():
 
 def test_a_message_costs_no_wake_up_notification_or_second_deadline_look(monkeypatch):
     """In a steady ping-pong the thread that drives is the one that waits:
-    no Condition is notified, no wake-up is written to the driver's poll,
-    and end_drive does not ask the core again for the deadline the drive
-    computed."""
+    no Condition is notified and no wake-up is written to the driver's poll
+    by the callers' own passes (only the I/O thread's rare looks may, when
+    a thread was away for CALLER_GRACE on a busy machine), and end_drive
+    does not ask the core again for the deadline the drive computed."""
     import gannet.io.endpoint as endpoint_mod
 
     ls, c, s = pair()
@@ -131,14 +132,18 @@ def test_a_message_costs_no_wake_up_notification_or_second_deadline_look(monkeyp
         monkeypatch.setattr(endpoint_mod._Drive, "wake", wake)
         monkeypatch.setattr(endpoint_mod.AioEndpoint, "end_drive", end_drive)
         monkeypatch.setattr(endpoint_mod.AioEndpoint, "drive", drive)
+        loop_before = c.io_stats.loop_calls + s.io_stats.loop_calls
         n = 300
         for i in range(n):
             msg = i.to_bytes(4, "big") * 16
             c.sendall(msg)
             assert c.recv(64) == msg
         monkeypatch.undo()
+        loop_calls = c.io_stats.loop_calls + s.io_stats.loop_calls - loop_before
         assert counts["drives"] >= n  # (both sides drove: the client's n, the server's)
-        assert counts["notify"] == 0 and counts["wake"] == 0, counts
+        # One thread per endpoint here: a wake-up or a notification can only
+        # come from the I/O thread's passes, never one per message.
+        assert counts["notify"] + counts["wake"] <= loop_calls < n / 2, (counts, loop_calls)
         # A drive that returned before its pass (closed, or what it waits
         # for already there) leaves end_drive to ask; a drive that ran its
         # pass hands the deadline on.

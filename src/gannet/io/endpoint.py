@@ -909,7 +909,7 @@ class AioEndpoint:
             ready_fds = ()
         finally:
             lock._acquire_restore(saved)  # type: ignore[attr-defined]
-        d.poll_until = None
+            d.poll_until = None
         if self.closed:
             return
         self.io_stats.caller_passes += 1
