@@ -287,12 +287,12 @@ class Socket:
                 return
 
     def _can_read(self) -> bool:
-        conn = self._w.conn  # type: ignore[union-attr] - connected
+        conn = self._w.conn  # type: ignore[union-attr] # (connected)
         return conn.readable_bytes > 0 or conn.eof or conn.state is _CLOSED or self._rd_shut \
             or self._closed
 
     def _can_write(self) -> bool:
-        conn = self._w.conn  # type: ignore[union-attr] - connected
+        conn = self._w.conn  # type: ignore[union-attr] # (connected)
         return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
             or conn.state not in _WRITABLE
 

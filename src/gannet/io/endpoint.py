@@ -888,8 +888,8 @@ class AioEndpoint:
         if self.closed or (ready is not None and ready()):
             return
         ep = self.ep
-        if self._can_prepare and ep.prepare_due:  # (SecureEndpoint.prepare)
-            ep.prepare()  # type: ignore[union-attr] - the work of the next hello, while we wait
+        if self._can_prepare and ep.prepare_due:  # type: ignore[attr-defined] # (a SecureEndpoint)
+            ep.prepare()  # type: ignore[attr-defined] # the next hello's work, while we wait
         deadline = ep.get_timer()
         if until is not None and (deadline is None or until < deadline):
             deadline = until
@@ -906,7 +906,7 @@ class AioEndpoint:
         try:
             ready_fds = d.poller.poll(timeout)
         except InterruptedError:
-            ready_fds = ()
+            ready_fds = []
         finally:
             lock._acquire_restore(saved)  # type: ignore[attr-defined]
             d.poll_until = None
@@ -950,7 +950,7 @@ class AioEndpoint:
                 cond.notify()  # one of them drives next
         if self.closed:
             return
-        if self._can_prepare and self.ep.prepare_due:  # (a hello answered on the way out)
+        if self._can_prepare and self.ep.prepare_due:  # type: ignore[attr-defined] # (a hello answered on the way out)
             self.prepare_soon_threadsafe()
         # A deadline before the loop's next look needs the loop sooner.
         deadline = d.after
