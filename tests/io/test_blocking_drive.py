@@ -77,6 +77,85 @@ def test_ping_pong_messages_are_run_by_the_calling_threads():
     assert not server.is_alive()
 
 
+def test_a_message_costs_no_wake_up_notification_or_second_deadline_look(monkeypatch):
+    """In a steady ping-pong the thread that drives is the one that waits:
+    no Condition is notified and no wake-up is written to the driver's poll
+    by the callers' own passes (only the I/O thread's rare looks may, when
+    a thread was away for CALLER_GRACE on a busy machine), and end_drive
+    does not ask the core again for the deadline the drive computed."""
+    import gannet.io.endpoint as endpoint_mod
+
+    ls, c, s = pair()
+    server = threading.Thread(target=echo, args=(s,), daemon=True)
+    server.start()
+    counts = {"notify": 0, "wake": 0, "get_timer": 0, "drives": 0}
+    real_notify_all, real_wake = threading.Condition.notify_all, endpoint_mod._Drive.wake
+    real_drive, real_end = endpoint_mod.AioEndpoint.drive, endpoint_mod.AioEndpoint.end_drive
+
+    def notify_all(cond):
+        counts["notify"] += 1
+        real_notify_all(cond)
+
+    def wake(d):
+        counts["wake"] += 1
+        real_wake(d)
+
+    def end_drive(aep):
+        # the core's deadline asked while the drive leaves (the core is
+        # compiled: count through the instance's endpoint, swapped briefly)
+        ep = aep.ep
+        real_get_timer = ep.get_timer
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(ep, name)
+
+            def get_timer(self):
+                counts["get_timer"] += 1
+                return real_get_timer()
+
+        aep.ep = Counting()
+        try:
+            real_end(aep)
+        finally:
+            aep.ep = ep
+
+    def drive(aep, until, ready=None):
+        counts["drives"] += 1
+        real_drive(aep, until, ready)
+
+    try:
+        for _ in range(20):  # settle: both ends now driven by their callers
+            c.sendall(b"x" * 64)
+            assert c.recv(64) == b"x" * 64
+        monkeypatch.setattr(threading.Condition, "notify_all", notify_all)
+        monkeypatch.setattr(endpoint_mod._Drive, "wake", wake)
+        monkeypatch.setattr(endpoint_mod.AioEndpoint, "end_drive", end_drive)
+        monkeypatch.setattr(endpoint_mod.AioEndpoint, "drive", drive)
+        loop_before = c.io_stats.loop_calls + s.io_stats.loop_calls
+        n = 300
+        for i in range(n):
+            msg = i.to_bytes(4, "big") * 16
+            c.sendall(msg)
+            assert c.recv(64) == msg
+        monkeypatch.undo()
+        loop_calls = c.io_stats.loop_calls + s.io_stats.loop_calls - loop_before
+        assert counts["drives"] >= n  # (both sides drove: the client's n, the server's)
+        # One thread per endpoint here: a wake-up or a notification can only
+        # come from the I/O thread's passes, never one per message.
+        assert counts["notify"] + counts["wake"] <= loop_calls < n / 2, (counts, loop_calls)
+        # A drive that returned before its pass (closed, or what it waits
+        # for already there) leaves end_drive to ask; a drive that ran its
+        # pass hands the deadline on.
+        assert counts["get_timer"] <= counts["drives"] // 10, counts
+    finally:
+        monkeypatch.undo()
+        c.close()
+        server.join(10)
+        s.close()
+        ls.close()
+
+
 def test_several_threads_on_several_sockets():
     ls = gannet.Socket()
     ls.bind(("127.0.0.1", 0))
@@ -265,4 +344,43 @@ def test_accept_takes_a_connection_that_arrives_as_it_begins_to_drive():
     c.sendall(b"ping")
     assert s.recv(4) == b"ping"
     for x in (c, s, ls):
+        x.close()
+
+
+def test_a_listener_with_a_code_answers_each_hello_with_an_exchange_started_ahead(monkeypatch):
+    """A blocking listener with a code makes its half of the next code
+    exchange (the SPAKE2 message) before the hello comes, as the asyncio
+    listener does: the first while nobody accepts yet, each next one on the
+    thread in accept() as it waits. Every hello finds one started."""
+    import gannet.crypto.endpoint as secure
+
+    answered = []
+    real = secure.ServerHandshake
+
+    def spy(*args, started=None, **kw):
+        answered.append(started is not None)
+        return real(*args, started=started, **kw)
+
+    monkeypatch.setattr(secure, "ServerHandshake", spy)
+    code = "7-guitar-october"
+    ls = gannet.Socket(code=code)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(10)
+    sec = ls._aep.ep
+    wait_until(lambda: sec._code_started is not None)  # nobody in accept() yet
+    first = sec._code_started
+    socks = [ls]
+    for _ in range(3):
+        c = gannet.Socket(code=code)
+        c.settimeout(10)
+        c.connect(ls.getsockname())
+        s, _ = ls.accept()
+        c.sendall(b"ping")
+        assert s.recv(4) == b"ping"
+        socks += [c, s]
+    assert answered == [True, True, True]
+    wait_until(lambda: sec._code_started is not None)  # the next one, ahead again
+    assert sec._code_started[1] != first[1]
+    for x in socks:
         x.close()

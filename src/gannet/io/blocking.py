@@ -133,49 +133,23 @@ class _ConnWaiter:
         self.error: BaseException | None = conn.error
         aep.attach(conn, self.on_event)
 
-    def on_event(self, ev: Event) -> None:  # loop thread, lock held
+    def on_event(self, ev: Event) -> None:  # whoever runs the endpoint's pass, lock held
         kind = type(ev)
-        if kind is ConnectionEstablished:
+        if kind is DataReceived or kind is StreamEnded:  # (most events: a message)
+            if self.discard:
+                self.drop_input()
+        elif kind is ConnectionEstablished:
             self.established = True
         elif kind is ConnectionTerminated and ev.error is not None:  # type: ignore[attr-defined]
             self.error = ev.error  # type: ignore[attr-defined]
-        if self.discard and (kind is DataReceived or kind is StreamEnded):
-            self.drop_input()
-        self.cond.notify_all()
+        cond = self.cond
+        if cond._waiters:  # type: ignore[attr-defined] # (usually none: the reader drives the endpoint itself)
+            cond.notify_all()
 
     def drop_input(self) -> None:
         conn = self.conn
         while conn.readable_bytes:
             conn.recv(conn.readable_bytes)
-
-
-_WAITING: weakref.WeakKeyDictionary[AioEndpoint, dict[threading.Condition, int]] = \
-    weakref.WeakKeyDictionary()
-
-
-def _waiting_on(aep: AioEndpoint) -> dict[threading.Condition, int]:
-    """The Conditions threads wait on while another thread drives `aep`
-    (guarded by aep.lock)."""
-    waiting = _WAITING.get(aep)
-    if waiting is None:
-        waiting = _WAITING[aep] = {}
-    return waiting
-
-
-def _drive(aep: AioEndpoint, cond: threading.Condition, ready: Callable[[], bool],
-           left: float | None) -> None:
-    """With cond's lock held and aep.begin_drive() granted: run the endpoint
-    on this thread for one wait (up to `left` seconds), the lock released
-    meanwhile, then hand the drive to a waiting thread, if any."""
-    until = None if left is None else aep.now() + left
-    saved = cond._release_save()  # type: ignore[attr-defined] # (held once or more)
-    try:
-        aep.drive(until, ready)
-    finally:
-        cond._acquire_restore(saved)  # type: ignore[attr-defined]
-        aep.end_drive()
-        for other in _WAITING.get(aep, ()):
-            other.notify()  # one of them drives next
 
 
 def _oserror(code: int, what: str = "") -> OSError:
@@ -271,7 +245,11 @@ class Socket:
 
     def _wait(self, cond: threading.Condition, ready: Callable[[], bool],
               deadline: float | None = None) -> None:
-        """With cond's lock held: wait until ready(), honouring the timeout."""
+        """With the endpoint's lock held (cond is a Condition of it): wait
+        until ready(), honouring the timeout. The thread drives the endpoint
+        while it waits (reads the socket, runs the core, fires its
+        deadlines); if another thread drives it, it waits on cond, notified
+        by that thread's passes, and is handed the drive when it leaves."""
         if ready():
             return
         timeout = self._timeout
@@ -288,19 +266,35 @@ class Socket:
                 if left <= 0:
                     raise TimeoutError("timed out")
             if aep.begin_drive():
-                _drive(aep, cond, ready, left)
-            else:
-                waiting = _waiting_on(aep)
-                waiting[cond] = waiting.get(cond, 0) + 1
                 try:
-                    cond.wait(left)
+                    aep.drive(None if left is None else aep.now() + left)
                 finally:
-                    if waiting[cond] == 1:
-                        del waiting[cond]
-                    else:
-                        waiting[cond] -= 1
+                    aep.end_drive()
+            else:
+                waiting = aep.drive_waiting()
+                if waiting is None:  # (the endpoint closed before anyone drove it)
+                    cond.wait(left)
+                else:
+                    waiting[cond] = waiting.get(cond, 0) + 1
+                    try:
+                        cond.wait(left)
+                    finally:
+                        if waiting[cond] == 1:
+                            del waiting[cond]
+                        else:
+                            waiting[cond] -= 1
             if ready():
                 return
+
+    def _can_read(self) -> bool:
+        conn = self._w.conn  # type: ignore[union-attr] # (connected)
+        return conn.readable_bytes > 0 or conn.eof or conn.state is _CLOSED or self._rd_shut \
+            or self._closed
+
+    def _can_write(self) -> bool:
+        conn = self._w.conn  # type: ignore[union-attr] # (connected)
+        return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
+            or conn.state not in _WRITABLE
 
     def _connected(self) -> _ConnWaiter:
         self._check_open()
@@ -330,6 +324,9 @@ class Socket:
             self._accept_cond = threading.Condition(aep.lock)
             aep.ep.listen(max(1, backlog))
             aep.on_available = lambda _conn, c=self._accept_cond: c.notify_all()
+            # The first hello's half of a code exchange, started while none is
+            # here (the thread in accept() starts each next one as it waits).
+            aep.prepare_soon_threadsafe()
         self._listening = True
 
     def accept(self) -> tuple[Socket, tuple]:
@@ -406,44 +403,47 @@ class Socket:
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue what fits in the send buffer (waiting for room); returns the count."""
         w = self._connected_for_write()
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
-        if not len(view):
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = memoryview(data).cast("B")
+        if not len(data):
             return 0
-        with w.cond:
-            return self._send_locked(w, view, None)
+        with w.aep.lock:
+            return self._send_locked(w, data, None)
 
     def _connected_for_write(self) -> _ConnWaiter:
         if self._closed or self._wr_shut:
             raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
-        return self._connected()
+        w = self._w
+        return w if w is not None else self._connected()
 
-    def _send_locked(self, w: _ConnWaiter, view, deadline: float | None) -> int:
+    def _send_locked(self, w: _ConnWaiter, data, deadline: float | None) -> int:
+        """With the lock held: queue what fits of `data` (waiting for room)
+        and hand what the core has ready to the kernel, on this thread."""
         conn = w.conn
-
-        def ready() -> bool:
-            return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
-                or conn.state not in _WRITABLE
-
         while True:
             if self._closed or self._wr_shut:
                 raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
             # Call send even when full: a short send is what asks the core
             # for SendSpaceAvailable.
-            n = conn.send(view)  # raises the connection's error, or BrokenPipeError
+            n = conn.send(data)  # raises the connection's error, or BrokenPipeError
             if n:
                 w.aep.flush_threadsafe()  # sent from this thread, at once
                 return n
-            self._wait(w.cond, ready, deadline)
+            self._wait(w.cond, self._can_write, deadline)
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """Send everything (the timeout, if any, bounds the whole call)."""
         w = self._connected_for_write()
-        view = memoryview(data).cast("B")
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = memoryview(data).cast("B")
         deadline = None if not self._timeout else time.monotonic() + self._timeout
-        sent, total = 0, len(view)
-        with w.cond:
-            while sent < total:
-                sent += self._send_locked(w, view[sent:], deadline)
+        total = len(data)
+        with w.aep.lock:
+            sent = self._send_locked(w, data, deadline) if total else 0
+            if sent < total:  # (the rest through a view: slicing bytes would copy them)
+                view = memoryview(data)
+                while sent < total:
+                    sent += self._send_locked(w, view[sent:], deadline)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Wait for at least one byte; b"" at end of stream."""
@@ -451,16 +451,18 @@ class Socket:
             raise ValueError("negative buffersize in recv")
         if flags:
             raise ValueError("recv flags are not supported")
-        w = self._connected()
+        w = self._w
+        if w is None or self._closed:
+            w = self._connected()  # (raises)
         if bufsize == 0 or self._rd_shut:
             return b""
         conn = w.conn
-        with w.cond:
-            self._wait(w.cond, lambda: conn.readable_bytes > 0 or conn.eof or conn.state is _CLOSED
-                       or self._rd_shut or self._closed)
+        aep = w.aep
+        with aep.lock:
+            self._wait(w.cond, self._can_read)
             if conn.readable_bytes and not self._rd_shut:
                 data = conn.recv(bufsize)
-                w.aep.flush_threadsafe()  # the window may have opened
+                aep.flush_threadsafe()  # the window may have opened
                 return data
             if conn.error is not None and not conn.eof:
                 raise copy_error(conn.error)

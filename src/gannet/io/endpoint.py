@@ -580,7 +580,7 @@ class _Drive:
     """An endpoint's state while application threads drive it (begin_drive)."""
 
     __slots__ = ("active", "driving", "poll_until", "left_at", "check", "check_at",
-                 "poller", "_wake_r", "_wake_w")
+                 "waiting", "after", "poller", "_wake_r", "_wake_w")
 
     def __init__(self, fd: int) -> None:
         self.active = False  # callers drive it: the loop does not watch the socket
@@ -589,6 +589,13 @@ class _Drive:
         self.left_at = 0.0  # when the last drive ended
         self.check: asyncio.TimerHandle | None = None  # the loop's _check_callers
         self.check_at: float | None = None
+        # The core's deadline as the last drive left it (math.nan: not known),
+        # for end_drive: asking the core again would find the same.
+        self.after: float | None = math.nan
+        # The Conditions (of the endpoint's lock) other threads wait on while
+        # one drives, with how many wait on each: end_drive notifies one
+        # waiter of each, and one of them drives next.
+        self.waiting: dict[threading.Condition, int] = {}
         # A wake-up for the driving thread's poll: another thread changed
         # what it waits for (close, shutdown, an earlier deadline, an event).
         self._wake_r, self._wake_w = socket.socketpair()
@@ -740,6 +747,11 @@ class AioEndpoint:
         if self._can_prepare:
             self.loop.call_soon(self._prepare)
 
+    def prepare_soon_threadsafe(self) -> None:
+        """The same, from any thread (the blocking Socket's listener)."""
+        if self._can_prepare:
+            self._call_loop(self._prepare)
+
     def _prepare(self) -> None:
         with self.lock:
             if not self.closed:
@@ -845,9 +857,10 @@ class AioEndpoint:
     def begin_drive(self) -> bool:
         """From an application thread about to wait, with the lock held:
         become the thread that runs this endpoint until `end_drive`. False
-        if another thread drives it (wait on a Condition of this lock: its
-        passes dispatch the events, and end_drive notifies `waiting`) or the
-        endpoint is closed."""
+        if another thread drives it (wait on a Condition of this lock,
+        counted in `drive_waiting()` meanwhile: the driver's passes dispatch
+        the events, and end_drive notifies one waiter of each Condition
+        there) or the endpoint is closed."""
         if self.closed:
             return False
         d = self._drive
@@ -856,62 +869,75 @@ class AioEndpoint:
         if d.driving:
             return False
         d.driving = True
+        d.after = math.nan
         if not d.active:
             d.active = True
             self._call_loop(self._reader_off)  # once, until the loop takes the socket back
         return True
 
     def drive(self, until: float | None, ready: Callable[[], bool] | None = None) -> None:
-        """Between begin_drive and end_drive, WITHOUT the lock: wait for a
-        datagram, a wake-up or the core's next deadline (at most until
-        `until`, on the core's clock), then run the pass that is due.
-        `ready` (called with the lock held) says whether what the caller
-        waits for came meanwhile (another thread ran a pass while the lock
-        was free): then it returns at once."""
+        """Between begin_drive and end_drive, with the lock held (once or
+        more: it is released only while the thread sleeps in poll): wait for
+        a datagram, a wake-up or the core's next deadline (at most until
+        `until`, on the core's clock), then run the pass that is due. The
+        lock is taken back once, for the receive, the timers and the pass
+        together. `ready` (optional) says whether what the caller waits for
+        is there already: then it returns at once."""
         d = self._drive
         assert d is not None and d.driving
-        with self.lock:
-            if self.closed or (ready is not None and ready()):
-                return
-            deadline = self.ep.get_timer()
-            if until is not None and (deadline is None or until < deadline):
-                deadline = until
-            d.poll_until = deadline if deadline is not None else math.inf
-            now = self.now()
+        if self.closed or (ready is not None and ready()):
+            return
+        ep = self.ep
+        if self._can_prepare and ep.prepare_due:  # type: ignore[attr-defined] # (a SecureEndpoint)
+            ep.prepare()  # type: ignore[attr-defined] # the next hello's work, while we wait
+        deadline = ep.get_timer()
+        if until is not None and (deadline is None or until < deadline):
+            deadline = until
         # poll() counts whole milliseconds, as the event loops do: round up,
         # so the pass after it finds the deadline reached.
-        timeout = -1 if deadline is None else max(0, math.ceil((deadline - now) * 1000))
+        if deadline is None:
+            timeout = -1
+            d.poll_until = math.inf
+        else:
+            timeout = max(0, math.ceil((deadline - self.now()) * 1000))
+            d.poll_until = deadline
+        lock = self.lock
+        saved = lock._release_save()  # type: ignore[attr-defined] # (an RLock, held once or more)
         try:
-            ready = d.poller.poll(timeout)
+            ready_fds = d.poller.poll(timeout)
         except InterruptedError:
-            ready = ()
-        with self.lock:
+            ready_fds = []
+        finally:
+            lock._acquire_restore(saved)  # type: ignore[attr-defined]
             d.poll_until = None
-            if self.closed:
-                return
-            self.io_stats.caller_passes += 1
-            readable = False
-            for fd, _ in ready:
-                if fd == self._fd:
-                    readable = True
+        if self.closed:
+            return
+        self.io_stats.caller_passes += 1
+        readable = False
+        for fd, _ in ready_fds:
+            if fd == self._fd:
+                readable = True
+            else:
+                d.drain()
+        self._off_loop = True
+        try:
+            if readable:
+                buf, view, bufs = _receive_buffer()  # this thread's
+                if self.gro:
+                    self._receive_gro(bufs, view)
                 else:
-                    d.drain()
-            self._off_loop = True
-            try:
-                if readable:
-                    buf, view, bufs = _receive_buffer()  # this thread's
-                    if self.gro:
-                        self._receive_gro(bufs, view)
-                    else:
-                        self._receive_plain(buf, view)
+                    self._receive_plain(buf, view)
+            due = ep.get_timer()
+            if due is not None and not self.closed:
                 now = self.now()
-                due = self.ep.get_timer()
-                if due is not None and due <= now and not self.closed:
-                    self.ep.handle_timer(now)
+                if due <= now:
+                    ep.handle_timer(now)
                     self._timer_moved = True
                     self._process_locked()
-            finally:
-                self._off_loop = False
+                    due = ep.get_timer()
+            d.after = due  # (the caller holds the lock until end_drive: it stays so)
+        finally:
+            self._off_loop = False
 
     def end_drive(self) -> None:
         """With the lock held: this thread stops running the endpoint."""
@@ -919,12 +945,26 @@ class AioEndpoint:
         assert d is not None
         d.driving = False
         d.left_at = self.now()
+        if d.waiting:
+            for cond in d.waiting:
+                cond.notify()  # one of them drives next
         if self.closed:
             return
+        if self._can_prepare and self.ep.prepare_due:  # type: ignore[attr-defined] # (a hello answered on the way out)
+            self.prepare_soon_threadsafe()
         # A deadline before the loop's next look needs the loop sooner.
-        deadline = self.ep.get_timer()
+        deadline = d.after
+        if deadline != deadline:  # (nan: the drive returned before its pass)
+            deadline = self.ep.get_timer()
         if deadline is not None and d.check_at is not None and deadline < d.check_at:
             self._call_loop(self._check_callers)
+
+    def drive_waiting(self) -> dict[threading.Condition, int] | None:
+        """With the lock held: the Conditions threads wait on while another
+        drives (a thread adds its own before waiting, removes it after);
+        None if no thread ever drove the endpoint."""
+        d = self._drive
+        return None if d is None else d.waiting
 
     def wake_driver(self) -> None:
         """With the lock held: wake the thread driving the endpoint, if it
