@@ -213,3 +213,48 @@ def test_asyncio_reader_waits_once_per_message_on_one_future(monkeypatch):
     # read asks; the echo's next read waits for the next message)
     assert 2 * N - 2 <= made <= 2 * N + 2, made
     assert through_coroutine == 0, through_coroutine
+
+
+def test_asyncio_reply_leaves_in_the_write_that_makes_it():
+    # The pass a read defers until the woken task has answered runs in that
+    # answer's write (AioEndpoint.flush_now): the reply, with the ACK it
+    # carries, is handed to the kernel inside writer.write(), before the
+    # rest of the task's step, and the deferred callback then finds its
+    # pass done (still one pass per message and side).
+    inside_write = []
+
+    async def main():
+        async def echo(reader, writer):
+            st = writer.get_extra_info("endpoint").io_stats
+            try:
+                while True:
+                    data = await reader.readexactly(64)
+                    sent, passes = st.send_calls, st.passes
+                    writer.write(data)
+                    inside_write.append((st.send_calls - sent, st.passes - passes))
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True) as server:
+            reader, writer = await gannet.open_connection(*server.addresses[0], insecure=True)
+            sst = server.endpoint.io_stats
+            for _ in range(20):
+                writer.write(MSG)
+                assert await reader.readexactly(64) == MSG
+            passes0 = sst.passes
+            for _ in range(N):
+                writer.write(MSG)
+                await writer.drain()
+                assert await reader.readexactly(64) == MSG
+            passes = (sst.passes - passes0) / N
+            writer.close()
+            await writer.wait_closed()
+        return passes
+
+    passes = asyncio.run(asyncio.wait_for(main(), 50))
+    steady = inside_write[20:]
+    assert len(steady) >= N - 1
+    # every reply left inside its write, in one pass run there
+    assert sum(s for s, _ in steady) >= 0.95 * len(steady), steady[:10]
+    assert sum(p for _, p in steady) >= 0.95 * len(steady), steady[:10]
+    assert passes <= 1.1, passes
