@@ -66,6 +66,13 @@ def test_asyncio_message_costs_one_wakeup_one_pass_and_no_timer_rearm(monkeypatc
                 assert await reader.readexactly(64) == MSG
             client, srv = per_message(counters(cst), before[0]), per_message(counters(sst), before[1])
             timer_arms = len(arms) / N
+            # The adapter reads the core's event queue, dirty set and timer
+            # heap through references of its own: still the core's objects
+            # after a handshake, messages, ACKs and timers.
+            for aep in (writer.get_extra_info("endpoint"), server.endpoint):
+                assert aep._events is aep.ep._events
+                assert aep._dirty is aep.ep._dirty
+                assert aep._heap is aep.ep._heap
             writer.close()
             await writer.wait_closed()
         return client, srv, timer_arms
