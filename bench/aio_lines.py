@@ -1,9 +1,9 @@
 """Lines of Python per 64-byte round trip over the asyncio streams API, by
-function: client and server on one event loop over loopback UDP (as
-bench/aio_cost.py), every line counted with `sys.settrace` over N round
-trips after 200 to settle. Compiled modules (the core) run no traced lines;
-what is counted is the Python above the core (adapter, streams, security
-layer) and the benchmark's own driver.
+function: bench/aio_cost.py's workload (client and server on one uvloop over
+loopback UDP, 200 round trips to settle), with every line of the N measured
+round trips counted by `sys.settrace`. Compiled modules (the core) run no
+traced lines: what is counted is the Python above the core (the adapter,
+the streams, the security layer) and the benchmark's own driver.
 
     python bench/aio_lines.py 2000 --insecure
     python bench/aio_lines.py 2000            # encrypted
@@ -12,8 +12,12 @@ Tracing slows the run about tenfold, so a timer fires now and then that
 does not fire untraced: the datagrams per round trip are printed (2.00
 means none did).
 """
-import argparse, asyncio, collections, os, sys
+import argparse, asyncio, collections, contextlib, os, sys
+
 import gannet
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import aio_cost  # noqa: E402 - the workload, from beside this file
 
 _ROOT = os.path.dirname(gannet.__file__)
 
@@ -24,28 +28,7 @@ def where(code) -> str:
     return f"{name}:{code.co_name}"
 
 
-async def main(n, insecure, lines, calls):
-    config = gannet.Config(insecure=insecure)
-
-    async def echo(r, w):
-        while True:
-            try:
-                m = await r.readexactly(64)
-            except asyncio.IncompleteReadError:
-                break
-            w.write(m)
-            await w.drain()
-        w.close()
-    srv = await gannet.start_server(echo, "127.0.0.1", 0, config=config)
-    r, w = await gannet.open_connection("127.0.0.1", srv.addresses[0][1], config=config)
-    msg = b"x" * 64
-
-    async def rounds(k):
-        for _ in range(k):
-            w.write(msg)
-            await w.drain()
-            await r.readexactly(64)
-
+def counting(lines, calls):
     def trace(frame, event, arg):
         key = where(frame.f_code)
         calls[key] += 1  # a call, or a coroutine resumed
@@ -56,16 +39,14 @@ async def main(n, insecure, lines, calls):
             return local
         return local
 
-    await rounds(200)
-    cep, sep = w.get_extra_info("endpoint").ep, srv.endpoint.ep
-    sent0 = cep.stats.datagrams_sent + sep.stats.datagrams_sent
-    sys.settrace(trace)
-    await rounds(n)
-    sys.settrace(None)
-    sent = cep.stats.datagrams_sent + sep.stats.datagrams_sent - sent0
-    w.close()
-    srv.close()
-    return sent
+    @contextlib.contextmanager
+    def measured():
+        sys.settrace(trace)
+        try:
+            yield
+        finally:
+            sys.settrace(None)
+    return measured
 
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +60,7 @@ if not args.no_uvloop:
     factory = uvloop.new_event_loop
 lines, calls = collections.Counter(), collections.Counter()
 with asyncio.Runner(loop_factory=factory) as runner:
-    sent = runner.run(main(args.count, args.insecure, lines, calls))
+    sent = runner.run(aio_cost.main(args.count, args.insecure, counting(lines, calls)))
 n = args.count
 print(f"{sent / n:.2f} datagrams and {sum(lines.values()) / n:.1f} lines of Python per round trip "
       "(both sides; the driver's included)")
