@@ -636,8 +636,7 @@ class AioEndpoint:
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "_queued", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
-        "on_refused", "_can_prepare", "_read_pass_due", "_events", "_dirty", "_heap", "__dict__",
-        "__weakref__",
+        "on_refused", "_can_prepare", "_events", "_dirty", "_heap", "__dict__", "__weakref__",
     )
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
@@ -690,7 +689,6 @@ class AioEndpoint:
         # (a connection was processed, or the timer fired): see _process_locked.
         self._timer_moved = False
         self._sent_at_once = False  # a write left at once and no pass has run since (flush_now)
-        self._read_pass_due = False  # the pass deferred after a read has not run yet (_after_receive)
         self._drive: _Drive | None = None  # made by the first begin_drive
         self._reader_on = True  # the loop watches the socket (off while callers drive it)
         self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
@@ -782,16 +780,9 @@ class AioEndpoint:
         another without the loop running ours are coalesced rather than each
         sent on its own. A request-response exchange pays for no extra pass:
         the reply's arrival runs one."""
-        if self.closed:
+        if self._flush_scheduled or self.closed:
             return
-        if self._flush_scheduled:
-            # A pass is due this loop turn. The one a read deferred
-            # (_after_receive) waits for exactly this write, the reply of
-            # the task the read woke: run it now, so the reply and the ACK
-            # it carries leave before the rest of the task's step, not after.
-            if not self._read_pass_due:
-                return
-        elif self._sent_at_once:
+        if self._sent_at_once:
             self.request_flush()
             return
         with self.lock:  # (self._process())
@@ -1048,7 +1039,6 @@ class AioEndpoint:
         # a round dispatches nothing, so nothing can be left behind.
         self._flush_scheduled = True
         self._sent_at_once = False
-        self._read_pass_due = False  # (this pass is the one a read deferred, if any)
         ep = self.ep
         dirty, events = self._dirty, self._events
         more = False
@@ -1149,12 +1139,9 @@ class AioEndpoint:
         runs after the callbacks they woke: an application task woken by a
         message that answers it at once writes before that pass, and the
         reply carries the ACK the message asked for, one pass per message
-        where a pass for the read and one for the reply were two. That pass
-        runs in the reply's write (flush_now), as soon as the reply exists;
-        the callback scheduled here runs it only when no write did (no
-        reply, or one the task makes later). On an application thread
-        (drive), with nothing to dispatch, or with a pass already due in
-        this loop turn, the pass runs now."""
+        where a pass for the read and one for the reply were two. On an
+        application thread (drive), with nothing to dispatch, or with a
+        pass already due in this loop turn, the pass runs now."""
         if self._off_loop or self._flush_scheduled or self.closed or not self._events:
             self._process_locked()
             return
@@ -1162,16 +1149,11 @@ class AioEndpoint:
         try:
             self._dispatch()
         finally:
-            # From here on, the first write of a woken task runs that pass
-            # (flush_now); one written by a handler above only joins it.
-            self._read_pass_due = True
             self.loop.call_soon(self._pass_after_receive)
 
     def _pass_after_receive(self) -> None:
         # (the same loop turn as the readiness that read the datagrams: no
         # wake-up of its own, so not counted in loop_calls)
-        if not self._read_pass_due:
-            return  # a reply's write ran it (flush_now), or another pass did
         with self.lock:
             self._process_locked()
 
