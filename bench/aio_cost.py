@@ -11,10 +11,12 @@ the difference between a run of N round trips and a run of none, over N.
     valgrind --tool=cachegrind --cache-sim=no python bench/aio_cost.py 2000 --uvloop --insecure
     valgrind --tool=cachegrind --cache-sim=no python bench/aio_cost.py 0 --uvloop --insecure
 """
-import argparse, asyncio, time
+import argparse, asyncio, contextlib, time
 import gannet
 
-async def main(n, insecure):
+async def main(n, insecure, measured=contextlib.nullcontext):
+    """`measured`: a context manager entered around the N measured round
+    trips (bench/aio_lines.py traces them); returns the datagrams sent then."""
     config = gannet.Config(insecure=insecure)
 
     async def echo(r, w):
@@ -39,7 +41,8 @@ async def main(n, insecure):
     cep, sep = w.get_extra_info("endpoint").ep, srv.endpoint.ep
     sent0 = cep.stats.datagrams_sent + sep.stats.datagrams_sent
     t = time.process_time()
-    await rounds(n)
+    with measured():
+        await rounds(n)
     cpu = time.process_time() - t
     sent = cep.stats.datagrams_sent + sep.stats.datagrams_sent - sent0
     if n:
@@ -47,15 +50,18 @@ async def main(n, insecure):
               f"{sent / n:.2f} datagrams per round trip")
     w.close()
     srv.close()
+    return sent
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument("count", type=int, nargs="?", default=10000, help="round trips (after 200 to settle)")
-p.add_argument("--uvloop", action="store_true", help="on uvloop (as Gannet's own programs run)")
-p.add_argument("--insecure", action="store_true", help="no encryption (the plaintext row)")
-args = p.parse_args()
-factory = None
-if args.uvloop:
-    import uvloop
-    factory = uvloop.new_event_loop
-with asyncio.Runner(loop_factory=factory) as runner:
-    runner.run(main(args.count, args.insecure))
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("count", type=int, nargs="?", default=10000, help="round trips (after 200 to settle)")
+    p.add_argument("--uvloop", action="store_true", help="on uvloop (as Gannet's own programs run)")
+    p.add_argument("--insecure", action="store_true", help="no encryption (the plaintext row)")
+    args = p.parse_args()
+    factory = None
+    if args.uvloop:
+        import uvloop
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main(args.count, args.insecure))

@@ -643,7 +643,7 @@ class AioEndpoint:
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "_queued", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
-        "on_refused", "_can_prepare", "__dict__", "__weakref__",
+        "on_refused", "_can_prepare", "_events", "_dirty", "_heap", "__dict__", "__weakref__",
     )
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
@@ -660,7 +660,16 @@ class AioEndpoint:
         self.sock = sock
         self.config = config
         # encrypted unless config.insecure (or the caller brings its own, e.g. the TCP wire's)
-        self.ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
+        self.ep = ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
+        # The core endpoint's event queue, dirty set and timer heap: the same
+        # objects for its life (core/endpoint.py makes them once and empties
+        # them in place), read here through our own slots. Each read of an
+        # attribute of the compiled endpoint is a generic lookup (the
+        # interpreter caches slot reads, not a compiled class's attributes),
+        # and a pass made about ten of them.
+        self._events = ep._events
+        self._dirty = ep._dirty
+        self._heap = ep._heap
         self.lock = threading.RLock()
         self.local_address = sock.getsockname()
         self.family = family = family_of(sock)
@@ -829,7 +838,7 @@ class AioEndpoint:
         queued resets and its events; the adapter adds its own (a timer to
         move, held ACKs, closing when idle)."""
         ep = self.ep
-        return bool(ep._dirty or ep._out or ep._events or self._timer_moved or self.close_when_idle
+        return bool(self._dirty or ep._out or self._events or self._timer_moved or self.close_when_idle
                     or self._held_acks is not None)
 
     def release_ack_soon(self, conn: Connection) -> None:
@@ -1071,6 +1080,7 @@ class AioEndpoint:
         self._flush_scheduled = True
         self._sent_at_once = False
         ep = self.ep
+        dirty, events = self._dirty, self._events
         more = False
         held = self._held_acks
         if held is not None:
@@ -1084,24 +1094,24 @@ class AioEndpoint:
         moved = self._timer_moved
         try:
             for _ in range(PROCESS_ROUNDS):
-                if ep._dirty or ep._out:
+                if dirty or ep._out:
                     moved = True
                     out = ep.datagrams_to_send(self.now(), self.gso)
                     if out:
                         self._send(out)
-                if not ep._events or not self._dispatch():
+                if not events or not self._dispatch():
                     break
             else:
                 more = True
         finally:
             self._flush_scheduled = False
         if self._off_loop:  # an application thread's pass: the loop's parts are the loop's
-            if more or ep._dirty or (self.close_when_idle and not ep._conns):
+            if more or dirty or (self.close_when_idle and not ep._conns):
                 self.request_flush_threadsafe()
             if moved:
                 self._deadline_moved_off_loop()
             return
-        if more or self._held_acks is not None or ep._dirty:
+        if more or self._held_acks is not None or dirty:
             # (dirty after the last pass: a send error the core heard of,
             # such as a PMTU probe refused with EMSGSIZE)
             self.request_flush()
@@ -1115,7 +1125,7 @@ class AioEndpoint:
                 self.prepare_soon()
 
     def _dispatch(self) -> bool:
-        events = self.ep._events
+        events = self._events
         handled = False
         handlers = self._handlers
         while events:
@@ -1172,7 +1182,7 @@ class AioEndpoint:
         where a pass for the read and one for the reply were two. On an
         application thread (drive), with nothing to dispatch, or with a
         pass already due in this loop turn, the pass runs now."""
-        if self._off_loop or self._flush_scheduled or self.closed or not self.ep._events:
+        if self._off_loop or self._flush_scheduled or self.closed or not self._events:
             self._process_locked()
             return
         self._flush_scheduled = True  # what the handlers write joins that pass
@@ -1615,15 +1625,14 @@ class AioEndpoint:
     # ---------------------------------------------------------------- time
     def _arm_timer(self) -> None:
         armed = self._timer_at
-        ep = self.ep
-        if armed is not None and not ep._dirty:
+        if armed is not None and not self._dirty:
             # Every key in the core's lazy heap is at or before the deadline
             # it stands for: a timer armed no later than the smallest key
             # fires first (and re-arms), so the heap need not be settled now.
-            heap = ep._heap
+            heap = self._heap
             if heap and armed <= heap[0][0]:
                 return
-        deadline = ep.get_timer()
+        deadline = self.ep.get_timer()
         if deadline is None:
             return  # a stale armed timer is harmless: handle_timer finds nothing due
         if armed is not None:
