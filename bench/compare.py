@@ -78,11 +78,6 @@ TRANSPORTS = [
 BY_NAME = {t.name: t for t in TRANSPORTS}
 
 
-def parse_size(text: str) -> int:
-    """'32M' is 32 MiB here, as iperf3 counts."""
-    return units.parse_size(text, kilo=1024)
-
-
 def fmt_size(n: int) -> str:
     for suffix, m in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= m:
@@ -430,10 +425,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds allowed for one server+client run (default 180, quick 40)")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the table as markdown")
-    p.add_argument("--gannet-mtu", type=int, default=None, help="passed to Gannet as mtu=")
-    p.add_argument("--gannet-cc", default=None, help="passed to Gannet as cc=")
+    p.add_argument("--gannet-mtu", type=int, default=None,
+                   help="Gannet's datagram size (Config.max_datagram_size; path MTU discovery off)")
+    p.add_argument("--gannet-cc", default=None,
+                   help="Gannet's congestion controller (Config.congestion_control)")
     p.add_argument("--gannet-api", choices=["streams", "socket"], default="streams",
-                   help="which Gannet API the runner uses (auto: streams, else Socket)")
+                   help="the Gannet API the runner uses: asyncio streams or the blocking Socket")
     p.add_argument("--gannet-uvloop", action="store_true",
                    help="kept for old command lines: Gannet runs on uvloop unless --no-uvloop")
     p.add_argument("--no-uvloop", action="store_true",
@@ -445,8 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     q = args.quick
-    nbytes = parse_size(args.bytes or ("32M" if q else "1G"))
-    slow_bytes = parse_size(args.slow_bytes or ("8M" if q else "256M"))
+    # '32M' is 32 MiB here, as iperf3 counts: kilo=1024
+    nbytes = units.parse_size(args.bytes or ("32M" if q else "1G"), kilo=1024)
+    slow_bytes = units.parse_size(args.slow_bytes or ("8M" if q else "256M"), kilo=1024)
     slow_bytes = min(slow_bytes, nbytes)
     if args.time_limit is None:
         args.time_limit = 3.0 if q else 15.0

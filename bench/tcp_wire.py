@@ -176,7 +176,7 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--only", default="", help="comma-separated row names (kernel -> kernel always runs)")
     args = p.parse_args()
-    from gannet.cli.units import parse_size
+    from gannet.units import parse_size
 
     nbytes = parse_size(args.bytes)
     if os.geteuid() != 0:
