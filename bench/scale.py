@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine_info
+from common import cpu_seconds, machine_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -97,11 +97,6 @@ def proc_status() -> dict[str, int]:
             if key in ("VmRSS", "RssAnon", "VmHWM"):
                 out[key] = int(rest.split()[0]) * 1024
     return out
-
-
-def cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 def kernel_memory() -> dict[str, Any]:
