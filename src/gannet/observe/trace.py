@@ -161,12 +161,12 @@ class EndpointObserver:
             receive_datagram(data, addr, now)
             after_input(self._conn_in, now, "reordering_threshold")
 
-        def observed_receive_batch(buf, seg, addr, now):
+        def observed_receive_batch(buf, seg, addr, now, authenticated=False):
             if seg <= 0 or seg >= len(buf):
                 self._conn_in = log_in(buf, addr, now)
             else:
                 self._conn_in = log_rows(buf, seg, addr, now)
-            receive_batch(buf, seg, addr, now)
+            receive_batch(buf, seg, addr, now, authenticated)
             after_input(self._conn_in, now, "reordering_threshold")
 
         def observed_handle_timer(now):
