@@ -130,7 +130,7 @@ class _ConnWaiter:
         self.cond = threading.Condition(aep.lock)
         self.established = conn.established
         self.discard = False
-        self.error: BaseException | None = conn.error
+        self.error: Exception | None = conn.error
         aep.attach(conn, self.on_event)
 
     def on_event(self, ev: Event) -> None:  # whoever runs the endpoint's pass, lock held
@@ -360,7 +360,9 @@ class Socket:
                     continue  # reset before we took it
                 w = _ConnWaiter(aep, conn)
                 break
-        return Socket._accepted(self, w), conn.remote_addr
+        addr = conn.remote_addr
+        assert isinstance(addr, tuple)  # (the core keeps the address recvfrom gave)
+        return Socket._accepted(self, w), addr
 
     def connect(self, address: tuple) -> None:
         self._check_open()
@@ -561,7 +563,9 @@ class Socket:
 
     # --------------------------------------------------------------- info
     def getpeername(self) -> tuple:
-        return self._connected().conn.remote_addr
+        addr = self._connected().conn.remote_addr
+        assert isinstance(addr, tuple)  # (the core keeps the address connect or recvfrom gave)
+        return addr
 
     def getsockname(self) -> tuple:
         self._check_open()
