@@ -167,10 +167,13 @@ class TcpSide(asyncio.Protocol):
         self.early_eof = False  # once after connection_made even when paused there)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment] - a TCP transport (uvloop's is no asyncio.Transport subclass)
+        # A TCP transport: asyncio's is an asyncio.Transport; uvloop's has
+        # its methods without the base class, so no isinstance can say so.
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = tcp
         if self.relay is None:
-            transport.pause_reading()  # until the other side is there
-        transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
+            tcp.pause_reading()  # until the other side is there
+        tcp.set_write_buffer_limits(high=TCP_HIGH_WATER)
         if self.on_made is not None:
             self.on_made(self)
 
@@ -598,8 +601,8 @@ async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], 
     """
     tunnel = TunnelServer(target, config_overrides, connect_timeout)
     host = listen[0] or None
-    tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1],
-                                              limit=GANNET_LIMIT, **config_overrides)
+    tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1], limit=GANNET_LIMIT,
+                                              config=make_config(None, config_overrides))
     # A client refused by the security layer (another PSK, a client that
     # refused our key) never reaches _spawn: the operator still hears of it.
     tunnel.server.endpoint.on_refused = lambda ev: log.warning(

@@ -43,11 +43,15 @@ import socket
 import struct
 import subprocess
 from itertools import count
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..core.tcp_endpoint import ETHERNET_MTU, TcpEndpoint, TsoPacket
 from ..wire import ipv4
 from .endpoint import _SYSTEM_RANDOM, AioEndpoint, _keep_until_loop_ends
+
+if TYPE_CHECKING:
+    from .endpoint import Outgoing
 
 log = logging.getLogger("gannet.io")
 
@@ -156,7 +160,7 @@ class TunSocket:
     def getsockname(self) -> tuple[str, int]:
         return (self.address, self.port)
 
-    def sendto(self, packet: bytes, addr: object = None) -> int:
+    def sendto(self, packet: bytes | bytearray, addr: object = None) -> int:
         if type(packet) is TsoPacket:
             # hdr_len: the IPv4 and TCP headers before the data
             key = (packet.mss, ipv4.HEADER_SIZE + (packet[32] >> 4) * 4)
@@ -229,7 +233,7 @@ class TunAioEndpoint(AioEndpoint):
             st.datagrams_received += got
             self._after_receive()  # the adapter's one rule for the pass after a read
 
-    def _transmit(self, out: list[tuple[bytes, object]]) -> int:
+    def _transmit(self, out: Outgoing) -> int:
         tun: TunSocket = self.sock  # type: ignore[assignment]
         send = tun.sendto
         st = self.io_stats
