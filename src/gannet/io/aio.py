@@ -540,7 +540,8 @@ ClientCallback = Callable[[asyncio.StreamReader, StreamWriter], Awaitable[None] 
 class Server:
     """A listening Gannet endpoint; like asyncio.Server."""
 
-    def __init__(self, aep: AioEndpoint, callback: ClientCallback, limit: int, backlog: int) -> None:
+    def __init__(self, aep: AioEndpoint, callback: ClientCallback, limit: int,
+                 backlog: int | None) -> None:
         self._aep = aep
         self._callback = callback
         self._limit = limit
@@ -551,7 +552,7 @@ class Server:
         self._serve_forever: asyncio.Future | None = None
         self._forget = self._streams.discard  # every connection's on_done (one bound method)
         aep.on_available = self._on_available
-        aep.ep.listen(backlog)
+        aep.ep.listen(backlog)  # (None: the config's)
         aep.prepare_soon()  # (the first SYN's code exchange, started while none is here)
 
     def _on_available(self, _conn: Connection) -> None:
@@ -693,10 +694,13 @@ class _SocketInfo:
 
 async def start_server(
     client_connected_cb: ClientCallback, host: str | None = None, port: int = 0, *,
-    config: Config | None = None, backlog: int = 128, limit: int = DEFAULT_LIMIT,
+    config: Config | None = None, backlog: int | None = None, limit: int = DEFAULT_LIMIT,
     family: int = 0, wire: str = "udp", **config_overrides: object,
 ) -> Server:
     """Listen on one UDP socket at host:port (port 0: any; see `.addresses`).
+
+    `backlog`: connections waiting to be accepted (None: the config's
+    `backlog`, 128 by default).
 
     `client_connected_cb(reader, writer)` is called (and awaited as a task if
     it is a coroutine) for every established connection. `wire="tcp"`
