@@ -32,7 +32,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 import gannet
@@ -124,7 +124,7 @@ def _describe(exc: BaseException) -> str:
     return f"{word} ({detail})" if detail and detail != word else word
 
 
-def abort_tcp(transport: asyncio.BaseTransport | None) -> None:
+def abort_tcp(transport: asyncio.Transport | None) -> None:
     """Reset a TCP connection now: an RST (SO_LINGER 0), not a FIN."""
     if transport is None:
         return
@@ -133,7 +133,7 @@ def abort_tcp(transport: asyncio.BaseTransport | None) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(Exception):
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()
 
 
 def abort_gannet(writer: gannet.StreamWriter) -> None:
@@ -306,8 +306,9 @@ class Relay:
         self.draining = False
         if fut.cancelled() or self.ended:
             return
-        if fut.exception() is not None:
-            self.fail(self.g_name, fut.exception())  # type: ignore[arg-type]
+        exc = fut.exception()
+        if exc is not None:
+            self.fail(self.g_name, exc)
         elif self.tcp.transport is not None and not self.tcp_ended:
             self.tcp.transport.resume_reading()
 
@@ -422,8 +423,9 @@ class _Tunnel:
         if not task.cancelled() and task.exception() is not None:
             log.error("connection handler failed: %r", task.exception())
 
-    async def _handle(self, *args: object) -> None:
-        raise NotImplementedError
+    # Each half's handler of one accepted connection (what its listener
+    # hands over differs: a Gannet stream's reader and writer, a TCP side).
+    _handle: Callable[..., Coroutine[object, object, None]]
 
     def _log_open(self, cid: int, text: str) -> None:
         self.active += 1
@@ -463,8 +465,7 @@ class TunnelServer(_Tunnel):
         assert self.server is not None
         return self.server.addresses[0]
 
-    async def _handle(self, g_reader: asyncio.StreamReader,  # type: ignore[override]
-                      g_writer: gannet.StreamWriter) -> None:
+    async def _handle(self, g_reader: asyncio.StreamReader, g_writer: gannet.StreamWriter) -> None:
         cid = next(_ids)
         peer = format_address(g_writer.get_extra_info("peername"))
         target = format_address(self.target)
@@ -554,7 +555,7 @@ class TunnelClient(_Tunnel):
         assert self.server is not None
         return self.server.sockets[0].getsockname()
 
-    async def _handle(self, side: TcpSide) -> None:  # type: ignore[override]
+    async def _handle(self, side: TcpSide) -> None:
         cid = next(_ids)
         assert side.transport is not None
         peer = format_address(side.transport.get_extra_info("peername"))

@@ -193,8 +193,8 @@ class _StreamConn:
         elif kind is AllDataAcknowledged:
             if self.fin_queued and self.conn.state in FIN_ACKED:
                 self._finish()
-        elif kind is ConnectionTerminated:
-            self._terminated(ev.error)  # type: ignore[attr-defined]
+        elif type(ev) is ConnectionTerminated:  # (`type` again: it narrows `ev`)
+            self._terminated(ev.error)
 
     def pull(self) -> None:
         conn = self.conn

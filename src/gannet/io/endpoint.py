@@ -663,6 +663,8 @@ class AioEndpoint:
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
     ONE_DATAGRAM_SHORTCUT = True
+    # The task that closes the endpoint with its loop (_keep_until_loop_ends).
+    _life_task: asyncio.Task[None]
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
                  *, gso: bool | None = None, gro: bool | None = None,
@@ -1789,4 +1791,4 @@ def _keep_until_loop_ends(aep: AioEndpoint) -> None:
             aep.close()
 
     task = aep.loop.create_task(life(), name=f"gannet-endpoint-{aep.local_address}")
-    aep._life_task = task  # type: ignore[attr-defined]
+    aep._life_task = task

@@ -192,6 +192,8 @@ class TunAioEndpoint(AioEndpoint):
         self.tun_head = bytearray(VNET_HDR_SIZE)
         # gso=True asks the core for runs (it passes `trains` to the encoder);
         # the writes are this class's own.
+        # (the TUN device stands in for the UDP socket: it has the socket
+        # methods the adapter calls)
         super().__init__(sock, config, loop, gso=False, gro=False,  # type: ignore[arg-type]
                          endpoint=endpoint)
         self.gso = True
@@ -205,12 +207,14 @@ class TunAioEndpoint(AioEndpoint):
         st = self.io_stats
         got = 0
         with self.lock:
-            feed = self.ep.receive_offloaded  # type: ignore[attr-defined]
+            ep = self.ep
+            assert isinstance(ep, TcpEndpoint)  # (the one __init__ took)
+            feed = ep.receive_offloaded
             if self.observer is not None:
                 # qlog or pcap wrap the endpoint's receive_datagram: go
                 # through it (the checksum verdict is then the raw carrier's)
                 receive = self.ep.receive_datagram
-                feed = lambda data, now, _checked: receive(data, None, now)  # noqa: E731
+                feed = lambda data, now, checked: receive(data, None, now)  # noqa: E731
             while got < RECV_BATCH:
                 try:
                     n = readv(fd, parts)
@@ -234,7 +238,7 @@ class TunAioEndpoint(AioEndpoint):
             self._after_receive()  # the adapter's one rule for the pass after a read
 
     def _transmit(self, out: Outgoing) -> int:
-        tun: TunSocket = self.sock  # type: ignore[assignment]
+        tun: TunSocket = self.sock  # type: ignore[assignment]  # (the device __init__ took)
         send = tun.sendto
         st = self.io_stats
         for k, (packet, _addr) in enumerate(out):
