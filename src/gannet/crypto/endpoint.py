@@ -1077,7 +1077,8 @@ class SecureEndpoint(Endpoint):
             data = memoryview(data)[: len(data) - OVERHEAD]  # the size the connection chose
         return super().datagram_too_big(data, addr)
 
-    def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes | bytearray, object]]:
+    def datagrams_to_send(self, now: float,
+                          trains: bool = False) -> list[tuple[bytes | bytearray, object]]:
         # A connection's datagrams are sealed as they are encoded
         # (_encode_into), where its keys are at hand; this pass takes the
         # rest - the handshake's, resets, alerts and control segments - and,

@@ -563,7 +563,7 @@ class Server:
                 self._streams.add(sc)
                 sc.on_done = self._forget
             reader = sc.reader
-            assert isinstance(reader, ChunkReader)  # (a sink takes its place only through divert, later)
+            assert isinstance(reader, ChunkReader)  # (a sink takes its place only by divert, later)
             writer = StreamWriter(sc, reader)
             try:
                 res = self._callback(reader, writer)

@@ -140,7 +140,7 @@ class _ConnWaiter:
                 self.drop_input()
         elif kind is ConnectionEstablished:
             self.established = True
-        elif type(ev) is ConnectionTerminated and ev.error is not None:  # (`type` again: it narrows `ev`)
+        elif type(ev) is ConnectionTerminated and ev.error is not None:  # (`type`: it narrows `ev`)
             self.error = ev.error
         cond = self.cond
         if cond._waiters:  # type: ignore[attr-defined] # (usually none: the reader drives the endpoint itself)

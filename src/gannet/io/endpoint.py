@@ -131,7 +131,8 @@ SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
-GSO_MAX_BYTES: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 64 KB less IP/UDP headers
+# 64 KB less IP/UDP headers
+GSO_MAX_BYTES: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 # errno values that say "this socket or device cannot do GSO at all"
 GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
@@ -715,7 +716,8 @@ class AioEndpoint:
         self._sent_at_once = False  # a write left at once and no pass has run since (flush_now)
         self._drive: _Drive | None = None  # made by the first begin_drive
         self._reader_on = True  # the loop watches the socket (off while callers drive it)
-        self._backlog: deque[tuple[bytes | bytearray, SockAddr]] | None = None  # made when the kernel pushes back
+        # made when the kernel pushes back
+        self._backlog: deque[tuple[bytes | bytearray, SockAddr]] | None = None
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
@@ -1165,7 +1167,7 @@ class AioEndpoint:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
                     continue
-                if type(ev) is HandshakeRefused:  # (rare kinds from here: `type` again narrows `ev`)
+                if type(ev) is HandshakeRefused:  # (rare kinds from here: `type` narrows `ev`)
                     if self.on_refused is not None:
                         self.on_refused(ev)
                     continue
@@ -1226,7 +1228,8 @@ class AioEndpoint:
         time = self.now
         st = self.io_stats
         got = 0
-        fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued  # (None: not POSIX)
+        # (ioctl None: not POSIX)
+        fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued
         with self.lock:
             feed = self.ep.receive_datagram
             for _ in range(RECV_BATCH):
@@ -1246,7 +1249,8 @@ class AioEndpoint:
                     continue
                 got += 1
                 feed(view[:n], addr, time())  # the core copies what it keeps
-                if got == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued) and queued == _NOTHING_QUEUED:
+                if (got == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued)
+                        and queued == _NOTHING_QUEUED):
                     break
             st.recv_calls += got
             st.datagrams_received += got
@@ -1258,7 +1262,8 @@ class AioEndpoint:
         st = self.io_stats
         datagrams = calls = 0
         from_bytes = int.from_bytes
-        fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued  # (None: not POSIX)
+        # (ioctl None: not POSIX)
+        fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued
         with self.lock:
             feed_batch = self.ep.receive_batch
             while calls < RECV_CALLS and datagrams < RECV_BATCH:
@@ -1289,7 +1294,8 @@ class AioEndpoint:
                     seg = 0
                     datagrams += 1
                 feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
-                if calls == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued) and queued == _NOTHING_QUEUED:
+                if (calls == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued)
+                        and queued == _NOTHING_QUEUED):
                     break
             st.recv_calls += calls
             st.datagrams_received += datagrams

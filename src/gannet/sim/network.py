@@ -105,8 +105,10 @@ class Simulator:
 
     # -- nodes ----------------------------------------------------------------
 
-    def add_node(self, addr: Any, node: Node, name: str | None = None, *,
-                 drain: Callable[[float], Iterable[tuple[bytes | bytearray, Any]]] | None = None) -> Node:
+    def add_node(
+        self, addr: Any, node: Node, name: str | None = None, *,
+        drain: Callable[[float], Iterable[tuple[bytes | bytearray, Any]]] | None = None,
+    ) -> Node:
         """Attach `node` at address `addr` and flush whatever it already has
         to send (e.g. a SYN from a `connect` done before attaching).
 
