@@ -522,3 +522,23 @@ def test_each_chunk_costs_the_relay_one_call_each_way():
         target.close()
 
     run(main())
+
+
+def test_a_tunnel_server_takes_gannet_settings_only():
+    """The server's keyword overrides are Gannet settings, as the client's
+    are, and reach the listening endpoint (`backlog` too: it was given to
+    start_server as its own keyword, beside the config); a name of
+    start_server's other parameters (limit) is an unknown setting."""
+
+    async def main():
+        server = await start_tunnel_server((HOST, 0), (HOST, 9), mss=1000, backlog=3)
+        try:
+            aep = server.server.endpoint
+            assert aep.config.mss == 1000 and aep.config.backlog == 3
+            assert aep.ep._backlog == 3  # what listen() took
+        finally:
+            await server.close()
+        with pytest.raises(TypeError, match="unknown Gannet setting 'limit'"):
+            await start_tunnel_server((HOST, 0), (HOST, 9), limit=1)
+
+    run(main())

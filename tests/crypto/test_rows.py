@@ -478,6 +478,37 @@ def test_a_batch_with_tampered_rows_delivers_the_good_rows_and_counts_the_bad():
     assert stats.unauthenticated_dropped - before[1] == 2
 
 
+def test_a_secure_endpoint_takes_the_core_s_authenticated_flag_and_still_checks_every_tag():
+    """SecureEndpoint.receive_batch has the plain endpoint's signature (an
+    endpoint driven through the core's contract may pass `authenticated`),
+    and the flag grants nothing: a tampered row is still dropped on its tag,
+    the intact rows still open."""
+    from securepair import Pair
+
+    from gannet.crypto.endpoint import Security
+    from gannet.wire.batch import Train
+
+    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True)
+    conn, srv = _established(pair)
+    data = random.Random(4).randbytes(12 * 1400)
+    conn.send(data)
+    train = next(t for t, _ in pair.client.datagrams_to_send(pair.now, trains=True) if type(t) is Train)
+    seg, rows = train.size, -(-len(train) // train.size)
+    assert rows >= 4
+    batch = bytearray(train)
+    batch[seg + 40] ^= 1  # row 1's ciphertext
+    stats = pair.server.security_stats
+    opened, dropped = stats.opened, stats.unauthenticated_dropped
+    pair.server.receive_batch(bytes(batch), seg, "c", pair.now, authenticated=True)
+    assert stats.unauthenticated_dropped - dropped == 1
+    assert stats.opened - opened == rows - 1
+    payload = seg - OVERHEAD - 24  # each row's data (short header and CRC)
+    assert srv.recv(1 << 20) == data[:payload]  # up to the bad row
+    one = bytearray(batch[seg : 2 * seg])
+    pair.server.receive_batch(bytes(one), 0, "c", pair.now, True)  # one datagram, still bad
+    assert stats.unauthenticated_dropped - dropped == 2
+
+
 def test_a_replayed_batch_opens_nothing():
     from securepair import Pair
 

@@ -186,6 +186,17 @@ def test_config_overrides_and_unknown_settings():
     run(main())
 
 
+def test_a_server_listens_with_the_backlog_it_is_given_or_its_config_s():
+    # (the keyword's default, 128, once overrode the config's)
+    async def main():
+        for kw, want in (({"config": gannet.Config(backlog=4)}, 4), ({"backlog": 5}, 5),
+                         ({"backlog": 6, "config": gannet.Config(backlog=4)}, 6), ({}, 128)):
+            async with await gannet.start_server(echo, "127.0.0.1", 0, **kw) as server:
+                assert server.endpoint.ep._backlog == want, kw
+
+    run(main())
+
+
 def test_serve_forever_is_cancellable():
     async def main():
         server = await gannet.start_server(echo, "127.0.0.1", 0)

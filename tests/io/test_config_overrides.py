@@ -13,6 +13,12 @@ def test_max_datagram_size_alone_keeps_pmtud_and_a_consistent_ceiling():
     assert cfg.pmtud is True and cfg.pmtud_max >= 9000
 
 
+def test_an_mtu_that_is_no_int_is_rejected_by_config_with_its_name():
+    # (it once reached max() first, whose error named neither the setting nor the value)
+    with pytest.raises(TypeError, match="max_datagram_size must be int, not '1400'"):
+        make_config(None, {"mtu": "1400"})
+
+
 def test_unknown_setting_is_a_type_error():
     with pytest.raises(TypeError, match="unknown Gannet setting"):
         make_config(None, {"nonsense": 1})

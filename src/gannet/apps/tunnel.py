@@ -32,7 +32,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 import gannet
@@ -124,7 +124,7 @@ def _describe(exc: BaseException) -> str:
     return f"{word} ({detail})" if detail and detail != word else word
 
 
-def abort_tcp(transport: asyncio.BaseTransport | None) -> None:
+def abort_tcp(transport: asyncio.Transport | None) -> None:
     """Reset a TCP connection now: an RST (SO_LINGER 0), not a FIN."""
     if transport is None:
         return
@@ -133,7 +133,7 @@ def abort_tcp(transport: asyncio.BaseTransport | None) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(Exception):
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()
 
 
 def abort_gannet(writer: gannet.StreamWriter) -> None:
@@ -167,10 +167,13 @@ class TcpSide(asyncio.Protocol):
         self.early_eof = False  # once after connection_made even when paused there)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment] - a TCP transport (uvloop's is no asyncio.Transport subclass)
+        # A TCP transport: asyncio's is an asyncio.Transport; uvloop's has
+        # its methods without the base class, so no isinstance can say so.
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = tcp
         if self.relay is None:
-            transport.pause_reading()  # until the other side is there
-        transport.set_write_buffer_limits(high=TCP_HIGH_WATER)
+            tcp.pause_reading()  # until the other side is there
+        tcp.set_write_buffer_limits(high=TCP_HIGH_WATER)
         if self.on_made is not None:
             self.on_made(self)
 
@@ -303,8 +306,9 @@ class Relay:
         self.draining = False
         if fut.cancelled() or self.ended:
             return
-        if fut.exception() is not None:
-            self.fail(self.g_name, fut.exception())  # type: ignore[arg-type]
+        exc = fut.exception()
+        if exc is not None:
+            self.fail(self.g_name, exc)
         elif self.tcp.transport is not None and not self.tcp_ended:
             self.tcp.transport.resume_reading()
 
@@ -419,8 +423,9 @@ class _Tunnel:
         if not task.cancelled() and task.exception() is not None:
             log.error("connection handler failed: %r", task.exception())
 
-    async def _handle(self, *args: object) -> None:
-        raise NotImplementedError
+    # Each half's handler of one accepted connection (what its listener
+    # hands over differs: a Gannet stream's reader and writer, a TCP side).
+    _handle: Callable[..., Coroutine[object, object, None]]
 
     def _log_open(self, cid: int, text: str) -> None:
         self.active += 1
@@ -460,8 +465,7 @@ class TunnelServer(_Tunnel):
         assert self.server is not None
         return self.server.addresses[0]
 
-    async def _handle(self, g_reader: asyncio.StreamReader,  # type: ignore[override]
-                      g_writer: gannet.StreamWriter) -> None:
+    async def _handle(self, g_reader: asyncio.StreamReader, g_writer: gannet.StreamWriter) -> None:
         cid = next(_ids)
         peer = format_address(g_writer.get_extra_info("peername"))
         target = format_address(self.target)
@@ -551,7 +555,7 @@ class TunnelClient(_Tunnel):
         assert self.server is not None
         return self.server.sockets[0].getsockname()
 
-    async def _handle(self, side: TcpSide) -> None:  # type: ignore[override]
+    async def _handle(self, side: TcpSide) -> None:
         cid = next(_ids)
         assert side.transport is not None
         peer = format_address(side.transport.get_extra_info("peername"))
@@ -598,8 +602,8 @@ async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], 
     """
     tunnel = TunnelServer(target, config_overrides, connect_timeout)
     host = listen[0] or None
-    tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1],
-                                              limit=GANNET_LIMIT, **config_overrides)
+    tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1], limit=GANNET_LIMIT,
+                                              config=make_config(None, config_overrides))
     # A client refused by the security layer (another PSK, a client that
     # refused our key) never reaches _spawn: the operator still hears of it.
     tunnel.server.endpoint.on_refused = lambda ev: log.warning(

@@ -73,14 +73,14 @@ class Session:
         self.flush()
 
     # --------------------------------------------------------- reporting
-    def _decode(self, packet: bytes):
+    def _decode(self, packet: bytes | bytearray):
         try:
             src, dst, _proto, start, end = ipv4.parse(packet)
             return tcpwire.decode(memoryview(packet)[start:end], src, dst, partial=True)[2]
         except (ipv4.IPv4Error, tcpwire.TcpWireError):
             return None
 
-    def _report_out(self, packet: bytes) -> None:
+    def _report_out(self, packet: bytes | bytearray) -> None:
         seg = self._decode(packet)
         if seg is None:
             return

@@ -126,7 +126,7 @@ class Connection:
         self.hold_handshake_ack = False
         self.retry_token: bytes | None = None  # from a listener's Retry; our SYNs echo it
         self.state = State.CLOSED
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self.stats = ConnectionStats()
         self.created = now
         self._events: deque[Event] = events if events is not None else deque()
@@ -1174,7 +1174,7 @@ class Connection:
         except KeyError:
             raise AssertionError(f"no transition from {self.state} on {event!r}") from None
 
-    def _terminate(self, error: BaseException | None) -> None:
+    def _terminate(self, error: Exception | None) -> None:
         """Enter CLOSED for good, once: later calls change nothing."""
         if self._terminated:
             return
@@ -1199,7 +1199,7 @@ _TIMER_HANDLERS = (
 _UNARMED: Final = unarmed()
 
 
-def copy_error(error: BaseException) -> BaseException:
+def copy_error(error: Exception) -> Exception:
     """A fresh instance of a stored connection error, to raise."""
     try:
         return type(error)(*error.args)

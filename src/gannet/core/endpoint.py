@@ -177,7 +177,8 @@ class Endpoint:
         # endpoint were two more objects per connection for a client, which
         # has an endpoint per connection.
         self._tick = 0  # heap entries' tie-breaker
-        self._out: list[tuple[bytes, object]] | tuple = ()  # queued resets (a list when any)
+        # queued resets (a list when any)
+        self._out: list[tuple[bytes | bytearray, object]] | tuple = ()
         # Listener defences (see the module docstring). Half-open passive
         # connections, their counts per (host, proven), how many are unproven.
         self._half_open: dict[Connection, _HalfOpen] = {}
@@ -660,7 +661,8 @@ class Endpoint:
         self._rst_tokens = tokens - 1
         return True
 
-    def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
+    def datagrams_to_send(self, now: float,
+                          trains: bool = False) -> list[tuple[bytes | bytearray, object]]:
         """Datagrams to send, with their destination addresses, in order.
 
         With `trains`, a run of full-size data segments comes as one `Train`

@@ -43,7 +43,7 @@ class SendSpaceAvailable(Event):
 class ConnectionTerminated(Event):
     """The connection is gone. `error` is None after a clean close."""
 
-    error: BaseException | None = None
+    error: Exception | None = None
 
 
 @dataclass(frozen=True, eq=False)

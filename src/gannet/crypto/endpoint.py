@@ -466,7 +466,12 @@ class SecureEndpoint(Endpoint):
         self._receive_secure(data, addr, now, False)
 
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
-                      now: float) -> None:
+                      now: float, authenticated: bool = False) -> None:
+        """The plain endpoint's, for datagrams off the wire. `authenticated`
+        (datagrams something before this endpoint vouched for) changes
+        nothing here: a sealed datagram is taken on its own tag's word only,
+        and the handshake's and the alerts' are judged as any from the
+        network."""
         if seg <= 0 or seg >= len(buf):
             self.stats.datagrams_received += 1
             if buf and buf[0] == PROTECTED:  # (_receive_secure's common case, without its dispatch)
@@ -804,6 +809,7 @@ class SecureEndpoint(Endpoint):
             return None
         view = memoryview(data)
         header, body = view[:HEADER_SIZE], view[HEADER_SIZE:]
+        candidates: tuple[tuple[Sealer, Opener], ...]
         if session.chosen is not None:
             candidates = (session.chosen,)
         else:  # a simultaneous open not yet decided: what opens decides
@@ -1071,7 +1077,8 @@ class SecureEndpoint(Endpoint):
             data = memoryview(data)[: len(data) - OVERHEAD]  # the size the connection chose
         return super().datagram_too_big(data, addr)
 
-    def datagrams_to_send(self, now: float, trains: bool = False) -> list[tuple[bytes, object]]:
+    def datagrams_to_send(self, now: float,
+                          trains: bool = False) -> list[tuple[bytes | bytearray, object]]:
         # A connection's datagrams are sealed as they are encoded
         # (_encode_into), where its keys are at hand; this pass takes the
         # rest - the handshake's, resets, alerts and control segments - and,
@@ -1141,9 +1148,9 @@ class SecureEndpoint(Endpoint):
                 else:
                     out[start] = (self._seal_encoded(sealer, item, conn.remote_cid), addr)
                 return sent
-            trains = self._seal_train(item, sealer)  # one run (a bulk sender's common case)
-            out[start] = (trains[0], addr)
-            for train in trains[1:]:
+            sealed = self._seal_train(item, sealer)  # one run (a bulk sender's common case)
+            out[start] = (sealed[0], addr)
+            for train in sealed[1:]:
                 out.append((train, addr))
             return sent
         items = out[start:]
@@ -1198,6 +1205,7 @@ class SecureEndpoint(Endpoint):
         """The SYN (our hello) or SYN-ACK (the length of our hello if we sent
         one, it, and our answer to the peer's) with the key exchange added."""
         dst, src, seg = decode(item)
+        assert src is not None  # (a SYN or SYN-ACK: the long form, which carries it)
         if synack:
             own = session.client.hello() if session.client is not None else b""
             message = bytes((len(own),)) + own + session.reply
@@ -1263,10 +1271,11 @@ class InsecureEndpoint(SecureEndpoint):
         if data and data[0] == SHORT_FORM or not self._screened(data, addr, now):
             _plain_receive_datagram(self, data, addr, now)
 
-    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,  # type: ignore[override]
-                      now: float) -> None:  # (no `authenticated`: nothing here is vouched for, as in SecureEndpoint)
+    def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
+                      now: float, authenticated: bool = False) -> None:
         if buf and buf[0] == SHORT_FORM:
-            _plain_receive_batch(self, buf, seg, addr, now)  # short forms: no SYN, no alert
+            # short forms: no SYN, no alert (`authenticated` is the plain endpoint's to use)
+            _plain_receive_batch(self, buf, seg, addr, now, authenticated)
             return
         if seg <= 0 or seg >= len(buf):
             self.receive_datagram(buf, addr, now)

@@ -17,7 +17,7 @@ import errno
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .. import observe
 from ..config import Config
@@ -55,7 +55,7 @@ class _Pending:
         # The deque is made by the first write that does not fit: an empty
         # one costs 760 bytes, and a server's 10,000 idle connections almost
         # never have anything waiting here.
-        self.chunks: deque | tuple = ()
+        self.chunks: deque[bytes | memoryview] | tuple[()] = ()
         self.size = 0
 
     def __len__(self) -> int:
@@ -66,9 +66,10 @@ class _Pending:
         if type(data) is not bytes and not (type(data) is memoryview and type(data.obj) is bytes):
             data = bytes(data)
         if data:
-            if not self.chunks:
-                self.chunks = deque()
-            self.chunks.append(data)
+            chunks = self.chunks
+            if not chunks:
+                chunks = self.chunks = deque()
+            chunks.append(data)
             self.size += len(data)
 
     def clear(self) -> None:
@@ -108,8 +109,11 @@ class _StreamConn:
         self.aep = aep
         self.conn = conn
         self.loop = aep.loop
-        self.reader = ChunkReader(limit, self.loop)
-        self.reader.set_transport(self)  # type: ignore[arg-type] - pause/resume_reading only
+        reader = ChunkReader(limit, self.loop)
+        # (not a transport: the reader calls only pause_reading and resume_reading)
+        reader.set_transport(self)  # type: ignore[arg-type]
+        # The application's reader, or after `divert` the sink that takes its place.
+        self.reader: ChunkReader | Sink = reader
         # Written but not yet taken by conn.send: a _Pending only while a
         # write did not fit (most connections never have one).
         self.pending: _Pending | None = None
@@ -119,7 +123,7 @@ class _StreamConn:
         self.eof_fed = False
         self.eof_requested = False  # write_eof/close called
         self.fin_queued = False  # conn.shutdown_write called
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         # Resolved when the handshake completes; only an active open waits for it.
         self.established: asyncio.Future | None = self.loop.create_future() if active else None
         self.done = False  # our FIN acknowledged, or terminated (see `finished`)
@@ -189,8 +193,8 @@ class _StreamConn:
         elif kind is AllDataAcknowledged:
             if self.fin_queued and self.conn.state in FIN_ACKED:
                 self._finish()
-        elif kind is ConnectionTerminated:
-            self._terminated(ev.error)  # type: ignore[attr-defined]
+        elif type(ev) is ConnectionTerminated:  # (`type` again: it narrows `ev`)
+            self._terminated(ev.error)
 
     def pull(self) -> None:
         conn = self.conn
@@ -226,14 +230,14 @@ class _StreamConn:
             for fut in waiters:
                 _resolve(fut, None)
 
-    def _fail_writers(self, exc: BaseException) -> None:
+    def _fail_writers(self, exc: Exception) -> None:
         self.pending = None
         waiters, self.drain_waiters = self.drain_waiters, None
         for fut in waiters or ():
             if not fut.done():
                 fut.set_exception(copy_error(exc))
 
-    def _terminated(self, error: BaseException | None) -> None:
+    def _terminated(self, error: Exception | None) -> None:
         self.aep.detach(self.conn)
         if error is not None:
             self.error = error
@@ -287,7 +291,7 @@ class StreamWriter:
     # sets an attribute of their own.
     __slots__ = ("_sc", "_reader", "_closing", "__dict__", "__weakref__")
 
-    def __init__(self, sc: _StreamConn, reader: asyncio.StreamReader) -> None:
+    def __init__(self, sc: _StreamConn, reader: asyncio.StreamReader | Sink) -> None:
         self._sc = sc
         self._reader = reader
         self._closing = False
@@ -408,13 +412,13 @@ class StreamWriter:
         return f"<gannet.StreamWriter {self._sc.conn!r}>"
 
 
-class Sink:
+class Sink(Protocol):
     """What `divert` hands a connection's input to, in place of its reader.
     Called on the loop's thread with the endpoint's lock held."""
 
     def feed_data(self, data: bytes) -> None: ...
     def feed_eof(self) -> None: ...
-    def set_exception(self, exc: BaseException) -> None: ...
+    def set_exception(self, exc: Exception) -> None: ...
 
 
 def divert(writer: StreamWriter, sink: Sink) -> _StreamConn:
@@ -432,7 +436,7 @@ def divert(writer: StreamWriter, sink: Sink) -> _StreamConn:
         reader._flatten()
         held = bytes(reader._buffer)
         reader._buffer.clear()
-        sc.reader = sink  # type: ignore[assignment] - what pull() and _terminated() feed
+        sc.reader = sink  # what pull() and _terminated() feed from now on
         if held:
             sink.feed_data(held)
         if reader._exception is not None:
@@ -456,7 +460,9 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
         sc = _StreamConn(aep, conn, limit, active=True)
     aep.flush_now()  # the SYN leaves now, as connect() sends it (or joins a flush due)
     try:
-        await sc.established  # type: ignore[misc] - made for active opens
+        established = sc.established
+        assert established is not None  # (made for active opens)
+        await established
         sc.established = None  # done with: one object less per connection to keep
     except BaseException:
         with aep.lock:
@@ -464,7 +470,9 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
                 conn.abort(aep.now())
         aep.request_flush()
         raise
-    return sc.reader, StreamWriter(sc, sc.reader)
+    reader = sc.reader
+    assert isinstance(reader, ChunkReader)  # (a sink takes its place only through divert, later)
+    return reader, StreamWriter(sc, reader)
 
 
 async def open_connection(
@@ -497,7 +505,9 @@ async def open_connection(
         elif wire == "tcp":
             from .rawtcp import route_source
 
-            lhost, lport = route_source(addr[0]), 0  # a TCP endpoint sends from one address
+            ip = addr[0]
+            assert isinstance(ip, str)  # (an IPv4 address: AF_INET only)
+            lhost, lport = route_source(ip), 0  # a TCP endpoint sends from one address
         else:
             lhost, lport = ("::" if fam == socket.AF_INET6 else "0.0.0.0"), 0
         aep = await create_endpoint(lhost, lport, config=cfg, family=fam, loop=loop, wire=wire)
@@ -530,7 +540,8 @@ ClientCallback = Callable[[asyncio.StreamReader, StreamWriter], Awaitable[None] 
 class Server:
     """A listening Gannet endpoint; like asyncio.Server."""
 
-    def __init__(self, aep: AioEndpoint, callback: ClientCallback, limit: int, backlog: int) -> None:
+    def __init__(self, aep: AioEndpoint, callback: ClientCallback, limit: int,
+                 backlog: int | None) -> None:
         self._aep = aep
         self._callback = callback
         self._limit = limit
@@ -541,7 +552,7 @@ class Server:
         self._serve_forever: asyncio.Future | None = None
         self._forget = self._streams.discard  # every connection's on_done (one bound method)
         aep.on_available = self._on_available
-        aep.ep.listen(backlog)
+        aep.ep.listen(backlog)  # (None: the config's)
         aep.prepare_soon()  # (the first SYN's code exchange, started while none is here)
 
     def _on_available(self, _conn: Connection) -> None:
@@ -551,9 +562,11 @@ class Server:
             if not sc.done:
                 self._streams.add(sc)
                 sc.on_done = self._forget
-            writer = StreamWriter(sc, sc.reader)
+            reader = sc.reader
+            assert isinstance(reader, ChunkReader)  # (a sink takes its place only by divert, later)
+            writer = StreamWriter(sc, reader)
             try:
-                res = self._callback(sc.reader, writer)
+                res = self._callback(reader, writer)
             except Exception as exc:  # noqa: BLE001
                 self._report(exc, writer)
                 continue
@@ -564,8 +577,10 @@ class Server:
 
     def _task_done(self, task: asyncio.Task) -> None:
         writer = self._tasks.pop(task, None)
-        if writer is not None and not task.cancelled() and task.exception() is not None:
-            self._report(task.exception(), writer)
+        if writer is not None and not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self._report(exc, writer)
 
     def _report(self, exc: BaseException, writer: StreamWriter) -> None:
         self._loop.call_exception_handler(
@@ -679,10 +694,13 @@ class _SocketInfo:
 
 async def start_server(
     client_connected_cb: ClientCallback, host: str | None = None, port: int = 0, *,
-    config: Config | None = None, backlog: int = 128, limit: int = DEFAULT_LIMIT,
+    config: Config | None = None, backlog: int | None = None, limit: int = DEFAULT_LIMIT,
     family: int = 0, wire: str = "udp", **config_overrides: object,
 ) -> Server:
     """Listen on one UDP socket at host:port (port 0: any; see `.addresses`).
+
+    `backlog`: connections waiting to be accepted (None: the config's
+    `backlog`, 128 by default).
 
     `client_connected_cb(reader, writer)` is called (and awaited as a task if
     it is a coroutine) for every established connection. `wire="tcp"`

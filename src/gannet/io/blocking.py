@@ -130,7 +130,7 @@ class _ConnWaiter:
         self.cond = threading.Condition(aep.lock)
         self.established = conn.established
         self.discard = False
-        self.error: BaseException | None = conn.error
+        self.error: Exception | None = conn.error
         aep.attach(conn, self.on_event)
 
     def on_event(self, ev: Event) -> None:  # whoever runs the endpoint's pass, lock held
@@ -140,8 +140,8 @@ class _ConnWaiter:
                 self.drop_input()
         elif kind is ConnectionEstablished:
             self.established = True
-        elif kind is ConnectionTerminated and ev.error is not None:  # type: ignore[attr-defined]
-            self.error = ev.error  # type: ignore[attr-defined]
+        elif type(ev) is ConnectionTerminated and ev.error is not None:  # (`type`: it narrows `ev`)
+            self.error = ev.error
         cond = self.cond
         if cond._waiters:  # type: ignore[attr-defined] # (usually none: the reader drives the endpoint itself)
             cond.notify_all()
@@ -287,12 +287,16 @@ class Socket:
                 return
 
     def _can_read(self) -> bool:
-        conn = self._w.conn  # type: ignore[union-attr] # (connected)
+        w = self._w
+        assert w is not None  # (connected)
+        conn = w.conn
         return conn.readable_bytes > 0 or conn.eof or conn.state is _CLOSED or self._rd_shut \
             or self._closed
 
     def _can_write(self) -> bool:
-        conn = self._w.conn  # type: ignore[union-attr] # (connected)
+        w = self._w
+        assert w is not None  # (connected)
+        conn = w.conn
         return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
             or conn.state not in _WRITABLE
 
@@ -360,7 +364,9 @@ class Socket:
                     continue  # reset before we took it
                 w = _ConnWaiter(aep, conn)
                 break
-        return Socket._accepted(self, w), conn.remote_addr
+        addr = conn.remote_addr
+        assert isinstance(addr, tuple)  # (the core keeps the address recvfrom gave)
+        return Socket._accepted(self, w), addr
 
     def connect(self, address: tuple) -> None:
         self._check_open()
@@ -561,7 +567,9 @@ class Socket:
 
     # --------------------------------------------------------------- info
     def getpeername(self) -> tuple:
-        return self._connected().conn.remote_addr
+        addr = self._connected().conn.remote_addr
+        assert isinstance(addr, tuple)  # (the core keeps the address connect or recvfrom gave)
+        return addr
 
     def getsockname(self) -> tuple:
         self._check_open()

@@ -56,6 +56,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, cast
 
 from .. import observe
 from ..config import Config
@@ -71,6 +72,16 @@ from .security import make_endpoint
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
+
+if TYPE_CHECKING:
+    # An address as this endpoint's socket takes and gives it: (host, port),
+    # or (host, port, flowinfo, scope_id) for IPv6. The core keeps any
+    # object as an address; every one it holds here came from the socket
+    # (recvfrom) or from connect, so it is one of these.
+    SockAddr = tuple[str, int] | tuple[str, int, int, int]
+    # What the core hands over to send: datagrams, or with GSO `Train`s of
+    # them, with their addresses (Endpoint.datagrams_to_send).
+    Outgoing = list[tuple[bytes | bytearray, SockAddr]]
 
 
 def _import_numpy_in_background() -> None:
@@ -120,7 +131,8 @@ SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
-GSO_MAX_BYTES = {socket.AF_INET: 65507, socket.AF_INET6: 65527}  # 64 KB less IP/UDP headers
+# 64 KB less IP/UDP headers
+GSO_MAX_BYTES: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 # errno values that say "this socket or device cannot do GSO at all"
 GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
@@ -154,7 +166,7 @@ def _env_off(name: str) -> bool:
     key = _ENV_KEYS.get(name)
     if key is None:
         try:
-            key = _ENV_KEYS[name] = os.environ.encodekey(name)  # type: ignore[attr-defined]
+            key = _ENV_KEYS[name] = os.environ.encodekey(name)
         except AttributeError:
             key = _ENV_KEYS[name] = False
     data = getattr(os.environ, "_data", None)
@@ -219,18 +231,22 @@ def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
     if not overrides:
         return cfg
     names = {f.name for f in fields(Config)}
-    changes = {}
+    changes: dict[str, object] = {}
     for key, value in overrides.items():
         name = ALIASES.get(key, key)
         if name not in names:
             raise TypeError(f"unknown Gannet setting {key!r}")
         changes[name] = value
+    # (a size that is no int is left for Config to reject)
+    size = changes.get("max_datagram_size")
     if "mtu" in overrides and "pmtud" not in overrides:
         # `mtu=` pins the datagram size, as a benchmark's --mtu means it.
         changes["pmtud"] = False
-        changes.setdefault("pmtud_max", max(changes["max_datagram_size"], cfg.max_datagram_size))
-    if "max_datagram_size" in changes and changes.get("pmtud_max", cfg.pmtud_max) < changes["max_datagram_size"]:
-        changes["pmtud_max"] = changes["max_datagram_size"]
+        if isinstance(size, int):
+            changes.setdefault("pmtud_max", max(size, cfg.max_datagram_size))
+    pmtud_max = changes.get("pmtud_max", cfg.pmtud_max)
+    if isinstance(size, int) and isinstance(pmtud_max, int) and pmtud_max < size:
+        changes["pmtud_max"] = size
     return cfg.with_(**changes)
 
 
@@ -302,7 +318,7 @@ PMTUDISC_PROBE = 3  # set DF, never fragment locally, ignore the kernel's PMTU c
 
 PMTUDISC_WANT = 1  # the kernel's default for UDP: fragment if the route says so
 # Largest datagram every IPv4 / IPv6 path with a 1500-byte MTU carries whole.
-SAFE_DATAGRAM = {socket.AF_INET: 1472, socket.AF_INET6: 1452}
+SAFE_DATAGRAM: dict[int, int] = {socket.AF_INET: 1472, socket.AF_INET6: 1452}
 
 
 def set_dont_fragment(sock: socket.socket, on: bool) -> bool:
@@ -643,11 +659,13 @@ class AioEndpoint:
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "_queued", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
-        "on_refused", "_can_prepare", "_events", "_dirty", "_heap", "__dict__", "__weakref__",
+        "on_refused", "_preparer", "_events", "_dirty", "_heap", "__dict__", "__weakref__",
     )
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
     ONE_DATAGRAM_SHORTCUT = True
+    # The task that closes the endpoint with its loop (_keep_until_loop_ends).
+    _life_task: asyncio.Task[None]
 
     def __init__(self, sock: socket.socket, config: Config, loop: asyncio.AbstractEventLoop,
                  *, gso: bool | None = None, gro: bool | None = None,
@@ -698,11 +716,12 @@ class AioEndpoint:
         self._sent_at_once = False  # a write left at once and no pass has run since (flush_now)
         self._drive: _Drive | None = None  # made by the first begin_drive
         self._reader_on = True  # the loop watches the socket (off while callers drive it)
-        self._backlog: deque[tuple[bytes, object]] | None = None  # made when the kernel pushes back
+        # made when the kernel pushes back
+        self._backlog: deque[tuple[bytes | bytearray, SockAddr]] | None = None
         self._writing = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed_waiters: list[asyncio.Future] | None = None  # made by wait_closed
-        self._refused: dict[Connection, BaseException] = {}
+        self._refused: dict[Connection, Exception] = {}
         self.icmp_errors = 0
         self._rearm_due = False  # a _rearm_poll is scheduled
         self._fd = sock.fileno()
@@ -726,8 +745,10 @@ class AioEndpoint:
         # and the first window of data comes after the SYN-ACK.
         loop.call_soon(keep_freed_memory)
         # A listener with a code starts the next hello's half of the code
-        # exchange while it waits (SecureEndpoint.prepare).
-        self._can_prepare = isinstance(self.ep, SecureEndpoint) and self.ep.security.code is not None
+        # exchange while it waits (SecureEndpoint.prepare): its endpoint
+        # here, else None.
+        self._preparer: SecureEndpoint | None = (
+            ep if isinstance(ep, SecureEndpoint) and ep.security.code is not None else None)
         # qlog, pcap, limit accounting (gannet.observe): None unless one is
         # on; the observer wraps self.ep's boundary calls, nothing here checks.
         self.observer = observe.attach(self)
@@ -753,18 +774,19 @@ class AioEndpoint:
     def prepare_soon(self) -> None:
         """Let the core do ahead, on a later pass of the loop, the work of
         the next SYN that needs nothing from it (SecureEndpoint.prepare)."""
-        if self._can_prepare:
+        if self._preparer is not None:
             self.loop.call_soon(self._prepare)
 
     def prepare_soon_threadsafe(self) -> None:
         """The same, from any thread (the blocking Socket's listener)."""
-        if self._can_prepare:
+        if self._preparer is not None:
             self._call_loop(self._prepare)
 
     def _prepare(self) -> None:
+        preparer = self._preparer
         with self.lock:
-            if not self.closed:
-                self.ep.prepare()  # type: ignore[union-attr] - a SecureEndpoint (_can_prepare)
+            if not self.closed and preparer is not None:
+                preparer.prepare()
 
     def connect(self, addr: object, config: Config | None = None,
                 server_name: str | None = None) -> Connection:
@@ -897,8 +919,9 @@ class AioEndpoint:
         if self.closed or (ready is not None and ready()):
             return
         ep = self.ep
-        if self._can_prepare and ep.prepare_due:  # type: ignore[attr-defined] # (a SecureEndpoint)
-            ep.prepare()  # type: ignore[attr-defined] # the next hello's work, while we wait
+        preparer = self._preparer
+        if preparer is not None and preparer.prepare_due:
+            preparer.prepare()  # the next hello's work, while we wait
         deadline = ep.get_timer()
         if until is not None and (deadline is None or until < deadline):
             deadline = until
@@ -959,7 +982,8 @@ class AioEndpoint:
                 cond.notify()  # one of them drives next
         if self.closed:
             return
-        if self._can_prepare and self.ep.prepare_due:  # type: ignore[attr-defined] # (a hello answered on the way out)
+        preparer = self._preparer
+        if preparer is not None and preparer.prepare_due:  # (a hello answered on the way out)
             self.prepare_soon_threadsafe()
         # A deadline before the loop's next look needs the loop sooner.
         deadline = d.after
@@ -1096,7 +1120,7 @@ class AioEndpoint:
             for _ in range(PROCESS_ROUNDS):
                 if dirty or ep._out:
                     moved = True
-                    out = ep.datagrams_to_send(self.now(), self.gso)
+                    out = cast("Outgoing", ep.datagrams_to_send(self.now(), self.gso))
                     if out:
                         self._send(out)
                 if not events or not self._dispatch():
@@ -1121,7 +1145,8 @@ class AioEndpoint:
         if moved:
             self._timer_moved = False
             self._arm_timer()
-            if self._can_prepare and ep.prepare_due:  # (what was sent is out)
+            preparer = self._preparer
+            if preparer is not None and preparer.prepare_due:  # (what was sent is out)
                 self.prepare_soon()
 
     def _dispatch(self) -> bool:
@@ -1142,12 +1167,12 @@ class AioEndpoint:
                     if self.on_available is not None:
                         self.on_available(ev.conn)
                     continue
-                if kind is HandshakeRefused:
+                if type(ev) is HandshakeRefused:  # (rare kinds from here: `type` narrows `ev`)
                     if self.on_refused is not None:
                         self.on_refused(ev)
                     continue
                 handler = handlers.get(ev.conn)
-                if kind is ConnectionTerminated and self._refused and ev.error is None:
+                if type(ev) is ConnectionTerminated and self._refused and ev.error is None:
                     error = self._refused.get(ev.conn)
                     if error is not None:
                         ev = ConnectionTerminated(ev.conn, error)
@@ -1203,6 +1228,7 @@ class AioEndpoint:
         time = self.now
         st = self.io_stats
         got = 0
+        # (ioctl None: not POSIX)
         fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued
         with self.lock:
             feed = self.ep.receive_datagram
@@ -1223,7 +1249,8 @@ class AioEndpoint:
                     continue
                 got += 1
                 feed(view[:n], addr, time())  # the core copies what it keeps
-                if got == 1 and _FIONREAD and not ioctl(fd, _FIONREAD, queued) and queued == _NOTHING_QUEUED:
+                if (got == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued)
+                        and queued == _NOTHING_QUEUED):
                     break
             st.recv_calls += got
             st.datagrams_received += got
@@ -1235,6 +1262,7 @@ class AioEndpoint:
         st = self.io_stats
         datagrams = calls = 0
         from_bytes = int.from_bytes
+        # (ioctl None: not POSIX)
         fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued
         with self.lock:
             feed_batch = self.ep.receive_batch
@@ -1266,7 +1294,8 @@ class AioEndpoint:
                     seg = 0
                     datagrams += 1
                 feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
-                if calls == 1 and _FIONREAD and not ioctl(fd, _FIONREAD, queued) and queued == _NOTHING_QUEUED:
+                if (calls == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued)
+                        and queued == _NOTHING_QUEUED):
                     break
             st.recv_calls += calls
             st.datagrams_received += datagrams
@@ -1330,7 +1359,7 @@ class AioEndpoint:
                 self.loop.remove_writer(self._fd)
                 self.loop.add_writer(self._fd, self._on_writable)
 
-    def _send(self, out: list[tuple[bytes, object]]) -> None:
+    def _send(self, out: Outgoing) -> None:
         if self._backlog:
             self._backlog.extend(out)
             return
@@ -1374,7 +1403,7 @@ class AioEndpoint:
             self._writing = False
             self.loop.remove_writer(self._fd)
 
-    def _transmit(self, out: list[tuple[bytes, object]]) -> int:
+    def _transmit(self, out: Outgoing) -> int:
         """Send `out` in order; returns how many were handed to the kernel
         (or dropped with an error): len(out) unless the socket buffer filled,
         in which case a writable callback or a retry has been arranged."""
@@ -1382,7 +1411,7 @@ class AioEndpoint:
             return self._transmit_gso(out)
         return self._transmit_plain_run(out, 0, len(out))
 
-    def _transmit_gso(self, out: list[tuple[bytes, object]]) -> int:
+    def _transmit_gso(self, out: Outgoing) -> int:
         """Like `_transmit`, in runs of equal-sized datagrams to one address,
         each run one sendmsg with UDP_SEGMENT."""
         st = self.io_stats
@@ -1426,10 +1455,11 @@ class AioEndpoint:
             i = j
         return n
 
-    def _send_train(self, out: list[tuple[bytes, object]], i: int) -> bool:
+    def _send_train(self, out: Outgoing, i: int) -> bool:
         """Send the Train out[i] in one sendmsg with UDP_SEGMENT. False when
         the socket is full (a retry is arranged; out[i] is what is left)."""
         train, addr = out[i]
+        assert type(train) is Train  # (the caller saw it)
         size = train.size
         count = -(-len(train) // size)
         try:
@@ -1447,7 +1477,8 @@ class AioEndpoint:
         release(train)  # the kernel has its copy: encode_run may fill it again
         return True
 
-    def _send_call(self, bufs: list, size: int, count: int, addr: object) -> None:
+    def _send_call(self, bufs: list[bytes | bytearray | memoryview], size: int, count: int,
+                   addr: SockAddr) -> None:
         """One system call for `count` datagrams of `size` bytes (the last may
         be shorter) held in `bufs`: sendto for one, sendmsg with UDP_SEGMENT
         for more. OSError goes to the caller (see `_send_failed`)."""
@@ -1478,8 +1509,8 @@ class AioEndpoint:
             return True
         return False
 
-    def _send_failed(self, exc: OSError, size: int, count: int, addr: object,
-                     data: bytes | None = None) -> object:
+    def _send_failed(self, exc: OSError, size: int, count: int, addr: SockAddr,
+                     data: bytes | bytearray | None = None) -> object:
         """What to do after `_send_call` raised: _STOP (the socket is full; a
         writable callback or a retry is arranged), _DROPPED (one datagram
         lost; the core retransmits) or _FALLBACK (send the batch again one
@@ -1516,11 +1547,12 @@ class AioEndpoint:
         log.debug("GSO send to %r failed (%r); sending one by one", addr, exc)
         return _FALLBACK
 
-    def _send_train_plain(self, out: list[tuple[bytes, object]], i: int) -> bool:
+    def _send_train_plain(self, out: Outgoing, i: int) -> bool:
         """The Train out[i] one datagram at a time; False (out[i] = the rest) if
         the socket filled."""
         train, addr = out[i]
-        items = [(d, addr) for d in train.datagrams()]
+        assert type(train) is Train  # (the caller saw it)
+        items: Outgoing = [(d, addr) for d in train.datagrams()]
         sent = self._transmit_plain_run(items, 0, len(items))
         if sent < len(items):
             rest = Train(train[sent * train.size:])
@@ -1529,7 +1561,7 @@ class AioEndpoint:
             return False
         return True
 
-    def _transmit_plain_run(self, out: list[tuple[bytes, object]], i: int, j: int) -> int:
+    def _transmit_plain_run(self, out: Outgoing, i: int, j: int) -> int:
         sendto = self.sock.sendto
         st = self.io_stats
         safe = self._safe
@@ -1561,7 +1593,7 @@ class AioEndpoint:
             st.datagrams_sent += 1
         return j
 
-    def _send_again(self, data: bytes, addr: object) -> bool:
+    def _send_again(self, data: bytes | bytearray, addr: SockAddr) -> bool:
         """Send `data` again after its send reported an earlier datagram's
         ICMP error (see _send_failed); a few times, while more such errors
         keep arriving. False if it still could not go."""
@@ -1765,4 +1797,4 @@ def _keep_until_loop_ends(aep: AioEndpoint) -> None:
             aep.close()
 
     task = aep.loop.create_task(life(), name=f"gannet-endpoint-{aep.local_address}")
-    aep._life_task = task  # type: ignore[attr-defined]
+    aep._life_task = task

@@ -20,6 +20,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, SupportsIndex
+
+if TYPE_CHECKING:
+    from asyncio.streams import _ReaduntilBuffer  # (typeshed's name for what readuntil takes)
 
 
 class ChunkReader(asyncio.StreamReader):
@@ -27,14 +32,26 @@ class ChunkReader(asyncio.StreamReader):
 
     __slots__ = ("_chunks", "_head", "_chunked")  # not in the inherited __dict__: a server holds thousands
 
+    # The inherited StreamReader's state, which the chunk paths read and
+    # write directly (CPython's asyncio/streams.py; typeshed declares none
+    # of it, being private).
+    _buffer: bytearray
+    _eof: bool
+    _exception: Exception | None
+    _waiter: asyncio.Future[None] | None
+    _transport: asyncio.ReadTransport | None
+    _paused: bool
+    _limit: int
+    _loop: asyncio.AbstractEventLoop
+
     def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=limit, loop=loop)
-        self._chunks: deque | None = None  # made on first use, dropped when empty
+        self._chunks: deque[bytes] | None = None  # made on first use, dropped when empty
         self._head = 0  # bytes of _chunks[0] already read
         self._chunked = 0  # bytes held in _chunks, unread
 
     # ------------------------------------------------------------- feeding
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         if self._buffer or type(data) is not bytes:
             # Behind data already in the bytearray, or a mutable buffer the
             # caller may reuse: the plain path (copied into the bytearray).
@@ -69,7 +86,7 @@ class ChunkReader(asyncio.StreamReader):
         if chunks:
             head = self._head
             if head:
-                chunks[0] = memoryview(chunks[0])[head:]
+                self._buffer.extend(memoryview(chunks.popleft())[head:])
             self._buffer.extend(b"".join(chunks))
         self._chunks = None
         self._head = self._chunked = 0
@@ -77,9 +94,10 @@ class ChunkReader(asyncio.StreamReader):
     def _maybe_resume_transport(self) -> None:
         if self._paused and len(self._buffer) + self._chunked <= self._limit:
             self._paused = False
+            assert self._transport is not None  # (reading is paused only through a transport)
             self._transport.resume_reading()
 
-    def _new_waiter(self, func_name: str) -> asyncio.Future:
+    def _new_waiter(self, func_name: str) -> asyncio.Future[None]:
         """The future feed_data, feed_eof or set_exception resolves (the
         inherited _wait_for_data's, made without its coroutine: the chunk
         paths await it directly, once per message). If reading was paused,
@@ -135,6 +153,7 @@ class ChunkReader(asyncio.StreamReader):
     def _take(self, n: int) -> bytes:
         """Up to `n` bytes from the oldest chunk (there is one)."""
         chunks = self._chunks
+        assert chunks is not None  # (the callers saw _chunked > 0)
         chunk = chunks[0]
         head = self._head
         size = len(chunk) - head
@@ -174,7 +193,7 @@ class ChunkReader(asyncio.StreamReader):
         self._flatten()
         return await super().readexactly(n)
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+    async def readuntil(self, separator: _ReaduntilBuffer = b"\n") -> bytes:
         self._flatten()
         return await super().readuntil(separator)
 

@@ -43,11 +43,15 @@ import socket
 import struct
 import subprocess
 from itertools import count
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..core.tcp_endpoint import ETHERNET_MTU, TcpEndpoint, TsoPacket
 from ..wire import ipv4
 from .endpoint import _SYSTEM_RANDOM, AioEndpoint, _keep_until_loop_ends
+
+if TYPE_CHECKING:
+    from .endpoint import Outgoing
 
 log = logging.getLogger("gannet.io")
 
@@ -156,7 +160,7 @@ class TunSocket:
     def getsockname(self) -> tuple[str, int]:
         return (self.address, self.port)
 
-    def sendto(self, packet: bytes, addr: object = None) -> int:
+    def sendto(self, packet: bytes | bytearray, addr: object = None) -> int:
         if type(packet) is TsoPacket:
             # hdr_len: the IPv4 and TCP headers before the data
             key = (packet.mss, ipv4.HEADER_SIZE + (packet[32] >> 4) * 4)
@@ -188,6 +192,8 @@ class TunAioEndpoint(AioEndpoint):
         self.tun_head = bytearray(VNET_HDR_SIZE)
         # gso=True asks the core for runs (it passes `trains` to the encoder);
         # the writes are this class's own.
+        # (the TUN device stands in for the UDP socket: it has the socket
+        # methods the adapter calls)
         super().__init__(sock, config, loop, gso=False, gro=False,  # type: ignore[arg-type]
                          endpoint=endpoint)
         self.gso = True
@@ -201,12 +207,14 @@ class TunAioEndpoint(AioEndpoint):
         st = self.io_stats
         got = 0
         with self.lock:
-            feed = self.ep.receive_offloaded  # type: ignore[attr-defined]
+            ep = self.ep
+            assert isinstance(ep, TcpEndpoint)  # (the one __init__ took)
+            feed = ep.receive_offloaded
             if self.observer is not None:
                 # qlog or pcap wrap the endpoint's receive_datagram: go
                 # through it (the checksum verdict is then the raw carrier's)
                 receive = self.ep.receive_datagram
-                feed = lambda data, now, _checked: receive(data, None, now)  # noqa: E731
+                feed = lambda data, now, checked: receive(data, None, now)  # noqa: E731
             while got < RECV_BATCH:
                 try:
                     n = readv(fd, parts)
@@ -229,8 +237,8 @@ class TunAioEndpoint(AioEndpoint):
             st.datagrams_received += got
             self._after_receive()  # the adapter's one rule for the pass after a read
 
-    def _transmit(self, out: list[tuple[bytes, object]]) -> int:
-        tun: TunSocket = self.sock  # type: ignore[assignment]
+    def _transmit(self, out: Outgoing) -> int:
+        tun: TunSocket = self.sock  # type: ignore[assignment]  # (the device __init__ took)
         send = tun.sendto
         st = self.io_stats
         for k, (packet, _addr) in enumerate(out):

@@ -127,6 +127,7 @@ class EndpointObserver:
         log_in: Callable[..., Connection | None]
         log_rows: Callable[..., Connection | None]
         if inner:
+            # (`inner`: a SecureEndpoint, which reports its plaintext side to it)
             ep.plaintext_observer = self  # type: ignore[attr-defined]
             log_out = log_train = self._pcap_out
             log_in, log_rows = self._pcap_in, self._pcap_rows
@@ -151,6 +152,9 @@ class EndpointObserver:
         self.datagrams_to_send = observed_datagrams_to_send
         self.receive_datagram, self.receive_batch, self.handle_timer = receive_datagram, receive_batch, handle_timer
         if install:
+            # (the observed calls on the instance, over the class's: a Python
+            # subclass's only, which the I/O adapter drives; _wrap refused a
+            # compiled one)
             ep.datagrams_to_send = observed_datagrams_to_send  # type: ignore[method-assign]
         if not packets:
             return
@@ -161,12 +165,12 @@ class EndpointObserver:
             receive_datagram(data, addr, now)
             after_input(self._conn_in, now, "reordering_threshold")
 
-        def observed_receive_batch(buf, seg, addr, now):
+        def observed_receive_batch(buf, seg, addr, now, authenticated=False):
             if seg <= 0 or seg >= len(buf):
                 self._conn_in = log_in(buf, addr, now)
             else:
                 self._conn_in = log_rows(buf, seg, addr, now)
-            receive_batch(buf, seg, addr, now)
+            receive_batch(buf, seg, addr, now, authenticated)
             after_input(self._conn_in, now, "reordering_threshold")
 
         def observed_handle_timer(now):

@@ -29,7 +29,7 @@ class Node(Protocol):
     """What the simulator drives: the sans-I/O Endpoint contract."""
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None: ...
-    def datagrams_to_send(self, now: float) -> Iterable[tuple[bytes, Any]]: ...
+    def datagrams_to_send(self, now: float) -> Iterable[tuple[bytes | bytearray, Any]]: ...
     def get_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
 
@@ -40,7 +40,7 @@ class _NodeState:
     __slots__ = ("node", "drain", "addr", "name", "deadline", "gen", "burst_time", "burst")
 
     def __init__(self, node: Node, addr: Any, name: str,
-                 drain: Callable[[float], Iterable[tuple[bytes, Any]]]) -> None:
+                 drain: Callable[[float], Iterable[tuple[bytes | bytearray, Any]]]) -> None:
         self.node = node
         self.drain = drain  # how the node's output is taken (see Simulator.add_node)
         self.addr = addr
@@ -105,8 +105,10 @@ class Simulator:
 
     # -- nodes ----------------------------------------------------------------
 
-    def add_node(self, addr: Any, node: Node, name: str | None = None, *,
-                 drain: Callable[[float], Iterable[tuple[bytes, Any]]] | None = None) -> Node:
+    def add_node(
+        self, addr: Any, node: Node, name: str | None = None, *,
+        drain: Callable[[float], Iterable[tuple[bytes | bytearray, Any]]] | None = None,
+    ) -> Node:
         """Attach `node` at address `addr` and flush whatever it already has
         to send (e.g. a SYN from a `connect` done before attaching).
 
