@@ -95,6 +95,24 @@ def test_pcap_reader_rejects_other_files(tmp_path):
         decode(b"\x03" + b"\0" * 40)
 
 
+def test_pcap_reader_stops_at_a_record_still_being_written(tmp_path):
+    """A live capture (a receiver still running) can end in a record whose
+    header is on disk and whose packet is not yet: the reader gives the
+    whole records and stops there."""
+    path = tmp_path / "live.pcap"
+    w = pcap.PcapWriter(str(path))
+    w.write(1.0, ("127.0.0.1", 1000), ("127.0.0.1", 2000), b"first")
+    w.write(2.0, ("127.0.0.1", 2000), ("127.0.0.1", 1000), b"second datagram")
+    w.close()
+    whole = path.read_bytes()
+    for cut in (len(whole) - 1, len(whole) - len(b"second datagram") - 28):  # part of it, none of it
+        path.write_bytes(whole[:cut])
+        records = list(pcap.read(str(path)))
+        assert [payload for _, _, _, payload in records] == [b"first"]
+    path.write_bytes(whole)
+    assert [p for _, _, _, p in pcap.read(str(path))] == [b"first", b"second datagram"]
+
+
 def _tshark(capture, *fields, display=None):
     cmd = ["tshark", "-n", "-X", f"lua_script:{dissector_path()}", "-r", str(capture), "-T", "fields",
            "-E", "separator=|", "-E", "occurrence=f"]

@@ -158,6 +158,8 @@ def read(path: str) -> Iterator[tuple[float, tuple[str, int], tuple[str, int], b
                 return
             sec, usec, caplen, _ = _RECORD.unpack(rec)
             pkt = f.read(caplen)
+            if len(pkt) < caplen or not pkt:
+                return  # a record still being written (a live capture) ends the read
             if pkt[0] >> 4 == 4:
                 ihl = (pkt[0] & 0xF) * 4
                 src_ip = str(ipaddress.IPv4Address(pkt[12:16]))
