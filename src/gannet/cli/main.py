@@ -67,8 +67,27 @@ class Parser(argparse.ArgumentParser):
     other known error; the full usage is one `--help` away. Subcommand
     parsers are made from this class too."""
 
+    _checking = False  # (inside add_argument)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    # argparse makes a help formatter in add_argument only to check the
+    # argument's metavar against its nargs, which no width changes; but a
+    # formatter measures the terminal (shutil, which brings bz2 and lzma) when
+    # made: a command would load them on its way to its work. Help that is
+    # shown still gets the terminal's width.
+    def add_argument(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._checking = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._checking:
+            return self.formatter_class(prog=self.prog, width=80)
+        return super()._get_formatter()
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -85,7 +104,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     _add_observe_options(parser, top=True)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # (prog given: argparse would make it, "gannet" and the positionals
+    # before the command, of which there are none, with a help formatter)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
     wanted = COMMANDS.get(_command_in(argv) or "") if argv is not None else None
     registered: set[str] = set()
     for name, (module_name, help_line) in COMMANDS.items():

@@ -15,7 +15,6 @@ from ..crypto.code import normalize_code
 from ..crypto.endpoint import SecureEndpoint, Security
 from ..crypto.handshake import HandshakeError
 from ..crypto.identity import KeyFormatError, decode_peer_key, fingerprint, load_identity
-from ..crypto.known_hosts import KeyChangedError, KnownHosts, host_name
 from ..crypto.protection import cpu_has_aes
 from ..crypto.psk import load_psk
 
@@ -43,6 +42,10 @@ def _trust_on_first_use(addr: object, key: bytes, server_name: str | None = None
     by its address): pins are kept under both, as ssh keeps them."""
     if not isinstance(addr, tuple) or len(addr) < 2:
         return
+    # (imported here: a client reads known_hosts when the SYN-ACK brings the
+    # server's key, and has no use for the module on its way to the SYN)
+    from ..crypto.known_hosts import KeyChangedError, KnownHosts, host_name
+
     address = host_name(str(addr[0]), int(addr[1]))
     name = host_name(server_name, int(addr[1])) if server_name else address
     try:
