@@ -155,7 +155,10 @@ def imported_before_the_syn(tmp_path, *options: str) -> set[str]:
 
     sent = tmp_path / "file.bin"
     sent.write_bytes(b"x" * 1000)
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "GANNET_NO_STATS": "1"}
+    # (as a user runs it, stats socket included, in a directory of the test's:
+    # the process ends without removing its socket)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_RUNTIME_DIR": str(tmp_path)}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         out = subprocess.run(
@@ -176,8 +179,9 @@ def imported_before_the_syn(tmp_path, *options: str) -> set[str]:
 def test_a_sender_imports_before_its_syn_nothing_it_needs_only_after(tmp_path, options):
     """Left off a sender's way to its SYN: shutil (which argparse imports
     to measure the terminal whenever it makes a help formatter, also to check
-    each argument's metavar; it brings bz2 and lzma) and known_hosts (read
-    when the SYN-ACK brings the server's key)."""
+    each argument's metavar; it brings bz2 and lzma), known_hosts (read
+    when the SYN-ACK brings the server's key) and the pcap writer (the
+    observer is on for the stats socket, but nothing is captured)."""
     imported = imported_before_the_syn(tmp_path, *options)
-    later = imported & {"shutil", "gannet.crypto.known_hosts"}
+    later = imported & {"shutil", "gannet.crypto.known_hosts", "gannet.observe.pcap"}
     assert not later, later
