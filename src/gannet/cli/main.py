@@ -19,7 +19,7 @@ import sys
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 # Command name -> (its module under gannet.cli, its one-line help), in the
 # order `gannet --help` lists them. The modules' parsers take their help from
@@ -77,7 +77,7 @@ class Parser(argparse.ArgumentParser):
     # formatter measures the terminal (shutil, which brings bz2 and lzma) when
     # made: a command would load them on its way to its work. Help that is
     # shown still gets the terminal's width.
-    def add_argument(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         self._checking = True
         try:
             return super().add_argument(*args, **kwargs)
@@ -86,7 +86,8 @@ class Parser(argparse.ArgumentParser):
 
     def _get_formatter(self) -> argparse.HelpFormatter:
         if self._checking:
-            return self.formatter_class(prog=self.prog, width=80)
+            # (argparse's formatters all take a width; its stub's protocol names only prog)
+            return self.formatter_class(prog=self.prog, width=80)  # type: ignore[call-arg]
         return super()._get_formatter()
 
 
