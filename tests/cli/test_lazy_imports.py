@@ -132,3 +132,60 @@ def test_a_client_loads_nothing_it_needs_only_after_its_syn():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# The real `gannet send`, run to its first datagram: an audit hook marks the
+# first `sendto` (the SYN, to a UDP port the test holds on loopback) on
+# stderr, where -X importtime lists each import as it ends, and ends the
+# process there, before the datagram leaves.
+_TO_THE_SYN = (
+    "import os, runpy, sys\n"
+    "def hook(event, args):\n"
+    "    if event == 'socket.sendto':\n"
+    "        sys.stderr.write(f'-- SYN to {args[1][1]} --\\n'); sys.stderr.flush(); os._exit(0)\n"
+    "sys.addaudithook(hook)\n"
+    "sys.argv = ['gannet', *sys.argv[1:]]\n"
+    "runpy.run_module('gannet', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def imported_before_the_syn(tmp_path, *options: str) -> set[str]:
+    import os
+    import socket
+
+    sent = tmp_path / "file.bin"
+    sent.write_bytes(b"x" * 1000)
+    # (as a user runs it, stats socket included, in a directory of the test's:
+    # the process ends without removing its socket)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_RUNTIME_DIR": str(tmp_path)}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", _TO_THE_SYN, "send", str(sent),
+             f"127.0.0.1:{peer.getsockname()[1]}", "--connect-timeout", "5", *options],
+            capture_output=True, text=True, timeout=60, env=env)
+        marker = f"-- SYN to {peer.getsockname()[1]} --"
+    lines = out.stderr.splitlines()
+    assert marker in lines, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines[:lines.index(marker)]
+                if line.startswith("import time:") and "|" in line}
+    assert "gannet.crypto.endpoint" in imported  # (the listing is there to be read)
+    return imported
+
+
+@pytest.mark.parametrize("options", [["--code", "7-guitar-october"], []],
+                         ids=["code", "trust-on-first-use"])
+def test_a_sender_imports_before_its_syn_nothing_it_needs_only_after(tmp_path, options):
+    """Left off a sender's way to its SYN: shutil (which argparse imports
+    to measure the terminal whenever it makes a help formatter, also to check
+    each argument's metavar; it brings bz2 and lzma), known_hosts (read
+    when the SYN-ACK brings the server's key) and the pcap writer (the
+    observer is on for the stats socket, but nothing is captured); with a
+    code, the key files' modules (identity, PSK), as no key file is read."""
+    imported = imported_before_the_syn(tmp_path, *options)
+    later = imported & {"shutil", "gannet.crypto.known_hosts", "gannet.observe.pcap"}
+    assert not later, later
+    if "--code" in options:  # (without one, the client's identity key is read)
+        later = imported & {"gannet.crypto.identity", "gannet.crypto.psk"}
+        assert not later, later

@@ -19,7 +19,7 @@ import sys
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing)
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 # Command name -> (its module under gannet.cli, its one-line help), in the
 # order `gannet --help` lists them. The modules' parsers take their help from
@@ -67,8 +67,28 @@ class Parser(argparse.ArgumentParser):
     other known error; the full usage is one `--help` away. Subcommand
     parsers are made from this class too."""
 
+    _checking = False  # (inside add_argument)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    # argparse makes a help formatter in add_argument only to check the
+    # argument's metavar against its nargs, which no width changes; but a
+    # formatter measures the terminal (shutil, which brings bz2 and lzma) when
+    # made: a command would load them on its way to its work. Help that is
+    # shown still gets the terminal's width.
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        self._checking = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._checking:
+            # (argparse's formatters all take a width; its stub's protocol names only prog)
+            return self.formatter_class(prog=self.prog, width=80)  # type: ignore[call-arg]
+        return super()._get_formatter()
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -85,7 +105,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     _add_observe_options(parser, top=True)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # (prog given: argparse would make it, "gannet" and the positionals
+    # before the command, of which there are none, with a help formatter)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
     wanted = COMMANDS.get(_command_in(argv) or "") if argv is not None else None
     registered: set[str] = set()
     for name, (module_name, help_line) in COMMANDS.items():

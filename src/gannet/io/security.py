@@ -14,10 +14,7 @@ from ..config import Config
 from ..crypto.code import normalize_code
 from ..crypto.endpoint import SecureEndpoint, Security
 from ..crypto.handshake import HandshakeError
-from ..crypto.identity import KeyFormatError, decode_peer_key, fingerprint, load_identity
-from ..crypto.known_hosts import KeyChangedError, KnownHosts, host_name
 from ..crypto.protection import cpu_has_aes
-from ..crypto.psk import load_psk
 
 log = logging.getLogger("gannet.security")
 
@@ -34,6 +31,8 @@ def has_aes() -> bool:
 
 @functools.cache
 def _identity(directory: str | None):
+    from ..crypto.identity import load_identity
+
     return load_identity(Path(directory) if directory else None)
 
 
@@ -43,6 +42,11 @@ def _trust_on_first_use(addr: object, key: bytes, server_name: str | None = None
     by its address): pins are kept under both, as ssh keeps them."""
     if not isinstance(addr, tuple) or len(addr) < 2:
         return
+    # (imported here: a client reads known_hosts when the SYN-ACK brings the
+    # server's key, and has no use for the module on its way to the SYN)
+    from ..crypto.identity import KeyFormatError, fingerprint
+    from ..crypto.known_hosts import KeyChangedError, KnownHosts, host_name
+
     address = host_name(str(addr[0]), int(addr[1]))
     name = host_name(server_name, int(addr[1])) if server_name else address
     try:
@@ -63,9 +67,18 @@ def security_for(config: Config) -> Security:
     file named) for an unreadable key or PSK file, or a bad code or key."""
     if config.insecure:
         return Security(insecure=True, has_aes=has_aes())
-    psk = load_psk(Path(config.psk_file)) if config.psk_file else None
+    # The key files' modules are imported only for the settings that use
+    # them: an endpoint with a code reads no file.
+    psk = pin = None
+    if config.psk_file:
+        from ..crypto.psk import load_psk
+
+        psk = load_psk(Path(config.psk_file))
     code = normalize_code(config.code) if config.code else None
-    pin = decode_peer_key(config.peer_key) if config.peer_key else None
+    if config.peer_key:
+        from ..crypto.identity import decode_peer_key
+
+        pin = decode_peer_key(config.peer_key)
     static = _identity(None) if psk is None and code is None else None
     return Security(static=static, psk=psk, code=code,
                     server_key=pin.key if pin else None, server_key_sha256=pin.sha256 if pin else None,

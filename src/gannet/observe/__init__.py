@@ -71,12 +71,15 @@ def attach(aep: AioEndpoint) -> EndpointObserver | None:
     track = config.track_limits or settings.track_limits or qlog_dir is not None
     if not (qlog_dir or pcap_path or track):
         return None
-    from . import pcap
     from .trace import EndpointObserver
 
+    shared = None
+    if pcap_path:
+        from . import pcap  # (only with a capture: the stats socket's observer needs none)
+
+        shared = pcap.open_shared(pcap_path)
     observer = EndpointObserver(
-        aep.ep, local_addr=aep.local_address, qlog_dir=qlog_dir,
-        pcap=pcap.open_shared(pcap_path) if pcap_path else None, track_limits=True,
+        aep.ep, local_addr=aep.local_address, qlog_dir=qlog_dir, pcap=shared, track_limits=True,
     )
     with _lock:
         _endpoints.add(aep)
