@@ -14,7 +14,10 @@ from crc32c import crc32c
 
 from gannet.wire import batch
 from gannet.wire.batch import encode_run, release, scan
-from gannet.wire.datagram import SHORT_SIZE
+from gannet.config import Config
+from gannet.core.endpoint import Endpoint
+from gannet.core.states import State
+from gannet.wire.datagram import CRC_RESIDUE, SHORT_SIZE
 from gannet.wire.segment import ACK, FIN, PSH, SegmentRun
 
 NATIVE = batch._c
@@ -128,12 +131,17 @@ def test_same_rows_rejects_what_is_not_one_run_and_joins_what_is():
         header[8:12] = (0xFFFFFFF6 + k * mss & 0xFFFFFFFF).to_bytes(4, "big")  # wraps
         rows.append(bytes(header) + bytes([k]) * mss + bytes(4))
     good = b"".join(rows)
-    assert NATIVE.same_rows(good, seg, 3, masks, 8, SHORT_SIZE, mss) == bytes(10) + bytes([1]) * 10 + bytes([2]) * 10
+    assert (NATIVE.same_rows(good, seg, 3, masks, 8, SHORT_SIZE, mss, None)
+            == bytes(10) + bytes([1]) * 10 + bytes([2]) * 10)
     bad = bytearray(good)
     bad[2 * seg + 11] ^= 1  # the third row's sequence number
-    assert NATIVE.same_rows(bytes(bad), seg, 3, masks, 8, SHORT_SIZE, mss) is None
+    assert NATIVE.same_rows(bytes(bad), seg, 3, masks, 8, SHORT_SIZE, mss, None) is None
     with pytest.raises(ValueError):
-        NATIVE.same_rows(good, seg, 4, masks, 8, SHORT_SIZE, mss)  # fewer bytes than rows
+        NATIVE.same_rows(good, seg, 4, masks, 8, SHORT_SIZE, mss, None)  # fewer bytes than rows
+    with pytest.raises(ValueError):
+        NATIVE.same_rows(good, seg, 3, masks, 8, SHORT_SIZE, mss, 2**32)  # not a CRC32C
+    with pytest.raises(TypeError):
+        NATIVE.same_rows(good, seg, 3, masks, 8, SHORT_SIZE, mss)  # what to check is always said
     with pytest.raises(ValueError):
         NATIVE.encode_rows(bytearray(10), bytes(SHORT_SIZE), b"x", 0, 0, 1, 25, ACK, 8, True)
     with pytest.raises(ValueError):  # (the payloads would run past the end of src)
@@ -159,3 +167,87 @@ def test_rows_too_large_for_it_are_left_to_python_yet_it_writes_them_alike(monke
     header[1] = ACK
     NATIVE.encode_rows(out, bytes(header), data, 0, run.seq, mss, size, ACK | PSH, 8, True)
     assert bytes(out) == python
+
+
+def test_same_rows_checks_every_rows_crc_when_asked():
+    """Given the value every correct datagram's CRC32C has, same_rows checks
+    each row's (rows in threes and the rest alone): False for a byte changed
+    anywhere in any row, whether or not the rows are one run; None only for
+    correct rows that are not one run."""
+    rng = random.Random(7)
+    for count in [8, 9, 10, 11, 44, 64]:
+        mss = rng.choice([100, 1448])
+        seg = SHORT_SIZE + mss + 4
+        buf = _batch_of(rng, mss, count)
+        args = (seg, count, batch._SAME, 8, SHORT_SIZE, mss)
+        joined = NATIVE.same_rows(bytes(buf), *args, None)
+        assert joined is not None and NATIVE.same_rows(bytes(buf), *args, CRC_RESIDUE) == joined
+        for row in {0, 1, 2, count - 3, count - 2, count - 1, rng.randrange(count)}:
+            for at in [0, 9, SHORT_SIZE, rng.randrange(seg), seg - 1]:  # header, payload, trailer
+                bad = bytearray(buf)
+                bad[row * seg + at] ^= 1 << rng.randrange(8)
+                assert NATIVE.same_rows(bytes(bad), *args, CRC_RESIDUE) is False, (count, row, at)
+        other = bytearray(buf)
+        k = rng.randrange(1, count)
+        other[k * seg + 15] ^= 1  # the ACK number: not one run...
+        body = k * seg + seg - 4
+        other[body : body + 4] = crc32c(bytes(other[k * seg : body])).to_bytes(4, "little")  # ...of correct rows
+        assert NATIVE.same_rows(bytes(other), *args, CRC_RESIDUE) is None
+        other[(k - 1) * seg + SHORT_SIZE] ^= 1
+        assert NATIVE.same_rows(bytes(other), *args, CRC_RESIDUE) is False
+
+
+def test_a_corrupted_row_is_found_and_isolated_as_the_python_does(monkeypatch):
+    """scan of a batch with damaged rows (the CRC not mended): the C path
+    checks the CRCs in its run check, the Python equivalent with one CRC call
+    over the batch; both give the same runs, the damaged rows alone."""
+    rng = random.Random(8)
+    for _ in range(150):
+        mss = rng.choice([100, 1448])
+        count = rng.randint(batch.VECTOR_MIN, 44)
+        seg = SHORT_SIZE + mss + 4
+        buf = _batch_of(rng, mss, count)
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+        ours = _scanned(bytes(buf), seg, True, monkeypatch)
+        assert ours == _scanned(bytes(buf), seg, False, monkeypatch)
+        assert any(r[6] is None for r in ours)  # the damage was found
+
+
+def _established() -> tuple[Endpoint, Endpoint, object, object]:
+    cfg = Config(pmtud=False)
+    a, b = Endpoint(cfg, random.Random(1)), Endpoint(cfg, random.Random(2))
+    b.listen(4)
+    ca = a.connect("B", 0.0)
+    for _ in range(3):
+        for d, _addr in a.datagrams_to_send(0.0):
+            b.receive_datagram(d, "A", 0.0)
+        for d, _addr in b.datagrams_to_send(0.0):
+            a.receive_datagram(d, "B", 0.0)
+    cb = b.accept()
+    assert ca.state == cb.state == State.ESTABLISHED
+    return a, b, ca, cb
+
+
+@pytest.mark.parametrize("row", [0, 4, 9])
+def test_an_endpoint_drops_and_counts_a_corrupted_row_alike(row, monkeypatch):
+    """Through Endpoint.receive_batch: with the C check or the Python one, the
+    damaged datagram is dropped and counted as malformed, the rows before it
+    are delivered, and the batch's stats are the same."""
+    results = []
+    for native in (True, False):
+        monkeypatch.setattr(batch, "_c", NATIVE if native else None)
+        if not native:
+            batch.load_numpy()
+        a, b, ca, cb = _established()
+        message = random.Random(9).randbytes(10 * ca.mss)  # within the initial window: one run of 10
+        ca.send(message)
+        (train, _addr), = a.datagrams_to_send(0.01, trains=True)
+        buf = bytearray(train)
+        buf[row * train.size + SHORT_SIZE + 3] ^= 0x10  # a payload byte
+        before = b.stats.malformed_dropped
+        b.receive_batch(memoryview(buf), train.size, "A", 0.02)
+        assert b.stats.malformed_dropped == before + 1
+        assert cb.recv(100_000) == message[: row * ca.mss]
+        results.append((b.stats.datagrams_received, cb.stats.fast_path_segments, cb.readable_bytes))
+    assert results[0] == results[1]

@@ -300,6 +300,25 @@ def test_an_insecure_endpoint_runs_the_plain_endpoints_own_methods():
     assert type(SecureEndpoint(None, random.Random(1), security=Security())) is SecureEndpoint
 
 
+def test_an_insecure_endpoint_passes_short_form_batches_on_unless_observed():
+    """batch_passed_on: the plain endpoint's receive_batch, bound, for an I/O
+    adapter to call with a batch of the short form (what receive_batch
+    itself does with one); None once an observer's wrapper is on the
+    instance, which must see every batch."""
+    from gannet.core.endpoint import Endpoint
+    from gannet.crypto.endpoint import SecureEndpoint
+    from gannet.wire.datagram import SHORT_FORM
+
+    ep = SecureEndpoint(None, random.Random(1), security=Security(insecure=True))
+    passed_on = ep.batch_passed_on()
+    assert ep.PASSED_ON == SHORT_FORM
+    assert passed_on.__func__ is Endpoint.receive_batch and passed_on.__self__ is ep
+    passed_on(bytes([SHORT_FORM]) * 60, 30, "A", 0.0)
+    assert ep.stats.datagrams_received == ep.stats.malformed_dropped == 2
+    ep.receive_batch = ep.receive_batch  # (what an observer does)
+    assert ep.batch_passed_on() is None
+
+
 def test_encrypted_client_refuses_an_old_plaintext_server():
     """A server that ignores the key exchange option (an older Gannet)
     answers with a SYN-ACK without one: the client refuses to go on in

@@ -259,6 +259,40 @@ def test_coalesced_receive_feeds_each_datagram_to_the_core(monkeypatch):
         loop.close()
 
 
+def test_an_insecure_endpoints_short_form_batches_go_straight_to_the_core(monkeypatch):
+    """With encryption off, a GRO batch whose first byte is the short form's
+    goes to the core's receive_batch directly (InsecureEndpoint.
+    batch_passed_on), any other batch through the endpoint's own, which
+    screens it; the core counts both alike."""
+    from gannet.crypto.endpoint import InsecureEndpoint, SecureEndpoint, Security
+    from gannet.wire.datagram import SHORT_FORM
+
+    monkeypatch.setattr(endpoint_mod, "_FIONREAD", 0)
+    seen = []
+    own = InsecureEndpoint.receive_batch
+
+    def counted(self, buf, seg, addr, now, authenticated=False):
+        seen.append(bytes(buf[:1]))
+        own(self, buf, seg, addr, now, authenticated)
+
+    monkeypatch.setattr(InsecureEndpoint, "receive_batch", counted)
+    loop = asyncio.new_event_loop()
+    sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
+    ep = SecureEndpoint(Config(), random.Random(1), security=Security(insecure=True))
+    aep = AioEndpoint(sock, Config(), loop, gso=False, gro=True, endpoint=ep)
+    try:
+        aep.gro = True
+        short = bytes([SHORT_FORM]) + bytes(99)  # (a wrong CRC: dropped and counted)
+        other = bytes(100)
+        aep.sock = FakeGroSocket(sock, [(short * 3, 100), (other * 3, 100), (b"", 0)])
+        aep._on_readable()
+        assert seen == [b"\x00", b""]  # the other batch and the empty datagram, not the short forms
+        assert ep.stats.datagrams_received == 7 and ep.stats.malformed_dropped == 7
+    finally:
+        aep.close()
+        loop.close()
+
+
 class CountingSocket:
     """The real socket, counting the receive calls made on it."""
 

@@ -71,6 +71,7 @@ import hmac
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from types import MethodType
 from typing import Any
 
 from ..wire.checksum import crc32c
@@ -1259,9 +1260,24 @@ class InsecureEndpoint(SecureEndpoint):
     _forget = Endpoint._forget
     _on_peer_address = Endpoint._on_peer_address  # (never called: nothing is authenticated)
 
+    # A batch whose first byte is this `receive_batch` hands to the plain
+    # endpoint's as it is (see `batch_passed_on`).
+    PASSED_ON = SHORT_FORM
+
     @property
     def datagram_overhead(self) -> int:
         return 0
+
+    def batch_passed_on(self) -> Callable[..., None] | None:
+        """The plain endpoint's `receive_batch`, bound, which `receive_batch`
+        calls for a batch whose first byte is PASSED_ON and does nothing
+        else: an I/O adapter may call it for such a batch directly, without
+        this class's Python frame per batch (the plaintext bulk path). None
+        when `receive_batch` is replaced on the instance (an observer's
+        wrapper, which must see every batch)."""
+        if "receive_batch" in getattr(self, "__dict__", ()):
+            return None
+        return MethodType(_plain_receive_batch, self)
 
     def connect(self, addr: object, now: float, config: Config | None = None, *,
                 server_name: str | None = None) -> Connection:
@@ -1273,7 +1289,7 @@ class InsecureEndpoint(SecureEndpoint):
 
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
                       now: float, authenticated: bool = False) -> None:
-        if buf and buf[0] == SHORT_FORM:
+        if buf and buf[0] == self.PASSED_ON:
             # short forms: no SYN, no alert (`authenticated` is the plain endpoint's to use)
             _plain_receive_batch(self, buf, seg, addr, now, authenticated)
             return

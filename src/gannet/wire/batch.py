@@ -14,15 +14,16 @@ with numpy doing the per-row work in C:
   continue each other - short form, same connection, same ACK and window,
   consecutive sequence numbers - into runs, each with its
   payload already joined; the rest are left for `decode`. A large batch is
-  checked with one CRC call over all of it (see datagram.CRC_RESIDUE).
+  checked with one CRC call over all of it (see datagram.CRC_RESIDUE), or
+  row by row in the C primitive's one pass.
 - `coalesce` groups datagrams the way GRO does (the simulator delivers
   same-instant arrivals through it).
 
 Where the project's C extension `gannet.wire._batch` is built (and the CPU
 has a CRC32C instruction), it does the per-row work of both, each in one
 call: `encode_rows` writes every row of a train with its trailer,
-`same_rows` checks that a batch's rows are one run and joins their
-payloads. What a row holds, which fields must match and where they lie are
+`same_rows` checks that a batch's rows are one run (and, asked to, that
+each row's CRC32C is correct) and joins their payloads. What a row holds, which fields must match and where they lie are
 decided here and passed to it; the numpy and one-row-at-a-time code below
 is its Python equivalent, which runs where it is missing and under
 GANNET_PURE=1 (tests/core/test_batch_native.py holds the two to the same
@@ -307,22 +308,30 @@ def scan(buf: bytes | bytearray | memoryview, seg: int, authenticated: bool = Fa
         seg = n
     count = n // seg
     full = count * seg
-    # Every full row correct at once: one CRC call over them all (see
-    # batch_residue) instead of one per row, or none for rows the AEAD
-    # authenticated. A batch that fails it is walked row by row, each
-    # checked on its own.
-    checked = count > 1 and seg >= _MIN_DATA and (
-        authenticated or crc32c(view[:full]) == batch_residue(seg, count))
-    # (rows before this offset are known correct)
+    # (the first and last rows name one connection: it may be one run)
+    vector = count >= VECTOR_MIN and seg >= _MIN_DATA and view[4:8] == view[full - seg + 4 : full - seg + 8]
+    run: tuple | bool | None = None
+    if vector and _c is not None and not authenticated:
+        # The rows' checksums checked in the run check's own call (one pass
+        # over the batch, see _scan_rows): False if one is wrong.
+        run = _scan_rows(view, seg, count, True)
+        checked = run is not False
+    else:
+        # Every full row correct at once: one CRC call over them all (see
+        # batch_residue) instead of one per row, or none for rows the AEAD
+        # authenticated.
+        checked = count > 1 and seg >= _MIN_DATA and (
+            authenticated or crc32c(view[:full]) == batch_residue(seg, count))
+        if checked and vector:
+            run = _scan_rows(view, seg, count)
+    # A batch that fails the check is walked row by row, each row checked
+    # on its own. (rows before this offset are known correct)
     known = n if authenticated else 0
-    if checked and count >= VECTOR_MIN and view[4:8] == view[full - seg + 4 : full - seg + 8]:
-        # (the first and last rows name one connection: it may be one run)
-        run = _scan_rows(view, seg, count)
-        if run is not None:
-            runs = [run]
-            if full < n:
-                _scan_loop(view, full, seg, runs, known)
-            return runs
+    if type(run) is tuple:
+        runs = [run]
+        if full < n:
+            _scan_loop(view, full, seg, runs, known)
+        return runs
     runs = []
     if checked:
         # Rows of several connections (replies to many clients that
@@ -350,23 +359,30 @@ def _steps(count: int, mss: int) -> numpy.ndarray:
     return steps
 
 
-def _scan_rows(view: memoryview, seg: int, count: int) -> tuple | None:
-    """The `count` full datagrams, whose checksums the caller verified
-    together (or the AEAD authenticated), as one run, checked with numpy, or
-    None if they are not one (the caller then walks them one by one)."""
+def _scan_rows(view: memoryview, seg: int, count: int, crc: bool = False) -> tuple | bool | None:
+    """The `count` full datagrams as one run, checked with numpy, or None
+    if they are not one (the caller then walks them one by one). Their
+    checksums the caller verified together (or the AEAD authenticated);
+    with `crc`, they are checked here, and False means one is wrong (None
+    then says the rows are correct). With the C primitive that check is
+    part of its one pass over the rows; the Python equivalent is the check
+    `scan` makes without it, one CRC call over the batch."""
     full = count * seg
     form, flags, wnd, dst, seq0, ack, ts0 = SHORT.unpack_from(view)
     if form != SHORT_FORM or flags | PSH != ACK | PSH or not dst:
-        return None
+        return None if not crc or crc32c(view[:full]) == batch_residue(seg, count) else False
     mss = seg - _OVERHEAD
     if _c is not None:
         # The same checks and join in one call (the numpy below is its
-        # Python equivalent).
-        joined = _c.same_rows(view, seg, count, _SAME, _SEQ_AT, SHORT_SIZE, mss)
-        if joined is None:
-            return None
+        # Python equivalent), and every row's CRC32C against the value each
+        # correct datagram has.
+        joined = _c.same_rows(view, seg, count, _SAME, _SEQ_AT, SHORT_SIZE, mss, CRC_RESIDUE if crc else None)
+        if joined is None or joined is False:
+            return joined
         ts_last = _U32.unpack_from(view, (count - 1) * seg + _TSVAL_AT)[0]
         return (dst, seq0, ack, wnd, ts0, ts_last, joined, view[:full])
+    if crc and crc32c(view[:full]) != batch_residue(seg, count):
+        return False
     if (np := loaded_numpy()) is None:
         return None
     # Every row: the same form, flags (but PSH), connection, ACK and window
