@@ -52,8 +52,10 @@ def own_extensions() -> list:
     dlopen, so they build without OpenSSL's headers."""
     names = runpy.run_path(os.path.join(HERE, "src", "gannet", "_build.py"))["EXTENSIONS"]
     libraries = ["dl"] if sys.platform.startswith("linux") else []
+    # (both include the one CRC32C lane, src/gannet/_crc32c.h)
+    depends = [os.path.join("src", "gannet", "_crc32c.h")]
     return [Extension(name, [os.path.join("src", "gannet", source)], libraries=libraries,
-                      extra_compile_args=["-O2"]) for name, source in names.items()]
+                      depends=depends, extra_compile_args=["-O2"]) for name, source in names.items()]
 
 
 def compiled_modules() -> list:

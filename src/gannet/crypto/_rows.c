@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../_crc32c.h"
+
 #define HEADER_SIZE 8
 #define TAG_SIZE 16
 #define IV_SIZE 12
@@ -156,23 +158,12 @@ crc32c_table(const unsigned char *p, size_t n)
     return c ^ 0xFFFFFFFFu;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if GANNET_HW_CRC
 #define HAVE_HW_CRC 1
 __attribute__((target("sse4.2"))) static uint32_t
 crc32c_hw(const unsigned char *p, size_t n)
 {
-    uint64_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = __builtin_ia32_crc32di(c, v);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--)
-        c32 = __builtin_ia32_crc32qi(c32, *p++);
-    return c32 ^ 0xFFFFFFFFu;
+    return crc32c_lane(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
 }
 #endif
 
@@ -251,18 +242,7 @@ crc32c_hw3(const unsigned char *p, size_t n)
     crc = multmodp(cached_shift, crc) ^ (uint32_t)c;
     p += 3 * third;
     n -= 3 * third;
-    uint64_t r = crc;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        r = __builtin_ia32_crc32di(r, v);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t r32 = (uint32_t)r;
-    while (n--)
-        r32 = __builtin_ia32_crc32qi(r32, *p++);
-    return r32 ^ 0xFFFFFFFFu;
+    return crc32c_lane(crc, p, n) ^ 0xFFFFFFFFu;
 }
 #endif
 

@@ -32,11 +32,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_SSE42_BUILD 1
+#include "../_crc32c.h"
+
+#define HAVE_SSE42_BUILD GANNET_HW_CRC
+#if HAVE_SSE42_BUILD
 #include <nmmintrin.h>
-#else
-#define HAVE_SSE42_BUILD 0
 #endif
 
 #define TRAILER_SIZE 4
@@ -44,23 +44,6 @@
 static int hardware_crc = 0;
 
 #if HAVE_SSE42_BUILD
-__attribute__((target("sse4.2")))
-static uint32_t crc_one(uint32_t crc, const unsigned char *p, size_t n)
-{
-    uint64_t c = crc;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = _mm_crc32_u64(c, v);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--)
-        c32 = _mm_crc32_u8(c32, *p++);
-    return c32;
-}
-
 /* Three buffers of `n` bytes each, side by side. */
 __attribute__((target("sse4.2")))
 static void crc_three(const unsigned char *a, const unsigned char *b, const unsigned char *d,
@@ -109,7 +92,7 @@ static void crc_three(const unsigned char *a, const unsigned char *b, const unsi
 static uint32_t crc32c_of(const unsigned char *p, size_t n)
 {
 #if HAVE_SSE42_BUILD
-    return ~crc_one(0xFFFFFFFFu, p, n);
+    return ~crc32c_lane(0xFFFFFFFFu, p, n);
 #else
     (void)p; (void)n;
     return 0;  /* not reached: batch.py uses this module only with HARDWARE_CRC */
