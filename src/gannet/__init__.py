@@ -47,6 +47,7 @@ _build.select()
 _HOMES = {
     "Config": "gannet.config",
     "Server": "gannet.io.aio",
+    "StreamReader": "gannet.io.aio",
     "StreamWriter": "gannet.io.aio",
     "open_connection": "gannet.io.aio",
     "start_server": "gannet.io.aio",
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .config import Config
-    from .io.aio import Server, StreamWriter, open_connection, start_server
+    from .io.aio import Server, StreamReader, StreamWriter, open_connection, start_server
     from .io.blocking import SHUT_RD, SHUT_RDWR, SHUT_WR, Socket
 
 

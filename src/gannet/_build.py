@@ -64,6 +64,12 @@ MODULES = (
     # ran as much Python as the rest of the pass (docs/design.md, "The
     # tunnel's per-request cost")
     "gannet.observe.limits",
+    # the asyncio streams' per-message path: the reader (a class of its own,
+    # not an asyncio.StreamReader subclass, so that its attributes are
+    # native) and the glue that is each connection's event handler and the
+    # writer's write and drain (docs/design.md, "The small-message path")
+    "gannet.io.reader",
+    "gannet.io.stream",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside

@@ -227,3 +227,112 @@ def test_every_result_is_the_next_part_of_the_stream(ops):
         assert r.at_eof()
 
     run(main())
+
+
+# The same operations on asyncio's own StreamReader and on ChunkReader: the
+# same results, the same exceptions (type, message, `partial`, `consumed`),
+# and the same state after each, including the limit's errors.
+_op = st.one_of(
+    st.tuples(st.just("feed"), st.binary(min_size=1, max_size=30), st.booleans()),
+    st.tuples(st.sampled_from(["read", "readexactly", "readline"]), st.integers(-1, 40)),
+    st.tuples(st.just("readuntil"), st.sampled_from([b"\n", b"ab", b"xyz", b""])),
+)
+
+
+def _outcome(exc):
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return ("incomplete", exc.partial, exc.expected)
+    if isinstance(exc, asyncio.LimitOverrunError):
+        return ("overrun", exc.args[0], exc.consumed)
+    return (type(exc).__name__, str(exc))
+
+
+async def _apply(r, op, pending):
+    """Run `op` on reader `r` if it would not wait; its outcome, or None."""
+    kind = op[0]
+    if kind == "feed":
+        r.feed_data(op[1] if op[2] else bytearray(op[1]))
+        return "fed"
+    method = getattr(r, kind)
+    task = asyncio.ensure_future(method() if kind == "readline" else method(op[1]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # a call that need not wait is done by now
+    if not task.done():
+        task.cancel()
+        return "waited"
+    exc = task.exception()
+    return ("ok", task.result()) if exc is None else _outcome(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_op, max_size=30), st.integers(4, 40), st.booleans())
+def test_same_results_and_errors_as_asyncio_streamreader(ops, limit, end):
+    async def main():
+        loop = asyncio.get_running_loop()
+        ours, theirs = ChunkReader(limit, loop), asyncio.StreamReader(limit, loop)
+        for op in ops:
+            if op[0] != "feed":
+                # Only calls that complete without waiting: compare what
+                # asyncio's reader holds (enough data, or the end).
+                held = bytes(theirs._buffer)
+                kind, arg = op
+                if not theirs.at_eof() and not end:
+                    if kind == "read" and (arg < 0 or not held):
+                        continue
+                    if kind == "readexactly" and 0 <= arg and len(held) < arg:
+                        continue
+                    if kind in ("readline", "readuntil") and (
+                            not arg or (arg if kind == "readuntil" else b"\n") not in held) \
+                            and len(held) <= limit:
+                        continue
+            a = await _apply(ours, op, None)
+            b = await _apply(theirs, op, None)
+            if op[0] == "read" and a != b and a[0] == b[0] == "ok":
+                # read(n) may return less than asyncio's (the oldest chunk
+                # only): a non-empty start of it, the rest still there.
+                assert a[1] and b[1].startswith(a[1]), (op, a, b)
+                a = ("ok", a[1] + await ours.readexactly(len(b[1]) - len(a[1])))
+            assert a == b, (op, a, b)
+            assert ours.at_eof() == theirs.at_eof()
+        if end:
+            ours.feed_eof()
+            theirs.feed_eof()
+            for op in (("readline", 0), ("read", 5), ("readexactly", 3), ("read", -1)):
+                assert await _apply(ours, op, None) == await _apply(theirs, op, None), op
+            assert ours.at_eof() and theirs.at_eof()
+
+    run(main())
+
+
+def test_api_beside_asyncio_streamreader():
+    async def main():
+        loop = asyncio.get_running_loop()
+        r = ChunkReader(loop=loop)
+        assert r.limit == asyncio.StreamReader(loop=loop)._limit  # the same default limit
+        with pytest.raises(ValueError):
+            ChunkReader(0, loop)
+        r.feed_data(b"one\ntwo\n")
+        r.feed_data(memoryview(b"three"))
+        r.feed_eof()
+        assert [line async for line in r] == [b"one\n", b"two\n", b"three"]
+        assert r.at_eof() and r.exception() is None
+        with pytest.raises(AssertionError):
+            r.feed_data(b"late")  # as asyncio's: feed_data after feed_eof
+        r = ChunkReader(8, loop)
+        r.feed_data(b"0123456789abc\nrest")
+        with pytest.raises(ValueError, match="chunk is longer than limit"):
+            await r.readline()  # the over-long line is dropped, as asyncio's
+        assert await r.read(10) == b"rest"
+        r.set_exception(ConnectionResetError("x"))
+        assert isinstance(r.exception(), ConnectionResetError)
+        with pytest.raises(ConnectionResetError):
+            await r.read(1)
+        r = ChunkReader(8, loop)
+        reader_task = asyncio.ensure_future(r.read(3))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await r.read(3)
+        r.feed_data(b"abcd")
+        assert await reader_task == b"abc"
+
+    run(main())

@@ -347,14 +347,14 @@ class ReceiverResult:
         return out
 
 
-async def run_receiver(readers: list[asyncio.StreamReader]) -> ReceiverResult:
+async def run_receiver(readers: list[gannet.StreamReader]) -> ReceiverResult:
     n = len(readers)
     received = [0] * n
     crcs = [0] * n
     first: list[float] = []
     loop = asyncio.get_running_loop()
 
-    async def drain(i: int, reader: asyncio.StreamReader) -> None:
+    async def drain(i: int, reader: gannet.StreamReader) -> None:
         crc = 0
         count = 0
         try:
@@ -387,7 +387,7 @@ async def send_msg(writer: gannet.StreamWriter, msg: dict[str, Any]) -> None:
     await writer.drain()
 
 
-async def recv_msg(reader: asyncio.StreamReader, timeout: float | None = CONTROL_TIMEOUT,
+async def recv_msg(reader: gannet.StreamReader, timeout: float | None = CONTROL_TIMEOUT,
                    what: str = "the peer") -> dict[str, Any]:
     try:
         line = await asyncio.wait_for(reader.readline(), timeout)
@@ -408,7 +408,7 @@ async def recv_msg(reader: asyncio.StreamReader, timeout: float | None = CONTROL
     return msg
 
 
-async def recv_msg_while(reader: asyncio.StreamReader, receiving: asyncio.Task,
+async def recv_msg_while(reader: gannet.StreamReader, receiving: asyncio.Task,
                          what: str) -> dict[str, Any]:
     """The next control message, while `receiving` (run_receiver) runs: a data
     connection that fails ends the wait at once; once all streams ended, the
@@ -479,7 +479,7 @@ class BenchServer:
             self.server.close()
             await self.server.wait_closed()
 
-    async def _control(self, reader: asyncio.StreamReader, writer: gannet.StreamWriter) -> None:
+    async def _control(self, reader: gannet.StreamReader, writer: gannet.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         try:
@@ -520,14 +520,14 @@ class BenchServer:
             if self.once:
                 self.done.set()
 
-    async def _run_test(self, params: Params, peer_s: str, reader: asyncio.StreamReader,
+    async def _run_test(self, params: Params, peer_s: str, reader: gannet.StreamReader,
                         writer: gannet.StreamWriter) -> None:
         cpu0 = cpu_seconds()
         k = params.parallel
-        streams: dict[int, tuple[asyncio.StreamReader, gannet.StreamWriter]] = {}
+        streams: dict[int, tuple[gannet.StreamReader, gannet.StreamWriter]] = {}
         all_in = asyncio.Event()
 
-        async def on_data(r: asyncio.StreamReader, w: gannet.StreamWriter) -> None:
+        async def on_data(r: gannet.StreamReader, w: gannet.StreamWriter) -> None:
             try:
                 line = await asyncio.wait_for(r.readline(), CONTROL_TIMEOUT)
                 hello = json.loads(line)
@@ -639,7 +639,7 @@ async def run_client(host: str, port: int, params: Params, *,
     cpu0 = cpu_seconds()
     creader, cwriter = await gannet.open_connection(host, port, connect_timeout=connect_timeout,
                                                     wire=wire, **security)
-    data: list[tuple[asyncio.StreamReader, gannet.StreamWriter]] = []
+    data: list[tuple[gannet.StreamReader, gannet.StreamWriter]] = []
     try:
         await send_msg(cwriter, params.to_wire())
         ready = await recv_msg(creader, what="the server")

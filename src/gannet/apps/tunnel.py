@@ -465,7 +465,7 @@ class TunnelServer(_Tunnel):
         assert self.server is not None
         return self.server.addresses[0]
 
-    async def _handle(self, g_reader: asyncio.StreamReader, g_writer: gannet.StreamWriter) -> None:
+    async def _handle(self, g_reader: gannet.StreamReader, g_writer: gannet.StreamWriter) -> None:
         cid = next(_ids)
         peer = format_address(g_writer.get_extra_info("peername"))
         target = format_address(self.target)

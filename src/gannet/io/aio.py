@@ -1,13 +1,17 @@
 """asyncio streams over Gannet, shaped like `asyncio.open_connection` / `start_server`.
 
-The reader is an `asyncio.StreamReader` (a `ChunkReader`, whose `read(n)`
-returns received chunks without copying them). Flow control reaches the
+The reader (`StreamReader`, io/reader.py's `ChunkReader`) has
+asyncio.StreamReader's API, and its `read(n)` returns received chunks
+without copying them. Flow control reaches the
 peer: when the reader holds more than twice its `limit`, Gannet stops
 pulling from the connection's receive buffer, so the advertised window closes.
 
 The writer (`StreamWriter`) hands bytes to the connection's send buffer;
 what does not fit waits in a small local buffer and `drain()` blocks while
 that is above the high-water mark, i.e. while Gannet's send buffer is full.
+
+The per-message work of both (the event handler, the writer's `write` and
+`drain`, the reader) is in compiled modules (io/stream.py, io/reader.py).
 """
 
 from __future__ import annotations
@@ -15,275 +19,25 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from .. import observe
 from ..config import Config
 from ..core.connection import Connection
-from ..core.events import (
-    AllDataAcknowledged,
-    ConnectionEstablished,
-    ConnectionTerminated,
-    DataReceived,
-    Event,
-    SendSpaceAvailable,
-    StreamEnded,
-)
 from ..core.states import State
 from .endpoint import AioEndpoint, copy_error, create_endpoint, make_config
 from .reader import ChunkReader
+from .stream import HIGH_WATER, Sink, _StreamConn
 
-__all__ = ["open_connection", "start_server", "StreamWriter", "Server", "connect_endpoint",
-           "divert", "Sink"]
+StreamReader = ChunkReader  # gannet's reader: asyncio.StreamReader's API (io/reader.py)
+
+DEFAULT_LIMIT = 256 * 1024  # the reader's limit; it holds up to twice this before pausing
+
+__all__ = ["open_connection", "start_server", "StreamReader", "StreamWriter", "Server",
+           "connect_endpoint", "divert", "Sink", "HIGH_WATER"]
 
 DEFAULT_LIMIT = 256 * 1024  # StreamReader limit; it holds up to twice this before pausing
-HIGH_WATER = 64 * 1024  # bytes waiting beyond Gannet's send buffer before drain() blocks
-FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
-_CLOSED = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see core/connection.py)
-
-
-class _Pending:
-    """Bytes written but not yet taken by the connection, as a queue of chunks:
-    handing a prefix to the connection never moves the rest (a bytearray's
-    `del buf[:n]` would, on every ACK of a bulk writer)."""
-
-    __slots__ = ("chunks", "size")
-
-    def __init__(self) -> None:
-        # The deque is made by the first write that does not fit: an empty
-        # one costs 760 bytes, and a server's 10,000 idle connections almost
-        # never have anything waiting here.
-        self.chunks: deque[bytes | memoryview] | tuple[()] = ()
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue `data`; anything mutable is copied, as a transport's write does."""
-        if type(data) is not bytes and not (type(data) is memoryview and type(data.obj) is bytes):
-            data = bytes(data)
-        if data:
-            chunks = self.chunks
-            if not chunks:
-                chunks = self.chunks = deque()
-            chunks.append(data)
-            self.size += len(data)
-
-    def clear(self) -> None:
-        self.chunks = ()
-        self.size = 0
-
-    def feed(self, send: Callable[[bytes | memoryview], int]) -> None:
-        """Give the connection (`send`) as much as it takes, oldest first."""
-        chunks = self.chunks
-        while chunks:
-            chunk = chunks[0]
-            n = send(chunk)
-            self.size -= n
-            if n < len(chunk):
-                if n:
-                    chunks[0] = memoryview(chunk)[n:]
-                return
-            chunks.popleft()
-        self.chunks = ()
-
-
-class _StreamConn:
-    """Glue between one Connection and its StreamReader / StreamWriter (loop thread).
-
-    A server holds one per connection, so it is kept small: slots, no future
-    for the handshake unless someone waits for it (active opens), the
-    "finished" future made only when awaited, and the object itself is the
-    event handler the endpoint calls (no bound method kept per connection).
-    """
-
-    __slots__ = ("aep", "conn", "loop", "reader", "pending", "paused", "discard", "eof_seen",
-                 "eof_fed", "eof_requested", "fin_queued", "error", "established", "done",
-                 "_finished", "drain_waiters", "on_done")
-
-    def __init__(self, aep: AioEndpoint, conn: Connection, limit: int, *,
-                 active: bool = False) -> None:
-        self.aep = aep
-        self.conn = conn
-        self.loop = aep.loop
-        reader = ChunkReader(limit, self.loop)
-        # (not a transport: the reader calls only pause_reading and resume_reading)
-        reader.set_transport(self)  # type: ignore[arg-type]
-        # The application's reader, or after `divert` the sink that takes its place.
-        self.reader: ChunkReader | Sink = reader
-        # Written but not yet taken by conn.send: a _Pending only while a
-        # write did not fit (most connections never have one).
-        self.pending: _Pending | None = None
-        self.paused = False
-        self.discard = False  # closed for reading: drop what arrives
-        self.eof_seen = False
-        self.eof_fed = False
-        self.eof_requested = False  # write_eof/close called
-        self.fin_queued = False  # conn.shutdown_write called
-        self.error: Exception | None = None
-        # Resolved when the handshake completes; only an active open waits for it.
-        self.established: asyncio.Future | None = self.loop.create_future() if active else None
-        self.done = False  # our FIN acknowledged, or terminated (see `finished`)
-        self._finished: asyncio.Future | None = None
-        self.drain_waiters: list[asyncio.Future] | None = None
-        self.on_done: Callable[[_StreamConn], None] | None = None  # the server's bookkeeping
-        aep.attach(conn, self)
-        self._sync()
-
-    @property
-    def finished(self) -> asyncio.Future:
-        """A future resolved once `done` (made on demand)."""
-        fut = self._finished
-        if fut is None:
-            fut = self._finished = self.loop.create_future()
-            if self.done:
-                fut.set_result(None)
-        return fut
-
-    def _finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        _resolve_if(self._finished, None)
-        if self.on_done is not None:
-            self.on_done(self)
-
-    # StreamReader calls these (as if we were its transport).
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        if self.paused:
-            self.paused = False
-            with self.aep.lock:
-                self.pull()
-            self.aep.request_flush()  # the window opened: tell the peer
-
-    def _sync(self) -> None:
-        """Catch up with what happened before we were attached (level, not edge)."""
-        conn = self.conn
-        if conn.established:
-            _resolve_if(self.established, None)
-        if conn.eof:
-            self.eof_seen = True
-        if conn.state is _CLOSED:
-            self._terminated(conn.error)
-        else:
-            self.pull()
-
-    def __call__(self, ev: Event) -> None:
-        kind = type(ev)
-        if kind is DataReceived:
-            self.pull()
-        elif kind is SendSpaceAvailable:
-            self.push()
-        elif kind is StreamEnded:
-            self.eof_seen = True
-            self.pull()
-        elif kind is ConnectionEstablished:
-            _resolve_if(self.established, None)
-            if self.conn.hold_handshake_ack:
-                # The task waiting in connect_endpoint runs first (its wake-up
-                # is already queued): a first write there joins this flush and
-                # carries the ACK.
-                self.aep.release_ack_soon(self.conn)
-        elif kind is AllDataAcknowledged:
-            if self.fin_queued and self.conn.state in FIN_ACKED:
-                self._finish()
-        elif type(ev) is ConnectionTerminated:  # (`type` again: it narrows `ev`)
-            self._terminated(ev.error)
-
-    def pull(self) -> None:
-        conn = self.conn
-        if self.discard:
-            while conn.readable_bytes:
-                conn.recv(conn.readable_bytes)
-        else:
-            feed = self.reader.feed_data
-            while not self.paused and conn.rcv.buf_len:  # (conn.readable_bytes)
-                feed(conn.recv_chunk())  # kept as it is (ChunkReader): no join, no copy
-            if self.paused and conn.rcv.buf_len:
-                return
-        if self.eof_seen and not self.eof_fed and not conn.readable_bytes:
-            self.eof_fed = True
-            self.reader.feed_eof()
-
-    def push(self) -> None:
-        pending = self.pending
-        if pending is not None:
-            try:
-                pending.feed(self.conn.send)
-            except OSError as exc:
-                self._fail_writers(exc)
-                return
-            if not pending:
-                self.pending = pending = None
-        if pending is None:
-            if self.eof_requested and not self.fin_queued:
-                self.fin_queued = True
-                self.conn.shutdown_write(self.aep.now())
-        if (pending is None or len(pending) <= HIGH_WATER) and self.drain_waiters:
-            waiters, self.drain_waiters = self.drain_waiters, None
-            for fut in waiters:
-                _resolve(fut, None)
-
-    def _fail_writers(self, exc: Exception) -> None:
-        self.pending = None
-        waiters, self.drain_waiters = self.drain_waiters, None
-        for fut in waiters or ():
-            if not fut.done():
-                fut.set_exception(copy_error(exc))
-
-    def _terminated(self, error: Exception | None) -> None:
-        self.aep.detach(self.conn)
-        if error is not None:
-            self.error = error
-            if self.established is not None and not self.established.done():
-                self.established.set_exception(copy_error(error))
-            if not self.eof_fed:
-                self.eof_fed = True
-                self.reader.set_exception(copy_error(error))
-            self._fail_writers(error)
-        else:
-            if self.established is not None and not self.established.done():
-                self.established.set_exception(ConnectionResetError("connection closed during the handshake"))
-            self.eof_seen = True
-            if not self.paused:
-                self.pull()
-            if self.pending:
-                self._fail_writers(BrokenPipeError("connection closed with data unsent"))
-            else:
-                self.push()  # wake drain() waiters
-        self._finish()
-
-    def start_close(self, *, reading_too: bool) -> None:
-        with self.aep.lock:
-            if reading_too and not self.discard:
-                self.discard = True
-                # What the application did not read is dropped, the reader ends.
-                if not self.eof_fed and self.error is None:
-                    self.eof_fed = True
-                    self.reader.feed_eof()
-                self.pull()
-            if not self.eof_requested:
-                self.eof_requested = True
-                self.push()
-        self.aep.request_flush()
-
-
-def _resolve(fut: asyncio.Future, value: object) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _resolve_if(fut: asyncio.Future | None, value: object) -> None:
-    if fut is not None and not fut.done():
-        fut.set_result(value)
-
-
 class StreamWriter:
     """Writes to a Gannet connection; the asyncio.StreamWriter interface, no transport."""
 
@@ -291,58 +45,29 @@ class StreamWriter:
     # sets an attribute of their own.
     __slots__ = ("_sc", "_reader", "_closing", "__dict__", "__weakref__")
 
-    def __init__(self, sc: _StreamConn, reader: asyncio.StreamReader | Sink) -> None:
+    def __init__(self, sc: _StreamConn, reader: ChunkReader | Sink) -> None:
         self._sc = sc
         self._reader = reader
         self._closing = False
 
     # ---------------------------------------------------------------- write
-    def _check_writable(self) -> None:
-        sc = self._sc
-        if sc.error is not None:
-            raise copy_error(sc.error)
-        if sc.eof_requested or self._closing:
-            raise BrokenPipeError("write after write_eof() or close()")
-
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        sc = self._sc
-        if sc.error is not None or sc.eof_requested or self._closing:
-            self._check_writable()  # raises
-        if not data:
-            return
-        if sc.pending:
-            sc.pending.append(data)
-        else:
-            with sc.aep.lock:
-                n = sc.conn.send(data)
-            if n < len(data):
-                if sc.pending is None:
-                    sc.pending = _Pending()
-                sc.pending.append(memoryview(data)[n:])
-        sc.aep.flush_now()  # the first write of a loop iteration leaves at once
+        self._sc.write(data, self._closing)  # (compiled: io/stream.py)
 
     def writelines(self, data) -> None:
         for chunk in data:
             self.write(chunk)
 
-    async def drain(self) -> None:
-        """Wait while more than HIGH_WATER bytes do not fit in Gannet's send buffer."""
-        sc = self._sc
-        if sc.error is not None:
-            raise copy_error(sc.error)
-        if sc.pending is not None and len(sc.pending) > HIGH_WATER:
-            fut = sc.loop.create_future()
-            if sc.drain_waiters is None:
-                sc.drain_waiters = []
-            sc.drain_waiters.append(fut)
-            await fut
-        elif self._closing:
-            await asyncio.sleep(0)
+    def drain(self) -> Awaitable[None]:
+        """Wait while more than HIGH_WATER bytes do not fit in Gannet's send
+        buffer (a coroutine of the compiled glue, returned as it is: no
+        coroutine of this method's own around it)."""
+        return self._sc.drain(self._closing)
 
     def get_write_buffer_size(self) -> int:
         """Bytes waiting for room in Gannet's send buffer (not the buffer itself)."""
         pending = self._sc.pending
-        return len(pending) if pending is not None else 0
+        return pending.size if pending is not None else 0
 
     def can_write_eof(self) -> bool:
         return True
@@ -412,15 +137,6 @@ class StreamWriter:
         return f"<gannet.StreamWriter {self._sc.conn!r}>"
 
 
-class Sink(Protocol):
-    """What `divert` hands a connection's input to, in place of its reader.
-    Called on the loop's thread with the endpoint's lock held."""
-
-    def feed_data(self, data: bytes) -> None: ...
-    def feed_eof(self) -> None: ...
-    def set_exception(self, exc: Exception) -> None: ...
-
-
 def divert(writer: StreamWriter, sink: Sink) -> _StreamConn:
     """From now on, hand what `writer`'s connection receives to `sink` (each
     chunk as it is taken from the receive buffer, then the end or the error)
@@ -430,28 +146,15 @@ def divert(writer: StreamWriter, sink: Sink) -> _StreamConn:
     stops taking data (the advertised window closes as the receive buffer
     fills), `resume_reading()` takes it again."""
     sc = writer._sc
-    reader = sc.reader
-    assert isinstance(reader, ChunkReader), "already diverted"
     with sc.aep.lock:
-        reader._flatten()
-        held = bytes(reader._buffer)
-        reader._buffer.clear()
-        sc.reader = sink  # what pull() and _terminated() feed from now on
-        if held:
-            sink.feed_data(held)
-        if reader._exception is not None:
-            sink.set_exception(reader._exception)
-        elif reader._eof:
-            sink.feed_eof()
-        sc.paused = False  # (the reader's own pause, if any, no longer applies)
-        sc.pull()
+        sc.divert(sink)
     sc.aep.request_flush()  # the window may have opened
     return sc
 
 
 async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None = None,
                            limit: int = DEFAULT_LIMIT, server_name: str | None = None,
-                           ) -> tuple[asyncio.StreamReader, StreamWriter]:
+                           ) -> tuple[ChunkReader, StreamWriter]:
     """Open a connection to `addr` through an existing endpoint;
     `server_name`: the host `addr` was resolved from (pins are kept under it)."""
     with aep.lock:
@@ -470,16 +173,14 @@ async def connect_endpoint(aep: AioEndpoint, addr: object, config: Config | None
                 conn.abort(aep.now())
         aep.request_flush()
         raise
-    reader = sc.reader
-    assert isinstance(reader, ChunkReader)  # (a sink takes its place only through divert, later)
-    return reader, StreamWriter(sc, reader)
+    return sc.reader, StreamWriter(sc, sc.reader)
 
 
 async def open_connection(
     host: str | None = None, port: int | None = None, *, config: Config | None = None,
     local_addr: tuple[str, int] | None = None, limit: int = DEFAULT_LIMIT, family: int = 0,
     wire: str = "udp", **config_overrides: object,
-) -> tuple[asyncio.StreamReader, StreamWriter]:
+) -> tuple[ChunkReader, StreamWriter]:
     """Connect to a Gannet server; returns (reader, writer) like asyncio's.
 
     Each connection gets its own UDP socket (closed when the connection ends).
@@ -534,7 +235,7 @@ def _check_wire(wire: str) -> None:
         raise ValueError(f"wire must be one of {WIRES}, not {wire!r}")
 
 
-ClientCallback = Callable[[asyncio.StreamReader, StreamWriter], Awaitable[None] | None]
+ClientCallback = Callable[[ChunkReader, StreamWriter], Awaitable[None] | None]
 
 
 class Server:
@@ -563,7 +264,6 @@ class Server:
                 self._streams.add(sc)
                 sc.on_done = self._forget
             reader = sc.reader
-            assert isinstance(reader, ChunkReader)  # (a sink takes its place only by divert, later)
             writer = StreamWriter(sc, reader)
             try:
                 res = self._callback(reader, writer)

@@ -1,87 +1,135 @@
-"""An asyncio.StreamReader that hands out received chunks without copying them.
+"""Gannet's stream reader: asyncio.StreamReader's API, without copying what it hands out.
 
-A plain StreamReader copies every byte twice: `feed_data` appends it to one
-bytearray, and `read(n)` copies it out again (and, for a partial read, moves
-the rest to the front). At high rates the second copy also lands in freshly
-allocated pages: a bulk receiver reading a megabyte at a time took a page
-fault for every 4 KB it received, and spent more time in the kernel than in
-Python (see docs/design.md, "Copies and memory").
+A plain asyncio.StreamReader copies every byte twice: `feed_data` appends it
+to one bytearray, and `read(n)` copies it out again (and, for a partial read,
+moves the rest to the front). At high rates the second copy also lands in
+freshly allocated pages: a bulk receiver reading a megabyte at a time took a
+page fault for every 4 KB it received, and spent more time in the kernel than
+in Python (see docs/design.md, "Copies and memory").
 
 `ChunkReader` keeps what arrives as the chunks the connection delivered (each
-one datagram's or one batch's payload, at most 64 KB) and `read(n)` returns
-the oldest chunk itself when it fits: no copy and no large allocation. Every
-other method (readexactly, readuntil, readline, iteration) works on the
-inherited bytearray buffer as before: the chunks are moved into it first.
-At most one of the two holds data at any time, so the order of the stream is
-kept: new data goes to the bytearray while it is not empty.
+one datagram's or one batch's payload, at most 64 KB): `read(n)` returns the
+oldest chunk itself when it fits, and `readexactly(n)` a message that arrived
+in one piece, with no copy and no large allocation. The methods that scan
+(readuntil, readline, iteration) and a readexactly spread over chunks work on
+a bytearray: the chunks are moved into it first. At most one of the two holds
+data at any time, so the order of the stream is kept: new data goes to the
+bytearray while it is not empty.
+
+It is a class of its own, not an asyncio.StreamReader subclass: the module is
+compiled (`gannet._build.MODULES`), and a compiled subclass of a Python class
+keeps its attributes generic (docs/design.md, "The small-message path"). It
+offers the whole public API of asyncio.StreamReader (read, readexactly,
+readline, readuntil, at_eof, exception, set_exception, feed_data, feed_eof,
+set_transport, async iteration) with asyncio's limit handling and its
+exceptions (IncompleteReadError, LimitOverrunError, ValueError from
+readline), but `isinstance(reader, asyncio.StreamReader)` is False
+(asyncio.StreamReader is a plain class, not an ABC one could register with).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, SupportsIndex
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from asyncio.streams import _ReaduntilBuffer  # (typeshed's name for what readuntil takes)
+DEFAULT_LIMIT = 2 ** 16  # asyncio.StreamReader's own default (64 KB)
 
 
-class ChunkReader(asyncio.StreamReader):
-    """An asyncio.StreamReader whose `read(n)` returns received chunks as they are."""
+class ReadFlow(Protocol):
+    """What the reader calls on its transport: flow control only."""
 
-    __slots__ = ("_chunks", "_head", "_chunked")  # not in the inherited __dict__: a server holds thousands
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
-    # The inherited StreamReader's state, which the chunk paths read and
-    # write directly (CPython's asyncio/streams.py; typeshed declares none
-    # of it, being private).
-    _buffer: bytearray
-    _eof: bool
-    _exception: Exception | None
-    _waiter: asyncio.Future[None] | None
-    _transport: asyncio.ReadTransport | None
-    _paused: bool
-    _limit: int
-    _loop: asyncio.AbstractEventLoop
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=limit, loop=loop)
+class ChunkReader:
+    """A stream reader with asyncio.StreamReader's API, whose `read(n)` and
+    `readexactly(n)` return received chunks as they are."""
+
+    # (A pure build keeps these in slots: a server holds thousands of readers.
+    # The compiled class is a C struct of them.)
+    __slots__ = ("_limit", "_loop", "_buffer", "_eof", "_waiter", "_exception", "_transport",
+                 "_paused", "_chunks", "_head", "_chunked")
+
+    def __init__(self, limit: int = DEFAULT_LIMIT,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if limit <= 0:
+            raise ValueError("Limit cannot be <= 0")
+        self._limit = limit
+        if loop is None:
+            loop = asyncio.get_event_loop()
+        self._loop: asyncio.AbstractEventLoop = loop
+        self._buffer = bytearray()  # the scanning methods' data (see the module's docstring)
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._exception: BaseException | None = None
+        self._transport: ReadFlow | None = None
+        self._paused = False
         self._chunks: deque[bytes] | None = None  # made on first use, dropped when empty
         self._head = 0  # bytes of _chunks[0] already read
         self._chunked = 0  # bytes held in _chunks, unread
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
     # ------------------------------------------------------------- feeding
-    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
-        if self._buffer or type(data) is not bytes:
-            # Behind data already in the bytearray, or a mutable buffer the
-            # caller may reuse: the plain path (copied into the bytearray).
-            self._flatten()
-            super().feed_data(data)
-            return
-        assert not self._eof, "feed_data after feed_eof"
-        if not data:
-            return
-        chunks = self._chunks
-        if chunks is None:
-            chunks = self._chunks = deque()
-        chunks.append(data)
-        self._chunked += len(data)
-        waiter = self._waiter  # (the inherited _wakeup_waiter, inline: once per message)
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._exception = exc
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.cancelled():
+                waiter.set_exception(exc)
+
+    def set_transport(self, transport: ReadFlow) -> None:
+        assert self._transport is None, "Transport already set"
+        self._transport = transport
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.cancelled():
                 waiter.set_result(None)
-        if (self._transport is not None and not self._paused
-                and self._chunked > 2 * self._limit):
+
+    def feed_data(self, data: Any) -> None:
+        """Append `data` (any bytes-like object; all but `bytes` are copied,
+        as they may be reused by the caller)."""
+        assert not self._eof, "feed_data after feed_eof"
+        if not data:
+            return
+        if self._buffer:
+            self._buffer.extend(data)  # behind data already in the bytearray
+        else:
+            chunk: bytes = data if type(data) is bytes else bytes(data)
+            chunks = self._chunks
+            if chunks is None:
+                chunks = self._chunks = deque()
+            chunks.append(chunk)
+            self._chunked += len(chunk)
+        waiter = self._waiter  # (the wake-up, inline: once per message)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.cancelled():
+                waiter.set_result(None)
+        transport = self._transport
+        if (transport is not None and not self._paused
+                and len(self._buffer) + self._chunked > 2 * self._limit):
             try:
-                self._transport.pause_reading()
+                transport.pause_reading()
             except NotImplementedError:
-                self._transport = None
+                self._transport = None  # cannot be paused: buffer everything
             else:
                 self._paused = True
 
     def _flatten(self) -> None:
-        """Move the chunks into the inherited bytearray (for the methods that scan it)."""
+        """Move the chunks into the bytearray (for the methods that scan it)."""
         chunks = self._chunks
         if chunks:
             head = self._head
@@ -94,22 +142,25 @@ class ChunkReader(asyncio.StreamReader):
     def _maybe_resume_transport(self) -> None:
         if self._paused and len(self._buffer) + self._chunked <= self._limit:
             self._paused = False
-            assert self._transport is not None  # (reading is paused only through a transport)
-            self._transport.resume_reading()
+            transport = self._transport
+            assert transport is not None  # (reading is paused only through a transport)
+            transport.resume_reading()
 
     def _new_waiter(self, func_name: str) -> asyncio.Future[None]:
-        """The future feed_data, feed_eof or set_exception resolves (the
-        inherited _wait_for_data's, made without its coroutine: the chunk
-        paths await it directly, once per message). If reading was paused,
-        it resumes: asyncio's version resumes the transport and then makes
-        the waiter; ours feeds synchronously on resume (what the connection
-        holds), and would pause again before the waiter existed: a
-        readexactly(n) larger than twice the limit then waited forever
-        behind a zero window. So the waiter comes first."""
+        """The future feed_data, feed_eof or set_exception resolves (the read
+        paths await it directly, once per message, rather than through a
+        coroutine around it). If reading was paused, it resumes: asyncio's
+        version resumes the transport and then makes the waiter; ours feeds
+        synchronously on resume (what the connection holds), and would
+        pause again before the waiter existed: a readexactly(n) larger than
+        twice the limit then waited forever behind a zero window. So the
+        waiter comes first."""
         if self._waiter is not None:
             raise RuntimeError(f"{func_name}() called while another coroutine is "
                                "already waiting for incoming data")
-        waiter = self._waiter = self._loop.create_future()
+        assert not self._eof, "_wait_for_data after EOF"
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = waiter
         if self._paused and self._transport is not None:
             self._paused = False
             try:
@@ -120,35 +171,43 @@ class ChunkReader(asyncio.StreamReader):
         return waiter
 
     async def _wait_for_data(self, func_name: str) -> None:
-        # The inherited methods re-check the bytearray after waking up: what
-        # arrived as chunks must be there by then.
         waiter = self._new_waiter(func_name)
         try:
             await waiter
         finally:
             self._waiter = None
-        self._flatten()
 
     # ------------------------------------------------------------- reading
     def at_eof(self) -> bool:
+        """True if everything was read and `feed_eof` was called."""
         return self._eof and not self._buffer and not self._chunked
 
     async def read(self, n: int = -1) -> bytes:
-        if n <= 0 or self._buffer:
-            return await super().read(n)  # read(-1) calls read(limit) in a loop
-        if not self._chunked:
-            if self._exception is not None:
-                raise self._exception
-            if self._eof:
-                return b""
+        """Up to `n` bytes, as soon as any are there (b"" at EOF); n < 0:
+        everything until EOF. The oldest chunk itself when it fits."""
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return b""
+        if n < 0:
+            # Reading in pieces of `limit`, as asyncio does: a transport
+            # paused above twice the limit resumes as the pieces go.
+            blocks = []
+            while True:
+                block = await self.read(self._limit)
+                if not block:
+                    break
+                blocks.append(block)
+            return b"".join(blocks)
+        if not self._buffer and not self._chunked and not self._eof:
             waiter = self._new_waiter("read")
             try:
                 await waiter
             finally:
                 self._waiter = None
-            if self._buffer or not self._chunked:
-                return await super().read(n)  # fed through the bytearray, or EOF/error
-        return self._take(n)
+        if self._chunked:
+            return self._take(n)
+        return self._take_buffer(n)
 
     def _take(self, n: int) -> bytes:
         """Up to `n` bytes from the oldest chunk (there is one)."""
@@ -173,32 +232,127 @@ class ChunkReader(asyncio.StreamReader):
             self._maybe_resume_transport()
         return chunk
 
+    def _take_buffer(self, n: int) -> bytes:
+        """Up to `n` bytes from the bytearray."""
+        buffer = self._buffer
+        if len(buffer) <= n:
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:n])
+            del buffer[:n]
+        if self._paused:
+            self._maybe_resume_transport()
+        return data
+
     async def readexactly(self, n: int) -> bytes:
-        # The common case, a message that arrived in one piece: hand out
-        # (a slice of) the oldest chunk, as read(n) does, rather than join
-        # the chunks into the bytearray and cut the message out of it again.
-        while n > 0 and not self._buffer and self._exception is None:
-            chunks = self._chunks
-            if chunks:
+        """Exactly `n` bytes; IncompleteReadError if the stream ends first
+        (its `partial` holds what there was, now consumed)."""
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return b""
+        while True:
+            if self._buffer:
+                if len(self._buffer) >= n:
+                    break
+            elif self._chunked:
+                chunks = self._chunks
+                assert chunks is not None  # (held while _chunked > 0)
+                # The common case, a message that arrived in one piece: (a
+                # slice of) the oldest chunk, nothing joined or copied.
                 if len(chunks[0]) - self._head >= n:
                     return self._take(n)
-                break  # spread over chunks: the bytearray path joins them
+                if self._chunked >= n:
+                    self._flatten()  # spread over chunks: joined in the bytearray
+                    break
             if self._eof:
-                break  # the inherited method raises IncompleteReadError
+                self._flatten()
+                incomplete = bytes(self._buffer)
+                self._buffer.clear()
+                raise asyncio.IncompleteReadError(incomplete, n)
             waiter = self._new_waiter("readexactly")
             try:
                 await waiter
             finally:
                 self._waiter = None
-        self._flatten()
-        return await super().readexactly(n)
+        return self._take_buffer(n)
 
-    async def readuntil(self, separator: _ReaduntilBuffer = b"\n") -> bytes:
-        self._flatten()
-        return await super().readuntil(separator)
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Up to and including `separator`. LimitOverrunError (data kept) if
+        it is not within `limit` bytes; IncompleteReadError (data consumed)
+        if the stream ends first."""
+        seplen = len(separator)
+        if seplen == 0:
+            raise ValueError("Separator should be at least one-byte string")
+        if self._exception is not None:
+            raise self._exception
+        # `offset`: how far from the start the separator is known not to begin.
+        offset = 0
+        while True:
+            self._flatten()
+            buffer = self._buffer
+            buflen = len(buffer)
+            if buflen - offset >= seplen:
+                isep = buffer.find(separator, offset)
+                if isep != -1:
+                    break
+                offset = buflen + 1 - seplen  # (a separator may straddle the end)
+                if offset > self._limit:
+                    raise asyncio.LimitOverrunError(
+                        "Separator is not found, and chunk exceed the limit", offset)
+            # What is buffered is scanned before EOF is looked at: the last
+            # chunk may have completed the separator.
+            if self._eof:
+                chunk = bytes(buffer)
+                buffer.clear()
+                raise asyncio.IncompleteReadError(chunk, None)
+            await self._wait_for_data("readuntil")
+        if isep > self._limit:
+            raise asyncio.LimitOverrunError("Separator is found, but chunk is longer than limit", isep)
+        return self._take_buffer(isep + seplen)
+
+    async def readline(self) -> bytes:
+        """One line with its b"\\n"; at EOF what is left (b"" if nothing).
+        ValueError over `limit` (the line is dropped, or all that is buffered)."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+        except asyncio.LimitOverrunError as e:
+            buffer = self._buffer
+            if buffer.startswith(b"\n", e.consumed):
+                del buffer[:e.consumed + 1]
+            else:
+                buffer.clear()
+            self._maybe_resume_transport()
+            raise ValueError(e.args[0])  # (chained to it, as asyncio's is)
+
+    def __aiter__(self) -> ChunkReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if line == b"":
+            raise StopAsyncIteration
+        return line
 
     def __repr__(self) -> str:
-        text = super().__repr__()
-        if self._chunked:
-            text = text[:-1] + f" {self._chunked} bytes in chunks>"
-        return text
+        info = ["gannet.StreamReader"]
+        if self._buffer or self._chunked:
+            info.append(f"{len(self._buffer) + self._chunked} bytes")
+        if self._eof:
+            info.append("eof")
+        if self._limit != DEFAULT_LIMIT:
+            info.append(f"limit={self._limit}")
+        if self._waiter is not None:
+            info.append(f"waiter={self._waiter!r}")
+        if self._exception is not None:
+            info.append(f"exception={self._exception!r}")
+        if self._transport is not None:
+            info.append(f"transport={self._transport!r}")
+        if self._paused:
+            info.append("paused")
+        return "<{}>".format(" ".join(info))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ... import Config
 from ...crypto.endpoint import HandshakeFailed
-from ...io.aio import Server, StreamWriter, connect_endpoint
+from ...io.aio import Server, StreamReader, StreamWriter, connect_endpoint
 from ...io.endpoint import AioEndpoint, create_endpoint
 from . import framing
 from .framing import FrameType
@@ -48,7 +48,7 @@ MAX_REFUSED_SHOWN = 32  # distinct strangers named in a system line; more are re
 class Link:
     """The one connection to the peer, greeted."""
 
-    reader: asyncio.StreamReader
+    reader: StreamReader
     writer: StreamWriter
     peer_name: str
     peer_address: object
@@ -57,7 +57,7 @@ class Link:
 
 @dataclass
 class _Candidate:
-    reader: asyncio.StreamReader
+    reader: StreamReader
     writer: StreamWriter
     outgoing: bool
     task: asyncio.Task | None = None
@@ -114,7 +114,7 @@ class Rendezvous:
         """Whether `address` (a peername) is the peer we were told about."""
         return _same_address(address, self.peer)
 
-    def _on_incoming(self, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
+    def _on_incoming(self, reader: StreamReader, writer: StreamWriter) -> None:
         address = writer.get_extra_info("peername")
         if not self.is_peer(address):
             writer.abort()

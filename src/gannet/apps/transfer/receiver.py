@@ -35,6 +35,7 @@ from .protocol import (
     ProtocolError, decode_line, encode_line, fit_bytes, parse_frame_head, parse_header,
     parse_start, part_name,
 )
+from ...io.reader import ChunkReader
 from .stream import read_line
 
 HASH_BLOCK = 4 * 1024 * 1024
@@ -146,7 +147,7 @@ class Receiver:
         raise OSError(f"no free name for {name}")
 
     # ------------------------------------------------------- handling
-    async def handle(self, reader: asyncio.StreamReader, writer) -> Outcome:
+    async def handle(self, reader: asyncio.StreamReader | ChunkReader, writer) -> Outcome:
         out = Outcome(peer=writer.get_extra_info("peername"))
         peer = _fmt_peer(out.peer)
         loop = asyncio.get_running_loop()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from ...io.reader import ChunkReader
 from .protocol import MAX_LINE, ProtocolError
 
 
-async def read_line(reader: asyncio.StreamReader, max_len: int = MAX_LINE) -> bytes:
+async def read_line(reader: asyncio.StreamReader | ChunkReader, max_len: int = MAX_LINE) -> bytes:
     """One line including its "\\n", longer than the reader's limit if need be.
 
     Returns what there is (without "\\n") at EOF; ProtocolError beyond max_len.
