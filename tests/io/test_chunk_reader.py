@@ -336,3 +336,46 @@ def test_api_beside_asyncio_streamreader():
         assert await reader_task == b"abc"
 
     run(main())
+
+
+def test_a_readexactly_that_waits_gets_the_message_in_its_future():
+    # Nothing buffered: readexactly returns the future feed_data resolves
+    # with the message (the chunk itself when it arrived whole, else joined).
+    async def main():
+        loop = asyncio.get_running_loop()
+        r = ChunkReader(1024, loop)
+        pending = r.readexactly(4)
+        assert isinstance(pending, asyncio.Future)
+        msg = b"abcd"
+        r.feed_data(msg)
+        assert pending.done() and pending.result() is msg
+        pending = r.readexactly(5)
+        r.feed_data(b"ab")
+        assert not pending.done()
+        r.feed_data(b"cdefg")
+        assert pending.result() == b"abcde"
+        assert await r.read(10) == b"fg"
+        # Cancelled before the data came (wait_for's timeout): the next
+        # read works, and the data is kept for it.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(r.readexactly(3), 0.01)
+        r.feed_data(b"xyz")
+        assert await r.readexactly(3) == b"xyz"
+        pending = r.readexactly(3)
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await r.read(1)  # two readers at once, as asyncio refuses them
+        r.set_exception(ConnectionResetError("reset"))
+        with pytest.raises(ConnectionResetError):
+            await pending
+        # Over the limit: the coroutine path, which resumes a paused transport.
+        t = FakeTransport()
+        r = ChunkReader(4, loop)
+        r.set_transport(t)
+        task = asyncio.ensure_future(r.readexactly(20))
+        await asyncio.sleep(0)
+        for piece in (b"0123456789", b"abcdefghij"):
+            r.feed_data(piece)
+            await asyncio.sleep(0)
+        assert await task == b"0123456789abcdefghij"
+
+    run(main())

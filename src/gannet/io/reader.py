@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 DEFAULT_LIMIT = 2 ** 16  # asyncio.StreamReader's own default (64 KB)
@@ -49,8 +50,8 @@ class ChunkReader:
 
     # (A pure build keeps these in slots: a server holds thousands of readers.
     # The compiled class is a C struct of them.)
-    __slots__ = ("_limit", "_loop", "_buffer", "_eof", "_waiter", "_exception", "_transport",
-                 "_paused", "_chunks", "_head", "_chunked")
+    __slots__ = ("_limit", "_loop", "_buffer", "_eof", "_waiter", "_want", "_exception",
+                 "_transport", "_paused", "_chunks", "_head", "_chunked")
 
     def __init__(self, limit: int = DEFAULT_LIMIT,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -62,7 +63,11 @@ class ChunkReader:
         self._loop: asyncio.AbstractEventLoop = loop
         self._buffer = bytearray()  # the scanning methods' data (see the module's docstring)
         self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
+        # What a read waiting for data waits on: resolved with None (a wake-up
+        # for a read that then looks again), or, while `_want` > 0, with the
+        # `_want` bytes readexactly waits for (see readexactly).
+        self._waiter: asyncio.Future[Any] | None = None
+        self._want = 0
         self._exception: BaseException | None = None
         self._transport: ReadFlow | None = None
         self._paused = False
@@ -83,6 +88,7 @@ class ChunkReader:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
+            self._want = 0
             if not waiter.cancelled():
                 waiter.set_exception(exc)
 
@@ -95,8 +101,17 @@ class ChunkReader:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
+            want = self._want
             if not waiter.cancelled():
-                waiter.set_result(None)
+                if want:
+                    self._want = 0
+                    self._flatten()
+                    incomplete = bytes(self._buffer)
+                    self._buffer.clear()
+                    waiter.set_exception(asyncio.IncompleteReadError(incomplete, want))
+                else:
+                    waiter.set_result(None)
+            self._want = 0
 
     def feed_data(self, data: Any) -> None:
         """Append `data` (any bytes-like object; all but `bytes` are copied,
@@ -115,9 +130,20 @@ class ChunkReader:
             self._chunked += len(chunk)
         waiter = self._waiter  # (the wake-up, inline: once per message)
         if waiter is not None:
-            self._waiter = None
-            if not waiter.cancelled():
-                waiter.set_result(None)
+            want = self._want
+            if not want:
+                self._waiter = None
+                if not waiter.cancelled():
+                    waiter.set_result(None)
+            elif waiter.cancelled():
+                self._waiter = None
+                self._want = 0
+            elif len(self._buffer) + self._chunked >= want:
+                # readexactly's message is here: handed over in the future
+                # it awaits (from the chunk itself when it arrived whole).
+                self._waiter = None
+                self._want = 0
+                waiter.set_result(self._take_exactly(want))
         transport = self._transport
         if (transport is not None and not self._paused
                 and len(self._buffer) + self._chunked > 2 * self._limit):
@@ -156,8 +182,10 @@ class ChunkReader:
         twice the limit then waited forever behind a zero window. So the
         waiter comes first."""
         if self._waiter is not None:
-            raise RuntimeError(f"{func_name}() called while another coroutine is "
-                               "already waiting for incoming data")
+            if not (self._want and self._waiter.cancelled()):
+                raise RuntimeError(f"{func_name}() called while another coroutine is "
+                                   "already waiting for incoming data")
+            self._want = 0  # (a readexactly future cancelled before data came)
         assert not self._eof, "_wait_for_data after EOF"
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
@@ -245,9 +273,38 @@ class ChunkReader:
             self._maybe_resume_transport()
         return data
 
-    async def readexactly(self, n: int) -> bytes:
+    def readexactly(self, n: int) -> Awaitable[bytes]:
         """Exactly `n` bytes; IncompleteReadError if the stream ends first
-        (its `partial` holds what there was, now consumed)."""
+        (its `partial` holds what there was, now consumed).
+
+        When nothing is buffered (a request-response exchange: the reader
+        asks before the message is there) this returns the future that
+        feed_data resolves with the message itself, not a coroutine waiting
+        on a wake-up and then taking it: no coroutine made and resumed per
+        message (BENCHMARKS.md, "The stream API compiled"). `n` is within
+        the limit then, so that reading never pauses before it is there."""
+        if (0 < n <= self._limit and not self._chunked and not self._buffer
+                and self._exception is None and not self._eof and not self._paused):
+            waiter = self._waiter
+            if waiter is None or (self._want and waiter.cancelled()):
+                fut: asyncio.Future[bytes] = self._loop.create_future()
+                self._waiter = fut
+                self._want = n
+                return fut
+        return self._readexactly(n)
+
+    def _take_exactly(self, n: int) -> bytes:
+        """`n` bytes (there are as many): a slice of the oldest chunk when
+        it holds them, else joined in the bytearray."""
+        if not self._buffer:
+            chunks = self._chunks
+            assert chunks is not None  # (the caller counted n bytes)
+            if len(chunks[0]) - self._head >= n:
+                return self._take(n)
+            self._flatten()
+        return self._take_buffer(n)
+
+    async def _readexactly(self, n: int) -> bytes:
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
         if self._exception is not None:
@@ -266,8 +323,7 @@ class ChunkReader:
                 if len(chunks[0]) - self._head >= n:
                     return self._take(n)
                 if self._chunked >= n:
-                    self._flatten()  # spread over chunks: joined in the bytearray
-                    break
+                    return self._take_exactly(n)  # spread over chunks: joined
             if self._eof:
                 self._flatten()
                 incomplete = bytes(self._buffer)
