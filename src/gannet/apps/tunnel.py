@@ -248,9 +248,6 @@ class Relay:
         self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
         self.ended = False  # the outcome is set (a plain flag: read for every chunk)
         self.draining = False
-        # What TCP delivers is written to Gannet in one pass per loop turn for
-        # every connection of the endpoint (see from_tcp).
-        self._flush = g_writer.get_extra_info("endpoint").request_flush
         tcp.relay = self
         transport = tcp.transport
         assert transport is not None  # (TcpSide is made connected: by a listener or create_connection)
@@ -279,16 +276,15 @@ class Relay:
     def from_tcp(self, data: bytes) -> None:
         if self.ended:
             return
-        w = self.g_writer
         # The flush first, then the write, which joins it: the chunks that
         # several TCP connections deliver in one loop turn (a convoy of
         # requests from many clients) leave in one pass and one GSO send at
         # the end of the turn. Without it the first would leave at once in
         # a pass and a send call of its own (StreamWriter.write's rule for a
-        # lone write), the rest in a second pass.
-        self._flush()
+        # lone write), the rest in a second pass. Both in one call of the
+        # compiled stream glue (io/stream.py), not the writer's methods.
         try:
-            w.write(data)
+            waiting = self.flow.forward(data)
         except Exception as exc:  # noqa: BLE001 - the Gannet side failed
             self.fail(self.g_name, exc)
             return
@@ -296,11 +292,11 @@ class Relay:
             self.res.sent += len(data)
         else:
             self.res.received += len(data)
-        if not self.draining and w.get_write_buffer_size() > GANNET_HIGH_WATER:
+        if waiting > GANNET_HIGH_WATER and not self.draining:
             self.draining = True
             assert self.tcp.transport is not None
             self.tcp.transport.pause_reading()
-            asyncio.ensure_future(w.drain()).add_done_callback(self._drained)
+            asyncio.ensure_future(self.g_writer.drain()).add_done_callback(self._drained)
 
     def _drained(self, fut: asyncio.Future) -> None:
         self.draining = False

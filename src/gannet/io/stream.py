@@ -274,6 +274,17 @@ class _StreamConn:
                 pending.append(memoryview(data)[n:])
         aep.flush_now()  # the first write of a loop iteration leaves at once
 
+    def forward(self, data: Any) -> int:
+        """A relay's write of one chunk (apps/tunnel.py's `Relay.from_tcp`):
+        the flush of this loop turn is requested first and the write joins
+        it (the chunks several connections deliver in one turn leave in one
+        pass and one send), then the write; returns the bytes left waiting
+        beyond Gannet's send buffer, for the relay's backpressure."""
+        self.aep.request_flush()
+        self.write(data, False)
+        pending = self.pending
+        return 0 if pending is None else pending.size
+
     async def drain(self, closing: bool) -> None:
         """StreamWriter.drain: wait while more than HIGH_WATER bytes do not
         fit in Gannet's send buffer."""
