@@ -64,6 +64,10 @@ MODULES = (
     # ran as much Python as the rest of the pass (docs/design.md, "The
     # tunnel's per-request cost")
     "gannet.observe.limits",
+    # the asyncio adapter's per-datagram path (the read, the pass, the
+    # one-datagram send, dispatch, the timer check): AioEndpoint's native
+    # base class, holding the state every message reads
+    "gannet.io.datapath",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside
