@@ -27,8 +27,10 @@ AioEndpoint's. Under GANNET_PURE=1 this module runs from this source.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +59,24 @@ MSG_TRUNC: Final = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flag
 _NATIVE: Final = sys.byteorder
 _NOTHING_QUEUED: Final = bytes(4)  # FIONREAD's answer: no datagram queued
 
+RECV_SIZE: Final = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
+
 log = logging.getLogger("gannet.io")
+
+_thread_buffers = threading.local()
+
+
+def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
+    """The receive buffer of this thread, shared by every endpoint whose loop
+    runs here. Safe because a readiness callback decodes each datagram before
+    the next receive and nothing else runs in between (see the contract
+    above); it saves a client with one endpoint per connection 128 KB of
+    address space and a few touched pages per connection."""
+    bufs = getattr(_thread_buffers, "bufs", None)
+    if bufs is None:
+        buf = bytearray(RECV_SIZE)
+        bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
+    return bufs
 
 # The events that go only to their connection's handler (most of them).
 _TO_HANDLER = frozenset({DataReceived, SendSpaceAvailable, StreamEnded, ConnectionEstablished,
@@ -223,6 +242,16 @@ class DatagramPath:
 
     def _arm_timer(self) -> None:
         arm_timer(self)
+
+    def drive(self, until: float | None, ready: Callable[[], bool] | None = None) -> None:
+        """Between begin_drive and end_drive, with the lock held (once or
+        more: it is released only while the thread sleeps in poll): wait for
+        a datagram, a wake-up or the core's next deadline (at most until
+        `until`, on the core's clock), then run the pass that is due. The
+        lock is taken back once, for the receive, the timers and the pass
+        together. `ready` (optional) says whether what the caller waits for
+        is there already: then it returns at once."""
+        drive(self, until, ready)
 
     # ------------------------------------------------------ network (entry)
     def _on_readable(self) -> None:
@@ -532,6 +561,65 @@ def send(p: DatagramPath, out: Outgoing) -> None:
         if p._backlog is None:
             p._backlog = deque()
         p._backlog.extend(out[i:] if i else out)
+
+
+def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None) -> None:
+    d = p._drive
+    assert d is not None and d.driving
+    if p.closed or (ready is not None and ready()):
+        return
+    ep = p.core
+    preparer = p._preparer
+    if preparer is not None and preparer.prepare_due:
+        preparer.prepare()  # the next hello's work, while we wait
+    deadline = ep.get_timer()
+    if until is not None and (deadline is None or until < deadline):
+        deadline = until
+    # poll() counts whole milliseconds, as the event loops do: round up,
+    # so the pass after it finds the deadline reached.
+    if deadline is None:
+        timeout = -1
+        d.poll_until = math.inf
+    else:
+        timeout = max(0, math.ceil((deadline - p.now()) * 1000))
+        d.poll_until = deadline
+    lock = p.lock
+    saved = lock._release_save()  # (an RLock, held once or more)
+    try:
+        ready_fds = d.poller.poll(timeout)
+    except InterruptedError:
+        ready_fds = []
+    finally:
+        lock._acquire_restore(saved)
+        d.poll_until = None
+    if p.closed:
+        return
+    p.io_stats.caller_passes += 1
+    readable = False
+    for fd, _ in ready_fds:
+        if fd == p._fd:
+            readable = True
+        else:
+            d.drain()
+    p._off_loop = True
+    try:
+        if readable:
+            buf, view, bufs = _receive_buffer()  # this thread's
+            if p.gro:
+                receive_gro(p, bufs, view)
+            else:
+                p._receive_plain(buf, view)
+        due = ep.get_timer()
+        if due is not None and not p.closed:
+            now = p.now()
+            if due <= now:
+                ep.handle_timer(now)
+                p._timer_moved = True
+                process(p)
+                due = ep.get_timer()
+        d.after = due  # (the caller holds the lock until end_drive: it stays so)
+    finally:
+        p._off_loop = False
 
 
 # ---------------------------------------------------------------------- time

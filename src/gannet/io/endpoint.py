@@ -71,7 +71,7 @@ from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
 from .datapath import (DROPPED as _DROPPED, FALLBACK as _FALLBACK, GRO_CMSG_SPACE,  # noqa: F401
                        MSG_TRUNC, PROCESS_ROUNDS, RECV_BATCH, RECV_CALLS, SOL_UDP, STOP as _STOP,
-                       UDP_GRO, DatagramPath, IoStats)
+                       RECV_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -117,7 +117,6 @@ try:
 except ImportError:  # not POSIX: always read until EAGAIN
     fcntl = None  # type: ignore[assignment]
     _FIONREAD = 0
-RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 NOT_YET = 0.002  # a timer called this long before its deadline is re-armed, not run
 # An endpoint driven by its callers (begin_drive) goes back to the loop when
 # no caller has been inside it for this long: datagrams that arrive while the
@@ -355,21 +354,7 @@ def gro_segment_size(ancdata: list) -> int:
 _NATIVE = sys.byteorder
 
 
-_thread_buffers = threading.local()
 _GSO_KNOWN: dict[int, bool] = {}  # address family -> gso_supported
-
-
-def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
-    """The receive buffer of this thread, shared by every endpoint whose loop
-    runs here. Safe because a readiness callback decodes each datagram before
-    the next receive and nothing else runs in between (see the contract
-    above); it saves a client with one endpoint per connection 128 KB of
-    address space and a few touched pages per connection."""
-    bufs = getattr(_thread_buffers, "bufs", None)
-    if bufs is None:
-        buf = bytearray(RECV_SIZE)
-        bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
-    return bufs
 
 
 class _PooledSystemRandom(random.SystemRandom):
@@ -808,71 +793,6 @@ class AioEndpoint(DatagramPath):
             d.active = True
             self._call_loop(self._reader_off)  # once, until the loop takes the socket back
         return True
-
-    def drive(self, until: float | None, ready: Callable[[], bool] | None = None) -> None:
-        """Between begin_drive and end_drive, with the lock held (once or
-        more: it is released only while the thread sleeps in poll): wait for
-        a datagram, a wake-up or the core's next deadline (at most until
-        `until`, on the core's clock), then run the pass that is due. The
-        lock is taken back once, for the receive, the timers and the pass
-        together. `ready` (optional) says whether what the caller waits for
-        is there already: then it returns at once."""
-        d = self._drive
-        assert d is not None and d.driving
-        if self.closed or (ready is not None and ready()):
-            return
-        ep = self.ep
-        preparer = self._preparer
-        if preparer is not None and preparer.prepare_due:
-            preparer.prepare()  # the next hello's work, while we wait
-        deadline = ep.get_timer()
-        if until is not None and (deadline is None or until < deadline):
-            deadline = until
-        # poll() counts whole milliseconds, as the event loops do: round up,
-        # so the pass after it finds the deadline reached.
-        if deadline is None:
-            timeout = -1
-            d.poll_until = math.inf
-        else:
-            timeout = max(0, math.ceil((deadline - self.now()) * 1000))
-            d.poll_until = deadline
-        lock = self.lock
-        saved = lock._release_save()  # (an RLock, held once or more)
-        try:
-            ready_fds = d.poller.poll(timeout)
-        except InterruptedError:
-            ready_fds = []
-        finally:
-            lock._acquire_restore(saved)
-            d.poll_until = None
-        if self.closed:
-            return
-        self.io_stats.caller_passes += 1
-        readable = False
-        for fd, _ in ready_fds:
-            if fd == self._fd:
-                readable = True
-            else:
-                d.drain()
-        self._off_loop = True
-        try:
-            if readable:
-                buf, view, bufs = _receive_buffer()  # this thread's
-                if self.gro:
-                    self._receive_gro(bufs, view)
-                else:
-                    self._receive_plain(buf, view)
-            due = ep.get_timer()
-            if due is not None and not self.closed:
-                now = self.now()
-                if due <= now:
-                    ep.handle_timer(now)
-                    self._timer_moved = True
-                    self._process_locked()
-                    due = ep.get_timer()
-            d.after = due  # (the caller holds the lock until end_drive: it stays so)
-        finally:
-            self._off_loop = False
 
     def end_drive(self) -> None:
         """With the lock held: this thread stops running the endpoint."""
