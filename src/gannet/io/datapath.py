@@ -70,7 +70,7 @@ def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
     """The receive buffer of this thread, shared by every endpoint whose loop
     runs here. Safe because a readiness callback decodes each datagram before
     the next receive and nothing else runs in between (see the contract
-    above); it saves a client with one endpoint per connection 128 KB of
+    in io/endpoint.py); it saves a client with one endpoint per connection 128 KB of
     address space and a few touched pages per connection."""
     bufs = getattr(_thread_buffers, "bufs", None)
     if bufs is None:

@@ -56,15 +56,13 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from .. import observe
 from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
-from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionEstablished,
-                           ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
-                           StreamEnded)
+from ..core.events import Event
 from ..wire import batch as _batch
 from ..wire.batch import Train, release
 from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
