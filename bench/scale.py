@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -295,9 +296,7 @@ async def run_server(args) -> None:
                    t_after=time.monotonic(), cpu_after=cpu_seconds())
         if st.aep is not None:
             out["endpoint"] = st.aep.ep.stats.as_dict()
-            out["io"] = {k: v for k, v in vars(st.aep.io_stats).items()} if hasattr(
-                st.aep.io_stats, "__dict__") else {
-                k: getattr(st.aep.io_stats, k) for k in st.aep.io_stats.__slots__}
+            out["io"] = dataclasses.asdict(st.aep.io_stats)
         return out
 
     def handle(cmd: str) -> None:

@@ -70,6 +70,10 @@ MODULES = (
     # writer's write and drain (docs/design.md, "The small-message path")
     "gannet.io.reader",
     "gannet.io.stream",
+    # the asyncio adapter's per-datagram path (the read, the pass, the
+    # one-datagram send, dispatch, the timer check): AioEndpoint's native
+    # base class, holding the state every message reads
+    "gannet.io.datapath",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside

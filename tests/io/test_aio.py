@@ -282,6 +282,7 @@ def test_the_first_write_carries_the_handshake_ack(use_uvloop):
     assert sent == 2
 
 
+@pytest.mark.pure  # (patches Connection.release_ack, which the compiled adapter calls natively)
 @pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
 def test_a_held_handshake_ack_goes_alone_when_the_client_only_reads(use_uvloop, monkeypatch):
     """Server speaks first: the client writes nothing, so the held ACK is

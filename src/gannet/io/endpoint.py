@@ -55,20 +55,21 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, cast
+from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from .. import observe
 from ..config import Config
 from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported for aio, blocking)
 from ..core.endpoint import Endpoint
-from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionEstablished,
-                           ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
-                           StreamEnded)
+from ..core.events import Event
 from ..wire import batch as _batch
 from ..wire.batch import Train, release
 from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
+from .datapath import (DROPPED as _DROPPED, FALLBACK as _FALLBACK, GRO_CMSG_SPACE,  # noqa: F401
+                       MSG_TRUNC, PROCESS_ROUNDS, RECV_BATCH, RECV_CALLS, SOL_UDP, STOP as _STOP,
+                       RECV_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -99,8 +100,6 @@ SOCKET_BUFFER = SEND_BUFFER  # the older name
 # ICMP errors (IP_RECVERR) that say an address cannot be reached
 _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 SEND_AGAIN_TRIES = 4  # sends of one datagram while earlier datagrams' ICMP errors keep failing them
-RECV_BATCH = 256  # datagrams drained per readiness callback before we send
-RECV_CALLS = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
 # After the first datagram of a readiness callback, FIONREAD (the size of the
 # next queued datagram, 0 if none) tells whether another read would only fail
 # with EAGAIN: 1.5 us instead of 2.4 for the failing call and its exception,
@@ -116,9 +115,6 @@ try:
 except ImportError:  # not POSIX: always read until EAGAIN
     fcntl = None  # type: ignore[assignment]
     _FIONREAD = 0
-_NOTHING_QUEUED = bytes(4)
-RECV_SIZE = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
-PROCESS_ROUNDS = 8  # send/dispatch rounds per flush before yielding to the loop
 NOT_YET = 0.002  # a timer called this long before its deadline is re-armed, not run
 # An endpoint driven by its callers (begin_drive) goes back to the loop when
 # no caller has been inside it for this long: datagrams that arrive while the
@@ -127,16 +123,13 @@ NOT_YET = 0.002  # a timer called this long before its deadline is re-armed, not
 CALLER_GRACE = 0.005
 
 # UDP segmentation offload (linux/udp.h).
-SOL_UDP = getattr(socket, "SOL_UDP", 17)
+# (SOL_UDP, UDP_GRO, GRO_CMSG_SPACE and MSG_TRUNC are the datagram path's: see the import)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-UDP_GRO = getattr(socket, "UDP_GRO", 104)
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
 # 64 KB less IP/UDP headers
 GSO_MAX_BYTES: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 # errno values that say "this socket or device cannot do GSO at all"
 GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
-GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
-MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & IntFlag` runs Python code
 
 
 # socket.socket.family is a Python property that builds an AddressFamily enum
@@ -178,48 +171,10 @@ def _env_off(name: str) -> bool:
 _ENV_KEYS: dict[str, object] = {}
 
 
-@dataclass(slots=True)
-class IoStats:
-    """What the adapter did with the socket (the core's counters are `stats`)."""
-
-    datagrams_sent: int = 0
-    send_calls: int = 0
-    """System calls that sent: sendto plus sendmsg."""
-    gso_calls: int = 0
-    """sendmsg calls with UDP_SEGMENT (each carries 2-64 datagrams)."""
-    gso_datagrams: int = 0
-    gso_fallbacks: int = 0
-    """GSO sends the kernel refused, sent again one datagram at a time."""
-    send_errors: int = 0
-    last_send_error: str = ""
-    """The most recent send failure (errno name and datagram size), for diagnosis."""
-    datagrams_received: int = 0
-    recv_calls: int = 0
-    """Successful receive system calls."""
-    gro_batches: int = 0
-    """Receives that carried more than one datagram (UDP GRO)."""
-    truncated: int = 0
-    loop_calls: int = 0
-    """Callbacks the event loop ran for this endpoint (readiness, timer,
-    flush): each one a wake-up of the loop's thread."""
-    caller_passes: int = 0
-    """Passes run by an application thread waiting in a blocking `Socket`
-    call (see AioEndpoint.begin_drive)."""
-    passes: int = 0
-    """Passes run on any thread (the core's output handed to the kernel, its
-    events dispatched, the timer armed): one per readiness that read
-    datagrams (a reply the application writes at once joins it, see
-    AioEndpoint._after_receive) or timer fired, one per write that leaves
-    at once. A call that would find nothing to do runs none."""
-
 # Keyword aliases accepted wherever config overrides are (tools use these).
 ALIASES = {"mtu": "max_datagram_size", "cc": "congestion_control"}
 
 Handler = Callable[[Event], None]
-# Events that go to their connection's handler and nowhere else (_dispatch
-# looks for these first: a message's DataReceived is one).
-_TO_HANDLER = frozenset({DataReceived, SendSpaceAvailable, StreamEnded, ConnectionEstablished,
-                         AllDataAcknowledged})
 
 
 def make_config(config: Config | None, overrides: dict[str, object]) -> Config:
@@ -395,24 +350,9 @@ def gro_segment_size(ancdata: list) -> int:
 
 
 _NATIVE = sys.byteorder
-_STOP, _DROPPED, _FALLBACK = object(), object(), object()  # outcomes of a failed send
 
 
-_thread_buffers = threading.local()
 _GSO_KNOWN: dict[int, bool] = {}  # address family -> gso_supported
-
-
-def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
-    """The receive buffer of this thread, shared by every endpoint whose loop
-    runs here. Safe because a readiness callback decodes each datagram before
-    the next receive and nothing else runs in between (see the contract
-    above); it saves a client with one endpoint per connection 128 KB of
-    address space and a few touched pages per connection."""
-    bufs = getattr(_thread_buffers, "bufs", None)
-    if bufs is None:
-        buf = bytearray(RECV_SIZE)
-        bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
-    return bufs
 
 
 class _PooledSystemRandom(random.SystemRandom):
@@ -643,24 +583,27 @@ class _Drive:
         self._wake_r.close()
 
 
-class AioEndpoint:
+class AioEndpoint(DatagramPath):
     """One UDP socket and the Gannet endpoint behind it, on one event loop.
 
-    Construct it on the loop's thread (it registers a reader).
+    Construct it on the loop's thread (it registers a reader). What every
+    datagram runs (the read, the pass, the one-datagram send, dispatch, the
+    timer check) is its compiled base class's, `io.datapath.DatagramPath`,
+    which also holds the state that path reads; this class sets it up,
+    closes, drives for blocking callers, and handles batches and errors.
     """
 
     # A client has one of these per connection (`open_connection`), so it is
     # kept small: slots (past 30 attributes an instance dict stops sharing
     # its keys and costs 1-2 KB), the send backlog made only when needed.
+    # (The per-datagram state is DatagramPath's native attributes.)
     __slots__ = (
-        "loop", "sock", "config", "ep", "lock", "local_address", "family", "on_available",
-        "close_when_idle", "closed", "io_stats", "_off_loop", "_handlers", "_timer",
-        "_timer_at", "_timer_tick", "_flush_scheduled", "_backlog", "_writing", "_retry_handle",
-        "_closed_waiters", "_refused", "icmp_errors", "_fd", "_queued", "gso", "_gso_max_bytes",
-        "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
-        "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
-        "on_refused", "_preparer", "_events", "_dirty", "_heap", "_batch_passed_on", "__dict__", "__weakref__",
-    )
+        "config", "ep", "local_address", "family", "_writing", "_retry_handle",
+        "_closed_waiters", "icmp_errors", "_gso_max_bytes", "_gso_cmsg", "_life_task", "_uvloop",
+        "_rearm_due", "observer", "_reader_on",
+    ) + tuple(  # (what the base has not: the compiled one neither, the pure one both)
+        name for name, offset in (("__dict__", DatagramPath.__dictoffset__),
+                                  ("__weakref__", DatagramPath.__weakrefoffset__)) if not offset)
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
     ONE_DATAGRAM_SHORTCUT = True
@@ -678,13 +621,11 @@ class AioEndpoint:
         self.sock = sock
         self.config = config
         # encrypted unless config.insecure (or the caller brings its own, e.g. the TCP wire's)
-        self.ep = ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
+        self.ep = self.core = ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
         # The core endpoint's event queue, dirty set and timer heap: the same
         # objects for its life (core/endpoint.py makes them once and empties
-        # them in place), read here through our own slots. Each read of an
-        # attribute of the compiled endpoint is a generic lookup (the
-        # interpreter caches slot reads, not a compiled class's attributes),
-        # and a pass made about ten of them.
+        # them in place), kept in attributes of the path's own (one read
+        # fewer each).
         self._events = ep._events
         self._dirty = ep._dirty
         self._heap = ep._heap
@@ -694,19 +635,19 @@ class AioEndpoint:
         # The largest datagram sent without DF (see set_dont_fragment), read
         # for every datagram sent: an attribute, not a property to call.
         self._safe = SAFE_DATAGRAM.get(family, 1452)
-        self.on_available: Callable[[Connection], None] | None = None
+        self.on_available = None
         # Called with a HandshakeRefused event: an incoming connection that
         # failed its key exchange (the application never had it).
-        self.on_refused: Callable[[HandshakeRefused], None] | None = None
+        self.on_refused = None
         self.close_when_idle = False
         self.closed = False
         self.io_stats = IoStats()
         self._off_loop = False  # flush_threadsafe is sending on another thread
-        self._handlers: dict[Connection, Handler] = {}
+        self._handlers = {}
         timers = self._timer = _timers_of(loop)  # this loop's timers (one asyncio timer)
-        self._timer_at: float | None = None  # our deadline there, if armed
+        self._timer_at = None  # our deadline there, if armed
         self._timer_tick = -1  # the tick of our live entry there (see _LoopTimers)
-        self.now: Callable[[], float] = timers.now  # the core's clock: see _LoopTimers
+        self.now = timers.now  # the core's clock: see _LoopTimers
         self._uvloop = timers.uvloop  # see _rearm_poll
         self._flush_scheduled = False
         self._held_acks: list[Connection] | None = None  # see release_ack_soon
@@ -726,6 +667,9 @@ class AioEndpoint:
         self._rearm_due = False  # a _rearm_poll is scheduled
         self._fd = sock.fileno()
         self._queued = bytearray(4)  # FIONREAD's answer (see _FIONREAD)
+        self._ioctl = fcntl.ioctl if _FIONREAD else None  # (None: not POSIX, read until EAGAIN)
+        self._fionread = _FIONREAD
+        self._shortcut = self.ONE_DATAGRAM_SHORTCUT
         if gso is None:
             gso = not _env_off("GANNET_NO_GSO")
         if gso:
@@ -805,69 +749,6 @@ class AioEndpoint:
             return self.ep.connect(addr, self.now(), config)
 
     # ------------------------------------------------------------ flushing
-    def request_flush(self) -> None:
-        """After an application action on the loop thread: flush soon, once."""
-        if not self._flush_scheduled and not self.closed:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._process)
-
-    def flush_now(self) -> None:
-        """After an application write on the loop thread: send at once if the
-        endpoint has run a pass since the last write that left at once (a
-        kernel TCP socket with TCP_NODELAY sends at once, too), else join
-        one flush at the end of this loop iteration: writes that follow one
-        another without the loop running ours are coalesced rather than each
-        sent on its own. A request-response exchange pays for no extra pass:
-        the reply's arrival runs one."""
-        if self._flush_scheduled or self.closed:
-            return
-        if self._sent_at_once:
-            self.request_flush()
-            return
-        with self.lock:  # (self._process())
-            self._process_locked()
-        self._sent_at_once = True
-
-    def flush_threadsafe(self) -> None:
-        """From an application thread, with `self.lock` held, after a write
-        (or a read that may open the window): run the pass on this thread -
-        hand what the core has ready to the kernel, dispatch the events (the
-        blocking API's handlers only notify Conditions on this lock) - for a
-        loop thread hand-off costs more than the pass. Whoever watches the
-        deadlines next (the loop, or a thread driving the endpoint) is told
-        only when one moved earlier than it would look."""
-        if self.closed or not self._has_work():
-            return  # (a read that opened no window, typically)
-        self._off_loop = True
-        try:
-            self._process_locked()
-        except OSError as exc:  # the socket was closed under us
-            log.debug("flush from thread failed: %r", exc)
-        finally:
-            self._off_loop = False
-
-    def request_flush_threadsafe(self) -> None:
-        """The same, from any thread; call it with `self.lock` held. Nothing
-        is asked of the loop when it would have nothing to do (no connection
-        to process, no event, no timer to move): a blocking request-response
-        exchange would wake the loop thread twice per message for nothing."""
-        if self._flush_scheduled or self.closed or not self._has_work():
-            return
-        self._flush_scheduled = True
-        try:
-            self.loop.call_soon_threadsafe(self._process)
-        except RuntimeError:  # the loop is gone (interpreter exit)
-            self._flush_scheduled = False
-
-    def _has_work(self) -> bool:
-        """Whether a pass would do anything: the core's output, events and
-        deadlines change only through the connections it marks dirty, its
-        queued resets and its events; the adapter adds its own (a timer to
-        move, held ACKs, closing when idle)."""
-        ep = self.ep
-        return bool(self._dirty or ep._out or self._events or self._timer_moved or self.close_when_idle
-                    or self._held_acks is not None)
-
     def release_ack_soon(self, conn: Connection) -> None:
         """`conn` holds its handshake ACK for the application's first data
         (Connection.hold_handshake_ack): release it at the next flush, one
@@ -910,71 +791,6 @@ class AioEndpoint:
             d.active = True
             self._call_loop(self._reader_off)  # once, until the loop takes the socket back
         return True
-
-    def drive(self, until: float | None, ready: Callable[[], bool] | None = None) -> None:
-        """Between begin_drive and end_drive, with the lock held (once or
-        more: it is released only while the thread sleeps in poll): wait for
-        a datagram, a wake-up or the core's next deadline (at most until
-        `until`, on the core's clock), then run the pass that is due. The
-        lock is taken back once, for the receive, the timers and the pass
-        together. `ready` (optional) says whether what the caller waits for
-        is there already: then it returns at once."""
-        d = self._drive
-        assert d is not None and d.driving
-        if self.closed or (ready is not None and ready()):
-            return
-        ep = self.ep
-        preparer = self._preparer
-        if preparer is not None and preparer.prepare_due:
-            preparer.prepare()  # the next hello's work, while we wait
-        deadline = ep.get_timer()
-        if until is not None and (deadline is None or until < deadline):
-            deadline = until
-        # poll() counts whole milliseconds, as the event loops do: round up,
-        # so the pass after it finds the deadline reached.
-        if deadline is None:
-            timeout = -1
-            d.poll_until = math.inf
-        else:
-            timeout = max(0, math.ceil((deadline - self.now()) * 1000))
-            d.poll_until = deadline
-        lock = self.lock
-        saved = lock._release_save()  # type: ignore[attr-defined] # (an RLock, held once or more)
-        try:
-            ready_fds = d.poller.poll(timeout)
-        except InterruptedError:
-            ready_fds = []
-        finally:
-            lock._acquire_restore(saved)  # type: ignore[attr-defined]
-            d.poll_until = None
-        if self.closed:
-            return
-        self.io_stats.caller_passes += 1
-        readable = False
-        for fd, _ in ready_fds:
-            if fd == self._fd:
-                readable = True
-            else:
-                d.drain()
-        self._off_loop = True
-        try:
-            if readable:
-                buf, view, bufs = _receive_buffer()  # this thread's
-                if self.gro:
-                    self._receive_gro(bufs, view)
-                else:
-                    self._receive_plain(buf, view)
-            due = ep.get_timer()
-            if due is not None and not self.closed:
-                now = self.now()
-                if due <= now:
-                    ep.handle_timer(now)
-                    self._timer_moved = True
-                    self._process_locked()
-                    due = ep.get_timer()
-            d.after = due  # (the caller holds the lock until end_drive: it stays so)
-        finally:
-            self._off_loop = False
 
     def end_drive(self) -> None:
         """With the lock held: this thread stops running the endpoint."""
@@ -1068,248 +884,7 @@ class AioEndpoint:
             else:
                 self._receive_plain(self._rbuf, self._rview)
 
-    def _deadline_moved_off_loop(self) -> None:
-        """After a pass on an application thread that touched connections:
-        make sure whoever runs the endpoint looks at its next deadline in time.
-        The core's deadline is asked for only when someone waits on an
-        earlier one (the driver's own pass needs none: it computes its next
-        poll from the core afterwards)."""
-        d = self._drive
-        if d is not None and d.active:
-            # (poll_until is None while the driver runs its own pass; check_at
-            # None: _reader_off is on its way and arms the check)
-            until = d.poll_until if d.driving else d.check_at
-            if until is not None:
-                deadline = self.ep.get_timer()
-                if deadline is not None and deadline < until:
-                    if d.driving:
-                        d.wake()
-                    else:
-                        self._call_loop(self._check_callers)
-            return
-        deadline = self.ep.get_timer()
-        if deadline is None:
-            return
-        armed = self._timer_at
-        if armed is None or deadline < armed:
-            self._timer_moved = True
-            self.request_flush_threadsafe()
-
-    def _process(self) -> None:
-        with self.lock:
-            self.io_stats.loop_calls += 1
-            self._process_locked()
-
-    def _process_locked(self) -> None:
-        if self.closed:
-            return
-        self.io_stats.passes += 1
-        # Handlers that write while we run need no extra flush: we loop until
-        # a round dispatches nothing, so nothing can be left behind.
-        self._flush_scheduled = True
-        self._sent_at_once = False
-        ep = self.ep
-        dirty, events = self._dirty, self._events
-        more = False
-        held = self._held_acks
-        if held is not None:
-            self._held_acks = None
-            for conn in held:
-                conn.release_ack()
-        # A pass with nothing to do (the follow-up flush after a write that
-        # left at once, typically) touches neither the core nor the timer:
-        # the core's output, events and deadlines change only through the
-        # connections it marks dirty, its queued resets and its events.
-        moved = self._timer_moved
-        try:
-            for _ in range(PROCESS_ROUNDS):
-                if dirty or ep._out:
-                    moved = True
-                    out = cast("Outgoing", ep.datagrams_to_send(self.now(), self.gso))
-                    if out:
-                        self._send(out)
-                if not events or not self._dispatch():
-                    break
-            else:
-                more = True
-        finally:
-            self._flush_scheduled = False
-        if self._off_loop:  # an application thread's pass: the loop's parts are the loop's
-            if more or dirty or (self.close_when_idle and not ep._conns):
-                self.request_flush_threadsafe()
-            if moved:
-                self._deadline_moved_off_loop()
-            return
-        if more or self._held_acks is not None or dirty:
-            # (dirty after the last pass: a send error the core heard of,
-            # such as a PMTU probe refused with EMSGSIZE)
-            self.request_flush()
-        if self.close_when_idle and not ep._conns:  # (not ep.connection_count)
-            self.close()
-            return
-        if moved:
-            self._timer_moved = False
-            self._arm_timer()
-            preparer = self._preparer
-            if preparer is not None and preparer.prepare_due:  # (what was sent is out)
-                self.prepare_soon()
-
-    def _dispatch(self) -> bool:
-        events = self._events
-        handled = False
-        handlers = self._handlers
-        while events:
-            ev = events.popleft()
-            handled = True
-            try:
-                kind = type(ev)
-                if kind in _TO_HANDLER:  # (most events: data, send space)
-                    handler = handlers.get(ev.conn)
-                    if handler is not None:
-                        handler(ev)
-                    continue
-                if kind is ConnectionAvailable:
-                    if self.on_available is not None:
-                        self.on_available(ev.conn)
-                    continue
-                if type(ev) is HandshakeRefused:  # (rare kinds from here: `type` narrows `ev`)
-                    if self.on_refused is not None:
-                        self.on_refused(ev)
-                    continue
-                handler = handlers.get(ev.conn)
-                if type(ev) is ConnectionTerminated and self._refused and ev.error is None:
-                    error = self._refused.get(ev.conn)
-                    if error is not None:
-                        ev = ConnectionTerminated(ev.conn, error)
-                if handler is not None:
-                    handler(ev)
-            except Exception as exc:  # noqa: BLE001 - one bad handler must not stop the endpoint
-                self.loop.call_exception_handler(
-                    {"message": "Gannet event handler failed", "exception": exc, "event": ev}
-                )
-            if type(ev) is ConnectionTerminated:
-                handlers.pop(ev.conn, None)
-                self._refused.pop(ev.conn, None)
-        d = self._drive
-        if handled and d is not None and d.poll_until is not None:
-            d.wake()  # the driving thread sleeps in poll, not on a Condition
-        return handled
-
     # ------------------------------------------------------------- network
-    def _on_readable(self) -> None:
-        self.io_stats.loop_calls += 1
-        if self.gro:
-            self._receive_gro(self._rbufs, self._rview)
-        else:
-            self._receive_plain(self._rbuf, self._rview)
-
-    def _after_receive(self) -> None:
-        """With the lock held, after datagrams were fed to the core. On the
-        loop, the events go to their handlers now and the pass that sends
-        runs after the callbacks they woke: an application task woken by a
-        message that answers it at once writes before that pass, and the
-        reply carries the ACK the message asked for, one pass per message
-        where a pass for the read and one for the reply were two. On an
-        application thread (drive), with nothing to dispatch, or with a
-        pass already due in this loop turn, the pass runs now."""
-        if self._off_loop or self._flush_scheduled or self.closed or not self._events:
-            self._process_locked()
-            return
-        self._flush_scheduled = True  # what the handlers write joins that pass
-        try:
-            self._dispatch()
-        finally:
-            self.loop.call_soon(self._pass_after_receive)
-
-    def _pass_after_receive(self) -> None:
-        # (the same loop turn as the readiness that read the datagrams: no
-        # wake-up of its own, so not counted in loop_calls)
-        with self.lock:
-            self._process_locked()
-
-    def _receive_plain(self, buf: bytearray, view: memoryview) -> None:
-        """Read what is queued (into this thread's buffer), then run a pass."""
-        recvfrom_into = self.sock.recvfrom_into
-        time = self.now
-        st = self.io_stats
-        got = 0
-        # (ioctl None: not POSIX)
-        fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued
-        with self.lock:
-            feed = self.ep.receive_datagram
-            for _ in range(RECV_BATCH):
-                try:
-                    n, addr = recvfrom_into(buf)
-                except (BlockingIOError, InterruptedError):
-                    if not got:
-                        self._read_error_queue()  # woken for an error, not for data
-                    break
-                except OSError as exc:
-                    if self.closed:
-                        return
-                    # An ICMP error for something we sent (IP_RECVERR).
-                    if not self._read_error_queue(taken=True):
-                        log.debug("recvfrom failed: %r", exc)
-                        break
-                    continue
-                got += 1
-                feed(view[:n], addr, time())  # the core copies what it keeps
-                if (got == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued)
-                        and queued == _NOTHING_QUEUED):
-                    break
-            st.recv_calls += got
-            st.datagrams_received += got
-            self._after_receive()
-
-    def _receive_gro(self, bufs: list[bytearray], view: memoryview) -> None:
-        recvmsg_into = self.sock.recvmsg_into
-        time = self.now
-        st = self.io_stats
-        datagrams = calls = 0
-        from_bytes = int.from_bytes
-        # (ioctl None: not POSIX)
-        fd, ioctl, queued = self._fd, fcntl.ioctl if _FIONREAD else None, self._queued
-        with self.lock:
-            feed_batch = self.ep.receive_batch
-            first, passed_on = self._batch_passed_on
-            while calls < RECV_CALLS and datagrams < RECV_BATCH:
-                try:
-                    n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
-                except (BlockingIOError, InterruptedError):
-                    if not calls:
-                        self._read_error_queue()  # woken for an error, not for data
-                    break
-                except OSError as exc:
-                    if self.closed:
-                        return
-                    if not self._read_error_queue(taken=True):
-                        log.debug("recvmsg failed: %r", exc)
-                        break
-                    continue
-                calls += 1
-                if flags & MSG_TRUNC:
-                    st.truncated += 1
-                    continue
-                now = time()
-                # UDP_GRO is the only control message this socket asks for.
-                seg = from_bytes(anc[0][2], _NATIVE) if anc and anc[0][1] == UDP_GRO else 0
-                if 0 < seg < n:
-                    st.gro_batches += 1
-                    datagrams += -(-n // seg)
-                else:
-                    seg = 0
-                    datagrams += 1
-                if passed_on is not None and n and view[0] == first:
-                    passed_on(view[:n], seg, addr, now)  # (what feed_batch would call, see __init__)
-                else:
-                    feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
-                if (calls == 1 and ioctl is not None and not ioctl(fd, _FIONREAD, queued)
-                        and queued == _NOTHING_QUEUED):
-                    break
-            st.recv_calls += calls
-            st.datagrams_received += datagrams
-            self._after_receive()
-
     def _read_error_queue(self, taken: bool = False) -> bool:
         """Drain the socket's ICMP error queue; a port unreachable answering a
         SYN refuses that connection. False if there was nothing to read.
@@ -1367,37 +942,6 @@ class AioEndpoint:
             if self._writing:
                 self.loop.remove_writer(self._fd)
                 self.loop.add_writer(self._fd, self._on_writable)
-
-    def _send(self, out: Outgoing) -> None:
-        if self._backlog:
-            self._backlog.extend(out)
-            return
-        if len(out) == 1 and self.gso and self.ONE_DATAGRAM_SHORTCUT and type(out[0][0]) is not Train:
-            # One datagram (a message, a reply, an ACK): what _transmit_gso
-            # does with it, without its run machinery.
-            data, addr = out[0]
-            size = len(data)
-            big = size > self._safe
-            if big is not self._df:
-                self._set_df(big)
-            try:
-                self.sock.sendto(data, addr)
-            except OSError as exc:
-                outcome = self._send_failed(exc, size, 1, addr, data)
-                if outcome is _STOP or (outcome is _FALLBACK and not self._transmit_plain_run(out, 0, 1)):
-                    if self._backlog is None:
-                        self._backlog = deque()
-                    self._backlog.extend(out)
-                return
-            st = self.io_stats
-            st.send_calls += 1
-            st.datagrams_sent += 1
-            return
-        i = self._transmit(out)
-        if i < len(out):
-            if self._backlog is None:
-                self._backlog = deque()
-            self._backlog.extend(out[i:] if i else out)
 
     def _drain_backlog(self) -> None:
         backlog = self._backlog
@@ -1616,9 +1160,6 @@ class AioEndpoint:
                 self._read_error_queue(taken=True)
         return False
 
-    _df = False  # DF currently set on the socket (see set_dont_fragment)
-    _df_supported = True
-
     def _set_df(self, on: bool) -> None:
         if self._df_supported:
             self._df_supported = set_dont_fragment(self.sock, on)
@@ -1664,25 +1205,6 @@ class AioEndpoint:
                 self._drain_backlog()
 
     # ---------------------------------------------------------------- time
-    def _arm_timer(self) -> None:
-        armed = self._timer_at
-        if armed is not None and not self._dirty:
-            # Every key in the core's lazy heap is at or before the deadline
-            # it stands for: a timer armed no later than the smallest key
-            # fires first (and re-arms), so the heap need not be settled now.
-            heap = self._heap
-            if heap and armed <= heap[0][0]:
-                return
-        deadline = self.ep.get_timer()
-        if deadline is None:
-            return  # a stale armed timer is harmless: handle_timer finds nothing due
-        if armed is not None:
-            if armed <= deadline:
-                return  # it fires first and re-arms for the later deadline
-            self._timer.superseded()
-        self._timer_at = deadline
-        self._timer.arm(self, deadline)
-
     def _on_timer(self) -> None:
         """Our deadline is due (called by this loop's _LoopTimers)."""
         with self.lock:

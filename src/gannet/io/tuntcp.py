@@ -238,7 +238,7 @@ class TunAioEndpoint(AioEndpoint):
             self._after_receive()  # the adapter's one rule for the pass after a read
 
     def _transmit(self, out: Outgoing) -> int:
-        tun: TunSocket = self.sock  # type: ignore[assignment]  # (the device __init__ took)
+        tun: TunSocket = self.sock  # (the device __init__ took)
         send = tun.sendto
         st = self.io_stats
         for k, (packet, _addr) in enumerate(out):

@@ -1,0 +1,671 @@
+"""The asyncio adapter's per-datagram path, compiled (gannet._build.MODULES).
+
+`DatagramPath` is the base class of `io.endpoint.AioEndpoint`: it holds the
+state every message reads (the pass's flags, the core endpoint's queues, the
+receive buffers, the armed deadline) as native attributes, and runs what a
+message costs the adapter: the read (`_receive_gro`, `_receive_plain`), the
+pass (`_process_locked`: the core's output, one-datagram send, dispatch, the
+timer check) and the flushes that start one. Everything else - setup,
+closing, the blocking callers' drive, and every error and batch path of the
+send (`_transmit`, `_send_failed`, ...) - is AioEndpoint's, in Python.
+
+Why a native class (docs/design.md, "The small-message path"): code moved
+as it is into a compiled module gained nothing, because each line read an
+attribute of an untyped object through a generic lookup. Here the reads of
+`self`'s state and of the core `Endpoint`'s queues (`_out`, `_conns`) are
+struct reads, and the parts of the path call each other as native functions
+(the module functions below): a call to a method of `self` goes through
+Python (AioEndpoint is a Python subclass, whose methods may override), so
+methods are the entry points from Python and the seams a subclass overrides
+(`_receive_plain`, `_transmit`), never the way one hot part calls another.
+
+The methods AioEndpoint defines and this path calls on an error or a batch
+are declared here (`_read_error_queue`, `_transmit`, ...); their bodies are
+AioEndpoint's. Under GANNET_PURE=1 this module runs from this source.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from mypy_extensions import mypyc_attr
+
+from ..core.connection import Connection
+from ..core.endpoint import Endpoint
+from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionEstablished,
+                           ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
+                           StreamEnded)
+from ..crypto.endpoint import HandshakeRefused
+from ..wire.batch import Train
+
+if TYPE_CHECKING:
+    from .endpoint import Handler, Outgoing, SockAddr
+
+RECV_BATCH: Final = 256  # datagrams drained per readiness callback before we send
+RECV_CALLS: Final = 64  # recvmsg calls per readiness callback (each may carry a GRO batch)
+PROCESS_ROUNDS: Final = 8  # send/dispatch rounds per flush before yielding to the loop
+SOL_UDP: Final = int(getattr(socket, "SOL_UDP", 17))
+UDP_GRO: Final = int(getattr(socket, "UDP_GRO", 104))  # (linux/udp.h)
+GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+MSG_TRUNC: Final = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & IntFlag` runs Python code
+_NATIVE: Final = sys.byteorder
+_NOTHING_QUEUED: Final = bytes(4)  # FIONREAD's answer: no datagram queued
+
+RECV_SIZE: Final = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
+
+log = logging.getLogger("gannet.io")
+
+_thread_buffers = threading.local()
+
+
+def _receive_buffer() -> tuple[bytearray, memoryview, list[bytearray]]:
+    """The receive buffer of this thread, shared by every endpoint whose loop
+    runs here. Safe because a readiness callback decodes each datagram before
+    the next receive and nothing else runs in between (see the contract
+    in io/endpoint.py); it saves a client with one endpoint per connection 128 KB of
+    address space and a few touched pages per connection."""
+    bufs = getattr(_thread_buffers, "bufs", None)
+    if bufs is None:
+        buf = bytearray(RECV_SIZE)
+        bufs = _thread_buffers.bufs = (buf, memoryview(buf), [buf])
+    return bufs
+
+# The events that go only to their connection's handler (most of them).
+_TO_HANDLER = frozenset({DataReceived, SendSpaceAvailable, StreamEnded, ConnectionEstablished,
+                         AllDataAcknowledged})
+
+# Outcomes of a failed send (AioEndpoint._send_failed): the socket is full
+# (a writable callback or a retry is arranged), one datagram dropped, or
+# send the datagrams again one at a time.
+STOP: Final = object()
+DROPPED: Final = object()
+FALLBACK: Final = object()
+
+
+@dataclass(slots=True)
+class IoStats:
+    """What the adapter did with the socket (the core's counters are `stats`);
+    native, as the path counts on it per datagram."""
+
+    datagrams_sent: int = 0
+    send_calls: int = 0
+    """System calls that sent: sendto plus sendmsg."""
+    gso_calls: int = 0
+    """sendmsg calls with UDP_SEGMENT (each carries 2-64 datagrams)."""
+    gso_datagrams: int = 0
+    gso_fallbacks: int = 0
+    """GSO sends the kernel refused, sent again one datagram at a time."""
+    send_errors: int = 0
+    last_send_error: str = ""
+    """The most recent send failure (errno name and datagram size), for diagnosis."""
+    datagrams_received: int = 0
+    recv_calls: int = 0
+    """Successful receive system calls."""
+    gro_batches: int = 0
+    """Receives that carried more than one datagram (UDP GRO)."""
+    truncated: int = 0
+    loop_calls: int = 0
+    """Callbacks the event loop ran for this endpoint (readiness, timer,
+    flush): each one a wake-up of the loop's thread."""
+    caller_passes: int = 0
+    """Passes run by an application thread waiting in a blocking `Socket`
+    call (see AioEndpoint.begin_drive)."""
+    passes: int = 0
+    """Passes run on any thread (the core's output handed to the kernel, its
+    events dispatched, the timer armed): one per readiness that read
+    datagrams (a reply the application writes at once joins it, see
+    AioEndpoint._after_receive) or timer fired, one per write that leaves
+    at once. A call that would find nothing to do runs none."""
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class DatagramPath:
+    """The per-datagram state and path of an AioEndpoint (its base class)."""
+
+    # Set by AioEndpoint.__init__ (see there for what each is).
+    loop: Any  # asyncio.AbstractEventLoop
+    sock: Any  # socket.socket, or what stands for it (a TUN device, a test's wrapper)
+    lock: Any  # threading.RLock
+    io_stats: IoStats
+    now: Callable[[], float]
+    core: Endpoint  # the core endpoint (AioEndpoint.ep, unless a test swaps that)
+    _events: deque[Event]
+    _dirty: dict[Connection, None]
+    _heap: list[tuple[float, int, Connection]]
+    _handlers: dict[Connection, Handler]
+    _refused: dict[Connection, Exception]
+    _timer: Any  # the loop's _LoopTimers
+    _drive: Any  # _Drive | None
+    _preparer: Any  # SecureEndpoint | None
+    _batch_passed_on: tuple[int, Callable[..., None] | None]
+    on_available: Callable[[Connection], None] | None
+    on_refused: Callable[[HandshakeRefused], None] | None
+    _rbuf: bytearray
+    _rview: memoryview
+    _rbufs: list[bytearray]
+    _queued: bytearray
+    _fd: int
+    _safe: int
+    _shortcut: bool  # ONE_DATAGRAM_SHORTCUT, read once
+    # fcntl.ioctl for the FIONREAD check after a read (None: not POSIX, or off)
+    _ioctl: Callable[[int, int, bytearray], int] | None
+    _fionread: int
+    gso: bool
+    gro: bool
+
+    closed: bool = False
+    close_when_idle: bool = False
+    _off_loop: bool = False  # flush_threadsafe is sending on another thread
+    _flush_scheduled: bool = False
+    _sent_at_once: bool = False  # a write left at once and no pass has run since (flush_now)
+    _timer_moved: bool = False
+    _timer_at: float | None = None
+    _timer_tick: int = -1
+    _held_acks: list[Connection] | None = None
+    _backlog: deque[tuple[bytes | bytearray, SockAddr]] | None = None
+    _df: bool = False  # DF currently set on the socket (see set_dont_fragment)
+    _df_supported: bool = True
+
+    # ---------------------------------------------------- flushing (entry)
+    def request_flush(self) -> None:
+        """After an application action on the loop thread: flush soon, once."""
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._process)
+
+    def flush_now(self) -> None:
+        """After an application write on the loop thread: send at once if the
+        endpoint has run a pass since the last write that left at once (a
+        kernel TCP socket with TCP_NODELAY sends at once, too), else join
+        one flush at the end of this loop iteration: writes that follow one
+        another without the loop running ours are coalesced rather than each
+        sent on its own. A request-response exchange pays for no extra pass:
+        the reply's arrival runs one."""
+        if self._flush_scheduled or self.closed:
+            return
+        if self._sent_at_once:
+            self.request_flush()
+            return
+        with self.lock:  # (self._process())
+            process(self)
+        self._sent_at_once = True
+
+    def flush_threadsafe(self) -> None:
+        """From an application thread, with `self.lock` held, after a write
+        (or a read that may open the window): run the pass on this thread -
+        hand what the core has ready to the kernel, dispatch the events (the
+        blocking API's handlers only notify Conditions on this lock) - for a
+        loop thread hand-off costs more than the pass. Whoever watches the
+        deadlines next (the loop, or a thread driving the endpoint) is told
+        only when one moved earlier than it would look."""
+        if self.closed or not has_work(self):
+            return  # (a read that opened no window, typically)
+        self._off_loop = True
+        try:
+            process(self)
+        except OSError as exc:  # the socket was closed under us
+            log.debug("flush from thread failed: %r", exc)
+        finally:
+            self._off_loop = False
+
+    def request_flush_threadsafe(self) -> None:
+        """The same, from any thread; call it with `self.lock` held. Nothing
+        is asked of the loop when it would have nothing to do (no connection
+        to process, no event, no timer to move): a blocking request-response
+        exchange would wake the loop thread twice per message for nothing."""
+        request_flush_threadsafe(self)
+
+    def _has_work(self) -> bool:
+        return has_work(self)
+
+    def _process(self) -> None:
+        with self.lock:
+            self.io_stats.loop_calls += 1
+            process(self)
+
+    def _process_locked(self) -> None:
+        process(self)
+
+    def _dispatch(self) -> bool:
+        return dispatch(self)
+
+    def _deadline_moved_off_loop(self) -> None:
+        deadline_moved_off_loop(self)
+
+    def _arm_timer(self) -> None:
+        arm_timer(self)
+
+    def drive(self, until: float | None, ready: Callable[[], bool] | None = None) -> None:
+        """Between begin_drive and end_drive, with the lock held (once or
+        more: it is released only while the thread sleeps in poll): wait for
+        a datagram, a wake-up or the core's next deadline (at most until
+        `until`, on the core's clock), then run the pass that is due. The
+        lock is taken back once, for the receive, the timers and the pass
+        together. `ready` (optional) says whether what the caller waits for
+        is there already: then it returns at once."""
+        drive(self, until, ready)
+
+    # ------------------------------------------------------ network (entry)
+    def _on_readable(self) -> None:
+        self.io_stats.loop_calls += 1
+        if self.gro:
+            receive_gro(self, self._rbufs, self._rview)
+        else:
+            self._receive_plain(self._rbuf, self._rview)
+
+    def _after_receive(self) -> None:
+        after_receive(self)
+
+    def _pass_after_receive(self) -> None:
+        # (the same loop turn as the readiness that read the datagrams: no
+        # wake-up of its own, so not counted in loop_calls)
+        with self.lock:
+            process(self)
+
+    def _receive_gro(self, bufs: list[bytearray], view: memoryview) -> None:
+        receive_gro(self, bufs, view)
+
+    def _receive_plain(self, buf: bytearray, view: memoryview) -> None:
+        """Read what is queued (into this thread's buffer), then run a pass.
+        (A subclass whose carrier is not a UDP socket reads its own way.)"""
+        recvfrom_into = self.sock.recvfrom_into
+        time = self.now
+        st = self.io_stats
+        got = 0
+        fd, ioctl, queued, fionread = self._fd, self._ioctl, self._queued, self._fionread
+        with self.lock:
+            feed = self.core.receive_datagram
+            for _ in range(RECV_BATCH):
+                try:
+                    n, addr = recvfrom_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    if not got:
+                        self._read_error_queue()  # woken for an error, not for data
+                    break
+                except OSError as exc:
+                    if self.closed:
+                        return
+                    # An ICMP error for something we sent (IP_RECVERR).
+                    if not self._read_error_queue(True):
+                        log.debug("recvfrom failed: %r", exc)
+                        break
+                    continue
+                got += 1
+                feed(view[:n], addr, time())  # the core copies what it keeps
+                if (got == 1 and ioctl is not None and not ioctl(fd, fionread, queued)
+                        and queued == _NOTHING_QUEUED):
+                    break
+            st.recv_calls += got
+            st.datagrams_received += got
+            after_receive(self)
+
+    def _send(self, out: Outgoing) -> None:
+        send(self, out)
+
+    # ------------------------- AioEndpoint's (errors, batches, setup, close)
+    def _read_error_queue(self, taken: bool = False) -> bool:
+        raise NotImplementedError
+
+    def _transmit(self, out: Outgoing) -> int:
+        raise NotImplementedError
+
+    def _transmit_plain_run(self, out: Outgoing, i: int, j: int) -> int:
+        raise NotImplementedError
+
+    def _send_failed(self, exc: OSError, size: int, count: int, addr: SockAddr,
+                     data: bytes | bytearray | None = None) -> object:
+        raise NotImplementedError
+
+    def _set_df(self, on: bool) -> None:
+        raise NotImplementedError
+
+    def _call_loop(self, fn: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def _check_callers(self) -> None:
+        raise NotImplementedError
+
+    def prepare_soon(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------ the pass
+def has_work(p: DatagramPath) -> bool:
+    """Whether a pass would do anything: the core's output, events and
+    deadlines change only through the connections it marks dirty, its
+    queued resets and its events; the adapter adds its own (a timer to
+    move, held ACKs, closing when idle)."""
+    return bool(p._dirty or p.core._out or p._events or p._timer_moved or p.close_when_idle
+                or p._held_acks is not None)
+
+
+def request_flush_threadsafe(p: DatagramPath) -> None:
+    if p._flush_scheduled or p.closed or not has_work(p):
+        return
+    p._flush_scheduled = True
+    try:
+        p.loop.call_soon_threadsafe(p._process)
+    except RuntimeError:  # the loop is gone (interpreter exit)
+        p._flush_scheduled = False
+
+
+def process(p: DatagramPath) -> None:
+    """The pass: hand the core's output to the kernel, dispatch its events
+    (until a round dispatches nothing), then look at the timer."""
+    if p.closed:
+        return
+    p.io_stats.passes += 1
+    # Handlers that write while we run need no extra flush: we loop until
+    # a round dispatches nothing, so nothing can be left behind.
+    p._flush_scheduled = True
+    p._sent_at_once = False
+    ep = p.core
+    dirty, events = p._dirty, p._events
+    more = False
+    held = p._held_acks
+    if held is not None:
+        p._held_acks = None
+        for conn in held:
+            conn.release_ack()
+    # A pass with nothing to do (the follow-up flush after a write that
+    # left at once, typically) touches neither the core nor the timer:
+    # the core's output, events and deadlines change only through the
+    # connections it marks dirty, its queued resets and its events.
+    moved = p._timer_moved
+    try:
+        for _ in range(PROCESS_ROUNDS):
+            if dirty or ep._out:
+                moved = True
+                out = cast("Outgoing", ep.datagrams_to_send(p.now(), p.gso))
+                if out:
+                    send(p, out)
+            if not events or not dispatch(p):
+                break
+        else:
+            more = True
+    finally:
+        p._flush_scheduled = False
+    if p._off_loop:  # an application thread's pass: the loop's parts are the loop's
+        if more or dirty or (p.close_when_idle and not ep._conns):
+            request_flush_threadsafe(p)
+        if moved:
+            deadline_moved_off_loop(p)
+        return
+    if more or p._held_acks is not None or dirty:
+        # (dirty after the last pass: a send error the core heard of,
+        # such as a PMTU probe refused with EMSGSIZE)
+        p.request_flush()
+    if p.close_when_idle and not ep._conns:  # (not ep.connection_count)
+        p.close()
+        return
+    if moved:
+        p._timer_moved = False
+        arm_timer(p)
+        preparer = p._preparer
+        if preparer is not None and preparer.prepare_due:  # (what was sent is out)
+            p.prepare_soon()
+
+
+def dispatch(p: DatagramPath) -> bool:
+    events = p._events
+    handled = False
+    handlers = p._handlers
+    while events:
+        ev: Any = events.popleft()
+        handled = True
+        try:
+            kind = type(ev)
+            if kind in _TO_HANDLER:  # (most events: data, send space)
+                handler = handlers.get(ev.conn)
+                if handler is not None:
+                    handler(ev)
+                continue
+            if kind is ConnectionAvailable:
+                if p.on_available is not None:
+                    p.on_available(ev.conn)
+                continue
+            if kind is HandshakeRefused:  # (rare kinds from here)
+                if p.on_refused is not None:
+                    p.on_refused(ev)
+                continue
+            handler = handlers.get(ev.conn)
+            if kind is ConnectionTerminated and p._refused and ev.error is None:
+                error = p._refused.get(ev.conn)
+                if error is not None:
+                    ev = ConnectionTerminated(ev.conn, error)
+            if handler is not None:
+                handler(ev)
+        except Exception as exc:  # noqa: BLE001 - one bad handler must not stop the endpoint
+            p.loop.call_exception_handler(
+                {"message": "Gannet event handler failed", "exception": exc, "event": ev}
+            )
+        if type(ev) is ConnectionTerminated:
+            handlers.pop(ev.conn, None)
+            p._refused.pop(ev.conn, None)
+    d = p._drive
+    if handled and d is not None and d.poll_until is not None:
+        d.wake()  # the driving thread sleeps in poll, not on a Condition
+    return handled
+
+
+def after_receive(p: DatagramPath) -> None:
+    """With the lock held, after datagrams were fed to the core. On the
+    loop, the events go to their handlers now and the pass that sends
+    runs after the callbacks they woke: an application task woken by a
+    message that answers it at once writes before that pass, and the
+    reply carries the ACK the message asked for, one pass per message
+    where a pass for the read and one for the reply were two. On an
+    application thread (drive), with nothing to dispatch, or with a
+    pass already due in this loop turn, the pass runs now."""
+    if p._off_loop or p._flush_scheduled or p.closed or not p._events:
+        process(p)
+        return
+    p._flush_scheduled = True  # what the handlers write joins that pass
+    try:
+        dispatch(p)
+    finally:
+        p.loop.call_soon(p._pass_after_receive)
+
+
+# ------------------------------------------------------------------- network
+def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> None:
+    """Read what is queued, each read possibly a GRO batch of one flow's
+    same-sized datagrams, feed it to the core, then run a pass."""
+    recvmsg_into = p.sock.recvmsg_into
+    time = p.now
+    st = p.io_stats
+    datagrams = calls = 0
+    fd, ioctl, queued, fionread = p._fd, p._ioctl, p._queued, p._fionread
+    with p.lock:
+        feed_batch = p.core.receive_batch
+        first, passed_on = p._batch_passed_on
+        while calls < RECV_CALLS and datagrams < RECV_BATCH:
+            try:
+                n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                if not calls:
+                    p._read_error_queue()  # woken for an error, not for data
+                break
+            except OSError as exc:
+                if p.closed:
+                    return
+                if not p._read_error_queue(True):
+                    log.debug("recvmsg failed: %r", exc)
+                    break
+                continue
+            calls += 1
+            if flags & MSG_TRUNC:
+                st.truncated += 1
+                continue
+            now = time()
+            # UDP_GRO is the only control message this socket asks for.
+            seg = int.from_bytes(anc[0][2], _NATIVE) if anc and anc[0][1] == UDP_GRO else 0
+            if 0 < seg < n:
+                st.gro_batches += 1
+                datagrams += -(-n // seg)
+            else:
+                seg = 0
+                datagrams += 1
+            if passed_on is not None and n and view[0] == first:
+                passed_on(view[:n], seg, addr, now)  # (what feed_batch would call, see __init__)
+            else:
+                feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
+            if (calls == 1 and ioctl is not None and not ioctl(fd, fionread, queued)
+                    and queued == _NOTHING_QUEUED):
+                break
+        st.recv_calls += calls
+        st.datagrams_received += datagrams
+        after_receive(p)
+
+
+def send(p: DatagramPath, out: Outgoing) -> None:
+    backlog = p._backlog
+    if backlog:
+        backlog.extend(out)
+        return
+    if len(out) == 1 and p.gso and p._shortcut:
+        data, addr = out[0]
+        if type(data) is not Train:
+            # One datagram (a message, a reply, an ACK): what _transmit_gso
+            # does with it, without its run machinery.
+            size = len(data)
+            big = size > p._safe
+            if big is not p._df:
+                p._set_df(big)
+            try:
+                p.sock.sendto(data, addr)
+            except OSError as exc:
+                outcome = p._send_failed(exc, size, 1, addr, data)
+                if outcome is STOP or (outcome is FALLBACK and not p._transmit_plain_run(out, 0, 1)):
+                    if p._backlog is None:
+                        p._backlog = deque()
+                    p._backlog.extend(out)
+                return
+            st = p.io_stats
+            st.send_calls += 1
+            st.datagrams_sent += 1
+            return
+    i = p._transmit(out)
+    if i < len(out):
+        if p._backlog is None:
+            p._backlog = deque()
+        p._backlog.extend(out[i:] if i else out)
+
+
+def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None) -> None:
+    d = p._drive
+    assert d is not None and d.driving
+    if p.closed or (ready is not None and ready()):
+        return
+    ep = p.core
+    preparer = p._preparer
+    if preparer is not None and preparer.prepare_due:
+        preparer.prepare()  # the next hello's work, while we wait
+    deadline = ep.get_timer()
+    if until is not None and (deadline is None or until < deadline):
+        deadline = until
+    # poll() counts whole milliseconds, as the event loops do: round up,
+    # so the pass after it finds the deadline reached.
+    if deadline is None:
+        timeout = -1
+        d.poll_until = math.inf
+    else:
+        timeout = max(0, math.ceil((deadline - p.now()) * 1000))
+        d.poll_until = deadline
+    lock = p.lock
+    saved = lock._release_save()  # (an RLock, held once or more)
+    try:
+        ready_fds = d.poller.poll(timeout)
+    except InterruptedError:
+        ready_fds = []
+    finally:
+        lock._acquire_restore(saved)
+        d.poll_until = None
+    if p.closed:
+        return
+    p.io_stats.caller_passes += 1
+    readable = False
+    for fd, _ in ready_fds:
+        if fd == p._fd:
+            readable = True
+        else:
+            d.drain()
+    p._off_loop = True
+    try:
+        if readable:
+            buf, view, bufs = _receive_buffer()  # this thread's
+            if p.gro:
+                receive_gro(p, bufs, view)
+            else:
+                p._receive_plain(buf, view)
+        due = ep.get_timer()
+        if due is not None and not p.closed:
+            now = p.now()
+            if due <= now:
+                ep.handle_timer(now)
+                p._timer_moved = True
+                process(p)
+                due = ep.get_timer()
+        d.after = due  # (the caller holds the lock until end_drive: it stays so)
+    finally:
+        p._off_loop = False
+
+
+# ---------------------------------------------------------------------- time
+def arm_timer(p: DatagramPath) -> None:
+    armed = p._timer_at
+    if armed is not None and not p._dirty:
+        # Every key in the core's lazy heap is at or before the deadline
+        # it stands for: a timer armed no later than the smallest key
+        # fires first (and re-arms), so the heap need not be settled now.
+        heap = p._heap
+        if heap and armed <= heap[0][0]:
+            return
+    deadline = p.core.get_timer()
+    if deadline is None:
+        return  # a stale armed timer is harmless: handle_timer finds nothing due
+    if armed is not None:
+        if armed <= deadline:
+            return  # it fires first and re-arms for the later deadline
+        p._timer.superseded()
+    p._timer_at = deadline
+    p._timer.arm(p, deadline)
+
+
+def deadline_moved_off_loop(p: DatagramPath) -> None:
+    """After a pass on an application thread that touched connections:
+    make sure whoever runs the endpoint looks at its next deadline in time.
+    The core's deadline is asked for only when someone waits on an
+    earlier one (the driver's own pass needs none: it computes its next
+    poll from the core afterwards)."""
+    d = p._drive
+    if d is not None and d.active:
+        # (poll_until is None while the driver runs its own pass; check_at
+        # None: _reader_off is on its way and arms the check)
+        until = d.poll_until if d.driving else d.check_at
+        if until is not None:
+            deadline = p.core.get_timer()
+            if deadline is not None and deadline < until:
+                if d.driving:
+                    d.wake()
+                else:
+                    p._call_loop(p._check_callers)
+        return
+    deadline = p.core.get_timer()
+    if deadline is None:
+        return
+    armed = p._timer_at
+    if armed is None or deadline < armed:
+        p._timer_moved = True
+        request_flush_threadsafe(p)
