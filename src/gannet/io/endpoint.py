@@ -54,7 +54,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, cast
 
@@ -66,7 +66,7 @@ from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionE
                            ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
                            StreamEnded)
 from ..wire import batch as _batch
-from ..wire.batch import Train, release
+from ..wire.batch import SourceTrain, Train, release
 from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
 from .memory import keep_freed_memory
@@ -80,7 +80,8 @@ if TYPE_CHECKING:
     # (recvfrom) or from connect, so it is one of these.
     SockAddr = tuple[str, int] | tuple[str, int, int, int]
     # What the core hands over to send: datagrams, or with GSO `Train`s of
-    # them, with their addresses (Endpoint.datagrams_to_send).
+    # them (or `SourceTrain`s, see source_trains below), with their
+    # addresses (Endpoint.datagrams_to_send).
     Outgoing = list[tuple[bytes | bytearray, SockAddr]]
 
 
@@ -188,6 +189,9 @@ class IoStats:
     gso_calls: int = 0
     """sendmsg calls with UDP_SEGMENT (each carries 2-64 datagrams)."""
     gso_datagrams: int = 0
+    gathered_sends: int = 0
+    """Sends whose payloads were gathered from the send buffer (a
+    SourceTrain's, one sendmsg each) rather than copied into a train first."""
     gso_fallbacks: int = 0
     """GSO sends the kernel refused, sent again one datagram at a time."""
     send_errors: int = 0
@@ -757,6 +761,12 @@ class AioEndpoint:
         # them (InsecureEndpoint.batch_passed_on; observed, it says None).
         self._batch_passed_on: tuple[int, Callable[..., None] | None] = (
             (ep.PASSED_ON, ep.batch_passed_on()) if isinstance(ep, InsecureEndpoint) else (-1, None))
+        # A plaintext endpoint's runs of large datagrams (path MTU
+        # discovery's) leave as SourceTrains: the payloads stay in the send
+        # buffer and one sendmsg gathers them with their headers and
+        # trailers (_send_train), so the kernel's copy is the only one. Not
+        # for an endpoint that seals its runs.
+        ep.source_trains = self.gso and type(ep) in (Endpoint, InsecureEndpoint)
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
@@ -1372,7 +1382,8 @@ class AioEndpoint:
         if self._backlog:
             self._backlog.extend(out)
             return
-        if len(out) == 1 and self.gso and self.ONE_DATAGRAM_SHORTCUT and type(out[0][0]) is not Train:
+        if (len(out) == 1 and self.gso and self.ONE_DATAGRAM_SHORTCUT and type(out[0][0]) is not Train
+                and type(out[0][0]) is not SourceTrain):
             # One datagram (a message, a reply, an ACK): what _transmit_gso
             # does with it, without its run machinery.
             data, addr = out[0]
@@ -1429,7 +1440,7 @@ class AioEndpoint:
         i = 0
         while i < n:
             data, addr = out[i]
-            if type(data) is Train:
+            if type(data) is Train or type(data) is SourceTrain:
                 if not self._send_train(out, i):
                     return i
                 i += 1
@@ -1441,7 +1452,8 @@ class AioEndpoint:
             while j < stop:
                 d, a = out[j]
                 k = len(d)
-                if k > size or (a is not addr and a != addr) or total + k > max_bytes or type(d) is Train:
+                if (k > size or (a is not addr and a != addr) or total + k > max_bytes or type(d) is Train
+                        or type(d) is SourceTrain):
                     break
                 total += k
                 j += 1
@@ -1465,28 +1477,42 @@ class AioEndpoint:
         return n
 
     def _send_train(self, out: Outgoing, i: int) -> bool:
-        """Send the Train out[i] in one sendmsg with UDP_SEGMENT. False when
-        the socket is full (a retry is arranged; out[i] is what is left)."""
-        train, addr = out[i]
-        assert type(train) is Train  # (the caller saw it)
+        """Send the Train or SourceTrain out[i] in one sendmsg with
+        UDP_SEGMENT (a SourceTrain's payloads gathered from the send buffer
+        with its headers and trailers). False when the socket is full (a
+        retry is arranged; out[i] is what is left)."""
+        data, addr = out[i]
+        train = cast("Train | SourceTrain", data)  # (the caller saw its type)
         size = train.size
-        count = -(-len(train) // size)
+        bufs: Sequence[bytes | bytearray | memoryview]
+        if type(train) is SourceTrain:
+            count = train.count
+            bufs = train.pieces()
+        else:
+            assert type(train) is Train
+            count = -(-len(train) // size)
+            bufs = [train]
         try:
-            self._send_call([train], size, count, addr)
+            self._send_call(bufs, size, count, addr)
         except OSError as exc:
             outcome = self._send_failed(exc, size, count, addr)
             if outcome is _STOP:
-                return False
+                return False  # (out[i] goes again as it is)
             if outcome is _FALLBACK:
+                if type(train) is SourceTrain:
+                    out[i] = (train.train(), addr)  # (sent one datagram at a time from its bytes)
                 return self._send_train_plain(out, i)
             return True
         st = self.io_stats
         st.send_calls += 1
         st.datagrams_sent += count
-        release(train)  # the kernel has its copy: encode_run may fill it again
+        if type(train) is Train:
+            release(train)  # the kernel has its copy: encode_run may fill it again
+        else:
+            st.gathered_sends += 1
         return True
 
-    def _send_call(self, bufs: list[bytes | bytearray | memoryview], size: int, count: int,
+    def _send_call(self, bufs: Sequence[bytes | bytearray | memoryview], size: int, count: int,
                    addr: SockAddr) -> None:
         """One system call for `count` datagrams of `size` bytes (the last may
         be shorter) held in `bufs`: sendto for one, sendmsg with UDP_SEGMENT
@@ -1494,7 +1520,10 @@ class AioEndpoint:
         if count == 1:
             if (size > self._safe) is not self._df:
                 self._set_df(size > self._safe)
-            self.sock.sendto(bufs[0], addr)
+            if len(bufs) == 1:
+                self.sock.sendto(bufs[0], addr)
+            else:  # (a SourceTrain's pieces)
+                self.sock.sendmsg(bufs, (), 0, addr)
             return
         if self._df:
             self._set_df(False)
@@ -1576,6 +1605,9 @@ class AioEndpoint:
         safe = self._safe
         for k in range(i, j):
             data, addr = out[k]
+            if type(data) is SourceTrain:  # (GSO turned off with one queued)
+                data = data.train()
+                out[k] = (data, addr)
             if type(data) is Train:
                 if not self._send_train_plain(out, k):
                     return k

@@ -263,6 +263,89 @@ def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
     return train
 
 
+# Runs of datagrams this large or larger (path MTU discovery's) leave as
+# SourceTrains where the I/O adapter asks for them (Endpoint.source_trains):
+# a row or a few per train, so a sendmsg of header, payload and trailer
+# buffers costs the kernel little, and the copy into a train it saves is
+# 64 KB a datagram. Below, the kernel's cost per buffer (two a row) is more
+# than the copy (BENCHMARKS.md, "Path MTU discovery's datagrams without a
+# copy"), and the run is written into a Train.
+GATHER_FROM = NATIVE_BELOW
+
+
+class SourceTrain:
+    """A train whose payloads stay where the sender's buffer holds them.
+
+    `heads` holds, for each row, its header and then its CRC32C trailer
+    (SHORT_SIZE + TRAILER_SIZE bytes a row): what `encode_run` writes around
+    each payload. An I/O adapter sends it in one sendmsg of `pieces()`, so
+    the kernel's copy of each payload byte is the only one; what cannot
+    send it that way (one datagram at a time, an observer, an error that
+    needs the datagram) takes `train()`, the same datagrams in one buffer."""
+
+    __slots__ = ("size", "heads", "buf", "offset", "length", "mss")
+
+    def __init__(self, size: int, heads: bytearray, buf: Any, offset: int, length: int, mss: int) -> None:
+        self.size = size  # the datagram size (the last row may be shorter)
+        self.heads = heads
+        self.buf = buf  # the payloads: buf[offset : offset + length], not to change
+        self.offset = offset
+        self.length = length
+        self.mss = mss
+
+    @property
+    def count(self) -> int:
+        return -(-self.length // self.mss)
+
+    def __len__(self) -> int:
+        """The bytes of its datagrams, as len() of the `Train` they make."""
+        return self.length + self.count * _OVERHEAD
+
+    def pieces(self) -> list[memoryview]:
+        """The train's bytes in order, as buffers for one sendmsg: row 0's
+        header, its payload, its trailer with row 1's header (adjacent in
+        `heads`), the next payload, and so on."""
+        heads = memoryview(self.heads)
+        src = memoryview(self.buf)
+        mss, offset, length = self.mss, self.offset, self.length
+        last = self.count - 1
+        out = [heads[:SHORT_SIZE]]
+        for k in range(last + 1):
+            at = k * _OVERHEAD + SHORT_SIZE
+            out.append(src[offset + k * mss : offset + min((k + 1) * mss, length)])
+            out.append(heads[at : at + (_OVERHEAD if k < last else TRAILER_SIZE)])
+        return out
+
+    def train(self) -> Train:
+        """The same datagrams as one `Train` (a copy of every byte)."""
+        train = Train(b"".join(self.pieces()))
+        train.size = self.size
+        train._parts = None
+        return train
+
+
+def encode_source(dst_cid: int, run: SegmentRun) -> SourceTrain:
+    """`run` as a `SourceTrain` for connection `dst_cid`: the datagrams of
+    `encode_run(dst_cid, run)`, the payloads left where `run.buf` holds
+    them. Each row's CRC32C runs over its header and then its payload, in
+    place (the crc32c package's three lanes over one long payload)."""
+    mss, seq, length = run.mss, run.seq, run.length
+    count = -(-length // mss)
+    heads = bytearray(count * _OVERHEAD)
+    header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
+    with memoryview(heads) as out, memoryview(run.buf) as buf:
+        src = buf[run.offset : run.offset + length]
+        for k in range(count):
+            at = k * _OVERHEAD
+            out[at : at + SHORT_SIZE] = header
+            _U32.pack_into(out, at + _SEQ_AT, (seq + k * mss) & _MASK32)
+            if k == count - 1:
+                out[at + 1] = run.last_flags
+            crc = crc32c(src[k * mss : (k + 1) * mss], crc32c(out[at : at + SHORT_SIZE]))
+            _CRC.pack_into(out, at + SHORT_SIZE, crc)
+    return SourceTrain(SHORT_SIZE + mss + TRAILER_SIZE, heads, run.buf, run.offset, length, mss)
+
+
 def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int, trailers: bool = True) -> None:
     """`encode_run`'s rows one at a time: for a few rows (a PMTU-sized
     segment sent alone, the end of a flight), cheaper than numpy's set-up."""
