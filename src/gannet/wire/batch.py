@@ -306,13 +306,15 @@ class SourceTrain:
         header, its payload, its trailer with row 1's header (adjacent in
         `heads`), the next payload, and so on."""
         heads = memoryview(self.heads)
-        src = memoryview(self.buf)
         mss, offset, length = self.mss, self.offset, self.length
+        src = memoryview(self.buf)[offset : offset + length]
+        if length <= mss:  # one row (path MTU discovery's common train)
+            return [heads[:SHORT_SIZE], src, heads[SHORT_SIZE:]]
         last = self.count - 1
         out = [heads[:SHORT_SIZE]]
         for k in range(last + 1):
             at = k * _OVERHEAD + SHORT_SIZE
-            out.append(src[offset + k * mss : offset + min((k + 1) * mss, length)])
+            out.append(src[k * mss : (k + 1) * mss])
             out.append(heads[at : at + (_OVERHEAD if k < last else TRAILER_SIZE)])
         return out
 
@@ -329,21 +331,22 @@ def encode_source(dst_cid: int, run: SegmentRun) -> SourceTrain:
     `encode_run(dst_cid, run)`, the payloads left where `run.buf` holds
     them. Each row's CRC32C runs over its header and then its payload, in
     place (the crc32c package's three lanes over one long payload)."""
-    mss, seq, length = run.mss, run.seq, run.length
+    mss, seq, length, offset = run.mss, run.seq, run.length, run.offset
     count = -(-length // mss)
     heads = bytearray(count * _OVERHEAD)
-    header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
-    with memoryview(heads) as out, memoryview(run.buf) as buf:
-        src = buf[run.offset : run.offset + length]
+    pack, pack_crc = SHORT.pack_into, _CRC.pack_into
+    flags, wnd, ack, tsval = run.flags, run.wnd, run.ack, run.tsval
+    last = count - 1
+    with memoryview(run.buf) as src:
         for k in range(count):
             at = k * _OVERHEAD
-            out[at : at + SHORT_SIZE] = header
-            _U32.pack_into(out, at + _SEQ_AT, (seq + k * mss) & _MASK32)
-            if k == count - 1:
-                out[at + 1] = run.last_flags
-            crc = crc32c(src[k * mss : (k + 1) * mss], crc32c(out[at : at + SHORT_SIZE]))
-            _CRC.pack_into(out, at + SHORT_SIZE, crc)
-    return SourceTrain(SHORT_SIZE + mss + TRAILER_SIZE, heads, run.buf, run.offset, length, mss)
+            pack(heads, at, SHORT_FORM, flags if k < last else run.last_flags, wnd, dst_cid,
+                 (seq + k * mss) & _MASK32, ack, tsval)
+            start = offset + k * mss
+            crc = crc32c(src[start : start + mss if k < last else offset + length],
+                         crc32c(heads[at : at + SHORT_SIZE]))
+            pack_crc(heads, at + SHORT_SIZE, crc)
+    return SourceTrain(SHORT_SIZE + mss + TRAILER_SIZE, heads, run.buf, offset, length, mss)
 
 
 def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int, trailers: bool = True) -> None:
