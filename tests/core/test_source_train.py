@@ -18,7 +18,7 @@ from gannet.wire.segment import ACK, PSH, SegmentRun
 
 
 def random_run(rng: random.Random) -> SegmentRun:
-    mss = rng.choice([1, 3, 100, 1448, 8952, 16384, 65000 - 24])
+    mss = rng.choice([1, 3, 100, 191, 192, 193, 1448, 8952, 16384, 65000 - 24])  # (192: thirds of 64)
     count = rng.randint(1, 64 if mss < 2000 else 4)
     length = mss * count - (rng.randint(0, mss - 1) if rng.random() < 0.5 else 0)
     offset = rng.randint(0, 9)

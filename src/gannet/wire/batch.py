@@ -23,7 +23,9 @@ Where the project's C extension `gannet.wire._batch` is built (and the CPU
 has a CRC32C instruction), it does the per-row work of both, each in one
 call: `encode_rows` writes every row of a train with its trailer,
 `same_rows` checks that a batch's rows are one run (and, asked to, that
-each row's CRC32C is correct) and joins their payloads. What a row holds, which fields must match and where they lie are
+each row's CRC32C is correct) and joins their payloads, `scan_run` does
+all of `scan` for a batch off the wire that is one run, and `encode_heads`
+writes a `SourceTrain`'s headers and trailers. What a row holds, which fields must match and where they lie are
 decided here and passed to it; the numpy and one-row-at-a-time code below
 is its Python equivalent, which runs where it is missing and under
 GANNET_PURE=1 (tests/core/test_batch_native.py holds the two to the same
@@ -60,6 +62,9 @@ _MIN_DATA = SHORT_SIZE + 1 + TRAILER_SIZE  # a short-form segment with data
 _OVERHEAD = SHORT_SIZE + TRAILER_SIZE
 _SEQ_AT = 8  # where the sequence number is in the short header
 _TSVAL_AT = 16
+# Where the short header's fields lie (SHORT: form, flags, window, dst,
+# seq, ack, TSval), for the C primitive's scan_run.
+_FIELDS = (0, 1, 2, 4, _SEQ_AT, 12, _TSVAL_AT)
 _CRC = struct.Struct("<I")
 _U32 = struct.Struct("!I")  # a sequence number or a timestamp
 # Below this many rows the numpy calls cost more than the Python loop
@@ -330,10 +335,17 @@ def encode_source(dst_cid: int, run: SegmentRun) -> SourceTrain:
     """`run` as a `SourceTrain` for connection `dst_cid`: the datagrams of
     `encode_run(dst_cid, run)`, the payloads left where `run.buf` holds
     them. Each row's CRC32C runs over its header and then its payload, in
-    place (the crc32c package's three lanes over one long payload)."""
+    place: with the C rows primitive, every row in one call (each payload
+    in three parts side by side, their CRCs combined), else a row at a time
+    with the crc32c package."""
     mss, seq, length, offset = run.mss, run.seq, run.length, run.offset
     count = -(-length // mss)
     heads = bytearray(count * _OVERHEAD)
+    if _c is not None:
+        # Every row in one call (the loop below is its Python equivalent).
+        header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
+        _c.encode_heads(heads, header, run.buf, offset, seq, mss, length, run.last_flags, _SEQ_AT)
+        return SourceTrain(SHORT_SIZE + mss + TRAILER_SIZE, heads, run.buf, offset, length, mss)
     pack, pack_crc = SHORT.pack_into, _CRC.pack_into
     flags, wnd, ack, tsval = run.flags, run.wnd, run.ack, run.tsval
     last = count - 1
@@ -386,6 +398,18 @@ def scan(buf: bytes | bytearray | memoryview, seg: int, authenticated: bool = Fa
     just it, for `decode` to parse or reject. The trailers of `authenticated`
     datagrams (see datagram.peek_short) are not read.
     """
+    if _c is not None and not authenticated and type(buf) is memoryview:
+        # The common case, a batch whose full rows are one run, in one call:
+        # what the code below does for it (None: anything else, which the
+        # code below handles from the start).
+        one = _c.scan_run(buf, seg, VECTOR_MIN, _SAME, _FIELDS, SHORT_SIZE, SHORT_FORM, ACK, PSH, CRC_RESIDUE)
+        if one is not None:
+            runs = [one]
+            n = len(buf)
+            full = n - n % seg
+            if full < n:
+                _scan_loop(buf, full, seg, runs)
+            return runs
     n = len(buf)
     view = buf if type(buf) is memoryview else memoryview(buf)
     if not n:
