@@ -187,7 +187,8 @@ class IoStats:
     send_calls: int = 0
     """System calls that sent: sendto plus sendmsg."""
     gso_calls: int = 0
-    """sendmsg calls with UDP_SEGMENT (each carries 2-64 datagrams)."""
+    """GSO sends (sendmsg calls with UDP_SEGMENT, or one train of a
+    sendmmsg), each carrying 2-64 datagrams."""
     gso_datagrams: int = 0
     gathered_sends: int = 0
     """Sends whose payloads were gathered from the send buffer (a
@@ -400,6 +401,31 @@ def gro_segment_size(ancdata: list) -> int:
 
 _NATIVE = sys.byteorder
 _STOP, _DROPPED, _FALLBACK = object(), object(), object()  # outcomes of a failed send
+
+
+SOCKADDRS_KEPT = 1024  # packed addresses an endpoint keeps for send_trains
+SEND_TRAINS_MAX = 64  # trains in one sendmmsg (wire/_batch.c's limit)
+# wire/_batch.c's send_trains (Linux), or None: each train its own sendmsg.
+_send_trains = getattr(_batch._c, "send_trains", None)
+
+
+def sockaddr_of(family: int, addr: SockAddr) -> bytes | None:
+    """`addr` as the struct sockaddr that sendmmsg takes (Linux's layout),
+    for send_trains; None for what this does not pack (a host name, another
+    family, another system), which the socket module then sends."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if family == socket.AF_INET and len(addr) == 2:
+            return struct.pack("=H2s4s8x", socket.AF_INET, addr[1].to_bytes(2, "big"),
+                               socket.inet_pton(socket.AF_INET, addr[0]))
+        if family == socket.AF_INET6 and len(addr) == 4:
+            host, port, flowinfo, scope_id = addr
+            return struct.pack("=H2s4s16sI", socket.AF_INET6, port.to_bytes(2, "big"),
+                               flowinfo.to_bytes(4, "big"), socket.inet_pton(socket.AF_INET6, host), scope_id)
+    except (OSError, ValueError, TypeError, OverflowError, AttributeError):
+        return None
+    return None
 
 
 _thread_buffers = threading.local()
@@ -663,7 +689,8 @@ class AioEndpoint:
         "_closed_waiters", "_refused", "icmp_errors", "_fd", "_queued", "gso", "_gso_max_bytes",
         "_gso_cmsg", "gro", "_rbuf", "_rview", "_rbufs", "_life_task", "now", "_uvloop", "_held_acks",
         "_timer_moved", "_sent_at_once", "_rearm_due", "observer", "_drive", "_reader_on", "_safe",
-        "on_refused", "_preparer", "_events", "_dirty", "_heap", "_batch_passed_on", "__dict__", "__weakref__",
+        "on_refused", "_preparer", "_events", "_dirty", "_heap", "_batch_passed_on", "_sockaddrs",
+        "__dict__", "__weakref__",
     )
     # Whether a lone datagram may take _send's shortcut straight to
     # sendto(data, addr) on a UDP socket (a carrier of another kind says no).
@@ -767,6 +794,7 @@ class AioEndpoint:
         # trailers (_send_train), so the kernel's copy is the only one. Not
         # for an endpoint that seals its runs.
         ep.source_trains = self.gso and type(ep) in (Endpoint, InsecureEndpoint)
+        self._sockaddrs: dict[SockAddr, bytes | None] = {}  # address -> struct sockaddr (_send_trains)
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
@@ -1441,6 +1469,13 @@ class AioEndpoint:
         while i < n:
             data, addr = out[i]
             if type(data) is Train or type(data) is SourceTrain:
+                if (_send_trains is not None and type(data) is Train and i + 1 < n
+                        and type(out[i + 1][0]) is Train):
+                    # Trains to one address: one sendmmsg for all of them
+                    # (what is left, or refused, goes on one at a time below).
+                    i = self._send_trains(out, i)
+                    if i >= n or type(out[i][0]) is not Train:
+                        continue
                 if not self._send_train(out, i):
                     return i
                 i += 1
@@ -1475,6 +1510,46 @@ class AioEndpoint:
             st.datagrams_sent += j - i
             i = j
         return n
+
+    def _send_trains(self, out: Outgoing, i: int) -> int:
+        """Send the Trains of several datagrams each from out[i] on, to out[i]'s
+        address, in one sendmmsg (wire/_batch.c's send_trains; a sendmsg of
+        each is its equivalent). Returns the index of the first not sent:
+        `_send_train` sends that one, and meets any error as it would."""
+        addr = out[i][1]
+        names = self._sockaddrs
+        name = names.get(addr, b"")
+        if name == b"":
+            if len(names) >= SOCKADDRS_KEPT:
+                names.clear()  # (peers come and go: packing again costs a microsecond)
+            name = names[addr] = sockaddr_of(self.family, addr)
+        trains: list[Train] = []
+        n = len(out)
+        j = i
+        while j < n and len(trains) < SEND_TRAINS_MAX:
+            d, a = out[j]
+            if type(d) is not Train or (a is not addr and a != addr) or len(d) <= d.size:
+                break
+            trains.append(d)
+            j += 1
+        if name is None or len(trains) < 2:
+            return i
+        if self._df:
+            self._set_df(False)
+        try:
+            assert _send_trains is not None  # (the caller saw it)
+            took = _send_trains(self._fd, trains, name)
+        except OSError:
+            return i  # (_send_train meets the error again and deals with it)
+        st = self.io_stats
+        st.send_calls += 1
+        for train in trains[:took]:
+            count = -(-len(train) // train.size)
+            st.datagrams_sent += count
+            st.gso_calls += 1
+            st.gso_datagrams += count
+            release(train)  # the kernel has its copy: encode_run may fill it again
+        return i + took
 
     def _send_train(self, out: Outgoing, i: int) -> bool:
         """Send the Train or SourceTrain out[i] in one sendmsg with

@@ -14,11 +14,17 @@
  *                by the payload size, and if so returns the payloads joined;
  *                asked to, it also checks every row's CRC32C (the receiver's
  *                check of a GRO batch), in the same pass as the join;
+ *   scan_run     batch.scan's common case: a GRO batch whose full rows
+ *                are one run, its header fields read, its rows checked as
+ *                same_rows checks them and joined, scan's tuple built;
  *   encode_heads writes only what a train adds around its payloads, each
  *                row's header and CRC32C trailer, for a train whose
  *                payloads stay in the sender's buffer (a SourceTrain: large
  *                rows, each row's CRC computed in three parts side by side
- *                and combined).
+ *                and combined);
+ *   send_trains  sends several GSO trains in one sendmmsg (Linux), a
+ *                message each with its UDP_SEGMENT size: what a sendmsg
+ *                of each would send, for one system call.
  *
  * The Python equivalent stays complete: it runs where this module is not
  * built, where the CPU has no CRC32C instruction (HARDWARE_CRC false), and
@@ -36,6 +42,19 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/socket.h>
+#include <sys/uio.h>
+#define HAVE_SENDMMSG 1
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#else
+#define HAVE_SENDMMSG 0
+#endif
 
 #include "../_crc32c.h"
 
@@ -612,6 +631,103 @@ done:
     return result;
 }
 
+#if HAVE_SENDMMSG
+#define SEND_TRAINS_MAX 64  /* trains in one call */
+
+/* send_trains(fd, trains, address) -> int
+ *
+ * Sends trains (a list of gannet.wire.batch.Train: datagrams of
+ * `train.size` bytes back to back, the last maybe shorter, at least two
+ * each) to `address` (a packed struct sockaddr) on the UDP socket `fd`, in
+ * one sendmmsg: one message a train, with a UDP_SEGMENT control message of
+ * its size, as a sendmsg of each would send it. Returns how many trains
+ * the kernel took, from the first (it stops at the first it cannot take);
+ * if it took none, raises OSError (BlockingIOError when the socket is
+ * full), as socket.sendmsg does. */
+static PyObject *send_trains(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send_trains takes 3 arguments");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *trains = args[1];
+    if (!PyList_Check(trains) || PyList_GET_SIZE(trains) < 1 || PyList_GET_SIZE(trains) > SEND_TRAINS_MAX) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: trains must be a list of 1 to 64 trains");
+        return NULL;
+    }
+    Py_buffer name;
+    if (PyObject_GetBuffer(args[2], &name, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(trains), held = 0;
+    Py_buffer bufs[SEND_TRAINS_MAX];
+    struct iovec iov[SEND_TRAINS_MAX];
+    struct mmsghdr msgs[SEND_TRAINS_MAX];
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } control[SEND_TRAINS_MAX];
+    struct sockaddr_storage addr;
+    PyObject *result = NULL;
+    if (fd < 0 || name.len <= 0 || (size_t)name.len > sizeof addr) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: not a socket and an address");
+        goto done;
+    }
+    memcpy(&addr, name.buf, (size_t)name.len);
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *train = PyList_GET_ITEM(trains, k);
+        PyObject *size_obj = PyObject_GetAttrString(train, "size");
+        if (size_obj == NULL)
+            goto done;
+        long size = PyLong_AsLong(size_obj);
+        Py_DECREF(size_obj);
+        if (size == -1 && PyErr_Occurred())
+            goto done;
+        if (PyObject_GetBuffer(train, &bufs[k], PyBUF_SIMPLE) < 0)
+            goto done;
+        held++;
+        if (size <= 0 || size > 0xFFFF || bufs[k].len <= size) {
+            PyErr_SetString(PyExc_ValueError, "send_trains: a train of one datagram or none");
+            goto done;
+        }
+        iov[k].iov_base = bufs[k].buf;
+        iov[k].iov_len = (size_t)bufs[k].len;
+        struct msghdr *msg = &msgs[k].msg_hdr;
+        msg->msg_name = &addr;
+        msg->msg_namelen = (socklen_t)name.len;
+        msg->msg_iov = &iov[k];
+        msg->msg_iovlen = 1;
+        memset(&control[k], 0, sizeof control[k]);
+        msg->msg_control = control[k].buf;
+        msg->msg_controllen = sizeof control[k].buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gso_size = (uint16_t)size;
+        memcpy(CMSG_DATA(cm), &gso_size, sizeof gso_size);
+    }
+    int sent;
+    Py_BEGIN_ALLOW_THREADS
+    sent = sendmmsg((int)fd, msgs, (unsigned int)n, 0);
+    Py_END_ALLOW_THREADS
+    if (sent < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    result = PyLong_FromLong(sent);
+done:
+    for (Py_ssize_t k = 0; k < held; k++)
+        PyBuffer_Release(&bufs[k]);
+    PyBuffer_Release(&name);
+    return result;
+}
+#endif
+
 /* crc32c(data) -> int: this module's CRC32C, for the tests that hold it to
  * the crc32c package's. */
 static PyObject *crc32c_py(PyObject *self, PyObject *arg)
@@ -635,6 +751,10 @@ static PyMethodDef methods[] = {
      "batch.scan's common case: a GRO batch whose full rows are one run, checked and joined; else None."},
     {"encode_heads", (PyCFunction)(void (*)(void))encode_heads, METH_FASTCALL,
      "Write the headers and CRC32C trailers of a train whose payloads stay in the sender's buffer."},
+#if HAVE_SENDMMSG
+    {"send_trains", (PyCFunction)(void (*)(void))send_trains, METH_FASTCALL,
+     "Send GSO trains in one sendmmsg, one message each with its UDP_SEGMENT size."},
+#endif
     {"crc32c", crc32c_py, METH_O, "CRC32C of a buffer."},
     {NULL, NULL, 0, NULL},
 };
