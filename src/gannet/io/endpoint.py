@@ -1542,7 +1542,7 @@ class AioEndpoint:
         except OSError:
             return i  # (_send_train meets the error again and deals with it)
         st = self.io_stats
-        st.send_calls += 1
+        st.send_calls += 1  # (sendmmsg took at least the first: else it raised)
         for train in trains[:took]:
             count = -(-len(train) // train.size)
             st.datagrams_sent += count
