@@ -96,10 +96,46 @@ def _batch_of(rng: random.Random, mss: int, count: int) -> bytearray:
 
 
 def _scanned(buf: bytes, seg: int, native: bool, monkeypatch) -> list[tuple]:
+    """scan's verdict on `buf` as the adapter hands it over (a memoryview of
+    its receive buffer: scan_run's way, with the extension), and as bytes
+    (the general path): the same either way."""
     monkeypatch.setattr(batch, "_c", NATIVE if native else None)
     if not native:
         batch.load_numpy()
-    return [(*r[:7], bytes(r[7])) for r in scan(buf, seg)]
+    out = [(*r[:7], bytes(r[7])) for r in scan(memoryview(bytearray(buf)), seg)]
+    assert out == [(*r[:7], bytes(r[7])) for r in scan(bytes(buf), seg)]
+    return out
+
+
+def test_scan_run_takes_a_batch_of_one_run_with_or_without_a_short_last_row(monkeypatch):
+    """scan_run, the C call for scan's common case: one run of full rows
+    (and the last, shorter row left to the row-by-row walk), anything else
+    declined to the code that handles it; scan's result is the Python
+    equivalent's every way."""
+    rng = random.Random(10)
+    for _ in range(120):
+        mss = rng.choice([1, 100, 1448])
+        count = rng.randint(batch.VECTOR_MIN - 2, 44)
+        seg = SHORT_SIZE + mss + 4
+        data = rng.randbytes(mss * count - (rng.randint(1, mss - 1) if mss > 1 and rng.random() < 0.5 else 0))
+        run = SegmentRun(rng.getrandbits(32), rng.getrandbits(32), ACK, ACK | PSH, rng.getrandbits(16),
+                         rng.getrandbits(32), 0, data, 0, len(data), mss)
+        buf = bytes(encode_run(rng.randint(1, 2**32 - 1), run))
+        if rng.random() < 0.3:
+            buf = bytearray(buf)
+            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+            buf = bytes(buf)
+        ours = _scanned(buf, seg, True, monkeypatch)
+        assert ours == _scanned(buf, seg, False, monkeypatch), (mss, count, len(buf))
+        took = NATIVE.scan_run(memoryview(buf), seg, batch.VECTOR_MIN, batch._SAME, batch._FIELDS, SHORT_SIZE,
+                               batch.SHORT_FORM, ACK, PSH, CRC_RESIDUE)
+        if took is not None:
+            assert (*took[:7], bytes(took[7])) == ours[0] and len(buf) // seg >= batch.VECTOR_MIN
+    with pytest.raises(TypeError):
+        NATIVE.scan_run(memoryview(buf), seg, 8, batch._SAME, (0, 1, 2), SHORT_SIZE, 0, 0, 0, 0)
+    with pytest.raises(ValueError):  # (a field past the header)
+        NATIVE.scan_run(memoryview(buf), seg, 8, batch._SAME, (0, 1, 2, 4, 8, 12, 30), SHORT_SIZE, 0, 0, 0, 0)
+    assert NATIVE.scan_run(bytes(buf), seg, 8, batch._SAME, batch._FIELDS, SHORT_SIZE, 0, 0, 0, 0) is None
 
 
 def test_same_rows_gives_the_numpy_verdict_on_every_field(monkeypatch):

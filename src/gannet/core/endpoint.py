@@ -42,7 +42,7 @@ from typing import Final
 from mypy_extensions import mypyc_attr
 
 from ..config import Config
-from ..wire.batch import encode_run, rows, scan
+from ..wire.batch import GATHER_FROM, encode_run, encode_source, rows, scan
 from ..wire.datagram import (
     DATA_OVERHEAD,
     SHORT_SIZE,
@@ -196,6 +196,12 @@ class Endpoint:
         # them next (gannet.crypto.endpoint) turns this off: its tag does the
         # CRC's job and the trailer is dropped unread.
         self.run_trailers = True
+        # With `trains`, runs of datagrams of GATHER_FROM bytes or more as
+        # SourceTrains (the payloads left in the send buffer, wire/batch.py)
+        # rather than Trains: set by an I/O adapter that sends them gathered
+        # (io/endpoint.py), for the plain encoding only (an endpoint that
+        # seals its runs needs their bytes).
+        self.source_trains = False
 
     # ----------------------------------------------------------- application
     @property
@@ -691,15 +697,18 @@ class Endpoint:
         return out
 
     def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
-        """Append `conn`'s segments to `out` as (datagram or Train, address);
+        """Append `conn`'s segments to `out` as (datagram, Train or SourceTrain, address);
         returns the number of datagrams. The one step an endpoint for
         another encoding replaces (core/tcp_endpoint.py)."""
         sent = 0
         addr, dst, src = conn.remote_addr, conn.remote_cid, conn.local_cid
         for seg in segs:
             if type(seg) is SegmentRun:
-                train = encode_run(dst, seg, self.run_trailers)
                 sent += seg.count
+                if trains and self.source_trains and seg.mss + DATA_OVERHEAD >= GATHER_FROM:
+                    out.append((encode_source(dst, seg), addr))
+                    continue
+                train = encode_run(dst, seg, self.run_trailers)
                 if trains:
                     out.append((train, addr))
                 else:

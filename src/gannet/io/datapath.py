@@ -44,7 +44,7 @@ from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionE
                            ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
                            StreamEnded)
 from ..crypto.endpoint import HandshakeRefused
-from ..wire.batch import Train
+from ..wire.batch import SourceTrain, Train
 
 if TYPE_CHECKING:
     from .endpoint import Handler, Outgoing, SockAddr
@@ -99,8 +99,12 @@ class IoStats:
     send_calls: int = 0
     """System calls that sent: sendto plus sendmsg."""
     gso_calls: int = 0
-    """sendmsg calls with UDP_SEGMENT (each carries 2-64 datagrams)."""
+    """GSO sends (sendmsg calls with UDP_SEGMENT, or one train of a
+    sendmmsg), each carrying 2-64 datagrams."""
     gso_datagrams: int = 0
+    gathered_sends: int = 0
+    """Sends whose payloads were gathered from the send buffer (a
+    SourceTrain's, one sendmsg each) rather than copied into a train first."""
     gso_fallbacks: int = 0
     """GSO sends the kernel refused, sent again one datagram at a time."""
     send_errors: int = 0
@@ -536,7 +540,7 @@ def send(p: DatagramPath, out: Outgoing) -> None:
         return
     if len(out) == 1 and p.gso and p._shortcut:
         data, addr = out[0]
-        if type(data) is not Train:
+        if type(data) is not Train and type(data) is not SourceTrain:
             # One datagram (a message, a reply, an ACK): what _transmit_gso
             # does with it, without its run machinery.
             size = len(data)

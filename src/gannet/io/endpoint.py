@@ -54,9 +54,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .. import observe
 from ..config import Config
@@ -64,7 +64,7 @@ from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported 
 from ..core.endpoint import Endpoint
 from ..core.events import Event
 from ..wire import batch as _batch
-from ..wire.batch import Train, release
+from ..wire.batch import SourceTrain, Train, release
 from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
 from .datapath import (DROPPED as _DROPPED, FALLBACK as _FALLBACK, GRO_CMSG_SPACE,  # noqa: F401
@@ -81,7 +81,8 @@ if TYPE_CHECKING:
     # (recvfrom) or from connect, so it is one of these.
     SockAddr = tuple[str, int] | tuple[str, int, int, int]
     # What the core hands over to send: datagrams, or with GSO `Train`s of
-    # them, with their addresses (Endpoint.datagrams_to_send).
+    # them (or `SourceTrain`s, see source_trains below), with their
+    # addresses (Endpoint.datagrams_to_send).
     Outgoing = list[tuple[bytes | bytearray, SockAddr]]
 
 
@@ -352,6 +353,30 @@ def gro_segment_size(ancdata: list) -> int:
 _NATIVE = sys.byteorder
 
 
+SOCKADDRS_KEPT = 1024  # packed addresses an endpoint keeps for send_trains
+SEND_TRAINS_MAX = 64  # trains in one sendmmsg (wire/_batch.c's limit)
+# wire/_batch.c's send_trains (Linux), or None: each train its own sendmsg.
+_send_trains = getattr(_batch._c, "send_trains", None)
+
+
+def sockaddr_of(family: int, addr: SockAddr) -> bytes | None:
+    """`addr` as the struct sockaddr that sendmmsg takes (Linux's layout),
+    for send_trains; None for what this does not pack (a host name, another
+    family, another system), which the socket module then sends."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if family == socket.AF_INET and len(addr) == 2:
+            return struct.pack("=H2s4s8x", socket.AF_INET, addr[1].to_bytes(2, "big"),
+                               socket.inet_pton(socket.AF_INET, addr[0]))
+        if family == socket.AF_INET6 and len(addr) == 4:
+            host, port, flowinfo, scope_id = addr
+            return struct.pack("=H2s4s16sI", socket.AF_INET6, port.to_bytes(2, "big"),
+                               flowinfo.to_bytes(4, "big"), socket.inet_pton(socket.AF_INET6, host), scope_id)
+    except (OSError, ValueError, TypeError, OverflowError, AttributeError):
+        return None
+    return None
+
 _GSO_KNOWN: dict[int, bool] = {}  # address family -> gso_supported
 
 
@@ -600,7 +625,7 @@ class AioEndpoint(DatagramPath):
     __slots__ = (
         "config", "ep", "local_address", "family", "_writing", "_retry_handle",
         "_closed_waiters", "icmp_errors", "_gso_max_bytes", "_gso_cmsg", "_life_task", "_uvloop",
-        "_rearm_due", "observer", "_reader_on",
+        "_rearm_due", "observer", "_reader_on", "_sockaddrs",
     ) + tuple(  # (what the base has not: the compiled one neither, the pure one both)
         name for name, offset in (("__dict__", DatagramPath.__dictoffset__),
                                   ("__weakref__", DatagramPath.__weakrefoffset__)) if not offset)
@@ -701,6 +726,13 @@ class AioEndpoint(DatagramPath):
         # them (InsecureEndpoint.batch_passed_on; observed, it says None).
         self._batch_passed_on: tuple[int, Callable[..., None] | None] = (
             (ep.PASSED_ON, ep.batch_passed_on()) if isinstance(ep, InsecureEndpoint) else (-1, None))
+        # A plaintext endpoint's runs of large datagrams (path MTU
+        # discovery's) leave as SourceTrains: the payloads stay in the send
+        # buffer and one sendmsg gathers them with their headers and
+        # trailers (_send_train), so the kernel's copy is the only one. Not
+        # for an endpoint that seals its runs.
+        ep.source_trains = self.gso and type(ep) in (Endpoint, InsecureEndpoint)
+        self._sockaddrs: dict[SockAddr, bytes | None] = {}  # address -> struct sockaddr (_send_trains)
         loop.add_reader(self._fd, self._on_readable)
 
     # ------------------------------------------------------------- handlers
@@ -973,7 +1005,14 @@ class AioEndpoint(DatagramPath):
         i = 0
         while i < n:
             data, addr = out[i]
-            if type(data) is Train:
+            if type(data) is Train or type(data) is SourceTrain:
+                if (_send_trains is not None and type(data) is Train and i + 1 < n
+                        and type(out[i + 1][0]) is Train):
+                    # Trains to one address: one sendmmsg for all of them
+                    # (what is left, or refused, goes on one at a time below).
+                    i = self._send_trains(out, i)
+                    if i >= n or type(out[i][0]) is not Train:
+                        continue
                 if not self._send_train(out, i):
                     return i
                 i += 1
@@ -985,7 +1024,8 @@ class AioEndpoint(DatagramPath):
             while j < stop:
                 d, a = out[j]
                 k = len(d)
-                if k > size or (a is not addr and a != addr) or total + k > max_bytes or type(d) is Train:
+                if (k > size or (a is not addr and a != addr) or total + k > max_bytes or type(d) is Train
+                        or type(d) is SourceTrain):
                     break
                 total += k
                 j += 1
@@ -1008,29 +1048,83 @@ class AioEndpoint(DatagramPath):
             i = j
         return n
 
-    def _send_train(self, out: Outgoing, i: int) -> bool:
-        """Send the Train out[i] in one sendmsg with UDP_SEGMENT. False when
-        the socket is full (a retry is arranged; out[i] is what is left)."""
-        train, addr = out[i]
-        assert type(train) is Train  # (the caller saw it)
-        size = train.size
-        count = -(-len(train) // size)
+    def _send_trains(self, out: Outgoing, i: int) -> int:
+        """Send the Trains of several datagrams each from out[i] on, to out[i]'s
+        address, in one sendmmsg (wire/_batch.c's send_trains; a sendmsg of
+        each is its equivalent). Returns the index of the first not sent:
+        `_send_train` sends that one, and meets any error as it would."""
+        addr = out[i][1]
+        names = self._sockaddrs
+        name = names.get(addr, b"")
+        if name == b"":
+            if len(names) >= SOCKADDRS_KEPT:
+                names.clear()  # (peers come and go: packing again costs a microsecond)
+            name = names[addr] = sockaddr_of(self.family, addr)
+        trains: list[Train] = []
+        n = len(out)
+        j = i
+        while j < n and len(trains) < SEND_TRAINS_MAX:
+            d, a = out[j]
+            if type(d) is not Train or (a is not addr and a != addr) or len(d) <= d.size:
+                break
+            trains.append(d)
+            j += 1
+        if name is None or len(trains) < 2:
+            return i
+        if self._df:
+            self._set_df(False)
         try:
-            self._send_call([train], size, count, addr)
+            assert _send_trains is not None  # (the caller saw it)
+            took = _send_trains(self._fd, trains, name)
+        except OSError:
+            return i  # (_send_train meets the error again and deals with it)
+        st = self.io_stats
+        st.send_calls += 1  # (sendmmsg took at least the first: else it raised)
+        for train in trains[:took]:
+            count = -(-len(train) // train.size)
+            st.datagrams_sent += count
+            st.gso_calls += 1
+            st.gso_datagrams += count
+            release(train)  # the kernel has its copy: encode_run may fill it again
+        return i + took
+
+    def _send_train(self, out: Outgoing, i: int) -> bool:
+        """Send the Train or SourceTrain out[i] in one sendmsg with
+        UDP_SEGMENT (a SourceTrain's payloads gathered from the send buffer
+        with its headers and trailers). False when the socket is full (a
+        retry is arranged; out[i] is what is left)."""
+        data, addr = out[i]
+        train = cast("Train | SourceTrain", data)  # (the caller saw its type)
+        size = train.size
+        bufs: Sequence[bytes | bytearray | memoryview]
+        if type(train) is SourceTrain:
+            count = train.count
+            bufs = train.pieces()
+        else:
+            assert type(train) is Train
+            count = -(-len(train) // size)
+            bufs = [train]
+        try:
+            self._send_call(bufs, size, count, addr)
         except OSError as exc:
             outcome = self._send_failed(exc, size, count, addr)
             if outcome is _STOP:
-                return False
+                return False  # (out[i] goes again as it is)
             if outcome is _FALLBACK:
+                if type(train) is SourceTrain:
+                    out[i] = (train.train(), addr)  # (sent one datagram at a time from its bytes)
                 return self._send_train_plain(out, i)
             return True
         st = self.io_stats
         st.send_calls += 1
         st.datagrams_sent += count
-        release(train)  # the kernel has its copy: encode_run may fill it again
+        if type(train) is Train:
+            release(train)  # the kernel has its copy: encode_run may fill it again
+        else:
+            st.gathered_sends += 1
         return True
 
-    def _send_call(self, bufs: list[bytes | bytearray | memoryview], size: int, count: int,
+    def _send_call(self, bufs: Sequence[bytes | bytearray | memoryview], size: int, count: int,
                    addr: SockAddr) -> None:
         """One system call for `count` datagrams of `size` bytes (the last may
         be shorter) held in `bufs`: sendto for one, sendmsg with UDP_SEGMENT
@@ -1038,7 +1132,10 @@ class AioEndpoint(DatagramPath):
         if count == 1:
             if (size > self._safe) is not self._df:
                 self._set_df(size > self._safe)
-            self.sock.sendto(bufs[0], addr)
+            if len(bufs) == 1:
+                self.sock.sendto(bufs[0], addr)
+            else:  # (a SourceTrain's pieces)
+                self.sock.sendmsg(bufs, (), 0, addr)
             return
         if self._df:
             self._set_df(False)
@@ -1120,6 +1217,9 @@ class AioEndpoint(DatagramPath):
         safe = self._safe
         for k in range(i, j):
             data, addr = out[k]
+            if type(data) is SourceTrain:  # (GSO turned off with one queued)
+                data = data.train()
+                out[k] = (data, addr)
             if type(data) is Train:
                 if not self._send_train_plain(out, k):
                     return k

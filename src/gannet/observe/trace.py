@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ..core.rangeset import RangeSet
 from ..core.states import State
-from ..wire.batch import Train, loaded_numpy
+from ..wire.batch import SourceTrain, Train, loaded_numpy
 from ..wire.datagram import SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE, WireError, decode
 from ..wire.segment import ACK, FIN, PSH, RST, SYN, unwrap
 from .limits import LimitClock
@@ -143,6 +143,8 @@ class EndpointObserver:
                 for data, addr in out:
                     if type(data) is Train:
                         log_train(data, addr, now)
+                    elif type(data) is SourceTrain:
+                        log_train(data.train(), addr, now)  # (its bytes, as they leave)
                     else:
                         log_out(data, addr, now)
             for conn in conns:

@@ -13,7 +13,18 @@
  *                row's under the masks and that the sequence numbers step
  *                by the payload size, and if so returns the payloads joined;
  *                asked to, it also checks every row's CRC32C (the receiver's
- *                check of a GRO batch), in the same pass as the join.
+ *                check of a GRO batch), in the same pass as the join;
+ *   scan_run     batch.scan's common case: a GRO batch whose full rows
+ *                are one run, its header fields read, its rows checked as
+ *                same_rows checks them and joined, scan's tuple built;
+ *   encode_heads writes only what a train adds around its payloads, each
+ *                row's header and CRC32C trailer, for a train whose
+ *                payloads stay in the sender's buffer (a SourceTrain: large
+ *                rows, each row's CRC computed in three parts side by side
+ *                and combined);
+ *   send_trains  sends several GSO trains in one sendmmsg (Linux), a
+ *                message each with its UDP_SEGMENT size: what a sendmsg
+ *                of each would send, for one system call.
  *
  * The Python equivalent stays complete: it runs where this module is not
  * built, where the CPU has no CRC32C instruction (HARDWARE_CRC false), and
@@ -31,6 +42,19 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/socket.h>
+#include <sys/uio.h>
+#define HAVE_SENDMMSG 1
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#else
+#define HAVE_SENDMMSG 0
+#endif
 
 #include "../_crc32c.h"
 
@@ -44,12 +68,13 @@
 static int hardware_crc = 0;
 
 #if HAVE_SSE42_BUILD
-/* Three buffers of `n` bytes each, side by side. */
+/* Three buffers of `n` bytes each, side by side, going on from the running
+ * values in c[] (0xFFFFFFFF to start; not inverted at the end). */
 __attribute__((target("sse4.2")))
-static void crc_three(const unsigned char *a, const unsigned char *b, const unsigned char *d,
-                      size_t n, uint32_t out[3])
+static void crc_three_on(uint32_t c[3], const unsigned char *a, const unsigned char *b,
+                         const unsigned char *d, size_t n)
 {
-    uint64_t ca = 0xFFFFFFFFu, cb = 0xFFFFFFFFu, cd = 0xFFFFFFFFu;
+    uint64_t ca = c[0], cb = c[1], cd = c[2];
     size_t i = 0;
     /* (two words a lane per turn: the loop's own instructions were a third
      * of the total at one) */
@@ -83,11 +108,74 @@ static void crc_three(const unsigned char *a, const unsigned char *b, const unsi
         rb = _mm_crc32_u8(rb, b[i]);
         rd = _mm_crc32_u8(rd, d[i]);
     }
-    out[0] = ~ra;
-    out[1] = ~rb;
-    out[2] = ~rd;
+    c[0] = ra;
+    c[1] = rb;
+    c[2] = rd;
+}
+
+/* The CRC32Cs of three buffers of `n` bytes each. */
+__attribute__((target("sse4.2")))
+static void crc_three(const unsigned char *a, const unsigned char *b, const unsigned char *d,
+                      size_t n, uint32_t out[3])
+{
+    uint32_t c[3] = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu};
+    crc_three_on(c, a, b, d, n);
+    out[0] = ~c[0];
+    out[1] = ~c[1];
+    out[2] = ~c[2];
 }
 #endif
+
+/* CRC32C of A followed by B from the CRC32Cs of A and B and B's length: the
+ * CRC of A moved on by len(B) zero bytes (a multiplication by x^(8 len(B))
+ * modulo the polynomial, reflected), plus B's. As zlib's crc32_combine does
+ * for its polynomial; x2n[k] holds x^(2^k) modulo the polynomial. */
+#define CRC32C_POLY 0x82F63B78u
+static uint32_t x2n[32];
+
+static uint32_t multmodp(uint32_t a, uint32_t b)
+{
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0)
+                break;
+        }
+        m >>= 1;
+        b = b & 1 ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+    }
+    return p;
+}
+
+static void init_x2n(void)
+{
+    uint32_t p = 1u << 30;  /* x^1 */
+    x2n[0] = p;
+    for (int k = 1; k < 32; k++)
+        x2n[k] = p = multmodp(p, p);
+}
+
+static uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
+{
+    uint32_t p = 1u << 31;  /* x^0 */
+    unsigned k = 3;  /* x^(8 len_b) = x^(len_b 2^3) */
+    for (size_t n = len_b; n; n >>= 1, k++)
+        if (n & 1)
+            p = multmodp(x2n[k & 31], p);
+    return multmodp(p, crc_a) ^ crc_b;
+}
+
+/* The running CRC32C (not inverted) of `n` bytes from `crc`. */
+static uint32_t crc32c_on(uint32_t crc, const unsigned char *p, size_t n)
+{
+#if HAVE_SSE42_BUILD
+    return crc32c_lane(crc, p, n);
+#else
+    (void)p; (void)n;
+    return crc;  /* not reached: batch.py uses this module only with HARDWARE_CRC */
+#endif
+}
 
 static uint32_t crc32c_of(const unsigned char *p, size_t n)
 {
@@ -234,6 +322,52 @@ static int rows_match(const unsigned char *b, Py_ssize_t seg, Py_ssize_t first, 
     return 1;
 }
 
+/* same_rows' work on `count` rows of `seg` bytes at `b` (see same_rows):
+ * the payloads joined (bytes), Py_None (not one run) or Py_False (a CRC is
+ * wrong, when `check`); NULL with an exception if memory runs out. */
+static PyObject *join_rows(const unsigned char *b, Py_ssize_t seg, Py_ssize_t count,
+                           const uint32_t *mask, Py_ssize_t words, Py_ssize_t seq_at,
+                           Py_ssize_t data_at, Py_ssize_t mss, int check, uint32_t residue)
+{
+    uint32_t first[16];
+    for (Py_ssize_t w = 0; w < words; w++)
+        first[w] = get_be32(b + 4 * w) & mask[w];
+    uint32_t seq0 = get_be32(b + seq_at);
+    int run = 1;
+    for (Py_ssize_t k = 1; k < count && run; k++) {
+        const unsigned char *row = b + k * seg;
+        for (Py_ssize_t w = 0; w < words; w++) {
+            if ((get_be32(row + 4 * w) & mask[w]) != first[w]) {
+                run = 0;
+                break;
+            }
+        }
+        if (get_be32(row + seq_at) != (uint32_t)(seq0 + (uint32_t)k * (uint32_t)mss))
+            run = 0;
+    }
+    PyObject *result = NULL;
+    unsigned char *d = NULL;
+    if (run) {
+        result = PyBytes_FromStringAndSize(NULL, mss * count);
+        if (result == NULL)
+            return NULL;
+        d = (unsigned char *)PyBytes_AS_STRING(result);
+    }
+    for (Py_ssize_t k = 0; k < count; k += 3) {
+        Py_ssize_t m = count - k < 3 ? count - k : 3;
+        if (check && !rows_match(b, seg, k, m, residue)) {
+            Py_XDECREF(result);
+            Py_RETURN_FALSE;
+        }
+        if (d != NULL)
+            for (Py_ssize_t j = k; j < k + m; j++)
+                memcpy(d + j * mss, b + j * seg + data_at, mss);
+    }
+    if (result == NULL)
+        Py_RETURN_NONE;
+    return result;
+}
+
 /* same_rows(buf, seg, count, masks, seq_at, data_at, mss, residue) -> bytes | None | False
  *
  * `buf` holds `count` rows of `seg` bytes. Every row's first len(masks)
@@ -295,54 +429,304 @@ static PyObject *same_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (PyObject_GetBuffer(args[0], &in, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *result = NULL;
-    if (in.len < seg * count) {
+    if (in.len < seg * count)
         PyErr_SetString(PyExc_ValueError, "same_rows: buf is shorter than its rows");
-        goto done;
-    }
-    const unsigned char *b = in.buf;
-    uint32_t first[16];
-    for (Py_ssize_t w = 0; w < words; w++)
-        first[w] = get_be32(b + 4 * w) & mask[w];
-    uint32_t seq0 = get_be32(b + seq_at);
-    int run = 1;
-    for (Py_ssize_t k = 1; k < count && run; k++) {
-        const unsigned char *row = b + k * seg;
-        for (Py_ssize_t w = 0; w < words; w++) {
-            if ((get_be32(row + 4 * w) & mask[w]) != first[w]) {
-                run = 0;
-                break;
-            }
-        }
-        if (get_be32(row + seq_at) != (uint32_t)(seq0 + (uint32_t)k * (uint32_t)mss))
-            run = 0;
-    }
-    unsigned char *d = NULL;
-    if (run) {
-        result = PyBytes_FromStringAndSize(NULL, mss * count);
-        if (result == NULL)
-            goto done;
-        d = (unsigned char *)PyBytes_AS_STRING(result);
-    }
-    for (Py_ssize_t k = 0; k < count; k += 3) {
-        Py_ssize_t m = count - k < 3 ? count - k : 3;
-        if (check && !rows_match(b, seg, k, m, residue)) {
-            Py_XDECREF(result);
-            result = Py_False;
-            Py_INCREF(result);
-            goto done;
-        }
-        if (d != NULL)
-            for (Py_ssize_t j = k; j < k + m; j++)
-                memcpy(d + j * mss, b + j * seg + data_at, mss);
-    }
-    if (result == NULL) {
-        result = Py_None;
-        Py_INCREF(result);
-    }
-done:
+    else
+        result = join_rows(in.buf, seg, count, mask, words, seq_at, data_at, mss, check, residue);
     PyBuffer_Release(&in);
     return result;
 }
+
+/* scan_run(buf, seg, min_rows, masks, fields, data_at, form, flags, free_flags, residue)
+ *     -> tuple | None
+ *
+ * batch.scan's common case in one call: a GRO batch (`buf`, a memoryview,
+ * datagrams of `seg` bytes, the last maybe shorter) whose full rows, at
+ * least `min_rows` of them, are one run of the short form. The first row's
+ * header is read, its fields where `fields` says: the offsets of the form
+ * byte, the flags byte, the 16-bit window and the 32-bit destination,
+ * sequence number, ACK and TSval (the form byte must be `form`, the flags
+ * `flags` once `free_flags` is set in both, the destination not 0); the
+ * first and last rows' destinations are compared; then every row is
+ * checked as same_rows checks it, CRC32C included. Returns batch.scan's
+ * tuple for those rows, (dst, seq, ack, wnd, tsval_first, tsval_last,
+ * payloads joined, buf[:full rows]), or None for anything else, which
+ * batch.scan then handles itself from the start. */
+static PyObject *scan_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "scan_run takes 10 arguments");
+        return NULL;
+    }
+    if (!PyMemoryView_Check(args[0]))
+        Py_RETURN_NONE;
+    Py_ssize_t seg = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t min_rows = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t data_at = PyLong_AsSsize_t(args[5]);
+    long form = PyLong_AsLong(args[6]);
+    long flags = PyLong_AsLong(args[7]);
+    long free_flags = PyLong_AsLong(args[8]);
+    unsigned long residue = PyLong_AsUnsignedLong(args[9]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *fields = args[4];
+    if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) != 7) {
+        PyErr_SetString(PyExc_TypeError, "scan_run: fields must be a tuple of 7 offsets");
+        return NULL;
+    }
+    Py_ssize_t at[7];  /* form, flags, wnd, dst, seq, ack, TSval */
+    for (int f = 0; f < 7; f++) {
+        at[f] = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields, f));
+        if (PyErr_Occurred())
+            return NULL;
+        if (at[f] < 0 || at[f] + (f < 2 ? 1 : f == 2 ? 2 : 4) > data_at) {
+            PyErr_SetString(PyExc_ValueError, "scan_run: a field lies outside the header");
+            return NULL;
+        }
+    }
+    Py_ssize_t seq_at = at[4];
+    PyObject *masks = args[3];
+    if (!PyTuple_Check(masks) || PyTuple_GET_SIZE(masks) > 16) {
+        PyErr_SetString(PyExc_TypeError, "scan_run: masks must be a tuple of at most 16 ints");
+        return NULL;
+    }
+    Py_ssize_t words = PyTuple_GET_SIZE(masks);
+    uint32_t mask[16];
+    for (Py_ssize_t w = 0; w < words; w++) {
+        mask[w] = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(masks, w));
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t mss = seg - data_at - TRAILER_SIZE;
+    if (words * 4 > data_at || residue > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "scan_run: inconsistent sizes");
+        return NULL;
+    }
+    Py_buffer in;
+    if (PyObject_GetBuffer(args[0], &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL, *joined = NULL, *raw = NULL;
+    const unsigned char *b = in.buf;
+    Py_ssize_t n = in.len;
+    if (seg <= 0 || seg >= n || mss < 1 || n / seg < min_rows) {
+        result = Py_None;  /* not a batch of enough rows with data */
+        Py_INCREF(result);
+        goto done;
+    }
+    Py_ssize_t count = n / seg, full = count * seg;
+    uint32_t dst = get_be32(b + at[3]);
+    if (b[at[0]] != form || (b[at[1]] | free_flags) != (flags | free_flags) || !dst
+            || memcmp(b + at[3], b + full - seg + at[3], 4) != 0) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    joined = join_rows(b, seg, count, mask, words, seq_at, data_at, mss, 1, (uint32_t)residue);
+    if (joined == NULL)
+        goto done;
+    if (!PyBytes_Check(joined)) {  /* not one run, or a wrong CRC: batch.scan sorts it out */
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    raw = PySequence_GetSlice(args[0], 0, full);
+    if (raw == NULL)
+        goto done;
+    const unsigned char *last = b + full - seg;
+    result = Py_BuildValue("(kkkkkkOO)", (unsigned long)dst, (unsigned long)get_be32(b + seq_at),
+                           (unsigned long)get_be32(b + at[5]),
+                           (unsigned long)((uint32_t)b[at[2]] << 8 | b[at[2] + 1]),
+                           (unsigned long)get_be32(b + at[6]), (unsigned long)get_be32(last + at[6]),
+                           joined, raw);
+done:
+    Py_XDECREF(raw);
+    Py_XDECREF(joined);
+    PyBuffer_Release(&in);
+    return result;
+}
+
+/* encode_heads(heads, header, src, offset, seq, mss, length, last_flags, seq_at)
+ *
+ * The headers and trailers of a SourceTrain (gannet/wire/batch.py), whose
+ * payloads stay in `src`: row k's payload is src[offset + k * mss :] (mss
+ * bytes, the last row what `length` leaves). Writes, for every row k, at
+ * k * (len(header) + 4) in `heads`: `header` with the 32-bit big-endian
+ * sequence number seq + k * mss (mod 2**32) at `seq_at` (and the last
+ * row's byte 1, its flags, `last_flags`), then the CRC32C of that header
+ * and the row's payload, little-endian: the bytes encode_rows writes
+ * around each payload. Made for large rows (path MTU discovery's): each
+ * row's payload is cut in three, the thirds' CRCs are computed side by
+ * side (the first going on from the header's) and combined. */
+static PyObject *encode_heads(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "encode_heads takes 9 arguments");
+        return NULL;
+    }
+    Py_buffer heads, header, src;
+    if (PyObject_GetBuffer(args[0], &heads, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &header, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&heads);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&header);
+        PyBuffer_Release(&heads);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t offset = PyLong_AsSsize_t(args[3]);
+    unsigned long long seq = PyLong_AsUnsignedLongLongMask(args[4]);
+    Py_ssize_t mss = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[6]);
+    long last_flags = PyLong_AsLong(args[7]);
+    Py_ssize_t seq_at = PyLong_AsSsize_t(args[8]);
+    if (PyErr_Occurred())
+        goto done;
+    Py_ssize_t hlen = header.len, head = hlen + TRAILER_SIZE;
+    if (mss <= 0 || length <= 0 || seq_at < 0 || seq_at + 4 > hlen || hlen < 2
+            || last_flags < 0 || last_flags > 255) {
+        PyErr_SetString(PyExc_ValueError, "encode_heads: inconsistent sizes");
+        goto done;
+    }
+    Py_ssize_t rows = (length + mss - 1) / mss;
+    if (heads.len < rows * head || offset < 0 || src.len - offset < length) {
+        PyErr_SetString(PyExc_ValueError, "encode_heads: heads or src too short for the rows");
+        goto done;
+    }
+    unsigned char *h = heads.buf;
+    const unsigned char *s = (const unsigned char *)src.buf + offset;
+    for (Py_ssize_t k = 0; k < rows; k++) {
+        unsigned char *row = h + k * head;
+        const unsigned char *p = s + k * mss;
+        size_t n = (size_t)(k < rows - 1 ? mss : length - (rows - 1) * mss);
+        memcpy(row, header.buf, hlen);
+        put_be32(row + seq_at, (uint32_t)seq + (uint32_t)k * (uint32_t)mss);
+        if (k == rows - 1)
+            row[1] = (unsigned char)last_flags;
+        uint32_t c = crc32c_on(0xFFFFFFFFu, row, (size_t)hlen);
+        size_t third = n / 3;
+#if HAVE_SSE42_BUILD
+        if (third >= 64) {
+            uint32_t lanes[3] = {c, 0xFFFFFFFFu, 0xFFFFFFFFu};
+            crc_three_on(lanes, p, p + third, p + 2 * third, third);
+            lanes[2] = crc32c_on(lanes[2], p + 3 * third, n - 3 * third);
+            uint32_t crc = crc32c_combine(~lanes[0], ~lanes[1], third);
+            crc = crc32c_combine(crc, ~lanes[2], n - 2 * third);
+            put_le32(row + hlen, crc);
+            continue;
+        }
+#endif
+        put_le32(row + hlen, ~crc32c_on(c, p, n));
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&heads);
+    return result;
+}
+
+#if HAVE_SENDMMSG
+#define SEND_TRAINS_MAX 64  /* trains in one call */
+
+/* send_trains(fd, trains, address) -> int
+ *
+ * Sends trains (a list of gannet.wire.batch.Train: datagrams of
+ * `train.size` bytes back to back, the last maybe shorter, at least two
+ * each) to `address` (a packed struct sockaddr) on the UDP socket `fd`, in
+ * one sendmmsg: one message a train, with a UDP_SEGMENT control message of
+ * its size, as a sendmsg of each would send it. Returns how many trains
+ * the kernel took, from the first (it stops at the first it cannot take);
+ * if it took none, raises OSError (BlockingIOError when the socket is
+ * full), as socket.sendmsg does. */
+static PyObject *send_trains(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send_trains takes 3 arguments");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *trains = args[1];
+    if (!PyList_Check(trains) || PyList_GET_SIZE(trains) < 1 || PyList_GET_SIZE(trains) > SEND_TRAINS_MAX) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: trains must be a list of 1 to 64 trains");
+        return NULL;
+    }
+    Py_buffer name;
+    if (PyObject_GetBuffer(args[2], &name, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(trains), held = 0;
+    Py_buffer bufs[SEND_TRAINS_MAX];
+    struct iovec iov[SEND_TRAINS_MAX];
+    struct mmsghdr msgs[SEND_TRAINS_MAX];
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } control[SEND_TRAINS_MAX];
+    struct sockaddr_storage addr;
+    PyObject *result = NULL;
+    if (fd < 0 || name.len <= 0 || (size_t)name.len > sizeof addr) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: not a socket and an address");
+        goto done;
+    }
+    memcpy(&addr, name.buf, (size_t)name.len);
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *train = PyList_GET_ITEM(trains, k);
+        PyObject *size_obj = PyObject_GetAttrString(train, "size");
+        if (size_obj == NULL)
+            goto done;
+        long size = PyLong_AsLong(size_obj);
+        Py_DECREF(size_obj);
+        if (size == -1 && PyErr_Occurred())
+            goto done;
+        if (PyObject_GetBuffer(train, &bufs[k], PyBUF_SIMPLE) < 0)
+            goto done;
+        held++;
+        if (size <= 0 || size > 0xFFFF || bufs[k].len <= size) {
+            PyErr_SetString(PyExc_ValueError, "send_trains: a train of one datagram or none");
+            goto done;
+        }
+        iov[k].iov_base = bufs[k].buf;
+        iov[k].iov_len = (size_t)bufs[k].len;
+        struct msghdr *msg = &msgs[k].msg_hdr;
+        msg->msg_name = &addr;
+        msg->msg_namelen = (socklen_t)name.len;
+        msg->msg_iov = &iov[k];
+        msg->msg_iovlen = 1;
+        memset(&control[k], 0, sizeof control[k]);
+        msg->msg_control = control[k].buf;
+        msg->msg_controllen = sizeof control[k].buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gso_size = (uint16_t)size;
+        memcpy(CMSG_DATA(cm), &gso_size, sizeof gso_size);
+    }
+    int sent;
+    Py_BEGIN_ALLOW_THREADS
+    sent = sendmmsg((int)fd, msgs, (unsigned int)n, 0);
+    Py_END_ALLOW_THREADS
+    if (sent < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    result = PyLong_FromLong(sent);
+done:
+    for (Py_ssize_t k = 0; k < held; k++)
+        PyBuffer_Release(&bufs[k]);
+    PyBuffer_Release(&name);
+    return result;
+}
+#endif
 
 /* crc32c(data) -> int: this module's CRC32C, for the tests that hold it to
  * the crc32c package's. */
@@ -363,6 +747,14 @@ static PyMethodDef methods[] = {
     {"same_rows", (PyCFunction)(void (*)(void))same_rows, METH_FASTCALL,
      "Whether a batch's rows are one run (masked header words, stepping sequence numbers); "
      "their payloads joined, else None; False if asked to check CRC32Cs and one is wrong."},
+    {"scan_run", (PyCFunction)(void (*)(void))scan_run, METH_FASTCALL,
+     "batch.scan's common case: a GRO batch whose full rows are one run, checked and joined; else None."},
+    {"encode_heads", (PyCFunction)(void (*)(void))encode_heads, METH_FASTCALL,
+     "Write the headers and CRC32C trailers of a train whose payloads stay in the sender's buffer."},
+#if HAVE_SENDMMSG
+    {"send_trains", (PyCFunction)(void (*)(void))send_trains, METH_FASTCALL,
+     "Send GSO trains in one sendmmsg, one message each with its UDP_SEGMENT size."},
+#endif
     {"crc32c", crc32c_py, METH_O, "CRC32C of a buffer."},
     {NULL, NULL, 0, NULL},
 };
@@ -379,6 +771,7 @@ PyMODINIT_FUNC PyInit__batch(void)
     __builtin_cpu_init();
     hardware_crc = __builtin_cpu_supports("sse4.2") ? 1 : 0;
 #endif
+    init_x2n();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -23,7 +23,9 @@ Where the project's C extension `gannet.wire._batch` is built (and the CPU
 has a CRC32C instruction), it does the per-row work of both, each in one
 call: `encode_rows` writes every row of a train with its trailer,
 `same_rows` checks that a batch's rows are one run (and, asked to, that
-each row's CRC32C is correct) and joins their payloads. What a row holds, which fields must match and where they lie are
+each row's CRC32C is correct) and joins their payloads, `scan_run` does
+all of `scan` for a batch off the wire that is one run, and `encode_heads`
+writes a `SourceTrain`'s headers and trailers. What a row holds, which fields must match and where they lie are
 decided here and passed to it; the numpy and one-row-at-a-time code below
 is its Python equivalent, which runs where it is missing and under
 GANNET_PURE=1 (tests/core/test_batch_native.py holds the two to the same
@@ -60,6 +62,9 @@ _MIN_DATA = SHORT_SIZE + 1 + TRAILER_SIZE  # a short-form segment with data
 _OVERHEAD = SHORT_SIZE + TRAILER_SIZE
 _SEQ_AT = 8  # where the sequence number is in the short header
 _TSVAL_AT = 16
+# Where the short header's fields lie (SHORT: form, flags, window, dst,
+# seq, ack, TSval), for the C primitive's scan_run.
+_FIELDS = (0, 1, 2, 4, _SEQ_AT, 12, _TSVAL_AT)
 _CRC = struct.Struct("<I")
 _U32 = struct.Struct("!I")  # a sequence number or a timestamp
 # Below this many rows the numpy calls cost more than the Python loop
@@ -263,6 +268,99 @@ def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
     return train
 
 
+# Runs of datagrams this large or larger (path MTU discovery's) leave as
+# SourceTrains where the I/O adapter asks for them (Endpoint.source_trains):
+# a row or a few per train, so a sendmsg of header, payload and trailer
+# buffers costs the kernel little, and the copy into a train it saves is
+# 64 KB a datagram. Below, the kernel's cost per buffer (two a row) is more
+# than the copy (BENCHMARKS.md, "Path MTU discovery's datagrams without a
+# copy"), and the run is written into a Train.
+GATHER_FROM = NATIVE_BELOW
+
+
+class SourceTrain:
+    """A train whose payloads stay where the sender's buffer holds them.
+
+    `heads` holds, for each row, its header and then its CRC32C trailer
+    (SHORT_SIZE + TRAILER_SIZE bytes a row): what `encode_run` writes around
+    each payload. An I/O adapter sends it in one sendmsg of `pieces()`, so
+    the kernel's copy of each payload byte is the only one; what cannot
+    send it that way (one datagram at a time, an observer, an error that
+    needs the datagram) takes `train()`, the same datagrams in one buffer."""
+
+    __slots__ = ("size", "heads", "buf", "offset", "length", "mss")
+
+    def __init__(self, size: int, heads: bytearray, buf: Any, offset: int, length: int, mss: int) -> None:
+        self.size = size  # the datagram size (the last row may be shorter)
+        self.heads = heads
+        self.buf = buf  # the payloads: buf[offset : offset + length], not to change
+        self.offset = offset
+        self.length = length
+        self.mss = mss
+
+    @property
+    def count(self) -> int:
+        return -(-self.length // self.mss)
+
+    def __len__(self) -> int:
+        """The bytes of its datagrams, as len() of the `Train` they make."""
+        return self.length + self.count * _OVERHEAD
+
+    def pieces(self) -> list[memoryview]:
+        """The train's bytes in order, as buffers for one sendmsg: row 0's
+        header, its payload, its trailer with row 1's header (adjacent in
+        `heads`), the next payload, and so on."""
+        heads = memoryview(self.heads)
+        mss, offset, length = self.mss, self.offset, self.length
+        src = memoryview(self.buf)[offset : offset + length]
+        if length <= mss:  # one row (path MTU discovery's common train)
+            return [heads[:SHORT_SIZE], src, heads[SHORT_SIZE:]]
+        last = self.count - 1
+        out = [heads[:SHORT_SIZE]]
+        for k in range(last + 1):
+            at = k * _OVERHEAD + SHORT_SIZE
+            out.append(src[k * mss : (k + 1) * mss])
+            out.append(heads[at : at + (_OVERHEAD if k < last else TRAILER_SIZE)])
+        return out
+
+    def train(self) -> Train:
+        """The same datagrams as one `Train` (a copy of every byte)."""
+        train = Train(b"".join(self.pieces()))
+        train.size = self.size
+        train._parts = None
+        return train
+
+
+def encode_source(dst_cid: int, run: SegmentRun) -> SourceTrain:
+    """`run` as a `SourceTrain` for connection `dst_cid`: the datagrams of
+    `encode_run(dst_cid, run)`, the payloads left where `run.buf` holds
+    them. Each row's CRC32C runs over its header and then its payload, in
+    place: with the C rows primitive, every row in one call (each payload
+    in three parts side by side, their CRCs combined), else a row at a time
+    with the crc32c package."""
+    mss, seq, length, offset = run.mss, run.seq, run.length, run.offset
+    count = -(-length // mss)
+    heads = bytearray(count * _OVERHEAD)
+    if _c is not None:
+        # Every row in one call (the loop below is its Python equivalent).
+        header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
+        _c.encode_heads(heads, header, run.buf, offset, seq, mss, length, run.last_flags, _SEQ_AT)
+        return SourceTrain(SHORT_SIZE + mss + TRAILER_SIZE, heads, run.buf, offset, length, mss)
+    pack, pack_crc = SHORT.pack_into, _CRC.pack_into
+    flags, wnd, ack, tsval = run.flags, run.wnd, run.ack, run.tsval
+    last = count - 1
+    with memoryview(run.buf) as src:
+        for k in range(count):
+            at = k * _OVERHEAD
+            pack(heads, at, SHORT_FORM, flags if k < last else run.last_flags, wnd, dst_cid,
+                 (seq + k * mss) & _MASK32, ack, tsval)
+            start = offset + k * mss
+            crc = crc32c(src[start : start + mss if k < last else offset + length],
+                         crc32c(heads[at : at + SHORT_SIZE]))
+            pack_crc(heads, at + SHORT_SIZE, crc)
+    return SourceTrain(SHORT_SIZE + mss + TRAILER_SIZE, heads, run.buf, offset, length, mss)
+
+
 def _encode_loop(train: Train, header: bytes, run: SegmentRun, size: int, trailers: bool = True) -> None:
     """`encode_run`'s rows one at a time: for a few rows (a PMTU-sized
     segment sent alone, the end of a flight), cheaper than numpy's set-up."""
@@ -300,6 +398,18 @@ def scan(buf: bytes | bytearray | memoryview, seg: int, authenticated: bool = Fa
     just it, for `decode` to parse or reject. The trailers of `authenticated`
     datagrams (see datagram.peek_short) are not read.
     """
+    if _c is not None and not authenticated and type(buf) is memoryview:
+        # The common case, a batch whose full rows are one run, in one call:
+        # what the code below does for it (None: anything else, which the
+        # code below handles from the start).
+        one = _c.scan_run(buf, seg, VECTOR_MIN, _SAME, _FIELDS, SHORT_SIZE, SHORT_FORM, ACK, PSH, CRC_RESIDUE)
+        if one is not None:
+            runs = [one]
+            n = len(buf)
+            full = n - n % seg
+            if full < n:
+                _scan_loop(buf, full, seg, runs)
+            return runs
     n = len(buf)
     view = buf if type(buf) is memoryview else memoryview(buf)
     if not n:

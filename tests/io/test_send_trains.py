@@ -1,0 +1,183 @@
+"""Several GSO trains in one sendmmsg (wire/_batch.c's send_trains, through
+io/endpoint.py's `_send_trains`): the same datagrams as a sendmsg of each
+(its equivalent, which runs without the extension), one system call; what
+the kernel does not take, or refuses, goes on one train at a time through
+`_send_train`, which meets the error as before."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import socket
+
+import pytest
+
+from gannet.config import Config
+from gannet.io import endpoint as endpoint_mod
+from gannet.io.endpoint import AioEndpoint, gso_supported, make_udp_socket, sockaddr_of
+from gannet.wire.batch import Train, encode_run
+from gannet.wire.segment import ACK, PSH, SegmentRun
+
+from test_batching import bulk_transfer, run
+
+pytestmark = pytest.mark.timeout(30)
+
+NATIVE = endpoint_mod._send_trains
+
+
+def _kernel_gso() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return gso_supported(s)
+
+
+needs_gso = pytest.mark.skipif(not _kernel_gso(), reason="kernel without UDP_SEGMENT")
+needs_native = pytest.mark.skipif(NATIVE is None, reason="gannet.wire._batch's send_trains is not built here")
+
+
+def _trains(rng: random.Random, n: int) -> list[Train]:
+    out = []
+    for k in range(n):
+        mss = rng.choice([1448, 1000, 100])
+        count = rng.randint(2, 44)
+        data = rng.randbytes(mss * count - rng.randint(0, mss - 1))
+        out.append(encode_run(rng.getrandbits(32) or 1, SegmentRun(k, 1, ACK, ACK | PSH, 9, 9, 9, data, 0,
+                                                                  len(data), mss)))
+    return out
+
+
+def _receiver(family: int, host: str) -> socket.socket:
+    rx = socket.socket(family, socket.SOCK_DGRAM)
+    rx.bind((host, 0))
+    rx.settimeout(5)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    return rx
+
+
+@needs_native
+@needs_gso
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_send_trains_puts_each_trains_datagrams_on_the_wire_in_order(family, host):
+    try:
+        rx = _receiver(family, host)
+    except OSError:
+        pytest.skip(f"no {host}")
+    with rx, socket.socket(family, socket.SOCK_DGRAM) as tx:
+        trains = _trains(random.Random(1), 6)
+        assert NATIVE(tx.fileno(), trains, sockaddr_of(family, rx.getsockname())) == len(trains)
+        want = [d for t in trains for d in t.datagrams()]
+        assert [rx.recv(70000) for _ in want] == want
+
+
+@needs_native
+def test_send_trains_raises_the_sockets_error_and_refuses_what_is_not_a_train():
+    trains = _trains(random.Random(2), 2)
+    name = sockaddr_of(socket.AF_INET, ("127.0.0.1", 9))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fd = s.fileno()
+    s.close()
+    with pytest.raises(OSError) as info:
+        NATIVE(fd, trains, name)
+    assert info.value.errno == errno.EBADF
+    one = Train(b"x" * 100)
+    one.size = 100  # one datagram: a sendto's, not a GSO train's
+    with pytest.raises(ValueError):
+        NATIVE(fd, [one], name)
+
+
+def test_what_sockaddr_of_does_not_pack_is_none():
+    assert sockaddr_of(socket.AF_INET, ("localhost", 9)) is None
+    assert sockaddr_of(socket.AF_INET, ("127.0.0.1", 70000)) is None
+    assert sockaddr_of(socket.AF_INET6, ("fe80::1%nosuchif", 9, 0, 0)) is None
+    assert len(sockaddr_of(socket.AF_INET, ("127.0.0.1", 9)) or b"") == 16
+    assert len(sockaddr_of(socket.AF_INET6, ("::1", 9, 0, 0)) or b"") == 28
+
+
+@pytest.fixture
+def aep():
+    loop = asyncio.new_event_loop()
+    sock = make_udp_socket(socket.AF_INET, ("127.0.0.1", 0))
+    ep = AioEndpoint(sock, Config(), loop, gso=True, gro=False)
+    ep.gso = True
+    yield ep
+    ep.close()
+    loop.close()
+
+
+@needs_native
+@needs_gso
+def test_the_adapter_sends_a_passs_trains_in_one_call(aep):
+    with _receiver(socket.AF_INET, "127.0.0.1") as rx:
+        trains = _trains(random.Random(3), 5)
+        addr = rx.getsockname()
+        extra = b"lone datagram"
+        assert aep._transmit([(t, addr) for t in trains] + [(extra, addr)]) == 6
+        want = [d for t in trains for d in t.datagrams()] + [extra]
+        assert [rx.recv(70000) for _ in want] == want
+        st = aep.io_stats
+        assert (st.send_calls, st.gso_calls, st.datagrams_sent) == (2, 5, len(want))
+
+
+def _calls(aep, monkeypatch, took):
+    """`_send_trains`' native call replaced: takes `took` trains (or raises
+    it, an OSError); the socket's own sendmsg records what `_send_train`
+    sends one at a time."""
+    seen, single = [], []
+
+    def fake(fd, trains, name):
+        seen.append(len(trains))
+        if isinstance(took, OSError):
+            raise took
+        return took
+
+    monkeypatch.setattr(endpoint_mod, "_send_trains", fake)
+    real = aep.sock
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def sendmsg(self, bufs, anc, flags, addr):
+            if isinstance(took, OSError) and took.errno == errno.EAGAIN:
+                raise BlockingIOError(errno.EAGAIN, "full")
+            single.append(bytes(bufs[0]))
+            return len(bufs[0])
+
+    aep.sock = Recording()
+    return seen, single
+
+
+@pytest.mark.parametrize("took", [0, 2, 4])
+def test_the_trains_it_did_not_take_go_one_at_a_time(aep, monkeypatch, took):
+    seen, single = _calls(aep, monkeypatch, took)
+    trains = _trains(random.Random(4), 4)
+    assert aep._transmit([(t, ("127.0.0.1", 9)) for t in trains]) == 4
+    assert seen[0] == 4
+    assert single == [bytes(t) for t in trains[took:]]
+    assert aep.io_stats.datagrams_sent == sum(len(t.datagrams()) for t in trains)
+
+
+def test_a_refused_call_leaves_the_trains_to_send_train(aep, monkeypatch):
+    seen, single = _calls(aep, monkeypatch, BlockingIOError(errno.EAGAIN, "full"))
+    trains = _trains(random.Random(5), 3)
+    aep._send([(t, ("127.0.0.1", 9)) for t in trains])
+    assert seen == [3] and single == []
+    assert [d for d, _ in aep._backlog] == trains and aep._writing  # all kept, in order
+
+
+@needs_native
+@needs_gso
+def test_a_plaintext_transfer_sends_its_trains_together(monkeypatch):
+    monkeypatch.delenv("GANNET_NO_GSO", raising=False)
+    took = []
+
+    def counted(fd, trains, name):
+        took.append(NATIVE(fd, trains, name))
+        return took[-1]
+
+    monkeypatch.setattr(endpoint_mod, "_send_trains", counted)
+    client, server = run(bulk_transfer(4 * 1024 * 1024, insecure=True, pmtud=False, mtu=1472))
+    st = client.io_stats
+    assert took and max(took) >= 2  # calls that sent several trains
+    assert st.send_calls < st.gso_calls  # fewer system calls than trains
+    assert st.send_errors == 0 and st.datagrams_sent == client.stats.datagrams_sent
