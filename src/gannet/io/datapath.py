@@ -539,7 +539,10 @@ def send(p: DatagramPath, out: Outgoing) -> None:
         backlog.extend(out)
         return
     if len(out) == 1 and p.gso and p._shortcut:
-        data, addr = out[0]
+        # (Read as objects: a SourceTrain, which is no bytes, may be the one
+        # item, and the compiled build checks a typed tuple as it unpacks.)
+        items: list[Any] = out
+        data, addr = items[0]
         if type(data) is not Train and type(data) is not SourceTrain:
             # One datagram (a message, a reply, an ACK): what _transmit_gso
             # does with it, without its run machinery.
