@@ -255,7 +255,19 @@ def _env_on(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
-        argv = sys.argv[1:]
+        # The process's own command line: no collection walks what start-up
+        # makes until the command's loop first waits (gannet._startup).
+        from .. import _startup
+
+        _startup.pause()
+        try:
+            return _main(sys.argv[1:])
+        finally:
+            _startup.resume(freeze=False)  # (a command that ran no loop)
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
