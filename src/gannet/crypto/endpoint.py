@@ -192,6 +192,8 @@ class Security:
 
 @dataclass(slots=True)
 class SecurityStats:
+    """What the security layer did with datagrams and handshakes (counts)."""
+
     sealed: int = 0
     opened: int = 0
     unauthenticated_dropped: int = 0

@@ -33,6 +33,8 @@ class TransferError(Exception):
 
 @dataclass
 class Source:
+    """A file to send, as `collect` found it."""
+
     path: str  # the name on the wire (relative, "/"-separated)
     local: str  # where it is read, as named on the command line or found below a directory
     size: int
@@ -41,6 +43,8 @@ class Source:
 
 @dataclass
 class SendResult:
+    """What a `send_files` run did."""
+
     ok: list[str] = field(default_factory=list)  # wire paths verified by the receiver
     failed: dict[str, str] = field(default_factory=dict)  # wire path -> reason
     sent_bytes: int = 0  # file bytes streamed in this run
