@@ -9,10 +9,11 @@ start-up). So the command line (`gannet.cli.main.main`, for the process's
 own command line only) raises the young generation's threshold above what
 start-up allocates (`pause`), and the command's loop ends the pause when
 it first waits (`resume`, called by `gannet.io.loops.run`): what start-up
-made is frozen out of later collections (`gc.freeze`: it would survive
-them all anyway) and the thresholds are the ones before. A command that
-runs no loop keeps the raised threshold, under which its garbage is still
-collected, in larger batches.
+made is frozen out of later collections (`gc.freeze`: nearly all of it
+lives as long as the process; the few cycles it leaves behind, such as
+the argument parser's, stay too) and the thresholds are the ones before.
+A command that runs no loop keeps the raised threshold, under which its
+garbage is still collected, in larger batches.
 """
 
 from __future__ import annotations
