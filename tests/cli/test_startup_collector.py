@@ -50,7 +50,7 @@ def test_a_sender_runs_no_collection_on_its_way_to_the_syn(tmp_path):
             [sys.executable, "-c", _COUNT_TO_THE_SYN, "send", str(sent),
              f"127.0.0.1:{peer.getsockname()[1]}", "--code", "7-guitar-october",
              "--connect-timeout", "5"],
-            capture_output=True, text=True, timeout=60, env=env)
+            capture_output=True, text=True, timeout=60, env=env, check=False)  # (ends at its SYN)
     marker = [line for line in out.stderr.splitlines() if line.startswith("-- SYN:")]
     assert marker, out.stderr[-2000:]
     assert marker[0] == f"-- SYN: 0 collections, threshold {_startup.START_UP_THRESHOLD} --"
@@ -107,16 +107,16 @@ def test_a_command_that_runs_no_loop_gets_its_thresholds_back(monkeypatch):
 
 
 def test_pause_and_resume_restore_the_thresholds():
-    out = subprocess.run(
-        [sys.executable, "-c",
-         "import gc, json\n"
-         "from gannet import _startup\n"
-         "gc.set_threshold(500, 7, 9)\n"
-         "_startup.pause(); _startup.pause()\n"  # (a second pause changes nothing)
-         "paused = gc.get_threshold()\n"
-         "_startup.resume(freeze=False); _startup.resume()\n"  # (nor a second resume)
-         "print(json.dumps([paused, gc.get_threshold(), gc.get_freeze_count()]))\n"],
-        capture_output=True, text=True, timeout=60, check=True)
+    # (a second pause changes nothing, nor does a second resume)
+    probe = ("import gc, json\n"
+             "from gannet import _startup\n"
+             "gc.set_threshold(500, 7, 9)\n"
+             "_startup.pause(); _startup.pause()\n"
+             "paused = gc.get_threshold()\n"
+             "_startup.resume(freeze=False); _startup.resume()\n"
+             "print(json.dumps([paused, gc.get_threshold(), gc.get_freeze_count()]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         check=True)
     paused, after, frozen = json.loads(out.stdout.strip().splitlines()[-1])
     assert paused == [_startup.START_UP_THRESHOLD, 7, 9]
     assert after == [500, 7, 9] and frozen == 0
