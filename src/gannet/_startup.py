@@ -12,8 +12,10 @@ it first waits (`resume`, called by `gannet.io.loops.run`): what start-up
 made is frozen out of later collections (`gc.freeze`: nearly all of it
 lives as long as the process; the few cycles it leaves behind, such as
 the argument parser's, stay too) and the thresholds are the ones before.
-A command that runs no loop keeps the raised threshold, under which its
-garbage is still collected, in larger batches.
+A command that runs on no loop of Gannet's (an echo server, netlab) ends
+the pause as its work begins (`gannet.cli.main`); and the threshold is
+raised, not the collector turned off, so that a pause nothing ended
+would still collect, in larger batches.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from __future__ import annotations
 import gc
 
 # Above the net allocations of a sender's start-up (about 35,000 objects to
-# its SYN), so that none of its collections run; not off, so that a command
-# that never resumes still collects.
+# its SYN), so that none of its collections run.
 START_UP_THRESHOLD = 200_000
 
 _before: tuple[int, int, int] | None = None  # the thresholds a pause replaced

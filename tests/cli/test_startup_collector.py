@@ -90,10 +90,12 @@ def test_the_loop_ends_the_pause_when_the_command_first_waits():
     assert collected >= 1  # what is made from then on is collected as before
 
 
-def test_a_command_that_runs_no_loop_gets_its_thresholds_back(monkeypatch):
-    """main() for the process's command line ends the pause on its way out
-    (without freezing: no loop ran); with an argv given (a caller's, not the
-    process's) it leaves the collector alone."""
+def test_a_command_that_runs_no_loop_ends_the_pause_itself(monkeypatch, tmp_path):
+    """main() for the process's command line: a command that runs on no
+    loop of Gannet's ends the pause as its work begins (an echo server
+    runs for hours); one that stops at its parser, on its way out (without
+    freezing). With an argv given (a caller's, not the process's) the
+    collector is left alone."""
     calls = []
     monkeypatch.setattr(_startup, "pause", lambda: calls.append("pause"))
     monkeypatch.setattr(_startup, "resume", lambda freeze=True: calls.append(("resume", freeze)))
@@ -104,6 +106,11 @@ def test_a_command_that_runs_no_loop_gets_its_thresholds_back(monkeypatch):
     with pytest.raises(SystemExit):
         cli_main.main()
     assert calls == ["pause", ("resume", False)]
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", ["gannet", "--no-stats", "diagnose", str(tmp_path / "none")])
+    assert cli_main.main() == 1  # (no such file)
+    assert calls == ["pause", ("resume", True), ("resume", False)]
+    assert "send" in cli_main._ON_THE_LOOP and set(cli_main._ON_THE_LOOP) <= set(cli_main.COMMANDS)
 
 
 def test_pause_and_resume_restore_the_thresholds():

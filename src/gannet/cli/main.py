@@ -45,6 +45,11 @@ COMMANDS = {
     "trust": ("identity", "list, add or remove pinned server keys"),
 }
 
+# The commands that run on gannet.io.loops.run, which ends the collector's
+# start-up pause when their loop first waits (gannet._startup); any other
+# command ends it as its work begins.
+_ON_THE_LOOP = frozenset({"send", "receive", "client", "server", "chat", "tunnel", "bench"})
+
 # Top-level options that take a value (`_command_in` skips the value).
 _VALUED = ("--qlog", "--pcap")
 
@@ -274,6 +279,10 @@ def _main(argv: list[str]) -> int:
         parser.print_help(sys.stderr)
         return 2
     _setup_logging(args.debug)
+    if args.command not in _ON_THE_LOOP:
+        from .. import _startup
+
+        _startup.resume()  # (no loop of ours will: an echo server or netlab runs for long)
     try:
         _start_observing(args)
         return int(args.func(args) or 0)
