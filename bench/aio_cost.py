@@ -53,15 +53,28 @@ async def main(n, insecure, measured=contextlib.nullcontext):
     return sent
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("count", type=int, nargs="?", default=10000, help="round trips (after 200 to settle)")
-    p.add_argument("--uvloop", action="store_true", help="on uvloop (as Gannet's own programs run)")
+def parse_args(doc: str, count: int, uvloop: bool) -> argparse.Namespace:
+    """The command line of this workload's scripts (this one and
+    bench/aio_lines.py), with their own defaults: round trips, the loop
+    (`--uvloop` / `--no-uvloop`), `--insecure`."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("count", type=int, nargs="?", default=count, help="round trips (after 200 to settle)")
+    p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=uvloop,
+                   help="on uvloop (as Gannet's own programs run), or on asyncio's own loop")
     p.add_argument("--insecure", action="store_true", help="no encryption (the plaintext row)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def run(coro, uvloop: bool):
+    """`coro` on uvloop's loop or asyncio's."""
     factory = None
-    if args.uvloop:
-        import uvloop
-        factory = uvloop.new_event_loop
+    if uvloop:
+        import uvloop as _uvloop
+        factory = _uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main(args.count, args.insecure))
+        return runner.run(coro)
+
+
+if __name__ == "__main__":
+    args = parse_args(__doc__, 10000, uvloop=False)
+    run(main(args.count, args.insecure), args.uvloop)

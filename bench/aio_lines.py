@@ -12,7 +12,7 @@ Tracing slows the run about tenfold, so a timer fires now and then that
 does not fire untraced: the datagrams per round trip are printed (2.00
 means none did).
 """
-import argparse, asyncio, collections, contextlib, os, sys
+import collections, contextlib, os, sys
 
 import gannet
 
@@ -49,18 +49,9 @@ def counting(lines, calls):
     return measured
 
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument("count", type=int, nargs="?", default=2000, help="round trips (after 200 to settle)")
-p.add_argument("--no-uvloop", action="store_true", help="on asyncio's own loop")
-p.add_argument("--insecure", action="store_true", help="no encryption (the plaintext row)")
-args = p.parse_args()
-factory = None
-if not args.no_uvloop:
-    import uvloop
-    factory = uvloop.new_event_loop
+args = aio_cost.parse_args(__doc__, 2000, uvloop=True)
 lines, calls = collections.Counter(), collections.Counter()
-with asyncio.Runner(loop_factory=factory) as runner:
-    sent = runner.run(aio_cost.main(args.count, args.insecure, counting(lines, calls)))
+sent = aio_cost.run(aio_cost.main(args.count, args.insecure, counting(lines, calls)), args.uvloop)
 n = args.count
 print(f"{sent / n:.2f} datagrams and {sum(lines.values()) / n:.1f} lines of Python per round trip "
       "(both sides; the driver's included)")

@@ -34,6 +34,17 @@ file, the compressor), -> the bytes on the receiver's disk.
     python bench/startup.py --src /tmp/old/src --src src   # both, in the same rounds
     python bench/startup.py --runs 30 --json out.json
     python bench/startup.py --importtime 7       # and what `gannet send` imports
+    python bench/startup.py --to-syn 30 --src /tmp/old/src --src src   # to the SYN only
+    python bench/startup.py --to-syn 1 --instructions --src /tmp/old/src --src src
+
+To the SYN (``--to-syn N``, instead of the rounds above): `gannet send`
+(with a code) to a UDP port that never answers, ended by an audit hook at
+its first ``socket.sendto`` (the SYN, before it leaves): N rounds, the
+trees in alternating order, the wall clock from spawn to exit and the CPU
+time, and each tree's median ratio to the first's. With
+``--instructions``, the instructions the process executed to that point
+under valgrind instead (callgrind; the same from run to run whatever the
+machine's load, but blind to cache misses and page faults).
     python bench/startup.py --host localhost     # the sender resolves the name
 
 Gannet runs as ``python -m gannet`` with PYTHONPATH set to the source tree
@@ -47,6 +58,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -272,6 +284,61 @@ def importtime(src: Path, runs: int) -> list[tuple[str, float, float]]:
     return [(name, c, s) for name, (c, s) in best.items()]
 
 
+# Runs `gannet` as `python -m gannet` would, and ends the process at its
+# first sendto (the SYN), before the datagram leaves.
+_TO_SYN_HOOK = (
+    "import os, runpy, sys\n"
+    "def hook(event, args):\n"
+    "    if event == 'socket.sendto':\n"
+    "        os._exit(0)\n"
+    "sys.addaudithook(hook)\n"
+    "sys.argv = ['gannet', *sys.argv[1:]]\n"
+    "runpy.run_module('gannet', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def to_syn(sources: list[Path], runs: int, instructions: bool) -> dict:
+    """Each tree's process start to its first sendto: per tree, the wall
+    and CPU medians (ms) and their median ratios to the first tree's, or
+    with `instructions` the median instruction count (valgrind)."""
+    walls: dict[Path, list[float]] = {src: [] for src in sources}
+    cpus: dict[Path, list[float]] = {src: [] for src in sources}
+    with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # (receives the SYN, never answers)
+        f = Path(tmp) / "file.bin"
+        f.write_bytes(os.urandom(FILE_SIZE))
+        send = ["send", str(f), f"127.0.0.1:{silent.getsockname()[1]}", "--code", "7-guitar-october"]
+        for i in range(runs + 1):  # round 0 warms the bytecode caches
+            for src in sources if i % 2 else sources[::-1]:
+                env = {**env_for(src), "XDG_RUNTIME_DIR": tmp, "XDG_CONFIG_HOME": tmp}
+                if instructions:
+                    env["PYTHONHASHSEED"] = "0"
+                    out = subprocess.run(
+                        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                         sys.executable, "-c", _TO_SYN_HOOK, *send],
+                        env=env, capture_output=True, text=True, check=True)
+                    count = next(int(line.rsplit(":", 1)[1].replace(",", ""))
+                                 for line in out.stderr.splitlines() if "Collected" in line)
+                    if i:
+                        walls[src].append(count)
+                    continue
+                took, cpu = time_process(["-c", _TO_SYN_HOOK, *send], env)
+                if i:
+                    walls[src].append(took * 1000)
+                    cpus[src].append(cpu * 1000)
+    first = sources[0]
+    out: dict = {}
+    for src in sources:
+        row: dict = {"median": statistics.median(walls[src]), "min": min(walls[src]),
+                     "ratio": round(ratio(walls[src], walls[first]), 3)}
+        if not instructions:
+            row.update(cpu_median=statistics.median(cpus[src]),
+                       cpu_ratio=round(ratio(cpus[src], cpus[first]), 3))
+        out[str(src)] = row
+    return out
+
+
 def ratio(xs: list[float], ys: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(xs, ys))
 
@@ -320,9 +387,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="no pcap at the receiver, no phase breakdown")
     p.add_argument("--importtime", type=int, default=0, metavar="N",
                    help="also list what `gannet send` imports (-X importtime, minimum of N runs)")
+    p.add_argument("--to-syn", type=int, default=0, metavar="N",
+                   help="only time each tree's start to its SYN, N rounds (see above)")
+    p.add_argument("--instructions", action="store_true",
+                   help="with --to-syn: count instructions (valgrind) instead of time")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
     sources = args.src or [SRC]
+    if args.to_syn:
+        load_before = os.getloadavg()
+        rows = to_syn(sources, args.to_syn, args.instructions)
+        unit = "instructions" if args.instructions else "ms"
+        print(f"to the SYN, {args.to_syn} rounds ({unit}), load average {load_before[0]:.1f} -> "
+              f"{os.getloadavg()[0]:.1f}")
+        for src, row in rows.items():
+            cpu = (f"; CPU median {row['cpu_median']:.1f} ms, {row['cpu_ratio']:.3f}x"
+                   if "cpu_median" in row else "")
+            fmt = ",.0f" if args.instructions else ".1f"
+            print(f"  {src}: median {row['median']:{fmt}} (min {row['min']:{fmt}}), "
+                  f"{row['ratio']:.3f}x the first{cpu}")
+        if args.json:
+            args.json.write_text(json.dumps({"to_syn": rows, "unit": unit, "runs": args.to_syn,
+                                             "machine": machine_info()}, indent=2) + "\n")
+        return 0
     load_before = os.getloadavg()
     peers: dict[str, list[float]] = {name: [] for name in PEERS}
     peers_cpu: dict[str, list[float]] = {name: [] for name in PEERS}

@@ -24,6 +24,11 @@ _HINTS: dict | None = None  # Config's field types, read once
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a connection, each documented below; immutable
+    (`with_` makes a changed copy). (A docstring of its own also spares
+    the dataclass decorator from making one out of the 53-field signature
+    at every start.)"""
+
     # --- segments -------------------------------------------------------
     mss: int = 65000
     """Largest payload per segment, announced in the SYN as what we accept;

@@ -182,10 +182,15 @@ def test_a_sender_imports_before_its_syn_nothing_it_needs_only_after(tmp_path, o
     each argument's metavar; it brings bz2 and lzma), known_hosts (read
     when the SYN-ACK brings the server's key) and the pcap writer (the
     observer is on for the stats socket, but nothing is captured); with a
-    code, the key files' modules (identity, PSK), as no key file is read."""
+    code, the key files' modules (identity, PSK), as no key file is read,
+    pathlib (with urllib.parse and ipaddress: the files to send are
+    collected with os.path), and cryptography's OpenSSL backend (with its
+    RSA, EC and padding modules: the ephemeral X25519 key is made without
+    it; an identity key read from its file brings it)."""
     imported = imported_before_the_syn(tmp_path, *options)
     later = imported & {"shutil", "gannet.crypto.known_hosts", "gannet.observe.pcap"}
     assert not later, later
     if "--code" in options:  # (without one, the client's identity key is read)
-        later = imported & {"gannet.crypto.identity", "gannet.crypto.psk"}
+        later = imported & {"gannet.crypto.identity", "gannet.crypto.psk", "pathlib",
+                            "cryptography.hazmat.backends.openssl.backend"}
         assert not later, later

@@ -78,17 +78,38 @@ class Tap:
         self.ep.handle_timer(now)
 
 
-def _world(seed: int, *, insecure: bool = False):
+def _world(seed: int, *, insecure: bool = False, config: Config = CONFIG,
+           link: LinkConfig | None = None):
     # (20 Mbit/s: a transfer of a few MB takes about a second)
-    sim = Simulator(seed=seed, default_link=LinkConfig(delay=0.005, bandwidth=2_500_000, queue_bytes=200_000))
+    link = link or LinkConfig(delay=0.005, bandwidth=2_500_000, queue_bytes=200_000)
+    sim = Simulator(seed=seed, default_link=link)
     key = X25519PrivateKey.generate()
     sec_s = Security(insecure=True) if insecure else Security(static=key)
     sec_c = Security(insecure=True) if insecure else Security(server_key=key.public_key().public_bytes_raw())
-    server = SecureEndpoint(CONFIG, sim.make_rng("server"), security=sec_s)
-    client = SecureEndpoint(CONFIG, sim.make_rng("client"), security=sec_c)
+    server = SecureEndpoint(config, sim.make_rng("server"), security=sec_s)
+    client = SecureEndpoint(config, sim.make_rng("client"), security=sec_c)
     sim.add_node(SERVER, server)
     server.listen()
     return sim, server, client
+
+
+def _connected(sim: Simulator, server, client, first: bytes, until: float):
+    """The client, at CLIENT, connects and sends `first`; run to `until`;
+    (the client's connection, the server's, which read `first`)."""
+    sim.add_node(CLIENT, client)
+    conn = client.connect(SERVER, sim.now)
+    conn.send(first)
+    sim.run(until=until)
+    peer = server.accept()
+    assert peer is not None and peer.recv(100) == first
+    return conn, peer
+
+
+def _rebind(sim: Simulator, client) -> None:
+    """The NAT gives the client's flow a new source port: its datagrams now
+    come from MOVED, and only what is sent to MOVED reaches it."""
+    sim.remove_node(client)
+    sim.add_node(MOVED, client)
 
 
 def _transfer(sim: Simulator, server, client, data: bytes, until: float = 30.0):
@@ -127,10 +148,7 @@ def test_a_transfer_whose_client_changes_source_port_midway_completes_verified()
     moved_at = {}
 
     def rebind():
-        # The NAT gives the client's flow a new source port: its datagrams
-        # now come from MOVED, and only what is sent to MOVED reaches it.
-        sim.remove_node(client)
-        sim.add_node(MOVED, client)
+        _rebind(sim, client)
         moved_at["t"] = sim.now
 
     sim.call_at(0.5, rebind)
@@ -218,14 +236,8 @@ def test_a_plaintext_connection_does_not_follow_its_peer():
     not move; after a NAT rebinding the client's datagrams are dropped and
     counted, and the connection ends as an unreachable peer would."""
     sim, server, client = _world(14, insecure=True)
-    sim.add_node(CLIENT, client)
-    conn = client.connect(SERVER, sim.now)
-    conn.send(b"before")
-    sim.run(until=0.2)
-    peer = server.accept()
-    assert peer is not None and peer.recv(100) == b"before"
-    sim.remove_node(client)
-    sim.add_node(MOVED, client)
+    conn, peer = _connected(sim, server, client, b"before", 0.2)
+    _rebind(sim, client)
     sim.call_at(0.3, conn.send, b"after")
     sim.run(until=1.5)
     assert peer.remote_addr == CLIENT
@@ -237,11 +249,7 @@ def test_a_plaintext_connection_does_not_follow_its_peer():
 def test_a_reset_size_datagram_from_a_new_address_is_no_migration():
     # (a reset never opens: it cannot start a validation either)
     sim, server, client = _world(15)
-    sim.add_node(CLIENT, client)
-    conn = client.connect(SERVER, sim.now)
-    conn.send(b"x")
-    sim.run(until=0.2)
-    peer = server.accept()
+    _, peer = _connected(sim, server, client, b"x", 0.2)
     server.receive_datagram(seal_header(0, peer.local_cid, 5) + bytes(RESET_SIZE - 8), ATTACKER, sim.now)
     assert server.security_stats.resets_forged == 1
     assert server.security_stats.path_challenges_sent == 0 and peer.remote_addr == CLIENT
@@ -252,22 +260,10 @@ def test_a_peer_that_moves_while_idle_is_followed_on_its_keep_alive():
     keep-alive probes, which the connection drops as old (they sit below
     its window): authenticated, they still draw the challenge that moves
     the peer, and data flows to the new address after."""
-    sim = Simulator(seed=16, default_link=LinkConfig(delay=0.005))
-    key = X25519PrivateKey.generate()
-    config = Config(pmtud=False, keepalive_idle=0.5, keepalive_interval=0.25)
-    server = SecureEndpoint(config, sim.make_rng("server"), security=Security(static=key))
-    client = SecureEndpoint(config, sim.make_rng("client"),
-                            security=Security(server_key=key.public_key().public_bytes_raw()))
-    sim.add_node(SERVER, server)
-    sim.add_node(CLIENT, client)
-    server.listen()
-    conn = client.connect(SERVER, sim.now)
-    conn.send(b"hello")
-    sim.run(until=0.1)
-    peer = server.accept()
-    assert peer is not None and peer.recv(100) == b"hello"
-    sim.remove_node(client)
-    sim.add_node(MOVED, client)
+    sim, server, client = _world(16, config=Config(pmtud=False, keepalive_idle=0.5, keepalive_interval=0.25),
+                                 link=LinkConfig(delay=0.005))
+    conn, peer = _connected(sim, server, client, b"hello", 0.1)
+    _rebind(sim, client)
     dropped = peer.stats.dropped_segments
     sim.run(until=1.5)  # idle: only keep-alive probes cross
     assert peer.stats.dropped_segments > dropped  # (the probes, judged old by the connection)

@@ -49,19 +49,49 @@ def _restart_server(pair: Pair, security: Security) -> None:
     pair.server.listen()
 
 
-def _after_restart(security: Security, steps: int, client: Security | None = None):
-    """Connect, exchange data, restart the server, send again; run `steps`
-    steps of 1 ms (simulated) or until the connection ends."""
-    pair = Pair(client or Security(), security, config=CONFIG)
-    conn, _ = _established(pair)
-    _restart_server(pair, security)
+def _send_until_it_ends(pair: Pair, conn, steps: int) -> float:
+    """`conn` (whose peer restarted) sends; run `steps` steps of 1 ms
+    (simulated) or until it ends in error; the simulated time that took."""
     start = pair.now
     conn.send(b"are you there?")
     for _ in range(steps):
         if conn.error is not None:
             break
         pair.step()
-    return pair, conn, pair.now - start
+    return pair.now - start
+
+
+def _forged_resets_change_nothing(pair: Pair, endpoint: SecureEndpoint, addr: str, local, remote,
+                                  forged: list[bytes], right: bytes) -> None:
+    """Each of `forged` reaches `endpoint` from its peer's address `addr`,
+    then `right` (a true reset) from another address: every one is counted
+    as forged and none as received, `local` (the connection there) stays
+    established and still delivers to `remote`, and nothing answered a
+    reset."""
+    for d in forged:
+        endpoint.receive_datagram(d, addr, pair.now)
+    endpoint.receive_datagram(right, "elsewhere", pair.now)
+    stats = endpoint.security_stats
+    assert (stats.resets_forged, stats.resets_received) == (len(forged) + 1, 0)
+    assert local.error is None and local.state.name == "ESTABLISHED"
+    local.send(b"still here")
+    got = bytearray()
+
+    def received():
+        got.extend(remote.recv(100))
+        return got == b"still here"
+
+    pair.run(received, 200)
+    assert stats.resets_sent == 0
+
+
+def _after_restart(security: Security, steps: int, client: Security | None = None):
+    """Connect, exchange data, restart the server, send again
+    (`_send_until_it_ends`)."""
+    pair = Pair(client or Security(), security, config=CONFIG)
+    conn, _ = _established(pair)
+    _restart_server(pair, security)
+    return pair, conn, _send_until_it_ends(pair, conn, steps)
 
 
 def test_a_restarted_server_resets_the_connection_and_the_client_fails_at_once():
@@ -106,22 +136,8 @@ def test_a_forged_reset_changes_nothing_and_is_counted():
     ]
     right = reset_token(reset_key(security), conn.remote_cid)
     forged.append(encode_reset(conn.remote_cid ^ 1, right, rng.randbytes(17)))  # another connection
-    for d in forged:
-        pair.client.receive_datagram(d, "s", pair.now)
-    pair.client.receive_datagram(encode_reset(conn.remote_cid, right, rng.randbytes(17)), "elsewhere",
-                                 pair.now)  # the right token, from another address
-    stats = pair.client.security_stats
-    assert (stats.resets_forged, stats.resets_received) == (4, 0)
-    assert conn.error is None and conn.state.name == "ESTABLISHED"
-    conn.send(b"still here")
-    got = bytearray()
-
-    def received():
-        got.extend(srv.recv(100))
-        return got == b"still here"
-
-    pair.run(received, 200)
-    assert pair.client.security_stats.resets_sent == 0  # nothing answered a reset
+    _forged_resets_change_nothing(pair, pair.client, "s", conn, srv, forged,
+                                  encode_reset(conn.remote_cid, right, rng.randbytes(17)))
 
 
 def _junk(cid: int, n: int, rng: random.Random) -> bytes:
@@ -183,9 +199,15 @@ def test_a_reset_in_time_wait_ends_nothing_in_error():
     conn.close(pair.now)
     srv.close(pair.now)
     pair.run(lambda: conn.state.name == "TIME_WAIT", 1000)
-    token = reset_token(reset_key(security), conn.remote_cid)
-    pair.client.receive_datagram(encode_reset(conn.remote_cid, token, bytes(17)), "s", pair.now)
-    assert pair.client.security_stats.resets_received == 1
+    _reset_in_time_wait(pair, pair.client, "s", conn, reset_token(reset_key(security), conn.remote_cid))
+
+
+def _reset_in_time_wait(pair: Pair, endpoint: SecureEndpoint, addr: str, conn, token: bytes) -> None:
+    """A true reset (with `token`) reaches `endpoint` from its peer's
+    address `addr` while `conn` waits in TIME_WAIT: it is taken, and the
+    connection stays a clean close."""
+    endpoint.receive_datagram(encode_reset(conn.remote_cid, token, bytes(17)), addr, pair.now)
+    assert endpoint.security_stats.resets_received == 1
     assert conn.error is None and conn.state.name == "TIME_WAIT"
 
 
@@ -230,19 +252,12 @@ def _token_given(pair: Pair, conn) -> None:
 
 def _after_client_restart(client: Security, steps: int, server: Security | None = None):
     """Connect, exchange data, let the client give its token, restart the
-    client, have the server send; run `steps` steps of 1 ms (simulated) or
-    until the server's side ends."""
+    client, have the server send (`_send_until_it_ends`)."""
     pair = Pair(client, server or Security(static=X25519PrivateKey.generate()), config=CONFIG)
     conn, srv = _established(pair)
     _token_given(pair, conn)
     _restart_client(pair, client)
-    start = pair.now
-    srv.send(b"are you there?")
-    for _ in range(steps):
-        if srv.error is not None:
-            break
-        pair.step()
-    return pair, conn, srv, pair.now - start
+    return pair, conn, srv, _send_until_it_ends(pair, srv, steps)
 
 
 def test_the_client_gives_the_server_its_token_sealed_after_the_handshake():
@@ -340,22 +355,8 @@ def test_a_forged_reset_for_the_clients_id_is_counted_and_changes_nothing():
         encode_reset(cid, reset_token(key, cid, True), rng.randbytes(17)),
         encode_reset(cid ^ 1, reset_token(key, cid, False), rng.randbytes(17)),  # another connection
     ]
-    for d in forged:
-        pair.server.receive_datagram(d, "c", pair.now)
-    pair.server.receive_datagram(encode_reset(cid, reset_token(key, cid, False), rng.randbytes(17)),
-                                 "elsewhere", pair.now)  # the right token, from another address
-    stats = pair.server.security_stats
-    assert (stats.resets_forged, stats.resets_received) == (5, 0)
-    assert srv.error is None and srv.state.name == "ESTABLISHED"
-    srv.send(b"still here")
-    got = bytearray()
-
-    def received():
-        got.extend(conn.recv(100))
-        return got == b"still here"
-
-    pair.run(received, 200)
-    assert pair.server.security_stats.resets_sent == 0  # nothing answered a reset
+    _forged_resets_change_nothing(pair, pair.server, "c", srv, conn, forged,
+                                  encode_reset(cid, reset_token(key, cid, False), rng.randbytes(17)))
 
 
 def test_a_clients_reset_in_time_wait_ends_nothing_in_error():
@@ -370,10 +371,7 @@ def test_a_clients_reset_in_time_wait_ends_nothing_in_error():
     pair.run(lambda: conn.eof, 1000)
     conn.close(pair.now)
     pair.run(lambda: srv.state.name == "TIME_WAIT", 1000)
-    token = reset_token(reset_key(client), srv.remote_cid, False)
-    pair.server.receive_datagram(encode_reset(srv.remote_cid, token, bytes(17)), "c", pair.now)
-    assert pair.server.security_stats.resets_received == 1
-    assert srv.error is None and srv.state.name == "TIME_WAIT"
+    _reset_in_time_wait(pair, pair.server, "c", srv, reset_token(reset_key(client), srv.remote_cid, False))
 
 
 def test_a_client_with_the_servers_identity_is_no_reset_oracle_for_it():

@@ -45,6 +45,11 @@ COMMANDS = {
     "trust": ("identity", "list, add or remove pinned server keys"),
 }
 
+# The commands that run on gannet.io.loops.run, which ends the collector's
+# start-up pause when their loop first waits (gannet._startup); any other
+# command ends it as its work begins.
+_ON_THE_LOOP = frozenset({"send", "receive", "client", "server", "chat", "tunnel", "bench"})
+
 # Top-level options that take a value (`_command_in` skips the value).
 _VALUED = ("--qlog", "--pcap")
 
@@ -255,13 +260,29 @@ def _env_on(name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
-        argv = sys.argv[1:]
+        # The process's own command line: no collection walks what start-up
+        # makes until the command's loop first waits (gannet._startup).
+        from .. import _startup
+
+        _startup.pause()
+        try:
+            return _main(sys.argv[1:])
+        finally:
+            _startup.resume(freeze=False)  # (a command that ran no loop)
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     _setup_logging(args.debug)
+    if args.command not in _ON_THE_LOOP:
+        from .. import _startup
+
+        _startup.resume()  # (no loop of ours will: an echo server or netlab runs for long)
     try:
         _start_observing(args)
         return int(args.func(args) or 0)

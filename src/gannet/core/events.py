@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)
 class Event:
+    """Something that happened to `conn`."""
+
     conn: Connection
 
 

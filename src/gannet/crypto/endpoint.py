@@ -120,7 +120,7 @@ from .handshake import (
     _peer_failed_message,
     start_code_exchange,
 )
-from .noise import hkdf
+from .noise import generate_keypair, hkdf
 from .protection import (
     NATIVE_ROW_MAX,
     NATIVE_ROWS,
@@ -192,6 +192,8 @@ class Security:
 
 @dataclass(slots=True)
 class SecurityStats:
+    """What the security layer did with datagrams and handshakes (counts)."""
+
     sealed: int = 0
     opened: int = 0
     unauthenticated_dropped: int = 0
@@ -913,7 +915,7 @@ class SecureEndpoint(Endpoint):
         answered."""
         sec = self.security
         if self._static is None:
-            self._static = X25519PrivateKey.generate()
+            self._static = generate_keypair()
         started, self._code_started = self._code_started, None
         if sec.code is not None:
             self.prepare_due = True  # (the next hello's: after this one's SYN-ACK left)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Coroutine, TypeVar
 
+from .. import _startup
 from .endpoint import _env_off
 
 __all__ = ["new_event_loop", "run"]
@@ -33,6 +34,14 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)` on `new_event_loop()`'s loop."""
+    """`asyncio.run(main)` on `new_event_loop()`'s loop. When `main` first
+    waits (a client: once its SYN is out), the garbage collector's start-up
+    pause ends (gannet._startup)."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(main)
+        return runner.run(_resume_collector_when_waiting(main))
+
+
+async def _resume_collector_when_waiting(main: Coroutine[Any, Any, T]) -> T:
+    # (called before `main` runs, this callback runs once it yields to the loop)
+    asyncio.get_running_loop().call_soon(_startup.resume)
+    return await main

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from pathlib import Path
 
 from ..config import Config
 from ..crypto.code import normalize_code
@@ -31,6 +30,8 @@ def has_aes() -> bool:
 
 @functools.cache
 def _identity(directory: str | None):
+    from pathlib import Path
+
     from ..crypto.identity import load_identity
 
     return load_identity(Path(directory) if directory else None)
@@ -67,10 +68,12 @@ def security_for(config: Config) -> Security:
     file named) for an unreadable key or PSK file, or a bad code or key."""
     if config.insecure:
         return Security(insecure=True, has_aes=has_aes())
-    # The key files' modules are imported only for the settings that use
-    # them: an endpoint with a code reads no file.
+    # The key files' modules (and pathlib) are imported only for the
+    # settings that use them: an endpoint with a code reads no file.
     psk = pin = None
     if config.psk_file:
+        from pathlib import Path
+
         from ..crypto.psk import load_psk
 
         psk = load_psk(Path(config.psk_file))

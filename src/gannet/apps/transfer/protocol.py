@@ -54,6 +54,8 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class FileEntry:
+    """One file of a header: where it goes, its size, its permissions."""
+
     path: str  # relative, "/"-separated, validated
     size: int
     mode: int  # permission bits only (0o777)
@@ -61,6 +63,8 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Header:
+    """A parsed and validated header line."""
+
     files: list[FileEntry]
     dirs: list[str]
     compression: list[str]
