@@ -183,14 +183,11 @@ def test_a_sender_imports_before_its_syn_nothing_it_needs_only_after(tmp_path, o
     when the SYN-ACK brings the server's key) and the pcap writer (the
     observer is on for the stats socket, but nothing is captured); with a
     code, the key files' modules (identity, PSK), as no key file is read,
-    pathlib (with urllib.parse and ipaddress: the files to send are
-    collected with os.path), and cryptography's OpenSSL backend (with its
-    RSA, EC and padding modules: the ephemeral X25519 key is made without
-    it; an identity key read from its file brings it)."""
+    and pathlib (with urllib.parse and ipaddress: the files to send are
+    collected with os.path)."""
     imported = imported_before_the_syn(tmp_path, *options)
     later = imported & {"shutil", "gannet.crypto.known_hosts", "gannet.observe.pcap"}
     assert not later, later
     if "--code" in options:  # (without one, the client's identity key is read)
-        later = imported & {"gannet.crypto.identity", "gannet.crypto.psk", "pathlib",
-                            "cryptography.hazmat.backends.openssl.backend"}
+        later = imported & {"gannet.crypto.identity", "gannet.crypto.psk", "pathlib"}
         assert not later, later

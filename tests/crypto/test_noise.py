@@ -115,36 +115,3 @@ def test_misuse_raises():
         HandshakeState(False)
     with pytest.raises(ValueError):
         i.set_psk(b"x" * 32)
-
-
-def test_generate_keypair_is_cryptographys_x25519_without_its_backend_module():
-    """GENERATE_KEYPAIR() and DH() go to cryptography's X25519 module
-    directly (with the installed cryptography: a newer one that moved it
-    would fail here, and run through the public methods), and their keys
-    and shared secrets are those of the public classes."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
-    from gannet.crypto import noise
-
-    assert noise._x25519 is not None
-    ours, theirs = noise.generate_keypair(), X25519PrivateKey.generate()
-    assert isinstance(ours, X25519PrivateKey) and ours.private_bytes_raw() != theirs.private_bytes_raw()
-    assert noise.dh(ours, noise.public_bytes(theirs)) == theirs.exchange(
-        X25519PublicKey.from_public_bytes(noise.public_bytes(ours)))
-    with pytest.raises(NoiseError):
-        noise.dh(ours, bytes(32))  # a low-order point: refused by cryptography, as before
-
-
-def test_in_fips_mode_keys_come_through_the_public_methods(monkeypatch):
-    """OpenSSL in FIPS mode has no X25519: the public methods' own check
-    (and error) applies, as when they are called."""
-    from gannet.crypto import noise
-
-    calls = []
-    monkeypatch.setattr(noise, "_fips_enabled", lambda: True)
-    monkeypatch.setattr(noise.X25519PrivateKey, "generate", classmethod(lambda cls: calls.append("generate")))
-    monkeypatch.setattr(noise.X25519PublicKey, "from_public_bytes",
-                        classmethod(lambda cls, data: calls.append("from_public_bytes")))
-    noise.generate_keypair()
-    noise._public_key(bytes(32))
-    assert calls == ["generate", "from_public_bytes"]

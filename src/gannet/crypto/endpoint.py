@@ -120,7 +120,7 @@ from .handshake import (
     _peer_failed_message,
     start_code_exchange,
 )
-from .noise import generate_keypair, hkdf
+from .noise import hkdf
 from .protection import (
     NATIVE_ROW_MAX,
     NATIVE_ROWS,
@@ -915,7 +915,7 @@ class SecureEndpoint(Endpoint):
         answered."""
         sec = self.security
         if self._static is None:
-            self._static = generate_keypair()
+            self._static = X25519PrivateKey.generate()
         started, self._code_started = self._code_started, None
         if sec.code is not None:
             self.prepare_due = True  # (the next hello's: after this one's SYN-ACK left)

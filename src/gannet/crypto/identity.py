@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from .noise import generate_keypair, public_bytes
+from .noise import public_bytes
 
 KEY_SIZE = 32
 IDENTITY_FILE = "identity"
@@ -111,7 +111,7 @@ def load_identity(directory: Path | None = None, *, create: bool = True) -> X255
     except FileNotFoundError:
         if not create:
             raise
-        key = generate_keypair()
+        key = X25519PrivateKey.generate()
         try:
             write_secret_file(path, (encode_key(key.private_bytes_raw()) + "\n").encode("ascii"))
         except FileExistsError:  # another process made it first: use theirs

@@ -22,27 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-# cryptography's X25519 module (what the public classes' `generate` and
-# `from_public_bytes` return from, once they checked that OpenSSL is not in
-# FIPS mode, which has no X25519). The public methods import that check's
-# home, cryptography's OpenSSL backend, with its RSA, EC, padding and OID
-# modules: about 5 ms before a client's SYN that X25519 does not use. The
-# same check is made here, with the same call; a cryptography whose X25519
-# lives elsewhere is used through its public methods.
-_x25519: Any = None
-try:
-    from cryptography.hazmat.bindings._rust import openssl as _openssl
-
-    _x25519 = _openssl.x25519
-    _fips_enabled = _openssl.is_fips_enabled
-except (ImportError, AttributeError):  # pragma: no cover - another cryptography
-    pass
 
 DHLEN = 32
 HASHLEN = 32
@@ -61,25 +44,11 @@ def public_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
     return pub.public_bytes_raw()  # (not public_bytes(Encoding.Raw, ...): no serialization import)
 
 
-def generate_keypair() -> X25519PrivateKey:
-    """GENERATE_KEYPAIR() (section 4.1): `X25519PrivateKey.generate()`."""
-    if _x25519 is None or _fips_enabled():
-        return X25519PrivateKey.generate()  # (in FIPS mode: its UnsupportedAlgorithm)
-    return _x25519.generate_key()
-
-
-def _public_key(public: bytes) -> X25519PublicKey:
-    """`X25519PublicKey.from_public_bytes(public)`."""
-    if _x25519 is None or _fips_enabled():
-        return X25519PublicKey.from_public_bytes(public)
-    return _x25519.from_public_bytes(public)
-
-
 def dh(private: X25519PrivateKey, public: bytes) -> bytes:
     """DH(key_pair, public_key) (section 4.1). An all-zero result (a low-order
     point sent by an attacker) is refused by `cryptography` itself."""
     try:
-        return private.exchange(_public_key(public))
+        return private.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:
         raise NoiseError(f"bad public key: {exc}") from None
 
@@ -222,7 +191,7 @@ class HandshakeState:
 
     def _write_e(self) -> bytes:
         if self.e is None:
-            self.e = generate_keypair()
+            self.e = X25519PrivateKey.generate()
         pub = public_bytes(self.e)
         self.symmetric.mix_hash(pub)
         if self.psk_mode:  # section 9.2: e also mixes into the key with a PSK
