@@ -65,6 +65,10 @@ _NOTHING_QUEUED: Final = bytes(4)  # FIONREAD's answer: no datagram queued
 # buffer and one copy of each payload cost less than a new object a read.
 SPLIT_FROM: Final = 16384
 _SPLIT_MIN: Final = SHORT_SIZE + TRAILER_SIZE
+# What a split read takes in all: the largest UDP datagram or GRO batch (64
+# KB). Not RECV_SIZE: a new object a read, shrunk to its datagram, leaves
+# little beside it in the heap, and a freed payload's block fits the next.
+SPLIT_SIZE: Final = 65536
 RECV_SIZE: Final = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 
 log = logging.getLogger("gannet.io")

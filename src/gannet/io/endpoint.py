@@ -71,7 +71,7 @@ from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
 from .datapath import (DROPPED as _DROPPED, FALLBACK as _FALLBACK, GRO_CMSG_SPACE,  # noqa: F401
                        MSG_TRUNC, PROCESS_ROUNDS, RECV_BATCH, RECV_CALLS, SOL_UDP, STOP as _STOP,
-                       RECV_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
+                       RECV_SIZE, SPLIT_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -733,7 +733,7 @@ class AioEndpoint(DatagramPath):
         # the core's receive_parts keeps (datapath.receive_gro).
         if self._batch_passed_on[1] is not None and Receptacle is not None:
             self._parts_passed_on = MethodType(Endpoint.receive_parts, ep)
-            self._split = [bytearray(SHORT_SIZE), Receptacle(RECV_SIZE - SHORT_SIZE)]
+            self._split = [bytearray(SHORT_SIZE), Receptacle(SPLIT_SIZE - SHORT_SIZE)]
         # A plaintext endpoint's runs of large datagrams (path MTU
         # discovery's) leave as SourceTrains: the payloads stay in the send
         # buffer and one sendmsg gathers them with their headers and
