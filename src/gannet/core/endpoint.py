@@ -52,6 +52,7 @@ from ..wire.datagram import (
     decode,
     encode,
     peek_short,
+    peek_short_parts,
 )
 from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
@@ -316,29 +317,56 @@ class Endpoint:
                 return
         else:
             # The common short-form ACK or data segment: its header is read
-            # and checked; header prediction may take it without a Segment.
-            dst, flags, seq, ack, wnd, tsval = head
-            # The core keeps the payload: a copy (slicing bytes makes one;
-            # compiled, this is a native slice rather than a call to bytes()).
+            # and checked. The core keeps the payload: a copy (slicing bytes
+            # makes one; compiled, this is a native slice rather than a call
+            # to bytes()).
             payload: bytes
             if type(data) is bytes:
                 payload = data[SHORT_SIZE:-TRAILER_SIZE]
             else:
                 payload = bytes(data[SHORT_SIZE:-TRAILER_SIZE])
-            conn = self._conns.get(dst)
-            if (
-                conn is not None
-                and conn.remote_cid
-                and (addr is conn.remote_addr or addr == conn.remote_addr)
-                and conn.on_predicted(seq, ack, wnd, tsval, payload, now)
-            ):
-                return
-            seg = Segment(seq, ack, flags, wnd, payload)
-            seg.tsval = tsval
-            src = None
+            self._on_short(head, payload, addr, now, fast, authenticated)
+            return
         if dst == 0:
             self._on_connectionless(seg, src, addr, now, len(data))
             return
+        self._on_segment_for(dst, src, seg, addr, now, fast, authenticated)
+
+    def receive_parts(self, head: bytes | bytearray, payload: bytes, trailer: bytes, addr: object,
+                      now: float) -> None:
+        """One datagram received in three parts: its first SHORT_SIZE bytes,
+        the rest but the last TRAILER_SIZE, and those (io/datapath.py's
+        receive of a large datagram straight into a bytes object of its
+        own). A short-form segment's payload is kept as it is, without the
+        copy `_receive_one` makes; anything else is joined and goes there."""
+        self.stats.datagrams_received += 1
+        fields = peek_short_parts(head, payload, trailer)
+        if fields is None:
+            self._receive_one(head + payload + trailer, addr, now, True)
+            return
+        self._on_short(fields, payload, addr, now, True, False)
+
+    def _on_short(self, head: tuple[int, int, int, int, int, int], payload: bytes, addr: object,
+                  now: float, fast: bool, authenticated: bool) -> None:
+        """A checked short-form ACK or data segment (`peek_short`'s fields):
+        header prediction may take it without a Segment."""
+        dst, flags, seq, ack, wnd, tsval = head
+        conn = self._conns.get(dst)
+        if (
+            conn is not None
+            and conn.remote_cid
+            and (addr is conn.remote_addr or addr == conn.remote_addr)
+            and conn.on_predicted(seq, ack, wnd, tsval, payload, now)
+        ):
+            return
+        seg = Segment(seq, ack, flags, wnd, payload)
+        seg.tsval = tsval
+        self._on_segment_for(dst, None, seg, addr, now, fast, authenticated)
+
+    def _on_segment_for(self, dst: int, src: int | None, seg: Segment, addr: object, now: float,
+                        fast: bool, authenticated: bool) -> None:
+        """A decoded segment for connection `dst` (not 0): to its connection,
+        after the checks of who may send it."""
         conn = self._conns.get(dst)
         if conn is None:
             self.stats.unknown_connection += 1

@@ -44,7 +44,8 @@ from ..core.events import (AllDataAcknowledged, ConnectionAvailable, ConnectionE
                            ConnectionTerminated, DataReceived, Event, SendSpaceAvailable,
                            StreamEnded)
 from ..crypto.endpoint import HandshakeRefused
-from ..wire.batch import SourceTrain, Train
+from ..wire.batch import Receptacle, SourceTrain, Train
+from ..wire.datagram import SHORT_SIZE, TRAILER_SIZE
 
 if TYPE_CHECKING:
     from .endpoint import Handler, Outgoing, SockAddr
@@ -59,6 +60,15 @@ MSG_TRUNC: Final = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flag
 _NATIVE: Final = sys.byteorder
 _NOTHING_QUEUED: Final = bytes(4)  # FIONREAD's answer: no datagram queued
 
+# From this size up a datagram is read straight into a bytes object of its
+# own (receive_gro): below it, a GRO batch of smaller datagrams in the shared
+# buffer and one copy of each payload cost less than a new object a read.
+SPLIT_FROM: Final = 16384
+_SPLIT_MIN: Final = SHORT_SIZE + TRAILER_SIZE
+# What a split read takes in all: the largest UDP datagram or GRO batch (64
+# KB). Not RECV_SIZE: a new object a read, shrunk to its datagram, leaves
+# little beside it in the heap, and a freed payload's block fits the next.
+SPLIT_SIZE: Final = 65536
 RECV_SIZE: Final = 65536 * 2  # a GRO batch can hold up to 64 KB of payload; room to spare
 
 log = logging.getLogger("gannet.io")
@@ -116,6 +126,9 @@ class IoStats:
     gro_batches: int = 0
     """Receives that carried more than one datagram (UDP GRO)."""
     truncated: int = 0
+    uncopied: int = 0
+    """Datagrams read with their payload straight into a bytes object the
+    core kept (path MTU discovery's large ones, see receive_gro)."""
     loop_calls: int = 0
     """Callbacks the event loop ran for this endpoint (readiness, timer,
     flush): each one a wake-up of the loop's thread."""
@@ -150,6 +163,12 @@ class DatagramPath:
     _drive: Any  # _Drive | None
     _preparer: Any  # SecureEndpoint | None
     _batch_passed_on: tuple[int, Callable[..., None] | None]
+    # Path MTU discovery's datagrams without the user-space copy (see
+    # receive_gro): the plain core's receive_parts, bound, and the header
+    # buffer and Receptacle a large datagram is read into; None where the
+    # C extension is missing or the core is not the plain endpoint's.
+    _parts_passed_on: Callable[..., None] | None = None
+    _split: list[Any] | None = None  # [bytearray(SHORT_SIZE), Receptacle]
     on_available: Callable[[Connection], None] | None
     on_refused: Callable[[HandshakeRefused], None] | None
     _rbuf: bytearray
@@ -177,6 +196,7 @@ class DatagramPath:
     _backlog: deque[tuple[bytes | bytearray, SockAddr]] | None = None
     _df: bool = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported: bool = True
+    _large: bool = False  # the last read was one datagram of SPLIT_FROM bytes or more
 
     # ---------------------------------------------------- flushing (entry)
     def request_flush(self) -> None:
@@ -491,12 +511,25 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
     st = p.io_stats
     datagrams = calls = 0
     fd, ioctl, queued, fionread = p._fd, p._ioctl, p._queued, p._fionread
+    # After a read of one datagram of SPLIT_FROM bytes or more (path MTU
+    # discovery's), the next reads go to `split`: the header into a small
+    # buffer and the rest into a Receptacle, whose storage becomes the
+    # payload's bytes object, kept by the core and read by the application
+    # without a copy in user space (the kernel's is the only one). Anything
+    # else read that way is put back together in the shared buffer.
+    split = p._split
+    parts = p._parts_passed_on
+    large = p._large
     with p.lock:
         feed_batch = p.core.receive_batch
         first, passed_on = p._batch_passed_on
         while calls < RECV_CALLS and datagrams < RECV_BATCH:
             try:
-                n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
+                if large and split is not None:
+                    n, anc, flags, addr = recvmsg_into(split, GRO_CMSG_SPACE)
+                else:
+                    large = False
+                    n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 if not calls:
                     p._read_error_queue()  # woken for an error, not for data
@@ -521,6 +554,22 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
             else:
                 seg = 0
                 datagrams += 1
+            if large and split is not None:
+                head = split[0]
+                if not seg and n >= _SPLIT_MIN and head[0] == first and parts is not None:
+                    payload, trailer = split[1].take(n - SHORT_SIZE, TRAILER_SIZE)
+                    st.uncopied += 1
+                    parts(head, payload, trailer, addr, now)  # (what feed_batch would do, without a copy)
+                    large = n >= SPLIT_FROM
+                    if (calls == 1 and ioctl is not None and not ioctl(fd, fionread, queued)
+                            and queued == _NOTHING_QUEUED):
+                        break
+                    continue
+                view[:min(n, SHORT_SIZE)] = head[:n]
+                if n > SHORT_SIZE:
+                    with memoryview(split[1]) as rest:
+                        view[SHORT_SIZE:n] = rest[:n - SHORT_SIZE]
+            large = not seg and n >= SPLIT_FROM and split is not None
             if passed_on is not None and n and view[0] == first:
                 passed_on(view[:n], seg, addr, now)  # (what feed_batch would call, see __init__)
             else:
@@ -528,6 +577,7 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
             if (calls == 1 and ioctl is not None and not ioctl(fd, fionread, queued)
                     and queued == _NOTHING_QUEUED):
                 break
+        p._large = large
         st.recv_calls += calls
         st.datagrams_received += datagrams
         after_receive(p)

@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 import weakref
+from types import MethodType
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -64,12 +65,13 @@ from ..core.connection import Connection, copy_error  # noqa: F401 (re-exported 
 from ..core.endpoint import Endpoint
 from ..core.events import Event
 from ..wire import batch as _batch
-from ..wire.batch import SourceTrain, Train, release
+from ..wire.batch import Receptacle, SourceTrain, Train, release
+from ..wire.datagram import SHORT_SIZE
 from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
 from .datapath import (DROPPED as _DROPPED, FALLBACK as _FALLBACK, GRO_CMSG_SPACE,  # noqa: F401
                        MSG_TRUNC, PROCESS_ROUNDS, RECV_BATCH, RECV_CALLS, SOL_UDP, STOP as _STOP,
-                       RECV_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
+                       RECV_SIZE, SPLIT_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -726,6 +728,12 @@ class AioEndpoint(DatagramPath):
         # them (InsecureEndpoint.batch_passed_on; observed, it says None).
         self._batch_passed_on: tuple[int, Callable[..., None] | None] = (
             (ep.PASSED_ON, ep.batch_passed_on()) if isinstance(ep, InsecureEndpoint) else (-1, None))
+        # ... and its large datagrams (path MTU discovery's) are read with
+        # their payloads straight into bytes objects of their own, which
+        # the core's receive_parts keeps (datapath.receive_gro).
+        if self._batch_passed_on[1] is not None and Receptacle is not None:
+            self._parts_passed_on = MethodType(Endpoint.receive_parts, ep)
+            self._split = [bytearray(SHORT_SIZE), Receptacle(SPLIT_SIZE - SHORT_SIZE)]
         # A plaintext endpoint's runs of large datagrams (path MTU
         # discovery's) leave as SourceTrains: the payloads stay in the send
         # buffer and one sendmsg gathers them with their headers and

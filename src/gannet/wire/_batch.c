@@ -741,6 +741,137 @@ static PyObject *crc32c_py(PyObject *self, PyObject *arg)
     return PyLong_FromUnsignedLong(c);
 }
 
+/* Receptacle(capacity): a receive's destination that becomes a bytes object
+ * without a copy. Its buffer (writable, `capacity` bytes) is the storage of
+ * a new bytes object that nothing else holds; a recvmsg_into writes the
+ * datagram there, and take(n, trailer) hands the first n - trailer bytes over
+ * as that bytes object, shrunk in place (no copy: the allocator gives the
+ * tail back), with the last `trailer` bytes beside it as a bytes of their
+ * own. The next buffer request starts a new bytes object. Path MTU
+ * discovery's payloads go this way from the kernel to the application's
+ * read (io/datapath.py's receive_gro, core/endpoint.py's receive_parts);
+ * the Python equivalent is batch.py's Receptacle, a bytearray and a copy. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *bytes;      /* NULL until a buffer is asked for, and after take */
+    Py_ssize_t capacity;
+    Py_ssize_t exports;
+} Receptacle;
+
+static int receptacle_init(PyObject *o, PyObject *args, PyObject *kwds)
+{
+    Receptacle *r = (Receptacle *)o;
+    Py_ssize_t capacity;
+    static char *kwlist[] = {"capacity", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n", kwlist, &capacity))
+        return -1;
+    if (capacity <= 0) {
+        PyErr_SetString(PyExc_ValueError, "Receptacle: capacity must be positive");
+        return -1;
+    }
+    if (r->exports) {
+        PyErr_SetString(PyExc_BufferError, "Receptacle: its buffer is in use");
+        return -1;
+    }
+    Py_CLEAR(r->bytes);
+    r->capacity = capacity;
+    return 0;
+}
+
+static void receptacle_dealloc(PyObject *o)
+{
+    Py_CLEAR(((Receptacle *)o)->bytes);
+    Py_TYPE(o)->tp_free(o);
+}
+
+static int receptacle_getbuffer(PyObject *o, Py_buffer *view, int flags)
+{
+    Receptacle *r = (Receptacle *)o;
+    if (r->capacity <= 0) {
+        PyErr_SetString(PyExc_ValueError, "Receptacle: not initialised");
+        view->obj = NULL;
+        return -1;
+    }
+    if (r->bytes == NULL) {
+        r->bytes = PyBytes_FromStringAndSize(NULL, r->capacity);
+        if (r->bytes == NULL) {
+            view->obj = NULL;
+            return -1;
+        }
+    }
+    if (PyBuffer_FillInfo(view, o, PyBytes_AS_STRING(r->bytes), r->capacity, 0, flags) < 0)
+        return -1;
+    r->exports++;
+    return 0;
+}
+
+static void receptacle_releasebuffer(PyObject *o, Py_buffer *view)
+{
+    (void)view;
+    ((Receptacle *)o)->exports--;
+}
+
+/* take(n, trailer) -> (bytes of the first n - trailer, bytes of the next trailer) */
+static PyObject *receptacle_take(PyObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    Receptacle *r = (Receptacle *)o;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "take takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t trailer = PyLong_AsSsize_t(args[1]);
+    if (trailer == -1 && PyErr_Occurred())
+        return NULL;
+    if (r->exports) {
+        PyErr_SetString(PyExc_BufferError, "Receptacle: its buffer is in use");
+        return NULL;
+    }
+    if (r->bytes == NULL || trailer < 0 || n < trailer || n > r->capacity) {
+        PyErr_SetString(PyExc_ValueError, "Receptacle.take: nothing received, or not that many bytes");
+        return NULL;
+    }
+    PyObject *tail = PyBytes_FromStringAndSize(PyBytes_AS_STRING(r->bytes) + n - trailer, trailer);
+    if (tail == NULL)
+        return NULL;
+    /* The bytes object is this receptacle's alone (only its storage was
+     * lent, through the buffer, and no buffer is held): it may be resized. */
+    PyObject *body = r->bytes;
+    r->bytes = NULL;
+    if (_PyBytes_Resize(&body, n - trailer) < 0) {
+        Py_DECREF(tail);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, body, tail);
+    Py_DECREF(body);
+    Py_DECREF(tail);
+    return result;
+}
+
+static PyMethodDef receptacle_methods[] = {
+    {"take", (PyCFunction)(void (*)(void))receptacle_take, METH_FASTCALL,
+     "take(n, trailer): what a receive wrote, as (its first n - trailer bytes, the next trailer bytes); "
+     "the first is the buffer's own storage, not a copy."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyBufferProcs receptacle_as_buffer = {receptacle_getbuffer, receptacle_releasebuffer};
+
+static PyTypeObject ReceptacleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gannet.wire._batch.Receptacle",
+    .tp_basicsize = sizeof(Receptacle),
+    .tp_dealloc = receptacle_dealloc,
+    .tp_as_buffer = &receptacle_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A receive's destination whose bytes are handed over as a bytes object without a copy.",
+    .tp_methods = receptacle_methods,
+    .tp_init = receptacle_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef methods[] = {
     {"encode_rows", (PyCFunction)(void (*)(void))encode_rows, METH_FASTCALL,
      "Write a train's rows: header, sequence number, payload, CRC32C trailer."},
@@ -776,6 +907,16 @@ PyMODINIT_FUNC PyInit__batch(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddIntConstant(m, "HARDWARE_CRC", hardware_crc) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&ReceptacleType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ReceptacleType);
+    if (PyModule_AddObject(m, "Receptacle", (PyObject *)&ReceptacleType) < 0) {
+        Py_DECREF(&ReceptacleType);
         Py_DECREF(m);
         return NULL;
     }

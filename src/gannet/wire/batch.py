@@ -88,6 +88,13 @@ _SAME = (0xFF00FFFF | (0xFF & ~PSH) << 16, 0xFFFFFFFF, 0, 0xFFFFFFFF)
 _c: Any = extension("gannet.wire._batch")
 if _c is not None and not _c.HARDWARE_CRC:
     _c = None
+# A receive's destination whose bytes become a bytes object without a copy
+# (see _batch.c): None where the extension is missing or GANNET_PURE=1, and
+# then a large datagram is read into the shared buffer and its payload
+# copied, as every datagram is (io/datapath.py's receive_gro). It needs no
+# CRC32C instruction.
+_ext: Any = _c if _c is not None else extension("gannet.wire._batch")
+Receptacle: Any = _ext.Receptacle if _ext is not None else None
 # Trains of datagrams this large or larger (path MTU discovery's, a row or
 # a few per train) are written by the Python code: a call per row costs
 # nothing beside the row, and the crc32c package runs three lanes over one

@@ -174,9 +174,32 @@ def peek_short(data: bytes | bytearray | memoryview,
     """
     if len(data) < _SHORT_MIN:
         return None
+    head = _short_head(data)
+    if head is None or (not authenticated and _crc32c(data) != CRC_RESIDUE):
+        return None
+    return head
+
+
+def peek_short_parts(head: bytes | bytearray, payload: bytes,
+                     trailer: bytes) -> tuple[int, int, int, int, int, int] | None:
+    """`peek_short` for a datagram received in three parts, its first
+    SHORT_SIZE bytes, the payload, and its last TRAILER_SIZE bytes (a
+    receive that put the payload straight into a bytes object of its own:
+    io/datapath.py's receive_gro). The same checks, the CRC32C over the
+    three parts in order; None for anything else."""
+    if len(head) != SHORT_SIZE or len(trailer) != TRAILER_SIZE:
+        return None
+    fields = _short_head(head)
+    if fields is None or _crc32c(trailer, _crc32c(payload, _crc32c(head))) != CRC_RESIDUE:
+        return None
+    return fields
+
+
+def _short_head(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int] | None:
+    """The short header's fields if they are a short-form ACK or data
+    segment's (peek_short's checks but the CRC), else None."""
     form, flags, wnd, dst, seq, ack, tsval = _unpack_short(data)
-    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst or (
-            not authenticated and _crc32c(data) != CRC_RESIDUE):
+    if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst:
         return None
     return dst, flags, seq, ack, wnd, tsval
 
