@@ -162,7 +162,7 @@ class Socket(SocketPath):
         s.wire = listener.wire
         s.config = listener.config
         s._timeout = _socket.getdefaulttimeout()  # as socket.accept() does
-        s._aep = w.aep
+        s._aep = listener._aep  # (w's endpoint: the listener's)
         s._owns_aep = False
         s._w = w
         s._listening = False
@@ -327,8 +327,10 @@ class Socket(SocketPath):
                 self._wr_shut = True
                 w.conn.shutdown_write(w.aep.now())
             w.cond.notify_all()
-            w.aep.wake_driver()  # a thread driving the endpoint for our recv
-            w.aep.flush_threadsafe()
+            aep = self._aep
+            assert aep is not None  # (connected)
+            aep.wake_driver()  # a thread driving the endpoint for our recv
+            aep.flush_threadsafe()
 
     def close(self, linger: float | None = None) -> None:
         """Graceful close: returns at once (the I/O thread finishes delivery and
