@@ -74,6 +74,11 @@ MODULES = (
     # one-datagram send, dispatch, the timer check): AioEndpoint's native
     # base class, holding the state every message reads
     "gannet.io.datapath",
+    # the blocking Socket's per-call path (send, recv and the wait that
+    # drives the endpoint): Socket's native base class, and the
+    # per-connection waiter its events update (docs/design.md, "What a
+    # blocking `Socket` round trip costs")
+    "gannet.io.sockpath",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside

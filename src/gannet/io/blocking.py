@@ -20,6 +20,11 @@ and when it leaves. The loop thread runs the endpoint only when no caller
 has been inside it for a few milliseconds (keep-alive, retransmission,
 answering a peer while the application is busy elsewhere). One reader and
 one writer thread per connection may use a Socket at the same time.
+
+What each message runs (send, sendall, recv, recv_into, the wait that
+drives the endpoint) is the compiled base class's, `io.sockpath.SocketPath`,
+with the attributes those calls read; this class opens, closes and answers
+the rest.
 """
 
 from __future__ import annotations
@@ -37,11 +42,11 @@ from typing import Any, Callable
 from .. import observe
 from ..config import Config
 from ..core.connection import Connection
-from ..core.events import ConnectionEstablished, ConnectionTerminated, DataReceived, Event, StreamEnded
 from ..core.states import State
 from ..observe.info import ConnectionInfo
 from .endpoint import AioEndpoint, copy_error, make_config, make_udp_socket, resolve
 from .loops import new_event_loop
+from .sockpath import SocketPath, _ConnWaiter, oserror as _oserror
 
 __all__ = ["Socket", "SHUT_RD", "SHUT_WR", "SHUT_RDWR"]
 
@@ -121,45 +126,7 @@ class _LoopThread:
             time.sleep(0.01)
 
 
-class _ConnWaiter:
-    """Per-connection state the loop updates and application threads wait on."""
-
-    def __init__(self, aep: AioEndpoint, conn: Connection) -> None:
-        self.aep = aep
-        self.conn = conn
-        self.cond = threading.Condition(aep.lock)
-        self.established = conn.established
-        self.discard = False
-        self.error: Exception | None = conn.error
-        aep.attach(conn, self.on_event)
-
-    def on_event(self, ev: Event) -> None:  # whoever runs the endpoint's pass, lock held
-        kind = type(ev)
-        if kind is DataReceived or kind is StreamEnded:  # (most events: a message)
-            if self.discard:
-                self.drop_input()
-        elif kind is ConnectionEstablished:
-            self.established = True
-        elif type(ev) is ConnectionTerminated and ev.error is not None:  # (`type`: it narrows `ev`)
-            self.error = ev.error
-        cond = self.cond
-        if cond._waiters:  # type: ignore[attr-defined] # (usually none: the reader drives the endpoint itself)
-            cond.notify_all()
-
-    def drop_input(self) -> None:
-        conn = self.conn
-        while conn.readable_bytes:
-            conn.recv(conn.readable_bytes)
-
-
-def _oserror(code: int, what: str = "") -> OSError:
-    import os
-
-    msg = os.strerror(code)
-    return OSError(code, f"{msg}: {what}" if what else msg)
-
-
-class Socket:
+class Socket(SocketPath):
     """A Gannet stream socket with the blocking `socket.socket` interface.
 
     >>> s = Socket(); s.connect(("127.0.0.1", 9000)); s.sendall(b"hi"); s.recv(100)
@@ -195,7 +162,7 @@ class Socket:
         s.wire = listener.wire
         s.config = listener.config
         s._timeout = _socket.getdefaulttimeout()  # as socket.accept() does
-        s._aep = w.aep
+        s._aep = listener._aep  # (w's endpoint: the listener's)
         s._owns_aep = False
         s._w = w
         s._listening = False
@@ -242,69 +209,6 @@ class Socket:
             self._owns_aep = True
             return
         raise error or _oserror(errno.EAFNOSUPPORT, f"no {self.family!r} address for {host!r}")
-
-    def _wait(self, cond: threading.Condition, ready: Callable[[], bool],
-              deadline: float | None = None) -> None:
-        """With the endpoint's lock held (cond is a Condition of it): wait
-        until ready(), honouring the timeout. The thread drives the endpoint
-        while it waits (reads the socket, runs the core, fires its
-        deadlines); if another thread drives it, it waits on cond, notified
-        by that thread's passes, and is handed the drive when it leaves."""
-        if ready():
-            return
-        timeout = self._timeout
-        if timeout == 0:
-            raise BlockingIOError(errno.EAGAIN, "operation would block")
-        if deadline is None and timeout is not None:
-            deadline = time.monotonic() + timeout
-        aep = self._aep
-        assert aep is not None
-        while True:  # (ready() was False on entry, and is asked again after each wait)
-            left = None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("timed out")
-            if aep.begin_drive():
-                try:
-                    aep.drive(None if left is None else aep.now() + left)
-                finally:
-                    aep.end_drive()
-            else:
-                waiting = aep.drive_waiting()
-                if waiting is None:  # (the endpoint closed before anyone drove it)
-                    cond.wait(left)
-                else:
-                    waiting[cond] = waiting.get(cond, 0) + 1
-                    try:
-                        cond.wait(left)
-                    finally:
-                        if waiting[cond] == 1:
-                            del waiting[cond]
-                        else:
-                            waiting[cond] -= 1
-            if ready():
-                return
-
-    def _can_read(self) -> bool:
-        w = self._w
-        assert w is not None  # (connected)
-        conn = w.conn
-        return conn.readable_bytes > 0 or conn.eof or conn.state is _CLOSED or self._rd_shut \
-            or self._closed
-
-    def _can_write(self) -> bool:
-        w = self._w
-        assert w is not None  # (connected)
-        conn = w.conn
-        return conn.send_space > 0 or conn.error is not None or self._closed or self._wr_shut \
-            or conn.state not in _WRITABLE
-
-    def _connected(self) -> _ConnWaiter:
-        self._check_open()
-        if self._w is None:
-            raise _oserror(errno.ENOTCONN, "socket is not connected")
-        return self._w
 
     # ------------------------------------------------------------ opening
     def bind(self, address: tuple) -> None:
@@ -362,7 +266,7 @@ class Socket:
                 conn = found[0]
                 if conn.state is _CLOSED and conn.error is not None:
                     continue  # reset before we took it
-                w = _ConnWaiter(aep, conn)
+                w = _ConnWaiter(aep, conn, threading.Condition(aep.lock))
                 break
         addr = conn.remote_addr
         assert isinstance(addr, tuple)  # (the core keeps the address recvfrom gave)
@@ -389,7 +293,7 @@ class Socket:
         assert aep is not None
         with aep.lock:
             conn = aep.connect(targets[0], self.config, host)
-            w = _ConnWaiter(aep, conn)
+            w = _ConnWaiter(aep, conn, threading.Condition(aep.lock))
             self._w = w
             aep.flush_threadsafe()  # the SYN leaves from this thread
             if self._timeout == 0:
@@ -406,86 +310,8 @@ class Socket:
                 raise copy_error(w.error or ConnectionResetError("connection closed during the handshake"))
 
     # ---------------------------------------------------------------- data
-    def send(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue what fits in the send buffer (waiting for room); returns the count."""
-        w = self._connected_for_write()
-        if type(data) is not bytes and type(data) is not bytearray:
-            data = memoryview(data).cast("B")
-        if not len(data):
-            return 0
-        with w.aep.lock:
-            return self._send_locked(w, data, None)
-
-    def _connected_for_write(self) -> _ConnWaiter:
-        if self._closed or self._wr_shut:
-            raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
-        w = self._w
-        return w if w is not None else self._connected()
-
-    def _send_locked(self, w: _ConnWaiter, data, deadline: float | None) -> int:
-        """With the lock held: queue what fits of `data` (waiting for room)
-        and hand what the core has ready to the kernel, on this thread."""
-        conn = w.conn
-        while True:
-            if self._closed or self._wr_shut:
-                raise BrokenPipeError(errno.EPIPE, "socket is shut down for writing")
-            # Call send even when full: a short send is what asks the core
-            # for SendSpaceAvailable.
-            n = conn.send(data)  # raises the connection's error, or BrokenPipeError
-            if n:
-                w.aep.flush_threadsafe()  # sent from this thread, at once
-                return n
-            self._wait(w.cond, self._can_write, deadline)
-
-    def sendall(self, data: bytes | bytearray | memoryview) -> None:
-        """Send everything (the timeout, if any, bounds the whole call)."""
-        w = self._connected_for_write()
-        if type(data) is not bytes and type(data) is not bytearray:
-            data = memoryview(data).cast("B")
-        deadline = None if not self._timeout else time.monotonic() + self._timeout
-        total = len(data)
-        with w.aep.lock:
-            sent = self._send_locked(w, data, deadline) if total else 0
-            if sent < total:  # (the rest through a view: slicing bytes would copy them)
-                view = memoryview(data)
-                while sent < total:
-                    sent += self._send_locked(w, view[sent:], deadline)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """Wait for at least one byte; b"" at end of stream."""
-        if not isinstance(bufsize, int) or bufsize < 0:
-            raise ValueError("negative buffersize in recv")
-        if flags:
-            raise ValueError("recv flags are not supported")
-        w = self._w
-        if w is None or self._closed:
-            w = self._connected()  # (raises)
-        if bufsize == 0 or self._rd_shut:
-            return b""
-        conn = w.conn
-        aep = w.aep
-        with aep.lock:
-            self._wait(w.cond, self._can_read)
-            if conn.readable_bytes and not self._rd_shut:
-                data = conn.recv(bufsize)
-                aep.flush_threadsafe()  # the window may have opened
-                return data
-            if conn.error is not None and not conn.eof:
-                raise copy_error(conn.error)
-            return b""
-
-    receive = recv
-
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
-        view = memoryview(buffer).cast("B")
-        if nbytes < 0:
-            raise ValueError("negative buffersize in recv_into")
-        n = nbytes or len(view)
-        if n > len(view):
-            raise ValueError("buffer too small for requested bytes")
-        data = self.recv(n, flags)
-        view[: len(data)] = data
-        return len(data)
+    # send, sendall, recv, recv_into: SocketPath's (io/sockpath.py, compiled)
+    receive = SocketPath.recv
 
     # ------------------------------------------------------------ closing
     def shutdown(self, how: int) -> None:
@@ -501,8 +327,10 @@ class Socket:
                 self._wr_shut = True
                 w.conn.shutdown_write(w.aep.now())
             w.cond.notify_all()
-            w.aep.wake_driver()  # a thread driving the endpoint for our recv
-            w.aep.flush_threadsafe()
+            aep = self._aep
+            assert aep is not None  # (connected)
+            aep.wake_driver()  # a thread driving the endpoint for our recv
+            aep.flush_threadsafe()
 
     def close(self, linger: float | None = None) -> None:
         """Graceful close: returns at once (the I/O thread finishes delivery and
@@ -629,7 +457,6 @@ class Socket:
 
 
 _CLOSED = State.CLOSED  # (an enum member's lookup is slow in Python 3.11: readiness checks ask often)
-_WRITABLE = (State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT)
 _FIN_ACKED = (State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED)
 
 

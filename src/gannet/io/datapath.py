@@ -277,6 +277,19 @@ class DatagramPath:
         is there already: then it returns at once."""
         drive(self, until, ready)
 
+    def begin_drive(self) -> bool:
+        """From an application thread about to wait, with the lock held:
+        become the thread that runs this endpoint until `end_drive`. False
+        if another thread drives it (wait on a Condition of this lock,
+        counted in `drive_waiting()` meanwhile: the driver's passes dispatch
+        the events, and end_drive notifies one waiter of each Condition
+        there) or the endpoint is closed."""
+        return begin_drive(self)
+
+    def end_drive(self) -> None:
+        """With the lock held: this thread stops running the endpoint."""
+        end_drive(self)
+
     # ------------------------------------------------------ network (entry)
     def _on_readable(self) -> None:
         self.io_stats.loop_calls += 1
@@ -355,6 +368,15 @@ class DatagramPath:
         raise NotImplementedError
 
     def _check_callers(self) -> None:
+        raise NotImplementedError
+
+    def _reader_off(self) -> None:
+        raise NotImplementedError
+
+    def _new_drive(self) -> Any:  # a _Drive
+        raise NotImplementedError
+
+    def prepare_soon_threadsafe(self) -> None:
         raise NotImplementedError
 
     def prepare_soon(self) -> None:
@@ -618,6 +640,46 @@ def send(p: DatagramPath, out: Outgoing) -> None:
         if p._backlog is None:
             p._backlog = deque()
         p._backlog.extend(out[i:] if i else out)
+
+
+def begin_drive(p: DatagramPath) -> bool:
+    if p.closed:
+        return False
+    d = p._drive
+    if d is None:
+        d = p._drive = p._new_drive()
+    if d.driving:
+        return False
+    d.driving = True
+    d.after = math.nan
+    if not d.active:
+        d.active = True
+        p._call_loop(p._reader_off)  # once, until the loop takes the socket back
+    return True
+
+
+def end_drive(p: DatagramPath) -> None:
+    d = p._drive
+    assert d is not None
+    d.driving = False
+    d.left_at = p.now()
+    waiting = d.waiting
+    if waiting:
+        for cond in waiting:
+            cond.notify()  # one of them drives next
+    if p.closed:
+        return
+    preparer = p._preparer
+    if preparer is not None and preparer.prepare_due:  # (a hello answered on the way out)
+        p.prepare_soon_threadsafe()
+    # A deadline before the loop's next look needs the loop sooner.
+    deadline = d.after
+    if deadline != deadline:  # (nan: the drive returned before its pass)
+        deadline = p.core.get_timer()
+    if deadline is not None:
+        check_at = d.check_at
+        if check_at is not None and deadline < check_at:
+            p._call_loop(p._check_callers)
 
 
 def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None) -> None:

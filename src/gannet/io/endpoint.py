@@ -811,47 +811,9 @@ class AioEndpoint(DatagramPath):
     # thread no wake-up per message, and an endpoint nobody calls still
     # answers, keeps alive and retransmits.
 
-    def begin_drive(self) -> bool:
-        """From an application thread about to wait, with the lock held:
-        become the thread that runs this endpoint until `end_drive`. False
-        if another thread drives it (wait on a Condition of this lock,
-        counted in `drive_waiting()` meanwhile: the driver's passes dispatch
-        the events, and end_drive notifies one waiter of each Condition
-        there) or the endpoint is closed."""
-        if self.closed:
-            return False
-        d = self._drive
-        if d is None:
-            d = self._drive = _Drive(self._fd)
-        if d.driving:
-            return False
-        d.driving = True
-        d.after = math.nan
-        if not d.active:
-            d.active = True
-            self._call_loop(self._reader_off)  # once, until the loop takes the socket back
-        return True
-
-    def end_drive(self) -> None:
-        """With the lock held: this thread stops running the endpoint."""
-        d = self._drive
-        assert d is not None
-        d.driving = False
-        d.left_at = self.now()
-        if d.waiting:
-            for cond in d.waiting:
-                cond.notify()  # one of them drives next
-        if self.closed:
-            return
-        preparer = self._preparer
-        if preparer is not None and preparer.prepare_due:  # (a hello answered on the way out)
-            self.prepare_soon_threadsafe()
-        # A deadline before the loop's next look needs the loop sooner.
-        deadline = d.after
-        if deadline != deadline:  # (nan: the drive returned before its pass)
-            deadline = self.ep.get_timer()
-        if deadline is not None and d.check_at is not None and deadline < d.check_at:
-            self._call_loop(self._check_callers)
+    # (begin_drive and end_drive are the datagram path's: io/datapath.py)
+    def _new_drive(self) -> _Drive:
+        return _Drive(self._fd)
 
     def drive_waiting(self) -> dict[threading.Condition, int] | None:
         """With the lock held: the Conditions threads wait on while another
