@@ -354,6 +354,14 @@ _ALERT_MESSAGES = {
 # Python subclasses are allowed for an observer (see the module docstring).
 @mypyc_attr(allow_interpreted_subclasses=True)
 class SecureEndpoint(Endpoint):
+    # Slots, for the pure build (compiled, the class is native whatever it
+    # says): there the plain endpoint's attributes and these would make an
+    # instance dict of more than 30 keys, which stops sharing its keys, and
+    # every attribute read of the endpoint, the core's too, would be slower.
+    __slots__ = ("security", "security_stats", "_sessions", "_closing", "_static", "_batch_buf",
+                 "_one_buf", "_one_view", "_observer", "_reset_key", "_reserved_cid",
+                 "_code_started", "prepare_due", "_challenges")
+
     def __new__(cls, config: Config | None = None, rng: random.Random | None = None, *,
                 security: Security | None = None) -> SecureEndpoint:
         # With Security(insecure=True): an InsecureEndpoint (see there).
@@ -1240,6 +1248,8 @@ class InsecureEndpoint(SecureEndpoint):
     goes to the plain endpoint at once; every other method is the plain
     endpoint's own, called directly (a native call) by the overrides
     below, which undo SecureEndpoint's."""
+
+    __slots__ = ()
 
     # A batch whose first byte is this `receive_batch` hands to the plain
     # endpoint's as it is (see `batch_passed_on`).
