@@ -14,7 +14,7 @@ import time
 import pytest
 
 from gannet.cli.main import build_parser
-from listening import start_listening
+from listening import as_foreground, start_listening
 
 GANNET = [sys.executable, "-m", "gannet"]
 pytestmark = pytest.mark.timeout(90)
@@ -35,7 +35,8 @@ def test_stats_lists_live_connections_of_other_processes(tmp_path):
     server, port = _start(["bench", "server", "--host", "127.0.0.1", "--port", "0", "--once"], env,
                           tmp_path / "server.err")
     client = subprocess.Popen(GANNET + ["bench", "client", f"127.0.0.1:{port}", "--time", "60"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              preexec_fn=as_foreground)
     try:
         sockdir = tmp_path / "gannet"
         found = None
