@@ -59,6 +59,11 @@ MODULES = (
     # packet protection's per-datagram and per-batch glue (the AEAD itself
     # is OpenSSL's, through cryptography or gannet.crypto._rows)
     "gannet.crypto.protection",
+    # the security layer's endpoint (sealing and opening at the datagram
+    # boundary): native subclasses of the core's Endpoint, so that the
+    # core's and the adapter's calls into them are native calls
+    # (docs/design.md, "The security layer compiled")
+    "gannet.crypto.endpoint",
     # the limit accounting of Gannet's commands (on for their stats socket):
     # read after every output pass of every connection, so per message it
     # ran as much Python as the rest of the pass (docs/design.md, "The

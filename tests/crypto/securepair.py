@@ -9,18 +9,31 @@ from collections.abc import Callable
 
 from gannet.config import Config
 from gannet.core.events import ConnectionTerminated
-from gannet.crypto.endpoint import SecureEndpoint, Security
+from gannet.crypto.endpoint import InsecureEndpoint, SecureEndpoint, Security
+from gannet.observe.trace import observable
 from gannet.wire.batch import Train
 
 Tap = Callable[[bytes, str], list[bytes]]  # (datagram, "c->s" or "s->c") -> what arrives
 
 
+def make(config: Config, rng: random.Random, security: Security, observed: bool = False) -> SecureEndpoint:
+    """The endpoint SecureEndpoint makes for `security`; `observed`: of its
+    class's Python subclass (gannet.observe.trace.observable), whose
+    instances take an observer's wrappers, or a test's, on the instance,
+    and whose methods the compiled code calls through Python (so that it
+    finds them)."""
+    if not observed:
+        return SecureEndpoint(config, rng, security=security)
+    cls = InsecureEndpoint if security.insecure else SecureEndpoint
+    return observable(cls)(config, rng, security=security)
+
+
 class Pair:
     def __init__(self, client: Security, server: Security, *, config: Config | None = None,
-                 tap: Tap | None = None, batches: bool = False, seed: int = 1):
+                 tap: Tap | None = None, batches: bool = False, seed: int = 1, observed: bool = False):
         config = config or Config(pmtud=False)
-        self.client = SecureEndpoint(config, random.Random(seed), security=client)
-        self.server = SecureEndpoint(config, random.Random(seed + 1), security=server)
+        self.client = make(config, random.Random(seed), client, observed)
+        self.server = make(config, random.Random(seed + 1), server, observed)
         self.server.listen()
         self.tap = tap
         self.batches = batches

@@ -576,7 +576,8 @@ def test_a_full_run_is_sealed_into_one_gso_train():
     from gannet.crypto.endpoint import Security
     from gannet.wire.batch import Train
 
-    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True)
+    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True,
+                observed=True)  # (the spy goes on the instance)
     counts = []
     orig = pair.client.datagrams_to_send
 

@@ -285,19 +285,50 @@ def test_insecure_pair_is_plaintext_and_works():
 
 def test_an_insecure_endpoint_runs_the_plain_endpoints_own_methods():
     """With Security(insecure=True) the endpoint is an InsecureEndpoint:
-    the core's calls to its output methods reach the plain endpoint's own
-    (a Python override would run on every one), it adds no envelope, and an
-    observer can still put its wrappers on the instance."""
+    its output is the plain endpoint's own, datagram for datagram (its
+    output methods are the plain endpoint's: SecureEndpoint's overrides
+    undone), it adds no envelope, and an observer can still put its
+    wrappers on an instance of its observable class. In the compiled
+    build both classes are native (no instance dict: the core's calls to
+    them are native calls)."""
+    from gannet._build import build
+    from gannet.config import Config
     from gannet.core.endpoint import Endpoint
     from gannet.crypto.endpoint import InsecureEndpoint, SecureEndpoint
+    from gannet.observe.trace import observable
 
     ep = SecureEndpoint(None, random.Random(1), security=Security(insecure=True))
     assert type(ep) is InsecureEndpoint and isinstance(ep, SecureEndpoint)
-    for name in ("datagrams_to_send", "_encode_into", "_forget", "_allocate_cid", "datagram_too_big"):
-        assert getattr(InsecureEndpoint, name) is getattr(Endpoint, name), name
     assert ep.datagram_overhead == 0 and ep.run_trailers
-    ep.receive_datagram = ep.receive_datagram  # (what an observer does)
     assert type(SecureEndpoint(None, random.Random(1), security=Security())) is SecureEndpoint
+    if build() == "compiled":
+        assert not hasattr(ep, "__dict__")
+        assert not hasattr(SecureEndpoint(None, random.Random(1), security=Security()), "__dict__")
+    # The same seeded exchange through both: the same datagrams, both ways.
+    config = Config(pmtud=False)
+    outputs = []
+    for make in (lambda seed: Endpoint(config, random.Random(seed)),
+                 lambda seed: SecureEndpoint(config, random.Random(seed), security=Security(insecure=True))):
+        client, server = make(1), make(2)
+        server.listen()
+        conn = client.connect("s", 0.0)
+        sent = []
+        for step in range(12):
+            now = step * 0.01
+            if step == 3:
+                conn.send(b"x" * 5000)
+            for src, dst, addr in ((client, server, "c"), (server, client, "s")):
+                for data, _ in src.datagrams_to_send(now):
+                    sent.append(bytes(data))
+                    dst.receive_datagram(data, addr, now)
+                while (srv := server.accept()) is not None:
+                    srv.recv(100_000)
+        outputs.append(sent)
+    assert any(len(d) > 1000 for d in outputs[0]) and outputs[0] == outputs[1]  # (the data too)
+    with pytest.raises(TypeError):  # (the class must match the Security)
+        InsecureEndpoint(None, random.Random(1), security=Security())
+    watched = observable(InsecureEndpoint)(None, random.Random(1), security=Security(insecure=True))
+    watched.receive_datagram = watched.receive_datagram  # (what an observer does)
 
 
 def test_an_insecure_endpoint_passes_short_form_batches_on_unless_observed():
@@ -306,16 +337,18 @@ def test_an_insecure_endpoint_passes_short_form_batches_on_unless_observed():
     itself does with one); None once an observer's wrapper is on the
     instance, which must see every batch."""
     from gannet.core.endpoint import Endpoint
-    from gannet.crypto.endpoint import SecureEndpoint
+    from gannet.crypto.endpoint import InsecureEndpoint, SecureEndpoint
+    from gannet.observe.trace import observable
     from gannet.wire.datagram import SHORT_FORM
 
-    ep = SecureEndpoint(None, random.Random(1), security=Security(insecure=True))
-    passed_on = ep.batch_passed_on()
-    assert ep.PASSED_ON == SHORT_FORM
-    assert passed_on.__func__ is Endpoint.receive_batch and passed_on.__self__ is ep
-    passed_on(bytes([SHORT_FORM]) * 60, 30, "A", 0.0)
-    assert ep.stats.datagrams_received == ep.stats.malformed_dropped == 2
-    ep.receive_batch = ep.receive_batch  # (what an observer does)
+    for ep in (SecureEndpoint(None, random.Random(1), security=Security(insecure=True)),
+               observable(InsecureEndpoint)(None, random.Random(1), security=Security(insecure=True))):
+        passed_on = ep.batch_passed_on()
+        assert ep.PASSED_ON == SHORT_FORM
+        assert passed_on.__func__ is Endpoint.receive_batch and passed_on.__self__ is ep
+        passed_on(bytes([SHORT_FORM]) * 60, 30, "A", 0.0)
+        assert ep.stats.datagrams_received == ep.stats.malformed_dropped == 2
+    ep.receive_batch = ep.receive_batch  # (what an observer does, on an observable instance)
     assert ep.batch_passed_on() is None
 
 
@@ -441,7 +474,7 @@ def test_sealed_trains_fit_one_gso_send():
     from gannet.wire.batch import Train
     from gannet.wire.protected import OVERHEAD
 
-    pair = Pair(Security(), Security(), batches=True)
+    pair = Pair(Security(), Security(), batches=True, observed=True)  # (the spy goes on the instance)
     sizes = []
     orig = pair.client.datagrams_to_send
 
@@ -487,18 +520,18 @@ def test_listener_under_pressure_retries_an_encrypted_client():
     assert all(d[0] == PROTECTED for d in pair.recorded[4:])
 
 
-def test_a_syn_answered_with_a_retry_costs_no_key_exchange(monkeypatch):
+def test_a_syn_answered_with_a_retry_costs_no_key_exchange():
     """Under pressure a listener spends no X25519 work on a SYN it answers
     with a Retry: a flood of SYNs carrying hellos costs no more than one of
     plain SYNs. The SYN that echoes the token is the one answered."""
     from gannet.config import Config
-    from gannet.crypto.endpoint import SecureEndpoint
 
     answered = []
-    real = SecureEndpoint._answer
-    monkeypatch.setattr(SecureEndpoint, "_answer",
-                        lambda self, *a: answered.append(self) or real(self, *a))
-    pair = Pair(Security(), Security(), config=Config(pmtud=False, half_open_limit=0))
+    # (on the instance of an observable class: the compiled build's own
+    # calls to it go through Python and find it)
+    pair = Pair(Security(), Security(), config=Config(pmtud=False, half_open_limit=0), observed=True)
+    real = pair.server._answer
+    pair.server._answer = lambda *a: answered.append(pair.server) or real(*a)
     conn = pair.client.connect("s", pair.now)
     pair.step()  # SYN in, Retry out
     assert pair.server.stats.retries_sent == 1 and answered == []
@@ -533,46 +566,45 @@ def test_alerts_to_plaintext_syns_are_paced_like_resets():
     assert len(server.datagrams_to_send(1.0)) == 5  # (the bucket holds at most the burst)
 
 
-def test_a_batch_of_sealed_rows_reaches_the_core_as_one_batch(monkeypatch):
+def test_a_batch_of_sealed_rows_reaches_the_core_as_one_batch():
     """The receive side's count for bulk data: each GRO batch of one
     connection's sealed rows is opened in one pass (no row judged alone by
     `_open`, the per-row path) and handed to the plain endpoint's run path
     as one plaintext batch of as many rows, OVERHEAD smaller each."""
-    from gannet.crypto.endpoint import SecureEndpoint
     from gannet.wire.protected import OVERHEAD
 
     sealed: list[tuple[int, int]] = []  # (rows, seg) of each batch the server was given
     opened: list[tuple[int, int]] = []  # (rows, seg) of each batch it gave the core
     alone = []
-    receive_batch, deliver_batch, open_one = (SecureEndpoint.receive_batch, SecureEndpoint._deliver_batch,
-                                              SecureEndpoint._open)
+    # (the spies on the server instance, of an observable class: the
+    # compiled build's own calls to its methods go through Python then)
+    pair = Pair(Security(), Security(), batches=True, observed=True)
+    server = pair.server
+    receive_batch, deliver_batch, open_one = server.receive_batch, server._deliver_batch, server._open
 
     in_batch = [False]
 
-    def spy_receive(self, buf, seg, addr, now):
-        if self is pair.server and 0 < seg < len(buf):
+    def spy_receive(buf, seg, addr, now):
+        if 0 < seg < len(buf):
             sealed.append((-(-len(buf) // seg), seg))
             in_batch[0] = True
         try:
-            return receive_batch(self, buf, seg, addr, now)
+            return receive_batch(buf, seg, addr, now)
         finally:
             in_batch[0] = False
 
-    def spy_deliver(self, buf, seg, addr, now):
+    def spy_deliver(buf, seg, addr, now):
         opened.append((-(-len(buf) // seg), seg))
-        return deliver_batch(self, buf, seg, addr, now)
+        return deliver_batch(buf, seg, addr, now)
 
-    def spy_open(self, data, out=None):
+    def spy_open(data, out=None):
         # (a datagram that came alone may take `_open` in the pure build,
         # which has no one-row C call: only rows of a batch count here)
         if in_batch[0]:
             alone.append(len(data))
-        return open_one(self, data, out)
+        return open_one(data, out)
 
-    monkeypatch.setattr(SecureEndpoint, "receive_batch", spy_receive)
-    monkeypatch.setattr(SecureEndpoint, "_deliver_batch", spy_deliver)
-    monkeypatch.setattr(SecureEndpoint, "_open", spy_open)
-    pair = Pair(Security(), Security(), batches=True)
+    server.receive_batch, server._deliver_batch, server._open = spy_receive, spy_deliver, spy_open
     data = _payload(2_000_000, 5)
     assert transfer(pair, data) == data
     assert len(sealed) > 20 and max(rows for rows, _ in sealed) > 20  # full trains came as batches

@@ -1,6 +1,7 @@
 """The adapter's clock and timers on a loop whose own clock is coarse."""
 
 import asyncio
+import random
 import socket
 import time
 
@@ -8,15 +9,25 @@ import pytest
 
 from gannet.config import Config
 from gannet.io.endpoint import AioEndpoint, make_udp_socket
+from gannet.io.security import make_endpoint
 
 uvloop = pytest.importorskip("uvloop")
 fired = None
 
 
+def replaceable():
+    """A core endpoint whose get_timer and handle_timer the test replaces on
+    the instance: of the class an observed adapter uses
+    (gannet.observe.trace.observable), whose methods the compiled adapter
+    calls through Python."""
+    return make_endpoint(Config(), random.Random(1), observed=True)
+
+
 @pytest.fixture
 def coarse_loop_endpoint():
     loop = uvloop.new_event_loop()
-    aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), Config(), loop)
+    aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), Config(), loop,
+                      endpoint=replaceable())
     yield loop, aep
     aep.close()
     loop.close()

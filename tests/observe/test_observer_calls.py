@@ -42,3 +42,37 @@ def test_observed_receive_batch_passes_authenticated_to_the_endpoint(tmp_path):
     assert server.stats.malformed_dropped == 0
     assert len(server.datagrams_to_send(0.0)) == 1  # the SYN-ACK
     obs.close(0.0)
+
+
+def test_an_adapter_makes_its_endpoint_observable_only_when_observed():
+    """The security layer's endpoints are compiled classes, whose instances
+    take no wrappers: an adapter that attaches an observer makes its
+    endpoint of the class's `observable` subclass (and the observer's calls
+    are on it), one that attaches none keeps the class itself."""
+    import asyncio
+    import socket
+
+    from gannet._build import build
+    from gannet.crypto.endpoint import InsecureEndpoint, SecureEndpoint
+    from gannet.io.endpoint import AioEndpoint, make_udp_socket
+    from gannet.observe.trace import observable
+
+    loop = asyncio.new_event_loop()
+    try:
+        for insecure, cls in ((False, SecureEndpoint), (True, InsecureEndpoint)):
+            for observed in (False, True):
+                config = Config(insecure=insecure, track_limits=observed)
+                aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), config, loop)
+                try:
+                    ep = aep.ep
+                    if observed:
+                        assert type(ep) is observable(cls) and aep.observer is not None
+                        assert ep.datagrams_to_send == aep.observer.datagrams_to_send  # (its wrapper)
+                    else:
+                        assert type(ep) is cls and aep.observer is None
+                        if build() == "compiled":
+                            assert not hasattr(ep, "__dict__")  # native: nothing looked up per call
+                finally:
+                    aep.close()
+    finally:
+        loop.close()

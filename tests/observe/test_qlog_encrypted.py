@@ -40,7 +40,7 @@ def _run(tmp_path: Path, *, batches: bool, drop: int | None = None, insecure: bo
         return [d]
 
     sec = Security(insecure=insecure)
-    pair = Pair(sec, sec, batches=batches, tap=tap)
+    pair = Pair(sec, sec, batches=batches, tap=tap, observed=True)  # (the observers go on the instances)
     writer = pcap.PcapWriter(str(tmp_path / "client.pcap"))
     client = EndpointObserver(pair.client, local_addr=("127.0.0.1", 40001), qlog_dir=str(tmp_path),
                               pcap=writer, wall_offset=0.0)

@@ -148,8 +148,9 @@ class EndpointStats:
         return asdict(self)
 
 
-# Compiled (gannet/_build.py), and subclassed in Python: the encrypted
-# endpoint (crypto/endpoint.py) and the TCP wire's (core/tcp_endpoint.py).
+# Compiled (gannet/_build.py), and subclassed natively by the encrypted
+# endpoint (crypto/endpoint.py) and in Python by the TCP wire's
+# (core/tcp_endpoint.py).
 # An instance of the compiled class takes no attributes beyond its own, so a
 # driver that watches its calls wraps it (observe/trace.py), not patches it.
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -56,13 +56,21 @@ encrypted peer fails our SYN with the reason: the two never hang. Such an
 endpoint is an `InsecureEndpoint`, which overrides only the two receive
 calls, and only for datagrams that are not of the short form.
 
-Per-datagram cost: the core is a compiled class, and a Python subclass's
-override runs as Python on every call the core makes to it. So the hot
-paths here call the plain endpoint's methods directly (bound once, below,
-rather than through super()), the insecure endpoint keeps the plain
-endpoint's own methods where it has nothing to add, and one datagram is
-sealed and opened by one call of the rows primitive each
-(`Sealer.seal_datagram`, `Opener.open_one`).
+Per-datagram cost: this module is compiled with the core (gannet/_build.py),
+so both classes are native subclasses of the compiled `Endpoint`: the
+core's calls to their overrides, and the adapter's calls into them, are
+native calls through the class's method table, not Python method lookups.
+Their calls to the plain endpoint's own methods (`Endpoint.receive_batch(
+self, ...)`) are direct calls. One datagram is sealed and opened by one
+call of the rows primitive each (`Sealer.seal_datagram`,
+`Opener.open_datagram`).
+
+A native instance takes no attributes beyond its class's, so an observer
+(gannet.observe), which puts its wrappers on the instance, needs an
+instance of a Python subclass (`gannet.observe.trace.observable`): the I/O
+adapter makes its endpoint of one when observation is on, and only then
+do the core's calls to the endpoint go through Python (to find the
+wrappers). Both classes allow such subclasses.
 """
 
 from __future__ import annotations
@@ -72,7 +80,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mypy_extensions import mypyc_attr
 
 from ..wire.checksum import crc32c
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -80,7 +90,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..config import Config
 from ..core.connection import RUN_BYTES, Connection
 from ..core.endpoint import SYN_ADMIT, Endpoint
-from ..core.events import Event
 from ..core.states import SYNCHRONIZED, State
 from ..wire.batch import Train
 from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
@@ -121,6 +130,7 @@ from .handshake import (
     start_code_exchange,
 )
 from .noise import hkdf
+from .refused import HandshakeFailed, HandshakeRefused
 from .protection import (
     NATIVE_ROW_MAX,
     NATIVE_ROWS,
@@ -134,30 +144,10 @@ from .protection import (
     seal_train,
 )
 
+if TYPE_CHECKING:
+    from ..observe.trace import EndpointObserver
+
 _SYN_ACK = SYN | ACK
-
-# The plain endpoint's methods, called directly on the per-datagram paths
-# (no super() object to make, no attribute chain).
-_plain_receive_datagram = Endpoint.receive_datagram
-_plain_receive_batch = Endpoint.receive_batch
-_plain_datagrams_to_send = Endpoint.datagrams_to_send
-_plain_encode_into = Endpoint._encode_into
-
-
-class HandshakeFailed(ConnectionError):
-    """The connection was refused by the security layer; the message says
-    why in one line (a wrong code, a changed key, an insecure peer)."""
-
-
-@dataclass(frozen=True, eq=False)
-class HandshakeRefused(Event):
-    """An incoming connection failed its key exchange (a wrong code or PSK,
-    a client that refused our key): the application never saw it, but a
-    listener may want to say so (`gannet receive` does, and gives up the
-    code). `error` is the HandshakeFailed; `addr` the peer's address."""
-
-    addr: object = None
-    error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -362,27 +352,33 @@ _ALERT_MESSAGES = {
 }
 
 
+# Compiled (gannet/_build.py), a native subclass of the compiled Endpoint;
+# Python subclasses are allowed for an observer (see the module docstring).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SecureEndpoint(Endpoint):
-    # Slots: the compiled core's calls to its own methods look each up on an
-    # instance of a Python subclass, and an instance dict would be searched
-    # on every one of them. (A `__dict__` stays, for an observer that puts
-    # its wrappers on the instance; it is made only then. The pure build's
-    # Endpoint has one already.)
+    # Slots, for the pure build (compiled, the class is native whatever it
+    # says): there the plain endpoint's attributes and these would make an
+    # instance dict of more than 30 keys, which stops sharing its keys, and
+    # every attribute read of the endpoint, the core's too, would be slower.
     __slots__ = ("security", "security_stats", "_sessions", "_closing", "_static", "_batch_buf",
                  "_one_buf", "_one_view", "_observer", "_reset_key", "_reserved_cid",
-                 "_code_started", "prepare_due", "_challenges",
-                 *(("__dict__",) if not Endpoint.__dictoffset__ else ()))
+                 "_code_started", "prepare_due", "_challenges")
 
     def __new__(cls, config: Config | None = None, rng: random.Random | None = None, *,
                 security: Security | None = None) -> SecureEndpoint:
         # With Security(insecure=True): an InsecureEndpoint (see there).
+        # (Made by Python callers only: the compiled build's own constructor
+        # call would not run __init__ on an object of another class.)
         if cls is SecureEndpoint and security is not None and security.insecure:
-            cls = InsecureEndpoint
+            return InsecureEndpoint.__new__(InsecureEndpoint, config, rng, security=security)
         return super().__new__(cls)
 
     def __init__(self, config: Config | None = None, rng: random.Random | None = None, *,
                  security: Security | None = None) -> None:
         self.security = security or Security()
+        if self.security.insecure != isinstance(self, InsecureEndpoint):
+            # (a subclass chooses its base by the Security it will be given)
+            raise TypeError("Security(insecure=True) needs an InsecureEndpoint, and only it")
         config = config or Config()
         super().__init__(config if self.security.insecure else _with_overhead(config), rng)
         self.security_stats = SecurityStats()
@@ -400,7 +396,7 @@ class SecureEndpoint(Endpoint):
         # An observer (gannet.observe) that logs the plaintext side of the
         # envelope: the inner datagrams given to and taken from the plain
         # endpoint. None: nothing is done for it but one check per call.
-        self._observer = None
+        self._observer: EndpointObserver | None = None
         # Runs leave sealed (only established connections send them), so
         # their CRC trailers go unwritten unless that observer reads them.
         self.run_trailers = self.security.insecure
@@ -438,11 +434,11 @@ class SecureEndpoint(Endpoint):
         return OVERHEAD
 
     @property
-    def plaintext_observer(self):
+    def plaintext_observer(self) -> EndpointObserver | None:
         return self._observer
 
     @plaintext_observer.setter
-    def plaintext_observer(self, observer) -> None:
+    def plaintext_observer(self, observer: EndpointObserver | None) -> None:
         # Set once, by the observer: whether the output is sealed as it is
         # encoded (_encode_into) or after the observer has seen it
         # (datagrams_to_send), and so whether runs carry CRC trailers,
@@ -572,7 +568,7 @@ class SecureEndpoint(Endpoint):
         observer = self._observer
         if observer is not None:
             observer.inner_batch_received(buf, seg, addr, now)
-        _plain_receive_batch(self, buf, seg, addr, now, True)
+        Endpoint.receive_batch(self, buf, seg, addr, now, True)
 
     def _receive_sealed(self, data, addr: object, now: float, fast: bool) -> None:
         """One sealed datagram: its inner datagram to the plain endpoint
@@ -1089,7 +1085,7 @@ class SecureEndpoint(Endpoint):
         # seen them.
         if self._challenges:
             self._challenges_due(now)
-        out = _plain_datagrams_to_send(self, now, trains)
+        out = Endpoint.datagrams_to_send(self, now, trains)
         if out:
             observer = self._observer
             if observer is not None:
@@ -1126,7 +1122,7 @@ class SecureEndpoint(Endpoint):
         if session is None or session.chosen is None or self.run_trailers:
             # no keys yet: the handshake's datagrams; or an observer first
             # (datagrams_to_send's pass seals)
-            return _plain_encode_into(self, conn, segs, out, trains)
+            return Endpoint._encode_into(self, conn, segs, out, trains)
         sealer = session.chosen[0]
         if len(segs) > 1:
             # A segment at a time, each sealed as soon as it is encoded: the
@@ -1141,7 +1137,7 @@ class SecureEndpoint(Endpoint):
                 sent += self._encode_into(conn, [seg], out, trains)
             return sent
         start = len(out)
-        sent = _plain_encode_into(self, conn, segs, out, trains)
+        sent = Endpoint._encode_into(self, conn, segs, out, trains)
         if len(out) == start + 1:
             item, addr = out[start]  # one datagram (a small message, an ACK) or one run: no list to rebuild
             if type(item) is not Train:
@@ -1244,6 +1240,7 @@ class SecureEndpoint(Endpoint):
             self._closing[conn.local_cid] = session
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InsecureEndpoint(SecureEndpoint):
     """A SecureEndpoint with Security(insecure=True) (SecureEndpoint makes
     one of this class for it): the plain endpoint, nothing sealed, that
@@ -1251,20 +1248,33 @@ class InsecureEndpoint(SecureEndpoint):
     reason) and refuses an encrypted peer's SYN with one. Both are
     datagrams of the long form or an alert's, so a short-form datagram
     goes to the plain endpoint at once; every other method is the plain
-    endpoint's own, bound here, so that no Python override runs on the
-    core's calls to it."""
+    endpoint's own, called directly (a native call) by the overrides
+    below, which undo SecureEndpoint's."""
 
     __slots__ = ()
-    datagrams_to_send = Endpoint.datagrams_to_send
-    _encode_into = Endpoint._encode_into
-    datagram_too_big = Endpoint.datagram_too_big
-    _allocate_cid = Endpoint._allocate_cid
-    _forget = Endpoint._forget
-    _on_peer_address = Endpoint._on_peer_address  # (never called: nothing is authenticated)
 
     # A batch whose first byte is this `receive_batch` hands to the plain
     # endpoint's as it is (see `batch_passed_on`).
     PASSED_ON = SHORT_FORM
+
+    def datagrams_to_send(self, now: float,
+                          trains: bool = False) -> list[tuple[bytes | bytearray, object]]:
+        return Endpoint.datagrams_to_send(self, now, trains)
+
+    def _encode_into(self, conn: Connection, segs: list, out: list, trains: bool) -> int:
+        return Endpoint._encode_into(self, conn, segs, out, trains)
+
+    def datagram_too_big(self, data: bytes | bytearray | memoryview, addr: object) -> bool:
+        return Endpoint.datagram_too_big(self, data, addr)
+
+    def _allocate_cid(self) -> int:
+        return Endpoint._allocate_cid(self)
+
+    def _forget(self, conn: Connection) -> None:
+        Endpoint._forget(self, conn)
+
+    def _on_peer_address(self, conn: Connection, addr: object, now: float) -> None:
+        Endpoint._on_peer_address(self, conn, addr, now)  # (never called: nothing is authenticated)
 
     @property
     def datagram_overhead(self) -> int:
@@ -1279,7 +1289,7 @@ class InsecureEndpoint(SecureEndpoint):
         wrapper, which must see every batch)."""
         if "receive_batch" in getattr(self, "__dict__", ()):
             return None
-        return MethodType(_plain_receive_batch, self)
+        return MethodType(Endpoint.receive_batch, self)
 
     def connect(self, addr: object, now: float, config: Config | None = None, *,
                 server_name: str | None = None) -> Connection:
@@ -1287,13 +1297,13 @@ class InsecureEndpoint(SecureEndpoint):
 
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: object, now: float) -> None:
         if data and data[0] == SHORT_FORM or not self._screened(data, addr, now):
-            _plain_receive_datagram(self, data, addr, now)
+            Endpoint.receive_datagram(self, data, addr, now)
 
     def receive_batch(self, buf: bytes | bytearray | memoryview, seg: int, addr: object,
                       now: float, authenticated: bool = False) -> None:
         if buf and buf[0] == self.PASSED_ON:
             # short forms: no SYN, no alert (`authenticated` is the plain endpoint's to use)
-            _plain_receive_batch(self, buf, seg, addr, now, authenticated)
+            Endpoint.receive_batch(self, buf, seg, addr, now, authenticated)
             return
         if seg <= 0 or seg >= len(buf):
             self.receive_datagram(buf, addr, now)

@@ -648,7 +648,9 @@ class AioEndpoint(DatagramPath):
         self.sock = sock
         self.config = config
         # encrypted unless config.insecure (or the caller brings its own, e.g. the TCP wire's)
-        self.ep = self.core = ep = endpoint if endpoint is not None else make_endpoint(config, _SYSTEM_RANDOM)
+        # (of a class that takes an observer's wrappers when one will be attached, below)
+        self.ep = self.core = ep = (endpoint if endpoint is not None
+                                    else make_endpoint(config, _SYSTEM_RANDOM, observe.wanted(config)))
         # The core endpoint's event queue, dirty set and timer heap: the same
         # objects for its life (core/endpoint.py makes them once and empties
         # them in place), kept in attributes of the path's own (one read
@@ -739,7 +741,7 @@ class AioEndpoint(DatagramPath):
         # buffer and one sendmsg gathers them with their headers and
         # trailers (_send_train), so the kernel's copy is the only one. Not
         # for an endpoint that seals its runs.
-        ep.source_trains = self.gso and type(ep) in (Endpoint, InsecureEndpoint)
+        ep.source_trains = self.gso and (type(ep) is Endpoint or isinstance(ep, InsecureEndpoint))
         self._sockaddrs: dict[SockAddr, bytes | None] = {}  # address -> struct sockaddr (_send_trains)
         loop.add_reader(self._fd, self._on_readable)
 

@@ -11,7 +11,7 @@ import random
 
 from ..config import Config
 from ..crypto.code import normalize_code
-from ..crypto.endpoint import SecureEndpoint, Security
+from ..crypto.endpoint import InsecureEndpoint, SecureEndpoint, Security
 from ..crypto.handshake import HandshakeError
 from ..crypto.protection import cpu_has_aes
 
@@ -108,5 +108,14 @@ def check_tcp_wire(config: Config) -> None:
                     "insecure=True to say so)")
 
 
-def make_endpoint(config: Config, rng: random.Random) -> SecureEndpoint:
-    return SecureEndpoint(config, rng, security=security_for(config))
+def make_endpoint(config: Config, rng: random.Random, observed: bool = False) -> SecureEndpoint:
+    """The core endpoint for `config`: an InsecureEndpoint for `insecure`,
+    else a SecureEndpoint; `observed`: of a class whose instances take an
+    observer's wrappers (gannet.observe.trace.observable)."""
+    security = security_for(config)
+    cls: type[SecureEndpoint] = InsecureEndpoint if security.insecure else SecureEndpoint
+    if observed:
+        from ..observe.trace import observable
+
+        cls = observable(cls)
+    return cls(config, rng, security=security)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..core.connection import Connection
     from ..io.endpoint import AioEndpoint
     from .info import ConnectionInfo
@@ -63,14 +64,21 @@ def configure(*, qlog_dir: str | None = None, pcap_path: str | None = None,
         settings.track_limits = track_limits
 
 
+def wanted(config: Config) -> bool:
+    """Whether an adapter endpoint with `config` gets an observer (`attach`):
+    the adapter then makes its core endpoint one that takes the observer's
+    wrappers (trace.observable), before it is attached."""
+    return bool(config.qlog_dir or settings.qlog_dir or settings.pcap_path or config.track_limits
+                or settings.track_limits)
+
+
 def attach(aep: AioEndpoint) -> EndpointObserver | None:
     """The observer for a new adapter endpoint, or None when nothing is on."""
     config = aep.config
+    if not wanted(config):
+        return None
     qlog_dir = config.qlog_dir or settings.qlog_dir
     pcap_path = settings.pcap_path
-    track = config.track_limits or settings.track_limits or qlog_dir is not None
-    if not (qlog_dir or pcap_path or track):
-        return None
     from .trace import EndpointObserver
 
     shared = None

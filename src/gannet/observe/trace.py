@@ -5,10 +5,10 @@ It wraps the endpoint's four boundary calls (`receive_datagram`,
 has no hooks: the observer has the four, observed, for a driver to call
 instead of the endpoint's (the simulator's scenarios do), and by default
 puts them on the endpoint instance too, for a driver that holds the
-endpoint (the I/O adapter, whose endpoints are SecureEndpoint or
-TcpEndpoint, Python classes). The plain Endpoint is a compiled class whose
-instances take no such attributes: observe it through the observer's
-methods. Every datagram in and out passes through
+endpoint (the I/O adapter). An instance of a compiled class (the plain
+Endpoint, SecureEndpoint, InsecureEndpoint) takes no such attributes:
+observe it through the observer's methods, or make it of its class's
+`observable` subclass (the I/O adapter does when observation is on). Every datagram in and out passes through
 here (for pcap and qlog packet events), and after each call the
 connections it touched are compared with the snapshot taken after the
 previous one (metrics, congestion phase, path MTU, state, newly lost byte
@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..core.rangeset import RangeSet
 from ..core.states import State
@@ -51,6 +51,7 @@ _CLOSED = State.CLOSED
 _FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"))
 _FLAGS = {f: "".join(ch for bit, ch in _FLAG_NAMES if f & bit) for f in range(256)}
 _U32 = struct.Struct("!I")
+E = TypeVar("E", bound="Endpoint")
 ENDED_KEPT = 256
 
 
@@ -76,6 +77,26 @@ class ConnTrace:
         self.timeouts = 0
         self.cpu0 = time.process_time()
         self.done = False
+
+
+_OBSERVABLE: dict[type, type] = {}
+
+
+def observable(cls: type[E]) -> type[E]:
+    """The endpoint class `cls`, or, for a compiled class (whose instances
+    take no attributes beyond the class's), a Python subclass of it whose
+    instances take the observer's wrappers (`EndpointObserver` with
+    `install`). Only such an instance's calls go through Python, to find
+    the wrappers; an endpoint made unobserved stays native. (The compiled
+    classes allow it: `mypyc_attr(allow_interpreted_subclasses=True)`.)"""
+    if cls.__dictoffset__:  # (a Python class: its instances take them already)
+        return cls
+    sub = _OBSERVABLE.get(cls)
+    if sub is None:
+        sub = _OBSERVABLE[cls] = type(f"Observable{cls.__name__}", (cls,),
+                                      {"__module__": __name__,
+                                       "__doc__": f"{cls.__name__} taking an observer's wrappers."})
+    return sub
 
 
 class EndpointObserver:
@@ -110,7 +131,8 @@ class EndpointObserver:
     def _wrap(self, install: bool) -> None:
         ep = self.ep
         if install and not hasattr(ep, "__dict__"):
-            raise TypeError(f"{type(ep).__name__} is a compiled class: drive its observer's methods instead")
+            raise TypeError(f"{type(ep).__name__} is a compiled class: drive its observer's methods "
+                            "instead, or make the endpoint of its class's `observable` subclass")
         datagrams_to_send = ep.datagrams_to_send
         receive_datagram, receive_batch, handle_timer = ep.receive_datagram, ep.receive_batch, ep.handle_timer
         self.get_timer = ep.get_timer
