@@ -208,6 +208,55 @@ static uint32_t get_be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+/* What encode_rows and encode_heads both take: a writable buffer, the
+ * header, the source of the payloads (args 0-2), then offset, seq, mss,
+ * the rows' size (encode_rows) or the payloads' length (encode_heads),
+ * last_flags and seq_at (args 3-8). On failure the buffers are released
+ * and -1 returned with the error set. */
+typedef struct {
+    Py_buffer out, header, src;
+    Py_ssize_t offset, mss, n, seq_at;
+    unsigned long long seq;
+    long last_flags;
+} RowArgs;
+
+static int get_row_args(PyObject *const *args, RowArgs *a)
+{
+    if (PyObject_GetBuffer(args[0], &a->out, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (PyObject_GetBuffer(args[1], &a->header, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&a->out);
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[2], &a->src, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&a->header);
+        PyBuffer_Release(&a->out);
+        return -1;
+    }
+    a->offset = PyLong_AsSsize_t(args[3]);
+    a->seq = PyLong_AsUnsignedLongLongMask(args[4]);
+    a->mss = PyLong_AsSsize_t(args[5]);
+    a->n = PyLong_AsSsize_t(args[6]);
+    a->last_flags = PyLong_AsLong(args[7]);
+    a->seq_at = PyLong_AsSsize_t(args[8]);
+    return 0;
+}
+
+static void release_row_args(RowArgs *a)
+{
+    PyBuffer_Release(&a->src);
+    PyBuffer_Release(&a->header);
+    PyBuffer_Release(&a->out);
+}
+
+/* Row k's header (batch.py's rule for a run's rows): `header` with the
+ * sequence number seq + k * mss (mod 2**32), big-endian, at seq_at. */
+static inline void put_row_head(unsigned char *row, const RowArgs *a, Py_ssize_t k)
+{
+    memcpy(row, a->header.buf, (size_t)a->header.len);
+    put_be32(row + a->seq_at, (uint32_t)a->seq + (uint32_t)k * (uint32_t)a->mss);
+}
+
 /* encode_rows(out, header, src, offset, seq, mss, size, last_flags, seq_at, trailers)
  *
  * `out` (writable) holds rows of `size` bytes, the last maybe shorter; row
@@ -223,29 +272,17 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "encode_rows takes 10 arguments");
         return NULL;
     }
-    Py_buffer out, header, src;
-    if (PyObject_GetBuffer(args[0], &out, PyBUF_WRITABLE) < 0)
+    RowArgs a;
+    if (get_row_args(args, &a) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[1], &header, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&out);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&header);
-        PyBuffer_Release(&out);
-        return NULL;
-    }
     PyObject *result = NULL;
-    Py_ssize_t offset = PyLong_AsSsize_t(args[3]);
-    unsigned long long seq = PyLong_AsUnsignedLongLongMask(args[4]);
-    Py_ssize_t mss = PyLong_AsSsize_t(args[5]);
-    Py_ssize_t size = PyLong_AsSsize_t(args[6]);
-    long last_flags = PyLong_AsLong(args[7]);
-    Py_ssize_t seq_at = PyLong_AsSsize_t(args[8]);
+    Py_ssize_t offset = a.offset, mss = a.mss, size = a.n, seq_at = a.seq_at;
+    long last_flags = a.last_flags;
     int trailers = PyObject_IsTrue(args[9]);
     if (PyErr_Occurred())
         goto done;
-    Py_ssize_t hlen = header.len, n = out.len;
+    Py_buffer src = a.src;
+    Py_ssize_t hlen = a.header.len, n = a.out.len;
     if (mss <= 0 || size != hlen + mss + TRAILER_SIZE || seq_at < 0 || seq_at + 4 > hlen
             || hlen < 2 || n <= 0 || last_flags < 0 || last_flags > 255) {
         PyErr_SetString(PyExc_ValueError, "encode_rows: inconsistent sizes");
@@ -262,15 +299,12 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_ValueError, "encode_rows: src is shorter than the rows' payloads");
         goto done;
     }
-    unsigned char *o = out.buf;
+    unsigned char *o = a.out.buf;
     const unsigned char *s = (const unsigned char *)src.buf + offset;
-    uint32_t step = (uint32_t)mss;
-    uint32_t sq = (uint32_t)seq;
     for (Py_ssize_t k = 0; k < rows; k++) {
         unsigned char *row = o + k * size;
         Py_ssize_t body = (k == rows - 1 ? tail : size) - TRAILER_SIZE;
-        memcpy(row, header.buf, hlen);
-        put_be32(row + seq_at, sq + (uint32_t)k * step);
+        put_row_head(row, &a, k);
         memcpy(row + hlen, s + k * mss, body - hlen);
     }
     o[(rows - 1) * size + 1] = (unsigned char)last_flags;
@@ -297,9 +331,7 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&header);
-    PyBuffer_Release(&out);
+    release_row_args(&a);
     return result;
 }
 
@@ -565,28 +597,16 @@ static PyObject *encode_heads(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "encode_heads takes 9 arguments");
         return NULL;
     }
-    Py_buffer heads, header, src;
-    if (PyObject_GetBuffer(args[0], &heads, PyBUF_WRITABLE) < 0)
+    RowArgs a;
+    if (get_row_args(args, &a) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[1], &header, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&heads);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&header);
-        PyBuffer_Release(&heads);
-        return NULL;
-    }
     PyObject *result = NULL;
-    Py_ssize_t offset = PyLong_AsSsize_t(args[3]);
-    unsigned long long seq = PyLong_AsUnsignedLongLongMask(args[4]);
-    Py_ssize_t mss = PyLong_AsSsize_t(args[5]);
-    Py_ssize_t length = PyLong_AsSsize_t(args[6]);
-    long last_flags = PyLong_AsLong(args[7]);
-    Py_ssize_t seq_at = PyLong_AsSsize_t(args[8]);
+    Py_ssize_t offset = a.offset, mss = a.mss, length = a.n, seq_at = a.seq_at;
+    long last_flags = a.last_flags;
     if (PyErr_Occurred())
         goto done;
-    Py_ssize_t hlen = header.len, head = hlen + TRAILER_SIZE;
+    Py_buffer heads = a.out, src = a.src;
+    Py_ssize_t hlen = a.header.len, head = hlen + TRAILER_SIZE;
     if (mss <= 0 || length <= 0 || seq_at < 0 || seq_at + 4 > hlen || hlen < 2
             || last_flags < 0 || last_flags > 255) {
         PyErr_SetString(PyExc_ValueError, "encode_heads: inconsistent sizes");
@@ -603,8 +623,7 @@ static PyObject *encode_heads(PyObject *self, PyObject *const *args, Py_ssize_t 
         unsigned char *row = h + k * head;
         const unsigned char *p = s + k * mss;
         size_t n = (size_t)(k < rows - 1 ? mss : length - (rows - 1) * mss);
-        memcpy(row, header.buf, hlen);
-        put_be32(row + seq_at, (uint32_t)seq + (uint32_t)k * (uint32_t)mss);
+        put_row_head(row, &a, k);
         if (k == rows - 1)
             row[1] = (unsigned char)last_flags;
         uint32_t c = crc32c_on(0xFFFFFFFFu, row, (size_t)hlen);
@@ -625,9 +644,7 @@ static PyObject *encode_heads(PyObject *self, PyObject *const *args, Py_ssize_t 
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&header);
-    PyBuffer_Release(&heads);
+    release_row_args(&a);
     return result;
 }
 
