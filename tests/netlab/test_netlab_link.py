@@ -63,7 +63,15 @@ def test_schedule_given_at_start_and_jitter():
     with Netlab(link=LinkConfig(jitter=0.004), schedule=sched, seed=2) as lab:
         r = lab.run("a", ["ping", "-c", "5", "-i", "0.1", "-W", "2", lab.addr("b")], timeout=15)
         got = rtts(r.stdout)
-        assert len(got) == 5 and all(42 <= x <= 60 for x in got), got
+        # The emulator's own record: every packet held 25 ms +- 4 ms, not all alike.
+        for d in ("a->b", "b->a"):
+            lat = lab.stats()["links"][d]["latency"]
+            assert lat["count"] == 5, lat
+            assert 0.021 <= lat["min"] < lat["max"] <= 0.029, lat
+        # What ping saw: never less than two held packets, and close to them;
+        # more only while other work holds the CPUs (as in the test above).
+        assert len(got) == 5 and all(x >= 42 for x in got), got
+        assert sorted(got)[2] <= 60, got
         assert len({round(x, 1) for x in got}) > 1  # jitter varies the RTT
 
 
