@@ -272,3 +272,41 @@ def test_known_hosts_first_uses_at_once_keep_every_pin(tmp_path):
     kept = {p.name: p.key for p in KnownHosts(path).entries()}
     assert kept == {**keys, "127.0.0.1:4999": shared}
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_known_hosts_check_of_a_known_key_reads_the_file_once_until_it_changes(tmp_path, monkeypatch):
+    """A client checks the same server's key once per connection: a key
+    already pinned under the name and the address is confirmed from the
+    file's last parse, without the lock, until the file changes (a pin
+    replaced by another process, an edit in place)."""
+    path = tmp_path / "known_hosts"
+    kh = KnownHosts(path)
+    a, b = os.urandom(32), os.urandom(32)
+    assert kh.check("server:7000", a, "10.0.0.1:7000") is False
+    parses, locked = [], []
+    parse, changing = KnownHosts._parse, KnownHosts._changing
+    monkeypatch.setattr(KnownHosts, "_parse", lambda self, text: parses.append(1) or parse(self, text))
+    monkeypatch.setattr(KnownHosts, "_changing", lambda self: locked.append(1) or changing(self))
+    for _ in range(5):
+        assert KnownHosts(path).check("server:7000", a, "10.0.0.1:7000") is True
+    assert (len(parses), len(locked)) == (1, 0)
+    # A new address for the name: the locked path records it.
+    assert kh.check("server:7000", a, "10.0.0.2:7000") is True
+    assert len(locked) == 1 and kh.entries()[0].names == ("server:7000", "10.0.0.1:7000", "10.0.0.2:7000")
+    # Another process replaces the pin (a new file): the old key is refused.
+    KnownHosts(path).add("server:7000", b, replace=True)
+    with pytest.raises(KeyChangedError):
+        kh.check("server:7000", a, "10.0.0.1:7000")
+    assert kh.check("server:7000", b, "10.0.0.1:7000") is True
+    # An edit in place (same inode and size, a later mtime): read again.
+    stamp = path.stat().st_mtime_ns
+    path.write_text(path.read_text().replace(encode_key(b), encode_key(a)))
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    with pytest.raises(KeyChangedError):
+        kh.check("server:7000", b, "10.0.0.1:7000")
+    # The address on a second line: the locked path takes it off that line.
+    path.write_text(f"server:7000,10.0.0.1:7000 {encode_key(a)}\nother:1,10.0.0.1:7000 {encode_key(b)}\n")
+    os.utime(path, ns=(stamp + 2 * 10**9, stamp + 2 * 10**9))
+    locked.clear()
+    assert kh.check("server:7000", a, "10.0.0.1:7000") is True
+    assert len(locked) == 1 and [p.names for p in kh.entries()] == [("server:7000", "10.0.0.1:7000"), ("other:1",)]

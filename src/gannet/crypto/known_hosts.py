@@ -33,6 +33,16 @@ from .identity import KeyFormatError, config_dir, decode_key, encode_key, finger
 
 KNOWN_HOSTS_FILE = "known_hosts"
 
+# The pins of a file as last parsed, by path, with the file's identity
+# (device, inode, size, mtime) when it was read and, per name, the index
+# of the first line naming it and how many lines do: a tunnel client
+# checks the same server's key once per connection it opens, and parsing
+# the whole file under the lock each time cost milliseconds per connection
+# once the file had a thousand lines (every port a server was reached on
+# is a name). A file that changed (a pin added: a new inode; an edit: a
+# new mtime or size) is parsed again.
+_parsed: dict[Path, tuple[tuple[int, int, int, int], list[Pin], dict[str, list[int]]]] = {}
+
 # Pins are read, changed and written back under an flock of a file beside
 # them: each change opens it anew, so threads of one process exclude each
 # other as processes do, and two first uses at once (fifty clients of one
@@ -93,6 +103,9 @@ class KnownHosts:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
+        return self._parse(text)
+
+    def _parse(self, text: str) -> list[Pin]:
         pins = []
         for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
@@ -136,6 +149,37 @@ class KnownHosts:
                 self._write(pins)
         finally:
             os.close(fd)  # (the lock goes with it)
+
+    def _known(self, name: str, key: bytes, address: str) -> bool:
+        """Whether `check` would find `key` pinned for `name`, with
+        `address` on that line and on no other, and so change nothing:
+        answered from the file's last parse while the file is the same,
+        without the lock (a check that would change the file, or refuse,
+        takes the locked path)."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                st = os.fstat(f.fileno())
+                stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                parsed = _parsed.get(self.path)
+                if parsed is None or parsed[0] != stamp:
+                    pins = self._parse(f.read())
+                    index: dict[str, list[int]] = {}
+                    for i, pin in enumerate(pins):
+                        for n in pin.names:
+                            seen = index.get(n)
+                            if seen is None:
+                                index[n] = [i, 1]
+                            else:
+                                seen[1] += 1
+                    parsed = _parsed[self.path] = (stamp, pins, index)
+        except (OSError, KeyFormatError):
+            return False  # (the locked path reads it again and says what is wrong)
+        _, pins, index = parsed
+        by_name = index.get(name)
+        if by_name is None or pins[by_name[0]].key != key:
+            return False
+        at = index.get(address)
+        return at is not None and at[0] == by_name[0] and at[1] == 1
 
     def _write(self, pins: list[Pin]) -> None:
         body = "".join(f"{','.join(p.names)} {encode_key(p.key)}\n" for p in pins)
@@ -200,6 +244,8 @@ class KnownHosts:
         seen under a new name or at a new address is recorded under it."""
         name = _check_name(name)
         address = _check_name(address or name)
+        if self._known(name, key, address):
+            return True
         with self._changing() as pins:
             by_name = self.find(name, pins)
             if by_name is not None:

@@ -52,6 +52,7 @@ from .._build import extension
 from .checksum import crc32c
 
 from .datagram import CRC_RESIDUE, SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE
+from .datagram import scan_rows as _scan_loop  # (the row-at-a-time walk, compiled with the core)
 from .segment import ACK, PSH, SEQ_MOD, SegmentRun
 
 if TYPE_CHECKING:
@@ -513,48 +514,6 @@ def _scan_rows(view: memoryview, seg: int, count: int, crc: bool = False) -> tup
     data = np.ndarray((count, mss), _U8, view, SHORT_SIZE, (seg, 1)).tobytes()
     ts_last = _U32.unpack_from(view, (count - 1) * seg + _TSVAL_AT)[0]
     return (dst, seq0, ack, wnd, ts0, ts_last, data, view[:full])
-
-
-def _scan_loop(view: memoryview, start: int, seg: int, runs: list, checked: int = 0) -> None:
-    """The same grouping as `_scan_rows`, a datagram at a time, from `start`;
-    the checksums of the rows before offset `checked` are known correct
-    (all of them, for authenticated datagrams)."""
-    unpack = SHORT.unpack_from
-    cur = None  # [dst, seq, ack, wnd, ts0, ts1, payloads, first offset, next_seq]
-    n = len(view)
-    for off in range(start, n, seg):
-        d = view[off : off + seg]
-        end = len(d) - TRAILER_SIZE
-        fields = None
-        if end >= _MIN_DATA - TRAILER_SIZE:
-            fields = unpack(d)
-            form, flags, wnd, dst, seq, ack, tsval = fields
-            if not (form == SHORT_FORM and flags | PSH == ACK | PSH and dst
-                    and (off < checked or crc32c(d) == CRC_RESIDUE)):
-                fields = None
-        if fields is None:
-            if cur is not None:
-                runs.append(_closed(cur, view, off))
-                cur = None
-            runs.append((0, 0, 0, 0, 0, 0, None, d))
-            continue
-        payload = d[SHORT_SIZE:end]
-        if cur is not None and seq == cur[8] and dst == cur[0] and ack == cur[2] and wnd == cur[3]:
-            cur[5] = tsval
-            cur[6].append(payload)
-            cur[8] = (seq + end - SHORT_SIZE) & _MASK32
-            continue
-        if cur is not None:
-            runs.append(_closed(cur, view, off))
-        cur = [dst, seq, ack, wnd, tsval, tsval, [payload], off, (seq + end - SHORT_SIZE) & _MASK32]
-    if cur is not None:
-        runs.append(_closed(cur, view, n))
-
-
-def _closed(cur: list, view: memoryview, end: int) -> tuple:
-    payloads = cur[6]
-    data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
-    return (cur[0], cur[1], cur[2], cur[3], cur[4], cur[5], data, view[cur[7] : end])
 
 
 _residues: dict[int, tuple[bytes, list[int]]] = {}

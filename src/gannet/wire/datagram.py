@@ -204,6 +204,62 @@ def _short_head(data: bytes | bytearray | memoryview) -> tuple[int, int, int, in
     return dst, flags, seq, ack, wnd, tsval
 
 
+def scan_rows(view: memoryview, start: int, seg: int, runs: list[tuple], checked: int = 0) -> None:
+    """wire/batch.py's `scan`, a datagram at a time from offset `start` of a
+    batch of `seg`-byte datagrams: each maximal run of in-order data
+    segments of one connection (same ACK and window) is appended to `runs`
+    as `(dst, seq, ack, wnd, tsval_first, tsval_last, data, raw)`, any other
+    datagram as `(0, 0, 0, 0, 0, 0, None, raw)` for `decode`. The checksums
+    of the rows before offset `checked` are known correct (all of them for
+    authenticated datagrams).
+
+    Here, compiled with the core, rather than beside `scan`: a GRO batch
+    that holds the datagrams of many connections of one peer (a tunnel's
+    requests, one from each of several clients) is walked row by row, and
+    this loop ran as much Python per row as the connection's own receive."""
+    n = len(view)
+    open_run = False
+    dst = seq0 = ack0 = wnd0 = ts0 = ts1 = first = next_seq = 0
+    payloads: list[memoryview] = []
+    off = start
+    while off < n:
+        d = view[off : off + seg]
+        end = len(d) - TRAILER_SIZE
+        head = None
+        if end > SHORT_SIZE:  # a short-form segment with data
+            head = _short_head(d)
+            if head is not None and off >= checked and _crc32c(d) != CRC_RESIDUE:
+                head = None
+        if head is None:
+            if open_run:
+                runs.append(_joined(dst, seq0, ack0, wnd0, ts0, ts1, payloads, view[first:off]))
+                open_run = False
+            runs.append((0, 0, 0, 0, 0, 0, None, d))
+            off += seg
+            continue
+        r_dst, _, r_seq, r_ack, r_wnd, tsval = head
+        payload = d[SHORT_SIZE:end]
+        if open_run and r_seq == next_seq and r_dst == dst and r_ack == ack0 and r_wnd == wnd0:
+            ts1 = tsval
+            payloads.append(payload)
+        else:
+            if open_run:
+                runs.append(_joined(dst, seq0, ack0, wnd0, ts0, ts1, payloads, view[first:off]))
+            open_run = True
+            dst, seq0, ack0, wnd0, ts0, ts1, first = r_dst, r_seq, r_ack, r_wnd, tsval, tsval, off
+            payloads = [payload]
+        next_seq = (r_seq + end - SHORT_SIZE) & 0xFFFFFFFF
+        off += seg
+    if open_run:
+        runs.append(_joined(dst, seq0, ack0, wnd0, ts0, ts1, payloads, view[first:n]))
+
+
+def _joined(dst: int, seq: int, ack: int, wnd: int, ts0: int, ts1: int, payloads: list[memoryview],
+            raw: memoryview) -> tuple:
+    data = b"".join(payloads) if len(payloads) > 1 else bytes(payloads[0])
+    return (dst, seq, ack, wnd, ts0, ts1, data, raw)
+
+
 def _encode_options(seg: Segment) -> bytes:
     parts = []
     if seg.mss is not None:
