@@ -26,7 +26,10 @@
  *                each: a GSO train with its UDP_SEGMENT size, a
  *                SourceTrain's headers, payloads and trailers gathered
  *                from where they lie; what a sendmsg of each would send,
- *                for one system call.
+ *                for one system call;
+ *   follows      tells whether two views of one bytes object are
+ *                consecutive in it, and gives the view of both (the send
+ *                buffer keeps a writer's consecutive slices as one chunk).
  *
  * The Python equivalent stays complete: it runs where this module is not
  * built, where the CPU has no CRC32C instruction (HARDWARE_CRC false), and
@@ -864,6 +867,46 @@ done:
 }
 #endif
 
+/* follows(a, b) -> memoryview | None
+ *
+ * When `a` and `b` are views of one bytes object and b's bytes lie right
+ * after a's in it (what a writer makes by writing consecutive slices of
+ * one buffer), a view of both, of that object; else None. The send
+ * buffer (core/sendbuf.py) then holds them as one chunk, so that a
+ * datagram across the seam is read in place rather than joined. It only
+ * compares where the bytes lie: without it (the pure build) the chunks
+ * stay apart and such a datagram is joined, the same bytes. */
+static PyObject *follows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "follows takes 2 arguments");
+        return NULL;
+    }
+    PyObject *a = args[0], *b = args[1];
+    if (!PyMemoryView_Check(a) || !PyMemoryView_Check(b))
+        Py_RETURN_NONE;
+    PyObject *base = PyMemoryView_GET_BASE(a);
+    if (base == NULL || base != PyMemoryView_GET_BASE(b) || !PyBytes_CheckExact(base))
+        Py_RETURN_NONE;
+    const Py_buffer *va = PyMemoryView_GET_BUFFER(a), *vb = PyMemoryView_GET_BUFFER(b);
+    if (va->buf == NULL || vb->buf == NULL || va->ndim != 1 || vb->ndim != 1 || va->itemsize != 1
+            || vb->itemsize != 1 || !PyBuffer_IsContiguous(va, 'C') || !PyBuffer_IsContiguous(vb, 'C'))
+        Py_RETURN_NONE;
+    const char *start = PyBytes_AS_STRING(base);
+    const char *pa = va->buf, *pb = vb->buf;
+    Py_ssize_t size = PyBytes_GET_SIZE(base);
+    if (pa < start || pa + va->len != pb || pb + vb->len > start + size)
+        Py_RETURN_NONE;
+    Py_ssize_t at = pa - start;
+    PyObject *whole = PyMemoryView_FromObject(base);
+    if (whole == NULL)
+        return NULL;
+    PyObject *both = PySequence_GetSlice(whole, at, at + va->len + vb->len);
+    Py_DECREF(whole);
+    return both;
+}
+
 /* crc32c(data) -> int: this module's CRC32C, for the tests that hold it to
  * the crc32c package's. */
 static PyObject *crc32c_py(PyObject *self, PyObject *arg)
@@ -1022,6 +1065,8 @@ static PyMethodDef methods[] = {
     {"send_trains", (PyCFunction)(void (*)(void))send_trains, METH_FASTCALL,
      "Send Trains and SourceTrains in one sendmmsg, a message each (with its UDP_SEGMENT size when it holds several datagrams)."},
 #endif
+    {"follows", (PyCFunction)(void (*)(void))follows, METH_FASTCALL,
+     "A view of both when two views of one bytes object are consecutive in it, else None."},
     {"crc32c", crc32c_py, METH_O, "CRC32C of a buffer."},
     {NULL, NULL, 0, NULL},
 };
