@@ -1075,7 +1075,7 @@ class AioEndpoint(DatagramPath):
                 return i  # (_send_train meets the error again and deals with it)
             st.send_calls += 1  # (sendmmsg took at least the first: else it raised)
             for train in trains[:took]:
-                if type(train) is SourceTrain:
+                if isinstance(train, SourceTrain):
                     count = train.count
                     st.gathered_sends += 1
                     if count == 1:
