@@ -55,6 +55,22 @@ def test_consecutive_slices_of_one_buffer_are_one_chunk_read_in_place():
     assert bytes(buf.view(1000 + 2048, 1000 + 4096)) == data[2048:4096]
 
 
+@needs_follows
+def test_follows_joins_only_byte_views_that_continue_each_other():
+    follows = sendbuf_mod._follows
+    data = bytes(range(256)) * 4
+    view = memoryview(data)
+    both = follows(view[10:20], view[20:50])
+    assert both.obj is data and bytes(both) == data[10:50]
+    assert follows(view[10:20], view[21:50]) is None  # a gap
+    assert follows(view[20:50], view[10:20]) is None  # the other order
+    assert follows(view[0:8:2], view[8:16]) is None  # strided
+    assert follows(view[0:8].cast("I"), view[8:16]) is None  # not bytes
+    assert follows(view[0:8], memoryview(bytes(data[8:16]))) is None  # another object
+    assert follows(view[0:8], data[8:16]) is None and follows(None, view[8:16]) is None
+    assert follows(memoryview(bytearray(8)), memoryview(bytearray(8))) is None  # (not a bytes object)
+
+
 def test_the_chunks_of_different_buffers_or_out_of_order_slices_stay_apart():
     data = bytes(range(200))
     view = memoryview(data)
