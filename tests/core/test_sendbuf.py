@@ -6,7 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gannet.core import sendbuf as sendbuf_mod
 from gannet.core.sendbuf import SendBuffer
+
+needs_follows = pytest.mark.skipif(sendbuf_mod._follows is None,
+                                   reason="gannet.wire._batch's follows is not built here (or GANNET_PURE=1)")
 
 
 def test_bytes_are_kept_by_reference_and_mutable_input_is_copied():
@@ -29,6 +33,54 @@ def test_a_range_across_chunks_is_joined():
     data, off = buf.span(2, 8)
     assert (bytes(data), off) == (b"cdefgh", 0)
     assert bytes(buf.view(3, 6)) == b"def"
+
+
+@needs_follows
+def test_consecutive_slices_of_one_buffer_are_one_chunk_read_in_place():
+    data = bytes(range(256)) * 64
+    view = memoryview(data)
+    buf = SendBuffer(1000)
+    for at in range(0, 4096, 1024):
+        buf.append(view[at : at + 1024])
+    buf.append(view[8192:9000])  # a gap: a chunk of its own
+    buf.append(memoryview(bytes(data[9000:9100])))  # another object: its own
+    buf.append(view[9000:9100])  # next to view[8192:9000] in the buffer, but not in the stream
+    assert len(buf._chunks) == 4  # (the writes of 4,096 bytes from 0 are one chunk)
+    chunk, off = buf.span(1000 + 1000, 1000 + 3000)  # across the first writes' seams
+    assert chunk.obj is data and off == 1000 and bytes(chunk[off : off + 2000]) == data[1000:3000]
+    joined, off = buf.span(1000 + 4000, 1000 + 4200)  # across the gap: joined, as before
+    assert (bytes(joined), off) == (data[4000:4096] + data[8192:8296], 0)
+    assert bytes(buf.view(1000, buf.end)) == data[:4096] + data[8192:9000] + data[9000:9100] * 2
+    buf.trim(1000 + 2048)  # a merged chunk partly acknowledged stays
+    assert bytes(buf.view(1000 + 2048, 1000 + 4096)) == data[2048:4096]
+
+
+@needs_follows
+def test_follows_joins_only_byte_views_that_continue_each_other():
+    follows = sendbuf_mod._follows
+    data = bytes(range(256)) * 4
+    view = memoryview(data)
+    both = follows(view[10:20], view[20:50])
+    assert both.obj is data and bytes(both) == data[10:50]
+    assert follows(view[10:20], view[21:50]) is None  # a gap
+    assert follows(view[20:50], view[10:20]) is None  # the other order
+    assert follows(view[0:8:2], view[8:16]) is None  # strided
+    assert follows(view[0:8].cast("I"), view[8:16]) is None  # not bytes
+    assert follows(view[0:8], memoryview(bytes(data[8:16]))) is None  # another object
+    assert follows(view[0:8], data[8:16]) is None and follows(None, view[8:16]) is None
+    assert follows(memoryview(bytearray(8)), memoryview(bytearray(8))) is None  # (not a bytes object)
+
+
+def test_the_chunks_of_different_buffers_or_out_of_order_slices_stay_apart():
+    data = bytes(range(200))
+    view = memoryview(data)
+    buf = SendBuffer(0)
+    buf.append(view[100:150])
+    buf.append(view[0:100])  # before it in the buffer: not its continuation
+    buf.append(data[150:])  # bytes, not a view of the buffer
+    buf.append(bytearray(view[150:160]))  # copied (mutable)
+    assert len(buf._chunks) == 4
+    assert bytes(buf.view(0, buf.end)) == data[100:150] + data[0:100] + data[150:] + data[150:160]
 
 
 def test_trim_releases_acknowledged_chunks_and_keeps_a_partial_one():
@@ -102,3 +154,40 @@ def test_view_matches_the_bytes_held_on_random_ranges():
             start = rng.randint(buf.start, buf.end)
             end = rng.randint(start, buf.end + 3)
             assert bytes(buf.view(start, end)) == bytes(data[start - 1000:min(end, buf.end) - 1000])
+
+
+POOL = bytes(range(251)) * 8
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("slice"), st.integers(0, 3), st.integers(1, 80)),  # a gap of 0: the next slice
+    st.tuples(st.just("trim"), st.integers(0, 90)),
+    st.tuples(st.just("read"), st.integers(0, 400), st.integers(1, 200)),
+), max_size=60))
+def test_slices_of_one_buffer_read_back_as_written(ops):
+    """Consecutive slices of one buffer (held as one chunk where the
+    extension can tell) read back as the stream had them, across trims."""
+    view = memoryview(POOL)
+    buf = SendBuffer(7)
+    stream, start, at = b"", 7, 0
+    for op in ops:
+        if op[0] == "slice":
+            at += op[1]
+            if at + op[2] > len(POOL):
+                at = 0
+            buf.append(view[at : at + op[2]])
+            stream += POOL[at : at + op[2]]
+            at += op[2]
+        elif op[0] == "trim":
+            start = min(start + op[1], 7 + len(stream))
+            buf.trim(start)
+        else:
+            lo = start + op[1]
+            hi = lo + op[2]
+            if hi > 7 + len(stream) or lo >= hi:
+                continue
+            assert bytes(buf.view(lo, hi)) == stream[lo - 7 : hi - 7]
+            data, off = buf.span(lo, hi)
+            assert bytes(memoryview(data)[off : off + hi - lo]) == stream[lo - 7 : hi - 7]
+        assert buf.start == start and buf.end == 7 + len(stream)

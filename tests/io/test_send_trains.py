@@ -1,8 +1,10 @@
-"""Several GSO trains in one sendmmsg (wire/_batch.c's send_trains, through
-io/endpoint.py's `_send_trains`): the same datagrams as a sendmsg of each
-(its equivalent, which runs without the extension), one system call; what
-the kernel does not take, or refuses, goes on one train at a time through
-`_send_train`, which meets the error as before."""
+"""Several trains in one sendmmsg (wire/_batch.c's send_trains, through
+io/endpoint.py's `_send_trains`): GSO Trains and SourceTrains (path MTU
+discovery's 64 KB datagrams, their payloads gathered from the send buffer)
+give the same datagrams as a sendmsg of each (its equivalent, which runs
+without the extension), for one system call; what the kernel does not take,
+or refuses, goes on one train at a time through `_send_train`, which meets
+the error as before."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from gannet.config import Config
 from gannet.io import endpoint as endpoint_mod
 from gannet.io.endpoint import AioEndpoint, gso_supported, make_udp_socket, sockaddr_of
-from gannet.wire.batch import Train, encode_run
+from gannet.wire.batch import SourceTrain, Train, encode_run, encode_source
 from gannet.wire.segment import ACK, PSH, SegmentRun
 
 from test_batching import bulk_transfer, run
@@ -46,6 +48,19 @@ def _trains(rng: random.Random, n: int) -> list[Train]:
     return out
 
 
+def _sources(rng: random.Random, shapes: list[tuple[int, int, int]]) -> list[SourceTrain]:
+    """SourceTrains of (mss, rows, bytes short of full) each, over one
+    buffer (as a send buffer's chunk holds consecutive runs)."""
+    data = memoryview(rng.randbytes(sum(mss * rows for mss, rows, _ in shapes) + 5))
+    out, at = [], 5
+    for k, (mss, rows, short) in enumerate(shapes):
+        length = mss * rows - short
+        run_ = SegmentRun(rng.getrandbits(32), 1, ACK, ACK | PSH, 9, 9, 9, data, at, length, mss)
+        out.append(encode_source(rng.getrandbits(32) or 1, run_))
+        at += length
+    return out
+
+
 def _receiver(family: int, host: str) -> socket.socket:
     rx = socket.socket(family, socket.SOCK_DGRAM)
     rx.bind((host, 0))
@@ -67,6 +82,34 @@ def test_send_trains_puts_each_trains_datagrams_on_the_wire_in_order(family, hos
         assert NATIVE(tx.fileno(), trains, sockaddr_of(family, rx.getsockname())) == len(trains)
         want = [d for t in trains for d in t.datagrams()]
         assert [rx.recv(70000) for _ in want] == want
+
+
+@needs_native
+@needs_gso
+def test_send_trains_gathers_source_trains_beside_trains():
+    rng = random.Random(11)
+    with _receiver(socket.AF_INET, "127.0.0.1") as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        # one 64 KB datagram each (path MTU discovery's), several rows with
+        # a short last one, and GSO Trains between them
+        trains = [*_sources(rng, [(65000 - 24, 1, 0), (65000 - 24, 1, 999), (16384, 3, 100)]),
+                  *_trains(rng, 2), *_sources(rng, [(20000, 2, 0)])]
+        assert NATIVE(tx.fileno(), trains, sockaddr_of(socket.AF_INET, rx.getsockname())) == len(trains)
+        want = [d for t in trains for d in (t.train() if type(t) is SourceTrain else t).datagrams()]
+        assert [rx.recv(70000) for _ in want] == want
+
+
+@needs_native
+def test_send_trains_refuses_a_source_train_whose_parts_do_not_hold_its_rows():
+    name = sockaddr_of(socket.AF_INET, ("127.0.0.1", 9))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        good, bad = _sources(random.Random(12), [(16384, 2, 0), (16384, 2, 0)])
+        bad.heads = bad.heads[:30]  # two rows need 48 bytes of headers and trailers
+        with pytest.raises(ValueError):
+            NATIVE(s.fileno(), [good, bad], name)
+        short = _sources(random.Random(13), [(16384, 2, 0)])[0]
+        short.length += 1  # a third row's byte that its buffer does not hold
+        with pytest.raises(ValueError):
+            NATIVE(s.fileno(), [good, short], name)
 
 
 @needs_native
@@ -180,4 +223,60 @@ def test_a_plaintext_transfer_sends_its_trains_together(monkeypatch):
     st = client.io_stats
     assert took and max(took) >= 2  # calls that sent several trains
     assert st.send_calls < st.gso_calls  # fewer system calls than trains
+    assert st.send_errors == 0 and st.datagrams_sent == client.stats.datagrams_sent
+
+
+@needs_native
+@needs_gso
+def test_the_adapter_sends_a_passs_source_trains_in_one_call_per_fragment_setting(aep, monkeypatch):
+    """Lone datagrams larger than the safe size go with don't-fragment set,
+    as `_send_call` sends each, and several-datagram trains without: one
+    call for each stretch of the same setting."""
+    calls = []
+
+    def counted(fd, trains, name):
+        calls.append((len(trains), aep._df))
+        return NATIVE(fd, trains, name)
+
+    monkeypatch.setattr(endpoint_mod, "_send_trains", counted)
+    rng = random.Random(14)
+    with _receiver(socket.AF_INET, "127.0.0.1") as rx:
+        big = _sources(rng, [(65000 - 24, 1, 0)] * 3)
+        rows = _sources(rng, [(16384, 3, 0)]) + _trains(rng, 2)
+        addr = rx.getsockname()
+        assert aep._transmit([(t, addr) for t in big + rows]) == 6
+        want = [d for t in big + rows for d in (t.train() if type(t) is SourceTrain else t).datagrams()]
+        assert [rx.recv(70000) for _ in want] == want
+        df = aep._df_supported
+        assert calls == [(3, df), (3, False)]
+        st = aep.io_stats
+        assert (st.send_calls, st.gathered_sends, st.gso_calls, st.datagrams_sent) == (2, 4, 3, len(want))
+
+
+def test_the_source_trains_it_did_not_take_go_one_at_a_time(aep, monkeypatch):
+    seen, single = _calls(aep, monkeypatch, 1)
+    trains = _sources(random.Random(15), [(65000 - 24, 1, 0)] * 3)
+    assert aep._transmit([(t, ("127.0.0.1", 9)) for t in trains]) == 3
+    assert seen == [3]  # the call took the first
+    # the rest went one at a time, each its pieces gathered (header first)
+    assert single == [bytes(t.pieces()[0]) for t in trains[1:]]
+    assert aep.io_stats.datagrams_sent == 3 and aep.io_stats.gathered_sends == 3
+
+
+@needs_native
+@needs_gso
+def test_a_path_mtu_discovery_transfer_sends_its_datagrams_together(monkeypatch):
+    monkeypatch.delenv("GANNET_NO_GSO", raising=False)
+    took = []
+
+    def counted(fd, trains, name):
+        took.append(NATIVE(fd, trains, name))
+        return took[-1]
+
+    monkeypatch.setattr(endpoint_mod, "_send_trains", counted)
+    client, server = run(bulk_transfer(8 * 1024 * 1024, insecure=True))
+    st = client.io_stats
+    assert client.ep.source_trains and st.gathered_sends > 0
+    assert took and max(took) >= 2  # calls that sent several 64 KB datagrams
+    assert st.send_calls < st.gathered_sends  # fewer system calls than datagrams
     assert st.send_errors == 0 and st.datagrams_sent == client.stats.datagrams_sent

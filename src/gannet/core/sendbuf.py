@@ -6,7 +6,12 @@ megabyte is neither copied in nor, once acknowledged, moved out of the way
 (appending to and trimming one bytearray copied every byte twice, about a
 fifth of a bulk sender's time). Mutable chunks are copied once, as a socket
 copies what `send` is given. Reading a range that lies in one chunk is a
-memoryview of it; only a range that spans chunks is joined.
+memoryview of it; only a range that spans chunks is joined. Consecutive
+slices of one bytes object (a writer writing a large buffer a piece at a
+time) are held as one chunk, where the wire's C extension can tell that
+they are (`follows`): a range across the seam of two writes is then a view
+too, not a joined copy (path MTU discovery's 64 KB datagrams crossed a
+256 KB writer's seams every fourth datagram).
 
 Positions are stream positions (64-bit, unwrapped): `start` is the first byte
 held, `end` one past the last.
@@ -14,9 +19,17 @@ held, `end` one past the last.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from bisect import bisect_right
+
+from .._build import extension
+
+# wire/_batch.c's `follows` (a view of two consecutive views of one bytes
+# object), or None (the pure build, or no extension): the chunks then stay
+# apart and a range across them is joined, the same bytes.
+_ext: Any = extension("gannet.wire._batch")
+_follows: Any = getattr(_ext, "follows", None)
 
 COMPACT_AT: Final = 32  # drop acknowledged chunks' slots once this many and half the list
 
@@ -51,6 +64,13 @@ class SendBuffer:
             chunks = self._chunks = []
             ends = self._ends = []
             self._first = 0
+        elif type(data) is memoryview and _follows is not None:
+            both = _follows(chunks[-1], data)
+            if both is not None:  # the next slice of the same buffer: one chunk
+                chunks[-1] = both
+                self.end += n
+                ends[-1] = self.end
+                return
         chunks.append(data)
         self.end += n
         ends.append(self.end)

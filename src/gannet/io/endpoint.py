@@ -978,12 +978,12 @@ class AioEndpoint(DatagramPath):
         while i < n:
             data, addr = out[i]
             if type(data) is Train or type(data) is SourceTrain:
-                if (_send_trains is not None and type(data) is Train and i + 1 < n
-                        and type(out[i + 1][0]) is Train):
+                if _send_trains is not None and i + 1 < n and (
+                        type(out[i + 1][0]) is Train or type(out[i + 1][0]) is SourceTrain):
                     # Trains to one address: one sendmmsg for all of them
                     # (what is left, or refused, goes on one at a time below).
                     i = self._send_trains(out, i)
-                    if i >= n or type(out[i][0]) is not Train:
+                    if i >= n or (type(out[i][0]) is not Train and type(out[i][0]) is not SourceTrain):
                         continue
                 if not self._send_train(out, i):
                     return i
@@ -1021,10 +1021,17 @@ class AioEndpoint(DatagramPath):
         return n
 
     def _send_trains(self, out: Outgoing, i: int) -> int:
-        """Send the Trains of several datagrams each from out[i] on, to out[i]'s
-        address, in one sendmmsg (wire/_batch.c's send_trains; a sendmsg of
-        each is its equivalent). Returns the index of the first not sent:
-        `_send_train` sends that one, and meets any error as it would."""
+        """Send the Trains of several datagrams each and the SourceTrains
+        from out[i] on, to out[i]'s address, in sendmmsg calls
+        (wire/_batch.c's send_trains; `_send_train` of each is its
+        equivalent). Returns the index of the first not sent: `_send_train`
+        sends that one, and meets any error as it would.
+
+        The messages of one call share the don't-fragment setting that
+        `_send_call` would give each: off for several datagrams, on for one
+        larger than the safe size (path MTU discovery's 64 KB datagrams, a
+        SourceTrain each); where the setting changes, or SEND_TRAINS_MAX
+        trains are in, the next call goes on from there."""
         addr = out[i][1]
         names = self._sockaddrs
         name = names.get(addr, b"")
@@ -1032,33 +1039,57 @@ class AioEndpoint(DatagramPath):
             if len(names) >= SOCKADDRS_KEPT:
                 names.clear()  # (peers come and go: packing again costs a microsecond)
             name = names[addr] = sockaddr_of(self.family, addr)
-        trains: list[Train] = []
-        n = len(out)
-        j = i
-        while j < n and len(trains) < SEND_TRAINS_MAX:
-            d, a = out[j]
-            if type(d) is not Train or (a is not addr and a != addr) or len(d) <= d.size:
-                break
-            trains.append(d)
-            j += 1
-        if name is None or len(trains) < 2:
+        if name is None:
             return i
-        if self._df:
-            self._set_df(False)
-        try:
-            assert _send_trains is not None  # (the caller saw it)
-            took = _send_trains(self._fd, trains, name)
-        except OSError:
-            return i  # (_send_train meets the error again and deals with it)
         st = self.io_stats
-        st.send_calls += 1  # (sendmmsg took at least the first: else it raised)
-        for train in trains[:took]:
-            count = -(-len(train) // train.size)
-            st.datagrams_sent += count
-            st.gso_calls += 1
-            st.gso_datagrams += count
-            release(train)  # the kernel has its copy: encode_run may fill it again
-        return i + took
+        safe = self._safe
+        n = len(out)
+        while True:
+            trains: list[Train | SourceTrain] = []
+            df = False
+            j = i
+            while j < n and len(trains) < SEND_TRAINS_MAX:
+                d, a = out[j]
+                if a is not addr and a != addr:
+                    break
+                if type(d) is SourceTrain:
+                    one = d.length <= d.mss and d.size > safe  # (one datagram: DF as _send_call sets it)
+                elif type(d) is Train and len(d) > d.size:
+                    one = False
+                else:
+                    break
+                if j == i:
+                    df = one
+                elif one is not df:
+                    break
+                trains.append(d)
+                j += 1
+            if len(trains) < 2:
+                return i
+            if self._df is not df:
+                self._set_df(df)
+            try:
+                assert _send_trains is not None  # (the caller saw it)
+                took = _send_trains(self._fd, trains, name)
+            except OSError:
+                return i  # (_send_train meets the error again and deals with it)
+            st.send_calls += 1  # (sendmmsg took at least the first: else it raised)
+            for train in trains[:took]:
+                if isinstance(train, SourceTrain):
+                    count = train.count
+                    st.gathered_sends += 1
+                    if count == 1:
+                        st.datagrams_sent += 1
+                        continue
+                else:
+                    count = -(-len(train) // train.size)
+                    release(train)  # the kernel has its copy: encode_run may fill it again
+                st.datagrams_sent += count
+                st.gso_calls += 1
+                st.gso_datagrams += count
+            i += took
+            if took < len(trains):
+                return i  # (the kernel stopped there: _send_train meets why)
 
     def _send_train(self, out: Outgoing, i: int) -> bool:
         """Send the Train or SourceTrain out[i] in one sendmsg with

@@ -22,9 +22,14 @@
  *                payloads stay in the sender's buffer (a SourceTrain: large
  *                rows, each row's CRC computed in three parts side by side
  *                and combined);
- *   send_trains  sends several GSO trains in one sendmmsg (Linux), a
- *                message each with its UDP_SEGMENT size: what a sendmsg
- *                of each would send, for one system call.
+ *   send_trains  sends several trains in one sendmmsg (Linux), a message
+ *                each: a GSO train with its UDP_SEGMENT size, a
+ *                SourceTrain's headers, payloads and trailers gathered
+ *                from where they lie; what a sendmsg of each would send,
+ *                for one system call;
+ *   follows      tells whether two views of one bytes object are
+ *                consecutive in it, and gives the view of both (the send
+ *                buffer keeps a writer's consecutive slices as one chunk).
  *
  * The Python equivalent stays complete: it runs where this module is not
  * built, where the CPU has no CRC32C instruction (HARDWARE_CRC false), and
@@ -650,14 +655,102 @@ done:
 
 #if HAVE_SENDMMSG
 #define SEND_TRAINS_MAX 64  /* trains in one call */
+#define SOURCE_ROWS_MAX 64  /* a SourceTrain's rows: what one GSO send carries */
+#define IOV_ON_STACK 256
+
+/* One train of a send_trains call: a Train (`a` its buffer) or a
+ * SourceTrain (`a` its heads, `b` the buffer holding its payloads). */
+typedef struct {
+    Py_buffer a, b;
+    int held;  /* buffers acquired: 0, 1 or 2 */
+    int source;
+    long size;
+    Py_ssize_t rows, offset, length, mss;
+} TrainItem;
+
+static PyObject *s_size, *s_heads, *s_buf, *s_offset, *s_length, *s_mss;
+
+static int get_ssize_attr(PyObject *o, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int get_buffer_attr(PyObject *o, PyObject *name, Py_buffer *view)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_GetBuffer(v, view, PyBUF_SIMPLE);
+    Py_DECREF(v);
+    return r;
+}
+
+/* Reads train `obj` into `it` (its buffers held, see it->held); the number
+ * of iovecs its message takes, or -1 with the error set. */
+static Py_ssize_t train_item(PyObject *obj, TrainItem *it)
+{
+    Py_ssize_t size;
+    if (get_ssize_attr(obj, s_size, &size) < 0)
+        return -1;
+    it->size = (long)size;
+    if (size <= 0 || size > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: a datagram size out of range");
+        return -1;
+    }
+    if (PyByteArray_Check(obj)) {  /* a Train: its datagrams back to back */
+        it->source = 0;
+        if (PyObject_GetBuffer(obj, &it->a, PyBUF_SIMPLE) < 0)
+            return -1;
+        it->held = 1;
+        if (it->a.len <= size) {
+            PyErr_SetString(PyExc_ValueError, "send_trains: a train of one datagram or none");
+            return -1;
+        }
+        it->rows = (it->a.len + size - 1) / size;
+        return 1;
+    }
+    /* a SourceTrain: heads (header, trailer, header, ...) around payloads
+     * that stay in buf (wire/batch.py's SourceTrain.pieces, in this order) */
+    it->source = 1;
+    if (get_ssize_attr(obj, s_offset, &it->offset) < 0 || get_ssize_attr(obj, s_length, &it->length) < 0
+            || get_ssize_attr(obj, s_mss, &it->mss) < 0)
+        return -1;
+    if (get_buffer_attr(obj, s_heads, &it->a) < 0)
+        return -1;
+    it->held = 1;
+    if (get_buffer_attr(obj, s_buf, &it->b) < 0)
+        return -1;
+    it->held = 2;
+    Py_ssize_t hlen = size - it->mss - TRAILER_SIZE;
+    if (it->mss <= 0 || it->length <= 0 || hlen <= 0) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: inconsistent sizes");
+        return -1;
+    }
+    it->rows = (it->length + it->mss - 1) / it->mss;
+    if (it->rows > SOURCE_ROWS_MAX || it->a.len < it->rows * (hlen + TRAILER_SIZE) || it->offset < 0
+            || it->b.len - it->offset < it->length) {
+        PyErr_SetString(PyExc_ValueError, "send_trains: heads or buf too short for the rows");
+        return -1;
+    }
+    return 2 * it->rows + 1;
+}
 
 /* send_trains(fd, trains, address) -> int
  *
- * Sends trains (a list of gannet.wire.batch.Train: datagrams of
- * `train.size` bytes back to back, the last maybe shorter, at least two
- * each) to `address` (a packed struct sockaddr) on the UDP socket `fd`, in
- * one sendmmsg: one message a train, with a UDP_SEGMENT control message of
- * its size, as a sendmsg of each would send it. Returns how many trains
+ * Sends trains to `address` (a packed struct sockaddr) on the UDP socket
+ * `fd` in one sendmmsg, one message a train, as a sendmsg of each would
+ * send it (io/endpoint.py's _send_train, which is the equivalent). A train
+ * is a gannet.wire.batch.Train (datagrams of `train.size` bytes back to
+ * back, the last maybe shorter, at least two) or a SourceTrain (its rows'
+ * headers and trailers in `heads`, the payloads in `buf`, gathered: the
+ * kernel's copy is the only one). A message of several datagrams carries a
+ * UDP_SEGMENT control message of the train's size; a SourceTrain of one
+ * datagram goes as that datagram, without one. Returns how many trains
  * the kernel took, from the first (it stops at the first it cannot take);
  * if it took none, raises OSError (BlockingIOError when the socket is
  * full), as socket.sendmsg does. */
@@ -679,9 +772,10 @@ static PyObject *send_trains(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_buffer name;
     if (PyObject_GetBuffer(args[2], &name, PyBUF_SIMPLE) < 0)
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(trains), held = 0;
-    Py_buffer bufs[SEND_TRAINS_MAX];
-    struct iovec iov[SEND_TRAINS_MAX];
+    Py_ssize_t n = PyList_GET_SIZE(trains), filled = 0, niov = 0;
+    TrainItem items[SEND_TRAINS_MAX];
+    struct iovec iov_stack[IOV_ON_STACK];
+    struct iovec *iov = iov_stack;
     struct mmsghdr msgs[SEND_TRAINS_MAX];
     union {
         char buf[CMSG_SPACE(sizeof(uint16_t))];
@@ -694,39 +788,61 @@ static PyObject *send_trains(PyObject *self, PyObject *const *args, Py_ssize_t n
         goto done;
     }
     memcpy(&addr, name.buf, (size_t)name.len);
-    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *train = PyList_GET_ITEM(trains, k);
-        PyObject *size_obj = PyObject_GetAttrString(train, "size");
-        if (size_obj == NULL)
+        items[k].held = 0;
+        filled = k + 1;
+        Py_ssize_t need = train_item(PyList_GET_ITEM(trains, k), &items[k]);
+        if (need < 0)
             goto done;
-        long size = PyLong_AsLong(size_obj);
-        Py_DECREF(size_obj);
-        if (size == -1 && PyErr_Occurred())
-            goto done;
-        if (PyObject_GetBuffer(train, &bufs[k], PyBUF_SIMPLE) < 0)
-            goto done;
-        held++;
-        if (size <= 0 || size > 0xFFFF || bufs[k].len <= size) {
-            PyErr_SetString(PyExc_ValueError, "send_trains: a train of one datagram or none");
+        niov += need;
+    }
+    if (niov > IOV_ON_STACK) {
+        iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)niov);
+        if (iov == NULL) {
+            PyErr_NoMemory();
             goto done;
         }
-        iov[k].iov_base = bufs[k].buf;
-        iov[k].iov_len = (size_t)bufs[k].len;
+    }
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)n);
+    struct iovec *v = iov;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        TrainItem *it = &items[k];
         struct msghdr *msg = &msgs[k].msg_hdr;
         msg->msg_name = &addr;
         msg->msg_namelen = (socklen_t)name.len;
-        msg->msg_iov = &iov[k];
-        msg->msg_iovlen = 1;
-        memset(&control[k], 0, sizeof control[k]);
-        msg->msg_control = control[k].buf;
-        msg->msg_controllen = sizeof control[k].buf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t gso_size = (uint16_t)size;
-        memcpy(CMSG_DATA(cm), &gso_size, sizeof gso_size);
+        msg->msg_iov = v;
+        if (!it->source) {
+            v->iov_base = it->a.buf;
+            v->iov_len = (size_t)it->a.len;
+            v++;
+        } else {
+            unsigned char *h = it->a.buf, *p = (unsigned char *)it->b.buf + it->offset;
+            size_t hlen = (size_t)(it->size - it->mss - TRAILER_SIZE), head = hlen + TRAILER_SIZE;
+            v->iov_base = h;
+            v->iov_len = hlen;
+            v++;
+            for (Py_ssize_t r = 0; r < it->rows; r++) {
+                int last = r == it->rows - 1;
+                v->iov_base = p + r * it->mss;
+                v->iov_len = (size_t)(last ? it->length - r * it->mss : it->mss);
+                v++;
+                v->iov_base = h + (size_t)r * head + hlen;  /* the trailer, then the next row's header */
+                v->iov_len = last ? TRAILER_SIZE : head;
+                v++;
+            }
+        }
+        msg->msg_iovlen = (size_t)(v - msg->msg_iov);
+        if (it->rows > 1) {
+            memset(&control[k], 0, sizeof control[k]);
+            msg->msg_control = control[k].buf;
+            msg->msg_controllen = sizeof control[k].buf;
+            struct cmsghdr *cm = CMSG_FIRSTHDR(msg);
+            cm->cmsg_level = SOL_UDP;
+            cm->cmsg_type = UDP_SEGMENT;
+            cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t gso_size = (uint16_t)it->size;
+            memcpy(CMSG_DATA(cm), &gso_size, sizeof gso_size);
+        }
     }
     int sent;
     Py_BEGIN_ALLOW_THREADS
@@ -738,12 +854,58 @@ static PyObject *send_trains(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     result = PyLong_FromLong(sent);
 done:
-    for (Py_ssize_t k = 0; k < held; k++)
-        PyBuffer_Release(&bufs[k]);
+    for (Py_ssize_t k = 0; k < filled; k++) {
+        if (items[k].held > 1)
+            PyBuffer_Release(&items[k].b);
+        if (items[k].held > 0)
+            PyBuffer_Release(&items[k].a);
+    }
+    if (iov != iov_stack)
+        PyMem_Free(iov);
     PyBuffer_Release(&name);
     return result;
 }
 #endif
+
+/* follows(a, b) -> memoryview | None
+ *
+ * When `a` and `b` are views of one bytes object and b's bytes lie right
+ * after a's in it (what a writer makes by writing consecutive slices of
+ * one buffer), a view of both, of that object; else None. The send
+ * buffer (core/sendbuf.py) then holds them as one chunk, so that a
+ * datagram across the seam is read in place rather than joined. It only
+ * compares where the bytes lie: without it (the pure build) the chunks
+ * stay apart and such a datagram is joined, the same bytes. */
+static PyObject *follows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "follows takes 2 arguments");
+        return NULL;
+    }
+    PyObject *a = args[0], *b = args[1];
+    if (!PyMemoryView_Check(a) || !PyMemoryView_Check(b))
+        Py_RETURN_NONE;
+    PyObject *base = PyMemoryView_GET_BASE(a);
+    if (base == NULL || base != PyMemoryView_GET_BASE(b) || !PyBytes_CheckExact(base))
+        Py_RETURN_NONE;
+    const Py_buffer *va = PyMemoryView_GET_BUFFER(a), *vb = PyMemoryView_GET_BUFFER(b);
+    if (va->buf == NULL || vb->buf == NULL || va->ndim != 1 || vb->ndim != 1 || va->itemsize != 1
+            || vb->itemsize != 1 || !PyBuffer_IsContiguous(va, 'C') || !PyBuffer_IsContiguous(vb, 'C'))
+        Py_RETURN_NONE;
+    const char *start = PyBytes_AS_STRING(base);
+    const char *pa = va->buf, *pb = vb->buf;
+    Py_ssize_t size = PyBytes_GET_SIZE(base);
+    if (pa < start || pa + va->len != pb || pb + vb->len > start + size)
+        Py_RETURN_NONE;
+    Py_ssize_t at = pa - start;
+    PyObject *whole = PyMemoryView_FromObject(base);
+    if (whole == NULL)
+        return NULL;
+    PyObject *both = PySequence_GetSlice(whole, at, at + va->len + vb->len);
+    Py_DECREF(whole);
+    return both;
+}
 
 /* crc32c(data) -> int: this module's CRC32C, for the tests that hold it to
  * the crc32c package's. */
@@ -901,8 +1063,10 @@ static PyMethodDef methods[] = {
      "Write the headers and CRC32C trailers of a train whose payloads stay in the sender's buffer."},
 #if HAVE_SENDMMSG
     {"send_trains", (PyCFunction)(void (*)(void))send_trains, METH_FASTCALL,
-     "Send GSO trains in one sendmmsg, one message each with its UDP_SEGMENT size."},
+     "Send Trains and SourceTrains in one sendmmsg, a message each (with its UDP_SEGMENT size when it holds several datagrams)."},
 #endif
+    {"follows", (PyCFunction)(void (*)(void))follows, METH_FASTCALL,
+     "A view of both when two views of one bytes object are consecutive in it, else None."},
     {"crc32c", crc32c_py, METH_O, "CRC32C of a buffer."},
     {NULL, NULL, 0, NULL},
 };
@@ -920,6 +1084,15 @@ PyMODINIT_FUNC PyInit__batch(void)
     hardware_crc = __builtin_cpu_supports("sse4.2") ? 1 : 0;
 #endif
     init_x2n();
+#if HAVE_SENDMMSG
+    if ((s_size = PyUnicode_InternFromString("size")) == NULL
+            || (s_heads = PyUnicode_InternFromString("heads")) == NULL
+            || (s_buf = PyUnicode_InternFromString("buf")) == NULL
+            || (s_offset = PyUnicode_InternFromString("offset")) == NULL
+            || (s_length = PyUnicode_InternFromString("length")) == NULL
+            || (s_mss = PyUnicode_InternFromString("mss")) == NULL)
+        return NULL;
+#endif
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
