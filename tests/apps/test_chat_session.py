@@ -187,6 +187,15 @@ def test_quit_and_reconnect_then_unreachable(tmp_path):
         b2 = Side("bob", await endpoint(port_b), a.port, tmp_path / "b")
         await a.wait_for(lambda e: len(a.of(PeerConnected)) == 2, what="second peer connected")
         await b2.wait_for(lambda e: isinstance(e, PeerConnected))
+        # Alice's greeting is acknowledged before bob vanishes: a peer gone
+        # silent while data of ours is in flight is found by the
+        # retransmissions giving up, not by the keep-alive this test is
+        # about (bob's ACK of it waits up to ack_delay when his own greeting
+        # left before hers was read).
+        deadline = time.monotonic() + 5
+        while any(c.bytes_in_flight for c in a.rv.aep.ep.connections):
+            assert time.monotonic() < deadline, "alice's greeting never acknowledged"
+            await asyncio.sleep(0.005)
         # Now bob vanishes without a word (socket closed, no FIN).
         b2.task.cancel()
         b2.rv.aep.close()

@@ -352,6 +352,31 @@ def test_a_lone_datagram_costs_one_receive_call(gro, queued):
         loop.close()
 
 
+def test_a_bulk_sender_asks_whether_more_acks_are_queued(monkeypatch):
+    """A sender with data in flight reads its ACKs one datagram at a time:
+    after a lone one it asks FIONREAD whether more are queued, so that one
+    pass answers a batch of them (datapath.batch_can_grow)."""
+    if not endpoint_mod._FIONREAD:
+        pytest.skip("no FIONREAD")
+    real = endpoint_mod.fcntl
+    by_fd: dict[int, int] = {}
+
+    class Recording:
+        @staticmethod
+        def ioctl(fd, request, arg=0, mutate=True):
+            by_fd[fd] = by_fd.get(fd, 0) + 1
+            return real.ioctl(fd, request, arg, mutate)
+
+    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+    client, server = run(bulk_transfer(4 * 1024 * 1024, insecure=True))
+    st = client.io_stats
+    assert st.recv_calls >= 8 and not st.gro_batches, st  # its ACKs, each read on its own
+    # Once per readiness callback that began with one while data was in
+    # flight (all but the handshake's and the last; none if it were skipped:
+    # then each ACK would run a pass of its own).
+    assert by_fd.get(client._fd, 0) >= st.recv_calls // 2, (by_fd, st)
+
+
 @needs_gso
 def test_bulk_transfer_is_received_in_gro_batches(monkeypatch):
     monkeypatch.delenv("GANNET_NO_GSO", raising=False)

@@ -159,16 +159,79 @@ def test_the_readiness_check_after_a_datagram_raises_nothing_inside(monkeypatch)
                 writer.close()
 
         async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True) as server:
-            reader, writer = await gannet.open_connection(*server.addresses[0], insecure=True)
+            # Two clients: a server's endpoint with two connections asks
+            # after each lone datagram (see the test below).
+            pairs = [await gannet.open_connection(*server.addresses[0], insecure=True)
+                     for _ in range(2)]
             for _ in range(20):
-                writer.write(MSG)
-                assert await reader.readexactly(64) == MSG
-            writer.close()
-            await writer.wait_closed()
+                for reader, writer in pairs:
+                    writer.write(MSG)
+                    assert await reader.readexactly(64) == MSG
+            for _, writer in pairs:
+                writer.close()
+                await writer.wait_closed()
 
     asyncio.run(asyncio.wait_for(main(), 30))
-    assert len(args) >= 40  # once per datagram read, both sides
+    assert len(args) >= 40  # once per datagram the server read
     assert all(type(a) is bytearray and len(a) == 4 for a in args), {type(a) for a in args}
+
+
+@pytest.mark.skipif(not endpoint_mod._FIONREAD, reason="no FIONREAD (not POSIX)")
+def test_the_readiness_check_is_asked_where_a_batch_can_grow(monkeypatch):
+    # After a lone datagram, FIONREAD says whether to read on before the
+    # pass. An endpoint with one connection whose data is all acknowledged
+    # (either side of a request-response exchange, once it read the other's
+    # message) has nothing to batch, and skips the system call; a server
+    # with two connections asks (another's datagram may be queued), and so
+    # does a sender with data in flight (its ACKs: tests/io/test_batching.py).
+    real = endpoint_mod.fcntl
+    by_fd: dict[int, int] = {}
+
+    class Recording:
+        @staticmethod
+        def ioctl(fd, request, arg=0, mutate=True):
+            by_fd[fd] = by_fd.get(fd, 0) + 1
+            return real.ioctl(fd, request, arg, mutate)
+
+    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+
+    async def exchange(pairs, n):
+        for _ in range(n):
+            for reader, writer in pairs:
+                writer.write(MSG)
+                await writer.drain()
+                assert await reader.readexactly(64) == MSG
+
+    async def main():
+        async def echo(reader, writer):
+            try:
+                while True:
+                    writer.write(await reader.readexactly(64))
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        async with await gannet.start_server(echo, "127.0.0.1", 0) as server:
+            one = [await gannet.open_connection(*server.addresses[0])]
+            await exchange(one, 20)  # settle: handshake done, RTT measured
+            cfd, sfd = one[0][1].get_extra_info("endpoint")._fd, server.endpoint._fd
+            before = dict(by_fd)
+            await exchange(one, N)
+            alone = {k: (by_fd.get(fd, 0) - before.get(fd, 0)) / N for k, fd in (("client", cfd),
+                                                                                  ("server", sfd))}
+            two = one + [await gannet.open_connection(*server.addresses[0])]
+            await exchange(two, 20)
+            before = dict(by_fd)
+            await exchange(two, N // 2)
+            shared = (by_fd.get(sfd, 0) - before.get(sfd, 0)) / N
+            for _, writer in two:
+                writer.close()
+                await writer.wait_closed()
+        return alone, shared
+
+    alone, shared = asyncio.run(asyncio.wait_for(main(), 50))
+    # (a retransmission or a probe now and then leaves data in flight)
+    assert alone["client"] <= 0.05 and alone["server"] <= 0.05, alone
+    assert shared >= 0.9, shared  # once per message read by the server
 
 
 def test_asyncio_reader_waits_once_per_message_on_one_future():

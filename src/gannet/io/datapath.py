@@ -525,6 +525,34 @@ def after_receive(p: DatagramPath) -> None:
 
 
 # ------------------------------------------------------------------- network
+def batch_can_grow(p: DatagramPath) -> bool:
+    """After a lone datagram was fed to the core: whether reading on before
+    the pass may gather more for it, so that the FIONREAD check is worth
+    its system call (about 7 % of a 64-byte round trip with both processes
+    on one CPU; BENCHMARKS.md, "Where a round trip's wall-clock time goes").
+
+    Not when the endpoint has one connection and all of its data is
+    acknowledged: no datagram queued behind this one can then be an ACK
+    that lets more of ours go (a bulk sender reads its ACKs one datagram
+    at a time, and one pass per batch of them, not per ACK, is what this
+    check is for), nor another connection's datagram (a server's passes
+    serve every connection a readiness callback read). What is left for
+    the peer to have queued is its own data, which a train sends as one
+    GRO batch (always checked; so is a datagram of SPLIT_FROM bytes or
+    more, and a socket without GRO, `_receive_plain`, checks after every
+    lone datagram) and a request-response exchange does not send at all
+    before it has our answer. If something is queued after all, the
+    level-triggered loop calls again at once: one more pass, no datagram
+    left unread."""
+    conns = p.core._conns
+    if len(conns) != 1:
+        return True
+    for conn in conns.values():
+        snd = conn.snd
+        return snd.snd_nxt != snd.snd_una or snd.unsent_and_unacked() != 0
+    return True
+
+
 def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> None:
     """Read what is queued, each read possibly a GRO batch of one flow's
     same-sized datagrams, feed it to the core, then run a pass."""
@@ -596,8 +624,9 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
                 passed_on(view[:n], seg, addr, now)  # (what feed_batch would call, see __init__)
             else:
                 feed_batch(view[:n], seg, addr, now)  # the core copies what it keeps
-            if (calls == 1 and ioctl is not None and not ioctl(fd, fionread, queued)
-                    and queued == _NOTHING_QUEUED):
+            if calls == 1 and ioctl is not None and (
+                    (not seg and n < SPLIT_FROM and not batch_can_grow(p))
+                    or (not ioctl(fd, fionread, queued) and queued == _NOTHING_QUEUED)):
                 break
         p._large = large
         st.recv_calls += calls
