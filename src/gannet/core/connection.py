@@ -866,11 +866,14 @@ class Connection:
         self._arm_keepalive(now)
 
     # --------------------------------------------------------------- output
-    def segments_to_send(self, now: float, runs: bool = False) -> list[Segment | SegmentRun]:
+    def segments_to_send(self, now: float, runs: int = 0) -> list[Segment | SegmentRun]:
         """Everything the connection wants on the wire now, in order.
 
-        With `runs`, consecutive full-size data segments may come as one
-        `SegmentRun` (for encodings that write a batch in one pass).
+        With `runs` (1 or more), consecutive full-size data segments may come
+        as one `SegmentRun` (for encodings that write a batch in one pass):
+        at most 64 KB of datagrams (one GSO send), or where that is one
+        datagram, at most `runs` of them (for an encoding that sends a run's
+        datagrams apart, core/endpoint.py's SourceTrains).
         """
         snd = self.snd
         snd.now = now
@@ -882,7 +885,7 @@ class Connection:
         state = self.state
         synchronized = state is _ESTABLISHED or state in SYNCHRONIZED
         if synchronized and state is not _TIME_WAIT:
-            snd.output(now, out, runs and self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts))
+            snd.output(now, out, runs if self.ts_ok and not (self.sack_ok and self.rcv.ooo_ranges._starts) else 0)
         if self.rcv.ack_now and state is not _CLOSED and state is not _SYN_SENT:
             # Without SACK the sender counts duplicate ACKs, so each
             # out-of-order arrival gets its own (RFC 5681 4.2).

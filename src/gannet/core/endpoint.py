@@ -42,7 +42,7 @@ from typing import Final
 from mypy_extensions import mypyc_attr
 
 from ..config import Config
-from ..wire.batch import GATHER_FROM, encode_run, encode_source, rows, scan
+from ..wire.batch import GATHER_FROM, GATHER_ROWS, encode_run, encode_source, rows, scan
 from ..wire.datagram import (
     DATA_OVERHEAD,
     SHORT_SIZE,
@@ -58,6 +58,7 @@ from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
 from .events import ConnectionAvailable, Event
 from .states import SYNCHRONIZED, State
+from .sender import RUN_BYTES
 
 _CLOSED: Final = State.CLOSED  # `State.CLOSED` is a slow lookup in Python 3.11 (see connection.py)
 _MASK32: Final = 0xFFFFFFFF
@@ -712,11 +713,14 @@ class Endpoint:
         sent = len(out)
         half = self._half_open
         dirty = self._dirty  # (the connections' own: kept, emptied per pass)
+        # Runs of datagrams that leave apart (SourceTrains) may hold several
+        # of path MTU discovery's; else a run is at most one GSO send.
+        runs = GATHER_ROWS if trains and self.source_trains else 1
         while dirty:
             conns = list(dirty)
             dirty.clear()
             for conn in conns:
-                segs = conn.segments_to_send(now, True)
+                segs = conn.segments_to_send(now, runs)
                 if half and segs and conn in half:
                     sent += self._send_half_open(conn, half[conn], segs, out)
                 elif segs:
@@ -735,7 +739,11 @@ class Endpoint:
             if type(seg) is SegmentRun:
                 sent += seg.count
                 if trains and self.source_trains and seg.mss + DATA_OVERHEAD >= GATHER_FROM:
-                    out.append((encode_source(dst, seg), addr))
+                    source = encode_source(dst, seg)
+                    if len(source) <= RUN_BYTES:  # (one GSO send)
+                        out.append((source, addr))
+                    else:  # (several of path MTU discovery's datagrams: a message each)
+                        out.extend([(row, addr) for row in source.apart()])
                     continue
                 train = encode_run(dst, seg, self.run_trailers)
                 if trains:

@@ -64,6 +64,10 @@ _UNPACED: Final = float("inf")
 # most 64 datagrams (each with DATA_OVERHEAD bytes of framing).
 RUN_BYTES: Final = 65000
 RUN_SEGMENTS: Final = 64
+# Where that is one datagram (path MTU discovery's sizes) and the encoding
+# sends a run's datagrams apart (the endpoint's SourceTrains, `runs` > 1 in
+# output), a run holds up to that many: its SegmentRun, sent-log and RACK
+# records are then made once per several datagrams, not once a datagram.
 # A sender that waited for pacing tokens and woke late keeps what it earned
 # while late, up to this long at the pacing rate and this share of the RTT
 # (see pacing_budget).
@@ -384,9 +388,12 @@ class Sender:
         out.append(self.data_segment(start, end, False))
 
     # ------------------------------------------------------------- output
-    def output(self, now: float, out: Outgoing, runs: bool = False) -> None:
+    def output(self, now: float, out: Outgoing, runs: int = 0) -> None:
         """Append what may leave now: resends of lost data, new data, the
-        FIN (the connection calls this in synchronized states only)."""
+        FIN (the connection calls this in synchronized states only). `runs`:
+        0, every segment alone; else full-size segments as SegmentRuns of at
+        most 64 KB of datagrams, or where that is one datagram, of at most
+        `runs` of them (Connection.segments_to_send)."""
         lost = self._loss.lost._starts
         if self.snd_nxt >= self.sndbuf.end and not lost and (self.fin_sent or not self.fin_queued):
             # Nothing to send, the usual case (an ACK or a timer for an idle
@@ -398,7 +405,7 @@ class Sender:
         if lost or self.fin_queued or not self.send_small(now, out, runs):
             self.output_full(now, out, runs)
 
-    def send_small(self, now: float, out: Outgoing, runs: bool) -> bool:
+    def send_small(self, now: float, out: Outgoing, runs: int) -> bool:
         """New data that fits in one segment and may all go now (a message,
         a reply): that segment, without the general loop. A guard in front
         of the helpers output_full calls (tests/core/test_send_small.py
@@ -467,7 +474,7 @@ class Sender:
         acknowledged, else restart it."""
         self._deadlines[RTX] = NEVER if self.snd_una >= self.snd_nxt else now + self._rtt.current_rto()
 
-    def output_full(self, now: float, out: Outgoing, runs: bool = False, budget: float | None = None) -> None:
+    def output_full(self, now: float, out: Outgoing, runs: int = 0, budget: float | None = None) -> None:
         """output's whole path (tests check the shortcuts against it);
         `budget`: the pacing budget, when the caller has taken it already."""
         mss = self.data_mss()
@@ -530,8 +537,10 @@ class Sender:
                 probe_payload = 0
                 continue
             if runs and avail > mss:
-                room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss,
-                           RUN_BYTES // (mss + DATA_OVERHEAD + self._config.datagram_overhead) * mss)
+                rows = RUN_BYTES // (mss + DATA_OVERHEAD + self._config.datagram_overhead)
+                if rows == 1:
+                    rows = runs  # (one datagram a GSO send: as many as the encoding sends apart)
+                room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss, rows * mss)
                 if budget < room:
                     # Paced: wait for a millisecond's worth (a whole run on a
                     # fast path) rather than trickle out a segment per

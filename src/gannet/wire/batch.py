@@ -284,6 +284,11 @@ def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
 # than the copy (BENCHMARKS.md, "Path MTU discovery's datagrams without a
 # copy"), and the run is written into a Train.
 GATHER_FROM = NATIVE_BELOW
+# A run of such datagrams holds up to this many (core/sender.py's `runs`,
+# where 64 KB is one datagram): its core records are made once for them
+# all, and its rows leave as a SourceTrain each (SourceTrain.apart), in the
+# I/O adapter's sendmmsg of a pass's trains.
+GATHER_ROWS = 8
 
 
 class SourceTrain:
@@ -330,6 +335,16 @@ class SourceTrain:
             out.append(src[k * mss : (k + 1) * mss])
             out.append(heads[at : at + (_OVERHEAD if k < last else TRAILER_SIZE)])
         return out
+
+    def apart(self) -> list[SourceTrain]:
+        """Its rows as SourceTrains of one datagram each, in order (for a
+        train larger than one GSO send: path MTU discovery's run of several
+        64 KB datagrams, which leave as a message each). The payloads stay
+        where they are; each row's header and trailer are its own copy."""
+        mss, offset, length, heads, size = self.mss, self.offset, self.length, self.heads, self.size
+        return [SourceTrain(size, heads[k * _OVERHEAD : (k + 1) * _OVERHEAD], self.buf, offset + k * mss,
+                            mss if k * mss + mss <= length else length - k * mss, mss)
+                for k in range(self.count)]
 
     def train(self) -> Train:
         """The same datagrams as one `Train` (a copy of every byte)."""
