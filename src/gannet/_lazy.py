@@ -28,3 +28,18 @@ def lazy_getattr(package: str, homes: dict[str, str], namespace: dict[str, Any])
         return value
 
     return __getattr__
+
+
+def load_on_thread(module: str) -> None:
+    """Import `module` on a daemon thread, ahead of its first use (an
+    `import` of it elsewhere waits for this one to finish, under the
+    module's import lock): for a command's work that is sure to need it
+    once its peer answers, started when it would otherwise wait."""
+    import sys
+
+    if module not in sys.modules:
+        import importlib
+        import threading
+
+        threading.Thread(target=importlib.import_module, args=(module,), daemon=True,
+                         name=f"gannet-load-{module}").start()

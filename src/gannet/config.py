@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Final, get_args, get_type_hints
+from typing import Final, get_args
 
 MODE_BURST: Final = 0
 MODE_STEP: Final = 1  # (Final: the compiled core has it inline, not a lookup per read)
@@ -19,7 +19,8 @@ TCP_CARRIERS = ("raw", "tun")
 # Congestion controllers by name: the built-in ones, and any registered
 # later with gannet.core.cc.register (which adds its name here).
 CONGESTION_CONTROLS: set[str] = {"newreno", "cubic", "bbr"}
-_HINTS: dict | None = None  # Config's field types, read once
+_DEFAULTS: dict[str, object] | None = None  # each field's default, read once
+_ALLOWED: dict[str, tuple] = {}  # the types a field's value may have, read when first needed
 
 
 @dataclass(frozen=True)
@@ -287,13 +288,23 @@ class Config:
 
     def _check_types(self) -> None:
         """TypeError for a setting of the wrong type (a bool is not a number,
-        a number is not a bool); ValueError for NaN and infinities."""
-        global _HINTS
-        if _HINTS is None:
-            _HINTS = get_type_hints(Config)
-        for name, hint in _HINTS.items():
+        a number is not a bool); ValueError for NaN and infinities.
+
+        A field that holds its own default is not checked (each default is
+        of its field's type: tests/io/test_config_overrides.py checks them
+        all), and a field's annotation is read when a value first needs it:
+        reading all 48 (`typing.get_type_hints`) was about a millisecond of
+        a command's start before its first datagram."""
+        global _DEFAULTS
+        if _DEFAULTS is None:
+            _DEFAULTS = {f.name: f.default for f in fields(Config)}
+        for name, default in _DEFAULTS.items():
             value = getattr(self, name)
-            allowed = get_args(hint) or (hint,)
+            if value is default:
+                continue
+            allowed = _ALLOWED.get(name)
+            if allowed is None:
+                allowed = _ALLOWED[name] = _allowed_types(name)
             if value is None and type(None) in allowed:
                 continue
             if bool in allowed:
@@ -316,3 +327,11 @@ class Config:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def _allowed_types(name: str) -> tuple:
+    """The types Config's field `name` takes: its annotation (a string, as
+    this module's annotations are postponed) evaluated here, as
+    `typing.get_type_hints` evaluates each: `int | None` -> (int, NoneType)."""
+    hint = eval(Config.__annotations__[name], globals())  # (this module's own source)
+    return get_args(hint) or (hint,)

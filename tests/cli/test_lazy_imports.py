@@ -191,3 +191,59 @@ def test_a_sender_imports_before_its_syn_nothing_it_needs_only_after(tmp_path, o
     if "--code" in options:  # (without one, the client's identity key is read)
         later = imported & {"gannet.crypto.identity", "gannet.crypto.psk", "pathlib"}
         assert not later, later
+
+
+def test_a_receiver_loads_what_its_first_transfer_needs_while_it_waits(tmp_path):
+    """A `gannet receive` with a code that no sender has reached yet has
+    loaded, while it waited, what its first transfer's critical path would
+    otherwise wait for: spake2 and its SPAKE2 message, its static key (with
+    cryptography's OpenSSL backend module, which the first X25519 key
+    loads) and zstandard (every transfer's decompressor, loaded on a
+    thread). (The `import` audit events, not -X importtime: its listing
+    loses imports made on another thread.)"""
+    import os
+    import signal
+    import time
+
+    probe = ("import os, runpy, sys\n"
+             "def hook(event, args):\n"
+             "    if event == 'import':\n"
+             "        os.write(2, f'-- import {args[0]} --\\n'.encode())\n"
+             "sys.addaudithook(hook)\n"
+             "sys.argv = ['gannet', *sys.argv[1:]]\n"
+             "runpy.run_module('gannet', run_name='__main__', alter_sys=True)\n")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", probe, "receive", "--host", "127.0.0.1", "--port", "0",
+         "--dir", str(tmp_path / "in")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+    wanted = {"spake2", "cryptography.hazmat.backends.openssl.backend", "zstandard"}
+    imported: set[str] = set()
+    listening = False
+    deadline = time.monotonic() + 60
+    try:
+        while not (listening and wanted <= imported) and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            if line.startswith("-- import "):
+                name = line.split()[2]
+                # (importlib.import_module, which the loading thread calls,
+                # raises no audit event: the package's own imports show it)
+                imported.add("zstandard" if name.startswith("zstandard.") else name)
+            listening = listening or "listening on" in line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    assert listening
+    assert wanted <= imported, wanted - imported

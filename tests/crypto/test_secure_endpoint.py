@@ -632,3 +632,39 @@ def test_a_listener_with_a_code_starts_each_next_exchange_ahead():
     assert any(started[1] in d for d in sent_by_server)  # the SYN-ACK's, made ahead
     server.prepare()
     assert server._code_started is not None and server._code_started[1] != started[1]
+
+
+def test_a_listener_with_a_code_makes_its_static_key_ahead():
+    """A code server given no identity makes its static key in prepare()
+    (with the first exchange), not when the first hello arrives: that
+    hello's SYN-ACK carries the key made ahead, and answering it loads
+    nothing more of cryptography (its OpenSSL backend module came with the
+    first key)."""
+    import subprocess
+    import sys
+
+    pair = Pair(Security(code="7-guitar-october"), Security(code="7-guitar-october"))
+    server = pair.server
+    assert server._static is None
+    server.prepare()
+    static = server._static
+    assert static is not None
+    conn = pair.client.connect("s", 0.0)
+    conn.send(b"hello")
+    pair.run(lambda: (srv := pair.server.accept()) is not None and srv.recv(10) == b"hello", steps=200)
+    assert server._static is static
+    session = next(iter(pair.client._sessions.values()))
+    assert session.client.result.server_key == static.public_key().public_bytes_raw()
+    # (in a fresh process: the backend module is loaded by prepare, not later)
+    probe = (
+        "import random, sys\n"
+        "from gannet.crypto.endpoint import SecureEndpoint, Security\n"
+        "ep = SecureEndpoint(None, random.Random(1), security=Security(code='7-guitar-october'))\n"
+        "ep.listen()\n"
+        "name = 'cryptography.hazmat.backends.openssl.backend'\n"
+        "before = name in sys.modules\n"
+        "ep.prepare()\n"
+        "print(before, name in sys.modules, ep._static is not None)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.split() == ["False", "True", "True"]

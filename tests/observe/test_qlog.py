@@ -131,3 +131,21 @@ def test_loopback_sockets_write_one_valid_file_each(tmp_path):
         summary = next(e["data"] for e in events if e["name"] == "gannet:connection_summary")
         received[summary["role"]] = summary
     assert received["client"]["bytes_acked"] == SIZE and received["server"]["bytes_received"] == SIZE
+
+
+def test_the_flag_letters_are_made_on_first_use():
+    """qlog's "flags" field ("SA" for a SYN-ACK): each value made when first
+    written, not all 256 at import (a command that traces nothing makes none)."""
+    import subprocess
+    import sys
+
+    from gannet.observe.trace import _FLAGS
+    from gannet.wire.segment import ACK, FIN, PSH, RST, SYN
+
+    expected = {f: "".join(ch for bit, ch in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"))
+                           if f & bit) for f in range(256)}
+    assert {f: _FLAGS[f] for f in range(256)} == expected
+    assert _FLAGS[SYN | ACK] == "SA" and _FLAGS[0] == ""
+    out = subprocess.run([sys.executable, "-c", "from gannet.observe.trace import _FLAGS; print(len(_FLAGS))"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "0"

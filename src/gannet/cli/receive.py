@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from gannet.apps.transfer.progress import Reporter
     from gannet.apps.transfer.protocol import CHUNK
     from gannet.apps.transfer.receiver import Receiver
+    from gannet._lazy import load_on_thread
     from gannet.io.loops import run as run_loop
 
     if not 0 <= args.port <= 65535:
@@ -103,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
             rep.log(f"code: {settings['code']}")
         rep.log(f"listening on {host}:{port}, saving to {receiver.root}"
                 + (" (one transfer)" if args.once else ""))
+        # Every transfer decompresses with zstandard (or may): loaded while no
+        # sender is here, not between the first one's header and its data.
+        load_on_thread("zstandard")
         try:
             return await done
         finally:

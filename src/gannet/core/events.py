@@ -9,36 +9,52 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 
+# An event that adds no field to Event is a plain subclass: the dataclass
+# methods Event has (its __init__, __repr__, and the frozen __setattr__ and
+# __delattr__) serve it as they are, and `dataclasses.fields` finds Event's
+# field in it. Decorating each again would only make the same methods anew
+# at import, about half a millisecond per class on a `gannet send`'s way to
+# its SYN (BENCHMARKS.md, start-up). Slots (Event's own, and none in each
+# such subclass) keep those immutable too: the field is frozen, and any
+# other name raises AttributeError, as on a decorated class. (Event's slot
+# is declared, not made by `slots=True`: Python 3.11's frozen __setattr__
+# would name the class that option replaces.)
 @dataclass(frozen=True, eq=False)
 class Event:
     """Something that happened to `conn`."""
 
+    __slots__ = ("conn",)
     conn: Connection
 
 
-@dataclass(frozen=True, eq=False)
 class ConnectionEstablished(Event):
     """The three-way handshake completed."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, eq=False)
+
 class ConnectionAvailable(Event):
     """An incoming connection is established and waiting in the accept queue."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, eq=False)
+
 class DataReceived(Event):
     """New in-order bytes can be read with `conn.recv`."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, eq=False)
+
 class StreamEnded(Event):
     """The peer finished sending (FIN); everything before it is readable."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, eq=False)
+
 class SendSpaceAvailable(Event):
     """The send buffer has room again after `send` accepted less than asked."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +64,7 @@ class ConnectionTerminated(Event):
     error: Exception | None = None
 
 
-@dataclass(frozen=True, eq=False)
 class AllDataAcknowledged(Event):
     """Everything written so far (and the FIN, once sent) is acknowledged."""
+
+    __slots__ = ()

@@ -420,12 +420,18 @@ class SecureEndpoint(Endpoint):
     def prepare(self) -> None:
         """Do ahead the work of the next hello that needs nothing from the
         client: with a code, start this side's half of the exchange (its
-        SPAKE2 message; the first also imports spake2). The I/O layer calls
-        this when nothing waits: after the pass that sent a SYN-ACK, and
-        once listening. Each started exchange answers one hello."""
+        SPAKE2 message; the first also imports spake2), and make the
+        endpoint's static key if it was given none (a code server's: the
+        first hello would otherwise wait for it, and for cryptography's
+        OpenSSL backend module that making the first X25519 key loads, about
+        5 ms). The I/O layer calls this when nothing waits: after the pass
+        that sent a SYN-ACK, and once listening. Each started exchange
+        answers one hello."""
         self.prepare_due = False
         code = self.security.code
         if code is not None and self._code_started is None and self._listening:
+            if self._static is None:
+                self._static = X25519PrivateKey.generate()
             self._code_started = start_code_exchange(code)
 
     @property

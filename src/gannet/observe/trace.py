@@ -49,7 +49,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("gannet.observe")
 _CLOSED = State.CLOSED
 _FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"))
-_FLAGS = {f: "".join(ch for bit, ch in _FLAG_NAMES if f & bit) for f in range(256)}
+
+
+class _FlagLetters(dict):
+    """Control bits -> their letters ("SA" for a SYN-ACK), for qlog lines:
+    each value made on first use (the 256 made at import were about 2
+    million instructions of every command's start, traced or not)."""
+
+    def __missing__(self, flags: int) -> str:
+        letters = self[flags] = "".join(ch for bit, ch in _FLAG_NAMES if flags & bit)
+        return letters
+
+
+_FLAGS = _FlagLetters()
 _U32 = struct.Struct("!I")
 E = TypeVar("E", bound="Endpoint")
 ENDED_KEPT = 256

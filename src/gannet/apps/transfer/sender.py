@@ -6,13 +6,13 @@ import asyncio
 import hashlib
 import os
 import stat
-import sys
 import time
 from typing import Any
 from dataclasses import dataclass, field
 
 import gannet
 
+from ..._lazy import load_on_thread
 from ..display import safe_text
 from .progress import Reporter, human_size
 from .protocol import (
@@ -192,7 +192,7 @@ async def send_files(
         # it is loaded on a thread while the handshake waits for the
         # receiver, once the SYN is out (the loop runs this callback when
         # the connection first waits), not on the way to the first byte.
-        asyncio.get_running_loop().call_soon(_load_on_thread, "zstandard")
+        asyncio.get_running_loop().call_soon(load_on_thread, "zstandard")
     reader, writer = await gannet.open_connection(host, port, limit=4 * CHUNK, wire=wire,
                                                   **config_overrides)
     total = sum(f.size for f in files)
@@ -270,17 +270,6 @@ async def send_files(
         result.seconds = time.monotonic() - t0
         result.cpu_seconds = time.process_time() - cpu0
     return result
-
-
-def _load_on_thread(module: str) -> None:
-    """Import `module` on a daemon thread (an `import` of it elsewhere waits
-    for this one to finish, under the module's import lock)."""
-    import importlib
-    import threading
-
-    if module not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=(module,), daemon=True,
-                         name=f"gannet-load-{module}").start()
 
 
 def _verdict_index(verdict: dict, count: int, seen: dict) -> int:
