@@ -54,3 +54,15 @@ def test_a_fieldless_event_uses_events_own_methods(cls):
     assert cls.__slots__ == ()
     assert not hasattr(cls(None), "__dict__")
     assert dataclasses.fields(cls) == dataclasses.fields(events.Event)
+
+
+def test_events_copy_and_pickle_with_their_fields():
+    import copy
+    import pickle
+
+    for event in [cls(conn="c") for cls in FIELDLESS] + [
+            events.ConnectionTerminated(conn="c", error=ValueError("x"))]:
+        for twin in (copy.copy(event), copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
+            assert type(twin) is type(event) and twin.conn == "c"
+    twin = copy.deepcopy(events.ConnectionTerminated(conn="c", error=ValueError("x")))
+    assert isinstance(twin.error, ValueError) and twin.error.args == ("x",)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -25,6 +25,11 @@ class Event:
 
     __slots__ = ("conn",)
     conn: Connection
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Copies and pickles go through the constructor: a frozen class's
+        # slot refuses the setattr that copy would otherwise restore it with.
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
 
 
 class ConnectionEstablished(Event):
