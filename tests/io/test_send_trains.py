@@ -208,17 +208,24 @@ def test_a_refused_call_leaves_the_trains_to_send_train(aep, monkeypatch):
     assert [d for d, _ in aep._backlog] == trains and aep._writing  # all kept, in order
 
 
-@needs_native
-@needs_gso
-def test_a_plaintext_transfer_sends_its_trains_together(monkeypatch):
+def _counted_send_trains(monkeypatch) -> list[int]:
+    """GSO on, and the adapter's sendmmsg call counted: the list gets how
+    many trains each call sent."""
     monkeypatch.delenv("GANNET_NO_GSO", raising=False)
-    took = []
+    took: list[int] = []
 
     def counted(fd, trains, name):
         took.append(NATIVE(fd, trains, name))
         return took[-1]
 
     monkeypatch.setattr(endpoint_mod, "_send_trains", counted)
+    return took
+
+
+@needs_native
+@needs_gso
+def test_a_plaintext_transfer_sends_its_trains_together(monkeypatch):
+    took = _counted_send_trains(monkeypatch)
     client, server = run(bulk_transfer(4 * 1024 * 1024, insecure=True, pmtud=False, mtu=1472))
     st = client.io_stats
     assert took and max(took) >= 2  # calls that sent several trains
@@ -266,14 +273,7 @@ def test_the_source_trains_it_did_not_take_go_one_at_a_time(aep, monkeypatch):
 @needs_native
 @needs_gso
 def test_a_path_mtu_discovery_transfer_sends_its_datagrams_together(monkeypatch):
-    monkeypatch.delenv("GANNET_NO_GSO", raising=False)
-    took = []
-
-    def counted(fd, trains, name):
-        took.append(NATIVE(fd, trains, name))
-        return took[-1]
-
-    monkeypatch.setattr(endpoint_mod, "_send_trains", counted)
+    took = _counted_send_trains(monkeypatch)
     client, server = run(bulk_transfer(8 * 1024 * 1024, insecure=True))
     st = client.io_stats
     assert client.ep.source_trains and st.gathered_sends > 0
