@@ -30,3 +30,21 @@ def pattern(n: int, seed: int = 0) -> bytes:
     import random
 
     return random.Random(seed).randbytes(n)
+
+
+def count_ioctls(monkeypatch) -> dict[int, int]:
+    """The adapter's ioctl calls (its FIONREAD checks) counted by file
+    descriptor, in the dict returned; each still made."""
+    from gannet.io import endpoint as endpoint_mod
+
+    real = endpoint_mod.fcntl
+    by_fd: dict[int, int] = {}
+
+    class Recording:
+        @staticmethod
+        def ioctl(fd, request, arg=0, mutate=True):
+            by_fd[fd] = by_fd.get(fd, 0) + 1
+            return real.ioctl(fd, request, arg, mutate)
+
+    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+    return by_fd

@@ -24,7 +24,7 @@ from gannet.io.endpoint import (
     make_udp_socket,
 )
 
-from gannet_io_helpers import pattern
+from gannet_io_helpers import count_ioctls, pattern
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -358,16 +358,7 @@ def test_a_bulk_sender_asks_whether_more_acks_are_queued(monkeypatch):
     pass answers a batch of them (datapath.batch_can_grow)."""
     if not endpoint_mod._FIONREAD:
         pytest.skip("no FIONREAD")
-    real = endpoint_mod.fcntl
-    by_fd: dict[int, int] = {}
-
-    class Recording:
-        @staticmethod
-        def ioctl(fd, request, arg=0, mutate=True):
-            by_fd[fd] = by_fd.get(fd, 0) + 1
-            return real.ioctl(fd, request, arg, mutate)
-
-    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+    by_fd = count_ioctls(monkeypatch)
     client, server = run(bulk_transfer(4 * 1024 * 1024, insecure=True))
     st = client.io_stats
     assert st.recv_calls >= 8 and not st.gro_batches, st  # its ACKs, each read on its own

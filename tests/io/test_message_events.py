@@ -18,6 +18,7 @@ import pytest
 
 import gannet
 from gannet.io import endpoint as endpoint_mod
+from gannet_io_helpers import count_ioctls
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,6 +35,15 @@ def counters(st):
                                         "caller_passes")}
 
 
+async def _echo(reader, writer):
+    """Echoes 64-byte messages until the peer's FIN."""
+    try:
+        while True:
+            writer.write(await reader.readexactly(64))
+    except asyncio.IncompleteReadError:
+        writer.close()
+
+
 def test_asyncio_message_costs_one_wakeup_one_pass_and_no_timer_rearm(monkeypatch):
     arms = []
     real_arm = endpoint_mod._LoopTimers.arm
@@ -45,14 +55,7 @@ def test_asyncio_message_costs_one_wakeup_one_pass_and_no_timer_rearm(monkeypatc
     monkeypatch.setattr(endpoint_mod._LoopTimers, "arm", counted_arm)
 
     async def main():
-        async def echo(reader, writer):
-            try:
-                while True:
-                    writer.write(await reader.readexactly(64))
-            except asyncio.IncompleteReadError:
-                writer.close()
-
-        async with await gannet.start_server(echo, "127.0.0.1", 0) as server:
+        async with await gannet.start_server(_echo, "127.0.0.1", 0) as server:
             reader, writer = await gannet.open_connection(*server.addresses[0])
             for _ in range(20):  # settle: handshake done, RTT measured
                 writer.write(MSG)
@@ -151,14 +154,7 @@ def test_the_readiness_check_after_a_datagram_raises_nothing_inside(monkeypatch)
     monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
 
     async def main():
-        async def echo(reader, writer):
-            try:
-                while True:
-                    writer.write(await reader.readexactly(64))
-            except asyncio.IncompleteReadError:
-                writer.close()
-
-        async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True) as server:
+        async with await gannet.start_server(_echo, "127.0.0.1", 0, insecure=True) as server:
             # Two clients: a server's endpoint with two connections asks
             # after each lone datagram (see the test below).
             pairs = [await gannet.open_connection(*server.addresses[0], insecure=True)
@@ -184,16 +180,7 @@ def test_the_readiness_check_is_asked_where_a_batch_can_grow(monkeypatch):
     # message) has nothing to batch, and skips the system call; a server
     # with two connections asks (another's datagram may be queued), and so
     # does a sender with data in flight (its ACKs: tests/io/test_batching.py).
-    real = endpoint_mod.fcntl
-    by_fd: dict[int, int] = {}
-
-    class Recording:
-        @staticmethod
-        def ioctl(fd, request, arg=0, mutate=True):
-            by_fd[fd] = by_fd.get(fd, 0) + 1
-            return real.ioctl(fd, request, arg, mutate)
-
-    monkeypatch.setattr(endpoint_mod, "fcntl", Recording)
+    by_fd = count_ioctls(monkeypatch)
 
     async def exchange(pairs, n):
         for _ in range(n):
@@ -203,14 +190,7 @@ def test_the_readiness_check_is_asked_where_a_batch_can_grow(monkeypatch):
                 assert await reader.readexactly(64) == MSG
 
     async def main():
-        async def echo(reader, writer):
-            try:
-                while True:
-                    writer.write(await reader.readexactly(64))
-            except asyncio.IncompleteReadError:
-                writer.close()
-
-        async with await gannet.start_server(echo, "127.0.0.1", 0) as server:
+        async with await gannet.start_server(_echo, "127.0.0.1", 0) as server:
             one = [await gannet.open_connection(*server.addresses[0])]
             await exchange(one, 20)  # settle: handshake done, RTT measured
             cfd, sfd = one[0][1].get_extra_info("endpoint")._fd, server.endpoint._fd
