@@ -40,7 +40,15 @@ def test_scale_smoke(tmp_path):
         assert r["died_during_hold"] == 0 and r["open_after_close"] == 0
         assert r["accept_rate"] > 0 and r["accept_capacity"] > 0
         assert 0 < r["server_rss_per_conn"] < 200_000
-        assert r["memory_per_conn"] >= r["server_rss_per_conn"]
+        if r["kernel_per_conn"] is None:
+            # Only kernel TCP's share is read from the system-wide slabs,
+            # and then the run says why it could not be read.
+            assert name == "tcp" and "not measured" in r["kernel_note"], r
+            assert r["memory_per_conn"] is None
+            assert "not compared" in proc.stdout
+        else:
+            assert r["kernel_per_conn"] >= 0
+            assert r["memory_per_conn"] >= r["server_rss_per_conn"]
         # Keep-alive really flowed while the connections were idle.
         assert r["keepalive_datagrams_per_s"] > N / 2
         # Idle connections must not spin: 200 of them, probed once a
