@@ -98,7 +98,11 @@ def _import_numpy_in_background() -> None:
 _batch.import_numpy = _import_numpy_in_background
 
 SEND_BUFFER = 4 * 1024 * 1024
-RECV_BUFFER = 8 * 1024 * 1024
+# Linux grants twice this (its bookkeeping), 32 MB: Config.window_size, the
+# most a peer may have in flight towards us, which on loopback all lands in
+# the socket while this process is busy or not scheduled (BBR kept up to
+# 14.5 MB in flight there with 16 MB granted).
+RECV_BUFFER = 16 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
 # SO_SNDBUFFORCE and SO_RCVBUFFORCE (asm-generic/socket.h), which Python's
 # socket module does not name: without them a process allowed to pass
