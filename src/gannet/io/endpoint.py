@@ -106,10 +106,10 @@ RECV_BUFFER = 16 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
 # SO_SNDBUFFORCE and SO_RCVBUFFORCE (asm-generic/socket.h), which Python's
 # socket module does not name: without them a process allowed to pass
-# net.core.[rw]mem_max (CAP_NET_ADMIN) was capped there all the same, and
-# at Linux's default of 4 MB a receive buffer held about a hundred of path
-# MTU discovery's 64 KB datagrams, fewer than BBR keeps in flight on
-# loopback: the overflow was a loss, and its recovery a stall
+# net.core.[rw]mem_max (CAP_NET_ADMIN) was capped there all the same: at
+# an rmem_max of 4 MB (8 MB granted) a receive buffer held about a hundred
+# of path MTU discovery's 64 KB datagrams, fewer than BBR keeps in flight
+# on loopback: the overflow was a loss, and its recovery a stall
 # (BENCHMARKS.md, "Path MTU discovery: the receive buffer Linux grants").
 # Alpha, MIPS, PA-RISC and SPARC number them differently: there, only
 # what the socket module names.
