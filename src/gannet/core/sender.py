@@ -629,7 +629,7 @@ class Sender:
         ack32 = rcv.rcv_nxt & MASK32
         mss = self.mss
         pieces = 1
-        if apart:
+        if apart and length > mss:  # (a run of one datagram is joined or not whole, as before)
             stops = sndbuf.stretches(nxt, end, mss)
             pieces = len(stops)
             pos = nxt
