@@ -191,3 +191,49 @@ def test_slices_of_one_buffer_read_back_as_written(ops):
             data, off = buf.span(lo, hi)
             assert bytes(memoryview(data)[off : off + hi - lo]) == stream[lo - 7 : hi - 7]
         assert buf.start == start and buf.end == 7 + len(stream)
+
+
+def _chunk_of(ends: list[int], pos: int) -> int:
+    return next(i for i, e in enumerate(ends) if pos < e)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(1, 50), min_size=1, max_size=8), step=st.integers(1, 20),
+       trim=st.integers(0, 30), data=st.data())
+def test_stretches_cut_a_range_at_the_seams_of_its_chunks(sizes, step, trim, data):
+    """SendBuffer.stretches: whole steps from the start, each stretch within
+    one written chunk, a step across a seam alone (the last may be shorter):
+    checked against the chunk of every byte."""
+    buf = SendBuffer(0)
+    ends, pos = [], 0
+    for n in sizes:
+        buf.append(bytes(n))  # separate objects: a chunk each
+        pos += n
+        ends.append(pos)
+    trim = min(trim, pos - 1)
+    buf.trim(trim)
+    start = data.draw(st.integers(trim, pos - 1))
+    end = data.draw(st.integers(start + 1, pos))
+    stops = buf.stretches(start, end, step)
+    assert stops[-1] == end and stops == sorted(set(stops))
+    at = start
+    for stop in stops:
+        chunks = {_chunk_of(ends, p) for p in range(at, stop)}
+        if len(chunks) > 1:
+            assert stop - at <= step  # a step across a seam, alone
+        if stop < end:
+            assert (stop - start) % step == 0  # cut after whole steps only
+        at = stop
+    # as few stretches as the rule allows: two neighbours never lie in one chunk
+    bounds = [start] + stops
+    for a, b, c in zip(bounds, bounds[1:], bounds[2:]):
+        assert len({_chunk_of(ends, p) for p in range(a, c)}) > 1
+
+
+def test_a_range_in_one_chunk_is_one_stretch():
+    buf = SendBuffer(0)
+    buf.append(bytes(100))
+    buf.append(bytes(100))
+    assert buf.stretches(0, 100, 30) == [100]
+    assert buf.stretches(0, 200, 30) == [90, 120, 200]
+    assert buf.stretches(0, 200, 50) == [100, 200]

@@ -128,12 +128,14 @@ def test_a_gathered_run_holds_several_large_datagrams_and_they_leave_a_message_e
         assert runs == len(data) // (65000 - SHORT_SIZE - TRAILER_SIZE)  # (a run each, the short tail alone)
 
 
-def _transfer(drop_index: int, size: int = 3_000_000,
-              gather: bool = True) -> tuple[bytes, bytes, dict[int, int], int, list]:
+def _transfer(drop_index: int, size: int = 3_000_000, gather: bool = True,
+              writes: list[bytes] | None = None) -> tuple[bytes, bytes, dict[int, int], int, list]:
     """A transfer of `size` bytes at 65,000-byte datagrams (the sender's
     endpoint gathering, or not), the `drop_index`-th data datagram (from 1)
     lost once; returns what was sent, what arrived, how often each
-    sequence number left, the sender's runs and every item it sent."""
+    sequence number left, the sender's runs and every item it sent.
+    `writes`, a list: the data is written as separate objects of 80,001
+    bytes, kept there (else as one object)."""
     config = Config(pmtud=False, max_datagram_size=65000)
     a, b = Endpoint(config, random.Random(1)), Endpoint(config, random.Random(2))
     b.listen(4)
@@ -149,7 +151,11 @@ def _transfer(drop_index: int, size: int = 3_000_000,
     a.source_trains = gather
     data = random.Random(4).randbytes(size)
     items: list = []
-    written = ca.send(data)
+    if writes is None:
+        written = ca.send(data)
+    else:
+        writes += [data[k : k + 80_001] for k in range(0, size, 80_001)]
+        written = sum(ca.send(w) for w in writes)
     got = bytearray()
     sends: dict[int, int] = {}
     dropped = False
@@ -195,3 +201,26 @@ def test_a_lost_datagram_of_a_gathered_run_is_resent_alone(drop_index):
     assert got == data
     resent = {seq: n for seq, n in sends.items() if n > 1}
     assert len(resent) == 1 and list(resent.values()) == [2], resent
+
+
+
+def test_a_gathered_run_across_written_objects_joins_only_the_datagram_across_a_seam():
+    """A gathered run that spans several of the application's writes goes
+    out as a SegmentRun for each stretch within one written object (its
+    payloads read in place) and one for each datagram across two, joined
+    alone (64 KB, where the whole run was joined before); the datagrams,
+    their times and the counters are those of the same bytes written as
+    one object."""
+    writes: list[bytes] = []
+    data, got, sends, runs, items = _transfer(0, writes=writes)
+    assert got == data and len(writes) == 38
+    _, _, whole_sends, whole_runs, whole_items = _transfer(0)
+    assert sends == whole_sends and runs == whole_runs
+    assert _wire(items) == _wire(whole_items)
+    mss = 65000 - SHORT_SIZE - TRAILER_SIZE
+    joined = [item for item in items if type(item) is SourceTrain and not any(item.buf is w for w in writes)]
+    assert all(item.offset == 0 and len(item.buf) == item.length <= mss for item in joined)
+    # one for each seam inside a datagram (none falls on a datagram's edge here)
+    assert len(joined) == len(writes) - 1
+    assert all(type(item) is not SourceTrain or any(item.buf is w for w in writes) or item in joined
+               for item in items)

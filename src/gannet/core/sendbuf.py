@@ -111,6 +111,32 @@ class SendBuffer:
             return chunk, start - (ends[i] - len(chunk))
         return self._join(i, start, end), 0
 
+    def stretches(self, start: int, end: int, step: int) -> list[int]:
+        """[start, end) cut after whole steps from `start` into stretches
+        that each lie in one chunk, and single steps that run across two
+        (the last step may be shorter): the stretches' ends, in order. A
+        range within one chunk is one stretch: [end]."""
+        chunks, ends = self._chunks, self._ends
+        assert chunks is not None and ends is not None  # bytes are held
+        i = bisect_right(ends, start, self._first)
+        limit = ends[i]
+        if end <= limit:
+            return [end]
+        stops: list[int] = []
+        pos = start
+        while pos < end:
+            if end <= limit:
+                stops.append(end)
+                break
+            n = (limit - pos) // step
+            # whole steps up to the seam, else one step across it alone
+            pos = pos + n * step if n else (pos + step if pos + step < end else end)
+            stops.append(pos)
+            while pos >= limit and pos < end:
+                i += 1
+                limit = ends[i]
+        return stops
+
     def view(self, start: int, end: int) -> bytes | memoryview:
         """[start, end) as one bytes-like object (a view when it lies in one
         chunk). Like slicing a bytes object, a range running past the end

@@ -538,7 +538,8 @@ class Sender:
                 continue
             if runs and avail > mss:
                 rows = RUN_BYTES // (mss + DATA_OVERHEAD + self._config.datagram_overhead)
-                if rows == 1:
+                apart = rows == 1
+                if apart:
                     rows = runs  # (one datagram a GSO send: as many as the encoding sends apart)
                 room = min(avail, wnd_edge - nxt, cwnd - pipe, RUN_SEGMENTS * mss, rows * mss)
                 if budget < room:
@@ -557,7 +558,7 @@ class Sender:
                     if self.fin_queued and nxt + length == data_end:
                         length -= mss  # the last segment carries the FIN: send_new sends it
                 if length > mss or length == mss >= RUN_ALONE:
-                    self._send_run(nxt, length, now, pipe, out)
+                    self._send_run(nxt, length, now, pipe, out, apart)
                     budget -= length
                     pipe += length
                     sent_any = True
@@ -608,20 +609,41 @@ class Sender:
             self.fin_sent = True
         self._record_first_transmission(nxt, nxt + n, now, pipe, 0)
 
-    def _send_run(self, nxt: int, length: int, now: float, pipe: int, out: Outgoing) -> None:
+    def _send_run(self, nxt: int, length: int, now: float, pipe: int, out: Outgoing,
+                  apart: bool = False) -> None:
         """Full-size segments [nxt, nxt + length) as one SegmentRun (no FIN;
-        runs leave in synchronized states only: the window is scaled)."""
+        runs leave in synchronized states only: the window is scaled).
+
+        `apart`: the run's datagrams leave one by one (path MTU discovery's,
+        gathered): it goes out as a SegmentRun for each stretch of it that
+        lies in one written chunk of the send buffer, and one for each
+        datagram across two (SendBuffer.stretches), so that only such a
+        datagram is joined, not the whole run. The datagrams are the same;
+        the run is one run for the records and the counters."""
         end = nxt + length
         tsval, tsecr = self.timestamps()
         rcv = self._rcv
         wnd = rcv.advertise_window(False, self.mss)
         rcv.ack_sent()
-        out.append(SegmentRun(nxt & MASK32, rcv.rcv_nxt & MASK32, ACK, self._data_flags(end, False),
-                              wnd, tsval, tsecr, *self.sndbuf.span(nxt, end), length, self.mss))
+        sndbuf = self.sndbuf
+        ack32 = rcv.rcv_nxt & MASK32
+        mss = self.mss
+        pieces = 1
+        if apart and length > mss:  # (a run of one datagram is joined or not whole, as before)
+            stops = sndbuf.stretches(nxt, end, mss)
+            pieces = len(stops)
+            pos = nxt
+            for stop in stops:
+                out.append(SegmentRun(pos & MASK32, ack32, ACK, self._data_flags(stop, False),
+                                      wnd, tsval, tsecr, *sndbuf.span(pos, stop), stop - pos, mss))
+                pos = stop
+        else:
+            out.append(SegmentRun(nxt & MASK32, ack32, ACK, self._data_flags(end, False),
+                                  wnd, tsval, tsecr, *sndbuf.span(nxt, end), length, mss))
         self.snd_nxt = end
         stats = self._stats
         stats.bytes_sent += length
-        stats.segments_sent += -(-length // self.mss) - 1  # the run itself counts as one in segments_to_send
+        stats.segments_sent += -(-length // mss) - pieces  # each piece counts as one in segments_to_send
         stats.runs_sent += 1
         self._record_first_transmission(nxt, end, now, pipe, self.mss)
 

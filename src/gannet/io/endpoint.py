@@ -98,8 +98,26 @@ def _import_numpy_in_background() -> None:
 _batch.import_numpy = _import_numpy_in_background
 
 SEND_BUFFER = 4 * 1024 * 1024
-RECV_BUFFER = 8 * 1024 * 1024
+# Linux grants twice this (its bookkeeping), 32 MB: Config.window_size, the
+# most a peer may have in flight towards us, which on loopback all lands in
+# the socket while this process is busy or not scheduled (BBR kept up to
+# 14.5 MB in flight there with 16 MB granted).
+RECV_BUFFER = 16 * 1024 * 1024
 SOCKET_BUFFER = SEND_BUFFER  # the older name
+# SO_SNDBUFFORCE and SO_RCVBUFFORCE (asm-generic/socket.h), which Python's
+# socket module does not name: without them a process allowed to pass
+# net.core.[rw]mem_max (CAP_NET_ADMIN) was capped there all the same: at
+# an rmem_max of 4 MB (8 MB granted) a receive buffer held about a hundred
+# of path MTU discovery's 64 KB datagrams, fewer than BBR keeps in flight
+# on loopback: the overflow was a loss, and its recovery a stall
+# (BENCHMARKS.md, "Path MTU discovery: the receive buffer Linux grants").
+# Alpha, MIPS, PA-RISC and SPARC number them differently: there, only
+# what the socket module names.
+_GENERIC_SOCKET_H = sys.platform == "linux" and os.uname().machine in (
+    "x86_64", "i386", "i486", "i586", "i686", "aarch64", "aarch64_be", "armv7l", "armv8l", "armv6l",
+    "riscv64", "s390x", "ppc64", "ppc64le", "loongarch64")
+SO_SNDBUFFORCE: int | None = getattr(socket, "SO_SNDBUFFORCE", 32 if _GENERIC_SOCKET_H else None)
+SO_RCVBUFFORCE: int | None = getattr(socket, "SO_RCVBUFFORCE", 33 if _GENERIC_SOCKET_H else None)
 # ICMP errors (IP_RECVERR) that say an address cannot be reached
 _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 SEND_AGAIN_TRIES = 4  # sends of one datagram while earlier datagrams' ICMP errors keep failing them
@@ -258,8 +276,8 @@ def make_udp_socket(family: int, addr: tuple) -> socket.socket:
     try:
         if not _SOCK_NONBLOCK:
             sock.setblocking(False)
-        _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, RECV_BUFFER)
-        _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, SEND_BUFFER)
+        _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, RECV_BUFFER)
+        _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, SEND_BUFFER)
         _enable_icmp_errors(sock)
         sock.bind(addr)
     except BaseException:

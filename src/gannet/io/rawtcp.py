@@ -30,14 +30,12 @@ import subprocess
 
 from ..config import Config
 from ..core.tcp_endpoint import ETHERNET_MTU, LOOPBACK_MTU, TcpEndpoint
-from .endpoint import _SYSTEM_RANDOM, AioEndpoint, _keep_until_loop_ends
+from .endpoint import SO_RCVBUFFORCE, SO_SNDBUFFORCE, _SYSTEM_RANDOM, AioEndpoint, _keep_until_loop_ends
 from .firewall import MARK, FirewallError, RstGuard
 from .security import check_tcp_wire
 
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SO_MARK = getattr(socket, "SO_MARK", 36)
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 RAW_BUFFER = 16 * 1024 * 1024
 
 NEEDS = ("Gannet's TCP on raw sockets needs root (CAP_NET_RAW for the raw socket and "
@@ -142,7 +140,7 @@ class RawTcpSocket(socket.socket):
             self.setsockopt(socket.SOL_SOCKET, SO_MARK, MARK)
             for opt, normal in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
                 try:
-                    self.setsockopt(socket.SOL_SOCKET, opt, RAW_BUFFER)
+                    self.setsockopt(socket.SOL_SOCKET, normal if opt is None else opt, RAW_BUFFER)
                 except OSError:
                     self.setsockopt(socket.SOL_SOCKET, normal, RAW_BUFFER)
             _attach_filter(self, port_filter(self.port))
