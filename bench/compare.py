@@ -302,6 +302,8 @@ def transport_options(t: Transport, args) -> list[str]:
             opts += ["--mtu", str(args.gannet_mtu)]
         if args.gannet_cc:
             opts += ["--cc", args.gannet_cc]
+        if args.gannet_busy_poll is not None:
+            opts += ["--busy-poll", str(args.gannet_busy_poll)]
         opts += ["--api", args.gannet_api]
         if not args.no_uvloop:  # like aioquic: uvloop when installed
             opts += ["--uvloop"]
@@ -429,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Gannet's datagram size (Config.max_datagram_size; path MTU discovery off)")
     p.add_argument("--gannet-cc", default=None,
                    help="Gannet's congestion controller (Config.congestion_control)")
+    p.add_argument("--gannet-busy-poll", type=int, default=None, metavar="US",
+                   help="Gannet's Config.busy_poll in microseconds (0: off; default: the "
+                        "installed default)")
     p.add_argument("--gannet-api", choices=["streams", "socket"], default="streams",
                    help="the Gannet API the runner uses: asyncio streams or the blocking Socket")
     p.add_argument("--gannet-uvloop", action="store_true",

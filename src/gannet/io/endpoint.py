@@ -449,7 +449,7 @@ class _LoopTimers:
     """
 
     __slots__ = ("loop", "heap", "handle", "handle_at", "tick", "stale", "firing", "now", "slack",
-                 "uvloop", "__weakref__")
+                 "uvloop", "endpoints", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -459,6 +459,7 @@ class _LoopTimers:
         self.tick = 0
         self.stale = 0  # entries in the heap that no longer match their endpoint's deadline
         self.firing = False
+        self.endpoints = 0  # open AioEndpoints on this loop (busy polling asks: datapath)
         # The core's clock. asyncio's loop.time() is time.monotonic(); uvloop's
         # is the same clock cut to whole milliseconds, too coarse to time a
         # loopback round trip (samples of zero collapse BBR's window), so read
@@ -537,6 +538,14 @@ class _LoopTimers:
 # (a WeakKeyDictionary would: its value holds the loop strongly, so every
 # loop that ever had an endpoint stayed in memory).
 _loop_timers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _cpus_allowed() -> int:
+    """CPUs this thread may run on (its affinity mask, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
@@ -694,6 +703,14 @@ class AioEndpoint(DatagramPath):
         self._refused: dict[Connection, Exception] = {}
         self.icmp_errors = 0
         self._rearm_due = False  # a _rearm_poll is scheduled
+        timers.endpoints += 1  # (less one at close)
+        # Busy polling's budget (Config.busy_poll, datapath.busy_poll_due):
+        # none where this thread may run on one CPU only, as the peer or
+        # whatever else shares it would wait for the poll to end.
+        busy = config.busy_poll
+        if busy and _cpus_allowed() < 2:
+            busy = 0
+        self._busy_ns = busy * 1000
         self._fd = sock.fileno()
         self._queued = bytearray(4)  # FIONREAD's answer (see _FIONREAD)
         self._ioctl = fcntl.ioctl if _FIONREAD else None  # (None: not POSIX, read until EAGAIN)
@@ -1338,6 +1355,7 @@ class AioEndpoint(DatagramPath):
             if self.closed:
                 return
             self.closed = True
+            self._timer.endpoints -= 1
             if self._drive is not None:
                 self._drive.close()
             try:
