@@ -119,7 +119,7 @@ class Config:
     """Acknowledge at least every this many full-sized segments."""
     nodelay: bool = True
     """True disables Nagle's algorithm (small writes go out at once)."""
-    busy_poll: int = 100
+    busy_poll: int = 200
     """Microseconds to poll the socket without sleeping after a send that
     expects an answer (as Linux's SO_BUSY_POLL): the answer then lands on a
     running CPU instead of waking a halted one. 0 turns it off. It polls

@@ -34,7 +34,7 @@ N = 200
 # it on a loaded test machine (the poll yields the CPU between checks).
 LONG = 100_000  # microseconds
 
-needs_two_cpus = pytest.mark.skipif(endpoint_mod._cpus_allowed() < 2,
+needs_two_cpus = pytest.mark.skipif(endpoint_mod._cpus() < 2,
                                     reason="busy polling is off on one CPU")
 
 
@@ -52,7 +52,8 @@ async def _echo(reader, writer, delay=0.0):
 class ServerThread:
     """A Gannet echo server on an event loop of its own, in a thread."""
 
-    def __init__(self, delay=0.0, **overrides):
+    def __init__(self, delay=0.0, pin=None, **overrides):
+        self.pin = pin
         self.address = queue.Queue()
         self.stop = None
         self.endpoint = None
@@ -60,6 +61,8 @@ class ServerThread:
                                        daemon=True)
 
     async def _main(self, delay, overrides):
+        if self.pin is not None:
+            os.sched_setaffinity(0, {self.pin})  # (this thread)
         self.stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -123,7 +126,7 @@ def run_client(addr, n, settle=20, idle=0.0, **overrides):
 
 
 def test_config_busy_poll_is_checked():
-    assert Config().busy_poll == 100
+    assert Config().busy_poll == 200
     assert Config(busy_poll=0).busy_poll == 0
     with pytest.raises(ValueError):
         Config(busy_poll=-1)
@@ -167,8 +170,8 @@ def test_budget_zero_polls_never():
     assert client["recv_calls"] == N
 
 
-def test_one_cpu_polls_never(monkeypatch):
-    monkeypatch.setattr(endpoint_mod, "_cpus_allowed", lambda: 1)
+def test_a_machine_of_one_cpu_polls_never(monkeypatch):
+    monkeypatch.setattr(endpoint_mod, "_cpus", lambda: 1)
     with ServerThread(busy_poll=LONG) as server:
         client, _, aep = run_client(server.addr, 50, busy_poll=LONG)
         srv = stats(server.endpoint.io_stats)
@@ -177,10 +180,22 @@ def test_one_cpu_polls_never(monkeypatch):
         assert side["busy_polls"] == side["busy_poll_checks"] == 0, side
 
 
-def test_cpus_allowed_reads_the_affinity_mask():
-    if not hasattr(os, "sched_getaffinity"):
-        pytest.skip("no affinity mask on this system")
-    assert endpoint_mod._cpus_allowed() == len(os.sched_getaffinity(0))
+@needs_two_cpus
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks")
+def test_a_peer_on_the_same_cpu_answers_within_the_poll():
+    # Client and server threads both pinned to one CPU: the poll yields the
+    # CPU between its checks, so the peer runs and answers within it (a
+    # poll that kept the CPU would see no answer until its budget ran out).
+    cpu = min(os.sched_getaffinity(0))
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # (this thread; the server's thread pins itself)
+    try:
+        with ServerThread(busy_poll=LONG, pin=cpu) as server:
+            client, _, _ = run_client(server.addr, N, busy_poll=LONG)
+    finally:
+        os.sched_setaffinity(0, saved)
+    assert N * 0.9 <= client["busy_polls"] <= N + 2, client
+    assert client["busy_poll_hits"] >= N * 0.8, client
 
 
 def test_two_endpoints_on_one_loop_poll_never():
@@ -270,7 +285,7 @@ def blocking_pair(**overrides):
 
 @pytest.mark.parametrize("budget", [LONG, 0])
 def test_blocking_socket_polls_while_it_waits_for_an_answer(budget):
-    if budget and endpoint_mod._cpus_allowed() < 2:
+    if budget and endpoint_mod._cpus() < 2:
         pytest.skip("busy polling is off on one CPU")
     ls, c, s = blocking_pair(busy_poll=budget)
     server = threading.Thread(target=echo_socket, args=(s,), daemon=True)

@@ -540,12 +540,9 @@ class _LoopTimers:
 _loop_timers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
-def _cpus_allowed() -> int:
-    """CPUs this thread may run on (its affinity mask, where the system has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def _cpus() -> int:
+    """The machine's CPUs (online)."""
+    return os.cpu_count() or 1
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
@@ -705,10 +702,14 @@ class AioEndpoint(DatagramPath):
         self._rearm_due = False  # a _rearm_poll is scheduled
         timers.endpoints += 1  # (less one at close)
         # Busy polling's budget (Config.busy_poll, datapath.busy_poll_due):
-        # none where this thread may run on one CPU only, as the peer or
-        # whatever else shares it would wait for the poll to end.
+        # none on a machine of one CPU, where the peer, if local, can only
+        # answer once the poll gives the CPU up. (A process pinned to one
+        # CPU of several polls: the poll yields the CPU between checks, so
+        # a peer pinned to the same one runs at once, and one pinned to
+        # another, the usual low-latency placement, is what polling is for;
+        # docs/design.md, "Polling before sleeping".)
         busy = config.busy_poll
-        if busy and _cpus_allowed() < 2:
+        if busy and _cpus() < 2:
             busy = 0
         self._busy_ns = busy * 1000
         self._fd = sock.fileno()
