@@ -702,12 +702,12 @@ class AioEndpoint(DatagramPath):
         self._rearm_due = False  # a _rearm_poll is scheduled
         timers.endpoints += 1  # (less one at close)
         # Busy polling's budget (Config.busy_poll, datapath.busy_poll_due):
-        # none on a machine of one CPU, where the peer, if local, can only
-        # answer once the poll gives the CPU up. (A process pinned to one
-        # CPU of several polls: the poll yields the CPU between checks, so
-        # a peer pinned to the same one runs at once, and one pinned to
-        # another, the usual low-latency placement, is what polling is for;
-        # docs/design.md, "Polling before sleeping".)
+        # none on a machine of one CPU, where a local peer could only answer
+        # once the poll gave the CPU up. (A process pinned to one CPU of
+        # several polls: a peer pinned to another, the usual low-latency
+        # placement, is what polling is for, and one pinned to the same
+        # makes the polls miss, which turns them down; docs/design.md,
+        # "Polling before sleeping".)
         busy = config.busy_poll
         if busy and _cpus() < 2:
             busy = 0
