@@ -63,6 +63,11 @@ class ServerThread:
         loop = asyncio.get_running_loop()
 
         async def echo(r, w):
+            if delay is None:  # a sink: read to the end, answer nothing
+                while await r.read(1 << 20):
+                    pass
+                w.close()
+                return
             await _echo(r, w, delay)
 
         async with await gannet.start_server(echo, "127.0.0.1", 0, insecure=True,
@@ -157,6 +162,29 @@ def test_each_message_polls_and_a_polled_datagram_is_read_as_the_reader_reads_it
     # counts the callbacks of the timer and of flushes, a fraction).
     assert client["loop_calls"] <= client["recv_calls"] - client["busy_poll_hits"] + N // 2, client
     assert aep.closed
+
+
+@needs_two_cpus
+def test_a_bulk_sender_polls_only_once_all_it_wrote_is_sent():
+    # Data queued behind the window: the ACKs wake the sender as before
+    # (and its loop runs the pacing timer on time); only the passes that
+    # send the last of it may poll.
+    async def main(addr):
+        reader, writer = await gannet.open_connection(*addr, insecure=True, busy_poll=LONG)
+        aep = writer.get_extra_info("endpoint")
+        chunk = bytes(1 << 20)
+        for _ in range(8):
+            writer.write(chunk)
+            await writer.drain()
+        counts = stats(aep.io_stats), aep.io_stats.passes
+        writer.close()
+        await writer.wait_closed()
+        return counts
+
+    with ServerThread(delay=None, busy_poll=LONG) as server:
+        (client, passes) = asyncio.run(asyncio.wait_for(main(server.addr), 50))
+    assert client["datagrams_sent"] >= 8 * (1 << 20) // 65507, client
+    assert client["busy_polls"] <= max(4, passes // 20), (client, passes)
 
 
 def test_budget_zero_polls_never():

@@ -490,7 +490,7 @@ def process(p: DatagramPath) -> None:
         preparer = p._preparer
         if preparer is not None and preparer.prepare_due:  # (what was sent is out)
             p.prepare_soon()
-    if sent and p._busy_ns and not p._busy_queued:
+    if sent and p._busy_ns and not p._busy_queued and busy_poll_wanted_on_loop(p):
         # After the callbacks this pass's datagrams woke, before the loop
         # sleeps: busy_poll_on_loop.
         p._busy_queued = True
@@ -563,7 +563,10 @@ def busy_poll_due(p: DatagramPath) -> bool:
     """Whether to poll the socket for the budget before sleeping (with the
     lock held, or on the loop). An answer is expected when the endpoint's
     one connection has data in flight (a request not yet answered, a reply
-    not yet acknowledged); with no data in flight, or several connections
+    not yet acknowledged) and nothing written waits to be sent: a bulk
+    sender (data queued behind its window) is woken by its ACKs as before,
+    and its loop keeps running its pacing timer on time. With no data in
+    flight, or several connections
     (whose datagrams the poll would hold back, at most the budget), or
     with the budget at 0 or a single CPU (p._busy_ns, see
     AioEndpoint.__init__), it sleeps at once. After BUSY_MISSES_OFF polls
@@ -577,7 +580,8 @@ def busy_poll_due(p: DatagramPath) -> bool:
         return False
     for conn in conns.values():
         snd = conn.snd
-        if snd.snd_nxt == snd.snd_una:
+        nxt = snd.snd_nxt
+        if nxt == snd.snd_una or nxt < snd.sndbuf.end:
             return False
     if p._busy_misses >= BUSY_MISSES_OFF:
         p._busy_skipped += 1
@@ -621,21 +625,27 @@ def busy_poll(p: DatagramPath, poll: Callable[[int], list[Any]]) -> list[Any]:
     return ready
 
 
-def busy_poll_on_loop(p: DatagramPath) -> None:
-    """On the loop, queued by a pass that sent: poll the socket for the
-    budget (busy_poll_due says whether), and hand what arrives to the
-    reader's own receive path, as the loop's readiness callback would (the
-    same counts and events; not counted in loop_calls, being no wake-up).
-    Not while application threads drive the endpoint (they poll in
-    drive), nor with another endpoint on this loop, whose callbacks would
-    wait."""
-    p._busy_queued = False
+def busy_poll_wanted_on_loop(p: DatagramPath) -> bool:
+    """At the end of a pass on the loop that sent: whether to queue
+    busy_poll_on_loop. Not while application threads drive the endpoint
+    (they poll in drive), nor with another endpoint on this loop, whose
+    callbacks would wait; else as busy_poll_due says (asked here, in the
+    pass, so that a pass that will not poll queues nothing: a bulk
+    sender's many)."""
     d = p._drive
     if (d is not None and d.active) or p._timer.endpoints != 1:
-        return
-    with p.lock:
-        due = busy_poll_due(p)
-    if not due:
+        return False
+    return busy_poll_due(p)
+
+
+def busy_poll_on_loop(p: DatagramPath) -> None:
+    """On the loop, queued by a pass that sent (busy_poll_wanted_on_loop):
+    poll the socket for the budget, and hand what arrives to the reader's
+    own receive path, as the loop's readiness callback would (the same
+    counts and events; not counted in loop_calls, being no wake-up)."""
+    p._busy_queued = False
+    d = p._drive
+    if p.closed or (d is not None and d.active):
         return
     poller = p._busy_poller
     if poller is None:
