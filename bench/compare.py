@@ -169,13 +169,19 @@ class Proc:
         return "".join(self.stderr[-6:]).strip()
 
 
+# --pin: the CPUs (taskset) of the server and the client; "" leaves it to the scheduler.
+PINS = {"none": ("", ""), "same": ("1", "1"), "split": ("0", "1")}
+pin = PINS["none"]
+
+
 def run_pair(t: Transport, common: list[str], server_extra: list[str],
              client_extra: list[str], timeout: float) -> dict[str, Any]:
     """Start the server, then the client; wait for both within ``timeout``."""
     py = sys.executable
     base = [py, str(HERE / t.module)]
     deadline = time.monotonic() + timeout
-    srv = Proc(base + ["server", *t.extra, *common, *server_extra])
+    srv = Proc((["taskset", "-c", pin[0]] if pin[0] else []) + base
+               + ["server", *t.extra, *common, *server_extra])
     procs = [srv]
     out: dict[str, Any] = {}
     try:
@@ -187,7 +193,8 @@ def run_pair(t: Transport, common: list[str], server_extra: list[str],
             if srv.result and "unavailable" in srv.result:
                 return {"unavailable": srv.result["unavailable"]}
             return {"error": "server did not start: " + (srv.tail() or "no output")}
-        cli = Proc(base + ["client", *t.extra, *common, "--port", str(port), *client_extra])
+        cli = Proc((["taskset", "-c", pin[1]] if pin[1] else []) + base
+                   + ["client", *t.extra, *common, "--port", str(port), *client_extra])
         procs.append(cli)
         while time.monotonic() < deadline:
             if all(p.poll() for p in procs):
@@ -286,6 +293,8 @@ def pingpong(t: Transport, args) -> dict[str, Any]:
     cl = r["client"]
     row = {k: cl.get(k) for k in ("rtts", "p50_us", "p90_us", "p99_us", "max_us", "mean_us",
                                   "bad_echoes", "lost")}
+    if cl.get("cpu") and cl.get("rtts"):  # the client's CPU over the round trips
+        row["client_cpu_us"] = round(cl["cpu"] / cl["rtts"] * 1e6, 1)
     if "api" in cl:
         row["api"] = cl["api"]
     if cl.get("bad_echoes"):
@@ -302,6 +311,8 @@ def transport_options(t: Transport, args) -> list[str]:
             opts += ["--mtu", str(args.gannet_mtu)]
         if args.gannet_cc:
             opts += ["--cc", args.gannet_cc]
+        if args.gannet_busy_poll is not None:
+            opts += ["--busy-poll", str(args.gannet_busy_poll)]
         opts += ["--api", args.gannet_api]
         if not args.no_uvloop:  # like aioquic: uvloop when installed
             opts += ["--uvloop"]
@@ -429,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Gannet's datagram size (Config.max_datagram_size; path MTU discovery off)")
     p.add_argument("--gannet-cc", default=None,
                    help="Gannet's congestion controller (Config.congestion_control)")
+    p.add_argument("--pin", choices=sorted(PINS), default="none",
+                   help="taskset: server and client on one CPU (same) or one each (split, "
+                        "a quiet machine's placement); default: the scheduler's")
+    p.add_argument("--gannet-busy-poll", type=int, default=None, metavar="US",
+                   help="Gannet's Config.busy_poll in microseconds (0: off; default: the "
+                        "installed default)")
     p.add_argument("--gannet-api", choices=["streams", "socket"], default="streams",
                    help="the Gannet API the runner uses: asyncio streams or the blocking Socket")
     p.add_argument("--gannet-uvloop", action="store_true",
@@ -440,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="test hook: senders flip the stream byte at this offset, "
                         "which verification must report")
     args = p.parse_args(argv)
+    global pin
+    pin = PINS[args.pin]
 
     q = args.quick
     # '32M' is 32 MiB here, as iperf3 counts: kilo=1024

@@ -149,6 +149,8 @@ def run(name: str, args, tmp: Path) -> dict:
     module, extra = RUNNERS[name]
     if name.startswith("gannet"):
         extra = [*extra, "--api", args.gannet_api]
+        if args.gannet_busy_poll is not None:
+            extra = [*extra, "--busy-poll", str(args.gannet_busy_poll)]
     pins = {"none": ("", ""), "same": ("1", "1"), "split": ("0", "1")}[args.pin]
     files = {role: tmp / f"{name}.{role}.data" for role in ("server", "client")}
 
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=3000, help="round trips per run")
     p.add_argument("--pin", choices=["none", "same", "split"], default="none")
     p.add_argument("--gannet-api", choices=["streams", "socket"], default="streams")
+    p.add_argument("--gannet-busy-poll", type=int, default=None, metavar="US",
+                   help="Gannet's Config.busy_poll (0: off; default: the installed default)")
     p.add_argument("--timeout", type=float, default=180.0)
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)

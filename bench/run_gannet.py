@@ -22,6 +22,8 @@ def config_for(gannet, opts: dict):
         fields["congestion_control"] = opts["cc"]
     if opts.get("insecure"):
         fields["insecure"] = True  # the plaintext row
+    if opts.get("busy_poll") is not None:
+        fields["busy_poll"] = opts["busy_poll"]
     return gannet.Config(**fields)
 
 
@@ -92,6 +94,9 @@ def main(argv=None) -> None:
     p.add_argument("--api", choices=["streams", "socket"], default="streams")
     p.add_argument("--mtu", type=int, default=None, help="datagram size (PMTUD off)")
     p.add_argument("--cc", default=None, help="congestion controller (bbr, cubic, newreno)")
+    p.add_argument("--busy-poll", type=int, default=None, metavar="US",
+                   help="Config.busy_poll: microseconds to poll before sleeping (0: off; "
+                        "default: the Config's)")
     p.add_argument("--uvloop", action="store_true", help="run the streams API on uvloop")
     p.add_argument("--insecure", action="store_true",
                    help="no encryption (the plaintext row)")
@@ -102,7 +107,8 @@ def main(argv=None) -> None:
     if args.role == "probe":
         c.emit({"ok": True, "api": api})
         return
-    opts = {"mtu": args.mtu, "cc": args.cc, "insecure": True if args.insecure else None}
+    opts = {"mtu": args.mtu, "cc": args.cc, "insecure": True if args.insecure else None,
+            "busy_poll": args.busy_poll}
     meta = {"api": api}
     if api == "streams":
         name, factory = streams.pick_loop(args.uvloop)

@@ -119,6 +119,14 @@ class Config:
     """Acknowledge at least every this many full-sized segments."""
     nodelay: bool = True
     """True disables Nagle's algorithm (small writes go out at once)."""
+    busy_poll: int = 200
+    """Microseconds to poll the socket without sleeping after a send that
+    expects an answer (as Linux's SO_BUSY_POLL): the answer then lands on a
+    running CPU instead of waking a halted one. 0 turns it off. It polls
+    only while the endpoint's one connection has data in flight, on a
+    machine with more than one CPU, and stops after answers keep coming
+    later than this (docs/design.md, "Polling before sleeping"); it costs
+    up to this much CPU per message."""
 
     # --- congestion control ---------------------------------------------
     congestion_control: str = "bbr"
@@ -271,6 +279,8 @@ class Config:
             raise ValueError(f"idle_timeout must be positive or None, not {self.idle_timeout}")
         if not self.msl >= 0:
             raise ValueError(f"msl must not be negative, not {self.msl}")
+        if not 0 <= self.busy_poll <= 100_000:
+            raise ValueError(f"busy_poll must be between 0 and 100000 microseconds, not {self.busy_poll}")
         if self.backlog < 1:
             raise ValueError(f"backlog must be at least 1, not {self.backlog}")
         for name in ("half_open_limit", "synack_retries", "reset_burst"):

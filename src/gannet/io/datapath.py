@@ -31,6 +31,7 @@ import math
 import socket
 import sys
 import threading
+import time as _time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,13 @@ GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") el
 MSG_TRUNC: Final = int(getattr(socket, "MSG_TRUNC", 0x20))  # a plain int: `flags & IntFlag` runs Python code
 _NATIVE: Final = sys.byteorder
 _NOTHING_QUEUED: Final = bytes(4)  # FIONREAD's answer: no datagram queued
+
+# Busy polling (Config.busy_poll; docs/design.md, "Polling before sleeping"):
+# after this many polls in a row that ended without an answer, poll only
+# once in BUSY_RETRY_EVERY activations that would, until one is answered.
+BUSY_MISSES_OFF: Final = 8
+BUSY_RETRY_EVERY: Final = 64
+_monotonic_ns: Final = _time.monotonic_ns
 
 # From this size up a datagram is read straight into a bytes object of its
 # own (receive_gro): below it, a GRO batch of smaller datagrams in the shared
@@ -135,6 +143,13 @@ class IoStats:
     caller_passes: int = 0
     """Passes run by an application thread waiting in a blocking `Socket`
     call (see AioEndpoint.begin_drive)."""
+    busy_polls: int = 0
+    """Busy polls begun (Config.busy_poll): each a run of non-blocking
+    readiness checks after a send, instead of sleeping at once."""
+    busy_poll_hits: int = 0
+    """Busy polls that found the socket readable within the budget."""
+    busy_poll_checks: int = 0
+    """Non-blocking readiness checks those polls made."""
     passes: int = 0
     """Passes run on any thread (the core's output handed to the kernel, its
     events dispatched, the timer armed): one per readiness that read
@@ -197,6 +212,15 @@ class DatagramPath:
     _df: bool = False  # DF currently set on the socket (see set_dont_fragment)
     _df_supported: bool = True
     _large: bool = False  # the last read was one datagram of SPLIT_FROM bytes or more
+    # Busy polling (see busy_poll_due): the budget in nanoseconds (0: off,
+    # set by AioEndpoint.__init__), a poll of the loop's queued, polls in a
+    # row that ended unanswered, activations skipped since, and the socket
+    # alone in a select.poll (the loop's poll; a driving thread has its own).
+    _busy_ns: int = 0
+    _busy_queued: bool = False
+    _busy_misses: int = 0
+    _busy_skipped: int = 0
+    _busy_poller: Any = None
 
     # ---------------------------------------------------- flushing (entry)
     def request_flush(self) -> None:
@@ -300,6 +324,9 @@ class DatagramPath:
 
     def _after_receive(self) -> None:
         after_receive(self)
+
+    def _busy_poll(self) -> None:
+        busy_poll_on_loop(self)
 
     def _pass_after_receive(self) -> None:
         # (the same loop turn as the readiness that read the datagrams: no
@@ -429,6 +456,7 @@ def process(p: DatagramPath) -> None:
     # the core's output, events and deadlines change only through the
     # connections it marks dirty, its queued resets and its events.
     moved = p._timer_moved
+    sent = False
     try:
         for _ in range(PROCESS_ROUNDS):
             if dirty or ep._out:
@@ -436,6 +464,7 @@ def process(p: DatagramPath) -> None:
                 out = cast("Outgoing", ep.datagrams_to_send(p.now(), p.gso))
                 if out:
                     send(p, out)
+                    sent = True
             if not events or not dispatch(p):
                 break
         else:
@@ -461,6 +490,11 @@ def process(p: DatagramPath) -> None:
         preparer = p._preparer
         if preparer is not None and preparer.prepare_due:  # (what was sent is out)
             p.prepare_soon()
+    if sent and p._busy_ns and not p._busy_queued and busy_poll_wanted_on_loop(p):
+        # After the callbacks this pass's datagrams woke, before the loop
+        # sleeps: busy_poll_on_loop.
+        p._busy_queued = True
+        p.loop.call_soon(p._busy_poll)
 
 
 def dispatch(p: DatagramPath) -> bool:
@@ -522,6 +556,108 @@ def after_receive(p: DatagramPath) -> None:
         dispatch(p)
     finally:
         p.loop.call_soon(p._pass_after_receive)
+
+
+# ---------------------------------------------------------- busy polling
+def busy_poll_due(p: DatagramPath) -> bool:
+    """Whether to poll the socket for the budget before sleeping (with the
+    lock held, or on the loop). An answer is expected when the endpoint's
+    one connection has data in flight (a request not yet answered, a reply
+    not yet acknowledged) and nothing written waits to be sent: a bulk
+    sender (data queued behind its window) is woken by its ACKs as before,
+    and its loop keeps running its pacing timer on time. With no data in
+    flight, or several connections
+    (whose datagrams the poll would hold back, at most the budget), or
+    with the budget at 0 or a single CPU (p._busy_ns, see
+    AioEndpoint.__init__), it sleeps at once. After BUSY_MISSES_OFF polls
+    in a row found nothing (a peer farther than the budget, or one that
+    answers slowly), only one activation in BUSY_RETRY_EVERY polls, until
+    one is answered again."""
+    if not p._busy_ns or p.closed:
+        return False
+    conns = p.core._conns
+    if len(conns) != 1:
+        return False
+    for conn in conns.values():
+        snd = conn.snd
+        nxt = snd.snd_nxt
+        if nxt == snd.snd_una or nxt < snd.sndbuf.end:
+            return False
+    if p._busy_misses >= BUSY_MISSES_OFF:
+        p._busy_skipped += 1
+        if p._busy_skipped < BUSY_RETRY_EVERY:
+            return False
+        p._busy_skipped = 0
+    return True
+
+
+def busy_poll(p: DatagramPath, poll: Callable[[int], list[Any]]) -> list[Any]:
+    """Ask `poll` (a select.poll's) with a zero timeout until it names a
+    ready descriptor or the budget is spent; returns its last answer (empty:
+    nothing in the budget). Called without the lock: nothing here reads the
+    endpoint's protocol state.
+
+    It keeps its CPU between checks (no sched_yield): a yield hands the CPU
+    to any runnable task there for up to a whole time slice (4 ms and more
+    beside a compiler, measured), far past the budget, where a poll that
+    keeps it costs the CPU's other tasks at most the budget. An answer
+    found after the budget ran out (the thread was preempted meanwhile)
+    counts as a miss: that placement gains nothing from polling."""
+    st = p.io_stats
+    st.busy_polls += 1
+    checks = 0
+    end = _monotonic_ns() + p._busy_ns
+    while True:
+        ready = poll(0)
+        checks += 1
+        late = _monotonic_ns() >= end
+        if ready:
+            if late:
+                p._busy_misses += 1
+            else:
+                st.busy_poll_hits += 1
+                p._busy_misses = 0
+            break
+        if late:
+            p._busy_misses += 1
+            break
+    st.busy_poll_checks += checks
+    return ready
+
+
+def busy_poll_wanted_on_loop(p: DatagramPath) -> bool:
+    """At the end of a pass on the loop that sent: whether to queue
+    busy_poll_on_loop. Not while application threads drive the endpoint
+    (they poll in drive), nor with another endpoint on this loop, whose
+    callbacks would wait; else as busy_poll_due says (asked here, in the
+    pass, so that a pass that will not poll queues nothing: a bulk
+    sender's many)."""
+    d = p._drive
+    if (d is not None and d.active) or p._timer.endpoints != 1:
+        return False
+    return busy_poll_due(p)
+
+
+def busy_poll_on_loop(p: DatagramPath) -> None:
+    """On the loop, queued by a pass that sent (busy_poll_wanted_on_loop):
+    poll the socket for the budget, and hand what arrives to the reader's
+    own receive path, as the loop's readiness callback would (the same
+    counts and events; not counted in loop_calls, being no wake-up)."""
+    p._busy_queued = False
+    d = p._drive
+    if p.closed or (d is not None and d.active):
+        return
+    poller = p._busy_poller
+    if poller is None:
+        import select
+
+        poller = p._busy_poller = select.poll()
+        poller.register(p._fd, select.POLLIN)
+    if busy_poll(p, poller.poll) and not p.closed:
+        if p.gro:
+            receive_gro(p, p._rbufs, p._rview)
+        else:
+            p._receive_plain(p._rbuf, p._rview)
 
 
 # ------------------------------------------------------------------- network
@@ -731,10 +867,14 @@ def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None
     else:
         timeout = max(0, math.ceil((deadline - p.now()) * 1000))
         d.poll_until = deadline
+    spin = timeout != 0 and busy_poll_due(p)
     lock = p.lock
     saved = lock._release_save()  # (an RLock, held once or more)
     try:
-        ready_fds = d.poller.poll(timeout)
+        # (busy_poll's answer, else sleep: a wake-up ends either)
+        ready_fds = busy_poll(p, d.poller.poll) if spin else []
+        if not ready_fds:
+            ready_fds = d.poller.poll(timeout)
     except InterruptedError:
         ready_fds = []
     finally:

@@ -467,7 +467,7 @@ class _LoopTimers:
     """
 
     __slots__ = ("loop", "heap", "handle", "handle_at", "tick", "stale", "firing", "now", "slack",
-                 "uvloop", "__weakref__")
+                 "uvloop", "endpoints", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -477,6 +477,7 @@ class _LoopTimers:
         self.tick = 0
         self.stale = 0  # entries in the heap that no longer match their endpoint's deadline
         self.firing = False
+        self.endpoints = 0  # open AioEndpoints on this loop (busy polling asks: datapath)
         # The core's clock. asyncio's loop.time() is time.monotonic(); uvloop's
         # is the same clock cut to whole milliseconds, too coarse to time a
         # loopback round trip (samples of zero collapse BBR's window), so read
@@ -555,6 +556,11 @@ class _LoopTimers:
 # (a WeakKeyDictionary would: its value holds the loop strongly, so every
 # loop that ever had an endpoint stayed in memory).
 _loop_timers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _cpus() -> int:
+    """The machine's CPUs (online)."""
+    return os.cpu_count() or 1
 
 
 def _timers_of(loop: asyncio.AbstractEventLoop) -> _LoopTimers:
@@ -712,6 +718,18 @@ class AioEndpoint(DatagramPath):
         self._refused: dict[Connection, Exception] = {}
         self.icmp_errors = 0
         self._rearm_due = False  # a _rearm_poll is scheduled
+        timers.endpoints += 1  # (less one at close)
+        # Busy polling's budget (Config.busy_poll, datapath.busy_poll_due):
+        # none on a machine of one CPU, where a local peer could only answer
+        # once the poll gave the CPU up. (A process pinned to one CPU of
+        # several polls: a peer pinned to another, the usual low-latency
+        # placement, is what polling is for, and one pinned to the same
+        # makes the polls miss, which turns them down; docs/design.md,
+        # "Polling before sleeping".)
+        busy = config.busy_poll
+        if busy and _cpus() < 2:
+            busy = 0
+        self._busy_ns = busy * 1000
         self._fd = sock.fileno()
         self._queued = bytearray(4)  # FIONREAD's answer (see _FIONREAD)
         self._ioctl = fcntl.ioctl if _FIONREAD else None  # (None: not POSIX, read until EAGAIN)
@@ -1356,6 +1374,7 @@ class AioEndpoint(DatagramPath):
             if self.closed:
                 return
             self.closed = True
+            self._timer.endpoints -= 1
             if self._drive is not None:
                 self._drive.close()
             try:
