@@ -68,9 +68,11 @@ call of the rows primitive each (`Sealer.seal_datagram`,
 A native instance takes no attributes beyond its class's, so an observer
 (gannet.observe), which puts its wrappers on the instance, needs an
 instance of a Python subclass (`gannet.observe.trace.observable`): the I/O
-adapter makes its endpoint of one when observation is on, and only then
-do the core's calls to the endpoint go through Python (to find the
-wrappers). Both classes allow such subclasses.
+adapter makes its endpoint of one when its observer records packets (a
+qlog, a pcap), and only then do the core's calls to the endpoint go
+through Python (to find the wrappers); the limit accounting alone (the
+stats socket of Gannet's commands) is called by the adapter's pass and
+leaves the endpoint native. Both classes allow such subclasses.
 """
 
 from __future__ import annotations
