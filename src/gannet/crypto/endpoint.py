@@ -102,6 +102,7 @@ from ..wire.protected import (
     ALERT_MALFORMED,
     ALERT_MODE_MISMATCH,
     ALERT_PEER_INSECURE,
+    HEADER,
     HEADER_SIZE,
     OPT_KEY_EXCHANGE,
     OPT_PATH_CHALLENGE,
@@ -511,11 +512,20 @@ class SecureEndpoint(Endpoint):
         # datagram's path per row, parsed once, instead of a scan for runs
         # that cannot be there and each row parsed again after it.
         group = 0
+        unpack_header = HEADER.unpack_from  # (bound once: it runs per row)
+        word: int
+        dst: int
+        first: int
         while row < rows:
             off = row * seg
-            first = view[off]
-            if first == PROTECTED and n - off > 8:
-                dst = int.from_bytes(view[off + 4 : off + 8], "big")
+            if n - off > HEADER_SIZE:
+                # The first byte and the destination ID in one call (a row
+                # is often one connection's only one: this runs per row).
+                word, dst = unpack_header(view, off)
+                first = word >> 24
+            else:
+                first, dst = view[off], 0
+            if first == PROTECTED and n - off > HEADER_SIZE:
                 session = sessions.get(dst)
                 if session is not None and session.chosen is not None:
                     if pos and dst != group:
