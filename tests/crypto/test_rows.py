@@ -622,3 +622,45 @@ def test_aes_gcm_rows_pass_nonce_and_tag_as_parameters_under_openssl_3():
     assert chacha.param_path == 0
     if ssl.OPENSSL_VERSION_INFO >= (3,):
         assert aes.param_path == 1
+
+
+def test_a_batch_of_several_connections_rows_is_each_connection_s_own(monkeypatch):
+    """A GRO batch holding one sealed row from each of several connections
+    of one peer (a tunnel's requests, one per client): each row reaches its
+    connection, and since rows of different connections can form no run,
+    none of them is scanned for runs (each takes a lone datagram's path);
+    a batch of one connection's rows still is."""
+    from securepair import Pair
+
+    import gannet.core.endpoint as core_endpoint
+    from gannet.crypto.endpoint import Security
+    from gannet.wire.batch import Train
+
+    scanned = []
+    scan = core_endpoint.scan
+
+    def counted(buf, seg, authenticated=False):
+        scanned.append(len(buf) // seg)
+        return scan(buf, seg, authenticated)
+
+    monkeypatch.setattr(core_endpoint, "scan", counted)
+    pair = Pair(Security(has_aes=True), Security(has_aes=True), batches=True)
+    pairs = [_established(pair) for _ in range(3)]
+    pair.run(lambda: not pair.step(), 100)  # (every ACK delivered)
+    messages = [bytes([65 + i]) * 40 for i in range(len(pairs))]
+    for (conn, _), msg in zip(pairs, messages):
+        conn.send(msg)
+    out = [bytes(d) for d, _ in pair.client.datagrams_to_send(pair.now, trains=True)]
+    assert len(out) == 3 and len({len(d) for d in out}) == 1  # one row each, of one size
+    opened = pair.server.security_stats.opened
+    pair.server.receive_batch(b"".join(out), len(out[0]), "c", pair.now)
+    assert pair.server.security_stats.opened - opened == 3
+    assert [srv.recv(100) for _, srv in pairs] == messages
+    assert scanned == []
+    # One connection's rows in one batch: scanned (so the count above can fail).
+    conn, srv = pairs[0]
+    conn.send(bytes(6 * 1400))
+    train = next(t for t, _ in pair.client.datagrams_to_send(pair.now, trains=True) if type(t) is Train)
+    pair.server.receive_batch(bytes(train), train.size, "c", pair.now)
+    assert scanned
+    assert len(srv.recv(1 << 20)) > 1400

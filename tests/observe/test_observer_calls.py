@@ -44,11 +44,13 @@ def test_observed_receive_batch_passes_authenticated_to_the_endpoint(tmp_path):
     obs.close(0.0)
 
 
-def test_an_adapter_makes_its_endpoint_observable_only_when_observed():
+def test_an_adapter_makes_its_endpoint_observable_only_when_packets_are_recorded(tmp_path):
     """The security layer's endpoints are compiled classes, whose instances
-    take no wrappers: an adapter that attaches an observer makes its
-    endpoint of the class's `observable` subclass (and the observer's calls
-    are on it), one that attaches none keeps the class itself."""
+    take no wrappers: an adapter whose observer records packets (a qlog)
+    makes its endpoint of the class's `observable` subclass (and the
+    observer's calls are on it); one whose observer runs the limit
+    accounting alone, or that attaches none, keeps the class itself (its
+    calls to its own methods native), the accounting called by its pass."""
     import asyncio
     import socket
 
@@ -60,19 +62,64 @@ def test_an_adapter_makes_its_endpoint_observable_only_when_observed():
     loop = asyncio.new_event_loop()
     try:
         for insecure, cls in ((False, SecureEndpoint), (True, InsecureEndpoint)):
-            for observed in (False, True):
-                config = Config(insecure=insecure, track_limits=observed)
+            for observed in ("", "limits", "qlog"):
+                config = Config(insecure=insecure, track_limits=observed == "limits",
+                                qlog_dir=str(tmp_path) if observed == "qlog" else None)
                 aep = AioEndpoint(make_udp_socket(socket.AF_INET, ("127.0.0.1", 0)), config, loop)
                 try:
                     ep = aep.ep
-                    if observed:
+                    if observed == "qlog":
                         assert type(ep) is observable(cls) and aep.observer is not None
                         assert ep.datagrams_to_send == aep.observer.datagrams_to_send  # (its wrapper)
+                        assert aep.after_pass is None
                     else:
-                        assert type(ep) is cls and aep.observer is None
+                        assert type(ep) is cls
+                        if observed:
+                            assert aep.observer is not None and aep.after_pass == aep.observer.after_pass
+                        else:
+                            assert aep.observer is None and aep.after_pass is None
                         if build() == "compiled":
                             assert not hasattr(ep, "__dict__")  # native: nothing looked up per call
                 finally:
                     aep.close()
     finally:
         loop.close()
+
+
+def test_an_output_pass_accounts_traced_open_connections_itself_and_hands_on_the_rest():
+    """`after_pass` (observe/limits.py's account_pass, compiled): a
+    connection whose trace has its clock takes its reason without a call of
+    the observer's Python; its first pass (no trace yet) and its end go to
+    the observer's `_after_output`, which makes and finishes the trace."""
+    from functools import partial
+
+    from gannet.observe.limits import IDLE, account_pass
+
+    client, server = Endpoint(Config(), random.Random(1)), Endpoint(Config(), random.Random(2))
+    server.listen()
+    obs = EndpointObserver(client, install=False)  # the limit accounting alone
+    handed = []
+
+    def other(conn, now):
+        handed.append(conn)
+        obs._after_output(conn, now)
+
+    after_pass = partial(account_pass, obs._clocks, other)
+    conn = client.connect("s", 0.0)
+    after_pass([conn], 0.0)
+    assert handed == [conn] and obs.clock_of(conn) is not None  # traced by the observer's path
+    now = 0.0
+    while conn.state.name != "ESTABLISHED" and now < 1.0:
+        now += 0.01
+        for d, _ in client.datagrams_to_send(now):
+            server.receive_datagram(d, "c", now)
+        for d, _ in server.datagrams_to_send(now):
+            client.receive_datagram(d, "s", now)
+    assert conn.state.name == "ESTABLISHED"
+    conn.send(bytes(200_000))  # more than a window: the sender is busy
+    after_pass([conn], now)
+    clock = obs.clock_of(conn)
+    assert handed == [conn] and clock.busy and clock.reason != IDLE  # accounted here
+    conn.abort(now)
+    after_pass([conn], now + 1.0)
+    assert handed == [conn, conn] and obs.finished  # the end: the observer's path

@@ -290,6 +290,9 @@ class Endpoint:
                                             data[first:], count - 1, last, now):
                             continue
                         raw = raw[seg:]
+            if count == 1:
+                one(raw, addr, now, False, authenticated)  # (rows() would cut nothing)
+                continue
             for d in rows(raw, seg):
                 one(d, addr, now, False, authenticated)
 

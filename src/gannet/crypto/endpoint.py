@@ -68,9 +68,11 @@ call of the rows primitive each (`Sealer.seal_datagram`,
 A native instance takes no attributes beyond its class's, so an observer
 (gannet.observe), which puts its wrappers on the instance, needs an
 instance of a Python subclass (`gannet.observe.trace.observable`): the I/O
-adapter makes its endpoint of one when observation is on, and only then
-do the core's calls to the endpoint go through Python (to find the
-wrappers). Both classes allow such subclasses.
+adapter makes its endpoint of one when its observer records packets (a
+qlog, a pcap), and only then do the core's calls to the endpoint go
+through Python (to find the wrappers); the limit accounting alone (the
+stats socket of Gannet's commands) is called by the adapter's pass and
+leaves the endpoint native. Both classes allow such subclasses.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ from ..wire.protected import (
     ALERT_MALFORMED,
     ALERT_MODE_MISMATCH,
     ALERT_PEER_INSECURE,
+    HEADER,
     HEADER_SIZE,
     OPT_KEY_EXCHANGE,
     OPT_PATH_CHALLENGE,
@@ -502,13 +505,33 @@ class SecureEndpoint(Endpoint):
         sstats = self.security_stats
         trailers = self._observer is not None  # (it parses what it logs; the core does not check)
         tail_opened = False  # the last row opened into the end of `out`
+        # The connection whose rows `out` holds. A run is one connection's,
+        # so each connection's rows go to the plain endpoint as a batch of
+        # their own: a batch holding one row from each of several
+        # connections (a tunnel's requests, one per client) is then a lone
+        # datagram's path per row, parsed once, instead of a scan for runs
+        # that cannot be there and each row parsed again after it.
+        group = 0
+        unpack_header = HEADER.unpack_from  # (bound once: it runs per row)
+        word: int
+        dst: int
+        first: int
         while row < rows:
             off = row * seg
-            first = view[off]
-            if first == PROTECTED and n - off > 8:
-                dst = int.from_bytes(view[off + 4 : off + 8], "big")
+            if n - off > HEADER_SIZE:
+                # The first byte and the destination ID in one call (a row
+                # is often one connection's only one: this runs per row).
+                word, dst = unpack_header(view, off)
+                first = word >> 24
+            else:
+                first, dst = view[off], 0
+            if first == PROTECTED and n - off > HEADER_SIZE:
                 session = sessions.get(dst)
                 if session is not None and session.chosen is not None:
+                    if pos and dst != group:
+                        self._deliver_batch(out[:pos], inner_seg, addr, now)  # (the core copies what it keeps)
+                        pos = 0
+                    group = dst
                     stop_row, pos, opened, stop = session.chosen[1].open_rows(view, seg, row, out, pos, dst,
                                                                               trailers)
                     if opened:

@@ -186,6 +186,11 @@ class DatagramPath:
     _split: list[Any] | None = None  # [bytearray(SHORT_SIZE), Receptacle]
     on_available: Callable[[Connection], None] | None
     on_refused: Callable[[HandshakeRefused], None] | None
+    # An observer's limit accounting (gannet.observe), called by each pass
+    # with the connections that had output to build, after the core built
+    # it: the adapter calls it, so an endpoint observed for that alone stays
+    # of its native class (docs/design.md, "The tunnel's per-request cost").
+    after_pass: Callable[[list[Connection], float], None] | None = None
     _rbuf: bytearray
     _rview: memoryview
     _rbufs: list[bytearray]
@@ -461,7 +466,14 @@ def process(p: DatagramPath) -> None:
         for _ in range(PROCESS_ROUNDS):
             if dirty or ep._out:
                 moved = True
-                out = cast("Outgoing", ep.datagrams_to_send(p.now(), p.gso))
+                watch = p.after_pass
+                if watch is None:
+                    out = cast("Outgoing", ep.datagrams_to_send(p.now(), p.gso))
+                else:
+                    now = p.now()
+                    passed = list(dirty)
+                    out = cast("Outgoing", ep.datagrams_to_send(now, p.gso))
+                    watch(passed, now)
                 if out:
                     send(p, out)
                     sent = True

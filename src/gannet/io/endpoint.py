@@ -674,7 +674,7 @@ class AioEndpoint(DatagramPath):
         # encrypted unless config.insecure (or the caller brings its own, e.g. the TCP wire's)
         # (of a class that takes an observer's wrappers when one will be attached, below)
         self.ep = self.core = ep = (endpoint if endpoint is not None
-                                    else make_endpoint(config, _SYSTEM_RANDOM, observe.wanted(config)))
+                                    else make_endpoint(config, _SYSTEM_RANDOM, observe.per_packet(config)))
         # The core endpoint's event queue, dirty set and timer heap: the same
         # objects for its life (core/endpoint.py makes them once and empties
         # them in place), kept in attributes of the path's own (one read

@@ -65,11 +65,21 @@ def configure(*, qlog_dir: str | None = None, pcap_path: str | None = None,
 
 
 def wanted(config: Config) -> bool:
-    """Whether an adapter endpoint with `config` gets an observer (`attach`):
-    the adapter then makes its core endpoint one that takes the observer's
-    wrappers (trace.observable), before it is attached."""
+    """Whether an adapter endpoint with `config` gets an observer (`attach`;
+    `per_packet` says whether its core endpoint must take the observer's
+    wrappers)."""
     return bool(config.qlog_dir or settings.qlog_dir or settings.pcap_path or config.track_limits
                 or settings.track_limits)
+
+
+def per_packet(config: Config) -> bool:
+    """Whether the observer of an adapter endpoint with `config` records
+    each datagram (a qlog or a pcap): the adapter then makes its core
+    endpoint one that takes the observer's wrappers (trace.observable).
+    Limit accounting alone needs no wrapper: the adapter's pass calls the
+    observer (`after_pass`), and the endpoint stays of its native class,
+    whose calls to its own methods stay native."""
+    return bool(config.qlog_dir or settings.qlog_dir or settings.pcap_path)
 
 
 def attach(aep: AioEndpoint) -> EndpointObserver | None:
@@ -86,9 +96,13 @@ def attach(aep: AioEndpoint) -> EndpointObserver | None:
         from . import pcap  # (only with a capture: the stats socket's observer needs none)
 
         shared = pcap.open_shared(pcap_path)
+    packets = per_packet(config)
     observer = EndpointObserver(
         aep.ep, local_addr=aep.local_address, qlog_dir=qlog_dir, pcap=shared, track_limits=True,
+        install=packets,
     )
+    if not packets:
+        aep.after_pass = observer.after_pass  # (the pass calls it: see per_packet)
     with _lock:
         _endpoints.add(aep)
     return observer

@@ -8,7 +8,10 @@ puts them on the endpoint instance too, for a driver that holds the
 endpoint (the I/O adapter). An instance of a compiled class (the plain
 Endpoint, SecureEndpoint, InsecureEndpoint) takes no such attributes:
 observe it through the observer's methods, or make it of its class's
-`observable` subclass (the I/O adapter does when observation is on). Every datagram in and out passes through
+`observable` subclass (the I/O adapter does when a qlog or a pcap is on).
+The limit accounting alone needs no wrapper: it runs after each output
+pass (`after_pass`), which the I/O adapter then calls itself, so its
+endpoint stays native (gannet.observe.per_packet). Every datagram in and out passes through
 here (for pcap and qlog packet events), and after each call the
 connections it touched are compared with the snapshot taken after the
 previous one (metrics, congestion phase, path MTU, state, newly lost byte
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from ..core.rangeset import RangeSet
@@ -36,7 +40,7 @@ from ..core.states import State
 from ..wire.batch import SourceTrain, Train, loaded_numpy
 from ..wire.datagram import SHORT, SHORT_FORM, SHORT_SIZE, TRAILER_SIZE, WireError, decode
 from ..wire.segment import ACK, FIN, PSH, RST, SYN, unwrap
-from .limits import LimitClock
+from .limits import LimitClock, account_pass
 from .qlog import RS, QlogWriter, file_name
 
 if TYPE_CHECKING:
@@ -137,6 +141,17 @@ class EndpointObserver:
         # (insertion order; the oldest go past ENDED_KEPT).
         self.ended: dict[Connection, LimitClock | None] = {}
         self.closed = False
+        # The clocks of the traces without a qlog, for `after_pass`, which
+        # needs nothing else of them (see _trace and _finish).
+        self._clocks: dict[Connection, LimitClock] = {}
+        self.after_pass: Callable[[list[Connection], float], None] = partial(
+            account_pass, self._clocks, self._after_output)
+        """After an output pass that built the output of the connections
+        given (those dirty when it began): each one's limit accounting and
+        snapshot (observe/limits.py's `account_pass`). The observed
+        `datagrams_to_send` calls it after the endpoint's; an adapter that
+        drives an endpoint observed for the limit accounting alone calls it
+        itself, with no wrapper on the endpoint (gannet.observe.per_packet)."""
         self._wrap(install)
 
     # ------------------------------------------------------------ wrapping
@@ -168,7 +183,7 @@ class EndpointObserver:
         else:
             log_out, log_train = self._log_out, self._log_train
             log_in, log_rows = self._log_in, self._log_rows
-        after_output = self._after_output
+        after_pass = self.after_pass
 
         def observed_datagrams_to_send(now, trains=False):
             conns = list(ep._dirty)
@@ -181,8 +196,7 @@ class EndpointObserver:
                         log_train(data.train(), addr, now)  # (its bytes, as they leave)
                     else:
                         log_out(data, addr, now)
-            for conn in conns:
-                after_output(conn, now)
+            after_pass(conns, now)
             return out
 
         self.datagrams_to_send = observed_datagrams_to_send
@@ -295,6 +309,8 @@ class EndpointObserver:
                     log.warning("cannot write a qlog file in %s: %s", self.qlog_dir, exc)
                     self.qlog_dir = None
             tr = self.traces[conn] = ConnTrace(conn, now, qlog, self.track_limits)
+            if qlog is None and tr.clock is not None:
+                self._clocks[conn] = tr.clock
             if qlog is not None:
                 local = self.local_addr if isinstance(self.local_addr, tuple) else ("", 0)
                 remote = conn.remote_addr if isinstance(conn.remote_addr, tuple) else (str(conn.remote_addr), 0)
@@ -690,6 +706,7 @@ class EndpointObserver:
             tr.qlog.close()
             log.debug("qlog written: %s", tr.qlog.path)
         self.traces.pop(conn, None)
+        self._clocks.pop(conn, None)
         self.ended[conn] = tr.clock
         if len(self.ended) > ENDED_KEPT:
             del self.ended[next(iter(self.ended))]
