@@ -89,7 +89,7 @@ class ServerThread:
 def stats(st):
     return {k: getattr(st, k) for k in ("busy_polls", "busy_poll_hits", "busy_poll_checks",
                                         "datagrams_received", "recv_calls", "datagrams_sent",
-                                        "loop_calls")}
+                                        "loop_calls", "timer_calls")}
 
 
 async def ping_pong(reader, writer, n):
@@ -157,10 +157,14 @@ def test_each_message_polls_and_a_polled_datagram_is_read_as_the_reader_reads_it
     # with the ACK of its request), the messages intact and in order
     # (ping_pong)...
     assert N <= client["recv_calls"] == client["datagrams_received"] <= N + 2, client
-    # ...but without the loop's readiness callback: it read only what the
-    # polls did not (one per message without polling; loop_calls also
-    # counts the callbacks of the timer and of flushes, a fraction).
-    assert client["loop_calls"] <= client["recv_calls"] - client["busy_poll_hits"] + N // 2, client
+    # ...but without the loop's readiness callback: without polling, each
+    # datagram took one (plus the flushes' callbacks). With it, the loop's
+    # callbacks other than the timer's (as many as the run's wall-clock
+    # time brings) are the flushes and the readiness a poll raced with:
+    # from none to about N/2 here, by the scheduler's timing; never one a
+    # datagram.
+    readiness_and_flushes = client["loop_calls"] - client["timer_calls"]
+    assert readiness_and_flushes < client["recv_calls"], client
     assert aep.closed
 
 

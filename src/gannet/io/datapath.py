@@ -140,6 +140,10 @@ class IoStats:
     loop_calls: int = 0
     """Callbacks the event loop ran for this endpoint (readiness, timer,
     flush): each one a wake-up of the loop's thread."""
+    timer_calls: int = 0
+    """Of loop_calls, those of the endpoint's timer: their number follows
+    the wall clock (a deadline per tail-loss probe, delayed ACK, ...), not
+    the messages."""
     caller_passes: int = 0
     """Passes run by an application thread waiting in a blocking `Socket`
     call (see AioEndpoint.begin_drive)."""

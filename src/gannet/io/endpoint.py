@@ -1348,6 +1348,7 @@ class AioEndpoint(DatagramPath):
         """Our deadline is due (called by this loop's _LoopTimers)."""
         with self.lock:
             self.io_stats.loop_calls += 1
+            self.io_stats.timer_calls += 1
             deadline = self._timer_at
             self._timer_at = None
             self._timer_tick = -1
