@@ -252,10 +252,12 @@ def test_a_receiver_loads_what_its_first_transfer_needs_while_it_waits(tmp_path)
 def test_a_sender_with_a_code_leaves_spake2_to_a_child_on_another_core(tmp_path):
     """spake2 (its import and the first SPAKE2 message, about a third of the
     way to the SYN) runs in a child that `gannet send --code` forks once it
-    has parsed its command line (gannet.crypto.spake): the sender's own
-    process reaches its SYN without importing it, and the child has. A
-    sender without a code forks nothing. (The `import` audit events, each
-    with its process's id.)"""
+    has parsed its command line (gannet.io.spake_child): the sender's own
+    process reaches its SYN without importing it, and the child has. The
+    fork comes before what only the sender needs (the transfer protocol's
+    module with dataclasses, asyncio, cryptography, `secrets`), so that the
+    child starts early. A sender without a code forks nothing. (The
+    `import` and `os.fork` audit events, each with its process's id.)"""
     import os
     import socket
 
@@ -263,6 +265,8 @@ def test_a_sender_with_a_code_leaves_spake2_to_a_child_on_another_core(tmp_path)
              "def hook(event, args):\n"
              "    if event == 'import':\n"
              "        os.write(2, f'-- {os.getpid()} import {args[0]} --\\n'.encode())\n"
+             "    elif event == 'os.fork':\n"
+             "        os.write(2, f'-- {os.getpid()} fork --\\n'.encode())\n"
              "    elif event == 'socket.sendto':\n"
              "        os.write(2, f'-- {os.getpid()} SYN --\\n'.encode()); os._exit(0)\n"
              "sys.addaudithook(hook)\n"
@@ -288,8 +292,15 @@ def test_a_sender_with_a_code_leaves_spake2_to_a_child_on_another_core(tmp_path)
         assert "gannet.crypto.endpoint" in imported[sender]  # (the listing is there to be read)
         assert "spake2" not in imported[sender]
         children = set(imported) - {sender}
+        forks = [i for i, words in enumerate(lines) if words[2] == "fork"]
         if options:
             assert len(children) == 1, imported.keys()
             assert "spake2" in imported[children.pop()]
+            assert len(forks) == 1 and lines[forks[0]][1] == sender
+            before = {words[3] for words in lines[:forks[0]] if words[2] == "import"}
+            assert "gannet.apps.transfer" in before  # (the command's parser: the listing is there to be read)
+            early = before & {"gannet.apps.transfer.protocol", "dataclasses", "asyncio",
+                              "cryptography", "secrets"}
+            assert not early, early
         else:
-            assert not children
+            assert not children and not forks

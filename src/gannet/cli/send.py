@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gannet.apps.transfer.protocol import COMPRESS_MODES
+from gannet.apps.transfer import COMPRESS_MODES
 from gannet.cli import security
 from gannet.cli.main import CLIError, resolve_early, summary
 from gannet.cli.units import positive_duration, positive_rate
