@@ -128,16 +128,20 @@ class ForkedExchange:
         return answer[1:]
 
     def close(self) -> None:
-        """Close the pipes (the child exits) and reap the child."""
+        """End the child (if it has not ended) and reap it; close the pipes."""
         for fd in (self._to_child, self._from_child):
             if fd is not None:
                 os.close(fd)
         self._to_child = self._from_child = None
         pid, self._pid = self._pid, None
         if pid is not None:
+            import signal
+
+            # (ours to signal: this wait is what reaps it)
             try:
-                os.waitpid(pid, 0)  # (it exits once its pipe is closed, or has)
-            except ChildProcessError:
+                os.kill(pid, signal.SIGTERM)  # it may be computing what nobody will read
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
                 pass
 
     def __del__(self) -> None:
