@@ -53,6 +53,13 @@ def start_ahead(code: str) -> bool:
     already."""
     if spake.offered(code) or not hasattr(os, "fork"):
         return False
+    # What spake2 imports and this process loads for itself too (hashlib,
+    # json, cryptography's bindings with the HKDF that spake2 uses), loaded
+    # once before the fork rather than in both processes after it.
+    import hashlib  # noqa: F401
+    import json  # noqa: F401
+
+    import cryptography.hazmat.primitives.kdf.hkdf  # noqa: F401
     try:
         spake.offer(code, ForkedExchange(code))
     except OSError:
