@@ -140,3 +140,13 @@ def test_where_no_child_can_be_made_the_exchange_runs_here(monkeypatch):
     monkeypatch.delattr(os, "fork")
     assert not start_ahead(CODE)
     assert not isinstance(spake.client_exchange(CODE), ForkedExchange)
+
+
+def test_a_process_held_to_one_cpu_forks_nothing(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert not start_ahead(CODE)
+    assert not spake._offered
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # (only where there is no affinity)
+    assert start_ahead(CODE)
+    spake.discard_offered()

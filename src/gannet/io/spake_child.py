@@ -49,9 +49,9 @@ ANSWER_TIMEOUT = 30.0
 def start_ahead(code: str) -> bool:
     """Start the client's half of the exchange for `code` (normalized) in a
     forked child and offer it to the next handshake with that code; False
-    (nothing started) where this process cannot fork, or one is offered
-    already."""
-    if spake.offered(code) or not hasattr(os, "fork"):
+    (nothing started) where this process cannot fork or may run on one CPU
+    only, or one is offered already."""
+    if spake.offered(code) or not hasattr(os, "fork") or _cpus() < 2:
         return False
     # What spake2 imports and this process loads for itself too (hashlib,
     # json, cryptography's bindings with the HKDF that spake2 uses), loaded
@@ -65,6 +65,15 @@ def start_ahead(code: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a child on the same one only takes
+    turns with the parent, and costs a fork)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (not Linux)
+        return os.cpu_count() or 1
 
 
 class ForkedExchange:
