@@ -1,20 +1,24 @@
 """The client's half of a code exchange computed by a forked child, started
 while a command loads (gannet.crypto.spake).
 
-Before its SYN, `gannet send --code` spent about a third of its start-up
-(some 47 of 130 ms on a quiet machine) importing spake2 (its module level
-checks the generators of three integer groups with `pow` and derives its
-Ed25519 constants in pure Python) and computing the first SPAKE2 message
-(two scalar multiplications in pure Python); the rest of its way to the SYN
-(asyncio, cryptography, Gannet's modules, the endpoint) needs none of it.
-One interpreter runs Python on one core at a time, so a thread would only
-take turns with the main one; a forked child runs on another core.
+Of the instructions `gannet send --code` executed before its SYN, a third
+(some 235 of 654 million, 25-30 ms) went to importing spake2 (its module
+level checks the generators of three integer groups with `pow` and derives
+its Ed25519 constants in pure Python) and computing the first SPAKE2
+message (two scalar multiplications in pure Python); the rest of its way
+to the SYN (asyncio, cryptography, Gannet's modules, the endpoint) needs
+none of it. One interpreter runs Python on one core at a time, so a thread
+would only take turns with the main one; a forked child runs on another
+core.
 
 `start_ahead(code)` forks the child as soon as the command has parsed its
-code (gannet.cli.main, before the stats socket's thread exists): it imports
-spake2, computes the message and writes it to a pipe, then reads the
-server's message from another, writes back the SPAKE2 key (the finish) and
-exits. The parent offers it to the handshake (gannet.crypto.spake), which
+code (gannet.cli.main, before the stats socket's thread exists and before
+the sender's own modules), after what both processes load (hashlib, json,
+cryptography's bindings): it imports spake2, computes the message and
+writes it to a pipe, then reads the server's message from another, writes
+back the SPAKE2 key (the finish) and exits. The fork costs the parent
+about a thousand copied pages (copy on write) as it goes on, a few
+milliseconds; where it may run on one CPU only, it does not fork. The parent offers it to the handshake (gannet.crypto.spake), which
 reads the message for its SYN. The protocol, the library and the key are
 the same as in one process; the child is a fork of this one (the same user,
 its memory a copy), so the code goes nowhere it was not.
@@ -167,11 +171,20 @@ class ForkedExchange:
 
 def _serve(code: str, from_parent: int, to_parent: int) -> None:
     """The child: our message, then the key for the server's message."""
+    import contextlib
     import signal
 
     # Ctrl-C interrupts the parent, whose exit closes the pipe: that ends
     # the child, without a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A session of its own: where the kernel shares the CPU among sessions
+    # first (Linux's autogroup), a child in the parent's session would take
+    # its CPU time out of the parent's share, and on a busy machine the two
+    # would only take turns (the sender gained nothing and paid for the
+    # fork: 8-19 % slower to its SYN at load 2-4, where a child in a session
+    # of its own gave 1.01x; BENCHMARKS.md, start-up, sixth pass).
+    with contextlib.suppress(OSError):
+        os.setsid()
     exchange = spake.local_exchange(code)
     _write(to_parent, exchange.start())
     message = _read(from_parent, MESSAGE_SIZE, timeout=None)
