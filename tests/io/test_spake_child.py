@@ -1,4 +1,4 @@
-"""The client's half of the code exchange computed by a forked child
+"""The client's half of the code exchange computed by a child process
 (gannet.io.spake_child, offered to the handshake through
 gannet.crypto.spake): the same agreement as spake2 in the process, taken
 by one handshake, and every way the child can fail ends in this process's
@@ -14,13 +14,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gannet.crypto import spake
 from gannet.crypto.handshake import ClientHandshake, HandshakeError, ServerHandshake
-from gannet.io.spake_child import ForkedExchange, start_ahead
+from gannet.io.spake_child import ChildExchange, start_ahead
 
 CODE = "7-guitar-october"
 
 
 @pytest.fixture(autouse=True)
-def _no_exchange_left():
+def _no_exchange_left(monkeypatch):
+    monkeypatch.setenv("GANNET_SPAKE_CHILD", "1")  # (whatever this machine's load)
     yield
     left = list(spake._offered.values())
     spake.discard_offered()
@@ -48,16 +49,16 @@ def _traffic_works(client, server):
 def test_an_exchange_started_ahead_agrees_with_the_server_and_is_taken_once():
     assert start_ahead(CODE)
     assert not start_ahead(CODE)  # (one waits already)
-    forked = spake._offered[CODE]
-    pid = forked._pid
+    started = spake._offered[CODE]
+    pid = started._pid
     client = ClientHandshake(code=CODE)
-    assert client._spake is forked and CODE not in spake._offered
-    assert not isinstance(ClientHandshake(code=CODE)._spake, ForkedExchange)
+    assert client._spake is started and CODE not in spake._offered
+    assert not isinstance(ClientHandshake(code=CODE)._spake, ChildExchange)
     server = ServerHandshake(X25519PrivateKey.generate(), code=CODE)
     reply = server.receive_hello(client.hello())
     server.receive_finished(client.receive_reply(reply))
     _traffic_works(client, server)
-    assert forked._local is None  # (the child computed both halves)
+    assert started._local is None  # (the child computed both halves)
     assert pid is not None and _gone(pid)  # reaped once its key came back
 
 
@@ -74,7 +75,7 @@ def test_the_childs_key_is_spake2s_key():
     assert len(server_key) == spake.KEY_SIZE
 
 
-def test_a_wrong_code_fails_on_both_sides_with_a_forked_exchange():
+def test_a_wrong_code_fails_on_both_sides_with_a_child_exchange():
     assert start_ahead(CODE)
     client = ClientHandshake(code=CODE)
     server = ServerHandshake(X25519PrivateKey.generate(), code="8-guitar-october")
@@ -99,14 +100,14 @@ def test_a_server_message_that_is_no_element_is_malformed():
 
 def test_a_child_gone_before_its_message_leaves_the_exchange_to_this_process():
     assert start_ahead(CODE)
-    forked = spake._offered[CODE]
-    assert forked._pid is not None
-    os.kill(forked._pid, signal.SIGKILL)
+    started = spake._offered[CODE]
+    assert started._pid is not None
+    os.kill(started._pid, signal.SIGKILL)
     client = ClientHandshake(code=CODE)
     server = ServerHandshake(X25519PrivateKey.generate(), code=CODE)
     reply = server.receive_hello(client.hello())
     server.receive_finished(client.receive_reply(reply))
-    assert forked._local is not None and forked._pid is None  # reaped, replaced
+    assert started._local is not None and started._pid is None  # reaped, replaced
     _traffic_works(client, server)
 
 
@@ -131,22 +132,69 @@ def test_an_exchange_nobody_took_ends_its_child():
 
 
 def test_where_no_child_can_be_made_the_exchange_runs_here(monkeypatch):
-    def no_fork():
-        raise OSError("fork refused")
+    def no_spawn(*args, **kwargs):
+        raise OSError("spawn refused")
 
-    monkeypatch.setattr(os, "fork", no_fork)
+    monkeypatch.setattr(os, "posix_spawn", no_spawn)
     assert not start_ahead(CODE)
     assert not spake._offered
-    monkeypatch.delattr(os, "fork")
+    monkeypatch.delattr(os, "posix_spawn")
     assert not start_ahead(CODE)
-    assert not isinstance(spake.client_exchange(CODE), ForkedExchange)
+    assert not isinstance(spake.client_exchange(CODE), ChildExchange)
 
 
-def test_a_process_held_to_one_cpu_forks_nothing(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert not start_ahead(CODE)
-    assert not spake._offered
+def test_a_child_that_finds_no_spake2_leaves_the_exchange_to_this_process(monkeypatch, tmp_path):
+    """An interpreter that cannot import spake2 (here one whose site is
+    empty) ends before its message: the exchange runs here."""
+    import sys
+
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    assert start_ahead(CODE)
+    client = ClientHandshake(code=CODE)
+    server = ServerHandshake(X25519PrivateKey.generate(), code=CODE)
+    server.receive_finished(client.receive_reply(server.receive_hello(client.hello())))
+    assert client._spake._local is not None
+    _traffic_works(client, server)
+
+
+def test_a_child_is_started_only_where_a_cpu_is_likely_idle(monkeypatch):
+    monkeypatch.delenv("GANNET_SPAKE_CHILD")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # (only where there is no affinity)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.1, 0.5, 0.5))  # (the last minute's)
+    assert not start_ahead(CODE) and not spake._offered
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 4.0, 4.0))
     assert start_ahead(CODE)
     spake.discard_offered()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not start_ahead(CODE) and not spake._offered  # (one CPU: it would take turns)
+    monkeypatch.setenv("GANNET_SPAKE_CHILD", "0")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert not start_ahead(CODE)
+    monkeypatch.setenv("GANNET_SPAKE_CHILD", "1")
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert start_ahead(CODE)
+    spake.discard_offered()
+
+
+def test_the_code_reaches_the_child_on_its_input_not_its_command_line(monkeypatch):
+    seen = []
+    spawn = os.posix_spawn
+
+    def watched(path, argv, env, **kwargs):
+        seen.append((list(argv), dict(env), kwargs.get("setsid")))
+        return spawn(path, argv, env, **kwargs)
+
+    monkeypatch.setattr(os, "posix_spawn", watched)
+    assert start_ahead(CODE)
+    exchange = spake.client_exchange(CODE)
+    server = spake.server_exchange(CODE)
+    message = exchange.start()
+    assert exchange.finish(server.start()) == server.finish(message)
+    assert exchange._local is None
+    [(argv, env, setsid)] = seen
+    assert argv[1] == "-I" and setsid
+    assert not any(CODE in arg for arg in argv) and not any(CODE in v for v in env.values())

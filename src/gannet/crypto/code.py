@@ -26,7 +26,9 @@ def wordlist() -> list[str]:
 
 def generate_code(words: int = WORDS) -> str:
     """A fresh code, from the OS's random source (it is a secret)."""
-    import secrets  # (only here: `gannet send --code` checks a code before it forks, gannet.io.spake_child)
+    # (imported here: `gannet send --code` checks its code before it starts
+    # the child of its code exchange, gannet.io.spake_child)
+    import secrets
 
     wl = wordlist()
     number = 1 + secrets.randbelow(NUMBER_RANGE - 1)
