@@ -45,10 +45,11 @@ time, and each tree's median ratio to the first's. With
 ``--instructions``, the instructions the process executed to that point
 under valgrind instead (callgrind; the same from run to run whatever the
 machine's load, but blind to cache misses and page faults). A sender with a
-code forks a child for its half of the code exchange (gannet.io.spake_child),
-which runs beside it on another core: its count is given apart, and it
-includes what the sender had executed when it forked (callgrind carries
-the counters into the child).
+code forks a child for its half of the code exchange where a CPU is likely
+idle (gannet.io.spake_child; GANNET_SPAKE_CHILD=1 in the environment forks
+it whatever the load), which runs beside it on another core: its count is
+given apart, and it includes what the sender had executed when it forked
+(callgrind carries the counters into the child).
     python bench/startup.py --host localhost     # the sender resolves the name
 
 Gannet runs as ``python -m gannet`` with PYTHONPATH set to the source tree

@@ -1,4 +1,4 @@
-"""The client's half of the code exchange computed by a child process
+"""The client's half of the code exchange computed by a forked child
 (gannet.io.spake_child, offered to the handshake through
 gannet.crypto.spake): the same agreement as spake2 in the process, taken
 by one handshake, and every way the child can fail ends in this process's
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gannet.crypto import spake
 from gannet.crypto.handshake import ClientHandshake, HandshakeError, ServerHandshake
-from gannet.io.spake_child import ChildExchange, start_ahead
+from gannet.io.spake_child import ForkedExchange, start_ahead
 
 CODE = "7-guitar-october"
 
@@ -49,16 +49,16 @@ def _traffic_works(client, server):
 def test_an_exchange_started_ahead_agrees_with_the_server_and_is_taken_once():
     assert start_ahead(CODE)
     assert not start_ahead(CODE)  # (one waits already)
-    started = spake._offered[CODE]
-    pid = started._pid
+    forked = spake._offered[CODE]
+    pid = forked._pid
     client = ClientHandshake(code=CODE)
-    assert client._spake is started and CODE not in spake._offered
-    assert not isinstance(ClientHandshake(code=CODE)._spake, ChildExchange)
+    assert client._spake is forked and CODE not in spake._offered
+    assert not isinstance(ClientHandshake(code=CODE)._spake, ForkedExchange)
     server = ServerHandshake(X25519PrivateKey.generate(), code=CODE)
     reply = server.receive_hello(client.hello())
     server.receive_finished(client.receive_reply(reply))
     _traffic_works(client, server)
-    assert started._local is None  # (the child computed both halves)
+    assert forked._local is None  # (the child computed both halves)
     assert pid is not None and _gone(pid)  # reaped once its key came back
 
 
@@ -75,7 +75,7 @@ def test_the_childs_key_is_spake2s_key():
     assert len(server_key) == spake.KEY_SIZE
 
 
-def test_a_wrong_code_fails_on_both_sides_with_a_child_exchange():
+def test_a_wrong_code_fails_on_both_sides_with_a_forked_exchange():
     assert start_ahead(CODE)
     client = ClientHandshake(code=CODE)
     server = ServerHandshake(X25519PrivateKey.generate(), code="8-guitar-october")
@@ -100,14 +100,14 @@ def test_a_server_message_that_is_no_element_is_malformed():
 
 def test_a_child_gone_before_its_message_leaves_the_exchange_to_this_process():
     assert start_ahead(CODE)
-    started = spake._offered[CODE]
-    assert started._pid is not None
-    os.kill(started._pid, signal.SIGKILL)
+    forked = spake._offered[CODE]
+    assert forked._pid is not None
+    os.kill(forked._pid, signal.SIGKILL)
     client = ClientHandshake(code=CODE)
     server = ServerHandshake(X25519PrivateKey.generate(), code=CODE)
     reply = server.receive_hello(client.hello())
     server.receive_finished(client.receive_reply(reply))
-    assert started._local is not None and started._pid is None  # reaped, replaced
+    assert forked._local is not None and forked._pid is None  # reaped, replaced
     _traffic_works(client, server)
 
 
@@ -132,32 +132,15 @@ def test_an_exchange_nobody_took_ends_its_child():
 
 
 def test_where_no_child_can_be_made_the_exchange_runs_here(monkeypatch):
-    def no_spawn(*args, **kwargs):
-        raise OSError("spawn refused")
+    def no_fork():
+        raise OSError("fork refused")
 
-    monkeypatch.setattr(os, "posix_spawn", no_spawn)
+    monkeypatch.setattr(os, "fork", no_fork)
     assert not start_ahead(CODE)
     assert not spake._offered
-    monkeypatch.delattr(os, "posix_spawn")
+    monkeypatch.delattr(os, "fork")
     assert not start_ahead(CODE)
-    assert not isinstance(spake.client_exchange(CODE), ChildExchange)
-
-
-def test_a_child_that_finds_no_spake2_leaves_the_exchange_to_this_process(monkeypatch, tmp_path):
-    """An interpreter that cannot import spake2 (here one whose site is
-    empty) ends before its message: the exchange runs here."""
-    import sys
-
-    python = tmp_path / "python"
-    python.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
-    python.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(python))
-    assert start_ahead(CODE)
-    client = ClientHandshake(code=CODE)
-    server = ServerHandshake(X25519PrivateKey.generate(), code=CODE)
-    server.receive_finished(client.receive_reply(server.receive_hello(client.hello())))
-    assert client._spake._local is not None
-    _traffic_works(client, server)
+    assert not isinstance(spake.client_exchange(CODE), ForkedExchange)
 
 
 def test_a_child_is_started_only_where_a_cpu_is_likely_idle(monkeypatch):
@@ -180,21 +163,9 @@ def test_a_child_is_started_only_where_a_cpu_is_likely_idle(monkeypatch):
     spake.discard_offered()
 
 
-def test_the_code_reaches_the_child_on_its_input_not_its_command_line(monkeypatch):
-    seen = []
-    spawn = os.posix_spawn
-
-    def watched(path, argv, env, **kwargs):
-        seen.append((list(argv), dict(env), kwargs.get("setsid")))
-        return spawn(path, argv, env, **kwargs)
-
-    monkeypatch.setattr(os, "posix_spawn", watched)
+def test_finish_before_start_is_refused():
     assert start_ahead(CODE)
     exchange = spake.client_exchange(CODE)
-    server = spake.server_exchange(CODE)
-    message = exchange.start()
-    assert exchange.finish(server.start()) == server.finish(message)
-    assert exchange._local is None
-    [(argv, env, setsid)] = seen
-    assert argv[1] == "-I" and setsid
-    assert not any(CODE in arg for arg in argv) and not any(CODE in v for v in env.values())
+    with pytest.raises(ValueError):
+        exchange.finish(bytes(spake.MESSAGE_SIZE))
+    exchange.close()

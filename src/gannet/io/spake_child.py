@@ -1,5 +1,5 @@
-"""The client's half of a code exchange computed by a child process,
-started while a command loads (gannet.crypto.spake).
+"""The client's half of a code exchange computed by a forked child, started
+while a command loads (gannet.crypto.spake).
 
 Of the instructions `gannet send --code` executed before its SYN, a third
 (some 235 of 654 million, 25-30 ms) went to importing spake2 (its module
@@ -11,24 +11,28 @@ none of it. One interpreter runs Python on one core at a time, so a thread
 would only take turns with the main one; a child process runs on another
 core.
 
-`start_ahead(code)` starts the child (`posix_spawn`: a fresh interpreter,
-nothing of the parent's memory shared, so the parent pays no copy on
-write as it would after a fork) as soon as the command has parsed its
-code (gannet.cli.main, before the sender's own modules): it imports
-spake2, computes the message and writes it to a pipe, then reads the
-server's message from another, writes back the SPAKE2 key (the finish) and
-exits. The parent offers it to the handshake (gannet.crypto.spake), which
-reads the message for its SYN. The protocol, the library and the key are
-the same as in one process; the child is the same user's, and the code
-reaches it through a pipe, so it goes nowhere it was not.
+`start_ahead(code)` forks the child as soon as the command has parsed its
+code (gannet.cli.main, before the stats socket's thread exists and before
+the sender's own modules), after what both processes load (hashlib, json,
+cryptography's bindings): it imports spake2, computes the message and
+writes it to a pipe, then reads the server's message from another, writes
+back the SPAKE2 key (the finish) and exits. The parent offers it to the
+handshake (gannet.crypto.spake), which reads the message for its SYN. The
+protocol, the library and the key are the same as in one process; the
+child is a fork of this one (the same user, its memory a copy), so the
+code goes nowhere it was not. A fork, not a fresh interpreter: one would
+spend 357 million instructions to its message (its own start and the
+imports a fork finds done), and the message would come after the point
+where the sender needs it (BENCHMARKS.md, start-up, sixth pass); the fork
+costs the parent about a thousand pages copied on write as it goes on, a
+few milliseconds.
 
-A child that cannot be started (no `posix_spawn`, no interpreter, no
-descriptors left), or that ends before its message (spake2 not where an
-isolated interpreter looks), is replaced by the exchange in this process;
-one that ends after it (the message left in the SYN, and the secret scalar
+A child that cannot be made (no `os.fork`, no descriptors left) or that
+ends before its message is replaced by the exchange in this process; one
+that ends after it (the message left in the SYN, and the secret scalar
 behind it with the child) fails that handshake with ExchangeLost. Where
-no CPU is likely idle (or this process may run on one CPU only), no
-child is started: it would only take turns with the parent.
+no CPU is likely idle (or this process may run on one CPU only), no child
+is started: it would only take turns with the parent.
 """
 
 from __future__ import annotations
@@ -54,14 +58,22 @@ ANSWER_TIMEOUT = 30.0
 
 def start_ahead(code: str) -> bool:
     """Start the client's half of the exchange for `code` (normalized) in a
-    child process and offer it to the next handshake with that code; False
-    (nothing started) where no child can be started, no CPU is idle for it
-    (or this process may run on one CPU only), or one is offered already."""
-    if spake.offered(code) or not hasattr(os, "posix_spawn") or not _wanted():
+    forked child and offer it to the next handshake with that code; False
+    (nothing started) where this process cannot fork, no CPU is likely idle
+    for the child (or this process may run on one CPU only), or one is
+    offered already."""
+    if spake.offered(code) or not hasattr(os, "fork") or not _wanted():
         return False
+    # What spake2 imports and this process loads for itself too (hashlib,
+    # json, cryptography's bindings with the HKDF that spake2 uses), loaded
+    # once before the fork rather than in both processes after it.
+    import hashlib  # noqa: F401
+    import json  # noqa: F401
+
+    import cryptography.hazmat.primitives.kdf.hkdf  # noqa: F401
     try:
-        spake.offer(code, ChildExchange(code))
-    except (OSError, NotImplementedError):
+        spake.offer(code, ForkedExchange(code))
+    except OSError:
         return False
     return True
 
@@ -78,9 +90,9 @@ def _wanted() -> bool:
     """Whether a child would run beside this process: a CPU is likely idle
     (the last minute's load average below the CPUs this process may use).
     The child's work is the parent's, moved: it shortens the way to the SYN
-    only where it runs beside the parent, and on a busy machine it would
-    wait for a CPU as the parent does and take from everyone's share the
-    interpreter it starts (BENCHMARKS.md, start-up, sixth pass).
+    only where it runs beside the parent; on a busy machine it would wait
+    for a CPU as the parent does, and the parent would pay for the fork
+    (BENCHMARKS.md, start-up, sixth pass).
     GANNET_SPAKE_CHILD=1 starts one whatever the load, =0 never."""
     setting = os.environ.get("GANNET_SPAKE_CHILD", "").strip().lower()
     if setting in ("0", "no", "false", "off"):
@@ -95,79 +107,41 @@ def _wanted() -> bool:
     return cpus > 1 and load < cpus
 
 
-# The child's program: the standard library and spake2 only, in an
-# interpreter started with -I (no environment variables, no current
-# directory or user site on its path). The code comes on its standard input
-# (never on its command line, which other users may read), then the
-# server's message; its message and then the answer go to its standard
-# output.
-_PROGRAM = f"""\
-import signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-inp, out = sys.stdin.buffer, sys.stdout.buffer
-code = inp.readline().rstrip(b"\\n")
-from spake2 import SPAKE2_A
-exchange = SPAKE2_A(code, idA={spake.SPAKE2_ID_CLIENT!r}, idB={spake.SPAKE2_ID_SERVER!r})
-out.write(exchange.start())
-out.flush()
-message = inp.read({MESSAGE_SIZE})
-if len(message) == {MESSAGE_SIZE}:
-    try:
-        answer = bytes(({OK},)) + exchange.finish(message)
-    except Exception:
-        answer = bytes(({BAD_ELEMENT},)) + bytes({KEY_SIZE})
-    out.write(answer)
-    out.flush()
-"""
-
-
-class ChildExchange:
-    """SPAKE2_A's `start` and `finish`, computed by a child process."""
+class ForkedExchange:
+    """SPAKE2_A's `start` and `finish`, computed by a forked child."""
 
     def __init__(self, code: str) -> None:
-        import sys
-
         self._code = code
         self._pid: int | None = None
-        self._to_child: int | None = None
-        self._from_child: int | None = None
-        self._local: Any = None  # the exchange in this process, if the child failed first
         self._started = False
-        if not sys.executable:
-            raise OSError("no interpreter to start")
-        fds: list[int] = []
+        down_r, down_w = os.pipe()  # parent -> child: the server's message
         try:
-            down_r, down_w = os.pipe()  # parent -> child: the code, the server's message
-            fds += (down_r, down_w)
             up_r, up_w = os.pipe()  # child -> parent: our message, then the key
-            fds += (up_r, up_w)
-            null = os.open(os.devnull, os.O_WRONLY)  # (its errors are told by its silence)
-            fds.append(null)
-            actions = [(os.POSIX_SPAWN_DUP2, down_r, 0), (os.POSIX_SPAWN_DUP2, up_w, 1),
-                       (os.POSIX_SPAWN_DUP2, null, 2)]  # (the pipes themselves close on exec)
-            argv = [sys.executable, "-I", "-c", _PROGRAM]
-            try:
-                # A session of its own: where the kernel shares the CPU
-                # among sessions first (Linux's autogroup), a child in the
-                # parent's session would take its CPU time out of the
-                # parent's share, and on a busy machine the two would only
-                # take turns (BENCHMARKS.md, start-up, sixth pass).
-                self._pid = os.posix_spawn(sys.executable, argv, os.environ,
-                                           file_actions=actions, setsid=True)
-            except NotImplementedError:  # (a C library without POSIX_SPAWN_SETSID)
-                self._pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions)
-        except BaseException:
-            for fd in fds:
+        except OSError:
+            os.close(down_r)
+            os.close(down_w)
+            raise
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (down_r, down_w, up_r, up_w):
                 os.close(fd)
             raise
-        for fd in (down_r, up_w, null):
-            os.close(fd)
-        self._to_child, self._from_child = down_w, up_r
-        try:
-            _write(down_w, code.encode() + b"\n")  # (a normalized code has no line break)
-        except OSError:
-            self.close()
-            raise
+        if pid == 0:  # the child: never returns
+            status = 1
+            try:
+                os.close(down_w)
+                os.close(up_r)
+                _serve(code, down_r, up_w)
+                status = 0
+            finally:
+                os._exit(status)  # (no atexit handlers, no stdio buffers of the parent's)
+        os.close(down_r)
+        os.close(up_w)
+        self._pid = pid
+        self._to_child: int | None = down_w
+        self._from_child: int | None = up_r
+        self._local: Any = None  # the exchange in this process, if the child failed first
 
     def start(self) -> bytes:
         """Our SPAKE2 message (waits for the child to have computed it)."""
@@ -224,6 +198,35 @@ class ChildExchange:
     def __del__(self) -> None:
         if self._pid is not None:
             self.close()
+
+
+def _serve(code: str, from_parent: int, to_parent: int) -> None:
+    """The child: our message, then the key for the server's message."""
+    import contextlib
+    import signal
+
+    # Ctrl-C interrupts the parent, whose exit closes the pipe: that ends
+    # the child, without a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A session of its own: where the kernel shares the CPU among sessions
+    # first (Linux's autogroup), a child in the parent's session would take
+    # its CPU time out of the parent's share, and on a busy machine the two
+    # would only take turns (the sender gained nothing and paid for the
+    # fork: 8-19 % slower to its SYN at load 2-4, where a child in a session
+    # of its own gave 1.01x; BENCHMARKS.md, start-up, sixth pass).
+    with contextlib.suppress(OSError):
+        os.setsid()
+    exchange = spake.local_exchange(code)
+    _write(to_parent, exchange.start())
+    message = _read(from_parent, MESSAGE_SIZE, timeout=None)
+    if message is None:
+        return  # the parent never needed the finish
+    try:
+        key = exchange.finish(message)
+    except Exception:  # spake2 raises its own errors for bad elements
+        _write(to_parent, bytes((BAD_ELEMENT,)) + bytes(KEY_SIZE))
+        return
+    _write(to_parent, bytes((OK,)) + key)
 
 
 def _read(fd: int | None, size: int, timeout: float | None = ANSWER_TIMEOUT) -> bytes | None:
