@@ -44,7 +44,12 @@ trees in alternating order, the wall clock from spawn to exit and the CPU
 time, and each tree's median ratio to the first's. With
 ``--instructions``, the instructions the process executed to that point
 under valgrind instead (callgrind; the same from run to run whatever the
-machine's load, but blind to cache misses and page faults).
+machine's load, but blind to cache misses and page faults). A sender with a
+code forks a child for its half of the code exchange where a CPU is likely
+idle (gannet.io.spake_child; GANNET_SPAKE_CHILD=1 in the environment forks
+it whatever the load), which runs beside it on another core: its count is
+given apart, and it includes what the sender had executed when it forked
+(callgrind carries the counters into the child).
     python bench/startup.py --host localhost     # the sender resolves the name
 
 Gannet runs as ``python -m gannet`` with PYTHONPATH set to the source tree
@@ -303,6 +308,7 @@ def to_syn(sources: list[Path], runs: int, instructions: bool) -> dict:
     with `instructions` the median instruction count (valgrind)."""
     walls: dict[Path, list[float]] = {src: [] for src in sources}
     cpus: dict[Path, list[float]] = {src: [] for src in sources}
+    children: dict[Path, list[float]] = {src: [] for src in sources}  # instructions
     with tempfile.TemporaryDirectory(prefix="gannet-startup-") as tmp, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))  # (receives the SYN, never answers)
@@ -318,10 +324,10 @@ def to_syn(sources: list[Path], runs: int, instructions: bool) -> dict:
                         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                          sys.executable, "-c", _TO_SYN_HOOK, *send],
                         env=env, capture_output=True, text=True, check=True)
-                    count = next(int(line.rsplit(":", 1)[1].replace(",", ""))
-                                 for line in out.stderr.splitlines() if "Collected" in line)
+                    count, forked = instruction_counts(out.stderr)
                     if i:
                         walls[src].append(count)
+                        children[src].append(forked)
                     continue
                 took, cpu = time_process(["-c", _TO_SYN_HOOK, *send], env)
                 if i:
@@ -335,8 +341,32 @@ def to_syn(sources: list[Path], runs: int, instructions: bool) -> dict:
         if not instructions:
             row.update(cpu_median=statistics.median(cpus[src]),
                        cpu_ratio=round(ratio(cpus[src], cpus[first]), 3))
+        elif any(children[src]):
+            row["children_median"] = statistics.median(children[src])
         out[str(src)] = row
     return out
+
+
+def instruction_counts(valgrind_stderr: str) -> tuple[int, int]:
+    """(the process's instructions, its forked children's together) from
+    callgrind's output: each process reports its own `==PID== Collected`
+    line (a child that `gannet send` forks to compute its half of the code
+    exchange on another core, gannet.crypto.spake, is followed too); the
+    process is the one that speaks first."""
+    pid = None
+    own = forked = 0
+    for line in valgrind_stderr.splitlines():
+        if not line.startswith("=="):
+            continue
+        who = line.split("==")[1]
+        pid = pid or who
+        if "Collected" in line:
+            count = int(line.rsplit(":", 1)[1].replace(",", ""))
+            if who == pid:
+                own = count
+            else:
+                forked += count
+    return own, forked
 
 
 def ratio(xs: list[float], ys: list[float]) -> float:
@@ -403,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         for src, row in rows.items():
             cpu = (f"; CPU median {row['cpu_median']:.1f} ms, {row['cpu_ratio']:.3f}x"
                    if "cpu_median" in row else "")
+            if "children_median" in row:
+                cpu += f"; its forked child {row['children_median']:,.0f} more, on another core"
             fmt = ",.0f" if args.instructions else ".1f"
             print(f"  {src}: median {row['median']:{fmt}} (min {row['min']:{fmt}}), "
                   f"{row['ratio']:.3f}x the first{cpu}")

@@ -247,3 +247,65 @@ def test_a_receiver_loads_what_its_first_transfer_needs_while_it_waits(tmp_path)
             proc.communicate()
     assert listening
     assert wanted <= imported, wanted - imported
+
+
+def test_a_sender_with_a_code_leaves_spake2_to_a_child_on_another_core(tmp_path):
+    """spake2 (its import and the first SPAKE2 message, about a third of the
+    way to the SYN) runs in a child that `gannet send --code` forks once it
+    has parsed its command line (gannet.io.spake_child): the sender's own
+    process reaches its SYN without importing it, and the child has. The
+    fork comes before what only the sender needs (the transfer protocol's
+    module with dataclasses, asyncio, `secrets`), so that the child starts
+    early, and after what both need (hashlib, json, cryptography's
+    bindings), so that it is done once. A sender without a code forks
+    nothing. (The `import` and `os.fork` audit events, each with its
+    process's id; GANNET_SPAKE_CHILD=1, as the child is otherwise started
+    only where a CPU is likely idle.)"""
+    import os
+    import socket
+
+    probe = ("import os, runpy, sys\n"
+             "def hook(event, args):\n"
+             "    if event == 'import':\n"
+             "        os.write(2, f'-- {os.getpid()} import {args[0]} --\\n'.encode())\n"
+             "    elif event == 'os.fork':\n"
+             "        os.write(2, f'-- {os.getpid()} fork --\\n'.encode())\n"
+             "    elif event == 'socket.sendto':\n"
+             "        os.write(2, f'-- {os.getpid()} SYN --\\n'.encode()); os._exit(0)\n"
+             "sys.addaudithook(hook)\n"
+             "sys.argv = ['gannet', *sys.argv[1:]]\n"
+             "runpy.run_module('gannet', run_name='__main__', alter_sys=True)\n")
+    sent = tmp_path / "file.bin"
+    sent.write_bytes(b"x" * 1000)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_RUNTIME_DIR": str(tmp_path),
+           "GANNET_SPAKE_CHILD": "1"}  # (whatever this machine's load)
+    for options in (["--code", "7-guitar-october"], []):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            proc = subprocess.run(
+                [sys.executable, "-c", probe, "send", str(sent),
+                 f"127.0.0.1:{peer.getsockname()[1]}", "--connect-timeout", "5", *options],
+                capture_output=True, text=True, timeout=60, env=env)
+        lines = [line.split() for line in proc.stderr.splitlines() if line.startswith("-- ")]
+        syn = next(i for i, words in enumerate(lines) if words[2] == "SYN")
+        sender = lines[syn][1]
+        imported: dict[str, set[str]] = {}
+        for words in lines[:syn]:
+            if words[2] == "import":
+                imported.setdefault(words[1], set()).add(words[3])
+        assert "gannet.crypto.endpoint" in imported[sender]  # (the listing is there to be read)
+        assert "spake2" not in imported[sender]
+        children = set(imported) - {sender}
+        forks = [i for i, words in enumerate(lines) if words[2] == "fork"]
+        if options:
+            assert len(children) == 1, imported.keys()
+            assert "spake2" in imported[next(iter(children))]
+            assert len(forks) == 1 and lines[forks[0]][1] == sender
+            before = {words[3] for words in lines[:forks[0]] if words[2] == "import"}
+            assert "gannet.apps.transfer" in before  # (the command's parser: the listing is there to be read)
+            early = before & {"gannet.apps.transfer.protocol", "dataclasses", "asyncio", "secrets"}
+            assert not early, early
+            assert {"hashlib", "json", "cryptography.hazmat.primitives.kdf.hkdf"} <= before
+            assert not {"hashlib", "json", "cryptography"} & imported[children.pop()]
+        else:
+            assert not children and not forks

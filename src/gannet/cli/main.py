@@ -266,18 +266,25 @@ def main(argv: list[str] | None = None) -> int:
 
         _startup.pause()
         try:
-            return _main(sys.argv[1:])
+            return _main(sys.argv[1:], own=True)
         finally:
             _startup.resume(freeze=False)  # (a command that ran no loop)
     return _main(argv)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], own: bool = False) -> int:
+    """`own`: the process's own command line (not a program's call of
+    `main(argv)`), which may start work in a child process (`ahead`)."""
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    ahead = getattr(args, "ahead", None) if own else None
+    if ahead is not None:
+        # Work the command will wait for, started before anything else it
+        # loads (and before the stats socket's thread): gannet.io.spake_child.
+        ahead(args)
     _setup_logging(args.debug)
     if args.command not in _ON_THE_LOOP:
         from .. import _startup
@@ -301,6 +308,11 @@ def _main(argv: list[str]) -> int:
             raise
         print(f"gannet: {describe_os_error(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if ahead is not None:
+            from ..crypto.spake import discard_offered
+
+            discard_offered()  # (an exchange no handshake took: its child exits)
 
 
 def describe_os_error(exc: BaseException) -> str:

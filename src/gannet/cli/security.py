@@ -51,6 +51,27 @@ def plaintext_transport(args: argparse.Namespace, tool: str, option: str) -> Non
     warn_insecure(tool, f"{option} (plain TCP)")
 
 
+def start_code_exchange(args: argparse.Namespace) -> None:
+    """A client command's `ahead` (gannet.cli.main): with a code it will
+    use (not refused by `overrides` with --insecure, --psk-file or plain
+    TCP), the client's half of the code exchange starts now in a child
+    process, while the command loads the rest of its way to the SYN
+    (gannet.io.spake_child)."""
+    code = getattr(args, "code", None)
+    if not code or getattr(args, "insecure", False) or getattr(args, "psk_file", None) \
+            or getattr(args, "wire", "udp") != "udp":
+        return
+    from gannet.crypto.code import normalize_code
+
+    try:
+        code = normalize_code(code)
+    except ValueError:
+        return  # (refused, with why, by `overrides`)
+    from gannet.io.spake_child import start_ahead
+
+    start_ahead(code)
+
+
 def overrides(args: argparse.Namespace, tool: str) -> dict[str, Any]:
     """Config settings from the parsed options; CLIError for a bad value or
     a combination that cannot work."""

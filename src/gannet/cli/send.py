@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gannet.apps.transfer.protocol import COMPRESS_MODES
+from gannet.apps.transfer import COMPRESS_MODES
 from gannet.cli import security
 from gannet.cli.main import CLIError, resolve_early, summary
 from gannet.cli.units import positive_duration, positive_rate
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="give up when nothing is heard from the receiver for this long "
                    "(default 30s; a receiver that vanished is otherwise retried for minutes)")
     security.add_arguments(p, code="the code `gannet receive` printed (its `code:` line)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, ahead=security.start_code_exchange)
 
 
 def _rate(text: str) -> float:

@@ -11,7 +11,6 @@ in 400 million per try, and every failed try is reported on both sides.
 from __future__ import annotations
 
 import re
-import secrets
 
 WORDS = 2
 NUMBER_RANGE = 100
@@ -27,6 +26,10 @@ def wordlist() -> list[str]:
 
 def generate_code(words: int = WORDS) -> str:
     """A fresh code, from the OS's random source (it is a secret)."""
+    # (imported here: `gannet send --code` checks its code before it starts
+    # the child of its code exchange, gannet.io.spake_child)
+    import secrets
+
     wl = wordlist()
     number = 1 + secrets.randbelow(NUMBER_RANGE - 1)
     return "-".join([str(number)] + [secrets.choice(wl) for _ in range(words)])

@@ -40,15 +40,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from . import spake
 from .noise import DHLEN, PSKLEN, HandshakeState, NoiseError, hkdf, public_bytes
 from .protection import choose_aead
 
 PROTOCOL_VERSION = 1
 _HELLO = struct.Struct("!BBB")  # version, mode, flags
 FLAG_AES = 0x01
-SPAKE2_MESSAGE_SIZE = 33
-_SPAKE2_ID_CLIENT = b"gannet client"
-_SPAKE2_ID_SERVER = b"gannet server"
+SPAKE2_MESSAGE_SIZE = spake.MESSAGE_SIZE
 FINISHED = 0
 FAILED = 1
 MAC_SIZE = 16
@@ -68,7 +67,8 @@ MODE_NAMES = {Mode.IDENTITY: "a server key", Mode.PSK: "a pre-shared key (--psk-
 class HandshakeError(Exception):
     """The key exchange failed. `str()` is one line for the user; `reason`
     is a short name for counting ("wrong-secret", "key-changed",
-    "mode-mismatch", "malformed", "peer-failed")."""
+    "mode-mismatch", "malformed", "peer-failed", "local": this side could
+    not finish its own part)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -133,9 +133,9 @@ class ClientHandshake:
             self._hs.set_psk(psk)
         self._spake = None
         if code is not None:
-            from spake2 import SPAKE2_A
-
-            self._spake = SPAKE2_A(code.encode(), idA=_SPAKE2_ID_CLIENT, idB=_SPAKE2_ID_SERVER)
+            # (spake2's SPAKE2_A, or the same computed by a process started
+            # ahead for this code: gannet.crypto.spake)
+            self._spake = spake.client_exchange(code)
         self.result: HandshakeResult | None = None
 
     def hello(self) -> bytes:
@@ -161,6 +161,8 @@ class ClientHandshake:
             spake_msg, data = data[:SPAKE2_MESSAGE_SIZE], data[SPAKE2_MESSAGE_SIZE:]
             try:
                 spake_key = self._spake.finish(spake_msg)
+            except spake.ExchangeLost as exc:
+                raise HandshakeError(f"cannot finish the code exchange: {exc}", "local") from None
             except Exception:  # spake2 raises its own errors for bad points
                 raise HandshakeError("malformed code exchange from the server", "malformed") from None
             self._hs.mix_clear(spake_msg)
@@ -247,9 +249,9 @@ class ServerHandshake:
             spake_msg, rest = rest[:SPAKE2_MESSAGE_SIZE], rest[SPAKE2_MESSAGE_SIZE:]
             assert self._code is not None
             started, self._started = self._started, None  # (one hello per start)
-            spake, spake_reply = started or start_code_exchange(self._code)
+            exchange, spake_reply = started or start_code_exchange(self._code)
             try:
-                spake_key = spake.finish(spake_msg)
+                spake_key = exchange.finish(spake_msg)
             except Exception:
                 raise HandshakeError("malformed code exchange from the client", "malformed") from None
             hs.mix_clear(spake_msg)  # where the client mixed it: before message 1
@@ -298,10 +300,8 @@ def start_code_exchange(code: str) -> tuple[Any, bytes]:
     answers a hello without this work (a few milliseconds of pure-Python
     curve arithmetic, and the import of spake2 for the first). Each one is
     for one hello: the spake2 state refuses a second finish."""
-    from spake2 import SPAKE2_B
-
-    spake = SPAKE2_B(code.encode(), idA=_SPAKE2_ID_CLIENT, idB=_SPAKE2_ID_SERVER)
-    return spake, spake.start()
+    exchange = spake.server_exchange(code)
+    return exchange, exchange.start()
 
 
 def _peer_failed_message(mode: Mode) -> str:

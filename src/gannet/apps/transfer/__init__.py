@@ -28,6 +28,12 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
+# `gannet send --compress` (gannet.apps.transfer.protocol's home for it):
+# here, so that the command line's parser, which `gannet send` builds
+# before it starts its code exchange's child (gannet.io.spake_child), does not load
+# the protocol module with hashlib, json and dataclasses.
+COMPRESS_MODES = ("auto", "zstd", "none")
+
 
 from ..._lazy import lazy_getattr
 

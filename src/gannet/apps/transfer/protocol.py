@@ -19,8 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from ..display import has_unsafe
-
-COMPRESS_MODES = ("auto", "zstd", "none")  # `gannet send --compress`
+from . import COMPRESS_MODES  # noqa: F401 (`gannet send --compress`; defined with the package)
 
 PROTOCOL = "gannet-transfer"
 VERSION = 1
