@@ -274,15 +274,25 @@ def test_an_idle_connection_polls_never():
 def test_answers_later_than_the_budget_turn_polling_down():
     # After BUSY_MISSES_OFF polls in a row without an answer, only one
     # activation in BUSY_RETRY_EVERY polls; an answered poll turns it back
-    # on. Driven directly, with a message in flight (written, not yet
-    # answered: the loop does not run between the write and the checks).
-    async def main(addr):
-        reader, writer = await gannet.open_connection(*addr, insecure=True, busy_poll=50)
+    # on. Driven directly, with a message in flight: sent, and not answered
+    # while the server's loop is held (a pause it takes on its own thread).
+    async def main(server):
+        reader, writer = await gannet.open_connection(*server.addr, insecure=True, busy_poll=50)
         aep = writer.get_extra_info("endpoint")
         await ping_pong(reader, writer, 5)
-        writer.write(MSG)  # (leaves at once: a pass ran since the last write)
+        server.loop.call_soon_threadsafe(time.sleep, 2.0)
+        await asyncio.sleep(0.05)  # (the server's loop is asleep by now)
+        writer.write(MSG)
         (conn,) = aep.core._conns.values()
-        assert conn.snd.snd_nxt != conn.snd.snd_una and conn.snd.snd_nxt >= conn.snd.sndbuf.end
+        snd = conn.snd
+        for _ in range(1000):  # (on a loaded machine the write's pass may come a turn later)
+            if snd.snd_nxt != snd.snd_una and snd.snd_nxt >= snd.sndbuf.end:
+                break
+            await asyncio.sleep(0.001)
+        assert snd.snd_nxt != snd.snd_una and snd.snd_nxt >= snd.sndbuf.end
+        # The write's pass polled on the loop already (and missed): start
+        # the count from nothing.
+        aep._busy_misses = aep._busy_skipped = 0
         checks = []
 
         def never(timeout):
@@ -304,108 +314,10 @@ def test_answers_later_than_the_budget_turn_polling_down():
         return counts
 
     with ServerThread(busy_poll=0) as server:
-        polls, hits, checks, counted = asyncio.run(asyncio.wait_for(main(server.addr), 30))
+        polls, hits, checks, counted = asyncio.run(asyncio.wait_for(main(server), 30))
     # (the ping-pong's own polls come first: counted, not asserted)
     assert polls >= datapath.BUSY_MISSES_OFF + 1 and hits >= 1
     assert checks >= datapath.BUSY_MISSES_OFF and counted >= checks
-
-
-def test_an_answer_found_after_the_budget_is_a_miss():
-    # The thread was preempted past the budget: the datagram is read all
-    # the same, but polling gained nothing, and the adaptive rule hears so.
-    async def main():
-        async with await gannet.start_server(_echo, "127.0.0.1", 0, insecure=True,
-                                             busy_poll=50) as server:
-            aep = server.endpoint
-            st = aep.io_stats
-
-            def late(timeout):
-                time.sleep(0.001)
-                return [(aep._fd, 1)]
-
-            assert datapath.busy_poll(aep, late) == [(aep._fd, 1)]
-            assert (st.busy_polls, st.busy_poll_hits, aep._busy_misses) == (1, 0, 1)
-            assert datapath.busy_poll(aep, lambda timeout: [(aep._fd, 1)]) == [(aep._fd, 1)]
-            assert (st.busy_polls, st.busy_poll_hits, aep._busy_misses) == (2, 1, 0)
-            calls = []
-
-            def never(timeout):
-                calls.append(timeout)
-                return []
-
-            assert datapath.busy_poll(aep, never) == []
-            assert (st.busy_polls, st.busy_poll_hits, aep._busy_misses) == (3, 1, 1)
-            assert st.busy_poll_checks == 2 + len(calls) and all(t == 0 for t in calls)
-
-    asyncio.run(asyncio.wait_for(main(), 20))
-
-
-def test_two_endpoints_on_one_loop_poll_never():
-    # A client and a server on one loop: a poll would hold up the very
-    # callback that answers it, so the loop does not poll.
-    async def main():
-        async with await gannet.start_server(_echo, "127.0.0.1", 0, insecure=True,
-                                             busy_poll=LONG) as server:
-            reader, writer = await gannet.open_connection(*server.addresses[0], insecure=True,
-                                                          busy_poll=LONG)
-            await ping_pong(reader, writer, 50)
-            aep = writer.get_extra_info("endpoint")
-            assert aep._timer.endpoints == 2
-            counts = stats(aep.io_stats), stats(server.endpoint.io_stats)
-            writer.close()
-            await writer.wait_closed()
-            return counts
-
-    for side in asyncio.run(asyncio.wait_for(main(), 30)):
-        assert side["busy_polls"] == side["busy_poll_checks"] == 0, side
-
-
-@needs_two_cpus
-def test_an_idle_connection_polls_never():
-    with ServerThread(busy_poll=LONG) as server:
-        client, idle, _ = run_client(server.addr, 20, idle=0.3, peer=server.endpoint.io_stats,
-                                     busy_poll=LONG)
-    assert client["busy_polls"] > 0  # (it polls while messages are in flight)
-    for side in idle:  # (the client's, then the server's)
-        assert side["busy_polls"] == side["busy_poll_checks"] == 0, idle
-
-
-@needs_two_cpus
-def test_answers_later_than_the_budget_turn_polling_down():
-    # The server's loop stops for a while (it answers nothing, not even an
-    # ACK) while the client writes message after message: each write that
-    # leaves polls, and none is answered. After BUSY_MISSES_OFF polls in a
-    # row without an answer, only one activation in BUSY_RETRY_EVERY polls.
-    n = 150
-    freeze = 3.0
-
-    async def main(server):
-        reader, writer = await gannet.open_connection(*server.addr, insecure=True, busy_poll=200)
-        aep = writer.get_extra_info("endpoint")
-        await ping_pong(reader, writer, 5)
-        before = stats(aep.io_stats)
-        server.loop.call_soon_threadsafe(time.sleep, freeze)
-        await asyncio.sleep(0.05)  # (the server's loop is asleep by now)
-        start = time.monotonic()
-        for _ in range(n):
-            writer.write(MSG)
-            await asyncio.sleep(0.001)  # (each write leaves on its own)
-        elapsed = time.monotonic() - start
-        counts = {k: v - before[k] for k, v in stats(aep.io_stats).items()}
-        for _ in range(n):
-            assert await reader.readexactly(64) == MSG
-        writer.close()
-        await writer.wait_closed()
-        return counts, elapsed
-
-    with ServerThread(busy_poll=0) as server:
-        client, elapsed = asyncio.run(asyncio.wait_for(main(server), 50))
-    if elapsed > freeze - 0.1:
-        pytest.skip(f"the writes took {elapsed:.2f} s, longer than the server's pause")
-    assert client["datagrams_sent"] >= n // 2, client  # (writes that left: each a pass that sent)
-    assert client["busy_poll_hits"] == 0, client
-    assert client["busy_polls"] <= datapath.BUSY_MISSES_OFF + n // datapath.BUSY_RETRY_EVERY + 1, client
-    assert client["busy_polls"] >= datapath.BUSY_MISSES_OFF, client
 
 
 def echo_socket(s):
