@@ -39,20 +39,36 @@ def links(markdown: str) -> list[str]:
     return re.findall(r"\]\(#([^)]+)\)", markdown)
 
 
+def file_links(markdown: str) -> list[tuple[str, str]]:
+    """Links into another page of the tree: (relative path, anchor)."""
+    return re.findall(r"\]\(([\w./-]+\.md)#([^)]+)\)", markdown)
+
+
+PAGES = [DOC, DOC.parent / "docs" / "benchmarks-history.md"]
+
+
 def test_the_anchor_rule_matches_githubs():
     assert anchor("The compiled core at 5x (issue 15, 2026-12-07)") == \
         "the-compiled-core-at-5x-issue-15-2026-12-07"
     assert anchor("Blocking `Socket`") == "blocking-socket"
     assert anchor("The batch path's rows in one C call") == "the-batch-paths-rows-in-one-c-call"
     assert anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
+    assert file_links("[x](docs/h.md#a-b) [y](#c)") == [("docs/h.md", "a-b")]
 
 
-def test_every_link_in_the_page_names_a_heading():
-    text = DOC.read_text(encoding="utf-8")
-    targets = anchors(text)
-    broken = sorted({name for name in links(text) if name not in targets})
-    assert links(text), "no in-page links found: the pattern no longer matches"
-    assert broken == []
+def test_every_link_in_the_pages_names_a_heading():
+    """Links within BENCHMARKS.md and its history page, and between them."""
+    found = 0
+    for page in (p for p in PAGES if p.exists()):
+        text = page.read_text(encoding="utf-8")
+        found += len(links(text))
+        broken = sorted({name for name in links(text) if name not in anchors(text)})
+        assert broken == [], page.name
+        for rel, name in file_links(text):
+            target = (page.parent / rel).resolve()
+            assert target.exists(), f"{page.name} links to missing {rel}"
+            assert name in anchors(target.read_text(encoding="utf-8")), f"{page.name}: {rel}#{name}"
+    assert found, "no in-page links found: the pattern no longer matches"
 
 
 def current_tables(text: str) -> list[list[str]]:
