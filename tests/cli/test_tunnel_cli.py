@@ -82,15 +82,17 @@ class Proc:
 
 @pytest.fixture
 def tunnel(tmp_path):
-    """tunnel(target_port, *extra) -> TCP port of a client/server pair forwarding to target."""
+    """tunnel(target_port, *extra, mode=None) -> TCP port of a client/server pair
+    forwarding to target (`extra` for both, `mode` the client's --mode)."""
     procs = []
 
-    def make(target_port, *extra):
+    def make(target_port, *extra, mode=None):
         server = Proc(tmp_path / "tunnel-server.err", "server", "--listen", f"{HOST}:0",
                       "--target", f"{HOST}:{target_port}", *extra)
         procs.append(server)
         client = Proc(tmp_path / "tunnel-client.err", "client", "--listen", f"{HOST}:0",
-                      "--server", f"{HOST}:{server.port}", *extra)
+                      "--server", f"{HOST}:{server.port}", *extra,
+                      *(("--mode", mode) if mode else ()))
         procs.append(client)
         make.server, make.client = server, client
         return client.port
@@ -123,9 +125,10 @@ def redis_port(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_redis_benchmark_through_tunnel(tunnel, redis_port):
+@pytest.mark.parametrize("mode", ["mux", "stream"])
+def test_redis_benchmark_through_tunnel(tunnel, redis_port, mode):
     need("redis-benchmark")
-    port = tunnel(redis_port)
+    port = tunnel(redis_port, mode=mode)
     out = subprocess.run(
         ["redis-benchmark", "-h", HOST, "-p", str(port), "-n", "2000", "-c", "10",
          "-t", "set,get", "-q"],
@@ -139,6 +142,38 @@ def test_redis_benchmark_through_tunnel(tunnel, redis_port):
     # every benchmark connection went through (and was logged by) the tunnel
     wait_for(lambda: tunnel.client.stderr.count("close:") >= 20, what="connection logs")
     assert "open" in tunnel.server.stderr
+    assert f"(udp, {mode} mode)" in tunnel.client.stderr
+    # mux: one Gannet connection carried them all; stream: none
+    assert tunnel.client.stderr.count("mux open") == (1 if mode == "mux" else 0)
+
+
+@pytest.mark.timeout(60)
+def test_one_server_takes_clients_of_both_modes(tunnel, tmp_path):
+    """A stream-mode client and a mux-mode client talk to the same server,
+    which tells them apart by their first bytes."""
+    target = socket.create_server((HOST, 0))
+    stream_client = None
+    try:
+        port = tunnel(target.getsockname()[1], mode="mux")
+        stream_client = Proc(tmp_path / "stream-client.err", "client", "--listen", f"{HOST}:0",
+                             "--server", f"{HOST}:{tunnel.server.port}", "--mode", "stream")
+        for p in (port, stream_client.port):
+            with socket.create_connection((HOST, p), timeout=5) as app:
+                svc, _ = target.accept()
+                with svc:
+                    app.sendall(b"hello %d" % p)
+                    svc.settimeout(5)
+                    assert svc.recv(100) == b"hello %d" % p
+                    svc.sendall(b"world")
+                    app.settimeout(5)
+                    assert app.recv(100) == b"world"
+        wait_for(lambda: tunnel.server.stderr.count("close:") >= 2, what="server close logs")
+        assert tunnel.server.stderr.count("mux open") == 1
+        assert "refused" not in tunnel.server.stderr
+    finally:
+        target.close()
+        if stream_client is not None:
+            stop(stream_client.proc)
 
 
 @pytest.mark.timeout(120)
