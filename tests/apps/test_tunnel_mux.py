@@ -413,3 +413,46 @@ def test_frames_split_anywhere_parse_the_same():
             assert ch.events == [("window", 77), "eof"]
 
     run(main())
+
+
+def test_a_server_that_opens_a_channel_is_malformed_to_the_client(caplog):
+    """The client parses what the server sends with the same rules: an OPEN
+    from the server resets the mux connection, counted and logged, the
+    channel on it is reset, and the client goes on (the next TCP
+    connection opens another mux connection)."""
+
+    async def main():
+        seen = []
+
+        async def fake_server(reader, writer):
+            preamble = await reader.readexactly(tun.PREAMBLE_SIZE)
+            seen.append(preamble)
+            writer.write(frame(OPEN, 1))
+            try:
+                await reader.read()
+            except ConnectionError:
+                pass
+            writer.close()
+
+        server = await gannet.start_server(fake_server, HOST, 0)
+        client = await tun.start_tunnel_client((HOST, 0), (HOST, server.addresses[0][1]))
+        try:
+            reader, writer = await asyncio.open_connection(HOST, client.address[1])
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(100), 5)
+            writer.close()
+            await wait_until(lambda: client.malformed == 1 and client.results)
+            assert seen == [tun.PREAMBLE_MUX]
+            assert "malformed framing" in client.results[0].reason
+            assert any("the server opened channel 1" in r.getMessage() for r in caplog.records)
+            reader, writer = await asyncio.open_connection(HOST, client.address[1])
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(100), 5)
+            writer.close()
+            assert client.mux_connections == 2 and len(seen) == 2
+        finally:
+            await client.close()
+            server.close()
+
+    with caplog.at_level(logging.WARNING, logger="gannet.tunnel"):
+        run(main())
