@@ -2,25 +2,35 @@
 
 Two halves, one per end of a lossy path:
 
-- the tunnel *client* listens on a TCP port; for every TCP connection it
-  accepts it opens its own Gannet connection to the tunnel server;
-- the tunnel *server* listens on a UDP port for Gannet connections; for every
-  one it opens a TCP connection to a fixed target.
+- the tunnel *client* listens on a TCP port and carries the TCP
+  connections it accepts to the tunnel server, in one of two modes:
+  *mux* (the default), every TCP connection a channel of one Gannet
+  connection, opened at the first and kept (gannet.apps.tunnel_mux: the
+  framing, per-channel credit, the channels); or *stream*, a Gannet
+  connection of its own for each;
+- the tunnel *server* listens on a UDP port for Gannet connections of
+  either mode (told apart by the 8-byte preamble every client writes
+  first) and opens a TCP connection to a fixed target for every tunneled
+  TCP connection.
 
-Between the two sockets of a pair, a `Relay` copies both directions at
-once, in the callbacks that deliver the data (no task, buffer or drain per
-chunk), with backpressure (a direction only reads while the other side
-takes what it is given), and carries what happens at the edges across:
+In stream mode a `Relay` copies both directions between the two sockets of
+a pair at once, in the callbacks that deliver the data (no task, buffer or
+drain per chunk), with backpressure (a direction only reads while the
+other side takes what it is given); in mux mode a `Channel` does the same
+between a TCP connection and its frames. Both carry what happens at the
+edges across:
 
-- EOF (a half-close) on one side becomes `write_eof` on the other, and the
-  opposite direction keeps flowing until it ends too;
+- EOF (a half-close) on one side becomes `write_eof` on the other (an EOF
+  frame in between, in mux mode), and the opposite direction keeps flowing
+  until it ends too;
 - a reset, a timeout or a refused connection on one side aborts the other
-  (an RST on TCP, a Gannet RST), so the application sees the failure promptly.
+  (an RST on TCP, a Gannet RST or a RESET frame), so the application sees
+  the failure promptly.
 
-One Gannet connection per TCP connection (not one shared connection with
-streams inside) keeps loss recovery, congestion and flow control independent
-per stream: a lost datagram stalls only the stream it belonged to, a slow
-reader only closes its own window. See docs/tunnel.md.
+Mux mode sends the requests of many TCP connections in one loop turn as
+one segment and costs a new TCP connection no handshake; stream mode keeps
+loss recovery, congestion and failure independent per TCP connection (a
+lost datagram stalls only its own). See docs/tunnel.md, "Two modes".
 """
 
 from __future__ import annotations
