@@ -548,8 +548,8 @@ class TunnelServer(_Tunnel):
                         TcpSide, self.target[0], self.target[1]),
                     self.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
-                res.error = exc = self._connect_error(exc)
-                res.reason = f"target {_describe(exc)}"
+                res.error = error = self._connect_error(exc)
+                res.reason = f"target {_describe(error)}"
                 abort_gannet(g_writer)
                 res.ended = time.monotonic()
                 return
@@ -599,8 +599,8 @@ class TunnelServer(_Tunnel):
                 asyncio.get_running_loop().create_connection(TcpSide, self.target[0], self.target[1]),
                 self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            exc = self._connect_error(exc)
-            ch.fail(f"target {_describe(exc)}", exc, tell_peer=True)
+            error = self._connect_error(exc)
+            ch.fail(f"target {_describe(error)}", error, tell_peer=True)
             return
         except asyncio.CancelledError:
             ch.fail("tunnel stopped", ConnectionAbortedError("tunnel stopped"), tell_peer=True)
