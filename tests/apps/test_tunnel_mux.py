@@ -456,3 +456,31 @@ def test_a_server_that_opens_a_channel_is_malformed_to_the_client(caplog):
 
     with caplog.at_level(logging.WARNING, logger="gannet.tunnel"):
         run(main())
+
+
+def test_the_tunnel_does_not_poll_before_sleeping():
+    """A mux connection is its endpoint's one connection, the case polling
+    before sleeping is for; but a tunnel's answers come through its TCP
+    sockets, which the poll does not watch: both halves leave it off unless
+    told (`busy_poll`). (In one process the two halves share a loop, where
+    no endpoint polls anyway: the setting is what is checked.)"""
+
+    async def main():
+        target, port = await echo_target()
+        async with Tunnel(port) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(3)]
+            for i in range(50):
+                for r, w in streams:
+                    w.write(b"request %03d" % i)
+                    assert await r.readexactly(11) == b"request %03d" % i
+            aeps = [t.server.server.endpoint, *t.client.endpoints.values()]
+            assert [a.config.busy_poll for a in aeps] == [0, 0]
+            for _, w in streams:
+                w.close()
+        async with Tunnel(port, busy_poll=150) as t:
+            assert await echo(t.port, b"x") == b"x"
+            assert t.server.server.endpoint.config.busy_poll == 150
+            assert [a.config.busy_poll for a in t.client.endpoints.values()] == [150]
+        target.close()
+
+    run(main())
