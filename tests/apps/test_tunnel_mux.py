@@ -120,11 +120,13 @@ def test_credit_runs_out_and_resumes_without_stalling_other_channels():
             client_ch = server_ch = None
             await wait_until(lambda: t.client.mux is not None and t.client.mux.channels)
             client_ch = next(iter(t.client.mux.channels.values()))
-            await wait_until(lambda: client_ch.credit == 0, 10)  # out of credit ...
-            assert not client_ch.reading  # ... its TCP reading paused
-            sent = client_ch.res.sent
+            await wait_until(lambda: t.server.muxes and next(iter(t.server.muxes)).channels)
             server_ch = next(iter(next(iter(t.server.muxes)).channels.values()))
-            assert server_ch.full  # the service's socket is full: no grants
+            # The service's socket full (no more grants), the sender out of
+            # credit and its TCP reading paused: the stall.
+            await wait_until(lambda: server_ch.full and client_ch.credit == 0, 10)
+            assert not client_ch.reading
+            sent = client_ch.res.sent
             # The other channels go on meanwhile (the mux's reading is not paused).
             for i in range(5):
                 msg = b"echo %d " % i * 1000
@@ -319,6 +321,7 @@ HOSTILE = {
     "reset of a channel never opened": [frame(RESET, 3, b"why")],
     "channel 0": [frame(OPEN, 0)],
     "credit beyond 2 GiB": [frame(OPEN, 1)] + [frame(WINDOW, 1, (1 << 31).to_bytes(4, "big"))],
+    "data after eof": [frame(OPEN, 1), frame(EOF, 1), frame(DATA, 1, b"x")],
 }
 
 
@@ -364,6 +367,31 @@ def test_malformed_framing_resets_the_connection_and_is_counted(case, caplog):
         run(main())
 
 
+def test_an_open_beyond_the_channel_limit_is_reset(monkeypatch):
+    """More channels at once than MAX_CHANNELS: the OPEN beyond is answered
+    with a RESET, even when it arrives with the preamble (parsed before the
+    session is fully set up), and the connection carries on."""
+    monkeypatch.setattr(mux, "MAX_CHANNELS", 2)
+
+    async def main():
+        target, port = await echo_target()
+        server = await tun.start_tunnel_server((HOST, 0), (HOST, port))
+        try:
+            reader, writer = await raw_mux_client(
+                server, frame(OPEN, 1), frame(OPEN, 2), frame(OPEN, 3))
+            reset = frame(RESET, 3, b"too many channels")
+            assert await asyncio.wait_for(reader.readexactly(len(reset)), 5) == reset
+            writer.write(frame(DATA, 1, b"ping"))
+            assert await asyncio.wait_for(reader.readexactly(13), 5) == frame(DATA, 1, b"ping")
+            assert server.malformed == 0 and len(server.muxes) == 1
+            writer.close()
+        finally:
+            await server.close()
+            target.close()
+
+    run(main())
+
+
 def test_frames_split_anywhere_parse_the_same():
     """The parser takes frames from chunks cut at any byte: a header, a
     WINDOW body or a DATA payload cut in two, many frames in one chunk."""
@@ -382,6 +410,7 @@ def test_frames_split_anywhere_parse_the_same():
         def __init__(self):
             self.got = bytearray()
             self.window = 1 << 30
+            self.peer_ended = False
             self.events = []
 
         def to_tcp(self, data):

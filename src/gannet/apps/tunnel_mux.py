@@ -179,7 +179,8 @@ class Channel:
         n = len(data)
         credit = self.credit
         if n > credit:
-            self.held = data[credit:]
+            held = self.held  # (credit is 0 while something is held)
+            self.held = data[credit:] if held is None else held + data
             data = data[:credit]
             n = credit
         self.credit = credit - n
@@ -325,8 +326,20 @@ class MuxSession:
         self.draining = False
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
         self.started = time.monotonic()
+        # What the reader already holds is parsed inside divert (an OPEN
+        # beyond MAX_CHANNELS is answered there): frames written before it
+        # returns wait in a list.
+        self._before: list[bytes] = []
+        self._forward: Callable[[bytes], int] = self._before_divert
         self.flow = divert(g_writer, self)
         self._forward = self.flow.forward
+        before, self._before = self._before, []
+        for data in before:
+            self.send(data)
+
+    def _before_divert(self, data: bytes) -> int:
+        self._before.append(data)
+        return 0
 
     # --------------------------------------------------------- sending
     def send(self, data: bytes) -> None:
@@ -386,6 +399,9 @@ class MuxSession:
             self._parse(data)
         except MuxError as exc:
             self.malformed(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failure of ours: this connection ends, not the process
+            log.error("#%d mux %s reset: %r", self.log_id, self.peer, exc, exc_info=exc)
+            self.fail(exc)
 
     def _parse(self, data: Any) -> None:
         off = 0
@@ -418,6 +434,8 @@ class MuxSession:
                 elif length > ch.window:
                     raise MuxError(f"channel {cid} sent {length} bytes with "
                                    f"{ch.window} of credit")
+                elif ch.peer_ended:
+                    raise MuxError(f"DATA after EOF on channel {cid}")
                 else:
                     ch.window -= length
                 if stop > end:  # the payload goes on in the next chunks
