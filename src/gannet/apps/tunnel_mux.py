@@ -36,8 +36,8 @@ more than `GANNET_HIGH_WATER` beyond its send buffer (the path is slower
 than the TCP sides), every channel's reading pauses until it drains.
 
 A frame the protocol does not allow (an unknown kind, a length beyond its
-kind's limit, DATA beyond the granted credit, a frame for a channel never
-opened, an OPEN from the server) resets the whole mux connection with a
+kind's limit, DATA beyond the granted credit or after the channel's EOF,
+a frame for a channel never opened, an OPEN from the server) resets the whole mux connection with a
 logged reason and is counted (`malformed` of the tunnel); the channels on
 it are reset as when the connection fails. Frames for a channel that has
 already ended (they were in flight) are dropped.
