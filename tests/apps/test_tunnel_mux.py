@@ -11,6 +11,8 @@ import os
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gannet
 from gannet.apps import tunnel as tun
@@ -392,35 +394,64 @@ def test_an_open_beyond_the_channel_limit_is_reset(monkeypatch):
     run(main())
 
 
+class _Writer:
+    def get_extra_info(self, name):
+        return ("192.0.2.1", 1)
+
+    def abort(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Counting:
+    malformed = 0
+
+    def _log_close(self, *a):
+        pass
+
+
+class _FakeChannel:
+    """What the parser calls on a channel, recorded."""
+
+    def __init__(self):
+        self.got = bytearray()
+        self.window = 1 << 30
+        self.peer_ended = False
+        self.events = []
+
+    def to_tcp(self, data):
+        self.got += data
+
+    def granted(self, n):
+        self.events.append(("window", n))
+
+    def peer_eof(self):
+        self.peer_ended = True
+        self.events.append("eof")
+
+    def peer_reset(self, reason):
+        self.events.append(("reset", reason))
+
+    def fail(self, reason, exc, *, tell_peer):
+        self.events.append(("fail", reason))
+
+
+def _parser(loop):
+    """A client's MuxSession with one channel (1) open, without a connection."""
+    m = mux.MuxSession.__new__(mux.MuxSession)
+    m.tunnel, m.client, m.ended, m.log_id, m.peer = _Counting(), True, False, 1, "192.0.2.1:1"
+    m.partial, m.remaining, m.current, m.max_id = b"", 0, None, 1
+    m.g_writer, m.closed, m.reason = _Writer(), loop.create_future(), "closed"
+    ch = _FakeChannel()
+    m.channels = {1: ch}
+    return m, ch
+
+
 def test_frames_split_anywhere_parse_the_same():
     """The parser takes frames from chunks cut at any byte: a header, a
     WINDOW body or a DATA payload cut in two, many frames in one chunk."""
-
-    class Writer:
-        def get_extra_info(self, name):
-            return ("192.0.2.1", 1)
-
-    class Tunnel_:
-        malformed = 0
-
-        def _log_close(self, *a):
-            pass
-
-    class FakeChannel:
-        def __init__(self):
-            self.got = bytearray()
-            self.window = 1 << 30
-            self.peer_ended = False
-            self.events = []
-
-        def to_tcp(self, data):
-            self.got += data
-
-        def granted(self, n):
-            self.events.append(("window", n))
-
-        def peer_eof(self):
-            self.events.append("eof")
 
     stream = (frame(DATA, 1, b"a" * 10) + frame(WINDOW, 1, (77).to_bytes(4, "big"))
               + frame(DATA, 1, os.urandom(5000)) + frame(DATA, 1, b"") + frame(EOF, 1))
@@ -428,11 +459,7 @@ def test_frames_split_anywhere_parse_the_same():
 
     async def main():
         for cuts in ([], [1], [8, 9, 10], [25, 26, 30], [40, 41, 2000, 5040], list(range(1, len(stream)))):
-            m = mux.MuxSession.__new__(mux.MuxSession)
-            m.tunnel, m.client, m.ended = Tunnel_(), True, False
-            m.partial, m.remaining, m.current, m.max_id = b"", 0, None, 1
-            ch = FakeChannel()
-            m.channels = {1: ch}
+            m, ch = _parser(asyncio.get_running_loop())
             prev = 0
             for c in cuts + [len(stream)]:
                 m.feed_data(stream[prev:c])
@@ -513,3 +540,38 @@ def test_the_tunnel_does_not_poll_before_sleeping():
         target.close()
 
     run(main())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda k, c, body: frame(k, c, body), st.integers(0, 7), st.integers(0, 3),
+              st.binary(max_size=12)),
+), max_size=12), st.lists(st.integers(1, 200), max_size=6))
+def test_any_bytes_from_the_peer_are_parsed_or_reset_never_an_error(chunks, cuts):
+    """Whatever the peer sends, cut anywhere: the parser hands it on or
+    resets the connection as malformed (counted); nothing else escapes
+    (a failure of its own would be logged as an error and end the
+    connection: none may happen)."""
+    stream = b"".join(chunks)
+    errors = []
+
+    async def main():
+        m, ch = _parser(asyncio.get_running_loop())
+        prev = 0
+        for c in sorted(set(cuts)) + [len(stream)]:
+            m.feed_data(stream[prev:c])
+            prev = max(prev, c)
+        if m.ended:
+            assert m.tunnel.malformed == 1
+            assert m.reason.startswith("tunnel reset (malformed framing")
+        else:
+            assert m.tunnel.malformed == 0
+
+    original = mux.log.error
+    mux.log.error = lambda *a, **kw: errors.append(a)
+    try:
+        asyncio.run(main())
+    finally:
+        mux.log.error = original
+    assert errors == []
