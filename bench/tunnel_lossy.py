@@ -13,6 +13,13 @@ medians.
 
     sudo .venv/bin/python bench/tunnel_lossy.py                       # 20 ms RTT, 1 % loss
     sudo .venv/bin/python bench/tunnel_lossy.py --loss 0 --delay 0.01  # the same RTT without loss
+    sudo .venv/bin/python bench/tunnel_lossy.py --bulk 2   # beside 2 clients SETting 100 KB values
+
+With --bulk N, N more redis-benchmark clients SET values of --bulk-size
+bytes through the same tunnel for the whole measurement (started first,
+stopped after): the GET requests then share the uplink with bulk uploads,
+the case where a mux connection's head-of-line blocking holds small
+requests behind a lost datagram of someone else's upload.
 
 Reported per row: requests per second and redis-benchmark's latency
 percentiles (p50, p99, max, in ms).
@@ -54,7 +61,8 @@ def wait_port(lab: Netlab, node: str, port: int, udp: bool = False, limit: float
     raise RuntimeError(f"nothing listens on {node}:{port}")
 
 
-def row(lab: Netlab, mode: str, clients: int, requests: int, src: Path) -> dict:
+def row(lab: Netlab, mode: str, clients: int, requests: int, src: Path,
+        bulk: int = 0, bulk_size: int = 100_000) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     gannet = [sys.executable, "-m", "gannet", "tunnel"]
     procs = []
@@ -68,6 +76,12 @@ def row(lab: Netlab, mode: str, clients: int, requests: int, src: Path) -> dict:
                                               "--mode", mode],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(lab, "a", TCP_PORT)
+        if bulk:
+            procs.append(lab.popen("a", ["redis-benchmark", "-h", "127.0.0.1", "-p", str(TCP_PORT),
+                                         "-t", "set", "-c", str(bulk), "-d", str(bulk_size),
+                                         "-n", "100000000", "-q"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(2)  # (the uploads under way)
         out = lab.run("a", ["redis-benchmark", "-h", "127.0.0.1", "-p", str(TCP_PORT), "-t", "get",
                             "-c", str(clients), "-n", str(requests), "--csv"], timeout=600)
         if out.returncode:
@@ -95,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--modes", default="mux,stream")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bulk", type=int, default=0, metavar="N",
+                   help="N more clients uploading (SET) throughout")
+    p.add_argument("--bulk-size", type=int, default=100_000, metavar="BYTES")
     p.add_argument("--src", type=Path, default=SRC)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -116,18 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             out = {}
             for mode in modes:
-                out[mode] = res = row(lab, mode, args.clients, args.requests, args.src)
+                out[mode] = res = row(lab, mode, args.clients, args.requests, args.src,
+                                      args.bulk, args.bulk_size)
                 print(f"round {r + 1}: {mode:6s} {res['rps']:9,.0f} req/s, p50 {res['p50_ms']:.1f} ms, "
                       f"p99 {res['p99_ms']:.1f} ms, max {res['max_ms']:.1f} ms", flush=True)
             rounds.append(out)
     medians = {m: {k: statistics.median(r[m][k] for r in rounds) for k in rounds[0][m]} for m in modes}
     link_text = f"{2 * args.delay * 1000:g} ms RTT, {args.loss:.1%} loss each way"
+    if args.bulk:
+        link_text += f", beside {args.bulk} clients uploading {args.bulk_size:,} B values"
     print(f"medians of {args.repeat} ({link_text}): " + "; ".join(
         f"{m} {v['rps']:,.0f} req/s, p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms"
         for m, v in medians.items()))
     if args.json:
         args.json.write_text(json.dumps({"clients": args.clients, "requests": args.requests,
                                          "delay": args.delay, "loss": args.loss,
+                                         "bulk": args.bulk, "bulk_size": args.bulk_size,
                                          "rounds": rounds, "medians": medians}, indent=2) + "\n")
     return 0
 
