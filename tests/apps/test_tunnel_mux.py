@@ -575,3 +575,36 @@ def test_any_bytes_from_the_peer_are_parsed_or_reset_never_an_error(chunks, cuts
     finally:
         mux.log.error = original
     assert errors == []
+
+
+def test_the_server_refuses_a_connection_without_a_preamble(monkeypatch, caplog):
+    """A Gannet connection whose first bytes name no tunnel mode (a client
+    from before the modes), or that sends nothing, is refused with a line
+    that says so and counted; the target never sees a connection."""
+    monkeypatch.setattr(tun, "PREAMBLE_TIMEOUT", 0.3)
+    accepted = []
+
+    async def main():
+        target = await asyncio.start_server(lambda r, w: accepted.append(w), HOST, 0)
+        server = await tun.start_tunnel_server((HOST, 0), (HOST, target.sockets[0].getsockname()[1]))
+        try:
+            reader, writer = await gannet.open_connection(HOST, server.address[1])
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")  # an old stream client's application bytes
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            reader, writer = await gannet.open_connection(HOST, server.address[1])
+            with pytest.raises(ConnectionResetError):  # says nothing: refused after the timeout
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert server.refused == 2 and server.total == 0 and not accepted
+            lines = [r.getMessage() for r in caplog.records]
+            assert any("not a gannet tunnel client of this version (first bytes b'GET / HT')" in m
+                       for m in lines), lines
+            assert any("no tunnel preamble (timed out)" in m for m in lines), lines
+        finally:
+            await server.close()
+            target.close()
+
+    with caplog.at_level(logging.WARNING, logger="gannet.tunnel"):
+        run(main())

@@ -526,9 +526,9 @@ class TunnelServer(_Tunnel):
             preamble = await asyncio.wait_for(g_reader.readexactly(PREAMBLE_SIZE), PREAMBLE_TIMEOUT)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             self.refused += 1
+            # (asyncio.TimeoutError is TimeoutError, an OSError: "timed out")
             log.warning("refused %s: no tunnel preamble (%s)", peer,
-                        "timed out" if isinstance(exc, asyncio.TimeoutError) else _describe(exc)
-                        if isinstance(exc, OSError) else "closed")
+                        _describe(exc) if isinstance(exc, OSError) else "closed")
             abort_gannet(g_writer)
             return
         except asyncio.CancelledError:
