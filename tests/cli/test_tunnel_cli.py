@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -388,3 +389,33 @@ def test_cli_unresolvable_hosts_are_one_line():
         assert out.returncode == 1, out
         assert out.stderr.count("\n") == 1, out.stderr
         assert flag in out.stderr and "cannot resolve" in out.stderr, out.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_a_signal_resets_every_channel(tunnel, signum):
+    """SIGTERM or SIGINT to the mux client: every TCP connection it carries is
+    reset on both ends (the applications' and the service's), and it exits 0."""
+    target = socket.create_server((HOST, 0))
+    try:
+        port = tunnel(target.getsockname()[1], mode="mux")
+        pairs = []
+        for i in range(3):
+            app = socket.create_connection((HOST, port), timeout=5)
+            svc, _ = target.accept()
+            app.sendall(b"hi %d" % i)
+            svc.settimeout(5)
+            assert svc.recv(10) == b"hi %d" % i
+            pairs.append((app, svc))
+        tunnel.client.proc.send_signal(signum)
+        assert tunnel.client.proc.wait(15) == 0
+        for app, svc in pairs:
+            for s in (app, svc):
+                s.settimeout(5)
+                with pytest.raises(ConnectionResetError):
+                    while s.recv(100):
+                        pass
+                s.close()
+        assert "stopping (3 open connections reset" in tunnel.client.stderr
+    finally:
+        target.close()
