@@ -419,3 +419,42 @@ def test_cli_a_signal_resets_every_channel(tunnel, signum):
         assert "stopping (3 open connections reset" in tunnel.client.stderr
     finally:
         target.close()
+
+
+@pytest.mark.timeout(60)
+def test_cli_a_server_taking_one_mode_refuses_the_other(tmp_path):
+    """`tunnel server --modes mux` refuses a stream-mode client (its
+    application is reset, the server says why) and serves a mux client."""
+    target = socket.create_server((HOST, 0))
+    procs = []
+    try:
+        server = Proc(tmp_path / "s.err", "server", "--listen", f"{HOST}:0", "--target",
+                      f"{HOST}:{target.getsockname()[1]}", "--modes", "mux")
+        procs.append(server)
+        assert "(udp, mux clients)" in server.stderr
+        for mode in ("stream", "mux"):
+            client = Proc(tmp_path / f"{mode}.err", "client", "--listen", f"{HOST}:0", "--server",
+                          f"{HOST}:{server.port}", "--mode", mode)
+            procs.append(client)
+            with socket.create_connection((HOST, client.port), timeout=5) as app:
+                app.sendall(b"ping")
+                app.settimeout(5)
+                if mode == "stream":
+                    with pytest.raises(ConnectionResetError):
+                        while app.recv(100):
+                            pass
+                else:
+                    svc, _ = target.accept()
+                    with svc:
+                        svc.settimeout(5)
+                        assert svc.recv(4) == b"ping"
+        wait_for(lambda: "a stream-mode client; this server takes mux" in server.stderr,
+                 what="refusal line")
+        out = subprocess.run(GANNET + ["tunnel", "server", "--listen", ":0", "--target", "a:1",
+                                       "--modes", "udp"], capture_output=True, timeout=20,
+                             text=True, env=ENV)
+        assert out.returncode == 1 and "--modes" in out.stderr and out.stderr.count("\n") == 1
+    finally:
+        target.close()
+        for p in procs:
+            stop(p.proc)

@@ -508,8 +508,12 @@ class TunnelServer(_Tunnel):
     kind = "server"
 
     def __init__(self, target: tuple[str, int], config_overrides: dict[str, object],
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, modes: tuple[str, ...] = MODES) -> None:
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise ValueError(f"tunnel modes must be some of {', '.join(MODES)}, not {modes!r}")
         super().__init__(config_overrides)
+        self.modes = tuple(modes)  # the client modes accepted
         self.target = target
         self.connect_timeout = connect_timeout
         self.server: gannet.Server | None = None
@@ -534,15 +538,21 @@ class TunnelServer(_Tunnel):
         except asyncio.CancelledError:
             abort_gannet(g_writer)
             raise
-        if preamble == PREAMBLE_MUX:
-            await self._serve_mux(g_writer, peer)
-        elif preamble == PREAMBLE_STREAM:
-            await self._relay(g_writer, peer)
-        else:
+        mode = {PREAMBLE_MUX: "mux", PREAMBLE_STREAM: "stream"}.get(preamble)
+        if mode is None:
             self.refused += 1
             log.warning("refused %s: not a gannet tunnel client of this version (first bytes %r)",
                         peer, preamble)
             abort_gannet(g_writer)
+        elif mode not in self.modes:
+            self.refused += 1
+            log.warning("refused %s: a %s-mode client; this server takes %s", peer, mode,
+                        " and ".join(self.modes))
+            abort_gannet(g_writer)
+        elif mode == "mux":
+            await self._serve_mux(g_writer, peer)
+        else:
+            await self._relay(g_writer, peer)
 
     async def _relay(self, g_writer: gannet.StreamWriter, peer: str) -> None:
         cid = next(_ids)
@@ -810,15 +820,16 @@ class TunnelClient(_Tunnel):
 
 
 async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], *,
-                              connect_timeout: float = 10.0,
+                              connect_timeout: float = 10.0, modes: tuple[str, ...] = MODES,
                               **config_overrides: object) -> TunnelServer:
     """Listen for Gannet connections at `listen`; forward each to TCP `target`.
 
-    Clients of both modes are accepted. `config_overrides` are Gannet
-    settings (see gannet.Config) for the accepted connections. Returns a
-    running TunnelServer (`.address`, `.close()`).
+    Clients of the `modes` named are accepted (both by default), others
+    refused. `config_overrides` are Gannet settings (see gannet.Config) for
+    the accepted connections. Returns a running TunnelServer (`.address`,
+    `.close()`).
     """
-    tunnel = TunnelServer(target, config_overrides, connect_timeout)
+    tunnel = TunnelServer(target, config_overrides, connect_timeout, tuple(modes))
     host = listen[0] or None
     tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1], limit=GANNET_LIMIT,
                                               config=make_config(None, tunnel.config_overrides))

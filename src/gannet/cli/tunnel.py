@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="TCP service every tunneled connection is forwarded to")
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on a target connection after this long (default 10)")
+    s.add_argument("--modes", default="mux,stream", metavar="MODES",
+                   help="the client modes to accept, comma-separated (default mux,stream)")
     _common(s)
     security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
@@ -173,17 +175,21 @@ def run_server(args: argparse.Namespace) -> int:
 
     listen = _address(args.listen, "--listen", need_host=False)
     target = _address(args.target, "--target", need_host=True)
-    _resolvable(target, "--target", socket.SOCK_STREAM)
     if not args.connect_timeout > 0:
         raise CLIError("--connect-timeout must be positive")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or any(m not in tun.MODES for m in modes):
+        raise CLIError(f"--modes: mux, stream or both (mux,stream), not {args.modes!r}")
+    _resolvable(target, "--target", socket.SOCK_STREAM)
     overrides = _overrides(args)
     handler = _setup_logging("server", args.quiet)
     try:
         return run_loop(_serve(
             lambda: tun.start_tunnel_server(listen, target, connect_timeout=args.connect_timeout,
-                                            **overrides),
+                                            modes=modes, **overrides),
             "server",
-            lambda t: f"listening on {tun.format_address(t.address)} (udp), "
+            lambda t: f"listening on {tun.format_address(t.address)} (udp, "
+                      f"{' and '.join(t.modes)} clients), "
                       f"forwarding to {tun.format_address(target)} (tcp)",
         ))
     finally:
