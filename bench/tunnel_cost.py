@@ -10,7 +10,11 @@ wake-ups that make bench/tunnel_redis.py noisy.
     python bench/tunnel_cost.py                    # 20 clients, 20,000 requests each row
     python bench/tunnel_cost.py --insecure
     PYTHONPATH=/tmp/old/src python bench/tunnel_cost.py   # another tree
+    python bench/tunnel_cost.py --rows relays,mux,stream   # the tunnel's modes, a row each
     python bench/tunnel_cost.py --rows tunnel --requests 2000   # under valgrind:
+
+The row "tunnel" runs the client's default mode (the only one of a tree
+from before the modes); "mux" and "stream" choose one.
 
 Instructions rather than CPU time (steady on a loaded machine): a run of N
 requests minus a run of none, over N. Under valgrind's slowdown the
@@ -159,7 +163,8 @@ async def row(kind, service_port, args):
         except (ValueError, SyntaxError):
             overrides[k] = v
     server = await tun.start_tunnel_server(("127.0.0.1", 0), ("127.0.0.1", service_port), **overrides)
-    client = await tun.start_tunnel_client(("127.0.0.1", 0), server.address, **overrides)
+    mode = {} if kind == "tunnel" else {"mode": kind}
+    client = await tun.start_tunnel_client(("127.0.0.1", 0), server.address, **mode, **overrides)
     try:
         aeps = [server.server.endpoint]
         before = None
@@ -202,7 +207,7 @@ async def main(args):
         print(f"{kind:7s} {n / wall if wall else 0:9,.0f} req/s  {cpu / n * 1e6:7.1f} us CPU per request{extra}",
               flush=True)
     if "direct" in out:
-        for kind in ("relays", "tunnel"):
+        for kind in ("relays", "tunnel", "mux", "stream"):
             if kind in out:
                 print(f"{kind} minus direct: {(out[kind] - out['direct']) / max(1, args.requests) * 1e6:.1f} us per request")
     service.close()

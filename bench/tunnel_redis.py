@@ -8,7 +8,10 @@ Three rows, each a fresh redis-benchmark run against one redis-server:
   relay its own process (bench/tcp_relay.py: asyncio streams, read, write,
   drain), the shape of a tunnel's two halves without Gannet between them;
 * gannet tunnel: redis-benchmark -> `gannet tunnel client` ~UDP~
-  `gannet tunnel server` -> redis-server.
+  `gannet tunnel server` -> redis-server, a row per client mode (--modes:
+  mux, every TCP connection a channel of one Gannet connection; stream, a
+  Gannet connection each; "default" passes no --mode, for a tree from
+  before the modes).
 
 The relays and the tunnel run on the same event loop (uvloop when
 installed, as Gannet's commands do; GANNET_NO_UVLOOP=1 gives asyncio's for
@@ -22,6 +25,7 @@ works harder per request from one that waits.
     python bench/tunnel_redis.py --repeat 3 --json bench/results/tunnel_redis.json
     python bench/tunnel_redis.py --src /tmp/old/src   # another tree's tunnel
     python bench/tunnel_redis.py --insecure           # the tunnel without encryption
+    python bench/tunnel_redis.py --modes mux          # one mode only
 
 Needs redis-server and redis-benchmark on PATH.
 """
@@ -151,7 +155,7 @@ def run_relays(redis_port: int, clients: int, requests: int) -> tuple[float, flo
 
 
 def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
-               insecure: bool = False) -> tuple[float, float]:
+               insecure: bool = False, mode: str = "default") -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     procs = Procs()
     try:
@@ -162,7 +166,8 @@ def run_tunnel(redis_port: int, clients: int, requests: int, src: Path,
                               "--target", f"127.0.0.1:{redis_port}", "--quiet", *extra], env)
         wait_udp(udp)
         procs.start(gannet + ["client", "--listen", f"127.0.0.1:{tcp}",
-                              "--server", f"127.0.0.1:{udp}", "--quiet", *extra], env)
+                              "--server", f"127.0.0.1:{udp}", "--quiet", *extra,
+                              *(["--mode", mode] if mode != "default" else [])], env)
         wait_tcp(tcp)
         return procs.measure(tcp, clients, requests)
     finally:
@@ -178,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--insecure", action="store_true",
                    help="run the tunnel without encryption (default: encrypted, as `gannet tunnel` is)")
+    p.add_argument("--modes", default="mux,stream",
+                   help="the tunnel client's modes, a row each (mux, stream, default: no --mode)")
     args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for prog in ("redis-server", "redis-benchmark"):
         if shutil.which(prog) is None:
             print(f"{prog} is not installed", file=sys.stderr)
@@ -195,32 +203,35 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             direct = benchmark(redis_port, args.clients, args.requests)
             relays, relays_cpu = run_relays(redis_port, args.clients, args.requests)
-            tunnel, tunnel_cpu = run_tunnel(redis_port, args.clients, args.requests, args.src,
-                                            args.insecure)
-            row = {
+            row: dict[str, float] = {
                 "direct": direct,
                 "asyncio_relays": relays,
-                "gannet_tunnel": tunnel,
-                "tunnel_over_relays": round(tunnel / relays, 3),
                 # CPU per request in each relay / tunnel process (their mean)
                 "relay_cpu_us": round(relays_cpu, 1),
-                "tunnel_cpu_us": round(tunnel_cpu, 1),
             }
+            text = []
+            for mode in modes:
+                tunnel, tunnel_cpu = run_tunnel(redis_port, args.clients, args.requests, args.src,
+                                                args.insecure, mode)
+                row[f"tunnel_{mode}"] = tunnel
+                row[f"tunnel_{mode}_over_relays"] = round(tunnel / relays, 3)
+                row[f"tunnel_{mode}_cpu_us"] = round(tunnel_cpu, 1)
+                text.append(f"gannet tunnel {mode} {tunnel:,.0f} ({tunnel_cpu:.0f} us): "
+                            f"{tunnel / relays:.2f}x the relays")
             rounds.append(row)
             print(f"round {r + 1}: direct {direct:,.0f} req/s, asyncio relays {relays:,.0f} "
-                  f"({relays_cpu:.0f} us CPU per request and process), gannet tunnel "
-                  f"{tunnel:,.0f} ({tunnel_cpu:.0f} us; "
-                  f"{'--insecure' if args.insecure else 'encrypted'}): "
-                  f"{row['tunnel_over_relays']:.2f}x the relays", flush=True)
+                  f"({relays_cpu:.0f} us CPU per request and process); "
+                  f"{'--insecure' if args.insecure else 'encrypted'}: " + "; ".join(text), flush=True)
     finally:
         redis.terminate()
         redis.wait(10)
     summary = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     if args.repeat > 1:
         print(f"medians of {args.repeat}: direct {summary['direct']:,.0f}, relays "
-              f"{summary['asyncio_relays']:,.0f}, tunnel {summary['gannet_tunnel']:,.0f}, "
-              f"tunnel/relays {summary['tunnel_over_relays']:.2f}x; CPU per request and process: "
-              f"relays {summary['relay_cpu_us']:.0f} us, tunnel {summary['tunnel_cpu_us']:.0f} us")
+              f"{summary['asyncio_relays']:,.0f} ({summary['relay_cpu_us']:.0f} us CPU per request "
+              "and process); " + "; ".join(
+                  f"tunnel {m} {summary[f'tunnel_{m}']:,.0f} ({summary[f'tunnel_{m}_cpu_us']:.0f} us), "
+                  f"{summary[f'tunnel_{m}_over_relays']:.2f}x the relays" for m in modes))
     if args.json:
         args.json.write_text(json.dumps({
             "clients": args.clients, "requests": args.requests, "src": str(args.src),

@@ -44,14 +44,19 @@ def free_tcp_port():
         return s.getsockname()[1]
 
 
+MODES = pytest.mark.parametrize("mode", ["mux", "stream"])
+
+
 class Tunnel:
-    def __init__(self, target_port, **kw):
+    def __init__(self, target_port, mode="mux", **kw):
         self.target_port = target_port
+        self.mode = mode
         self.kw = kw
 
     async def __aenter__(self):
         self.server = await start_tunnel_server((HOST, 0), (HOST, self.target_port), **self.kw)
-        self.client = await start_tunnel_client((HOST, 0), (HOST, self.server.address[1]), **self.kw)
+        self.client = await start_tunnel_client((HOST, 0), (HOST, self.server.address[1]),
+                                                mode=self.mode, **self.kw)
         self.port = self.client.address[1]
         return self
 
@@ -80,10 +85,11 @@ def test_parse_address():
             parse_address(bad)
 
 
-def test_echo_with_half_close():
+@MODES
+def test_echo_with_half_close(mode):
     async def main():
         target, tport = await echo_target()
-        async with Tunnel(tport) as t:
+        async with Tunnel(tport, mode) as t:
             payload = os.urandom(3_000_000)
             reader, writer = await asyncio.open_connection(HOST, t.port)
 
@@ -107,7 +113,8 @@ def test_echo_with_half_close():
     run(main())
 
 
-def test_half_close_then_late_reply():
+@MODES
+def test_half_close_then_late_reply(mode):
     """The target answers only after it saw EOF: EOF must cross the tunnel first."""
 
     async def handle(reader, writer):
@@ -119,7 +126,7 @@ def test_half_close_then_late_reply():
 
     async def main():
         target = await asyncio.start_server(handle, HOST, 0)
-        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+        async with Tunnel(target.sockets[0].getsockname()[1], mode) as t:
             reader, writer = await asyncio.open_connection(HOST, t.port)
             writer.write(b"x" * 100_000)
             writer.write_eof()
@@ -130,10 +137,11 @@ def test_half_close_then_late_reply():
     run(main())
 
 
-def test_target_refuses():
+@MODES
+def test_target_refuses(mode):
     async def main():
         dead_port = free_tcp_port()  # nothing listens there
-        async with Tunnel(dead_port) as t:
+        async with Tunnel(dead_port, mode) as t:
             loop = asyncio.get_running_loop()
             start = loop.time()
             reader, writer = await asyncio.open_connection(HOST, t.port)
@@ -153,14 +161,15 @@ def test_target_refuses():
     run(main())
 
 
-def test_tunnel_server_unreachable():
+@MODES
+def test_tunnel_server_unreachable(mode):
     """No tunnel server at all: the TCP connection is reset promptly (ICMP refusal)."""
 
     async def main():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((HOST, 0))
             dead_udp = s.getsockname()[1]
-        client = await start_tunnel_client((HOST, 0), (HOST, dead_udp), connect_timeout=5)
+        client = await start_tunnel_client((HOST, 0), (HOST, dead_udp), mode=mode, connect_timeout=5)
         try:
             reader, writer = await asyncio.open_connection(HOST, client.address[1])
             try:
@@ -177,7 +186,8 @@ def test_tunnel_server_unreachable():
     run(main())
 
 
-def test_reset_propagates_to_target():
+@MODES
+def test_reset_propagates_to_target(mode):
     """The application resets its TCP connection: the target's connection is reset too."""
     seen = []
 
@@ -195,7 +205,7 @@ def test_reset_propagates_to_target():
 
     async def main():
         target = await asyncio.start_server(handle, HOST, 0)
-        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+        async with Tunnel(target.sockets[0].getsockname()[1], mode) as t:
             reader, writer = await asyncio.open_connection(HOST, t.port)
             assert await reader.readexactly(5) == b"ready"
             sock = writer.get_extra_info("socket")
@@ -211,10 +221,11 @@ def test_reset_propagates_to_target():
     run(main())
 
 
-def test_twenty_concurrent_connections():
+@MODES
+def test_twenty_concurrent_connections(mode):
     async def main():
         target, tport = await echo_target()
-        async with Tunnel(tport) as t:
+        async with Tunnel(tport, mode) as t:
 
             async def one(i):
                 payload = os.urandom(50_000 + 997 * i)
@@ -235,7 +246,8 @@ def test_twenty_concurrent_connections():
     run(main(), timeout=60)
 
 
-def test_target_reset_reaches_application():
+@MODES
+def test_target_reset_reaches_application(mode):
     """The target resets: the application's TCP connection is reset (or ended) promptly."""
 
     async def handle(reader, writer):
@@ -246,7 +258,7 @@ def test_target_reset_reaches_application():
 
     async def main():
         target = await asyncio.start_server(handle, HOST, 0)
-        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+        async with Tunnel(target.sockets[0].getsockname()[1], mode) as t:
             reader, writer = await asyncio.open_connection(HOST, t.port)
             writer.write(b"ping")
             with pytest.raises(ConnectionResetError):
@@ -260,7 +272,8 @@ def test_target_reset_reaches_application():
     run(main())
 
 
-def test_backpressure_bounds_buffering():
+@MODES
+def test_backpressure_bounds_buffering(mode):
     """An application that stops reading stalls the target's writes after a bounded
     amount (TCP buffers + one Gannet window), and then gets every byte."""
     total = 200 * 1024 * 1024
@@ -281,7 +294,7 @@ def test_backpressure_bounds_buffering():
 
     async def main():
         target = await asyncio.start_server(handle, HOST, 0)
-        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+        async with Tunnel(target.sockets[0].getsockname()[1], mode) as t:
             reader, writer = await asyncio.open_connection(HOST, t.port, limit=65536)
             await asyncio.sleep(1.5)  # read nothing
             stalled_at = written[0]
@@ -308,7 +321,7 @@ def test_requests_are_relayed_without_a_task_or_a_socket_per_message():
     async def main():
         target, port = await echo_target()
         loop = asyncio.get_running_loop()
-        async with Tunnel(port) as t:
+        async with Tunnel(port, "stream") as t:
             streams = [await asyncio.open_connection(HOST, t.port) for _ in range(3)]
             for r, w in streams:  # each connection relayed once before counting
                 w.write(b"hello")
@@ -354,7 +367,7 @@ def test_requests_of_many_connections_in_one_loop_turn_leave_in_one_send():
         target, port = await echo_target()
         # (ACKs held long enough that none leaves on its own while counting:
         # each rides on the next request)
-        async with Tunnel(port, ack_delay=0.4) as t:
+        async with Tunnel(port, "stream", ack_delay=0.4) as t:
             streams = [await asyncio.open_connection(HOST, t.port) for _ in range(10)]
             for r, w in streams:  # each connection relayed once before counting
                 w.write(b"hello")
@@ -413,7 +426,8 @@ async def lossy_udp_relay(server_port, rng, loss):
     return down, up
 
 
-def test_convoys_of_requests_arrive_verified_in_order_under_loss():
+@MODES
+def test_convoys_of_requests_arrive_verified_in_order_under_loss(mode):
     """Eight connections write their requests in one loop turn (so they
     leave together, in one pass) through a path that drops a tenth of the
     datagrams both ways: every reply comes back whole and in order, round
@@ -424,7 +438,8 @@ def test_convoys_of_requests_arrive_verified_in_order_under_loss():
         target, port = await echo_target()
         server = await start_tunnel_server((HOST, 0), (HOST, port))
         down, up = await lossy_udp_relay(server.address[1], rng, 0.1)
-        client = await start_tunnel_client((HOST, 0), (HOST, down.transport.get_extra_info("sockname")[1]))
+        client = await start_tunnel_client((HOST, 0), (HOST, down.transport.get_extra_info("sockname")[1]),
+                                           mode=mode)
         try:
             streams = [await asyncio.open_connection(HOST, client.address[1]) for _ in range(8)]
             for rnd in range(15):
@@ -492,7 +507,7 @@ def test_each_chunk_costs_the_relay_one_call_each_way():
         import sys
 
         target, port = await answering_target(reply)
-        async with Tunnel(port) as t:
+        async with Tunnel(port, "stream") as t:
             streams = [await asyncio.open_connection(HOST, t.port) for _ in range(3)]
             for r, w in streams:  # each connection relayed once before counting
                 w.write(b"hello\n")

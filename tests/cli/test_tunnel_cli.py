@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -82,15 +83,17 @@ class Proc:
 
 @pytest.fixture
 def tunnel(tmp_path):
-    """tunnel(target_port, *extra) -> TCP port of a client/server pair forwarding to target."""
+    """tunnel(target_port, *extra, mode=None) -> TCP port of a client/server pair
+    forwarding to target (`extra` for both, `mode` the client's --mode)."""
     procs = []
 
-    def make(target_port, *extra):
+    def make(target_port, *extra, mode=None):
         server = Proc(tmp_path / "tunnel-server.err", "server", "--listen", f"{HOST}:0",
                       "--target", f"{HOST}:{target_port}", *extra)
         procs.append(server)
         client = Proc(tmp_path / "tunnel-client.err", "client", "--listen", f"{HOST}:0",
-                      "--server", f"{HOST}:{server.port}", *extra)
+                      "--server", f"{HOST}:{server.port}", *extra,
+                      *(("--mode", mode) if mode else ()))
         procs.append(client)
         make.server, make.client = server, client
         return client.port
@@ -123,9 +126,10 @@ def redis_port(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_redis_benchmark_through_tunnel(tunnel, redis_port):
+@pytest.mark.parametrize("mode", ["mux", "stream"])
+def test_redis_benchmark_through_tunnel(tunnel, redis_port, mode):
     need("redis-benchmark")
-    port = tunnel(redis_port)
+    port = tunnel(redis_port, mode=mode)
     out = subprocess.run(
         ["redis-benchmark", "-h", HOST, "-p", str(port), "-n", "2000", "-c", "10",
          "-t", "set,get", "-q"],
@@ -139,6 +143,38 @@ def test_redis_benchmark_through_tunnel(tunnel, redis_port):
     # every benchmark connection went through (and was logged by) the tunnel
     wait_for(lambda: tunnel.client.stderr.count("close:") >= 20, what="connection logs")
     assert "open" in tunnel.server.stderr
+    assert f"(udp, {mode} mode)" in tunnel.client.stderr
+    # mux: one Gannet connection carried them all; stream: none
+    assert tunnel.client.stderr.count("mux open") == (1 if mode == "mux" else 0)
+
+
+@pytest.mark.timeout(60)
+def test_one_server_takes_clients_of_both_modes(tunnel, tmp_path):
+    """A stream-mode client and a mux-mode client talk to the same server,
+    which tells them apart by their first bytes."""
+    target = socket.create_server((HOST, 0))
+    stream_client = None
+    try:
+        port = tunnel(target.getsockname()[1], mode="mux")
+        stream_client = Proc(tmp_path / "stream-client.err", "client", "--listen", f"{HOST}:0",
+                             "--server", f"{HOST}:{tunnel.server.port}", "--mode", "stream")
+        for p in (port, stream_client.port):
+            with socket.create_connection((HOST, p), timeout=5) as app:
+                svc, _ = target.accept()
+                with svc:
+                    app.sendall(b"hello %d" % p)
+                    svc.settimeout(5)
+                    assert svc.recv(100) == b"hello %d" % p
+                    svc.sendall(b"world")
+                    app.settimeout(5)
+                    assert app.recv(100) == b"world"
+        wait_for(lambda: tunnel.server.stderr.count("close:") >= 2, what="server close logs")
+        assert tunnel.server.stderr.count("mux open") == 1
+        assert "refused" not in tunnel.server.stderr
+    finally:
+        target.close()
+        if stream_client is not None:
+            stop(stream_client.proc)
 
 
 @pytest.mark.timeout(120)
@@ -353,3 +389,72 @@ def test_cli_unresolvable_hosts_are_one_line():
         assert out.returncode == 1, out
         assert out.stderr.count("\n") == 1, out.stderr
         assert flag in out.stderr and "cannot resolve" in out.stderr, out.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_a_signal_resets_every_channel(tunnel, signum):
+    """SIGTERM or SIGINT to the mux client: every TCP connection it carries is
+    reset on both ends (the applications' and the service's), and it exits 0."""
+    target = socket.create_server((HOST, 0))
+    try:
+        port = tunnel(target.getsockname()[1], mode="mux")
+        pairs = []
+        for i in range(3):
+            app = socket.create_connection((HOST, port), timeout=5)
+            svc, _ = target.accept()
+            app.sendall(b"hi %d" % i)
+            svc.settimeout(5)
+            assert svc.recv(10) == b"hi %d" % i
+            pairs.append((app, svc))
+        tunnel.client.proc.send_signal(signum)
+        assert tunnel.client.proc.wait(15) == 0
+        for app, svc in pairs:
+            for s in (app, svc):
+                s.settimeout(5)
+                with pytest.raises(ConnectionResetError):
+                    while s.recv(100):
+                        pass
+                s.close()
+        assert "stopping (3 open connections reset" in tunnel.client.stderr
+    finally:
+        target.close()
+
+
+@pytest.mark.timeout(60)
+def test_cli_a_server_taking_one_mode_refuses_the_other(tmp_path):
+    """`tunnel server --modes mux` refuses a stream-mode client (its
+    application is reset, the server says why) and serves a mux client."""
+    target = socket.create_server((HOST, 0))
+    procs = []
+    try:
+        server = Proc(tmp_path / "s.err", "server", "--listen", f"{HOST}:0", "--target",
+                      f"{HOST}:{target.getsockname()[1]}", "--modes", "mux")
+        procs.append(server)
+        assert "(udp, mux clients)" in server.stderr
+        for mode in ("stream", "mux"):
+            client = Proc(tmp_path / f"{mode}.err", "client", "--listen", f"{HOST}:0", "--server",
+                          f"{HOST}:{server.port}", "--mode", mode)
+            procs.append(client)
+            with socket.create_connection((HOST, client.port), timeout=5) as app:
+                app.sendall(b"ping")
+                app.settimeout(5)
+                if mode == "stream":
+                    with pytest.raises(ConnectionResetError):
+                        while app.recv(100):
+                            pass
+                else:
+                    svc, _ = target.accept()
+                    with svc:
+                        svc.settimeout(5)
+                        assert svc.recv(4) == b"ping"
+        wait_for(lambda: "a stream-mode client; this server takes mux" in server.stderr,
+                 what="refusal line")
+        out = subprocess.run(GANNET + ["tunnel", "server", "--listen", ":0", "--target", "a:1",
+                                       "--modes", "udp"], capture_output=True, timeout=20,
+                             text=True, env=ENV)
+        assert out.returncode == 1 and "--modes" in out.stderr and out.stderr.count("\n") == 1
+    finally:
+        target.close()
+        for p in procs:
+            stop(p.proc)

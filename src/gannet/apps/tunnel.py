@@ -2,25 +2,35 @@
 
 Two halves, one per end of a lossy path:
 
-- the tunnel *client* listens on a TCP port; for every TCP connection it
-  accepts it opens its own Gannet connection to the tunnel server;
-- the tunnel *server* listens on a UDP port for Gannet connections; for every
-  one it opens a TCP connection to a fixed target.
+- the tunnel *client* listens on a TCP port and carries the TCP
+  connections it accepts to the tunnel server, in one of two modes:
+  *mux* (the default), every TCP connection a channel of one Gannet
+  connection, opened at the first and kept (gannet.apps.tunnel_mux: the
+  framing, per-channel credit, the channels); or *stream*, a Gannet
+  connection of its own for each;
+- the tunnel *server* listens on a UDP port for Gannet connections of
+  either mode (told apart by the 8-byte preamble every client writes
+  first) and opens a TCP connection to a fixed target for every tunneled
+  TCP connection.
 
-Between the two sockets of a pair, a `Relay` copies both directions at
-once, in the callbacks that deliver the data (no task, buffer or drain per
-chunk), with backpressure (a direction only reads while the other side
-takes what it is given), and carries what happens at the edges across:
+In stream mode a `Relay` copies both directions between the two sockets of
+a pair at once, in the callbacks that deliver the data (no task, buffer or
+drain per chunk), with backpressure (a direction only reads while the
+other side takes what it is given); in mux mode a `Channel` does the same
+between a TCP connection and its frames. Both carry what happens at the
+edges across:
 
-- EOF (a half-close) on one side becomes `write_eof` on the other, and the
-  opposite direction keeps flowing until it ends too;
+- EOF (a half-close) on one side becomes `write_eof` on the other (an EOF
+  frame in between, in mux mode), and the opposite direction keeps flowing
+  until it ends too;
 - a reset, a timeout or a refused connection on one side aborts the other
-  (an RST on TCP, a Gannet RST), so the application sees the failure promptly.
+  (an RST on TCP, a Gannet RST or a RESET frame), so the application sees
+  the failure promptly.
 
-One Gannet connection per TCP connection (not one shared connection with
-streams inside) keeps loss recovery, congestion and flow control independent
-per stream: a lost datagram stalls only the stream it belonged to, a slow
-reader only closes its own window. See docs/tunnel.md.
+Mux mode sends the requests of many TCP connections in one loop turn as
+one segment and costs a new TCP connection no handshake; stream mode keeps
+loss recovery, congestion and failure independent per TCP connection (a
+lost datagram stalls only its own). See docs/tunnel.md, "Two modes".
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import struct
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import gannet
 from gannet.io.aio import connect_endpoint, divert
@@ -54,6 +65,14 @@ GANNET_HIGH_WATER = 256 * 1024
 """Bytes a Gannet writer holds beyond its send buffer before the TCP side stops reading."""
 CLOSE_TIMEOUT = 30.0
 """Longest a clean close waits for the peer to acknowledge our FIN."""
+SETTINGS = {"busy_poll": 0}
+"""Gannet settings of both halves unless given: no polling before sleeping
+(`Config.busy_poll`; docs/design.md, "Polling before sleeping"). A tunnel
+relays: the answer its Gannet endpoint would poll for comes through one of
+its TCP sockets first, which the poll does not watch, so a poll holds up the
+very callback that answers. A mux connection is the endpoint's one
+connection, the case polling is for: its server spent 1,993 polls and more
+CPU per request than a relay (strace -c, 20,000 GETs)."""
 
 
 def parse_address(text: str, *, default_host: str = "") -> tuple[str, int]:
@@ -203,11 +222,33 @@ class TcpSide(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.relay is not None:
-            self.relay.flow.pause_reading()  # Gannet's window closes behind us
+            self.relay.tcp_full()
 
     def resume_writing(self) -> None:
         if self.relay is not None:
-            self.relay.flow.resume_reading()
+            self.relay.tcp_drained()
+
+    def hand_over(self, relay: Any) -> None:
+        """From now on `relay` (a `Relay`, or a mux `Channel`) takes this
+        connection's callbacks; what arrived before is replayed to it. The
+        loop hands each chunk TCP delivers to `relay.from_tcp` itself,
+        without TcpSide.data_received between: the instance attribute
+        shadows the method, and set_protocol makes the loop read it again
+        (uvloop keeps the bound data_received it took when the protocol
+        was set; asyncio's transports look it up per read). Reading stays
+        as it was: the relay resumes it."""
+        self.relay = relay
+        transport = self.transport
+        assert transport is not None  # (made connected: by a listener or create_connection)
+        self.data_received = relay.from_tcp  # type: ignore[method-assign]
+        transport.set_protocol(self)
+        early, self.early = self.early, []
+        for data in early:
+            relay.from_tcp(data)
+        if self.early_eof:
+            relay.tcp_eof()
+        if self.early_error is not None:
+            relay.tcp_lost(self.early_error)
 
     async def wait_lost(self, timeout: float) -> bool:
         if self.gone:
@@ -248,28 +289,14 @@ class Relay:
         self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
         self.ended = False  # the outcome is set (a plain flag: read for every chunk)
         self.draining = False
-        tcp.relay = self
         transport = tcp.transport
         assert transport is not None  # (TcpSide is made connected: by a listener or create_connection)
         # Bound once: the transport's write is a method of a C type, made
         # anew on every attribute read.
         self._tcp_write = transport.write
-        # From now on the loop hands each chunk TCP delivers to from_tcp
-        # itself, without TcpSide.data_received between: the instance
-        # attribute shadows the method, and set_protocol makes the loop read
-        # it again (uvloop keeps the bound data_received it took when the
-        # protocol was set; asyncio's transports look it up per read).
-        tcp.data_received = self.from_tcp  # type: ignore[method-assign]
-        transport.set_protocol(tcp)
         self.flow = divert(g_writer, self)
-        early, tcp.early = tcp.early, []
-        for data in early:
-            self.from_tcp(data)
-        if tcp.early_eof:
-            self.tcp_eof()
-        if tcp.early_error is not None:
-            self.fail(self.tcp_name, tcp.early_error)
-        elif not self.draining and not self.tcp_ended:
+        tcp.hand_over(self)
+        if not self.ended and not self.draining and not self.tcp_ended:
             transport.resume_reading()
 
     # TCP -> Gannet (the TCP transport's data_received, see __init__)
@@ -322,6 +349,12 @@ class Relay:
     def tcp_lost(self, exc: BaseException | None) -> None:
         if not self.ended:
             self.fail(self.tcp_name, exc or ConnectionResetError("connection closed"))
+
+    def tcp_full(self) -> None:
+        self.flow.pause_reading()  # Gannet's window closes behind us
+
+    def tcp_drained(self) -> None:
+        self.flow.resume_reading()
 
     # Gannet -> TCP (the Sink of gannet.io.aio.divert)
     def feed_data(self, data: bytes) -> None:
@@ -394,6 +427,23 @@ class Relay:
 # ------------------------------------------------------------------ tunnels
 _ids = itertools.count(1)
 
+MODES = ("mux", "stream")
+"""The tunnel client's modes: all TCP connections as channels of one Gannet
+connection (gannet.apps.tunnel_mux), or a Gannet connection each."""
+DEFAULT_MODE = "mux"
+PREAMBLE_STREAM = b"GTUN\x01S\r\n"
+"""A stream-mode connection's first bytes (then the TCP stream itself)."""
+PREAMBLE_MUX = b"GTUN\x01M\r\n"
+"""A mux connection's first bytes (then frames)."""
+PREAMBLE_SIZE = 8
+PREAMBLE_TIMEOUT = 10.0
+"""Longest the server waits for a new connection's preamble (it normally
+rides on the handshake's last datagram)."""
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 15.0
+"""A mux client that failed to reach the server waits this long (doubling
+from BACKOFF_FIRST) before its next attempt."""
+
 
 class _Tunnel:
     """What both halves share: connection bookkeeping and logging."""
@@ -401,18 +451,24 @@ class _Tunnel:
     kind = "tunnel"
 
     def __init__(self, config_overrides: dict[str, object]) -> None:
-        self.config_overrides = config_overrides
+        self.config_overrides = {**SETTINGS, **config_overrides}
         self.tasks: set[asyncio.Task] = set()
         self.results: list[RelayResult] = []
         self.active = 0
         self.total = 0
+        self.malformed = 0  # mux connections reset for framing the protocol does not allow
+        self.refused = 0  # connections that did not start with a preamble
 
     def _spawn(self, *args: object) -> None:
         """The listeners' callback: run `_handle` as a task the tunnel owns
         (and cancels on close), so its cancellation is not reported as an error."""
-        task = asyncio.get_running_loop().create_task(self._handle(*args))
+        self._task(self._handle(*args))
+
+    def _task(self, coro: Coroutine[object, object, None]) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
@@ -445,16 +501,23 @@ class _Tunnel:
 
 
 class TunnelServer(_Tunnel):
-    """Accepts Gannet connections; relays each to a new TCP connection to the target."""
+    """Accepts Gannet connections of both kinds of client: a stream-mode
+    connection is relayed to a new TCP connection to the target, a mux
+    connection's channels each to one (told apart by the preamble)."""
 
     kind = "server"
 
     def __init__(self, target: tuple[str, int], config_overrides: dict[str, object],
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, modes: tuple[str, ...] = MODES) -> None:
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise ValueError(f"tunnel modes must be some of {', '.join(MODES)}, not {modes!r}")
         super().__init__(config_overrides)
+        self.modes = tuple(modes)  # the client modes accepted
         self.target = target
         self.connect_timeout = connect_timeout
         self.server: gannet.Server | None = None
+        self.muxes: set[Any] = set()  # the MuxSessions open
 
     @property
     def address(self) -> tuple:
@@ -462,8 +525,37 @@ class TunnelServer(_Tunnel):
         return self.server.addresses[0]
 
     async def _handle(self, g_reader: gannet.StreamReader, g_writer: gannet.StreamWriter) -> None:
-        cid = next(_ids)
         peer = format_address(g_writer.get_extra_info("peername"))
+        try:
+            preamble = await asyncio.wait_for(g_reader.readexactly(PREAMBLE_SIZE), PREAMBLE_TIMEOUT)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            self.refused += 1
+            # (asyncio.TimeoutError is TimeoutError, an OSError: "timed out")
+            log.warning("refused %s: no tunnel preamble (%s)", peer,
+                        _describe(exc) if isinstance(exc, OSError) else "closed")
+            abort_gannet(g_writer)
+            return
+        except asyncio.CancelledError:
+            abort_gannet(g_writer)
+            raise
+        mode = {PREAMBLE_MUX: "mux", PREAMBLE_STREAM: "stream"}.get(preamble)
+        if mode is None:
+            self.refused += 1
+            log.warning("refused %s: not a gannet tunnel client of this version (first bytes %r)",
+                        peer, preamble)
+            abort_gannet(g_writer)
+        elif mode not in self.modes:
+            self.refused += 1
+            log.warning("refused %s: a %s-mode client; this server takes %s", peer, mode,
+                        " and ".join(self.modes))
+            abort_gannet(g_writer)
+        elif mode == "mux":
+            await self._serve_mux(g_writer, peer)
+        else:
+            await self._relay(g_writer, peer)
+
+    async def _relay(self, g_writer: gannet.StreamWriter, peer: str) -> None:
+        cid = next(_ids)
         target = format_address(self.target)
         self._log_open(cid, f"{peer} -> {target}")
         res = RelayResult()
@@ -474,10 +566,8 @@ class TunnelServer(_Tunnel):
                         TcpSide, self.target[0], self.target[1]),
                     self.connect_timeout)
             except (OSError, asyncio.TimeoutError) as exc:
-                if isinstance(exc, asyncio.TimeoutError):
-                    exc = TimeoutError(f"no answer within {self.connect_timeout:g}s")
-                res.error = exc
-                res.reason = f"target {_describe(exc)}"
+                res.error = error = self._connect_error(exc)
+                res.reason = f"target {_describe(error)}"
                 abort_gannet(g_writer)
                 res.ended = time.monotonic()
                 return
@@ -489,10 +579,62 @@ class TunnelServer(_Tunnel):
         finally:
             self._log_close(cid, res, "up", "down")
 
+    def _connect_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, asyncio.TimeoutError):
+            return TimeoutError(f"no answer within {self.connect_timeout:g}s")
+        return exc
+
+    async def _serve_mux(self, g_writer: gannet.StreamWriter, peer: str) -> None:
+        from gannet.apps.tunnel_mux import MuxSession
+
+        mid = next(_ids)
+        log.info("#%d mux open %s", mid, peer)
+        mux = MuxSession(self, g_writer, mid, client=False, on_open=self._open_channel)
+        self.muxes.add(mux)
+        try:
+            await asyncio.shield(mux.closed)
+        except asyncio.CancelledError:
+            mux.close()
+            raise
+        finally:
+            self.muxes.discard(mux)
+            log.info("#%d mux close: %s", mid, mux.summary())
+
+    def _open_channel(self, mux: Any, channel_id: int) -> None:
+        """An OPEN from a mux client: a channel whose TCP side is the target."""
+        from gannet.apps.tunnel_mux import Channel
+
+        cid = next(_ids)
+        self._log_open(cid, f"{mux.peer} -> {format_address(self.target)} "
+                            f"(mux #{mux.log_id} channel {channel_id})")
+        ch = Channel(mux, channel_id, cid, RelayResult(), up_from_tcp=False, tcp_name="target")
+        mux.channels[channel_id] = ch
+        ch.connecting = self._task(self._connect_channel(ch))
+
+    async def _connect_channel(self, ch: Any) -> None:
+        try:
+            _, side = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(TcpSide, self.target[0], self.target[1]),
+                self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            error = self._connect_error(exc)
+            ch.fail(f"target {_describe(error)}", error, tell_peer=True)
+            return
+        except asyncio.CancelledError:
+            ch.fail("tunnel stopped", ConnectionAbortedError("tunnel stopped"), tell_peer=True)
+            raise
+        ch.connecting = None
+        if ch.ended:
+            abort_tcp(side.transport)
+        else:
+            ch.attach(side)
+
     async def close(self) -> None:
         """Stop listening and reset every open connection."""
         if self.server is not None:
             self.server.close()
+        for mux in list(self.muxes):
+            mux.close()
         await self._finish()
         if self.server is not None:
             self.server.abort_clients()
@@ -501,25 +643,40 @@ class TunnelServer(_Tunnel):
 
 
 class TunnelClient(_Tunnel):
-    """Accepts TCP connections; relays each over its own Gannet connection.
+    """Accepts TCP connections; carries them over Gannet to the server.
 
-    The connections share one UDP socket per address family (Gannet tells
-    them apart by connection ID), as the server's do: replies that arrive
-    together are read in one readiness callback, and requests written in one
-    loop iteration leave in one flush (one GSO send when they are the same
-    size), instead of a socket, a poll registration and a system call per
-    connection and message. Each connection keeps its own loss recovery,
-    congestion and flow control."""
+    In mux mode (the default) every TCP connection is a channel of one Gannet
+    connection, opened at the first and kept (gannet.apps.tunnel_mux); when
+    it fails its channels are reset and the next TCP connection opens a new
+    one, after a back-off if reaching the server failed.
+
+    In stream mode each TCP connection has its own Gannet connection. They
+    share one UDP socket per address family (Gannet tells them apart by
+    connection ID), as the server's do: replies that arrive together are
+    read in one readiness callback, and requests written in one loop
+    iteration leave in one flush (one GSO send when they are the same
+    size). Each connection keeps its own loss recovery, congestion and flow
+    control."""
 
     kind = "client"
 
-    def __init__(self, server: tuple[str, int], config_overrides: dict[str, object]) -> None:
+    def __init__(self, server: tuple[str, int], config_overrides: dict[str, object],
+                 mode: str = DEFAULT_MODE) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown tunnel mode {mode!r} (one of {', '.join(MODES)})")
         super().__init__(config_overrides)
         self.remote = server
+        self.mode = mode
         self.server: asyncio.Server | None = None
-        self.config = make_config(None, config_overrides)
+        self.config = make_config(None, self.config_overrides)
         self.endpoints: dict[int, AioEndpoint] = {}  # address family -> the shared endpoint
         self._making = asyncio.Lock()
+        self.mux: Any = None  # the MuxSession in use (mux mode)
+        self.mux_connections = 0  # mux connections opened
+        self._waiting: list[tuple[TcpSide, int, RelayResult]] = []  # TCP sides before the mux is up
+        self._opening: asyncio.Task | None = None
+        self._backoff = 0.0  # wait before the next attempt to reach the server
+        self._closing = False
 
     async def _connect(self) -> gannet.StreamWriter:
         """A new Gannet connection to the tunnel server, through the shared endpoint."""
@@ -540,6 +697,8 @@ class TunnelClient(_Tunnel):
                             wildcard, 0, config=self.config, family=fam, loop=loop)
             try:
                 _, writer = await connect_endpoint(aep, addr, self.config, GANNET_LIMIT, self.remote[0])
+                # (the preamble joins the handshake's last datagram)
+                writer.write(PREAMBLE_MUX if self.mode == "mux" else PREAMBLE_STREAM)
                 return writer
             except OSError as exc:
                 error = exc
@@ -550,6 +709,75 @@ class TunnelClient(_Tunnel):
     def address(self) -> tuple:
         assert self.server is not None
         return self.server.sockets[0].getsockname()
+
+    def _accepted(self, side: TcpSide) -> None:
+        """The TCP listener's callback."""
+        if self.mode == "stream":
+            self._spawn(side)
+            return
+        cid = next(_ids)
+        assert side.transport is not None
+        self._log_open(cid, f"{format_address(side.transport.get_extra_info('peername'))} -> "
+                            f"{format_address(self.remote)}")
+        res = RelayResult()
+        mux = self.mux
+        if mux is not None and mux.open_channel(side, cid, res) is not None:
+            return
+        self._waiting.append((side, cid, res))
+        if self._opening is None:
+            self._opening = self._task(self._open_mux())
+
+    async def _open_mux(self) -> None:
+        """Open a mux connection for the TCP sides waiting; on failure reset
+        them and back off before the next attempt."""
+        from gannet.apps.tunnel_mux import MuxSession
+
+        try:
+            if self._backoff:
+                await asyncio.sleep(self._backoff)
+            try:
+                g_writer = await self._connect()
+            except (OSError, asyncio.TimeoutError) as exc:
+                self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, 2 * self._backoff))
+                waiting, self._waiting = self._waiting, []
+                for side, cid, res in waiting:
+                    self._fail_waiting(side, cid, res, f"tunnel {_describe(exc)}", exc)
+                return
+            mid = next(_ids)
+            self.mux_connections += 1
+            self.mux = mux = MuxSession(self, g_writer, mid, client=True)
+            log.info("#%d mux open %s", mid, mux.peer)
+            mux.closed.add_done_callback(lambda _: self._mux_ended(mux))
+        except asyncio.CancelledError:
+            waiting, self._waiting = self._waiting, []
+            for side, cid, res in waiting:
+                self._fail_waiting(side, cid, res, "tunnel stopped", ConnectionAbortedError("tunnel stopped"))
+            raise
+        finally:
+            self._opening = None
+        waiting, self._waiting = self._waiting, []
+        for side, cid, res in waiting:
+            if mux.open_channel(side, cid, res) is None:
+                self._fail_waiting(side, cid, res, mux.reason, ConnectionResetError(mux.reason))
+
+    def _fail_waiting(self, side: TcpSide, cid: int, res: RelayResult, reason: str,
+                      exc: BaseException) -> None:
+        res.error = exc
+        res.reason = reason
+        abort_tcp(side.transport)
+        res.ended = time.monotonic()
+        self._log_close(cid, res, "up", "down")
+
+    def _mux_ended(self, mux: Any) -> None:
+        if self.mux is mux:
+            self.mux = None
+        lived = time.monotonic() - mux.started
+        if lived > BACKOFF_MAX:
+            self._backoff = 0.0  # it worked for a while: the next one goes at once
+        elif mux.reason != "closed":
+            self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, 2 * self._backoff))
+        level = logging.INFO if mux.reason in ("closed", "tunnel stopped") else logging.WARNING
+        log.log(level, "#%d mux close: %s", mux.log_id, mux.summary())
 
     async def _handle(self, side: TcpSide) -> None:
         cid = next(_ids)
@@ -577,8 +805,11 @@ class TunnelClient(_Tunnel):
 
     async def close(self) -> None:
         """Stop listening and reset every open connection."""
+        self._closing = True
         if self.server is not None:
             self.server.close()
+        if self.mux is not None:
+            self.mux.close()
         await self._finish()
         for aep in self.endpoints.values():
             aep.close_when_idle = True  # once the reset connections are gone
@@ -589,17 +820,19 @@ class TunnelClient(_Tunnel):
 
 
 async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], *,
-                              connect_timeout: float = 10.0,
+                              connect_timeout: float = 10.0, modes: tuple[str, ...] = MODES,
                               **config_overrides: object) -> TunnelServer:
     """Listen for Gannet connections at `listen`; forward each to TCP `target`.
 
-    `config_overrides` are Gannet settings (see gannet.Config) for the
-    accepted connections. Returns a running TunnelServer (`.address`, `.close()`).
+    Clients of the `modes` named are accepted (both by default), others
+    refused. `config_overrides` are Gannet settings (see gannet.Config) for
+    the accepted connections. Returns a running TunnelServer (`.address`,
+    `.close()`).
     """
-    tunnel = TunnelServer(target, config_overrides, connect_timeout)
+    tunnel = TunnelServer(target, config_overrides, connect_timeout, tuple(modes))
     host = listen[0] or None
     tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1], limit=GANNET_LIMIT,
-                                              config=make_config(None, config_overrides))
+                                              config=make_config(None, tunnel.config_overrides))
     # A client refused by the security layer (another PSK, a client that
     # refused our key) never reaches _spawn: the operator still hears of it.
     tunnel.server.endpoint.on_refused = lambda ev: log.warning(
@@ -607,11 +840,14 @@ async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], 
     return tunnel
 
 
-async def start_tunnel_client(listen: tuple[str, int], server: tuple[str, int],
+async def start_tunnel_client(listen: tuple[str, int], server: tuple[str, int], *,
+                              mode: str = DEFAULT_MODE,
                               **config_overrides: object) -> TunnelClient:
-    """Listen for TCP connections at `listen`; carry each over Gannet to `server`."""
-    tunnel = TunnelClient(server, config_overrides)
+    """Listen for TCP connections at `listen`; carry them over Gannet to `server`:
+    as channels of one Gannet connection (`mode="mux"`) or each over its
+    own (`mode="stream"`)."""
+    tunnel = TunnelClient(server, config_overrides, mode)
     host = listen[0] or None
     tunnel.server = await asyncio.get_running_loop().create_server(
-        lambda: TcpSide(on_made=tunnel._spawn), host, listen[1])
+        lambda: TcpSide(on_made=tunnel._accepted), host, listen[1])
     return tunnel

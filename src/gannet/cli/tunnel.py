@@ -3,9 +3,11 @@
     gannet tunnel server --listen :7000 --target 127.0.0.1:6379
     gannet tunnel client --listen 127.0.0.1:6380 --server tunnel.example:7000
 
-Every TCP connection to the client gets its own Gannet connection to the
-server, which opens its own TCP connection to the target. Each connection is
-logged to stderr (open, bytes each way, why it closed) unless --quiet.
+The client carries every TCP connection as a channel of one Gannet
+connection to the server (--mode mux, the default), or each over a Gannet
+connection of its own (--mode stream); the server accepts both and opens a
+TCP connection to the target for each. Each connection is logged to stderr
+(open, bytes each way, why it closed) unless --quiet.
 """
 
 from __future__ import annotations
@@ -34,16 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tunnel",
         help=summary("tunnel"),
         description="TCP port forwarding over Gannet. Run `tunnel server` next to the TCP "
-        "service and `tunnel client` next to its users; each TCP connection to the client "
-        "is carried by its own Gannet connection to the server, which connects to the target.",
+        "service and `tunnel client` next to its users; the TCP connections to the client "
+        "are carried to the server (as channels of one Gannet connection, or each over its "
+        "own), which connects each to the target.",
     )
     sub = p.add_subparsers(dest="tunnel_role", metavar="ROLE")
     sub.required = True
 
     s = sub.add_parser(
         "server", help="accept Gannet connections (UDP) and connect each to a TCP target",
-        description="Accept Gannet connections on a UDP port; for each open a TCP connection "
-        "to --target and copy both ways.",
+        description="Accept Gannet connections on a UDP port from tunnel clients of either "
+        "mode; for each tunneled TCP connection open one to --target and copy both ways.",
     )
     s.add_argument("--listen", required=True, metavar="[HOST]:PORT",
                    help="UDP address to accept Gannet connections on (':7000' = all interfaces)")
@@ -51,14 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="TCP service every tunneled connection is forwarded to")
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up on a target connection after this long (default 10)")
+    s.add_argument("--modes", default="mux,stream", metavar="MODES",
+                   help="the client modes to accept, comma-separated (default mux,stream)")
     _common(s)
     security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
 
     c = sub.add_parser(
-        "client", help="accept TCP connections and carry each over Gannet to a tunnel server",
-        description="Accept TCP connections; for each open a Gannet connection to --server "
-        "and copy both ways.",
+        "client", help="accept TCP connections and carry them over Gannet to a tunnel server",
+        description="Accept TCP connections and carry them over Gannet to --server, copying "
+        "both ways: as channels of one Gannet connection (--mode mux) or each over a Gannet "
+        "connection of its own (--mode stream).",
     )
     c.add_argument("--listen", required=True, metavar="[HOST]:PORT",
                    help="TCP address to accept connections on (e.g. 127.0.0.1:6380)")
@@ -67,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
                    help="give up on reaching the tunnel server after this long "
                    "(default: Gannet's connect_timeout, 30)")
+    c.add_argument("--mode", choices=("mux", "stream"), default="mux",
+                   help="mux (default): every TCP connection a channel of one Gannet connection "
+                   "(no handshake per connection; requests of many connections share segments); "
+                   "stream: a Gannet connection each (a lost datagram stalls only its own "
+                   "connection)")
     _common(c)
     security.add_arguments(c)
     c.set_defaults(func=run_client)
@@ -164,17 +175,21 @@ def run_server(args: argparse.Namespace) -> int:
 
     listen = _address(args.listen, "--listen", need_host=False)
     target = _address(args.target, "--target", need_host=True)
-    _resolvable(target, "--target", socket.SOCK_STREAM)
     if not args.connect_timeout > 0:
         raise CLIError("--connect-timeout must be positive")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or any(m not in tun.MODES for m in modes):
+        raise CLIError(f"--modes: mux, stream or both (mux,stream), not {args.modes!r}")
+    _resolvable(target, "--target", socket.SOCK_STREAM)
     overrides = _overrides(args)
     handler = _setup_logging("server", args.quiet)
     try:
         return run_loop(_serve(
             lambda: tun.start_tunnel_server(listen, target, connect_timeout=args.connect_timeout,
-                                            **overrides),
+                                            modes=modes, **overrides),
             "server",
-            lambda t: f"listening on {tun.format_address(t.address)} (udp), "
+            lambda t: f"listening on {tun.format_address(t.address)} (udp, "
+                      f"{' and '.join(t.modes)} clients), "
                       f"forwarding to {tun.format_address(target)} (tcp)",
         ))
     finally:
@@ -192,10 +207,10 @@ def run_client(args: argparse.Namespace) -> int:
     handler = _setup_logging("client", args.quiet)
     try:
         return run_loop(_serve(
-            lambda: tun.start_tunnel_client(listen, server, **overrides),
+            lambda: tun.start_tunnel_client(listen, server, mode=args.mode, **overrides),
             "client",
             lambda t: f"listening on {tun.format_address(t.address)} (tcp), "
-                      f"tunneling to {tun.format_address(server)} (udp)",
+                      f"tunneling to {tun.format_address(server)} (udp, {t.mode} mode)",
         ))
     finally:
         tun.log.removeHandler(handler)

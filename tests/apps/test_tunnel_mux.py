@@ -1,0 +1,610 @@
+"""The tunnel's mux mode (gannet.apps.tunnel_mux): channels of one Gannet
+connection, their credit, hostile framing, and the connection's loss.
+
+The behaviour both modes share (half-close, refused target, resets, memory
+bounds, loss) is tested for both in test_tunnel_relay.py."""
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gannet
+from gannet.apps import tunnel as tun
+from gannet.apps import tunnel_mux as mux
+from gannet.apps.tunnel_mux import DATA, EOF, OPEN, RESET, WINDOW, frame
+
+from test_tunnel_relay import HOST, Tunnel, echo_target, free_tcp_port, run, wait_until
+
+
+async def echo(port, payload):
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(payload)
+    writer.write_eof()
+    got = await reader.read(-1)
+    writer.close()
+    return got
+
+
+def test_every_tcp_connection_is_a_channel_of_one_gannet_connection():
+    """Thirty TCP connections, ten at a time, each with data both ways and a
+    half-close: one Gannet connection (one handshake) carries them all, and
+    every byte is counted on both halves."""
+
+    async def main():
+        target, port = await echo_target()
+        async with Tunnel(port) as t:
+            sizes = [1 + 7919 * i for i in range(30)]
+            for batch in range(3):
+                payloads = [os.urandom(n) for n in sizes[batch * 10:(batch + 1) * 10]]
+                got = await asyncio.gather(*(echo(t.port, p) for p in payloads))
+                assert got == payloads
+            await wait_until(lambda: len(t.client.results) == 30 and len(t.server.results) == 30)
+            assert t.client.mux_connections == 1
+            (aep,) = t.client.endpoints.values()
+            assert aep.ep.connection_count == 1
+            assert len(t.server.muxes) == 1 and t.client.mux.opened == 30
+            for results in (t.client.results, t.server.results):
+                assert sorted(r.sent for r in results) == sizes
+                assert sorted(r.received for r in results) == sizes
+                assert all(r.reason == "closed" for r in results)
+            assert not t.client.mux.channels and not next(iter(t.server.muxes)).channels
+        target.close()
+
+    run(main(), timeout=60)
+
+
+def test_requests_of_one_loop_turn_leave_in_one_segment():
+    """Ten channels' requests written in one loop turn leave as one datagram
+    in one send call (one seal, one trip through the core), where stream
+    mode sends ten."""
+
+    async def main():
+        target, port = await echo_target()
+        async with Tunnel(port, ack_delay=0.4) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(10)]
+            for r, w in streams:  # each channel opened and used once before counting
+                w.write(b"hello")
+                assert await r.readexactly(5) == b"hello"
+            (aep,) = t.client.endpoints.values()
+            st = aep.io_stats
+            sent, calls = st.datagrams_sent, st.send_calls
+            for i, (_, w) in enumerate(streams):  # one loop turn: all ten at once
+                w.write(b"request %02d\n" % i)
+            for i, (r, _) in enumerate(streams):
+                assert await r.readexactly(11) == b"request %02d\n" % i
+            assert st.datagrams_sent - sent == 1
+            assert st.send_calls - calls == 1
+            for _, w in streams:
+                w.close()
+        target.close()
+
+    run(main())
+
+
+def test_credit_runs_out_and_resumes_without_stalling_other_channels():
+    """A service that does not read: the channel's sender stops at its credit
+    (its TCP reading paused, the tunnel holding a bounded amount) while
+    another channel on the same Gannet connection goes on; once the service
+    reads, the grants resume the transfer and every byte arrives."""
+    reading = asyncio.Event()
+    received = []
+
+    async def handle(reader, writer):
+        first = await reader.read(5)
+        if first == b"sink:":
+            await reading.wait()
+            h = hashlib.sha256()
+            n = 0
+            while chunk := await reader.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+            received.append((n, h.hexdigest()))
+            writer.close()
+            return
+        writer.write(first)  # an echo for every other connection
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        async with Tunnel(target.sockets[0].getsockname()[1]) as t:
+            payload = os.urandom(24 * 1024 * 1024)
+            r1, w1 = await asyncio.open_connection(HOST, t.port)
+            w1.write(b"sink:" + payload)
+            client_ch = server_ch = None
+            await wait_until(lambda: t.client.mux is not None and t.client.mux.channels)
+            client_ch = next(iter(t.client.mux.channels.values()))
+            await wait_until(lambda: t.server.muxes and next(iter(t.server.muxes)).channels)
+            server_ch = next(iter(next(iter(t.server.muxes)).channels.values()))
+            # The service's socket full (no more grants), the sender out of
+            # credit and its TCP reading paused: the stall.
+            await wait_until(lambda: server_ch.full and client_ch.credit == 0, 10)
+            assert not client_ch.reading
+            sent = client_ch.res.sent
+            # The other channels go on meanwhile (the mux's reading is not paused).
+            for i in range(5):
+                msg = b"echo %d " % i * 1000
+                assert await echo(t.port, msg) == msg
+            await asyncio.sleep(0.3)
+            assert client_ch.res.sent == sent  # still stalled
+            assert sent < 64 * 1024 * 1024
+            reading.set()
+            await w1.drain()
+            w1.write_eof()
+            await wait_until(lambda: received, 30)
+            assert received == [(len(payload), hashlib.sha256(payload).hexdigest())]
+            assert client_ch.res.sent == 5 + len(payload)
+            w1.close()
+        target.close()
+
+    run(main(), timeout=90)
+
+
+def test_a_refused_target_resets_only_its_channel():
+    """The target refuses one channel: that application is reset, the Gannet
+    connection stays and carries the next one."""
+
+    async def main():
+        target, port = await echo_target()
+        t = Tunnel(port)
+        async with t:
+            assert await echo(t.port, b"before") == b"before"
+            t.server.target = (HOST, free_tcp_port())  # nothing listens there now
+            reader, writer = await asyncio.open_connection(HOST, t.port)
+            writer.write(b"x")
+            with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(reader.readexactly(1), 5)
+            writer.close()
+            t.server.target = (HOST, port)
+            assert await echo(t.port, b"after") == b"after"
+            assert t.client.mux_connections == 1
+            reasons = [r.reason for r in t.client.results]
+            assert any(r.startswith("tunnel reset (target refused") for r in reasons), reasons
+        target.close()
+
+    run(main())
+
+
+def test_losing_the_connection_resets_every_channel_and_the_next_opens_another():
+    async def main():
+        target, port = await echo_target()
+        async with Tunnel(port) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(5)]
+            for r, w in streams:
+                w.write(b"ping")
+                assert await r.readexactly(4) == b"ping"
+            (server_mux,) = t.server.muxes
+            tun.abort_gannet(server_mux.g_writer)  # the connection dies (an RST)
+            for r, _ in streams:
+                with pytest.raises(ConnectionResetError):
+                    await asyncio.wait_for(r.read(100), 5)
+            await wait_until(lambda: len(t.client.results) == 5 and len(t.server.results) == 5)
+            assert all(not r.clean for r in t.client.results + t.server.results)
+            assert all(r.reason.startswith("tunnel") for r in t.client.results)
+            assert t.client.mux is None
+            assert await echo(t.port, b"again") == b"again"  # a new connection, at once
+            assert t.client.mux_connections == 2
+            for _, w in streams:
+                w.close()
+        target.close()
+
+    run(main())
+
+
+def test_closing_the_tunnel_resets_every_channel():
+    """What SIGINT and SIGTERM do: every channel is reset on both ends."""
+    seen = []
+
+    async def handle(reader, writer):
+        writer.write(b"ready")
+        try:
+            while await reader.read(100):
+                pass
+            seen.append("eof")
+        except ConnectionError as exc:
+            seen.append(type(exc).__name__)
+        writer.close()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        t = Tunnel(target.sockets[0].getsockname()[1])
+        async with t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(4)]
+            for r, _ in streams:
+                assert await r.readexactly(5) == b"ready"
+            await t.client.close()
+            for r, _ in streams:
+                with pytest.raises(ConnectionResetError):
+                    await asyncio.wait_for(r.read(100), 5)
+            await wait_until(lambda: len(seen) == 4, 10)
+            assert seen == ["ConnectionResetError"] * 4
+            assert t.client.active == 0
+            await wait_until(lambda: t.server.active == 0)
+            assert {r.reason for r in t.client.results} == {"tunnel stopped"}
+        target.close()
+
+    run(main())
+
+
+def test_many_clients_share_a_server():
+    """Three tunnel clients, each with channels at once, on one server: a mux
+    connection each, every byte back."""
+
+    async def main():
+        target, port = await echo_target()
+        server = await tun.start_tunnel_server((HOST, 0), (HOST, port))
+        clients = [await tun.start_tunnel_client((HOST, 0), (HOST, server.address[1]))
+                   for _ in range(3)]
+        try:
+            payloads = [[os.urandom(30_000 + 101 * (i * 6 + j)) for j in range(6)] for i in range(3)]
+            got = await asyncio.gather(*(echo(c.address[1], p)
+                                         for c, ps in zip(clients, payloads) for p in ps))
+            assert got == [p for ps in payloads for p in ps]
+            assert len(server.muxes) == 3
+            assert [c.mux_connections for c in clients] == [1, 1, 1]
+            await wait_until(lambda: len(server.results) == 18)
+            assert all(r.reason == "closed" for r in server.results)
+        finally:
+            for c in clients:
+                await c.close()
+            await server.close()
+            target.close()
+
+    run(main(), timeout=60)
+
+
+def test_back_off_after_failing_to_reach_the_server():
+    """The server is not there: the first application is reset promptly, and
+    the ones that follow wait for one attempt after a back-off instead of
+    an attempt each (no loop of attempts)."""
+
+    async def main():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((HOST, 0))
+            dead_udp = s.getsockname()[1]
+        client = await tun.start_tunnel_client((HOST, 0), (HOST, dead_udp), connect_timeout=5)
+        attempts = []
+        connect = client._connect
+
+        async def counting():
+            attempts.append(asyncio.get_running_loop().time())
+            return await connect()
+
+        client._connect = counting
+        try:
+            async def one():
+                reader, writer = await asyncio.open_connection(HOST, client.address[1])
+                try:
+                    assert await asyncio.wait_for(reader.read(100), 8) == b""
+                except ConnectionResetError:
+                    pass
+                writer.close()
+
+            await one()
+            assert len(attempts) == 1 and client._backoff == tun.BACKOFF_FIRST
+            await asyncio.gather(*(one() for _ in range(4)))
+            assert len(attempts) == 2  # the four waited for one attempt
+            assert attempts[1] - attempts[0] >= tun.BACKOFF_FIRST * 0.9
+            assert client._backoff == 2 * tun.BACKOFF_FIRST
+            await wait_until(lambda: len(client.results) == 5)
+            assert all(r.reason.startswith("tunnel") for r in client.results)
+        finally:
+            await client.close()
+
+    run(main())
+
+
+# -------------------------------------------------------- hostile framing
+async def raw_mux_client(server, *frames):
+    """A Gannet connection to the tunnel server that says it is a mux client,
+    then writes `frames` (whatever bytes) as they are."""
+    reader, writer = await gannet.open_connection(HOST, server.address[1])
+    writer.write(tun.PREAMBLE_MUX + b"".join(frames))
+    return reader, writer
+
+
+HOSTILE = {
+    "unknown kind": [frame(OPEN, 1), frame(9, 1)],
+    "data beyond the credit": [frame(OPEN, 1), mux.HEADER.pack(DATA, 1, mux.CHANNEL_WINDOW + 1)],
+    "data for a channel never opened": [frame(DATA, 7, b"x")],
+    "window of 3 bytes": [frame(OPEN, 1), frame(WINDOW, 1, b"abc")],
+    "window of 0": [frame(OPEN, 1), frame(WINDOW, 1, bytes(4))],
+    "ids not increasing": [frame(OPEN, 2), frame(OPEN, 2)],
+    "eof with a body": [frame(OPEN, 1), frame(EOF, 1, b"!")],
+    "reset reason too long": [frame(OPEN, 1), mux.HEADER.pack(RESET, 1, 70000)],
+    "reset of a channel never opened": [frame(RESET, 3, b"why")],
+    "channel 0": [frame(OPEN, 0)],
+    "credit beyond 2 GiB": [frame(OPEN, 1)] + [frame(WINDOW, 1, (1 << 31).to_bytes(4, "big"))],
+    "data after eof": [frame(OPEN, 1), frame(EOF, 1), frame(DATA, 1, b"x")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_malformed_framing_resets_the_connection_and_is_counted(case, caplog):
+    """Framing the protocol does not allow resets the whole mux connection,
+    with a logged reason, and is counted; the channels opened on it are
+    reset; the server goes on serving."""
+    accepted = []
+
+    async def handle(reader, writer):
+        accepted.append(writer)
+        try:
+            await reader.read()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    async def main():
+        target = await asyncio.start_server(handle, HOST, 0)
+        server = await tun.start_tunnel_server((HOST, 0), (HOST, target.sockets[0].getsockname()[1]))
+        try:
+            reader, writer = await raw_mux_client(server, *HOSTILE[case])
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            await wait_until(lambda: server.malformed == 1 and not server.muxes)
+            assert any("malformed framing" in r.getMessage() for r in caplog.records)
+            await wait_until(lambda: server.active == 0)
+            # The server still serves a good client.
+            client = await tun.start_tunnel_client((HOST, 0), (HOST, server.address[1]))
+            try:
+                r, w = await asyncio.open_connection(HOST, client.address[1])
+                await wait_until(lambda: accepted and len(server.muxes) == 1)
+                w.close()
+            finally:
+                await client.close()
+        finally:
+            await server.close()
+            target.close()
+
+    with caplog.at_level(logging.WARNING, logger="gannet.tunnel"):
+        run(main())
+
+
+def test_an_open_beyond_the_channel_limit_is_reset(monkeypatch):
+    """More channels at once than MAX_CHANNELS: the OPEN beyond is answered
+    with a RESET, even when it arrives with the preamble (parsed before the
+    session is fully set up), and the connection carries on."""
+    monkeypatch.setattr(mux, "MAX_CHANNELS", 2)
+
+    async def main():
+        target, port = await echo_target()
+        server = await tun.start_tunnel_server((HOST, 0), (HOST, port))
+        try:
+            reader, writer = await raw_mux_client(
+                server, frame(OPEN, 1), frame(OPEN, 2), frame(OPEN, 3))
+            reset = frame(RESET, 3, b"too many channels")
+            assert await asyncio.wait_for(reader.readexactly(len(reset)), 5) == reset
+            writer.write(frame(DATA, 1, b"ping"))
+            assert await asyncio.wait_for(reader.readexactly(13), 5) == frame(DATA, 1, b"ping")
+            assert server.malformed == 0 and len(server.muxes) == 1
+            writer.close()
+        finally:
+            await server.close()
+            target.close()
+
+    run(main())
+
+
+class _Writer:
+    def get_extra_info(self, name):
+        return ("192.0.2.1", 1)
+
+    def abort(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Counting:
+    malformed = 0
+
+    def _log_close(self, *a):
+        pass
+
+
+class _FakeChannel:
+    """What the parser calls on a channel, recorded."""
+
+    def __init__(self):
+        self.got = bytearray()
+        self.window = 1 << 30
+        self.peer_ended = False
+        self.events = []
+
+    def to_tcp(self, data):
+        self.got += data
+
+    def granted(self, n):
+        self.events.append(("window", n))
+
+    def peer_eof(self):
+        self.peer_ended = True
+        self.events.append("eof")
+
+    def peer_reset(self, reason):
+        self.events.append(("reset", reason))
+
+    def fail(self, reason, exc, *, tell_peer):
+        self.events.append(("fail", reason))
+
+
+def _parser(loop):
+    """A client's MuxSession with one channel (1) open, without a connection."""
+    m = mux.MuxSession.__new__(mux.MuxSession)
+    m.tunnel, m.client, m.ended, m.log_id, m.peer = _Counting(), True, False, 1, "192.0.2.1:1"
+    m.partial, m.remaining, m.current, m.max_id = b"", 0, None, 1
+    m.g_writer, m.closed, m.reason = _Writer(), loop.create_future(), "closed"
+    ch = _FakeChannel()
+    m.channels = {1: ch}
+    return m, ch
+
+
+def test_frames_split_anywhere_parse_the_same():
+    """The parser takes frames from chunks cut at any byte: a header, a
+    WINDOW body or a DATA payload cut in two, many frames in one chunk."""
+
+    stream = (frame(DATA, 1, b"a" * 10) + frame(WINDOW, 1, (77).to_bytes(4, "big"))
+              + frame(DATA, 1, os.urandom(5000)) + frame(DATA, 1, b"") + frame(EOF, 1))
+    payload = b"a" * 10 + stream[9 + 10 + 13 + 9:9 + 10 + 13 + 9 + 5000]
+
+    async def main():
+        for cuts in ([], [1], [8, 9, 10], [25, 26, 30], [40, 41, 2000, 5040], list(range(1, len(stream)))):
+            m, ch = _parser(asyncio.get_running_loop())
+            prev = 0
+            for c in cuts + [len(stream)]:
+                m.feed_data(stream[prev:c])
+                prev = c
+            assert m.tunnel.malformed == 0
+            assert bytes(ch.got) == payload
+            assert ch.events == [("window", 77), "eof"]
+
+    run(main())
+
+
+def test_a_server_that_opens_a_channel_is_malformed_to_the_client(caplog):
+    """The client parses what the server sends with the same rules: an OPEN
+    from the server resets the mux connection, counted and logged, the
+    channel on it is reset, and the client goes on (the next TCP
+    connection opens another mux connection)."""
+
+    async def main():
+        seen = []
+
+        async def fake_server(reader, writer):
+            preamble = await reader.readexactly(tun.PREAMBLE_SIZE)
+            seen.append(preamble)
+            writer.write(frame(OPEN, 1))
+            try:
+                await reader.read()
+            except ConnectionError:
+                pass
+            writer.close()
+
+        server = await gannet.start_server(fake_server, HOST, 0)
+        client = await tun.start_tunnel_client((HOST, 0), (HOST, server.addresses[0][1]))
+        try:
+            reader, writer = await asyncio.open_connection(HOST, client.address[1])
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(100), 5)
+            writer.close()
+            await wait_until(lambda: client.malformed == 1 and client.results)
+            assert seen == [tun.PREAMBLE_MUX]
+            assert "malformed framing" in client.results[0].reason
+            assert any("the server opened channel 1" in r.getMessage() for r in caplog.records)
+            reader, writer = await asyncio.open_connection(HOST, client.address[1])
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(100), 5)
+            writer.close()
+            assert client.mux_connections == 2 and len(seen) == 2
+        finally:
+            await client.close()
+            server.close()
+
+    with caplog.at_level(logging.WARNING, logger="gannet.tunnel"):
+        run(main())
+
+
+def test_the_tunnel_does_not_poll_before_sleeping():
+    """A mux connection is its endpoint's one connection, the case polling
+    before sleeping is for; but a tunnel's answers come through its TCP
+    sockets, which the poll does not watch: both halves leave it off unless
+    told (`busy_poll`). (In one process the two halves share a loop, where
+    no endpoint polls anyway: the setting is what is checked.)"""
+
+    async def main():
+        target, port = await echo_target()
+        async with Tunnel(port) as t:
+            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(3)]
+            for i in range(50):
+                for r, w in streams:
+                    w.write(b"request %03d" % i)
+                    assert await r.readexactly(11) == b"request %03d" % i
+            aeps = [t.server.server.endpoint, *t.client.endpoints.values()]
+            assert [a.config.busy_poll for a in aeps] == [0, 0]
+            for _, w in streams:
+                w.close()
+        async with Tunnel(port, busy_poll=150) as t:
+            assert await echo(t.port, b"x") == b"x"
+            assert t.server.server.endpoint.config.busy_poll == 150
+            assert [a.config.busy_poll for a in t.client.endpoints.values()] == [150]
+        target.close()
+
+    run(main())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda k, c, body: frame(k, c, body), st.integers(0, 7), st.integers(0, 3),
+              st.binary(max_size=12)),
+), max_size=12), st.lists(st.integers(1, 200), max_size=6))
+def test_any_bytes_from_the_peer_are_parsed_or_reset_never_an_error(chunks, cuts):
+    """Whatever the peer sends, cut anywhere: the parser hands it on or
+    resets the connection as malformed (counted); nothing else escapes
+    (a failure of its own would be logged as an error and end the
+    connection: none may happen)."""
+    stream = b"".join(chunks)
+    errors = []
+
+    async def main():
+        m, ch = _parser(asyncio.get_running_loop())
+        prev = 0
+        for c in sorted(set(cuts)) + [len(stream)]:
+            m.feed_data(stream[prev:c])
+            prev = max(prev, c)
+        if m.ended:
+            assert m.tunnel.malformed == 1
+            assert m.reason.startswith("tunnel reset (malformed framing")
+        else:
+            assert m.tunnel.malformed == 0
+
+    original = mux.log.error
+    mux.log.error = lambda *a, **kw: errors.append(a)
+    try:
+        asyncio.run(main())
+    finally:
+        mux.log.error = original
+    assert errors == []
+
+
+def test_the_server_refuses_a_connection_without_a_preamble(monkeypatch, caplog):
+    """A Gannet connection whose first bytes name no tunnel mode (a client
+    from before the modes), or that sends nothing, is refused with a line
+    that says so and counted; the target never sees a connection."""
+    monkeypatch.setattr(tun, "PREAMBLE_TIMEOUT", 0.3)
+    accepted = []
+
+    async def main():
+        target = await asyncio.start_server(lambda r, w: accepted.append(w), HOST, 0)
+        server = await tun.start_tunnel_server((HOST, 0), (HOST, target.sockets[0].getsockname()[1]))
+        try:
+            reader, writer = await gannet.open_connection(HOST, server.address[1])
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")  # an old stream client's application bytes
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            reader, writer = await gannet.open_connection(HOST, server.address[1])
+            with pytest.raises(ConnectionResetError):  # says nothing: refused after the timeout
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert server.refused == 2 and server.total == 0 and not accepted
+            lines = [r.getMessage() for r in caplog.records]
+            assert any("not a gannet tunnel client of this version (first bytes b'GET / HT')" in m
+                       for m in lines), lines
+            assert any("no tunnel preamble (timed out)" in m for m in lines), lines
+        finally:
+            await server.close()
+            target.close()
+
+    with caplog.at_level(logging.WARNING, logger="gannet.tunnel"):
+        run(main())
