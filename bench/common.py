@@ -71,14 +71,26 @@ class Pattern:
     """
 
     def __init__(self, seed: int = SEED) -> None:
-        base = random.Random(seed).randbytes(PATTERN_LEN)
-        self._buf = memoryview(base + base[:MAX_CHUNK])
+        self._buf = _DEFAULT_PATTERN if seed == SEED else _pattern_bytes(seed)
 
     def view(self, offset: int, n: int) -> memoryview:
         if n > MAX_CHUNK:
             raise ValueError("chunk too large")
         start = offset % PATTERN_LEN
         return self._buf[start : start + n]
+
+
+def _pattern_bytes(seed: int) -> memoryview:
+    base = random.Random(seed).randbytes(PATTERN_LEN)
+    return memoryview(base + base[:MAX_CHUNK])
+
+
+# Made when a runner imports this module, before it connects: building it
+# takes 10-20 ms, which a client that made it after connecting spent with
+# its transport's first round trips under way (and a Gannet client's event
+# loop blocked, its handshake ACK held: the server's first RTT sample
+# then measured the pattern's making).
+_DEFAULT_PATTERN = _pattern_bytes(SEED)
 
 
 class Corruptor:

@@ -266,6 +266,9 @@ def bulk(t: Transport, args, nbytes: int) -> dict[str, Any]:
         "time_limited": bool(t.slow and args.time_limit > 0 and sent < nbytes),
     })
     row["cpu_s_per_GB"] = row["cpu_s"] / (got / 1e9) if got else None
+    row["cpu_s_client"], row["cpu_s_server"] = cl.get("cpu", 0), s.get("cpu", 0)
+    if "counters" in cl or "counters" in s:  # Gannet's (bench/gannet_counters.py)
+        row["counters"] = {"sender": cl.get("counters"), "receiver": s.get("counters")}
     if "api" in cl:  # which of a transport's APIs ran (Gannet: streams or socket)
         row["api"] = cl["api"]
     intact = got == sent and got > 0 and s.get("crc") == cl.get("crc")
@@ -313,6 +316,8 @@ def transport_options(t: Transport, args) -> list[str]:
             opts += ["--cc", args.gannet_cc]
         if args.gannet_busy_poll is not None:
             opts += ["--busy-poll", str(args.gannet_busy_poll)]
+        if args.gannet_sample_ms:
+            opts += ["--sample-ms", str(args.gannet_sample_ms)]
         opts += ["--api", args.gannet_api]
         if not args.no_uvloop:  # like aioquic: uvloop when installed
             opts += ["--uvloop"]
@@ -446,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gannet-busy-poll", type=int, default=None, metavar="US",
                    help="Gannet's Config.busy_poll in microseconds (0: off; default: the "
                         "installed default)")
+    p.add_argument("--gannet-sample-ms", type=float, default=0.0, metavar="MS",
+                   help="Gannet's sender sampled every MS milliseconds, in the JSON's counters "
+                        "(bench/gannet_counters.py; 0: off, the default)")
     p.add_argument("--gannet-api", choices=["streams", "socket"], default="streams",
                    help="the Gannet API the runner uses: asyncio streams or the blocking Socket")
     p.add_argument("--gannet-uvloop", action="store_true",

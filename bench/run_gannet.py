@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import common as c
+import gannet_counters
 import streams
 
 
@@ -37,6 +39,7 @@ async def streams_server(args, gannet, opts, meta) -> None:
     async def on_connection(reader, writer):
         try:
             res = await streams.serve_connection(reader, writer, args)
+            res["counters"] = gannet_counters.counters(writer)
         except Exception as e:  # noqa: BLE001 - reported in the RESULT line
             res = {"error": repr(e)}
         if not done.done():
@@ -59,9 +62,16 @@ async def streams_server(args, gannet, opts, meta) -> None:
 
 
 async def streams_client(args, gannet, opts, meta) -> None:
+    t_open = time.monotonic()
     reader, writer = await gannet.open_connection(args.host, args.port,
                                                   config=config_for(gannet, opts))
+    t_open = time.monotonic() - t_open
+    sampler = gannet_counters.Sampler(writer, args.sample_ms / 1e3) if args.sample_ms else None
     res = await streams.run_client(reader, writer, args)
+    res["counters"] = gannet_counters.counters(writer)
+    res["counters"]["handshake_s"] = t_open
+    if sampler is not None:
+        res["counters"]["sampled"] = sampler.stop()
     c.emit({**res, **meta})
 
 
@@ -100,6 +110,9 @@ def main(argv=None) -> None:
     p.add_argument("--uvloop", action="store_true", help="run the streams API on uvloop")
     p.add_argument("--insecure", action="store_true",
                    help="no encryption (the plaintext row)")
+    p.add_argument("--sample-ms", type=float, default=0.0, metavar="MS",
+                   help="the sender's state every MS milliseconds in the result's counters "
+                        "(bench/gannet_counters.py; 0: off, the default: it wakes the loop)")
     args = p.parse_args(argv)
     import gannet
 

@@ -110,3 +110,25 @@ def test_repeat_runs_rounds_and_summarises_them(tmp_path):
 def test_repeat_must_be_positive(tmp_path):
     proc, _ = run_compare(tmp_path, "--repeat", "0")
     assert proc.returncode == 2 and "--repeat must be at least 1" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_gannet_counters_in_the_json(tmp_path):
+    """The Gannet runner reports each round's counters (bench/gannet_counters.py):
+    both ends' connection and adapter counts, and with --gannet-sample-ms the
+    sender's sampled timeline and its summary."""
+    proc, data = run_compare(tmp_path, "--transports", "gannet-insecure", "--no-pingpong",
+                             "--gannet-sample-ms", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bulk = by_name(data)["gannet-insecure"]["bulk"]
+    assert bulk["verified"] is True
+    snd, rcv = bulk["counters"]["sender"], bulk["counters"]["receiver"]
+    assert snd["stats"]["bytes_sent"] >= 4 << 20
+    assert rcv["stats"]["bytes_received"] == 4 << 20
+    assert rcv["io"]["datagrams_received"] >= snd["stats"]["segments_sent"] - snd["stats"]["retransmits"]
+    assert snd["io"]["datagrams_received"] == snd["stats"]["segments_received"] > 0  # the ACKs
+    assert snd["handshake_s"] > 0 and bulk["cpu_s_client"] > 0 and bulk["cpu_s_server"] > 0
+    sampled = snd["sampled"]
+    assert sampled["samples"] == len(sampled["timeline"]) or sampled["samples"] > 200
+    assert sum(sampled["limits"].values()) == sampled["samples"]
+    assert sampled["top_datagram"] == max(row[2] for row in sampled["timeline"])

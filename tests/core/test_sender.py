@@ -201,6 +201,44 @@ def test_a_window_limited_sender_is_not_app_limited():
     assert all(rec[5] is bool(mark) for rec in snd._sent_log)
 
 
+@pytest.mark.parametrize("runs", [False, True])
+def test_a_sender_stopped_by_the_peers_receive_window_marks_samples_app_limited(runs):
+    """With data waiting and room in the congestion window, the peer's
+    receive window stops the sender: what it delivers then measures the
+    peer's application (its reads open the window), not the path, so the
+    samples are marked as RFC 9438 reads application-limited. Both the
+    segment loop and the run path."""
+    a, b, snd = sender(congestion_control="newreno", window_size=65535, autotune=False,
+                       delayed_ack=False, initial_window=100)
+    acknowledge(a, b, output(snd), NOW)
+    snd.write(bytes(100 * snd.mss))
+    sent = output(snd, NOW + 0.01, runs)
+    assert sent and snd.snd_nxt == snd.snd_una + snd.snd_wnd // snd.mss * snd.mss  # the window's whole segments
+    assert snd.pipe() < snd.cwnd()  # the congestion window had room
+    assert snd._app_limited_until == snd.delivered + snd.pipe()
+
+
+def test_bbr_stays_in_startup_while_the_peers_receive_window_limits_it():
+    """Rounds whose delivery rate the peer's window capped do not count as
+    BBR's bandwidth plateau: Startup goes on, so that the window's growth
+    (autotuning) is met at Startup's pace instead of probe_bw's 1.25x per
+    cycle. Without the mark it left Startup after five such rounds."""
+    a, b, snd = sender(congestion_control="bbr", window_size=65535, autotune=False,
+                       delayed_ack=False, initial_window=100)
+    acknowledge(a, b, output(snd), NOW)
+    snd.write(bytes(2000 * snd.mss))
+    now = NOW
+    for _ in range(12):
+        now += 0.001
+        sent = output(snd, now)
+        assert sum(len(s.payload) for s in sent) < snd.cwnd()  # the peer's window limits, every round
+        now += 0.001
+        acknowledge(a, b, sent, now)
+        assert b.conn.recv(1 << 20)  # the peer reads, its window reopens
+        deliver(a, b.out(now), now)
+    assert a.conn.cc.state == "startup"
+
+
 def test_the_mark_is_set_on_an_output_pass_that_finds_nothing_to_send():
     a, b, snd = sender(congestion_control="newreno", nodelay=True)
     snd.write(bytes(300))

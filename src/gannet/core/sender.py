@@ -586,7 +586,13 @@ class Sender:
             self.fin_sent = True
             sent_any = True
         self._store_tokens(budget)
-        if self.snd_nxt >= data_end and not lost._starts:
+        if not lost._starts and (self.snd_nxt >= data_end or self.snd_nxt + mss > wnd_edge):
+            # Out of data, or stopped by the peer's receive window: either
+            # way the application (ours, or the peer's, which has not read
+            # enough to open the window) limits the flow, not the path, as
+            # RFC 9438 reads "application-limited". Marked, the rate samples
+            # taken until this data is delivered cannot end BBR's Startup
+            # while autotuning still grows the peer's window.
             self._note_app_limited(pipe, cwnd)
         if sent_any:
             self.on_data_sent(now)
