@@ -558,8 +558,12 @@ class Opener:
         aead, iv, rows = self._current
         window = self.window
         if rows is not None and (seg if 0 < seg < len(buf) else len(buf)) <= NATIVE_ROW_MAX:
-            row, pos, first, count, stop = rows.open_rows(buf, seg, start, out, pos, PROTECTED,
-                                                          self.key_phase, dst_cid, window.highest, trailers)
+            # (declared: compiled, a typed tuple is read by index, where an
+            # untyped one was unpacked through an iterator, item by item)
+            answer: tuple[int, int, int, int, int] = rows.open_rows(buf, seg, start, out, pos, PROTECTED,
+                                                                   self.key_phase, dst_cid, window.highest,
+                                                                   trailers)
+            row, pos, first, count, stop = answer
         else:
             row, pos, first, count, stop = _open_rows(aead, iv, buf, seg, start, out, pos, PROTECTED,
                                                       self.key_phase, dst_cid, window.highest, trailers)
