@@ -51,8 +51,8 @@ from ..wire.datagram import (
     WireError,
     decode,
     encode,
-    peek_short,
     peek_short_parts,
+    short_fields,
 )
 from ..wire.segment import ACK, PSH, RST, SYN, Segment, SegmentRun, reset_for
 from .connection import Connection
@@ -306,8 +306,8 @@ class Endpoint:
         in-order data segment take the connection's run path as a run of one;
         `authenticated` (see receive_batch) skips its CRC."""
         src: int | None  # the short form names no source
-        head = peek_short(data, authenticated)
-        if head is None:
+        head = short_fields(data, authenticated)
+        if not head[0]:
             if self._unreachable and data[1] & SYN and addr in self._unreachable and not any(data[4:8]):
                 # A SYN from an address that answered with an ICMP unreachable:
                 # a flood comes round to the same forged ports again and again,

@@ -588,6 +588,71 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(seal_short_doc,
+"seal_short(flags, wnd, dst_cid, seq, ack, tsval, payload, key_phase, pn) -> bytes\n\n"
+"seal_datagram of the short-form datagram these fields make\n"
+"(gannet.wire.datagram.encode_short), without that datagram: its fields are\n"
+"written straight into the envelope and sealed there, and its CRC32C\n"
+"trailer, which sealing leaves out, is never computed. For a message, a\n"
+"reply or an ACK of an established connection.");
+
+static PyObject *
+keys_seal_short(KeysObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "seal_short(flags, wnd, dst_cid, seq, ack, tsval, payload, key_phase, pn)");
+        return NULL;
+    }
+    long flags = PyLong_AsLong(args[0]);
+    long wnd = PyLong_AsLong(args[1]);
+    unsigned long dst = PyLong_AsUnsignedLong(args[2]);
+    unsigned long seq = PyLong_AsUnsignedLong(args[3]);
+    unsigned long ack = PyLong_AsUnsignedLong(args[4]);
+    unsigned long tsval = PyLong_AsUnsignedLong(args[5]);
+    long key_phase = PyLong_AsLong(args[7]);
+    unsigned long long pn = PyLong_AsUnsignedLongLong(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (flags < 0 || flags > 0xFF || flags & SHORT_BIT || wnd < 0 || wnd > 0xFFFF || dst > 0xFFFFFFFFul
+        || seq > 0xFFFFFFFFul || ack > 0xFFFFFFFFul || tsval > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "a field out of its range");
+        return NULL;
+    }
+    Py_buffer payload;
+    if (PyObject_GetBuffer(args[6], &payload, PyBUF_SIMPLE) != 0)
+        return NULL;
+    PyObject *result = NULL;
+    /* the sealed body: the inner datagram's bytes 8 to its trailer (seq,
+     * ack, TSval, payload), then its TAIL */
+    Py_ssize_t body = 12 + payload.len;
+    if (body > 0x7FFFFFFF - HEADER_SIZE - TAIL - TAG_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "payload too long");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + body + TAIL + TAG_SIZE);
+    if (result == NULL)
+        goto done;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(result);
+    put_be32(o, (uint32_t)PROTECTED_FORM << 24 | (uint32_t)(key_phase & 1) << PN_BITS
+                    | ((uint32_t)pn & PN_MASK));
+    put_be32(o + 4, (uint32_t)dst);
+    put_be32(o + 8, (uint32_t)seq);
+    put_be32(o + 12, (uint32_t)ack);
+    put_be32(o + 16, (uint32_t)tsval);
+    memcpy(o + 20, payload.buf, (size_t)payload.len);
+    unsigned char tail[TAIL] = {(unsigned char)(flags | SHORT_BIT), (unsigned char)(wnd >> 8),
+                                (unsigned char)wnd};
+    /* sealed in place (the AEADs allow the output to be the input) */
+    if (seal_one(self, o, o + HEADER_SIZE, (int)body, (uint64_t)pn, tail) != 0) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+    }
+done:
+    PyBuffer_Release(&payload);
+    return result;
+}
+
 /* Why open_rows stopped before the end. */
 #define STOP_END 0       /* every row opened */
 #define STOP_OTHER 1     /* a row that is not the common case: Python opens it */
@@ -655,17 +720,35 @@ open_row(KeysObject *self, const unsigned char *p, Py_ssize_t n, unsigned char *
 }
 
 static PyObject *
-keys_open_rows(KeysObject *self, PyObject *args)
+keys_open_rows(KeysObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer buf, out;
-    Py_ssize_t seg, start, pos;
-    int form, flags;
-    unsigned long dst;
-    long long after;
-    int trailers = 1;
-    if (!PyArg_ParseTuple(args, "y*nnw*niikL|p", &buf, &seg, &start, &out, &pos, &form, &flags, &dst,
-                          &after, &trailers))
+    /* (FASTCALL, its arguments converted one by one: a GRO batch of small
+     * datagrams of several connections makes a call per connection, and
+     * PyArg_ParseTuple's format and argument tuple were a third of one) */
+    if (nargs != 9 && nargs != 10) {
+        PyErr_SetString(PyExc_TypeError,
+                        "open_rows(buf, seg, start, out, pos, form, flags, dst_cid, after_pn, trailers=True)");
         return NULL;
+    }
+    Py_ssize_t seg = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t pos = PyLong_AsSsize_t(args[4]);
+    int form = (int)PyLong_AsLong(args[5]);
+    int flags = (int)PyLong_AsLong(args[6]);
+    unsigned long dst = PyLong_AsUnsignedLong(args[7]);
+    long long after = PyLong_AsLongLong(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    int trailers = nargs == 10 ? PyObject_IsTrue(args[9]) : 1;
+    if (trailers < 0)
+        return NULL;
+    Py_buffer buf, out;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) != 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[3], &out, PyBUF_WRITABLE) != 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
     PyObject *result = NULL;
     if (seg <= 0 || seg >= buf.len)
         seg = buf.len;
@@ -693,7 +776,22 @@ keys_open_rows(KeysObject *self, PyObject *args)
             first = pn;
         prev = pn;
     }
-    result = Py_BuildValue("nnKni", row, pos, (unsigned long long)first, count, stop);
+    result = PyTuple_New(5);
+    if (result != NULL) {
+        PyObject *items[5] = {PyLong_FromSsize_t(row), PyLong_FromSsize_t(pos),
+                              PyLong_FromUnsignedLongLong((unsigned long long)first),
+                              PyLong_FromSsize_t(count), PyLong_FromLong(stop)};
+        for (int i = 0; i < 5; i++) {
+            if (items[i] == NULL) {
+                for (int j = 0; j < 5; j++)
+                    Py_XDECREF(items[j]);
+                Py_CLEAR(result);
+                break;
+            }
+        }
+        for (int i = 0; result != NULL && i < 5; i++)
+            PyTuple_SET_ITEM(result, i, items[i]);
+    }
 done:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&out);
@@ -742,9 +840,10 @@ keys_open_datagram(KeysObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef keys_methods[] = {
     {"seal_rows", (PyCFunction)keys_seal_rows, METH_VARARGS, seal_rows_doc},
-    {"open_rows", (PyCFunction)keys_open_rows, METH_VARARGS, open_rows_doc},
+    {"open_rows", (PyCFunction)(void (*)(void))keys_open_rows, METH_FASTCALL, open_rows_doc},
     {"seal_datagram", (PyCFunction)(void (*)(void))keys_seal_datagram, METH_FASTCALL, seal_datagram_doc},
     {"open_datagram", (PyCFunction)(void (*)(void))keys_open_datagram, METH_FASTCALL, open_datagram_doc},
+    {"seal_short", (PyCFunction)(void (*)(void))keys_seal_short, METH_FASTCALL, seal_short_doc},
     {NULL, NULL, 0, NULL},
 };
 

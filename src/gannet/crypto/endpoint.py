@@ -82,7 +82,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import MethodType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -94,7 +94,7 @@ from ..core.connection import RUN_BYTES, Connection
 from ..core.endpoint import SYN_ADMIT, Endpoint
 from ..core.states import SYNCHRONIZED, State
 from ..wire.batch import Train
-from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode
+from ..wire.datagram import SHORT_FORM, TRAILER_SIZE, VERSION, WireError, decode, encode, short_form
 from ..wire.protected import (
     ALERT,
     ALERT_ENCRYPTION_REQUIRED,
@@ -122,7 +122,7 @@ from ..wire.protected import (
     parse_header,
     restore_inner,
 )
-from ..wire.segment import ACK, RST, SYN
+from ..wire.segment import ACK, RST, SYN, Segment
 from .handshake import (
     MODE_NAMES,
     ClientHandshake,
@@ -151,6 +151,9 @@ if TYPE_CHECKING:
     from ..observe.trace import EndpointObserver
 
 _SYN_ACK = SYN | ACK
+# The envelope's header, read per datagram: bound once (compiled, a Final is
+# a C static; HEADER is a name of an interpreted module, a lookup per use).
+_unpack_header: Final = HEADER.unpack_from
 
 
 @dataclass(frozen=True)
@@ -615,7 +618,7 @@ class SecureEndpoint(Endpoint):
         # (Without the C primitive a small datagram takes `_open`, which is
         # fewer steps for one; a large one is still opened into a buffer.)
         if NATIVE_ROWS or n > NATIVE_ROW_MAX:
-            dst = int.from_bytes(data[4:8], "big")
+            dst: int = _unpack_header(data)[1]  # (one call, where a slice and int.from_bytes were two)
             session = self._sessions.get(dst)
             if session is not None and session.chosen is not None:
                 size = n - OVERHEAD
@@ -1153,7 +1156,20 @@ class SecureEndpoint(Endpoint):
             # (datagrams_to_send's pass seals)
             return Endpoint._encode_into(self, conn, segs, out, trains)
         sealer = session.chosen[0]
-        if len(segs) > 1:
+        if len(segs) == 1:
+            first = segs[0]
+            one: Segment | None = first if type(first) is Segment else None
+            tsval = one.tsval if one is not None else None
+            if one is not None and tsval is not None and short_form(conn.remote_cid, one):
+                # One segment of the short form (a message, a reply, an
+                # ACK): sealed from its fields, the bytes encode and
+                # seal_datagram would give, without the plaintext datagram
+                # and its CRC, which the tag replaces.
+                self.security_stats.sealed += 1
+                out.append((sealer.seal_short(conn.remote_cid, one.flags, one.seq, one.ack, one.wnd, tsval,
+                                              one.payload), conn.remote_addr))
+                return 1
+        elif len(segs) > 1:
             # A segment at a time, each sealed as soon as it is encoded: the
             # plaintext train is sealed while it is still in the cache and
             # goes back to the pool at once, so a pass of many runs (with

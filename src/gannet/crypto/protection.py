@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .._build import extension
 from ..wire.batch import Train, _reuse, release
+from ..wire.datagram import DATA_OVERHEAD, encode_short
 from ..wire.protected import (
     ELIDED,
     HEADER_SIZE,
@@ -303,23 +304,47 @@ class Sealer:
                 self.update()
         return pos
 
+    def _one_step(self, n: int) -> Any:
+        """The rows primitive, when a datagram of `n` bytes can be sealed by
+        one call of it that makes the sealed bytes (seal_rows' one step: no
+        key update or limit near, a size the primitive takes); else None."""
+        rows = self._rows
+        if rows is not None and self.pn + 1 < self._next_update and n <= NATIVE_ROW_MAX:
+            return rows
+        return None
+
     def seal_datagram(self, datagram: bytes | bytearray | memoryview, dst_cid: int) -> bytes | bytearray:
         """One plaintext datagram (with its CRC trailer, which the tag
         replaces) sealed for `dst_cid`: `seal_rows` of one row."""
         n = len(datagram)
         pn = self.pn
-        rows = self._rows
-        if rows is not None and pn + 1 < self._next_update and n <= NATIVE_ROW_MAX:
-            # (seal_rows' one step, when no key update or limit is near: one
-            # call, which makes the sealed bytes)
+        rows = self._one_step(n)
+        if rows is not None:
             sealed: bytes = rows.seal_datagram(datagram, self.key_phase, dst_cid, pn)
             self.pn = pn + 1
             return sealed
+        rows = self._rows
         if rows is None:  # one `seal`: fewer steps than the rows path for one row
             return self.seal(seal_header(self.key_phase, dst_cid, pn), sealed_plaintext(datagram))
         out = bytearray(n + OVERHEAD)
         self.seal_rows(memoryview(datagram), n, 1, memoryview(out), dst_cid)
         return out
+
+    def seal_short(self, dst_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: int,
+                   payload: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """`seal_datagram` of the short-form datagram these fields make
+        (wire.datagram.encode_short), the same bytes. Where the rows
+        primitive is built, that datagram is never made: the fields go
+        straight into the envelope, and the CRC32C trailer that sealing
+        would drop is never computed (a small message's or an ACK's send
+        path: docs/design.md, "One small segment through an endpoint")."""
+        pn = self.pn
+        rows = self._one_step(DATA_OVERHEAD + len(payload))
+        if rows is not None:
+            sealed: bytes = rows.seal_short(flags, wnd, dst_cid, seq, ack, tsval, payload, self.key_phase, pn)
+            self.pn = pn + 1
+            return sealed
+        return self.seal_datagram(encode_short(dst_cid, flags, seq, ack, wnd, tsval, payload), dst_cid)
 
     def update(self) -> None:
         """Move to the next key generation now."""
@@ -533,8 +558,12 @@ class Opener:
         aead, iv, rows = self._current
         window = self.window
         if rows is not None and (seg if 0 < seg < len(buf) else len(buf)) <= NATIVE_ROW_MAX:
-            row, pos, first, count, stop = rows.open_rows(buf, seg, start, out, pos, PROTECTED,
-                                                          self.key_phase, dst_cid, window.highest, trailers)
+            # (declared: compiled, a typed tuple is read by index, where an
+            # untyped one was unpacked through an iterator, item by item)
+            answer: tuple[int, int, int, int, int] = rows.open_rows(buf, seg, start, out, pos, PROTECTED,
+                                                                   self.key_phase, dst_cid, window.highest,
+                                                                   trailers)
+            row, pos, first, count, stop = answer
         else:
             row, pos, first, count, stop = _open_rows(aead, iv, buf, seg, start, out, pos, PROTECTED,
                                                       self.key_phase, dst_cid, window.highest, trailers)

@@ -727,11 +727,15 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
         first, passed_on = p._batch_passed_on
         while calls < RECV_CALLS and datagrams < RECV_BATCH:
             try:
+                # (declared: compiled, a typed tuple is read by index, where
+                # an untyped one was unpacked through an iterator per read)
+                got: tuple[int, list[Any], int, Any]
                 if large and split is not None:
-                    n, anc, flags, addr = recvmsg_into(split, GRO_CMSG_SPACE)
+                    got = recvmsg_into(split, GRO_CMSG_SPACE)
                 else:
                     large = False
-                    n, anc, flags, addr = recvmsg_into(bufs, GRO_CMSG_SPACE)
+                    got = recvmsg_into(bufs, GRO_CMSG_SPACE)
+                n, anc, flags, addr = got
             except (BlockingIOError, InterruptedError):
                 if not calls:
                     p._read_error_queue()  # woken for an error, not for data
@@ -795,7 +799,8 @@ def send(p: DatagramPath, out: Outgoing) -> None:
         # (Read as objects: a SourceTrain, which is no bytes, may be the one
         # item, and the compiled build checks a typed tuple as it unpacks.)
         items: list[Any] = out
-        data, addr = items[0]
+        item: tuple[Any, Any] = items[0]  # (a typed tuple: read by index, not through an iterator)
+        data, addr = item
         if type(data) is not Train and type(data) is not SourceTrain:
             # One datagram (a message, a reply, an ACK): what _transmit_gso
             # does with it, without its run machinery.

@@ -98,6 +98,8 @@ _TS_OPT: Final = struct.Struct("!BBII")
 _SHORT_MIN: Final = SHORT_SIZE + TRAILER_SIZE
 _ACK_PSH: Final = ACK | PSH
 _SHORT_MASK: Final = 0xFF & ~(PSH | FIN)  # flags & _SHORT_MASK == ACK: the short form can carry them
+# short_fields' answer for a datagram that is not a short-form ACK or data segment
+NOT_SHORT: Final = (0, 0, 0, 0, 0, 0)
 _SMALL: Final = 512  # payloads up to this size are encoded by concatenation (encode_short)
 # The per-datagram calls, bound once: compiled, a Final is a C static, where
 # a name imported from an uncompiled module is a dictionary lookup per use
@@ -118,19 +120,9 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
     and no other option, both connection IDs known) goes in it; the source
     ID and TSecr are then left out. (A retry token rides only on a SYN or on
     a Retry, which has no timestamps: neither ever takes the short form.)"""
-    if (
-        seg.tsval is not None
-        and seg.flags & _SHORT_MASK == ACK
-        and dst_cid
-        and not seg.sack
-        and seg.mss is None
-        and seg.wscale is None
-        and seg.mode is None
-        and seg.max_packet is None
-        and not seg.sack_permitted
-        and not seg.unknown_options
-    ):
-        return encode_short(dst_cid, seg.flags, seg.seq, seg.ack, seg.wnd, seg.tsval, seg.payload)
+    tsval = seg.tsval
+    if tsval is not None and short_form(dst_cid, seg):
+        return encode_short(dst_cid, seg.flags, seg.seq, seg.ack, seg.wnd, tsval, seg.payload)
     opts = _encode_options(seg)
     hlen = HEADER_SIZE + len(opts)
     buf = bytearray(hlen + len(seg.payload) + TRAILER_SIZE)
@@ -141,6 +133,25 @@ def encode(dst_cid: int, src_cid: int, seg: Segment) -> bytes:
     buf[hlen:end] = seg.payload
     buf[end:] = crc32c(memoryview(buf)[:end]).to_bytes(4, "little")
     return bytes(buf)
+
+
+def short_form(dst_cid: int, seg: Segment) -> bool:
+    """Whether the short form carries `seg` addressed to `dst_cid` (the
+    rule `encode` follows; the security layer seals such a segment from
+    its fields, crypto.protection.Sealer.seal_short): ACK, maybe PSH or
+    FIN, timestamps and no other option, both connection IDs known."""
+    return (
+        seg.tsval is not None
+        and seg.flags & _SHORT_MASK == ACK
+        and dst_cid != 0
+        and not seg.sack
+        and seg.mss is None
+        and seg.wscale is None
+        and seg.mode is None
+        and seg.max_packet is None
+        and not seg.sack_permitted
+        and not seg.unknown_options
+    )
 
 
 def encode_short(dst_cid: int, flags: int, seq: int, ack: int, wnd: int, tsval: int,
@@ -172,11 +183,21 @@ def peek_short(data: bytes | bytearray | memoryview,
     datagram (one an AEAD tag vouched for: gannet.crypto), whose trailer
     is not read.
     """
+    head = short_fields(data, authenticated)
+    return head if head[0] else None
+
+
+def short_fields(data: bytes | bytearray | memoryview,
+                 authenticated: bool = False) -> tuple[int, int, int, int, int, int]:
+    """`peek_short`'s fields, or NOT_SHORT (destination ID 0, which no
+    short-form segment has) where it gives None: the same checks. For the
+    receive path of every datagram: compiled, the fields go to the caller
+    as six machine words, not as a tuple object of six ints."""
     if len(data) < _SHORT_MIN:
-        return None
+        return NOT_SHORT
     head = _short_head(data)
-    if head is None or (not authenticated and _crc32c(data) != CRC_RESIDUE):
-        return None
+    if not head[0] or (not authenticated and _crc32c(data) != CRC_RESIDUE):
+        return NOT_SHORT
     return head
 
 
@@ -190,17 +211,17 @@ def peek_short_parts(head: bytes | bytearray, payload: bytes,
     if len(head) != SHORT_SIZE or len(trailer) != TRAILER_SIZE:
         return None
     fields = _short_head(head)
-    if fields is None or _crc32c(trailer, _crc32c(payload, _crc32c(head))) != CRC_RESIDUE:
+    if not fields[0] or _crc32c(trailer, _crc32c(payload, _crc32c(head))) != CRC_RESIDUE:
         return None
     return fields
 
 
-def _short_head(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int] | None:
+def _short_head(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int]:
     """The short header's fields if they are a short-form ACK or data
-    segment's (peek_short's checks but the CRC), else None."""
+    segment's (peek_short's checks but the CRC), else NOT_SHORT."""
     form, flags, wnd, dst, seq, ack, tsval = _unpack_short(data)
     if form != SHORT_FORM or flags | PSH != _ACK_PSH or not dst:
-        return None
+        return NOT_SHORT
     return dst, flags, seq, ack, wnd, tsval
 
 
@@ -225,12 +246,12 @@ def scan_rows(view: memoryview, start: int, seg: int, runs: list[tuple], checked
     while off < n:
         d = view[off : off + seg]
         end = len(d) - TRAILER_SIZE
-        head = None
+        head = NOT_SHORT
         if end > SHORT_SIZE:  # a short-form segment with data
             head = _short_head(d)
-            if head is not None and off >= checked and _crc32c(d) != CRC_RESIDUE:
-                head = None
-        if head is None:
+            if head[0] and off >= checked and _crc32c(d) != CRC_RESIDUE:
+                head = NOT_SHORT
+        if not head[0]:
             if open_run:
                 runs.append(_joined(dst, seq0, ack0, wnd0, ts0, ts1, payloads, view[first:off]))
                 open_run = False
