@@ -27,3 +27,29 @@ def test_ci_runs_the_readmes_test_command():
     assert test_command in lines, f".ci/run does not run {test_command!r}"
     assert ci.stat().st_mode & 0o111, ".ci/run is not executable"
     assert lines.index(test_command) == max(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+
+
+def repeated_runs(lines: list[str], size: int = 8) -> list[int]:
+    """Line numbers (1-based) where a run of `size` non-blank lines that
+    appeared earlier in the page starts again."""
+    seen: set[tuple[str, ...]] = set()
+    starts = []
+    for i in range(len(lines) - size + 1):
+        run = tuple(lines[i:i + size])
+        if any(not line.strip() for line in run):
+            continue
+        if run in seen:
+            starts.append(i + 1)
+        seen.add(run)
+    return starts
+
+
+def test_the_readme_says_each_thing_once():
+    """An edit that pastes a section twice (it happened to the commands'
+    examples and the performance section) shows as a repeated heading or a
+    repeated run of lines."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    headings = [line for line in lines if line.startswith("## ")]
+    assert len(headings) == len(set(headings)), headings
+    assert repeated_runs(lines) == []
+    assert repeated_runs(["a", "b", "x", "a", "b"], size=2) == [4]
