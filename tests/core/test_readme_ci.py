@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -44,12 +46,21 @@ def repeated_runs(lines: list[str], size: int = 8) -> list[int]:
     return starts
 
 
-def test_the_readme_says_each_thing_once():
-    """An edit that pastes a section twice (it happened to the commands'
-    examples and the performance section) shows as a repeated heading or a
+PAGES = ["README.md", "CHANGELOG.md", "BENCHMARKS.md"] + sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_says_each_thing_once(page):
+    """An edit that pastes a section twice (it happened to the README's
+    examples and performance section) shows as a repeated heading or a
     repeated run of lines."""
-    lines = (ROOT / "README.md").read_text().splitlines()
-    headings = [line for line in lines if line.startswith("## ")]
+    lines = (ROOT / page).read_text().splitlines()
+    headings, in_code = [], False
+    for line in lines:
+        in_code ^= line.startswith("```")
+        if not in_code and re.match(r"#{1,6} ", line):
+            headings.append(line)
     assert len(headings) == len(set(headings)), headings
     assert repeated_runs(lines) == []
     assert repeated_runs(["a", "b", "x", "a", "b"], size=2) == [4]
