@@ -84,6 +84,11 @@ MODULES = (
     # per-connection waiter its events update (docs/design.md, "What a
     # blocking `Socket` round trip costs")
     "gannet.io.sockpath",
+    # the tunnel's mux mode per request: a channel's from_tcp (which the
+    # loop calls for each TCP read: TcpSide hands its data_received over)
+    # and to_tcp, the frame parser and the credit accounting, native
+    # classes calling each other directly (docs/design.md, "Many TCP connections over one Gannet connection")
+    "gannet.apps.tunnel_mux",
 )
 
 # C extensions of the project's own, each with its Python equivalent beside

@@ -5,6 +5,7 @@ The behaviour both modes share (half-close, refused target, resets, memory
 bounds, loss) is tested for both in test_tunnel_relay.py."""
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -394,17 +395,6 @@ def test_an_open_beyond_the_channel_limit_is_reset(monkeypatch):
     run(main())
 
 
-class _Writer:
-    def get_extra_info(self, name):
-        return ("192.0.2.1", 1)
-
-    def abort(self):
-        pass
-
-    def close(self):
-        pass
-
-
 class _Counting:
     malformed = 0
 
@@ -412,41 +402,67 @@ class _Counting:
         pass
 
 
-class _FakeChannel:
-    """What the parser calls on a channel, recorded."""
+class _Transport:
+    """A TCP transport's calls, recorded: what the channel writes and the
+    events (EOF written, reading paused or resumed, aborted)."""
 
     def __init__(self):
         self.got = bytearray()
-        self.window = 1 << 30
-        self.peer_ended = False
         self.events = []
 
-    def to_tcp(self, data):
+    def write(self, data):
         self.got += data
 
-    def granted(self, n):
-        self.events.append(("window", n))
+    def can_write_eof(self):
+        return True
 
-    def peer_eof(self):
-        self.peer_ended = True
+    def write_eof(self):
         self.events.append("eof")
 
-    def peer_reset(self, reason):
-        self.events.append(("reset", reason))
+    def pause_reading(self):
+        pass
 
-    def fail(self, reason, exc, *, tell_peer):
-        self.events.append(("fail", reason))
+    def resume_reading(self):
+        pass
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def set_protocol(self, protocol):
+        pass
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def close(self):
+        self.events.append("close")
+
+    def abort(self):
+        self.events.append("abort")
 
 
-def _parser(loop):
-    """A client's MuxSession with one channel (1) open, without a connection."""
-    m = mux.MuxSession.__new__(mux.MuxSession)
-    m.tunnel, m.client, m.ended, m.log_id, m.peer = _Counting(), True, False, 1, "192.0.2.1:1"
-    m.partial, m.remaining, m.current, m.max_id = b"", 0, None, 1
-    m.g_writer, m.closed, m.reason = _Writer(), loop.create_future(), "closed"
-    ch = _FakeChannel()
-    m.channels = {1: ch}
-    return m, ch
+@contextlib.asynccontextmanager
+async def _parser():
+    """A client's MuxSession with one channel (1) open, on a loopback Gannet
+    connection (what the parser is fed is fed directly) and with a
+    recording TCP transport: the session and the channel are the real
+    classes, as the compiled build runs them."""
+
+    async def serve(reader, writer):
+        await reader.read()
+
+    server = await gannet.start_server(serve, HOST, 0)
+    try:
+        _, g_writer = await gannet.open_connection(HOST, server.addresses[0][1])
+        m = mux.MuxSession(_Counting(), g_writer, 1, client=True)
+        side = tun.TcpSide()
+        transport = _Transport()
+        side.connection_made(transport)
+        assert m.open_channel(side, 1, tun.RelayResult()) is not None
+        yield m, m.channels[1], transport
+        g_writer.abort()
+    finally:
+        server.close()
 
 
 def test_frames_split_anywhere_parse_the_same():
@@ -459,14 +475,15 @@ def test_frames_split_anywhere_parse_the_same():
 
     async def main():
         for cuts in ([], [1], [8, 9, 10], [25, 26, 30], [40, 41, 2000, 5040], list(range(1, len(stream)))):
-            m, ch = _parser(asyncio.get_running_loop())
-            prev = 0
-            for c in cuts + [len(stream)]:
-                m.feed_data(stream[prev:c])
-                prev = c
-            assert m.tunnel.malformed == 0
-            assert bytes(ch.got) == payload
-            assert ch.events == [("window", 77), "eof"]
+            async with _parser() as (m, ch, transport):
+                prev = 0
+                for c in cuts + [len(stream)]:
+                    m.feed_data(stream[prev:c])
+                    prev = c
+                assert m.tunnel.malformed == 0
+                assert bytes(transport.got) == payload
+                assert ch.credit == mux.CHANNEL_WINDOW + 77  # the WINDOW frame's increment
+                assert transport.events == ["eof"]
 
     run(main())
 
@@ -557,16 +574,16 @@ def test_any_bytes_from_the_peer_are_parsed_or_reset_never_an_error(chunks, cuts
     errors = []
 
     async def main():
-        m, ch = _parser(asyncio.get_running_loop())
-        prev = 0
-        for c in sorted(set(cuts)) + [len(stream)]:
-            m.feed_data(stream[prev:c])
-            prev = max(prev, c)
-        if m.ended:
-            assert m.tunnel.malformed == 1
-            assert m.reason.startswith("tunnel reset (malformed framing")
-        else:
-            assert m.tunnel.malformed == 0
+        async with _parser() as (m, ch, transport):
+            prev = 0
+            for c in sorted(set(cuts)) + [len(stream)]:
+                m.feed_data(stream[prev:c])
+                prev = max(prev, c)
+            if m.ended:
+                assert m.tunnel.malformed == 1
+                assert m.reason.startswith("tunnel reset (malformed framing")
+            else:
+                assert m.tunnel.malformed == 0
 
     original = mux.log.error
     mux.log.error = lambda *a, **kw: errors.append(a)

@@ -55,7 +55,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import gannet
 from gannet.apps.tunnel import (
@@ -75,27 +75,32 @@ __all__ = [
     "MuxSession", "Channel", "MuxError", "frame",
 ]
 
-HEADER = struct.Struct("!BII")
+# Final names are constants in the compiled build (no module lookup per use).
+HEADER: Final = struct.Struct("!BII")
 """A frame's header: kind, channel id, length of the body."""
-HEADER_SIZE = HEADER.size
-OPEN, DATA, EOF, RESET, WINDOW = 1, 2, 3, 4, 5
-KIND_NAMES = {OPEN: "OPEN", DATA: "DATA", EOF: "EOF", RESET: "RESET", WINDOW: "WINDOW"}
-_INCREMENT = struct.Struct("!I")
-CHANNEL_WINDOW = 4 * 1024 * 1024
+HEADER_SIZE: Final[int] = HEADER.size
+OPEN: Final = 1
+DATA: Final = 2
+EOF: Final = 3
+RESET: Final = 4
+WINDOW: Final = 5
+KIND_NAMES: Final = {OPEN: "OPEN", DATA: "DATA", EOF: "EOF", RESET: "RESET", WINDOW: "WINDOW"}
+_INCREMENT: Final = struct.Struct("!I")
+CHANNEL_WINDOW: Final = 4 * 1024 * 1024
 """Each direction's credit when a channel opens (as large as a Gannet
 connection's default receive window: one channel's bulk transfer is not
 held back by its credit where a connection of its own would not be)."""
-GRANT_AT = CHANNEL_WINDOW // 4
+GRANT_AT: Final = CHANNEL_WINDOW // 4
 """Bytes taken by the TCP side before the receiver grants them back."""
-MAX_CREDIT = 1 << 31
+MAX_CREDIT: Final = 1 << 31
 """More outstanding credit than this is a broken peer."""
-MAX_REASON = 1000
+MAX_REASON: Final = 1000
 """Longest RESET reason (bytes, UTF-8)."""
 MAX_CHANNELS = 4096
 """Open channels per mux connection; an OPEN beyond is reset."""
 
-_pack = HEADER.pack
-_unpack_from = HEADER.unpack_from
+_pack: Final = HEADER.pack
+_unpack_from: Final = HEADER.unpack_from
 
 
 class MuxError(Exception):
@@ -331,8 +336,10 @@ class MuxSession:
         # returns wait in a list.
         self._before: list[bytes] = []
         self._forward: Callable[[bytes], int] = self._before_divert
-        self.flow = divert(g_writer, self)
-        self._forward = self.flow.forward
+        # Only the glue's `forward` is kept (called as a plain callable, so
+        # typed loosely: what divert returns is not this module's business).
+        flow: Any = divert(g_writer, self)
+        self._forward = flow.forward
         before, self._before = self._before, []
         for data in before:
             self.send(data)
@@ -403,7 +410,10 @@ class MuxSession:
             log.error("#%d mux %s reset: %r", self.log_id, self.peer, exc, exc_info=exc)
             self.fail(exc)
 
-    def _parse(self, data: Any) -> None:
+    def _parse(self, data: bytes) -> None:
+        kind: int
+        cid: int
+        length: int
         off = 0
         remaining = self.remaining
         if remaining:  # the rest of a DATA payload
