@@ -60,34 +60,6 @@ def test_every_tcp_connection_is_a_channel_of_one_gannet_connection():
     run(main(), timeout=60)
 
 
-def test_requests_of_one_loop_turn_leave_in_one_segment():
-    """Ten channels' requests written in one loop turn leave as one datagram
-    in one send call (one seal, one trip through the core), where stream
-    mode sends ten."""
-
-    async def main():
-        target, port = await echo_target()
-        async with Tunnel(port, ack_delay=0.4) as t:
-            streams = [await asyncio.open_connection(HOST, t.port) for _ in range(10)]
-            for r, w in streams:  # each channel opened and used once before counting
-                w.write(b"hello")
-                assert await r.readexactly(5) == b"hello"
-            (aep,) = t.client.endpoints.values()
-            st = aep.io_stats
-            sent, calls = st.datagrams_sent, st.send_calls
-            for i, (_, w) in enumerate(streams):  # one loop turn: all ten at once
-                w.write(b"request %02d\n" % i)
-            for i, (r, _) in enumerate(streams):
-                assert await r.readexactly(11) == b"request %02d\n" % i
-            assert st.datagrams_sent - sent == 1
-            assert st.send_calls - calls == 1
-            for _, w in streams:
-                w.close()
-        target.close()
-
-    run(main())
-
-
 def test_credit_runs_out_and_resumes_without_stalling_other_channels():
     """A service that does not read: the channel's sender stops at its credit
     (its TCP reading paused, the tunnel holding a bounded amount) while
