@@ -460,6 +460,23 @@ def test_frames_split_anywhere_parse_the_same():
     run(main())
 
 
+def test_a_peers_reset_reason_is_shown_inert():
+    """A RESET's reason is the peer's text: a control sequence or a line
+    break in it reaches the log and the channel's result escaped, so a peer
+    cannot clear a terminal or forge a log line."""
+
+    async def main():
+        async with _parser() as (m, ch, transport):
+            m.feed_data(frame(RESET, 1, b"bad\x1b[2J\ngannet tunnel: #9 forged\xff"))
+            assert m.tunnel.malformed == 0
+            assert transport.events == ["abort"]
+            reason = ch.res.reason
+            assert "\x1b" not in reason and "\n" not in reason
+            assert "bad\\x1b[2J\\ngannet tunnel: #9 forged\\xff" in reason
+
+    run(main())
+
+
 def test_a_server_that_opens_a_channel_is_malformed_to_the_client(caplog):
     """The client parses what the server sends with the same rules: an OPEN
     from the server resets the mux connection, counted and logged, the

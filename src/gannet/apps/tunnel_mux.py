@@ -58,6 +58,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import gannet
+from gannet.apps.display import safe_text
 from gannet.apps.tunnel import (
     GANNET_HIGH_WATER,
     RelayResult,
@@ -487,7 +488,7 @@ class MuxSession:
         elif kind == RESET:
             ch = self._known(cid, "RESET")
             if ch is not None:
-                ch.peer_reset(body.decode("utf-8", "replace"))
+                ch.peer_reset(safe_text(body))  # the peer's words, shown inert in our log
         elif kind == OPEN:
             if self.client:
                 raise MuxError(f"the server opened channel {cid}")
