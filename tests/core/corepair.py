@@ -11,6 +11,8 @@ from collections import deque
 
 from gannet.config import Config
 from gannet.core.connection import Connection
+from gannet.core.endpoint import Endpoint
+from gannet.core.states import State
 from gannet.wire.segment import Segment
 
 
@@ -54,6 +56,25 @@ def established_pair(config: Config | None = None, rtt: float = 0.01, iss=(None,
     a.events.clear()
     b.events.clear()
     return a, b
+
+
+def established_endpoints(config: Config | None = None, seeds: tuple[int, int] = (1, 2), now: float = 0.0):
+    """Endpoints `a` (connecting, at address "A") and `b` (listening, at
+    "B") with one connection established between them at `now`, their
+    datagrams handed over by hand: returns a, b and each side's connection.
+    Path MTU discovery is off unless `config` turns it on."""
+    cfg = config or Config(pmtud=False)
+    a, b = Endpoint(cfg, random.Random(seeds[0])), Endpoint(cfg, random.Random(seeds[1]))
+    b.listen(4)
+    ca = a.connect("B", now)
+    for _ in range(3):
+        for d, _addr in a.datagrams_to_send(now):
+            b.receive_datagram(d, "A", now)
+        for d, _addr in b.datagrams_to_send(now):
+            a.receive_datagram(d, "B", now)
+    cb = b.accept()
+    assert cb is not None and ca.state == cb.state == State.ESTABLISHED
+    return a, b, ca, cb
 
 
 def exchange(a: Side, b: Side, now: float, step: float = 0.005, rounds: int = 50) -> float:

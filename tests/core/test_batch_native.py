@@ -14,9 +14,7 @@ from crc32c import crc32c
 
 from gannet.wire import batch
 from gannet.wire.batch import encode_run, release, scan
-from gannet.config import Config
-from gannet.core.endpoint import Endpoint
-from gannet.core.states import State
+from corepair import established_endpoints
 from gannet.wire.datagram import CRC_RESIDUE, SHORT_SIZE
 from gannet.wire.segment import ACK, FIN, PSH, SegmentRun
 
@@ -250,19 +248,8 @@ def test_a_corrupted_row_is_found_and_isolated_as_the_python_does(monkeypatch):
         assert any(r[6] is None for r in ours)  # the damage was found
 
 
-def _established() -> tuple[Endpoint, Endpoint, object, object]:
-    cfg = Config(pmtud=False)
-    a, b = Endpoint(cfg, random.Random(1)), Endpoint(cfg, random.Random(2))
-    b.listen(4)
-    ca = a.connect("B", 0.0)
-    for _ in range(3):
-        for d, _addr in a.datagrams_to_send(0.0):
-            b.receive_datagram(d, "A", 0.0)
-        for d, _addr in b.datagrams_to_send(0.0):
-            a.receive_datagram(d, "B", 0.0)
-    cb = b.accept()
-    assert ca.state == cb.state == State.ESTABLISHED
-    return a, b, ca, cb
+def _established():
+    return established_endpoints()
 
 
 @pytest.mark.parametrize("row", [0, 4, 9])

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from gannet.config import Config
+from corepair import established_endpoints
 from gannet.core.endpoint import Endpoint
 from gannet.core.states import State
 from gannet.sim import LinkConfig, Simulator
@@ -235,18 +236,7 @@ def test_fast_path_transfer_equals_the_slow_path(link):
 
 
 def established(config=None):
-    cfg = config or Config(pmtud=False)
-    a, b = Endpoint(cfg, random.Random(1)), Endpoint(cfg, random.Random(2))
-    b.listen(4)
-    ca = a.connect("B", 0.0)
-    for _ in range(3):
-        for d, _addr in a.datagrams_to_send(0.0):
-            b.receive_datagram(d, "A", 0.0)
-        for d, _addr in b.datagrams_to_send(0.0):
-            a.receive_datagram(d, "B", 0.0)
-    cb = b.accept()
-    assert ca.state == cb.state == State.ESTABLISHED
-    return a, b, ca, cb
+    return established_endpoints(config)
 
 
 def test_receive_batch_keeps_nothing_of_the_callers_buffer():

@@ -17,6 +17,7 @@ from enum import Enum
 import pytest
 
 from gannet.config import Config
+from corepair import established_endpoints
 from gannet.core.connection import Connection
 from gannet.core.endpoint import Endpoint
 from gannet.core.rangeset import RangeSet
@@ -87,17 +88,7 @@ def no_prediction(monkeypatch):
 
 
 def pair(config: Config, now: float = 0.0):
-    a, b = Endpoint(config, random.Random(11)), Endpoint(config, random.Random(12))
-    b.listen(4)
-    ca = a.connect("B", now)
-    for _ in range(3):
-        for d, _x in a.datagrams_to_send(now):
-            b.receive_datagram(d, "A", now)
-        for d, _x in b.datagrams_to_send(now):
-            a.receive_datagram(d, "B", now)
-    cb = b.accept()
-    assert cb is not None
-    return a, b, ca, cb
+    return established_endpoints(config, seeds=(11, 12), now=now)
 
 
 def pingpong_trace(rounds: int, config: Config, size: int = 64):

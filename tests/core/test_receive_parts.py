@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 
 from gannet.config import Config
+from corepair import established_endpoints
 from gannet.core.endpoint import Endpoint
-from gannet.core.states import State
 from gannet.wire.datagram import SHORT_SIZE, TRAILER_SIZE, peek_short, peek_short_parts
 
 
@@ -70,19 +70,8 @@ def test_parts_have_the_effect_of_the_whole_datagram_with_losses():
     assert _transfer(True, message, drop_every=7) == whole
 
 
-def _established() -> tuple[Endpoint, Endpoint, object, object]:
-    cfg = Config(pmtud=False, max_datagram_size=20000)
-    a, b = Endpoint(cfg, random.Random(1)), Endpoint(cfg, random.Random(2))
-    b.listen(4)
-    ca = a.connect("B", 0.0)
-    for _ in range(3):
-        for d, _addr in a.datagrams_to_send(0.0):
-            b.receive_datagram(d, "A", 0.0)
-        for d, _addr in b.datagrams_to_send(0.0):
-            a.receive_datagram(d, "B", 0.0)
-    cb = b.accept()
-    assert ca.state == cb.state == State.ESTABLISHED
-    return a, b, ca, cb
+def _established():
+    return established_endpoints(Config(pmtud=False, max_datagram_size=20000))
 
 
 def test_the_payload_is_kept_as_the_object_it_came_in():
