@@ -26,8 +26,6 @@ def config_for(gannet, opts: dict):
         fields["insecure"] = True  # the plaintext row
     if opts.get("busy_poll") is not None:
         fields["busy_poll"] = opts["busy_poll"]
-    if opts.get("rx_moderation") is not None:
-        fields["rx_moderation"] = opts["rx_moderation"]
     return gannet.Config(**fields)
 
 
@@ -109,9 +107,6 @@ def main(argv=None) -> None:
     p.add_argument("--busy-poll", type=int, default=None, metavar="US",
                    help="Config.busy_poll: microseconds to poll before sleeping (0: off; "
                         "default: the Config's)")
-    p.add_argument("--rx-moderation", type=int, default=None, metavar="US",
-                   help="Config.rx_moderation: receive moderation's pause in microseconds "
-                        "(0: off; default: the Config's)")
     p.add_argument("--uvloop", action="store_true", help="run the streams API on uvloop")
     p.add_argument("--insecure", action="store_true",
                    help="no encryption (the plaintext row)")
@@ -126,7 +121,7 @@ def main(argv=None) -> None:
         c.emit({"ok": True, "api": api})
         return
     opts = {"mtu": args.mtu, "cc": args.cc, "insecure": True if args.insecure else None,
-            "busy_poll": args.busy_poll, "rx_moderation": args.rx_moderation}
+            "busy_poll": args.busy_poll}
     meta = {"api": api}
     if api == "streams":
         name, factory = streams.pick_loop(args.uvloop)

@@ -127,15 +127,6 @@ class Config:
     machine with more than one CPU, and stops after answers keep coming
     later than this (docs/design.md, "Polling before sleeping"); it costs
     up to this much CPU per message."""
-    rx_moderation: int = 1000
-    """Receive moderation, in microseconds (as a network card's interrupt
-    moderation): after several reads in a row that each found only one or
-    two large datagrams (16 KB or more: path MTU discovery's), the endpoint
-    stops watching its socket and reads this much later, one batch, one
-    pass and one ACK for what arrived meanwhile, for as long as each such
-    read finds a batch. What is owed an ACK when a pause begins is
-    acknowledged at once, as without it. 0 turns it off (docs/design.md,
-    "Receive moderation")."""
 
     # --- congestion control ---------------------------------------------
     congestion_control: str = "bbr"
@@ -290,8 +281,6 @@ class Config:
             raise ValueError(f"msl must not be negative, not {self.msl}")
         if not 0 <= self.busy_poll <= 100_000:
             raise ValueError(f"busy_poll must be between 0 and 100000 microseconds, not {self.busy_poll}")
-        if not 0 <= self.rx_moderation <= 100_000:
-            raise ValueError(f"rx_moderation must be between 0 and 100000 microseconds, not {self.rx_moderation}")
         if self.backlog < 1:
             raise ValueError(f"backlog must be at least 1, not {self.backlog}")
         for name in ("half_open_limit", "synack_retries", "reset_burst"):

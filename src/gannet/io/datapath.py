@@ -66,16 +66,7 @@ _NOTHING_QUEUED: Final = bytes(4)  # FIONREAD's answer: no datagram queued
 # once in BUSY_RETRY_EVERY activations that would, until one is answered.
 BUSY_MISSES_OFF: Final = 8
 BUSY_RETRY_EVERY: Final = 64
-# Receive moderation (Config.rx_moderation; rx_moderate): a read of at most
-# RX_FEW large datagrams is a small one; RX_SMALL_READS of them in a row
-# begin moderation (twice as many after a moderated read found fewer than
-# RX_KEEP, up to RX_SMALL_READS_MAX, until one finds RX_KEEP again).
-RX_FEW: Final = 2
-RX_SMALL_READS: Final = 4
-RX_SMALL_READS_MAX: Final = 1024
-RX_KEEP: Final = 4
 _monotonic_ns: Final = _time.monotonic_ns
-_POLLIN: Final = 1  # (select.POLLIN, the same on every POSIX system)
 
 # From this size up a datagram is read straight into a bytes object of its
 # own (receive_gro): below it, a GRO batch of smaller datagrams in the shared
@@ -163,12 +154,6 @@ class IoStats:
     """Busy polls that found the socket readable within the budget."""
     busy_poll_checks: int = 0
     """Non-blocking readiness checks those polls made."""
-    rx_pauses: int = 0
-    """Receive moderation's pauses begun (Config.rx_moderation): the loop's
-    reader off after small reads of large datagrams, until its timer."""
-    rx_batches: int = 0
-    """Reads at a pause's end that found a batch (RX_KEEP datagrams or
-    more) and paused again."""
     passes: int = 0
     """Passes run on any thread (the core's output handed to the kernel, its
     events dispatched, the timer armed): one per readiness that read
@@ -245,18 +230,6 @@ class DatagramPath:
     _busy_misses: int = 0
     _busy_skipped: int = 0
     _busy_poller: Any = None
-    # Receive moderation (see rx_moderate): the pause in seconds (0: off,
-    # set by AioEndpoint.__init__), whether the loop's reader is off for it,
-    # whether the read under way is the pause's end, small reads in a row
-    # and how many begin a pause, and the loop's timer handle.
-    _rx_delay: float = 0.0
-    _rx_paused: bool = False
-    _rx_resuming: bool = False
-    _rx_small: int = 0
-    _rx_need: int = RX_SMALL_READS
-    _rx_handle: Any = None  # the loop's timer (a pause begun on the loop)
-    _rx_until: float = 0.0  # a pause begun by a driving thread: its end, on the core's clock
-    _reader_on: bool = True  # the loop watches the socket (off while callers drive it)
 
     # ---------------------------------------------------- flushing (entry)
     def request_flush(self) -> None:
@@ -372,20 +345,6 @@ class DatagramPath:
 
     def _receive_gro(self, bufs: list[bytearray], view: memoryview) -> None:
         receive_gro(self, bufs, view)
-
-    def _rx_resume(self) -> None:
-        """The loop's timer at the end of a receive moderation pause: read
-        what arrived meanwhile (rx_moderate decides whether to pause again)."""
-        with self.lock:
-            self._rx_handle = None
-            if not self._rx_paused or self.closed:
-                return
-            self.io_stats.loop_calls += 1
-            if not self._reader_on:  # callers drive it now: their polls read
-                self._rx_paused = False
-                return
-            self._rx_resuming = True
-            receive_gro(self, self._rbufs, self._rview)
 
     def _receive_plain(self, buf: bytearray, view: memoryview) -> None:
         """Read what is queued (into this thread's buffer), then run a pass.
@@ -763,7 +722,6 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
     split = p._split
     parts = p._parts_passed_on
     large = p._large
-    few = True  # every read so far one datagram of SPLIT_FROM bytes or more (rx_moderate)
     with p.lock:
         feed_batch = p.core.receive_batch
         first, passed_on = p._batch_passed_on
@@ -799,12 +757,9 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
             if 0 < seg < n:
                 st.gro_batches += 1
                 datagrams += -(-n // seg)
-                few = False
             else:
                 seg = 0
                 datagrams += 1
-                if n < SPLIT_FROM:
-                    few = False  # (receive moderation: a small datagram read)
             if large and split is not None:
                 head = split[0]
                 if not seg and n >= _SPLIT_MIN and head[0] == first and parts is not None:
@@ -832,79 +787,7 @@ def receive_gro(p: DatagramPath, bufs: list[bytearray], view: memoryview) -> Non
         p._large = large
         st.recv_calls += calls
         st.datagrams_received += datagrams
-        if p._rx_delay != 0.0:
-            rx_moderate(p, datagrams, few and 0 < datagrams <= RX_FEW,
-                        calls >= RECV_CALLS or datagrams >= RECV_BATCH)
         after_receive(p)
-
-
-def rx_moderate(p: DatagramPath, datagrams: int, small: bool, full: bool) -> None:
-    """After a read (with the lock held): receive moderation, as a network
-    card's interrupt moderation does (docs/design.md, "Receive
-    moderation"). `small`: the read took one or two datagrams (RX_FEW),
-    each of SPLIT_FROM bytes or more; `full`: it stopped at its limit.
-
-    A receiver that keeps up with a stream of large datagrams is woken for
-    each one or two: every wake-up costs both ends kernel time, and each
-    pass acknowledges the two it read, so the sender takes an ACK, a
-    receive call and its processing per two datagrams. After `_rx_need`
-    such reads in a row the endpoint stops watching the socket and reads
-    again `_rx_delay` later (the loop's timer, or the driving thread's
-    poll timeout): what arrived meanwhile is one batch, one pass and one
-    ACK. The pass after each read runs as before, so what the delayed-ACK
-    rule owes leaves at once; only what has not arrived yet waits. While
-    the reads at the pauses' ends find RX_KEEP datagrams or more, it goes
-    on that way; a read that finds fewer (the stream ended or slowed, or a
-    request-response exchange of large messages) gives the socket back to
-    the reader, and the next pause needs twice as many small reads first
-    (at most RX_SMALL_READS_MAX), until one finds a batch again."""
-    st = p.io_stats
-    if p._rx_resuming:  # the read at a pause's end
-        p._rx_resuming = False
-        if datagrams >= RX_KEEP:
-            st.rx_batches += 1
-            p._rx_need = RX_SMALL_READS
-            rx_pause(p, 0.0 if full else p._rx_delay)  # (at its limit: more is queued)
-            return
-        rx_end(p)
-        need = p._rx_need * 2
-        p._rx_need = need if need < RX_SMALL_READS_MAX else RX_SMALL_READS_MAX
-        return
-    if not small:
-        p._rx_small = 0
-        return
-    p._rx_small += 1
-    if p._rx_small >= p._rx_need and not p.closed:
-        p._rx_small = 0
-        st.rx_pauses += 1
-        rx_pause(p, p._rx_delay)
-
-
-def rx_pause(p: DatagramPath, delay: float) -> None:
-    """Stop watching the socket for `delay` seconds (receive moderation)."""
-    if not p._off_loop:
-        if not p._rx_paused:
-            p.loop.remove_reader(p._fd)
-        p._rx_paused = True
-        p._rx_handle = (p.loop.call_soon(p._rx_resume) if delay == 0.0
-                        else p.loop.call_later(delay, p._rx_resume))
-    else:  # a thread driving the endpoint: its next polls leave the socket out (drive)
-        p._rx_paused = True
-        p._rx_until = p.now() + delay
-
-
-def rx_end(p: DatagramPath) -> None:
-    """Watch the socket again (receive moderation's pause is over)."""
-    was = p._rx_paused
-    p._rx_paused = False
-    p._rx_small = 0
-    p._rx_until = 0.0
-    handle = p._rx_handle
-    if handle is not None:
-        p._rx_handle = None
-        handle.cancel()
-    if was and not p.closed and not p._off_loop and p._reader_on:
-        p.loop.add_reader(p._fd, p._on_readable)
 
 
 def send(p: DatagramPath, out: Outgoing) -> None:
@@ -997,15 +880,6 @@ def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None
     deadline = ep.get_timer()
     if until is not None and (deadline is None or until < deadline):
         deadline = until
-    # A receive moderation pause begun by a driving thread (rx_pause): the
-    # socket is left out of the poll until its end, when it is read.
-    rx_until = p._rx_until if p._rx_paused else 0.0
-    masked = rx_until != 0.0
-    if masked is not d.masked:
-        d.masked = masked
-        d.poller.modify(p._fd, 0 if masked else _POLLIN)
-    if masked and (deadline is None or rx_until < deadline):
-        deadline = rx_until
     # poll() counts whole milliseconds, as the event loops do: round up,
     # so the pass after it finds the deadline reached.
     if deadline is None:
@@ -1014,7 +888,7 @@ def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None
     else:
         timeout = max(0, math.ceil((deadline - p.now()) * 1000))
         d.poll_until = deadline
-    spin = timeout != 0 and not masked and busy_poll_due(p)
+    spin = timeout != 0 and busy_poll_due(p)
     lock = p.lock
     saved = lock._release_save()  # (an RLock, held once or more)
     try:
@@ -1036,10 +910,6 @@ def drive(p: DatagramPath, until: float | None, ready: Callable[[], bool] | None
             readable = True
         else:
             d.drain()
-    if masked and p._rx_paused and p._rx_until != 0.0 and p.now() >= p._rx_until:
-        p._rx_until = 0.0
-        p._rx_resuming = True  # (rx_moderate: the read at the pause's end)
-        readable = True
     p._off_loop = True
     try:
         if readable:

@@ -71,8 +71,7 @@ from ..crypto.endpoint import HandshakeRefused, InsecureEndpoint, SecureEndpoint
 from .security import make_endpoint
 from .datapath import (DROPPED as _DROPPED, FALLBACK as _FALLBACK, GRO_CMSG_SPACE,  # noqa: F401
                        MSG_TRUNC, PROCESS_ROUNDS, RECV_BATCH, RECV_CALLS, SOL_UDP, STOP as _STOP,
-                       RECV_SIZE, SPLIT_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer,
-                       rx_end)
+                       RECV_SIZE, SPLIT_SIZE, UDP_GRO, DatagramPath, IoStats, _receive_buffer)
 from .memory import keep_freed_memory
 
 log = logging.getLogger("gannet.io")
@@ -588,7 +587,7 @@ class _Drive:
     """An endpoint's state while application threads drive it (begin_drive)."""
 
     __slots__ = ("active", "driving", "poll_until", "left_at", "check", "check_at",
-                 "waiting", "after", "poller", "masked", "_wake_r", "_wake_w")
+                 "waiting", "after", "poller", "_wake_r", "_wake_w")
 
     def __init__(self, fd: int) -> None:
         self.active = False  # callers drive it: the loop does not watch the socket
@@ -611,7 +610,6 @@ class _Drive:
         self._wake_w.setblocking(False)
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
-        self.masked = False  # the socket left out of the poll (a receive moderation pause)
         self.poller.register(self._wake_r.fileno(), select.POLLIN)
 
     def wake(self) -> None:
@@ -653,7 +651,7 @@ class AioEndpoint(DatagramPath):
     __slots__ = (
         "config", "ep", "local_address", "family", "_writing", "_retry_handle",
         "_closed_waiters", "icmp_errors", "_gso_max_bytes", "_gso_cmsg", "_life_task", "_uvloop",
-        "_rearm_due", "observer", "_sockaddrs",
+        "_rearm_due", "observer", "_reader_on", "_sockaddrs",
     ) + tuple(  # (what the base has not: the compiled one neither, the pure one both)
         name for name, offset in (("__dict__", DatagramPath.__dictoffset__),
                                   ("__weakref__", DatagramPath.__weakrefoffset__)) if not offset)
@@ -732,8 +730,6 @@ class AioEndpoint(DatagramPath):
         if busy and _cpus() < 2:
             busy = 0
         self._busy_ns = busy * 1000
-        # Receive moderation (Config.rx_moderation, datapath.rx_moderate).
-        self._rx_delay = config.rx_moderation / 1e6
         self._fd = sock.fileno()
         self._queued = bytearray(4)  # FIONREAD's answer (see _FIONREAD)
         self._ioctl = fcntl.ioctl if _FIONREAD else None  # (None: not POSIX, read until EAGAIN)
@@ -887,7 +883,6 @@ class AioEndpoint(DatagramPath):
             if self._reader_on:
                 self._reader_on = False
                 self.loop.remove_reader(self._fd)
-            rx_end(self)  # (a moderation pause of the loop's is the callers' to end)
             if d.check is None:
                 self._arm_check(self.now() + CALLER_GRACE)
 
@@ -921,7 +916,6 @@ class AioEndpoint(DatagramPath):
                 self._arm_check(back if deadline is None else min(back, deadline))
                 return
             d.active = False
-            rx_end(self)  # (a moderation pause of the callers' is the loop's to end)
             self._reader_on = True
             self.loop.add_reader(self._fd, self._on_readable)
             self._timer_moved = True  # the pass below arms the loop's timer
@@ -981,10 +975,8 @@ class AioEndpoint(DatagramPath):
         writer) added back."""
         with self.lock:
             self._rearm_due = False
-            if self.closed or not self._reader_on or self._rx_paused:
-                # (callers drive it: begin_drive's poll sees errors; a
-                # receive moderation pause adds the reader when it ends)
-                return
+            if self.closed or not self._reader_on:
+                return  # (callers drive it: begin_drive's poll sees errors)
             self.loop.remove_reader(self._fd)
             self.loop.add_reader(self._fd, self._on_readable)
             if self._writing:
@@ -1400,9 +1392,6 @@ class AioEndpoint(DatagramPath):
             if self._retry_handle is not None:
                 self._retry_handle.cancel()
             self._retry_handle = None
-            if self._rx_handle is not None:
-                self._rx_handle.cancel()
-                self._rx_handle = None
             if self._backlog:
                 self._backlog.clear()
             if self.observer is not None:
