@@ -2,9 +2,9 @@
 
 `counters(writer)` reads what the connection and its endpoint counted
 (the core's ConnectionStats, RACK-TLP's, the adapter's IoStats, BBR's
-model at the end) and the process's context switches and cycle
-collections; `Sampler` reads the connection's state every `interval`
-seconds of the event loop while the transfer runs (off by default: it
+model at the end) and the process's context switches, cycle collections
+and user and system CPU; `Sampler` reads the connection's state every
+`interval` seconds of the event loop while the transfer runs (off by default: it
 wakes the loop), and summarises the timeline: when the largest datagram
 size was in use, when the rate first reached most of its best, what was
 acknowledged by 50, 100 and 200 ms, and what each sample found the
@@ -39,8 +39,11 @@ def counters(writer) -> dict[str, Any]:
     out["max_datagram_size"] = conn.max_datagram_size
     out["min_rtt"] = conn.rtt.min_rtt
     out["srtt"] = conn.rtt.srtt
+    # (user and system CPU apart, since process start: a slow round's
+    # extra CPU is the sender's system time, docs/benchmarks-history.md)
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    out["rusage"] = {"nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw, "minflt": ru.ru_minflt}
+    out["rusage"] = {"nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw, "minflt": ru.ru_minflt,
+                     "utime": ru.ru_utime, "stime": ru.ru_stime}
     # The cycle collector's passes by generation since the process started
     # (its share of a bulk transfer's CPU was about 3 %).
     out["gc_collections"] = [g["collections"] for g in gc.get_stats()]

@@ -128,6 +128,10 @@ def test_gannet_counters_in_the_json(tmp_path):
     assert rcv["io"]["datagrams_received"] >= snd["stats"]["segments_sent"] - snd["stats"]["retransmits"]
     assert snd["io"]["datagrams_received"] == snd["stats"]["segments_received"] > 0  # the ACKs
     assert snd["handshake_s"] > 0 and bulk["cpu_s_client"] > 0 and bulk["cpu_s_server"] > 0
+    # each process's user and system CPU, apart (the slow rounds' extra is system time)
+    for end in (snd, rcv):
+        ru = end["rusage"]
+        assert ru["utime"] > 0 and ru["stime"] >= 0
     sampled = snd["sampled"]
     assert sampled["samples"] == len(sampled["timeline"]) or sampled["samples"] > 200
     assert sum(sampled["limits"].values()) == sampled["samples"]
