@@ -97,9 +97,14 @@ if _c is not None and not _c.HARDWARE_CRC:
 _ext: Any = _c if _c is not None else extension("gannet.wire._batch")
 Receptacle: Any = _ext.Receptacle if _ext is not None else None
 # Trains of datagrams this large or larger (path MTU discovery's, a row or
-# a few per train) are written by the Python code: a call per row costs
-# nothing beside the row, and the crc32c package runs three lanes over one
-# long buffer, about three times as fast as encode_rows' one lane per row.
+# a few per train) are written by the Python code when they carry CRC32C
+# trailers: a call per row costs nothing beside the row, and the crc32c
+# package runs three lanes over one long buffer, about three times as fast
+# as encode_rows' one lane per row. Without trailers (a train sealed next,
+# gannet.crypto) there is no CRC to compute, and encode_rows writes them:
+# its header and payload copy in one call, where the Python loop's
+# interpreted lines and calls were most of a sealing sender's own Python
+# per 64 KB datagram (docs/security.md, "Path MTU discovery encrypted").
 NATIVE_BELOW = 16384
 
 
@@ -221,7 +226,7 @@ def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
     full, tail = divmod(length, mss)
     count = full + (tail > 0)
     header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
-    if _c is not None and size < NATIVE_BELOW:
+    if _c is not None and (size < NATIVE_BELOW or not trailers):
         # Every row in one call (the code below is its Python equivalent).
         train = _reuse(size, full) if not tail and (count >= VECTOR_MIN or size >= POOL_LOOP_SIZE) else None
         if train is None:
