@@ -104,7 +104,8 @@ Receptacle: Any = _ext.Receptacle if _ext is not None else None
 # gannet.crypto) there is no CRC to compute, and encode_rows writes them:
 # its header and payload copy in one call, where the Python loop's
 # interpreted lines and calls were most of a sealing sender's own Python
-# per 64 KB datagram (docs/security.md, "Path MTU discovery encrypted").
+# per 64 KB datagram (docs/security.md, "Path MTU discovery encrypted:
+# the extra beside the AEAD").
 NATIVE_BELOW = 16384
 
 
