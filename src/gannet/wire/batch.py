@@ -171,9 +171,14 @@ class Train(bytearray):
 
 # Released trains by (datagram size, rows). A paced sender encodes up to a
 # few milliseconds of trains before handing them to the kernel (about 30 at
-# 1 GB/s), so the pool keeps that many, up to POOL_BYTES in all.
+# 1 GB/s), so the pool keeps that many, up to POOL_BYTES in all. With path
+# MTU discovery sealed, a pass of a sender catching up holds more than 60
+# one-row trains of 64 KB before the adapter releases them: with 4 MB, 3,880
+# of a GiB's 16,486 sealed trains were fresh buffers (zeroed and faulted
+# in), with 8 MB 101 (docs/benchmarks-history.md, "Path MTU discovery
+# encrypted: the extra beside the AEAD").
 _pool: dict[tuple[int, int], list[Train]] = {}
-POOL_BYTES = 4 * 1024 * 1024
+POOL_BYTES = 8 * 1024 * 1024
 POOL_LOOP_SIZE = 16384  # below the vector path, only datagrams this large are pooled
 _pooled = [0]  # bytes held in _pool
 
