@@ -185,9 +185,10 @@ def test_same_rows_rejects_what_is_not_one_run_and_joins_what_is():
 
 
 def test_rows_too_large_for_it_are_left_to_python_yet_it_writes_them_alike(monkeypatch):
-    """Path MTU discovery's datagrams (batch.NATIVE_BELOW and up) take the
-    Python code, whose CRC calls run three lanes over a long row; called
-    on such rows anyway, encode_rows writes the same bytes."""
+    """Path MTU discovery's datagrams (batch.NATIVE_BELOW and up) with CRC
+    trailers take the Python code, whose CRC calls run three lanes over a
+    long row; called on such rows anyway, encode_rows writes the same
+    bytes."""
     mss = 65000 - 24
     data = random.Random(6).randbytes(2 * mss - 10)
     run = SegmentRun(2**32 - mss, 1, ACK, ACK | PSH, 9, 10, 11, data, 0, len(data), mss)
@@ -201,6 +202,36 @@ def test_rows_too_large_for_it_are_left_to_python_yet_it_writes_them_alike(monke
     header[1] = ACK
     NATIVE.encode_rows(out, bytes(header), data, 0, run.seq, mss, size, ACK | PSH, 8, True)
     assert bytes(out) == python
+
+
+def test_large_rows_without_trailers_are_written_in_one_call(monkeypatch):
+    """Without trailers (a train sealed next) there is no CRC for the
+    Python code to run faster: path MTU discovery's rows are written by
+    one encode_rows call too, everything but the trailers as the Python
+    code writes it."""
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(NATIVE, name)
+
+        def encode_rows(self, *args):
+            calls.append(args[6])
+            return NATIVE.encode_rows(*args)
+
+    mss = 65000 - 24
+    size = SHORT_SIZE + mss + 4
+    data = random.Random(18).randbytes(3 * mss - 7)
+    run = SegmentRun(2**32 - mss, 1, ACK, ACK | PSH, 9, 10, 11, data, 0, len(data), mss)
+    python = encoded(run, False, monkeypatch=monkeypatch)
+    monkeypatch.setattr(batch, "_c", Counting())
+    ours = bytes(encode_run(9, run, False))
+    assert calls == [size]
+    for off in range(0, len(python), size):
+        end = min(off + size, len(python)) - 4
+        assert ours[off:end] == python[off:end]
+    encode_run(9, run, True)  # with trailers: the Python code's
+    assert calls == [size]
 
 
 def test_same_rows_checks_every_rows_crc_when_asked():

@@ -122,10 +122,25 @@ def test_send_trains_raises_the_sockets_error_and_refuses_what_is_not_a_train():
     with pytest.raises(OSError) as info:
         NATIVE(fd, trains, name)
     assert info.value.errno == errno.EBADF
-    one = Train(b"x" * 100)
-    one.size = 100  # one datagram: a sendto's, not a GSO train's
+    empty = Train()
+    empty.size = 100
     with pytest.raises(ValueError):
-        NATIVE(fd, [one], name)
+        NATIVE(fd, [trains[0], empty], name)
+
+
+@needs_native
+def test_send_trains_sends_a_train_of_one_datagram_as_that_datagram():
+    """A Train of one row (a sealed 64 KB datagram of path MTU discovery,
+    or a short one) goes without UDP_SEGMENT, as sendto would send it."""
+    rng = random.Random(16)
+    with _receiver(socket.AF_INET, "127.0.0.1") as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        ones = []
+        for n, size in [(65000, 65000), (100, 100), (64990, 65000)]:
+            one = Train(rng.randbytes(n))
+            one.size = size
+            ones.append(one)
+        assert NATIVE(tx.fileno(), ones, sockaddr_of(socket.AF_INET, rx.getsockname())) == 3
+        assert [rx.recv(70000) for _ in ones] == [bytes(t) for t in ones]
 
 
 def test_what_sockaddr_of_does_not_pack_is_none():
@@ -260,6 +275,37 @@ def test_the_adapter_sends_a_passs_source_trains_in_one_call_per_fragment_settin
         assert (st.send_calls, st.gathered_sends, st.gso_calls, st.datagrams_sent) == (2, 4, 3, len(want))
 
 
+@needs_native
+@needs_gso
+def test_the_adapter_sends_a_passs_one_datagram_trains_in_one_call(aep, monkeypatch):
+    """Sealed, path MTU discovery's datagrams are Trains of one row each:
+    a pass's go in one sendmmsg, don't-fragment set as `_send_call` sets it
+    for each, and each Train goes back to the pool."""
+    calls = []
+    released = []
+
+    def counted(fd, trains, name):
+        calls.append((len(trains), aep._df))
+        return NATIVE(fd, trains, name)
+
+    monkeypatch.setattr(endpoint_mod, "_send_trains", counted)
+    monkeypatch.setattr(endpoint_mod, "release", released.append)
+    rng = random.Random(17)
+    with _receiver(socket.AF_INET, "127.0.0.1") as rx:
+        ones = []
+        for _ in range(4):
+            one = Train(rng.randbytes(65000))
+            one.size = 65000
+            ones.append(one)
+        addr = rx.getsockname()
+        assert aep._transmit([(t, addr) for t in ones]) == 4
+        assert [rx.recv(70000) for _ in ones] == [bytes(t) for t in ones]
+        assert calls == [(4, aep._df_supported)]
+        assert released == ones
+        st = aep.io_stats
+        assert (st.send_calls, st.gso_calls, st.datagrams_sent) == (1, 0, 4)
+
+
 def test_the_source_trains_it_did_not_take_go_one_at_a_time(aep, monkeypatch):
     seen, single = _calls(aep, monkeypatch, 1)
     trains = _sources(random.Random(15), [(65000 - 24, 1, 0)] * 3)
@@ -279,4 +325,18 @@ def test_a_path_mtu_discovery_transfer_sends_its_datagrams_together(monkeypatch)
     assert client.ep.source_trains and st.gathered_sends > 0
     assert took and max(took) >= 2  # calls that sent several 64 KB datagrams
     assert st.send_calls < st.gathered_sends  # fewer system calls than datagrams
+    assert st.send_errors == 0 and st.datagrams_sent == client.stats.datagrams_sent
+
+
+@needs_native
+@needs_gso
+def test_an_encrypted_path_mtu_discovery_transfer_sends_its_datagrams_together(monkeypatch):
+    """Encrypted, each 64 KB datagram is sealed into a Train of its own:
+    still several to a system call."""
+    took = _counted_send_trains(monkeypatch)
+    client, server = run(bulk_transfer(8 * 1024 * 1024))
+    st = client.io_stats
+    assert not client.ep.source_trains and client.ep.security_stats.sealed > 0
+    assert took and max(took) >= 2  # calls that sent several 64 KB datagrams
+    assert st.send_calls * 2 < st.datagrams_sent  # fewer system calls than datagrams
     assert st.send_errors == 0 and st.datagrams_sent == client.stats.datagrams_sent

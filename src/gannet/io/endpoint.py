@@ -1057,8 +1057,8 @@ class AioEndpoint(DatagramPath):
         return n
 
     def _send_trains(self, out: Outgoing, i: int) -> int:
-        """Send the Trains of several datagrams each and the SourceTrains
-        from out[i] on, to out[i]'s address, in sendmmsg calls
+        """Send the Trains and the SourceTrains from out[i] on, to out[i]'s
+        address, in sendmmsg calls
         (wire/_batch.c's send_trains; `_send_train` of each is its
         equivalent). Returns the index of the first not sent: `_send_train`
         sends that one, and meets any error as it would.
@@ -1066,7 +1066,8 @@ class AioEndpoint(DatagramPath):
         The messages of one call share the don't-fragment setting that
         `_send_call` would give each: off for several datagrams, on for one
         larger than the safe size (path MTU discovery's 64 KB datagrams, a
-        SourceTrain each); where the setting changes, or SEND_TRAINS_MAX
+        SourceTrain each, or sealed, a Train of one row each); where the
+        setting changes, or SEND_TRAINS_MAX
         trains are in, the next call goes on from there."""
         addr = out[i][1]
         names = self._sockaddrs
@@ -1090,8 +1091,10 @@ class AioEndpoint(DatagramPath):
                     break
                 if type(d) is SourceTrain:
                     one = d.length <= d.mss and d.size > safe  # (one datagram: DF as _send_call sets it)
-                elif type(d) is Train and len(d) > d.size:
-                    one = False
+                elif type(d) is Train:
+                    # (one row - a sealed 64 KB datagram of path MTU
+                    # discovery - is one datagram: DF as _send_call sets it)
+                    one = len(d) <= d.size and d.size > safe
                 else:
                     break
                 if j == i:
@@ -1120,6 +1123,9 @@ class AioEndpoint(DatagramPath):
                 else:
                     count = -(-len(train) // train.size)
                     release(train)  # the kernel has its copy: encode_run may fill it again
+                    if count == 1:
+                        st.datagrams_sent += 1
+                        continue
                 st.datagrams_sent += count
                 st.gso_calls += 1
                 st.gso_datagrams += count

@@ -707,11 +707,11 @@ static Py_ssize_t train_item(PyObject *obj, TrainItem *it)
         if (PyObject_GetBuffer(obj, &it->a, PyBUF_SIMPLE) < 0)
             return -1;
         it->held = 1;
-        if (it->a.len <= size) {
-            PyErr_SetString(PyExc_ValueError, "send_trains: a train of one datagram or none");
+        if (it->a.len <= 0) {
+            PyErr_SetString(PyExc_ValueError, "send_trains: an empty train");
             return -1;
         }
-        it->rows = (it->a.len + size - 1) / size;
+        it->rows = (it->a.len + size - 1) / size;  /* one: a datagram, sent as sendto would */
         return 1;
     }
     /* a SourceTrain: heads (header, trailer, header, ...) around payloads
@@ -746,11 +746,12 @@ static Py_ssize_t train_item(PyObject *obj, TrainItem *it)
  * `fd` in one sendmmsg, one message a train, as a sendmsg of each would
  * send it (io/endpoint.py's _send_train, which is the equivalent). A train
  * is a gannet.wire.batch.Train (datagrams of `train.size` bytes back to
- * back, the last maybe shorter, at least two) or a SourceTrain (its rows'
- * headers and trailers in `heads`, the payloads in `buf`, gathered: the
- * kernel's copy is the only one). A message of several datagrams carries a
- * UDP_SEGMENT control message of the train's size; a SourceTrain of one
- * datagram goes as that datagram, without one. Returns how many trains
+ * back, the last maybe shorter) or a SourceTrain (its rows' headers and
+ * trailers in `heads`, the payloads in `buf`, gathered: the kernel's copy is
+ * the only one). A message of several datagrams carries a UDP_SEGMENT
+ * control message of the train's size; a train of one datagram (a sealed
+ * 64 KB datagram of path MTU discovery is a Train of one row) goes as that
+ * datagram, without one. Returns how many trains
  * the kernel took, from the first (it stops at the first it cannot take);
  * if it took none, raises OSError (BlockingIOError when the socket is
  * full), as socket.sendmsg does. */

@@ -97,9 +97,15 @@ if _c is not None and not _c.HARDWARE_CRC:
 _ext: Any = _c if _c is not None else extension("gannet.wire._batch")
 Receptacle: Any = _ext.Receptacle if _ext is not None else None
 # Trains of datagrams this large or larger (path MTU discovery's, a row or
-# a few per train) are written by the Python code: a call per row costs
-# nothing beside the row, and the crc32c package runs three lanes over one
-# long buffer, about three times as fast as encode_rows' one lane per row.
+# a few per train) are written by the Python code when they carry CRC32C
+# trailers: a call per row costs nothing beside the row, and the crc32c
+# package runs three lanes over one long buffer, about three times as fast
+# as encode_rows' one lane per row. Without trailers (a train sealed next,
+# gannet.crypto) there is no CRC to compute, and encode_rows writes them:
+# its header and payload copy in one call, where the Python loop's
+# interpreted lines and calls were most of a sealing sender's own Python
+# per 64 KB datagram (docs/security.md, "Path MTU discovery encrypted:
+# the extra beside the AEAD").
 NATIVE_BELOW = 16384
 
 
@@ -165,9 +171,14 @@ class Train(bytearray):
 
 # Released trains by (datagram size, rows). A paced sender encodes up to a
 # few milliseconds of trains before handing them to the kernel (about 30 at
-# 1 GB/s), so the pool keeps that many, up to POOL_BYTES in all.
+# 1 GB/s), so the pool keeps that many, up to POOL_BYTES in all. With path
+# MTU discovery sealed, a pass of a sender catching up holds more than 60
+# one-row trains of 64 KB before the adapter releases them: with 4 MB, 3,880
+# of a GiB's 16,486 sealed trains were fresh buffers (zeroed and faulted
+# in), with 8 MB 101 (docs/benchmarks-history.md, "Path MTU discovery
+# encrypted: the extra beside the AEAD").
 _pool: dict[tuple[int, int], list[Train]] = {}
-POOL_BYTES = 4 * 1024 * 1024
+POOL_BYTES = 8 * 1024 * 1024
 POOL_LOOP_SIZE = 16384  # below the vector path, only datagrams this large are pooled
 _pooled = [0]  # bytes held in _pool
 
@@ -221,7 +232,7 @@ def encode_run(dst_cid: int, run: SegmentRun, trailers: bool = True) -> Train:
     full, tail = divmod(length, mss)
     count = full + (tail > 0)
     header = SHORT.pack(SHORT_FORM, run.flags, run.wnd, dst_cid, 0, run.ack, run.tsval)
-    if _c is not None and size < NATIVE_BELOW:
+    if _c is not None and (size < NATIVE_BELOW or not trailers):
         # Every row in one call (the code below is its Python equivalent).
         train = _reuse(size, full) if not tail and (count >= VECTOR_MIN or size >= POOL_LOOP_SIZE) else None
         if train is None:

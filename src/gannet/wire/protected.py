@@ -63,57 +63,63 @@ OPT_KEY_EXCHANGE (kind 64, in the range docs/protocol.md reserved for it).
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from .datagram import SHORT_FORM, TRAILER_SIZE, VERSION, encode
 from .segment import Segment
 
-PROTECTED = 0x40 | VERSION  # neither plaintext form: an old decoder rejects it
-ALERT = 0x50 | VERSION
-HEADER = struct.Struct("!II")  # PROTECTED, key phase and truncated packet number; destination ID
-HEADER_SIZE = HEADER.size  # 8
-TAG_SIZE = 16
-PN_BITS = 23
-PN_MASK = (1 << PN_BITS) - 1
-_PN_LIMIT = 1 << 62  # RFC 9000's largest packet number
-KEY_PHASE = 0x01  # the key phase as seal_header takes it and parse_header gives it
-_KEY_PHASE_BIT = 1 << PN_BITS  # where it is in the first 32-bit word
+PROTECTED: Final = 0x40 | VERSION  # neither plaintext form: an old decoder rejects it
+ALERT: Final = 0x50 | VERSION
+HEADER: Final = struct.Struct("!II")  # PROTECTED, key phase and truncated packet number; destination ID
+HEADER_SIZE: Final = HEADER.size  # 8
+TAG_SIZE: Final = 16
+PN_BITS: Final = 23
+PN_MASK: Final = (1 << PN_BITS) - 1
+_PN_LIMIT: Final = 1 << 62  # RFC 9000's largest packet number
+KEY_PHASE: Final = 0x01  # the key phase as seal_header takes it and parse_header gives it
+_KEY_PHASE_BIT: Final = 1 << PN_BITS  # where it is in the first 32-bit word
 # What the sealed plaintext leaves out of the inner datagram: its first
 # byte and its destination ID (the header says both), and its CRC trailer.
-ELIDED = 5
-TAIL = 3  # the inner flags byte and bytes 2-3, moved to the end of the plaintext
-SHORT_BIT = 0x80  # in the sealed flags byte: the inner datagram is the short form
-MIN_SIZE = HEADER_SIZE + TAIL + TAG_SIZE  # the shortest datagram parse_header takes
-OVERHEAD = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED  # 15: what sealing adds to a datagram
+ELIDED: Final = 5
+TAIL: Final = 3  # the inner flags byte and bytes 2-3, moved to the end of the plaintext
+SHORT_BIT: Final = 0x80  # in the sealed flags byte: the inner datagram is the short form
+MIN_SIZE: Final = HEADER_SIZE + TAIL + TAG_SIZE  # the shortest datagram parse_header takes
+OVERHEAD: Final = HEADER_SIZE + TAG_SIZE - TRAILER_SIZE - ELIDED  # 15: what sealing adds to a datagram
 # The smallest sealed datagram a connection sends: a bare ACK in the short
 # form (20 bytes of header), sealed.
-MIN_SEALED = HEADER_SIZE + 20 - ELIDED + TAG_SIZE  # 39
-RESET_TOKEN_SIZE = 16
-RESET_SIZE = MIN_SEALED - 1  # 38: a stateless reset; never answered with one
-RESET_FILLER = RESET_SIZE - 1 - 4 - RESET_TOKEN_SIZE  # 17
-OPT_KEY_EXCHANGE = 64
+MIN_SEALED: Final = HEADER_SIZE + 20 - ELIDED + TAG_SIZE  # 39
+RESET_TOKEN_SIZE: Final = 16
+RESET_SIZE: Final = MIN_SEALED - 1  # 38: a stateless reset; never answered with one
+RESET_FILLER: Final = RESET_SIZE - 1 - 4 - RESET_TOKEN_SIZE  # 17
+OPT_KEY_EXCHANGE: Final = 64
 # The security layer's own messages after the handshake ride in a sealed
 # control segment: an inner datagram of the long form with no control bit
 # set (CONTROL_FLAGS; a connection's segments all carry ACK or SYN, so none
 # is taken for one), carrying options of the range docs/protocol.md
 # reserves for security (65-95). The receiving security layer takes it,
 # and the connection never sees it.
-CONTROL_FLAGS = 0
-OPT_PATH_CHALLENGE = 66  # 8 unpredictable bytes (RFC 9000 section 19.17, PATH_CHALLENGE)
-OPT_PATH_RESPONSE = 67  # the 8 bytes of the challenge it answers (19.18, PATH_RESPONSE)
-OPT_RESET_TOKEN = 68  # the sender's stateless reset token for its own connection ID (as 19.15 carries one)
-PATH_DATA_SIZE = 8
+CONTROL_FLAGS: Final = 0
+OPT_PATH_CHALLENGE: Final = 66  # 8 unpredictable bytes (RFC 9000 section 19.17, PATH_CHALLENGE)
+OPT_PATH_RESPONSE: Final = 67  # the 8 bytes of the challenge it answers (19.18, PATH_RESPONSE)
+OPT_RESET_TOKEN: Final = 68  # the sender's stateless reset token for its own connection ID (as 19.15 carries one)
+PATH_DATA_SIZE: Final = 8
 # The longest option value: one length byte (docs/protocol.md, Options).
-MAX_KEY_EXCHANGE = 255
+MAX_KEY_EXCHANGE: Final = 255
 
-_ALERT = struct.Struct("!BBBBI")
-ALERT_SIZE = _ALERT.size  # 8
+# The envelope's 3-byte tail (the inner flags byte, bit 7 the short form,
+# and bytes 2-3), and the inner datagram's first 8 bytes rebuilt from it
+# (form, flags, bytes 2-3, destination ID): one struct call each, per row.
+_TAIL: Final = struct.Struct("!BBB")
+_INNER_HEAD: Final = struct.Struct("!BBBBI")
+_ALERT: Final = struct.Struct("!BBBBI")
+ALERT_SIZE: Final = _ALERT.size  # 8
 
 # Alert codes and what the receiving side is told.
-ALERT_ENCRYPTION_REQUIRED = 1
-ALERT_PEER_INSECURE = 2
-ALERT_HANDSHAKE_FAILED = 3
-ALERT_MODE_MISMATCH = 4
-ALERT_MALFORMED = 5
+ALERT_ENCRYPTION_REQUIRED: Final = 1
+ALERT_PEER_INSECURE: Final = 2
+ALERT_HANDSHAKE_FAILED: Final = 3
+ALERT_MODE_MISMATCH: Final = 4
+ALERT_MALFORMED: Final = 5
 
 
 def seal_header(key_phase: int, dst_cid: int, pn: int, form: int = PROTECTED) -> bytes:
@@ -173,11 +179,12 @@ def sealed_plaintext_in_place(datagram: memoryview) -> memoryview:
 def _sealed_tail(datagram: bytes | bytearray | memoryview) -> bytes:
     """The tail of what the AEAD encrypts (see sealed_plaintext); raises
     ValueError for anything but a plaintext datagram of this version."""
-    n = len(datagram)
-    form, flags = datagram[0], datagram[1] if n > 1 else 0
-    if n < HEADER_SIZE + TRAILER_SIZE or form not in (VERSION, SHORT_FORM) or flags & SHORT_BIT:
+    if len(datagram) < HEADER_SIZE + TRAILER_SIZE:
         raise ValueError("not a plaintext Gannet datagram")
-    return bytes((flags | SHORT_BIT if form == SHORT_FORM else flags, datagram[2], datagram[3]))
+    form, flags, b2, b3 = _INNER_HEAD.unpack_from(datagram)[:4]
+    if (form != VERSION and form != SHORT_FORM) or flags & SHORT_BIT:
+        raise ValueError("not a plaintext Gannet datagram")
+    return _TAIL.pack(flags | SHORT_BIT if form == SHORT_FORM else flags, b2, b3)
 
 
 def restore_inner(buf: bytearray | memoryview, pos: int, length: int, dst_cid: int) -> int:
@@ -187,12 +194,9 @@ def restore_inner(buf: bytearray | memoryview, pos: int, length: int, dst_cid: i
     its length (`length` + ELIDED). buf must hold `length` + ELIDED + 4
     bytes from pos (the CRC the caller writes after it)."""
     end = pos + HEADER_SIZE + length - TAIL  # the tail's first byte
-    flags, b2, b3 = buf[end], buf[end + 1], buf[end + 2]
-    buf[pos] = SHORT_FORM if flags & SHORT_BIT else VERSION
-    buf[pos + 1] = flags & ~SHORT_BIT
-    buf[pos + 2] = b2
-    buf[pos + 3] = b3
-    buf[pos + 4 : pos + 8] = dst_cid.to_bytes(4, "big")
+    flags, b2, b3 = _TAIL.unpack_from(buf, end)
+    _INNER_HEAD.pack_into(buf, pos, SHORT_FORM if flags & SHORT_BIT else VERSION, flags & ~SHORT_BIT, b2, b3,
+                          dst_cid)
     return end - pos
 
 
