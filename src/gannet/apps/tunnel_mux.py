@@ -179,11 +179,12 @@ _pack: Final = HEADER.pack
 _unpack_from: Final = HEADER.unpack_from
 
 
-def _slice(data: Any, start: int, stop: int) -> Any:
+def _slice(data: bytes, start: int, stop: int) -> bytes | memoryview:
     """A DATA payload out of a received chunk: a copy when small, or when a
     view would keep a chunk more than twice its size alive in a transport's
     buffer (so what a channel holds is at most twice what it counts), else
-    a view (no copy for bulk)."""
+    a view (no copy for bulk). (`data` typed bytes: compiled, its slice is
+    a direct call, not a slice object through the generic protocol.)"""
     n = stop - start
     if n < 4096 or 2 * n < len(data):
         return data[start:stop]
@@ -739,7 +740,8 @@ class MuxSession:
                     return
                 if ch is not None:
                     if length:
-                        ch.to_tcp(_slice(data, body, stop))
+                        # (a request's few bytes: the copy inline, no call)
+                        ch.to_tcp(data[body:stop] if length < 4096 else _slice(data, body, stop))
                 else:
                     self.released += length
             else:
