@@ -6,8 +6,8 @@ Two halves, one per end of a lossy path:
   connections it accepts to the tunnel server, in one of two modes:
   *mux* (the default), every TCP connection a channel of one Gannet
   connection, opened at the first and kept (gannet.apps.tunnel_mux: the
-  framing, per-channel credit, the channels); or *stream*, a Gannet
-  connection of its own for each;
+  framing, credit per channel and per connection, the channels); or
+  *stream*, a Gannet connection of its own for each;
 - the tunnel *server* listens on a UDP port for Gannet connections of
   either mode (told apart by the 8-byte preamble every client writes
   first) and opens a TCP connection to a fixed target for every tunneled

@@ -823,6 +823,7 @@ class MuxSession:
 
     # ----------------------------------------------------------- ending
     def malformed(self, why: str) -> None:
+        why = safe_text(why)  # (built from the peer's numbers; shown inert whatever it holds)
         self.tunnel.malformed += 1
         log.warning("#%d mux %s reset: malformed framing: %s", self.log_id, self.peer, why)
         self.fail(ConnectionAbortedError(f"malformed framing: {why}"))
