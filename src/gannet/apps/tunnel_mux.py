@@ -24,8 +24,9 @@ big-endian, then `length` bytes:
 - WINDOW (4 bytes, an increment >= 1): credit for more DATA on the
   channel (QUIC's MAX_STREAM_DATA), or, on channel 0, for the connection
   (QUIC's MAX_DATA);
-- BLOCKED (empty): the sender used the channel's whole window and has more
-  to send (QUIC's STREAM_DATA_BLOCKED): a hint for the window's growth.
+- BLOCKED (empty): the sender used the channel's whole window (its TCP
+  reading paused there), once per grant it waited for (QUIC's
+  STREAM_DATA_BLOCKED): a hint for the window's growth.
 
 Flow control is by credit at two levels, as QUIC has it (RFC 9000 section
 4). DATA counts against the channel's window and the connection's credit
