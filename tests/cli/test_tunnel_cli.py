@@ -454,6 +454,10 @@ def test_cli_a_server_taking_one_mode_refuses_the_other(tmp_path):
                                        "--modes", "udp"], capture_output=True, timeout=20,
                              text=True, env=ENV)
         assert out.returncode == 1 and "--modes" in out.stderr and out.stderr.count("\n") == 1
+        out = subprocess.run(GANNET + ["tunnel", "server", "--listen", ":0", "--target", "a:1",
+                                       "--max-mux", "0"], capture_output=True, timeout=20,
+                             text=True, env=ENV)
+        assert out.returncode == 1 and "--max-mux" in out.stderr and out.stderr.count("\n") == 1
     finally:
         target.close()
         for p in procs:

@@ -6,8 +6,8 @@ Two halves, one per end of a lossy path:
   connections it accepts to the tunnel server, in one of two modes:
   *mux* (the default), every TCP connection a channel of one Gannet
   connection, opened at the first and kept (gannet.apps.tunnel_mux: the
-  framing, per-channel credit, the channels); or *stream*, a Gannet
-  connection of its own for each;
+  framing, credit per channel and per connection, the channels); or
+  *stream*, a Gannet connection of its own for each;
 - the tunnel *server* listens on a UDP port for Gannet connections of
   either mode (told apart by the 8-byte preamble every client writes
   first) and opens a TCP connection to a fixed target for every tunneled
@@ -433,9 +433,18 @@ connection (gannet.apps.tunnel_mux), or a Gannet connection each."""
 DEFAULT_MODE = "mux"
 PREAMBLE_STREAM = b"GTUN\x01S\r\n"
 """A stream-mode connection's first bytes (then the TCP stream itself)."""
-PREAMBLE_MUX = b"GTUN\x01M\r\n"
-"""A mux connection's first bytes (then frames)."""
+PREAMBLE_MUX = b"GTUN\x02M\r\n"
+"""A mux connection's first bytes (then frames): the framing with
+connection credit (gannet.apps.tunnel_mux)."""
+PREAMBLE_MUX_1 = b"GTUN\x01M\r\n"
+"""The first mux framing's (per-channel credit only): refused with a line
+that says so, not mistaken for the current one."""
 PREAMBLE_SIZE = 8
+MAX_MUX = 64
+"""Mux connections a server serves at once (one per tunnel client); one
+more is refused with a line that says so. With what one mux connection
+can make the server hold (gannet.apps.tunnel_mux), this bounds the
+server's."""
 PREAMBLE_TIMEOUT = 10.0
 """Longest the server waits for a new connection's preamble (it normally
 rides on the handshake's last datagram)."""
@@ -508,11 +517,15 @@ class TunnelServer(_Tunnel):
     kind = "server"
 
     def __init__(self, target: tuple[str, int], config_overrides: dict[str, object],
-                 connect_timeout: float, modes: tuple[str, ...] = MODES) -> None:
+                 connect_timeout: float, modes: tuple[str, ...] = MODES,
+                 max_mux: int = MAX_MUX) -> None:
         unknown = [m for m in modes if m not in MODES]
         if unknown or not modes:
             raise ValueError(f"tunnel modes must be some of {', '.join(MODES)}, not {modes!r}")
+        if max_mux < 1:
+            raise ValueError(f"max_mux must be at least 1, not {max_mux!r}")
         super().__init__(config_overrides)
+        self.max_mux = max_mux
         self.modes = tuple(modes)  # the client modes accepted
         self.target = target
         self.connect_timeout = connect_timeout
@@ -539,7 +552,12 @@ class TunnelServer(_Tunnel):
             abort_gannet(g_writer)
             raise
         mode = {PREAMBLE_MUX: "mux", PREAMBLE_STREAM: "stream"}.get(preamble)
-        if mode is None:
+        if preamble == PREAMBLE_MUX_1:
+            self.refused += 1
+            log.warning("refused %s: a mux client of an earlier version (its framing has no "
+                        "connection credit); upgrade the client or use --mode stream", peer)
+            abort_gannet(g_writer)
+        elif mode is None:
             self.refused += 1
             log.warning("refused %s: not a gannet tunnel client of this version (first bytes %r)",
                         peer, preamble)
@@ -548,6 +566,11 @@ class TunnelServer(_Tunnel):
             self.refused += 1
             log.warning("refused %s: a %s-mode client; this server takes %s", peer, mode,
                         " and ".join(self.modes))
+            abort_gannet(g_writer)
+        elif mode == "mux" and len(self.muxes) >= self.max_mux:
+            self.refused += 1
+            log.warning("refused %s: %d mux connections open, the most this server serves "
+                        "(--max-mux)", peer, len(self.muxes))
             abort_gannet(g_writer)
         elif mode == "mux":
             await self._serve_mux(g_writer, peer)
@@ -821,15 +844,16 @@ class TunnelClient(_Tunnel):
 
 async def start_tunnel_server(listen: tuple[str, int], target: tuple[str, int], *,
                               connect_timeout: float = 10.0, modes: tuple[str, ...] = MODES,
+                              max_mux: int = MAX_MUX,
                               **config_overrides: object) -> TunnelServer:
     """Listen for Gannet connections at `listen`; forward each to TCP `target`.
 
     Clients of the `modes` named are accepted (both by default), others
-    refused. `config_overrides` are Gannet settings (see gannet.Config) for
-    the accepted connections. Returns a running TunnelServer (`.address`,
-    `.close()`).
+    refused, and at most `max_mux` mux connections at once. `config_overrides`
+    are Gannet settings (see gannet.Config) for the accepted connections.
+    Returns a running TunnelServer (`.address`, `.close()`).
     """
-    tunnel = TunnelServer(target, config_overrides, connect_timeout, tuple(modes))
+    tunnel = TunnelServer(target, config_overrides, connect_timeout, tuple(modes), max_mux)
     host = listen[0] or None
     tunnel.server = await gannet.start_server(tunnel._spawn, host, listen[1], limit=GANNET_LIMIT,
                                               config=make_config(None, tunnel.config_overrides))

@@ -21,26 +21,77 @@ big-endian, then `length` bytes:
 - RESET (a UTF-8 reason, at most 1,000 bytes): the channel failed at the
   sender (its TCP connection was reset, the target refused...); the receiver
   resets its TCP connection;
-- WINDOW (4 bytes, an increment >= 1): credit for more DATA on the channel.
+- WINDOW (4 bytes, an increment >= 1): credit for more DATA on the
+  channel (QUIC's MAX_STREAM_DATA), or, on channel 0, for the connection
+  (QUIC's MAX_DATA);
+- BLOCKED (empty): the sender used the channel's whole window (its TCP
+  reading paused there), once per grant it waited for (QUIC's
+  STREAM_DATA_BLOCKED): a hint for the window's growth.
 
-Flow control is per channel, by credit, as SSH channels and QUIC streams
-have it: each direction of a channel starts with `CHANNEL_WINDOW` bytes of
-credit; a sender forwards at most what it was granted, pausing its TCP
-socket's reading when the credit runs out (what one read brought beyond the
-credit is held, at most one read), and a receiver grants what its TCP
-transport took once a quarter of the window accumulated, only while that
-transport is below its high-water mark (after `pause_writing`, at
-`resume_writing`). The mux connection's own reading is never paused: a
-slow application stalls only its own channel. When the Gannet writer holds
-more than `GANNET_HIGH_WATER` beyond its send buffer (the path is slower
-than the TCP sides), every channel's reading pauses until it drains.
+Flow control is by credit at two levels, as QUIC has it (RFC 9000 section
+4). DATA counts against the channel's window and the connection's credit
+at once; a DATA frame beyond either resets the mux connection.
+
+- A channel's window starts at `CHANNEL_WINDOW` (256 KiB) each way. The
+  receiver grants back what its TCP side took once a quarter of the
+  window accumulated. It grows (autotuning, as Linux's receive buffer and
+  QUIC implementations do): when the sender says BLOCKED and the TCP
+  side took every byte at once since the last grant, the application
+  drained the window faster than credit makes a round trip, so the window
+  set the pace: it doubles, up to `CHANNEL_WINDOW_MAX` (4 MiB, what one
+  bulk channel needs to reach the speed of a connection of its own). A
+  slow application does not grow it.
+- The connection credit is `CONNECTION_WINDOW` (16 MiB) each way, for all
+  channels together, and comes back as the bytes leave this process's
+  memory, not as they arrive: a channel's TCP transport runs with a
+  high-water mark of 0, so `pause_writing` says it kept some bytes and
+  `resume_writing` that it kept none; bytes written to a transport that
+  kept nothing were taken by the kernel at once. So an application that
+  stops reading keeps its bytes charged to the connection until it reads
+  again (or its channel ends), but never more than its channel's window,
+  at most CHANNEL_WINDOW_MAX = a quarter of the connection credit: three
+  stalled channels at their largest windows still leave a quarter to the
+  others.
+
+A sender forwards at most the smaller of the two credits and pauses its
+TCP socket's reading when either runs out (what one read brought beyond
+is held; a channel waiting for connection credit queues, and the queue
+is served in turn as credit returns). Every channel's reading pauses while
+the connection credit is spent, while more than `HELD_LIMIT` bytes are
+held over all channels, and while the Gannet writer holds more than
+`GANNET_HIGH_WATER` beyond its send buffer. The mux connection's own
+reading is never paused: a slow application stalls only its own channel.
+
+What a peer can make one endpoint hold, per mux connection:
+
+- of the peer's DATA: at most CONNECTION_WINDOW = 16 MiB (the transports'
+  buffers and what waits for a target's connect; a payload is handed to a
+  transport as a view of the received chunk only when it is at least half
+  of it, so at most 32 MiB of memory), plus a cut control frame (at most
+  1,009 bytes);
+- of what it does not let us send: what the TCP sides read beyond the
+  credits, at most HELD_LIMIT = 16 MiB and the one read that crossed it
+  (256 KiB: asyncio's and uvloop's largest), and what waits for the Gannet
+  connection beyond its send buffer, at most WRITER_LIMIT = 1 MiB (past
+  that the peer makes us answer and does not read: its mux connection is
+  reset);
+- and the Gannet connection's own receive and send buffers, which its
+  window settings bound (`--window`).
+
+That is 16 + 16 + 0.25 + 1 = 33.25 MiB of the mux's own (49.25 MiB if
+every payload were such a view) beside the Gannet connection's buffers,
+where one window per channel alone allowed 4,096 channels x 4 MiB = 16 GiB.
+A server holds at most that for each mux connection it serves (at most
+`MAX_MUX` at once, 64 by default: 64 x 33.25 MiB = 2.1 GiB).
 
 A frame the protocol does not allow (an unknown kind, a length beyond its
-kind's limit, DATA beyond the granted credit or after the channel's EOF,
-a frame for a channel never opened, an OPEN from the server) resets the whole mux connection with a
+kind's limit, DATA beyond either credit or after the channel's EOF, credit
+beyond CHANNEL_WINDOW_MAX or CONNECTION_WINDOW, a frame for a channel never
+opened, an OPEN from the server) resets the whole mux connection with a
 logged reason and is counted (`malformed` of the tunnel); the channels on
 it are reset as when the connection fails. Frames for a channel that has
-already ended (they were in flight) are dropped.
+already ended (they were in flight) are dropped, their bytes returned to
+the connection credit.
 
 Frames are parsed in batches from what each receive delivers:
 `struct.unpack_from` over the chunk, one step per frame; a DATA payload
@@ -54,6 +105,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -72,7 +124,8 @@ from gannet.apps.tunnel import (
 from gannet.io.aio import divert
 
 __all__ = [
-    "HEADER", "OPEN", "DATA", "EOF", "RESET", "WINDOW", "CHANNEL_WINDOW", "MAX_CHANNELS",
+    "HEADER", "OPEN", "DATA", "EOF", "RESET", "WINDOW", "BLOCKED", "CHANNEL_WINDOW", "CHANNEL_WINDOW_MAX",
+    "CONNECTION_WINDOW", "MAX_CHANNELS",
     "MuxSession", "Channel", "MuxError", "frame",
 ]
 
@@ -85,16 +138,39 @@ DATA: Final = 2
 EOF: Final = 3
 RESET: Final = 4
 WINDOW: Final = 5
-KIND_NAMES: Final = {OPEN: "OPEN", DATA: "DATA", EOF: "EOF", RESET: "RESET", WINDOW: "WINDOW"}
+BLOCKED: Final = 6
+KIND_NAMES: Final = {OPEN: "OPEN", DATA: "DATA", EOF: "EOF", RESET: "RESET", WINDOW: "WINDOW",
+                     BLOCKED: "BLOCKED"}
 _INCREMENT: Final = struct.Struct("!I")
-CHANNEL_WINDOW: Final = 4 * 1024 * 1024
-"""Each direction's credit when a channel opens (as large as a Gannet
-connection's default receive window: one channel's bulk transfer is not
-held back by its credit where a connection of its own would not be)."""
-GRANT_AT: Final = CHANNEL_WINDOW // 4
-"""Bytes taken by the TCP side before the receiver grants them back."""
-MAX_CREDIT: Final = 1 << 31
-"""More outstanding credit than this is a broken peer."""
+CONNECTION_WINDOW: Final = 16 * 1024 * 1024
+"""Connection credit (QUIC's MAX_DATA, RFC 9000 section 4.1): DATA bytes of
+all channels together that one direction may have sent and the receiver
+not yet taken out of its memory. The bound on what a peer can make an
+endpoint hold (see the module docstring)."""
+CHANNEL_WINDOW_MAX: Final = CONNECTION_WINDOW // 4
+"""A channel's window (QUIC's MAX_STREAM_DATA) grows to this and no
+further: as large as a Gannet connection's default receive window, so one
+bulk channel is not held back where a connection of its own would not be,
+and a quarter of the connection credit, so a channel whose application
+stopped reading holds at most that much of it."""
+CHANNEL_WINDOW: Final = 256 * 1024
+"""A channel's window when it opens, each direction (doubled each time
+the sender used it all while the application took every byte at once, up
+to CHANNEL_WINDOW_MAX)."""
+GRANT_FRACTION: Final = 4
+"""The receiver grants a channel's window back once 1/GRANT_FRACTION of
+it was taken by the TCP side."""
+CONNECTION_GRANT_AT: Final = CONNECTION_WINDOW // 8
+"""Bytes taken out of memory before the connection credit is returned."""
+HELD_LIMIT: Final = CONNECTION_WINDOW
+"""Bytes read from TCP beyond the credit (at most one read per channel),
+all channels of a mux connection together, above which every channel's
+reading pauses until the peer grants some."""
+WRITER_LIMIT: Final = 4 * GANNET_HIGH_WATER
+"""Bytes the Gannet writer may hold beyond its send buffer: past
+GANNET_HIGH_WATER only answers to the peer's frames are written (a RESET
+for a refused OPEN, grants), so more than this is a peer that makes us
+answer and never reads: its mux connection is reset."""
 MAX_REASON: Final = 1000
 """Longest RESET reason (bytes, UTF-8)."""
 MAX_CHANNELS = 4096
@@ -102,6 +178,18 @@ MAX_CHANNELS = 4096
 
 _pack: Final = HEADER.pack
 _unpack_from: Final = HEADER.unpack_from
+
+
+def _slice(data: bytes, start: int, stop: int) -> bytes | memoryview:
+    """A DATA payload out of a received chunk: a copy when small, or when a
+    view would keep a chunk more than twice its size alive in a transport's
+    buffer (so what a channel holds is at most twice what it counts), else
+    a view (no copy for bulk). (`data` typed bytes: compiled, its slice is
+    a direct call, not a slice object through the generic protocol.)"""
+    n = stop - start
+    if n < 4096 or 2 * n < len(data):
+        return data[start:stop]
+    return memoryview(data)[start:stop]
 
 
 class MuxError(Exception):
@@ -119,7 +207,8 @@ class Channel:
     (to_tcp, peer_eof, peer_reset, granted)."""
 
     __slots__ = ("mux", "id", "log_id", "tcp", "transport", "_tcp_write", "res", "up_from_tcp",
-                 "tcp_name", "credit", "window", "consumed", "held", "reading", "full",
+                 "tcp_name", "credit", "blocked", "window", "size", "grant_at", "consumed", "pending",
+                 "exhausted", "stalled", "held", "waiting", "reading", "full",
                  "tcp_ended", "eof_sent", "peer_ended", "early", "ended", "connecting")
 
     def __init__(self, mux: MuxSession, cid: int, log_id: int, res: RelayResult, *,
@@ -133,12 +222,21 @@ class Channel:
         self.res = res
         self.up_from_tcp = up_from_tcp  # the client's TCP side: its bytes go up
         self.tcp_name = tcp_name
+        # Sending (TCP -> peer)
         self.credit = CHANNEL_WINDOW  # bytes we may still send
-        self.window = CHANNEL_WINDOW  # bytes the peer may still send
-        self.consumed = 0  # taken by the TCP side, not yet granted back
+        self.blocked = False  # ... none: BLOCKED sent, until the next grant
         self.held: bytes | None = None  # read from TCP beyond the credit
+        self.waiting = False  # ... for connection credit, in the mux's queue
         self.reading = False  # the TCP side's reading is on
-        self.full = False  # the TCP transport is above its high-water mark
+        # Receiving (peer -> TCP)
+        self.window = CHANNEL_WINDOW  # bytes the peer may still send
+        self.size = CHANNEL_WINDOW  # the window as granted (autotuned)
+        self.grant_at = CHANNEL_WINDOW // GRANT_FRACTION
+        self.consumed = 0  # taken out of memory by the TCP side, not yet granted back
+        self.pending = 0  # received, still in memory (the transport's buffer, `early`)
+        self.exhausted = False  # the peer used the whole window since the last grant
+        self.stalled = False  # ... and the TCP side did not take every byte at once
+        self.full = False  # the TCP transport holds unsent bytes (its high-water mark is 0)
         self.tcp_ended = False  # EOF from TCP
         self.eof_sent = False  # ... and passed on (after what was held)
         self.peer_ended = False  # EOF from the peer
@@ -155,22 +253,31 @@ class Channel:
         self.tcp = side
         self.transport = transport
         self._tcp_write = transport.write
+        side.hand_over(self)
+        # A high-water mark of 0: pause_writing (tcp_full) as soon as the
+        # transport keeps a byte, resume_writing (tcp_drained) once it kept
+        # none, so the channel knows which received bytes are still in
+        # this process's memory (they hold connection credit) and which
+        # the kernel took.
+        transport.set_write_buffer_limits(high=0)
         early, self.early = self.early, None
-        for data in early or ():
-            self.to_tcp(data)
+        if early is not None:
+            for data in early:
+                self.pending -= len(data)  # (counted again as written)
+                self.to_tcp(data)
         if self.peer_ended:
             self.peer_ended = False
             self.peer_eof()
-        side.hand_over(self)
         if not self.ended:
             self.update_reading()
+            self.mux.return_credit()
 
     def update_reading(self) -> None:
         transport = self.transport
         if transport is None:
             return
         want = (self.credit > 0 and self.held is None and not self.tcp_ended
-                and not self.ended and not self.mux.draining)
+                and not self.ended and not self.mux.paused)
         if want != self.reading:
             self.reading = want
             if want:
@@ -182,22 +289,70 @@ class Channel:
     def from_tcp(self, data: bytes) -> None:
         if self.ended:
             return
+        mux = self.mux
+        held = self.held
+        if held is not None:  # (a read after the pause: it queues behind)
+            self.held = held + data
+            mux.held += len(data)
+            return
         n = len(data)
         credit = self.credit
-        if n > credit:
-            held = self.held  # (credit is 0 while something is held)
-            self.held = data[credit:] if held is None else held + data
+        room = mux.credit
+        if room < credit:
+            credit = room
+        if n > credit:  # what is beyond the credit waits for a grant
+            self.held = data[credit:]
+            mux.held += n - credit
             data = data[:credit]
             n = credit
-        self.credit = credit - n
+            if credit == room and not self.waiting:  # (the connection's credit ran out)
+                self.waiting = True
+                mux.waiting.append(self)
         if n:
+            self.credit -= n
+            room = mux.credit = room - n
             if self.up_from_tcp:
                 self.res.sent += n
             else:
                 self.res.received += n
-            self.mux.send(_pack(DATA, self.id, n) + data)
-        if self.credit <= 0:
+            mux.send(_pack(DATA, self.id, n) + data)
+            if room <= 0:  # the connection credit is spent: every channel's reading pauses
+                mux.blocked += 1
+                mux.update_pause()
+        if self.held is not None:
+            if mux.held > HELD_LIMIT:
+                mux.update_pause()
             self.update_reading()
+        elif self.credit <= 0:
+            self.update_reading()
+        if self.credit <= 0 and not self.blocked and not self.ended:
+            # The window, not the TCP side, stops this channel: say so, so
+            # the receiver can grow it (QUIC's STREAM_DATA_BLOCKED).
+            self.blocked = True
+            mux.send(_pack(BLOCKED, self.id, 0))
+
+    def release_held(self) -> None:
+        """Send what was held back, as far as the credits reach (after a
+        grant; while the Gannet writer drains it waits for the drain)."""
+        held = self.held
+        if held is None or self.ended or self.mux.draining:
+            return
+        self._drop_held()  # (in a method of its own: see _drop_held)
+        mux = self.mux
+        self.from_tcp(held)
+        if self.held is None and self.tcp_ended and not self.eof_sent:
+            self._send_eof()
+        if mux.paused:
+            mux.update_pause()
+
+    def _drop_held(self) -> None:
+        """No more held bytes. (Not written inline where from_tcp follows:
+        the compiled build would take `self.held` for None after such an
+        assignment, though from_tcp may hold bytes again.)"""
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.mux.held -= len(held)
 
     def tcp_eof(self) -> None:
         if self.ended or self.tcp_ended:
@@ -216,52 +371,97 @@ class Channel:
         if not self.ended:
             self.fail(f"{self.tcp_name} {_describe(exc or ConnectionResetError('connection closed'))}",
                       exc or ConnectionResetError("connection closed"), tell_peer=True)
+        elif self.pending:  # (closed with bytes still buffered: they are gone now)
+            self._free_pending()
 
     def tcp_full(self) -> None:
         self.full = True
+        self.stalled = True
 
     def tcp_drained(self) -> None:
         self.full = False
-        if self.consumed and not self.ended:
-            self._grant()
+        if self.pending and not self.ended:
+            self._free_pending()
 
     # ------------------------------------------- mux -> TCP (MuxSession's)
     def to_tcp(self, data: Any) -> None:
-        if self.ended:
-            return
+        """Bytes of a DATA frame (counted against both windows by the parser)."""
         n = len(data)
+        if self.ended:
+            self.mux.released += n  # (dropped: out of memory at once)
+            return
         write = self._tcp_write
         if write is None:  # (the server's target connection is not there yet)
             if self.early is None:
                 self.early = []
             self.early.append(bytes(data))
+            self.pending += n
+            self.stalled = True
             return
+        if self.full:
+            data = bytes(data)  # (kept: a copy, not a view holding the whole chunk)
         write(data)
         if self.up_from_tcp:
             self.res.received += n
         else:
             self.res.sent += n
+        if self.full:  # the transport kept (some of) it: in memory until it drains
+            self.pending += n
+            return
+        self.mux.released += n
         consumed = self.consumed = self.consumed + n
-        if consumed >= GRANT_AT and not self.full:
+        if consumed >= self.grant_at:
             self._grant()
 
+    def _free_pending(self) -> None:
+        """What the transport or `early` held left this process's memory."""
+        pending, self.pending = self.pending, 0
+        mux = self.mux
+        mux.released += pending
+        if not self.ended:
+            consumed = self.consumed = self.consumed + pending
+            if consumed >= self.grant_at and not self.full:
+                self._grant()
+        mux.return_credit()
+
     def _grant(self) -> None:
-        consumed, self.consumed = self.consumed, 0
-        self.window += consumed
-        self.mux.send(_pack(WINDOW, self.id, 4) + _INCREMENT.pack(consumed))
+        """Grant the window back (QUIC's MAX_STREAM_DATA): what the TCP side
+        took, and, when the peer used the whole window before a grant
+        reached it while the TCP side took every byte at once (the window,
+        not the application, set the pace: the application drained it
+        within a round trip), as much again: the window doubles, up to
+        CHANNEL_WINDOW_MAX (the idea of Linux's receive buffer autotuning
+        and of QUIC implementations' window autotuning)."""
+        increment, self.consumed = self.consumed, 0
+        size = self.size
+        if self.exhausted and not self.stalled and size < CHANNEL_WINDOW_MAX:
+            grow = CHANNEL_WINDOW_MAX - size
+            if grow > size:
+                grow = size
+            size = self.size = size + grow
+            self.grant_at = size // GRANT_FRACTION
+            increment += grow
+            self.mux.grown += 1
+        self.exhausted = self.stalled = False
+        self.window += increment
+        self.mux.send(_pack(WINDOW, self.id, 4) + _INCREMENT.pack(increment))
 
     def granted(self, increment: int) -> None:
         credit = self.credit + increment
-        if credit > MAX_CREDIT:
-            raise MuxError(f"channel {self.id}: credit beyond {MAX_CREDIT} bytes")
+        if credit > CHANNEL_WINDOW_MAX:
+            raise MuxError(f"channel {self.id}: credit beyond {CHANNEL_WINDOW_MAX} bytes")
         self.credit = credit
-        held = self.held
-        if held is not None and not self.ended:
-            self.held = None
-            self.from_tcp(held)
-            if self.held is None and self.tcp_ended and not self.eof_sent:
-                self._send_eof()
+        self.blocked = False
+        self.release_held()
         self.update_reading()
+
+    def peer_blocked(self) -> None:
+        """The peer used the whole window (BLOCKED): if the TCP side took
+        every byte at once since the last grant, the window, not the
+        application, set the pace: grant now, with the growth."""
+        self.exhausted = True
+        if not self.stalled and not self.full and not self.ended and self.size < CHANNEL_WINDOW_MAX:
+            self._grant()
 
     def peer_eof(self) -> None:
         if self.ended or self.peer_ended:
@@ -285,7 +485,7 @@ class Channel:
     # ------------------------------------------------------------ ending
     def _maybe_done(self) -> None:
         if self.eof_sent and self.peer_ended and self.transport is not None and not self.ended:
-            self.transport.close()  # what is buffered still leaves
+            self.transport.close()  # what is buffered still leaves (pending: freed at tcp_lost)
             self._finish()
 
     def fail(self, reason: str, exc: BaseException, *, tell_peer: bool) -> None:
@@ -297,10 +497,15 @@ class Channel:
             self.mux.send(frame(RESET, self.id, reason.encode("utf-8", "replace")[:MAX_REASON]))
         abort_tcp(self.transport)
         self._finish()
+        if self.pending:  # (aborted: what the transport held is dropped)
+            self._free_pending()
 
     def _finish(self) -> None:
         self.ended = True
-        self.held = self.early = None
+        self._drop_held()
+        if self.early is not None:
+            self.early = None
+            self._free_pending()
         if self.connecting is not None and not self.connecting.done():
             self.connecting.cancel()
         self.res.ended = time.monotonic()
@@ -329,7 +534,17 @@ class MuxSession:
         self.current: Channel | None = None  # ... and its channel (None: ended)
         self.ended = False
         self.reason = "closed"
-        self.draining = False
+        self.draining = False  # the Gannet writer is above GANNET_HIGH_WATER
+        # Connection credit (RFC 9000 section 4.1's MAX_DATA), each way.
+        self.credit = CONNECTION_WINDOW  # DATA bytes we may still send
+        self.waiting: deque[Channel] = deque()  # channels holding data for want of it
+        self.held = 0  # bytes read from TCP beyond the credits, all channels
+        self.paused = False  # every channel's reading paused (draining, no credit, held)
+        self.window = CONNECTION_WINDOW  # DATA bytes the peer may still send
+        self.released = 0  # ... taken out of memory, not yet returned to the peer
+        self.grown = 0  # channel windows doubled (autotuning)
+        self.refused = 0  # OPENs beyond MAX_CHANNELS
+        self.blocked = 0  # times our connection credit ran out
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
         self.started = time.monotonic()
         # What the reader already holds is parsed inside divert (an OPEN
@@ -362,22 +577,73 @@ class MuxSession:
         except Exception as exc:  # noqa: BLE001 - the Gannet side failed
             self.fail(exc)
             return
-        if waiting > GANNET_HIGH_WATER and not self.draining:
+        if waiting > GANNET_HIGH_WATER:
+            if self.draining and waiting <= WRITER_LIMIT:
+                return
+            if waiting > WRITER_LIMIT:
+                # Only our answers to its frames pass the high-water mark
+                # (every channel's reading paused there): a peer that
+                # makes us answer and never reads.
+                log.warning("#%d mux %s reset: the peer does not read (%d bytes wait to be sent)",
+                            self.log_id, self.peer, waiting)
+                self.fail(ConnectionAbortedError("the peer does not read"))
+                return
             self.draining = True
+            self.update_pause()
+            asyncio.ensure_future(self.g_writer.drain()).add_done_callback(self._drained)
+
+    def update_pause(self) -> None:
+        """Every channel's reading pauses while the Gannet writer drains, the
+        connection credit is spent, or more than HELD_LIMIT bytes wait for
+        credit; it resumes once none of these holds."""
+        paused = self.draining or self.credit <= 0 or self.held > HELD_LIMIT
+        if paused != self.paused:
+            self.paused = paused
             for ch in list(self.channels.values()):
                 ch.update_reading()
-            asyncio.ensure_future(self.g_writer.drain()).add_done_callback(self._drained)
 
     def _drained(self, fut: asyncio.Future) -> None:
         self.draining = False
-        if fut.cancelled() or self.ended:
+        if fut.cancelled():
             return
         exc = fut.exception()
+        if self.ended:
+            return
         if exc is not None:
             self.fail(exc)
             return
-        for ch in list(self.channels.values()):
-            ch.update_reading()
+        self.update_pause()
+        for ch in list(self.channels.values()):  # what waited for the drain, not for credit
+            if ch.held is not None and ch.credit > 0 and self.credit > 0 and not self.draining:
+                ch.release_held()
+                ch.update_reading()
+
+    def granted(self, increment: int) -> None:
+        """A WINDOW for the connection (channel 0): more connection credit;
+        the channels that wait for it send in turn, each as far as it
+        reaches (one held read each, round robin)."""
+        credit = self.credit + increment
+        if credit > CONNECTION_WINDOW:
+            raise MuxError(f"connection credit beyond {CONNECTION_WINDOW} bytes")
+        self.credit = credit
+        waiting = self.waiting
+        while waiting and self.credit > 0:
+            ch = waiting.popleft()
+            ch.waiting = False
+            if not ch.ended:
+                ch.release_held()  # (back at the end of the queue if the credit ran out again)
+                ch.update_reading()
+        self.update_pause()
+
+    def return_credit(self) -> None:
+        """Return the connection credit of the bytes taken out of memory
+        (QUIC's MAX_DATA, sent as the application consumes), once an eighth
+        of it accumulated."""
+        released = self.released
+        if released >= CONNECTION_GRANT_AT and not self.ended:
+            self.released = 0
+            self.window += released
+            self.send(_pack(WINDOW, 0, 4) + _INCREMENT.pack(released))
 
     def open_channel(self, side: TcpSide, log_id: int, res: RelayResult) -> Channel | None:
         """The client's: carry `side` on a new channel. None when this
@@ -407,37 +673,51 @@ class MuxSession:
             self._parse(data)
         except MuxError as exc:
             self.malformed(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a failure of ours: this connection ends, not the process
-            log.error("#%d mux %s reset: %r", self.log_id, self.peer, exc, exc_info=exc)
-            self.fail(exc)
+        except Exception as err:  # noqa: BLE001 - a failure of ours: this connection ends, not the process
+            # (a name of its own: compiled, `exc` would be typed MuxError here)
+            log.error("#%d mux %s reset: %r", self.log_id, self.peer, err, exc_info=err)
+            self.fail(err)
+        else:
+            if self.released >= CONNECTION_GRANT_AT:
+                self.return_credit()
 
     def _parse(self, data: bytes) -> None:
         kind: int
         cid: int
         length: int
         off = 0
+        end = len(data)
         remaining = self.remaining
         if remaining:  # the rest of a DATA payload
             ch = self.current
-            if len(data) <= remaining:
-                self.remaining = remaining - len(data)
+            if end <= remaining:
+                self.remaining = remaining - end
                 if ch is not None:
                     ch.to_tcp(data)
+                else:
+                    self.released += end
                 return
             self.remaining = 0
             if ch is not None:
-                ch.to_tcp(memoryview(data)[:remaining])
+                ch.to_tcp(_slice(data, 0, remaining))
+            else:
+                self.released += remaining
             off = remaining
         elif self.partial:
             data = self.partial + data
             self.partial = b""
-        end = len(data)
+            end = len(data)
         channels = self.channels
         while end - off >= HEADER_SIZE:
             kind, cid, length = _unpack_from(data, off)
             body = off + HEADER_SIZE
             stop = body + length
             if kind == DATA:
+                # Both credits are checked as the header arrives: DATA beyond
+                # either is the peer's fault however it is cut.
+                if length > self.window:
+                    raise MuxError(f"channel {cid} sent {length} bytes with {self.window} "
+                                   f"of connection credit")
                 ch = channels.get(cid)
                 if ch is None:
                     if cid > self.max_id or not cid:
@@ -449,14 +729,22 @@ class MuxSession:
                     raise MuxError(f"DATA after EOF on channel {cid}")
                 else:
                     ch.window -= length
+                self.window -= length
                 if stop > end:  # the payload goes on in the next chunks
                     self.remaining = stop - end
                     self.current = ch
-                    if ch is not None and body < end:
-                        ch.to_tcp(memoryview(data)[body:])
+                    if ch is not None:
+                        if body < end:
+                            ch.to_tcp(_slice(data, body, end))
+                    else:  # (a channel that ended: its bytes are dropped)
+                        self.released += end - body
                     return
-                if ch is not None and length:
-                    ch.to_tcp(data[body:stop] if length < 4096 else memoryview(data)[body:stop])
+                if ch is not None:
+                    if length:
+                        # (a request's few bytes: the copy inline, no call)
+                        ch.to_tcp(data[body:stop] if length < 4096 else _slice(data, body, stop))
+                else:
+                    self.released += length
             else:
                 if length > MAX_REASON:
                     raise MuxError(f"{KIND_NAMES.get(kind, kind)} frame of {length} bytes")
@@ -476,9 +764,18 @@ class MuxSession:
             (increment,) = _INCREMENT.unpack(body)
             if not increment:
                 raise MuxError(f"WINDOW of 0 for channel {cid}")
+            if not cid:  # the connection's credit
+                self.granted(increment)
+                return
             ch = self._known(cid, "WINDOW")
             if ch is not None:
                 ch.granted(increment)
+        elif kind == BLOCKED:
+            if body:
+                raise MuxError(f"BLOCKED frame of {len(body)} bytes")
+            ch = self._known(cid, "BLOCKED")
+            if ch is not None:
+                ch.peer_blocked()
         elif kind == EOF:
             if body:
                 raise MuxError(f"EOF frame of {len(body)} bytes")
@@ -500,8 +797,10 @@ class MuxSession:
             self.opened += 1
             if len(self.channels) >= MAX_CHANNELS:
                 self.send(frame(RESET, cid, b"too many channels"))
-                log.warning("#%d mux %s: channel %d refused: %d channels open",
-                            self.log_id, self.peer, cid, len(self.channels))
+                self.refused += 1
+                if self.refused == 1:  # (once: the count is in the summary)
+                    log.warning("#%d mux %s: channel %d refused: %d channels open",
+                                self.log_id, self.peer, cid, len(self.channels))
                 return
             assert self.on_open is not None
             self.on_open(self, cid)
@@ -525,6 +824,7 @@ class MuxSession:
 
     # ----------------------------------------------------------- ending
     def malformed(self, why: str) -> None:
+        why = safe_text(why)  # (built from the peer's numbers; shown inert whatever it holds)
         self.tunnel.malformed += 1
         log.warning("#%d mux %s reset: malformed framing: %s", self.log_id, self.peer, why)
         self.fail(ConnectionAbortedError(f"malformed framing: {why}"))
@@ -549,4 +849,5 @@ class MuxSession:
         self.fail(ConnectionAbortedError("tunnel stopped"), reason="tunnel stopped")
 
     def summary(self) -> str:
-        return (f"{self.opened} channels, {time.monotonic() - self.started:.2f}s, {self.reason}")
+        refused = f" ({self.refused} refused: too many open)" if self.refused else ""
+        return f"{self.opened} channels{refused}, {time.monotonic() - self.started:.2f}s, {self.reason}"

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="give up on a target connection after this long (default 10)")
     s.add_argument("--modes", default="mux,stream", metavar="MODES",
                    help="the client modes to accept, comma-separated (default mux,stream)")
+    s.add_argument("--max-mux", type=int, default=None, metavar="N",
+                   help="mux connections (tunnel clients) served at once; one more is refused "
+                   "(default 64; each can make the server hold about 33 MiB, see docs/tunnel.md)")
     _common(s)
     security.add_arguments(s, peer_key=False)
     s.set_defaults(func=run_server)
@@ -180,13 +183,16 @@ def run_server(args: argparse.Namespace) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not modes or any(m not in tun.MODES for m in modes):
         raise CLIError(f"--modes: mux, stream or both (mux,stream), not {args.modes!r}")
+    max_mux = tun.MAX_MUX if args.max_mux is None else args.max_mux
+    if max_mux < 1:
+        raise CLIError("--max-mux must be at least 1")
     _resolvable(target, "--target", socket.SOCK_STREAM)
     overrides = _overrides(args)
     handler = _setup_logging("server", args.quiet)
     try:
         return run_loop(_serve(
             lambda: tun.start_tunnel_server(listen, target, connect_timeout=args.connect_timeout,
-                                            modes=modes, **overrides),
+                                            modes=modes, max_mux=max_mux, **overrides),
             "server",
             lambda t: f"listening on {tun.format_address(t.address)} (udp, "
                       f"{' and '.join(t.modes)} clients), "
