@@ -81,7 +81,7 @@ class Connection:
     # attributes set elsewhere (the class-level defaults below) still work;
     # tests/core/test_connection_slots.py keeps this list complete.
     __slots__ = (
-        "config", "rng", "remote_addr", "local_cid", "remote_cid", "passive", "state",
+        "config", "rng", "remote_addr", "local_cid", "remote_cid", "passive", "state", "route_mtu",
         "error", "stats", "created", "_events", "_dirty", "snd",
         "_want_send_space", "_all_acked_reported", "loss", "_retries",
         "peer_mss", "mss", "cc", "rtt", "sack_ok", "ts_ok",
@@ -125,6 +125,12 @@ class Connection:
         # that sets this calls release_ack() if nothing is written soon.
         self.hold_handshake_ack = False
         self.retry_token: bytes | None = None  # from a listener's Retry; our SYNs echo it
+        # The largest datagram the local route toward the peer carries (UDP
+        # payload bytes), as the adapter learned it from the kernel before
+        # the handshake (Endpoint.route_mtu); 0: not known (the simulator,
+        # platforms without it). PMTUD caps its search there and tries it
+        # first (sender.pmtu_ladder).
+        self.route_mtu = 0
         self.state = State.CLOSED
         self.error: Exception | None = None
         self.stats = ConnectionStats()
@@ -990,7 +996,10 @@ class Connection:
         self._set_mss(min(self.mss, self.peer_mss, room))
         if cfg.pmtud and snd.mode != MODE_STEP:
             top = min(ceiling, cfg.pmtud_max, self.peer_mss + MAX_DATA_OVERHEAD, cfg.mss + MAX_DATA_OVERHEAD)
-            snd.pmtu_ladder = pmtu_ladder(snd.max_datagram_size, top)
+            route = self.route_mtu - cfg.datagram_overhead
+            if self.route_mtu and route < top:
+                top = route  # nothing larger leaves this host (RFC 8899 5.1.2's MAX_PLPMTU)
+            snd.pmtu_ladder = pmtu_ladder(snd.max_datagram_size, top, self.route_mtu > 0)
 
     def _set_mss(self, mss: int) -> None:
         """The MSS changed (the peer's SYN, PMTUD): everyone who counts in

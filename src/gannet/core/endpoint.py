@@ -195,6 +195,11 @@ class Endpoint:
         self._rst_time: float | None = None
         self.isn_source: Callable[[], int] | None = None
         """Optional ISN generator (tests use it to straddle the 32-bit wrap)."""
+        self.route_mtu: Callable[[object], int] | None = None
+        """Optional: the largest datagram (UDP payload bytes) the local route
+        toward an address carries, 0 if unknown. An adapter that can ask its
+        kernel sets it (gannet.io.endpoint.route_mtu); each new connection
+        takes the answer as its PMTUD search's ceiling (Connection.route_mtu)."""
         # Runs are encoded with their CRC32C trailers; an endpoint that seals
         # them next (gannet.crypto.endpoint) turns this off: its tag does the
         # CRC's job and the trailer is dropped unread.
@@ -843,6 +848,8 @@ class Endpoint:
             events=self._events, dirty=self._dirty,
             iss=self.isn_source() if self.isn_source else None,
         )
+        if self.route_mtu is not None:
+            conn.route_mtu = self.route_mtu(addr)
         self._conns[cid] = conn
         return conn
 

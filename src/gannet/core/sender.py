@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 Outgoing = list[Segment | SegmentRun]
 
 # Datagram sizes PMTUD tries, smallest first: jumbo Ethernet, then the steps
-# up to what loopback carries. A failed size ends the search (RFC 8899 5.3).
+# up to what loopback carries. A failed size ends the search above it (RFC
+# 8899 5.3).
 PMTU_PROBE_SIZES = (8972, 16384, 32768, 65000)
 PMTU_MAX_PROBES: Final = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # Until a probe has passed, one waits for a congestion window of this many
@@ -75,20 +76,28 @@ PACING_CARRY: Final = 0.004
 PACING_CARRY_RTT: Final = 0.125
 RUN_ALONE: Final = 8192  # a segment this large is worth the run path by itself (PMTUD sizes)
 
-_LADDERS: Final[dict[tuple[int, int], tuple[int, ...]]] = {}  # (datagram size, top) -> PMTUD ladder
+_LADDERS: Final[dict[tuple[int, int, bool], tuple[int, ...]]] = {}  # (size, top, top first) -> PMTUD ladder
 
 
-def pmtu_ladder(size: int, top: int) -> tuple[int, ...]:
-    """The PMTU probe sizes to try above `size` up to `top`, smallest first:
-    PMTU_PROBE_SIZES in that range, and `top` itself unless it is above them
-    all. One shared tuple per pair (a connection no longer copies a list)."""
-    ladder = _LADDERS.get((size, top))
+def pmtu_ladder(size: int, top: int, top_first: bool = False) -> tuple[int, ...]:
+    """The PMTU probe sizes to try above `size` up to `top`, in the order
+    tried: PMTU_PROBE_SIZES in that range, and `top` itself unless it is
+    above them all, smallest first. `top_first` (`top` is the local route's
+    MTU, which the adapter read from the kernel): `top` is tried first and
+    the smaller sizes only if it fails. RFC 8899 lets the search take the
+    local interface's MTU as its MAX_PLPMTU (5.1.2) and choose its probe
+    sequence (5.3.2); a local route that carries 64 KB (loopback) is then
+    confirmed in one round trip instead of one per step. One shared tuple
+    per case (a connection no longer copies a list)."""
+    ladder = _LADDERS.get((size, top, top_first))
     if ladder is None:
         steps = [s for s in PMTU_PROBE_SIZES if size < s <= top]
-        if top > size and top not in steps and top < PMTU_PROBE_SIZES[-1]:
+        if top > size and top not in steps and (top < PMTU_PROBE_SIZES[-1] or top_first):
             steps.append(top)
             steps.sort()
-        ladder = _LADDERS[(size, top)] = tuple(steps)
+        if top_first and len(steps) > 1:
+            steps.insert(0, steps.pop())
+        ladder = _LADDERS[(size, top, top_first)] = tuple(steps)
     return ladder
 
 
@@ -784,7 +793,9 @@ class Sender:
         if delivered and not self.ever_retransmitted.overlap(start, end):
             self.pmtu_probe = None
             self._pmtu_failures = 0
-            self.pmtu_ladder = self.pmtu_ladder[1:]
+            # What is left to try: the sizes above this one (none after a
+            # route MTU tried first, whose smaller sizes follow it).
+            self.pmtu_ladder = tuple(s for s in self.pmtu_ladder[1:] if s > size)
             self.max_datagram_size = size
             return size
         if delivered:
@@ -802,7 +813,7 @@ class Sender:
         start, end, _size = probe
         self.pmtu_probe = None
         self._pmtu_failures = 0
-        self.pmtu_ladder = tuple(s for s in self.pmtu_ladder if s < size)
+        self._pmtu_below(size)
         self._stats.pmtu_local_failures += 1
         if end > self.snd_una:
             self._loss.own_lost().add(max(start, self.snd_una), end)
@@ -812,5 +823,11 @@ class Sender:
         self.pmtu_probe = None
         self._pmtu_failures += 1
         if self._pmtu_failures >= PMTU_MAX_PROBES:
-            self.pmtu_ladder = ()  # search done: this size does not pass
+            self._pmtu_below(self.pmtu_ladder[0])  # this size does not pass
             self._pmtu_failures = 0
+
+    def _pmtu_below(self, size: int) -> None:
+        """`size` does not pass, nor would anything larger: the search goes
+        on with the smaller sizes still to try (a route MTU tried first
+        falls back to the steps below it), or ends when there are none."""
+        self.pmtu_ladder = tuple(s for s in self.pmtu_ladder if s < size)

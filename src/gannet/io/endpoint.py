@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 import weakref
+from functools import partial
 from types import MethodType
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -317,6 +318,35 @@ def set_dont_fragment(sock: socket.socket, on: bool) -> bool:
     except OSError:
         return False
     return True
+
+
+# Linux values (linux/in.h, linux/in6.h): the route MTU of a connected socket.
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+# IP and UDP headers: what a route's MTU holds besides the UDP payload.
+_IP_UDP_HEADERS: dict[int, int] = {socket.AF_INET: 28, socket.AF_INET6: 48}
+
+
+def route_mtu(family: int, addr: object) -> int:
+    """The largest UDP payload the local route toward `addr` carries (the
+    outgoing interface's MTU, or a smaller one the kernel's route or PMTU
+    cache holds, less the IP and UDP headers), or 0 where it cannot be
+    told (not Linux, a host name, no route). Asked of a throwaway connected
+    UDP socket: connect() on UDP picks the route and sends nothing. It is
+    the local end's ceiling only: PMTUD still probes the path beyond."""
+    if not sys.platform.startswith("linux") or family not in _IP_UDP_HEADERS:
+        return 0
+    if family == socket.AF_INET6:
+        level, opt = socket.IPPROTO_IPV6, IPV6_MTU
+    else:
+        level, opt = socket.IPPROTO_IP, IP_MTU
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(addr)  # type: ignore[arg-type]
+            mtu = probe.getsockopt(level, opt)
+    except (OSError, TypeError, ValueError, OverflowError):
+        return 0
+    return max(0, mtu - _IP_UDP_HEADERS[family])
 
 
 def _enable_icmp_errors(sock: socket.socket, on: bool = True) -> None:
@@ -675,6 +705,10 @@ class AioEndpoint(DatagramPath):
         # (of a class that takes an observer's wrappers when one will be attached, below)
         self.ep = self.core = ep = (endpoint if endpoint is not None
                                     else make_endpoint(config, _SYSTEM_RANDOM, observe.per_packet(config)))
+        if endpoint is None:
+            # Each connection's PMTUD search starts from the local route's
+            # MTU toward its peer (core Endpoint.route_mtu).
+            ep.route_mtu = partial(route_mtu, family_of(sock))
         # The core endpoint's event queue, dirty set and timer heap: the same
         # objects for its life (core/endpoint.py makes them once and empties
         # them in place), kept in attributes of the path's own (one read
