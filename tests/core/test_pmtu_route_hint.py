@@ -67,6 +67,7 @@ def _transfer(hint: int | None, path_mtu: int = 65507, payload: bytes = PAYLOAD)
         if len(got) == len(payload):
             break
         now += 0.001
+    _transfer.first_probe_at = probes[0][0] - ca.snd.iss if probes else None
     return ca, [size for _start, _end, size in probes], bytes(got)
 
 
@@ -76,6 +77,7 @@ def test_without_a_hint_the_search_climbs_every_step():
     assert ca.route_mtu == 0
     assert big == [8972, 16384, 32768, 65000]
     assert ca.max_datagram_size == 65000 and ca.snd.pmtu_ladder == ()
+    assert _transfer.first_probe_at > 0
 
 
 def test_a_route_mtu_is_probed_first_and_confirmed_in_one_probe():
@@ -83,6 +85,11 @@ def test_a_route_mtu_is_probed_first_and_confirmed_in_one_probe():
     assert got == PAYLOAD
     assert ca.route_mtu == LOOPBACK
     assert big == [65000]  # the top at once, and no step below it
+    # It went where the ladder's first step (8972) goes without the hint,
+    # not once the window held twelve 65000-byte probes.
+    first = _transfer.first_probe_at
+    _transfer(None)
+    assert first == _transfer.first_probe_at
     assert ca.max_datagram_size == 65000 and ca.snd.pmtu_ladder == ()
     assert ca.stats.fast_recoveries == 0 and ca.stats.timeouts == 0
 

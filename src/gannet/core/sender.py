@@ -57,7 +57,13 @@ PMTU_MAX_PROBES: Final = 3  # MAX_PROBES (RFC 8899 5.1.2)
 # (simulated 50 Mbit/s, 40 ms, 1,500-byte path: Startup then costs what it
 # costs with PMTUD off, 4 ms more, instead of 105 ms more). A path whose
 # window never gets that large (a small bandwidth-delay product: a LAN with
-# jumbo frames) probes once this many probes' worth was delivered.
+# jumbo frames) probes once this many probes' worth was delivered. The
+# unit is the smallest size still to try: a route MTU tried first
+# (pmtu_ladder's `top_first`) goes when the ladder's first step would
+# have, not when the window holds twelve of it (on loopback: 780 kB, 2-3
+# ms of 1,472-byte datagrams, whose per-datagram cost flattened the
+# delivery rate and ended BBR's Startup with a window of 0.5-1.5 MB); the
+# local route carries it, so it is seldom lost.
 PMTU_FIRST_PROBE_CWND: Final = 12
 PMTU_FIRST_PROBE_DELIVERED: Final = 48
 _UNPACED: Final = float("inf")
@@ -525,11 +531,12 @@ class Sender:
             avail = data_end - nxt
             if probe_payload and avail >= probe_payload:
                 # A data-carrying PMTU probe: one datagram of the next size.
+                unit = min(self.pmtu_ladder) - DATA_OVERHEAD  # (see PMTU_FIRST_PROBE_CWND)
                 if (
                     nxt + probe_payload <= wnd_edge
                     and pipe + probe_payload <= max(cwnd, 2 * probe_payload)
-                    and (cwnd >= PMTU_FIRST_PROBE_CWND * probe_payload
-                         or self.delivered >= PMTU_FIRST_PROBE_DELIVERED * probe_payload
+                    and (cwnd >= PMTU_FIRST_PROBE_CWND * unit
+                         or self.delivered >= PMTU_FIRST_PROBE_DELIVERED * unit
                          or self.max_datagram_size > self._config.max_datagram_size)
                 ):
                     if budget < probe_payload:
