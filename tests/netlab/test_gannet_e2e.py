@@ -190,18 +190,18 @@ def start_blocking_server(lab, settings=None):
     return srv
 
 
-def start_blocking_client(lab, nbytes, settings=None):
+def start_blocking_client(lab, nbytes, settings=None, env=None):
     cli = lab.popen("a", [PY, "-c", BLOCKING_CLIENT, lab.addr("b"), str(PORT), str(nbytes),
                           json.dumps(settings or {})],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or ENV)
     line = wait_line(cli, "connected")
     return cli, float(line.split()[1])
 
 
-def blocking_transfer(lab, nbytes, timeout=40, settings=None):
+def blocking_transfer(lab, nbytes, timeout=40, settings=None, env=None):
     """Run one verified transfer a -> b; returns (server report, client report)."""
     srv = start_blocking_server(lab, settings)
-    cli, _ = start_blocking_client(lab, nbytes, settings)
+    cli, _ = start_blocking_client(lab, nbytes, settings, env)
     cout, cerr = finish(cli, timeout)
     sout, serr = finish(srv, 10)
     return last_json(sout), last_json(cout), (serr, cerr)
@@ -390,11 +390,26 @@ def test_pmtu_probe_the_interface_refuses_ends_the_search_at_once():
     # The lab's interfaces have a 1,500-byte MTU: the first probe (8,972 bytes,
     # sent with DF) fails at the sender with EMSGSIZE. The connection hears of
     # it at once: one probe, its data resent now, no loss detection needed.
+    # (The route's MTU left unknown, as where the platform cannot tell it:
+    # told, the search would not probe at all, as the next test shows.)
     nbytes = 8_000_000
     with Netlab(link=LinkConfig(delay="10ms"), seed=3) as lab:
-        server, client, _ = blocking_transfer(lab, nbytes)
+        server, client, _ = blocking_transfer(lab, nbytes, env={**ENV, "GANNET_NO_ROUTE_MTU": "1"})
         assert_verified(server, client, nbytes)
         stats = dict(re.findall(r"(\w+)=(\d+)", client["stats"]))
         assert stats["pmtu_local_failures"] == "1", client["stats"]
         assert stats["fast_recoveries"] == "0", client["stats"]  # the resend needed no loss detection
         assert int(stats["retransmitted_bytes"]) >= 8972 - 24  # the probe's data went again
+
+
+def test_a_1500_byte_route_means_no_pmtu_probe():
+    # Told the route's MTU (1,500 bytes: 1,472 of UDP payload, the datagram
+    # size already in use), the search has nothing to try: no probe, none
+    # refused, nothing resent.
+    nbytes = 8_000_000
+    with Netlab(link=LinkConfig(delay="10ms"), seed=3) as lab:
+        server, client, _ = blocking_transfer(lab, nbytes)
+        assert_verified(server, client, nbytes)
+        stats = dict(re.findall(r"(\w+)=(\d+)", client["stats"]))
+        assert stats["pmtu_local_failures"] == "0", client["stats"]
+        assert stats["retransmitted_bytes"] == "0", client["stats"]

@@ -26,6 +26,10 @@ Datagrams move in batches where Linux allows it:
 - receive: UDP_GRO lets the kernel hand over several same-sized datagrams of
   one flow in one `recvmsg_into`, handed to `Endpoint.receive_batch` as they
   lie in the buffer (`GANNET_NO_GRO=1` turns it off).
+- path MTU: each connection's search starts from the local route's MTU
+  toward its peer (`route_mtu`); `GANNET_NO_ROUTE_MTU=1` leaves it
+  unknown (the ladder from the bottom, as the simulator has it) for A/B
+  measurements and for tests of a probe the interface refuses.
 
 Receive buffer contract: `Endpoint.receive_datagram` is given a memoryview
 slice of one preallocated buffer (one per thread, shared by the endpoints
@@ -705,7 +709,7 @@ class AioEndpoint(DatagramPath):
         # (of a class that takes an observer's wrappers when one will be attached, below)
         self.ep = self.core = ep = (endpoint if endpoint is not None
                                     else make_endpoint(config, _SYSTEM_RANDOM, observe.per_packet(config)))
-        if endpoint is None:
+        if endpoint is None and not _env_off("GANNET_NO_ROUTE_MTU"):
             # Each connection's PMTUD search starts from the local route's
             # MTU toward its peer (core Endpoint.route_mtu).
             ep.route_mtu = partial(route_mtu, family_of(sock))
